@@ -1,0 +1,45 @@
+"""The result of a page-table walk, shared by every format and every translator.
+
+A walk either finds a leaf descriptor (a page or block) or stops at a fault.  It also
+reports how many descriptor reads it made from physical memory, which is what an IOTLB
+miss really costs and what the TLB counters accumulate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vcmm.attrs import FaultKind, PageAttrs
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """Outcome of walking the tables for one input address ``va``."""
+
+    va: int
+    #: Descriptor reads from physical memory this walk made.
+    reads: int
+    #: Output address of ``va`` itself (not of the page base); ``None`` on a fault.
+    pa: int | None = None
+    #: Size of the page or block that maps ``va`` (0 on a fault).
+    page_size: int = 0
+    attrs: PageAttrs | None = None
+    #: Level of the leaf descriptor, or of the descriptor that faulted.
+    level: int = 0
+    fault: FaultKind | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+    @property
+    def va_base(self) -> int:
+        """Input address of the start of the page or block."""
+        return self.va - self.va % self.page_size if self.page_size else self.va
+
+    @property
+    def pa_base(self) -> int:
+        """Output address of the start of the page or block."""
+        if self.pa is None:
+            raise ValueError(f"walk of {self.va:#x} faulted ({self.fault}); it has no output")
+        return self.pa - self.va % self.page_size

@@ -1,0 +1,91 @@
+"""Address ranges as small immutable values, in the spirit of :mod:`ipaddress`.
+
+Every layer talks about ``[start, start + size)`` windows: physical regions, VCMs,
+reservations, TLB entries, page-table blocks.  One value type with clear operators
+keeps the half-open arithmetic in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vcmm.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class AddressRange:
+    """The half-open byte range ``[start, start + size)``."""
+
+    start: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.start, int) or not isinstance(self.size, int):
+            raise InvalidArgumentError(
+                f"AddressRange needs integer start and size, got {self.start!r}, {self.size!r}"
+            )
+        if self.start < 0 or self.size < 0:
+            raise InvalidArgumentError(
+                f"AddressRange start {self.start:#x} and size {self.size:#x} must be >= 0"
+            )
+
+    @classmethod
+    def from_bounds(cls, start: int, end: int) -> AddressRange:
+        """Build from ``start`` and exclusive ``end``."""
+        if end < start:
+            raise InvalidArgumentError(f"range end {end:#x} is below start {start:#x}")
+        return cls(start, end - start)
+
+    @property
+    def end(self) -> int:
+        """First address after the range."""
+        return self.start + self.size
+
+    @property
+    def last(self) -> int:
+        """Last address inside the range (``end - 1``)."""
+        return self.start + self.size - 1
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, AddressRange):
+            return self.start <= item.start and item.end <= self.end and item.size >= 0
+        if isinstance(item, int):
+            return self.start <= item < self.end
+        return False
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def overlaps(self, other: AddressRange) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def __and__(self, other: AddressRange) -> AddressRange | None:
+        """Intersection, or ``None`` when the ranges do not overlap."""
+        start, end = max(self.start, other.start), min(self.end, other.end)
+        return AddressRange(start, end - start) if start < end else None
+
+    def __add__(self, offset: int) -> AddressRange:
+        return AddressRange(self.start + offset, self.size)
+
+    def __sub__(self, offset: int) -> AddressRange:
+        return AddressRange(self.start - offset, self.size)
+
+    def is_aligned(self, alignment: int) -> bool:
+        return self.start % alignment == 0 and self.size % alignment == 0
+
+    def chunks(self, step: int) -> Iterator[AddressRange]:
+        """Split at multiples of ``step`` (absolute boundaries, not relative to start)."""
+        if step <= 0:
+            raise InvalidArgumentError(f"chunk step {step} must be > 0")
+        addr = self.start
+        while addr < self.end:
+            nxt = min((addr // step + 1) * step, self.end)
+            yield AddressRange(addr, nxt - addr)
+            addr = nxt
+
+    def __str__(self) -> str:
+        return f"[{self.start:#x}, {self.end:#x})"
