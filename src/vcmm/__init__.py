@@ -1,8 +1,10 @@
 """vcmm: the Virtual Contiguous Memory Manager on a simulated SoC."""
 
-from vcmm.attrs import Access, FaultKind, MemType, PageAttrs
+from vcmm.attrs import Access, DmaDirection, FaultKind, MemType, PageAttrs
+from vcmm.core import AssocAttr, Attr, PhysAttr, VcmKind
 from vcmm.errors import VcmmError
 from vcmm.ranges import AddressRange
+from vcmm.system import System
 from vcmm.sizes import (
     SZ_1G,
     SZ_1K,
@@ -24,6 +26,12 @@ __all__ = [
     "SZ_16M",
     "SZ_64K",
     "Access",
+    "AssocAttr",
+    "Attr",
+    "DmaDirection",
+    "PhysAttr",
+    "System",
+    "VcmKind",
     "AddressRange",
     "FaultKind",
     "MemType",

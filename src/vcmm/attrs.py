@@ -119,3 +119,17 @@ RW_WB = PageAttrs()
 RW_NC = PageAttrs(memtype=MemType.NORMAL_NC)
 #: Read-only write-back.
 RO_WB = PageAttrs(write=False)
+
+
+class DmaDirection(enum.Enum):
+    """Who writes a buffer during a transfer: the kernel's ``enum dma_data_direction``.
+
+    Cache maintenance depends on it: data going to a device must be cleaned out of the
+    CPU cache first; data coming from a device must be invalidated so the CPU does not
+    read stale lines afterwards.
+    """
+
+    BIDIRECTIONAL = 0
+    TO_DEVICE = 1
+    FROM_DEVICE = 2
+    NONE = 3

@@ -1,0 +1,195 @@
+"""The seed's five objects (000 L98-110) as Python objects owned by a :class:`Vcmm`.
+
+They are plain records: all behaviour lives in the manager so that every change goes
+through one place that keeps the tables, the allocators and the mapping graph in step.
+Objects are compared by identity, like the C structs they stand for.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vcmm.core.flags import AssocAttr, Attr, PhysAttr
+from vcmm.errors import StateError
+from vcmm.ranges import AddressRange
+from vcmm.sizes import format_size
+
+if TYPE_CHECKING:
+    from vcmm.hw.pgtable import PageTable
+
+    from vcmm.mm.genalloc import RangeAllocator
+
+
+class VcmKind(enum.Enum):
+    """How a VCM's addresses relate to physical memory (000 L160-178)."""
+
+    IOMMU = "iommu"
+    ONE_TO_ONE = "one-to-one"
+    VMM = "vmm"
+
+
+class _Handle:
+    """Common behaviour: a name for messages and a freed flag that guards reuse."""
+
+    id: int
+    freed: bool
+    prefix = "obj"
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}{self.id}"
+
+    def _alive(self, call: str) -> None:
+        if self.freed:
+            raise StateError(f"{call}: {self.name} was already freed")
+
+
+@dataclass(eq=False, repr=False)
+class Vcm(_Handle):
+    """A virtual contiguous memory region: the address space some devices see."""
+
+    id: int
+    kind: VcmKind
+    start: int
+    len: int
+    allocator: RangeAllocator
+    table: PageTable | None = None
+    reservations: list[Reservation] = field(default_factory=list)
+    associations: list[Association] = field(default_factory=list)
+    freed: bool = False
+    prefix = "vcm"
+
+    @property
+    def range(self) -> AddressRange:
+        return AddressRange(self.start, self.len)
+
+    def to_dev(self, addr: int, device: Any = None) -> int:
+        """Translate a VCM address to the address a device issues.
+
+        Only one-to-one VCMs differ: their addresses are physical, and a physically
+        addressed device may see RAM through a dma-ranges window (000 L1352-1356).
+        """
+        if self.kind is not VcmKind.ONE_TO_ONE:
+            return addr
+        devices = [device] if device is not None else [a.device for a in self.associations]
+        buses = {d.phys_to_bus(addr) for d in devices if hasattr(d, "phys_to_bus")}
+        if not buses:
+            return addr
+        if len(buses) > 1:
+            raise StateError(
+                f"{self.name}: associated devices see physical {addr:#x} at different bus "
+                f"addresses {sorted(hex(b) for b in buses)}; use res.dev_addr_for(device)"
+            )
+        return buses.pop()
+
+    @property
+    def space(self) -> str:
+        """Address-space key in the mapping graph (the VMM VCM shares the CPU's)."""
+        return "cpu" if self.kind is VcmKind.VMM else self.name
+
+    def __repr__(self) -> str:
+        return f"<Vcm {self.name} {self.kind.value} {self.range} {format_size(self.len)}>"
+
+
+@dataclass(eq=False, repr=False)
+class PhysMem(_Handle):
+    """A physical allocation from a memory target; may back many reservations."""
+
+    id: int
+    target: str
+    len: int
+    attr: PhysAttr
+    chunk_ranges: tuple[AddressRange, ...]
+    backing: list[Reservation] = field(default_factory=list)
+    freed: bool = False
+    #: What the memory target handed out, returned to it on free.
+    target_chunks: Any = None
+    prefix = "physmem"
+
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(physical address, size)`` of each physically contiguous piece."""
+        return [(c.start, c.size) for c in self.chunk_ranges]
+
+    @property
+    def size(self) -> int:
+        return sum(c.size for c in self.chunk_ranges)
+
+    def __repr__(self) -> str:
+        return (
+            f"<PhysMem {self.name} {self.target} {format_size(self.size)} "
+            f"in {len(self.chunk_ranges)} chunk(s)>"
+        )
+
+
+@dataclass(eq=False, repr=False)
+class Reservation(_Handle):
+    """A contiguous range of a VCM, with or without physical memory behind it."""
+
+    id: int
+    vcm: Vcm
+    len: int
+    attr: Attr
+    #: Start of the range in the VCM's own addresses (``None`` until placed: one-to-one
+    #: reservations are placed when backed, at the physical address of their backing).
+    addr: int | None
+    physmem: PhysMem | None = None
+    freed: bool = False
+    prefix = "res"
+
+    @property
+    def dev_addr(self) -> int:
+        """The address a device uses (000 L297-302): IOMMU virtual, kernel virtual, or
+        physical seen through the device's bus offset for one-to-one VCMs."""
+        if self.addr is None:
+            raise StateError(
+                f"{self.name} on one-to-one {self.vcm.name} has no dev_addr until it is backed"
+            )
+        return self.vcm.to_dev(self.addr)
+
+    def dev_addr_for(self, device: Any) -> int:
+        """The address ``device`` uses for this reservation (one-to-one devices may see
+        physical memory at different bus addresses)."""
+        if self.addr is None:
+            raise StateError(f"{self.name} has no address until it is backed")
+        return self.vcm.to_dev(self.addr, device)
+
+    @property
+    def range(self) -> AddressRange | None:
+        return None if self.addr is None else AddressRange(self.addr, self.len)
+
+    @property
+    def backed(self) -> bool:
+        return self.physmem is not None
+
+    def __repr__(self) -> str:
+        where = "unplaced" if self.addr is None else f"{self.addr:#x}"
+        return f"<Reservation {self.name} {self.vcm.name} {where} {format_size(self.len)}>"
+
+
+@dataclass(eq=False, repr=False)
+class Association(_Handle):
+    """An AVCM: the link between a VCM and a device; programs the device when active."""
+
+    id: int
+    vcm: Vcm
+    device: Any
+    attr: AssocAttr
+    active: bool = False
+    freed: bool = False
+    prefix = "avcm"
+
+    @property
+    def half(self) -> str | None:
+        """``"high"``/``"low"`` for split associations, ``None`` otherwise."""
+        if self.attr & AssocAttr.USE_HIGH:
+            return "high"
+        if self.attr & AssocAttr.USE_LOW:
+            return "low"
+        return None
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return f"<Association {self.name} {self.vcm.name}->{self.device.name} {state}>"

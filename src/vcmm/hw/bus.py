@@ -1,0 +1,572 @@
+"""Bus masters and the interconnect that routes their transactions.
+
+A device issues transactions in its own address space.  Its translation path turns a
+device address into physical runs; the :class:`Interconnect` then moves the bytes:
+a *coherent* master is snooped by the CPU data cache (it sees dirty lines and its writes
+update them), a *non-coherent* master goes straight to DRAM and so sees stale memory
+while the CPU holds newer data in its cache.  That difference is the reason the DMA
+API's cache maintenance exists, so it is modelled rather than assumed away.
+
+Two kinds of master:
+
+- :class:`SmmuDevice` sits behind an SMMU context: every transaction is split at the
+  boundaries of the pages that map it and each page is translated once (TLB, walk,
+  permission, fault hook).
+- :class:`PhysicalDevice` addresses memory one-to-one, possibly through ``dma-ranges``
+  windows where its bus address differs from the physical address (the seed's "SDRAM
+  at 0x80000000 physical is 0x40000000 as far as the DMA device is concerned").
+
+Data moves in whole runs with numpy slices, never byte by byte; physically adjacent
+runs are merged first so a buffer mapped with 4 KiB pages that happens to be physically
+contiguous still moves in one slice.
+
+Transactions are all-or-nothing for memory: every run is translated and checked
+against the address map before any byte moves, so a faulting transaction writes
+nothing.  The translation side effects that real hardware would also leave behind
+(TLB fills, fault counters) do remain.
+"""
+
+from __future__ import annotations
+
+import abc
+import bisect
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from vcmm.attrs import Access, FaultKind
+from vcmm.errors import (
+    DeviceFaultError,
+    InvalidArgumentError,
+    NotMappedError,
+    StateError,
+)
+from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.ranges import AddressRange
+
+if TYPE_CHECKING:
+    from vcmm.hw.cache import DataCache
+    from vcmm.hw.smmu import SmmuContext
+
+#: Device addresses are at most 64 bits wide.
+ADDRESS_LIMIT = 1 << 64
+#: Batch bursts must stay inside one page of the smallest granule, so that one burst is
+#: exactly one translation on both the per-access and the batch path.
+BURST_GRANULE = 4096
+
+#: A physical run: (physical address, length).
+Run = tuple[int, int]
+
+
+def _check_addr_len(who: str, addr: object, length: object) -> tuple[int, int]:
+    """Validate an (address, length) pair of a transaction and return them as ints."""
+    for label, value in (("address", addr), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
+    a, n = int(addr), int(length)  # type: ignore[call-overload]
+    if a < 0 or n < 0:
+        raise InvalidArgumentError(f"{who}: address {a:#x} and length {n} must be >= 0")
+    if a + n > ADDRESS_LIMIT:
+        raise InvalidArgumentError(
+            f"{who}: range {AddressRange(a, n)} runs past the 64-bit address space"
+        )
+    return a, n
+
+
+def _merge_runs(runs: list[Run]) -> list[Run]:
+    """Join runs that are physically adjacent, so data moves in as few slices as possible."""
+    merged: list[Run] = []
+    for pa, n in runs:
+        if merged and merged[-1][0] + merged[-1][1] == pa:
+            merged[-1] = (merged[-1][0], merged[-1][1] + n)
+        else:
+            merged.append((pa, n))
+    return merged
+
+
+def _runs_overlap(a: list[Run], b: list[Run]) -> bool:
+    """Whether any run of ``a`` overlaps any run of ``b`` (sort, prefix max, bisect)."""
+    if not a or not b:
+        return False
+    b_sorted = sorted(b)
+    starts = [pa for pa, _ in b_sorted]
+    max_end = list(itertools.accumulate((pa + n for pa, n in b_sorted), max))
+    for pa, n in a:
+        i = bisect.bisect_left(starts, pa + n)  # b-runs that start before this run ends
+        if i and max_end[i - 1] > pa:
+            return True
+    return False
+
+
+class Interconnect:
+    """Routes device transactions to DRAM or, for coherent masters, through the CPU cache.
+
+    ``cpu_cache`` may be ``None`` for a system without a CPU data cache; coherent and
+    non-coherent masters then behave alike.
+    """
+
+    def __init__(self, memory: PhysicalMemory, cpu_cache: DataCache | None = None) -> None:
+        if not isinstance(memory, PhysicalMemory):
+            raise InvalidArgumentError(
+                f"Interconnect needs a PhysicalMemory, got {type(memory).__name__}"
+            )
+        self.memory = memory
+        self.cpu_cache = cpu_cache
+
+    def check_backed(self, device: str, runs: list[Run], addrs: list[int]) -> None:
+        """Refuse (before any byte moves) a transaction whose physical runs hit a hole."""
+        for (pa, n), addr in zip(runs, addrs, strict=True):
+            if not self.memory.is_backed(pa, n):
+                raise DeviceFaultError(
+                    f"device {device!r}: address {addr:#x} -> physical {pa:#x} "
+                    f"(+{n:#x}) is not backed by memory: bus fault",
+                    device=device,
+                    address=addr,
+                    pa=pa,
+                    kind=FaultKind.BUS,
+                )
+
+    def read(self, pa: int, length: int, *, coherent: bool) -> npt.NDArray[np.uint8]:
+        """Fetch ``length`` bytes at ``pa`` as the device sees them."""
+        if coherent and self.cpu_cache is not None:
+            return as_u8(self.cpu_cache.snoop_read(pa, length)).copy()
+        return self.memory.read_array(pa, length)
+
+    def write(self, pa: int, data: Bytes, *, coherent: bool) -> None:
+        """Store ``data`` at ``pa`` as the device would."""
+        if coherent and self.cpu_cache is not None:
+            self.cpu_cache.snoop_write(pa, as_u8(data))
+        else:
+            self.memory.write(pa, data)
+
+    def copy(self, dst: int, src: int, length: int, *, coherent: bool) -> None:
+        """Move ``length`` bytes memory to memory (memmove semantics).
+
+        The non-coherent path is zero-copy when both sides sit in one region: a numpy
+        slice assignment between two views of the backing array.
+        """
+        if length == 0:
+            return
+        if coherent and self.cpu_cache is not None:
+            self.cpu_cache.snoop_write(dst, as_u8(self.cpu_cache.snoop_read(src, length)).copy())
+            return
+        mem = self.memory
+        try:
+            src_view = mem.view(src, length)
+            dst_view = mem.view(dst, length)
+        except InvalidArgumentError:  # spans regions: take the general path
+            mem.copy(dst, src, length)
+            return
+        np.copyto(dst_view, src_view)
+        mem.mark_written(dst, length)
+        mem.bytes_read += length
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """What :meth:`BusMaster.access_batch` did: bursts issued, bytes they carry."""
+
+    transactions: int
+    bytes: int
+
+
+class BusMaster(abc.ABC):
+    """A device that issues memory transactions in its own address space.
+
+    Subclasses supply the translation (:meth:`resolve`); this base class moves the data
+    through the :class:`Interconnect` and keeps the counters.
+    """
+
+    def __init__(self, name: str, interconnect: Interconnect, *, coherent: bool = False) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"bus master name {name!r} must be a non-empty string")
+        if not isinstance(interconnect, Interconnect):
+            raise InvalidArgumentError(
+                f"bus master {name!r} needs an Interconnect, got {type(interconnect).__name__}"
+            )
+        if not isinstance(coherent, bool):
+            raise InvalidArgumentError(f"bus master {name!r}: coherent={coherent!r} is not a bool")
+        self.name = name
+        self.interconnect = interconnect
+        self.coherent = coherent
+        #: Bytes this master read / wrote, transactions it issued, transactions a fault
+        #: terminated.
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.transactions = 0
+        self.faults = 0
+
+    # -- translation, supplied by subclasses ------------------------------------------------
+
+    @abc.abstractmethod
+    def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+        """Translate ``[addr, addr+length)`` into physical runs, in order.
+
+        Raises :class:`DeviceFaultError` (after any fault handling) if part of the range
+        cannot be translated; moves no data.
+        """
+
+    @abc.abstractmethod
+    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
+        """Translate every address of a batch with exact per-access accounting."""
+
+    def _account(self, access: Access, nbytes: int, transactions: int) -> None:
+        self.transactions += transactions
+        if access is Access.WRITE:
+            self.bytes_written += nbytes
+        else:
+            self.bytes_read += nbytes
+
+    def _resolve_checked(self, addr: int, length: int, access: Access) -> list[Run]:
+        """Translate, check the physical side is backed, and merge adjacent runs."""
+        try:
+            runs = self.resolve(addr, length, access)
+        except DeviceFaultError:
+            self.faults += 1
+            raise
+        starts, pos = [], addr
+        for _, n in runs:
+            starts.append(pos)
+            pos += n
+        try:
+            self.interconnect.check_backed(self.name, runs, starts)
+        except DeviceFaultError:
+            self.faults += 1
+            raise
+        return _merge_runs(runs)
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def read_array(self, addr: int, length: int) -> npt.NDArray[np.uint8]:
+        """Read ``length`` bytes at device address ``addr`` into a fresh uint8 array."""
+        addr, length = _check_addr_len(f"{self.name}.read", addr, length)
+        runs = self._resolve_checked(addr, length, Access.READ) if length else []
+        out = np.empty(length, dtype=np.uint8)
+        pos = 0
+        for pa, n in runs:
+            out[pos : pos + n] = self.interconnect.read(pa, n, coherent=self.coherent)
+            pos += n
+        self._account(Access.READ, length, 1)
+        return out
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Read ``length`` bytes at device address ``addr``."""
+        return self.read_array(addr, length).tobytes()
+
+    def write(self, addr: int, data: Bytes) -> None:
+        """Write ``data`` at device address ``addr``; nothing is written if any page faults."""
+        try:
+            src = as_u8(data)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{self.name}.write: {exc}") from None
+        addr, length = _check_addr_len(f"{self.name}.write", addr, int(src.size))
+        runs = self._resolve_checked(addr, length, Access.WRITE) if length else []
+        pos = 0
+        for pa, n in runs:
+            self.interconnect.write(pa, src[pos : pos + n], coherent=self.coherent)
+            pos += n
+        self._account(Access.WRITE, length, 1)
+
+    def copy(self, src_addr: int, dst_addr: int, length: int) -> None:
+        """DMA-engine memcpy inside this device's address space (memmove semantics).
+
+        Both sides are translated first (source for read, destination for write); then
+        the data moves run by run with numpy slices.  If the two sides overlap
+        physically the source is staged first so the result equals a memmove.
+        """
+        src_addr, length = _check_addr_len(f"{self.name}.copy", src_addr, length)
+        dst_addr, _ = _check_addr_len(f"{self.name}.copy", dst_addr, length)
+        if length == 0:
+            self._account(Access.READ, 0, 1)
+            self._account(Access.WRITE, 0, 1)
+            return
+        src_runs = self._resolve_checked(src_addr, length, Access.READ)
+        dst_runs = self._resolve_checked(dst_addr, length, Access.WRITE)
+        ic = self.interconnect
+        if _runs_overlap(src_runs, dst_runs):
+            staged = np.empty(length, dtype=np.uint8)
+            pos = 0
+            for pa, n in src_runs:
+                staged[pos : pos + n] = ic.read(pa, n, coherent=self.coherent)
+                pos += n
+            pos = 0
+            for pa, n in dst_runs:
+                ic.write(pa, staged[pos : pos + n], coherent=self.coherent)
+                pos += n
+        else:
+            si = di = 0
+            s_pa, s_left = src_runs[0]
+            d_pa, d_left = dst_runs[0]
+            while True:
+                n = min(s_left, d_left)
+                ic.copy(d_pa, s_pa, n, coherent=self.coherent)
+                s_pa, s_left, d_pa, d_left = s_pa + n, s_left - n, d_pa + n, d_left - n
+                if s_left == 0:
+                    si += 1
+                    if si == len(src_runs):
+                        break
+                    s_pa, s_left = src_runs[si]
+                if d_left == 0:
+                    di += 1
+                    d_pa, d_left = dst_runs[di]
+        self._account(Access.READ, length, 1)
+        self._account(Access.WRITE, length, 1)
+
+    def access_batch(
+        self, addrs: npt.NDArray[np.uint64], access: Access, burst: int = 64
+    ) -> BatchCounts:
+        """Translate a workload's bursts in one batch, moving no data.
+
+        Each address is one burst of ``burst`` bytes that must not cross a 4 KiB
+        boundary, so it is exactly one translation, as it would be on the per-access
+        path (:meth:`read` / :meth:`write` of the same burst): TLB counters and this
+        master's counters come out identical.
+        """
+        vas = self._check_batch(addrs, access, burst)
+        try:
+            self._batch_translate(vas, access)
+        except DeviceFaultError:
+            self.faults += 1
+            raise
+        self._account(access, int(vas.size) * burst, int(vas.size))
+        return BatchCounts(transactions=int(vas.size), bytes=int(vas.size) * burst)
+
+    def _check_batch(self, addrs: object, access: object, burst: object) -> npt.NDArray[np.uint64]:
+        who = f"{self.name}.access_batch"
+        if not isinstance(access, Access):
+            raise InvalidArgumentError(f"{who}: access {access!r} is not an Access")
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 0 < burst <= BURST_GRANULE:
+            raise InvalidArgumentError(
+                f"{who}: burst {burst!r} must be an integer in 1..{BURST_GRANULE}"
+            )
+        if not isinstance(addrs, np.ndarray) or addrs.ndim != 1:
+            raise InvalidArgumentError(f"{who}: addresses must be a 1-D numpy array")
+        if addrs.dtype != np.uint64:
+            if not np.issubdtype(addrs.dtype, np.integer) or (addrs.size and addrs.min() < 0):
+                raise InvalidArgumentError(
+                    f"{who}: addresses must be non-negative integers, got dtype {addrs.dtype}"
+                )
+            addrs = addrs.astype(np.uint64)
+        crossing = (addrs % np.uint64(BURST_GRANULE)) + np.uint64(burst) > np.uint64(BURST_GRANULE)
+        if crossing.any():
+            bad = int(addrs[int(np.argmax(crossing))])
+            raise InvalidArgumentError(
+                f"{who}: burst of {burst} bytes at {bad:#x} crosses a 4 KiB boundary; "
+                "split it so each burst is one translation"
+            )
+        return addrs
+
+    def counters(self) -> dict[str, int]:
+        """The master's transaction counters, for reports."""
+        return {
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "transactions": self.transactions,
+            "faults": self.faults,
+        }
+
+
+class SmmuDevice(BusMaster):
+    """A device behind an SMMU context: every page of a transaction is translated.
+
+    A transaction issued while the context is not active (unbound, or bound but
+    deactivated) raises :class:`StateError` instead of faulting: on the seed's SMMU the
+    context must be activated before its device runs, so this is a software sequencing
+    bug, not a translation fault a handler could fix.
+    """
+
+    def __init__(
+        self, name: str, ctx: SmmuContext, interconnect: Interconnect, *, coherent: bool = False
+    ) -> None:
+        from vcmm.hw.smmu import SmmuContext
+
+        if not isinstance(ctx, SmmuContext):
+            raise InvalidArgumentError(
+                f"SmmuDevice {name!r} needs an SmmuContext, got {type(ctx).__name__}"
+            )
+        super().__init__(name, interconnect, coherent=coherent)
+        self.ctx = ctx
+
+    def _require_active(self) -> None:
+        if not self.ctx.is_active:
+            raise StateError(
+                f"device {self.name!r}: SMMU context {self.ctx.name!r} is not active; "
+                "bind and activate it before the device issues transactions"
+            )
+
+    def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+        self._require_active()
+        runs: list[Run] = []
+        va, end = addr, addr + length
+        while va < end:
+            tr = self.ctx.translate_access(va, access, device=self.name)
+            page_end = va - va % tr.page_size + tr.page_size
+            n = min(end, page_end) - va
+            runs.append((tr.pa, n))
+            va += n
+        return runs
+
+    def _resolve_checked(self, addr: int, length: int, access: Access) -> list[Run]:
+        runs = super()._resolve_checked(addr, length, access)
+        self.ctx.account(access, length)
+        return runs
+
+    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
+        self._require_active()
+        self.ctx.translate_batch(addrs, access, device=self.name)
+
+    def access_batch(
+        self, addrs: npt.NDArray[np.uint64], access: Access, burst: int = 64
+    ) -> BatchCounts:
+        counts = super().access_batch(addrs, access, burst)
+        self.ctx.account(access, counts.bytes)
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class DmaWindow:
+    """One ``dma-ranges`` entry: device addresses ``[bus, bus+size)`` reach ``[phys, ...)``."""
+
+    bus: int
+    phys: int
+    size: int
+
+    @property
+    def bus_range(self) -> AddressRange:
+        return AddressRange(self.bus, self.size)
+
+    @property
+    def phys_range(self) -> AddressRange:
+        return AddressRange(self.phys, self.size)
+
+
+class PhysicalDevice(BusMaster):
+    """A device that addresses memory one-to-one, with optional bus-address offsets.
+
+    Give either ``bus_offset`` (device address = physical - offset, everywhere) or
+    ``dma_ranges`` as ``(bus_addr, phys_addr, size)`` windows.  A transaction touching a
+    device address outside every window raises :class:`DeviceFaultError` (kind
+    ``BUS``): the interconnect has no route for it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        interconnect: Interconnect,
+        *,
+        coherent: bool = False,
+        bus_offset: int = 0,
+        dma_ranges: list[tuple[int, int, int]] | None = None,
+    ) -> None:
+        super().__init__(name, interconnect, coherent=coherent)
+        if isinstance(bus_offset, bool) or not isinstance(bus_offset, int):
+            raise InvalidArgumentError(f"device {name!r}: bus_offset {bus_offset!r} is not an int")
+        if dma_ranges is not None and bus_offset != 0:
+            raise InvalidArgumentError(
+                f"device {name!r}: give bus_offset ({bus_offset:#x}) or dma_ranges, not both"
+            )
+        if dma_ranges is None:
+            if bus_offset >= 0:
+                windows = [DmaWindow(0, bus_offset, ADDRESS_LIMIT - bus_offset)]
+            else:
+                windows = [DmaWindow(-bus_offset, 0, ADDRESS_LIMIT + bus_offset)]
+        else:
+            windows = self._check_windows(name, dma_ranges)
+        self.windows: tuple[DmaWindow, ...] = tuple(sorted(windows, key=lambda w: w.bus))
+        self._bus_starts = np.array([w.bus for w in self.windows], dtype=object)
+
+    @staticmethod
+    def _check_windows(name: str, dma_ranges: object) -> list[DmaWindow]:
+        if not isinstance(dma_ranges, list | tuple) or not dma_ranges:
+            raise InvalidArgumentError(
+                f"device {name!r}: dma_ranges must be a non-empty list of (bus, phys, size)"
+            )
+        windows = []
+        for entry in dma_ranges:
+            if (
+                not isinstance(entry, tuple | list)
+                or len(entry) != 3
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in entry)
+            ):
+                raise InvalidArgumentError(
+                    f"device {name!r}: dma-ranges entry {entry!r} is not (bus, phys, size) ints"
+                )
+            bus, phys, size = entry
+            if bus < 0 or phys < 0 or size <= 0 or bus + size > ADDRESS_LIMIT:
+                raise InvalidArgumentError(
+                    f"device {name!r}: dma-ranges entry bus={bus:#x} phys={phys:#x} "
+                    f"size={size:#x} needs size > 0 and addresses >= 0 within 64 bits"
+                )
+            windows.append(DmaWindow(bus, phys, size))
+        ordered = sorted(windows, key=lambda w: w.bus)
+        for a, b in itertools.pairwise(ordered):
+            if a.bus_range.overlaps(b.bus_range):
+                raise InvalidArgumentError(
+                    f"device {name!r}: dma-ranges bus windows {a.bus_range} and "
+                    f"{b.bus_range} overlap"
+                )
+        return ordered
+
+    def _window_of(self, addr: int) -> DmaWindow | None:
+        for w in self.windows:
+            if w.bus <= addr < w.bus + w.size:
+                return w
+        return None
+
+    def bus_to_phys(self, addr: int) -> int:
+        """The physical address device address ``addr`` reaches."""
+        addr, _ = _check_addr_len(f"{self.name}.bus_to_phys", addr, 0)
+        w = self._window_of(addr)
+        if w is None:
+            raise NotMappedError(
+                f"device {self.name!r}: bus address {addr:#x} is outside every dma-ranges window"
+            )
+        return w.phys + (addr - w.bus)
+
+    def phys_to_bus(self, pa: int) -> int:
+        """The device address that reaches physical ``pa`` (what a DMA cookie holds)."""
+        pa, _ = _check_addr_len(f"{self.name}.phys_to_bus", pa, 0)
+        for w in self.windows:
+            if w.phys <= pa < w.phys + w.size:
+                return w.bus + (pa - w.phys)
+        raise NotMappedError(
+            f"device {self.name!r}: physical address {pa:#x} is outside every dma-ranges "
+            "window; the device cannot reach it"
+        )
+
+    def _fault(self, addr: int, access: Access) -> DeviceFaultError:
+        return DeviceFaultError(
+            f"device {self.name!r}: {access.value} at bus address {addr:#x} is outside every "
+            "dma-ranges window: bus fault",
+            device=self.name,
+            address=addr,
+            access=access,
+            kind=FaultKind.BUS,
+        )
+
+    def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+        runs: list[Run] = []
+        pos, end = addr, addr + length
+        while pos < end:
+            w = self._window_of(pos)
+            if w is None:
+                raise self._fault(pos, access)
+            n = min(end, w.bus + w.size) - pos
+            runs.append((w.phys + (pos - w.bus), n))
+            pos += n
+        return runs
+
+    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
+        inside = np.zeros(addrs.size, dtype=bool)
+        for w in self.windows:
+            lo = np.uint64(w.bus)
+            hi = w.bus + w.size
+            if hi >= ADDRESS_LIMIT:
+                inside |= addrs >= lo
+            else:
+                inside |= (addrs >= lo) & (addrs < np.uint64(hi))
+        if not inside.all():
+            raise self._fault(int(addrs[int(np.argmin(inside))]), access)

@@ -1,0 +1,573 @@
+"""The CPU as a bus master: an MMU (VMSAv8-64 tables, ASID-tagged TLB) and a data cache.
+
+The CPU matters to the VCMM because it is the other party of every shared buffer: the
+kernel reaches RAM through its *linear map*, which is cacheable, and through vmalloc-
+style mappings the VMM VCM creates.  Its data cache holds real bytes, so a device that
+does not snoop it sees stale memory, and a CPU with a cacheable alias sees stale lines
+after a device write.  With speculative prefetch switched on the CPU fills lines of
+anything it maps cacheable at random, which is why ARMv6+ outlaws uncached aliases of
+cacheable memory (Russell King, seed 000 L2075-2094).
+
+Address space layout (arm64 with 48-bit VAs):
+
+- kernel VAs ``0xffff_0000_0000_0000`` upward go through the TTBR1 table; the linear map
+  starts at :data:`PAGE_OFFSET` (``__va(pa) = pa - PHYS_OFFSET + PAGE_OFFSET``) and the
+  vmalloc area is :data:`VMALLOC_AREA`.  The table itself is indexed by VA[47:0]: the
+  sign-extension bits are stripped before it is walked, as the hardware does.
+- user VAs below 2**48 go through a TTBR0 table per ASID
+  (:meth:`Cpu.create_address_space`).
+
+Decisions:
+
+- TLB entries are tagged by ASID; kernel mappings are global (nG=0), so they hit for
+  every ASID.  Accesses made while no user address space is current use the reserved
+  :data:`KERNEL_ASID` (0).  User mappings entered through :meth:`Cpu.map_user` are
+  always non-global, whatever ``attrs.global_`` says: a global user entry would leak
+  into other processes.
+- Write-combine is Normal non-cacheable (``MemType.NORMAL_NC``), as Linux on ARM maps
+  ``pgprot_writecombine``; :data:`KERNEL_WC` and :data:`KERNEL_NC` are therefore equal.
+- A faulting user access raises :class:`SegmentationFault`; a faulting kernel access
+  raises :class:`KernelFault` (what Linux reports as an oops).  Both name the address,
+  the access and the fault kind.  Every page of an access is translated before any
+  byte moves, so a faulting access reads or writes nothing.
+- Cache maintenance by VA translates with the kernel's privilege (read permission is
+  enough, as for DC CVAC) and operates on the physical lines whatever the memory type
+  of the mapping, as the architecture specifies.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import replace
+
+from vcmm.attrs import Access, FaultKind, MemType, PageAttrs
+from vcmm.errors import (
+    AlignmentError,
+    FaultError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotMappedError,
+    SegmentationFault,
+)
+from vcmm.hw.cache import CacheConfig, DataCache
+from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.hw.pgtable import VMSAV8_4K, PageTable
+from vcmm.hw.prefetch import SpeculativePrefetcher
+from vcmm.hw.tablemem import TableMemory
+from vcmm.hw.tlb import TLB, TLBConfig
+from vcmm.hw.translate import Translation, TranslationFault, Translator
+from vcmm.hw.walk import Walk
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_4K
+
+#: Width of a virtual address (VA_BITS=48).
+VA_BITS = 48
+_VA_MASK = (1 << VA_BITS) - 1
+#: First kernel virtual address: VA[63:48] all ones selects TTBR1.
+KERNEL_VA_BASE = 0xFFFF_0000_0000_0000
+#: Start of the linear map of RAM (arm64 PAGE_OFFSET for 48-bit VAs).
+PAGE_OFFSET = KERNEL_VA_BASE
+#: The vmalloc area: where the VMM VCM may place kernel mappings.
+VMALLOC_AREA = AddressRange(0xFFFF_8000_0000_0000, 0x0000_7F00_0000_0000)
+#: User VAs are below this.
+USER_VA_LIMIT = 1 << VA_BITS
+#: ASID of accesses made with no user address space current (reserved, never allocated).
+KERNEL_ASID = 0
+#: ASIDs are 16 bits wide.
+MAX_ASID = 0xFFFF
+
+#: The linear map: kernel-only, read/write, never executable, write-back, shareable.
+LINEAR_MAP_ATTRS = PageAttrs(
+    read=True,
+    write=True,
+    exec=False,
+    user=False,
+    memtype=MemType.NORMAL_WB_WA,
+    shareable=True,
+    global_=True,
+)
+#: Cacheable kernel mapping (vmalloc of RAM).
+KERNEL_WB = LINEAR_MAP_ATTRS
+#: Non-cacheable kernel mapping (a DMA alias for a non-coherent device).
+KERNEL_NC = LINEAR_MAP_ATTRS.with_(memtype=MemType.NORMAL_NC)
+#: Write-combine kernel mapping: Normal non-cacheable, as Linux on ARM does it.
+KERNEL_WC = KERNEL_NC
+
+
+class KernelFault(FaultError):
+    """A kernel-mode CPU access faulted: what Linux would report as an oops."""
+
+
+def _check_int(who: str, label: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
+    if value < 0:
+        raise InvalidArgumentError(f"{who}: {label} {value:#x} is negative")
+    return value
+
+
+def is_kernel_va(va: int) -> bool:
+    """Whether ``va`` is a canonical kernel address (VA[63:48] all ones)."""
+    return va >> VA_BITS == 0xFFFF
+
+
+def is_user_va(va: int) -> bool:
+    """Whether ``va`` is a canonical user address (VA[63:48] all zeros)."""
+    return 0 <= va < USER_VA_LIMIT
+
+
+class Cpu:
+    """The CPU: MMU, TLB, data cache and (optionally) a speculative prefetcher.
+
+    ``linear_map`` lists ``(kernel_va, pa, size)`` windows of the linear map; by
+    default every RAM region is mapped at ``PAGE_OFFSET + (pa - PHYS_OFFSET)`` where
+    PHYS_OFFSET is the lowest RAM address.  The linear map uses 1 GiB and 2 MiB blocks
+    wherever alignment allows.
+    """
+
+    def __init__(
+        self,
+        memory: PhysicalMemory,
+        table_memory: TableMemory,
+        *,
+        cache: CacheConfig,
+        tlb: TLBConfig,
+        linear_map: Sequence[tuple[int, int, int]] | None = None,
+        prefetch_seed: int | None = None,
+        prefetch_lines_per_tick: int = 4,
+    ) -> None:
+        if not isinstance(memory, PhysicalMemory):
+            raise InvalidArgumentError(f"Cpu needs a PhysicalMemory, got {memory!r}")
+        if not isinstance(table_memory, TableMemory) or table_memory.memory is not memory:
+            raise InvalidArgumentError(
+                "Cpu needs a TableMemory carved from the same PhysicalMemory"
+            )
+        if not isinstance(cache, CacheConfig):
+            raise InvalidArgumentError(f"Cpu cache {cache!r} is not a CacheConfig")
+        if not isinstance(tlb, TLBConfig):
+            raise InvalidArgumentError(f"Cpu tlb {tlb!r} is not a TLBConfig")
+        windows = self._check_linear_map(memory, linear_map)
+        self.memory = memory
+        self.table_memory = table_memory
+        self.cache = DataCache(memory, cache)
+        self.tlb = TLB(tlb)
+        #: The kernel's TTBR1 table, indexed by VA[47:0].
+        self.kernel_table = PageTable(VMSAV8_4K, memory, table_memory)
+        try:
+            for va, pa, size in windows:
+                self.kernel_table.map(va & _VA_MASK, pa, size, LINEAR_MAP_ATTRS)
+        except BaseException:
+            self.kernel_table.destroy()
+            raise
+        self.linear_map: tuple[tuple[int, int, int], ...] = tuple(windows)
+        self._spaces: dict[int, PageTable] = {}
+        self._current: int | None = None
+        self._translators: dict[tuple[Hashable, bool], Translator] = {}
+        self._version = 0
+        self._candidates_version = -1
+        self._candidates: list[AddressRange] = []
+        self.prefetcher: SpeculativePrefetcher | None = None
+        if prefetch_seed is not None:
+            self.prefetcher = SpeculativePrefetcher(
+                self.cache,
+                seed=prefetch_seed,
+                lines_per_tick=prefetch_lines_per_tick,
+                candidates=self.cacheable_ranges,
+            )
+
+    @staticmethod
+    def _check_linear_map(
+        memory: PhysicalMemory, linear_map: Sequence[tuple[int, int, int]] | None
+    ) -> list[tuple[int, int, int]]:
+        if linear_map is None:
+            ram = [r for r in memory.regions if r.kind == "ram"]
+            if not ram:
+                return []
+            phys_offset = min(r.base for r in ram)
+            return [(PAGE_OFFSET + (r.base - phys_offset), r.base, r.size) for r in ram]
+        if not isinstance(linear_map, list | tuple):
+            raise InvalidArgumentError(
+                f"linear_map must be a list of (kernel_va, pa, size), got {linear_map!r}"
+            )
+        windows: list[tuple[int, int, int]] = []
+        for entry in linear_map:
+            if not isinstance(entry, tuple | list) or len(entry) != 3:
+                raise InvalidArgumentError(
+                    f"linear map entry {entry!r} is not (kernel_va, pa, size)"
+                )
+            va, pa, size = (
+                _check_int("linear map", n, v)
+                for n, v in zip(("kernel_va", "pa", "size"), entry, strict=True)
+            )
+            if not is_kernel_va(va) or not is_kernel_va(va + size - 1) or size == 0:
+                raise InvalidArgumentError(
+                    f"linear map window va={va:#x} size={size:#x} must be non-empty and lie "
+                    "in the kernel half (VA[63:48] all ones)"
+                )
+            if va % SZ_4K or pa % SZ_4K or size % SZ_4K:
+                raise AlignmentError(
+                    f"linear map window va={va:#x} pa={pa:#x} size={size:#x} must be 4 KiB aligned"
+                )
+            if not memory.is_backed(pa, size):
+                raise InvalidArgumentError(
+                    f"linear map window pa={pa:#x} size={size:#x} is not all physical memory"
+                )
+            windows.append((va, pa, size))
+        ordered = sorted(windows)
+        for a, b in itertools.pairwise(ordered):
+            if a[0] + a[2] > b[0]:
+                raise InvalidArgumentError(f"linear map windows at {a[0]:#x} and {b[0]:#x} overlap")
+        return ordered
+
+    def __repr__(self) -> str:
+        return (
+            f"Cpu(asid={self._current}, spaces={sorted(self._spaces)}, "
+            f"prefetch={'on' if self.prefetcher else 'off'})"
+        )
+
+    # -- linear map -----------------------------------------------------------------------
+
+    def phys_to_virt(self, pa: int) -> int:
+        """The linear-map kernel VA of ``pa`` (the kernel's ``__va``)."""
+        pa = _check_int("phys_to_virt", "pa", pa)
+        for va, base, size in self.linear_map:
+            if base <= pa < base + size:
+                return va + (pa - base)
+        raise NotMappedError(f"physical address {pa:#x} is not in the CPU's linear map")
+
+    def virt_to_phys(self, va: int) -> int:
+        """The physical address of linear-map address ``va`` (the kernel's ``__pa``)."""
+        va = _check_int("virt_to_phys", "va", va)
+        for base, pa, size in self.linear_map:
+            if base <= va < base + size:
+                return pa + (va - base)
+        raise NotMappedError(f"{va:#x} is not a linear-map address")
+
+    def _in_linear_map(self, va: int, size: int) -> bool:
+        return any(base < va + size and va < base + n for base, _, n in self.linear_map)
+
+    # -- kernel mappings ------------------------------------------------------------------
+
+    def _check_kernel_range(self, who: str, va: object, size: object) -> tuple[int, int]:
+        v = _check_int(who, "va", va)
+        n = _check_int(who, "size", size)
+        if n == 0:
+            raise InvalidArgumentError(f"{who}: size must be > 0")
+        if not is_kernel_va(v) or v + n - 1 > (1 << 64) - 1 or not is_kernel_va(v + n - 1):
+            raise InvalidArgumentError(
+                f"{who}: {AddressRange(v, n) if v + n <= 1 << 64 else hex(v)} is not in the "
+                "kernel half of the address space (VA[63:48] all ones)"
+            )
+        if v % SZ_4K or n % SZ_4K:
+            raise AlignmentError(f"{who}: va {v:#x} and size {n:#x} must be 4 KiB aligned")
+        return v, n
+
+    def map_kernel(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
+        """Map ``[va, va+size)`` to ``pa`` in the kernel table (vmalloc-style).
+
+        Uses the largest block sizes alignment allows.  Kernel mappings are not
+        user-accessible.
+        """
+        v, n = self._check_kernel_range("map_kernel", va, size)
+        p = _check_int("map_kernel", "pa", pa)
+        if p % SZ_4K:
+            raise AlignmentError(f"map_kernel: pa {p:#x} must be 4 KiB aligned")
+        if not isinstance(attrs, PageAttrs):
+            raise InvalidArgumentError(f"map_kernel: attrs {attrs!r} is not a PageAttrs")
+        if attrs.user:
+            raise InvalidArgumentError(
+                f"map_kernel: attrs {attrs.short()!r} grant user access; kernel mappings "
+                "are kernel-only (use map_user)"
+            )
+        self.kernel_table.map(v & _VA_MASK, p, n, attrs)
+        self.tlb.invalidate_range(v, n)
+        self._version += 1
+
+    def unmap_kernel(self, va: int, size: int) -> None:
+        """Remove a kernel mapping made by :meth:`map_kernel` and invalidate the TLB."""
+        v, n = self._check_kernel_range("unmap_kernel", va, size)
+        if self._in_linear_map(v, n):
+            raise InvalidArgumentError(
+                f"unmap_kernel: {AddressRange(v, n)} overlaps the linear map, which stays"
+            )
+        self.kernel_table.unmap(v & _VA_MASK, n)
+        self.tlb.invalidate_range(v, n)
+        self._version += 1
+
+    # -- user address spaces ----------------------------------------------------------------
+
+    def _check_asid(self, who: str, asid: object) -> int:
+        if isinstance(asid, bool) or not isinstance(asid, int) or not 1 <= asid <= MAX_ASID:
+            raise InvalidArgumentError(
+                f"{who}: ASID {asid!r} must be an integer in 1..{MAX_ASID} "
+                f"({KERNEL_ASID} is reserved for the kernel)"
+            )
+        return asid
+
+    def create_address_space(self, asid: int) -> PageTable:
+        """A new empty TTBR0 table for user process ``asid``."""
+        asid = self._check_asid("create_address_space", asid)
+        if asid in self._spaces:
+            raise InvalidArgumentError(f"create_address_space: ASID {asid} already exists")
+        table = PageTable(VMSAV8_4K, self.memory, self.table_memory)
+        self._spaces[asid] = table
+        return table
+
+    def address_space(self, asid: int) -> PageTable:
+        asid = self._check_asid("address_space", asid)
+        table = self._spaces.get(asid)
+        if table is None:
+            raise NotFoundError(f"no user address space with ASID {asid}")
+        return table
+
+    def destroy_address_space(self, asid: int) -> None:
+        """Free ``asid``'s table and drop its TLB entries."""
+        table = self.address_space(asid)
+        table.destroy()
+        del self._spaces[asid]
+        self.tlb.invalidate_tag(asid)
+        if self._current == asid:
+            self._current = None
+        for key in [k for k in self._translators if k[0] == asid]:
+            del self._translators[key]
+        self._version += 1
+
+    def switch_to(self, asid: int | None) -> None:
+        """Make ``asid`` the current user address space (None: kernel only).
+
+        No TLB maintenance is needed: entries are ASID-tagged.
+        """
+        if asid is not None:
+            self.address_space(asid)
+        self._current = asid
+
+    @property
+    def current_asid(self) -> int | None:
+        return self._current
+
+    def map_user(self, asid: int, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
+        """Map ``[va, va+size)`` in ``asid``'s table; the entries are made non-global."""
+        table = self.address_space(asid)
+        v = _check_int("map_user", "va", va)
+        p = _check_int("map_user", "pa", pa)
+        n = _check_int("map_user", "size", size)
+        if n == 0 or v + n > USER_VA_LIMIT:
+            raise InvalidArgumentError(
+                f"map_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
+            )
+        if v % SZ_4K or p % SZ_4K or n % SZ_4K:
+            raise AlignmentError(
+                f"map_user: va {v:#x}, pa {p:#x} and size {n:#x} must be 4 KiB aligned"
+            )
+        if not isinstance(attrs, PageAttrs):
+            raise InvalidArgumentError(f"map_user: attrs {attrs!r} is not a PageAttrs")
+        table.map(v, p, n, attrs.with_(global_=False))
+        self.tlb.invalidate_range(v, n, asid)
+        self._version += 1
+
+    def unmap_user(self, asid: int, va: int, size: int) -> None:
+        table = self.address_space(asid)
+        v = _check_int("unmap_user", "va", va)
+        n = _check_int("unmap_user", "size", size)
+        if n == 0 or v + n > USER_VA_LIMIT:
+            raise InvalidArgumentError(
+                f"unmap_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
+            )
+        table.unmap(v, n)
+        self.tlb.invalidate_range(v, n, asid)
+        self._version += 1
+
+    def flush_tlb_range(self, va: int, size: int, *, asid: int | None = None) -> int:
+        """Invalidate TLB entries over a range (all ASIDs unless ``asid`` is given).
+
+        For upper layers that edit a table from :meth:`create_address_space` directly.
+        """
+        v = _check_int("flush_tlb_range", "va", va)
+        n = _check_int("flush_tlb_range", "size", size)
+        if asid is not None:
+            self._check_asid("flush_tlb_range", asid)
+        self._version += 1
+        return self.tlb.invalidate_range(v, n, asid)
+
+    def flush_tlb_all(self) -> int:
+        self._version += 1
+        return self.tlb.invalidate_all()
+
+    # -- translation ----------------------------------------------------------------------
+
+    def _walk(self, asid: int, va: int) -> Walk:
+        """The MMU walker: TTBR1 for kernel VAs, ``asid``'s TTBR0 table for user VAs."""
+        if is_kernel_va(va):
+            walk = self.kernel_table.walk(va & _VA_MASK)
+        elif is_user_va(va) and asid in self._spaces:
+            walk = self._spaces[asid].walk(va)
+        else:
+            return Walk(va=va, reads=0, level=0, fault=FaultKind.TRANSLATION)
+        # The table saw VA[47:0]; the walk reports the address that was asked for.
+        return walk if walk.va == va else replace(walk, va=va)
+
+    def _translator(self, asid: int, privileged: bool) -> Translator:
+        key = (asid, privileged)
+        tr = self._translators.get(key)
+        if tr is None:
+            tr = Translator(
+                self.tlb,
+                asid,
+                functools.partial(self._walk, asid),
+                privileged=privileged,
+                honour_global=True,
+            )
+            self._translators[key] = tr
+        return tr
+
+    def _resolve_asid(self, who: str, asid: int | None) -> int:
+        if asid is None:
+            return self._current if self._current is not None else KERNEL_ASID
+        self.address_space(asid)
+        return asid
+
+    def _fault(self, fault: TranslationFault, user: bool, asid: int, va: int) -> FaultError:
+        mode = "user" if user else "kernel"
+        message = (
+            f"{mode} {fault.access.value} at {va:#x} (ASID {asid}): {fault.kind.value} "
+            f"fault at level {fault.level}"
+        )
+        cls = SegmentationFault if user else KernelFault
+        return cls(message, address=va, va=va, access=fault.access, kind=fault.kind, asid=asid)
+
+    def translate(
+        self,
+        va: int,
+        access: Access = Access.READ,
+        *,
+        asid: int | None = None,
+        user: bool = False,
+    ) -> Translation:
+        """Translate one access through the TLB; raises the fault as an exception."""
+        v = _check_int("translate", "va", va)
+        if v >= 1 << 64:
+            raise InvalidArgumentError(f"translate: va {v:#x} is wider than 64 bits")
+        if not isinstance(access, Access):
+            raise InvalidArgumentError(f"translate: access {access!r} is not an Access")
+        if not isinstance(user, bool):
+            raise InvalidArgumentError(f"translate: user={user!r} is not a bool")
+        tag = self._resolve_asid("translate", asid)
+        result = self._translator(tag, not user).translate(v, access)
+        if isinstance(result, TranslationFault):
+            raise self._fault(result, user, tag, v)
+        return result
+
+    def _runs(
+        self, who: str, va: object, length: object, access: Access, asid: int | None, user: bool
+    ) -> list[tuple[int, int, MemType]]:
+        """Translate every page of an access first: ``(pa, n, memtype)`` runs, merged."""
+        v = _check_int(who, "va", va)
+        n = _check_int(who, "length", length)
+        if v + n > 1 << 64:
+            raise InvalidArgumentError(f"{who}: {v:#x} + {n:#x} runs past 2**64")
+        if not isinstance(user, bool):
+            raise InvalidArgumentError(f"{who}: user={user!r} is not a bool")
+        tag = self._resolve_asid(who, asid)
+        tr = self._translator(tag, not user)
+        runs: list[tuple[int, int, MemType]] = []
+        pos, end = v, v + n
+        while pos < end:
+            result = tr.translate(pos, access)
+            if isinstance(result, TranslationFault):
+                raise self._fault(result, user, tag, pos)
+            step = min(end, pos - pos % result.page_size + result.page_size) - pos
+            memtype = result.attrs.memtype
+            if runs and runs[-1][0] + runs[-1][1] == result.pa and runs[-1][2] is memtype:
+                runs[-1] = (runs[-1][0], runs[-1][1] + step, memtype)
+            else:
+                runs.append((result.pa, step, memtype))
+            pos += step
+        return runs
+
+    def _tick(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.tick()
+
+    # -- data access ----------------------------------------------------------------------
+
+    def read(self, va: int, length: int, *, asid: int | None = None, user: bool = False) -> bytes:
+        """Load ``length`` bytes at ``va`` through the MMU and the data cache."""
+        runs = self._runs("cpu.read", va, length, Access.READ, asid, user)
+        parts = [self.cache.read(pa, n, memtype) for pa, n, memtype in runs]
+        self._tick()
+        return b"".join(parts)
+
+    def write(self, va: int, data: Bytes, *, asid: int | None = None, user: bool = False) -> None:
+        """Store ``data`` at ``va`` through the MMU and the data cache."""
+        try:
+            src = as_u8(data)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"cpu.write: {exc}") from None
+        runs = self._runs("cpu.write", va, int(src.size), Access.WRITE, asid, user)
+        pos = 0
+        for pa, n, memtype in runs:
+            self.cache.write(pa, src[pos : pos + n], memtype)
+            pos += n
+        self._tick()
+
+    # -- cache maintenance ------------------------------------------------------------------
+
+    def _maintain_va(self, op: str, va: int, size: int, asid: int | None) -> int:
+        runs = self._runs(op, va, size, Access.READ, asid, False)
+        fn = {
+            "clean_range": self.cache.clean,
+            "invalidate_range": self.cache.invalidate,
+            "flush_range": self.cache.clean_invalidate,
+        }[op]
+        return sum(fn(pa, n) for pa, n, _ in runs)
+
+    def clean_range(self, va: int, size: int, *, asid: int | None = None) -> int:
+        """Write back dirty lines of a VA range (DC CVAC); returns lines written."""
+        return self._maintain_va("clean_range", va, size, asid)
+
+    def invalidate_range(self, va: int, size: int, *, asid: int | None = None) -> int:
+        """Drop the lines of a VA range, losing dirty data (DC IVAC); lines dropped."""
+        return self._maintain_va("invalidate_range", va, size, asid)
+
+    def flush_range(self, va: int, size: int, *, asid: int | None = None) -> int:
+        """Clean then invalidate a VA range (DC CIVAC); lines dropped."""
+        return self._maintain_va("flush_range", va, size, asid)
+
+    def clean_pa(self, pa: int, size: int) -> int:
+        """Clean by physical range (what a DMA API with only a PA would do)."""
+        return self.cache.clean(pa, size)
+
+    def invalidate_pa(self, pa: int, size: int) -> int:
+        return self.cache.invalidate(pa, size)
+
+    def flush_pa(self, pa: int, size: int) -> int:
+        return self.cache.clean_invalidate(pa, size)
+
+    # -- speculative prefetch --------------------------------------------------------------
+
+    def cacheable_ranges(self) -> list[AddressRange]:
+        """Physical ranges the CPU maps cacheable anywhere (the prefetcher's candidates).
+
+        Recomputed only when a mapping changed.
+        """
+        if self._candidates_version != self._version:
+            tables: Iterable[PageTable] = [self.kernel_table, *self._spaces.values()]
+            found: list[tuple[int, int]] = []
+            for table in tables:
+                for entry in table.mappings():
+                    if entry.attrs.memtype.cacheable:
+                        found.append((entry.pa, entry.size))
+            merged: list[tuple[int, int]] = []
+            for pa, n in sorted(found):
+                if merged and pa <= merged[-1][0] + merged[-1][1]:
+                    start = merged[-1][0]
+                    merged[-1] = (start, max(start + merged[-1][1], pa + n) - start)
+                else:
+                    merged.append((pa, n))
+            self._candidates = [
+                AddressRange(pa, n) for pa, n in merged if self.memory.is_backed(pa, n)
+            ]
+            self._candidates_version = self._version
+        return list(self._candidates)

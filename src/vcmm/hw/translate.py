@@ -1,0 +1,349 @@
+"""The translation engine: TLB lookup, page-table walk on a miss, permission check.
+
+One :class:`Translator` stands for one translation context (an SMMU context bank, a CPU
+address space): a tag, a walker and a TLB that it may share with other contexts.  The
+walker is any callable ``walker(va) -> Walk``; the engine knows nothing of table
+formats, which keeps the TLB model testable on its own.
+
+Two paths give identical results, TLB state and counters:
+
+* :meth:`Translator.translate` handles one access, the reference behaviour;
+* :meth:`Translator.translate_batch` handles a whole access stream.  It runs the
+  reference step only where the TLB state can change.  After a step returns entry
+  ``E`` (a hit, or the leaf just inserted), every following access that stays inside
+  the part of ``E`` no other held entry can pre-empt is a hit on ``E``, and hits on the
+  entry just used change nothing (LRU: it is already most recent; FIFO and random:
+  hits never change state).  So the run is counted in bulk and skipped: the first index
+  leaving ``E``'s page is found with a precomputed change-point list for ``E``'s page
+  size and a binary search, and the output addresses of the run are computed by numpy.
+  A linear sweep over 12 MiB mapped by 1 MiB sections costs about 12 Python steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from vcmm.attrs import Access, FaultKind, PageAttrs
+from vcmm.errors import InvalidArgumentError
+from vcmm.hw.tlb import (
+    ADDRESS_LIMIT,
+    MIN_PAGE_SIZE,
+    TLB,
+    TLBEntry,
+    TLBStats,
+    check_address,
+    check_tag,
+)
+from vcmm.hw.walk import Walk
+
+#: The walker protocol: translate one input address by reading the page tables.
+Walker = Callable[[int], Walk]
+
+U64Array = npt.NDArray[np.uint64]
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A successful translation of one access."""
+
+    va: int
+    pa: int
+    #: Size of the page or block that mapped ``va``.
+    page_size: int
+    attrs: PageAttrs
+    #: Whether the TLB supplied it (False: a walk did).
+    hit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationFault:
+    """A failed translation: what a fault handler receives."""
+
+    va: int
+    access: Access
+    kind: FaultKind
+    #: Table level of the descriptor that faulted (the leaf for permission faults).
+    level: int
+    #: Tag of the translator (context bank, ASID) that faulted.
+    tag: Hashable
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of :meth:`Translator.translate_batch`.
+
+    ``pas`` holds the output addresses of ``vas[:done]``; if ``fault`` is set,
+    ``vas[done]`` is the address that faulted and nothing after it was translated.
+    """
+
+    pas: U64Array
+    done: int
+    fault: TranslationFault | None
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+
+def _check_access(access: object) -> Access:
+    if not isinstance(access, Access):
+        raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
+    return access
+
+
+def _check_vas(vas: object) -> U64Array:
+    if not isinstance(vas, np.ndarray):
+        raise InvalidArgumentError(
+            f"vas must be a numpy array of addresses, got {type(vas).__name__}"
+        )
+    if vas.ndim != 1:
+        raise InvalidArgumentError(f"vas must be one-dimensional, got shape {vas.shape}")
+    if not np.issubdtype(vas.dtype, np.integer):
+        raise InvalidArgumentError(f"vas must have an integer dtype, got {vas.dtype}")
+    if vas.dtype.kind == "i" and vas.size and int(vas.min()) < 0:
+        raise InvalidArgumentError(f"vas holds a negative address {int(vas.min())}")
+    return np.ascontiguousarray(vas, dtype=np.uint64)
+
+
+class Translator:
+    """Translation of one context's accesses through a (possibly shared) TLB.
+
+    ``privileged`` is the privilege of the context's accesses (devices and the kernel
+    are privileged; user processes are not).  ``honour_global`` makes leaves whose
+    attributes are global (nG=0) into global TLB entries, as a CPU MMU does for kernel
+    mappings; SMMU contexts leave it off so that their entries stay tagged.
+    """
+
+    def __init__(
+        self,
+        tlb: TLB,
+        tag: Hashable,
+        walker: Walker,
+        *,
+        privileged: bool = True,
+        honour_global: bool = False,
+    ) -> None:
+        if not isinstance(tlb, TLB):
+            raise InvalidArgumentError(f"Translator needs a TLB, got {tlb!r}")
+        check_tag(tag, "Translator tag")
+        if not callable(walker):
+            raise InvalidArgumentError(f"walker {walker!r} is not callable")
+        for name, value in (("privileged", privileged), ("honour_global", honour_global)):
+            if not isinstance(value, bool):
+                raise InvalidArgumentError(f"Translator {name}={value!r} must be a bool")
+        self._tlb = tlb
+        self._tag = tag
+        self._walker = walker
+        self._privileged = privileged
+        self._honour_global = honour_global
+
+    @property
+    def tlb(self) -> TLB:
+        return self._tlb
+
+    @property
+    def tag(self) -> Hashable:
+        return self._tag
+
+    @property
+    def walker(self) -> Walker:
+        return self._walker
+
+    @property
+    def privileged(self) -> bool:
+        return self._privileged
+
+    @property
+    def honour_global(self) -> bool:
+        return self._honour_global
+
+    @property
+    def stats(self) -> TLBStats:
+        """This context's live counters in the TLB (``tlb.stats_for(tag)``)."""
+        return self._tlb.stats_for(self._tag)
+
+    def __repr__(self) -> str:
+        return f"Translator(tag={self._tag!r}, privileged={self._privileged}, tlb={self._tlb!r})"
+
+    # -- one access ---------------------------------------------------------------------
+
+    def translate(self, va: int, access: Access) -> Translation | TranslationFault:
+        """Translate one access: TLB, then a walk on a miss, then the permission check."""
+        va = check_address(va)
+        _check_access(access)
+        step = self._step(va, access)
+        if isinstance(step, TranslationFault):
+            return step
+        entry, hit = step
+        return Translation(va, entry.pa_base + (va - entry.va_base), entry.size, entry.attrs, hit)
+
+    def _step(self, va: int, access: Access) -> tuple[TLBEntry, bool] | TranslationFault:
+        """The reference step.  Validates the walk before changing any state."""
+        tlb = self._tlb
+        tag = self._tag
+        entry = tlb._probe(tag, va)
+        hit = entry is not None
+        if entry is not None:
+            tlb._note_hits(tag, entry, 1)
+        else:
+            walk = self._walker(va)
+            leaf = self._leaf_of(walk, va)
+            tlb._note_miss_walk(tag, walk.reads)
+            if leaf is None:
+                assert walk.fault is not None
+                return TranslationFault(va, access, walk.fault, walk.level, tag)
+            tlb._insert(leaf)
+            entry = leaf
+        if not entry.attrs.allows(access, privileged=self._privileged):
+            return TranslationFault(va, access, FaultKind.PERMISSION, entry.level, tag)
+        return entry, hit
+
+    def _leaf_of(self, walk: object, va: int) -> TLBEntry | None:
+        """Check a walker's answer against the protocol; the TLB entry it yields.
+
+        Every rule of :class:`TLBEntry` is checked here, so the entry is built without
+        validating twice (this is the miss path of every stream).
+        """
+        if type(walk) is not Walk and not isinstance(walk, Walk):
+            raise InvalidArgumentError(f"walker returned {walk!r}, not a vcmm.hw.walk.Walk")
+        reads = walk.reads
+        if walk.va != va or type(reads) is not int or reads < 0:
+            raise InvalidArgumentError(
+                f"walker asked for {va:#x} answered for {walk.va!r} with {reads!r} reads; "
+                "a walk must be of the asked address and make an integer >= 0 of reads"
+            )
+        if walk.fault is not None:
+            if not isinstance(walk.fault, FaultKind):
+                raise InvalidArgumentError(f"walk of {va:#x} has fault {walk.fault!r}")
+            return None
+        size, pa, attrs, level = walk.page_size, walk.pa, walk.attrs, walk.level
+        if (
+            type(size) is not int
+            or size < MIN_PAGE_SIZE
+            or size & (size - 1)
+            or type(pa) is not int
+            or not 0 <= pa < ADDRESS_LIMIT
+            or type(attrs) is not PageAttrs
+            or type(level) is not int
+            or level < 0
+        ):
+            raise InvalidArgumentError(
+                f"walk of {va:#x} succeeded without a power-of-two page size >= "
+                f"{MIN_PAGE_SIZE:#x}, a 64-bit pa, PageAttrs and a level >= 0: {walk!r}"
+            )
+        offset = va & (size - 1)
+        if pa & (size - 1) != offset:
+            raise InvalidArgumentError(
+                f"walk of {va:#x} maps to {pa:#x}: the offsets in the {size:#x} page differ"
+            )
+        pa_base = pa - offset
+        if pa_base + size > ADDRESS_LIMIT:
+            raise InvalidArgumentError(f"walk of {va:#x}: page at {pa_base:#x} leaves 64 bits")
+        return TLBEntry._trusted(
+            self._tag,
+            va - offset,
+            size,
+            pa_base,
+            attrs,
+            self._honour_global and attrs.global_,
+            level,
+        )
+
+    # -- access streams -----------------------------------------------------------------
+
+    def translate_batch(self, vas: npt.NDArray[np.integer], access: Access) -> BatchResult:
+        """Translate ``vas`` in order up to the first fault, as ``translate`` would.
+
+        TLB contents, replacement state and every counter end exactly as after calling
+        :meth:`translate` on each address in turn.  If the walker raises, the TLB is
+        rolled back and the exception propagates.
+        """
+        arr = _check_vas(vas)
+        _check_access(access)
+        n = int(arr.shape[0])
+        tlb = self._tlb
+        tag = self._tag
+        checkpoint = tlb.checkpoint()
+        starts: list[int] = []
+        ends: list[int] = []
+        deltas: list[int] = []
+        # Per page shift: indices where the page number changes, and a search cursor.
+        changes: dict[int, list[int]] = {}
+        cursors: dict[int, int] = {}
+        fault: TranslationFault | None = None
+        i = 0
+        try:
+            while i < n:
+                va = int(arr[i])
+                step = self._step(va, access)
+                if isinstance(step, TranslationFault):
+                    fault = step
+                    break
+                entry = step[0]
+                # Smaller held entries may pre-empt parts of ``entry`` (stale or other
+                # contexts' globals); only then is the run bounded by more than its page.
+                blockers = tlb._preempting(tag, entry) if tlb._present[0][0] < entry.size else []
+                if blockers:
+                    j = _run_end_scan(arr, i, va, entry, blockers)
+                else:
+                    shift = entry.size.bit_length() - 1
+                    points = changes.get(shift)
+                    if points is None:
+                        pages = arr >> np.uint64(shift)
+                        points = (np.flatnonzero(pages[1:] != pages[:-1]) + 1).tolist()
+                        points.append(n)
+                        changes[shift] = points
+                        cursors[shift] = 0
+                    pos = bisect.bisect_right(points, i, cursors[shift])
+                    cursors[shift] = pos
+                    j = points[pos]
+                if j - i > 1:
+                    # The step left ``entry`` most recent; hits on it change only counters.
+                    tlb._count_hits(tag, j - i - 1)
+                starts.append(i)
+                ends.append(j)
+                deltas.append((entry.pa_base - entry.va_base) % (1 << 64))
+                i = j
+        except BaseException:
+            tlb.restore(checkpoint)
+            raise
+        done = i
+        if starts:
+            lengths = np.asarray(ends, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
+            offsets = np.repeat(np.asarray(deltas, dtype=np.uint64), lengths)
+            pas = arr[:done] + offsets
+        else:
+            pas = np.empty(0, dtype=np.uint64)
+        return BatchResult(pas, done, fault)
+
+
+def _run_end_scan(arr: U64Array, i: int, va: int, entry: TLBEntry, blockers: list[TLBEntry]) -> int:
+    """First index after ``i`` whose address leaves the part of ``entry`` around ``va``
+    that none of ``blockers`` (smaller entries winning the lookup) covers."""
+    lo, hi = entry.va_base, entry.va_base + entry.size
+    for other in blockers:
+        if other.va_base + other.size <= va:
+            lo = max(lo, other.va_base + other.size)
+        elif other.va_base > va:
+            hi = min(hi, other.va_base)
+    n = int(arr.shape[0])
+    k = i + 1
+    width = 64
+    lo64 = np.uint64(lo)
+    hi64 = np.uint64(hi) if hi < ADDRESS_LIMIT else None
+    while k < n:
+        window = arr[k : k + width]
+        outside = window < lo64
+        if hi64 is not None:
+            outside |= window >= hi64
+        first = int(np.argmax(outside))
+        if outside[first]:
+            return k + first
+        k += width
+        width *= 2
+    return n

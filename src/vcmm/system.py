@@ -1,0 +1,128 @@
+"""Booting a platform: the simulated SoC plus the VCMM, ready for the seed's calls.
+
+``System`` is the object users hold.  It builds the hardware a :class:`PlatformSpec`
+describes (memory, table window, CPU, SMMUs, bus masters), the memory targets, and the
+:class:`~vcmm.core.manager.Vcmm` over them, and it *is* that manager, so every seed
+call (``system.vcm_create(...)``) is a method of it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vcmm.core.manager import Vcmm
+from vcmm.errors import InvalidArgumentError
+from vcmm.hw.bus import BusMaster, Interconnect, PhysicalDevice, SmmuDevice
+from vcmm.hw.cache import CacheConfig
+from vcmm.hw.cpu import Cpu
+from vcmm.hw.memory import PhysicalMemory
+from vcmm.hw.pgtable import ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
+from vcmm.hw.smmu import Smmu
+from vcmm.hw.tablemem import TableMemory
+from vcmm.hw.tlb import TLBConfig
+from vcmm.mm.genalloc import RangeAllocator
+from vcmm.mm.pools import BlockPool, ContiguousPool, OnChipPool, SystemRamTarget
+from vcmm.platform import PlatformSpec, load_default, load_platform
+from vcmm.platform.schema import TargetSpec, TlbSpec
+
+FORMATS: dict[str, PageTableFormat] = {"armv7s": ARMV7S, "vmsav8": VMSAV8_4K}
+
+
+def _tlb(spec: TlbSpec) -> TLBConfig:
+    return TLBConfig(entries=spec.entries, ways=spec.ways, replacement=spec.replacement)
+
+
+def _target(spec: TargetSpec) -> Any:
+    if spec.kind == "system":
+        return SystemRamTarget.from_range(spec.range, name=spec.name, max_order=spec.max_order or 10)
+    if spec.kind == "blocks":
+        return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
+    if spec.kind == "contiguous":
+        return ContiguousPool(spec.name, spec.range)
+    return OnChipPool(spec.name, spec.range)
+
+
+class System(Vcmm):
+    """A booted platform: hardware, memory targets and the VCMM in one object."""
+
+    def __init__(self, spec: PlatformSpec) -> None:
+        if not isinstance(spec, PlatformSpec):
+            raise InvalidArgumentError(f"System needs a PlatformSpec, got {type(spec).__name__}")
+        self.spec = spec
+        memory = PhysicalMemory(spec.memory)
+        table_memory = TableMemory(memory, spec.page_tables)
+        linear = [(spec.cpu.linear_va(w.start), w.start, w.size) for w in spec.cpu.linear_map]
+        cpu = Cpu(
+            memory,
+            table_memory,
+            cache=CacheConfig(spec.cpu.cache.size, spec.cpu.cache.ways, spec.cpu.cache.line),
+            tlb=_tlb(spec.cpu.tlb),
+            linear_map=linear,
+            prefetch_seed=spec.cpu.prefetch_seed,
+        )
+        cpu.name = "cpu"
+        self.interconnect = Interconnect(memory, cpu.cache)
+        self.smmus: dict[str, Smmu] = {}
+        for s in spec.smmus:
+            smmu = Smmu(
+                s.name,
+                memory,
+                table_memory,
+                fmt=FORMATS[s.format],
+                context_banks=s.context_banks,
+                tlb=_tlb(s.tlb),
+            )
+            for ctx in s.contexts:
+                smmu.context_init(ctx.name)
+            self.smmus[s.name] = smmu
+        devices: dict[str, Any] = {"cpu": cpu}
+        for d in spec.devices:
+            device: BusMaster
+            if d.kind == "smmu":
+                assert d.smmu is not None and d.context is not None
+                smmu = self.smmus[d.smmu]
+                device = SmmuDevice(d.name, smmu.context(d.context), self.interconnect, coherent=d.coherent)
+                device.bank = spec.smmu(d.smmu).context(d.context).bank  # type: ignore[attr-defined]
+            else:
+                ranges = [(r.bus, r.phys, r.size) for r in d.dma_ranges] or None
+                device = PhysicalDevice(d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges)
+            device.dma = d.dma  # type: ignore[attr-defined]
+            devices[d.name] = device
+        formats = {smmu.fmt for smmu in self.smmus.values()}
+        iommu_format = formats.pop() if len(formats) == 1 else ARMV7S
+        super().__init__(
+            memory=memory,
+            cpu=cpu,
+            devices=devices,
+            targets={t.name: _target(t) for t in spec.targets},
+            target_priority=spec.target_priority,
+            table_memory=table_memory,
+            iommu_format=iommu_format,
+            vmalloc=spec.cpu.vmalloc,
+            linear_map=linear,
+            page_table_factory=lambda fmt: PageTable(fmt, memory, table_memory),
+            range_allocator=RangeAllocator,
+        )
+
+    @classmethod
+    def default(cls) -> System:
+        """Boot the embedded default platform (the seed's MSM-class SoC)."""
+        return cls(load_default())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> System:
+        """Boot a platform described in a TOML file (see docs/PLATFORM.md)."""
+        return cls(load_platform(path))
+
+    def snapshot(self) -> tuple[object, ...]:
+        """Every piece of state, hardware included: equal snapshots, equal systems."""
+        return (
+            super().snapshot(),
+            self.memory.digest(),
+            self.table_memory.snapshot(),
+            self.cpu.tlb.snapshot(),
+            self.cpu.cache.snapshot(),
+            self.cpu.kernel_table.snapshot(),
+            tuple(smmu.snapshot() for smmu in self.smmus.values()),
+        )
