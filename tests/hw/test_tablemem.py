@@ -10,7 +10,7 @@ from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.tablemem import TableMemory
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_1K, SZ_4K, SZ_8K, SZ_16K, SZ_64K, SZ_1M
+from vcmm.sizes import SZ_1K, SZ_1M, SZ_4K, SZ_8K, SZ_16K, SZ_64K
 
 RAM = 0x8000_0000
 
@@ -108,6 +108,14 @@ def test_out_of_memory_names_size_and_window_and_changes_nothing() -> None:
     assert state(mem, tm) == before
 
 
+def test_block_larger_than_the_window_is_out_of_memory() -> None:
+    mem, tm = make(RAM, SZ_64K)
+    before = state(mem, tm)
+    with pytest.raises(OutOfMemoryError, match="1M"):
+        tm.alloc(SZ_1M)
+    assert state(mem, tm) == before
+
+
 def test_out_of_memory_when_only_misaligned_room_is_left() -> None:
     mem, tm = make(RAM, 2 * SZ_16K)
     tm.alloc(SZ_4K)  # page 0 of the first 16K slot
@@ -149,7 +157,7 @@ def test_double_free_is_a_state_error() -> None:
 
 @pytest.mark.parametrize(
     ("size", "align"),
-    [(3000, None), (32, None), (0, None), (SZ_1K, 3), (SZ_1M, None), (True, None)],
+    [(3000, None), (32, None), (0, None), (SZ_1K, 3), (True, None), (SZ_1K, 0)],
 )
 def test_bad_alloc_arguments(size: int, align: int | None) -> None:
     mem, tm = make()

@@ -1,120 +1,283 @@
 """The library of buffer mappers (seed 000 L1667-1677): how a VCM reaches hardware.
 
-The core never touches an SMMU or the CPU directly.  Each VCM kind has a mapper with
-the same small interface; adding a new kind of bus master means adding a mapper, not
+The manager never touches an SMMU or the CPU's tables directly.  Each VCM kind has a
+mapper with the same small interface (map a run of pages, unmap, rewrite attributes,
+bracket a batch of changes); adding a kind of bus master means adding a mapper, not
 changing the manager.
+
+Decisions:
+
+- **Pages are planned here, not by the table.**  :func:`plan_pages` maps each physical
+  chunk with the largest page size at which both the VA and the PA are aligned, capped
+  by the allocation's block sizes (000 L262: the attribute is "a specification to map
+  memory using various block sizes"), so ``PhysAttr.blocks(SZ_4K)`` maps with 4 KiB
+  pages even when the target handed out one large contiguous chunk.  Each run is then
+  given to the table with its page size forced, so what the table writes is exactly
+  what was planned.
+- **Split mode and the reduced TTBR0 table.**  With TTBCR.N=1 the SMMU walks VA[31]=0
+  through TTBR0 with a reduced, 8 KiB first level (``va_bits=31``), and the SMMU model
+  insists on that shape.  A VCM's own table is full size (16 KiB, ``va_bits=32``) so it
+  can be associated without split too.  While a VCM has a ``SPLIT | USE_LOW``
+  association the :class:`IommuMapper` therefore keeps a *mirror*: a 31-bit table with
+  exactly the same leaves, written by every map/unmap/attribute change, created (by
+  copying the leaves) when the first USE_LOW association is made and destroyed with
+  the last.  Both shapes can be live at once: one VCM can be the low half of one
+  context and the whole space of another.  The cost, a second set of table pages, is
+  paid only by VCMs used as low halves.  (Real hardware could point TTBR0 at the first
+  half of the full table, whose entries for VA < 2 GiB are indexed identically.)
+- **The update bracket.**  Every batch of table changes of an IOMMU VCM runs inside
+  ``update_start``/``update_done`` of every active context using the VCM, and the
+  TLB entries overlapping every changed range are invalidated before the bracket
+  closes (the whole bank's entries past :data:`PRECISE_LIMIT` ranges).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vcmm.attrs import PageAttrs
-from vcmm.errors import StateError
+from vcmm.errors import BusyError
 
 if TYPE_CHECKING:
     from vcmm.hw.pgtable import PageTable
 
-    from vcmm.core.objects import Association, Vcm
-
+    from vcmm.core.objects import Vcm
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1
+#: Input-address width of the TTBR0 table when TTBCR.N=1.
+LOW_TABLE_VA_BITS = 31
+#: Past this many changed ranges in one bracket, invalidate the bank's whole tag.
+PRECISE_LIMIT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PageRun:
+    """``size`` bytes from ``va`` to ``pa``, mapped with pages of ``page_size``."""
+
+    va: int
+    pa: int
+    size: int
+    page_size: int
+
+
+def plan_pages(va: int, pa: int, size: int, sizes: tuple[int, ...], cap: int) -> list[PageRun]:
+    """Cut ``[va, va+size) -> pa`` into runs of equal pages, largest aligned page first.
+
+    At each step the page is the largest of ``sizes`` not above ``cap`` and the bytes
+    left at which both addresses are aligned; a run continues until a larger page
+    becomes possible (both addresses reach its alignment) or the bytes run out.
+    ``va``, ``pa`` and ``size`` must be multiples of the smallest size.
+    """
+    usable = sorted((s for s in sizes if s <= cap), reverse=True)
+    runs: list[PageRun] = []
+    end = va + size
+    while va < end:
+        left = end - va
+        page = next(s for s in usable if s <= left and va % s == 0 and pa % s == 0)
+        count = left // page
+        for bigger in reversed([s for s in usable if s > page]):
+            if (va - pa) % bigger == 0:
+                count = min(count, (bigger - va % bigger) // page)
+                break
+        n = count * page
+        runs.append(PageRun(va, pa, n, page))
+        va, pa = va + n, pa + n
+    return runs
+
+
+def merge_runs(runs: list[PageRun]) -> list[PageRun]:
+    """Join runs that continue each other in VA and PA with the same page size.
+
+    Mapping the joined run with its page size forced writes exactly the leaves the
+    separate runs would; it only saves table calls (3072 4 KiB chunks become one).
+    """
+    merged: list[PageRun] = []
+    for run in runs:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.page_size == run.page_size
+            and last.va + last.size == run.va
+            and last.pa + last.size == run.pa
+        ):
+            merged[-1] = PageRun(last.va, last.pa, last.size + run.size, run.page_size)
+        else:
+            merged.append(run)
+    return merged
 
 
 class Mapper(Protocol):
     """What the manager needs from the hardware below a VCM."""
 
-    def map(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None: ...
+    @property
+    def page_sizes(self) -> tuple[int, ...]: ...
+    def map(self, run: PageRun, attrs: PageAttrs) -> None: ...
     def unmap(self, va: int, size: int) -> None: ...
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None: ...
-    def translate(self, va: int) -> int: ...
-    def activate(self, assoc: Association) -> None: ...
-    def deactivate(self, assoc: Association) -> None: ...
-    def update_start(self) -> None: ...
-    def update_done(self) -> None: ...
+    def updating(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, size in sorted(ranges):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            s0, n0 = merged[-1]
+            merged[-1] = (s0, max(s0 + n0, start + size) - s0)
+        else:
+            merged.append((start, size))
+    return merged
 
 
 class IommuMapper:
-    """An IOMMU VCM owns one page table; every active context points at it.
+    """An IOMMU VCM's tables (the full one and, while split-low, its 31-bit mirror)."""
 
-    Table changes are bracketed by ``update_start``/``update_done`` on every active
-    context, which is where the SMMU invalidates its shared TLB.
-    """
-
-    def __init__(self, vcm: Vcm, table: PageTable) -> None:
+    def __init__(self, vcm: Vcm, new_table: Callable[[int | None], PageTable]) -> None:
+        assert vcm.table is not None
         self.vcm = vcm
-        self.table = table
+        self._new_table = new_table
         self._dirty: list[tuple[int, int]] = []
+        self._depth = 0
 
-    def _active_contexts(self) -> list[Any]:
-        return [a.device.ctx for a in self.vcm.associations if a.active]
+    @property
+    def page_sizes(self) -> tuple[int, ...]:
+        assert self.vcm.table is not None
+        return self.vcm.table.sizes
 
-    def map(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
-        self.table.map(va, pa, size, attrs)
-        self._dirty.append((va, size))
+    def _tables(self) -> list[PageTable]:
+        return [t for t in (self.vcm.table, self.vcm.low_table) if t is not None]
+
+    def contexts(self) -> list[Any]:
+        """The SMMU contexts currently running this VCM (each once)."""
+        seen: dict[int, Any] = {}
+        for a in self.vcm.associations:
+            if a.active:
+                seen.setdefault(id(a.device.ctx), a.device.ctx)
+        return list(seen.values())
+
+    def map(self, run: PageRun, attrs: PageAttrs) -> None:
+        done: list[PageTable] = []
+        try:
+            for table in self._tables():
+                table.map(run.va, run.pa, run.size, attrs, page_size=run.page_size)
+                done.append(table)
+        except BaseException:
+            for table in done:
+                table.unmap(run.va, run.size)
+            raise
+        self._dirty.append((run.va, run.size))
 
     def unmap(self, va: int, size: int) -> None:
-        self.table.unmap(va, size)
+        for table in self._tables():
+            table.unmap(va, size)
         self._dirty.append((va, size))
 
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
-        self.table.set_attrs(va, size, attrs)
+        done: list[tuple[PageTable, PageAttrs]] = []
+        try:
+            for table in self._tables():
+                old = table.walk(va).attrs
+                assert old is not None
+                table.set_attrs(va, size, attrs)
+                done.append((table, old))
+        except BaseException:
+            for table, old in done:
+                table.set_attrs(va, size, old)
+            raise
         self._dirty.append((va, size))
 
-    def translate(self, va: int) -> int:
-        walk = self.table.walk(va)
-        if walk.pa is None:
-            raise StateError(f"{self.vcm.name}: {va:#x} is not mapped ({walk.fault})")
-        return walk.pa
+    @contextlib.contextmanager
+    def updating(self) -> Iterator[None]:
+        """The seed's ``smmu_update_start``/``smmu_update_done`` on every live context.
 
-    def update_start(self) -> None:
-        self._dirty.clear()
-        for ctx in self._active_contexts():
-            ctx.update_start()
+        Re-entrant: only the outermost bracket opens and closes the contexts.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        opened: list[Any] = []
+        self._dirty = []
+        self._depth = 1
+        try:
+            for ctx in self.contexts():
+                ctx.update_start()
+                opened.append(ctx)
+            yield
+        finally:
+            self._depth = 0
+            ranges = _merge_ranges(self._dirty)
+            self._dirty = []
+            for ctx in opened:
+                if len(ranges) > PRECISE_LIMIT:
+                    ctx.invalidate_tlb()
+                else:
+                    for va, size in ranges:
+                        ctx.invalidate_tlb(va, size)
+                ctx.update_done()
 
-    def update_done(self) -> None:
-        for ctx in self._active_contexts():
-            for va, size in self._dirty:
-                ctx.invalidate_tlb(va, size)
-            ctx.update_done()
-        self._dirty.clear()
+    # -- the split-low mirror ----------------------------------------------------------
 
-    def activate(self, assoc: Association) -> None:
-        ctx = assoc.device.ctx
-        if not ctx.is_bound:
-            ctx.bind(ctx.smmu, getattr(assoc.device, "bank", None))
-        half = assoc.half
-        if half is None:
-            ctx.set_tables(self.table, None, split=False)
-        elif half == "high":
-            ctx.set_tables(ctx.low_table if ctx.split else None, self.table, split=True)
-        else:
-            ctx.set_tables(self.table, ctx.high_table if ctx.split else None, split=True)
-        if not ctx.is_active:
-            ctx.activate()
+    def add_low_table(self) -> None:
+        """Create the 31-bit mirror of the VCM's table, leaf for leaf.
 
-    def deactivate(self, assoc: Association) -> None:
-        ctx = assoc.device.ctx
-        half = assoc.half
-        low = ctx.low_table if half == "high" else None
-        high = ctx.high_table if half == "low" else None
-        if low is None and high is None:
-            ctx.deactivate()
-            ctx.unbind()
-            ctx.use_own_tables()
-        else:
-            ctx.set_tables(low, high, split=True)
+        All or nothing: if table memory runs out the half-built mirror is destroyed.
+        """
+        assert self.vcm.table is not None and self.vcm.low_table is None
+        low = self._new_table(LOW_TABLE_VA_BITS)
+        try:
+            entries = list(self.vcm.table.mappings())
+            i = 0
+            while i < len(entries):
+                first = entries[i]
+                j = i + 1
+                while (
+                    j < len(entries)
+                    and entries[j].size == first.size
+                    and entries[j].attrs == first.attrs
+                    and entries[j].va == first.va + (j - i) * first.size
+                    and entries[j].pa == first.pa + (j - i) * first.size
+                ):
+                    j += 1
+                n = (j - i) * first.size
+                low.map(first.va, first.pa, n, first.attrs, page_size=first.size)
+                i = j
+        except BaseException:
+            low.destroy()
+            raise
+        self.vcm.low_table = low
+
+    def drop_low_table(self) -> None:
+        if self.vcm.low_table is not None:
+            self.vcm.low_table.destroy()
+            self.vcm.low_table = None
 
 
 class VmmMapper:
-    """The kernel's address space: reservations are kernel virtual areas (alloc_vm_area)."""
+    """The kernel's address space: reservations are kernel virtual areas (alloc_vm_area).
+
+    Mappings go into the CPU's kernel table; the TLB range is flushed after each change
+    (the CPU side has no update bracket).
+    """
 
     def __init__(self, cpu: Any) -> None:
         self.cpu = cpu
 
-    def map(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
-        self.cpu.map_kernel(va, pa, size, attrs)
+    @property
+    def page_sizes(self) -> tuple[int, ...]:
+        return tuple(self.cpu.kernel_table.sizes)
+
+    def map(self, run: PageRun, attrs: PageAttrs) -> None:
+        self.cpu.kernel_table.map(
+            run.va & _VA_MASK, run.pa, run.size, attrs, page_size=run.page_size
+        )
+        self.cpu.flush_tlb_range(run.va, run.size)
 
     def unmap(self, va: int, size: int) -> None:
         self.cpu.unmap_kernel(va, size)
@@ -123,29 +286,16 @@ class VmmMapper:
         self.cpu.kernel_table.set_attrs(va & _VA_MASK, size, attrs)
         self.cpu.flush_tlb_range(va, size)
 
-    def translate(self, va: int) -> int:
-        return int(self.cpu.virt_to_phys(va))
-
-    def update_start(self) -> None:
-        """The CPU's kernel-map helpers invalidate their own TLB entries."""
-
-    def update_done(self) -> None:
-        """See :meth:`update_start`."""
-
-    def activate(self, assoc: Association) -> None:
-        """VMM mappings are live at once; activation only counts (000 L244-246)."""
-
-    def deactivate(self, assoc: Association) -> None:
-        """See :meth:`activate`."""
+    def updating(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
-class OneToOneMapper(VmmMapper):
+class OneToOneMapper:
     """Physically addressed devices: no tables, the address is the physical one."""
 
-    def __init__(self) -> None:
-        super().__init__(cpu=None)
+    page_sizes: tuple[int, ...] = ()
 
-    def map(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
+    def map(self, run: PageRun, attrs: PageAttrs) -> None:
         """Nothing to program: the device already reaches every physical address."""
 
     def unmap(self, va: int, size: int) -> None:
@@ -154,5 +304,56 @@ class OneToOneMapper(VmmMapper):
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
         """See :meth:`map`."""
 
-    def translate(self, va: int) -> int:
-        return va
+    def updating(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+# -- programming SMMU contexts --------------------------------------------------------------
+
+
+def check_bank_free(ctx: Any, bank: int | None) -> None:
+    """Refuse (before any change) to bind ``ctx`` where no bank is free for it."""
+    if ctx.is_bound:
+        return
+    if bank is None:
+        if not ctx.smmu.free_banks():
+            raise BusyError(
+                f"SMMU {ctx.smmu.name!r}: every context bank is bound; cannot bind {ctx.name!r}"
+            )
+        return
+    holder = ctx.smmu.bound_context(bank)
+    if holder is not None:
+        raise BusyError(
+            f"SMMU {ctx.smmu.name!r} bank {bank} is held by context {holder.name!r}; "
+            f"cannot bind {ctx.name!r} there"
+        )
+
+
+def program_context(
+    ctx: Any, bank: int | None, low: PageTable | None, high: PageTable | None, split: bool
+) -> None:
+    """Bind (if needed), point the context at the tables, and activate it (if needed).
+
+    Reprogramming an active context invalidates its bank's TLB entries (the SMMU does
+    that on every register write), which a context switch requires anyway.
+    """
+    bound_here = False
+    if not ctx.is_bound:
+        ctx.bind(ctx.smmu, bank)
+        bound_here = True
+    try:
+        ctx.set_tables(low, high, split=split)
+        if not ctx.is_active:
+            ctx.activate()
+    except BaseException:
+        if bound_here:
+            ctx.use_own_tables()
+            ctx.unbind()
+        raise
+
+
+def release_context(ctx: Any) -> None:
+    """Deactivate, unbind and return the context to its own (empty) tables."""
+    ctx.deactivate()
+    ctx.unbind()
+    ctx.use_own_tables()

@@ -1,8 +1,10 @@
-"""The seed's five objects (000 L98-110) as Python objects owned by a :class:`Vcmm`.
+"""The seed's five objects (000 L98-110) as Python records owned by a :class:`Vcmm`.
 
 They are plain records: all behaviour lives in the manager so that every change goes
 through one place that keeps the tables, the allocators and the mapping graph in step.
-Objects are compared by identity, like the C structs they stand for.
+Objects are compared by identity, like the C structs they stand for, and carry a
+``freed`` flag so that a handle kept after ``vcm_free``/``vcm_unreserve``/... is refused
+with a :class:`~vcmm.errors.StateError` instead of silently acting on stale state.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vcmm.attrs import Access, FaultKind
 from vcmm.core.flags import AssocAttr, Attr, PhysAttr
 from vcmm.errors import StateError
 from vcmm.ranges import AddressRange
@@ -19,11 +22,14 @@ from vcmm.sizes import format_size
 if TYPE_CHECKING:
     from vcmm.hw.pgtable import PageTable
 
-    from vcmm.mm.genalloc import RangeAllocator
-
 
 class VcmKind(enum.Enum):
-    """How a VCM's addresses relate to physical memory (000 L160-178)."""
+    """How a VCM's addresses relate to physical memory (000 L160-178).
+
+    ``IOMMU``: a device page table translates them; ``ONE_TO_ONE``: they are physical
+    addresses (a device without an IOMMU); ``VMM``: they are kernel virtual addresses,
+    translated by the CPU's own tables.
+    """
 
     IOMMU = "iommu"
     ONE_TO_ONE = "one-to-one"
@@ -43,19 +49,26 @@ class _Handle:
 
     def _alive(self, call: str) -> None:
         if self.freed:
-            raise StateError(f"{call}: {self.name} was already freed")
+            raise StateError(f"{call}: {self.name} was already freed; its handle is dead")
 
 
 @dataclass(eq=False, repr=False)
 class Vcm(_Handle):
-    """A virtual contiguous memory region: the address space some devices see."""
+    """A virtual contiguous memory region: the address space some devices see.
+
+    An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table.  While
+    it has a ``SPLIT | USE_LOW`` association it also owns ``low_table``, a mirror of
+    ``table`` in the reduced 31-bit shape that TTBR0 takes when TTBCR.N=1 (see
+    :mod:`vcmm.core.mappers`).  ``allocator`` hands out reservation addresses.
+    """
 
     id: int
     kind: VcmKind
     start: int
     len: int
-    allocator: RangeAllocator
+    allocator: Any
     table: PageTable | None = None
+    low_table: PageTable | None = None
     reservations: list[Reservation] = field(default_factory=list)
     associations: list[Association] = field(default_factory=list)
     freed: bool = False
@@ -64,6 +77,16 @@ class Vcm(_Handle):
     @property
     def range(self) -> AddressRange:
         return AddressRange(self.start, self.len)
+
+    @property
+    def space(self) -> str:
+        """Address-space key in the mapping graph (every VMM VCM shares the CPU's)."""
+        return "cpu" if self.kind is VcmKind.VMM else self.name
+
+    @property
+    def activations(self) -> int:
+        """Active associations: the reference count activation keeps (000 L244-246)."""
+        return sum(1 for a in self.associations if a.active)
 
     def to_dev(self, addr: int, device: Any = None) -> int:
         """Translate a VCM address to the address a device issues.
@@ -79,15 +102,10 @@ class Vcm(_Handle):
             return addr
         if len(buses) > 1:
             raise StateError(
-                f"{self.name}: associated devices see physical {addr:#x} at different bus "
+                f"{self.name}: its associated devices see physical {addr:#x} at different bus "
                 f"addresses {sorted(hex(b) for b in buses)}; use res.dev_addr_for(device)"
             )
         return buses.pop()
-
-    @property
-    def space(self) -> str:
-        """Address-space key in the mapping graph (the VMM VCM shares the CPU's)."""
-        return "cpu" if self.kind is VcmKind.VMM else self.name
 
     def __repr__(self) -> str:
         return f"<Vcm {self.name} {self.kind.value} {self.range} {format_size(self.len)}>"
@@ -95,7 +113,12 @@ class Vcm(_Handle):
 
 @dataclass(eq=False, repr=False)
 class PhysMem(_Handle):
-    """A physical allocation from a memory target; may back many reservations."""
+    """A physical allocation from a memory target; may back many reservations.
+
+    ``len`` is what was asked for; the target may round it up, so ``size`` (the sum of
+    the chunks) can be larger.  ``chunk_ranges`` keep the target's order: a backing
+    lays them end to end in that order.
+    """
 
     id: int
     target: str
@@ -145,13 +168,14 @@ class Reservation(_Handle):
         physical seen through the device's bus offset for one-to-one VCMs."""
         if self.addr is None:
             raise StateError(
-                f"{self.name} on one-to-one {self.vcm.name} has no dev_addr until it is backed"
+                f"{self.name} on one-to-one {self.vcm.name} has no dev_addr until it is "
+                "backed (it sits at the physical address of its backing)"
             )
         return self.vcm.to_dev(self.addr)
 
     def dev_addr_for(self, device: Any) -> int:
-        """The address ``device`` uses for this reservation (one-to-one devices may see
-        physical memory at different bus addresses)."""
+        """The address ``device`` uses for this reservation (physically addressed
+        devices may see memory at different bus addresses)."""
         if self.addr is None:
             raise StateError(f"{self.name} has no address until it is backed")
         return self.vcm.to_dev(self.addr, device)
@@ -193,3 +217,36 @@ class Association(_Handle):
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
         return f"<Association {self.name} {self.vcm.name}->{self.device.name} {state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class VcmFault:
+    """What a ``vcm_hook`` handler receives as its first argument.
+
+    The SMMU's fault record (the same field names, so a handler written for
+    ``smmu_hook_interrupt`` works here too) plus what only the VCMM knows: the VCM
+    the faulting address belongs to and the reservation covering it, which is what a
+    handler that backs memory on demand needs.
+    """
+
+    device: str | None
+    va: int
+    access: Access
+    kind: FaultKind
+    level: int
+    smmu: str
+    context: str
+    bank: int
+    vcm: Vcm | None = None
+    reservation: Reservation | None = None
+
+    def describe(self) -> str:
+        where = ""
+        if self.reservation is not None:
+            where = f" inside {self.reservation.name}"
+        elif self.vcm is not None:
+            where = f" inside {self.vcm.name} but outside every reservation"
+        return (
+            f"device {self.device!r}: {self.access.value} at {self.va:#x}{where} took a "
+            f"{self.kind.value} fault (SMMU {self.smmu!r} context {self.context!r})"
+        )

@@ -32,7 +32,6 @@ import abc
 import bisect
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +43,10 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
 )
+from vcmm.hw.cache import DataCache
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.hw.smmu import SmmuContext
 from vcmm.ranges import AddressRange
-
-if TYPE_CHECKING:
-    from vcmm.hw.cache import DataCache
-    from vcmm.hw.smmu import SmmuContext
 
 #: Device addresses are at most 64 bits wide.
 ADDRESS_LIMIT = 1 << 64
@@ -113,6 +110,12 @@ class Interconnect:
             raise InvalidArgumentError(
                 f"Interconnect needs a PhysicalMemory, got {type(memory).__name__}"
             )
+        if cpu_cache is not None and not isinstance(cpu_cache, DataCache):
+            raise InvalidArgumentError(
+                f"Interconnect cpu_cache must be a DataCache or None, got {cpu_cache!r}"
+            )
+        if cpu_cache is not None and cpu_cache.memory is not memory:
+            raise InvalidArgumentError("Interconnect: the CPU cache fronts another PhysicalMemory")
         self.memory = memory
         self.cpu_cache = cpu_cache
 
@@ -323,12 +326,16 @@ class BusMaster(abc.ABC):
         Each address is one burst of ``burst`` bytes that must not cross a 4 KiB
         boundary, so it is exactly one translation, as it would be on the per-access
         path (:meth:`read` / :meth:`write` of the same burst): TLB counters and this
-        master's counters come out identical.
+        master's counters come out identical, also when a fault terminates the batch
+        (the bursts before it count as done).
         """
         vas = self._check_batch(addrs, access, burst)
         try:
             self._batch_translate(vas, access)
-        except DeviceFaultError:
+        except DeviceFaultError as exc:
+            # the bursts before the fault completed, as they would have one by one
+            done = int(exc.details.get("completed", 0))
+            self._account(access, done * burst, done)
             self.faults += 1
             raise
         self._account(access, int(vas.size) * burst, int(vas.size))
@@ -381,8 +388,6 @@ class SmmuDevice(BusMaster):
     def __init__(
         self, name: str, ctx: SmmuContext, interconnect: Interconnect, *, coherent: bool = False
     ) -> None:
-        from vcmm.hw.smmu import SmmuContext
-
         if not isinstance(ctx, SmmuContext):
             raise InvalidArgumentError(
                 f"SmmuDevice {name!r} needs an SmmuContext, got {type(ctx).__name__}"
@@ -409,21 +414,13 @@ class SmmuDevice(BusMaster):
             va += n
         return runs
 
-    def _resolve_checked(self, addr: int, length: int, access: Access) -> list[Run]:
-        runs = super()._resolve_checked(addr, length, access)
-        self.ctx.account(access, length)
-        return runs
+    def _account(self, access: Access, nbytes: int, transactions: int) -> None:
+        super()._account(access, nbytes, transactions)
+        self.ctx.account(access, nbytes)
 
     def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
         self._require_active()
         self.ctx.translate_batch(addrs, access, device=self.name)
-
-    def access_batch(
-        self, addrs: npt.NDArray[np.uint64], access: Access, burst: int = 64
-    ) -> BatchCounts:
-        counts = super().access_batch(addrs, access, burst)
-        self.ctx.account(access, counts.bytes)
-        return counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +473,6 @@ class PhysicalDevice(BusMaster):
         else:
             windows = self._check_windows(name, dma_ranges)
         self.windows: tuple[DmaWindow, ...] = tuple(sorted(windows, key=lambda w: w.bus))
-        self._bus_starts = np.array([w.bus for w in self.windows], dtype=object)
 
     @staticmethod
     def _check_windows(name: str, dma_ranges: object) -> list[DmaWindow]:
@@ -569,4 +565,7 @@ class PhysicalDevice(BusMaster):
             else:
                 inside |= (addrs >= lo) & (addrs < np.uint64(hi))
         if not inside.all():
-            raise self._fault(int(addrs[int(np.argmin(inside))]), access)
+            first = int(np.argmin(inside))
+            err = self._fault(int(addrs[first]), access)
+            err.details["completed"] = first
+            raise err

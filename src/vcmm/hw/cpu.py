@@ -42,6 +42,8 @@ import itertools
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from vcmm.attrs import Access, FaultKind, MemType, PageAttrs
 from vcmm.errors import (
     AlignmentError,
@@ -101,11 +103,11 @@ class KernelFault(FaultError):
 
 
 def _check_int(who: str, label: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
     if value < 0:
-        raise InvalidArgumentError(f"{who}: {label} {value:#x} is negative")
-    return value
+        raise InvalidArgumentError(f"{who}: {label} {int(value):#x} is negative")
+    return int(value)
 
 
 def is_kernel_va(va: int) -> bool:
@@ -137,7 +139,10 @@ class Cpu:
         linear_map: Sequence[tuple[int, int, int]] | None = None,
         prefetch_seed: int | None = None,
         prefetch_lines_per_tick: int = 4,
+        name: str = "cpu",
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"Cpu name {name!r} must be a non-empty string")
         if not isinstance(memory, PhysicalMemory):
             raise InvalidArgumentError(f"Cpu needs a PhysicalMemory, got {memory!r}")
         if not isinstance(table_memory, TableMemory) or table_memory.memory is not memory:
@@ -149,6 +154,8 @@ class Cpu:
         if not isinstance(tlb, TLBConfig):
             raise InvalidArgumentError(f"Cpu tlb {tlb!r} is not a TLBConfig")
         windows = self._check_linear_map(memory, linear_map)
+        #: The bus master's name, as fault reports and the mapping graph show it.
+        self.name = name
         self.memory = memory
         self.table_memory = table_memory
         self.cache = DataCache(memory, cache)
@@ -255,10 +262,10 @@ class Cpu:
         n = _check_int(who, "size", size)
         if n == 0:
             raise InvalidArgumentError(f"{who}: size must be > 0")
-        if not is_kernel_va(v) or v + n - 1 > (1 << 64) - 1 or not is_kernel_va(v + n - 1):
+        if not is_kernel_va(v) or not is_kernel_va(v + n - 1):
             raise InvalidArgumentError(
-                f"{who}: {AddressRange(v, n) if v + n <= 1 << 64 else hex(v)} is not in the "
-                "kernel half of the address space (VA[63:48] all ones)"
+                f"{who}: va {v:#x} size {n:#x} is not inside the kernel half of the address "
+                "space (VA[63:48] all ones)"
             )
         if v % SZ_4K or n % SZ_4K:
             raise AlignmentError(f"{who}: va {v:#x} and size {n:#x} must be 4 KiB aligned")
@@ -386,6 +393,10 @@ class Cpu:
         """
         v = _check_int("flush_tlb_range", "va", va)
         n = _check_int("flush_tlb_range", "size", size)
+        if n == 0 or v + n > 1 << 64:
+            raise InvalidArgumentError(
+                f"flush_tlb_range: va {v:#x} size {n:#x} must be non-empty within 64 bits"
+            )
         if asid is not None:
             self._check_asid("flush_tlb_range", asid)
         self._version += 1
@@ -422,7 +433,7 @@ class Cpu:
             self._translators[key] = tr
         return tr
 
-    def _resolve_asid(self, who: str, asid: int | None) -> int:
+    def _resolve_asid(self, asid: int | None) -> int:
         if asid is None:
             return self._current if self._current is not None else KERNEL_ASID
         self.address_space(asid)
@@ -453,7 +464,7 @@ class Cpu:
             raise InvalidArgumentError(f"translate: access {access!r} is not an Access")
         if not isinstance(user, bool):
             raise InvalidArgumentError(f"translate: user={user!r} is not a bool")
-        tag = self._resolve_asid("translate", asid)
+        tag = self._resolve_asid(asid)
         result = self._translator(tag, not user).translate(v, access)
         if isinstance(result, TranslationFault):
             raise self._fault(result, user, tag, v)
@@ -469,7 +480,7 @@ class Cpu:
             raise InvalidArgumentError(f"{who}: {v:#x} + {n:#x} runs past 2**64")
         if not isinstance(user, bool):
             raise InvalidArgumentError(f"{who}: user={user!r} is not a bool")
-        tag = self._resolve_asid(who, asid)
+        tag = self._resolve_asid(asid)
         tr = self._translator(tag, not user)
         runs: list[tuple[int, int, MemType]] = []
         pos, end = v, v + n
@@ -484,6 +495,20 @@ class Cpu:
             else:
                 runs.append((result.pa, step, memtype))
             pos += step
+        pos = v
+        for pa, size, _ in runs:  # refuse an access that would hit a hole, before any change
+            if not self.memory.is_backed(pa, size):
+                cls = SegmentationFault if user else KernelFault
+                raise cls(
+                    f"{'user' if user else 'kernel'} {access.value} at {pos:#x} (ASID {tag}): "
+                    f"physical {pa:#x} (+{size:#x}) is not memory: bus fault",
+                    address=pos,
+                    va=pos,
+                    access=access,
+                    kind=FaultKind.BUS,
+                    asid=tag,
+                )
+            pos += size
         return runs
 
     def _tick(self) -> None:

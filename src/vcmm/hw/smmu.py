@@ -21,7 +21,8 @@ Seed call                          here
 
 Decisions:
 
-- **Tables belong to the context** until the upper layer points it at its own
+- **Tables belong to the context** (allocated with it, so a later call never fails
+  half way for want of table memory) until the upper layer points it at its own
   (:meth:`SmmuContext.set_tables`): the VCMM keeps one table per VCM and may point
   several contexts at it.  The hardware walker reads the *registers* of the bank, never
   a Python table object, so a context that is not active cannot be walked through.
@@ -369,7 +370,11 @@ class SmmuContext:
         self._split = split
         self._low: PageTable | None = None
         self._high: PageTable | None = None
+        #: Whether the context manages its tables (False once pointed at external ones).
         self._own_tables = True
+        #: Tables this context allocated and must free; may outlive own mode when the
+        #: upper layer passes one of them back to :meth:`set_tables`.
+        self._owned: list[PageTable] = []
         self._bank: _Bank | None = None
         self._active = False
         self._alive = True
@@ -384,6 +389,8 @@ class SmmuContext:
         self.bytes_written = 0
         self._tlb_acc = TLBStats()
         self._tlb_base: TLBStats | None = None
+        self._low, self._high = self._new_own_tables(split)
+        self._owned = [t for t in (self._low, self._high) if t is not None]
 
     def __repr__(self) -> str:
         where = f"bank {self.bank}" if self._bank else "unbound"
@@ -497,8 +504,6 @@ class SmmuContext:
             raise StateError(f"context {self.name!r} is not bound to a bank; bind it first")
         if self._active:
             raise StateError(f"context {self.name!r} is already active on bank {self.bank}")
-        if self._own_tables:
-            self._ensure_own_tables()
         self._program()
         self._active = True
         self._tlb_base = self.smmu.tlb.stats_for(self._bank.index).copy()
@@ -537,8 +542,8 @@ class SmmuContext:
         self._check_alive()
         if self._bank is not None:
             raise BusyError(f"context {self.name!r} is bound to bank {self.bank}; unbind first")
-        if self._own_tables:
-            self._destroy_own_tables()
+        self._release_owned(())
+        self._low = self._high = None
         self.smmu._forget(self)
         self._alive = False
 
@@ -548,27 +553,35 @@ class SmmuContext:
         s = self.smmu
         return PageTable(s.fmt, s.memory, s.table_memory, va_bits=va_bits)
 
-    def _ensure_own_tables(self) -> None:
-        """Create the context's own tables on first need (they cost table memory)."""
-        if self._low is not None:
-            return
-        low = self._new_table(SPLIT_LOW_VA_BITS if self._split else None)
-        if self._split:
-            try:
-                self._high = self._new_table(None)
-            except BaseException:
-                low.destroy()
-                raise
-        self._low = low
+    def _new_own_tables(self, split: bool) -> tuple[PageTable, PageTable | None]:
+        """Fresh tables of the context's own: a reduced TTBR0 and a TTBR1 one if split.
 
-    def _own_tables_empty(self) -> bool:
-        return all(not list(t.mappings()) for t in (self._low, self._high) if t is not None)
+        Either both are allocated or neither (the first is freed if the second fails).
+        """
+        low = self._new_table(SPLIT_LOW_VA_BITS if split else None)
+        if not split:
+            return low, None
+        try:
+            return low, self._new_table(None)
+        except BaseException:
+            low.destroy()
+            raise
 
-    def _destroy_own_tables(self) -> None:
-        for t in (self._low, self._high):
-            if t is not None:
-                t.destroy()
-        self._low = self._high = None
+    def _check_releasable(self, keep: tuple[PageTable | None, ...], why: str) -> None:
+        """Refuse to drop an owned table that still holds mappings (validation step)."""
+        for table in self._owned:
+            if table not in keep and next(table.mappings(), None) is not None:
+                raise BusyError(
+                    f"context {self.name!r}: its own table at {table.root:#x} still holds "
+                    f"mappings; unmap them before {why}"
+                )
+
+    def _release_owned(self, keep: tuple[PageTable | None, ...]) -> None:
+        """Free the owned tables not in ``keep`` (commit step)."""
+        for table in self._owned:
+            if table not in keep:
+                table.destroy()
+        self._owned = [t for t in self._owned if t in keep]
 
     def set_split(self, split: bool) -> None:
         """Reshape the context's own tables for split (TTBCR.N=1) or whole-space use.
@@ -587,15 +600,16 @@ class SmmuContext:
             self.smmu._check_split_format(self.name)
         if split == self._split:
             return
-        if not self._own_tables_empty():
-            raise BusyError(
-                f"context {self.name!r}: its tables still hold mappings; unmap them before "
-                "changing the split"
+        self._check_releasable((), "changing the split")
+        if self._updating:
+            raise StateError(
+                f"context {self.name!r}: cannot reshape tables inside update_start/update_done"
             )
-        self._destroy_own_tables()
-        self._split = split
+        low, high = self._new_own_tables(split)
+        self._release_owned(())
+        self._owned = [t for t in (low, high) if t is not None]
+        self._low, self._high, self._split = low, high, split
         if self._active:
-            self._ensure_own_tables()
             self._program()
 
     def set_tables(
@@ -653,13 +667,8 @@ class SmmuContext:
             raise StateError(
                 f"context {self.name!r}: cannot switch tables inside update_start/update_done"
             )
-        if self._own_tables:
-            if not self._own_tables_empty():
-                raise BusyError(
-                    f"context {self.name!r}: its own tables still hold mappings; unmap them "
-                    "before pointing it at external tables"
-                )
-            self._destroy_own_tables()
+        self._check_releasable((low, high), "pointing the context at other tables")
+        self._release_owned((low, high))
         self._low, self._high = low, high
         self._split = split
         self._own_tables = False
@@ -667,7 +676,7 @@ class SmmuContext:
             self._program()
 
     def use_own_tables(self, *, split: bool = False) -> None:
-        """Drop external tables and return to the context's own (created on need)."""
+        """Drop external tables and return to fresh tables of the context's own."""
         self._check_alive()
         if not isinstance(split, bool):
             raise InvalidArgumentError(f"context {self.name!r}: split={split!r} is not a bool")
@@ -680,17 +689,18 @@ class SmmuContext:
             raise StateError(
                 f"context {self.name!r}: cannot switch tables inside update_start/update_done"
             )
-        self._low = self._high = None
+        self._check_releasable((), "returning to fresh tables of its own")
+        low, high = self._new_own_tables(split)
+        self._release_owned(())
+        self._owned = [t for t in (low, high) if t is not None]
+        self._low, self._high = low, high
         self._own_tables = True
         self._split = split
         if self._active:
-            self._ensure_own_tables()
             self._program()
 
     def _table_for(self, va: int, who: str) -> PageTable:
         """The table holding ``va``: TTBR1's for VA[31]=1 in split mode, else TTBR0's."""
-        if self._own_tables:
-            self._ensure_own_tables()
         high = self._split and (va >> SPLIT_BIT) & 1
         table = self._high if high else self._low
         if table is None:
@@ -892,8 +902,6 @@ class SmmuContext:
                 "input space"
             )
         high = self._split and (v >> SPLIT_BIT) & 1
-        if self._own_tables:
-            self._ensure_own_tables()
         table = self._high if high else self._low
         if table is None:
             raise NotMappedError(
@@ -934,13 +942,19 @@ class SmmuContext:
         """Translate an access stream with counters identical to per-access calls.
 
         Faults go through the hook exactly as :meth:`translate_access` would handle
-        them; returns the output address of every input address.
+        them; returns the output address of every input address.  A terminated
+        transaction raises :class:`DeviceFaultError` whose ``completed`` says how many
+        addresses before it were translated.
         """
         self._check_alive()
         translator = self._translator(f"{self.name}.translate_batch")
         if not isinstance(access, Access):
             raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
-        arr = np.ascontiguousarray(vas) if isinstance(vas, np.ndarray) else vas
+        if not isinstance(vas, np.ndarray):
+            raise InvalidArgumentError(
+                f"{self.name}.translate_batch: vas must be a numpy array, got {type(vas).__name__}"
+            )
+        arr = np.ascontiguousarray(vas)
         out = np.empty(len(arr), dtype=np.uint64)
         i, n = 0, len(arr)
         while i < n:
@@ -949,7 +963,12 @@ class SmmuContext:
             i += res.done
             if res.fault is None:
                 break
-            out[i] = self._handle_fault(translator, res.fault, device).pa
+            try:
+                out[i] = self._handle_fault(translator, res.fault, device).pa
+            except DeviceFaultError as exc:
+                exc.completed = i  # type: ignore[attr-defined]
+                exc.details["completed"] = i
+                raise
             i += 1
         return out
 
@@ -964,7 +983,7 @@ class SmmuContext:
             event = SmmuFault(
                 smmu=self.smmu.name,
                 context=self.name,
-                bank=translator.tag,  # type: ignore[arg-type]
+                bank=self._bank.index,
                 va=fault.va,
                 access=fault.access,
                 kind=fault.kind,
@@ -1037,7 +1056,11 @@ class SmmuContext:
             self.bytes_read += n
 
     def stats(self) -> ContextStats:
-        """This context's counters; TLB counters cover its activations only."""
+        """This context's counters; TLB counters cover its activations only.
+
+        They are the bank tag's counters accumulated between activate and deactivate,
+        so resetting the TLB's counters while the context is active skews them.
+        """
         tlb = self._tlb_acc
         if self._active and self._bank is not None and self._tlb_base is not None:
             now = self.smmu.tlb.stats_for(self._bank.index)

@@ -116,15 +116,14 @@ class TableMemory:
         """Reserve a zeroed block of ``size`` bytes aligned to ``align`` (default: size)."""
         if not isinstance(size, int) or isinstance(size, bool) or not is_power_of_two(size):
             raise InvalidArgumentError(f"table block size {size!r} must be a power of two")
-        if not MIN_BLOCK <= size <= self._window.size:
-            raise InvalidArgumentError(
-                f"table block size {size} must be between {MIN_BLOCK} and the window size "
-                f"{self._window.size:#x}"
-            )
+        if size < MIN_BLOCK:
+            raise InvalidArgumentError(f"table block size {size} is below the minimum {MIN_BLOCK}")
         if align is None:
             align = size
         if not isinstance(align, int) or isinstance(align, bool) or not is_power_of_two(align):
             raise InvalidArgumentError(f"table block alignment {align!r} must be a power of two")
+        if size > self._window.size:
+            raise self._oom(size, align)
         slot = max(size, align)
         if slot < TABLE_PAGE:
             pa = self._alloc_slot(slot, size, align)

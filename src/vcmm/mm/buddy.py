@@ -8,8 +8,9 @@ because "higher-order allocations are a convenience rather than a necessity"
 (fewer IOMMU TLB entries) and why a busy system cannot promise them, so a
 :meth:`BuddyAllocator.fragment` helper reproduces that state on purpose.
 
-Free blocks are kept per order in sorted lists, lowest address handed out first, which
-makes every run deterministic.  With full merging the free lists are a function of the
+Free blocks are kept per order in sorted lists of *negated* addresses, so the lowest
+address (handed out first, which makes every run deterministic) pops off the end in
+O(1) even when fragmentation leaves hundreds of thousands of order-0 blocks.  With full merging the free lists are a function of the
 set of free pages alone (maximal aligned blocks), so a failed multi-block allocation
 that gives everything back restores the exact previous state.
 """
@@ -70,11 +71,12 @@ class BuddyAllocator:
         self._range = range
         self._page = page
         self._max_order = max_order
+        # per order: sorted negated addresses (lowest address last)
         self._free: list[list[int]] = [[] for _ in [None] * (max_order + 1)]
         self._allocated: dict[int, int] = {}
         self._free_pages = 0
         for pa, order in self._aligned_blocks(range.start, range.end):
-            self._free[order].append(pa)
+            self._free[order].insert(0, -pa)
             self._free_pages += 1 << order
 
     # -- properties --------------------------------------------------------------
@@ -129,10 +131,10 @@ class BuddyAllocator:
                 break
         else:
             return None
-        pa = self._free[found].pop(0)
+        pa = -self._free[found].pop()
         while found > order:
             found -= 1
-            bisect.insort(self._free[found], pa + (self._page << found))
+            bisect.insort(self._free[found], -(pa + (self._page << found)))
         self._allocated[pa] = 1 << order
         self._free_pages -= 1 << order
         return pa
@@ -142,13 +144,13 @@ class BuddyAllocator:
         while order < self._max_order:
             buddy = pa ^ (self._page << order)
             peers = self._free[order]
-            j = bisect.bisect_left(peers, buddy)
-            if j == len(peers) or peers[j] != buddy:
+            j = bisect.bisect_left(peers, -buddy)
+            if j == len(peers) or peers[j] != -buddy:
                 break
             del peers[j]
             pa = min(pa, buddy)
             order += 1
-        bisect.insort(self._free[order], pa)
+        bisect.insort(self._free[order], -pa)
 
     def _buddyinfo(self) -> str:
         return " ".join(str(len(blocks)) for blocks in self._free)
@@ -307,8 +309,8 @@ class BuddyAllocator:
         base = self._range.start // self._page
         mask = np.zeros(self._range.size // self._page, dtype=np.bool_)
         for order, blocks in enumerate(self._free):
-            for pa in blocks:
-                first = pa // self._page - base
+            for neg in blocks:
+                first = -neg // self._page - base
                 mask[first : first + (1 << order)] = True
         return mask
 
@@ -330,7 +332,7 @@ class BuddyAllocator:
             chosen = starts[full & ~inside]
             np.add.at(covered, chosen, 1)
             np.add.at(covered, chosen + span, -1)
-            result[order] = ((chosen + base) * self._page).tolist()
+            result[order] = (-(chosen + base) * self._page)[::-1].tolist()
         return result
 
     # -- queries -----------------------------------------------------------------
@@ -342,9 +344,9 @@ class BuddyAllocator:
     def free_blocks(self) -> list[Chunk]:
         """Every free block, lowest address first."""
         return sorted(
-            Chunk(pa, self._page << order)
+            Chunk(-neg, self._page << order)
             for order, blocks in enumerate(self._free)
-            for pa in blocks
+            for neg in blocks
         )
 
     def allocated(self) -> list[Chunk]:
@@ -359,7 +361,7 @@ class BuddyAllocator:
 
     def snapshot(self) -> BuddySnapshot:
         return BuddySnapshot(
-            free=tuple(tuple(blocks) for blocks in self._free),
+            free=tuple(tuple(-neg for neg in reversed(blocks)) for blocks in self._free),
             allocated=tuple(sorted(self._allocated.items())),
         )
 

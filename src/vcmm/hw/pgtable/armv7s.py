@@ -115,6 +115,8 @@ def memtype_from_texcb(tex: int, c: int, b: int) -> MemType:
 
 def encode_attrs(attrs: PageAttrs) -> dict[str, int]:
     """PageAttrs -> short-descriptor field values (field names as in the kinds below)."""
+    if attrs.write and not attrs.read:
+        raise InvalidArgumentError(f"{NAME}: write without read has no AP encoding")
     if not attrs.read and attrs.user:
         raise InvalidArgumentError(
             f"{NAME}: PageAttrs(read=False, user=True) has no encoding: AP=000 denies "

@@ -113,6 +113,8 @@ _ATTR_INDEX: Mapping[MemType, int] = {m: _index_of(m) for m in MemType}
 
 def encode_attrs(attrs: PageAttrs) -> dict[str, int]:
     """PageAttrs -> VMSAv8-64 leaf field values."""
+    if attrs.write and not attrs.read:
+        raise InvalidArgumentError(f"{NAME}: write without read has no AP[2:1] encoding")
     if not attrs.read:
         raise InvalidArgumentError(
             f"{NAME}: PageAttrs(read=False) cannot be encoded: AP[2:1] has no no-access "
