@@ -35,7 +35,9 @@ def _tlb(spec: TlbSpec) -> TLBConfig:
 
 def _target(spec: TargetSpec) -> Any:
     if spec.kind == "system":
-        return SystemRamTarget.from_range(spec.range, name=spec.name, max_order=spec.max_order or 10)
+        return SystemRamTarget.from_range(
+            spec.range, name=spec.name, max_order=spec.max_order or 10
+        )
     if spec.kind == "blocks":
         return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
     if spec.kind == "contiguous":
@@ -82,12 +84,16 @@ class System(Vcmm):
             if d.kind == "smmu":
                 assert d.smmu is not None and d.context is not None
                 smmu = self.smmus[d.smmu]
-                device = SmmuDevice(d.name, smmu.context(d.context), self.interconnect, coherent=d.coherent)
-                device.bank = spec.smmu(d.smmu).context(d.context).bank  # type: ignore[attr-defined]
+                device = SmmuDevice(
+                    d.name, smmu.context(d.context), self.interconnect, coherent=d.coherent
+                )
+                device.bank = spec.smmu(d.smmu).context(d.context).bank
             else:
                 ranges = [(r.bus, r.phys, r.size) for r in d.dma_ranges] or None
-                device = PhysicalDevice(d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges)
-            device.dma = d.dma  # type: ignore[attr-defined]
+                device = PhysicalDevice(
+                    d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges
+                )
+            device.dma = d.dma
             devices[d.name] = device
         formats = {smmu.fmt for smmu in self.smmus.values()}
         iommu_format = formats.pop() if len(formats) == 1 else ARMV7S

@@ -10,7 +10,7 @@ that make the graph worth having:
   uncached alias never sees, so the architecture calls mismatches unpredictable.  The
   kernel's linear map of system RAM is such an alias, always present, so an uncached
   mapping of kernel RAM is refused.  Allocation hints (write-allocate or not) count as
-  cache policy too: on ARM they live in the same TEX/C/B bits (King, L2700).
+  cache policy too: on ARM they live in the same TEX/C/B bits (King, L2720).
 - **Shareable once shared.**  The graph counts the address spaces mapping each chunk;
   when a second one maps it, every mapping gets the shareable bit, and when it drops
   back to one the bit is cleared (Pfeffer, L1978-1992).  Kernel RAM is always

@@ -1,19 +1,45 @@
 """The Virtual Contiguous Memory Manager: the seed's calls over one mapping graph.
 
-Every call validates its arguments completely before it changes anything, and the
-few steps that can still fail part way (page-table memory running out, a mapping
-conflict found late) are undone before the error leaves, so a failing call leaves
-tables, TLBs, allocators and the graph exactly as they were.
+Every call validates its arguments completely before it changes anything; the few
+steps that can still fail part way (table memory running out while mapping) are
+recorded in an undo log and rolled back before the error leaves.  So a failing call
+leaves memory, tables, TLBs, allocators and the graph exactly as they were, and
+raises a :class:`~vcmm.errors.VcmmError` subclass naming the values and the rule
+(the seed's calls return 0 and leave the caller guessing).
+
+Call                                  refused (besides bad argument types) when
+------------------------------------  -----------------------------------------------------
+``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
+                                      one-to-one window not all physical memory
+``vcm_create_from_prebuilt(id)``      id is not 0 (the kernel's VMM)
+``vcm_free(vcm)``                     it still has reservations or associations
+``vcm_reserve(vcm, len, attr)``       len not a 4 KiB multiple or larger than the VCM;
+                                      no free range (``OutOfAddressSpaceError``)
+``vcm_unreserve(res)``                it is backed
+``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules
+``vcm_deassoc(avcm)``                 it is active
+``vcm_activate(avcm)``                the context already runs another VCM (same half)
+``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
+``vcm_phys_free(physmem)``            it backs a reservation
+``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
+                                      another memory type (``AttributeConflictError``);
+                                      one-to-one backing discontiguous or outside the VCM
+``vcm_unback(res)``                   it is not backed
+``vcm_hook(dev, handler, data)``      the device has no IOMMU
+``vcm_sync_for_device/cpu(res, d)``   it is not backed; direction NONE
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
 from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
+from vcmm.core import export
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -24,23 +50,45 @@ from vcmm.core.flags import (
     page_attrs_of,
 )
 from vcmm.core.graph import KERNEL_SPACE, Mapping, MappingGraph
-from vcmm.core.mappers import IommuMapper, Mapper, OneToOneMapper, VmmMapper
-from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmKind
+from vcmm.core.mappers import (
+    IommuMapper,
+    Mapper,
+    OneToOneMapper,
+    PageRun,
+    VmmMapper,
+    check_bank_free,
+    merge_runs,
+    plan_pages,
+    program_context,
+    release_context,
+)
+from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmFault, VcmKind
 from vcmm.errors import (
     AlignmentError,
     BusyError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfAddressSpaceError,
     OutOfMemoryError,
     StateError,
+    UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.pgtable import ARMV7S
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_4K, format_size
+from vcmm.sizes import SZ_4K, format_size, is_power_of_two
+
+log = logging.getLogger(__name__)
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
 VMM_EXT_ID = 0
-_SPLIT_BOUNDARY = 1 << 31
+#: TTBCR.N=1 splits a 32-bit space here: VA[31]=1 walks TTBR1 (the high VCM).
+SPLIT_BOUNDARY = 1 << 31
+#: IOMMU VCMs live in the 32-bit input space of the ARMv7 short-descriptor format.
+IOMMU_VA_LIMIT = 1 << 32
+
+#: ``handler(fault, data) -> 1 (replay the transaction) or 0 (terminate it)``.
+FaultHandler = Callable[[VcmFault, Any], int]
 
 
 def _check_int(call: str, name: str, value: object, *, minimum: int = 0) -> int:
@@ -60,12 +108,30 @@ def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    """One step of an undo log: how to take back a change that already happened."""
+
+    what: str
+    mapper: Any = None
+    va: int = 0
+    size: int = 0
+    attrs: PageAttrs | None = None
+    run: PageRun | None = None
+    allocator: Any = None
+
+
 class Vcmm:
     """Owner of every VCM, reservation, association and physical allocation.
 
     Hardware is passed in already built (see :mod:`vcmm.system` for booting a
     platform): ``devices`` maps names to bus masters (SMMU devices with ``.ctx``,
-    physically addressed devices with ``phys_to_bus``) and must include the CPU.
+    physically addressed devices with ``phys_to_bus``) and must include the CPU;
+    ``targets`` maps memory-target names to :class:`~vcmm.mm.target.MemoryTarget`
+    objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
+    mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt,
+    va_bits=None)`` builds device page tables and ``range_allocator(window,
+    granule=...)`` address-space allocators.
     """
 
     def __init__(
@@ -96,7 +162,11 @@ class Vcmm:
         self.graph = MappingGraph(
             linear_map=tuple(
                 Mapping(
-                    KERNEL_SPACE, "kernel linear map", AddressRange(pa, size), va, _linear_attrs()
+                    KERNEL_SPACE,
+                    "the kernel linear map",
+                    AddressRange(pa, size),
+                    va,
+                    _linear_attrs(),
                 )
                 for va, pa, size in linear_map
             )
@@ -104,9 +174,10 @@ class Vcmm:
         self.vcms: list[Vcm] = []
         self.physmems: list[PhysMem] = []
         self._ids = itertools.count(1)
-        self._mappers: dict[int, Mapper] = {}
+        self._mappers: dict[int, IommuMapper] = {}
         self._one_to_one = OneToOneMapper()
         self._vmm = VmmMapper(cpu)
+        self._hooks: dict[str, tuple[FaultHandler, Any]] = {}
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -114,7 +185,7 @@ class Vcmm:
         """A bus master by name (the CPU is ``"cpu"``)."""
         try:
             return self._devices[name]
-        except KeyError:
+        except (KeyError, TypeError):
             known = ", ".join(sorted(self._devices))
             raise NotFoundError(f"no device named {name!r} (known: {known})") from None
 
@@ -123,9 +194,10 @@ class Vcmm:
         return dict(self._devices)
 
     def target(self, name: str) -> Any:
+        """A memory target by name (``"ebi"``, ``"blocks"``, ``"contig"``, ``"smi"``)."""
         try:
             return self._targets[name]
-        except KeyError:
+        except (KeyError, TypeError):
             known = ", ".join(sorted(self._targets))
             raise NotFoundError(f"no memory target named {name!r} (known: {known})") from None
 
@@ -133,16 +205,26 @@ class Vcmm:
     def targets(self) -> dict[str, Any]:
         return dict(self._targets)
 
+    @property
+    def associations(self) -> list[Association]:
+        """Every live association, in creation order of their VCMs."""
+        return [a for v in self.vcms for a in v.associations]
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return [r for v in self.vcms for r in v.reservations]
+
     def _resolve_device(self, call: str, dev: object) -> Any:
         if isinstance(dev, str):
             return self.device(dev)
-        if dev in self._devices.values():
+        if any(dev is d for d in self._devices.values()):
             return dev
         raise InvalidArgumentError(
             f"{call}: {dev!r} is not a device of this system (pass a name or system.device(name))"
         )
 
     def mapper(self, vcm: Vcm) -> Mapper:
+        """The hardware side of ``vcm``."""
         if vcm.kind is VcmKind.VMM:
             return self._vmm
         if vcm.kind is VcmKind.ONE_TO_ONE:
@@ -159,15 +241,17 @@ class Vcmm:
         kind: VcmKind | None = None,
         allocator: Any = None,
     ) -> Vcm:
-        """Create a VCM of ``len`` bytes from ``start_addr`` (000 L137-165).
+        """Create a VCM of ``len`` bytes from ``start_addr`` (000 L137-178).
 
-        A range that lies inside physical RAM makes a one-to-one VCM, as the seed
-        describes; anything else an IOMMU VCM.  Pass ``kind`` where that inference
-        would be wrong (an IOMMU space deliberately placed over RAM addresses).
-        ``allocator`` is the custom-allocator hook the reviewers asked for (000 L4053):
-        any object with ``alloc(size, align) -> addr``, ``alloc_at(addr, size)``,
-        ``free(addr)`` and ``snapshot()`` that hands out addresses inside the VCM (the
-        DMA API passes its IOVA allocator here).
+        A window that lies entirely in physical memory makes a one-to-one VCM, as the
+        seed describes ("users pass the start_addr and len of the physical region");
+        anything else an IOMMU VCM, which gets its own device page table now.  Pass
+        ``kind`` where that inference is wrong (an IOMMU space deliberately placed at
+        RAM addresses).  ``allocator`` is the custom-allocator hook the reviewers asked
+        for (000 L4053): any object with ``alloc(size, align) -> addr``,
+        ``free(addr)`` and ``snapshot()`` (plus ``alloc_at(addr, size)`` for one-to-one
+        VCMs) handing out addresses inside the VCM; the DMA API passes its IOVA
+        allocator here.
         """
         call = "vcm_create"
         start = _check_int(call, "start_addr", start_addr)
@@ -178,36 +262,50 @@ class Vcmm:
                 " (the smallest page); the seed's vcm_create(SZ_1K, ...) breaks this rule"
             )
         window = AddressRange(start, length)
+        in_ram = self.memory.is_backed(start, length)
         if kind is None:
-            kind = VcmKind.ONE_TO_ONE if self.memory.is_backed(start, length) else VcmKind.IOMMU
+            kind = VcmKind.ONE_TO_ONE if in_ram else VcmKind.IOMMU
         if not isinstance(kind, VcmKind) or kind is VcmKind.VMM:
             raise InvalidArgumentError(
                 f"{call}: kind {kind!r} must be VcmKind.IOMMU or VcmKind.ONE_TO_ONE"
                 " (the VMM VCM comes from vcm_create_from_prebuilt)"
             )
-        if kind is VcmKind.ONE_TO_ONE and not self.memory.is_backed(start, length):
+        if kind is VcmKind.ONE_TO_ONE and not in_ram:
             raise InvalidArgumentError(
-                f"{call}: one-to-one VCM {window} is not inside physical memory"
+                f"{call}: one-to-one VCM {window} is not entirely physical memory; its "
+                "addresses are physical"
             )
-        if kind is VcmKind.IOMMU and window.end > 1 << 32:
+        if kind is VcmKind.IOMMU and window.end > IOMMU_VA_LIMIT:
             raise InvalidArgumentError(
-                f"{call}: IOMMU VCM {window} goes beyond the 32-bit input of {self.iommu_format}"
+                f"{call}: IOMMU VCM {window} goes beyond the 32-bit input space of "
+                f"{self.iommu_format.name} tables"
             )
+        needed = ("alloc", "free", "snapshot")
+        if kind is VcmKind.ONE_TO_ONE:
+            needed += ("alloc_at",)
         if allocator is None:
             allocator = self._range_allocator(window, granule=SZ_4K)
-        elif not all(hasattr(allocator, m) for m in ("alloc", "free", "snapshot")):
+        elif not all(callable(getattr(allocator, m, None)) for m in needed):
             raise InvalidArgumentError(
-                f"{call}: allocator {allocator!r} lacks alloc/free/snapshot methods"
+                f"{call}: allocator {allocator!r} lacks one of the methods {', '.join(needed)}"
             )
-        vcm = Vcm(next(self._ids), kind, start, length, allocator)
-        if kind is VcmKind.IOMMU:
-            vcm.table = self._page_table(self.iommu_format)
-            self._mappers[vcm.id] = IommuMapper(vcm, vcm.table)
+        table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
+        vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table)
+        if table is not None:
+            self._mappers[vcm.id] = IommuMapper(vcm, self._new_low_table)
         self.vcms.append(vcm)
         return vcm
 
+    def _new_low_table(self, va_bits: int | None) -> Any:
+        return self._page_table(self.iommu_format, va_bits=va_bits)
+
     def vcm_create_from_prebuilt(self, ext_vcm_id: int) -> Vcm:
-        """A VCM for an address space someone else built; 0 is the kernel's VMM."""
+        """A VCM for an address space someone else built; ``0`` is the kernel's VMM.
+
+        Its reservations are kernel virtual areas (the vmalloc window) and its
+        backings map into the CPU's kernel table.  Every VMM VCM shares that one
+        address space.
+        """
         call = "vcm_create_from_prebuilt"
         ext = _check_int(call, "ext_vcm_id", ext_vcm_id)
         if ext != VMM_EXT_ID:
@@ -221,15 +319,20 @@ class Vcmm:
         return vcm
 
     def vcm_free(self, vcm: Vcm) -> None:
-        """Destroy a VCM; refused while it has reservations or associations."""
+        """Destroy a VCM and its tables; refused while it has reservations or associations."""
         call = "vcm_free"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
         users = [r.name for r in vcm.reservations] + [a.name for a in vcm.associations]
         if users:
-            raise BusyError(f"{call}: {vcm.name} still has {', '.join(users)}; release them first")
+            raise BusyError(
+                f"{call}: {vcm.name} still has {', '.join(users)}; unreserve and deassociate first"
+            )
+        mapper = self._mappers.pop(vcm.id, None)
+        if mapper is not None:
+            mapper.drop_low_table()
         if vcm.table is not None:
             vcm.table.destroy()
-        self._mappers.pop(vcm.id, None)
+            vcm.table = None
         vcm.freed = True
         self.vcms.remove(vcm)
 
@@ -241,9 +344,10 @@ class Vcmm:
         """Reserve ``len`` contiguous bytes of ``vcm``, no memory behind them yet.
 
         IOMMU and VMM reservations are aligned to the largest page size not above
-        ``len`` (so backing can use 1M/16M entries), falling back to smaller
-        alignments when the VCM is too fragmented.  One-to-one reservations are placed
-        when backed, at the physical address of the backing (a pass-through).
+        ``len`` (so a backing can use 1M/16M entries), falling back to smaller
+        alignments when the VCM is too fragmented; ``align`` demands one alignment.
+        One-to-one reservations are placed when backed, at the physical address of the
+        backing (the seed's pass-through).
         """
         call = "vcm_reserve"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
@@ -253,35 +357,55 @@ class Vcmm:
             raise AlignmentError(f"{call}: len {length:#x} is not a multiple of 4 KiB")
         if length > vcm.len:
             raise InvalidArgumentError(
-                f"{call}: len {format_size(length)} is larger than {vcm.name} ({format_size(vcm.len)})"
+                f"{call}: len {format_size(length)} is larger than {vcm.name} "
+                f"({format_size(vcm.len)})"
             )
+        if vcm.kind is VcmKind.VMM and attr & Attr.USER:
+            raise InvalidArgumentError(
+                f"{call}: attr {attr!r} asks for USER access in the kernel's VMM VCM "
+                f"{vcm.name}; kernel mappings are kernel-only"
+            )
+        if align is not None:
+            align = _check_int(call, "align", align, minimum=SZ_4K)
+            if not is_power_of_two(align):
+                raise AlignmentError(f"{call}: align {align:#x} is not a power of two")
+            if vcm.kind is VcmKind.ONE_TO_ONE:
+                raise InvalidArgumentError(
+                    f"{call}: one-to-one {vcm.name} places reservations at the physical "
+                    "address of their backing; align the physical allocation instead"
+                )
         addr: int | None = None
         if vcm.kind is not VcmKind.ONE_TO_ONE:
-            sizes = self._page_sizes(vcm)
-            if align is not None:
-                alignments = [_check_int(call, "align", align, minimum=SZ_4K)]
-            else:
-                alignments = [s for s in sizes if s <= length] or [SZ_4K]
-            error: VcmmError | None = None
-            for alignment in alignments:
-                try:
-                    addr = vcm.allocator.alloc(length, alignment)
-                    break
-                except OutOfMemoryError as exc:
-                    error = exc
-            if addr is None:
-                raise OutOfMemoryError(
-                    f"{call}: no free {format_size(length)} range in {vcm.name} {vcm.range}: {error}"
-                )
+            addr = self._place(call, vcm, length, align)
         res = Reservation(next(self._ids), vcm, length, attr, addr)
         vcm.reservations.append(res)
         return res
 
-    def _page_sizes(self, vcm: Vcm) -> list[int]:
-        if vcm.kind is VcmKind.IOMMU:
-            assert vcm.table is not None
-            return sorted(vcm.table.sizes, reverse=True)
-        return sorted(self.cpu.kernel_table.sizes, reverse=True)
+    def _place(self, call: str, vcm: Vcm, length: int, align: int | None) -> int:
+        if align is not None:
+            alignments = [align]
+        else:
+            sizes = sorted(self.mapper(vcm).page_sizes, reverse=True)
+            alignments = [s for s in sizes if s <= length] or [SZ_4K]
+        errors = []
+        for alignment in alignments:
+            try:
+                addr = vcm.allocator.alloc(length, alignment)
+            except OutOfMemoryError as exc:
+                errors.append(str(exc))
+                continue
+            if AddressRange(addr, length) not in vcm.range or addr % alignment:
+                vcm.allocator.free(addr)
+                raise InvalidArgumentError(
+                    f"{call}: {vcm.name}'s allocator returned {addr:#x}, which is not a "
+                    f"{format_size(alignment)}-aligned {format_size(length)} range inside "
+                    f"{vcm.range}"
+                )
+            return int(addr)
+        raise OutOfAddressSpaceError(
+            f"{call}: no free {format_size(length)} range in {vcm.name} {vcm.range} "
+            f"(tried alignments {', '.join(format_size(a) for a in alignments)}): {errors[-1]}"
+        )
 
     def vcm_unreserve(self, res: Reservation) -> None:
         """Release a reservation; refused while it is backed."""
@@ -299,7 +423,15 @@ class Vcmm:
     # -- associations ------------------------------------------------------------------
 
     def vcm_assoc(self, vcm: Vcm, dev: Any, attr: int = AssocAttr.NONE) -> Association:
-        """Link a VCM with a device (many-to-many).  The kinds must match."""
+        """Link a VCM with a device; many-to-many, inactive until :meth:`vcm_activate`.
+
+        The kinds must match: IOMMU VCMs go with devices behind an SMMU, one-to-one
+        VCMs with physically addressed devices that can reach the whole region, the
+        VMM VCM with the CPU.  ``SPLIT | USE_HIGH`` makes the VCM the TTBR1 half of the
+        device's context (VA[31]=1, so the VCM must lie at or above 2 GiB) and
+        ``SPLIT | USE_LOW`` the TTBR0 half (below 2 GiB); the VCM then keeps a 31-bit
+        mirror of its table, built here (see :mod:`vcmm.core.mappers`).
+        """
         call = "vcm_assoc"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
         device = self._resolve_device(call, dev)
@@ -311,89 +443,161 @@ class Vcmm:
         if path != wanted:
             raise InvalidArgumentError(
                 f"{call}: {vcm.kind.value} {vcm.name} cannot be associated with {device.name},"
-                f" which is a {path} bus master (needs a {wanted} one)"
+                f" which is a{'n' if path == 'iommu' else ''} {path} bus master"
+                f" (a {vcm.kind.value} VCM needs a{'n' if wanted == 'iommu' else ''} {wanted} one)"
             )
         if attr and vcm.kind is not VcmKind.IOMMU:
             raise InvalidArgumentError(
-                f"{call}: SPLIT tables only exist on IOMMU contexts, not {device.name}"
+                f"{call}: {attr!r}: split tables only exist on IOMMU contexts, not on "
+                f"{device.name}"
             )
         if vcm.kind is VcmKind.IOMMU:
-            smmu_fmt = device.ctx.smmu.fmt
-            if smmu_fmt is not self.iommu_format:
-                raise InvalidArgumentError(
-                    f"{call}: {device.name}'s SMMU uses {smmu_fmt}, {vcm.name}'s table is {self.iommu_format}"
-                )
-            if attr & AssocAttr.USE_HIGH and vcm.start < _SPLIT_BOUNDARY:
-                raise InvalidArgumentError(
-                    f"{call}: USE_HIGH {vcm.name} {vcm.range} must lie at or above 0x80000000 (VA[31]=1)"
-                )
-            if attr & AssocAttr.USE_LOW and vcm.range.end > _SPLIT_BOUNDARY:
-                raise InvalidArgumentError(
-                    f"{call}: USE_LOW {vcm.name} {vcm.range} must lie below 0x80000000 (VA[31]=0)"
-                )
+            self._check_iommu_assoc(call, vcm, device, attr)
         if vcm.kind is VcmKind.ONE_TO_ONE:
-            try:
-                device.phys_to_bus(vcm.start)
-                device.phys_to_bus(vcm.range.last)
-            except VcmmError as exc:
-                raise InvalidArgumentError(
-                    f"{call}: {device.name} cannot reach one-to-one {vcm.name} {vcm.range}: {exc}"
-                ) from None
+            self._check_reach(call, vcm, device)
         for other in vcm.associations:
             if other.device is device:
                 raise StateError(
                     f"{call}: {vcm.name} is already associated with {device.name} ({other.name})"
                 )
+        if attr & AssocAttr.USE_LOW and vcm.low_table is None:
+            self._mappers[vcm.id].add_low_table()
         assoc = Association(next(self._ids), vcm, device, attr)
         vcm.associations.append(assoc)
         return assoc
 
+    def _check_iommu_assoc(self, call: str, vcm: Vcm, device: Any, attr: AssocAttr) -> None:
+        smmu = device.ctx.smmu
+        if smmu.fmt is not self.iommu_format:
+            raise InvalidArgumentError(
+                f"{call}: {device.name}'s SMMU {smmu.name} walks {smmu.fmt.name} tables, "
+                f"{vcm.name}'s table is {self.iommu_format.name}"
+            )
+        if attr & AssocAttr.SPLIT and smmu.fmt is not ARMV7S:
+            raise InvalidArgumentError(
+                f"{call}: SPLIT is ARMv7 TTBCR.N=1; {device.name}'s SMMU walks {smmu.fmt.name}"
+            )
+        if attr & AssocAttr.USE_HIGH and vcm.start < SPLIT_BOUNDARY:
+            raise InvalidArgumentError(
+                f"{call}: USE_HIGH {vcm.name} {vcm.range} must lie at or above 0x80000000: "
+                "only VA[31]=1 transactions reach the high table"
+            )
+        if attr & AssocAttr.USE_LOW and vcm.range.end > SPLIT_BOUNDARY:
+            raise InvalidArgumentError(
+                f"{call}: USE_LOW {vcm.name} {vcm.range} must lie below 0x80000000: "
+                "VA[31]=1 transactions never reach the low table"
+            )
+
+    @staticmethod
+    def _check_reach(call: str, vcm: Vcm, device: Any) -> None:
+        """A one-to-one device must reach the whole region through one bus window."""
+        try:
+            first = device.phys_to_bus(vcm.start)
+            last = device.phys_to_bus(vcm.range.last)
+        except VcmmError as exc:
+            raise InvalidArgumentError(
+                f"{call}: {device.name} cannot reach one-to-one {vcm.name} {vcm.range}: {exc}"
+            ) from None
+        if last - first != vcm.len - 1:
+            raise InvalidArgumentError(
+                f"{call}: {device.name} sees one-to-one {vcm.name} {vcm.range} through "
+                "more than one dma-ranges window; its bus addresses would not be contiguous"
+            )
+
     def vcm_deassoc(self, avcm: Association) -> None:
+        """Remove an association; refused while it is active."""
         call = "vcm_deassoc"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if avcm.active:
             raise BusyError(f"{call}: {avcm.name} is active; vcm_deactivate it first")
-        avcm.vcm.associations.remove(avcm)
+        vcm = avcm.vcm
+        vcm.associations.remove(avcm)
         avcm.freed = True
+        if avcm.half == "low" and not any(a.half == "low" for a in vcm.associations):
+            self._mappers[vcm.id].drop_low_table()
 
     def vcm_activate(self, avcm: Association) -> None:
-        """Program the device with the VCM (a context switch on an IOMMU)."""
+        """Program the device with the VCM (000 L241-246).
+
+        IOMMU: bind the device's context to its bank, point TTBR0 (or, split, TTBR0 or
+        TTBR1) at the VCM's table and enable it: a context switch, so the bank's TLB
+        entries are invalidated.  A split context takes a low and a high VCM, activated
+        in either order.  VMM and one-to-one: mappings are live already; activation is
+        counted (:attr:`Vcm.activations`).
+        """
         call = "vcm_activate"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if avcm.active:
             raise StateError(f"{call}: {avcm.name} is already active")
         if avcm.vcm.kind is VcmKind.IOMMU:
-            for other in self._associations_of(avcm.device):
-                if other.active and (
-                    other.half is None or avcm.half is None or other.half == avcm.half
-                ):
-                    raise BusyError(
-                        f"{call}: {avcm.device.name} already runs {other.vcm.name} ({other.name});"
-                        " deactivate it first"
-                    )
-        self.mapper(avcm.vcm).activate(avcm)
+            self._activate_iommu(call, avcm)
         avcm.active = True
 
+    def _activate_iommu(self, call: str, avcm: Association) -> None:
+        device = avcm.device
+        ctx = device.ctx
+        running = [a for a in self.associations if a.active and _ctx_of(a) is ctx]
+        for other in running:
+            if other.half is None or avcm.half is None or other.half == avcm.half:
+                what = "the whole space" if other.half is None else f"the {other.half} half"
+                raise BusyError(
+                    f"{call}: {device.name}'s context {ctx.name!r} already runs {other.vcm.name}"
+                    f" ({other.name}) on {what}; vcm_deactivate it first"
+                )
+        if ctx.is_active and not running:
+            raise BusyError(
+                f"{call}: {device.name}'s context {ctx.name!r} is active outside the VCMM"
+            )
+        if ctx.in_update:
+            raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
+        bank = getattr(device, "bank", None)
+        check_bank_free(ctx, bank)
+        vcm = avcm.vcm
+        if avcm.half is None:
+            program_context(ctx, bank, vcm.table, None, split=False)
+            return
+        other = running[0].vcm if running else None
+        if avcm.half == "low":
+            low, high = vcm.low_table, other.table if other else None
+        else:
+            low, high = (other.low_table if other else None), vcm.table
+        program_context(ctx, bank, low, high, split=True)
+
     def vcm_deactivate(self, avcm: Association) -> None:
+        """Stop the device using the VCM: disable and unbind its context (IOMMU), or
+        drop the activation count (VMM, one-to-one).  A split context keeps its other
+        half running."""
         call = "vcm_deactivate"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if not avcm.active:
             raise StateError(f"{call}: {avcm.name} is not active")
-        self.mapper(avcm.vcm).deactivate(avcm)
+        if avcm.vcm.kind is VcmKind.IOMMU:
+            ctx = avcm.device.ctx
+            if ctx.in_update:
+                raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
+            others = [a for a in self.associations if a.active and a is not avcm]
+            other = next((a for a in others if _ctx_of(a) is ctx), None)
+            if other is None:
+                release_context(ctx)
+            elif other.half == "low":
+                ctx.set_tables(other.vcm.low_table, None, split=True)
+            else:
+                ctx.set_tables(None, other.vcm.table, split=True)
         avcm.active = False
-
-    def _associations_of(self, device: Any) -> list[Association]:
-        return [a for v in self.vcms for a in v.associations if a.device is device]
 
     # -- physical memory ---------------------------------------------------------------
 
     def vcm_phys_alloc(
         self, memtype: str | Sequence[str] | None, len: int, attr: object = PhysAttr.NONE
     ) -> PhysMem:
-        """Allocate physical memory from a memory target (or a priority list of them).
+        """Allocate physical memory from a memory target (000 L255-292).
 
-        ``memtype`` names a target (``"blocks"``, ``"contig"``, ``"ebi"``, ``"smi"``),
-        a list tried in order, or ``None`` for the platform's priority order.
+        ``memtype`` names a target (``"blocks"``: 16M/1M/64K/4K pools, largest block
+        first, never split; ``"contig"``: a contiguous carve-out; ``"ebi"``: kernel RAM
+        from the buddy allocator, in the CPU's linear map; ``"smi"``: on-chip SRAM), a
+        list tried in order, or ``None`` for the platform's priority order.  ``attr``
+        (:class:`PhysAttr`) asks for alignment, block sizes and/or one contiguous chunk;
+        its block sizes also cap the page size backings use.
         """
         call = "vcm_phys_alloc"
         length = _check_int(call, "len", len, minimum=1)
@@ -402,29 +606,42 @@ class Vcmm:
             names = list(self.target_priority)
         elif isinstance(memtype, str):
             names = [memtype]
-        else:
+        elif isinstance(memtype, list | tuple) and memtype and all(
+            isinstance(n, str) for n in memtype
+        ):
             names = list(memtype)
+        else:
+            raise InvalidArgumentError(
+                f"{call}: memtype {memtype!r} must be a target name, a list of them, or None"
+            )
+        if dups := sorted({n for n in names if names.count(n) > 1}):
+            raise InvalidArgumentError(f"{call}: memtype lists {dups} more than once")
         for name in names:
             self.target(name)
-        failures = []
+        failures: list[tuple[str, VcmmError]] = []
         for name in names:
-            target = self._targets[name]
             try:
-                chunks = target.allocate(
+                chunks = self._targets[name].allocate(
                     length,
                     block_sizes=pattr.block_sizes,
                     alignment=pattr.alignment,
                     contiguous=pattr.contiguous,
                 )
-            except OutOfMemoryError as exc:
-                failures.append(f"{name}: {exc}")
+            except (OutOfMemoryError, UnsupportedSizeError) as exc:
+                failures.append((name, exc))
                 continue
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
             physmem = PhysMem(next(self._ids), name, length, pattr, ranges, target_chunks=chunks)
             self.physmems.append(physmem)
             return physmem
-        raise OutOfMemoryError(
-            f"{call}: {format_size(length)} with {pattr} failed: " + "; ".join(failures)
+        cls = (
+            UnsupportedSizeError
+            if all(isinstance(e, UnsupportedSizeError) for _, e in failures)
+            else OutOfMemoryError
+        )
+        raise cls(
+            f"{call}: no target in {names} can allocate {format_size(length)} with "
+            f"{_describe_phys_attr(pattr)}: " + "; ".join(f"{n}: {e}" for n, e in failures)
         )
 
     def vcm_phys_free(self, physmem: PhysMem) -> None:
@@ -440,26 +657,18 @@ class Vcmm:
 
     # -- backing -----------------------------------------------------------------------
 
-    def _pieces(
-        self, res: Reservation, physmem: PhysMem, base: int
-    ) -> list[tuple[int, AddressRange]]:
-        """(VCM address, physical range) pieces mapping ``res`` onto ``physmem``."""
-        pieces = []
-        offset = 0
-        for chunk in physmem.chunk_ranges:
-            if offset >= res.len:
-                break
-            n = min(chunk.size, res.len - offset)
-            pieces.append((base + offset, AddressRange(chunk.start, n)))
-            offset += n
-        return pieces
-
     def vcm_back(self, res: Reservation, physmem: PhysMem) -> None:
         """Map a reservation onto a physical allocation (its first ``res.len`` bytes).
 
-        Each chunk is mapped with the largest page size at which both addresses are
-        aligned.  The mapping graph refuses aliases that disagree on memory type, and
-        marks every mapping of a chunk shareable once two address spaces map it.
+        The chunks are laid end to end from the reservation's start; each is mapped
+        with the largest page size at which both its VA and PA are aligned (capped by
+        the allocation's block sizes).  The mapping graph refuses an alias that
+        disagrees on memory type or cache policy (``AttributeConflictError`` naming
+        both mappings) and, when this backing makes a chunk mapped by two address
+        spaces, rewrites every existing mapping of it shareable (tables rewritten, TLB
+        entries invalidated).  If the VCM is live, its contexts see the change through
+        the SMMU update bracket.  A one-to-one reservation is placed at the physical
+        address of its backing, which must be contiguous and inside the VCM.
         """
         call = "vcm_back"
         res = _check_obj(call, "res", res, Reservation)
@@ -476,164 +685,316 @@ class Vcmm:
         if vcm.kind is VcmKind.ONE_TO_ONE:
             base = self._place_one_to_one(call, res, physmem)
         assert base is not None
-        pieces = self._pieces(res, physmem, base)
-        new = []
-        for va, phys in pieces:
-            shareable = self.graph.shareable_for(phys, [vcm.space])
-            attrs = page_attrs_of(res.attr, shareable=shareable)
-            mapping = Mapping(
-                vcm.space, f"{res.name} ({vcm.kind.value} {vcm.name})", phys, va, attrs, res.id
-            )
-            self.graph.check(mapping)
+        owner = f"{res.name} ({vcm.kind.value} {vcm.name})"
+        new: list[Mapping] = []
+        for va, phys, chunk in _pieces(res.len, physmem, base):
+            spaces = self.graph.spaces(chunk) | {vcm.space}
+            attrs = page_attrs_of(res.attr, shareable=self.graph.shareable(chunk, spaces))
+            mapping = Mapping(vcm.space, owner, phys, va, attrs, res.id, chunk)
+            self.graph.check(call, mapping)
             new.append(mapping)
-        mapper = self.mapper(vcm)
-        placed = vcm.kind is VcmKind.ONE_TO_ONE
-        if placed:
-            vcm.allocator.alloc_at(base, res.len)
-        done: list[Mapping] = []
-        mapper.update_start()
+        touched = list(dict.fromkeys(m.chunk for m in new if m.chunk is not None))
+        rewrites = self._reshare_plan(touched, extra_space=vcm.space)
+        cap = max(physmem.attr.block_sizes) if physmem.attr.block_sizes else 1 << 64
+        undo: list[_Undo] = []
         try:
-            for m in new:
-                mapper.map(m.va, m.phys.start, m.phys.size, m.attrs)
-                done.append(m)
-            self._reshare([m.phys for m in new], extra=(res.id, new))
+            if vcm.kind is VcmKind.ONE_TO_ONE:
+                vcm.allocator.alloc_at(base, res.len)
+                undo.append(_Undo("alloc", allocator=vcm.allocator, va=base))
+            mapper = self.mapper(vcm)
+            with mapper.updating():
+                for attrs, run in self._runs(mapper, new, cap):
+                    mapper.map(run, attrs)
+                    undo.append(_Undo("map", mapper, run.va, run.size, run=run))
+            self._apply_rewrites(rewrites, undo)
         except BaseException:
-            for m in done:
-                mapper.unmap(m.va, m.phys.size)
-            if placed:
-                vcm.allocator.free(base)
-            mapper.update_done()
+            self._roll_back(undo)
             raise
-        mapper.update_done()
         self.graph.add(res.id, new)
+        for old, replacement in rewrites:
+            self.graph.replace(old, replacement)
         res.addr = base
         res.physmem = physmem
         physmem.backing.append(res)
 
+    def _runs(
+        self, mapper: Mapper, mappings: list[Mapping], cap: int
+    ) -> list[tuple[PageAttrs, PageRun]]:
+        """Page runs for ``mappings`` (one reservation, VA order), joined where possible."""
+        if not mapper.page_sizes:
+            return []
+        out: list[tuple[PageAttrs, PageRun]] = []
+        for attrs, group in itertools.groupby(mappings, key=lambda m: m.attrs):
+            runs: list[PageRun] = []
+            for m in group:
+                runs.extend(plan_pages(m.va, m.phys.start, m.phys.size, mapper.page_sizes, cap))
+            out.extend((attrs, run) for run in merge_runs(runs))
+        return out
+
     def _place_one_to_one(self, call: str, res: Reservation, physmem: PhysMem) -> int:
-        ranges = physmem.chunk_ranges
-        start = ranges[0].start
+        """Where a one-to-one reservation sits: at its backing's physical address."""
+        vcm = res.vcm
+        start = physmem.chunk_ranges[0].start
         expected = start
-        for chunk in ranges:
+        for chunk in physmem.chunk_ranges:
+            if expected >= start + res.len:
+                break
             if chunk.start != expected:
                 raise InvalidArgumentError(
-                    f"{call}: one-to-one {res.vcm.name} needs physically contiguous backing;"
-                    f" {physmem.name} has a gap at {expected:#x}"
+                    f"{call}: one-to-one {vcm.name} needs physically contiguous backing; "
+                    f"{physmem.name} jumps from {expected:#x} to {chunk.start:#x}"
                 )
             expected = chunk.end
         span = AddressRange(start, res.len)
-        if span not in res.vcm.range:
+        if span not in vcm.range:
             raise InvalidArgumentError(
-                f"{call}: {physmem.name} at {span} lies outside one-to-one {res.vcm.name} {res.vcm.range}"
+                f"{call}: {physmem.name} at {span} lies outside one-to-one {vcm.name} "
+                f"{vcm.range}; a one-to-one reservation sits at its physical address"
             )
-        for other in res.vcm.reservations:
+        for other in vcm.reservations:
             if other.range is not None and other.range.overlaps(span):
                 raise StateError(
-                    f"{call}: {span} is already used by {other.name} in {res.vcm.name}"
+                    f"{call}: {span} is already taken by {other.name} in one-to-one {vcm.name}"
                 )
         return start
 
-    def _reshare(
-        self, phys_ranges: list[AddressRange], extra: tuple[int, list[Mapping]] | None = None
-    ) -> None:
-        """Bring the shareable bit of every existing alias in line with the sharing rule."""
-        for phys in phys_ranges:
-            candidates = self.graph.overlapping(phys)
-            spaces = {m.space for m in candidates}
-            if extra is not None:
-                spaces |= {m.space for m in extra[1] if m.phys.overlaps(phys)}
-            want = self.graph.is_linear_mapped(phys) or len(spaces) >= 2
-            for old in candidates:
-                if old.res_id is None or old.attrs.shareable == want:
-                    continue
-                self._rewrite(old, old.attrs.with_(shareable=want))
+    def _reshare_plan(
+        self,
+        chunks: list[AddressRange],
+        *,
+        extra_space: str | None = None,
+        leaving: int | None = None,
+    ) -> list[tuple[Mapping, Mapping]]:
+        """Existing mappings whose shareable bit must change, and their replacements.
 
-    def _rewrite(self, old: Mapping, attrs: PageAttrs) -> None:
-        res = self._reservation(old.res_id)
-        mapper = self.mapper(res.vcm)
-        mapper.update_start()
-        mapper.set_attrs(old.va, old.phys.size, attrs)
-        mapper.update_done()
-        maps = self.graph._mappings[res.id]
-        maps[maps.index(old)] = Mapping(old.space, old.owner, old.phys, old.va, attrs, old.res_id)
+        ``extra_space`` is an address space about to map the chunks; ``leaving`` the id
+        of a reservation about to stop mapping them (its own mappings are not rewritten).
+        """
+        plan = []
+        for chunk in chunks:
+            staying = [m for m in self.graph.aliases(chunk) if leaving is None or m.res_id != leaving]
+            spaces = {m.space for m in staying}
+            if extra_space is not None:
+                spaces.add(extra_space)
+            want = self.graph.shareable(chunk, spaces)
+            for old in staying:
+                if old.res_id is not None and old.attrs.shareable != want:
+                    plan.append((old, old.with_attrs(old.attrs.with_(shareable=want))))
+        return plan
+
+    def _apply_rewrites(self, rewrites: list[tuple[Mapping, Mapping]], undo: list[_Undo]) -> None:
+        """Rewrite attributes, joining VA-adjacent mappings of one reservation."""
+        ordered = sorted(rewrites, key=lambda p: (p[0].res_id or 0, p[0].va))
+        groups: list[tuple[Reservation, int, int, PageAttrs, PageAttrs]] = []
+        for old, new in ordered:
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and last[0].id == old.res_id
+                and last[1] + last[2] == old.va
+                and last[3] == old.attrs
+                and last[4] == new.attrs
+            ):
+                groups[-1] = (last[0], last[1], last[2] + old.phys.size, last[3], last[4])
+            else:
+                groups.append(
+                    (self._reservation(old.res_id), old.va, old.phys.size, old.attrs, new.attrs)
+                )
+        for res, va, size, before, after in groups:
+            mapper = self.mapper(res.vcm)
+            with mapper.updating():
+                mapper.set_attrs(va, size, after)
+            undo.append(_Undo("attrs", mapper, va, size, attrs=before))
+
+    def _roll_back(self, undo: list[_Undo]) -> None:
+        for step in reversed(undo):
+            if step.what == "alloc":
+                step.allocator.free(step.va)
+                continue
+            with step.mapper.updating():
+                if step.what == "map":
+                    step.mapper.unmap(step.va, step.size)
+                elif step.what == "unmap":
+                    assert step.run is not None and step.attrs is not None
+                    step.mapper.map(step.run, step.attrs)
+                else:
+                    assert step.attrs is not None
+                    step.mapper.set_attrs(step.va, step.size, step.attrs)
 
     def _reservation(self, res_id: int | None) -> Reservation:
-        for vcm in self.vcms:
-            for res in vcm.reservations:
-                if res.id == res_id:
-                    return res
-        raise NotFoundError(f"no reservation with id {res_id}")
+        for res in self.reservations:
+            if res.id == res_id:
+                return res
+        raise NotFoundError(f"no live reservation with id {res_id}")
 
     def vcm_unback(self, res: Reservation) -> None:
-        """Unmap a reservation from its physical memory and invalidate the TLBs."""
+        """Unmap a reservation from its physical memory and invalidate the TLBs.
+
+        Aliases left in a single address space lose the shareable bit again (unless the
+        memory is kernel RAM).  A one-to-one reservation becomes unplaced.
+        """
         call = "vcm_unback"
         res = _check_obj(call, "res", res, Reservation)
         if res.physmem is None:
-            raise StateError(f"{call}: {res.name} is not backed")
+            raise StateError(f"{call}: {res.name} is not backed; there is nothing to unback")
         vcm = res.vcm
-        mapper = self.mapper(vcm)
+        physmem = res.physmem
         old = self.graph.of_reservation(res.id)
-        mapper.update_start()
-        for m in old:
-            mapper.unmap(m.va, m.phys.size)
-        mapper.update_done()
+        touched = list(dict.fromkeys(m.chunk for m in old if m.chunk is not None))
+        rewrites = self._reshare_plan(touched, leaving=res.id)
+        cap = max(physmem.attr.block_sizes) if physmem.attr.block_sizes else 1 << 64
+        mapper = self.mapper(vcm)
+        undo: list[_Undo] = []
+        try:
+            with mapper.updating():
+                for attrs, run in self._runs(mapper, old, cap):
+                    mapper.unmap(run.va, run.size)
+                    undo.append(_Undo("unmap", mapper, run.va, run.size, attrs=attrs, run=run))
+            self._apply_rewrites(rewrites, undo)
+        except BaseException:
+            self._roll_back(undo)
+            raise
         self.graph.remove(res.id)
-        self._reshare([m.phys for m in old])
-        res.physmem.backing.remove(res)
+        for before, after in rewrites:
+            self.graph.replace(before, after)
+        physmem.backing.remove(res)
         res.physmem = None
         if vcm.kind is VcmKind.ONE_TO_ONE and res.addr is not None:
             vcm.allocator.free(res.addr)
             res.addr = None
 
-    # -- faults and cache maintenance ------------------------------------------------------
+    # -- faults ------------------------------------------------------------------------
 
-    def vcm_hook(self, dev: Any, handler: Callable[[Any, Any], int], data: Any = None) -> None:
-        """Register a fault handler for a device behind an IOMMU (000 L311-317).
+    def vcm_hook(self, dev: Any, handler: FaultHandler | None, data: Any = None) -> None:
+        """Register a fault handler for a device behind an IOMMU (000 L304-317).
 
-        ``handler(fault, data)`` returns 1 to retry the transaction (after fixing the
-        mapping, e.g. backing on demand) or 0 to terminate it.
+        On a translation or permission fault the VCMM calls ``handler(fault, data)``:
+        ``fault`` is a :class:`~vcmm.core.objects.VcmFault` (device, va, access, kind,
+        level, SMMU/context/bank, and the VCM and reservation the address falls in),
+        ``data`` what was passed here.  Returning 1 replays the transaction: a handler
+        that calls :meth:`vcm_back` on ``fault.reservation`` and returns 1 backs memory
+        on demand and the access completes.  Returning 0 terminates it: the device's
+        access raises :class:`~vcmm.errors.DeviceFaultError`.  With no handler the
+        SMMU logs a warning and terminates.  Exceptions a handler raises propagate to
+        the access.  ``handler=None`` removes the hook.
         """
         call = "vcm_hook"
         device = self._resolve_device(call, dev)
-        if not callable(handler):
-            raise InvalidArgumentError(f"{call}: handler {handler!r} is not callable")
         if _path_of(device, self.cpu) != "iommu":
             raise InvalidArgumentError(
-                f"{call}: {device.name} has no IOMMU; its bad accesses are bus errors, not faults"
+                f"{call}: {device.name} has no IOMMU; its bad accesses are bus errors, not "
+                "translation faults a handler could fix"
             )
-        device.ctx.hook_interrupt(handler, data)
+        if handler is None:
+            device.ctx.hook_interrupt(None)
+            self._hooks.pop(device.name, None)
+            return
+        if not callable(handler):
+            raise InvalidArgumentError(f"{call}: handler {handler!r} is not callable")
 
-    def _sync(self, call: str, res: Reservation, direction: DmaDirection, for_cpu: bool) -> bool:
+        def on_fault(fault: Any, _unused: Any) -> int:
+            return handler(self._vcm_fault(device, fault), data)
+
+        device.ctx.hook_interrupt(on_fault, None)
+        self._hooks[device.name] = (handler, data)
+
+    def _vcm_fault(self, device: Any, fault: Any) -> VcmFault:
+        vcm = res = None
+        for a in self.associations:
+            if not a.active or _ctx_of(a) is not device.ctx:
+                continue
+            if a.half is not None and (fault.va >= SPLIT_BOUNDARY) != (a.half == "high"):
+                continue
+            if fault.va in a.vcm.range:
+                vcm = a.vcm
+        if vcm is not None:
+            res = next(
+                (r for r in vcm.reservations if r.range is not None and fault.va in r.range),
+                None,
+            )
+        return VcmFault(
+            device=device.name,
+            va=fault.va,
+            access=fault.access,
+            kind=fault.kind,
+            level=fault.level,
+            smmu=fault.smmu,
+            context=fault.context,
+            bank=fault.bank,
+            vcm=vcm,
+            reservation=res,
+        )
+
+    # -- cache maintenance ---------------------------------------------------------------
+
+    def _sync(self, call: str, res: Reservation, direction: object, for_cpu: bool) -> bool:
         res = _check_obj(call, "res", res, Reservation)
         if not isinstance(direction, DmaDirection):
             raise InvalidArgumentError(f"{call}: direction {direction!r} is not a DmaDirection")
+        if direction is DmaDirection.NONE:
+            raise InvalidArgumentError(
+                f"{call}: direction NONE names no transfer; use TO_DEVICE, FROM_DEVICE or "
+                "BIDIRECTIONAL"
+            )
         if res.physmem is None:
             raise StateError(f"{call}: {res.name} is not backed; there is nothing to sync")
-        devices = [a.device for a in res.vcm.associations]
-        if res.vcm.kind is VcmKind.VMM or (
-            devices and all(getattr(d, "coherent", False) for d in devices)
-        ):
+        devices = [a.device for a in res.vcm.associations if a.device is not self.cpu]
+        if all(getattr(d, "coherent", False) for d in devices):
             return False
+        ranges: list[tuple[int, int]] = []
         for m in self.graph.of_reservation(res.id):
-            pa, size = m.phys.start, m.phys.size
-            if for_cpu:
-                if direction in (DmaDirection.FROM_DEVICE, DmaDirection.BIDIRECTIONAL):
-                    self.cpu.cache.invalidate(pa, size)
-            elif direction is DmaDirection.FROM_DEVICE:
-                self.cpu.cache.invalidate(pa, size)
+            if ranges and ranges[-1][0] + ranges[-1][1] == m.phys.start:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + m.phys.size)
             else:
-                self.cpu.cache.clean(pa, size)
+                ranges.append((m.phys.start, m.phys.size))
+        cache = self.cpu.cache
+        if for_cpu:
+            op = None if direction is DmaDirection.TO_DEVICE else cache.invalidate
+        else:
+            op = cache.invalidate if direction is DmaDirection.FROM_DEVICE else cache.clean
+        if op is None:
+            return False
+        for pa, size in ranges:
+            op(pa, size)
         return True
 
     def vcm_sync_for_device(self, res: Reservation, direction: DmaDirection) -> bool:
-        """Hand a buffer to its devices: clean (to device) or invalidate (from device)
-        the CPU cache over its physical memory.  Returns False when skipped because
-        every associated device is coherent (the reviewers' missing piece, L1341)."""
+        """Hand a buffer to its devices (the DMA API's ``sync_for_device``).
+
+        TO_DEVICE and BIDIRECTIONAL clean the CPU cache over the reservation's physical
+        memory, so a non-coherent device reads what the CPU wrote; FROM_DEVICE
+        invalidates it, so no dirty line can later overwrite what the device writes.
+        Skipped (returns False) when every device associated with the reservation's
+        VCM snoops the CPU cache; returns True when maintenance ran.
+        """
         return self._sync("vcm_sync_for_device", res, direction, for_cpu=False)
 
     def vcm_sync_for_cpu(self, res: Reservation, direction: DmaDirection) -> bool:
-        """Hand a buffer back to the CPU: invalidate lines a device may have made stale."""
+        """Hand a buffer back to the CPU (the DMA API's ``sync_for_cpu``).
+
+        FROM_DEVICE and BIDIRECTIONAL invalidate the CPU cache over the reservation's
+        physical memory, so the CPU does not read lines that went stale while the device
+        wrote; TO_DEVICE needs nothing.  Skipped (False) as for
+        :meth:`vcm_sync_for_device`.
+        """
         return self._sync("vcm_sync_for_cpu", res, direction, for_cpu=True)
+
+    # -- the graph as data ---------------------------------------------------------------
+
+    def graph_data(self) -> dict[str, Any]:
+        """The mapping graph as plain data: ``{"nodes": [...], "edges": [...]}``.
+
+        Nodes: devices, VCMs, reservations, physical allocations, memory targets,
+        chunks and the linear map; edges: associations (with ``active``),
+        reservations of VCMs, backings, chunks of allocations and every mapping (with
+        VA, memory type, shareability).  Only str/int/bool/None values, so
+        ``json.dumps`` takes it as is.  See :mod:`vcmm.core.export`.
+        """
+        return export.graph_data(self)
+
+    def to_networkx(self) -> Any:
+        """:meth:`graph_data` as a ``networkx.MultiDiGraph``."""
+        return export.to_networkx(self.graph_data())
 
     # -- state -------------------------------------------------------------------------
 
@@ -646,22 +1007,52 @@ class Vcmm:
                 v.range,
                 v.allocator.snapshot(),
                 tuple(
-                    (r.id, r.addr, r.len, r.physmem.id if r.physmem else None)
+                    (r.id, r.addr, r.len, int(r.attr), r.physmem.id if r.physmem else None)
                     for r in v.reservations
                 ),
-                tuple((a.id, a.device.name, a.active) for a in v.associations),
+                tuple((a.id, a.device.name, int(a.attr), a.active) for a in v.associations),
                 v.table.snapshot() if v.table is not None else None,
+                v.low_table.snapshot() if v.low_table is not None else None,
             )
             for v in self.vcms
         )
-        phys = tuple((p.id, p.chunk_ranges, tuple(r.id for r in p.backing)) for p in self.physmems)
+        phys = tuple(
+            (p.id, p.target, p.len, p.chunk_ranges, tuple(r.id for r in p.backing))
+            for p in self.physmems
+        )
         targets = tuple((n, t.snapshot()) for n, t in sorted(self._targets.items()))
-        return (vcms, phys, targets, self.graph.snapshot(), self._kernel_areas.snapshot())
+        return (
+            vcms,
+            phys,
+            targets,
+            self.graph.snapshot(),
+            self._kernel_areas.snapshot(),
+            tuple(sorted(self._hooks)),
+        )
+
+
+def _pieces(
+    length: int, physmem: PhysMem, base: int
+) -> list[tuple[int, AddressRange, AddressRange]]:
+    """``(address, physical piece, chunk)`` laying ``physmem``'s chunks from ``base``."""
+    pieces = []
+    offset = 0
+    for chunk in physmem.chunk_ranges:
+        if offset >= length:
+            break
+        n = min(chunk.size, length - offset)
+        pieces.append((base + offset, AddressRange(chunk.start, n), chunk))
+        offset += n
+    return pieces
 
 
 def _linear_attrs() -> PageAttrs:
     """The kernel's linear map: cacheable write-back, shareable (SMP ARM)."""
     return PageAttrs(shareable=True)
+
+
+def _ctx_of(assoc: Association) -> Any:
+    return getattr(assoc.device, "ctx", None)
 
 
 def _path_of(device: Any, cpu: Any) -> str:
@@ -671,3 +1062,12 @@ def _path_of(device: Any, cpu: Any) -> str:
     if hasattr(device, "ctx"):
         return "iommu"
     return "physical"
+
+
+def _describe_phys_attr(attr: PhysAttr) -> str:
+    parts = [f"alignment {format_size(attr.alignment)}"]
+    if attr.block_sizes:
+        parts.append("blocks " + "/".join(format_size(s) for s in attr.block_sizes))
+    if attr.contiguous:
+        parts.append("contiguous")
+    return ", ".join(parts)

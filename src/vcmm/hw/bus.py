@@ -32,6 +32,7 @@ import abc
 import bisect
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -201,6 +202,11 @@ class BusMaster(abc.ABC):
         self.bytes_written = 0
         self.transactions = 0
         self.faults = 0
+        #: DMA parameters the platform gives the device (masks, segment limits); the
+        #: hardware ignores them, the DMA API reads them.
+        self.dma: Any = None
+        #: Context bank the platform binds this device's context to (SMMU devices).
+        self.bank: int | None = None
 
     # -- translation, supplied by subclasses ------------------------------------------------
 

@@ -210,14 +210,25 @@ class PhysicalMemory:
 
     # -- little-endian words, as page-table walkers use them --------------------------------
 
+    def _read_word(self, pa: int, width: int) -> int:
+        """One little-endian word: the page-table walker's hot path, kept lean."""
+        i = bisect.bisect_right(self._starts, pa) - 1
+        if i >= 0 and isinstance(pa, int):
+            bank = self._banks[i]
+            off = pa - bank.region.base
+            if 0 <= off and off + width <= bank.region.size:
+                self.bytes_read += width
+                return int.from_bytes(bank.data[off : off + width], "little")
+        return int.from_bytes(self.read_array(pa, width).tobytes(), "little")
+
     def read_u32(self, pa: int) -> int:
-        return int(self.read_array(pa, 4).view("<u4")[0])
+        return self._read_word(pa, 4)
 
     def write_u32(self, pa: int, value: int) -> None:
         self.write(pa, np.array([value], dtype="<u4").view(np.uint8))
 
     def read_u64(self, pa: int) -> int:
-        return int(self.read_array(pa, 8).view("<u8")[0])
+        return self._read_word(pa, 8)
 
     def write_u64(self, pa: int, value: int) -> None:
         self.write(pa, np.array([value], dtype="<u8").view(np.uint8))

@@ -1,0 +1,315 @@
+"""The mapping graph of a system, as data, text, DOT, SVG and networkx.
+
+The seed draws VCMM state as a graph: bus masters are associated with VCMs, VCMs hold
+reservations, reservations are backed by physical allocations that come from memory
+targets (000 L68-96).  The triple mapping is the picture that matters: one allocation,
+three reservations, three kinds of bus master.  This module builds that graph from the
+public objects of a :class:`~vcmm.system.System` (``vcms``, ``reservations``,
+``associations``, ``physmems``, the platform's linear map) and renders it.
+
+Page sizes on reservation edges are decoded from the page tables in simulated memory,
+so the graph shows what the hardware walks, not what was asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vcmm.core import Reservation, Vcm, VcmKind
+from vcmm.errors import InvalidArgumentError, VcmmError
+from vcmm.sizes import format_size
+from vcmm.system import System
+
+#: Kernel VAs are sign-extended: the CPU's table decodes VA[47:0].
+_KERNEL_TOP = 0xFFFF << 48
+_VA48 = (1 << 48) - 1
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str
+    label: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    kind: str
+    label: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MappingGraphData:
+    """Nodes and edges of a system's mapping state."""
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise InvalidArgumentError(f"mapping graph has no node {node_id!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [{"id": n.id, "kind": n.kind, "label": n.label, **n.attrs} for n in self.nodes],
+            "edges": [
+                {"source": e.source, "target": e.target, "kind": e.kind, "label": e.label, **e.attrs}
+                for e in self.edges
+            ],
+        }
+
+
+def page_histogram(system: System, res: Reservation) -> dict[int, int]:
+    """Page size -> leaf entries mapping ``res``, decoded from the tables in memory.
+
+    Empty for one-to-one reservations (no table) and unplaced ones.
+    """
+    if res.range is None or res.vcm.kind is VcmKind.ONE_TO_ONE:
+        return {}
+    span = res.range
+    if res.vcm.kind is VcmKind.VMM:
+        table = system.cpu.kernel_table
+        entries = ((e.va | _KERNEL_TOP, e.size) for e in table.mappings())
+    else:
+        if res.vcm.table is None:
+            return {}
+        entries = ((e.va, e.size) for e in res.vcm.table.mappings())
+    counts: Counter[int] = Counter(size for va, size in entries if span.start <= va < span.end)
+    return dict(sorted(counts.items(), reverse=True))
+
+
+def _pages_text(pages: dict[int, int]) -> str:
+    return " + ".join(f"{n} x {format_size(s)}" for s, n in pages.items())
+
+
+def _device_path(system: System, device: Any) -> str:
+    if device is system.cpu:
+        return "cpu"
+    return "iommu" if hasattr(device, "ctx") else "physical"
+
+
+def _vcm_label(vcm: Vcm) -> str:
+    return f"{vcm.name} ({vcm.kind.value}) {vcm.range}"
+
+
+def build_graph(system: System) -> MappingGraphData:
+    """The graph of ``system``'s VCMs, reservations, allocations and their users."""
+    if not isinstance(system, System):
+        raise InvalidArgumentError(f"build_graph needs a System, got {type(system).__name__}")
+    g = MappingGraphData()
+    seen_devices: set[str] = set()
+    targets: set[str] = set()
+
+    def device_node(device: Any) -> str:
+        node_id = f"device:{device.name}"
+        if device.name not in seen_devices:
+            seen_devices.add(device.name)
+            path = _device_path(system, device)
+            attrs: dict[str, Any] = {"path": path}
+            ctx = getattr(device, "ctx", None)
+            if ctx is not None:
+                attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
+            label = device.name + (f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]")
+            g.nodes.append(Node(node_id, "device", label, attrs))
+        return node_id
+
+    for physmem in system.physmems:
+        chunks = [(pa, size) for pa, size in physmem.chunks]
+        g.nodes.append(
+            Node(
+                f"physmem:{physmem.name}",
+                "physmem",
+                f"{physmem.name} {format_size(physmem.size)} from {physmem.target}",
+                {
+                    "target": physmem.target,
+                    "size": physmem.size,
+                    "chunks": [{"pa": pa, "size": size} for pa, size in chunks],
+                },
+            )
+        )
+        if physmem.target not in targets:
+            targets.add(physmem.target)
+            g.nodes.append(Node(f"target:{physmem.target}", "target", f"target {physmem.target}"))
+        g.edges.append(Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from"))
+        linear = [w for w in system.spec.cpu.linear_map if any(w.overlaps(c) for c in physmem.chunk_ranges)]
+        if linear:
+            cpu = device_node(system.cpu)
+            g.edges.append(Edge(cpu, f"physmem:{physmem.name}", "linear-map", "kernel linear map"))
+
+    for vcm in system.vcms:
+        vcm_id = f"vcm:{vcm.name}"
+        g.nodes.append(
+            Node(
+                vcm_id,
+                "vcm",
+                _vcm_label(vcm),
+                {"vcm_kind": vcm.kind.value, "start": vcm.start, "len": vcm.len},
+            )
+        )
+        for assoc in vcm.associations:
+            dev = device_node(assoc.device)
+            state = "active" if assoc.active else "inactive"
+            g.edges.append(Edge(dev, vcm_id, "association", f"{assoc.name} {state}", {"active": assoc.active}))
+        for res in vcm.reservations:
+            res_id = f"res:{res.name}"
+            addr = res.addr
+            g.nodes.append(
+                Node(
+                    res_id,
+                    "reservation",
+                    f"{res.name} {format_size(res.len)}" + (f" @ {addr:#x}" if addr is not None else ""),
+                    {"addr": addr, "len": res.len, "attr": str(res.attr)},
+                )
+            )
+            g.edges.append(Edge(vcm_id, res_id, "reservation"))
+            if res.physmem is not None:
+                pages = page_histogram(system, res)
+                addrs = {}
+                for assoc in vcm.associations:
+                    try:
+                        addrs[assoc.device.name] = res.dev_addr_for(assoc.device)
+                    except VcmmError:
+                        continue
+                g.edges.append(
+                    Edge(
+                        res_id,
+                        f"physmem:{res.physmem.name}",
+                        "backing",
+                        _pages_text(pages) if pages else vcm.kind.value,
+                        {
+                            "pages": {str(k): v for k, v in pages.items()},
+                            "dev_addrs": addrs,
+                        },
+                    )
+                )
+    return g
+
+
+# -- renderings ------------------------------------------------------------------------------
+
+
+def to_networkx(data: MappingGraphData) -> Any:
+    """A ``networkx.MultiDiGraph`` with the nodes' and edges' attributes."""
+    import networkx as nx
+
+    graph = nx.MultiDiGraph()
+    for n in data.nodes:
+        graph.add_node(n.id, kind=n.kind, label=n.label, **n.attrs)
+    for e in data.edges:
+        graph.add_edge(e.source, e.target, kind=e.kind, label=e.label, **e.attrs)
+    return graph
+
+
+_SHAPES = {"device": "box", "vcm": "ellipse", "reservation": "note", "physmem": "box3d", "target": "cylinder"}
+_COLOURS = {
+    "device": "#dbe9f6",
+    "vcm": "#e6f4e2",
+    "reservation": "#fff4d6",
+    "physmem": "#f6dede",
+    "target": "#eeeeee",
+}
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(data: MappingGraphData, name: str = "vcmm") -> str:
+    """Graphviz DOT text: bus masters on the left, memory on the right."""
+    out = [
+        f"digraph {_dot_quote(name)} {{",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica", fontsize=10, style=filled];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+    ]
+    for n in data.nodes:
+        out.append(
+            f"  {_dot_quote(n.id)} [label={_dot_quote(n.label)}, "
+            f"shape={_SHAPES.get(n.kind, 'box')}, fillcolor={_dot_quote(_COLOURS.get(n.kind, '#ffffff'))}];"
+        )
+    for e in data.edges:
+        style = ", style=dashed" if e.kind in ("linear-map", "allocated-from") else ""
+        out.append(
+            f"  {_dot_quote(e.source)} -> {_dot_quote(e.target)} [label={_dot_quote(e.label)}{style}];"
+        )
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(data: MappingGraphData) -> str:
+    return json.dumps(data.to_dict(), indent=2)
+
+
+def to_text(data: MappingGraphData) -> str:
+    """The graph as the demo prints it: each physical allocation and every way it is
+    reached (bus master -> VCM -> reservation at its device address, page sizes)."""
+    nodes = {n.id: n for n in data.nodes}
+    lines: list[str] = []
+    into: dict[str, list[Edge]] = {}
+    for e in data.edges:
+        into.setdefault(e.target, []).append(e)
+    used_vcms: set[str] = set()
+    for n in data.nodes:
+        if n.kind != "physmem":
+            continue
+        chunks = n.attrs["chunks"]
+        where = ", ".join(f"{c['pa']:#x}+{format_size(c['size'])}" for c in chunks[:4])
+        if len(chunks) > 4:
+            where += f", ... ({len(chunks)} chunks)"
+        lines.append(f"{n.label}: {where}")
+        routes: list[str] = []
+        for e in into.get(n.id, []):
+            if e.kind == "linear-map":
+                routes.append(f"{nodes[e.source].label.split(' ')[0]:<14} kernel linear map (cacheable alias)")
+                continue
+            if e.kind != "backing":
+                continue
+            res = nodes[e.source]
+            vcm_edges = [v for v in into.get(res.id, []) if v.kind == "reservation"]
+            vcm = nodes[vcm_edges[0].source] if vcm_edges else None
+            if vcm is not None:
+                used_vcms.add(vcm.id)
+            users = [a for a in into.get(vcm.id, []) if a.kind == "association"] if vcm else []
+            pages = f"  [{e.label}]" if e.attrs.get("pages") else ""
+            for assoc in users or [None]:
+                dev_name = nodes[assoc.source].label.split(" ")[0] if assoc else "(no device)"
+                addr = e.attrs["dev_addrs"].get(dev_name)
+                at = f" at {addr:#x}" if addr is not None else ""
+                vcm_text = f"{vcm.id.removeprefix('vcm:')} ({vcm.attrs['vcm_kind']})" if vcm else "?"
+                routes.append(f"{dev_name:<14} -> {vcm_text} -> {res.id.removeprefix('res:')}{at}{pages}")
+        for i, route in enumerate(routes):
+            lines.append(("  `- " if i == len(routes) - 1 else "  |- ") + route)
+    idle = [n for n in data.nodes if n.kind == "vcm" and n.id not in used_vcms]
+    for n in idle:
+        users = [nodes[e.source].label.split(" ")[0] for e in into.get(n.id, []) if e.kind == "association"]
+        lines.append(f"{n.label}: no backed reservation; devices: {', '.join(users) or 'none'}")
+    return "\n".join(lines) if lines else "(no VCMs and no physical allocations)"
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def render_svg(dot_text: str, path: str | Path) -> bool:
+    """Run graphviz's ``dot`` to write an SVG; ``False`` when graphviz is not installed."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return False
+    proc = subprocess.run(
+        [exe, "-Tsvg", "-o", str(path)], input=dot_text, text=True, capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        raise VcmmError(f"graphviz dot failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return True
