@@ -107,7 +107,9 @@ class System(Vcmm):
             iommu_format=iommu_format,
             vmalloc=spec.cpu.vmalloc,
             linear_map=linear,
-            page_table_factory=lambda fmt: PageTable(fmt, memory, table_memory),
+            page_table_factory=lambda fmt, va_bits=None: PageTable(
+                fmt, memory, table_memory, va_bits=va_bits
+            ),
             range_allocator=RangeAllocator,
         )
 

@@ -7,8 +7,9 @@ leaves memory, tables, TLBs, allocators and the graph exactly as they were, and
 raises a :class:`~vcmm.errors.VcmmError` subclass naming the values and the rule
 (the seed's calls return 0 and leave the caller guessing).
 
-Call                                  refused (besides bad argument types) when
-------------------------------------  -----------------------------------------------------
+====================================  =====================================================
+call                                  refused (besides bad arguments and freed handles) when
+====================================  =====================================================
 ``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
                                       one-to-one window not all physical memory
 ``vcm_create_from_prebuilt(id)``      id is not 0 (the kernel's VMM)
@@ -27,19 +28,21 @@ Call                                  refused (besides bad argument types) when
 ``vcm_unback(res)``                   it is not backed
 ``vcm_hook(dev, handler, data)``      the device has no IOMMU
 ``vcm_sync_for_device/cpu(res, d)``   it is not backed; direction NONE
+====================================  =====================================================
+
+The backing machinery (plans, sharing rewrites, the undo log) is in
+:mod:`vcmm.core.backing`, the hardware side in :mod:`vcmm.core.mappers`.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass
 from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
-from vcmm.core import export
+from vcmm.core import backing, export
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -54,11 +57,8 @@ from vcmm.core.mappers import (
     IommuMapper,
     Mapper,
     OneToOneMapper,
-    PageRun,
     VmmMapper,
     check_bank_free,
-    merge_runs,
-    plan_pages,
     program_context,
     release_context,
 )
@@ -77,8 +77,6 @@ from vcmm.errors import (
 from vcmm.hw.pgtable import ARMV7S
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
-
-log = logging.getLogger(__name__)
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
 VMM_EXT_ID = 0
@@ -106,19 +104,6 @@ def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
         )
     value._alive(call)  # type: ignore[attr-defined]
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Undo:
-    """One step of an undo log: how to take back a change that already happened."""
-
-    what: str
-    mapper: Any = None
-    va: int = 0
-    size: int = 0
-    attrs: PageAttrs | None = None
-    run: PageRun | None = None
-    allocator: Any = None
 
 
 class Vcmm:
@@ -280,7 +265,7 @@ class Vcmm:
                 f"{call}: IOMMU VCM {window} goes beyond the 32-bit input space of "
                 f"{self.iommu_format.name} tables"
             )
-        needed = ("alloc", "free", "snapshot")
+        needed: tuple[str, ...] = ("alloc", "free", "snapshot")
         if kind is VcmKind.ONE_TO_ONE:
             needed += ("alloc_at",)
         if allocator is None:
@@ -448,8 +433,7 @@ class Vcmm:
             )
         if attr and vcm.kind is not VcmKind.IOMMU:
             raise InvalidArgumentError(
-                f"{call}: {attr!r}: split tables only exist on IOMMU contexts, not on "
-                f"{device.name}"
+                f"{call}: {attr!r}: split tables only exist on IOMMU contexts, not on {device.name}"
             )
         if vcm.kind is VcmKind.IOMMU:
             self._check_iommu_assoc(call, vcm, device, attr)
@@ -556,11 +540,11 @@ class Vcmm:
         if avcm.half is None:
             program_context(ctx, bank, vcm.table, None, split=False)
             return
-        other = running[0].vcm if running else None
+        partner = running[0].vcm if running else None
         if avcm.half == "low":
-            low, high = vcm.low_table, other.table if other else None
+            low, high = vcm.low_table, partner.table if partner else None
         else:
-            low, high = (other.low_table if other else None), vcm.table
+            low, high = (partner.low_table if partner else None), vcm.table
         program_context(ctx, bank, low, high, split=True)
 
     def vcm_deactivate(self, avcm: Association) -> None:
@@ -606,8 +590,10 @@ class Vcmm:
             names = list(self.target_priority)
         elif isinstance(memtype, str):
             names = [memtype]
-        elif isinstance(memtype, list | tuple) and memtype and all(
-            isinstance(n, str) for n in memtype
+        elif (
+            isinstance(memtype, list | tuple)
+            and memtype
+            and all(isinstance(n, str) for n in memtype)
         ):
             names = list(memtype)
         else:
@@ -683,32 +669,37 @@ class Vcmm:
             )
         base = res.addr
         if vcm.kind is VcmKind.ONE_TO_ONE:
-            base = self._place_one_to_one(call, res, physmem)
+            base = backing.one_to_one_base(call, res, physmem)
         assert base is not None
         owner = f"{res.name} ({vcm.kind.value} {vcm.name})"
         new: list[Mapping] = []
-        for va, phys, chunk in _pieces(res.len, physmem, base):
+        for va, phys, chunk in backing.pieces(res.len, physmem, base):
             spaces = self.graph.spaces(chunk) | {vcm.space}
             attrs = page_attrs_of(res.attr, shareable=self.graph.shareable(chunk, spaces))
             mapping = Mapping(vcm.space, owner, phys, va, attrs, res.id, chunk)
             self.graph.check(call, mapping)
             new.append(mapping)
         touched = list(dict.fromkeys(m.chunk for m in new if m.chunk is not None))
-        rewrites = self._reshare_plan(touched, extra_space=vcm.space)
-        cap = max(physmem.attr.block_sizes) if physmem.attr.block_sizes else 1 << 64
-        undo: list[_Undo] = []
+        rewrites = backing.reshare_plan(self.graph, touched, extra_space=vcm.space)
+        mapper = self.mapper(vcm)
+        undo = backing.UndoLog()
         try:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 vcm.allocator.alloc_at(base, res.len)
-                undo.append(_Undo("alloc", allocator=vcm.allocator, va=base))
-            mapper = self.mapper(vcm)
+                undo.placed(vcm.allocator, base)
             with mapper.updating():
-                for attrs, run in self._runs(mapper, new, cap):
+                for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
                     mapper.map(run, attrs)
-                    undo.append(_Undo("map", mapper, run.va, run.size, run=run))
-            self._apply_rewrites(rewrites, undo)
+                    undo.mapped(mapper, run)
+            backing.apply_rewrites(rewrites, self._reservation, self.mapper, undo)
+        except VcmmError as exc:
+            undo.roll_back()
+            why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
+            if why is exc:
+                raise
+            raise why from exc
         except BaseException:
-            self._roll_back(undo)
+            undo.roll_back()
             raise
         self.graph.add(res.id, new)
         for old, replacement in rewrites:
@@ -716,110 +707,6 @@ class Vcmm:
         res.addr = base
         res.physmem = physmem
         physmem.backing.append(res)
-
-    def _runs(
-        self, mapper: Mapper, mappings: list[Mapping], cap: int
-    ) -> list[tuple[PageAttrs, PageRun]]:
-        """Page runs for ``mappings`` (one reservation, VA order), joined where possible."""
-        if not mapper.page_sizes:
-            return []
-        out: list[tuple[PageAttrs, PageRun]] = []
-        for attrs, group in itertools.groupby(mappings, key=lambda m: m.attrs):
-            runs: list[PageRun] = []
-            for m in group:
-                runs.extend(plan_pages(m.va, m.phys.start, m.phys.size, mapper.page_sizes, cap))
-            out.extend((attrs, run) for run in merge_runs(runs))
-        return out
-
-    def _place_one_to_one(self, call: str, res: Reservation, physmem: PhysMem) -> int:
-        """Where a one-to-one reservation sits: at its backing's physical address."""
-        vcm = res.vcm
-        start = physmem.chunk_ranges[0].start
-        expected = start
-        for chunk in physmem.chunk_ranges:
-            if expected >= start + res.len:
-                break
-            if chunk.start != expected:
-                raise InvalidArgumentError(
-                    f"{call}: one-to-one {vcm.name} needs physically contiguous backing; "
-                    f"{physmem.name} jumps from {expected:#x} to {chunk.start:#x}"
-                )
-            expected = chunk.end
-        span = AddressRange(start, res.len)
-        if span not in vcm.range:
-            raise InvalidArgumentError(
-                f"{call}: {physmem.name} at {span} lies outside one-to-one {vcm.name} "
-                f"{vcm.range}; a one-to-one reservation sits at its physical address"
-            )
-        for other in vcm.reservations:
-            if other.range is not None and other.range.overlaps(span):
-                raise StateError(
-                    f"{call}: {span} is already taken by {other.name} in one-to-one {vcm.name}"
-                )
-        return start
-
-    def _reshare_plan(
-        self,
-        chunks: list[AddressRange],
-        *,
-        extra_space: str | None = None,
-        leaving: int | None = None,
-    ) -> list[tuple[Mapping, Mapping]]:
-        """Existing mappings whose shareable bit must change, and their replacements.
-
-        ``extra_space`` is an address space about to map the chunks; ``leaving`` the id
-        of a reservation about to stop mapping them (its own mappings are not rewritten).
-        """
-        plan = []
-        for chunk in chunks:
-            staying = [m for m in self.graph.aliases(chunk) if leaving is None or m.res_id != leaving]
-            spaces = {m.space for m in staying}
-            if extra_space is not None:
-                spaces.add(extra_space)
-            want = self.graph.shareable(chunk, spaces)
-            for old in staying:
-                if old.res_id is not None and old.attrs.shareable != want:
-                    plan.append((old, old.with_attrs(old.attrs.with_(shareable=want))))
-        return plan
-
-    def _apply_rewrites(self, rewrites: list[tuple[Mapping, Mapping]], undo: list[_Undo]) -> None:
-        """Rewrite attributes, joining VA-adjacent mappings of one reservation."""
-        ordered = sorted(rewrites, key=lambda p: (p[0].res_id or 0, p[0].va))
-        groups: list[tuple[Reservation, int, int, PageAttrs, PageAttrs]] = []
-        for old, new in ordered:
-            last = groups[-1] if groups else None
-            if (
-                last is not None
-                and last[0].id == old.res_id
-                and last[1] + last[2] == old.va
-                and last[3] == old.attrs
-                and last[4] == new.attrs
-            ):
-                groups[-1] = (last[0], last[1], last[2] + old.phys.size, last[3], last[4])
-            else:
-                groups.append(
-                    (self._reservation(old.res_id), old.va, old.phys.size, old.attrs, new.attrs)
-                )
-        for res, va, size, before, after in groups:
-            mapper = self.mapper(res.vcm)
-            with mapper.updating():
-                mapper.set_attrs(va, size, after)
-            undo.append(_Undo("attrs", mapper, va, size, attrs=before))
-
-    def _roll_back(self, undo: list[_Undo]) -> None:
-        for step in reversed(undo):
-            if step.what == "alloc":
-                step.allocator.free(step.va)
-                continue
-            with step.mapper.updating():
-                if step.what == "map":
-                    step.mapper.unmap(step.va, step.size)
-                elif step.what == "unmap":
-                    assert step.run is not None and step.attrs is not None
-                    step.mapper.map(step.run, step.attrs)
-                else:
-                    assert step.attrs is not None
-                    step.mapper.set_attrs(step.va, step.size, step.attrs)
 
     def _reservation(self, res_id: int | None) -> Reservation:
         for res in self.reservations:
@@ -841,18 +728,23 @@ class Vcmm:
         physmem = res.physmem
         old = self.graph.of_reservation(res.id)
         touched = list(dict.fromkeys(m.chunk for m in old if m.chunk is not None))
-        rewrites = self._reshare_plan(touched, leaving=res.id)
-        cap = max(physmem.attr.block_sizes) if physmem.attr.block_sizes else 1 << 64
+        rewrites = backing.reshare_plan(self.graph, touched, leaving=res.id)
         mapper = self.mapper(vcm)
-        undo: list[_Undo] = []
+        undo = backing.UndoLog()
         try:
             with mapper.updating():
-                for attrs, run in self._runs(mapper, old, cap):
+                for attrs, run in backing.page_runs(mapper, old, backing.page_cap(physmem)):
                     mapper.unmap(run.va, run.size)
-                    undo.append(_Undo("unmap", mapper, run.va, run.size, attrs=attrs, run=run))
-            self._apply_rewrites(rewrites, undo)
+                    undo.unmapped(mapper, run, attrs)
+            backing.apply_rewrites(rewrites, self._reservation, self.mapper, undo)
+        except VcmmError as exc:
+            undo.roll_back()
+            why = backing.explained(exc, f"{call}: unbacking {res.name}")
+            if why is exc:
+                raise
+            raise why from exc
         except BaseException:
-            self._roll_back(undo)
+            undo.roll_back()
             raise
         self.graph.remove(res.id)
         for before, after in rewrites:
@@ -913,7 +805,7 @@ class Vcmm:
                 None,
             )
         return VcmFault(
-            device=device.name,
+            device=fault.device or device.name,
             va=fault.va,
             access=fault.access,
             kind=fault.kind,
@@ -1029,21 +921,6 @@ class Vcmm:
             self._kernel_areas.snapshot(),
             tuple(sorted(self._hooks)),
         )
-
-
-def _pieces(
-    length: int, physmem: PhysMem, base: int
-) -> list[tuple[int, AddressRange, AddressRange]]:
-    """``(address, physical piece, chunk)`` laying ``physmem``'s chunks from ``base``."""
-    pieces = []
-    offset = 0
-    for chunk in physmem.chunk_ranges:
-        if offset >= length:
-            break
-        n = min(chunk.size, length - offset)
-        pieces.append((base + offset, AddressRange(chunk.start, n), chunk))
-        offset += n
-    return pieces
 
 
 def _linear_attrs() -> PageAttrs:

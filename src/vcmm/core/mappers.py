@@ -42,9 +42,8 @@ from vcmm.attrs import PageAttrs
 from vcmm.errors import BusyError
 
 if TYPE_CHECKING:
-    from vcmm.hw.pgtable import PageTable
-
     from vcmm.core.objects import Vcm
+    from vcmm.hw.pgtable import PageTable
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1

@@ -216,7 +216,7 @@ class PhysicalMemory:
         if i >= 0 and isinstance(pa, int):
             bank = self._banks[i]
             off = pa - bank.region.base
-            if 0 <= off and off + width <= bank.region.size:
+            if off >= 0 and off + width <= bank.region.size:
                 self.bytes_read += width
                 return int.from_bytes(bank.data[off : off + width], "little")
         return int.from_bytes(self.read_array(pa, width).tobytes(), "little")

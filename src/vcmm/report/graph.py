@@ -63,9 +63,17 @@ class MappingGraphData:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodes": [{"id": n.id, "kind": n.kind, "label": n.label, **n.attrs} for n in self.nodes],
+            "nodes": [
+                {"id": n.id, "kind": n.kind, "label": n.label, **n.attrs} for n in self.nodes
+            ],
             "edges": [
-                {"source": e.source, "target": e.target, "kind": e.kind, "label": e.label, **e.attrs}
+                {
+                    "source": e.source,
+                    "target": e.target,
+                    "kind": e.kind,
+                    "label": e.label,
+                    **e.attrs,
+                }
                 for e in self.edges
             ],
         }
@@ -117,11 +125,13 @@ def build_graph(system: System) -> MappingGraphData:
         if device.name not in seen_devices:
             seen_devices.add(device.name)
             path = _device_path(system, device)
-            attrs: dict[str, Any] = {"path": path}
+            attrs: dict[str, Any] = {"name": device.name, "path": path}
             ctx = getattr(device, "ctx", None)
             if ctx is not None:
                 attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
-            label = device.name + (f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]")
+            label = device.name + (
+                f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]"
+            )
             g.nodes.append(Node(node_id, "device", label, attrs))
         return node_id
 
@@ -142,8 +152,14 @@ def build_graph(system: System) -> MappingGraphData:
         if physmem.target not in targets:
             targets.add(physmem.target)
             g.nodes.append(Node(f"target:{physmem.target}", "target", f"target {physmem.target}"))
-        g.edges.append(Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from"))
-        linear = [w for w in system.spec.cpu.linear_map if any(w.overlaps(c) for c in physmem.chunk_ranges)]
+        g.edges.append(
+            Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from")
+        )
+        linear = [
+            w
+            for w in system.spec.cpu.linear_map
+            if any(w.overlaps(c) for c in physmem.chunk_ranges)
+        ]
         if linear:
             cpu = device_node(system.cpu)
             g.edges.append(Edge(cpu, f"physmem:{physmem.name}", "linear-map", "kernel linear map"))
@@ -161,7 +177,9 @@ def build_graph(system: System) -> MappingGraphData:
         for assoc in vcm.associations:
             dev = device_node(assoc.device)
             state = "active" if assoc.active else "inactive"
-            g.edges.append(Edge(dev, vcm_id, "association", f"{assoc.name} {state}", {"active": assoc.active}))
+            g.edges.append(
+                Edge(dev, vcm_id, "association", f"{assoc.name} {state}", {"active": assoc.active})
+            )
         for res in vcm.reservations:
             res_id = f"res:{res.name}"
             addr = res.addr
@@ -169,7 +187,8 @@ def build_graph(system: System) -> MappingGraphData:
                 Node(
                     res_id,
                     "reservation",
-                    f"{res.name} {format_size(res.len)}" + (f" @ {addr:#x}" if addr is not None else ""),
+                    f"{res.name} {format_size(res.len)}"
+                    + (f" @ {addr:#x}" if addr is not None else ""),
                     {"addr": addr, "len": res.len, "attr": str(res.attr)},
                 )
             )
@@ -212,7 +231,13 @@ def to_networkx(data: MappingGraphData) -> Any:
     return graph
 
 
-_SHAPES = {"device": "box", "vcm": "ellipse", "reservation": "note", "physmem": "box3d", "target": "cylinder"}
+_SHAPES = {
+    "device": "box",
+    "vcm": "ellipse",
+    "reservation": "note",
+    "physmem": "box3d",
+    "target": "cylinder",
+}
 _COLOURS = {
     "device": "#dbe9f6",
     "vcm": "#e6f4e2",
@@ -249,7 +274,33 @@ def to_dot(data: MappingGraphData, name: str = "vcmm") -> str:
 
 
 def to_json(data: MappingGraphData) -> str:
+    """The compact graph of :func:`build_graph` as JSON."""
     return json.dumps(data.to_dict(), indent=2)
+
+
+def graph_json(system: System) -> dict[str, Any]:
+    """The core's full export (``system.graph_data()``: devices, VCMs, reservations,
+    allocations, chunks, every mapping edge), with each reservation node given the page
+    sizes decoded from its table (``pages``, size in bytes -> entries) and the address
+    each associated device uses for it (``dev_addrs``).  Falls back to the compact graph
+    on a core without the export."""
+    if not hasattr(system, "graph_data"):
+        return build_graph(system).to_dict()
+    data: dict[str, Any] = system.graph_data()
+    reservations = {res.name: res for vcm in system.vcms for res in vcm.reservations}
+    for node in data["nodes"]:
+        res = reservations.get(node.get("label", "")) if node.get("type") == "reservation" else None
+        if res is None:
+            continue
+        node["pages"] = {str(k): v for k, v in page_histogram(system, res).items()}
+        addrs = {}
+        for assoc in res.vcm.associations:
+            try:
+                addrs[assoc.device.name] = res.dev_addr_for(assoc.device)
+            except VcmmError:
+                continue
+        node["dev_addrs"] = addrs
+    return data
 
 
 def to_text(data: MappingGraphData) -> str:
@@ -272,7 +323,9 @@ def to_text(data: MappingGraphData) -> str:
         routes: list[str] = []
         for e in into.get(n.id, []):
             if e.kind == "linear-map":
-                routes.append(f"{nodes[e.source].label.split(' ')[0]:<14} kernel linear map (cacheable alias)")
+                routes.append(
+                    f"{nodes[e.source].attrs['name']:<14} kernel linear map (cacheable alias)"
+                )
                 continue
             if e.kind != "backing":
                 continue
@@ -281,20 +334,28 @@ def to_text(data: MappingGraphData) -> str:
             vcm = nodes[vcm_edges[0].source] if vcm_edges else None
             if vcm is not None:
                 used_vcms.add(vcm.id)
-            users = [a for a in into.get(vcm.id, []) if a.kind == "association"] if vcm else []
+            users: list[Edge | None] = [
+                a for a in (into.get(vcm.id, []) if vcm else []) if a.kind == "association"
+            ]
             pages = f"  [{e.label}]" if e.attrs.get("pages") else ""
             for assoc in users or [None]:
-                dev_name = nodes[assoc.source].label.split(" ")[0] if assoc else "(no device)"
+                dev_name = nodes[assoc.source].attrs["name"] if assoc else "(no device)"
                 addr = e.attrs["dev_addrs"].get(dev_name)
                 at = f" at {addr:#x}" if addr is not None else ""
-                vcm_text = f"{vcm.id.removeprefix('vcm:')} ({vcm.attrs['vcm_kind']})" if vcm else "?"
-                routes.append(f"{dev_name:<14} -> {vcm_text} -> {res.id.removeprefix('res:')}{at}{pages}")
+                vcm_text = (
+                    f"{vcm.id.removeprefix('vcm:')} ({vcm.attrs['vcm_kind']})" if vcm else "?"
+                )
+                routes.append(
+                    f"{dev_name:<14} -> {vcm_text} -> {res.id.removeprefix('res:')}{at}{pages}"
+                )
         for i, route in enumerate(routes):
             lines.append(("  `- " if i == len(routes) - 1 else "  |- ") + route)
     idle = [n for n in data.nodes if n.kind == "vcm" and n.id not in used_vcms]
     for n in idle:
-        users = [nodes[e.source].label.split(" ")[0] for e in into.get(n.id, []) if e.kind == "association"]
-        lines.append(f"{n.label}: no backed reservation; devices: {', '.join(users) or 'none'}")
+        names = [
+            nodes[e.source].attrs["name"] for e in into.get(n.id, []) if e.kind == "association"
+        ]
+        lines.append(f"{n.label}: no backed reservation; devices: {', '.join(names) or 'none'}")
     return "\n".join(lines) if lines else "(no VCMs and no physical allocations)"
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from vcmm.errors import InvalidArgumentError
-from vcmm.workload.scenario import POLICY_ORDER
 from vcmm.workload.runner import ScenarioResult
+from vcmm.workload.scenario import POLICY_ORDER
 
 #: Extensions every plot is written with.
 FORMATS = ("png", "svg")
@@ -75,9 +75,7 @@ def plot_sweep(
     facet_keys = [k for k in rest if k != line_key]
     xs = _ordered([r[x_key] for r in good])
     lines = _ordered([r[line_key] for r in good]) if line_key else [None]
-    facets = list(
-        itertools.product(*[_ordered([r[k] for r in good]) for k in facet_keys])
-    ) or [()]
+    facets = list(itertools.product(*[_ordered([r[k] for r in good]) for k in facet_keys])) or [()]
     cols = min(len(facets), 3)
     nrows = -(-len(facets) // cols)
     fig = _figure(4.2 * cols + 0.8, 3.4 * nrows + 0.4)
@@ -111,17 +109,38 @@ def plot_frames(result: ScenarioResult, base: str | Path) -> list[Path]:
     """IOTLB misses per frame, one line per step (physically addressed steps skipped)."""
     fig = _figure(6.4, 3.6)
     ax = fig.subplots()
+    from matplotlib.ticker import MaxNLocator
+
     drawn = 0
+    styles = [("o", "-", 9), ("s", "--", 7), ("^", ":", 5), ("D", "-.", 4)]
     for step in result.steps:
         misses = [f.misses for f in step.frames]
         if not misses or any(m is None for m in misses):
             continue
-        ax.plot(range(len(misses)), misses, marker="o", label=f"{step.index}: {step.device} {step.access}")
+        # Steps often miss exactly alike: decreasing marker sizes keep overlaps visible.
+        marker, line, size = styles[drawn % len(styles)]
+        ax.plot(
+            range(len(misses)),
+            misses,
+            marker=marker,
+            linestyle=line,
+            markersize=size,
+            label=f"{step.index}: {step.device} {step.access}s {step.buffer}",
+        )
         drawn += 1
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if not drawn:
-        ax.text(0.5, 0.5, "no step runs behind an SMMU", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no step runs behind an SMMU",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.set_xlabel("frame")
     ax.set_ylabel("IOTLB misses")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"{result.scenario}: misses per frame", fontsize=10)
     ax.grid(True, alpha=0.3)
     if drawn:
@@ -151,7 +170,8 @@ def plot_policies(results: dict[str, ScenarioResult], base: str | Path) -> list[
     ax.set_xlabel("allocation policy")
     ax.set_ylabel("IOTLB misses (whole run)")
     ax.set_title("misses by block policy", fontsize=10)
-    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
     if contexts:
         ax.legend(fontsize=8)
     return _save(fig, Path(base))

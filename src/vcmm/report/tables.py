@@ -52,7 +52,7 @@ class Table:
         self.rows.append(list(row))
 
     def _numeric(self, col: int) -> bool:
-        values = [r[col] for r in self.rows if r[col] is not None]
+        values = [r[col] for r in self.rows if r[col] is not None and r[col] != ""]
         return bool(values) and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         )
@@ -105,7 +105,17 @@ class Table:
 def buffers_table(result: ScenarioResult) -> Table:
     t = Table(
         "Buffers",
-        ["buffer", "size", "allocated", "target", "policy", "chunks", "device", "dev addr", "pages"],
+        [
+            "buffer",
+            "size",
+            "allocated",
+            "target",
+            "policy",
+            "chunks",
+            "device",
+            "dev addr",
+            "pages",
+        ],
     )
     for buf in result.buffers:
         for i, m in enumerate(buf.mappings or [None]):
@@ -113,8 +123,8 @@ def buffers_table(result: ScenarioResult) -> Table:
             t.add(
                 [
                     buf.name if first else "",
-                    format_size(buf.size) if first else "",
-                    format_size(buf.allocated) if first else "",
+                    buf.size if first else "",
+                    buf.allocated if first else "",
                     buf.target if first else "",
                     buf.policy if first else "",
                     fmt_chunks(buf.chunks) if first else "",
@@ -193,7 +203,10 @@ def steps_table(result: ScenarioResult) -> Table:
 
 def totals_table(result: ScenarioResult) -> Table:
     tot = result.totals()
-    t = Table("Totals", ["lookups", "misses", "miss rate", "walk reads", "pt bytes", "faults", "bytes moved"])
+    t = Table(
+        "Totals",
+        ["lookups", "misses", "miss rate", "walk reads", "pt bytes", "faults", "bytes moved"],
+    )
     t.add(
         [
             tot["lookups"],

@@ -1,5 +1,32 @@
-"""Buffer sharing: fences, reservation objects, wound/wait locks, dma-buf, /dev nodes."""
+"""Buffer sharing: fences, reservation objects, wound/wait locks, dma-buf, /dev nodes.
 
+See docs/SHARING.md.  Modules, each with one job:
+
+- :mod:`~vcmm.share.fence`: one-shot completion events with timeouts and timelines;
+- :mod:`~vcmm.share.ww`: wound/wait mutexes and acquire contexts;
+- :mod:`~vcmm.share.resv`: a buffer's exclusive and shared fences, and its lock;
+- :mod:`~vcmm.share.spaces`: importer address spaces through the VCMM core;
+- :mod:`~vcmm.share.dmabuf`: the dma-buf object, attachments, CPU-access brackets;
+- :mod:`~vcmm.share.exporter`: the VCMM's exporter of physical allocations;
+- :mod:`~vcmm.share.jobs`: device job queues ordered by fences;
+- :mod:`~vcmm.share.devnode`: ``/dev/<context>`` nodes.
+"""
+
+from vcmm.share.devnode import VcmDevNode, register_dev_nodes
+from vcmm.share.dmabuf import (
+    Attachment,
+    DmaBuf,
+    DmaBufFile,
+    Exporter,
+    KernelMapping,
+    ScatterList,
+    SyncFlags,
+    dma_buf_get,
+    dma_buf_mmap,
+    dma_buf_needs_sync,
+    dma_buf_sync,
+)
+from vcmm.share.exporter import VcmExporter
 from vcmm.share.fence import (
     DEFAULT_TIMEOUT,
     Fence,
@@ -8,20 +35,40 @@ from vcmm.share.fence import (
     wait_all,
     wait_any,
 )
+from vcmm.share.jobs import Engine, Job
 from vcmm.share.resv import RESERVATION_CLASS, ReservationObject
+from vcmm.share.spaces import IOVA_WINDOW, SgEntry
 from vcmm.share.ww import AcquireContext, AlreadyHeldError, WoundedError, WWClass, WWMutex
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "IOVA_WINDOW",
     "RESERVATION_CLASS",
     "AcquireContext",
     "AlreadyHeldError",
+    "Attachment",
+    "DmaBuf",
+    "DmaBufFile",
+    "Engine",
+    "Exporter",
     "Fence",
     "FenceTimeline",
+    "Job",
+    "KernelMapping",
     "ReservationObject",
+    "ScatterList",
+    "SgEntry",
+    "SyncFlags",
+    "VcmDevNode",
+    "VcmExporter",
     "WWClass",
     "WWMutex",
     "WoundedError",
+    "dma_buf_get",
+    "dma_buf_mmap",
+    "dma_buf_needs_sync",
+    "dma_buf_sync",
+    "register_dev_nodes",
     "signaled_fence",
     "wait_all",
     "wait_any",

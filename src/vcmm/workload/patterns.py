@@ -203,12 +203,14 @@ def cover(starts: npt.ArrayLike, lengths: npt.ArrayLike, burst: int = DEFAULT_BU
     the stream is expanded with one ``repeat`` and one ``arange``.
     """
     size = check_burst(burst, "cover")
-    s = np.asarray(starts, dtype=np.int64).ravel()
-    n = np.asarray(lengths, dtype=np.int64).ravel()
+    raw_s, raw_n = np.asarray(starts), np.asarray(lengths)
+    for name, raw in (("starts", raw_s), ("lengths", raw_n)):
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise InvalidArgumentError(f"cover: segment {name} must be integers, got {raw.dtype}")
+    s = raw_s.astype(np.int64).ravel()
+    n = raw_n.astype(np.int64).ravel()
     if s.shape != n.shape:
-        raise InvalidArgumentError(
-            f"cover: {s.size} segment starts but {n.size} segment lengths"
-        )
+        raise InvalidArgumentError(f"cover: {s.size} segment starts but {n.size} segment lengths")
     if s.size and (s.min() < 0 or n.min() < 1):
         raise InvalidArgumentError("cover: segment starts must be >= 0 and lengths >= 1")
     first = s - s % size

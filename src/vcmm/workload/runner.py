@@ -214,7 +214,9 @@ class ScenarioResult:
             if isinstance(obj, dict):
                 return {str(k): plain(v) for k, v in obj.items()}
             if hasattr(obj, "__dataclass_fields__"):
-                return {f.name: plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "system"}
+                return {
+                    f.name: plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "system"
+                }
             return obj
 
         data = plain(self)
@@ -233,7 +235,9 @@ class ScenarioResult:
 
 def step_stream(buf: BufferSpec, step: StepSpec, burst: int, frame: int = 0) -> U64Array:
     """Burst offsets (from the buffer's start) one frame of ``step`` issues."""
-    planes = buf.planes if step.plane == "all" else tuple(p for p in buf.planes if p.name == step.plane)
+    planes = (
+        buf.planes if step.plane == "all" else tuple(p for p in buf.planes if p.name == step.plane)
+    )
     if step.pattern == "linear":
         if step.plane == "all":
             return linear(buf.size, burst=burst)
@@ -437,7 +441,12 @@ class ScenarioRunner:
             self._move_data(step, result, frame, base, written)
 
     def _move_data(
-        self, step: StepSpec, result: StepResult, frame: int, base: int, written: dict[str, np.ndarray]
+        self,
+        step: StepSpec,
+        result: StepResult,
+        frame: int,
+        base: int,
+        written: dict[str, np.ndarray],
     ) -> None:
         dev = self.system.device(step.device)
         buf = self.scenario.buffer(step.buffer)

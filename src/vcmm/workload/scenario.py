@@ -351,7 +351,9 @@ class Scenario:
             if "ways" in params:
                 tlb = dataclasses.replace(tlb, ways=_param_int("ways", params["ways"], 1))
             if "replacement" in params:
-                choice = _param_choice("replacement", params["replacement"], ("lru", "fifo", "random"))
+                choice = _param_choice(
+                    "replacement", params["replacement"], ("lru", "fifo", "random")
+                )
                 tlb = dataclasses.replace(tlb, replacement=choice)
         except ScenarioError as err:
             raise ScenarioError(err.problem, key=err.key, source=self.source) from None
@@ -386,9 +388,7 @@ def _param_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
 
 def _param_int(key: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScenarioError(
-            f"{value!r} is not an integer >= {minimum}", key=f"--grid {key}"
-        )
+        raise ScenarioError(f"{value!r} is not an integer >= {minimum}", key=f"--grid {key}")
     return value
 
 
@@ -552,9 +552,7 @@ def _buffer(table: _Table) -> BufferSpec:
         elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
             targets = tuple(raw)
         else:
-            raise table.error(
-                "target", f"expected a target name or a list of names, got {raw!r}"
-            )
+            raise table.error("target", f"expected a target name or a list of names, got {raw!r}")
     access = table.choice("access", ("rw", "ro"), "rw")
     return BufferSpec(
         name=name,
@@ -612,7 +610,9 @@ def loads_scenario(
     """Parse scenario TOML; ``source`` names it in errors, ``base_dir`` anchors a
     relative ``platform`` path (the scenario file's folder)."""
     if not isinstance(text, str):
-        raise ScenarioError(f"scenario text must be a str, got {type(text).__name__}", source=source)
+        raise ScenarioError(
+            f"scenario text must be a str, got {type(text).__name__}", source=source
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

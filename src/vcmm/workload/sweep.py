@@ -49,7 +49,9 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[object]]:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not key or not values.strip():
-            raise ScenarioError(f"{spec!r} is not KEY=V1,V2,... (e.g. policy=4k,64k,1m)", key="--grid")
+            raise ScenarioError(
+                f"{spec!r} is not KEY=V1,V2,... (e.g. policy=4k,64k,1m)", key="--grid"
+            )
         if key not in SWEEP_KEYS:
             raise ScenarioError(
                 f"unknown parameter {key!r}; allowed: {', '.join(SWEEP_KEYS)}", key=f"--grid {key}"
@@ -63,7 +65,9 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[object]]:
                 try:
                     parsed.append(int(item, 0))
                 except ValueError:
-                    raise ScenarioError(f"{item!r} is not an integer", key=f"--grid {key}") from None
+                    raise ScenarioError(
+                        f"{item!r} is not an integer", key=f"--grid {key}"
+                    ) from None
             else:
                 parsed.append(item)
         if len(set(map(str, parsed))) != len(parsed):

@@ -1,0 +1,67 @@
+"""Pieces every command shares: loading scenarios, progress bars, `--set` overrides."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from vcmm.workload.runner import ScenarioResult, ScenarioRunner
+from vcmm.workload.scenario import Scenario, ScenarioError, load_scenario
+from vcmm.workload.sweep import parse_grid
+
+#: Runs with fewer step-frames than this finish before a bar would be worth drawing.
+PROGRESS_THRESHOLD = 8
+
+
+def scenario_with_overrides(path: str, overrides: Sequence[str]) -> Scenario:
+    """Load ``path`` (a file or a packaged scenario name) and apply ``--set k=v``."""
+    scenario = load_scenario(path)
+    if not overrides:
+        return scenario
+    try:
+        grid = parse_grid(overrides)
+    except ScenarioError as err:
+        raise ScenarioError(err.problem, key=err.key.replace("--grid", "--set")) from None
+    params: dict[str, object] = {}
+    for key, values in grid.items():
+        if len(values) != 1:
+            raise ScenarioError(f"give one value, not {len(values)}", key=f"--set {key}")
+        params[key] = values[0]
+    try:
+        return scenario.with_params(**params)
+    except ScenarioError as err:
+        raise ScenarioError(
+            err.problem, key=err.key.replace("--grid", "--set"), source=err.source
+        ) from None
+
+
+@contextmanager
+def progress(total: int, label: str, *, show: bool = True) -> Iterator[Any]:
+    """A click progress bar on stderr (stdout stays clean for ``--json``), or a no-op
+    updater when the work is too small or ``show`` is off."""
+    if not show or total < PROGRESS_THRESHOLD:
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
+        yield bar.update
+
+
+def run_with_progress(scenario: Scenario, *, show: bool = True) -> ScenarioResult:
+    """Run a scenario, drawing a progress bar over its step-frames."""
+    runner = ScenarioRunner(scenario)
+    with progress(runner.work_units, f"running {scenario.name}", show=show) as update:
+        return runner.run(update)
+
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a parameter for this run: policy, tlb_entries, ways, replacement, "
+    "pattern, frames or burst (repeatable).",
+)

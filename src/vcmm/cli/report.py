@@ -1,0 +1,50 @@
+"""``vcmm report SCENARIO -o DIR``: a static HTML page of one run."""
+
+from __future__ import annotations
+
+import click
+
+from vcmm.cli.common import progress, scenario_with_overrides, set_option
+from vcmm.errors import VcmmError
+from vcmm.workload.runner import ScenarioRunner, run_scenario
+from vcmm.workload.scenario import POLICY_ORDER
+
+
+@click.command("report")
+@click.argument("scenario")
+@click.option(
+    "--output",
+    "-o",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Directory for index.html and its images.",
+)
+@set_option
+@click.option(
+    "--policies/--no-policies",
+    default=True,
+    help="Also run the scenario under each block policy and plot the comparison.",
+)
+def report_command(scenario: str, out_dir: str, overrides: tuple[str, ...], policies: bool) -> None:
+    """Run SCENARIO and write an HTML report (tables, plots, graph, page tables)."""
+    from vcmm.report.html import write_report
+
+    sc = scenario_with_overrides(scenario, overrides)
+    chosen = [p for p in POLICY_ORDER if p != "16m"] if policies else []
+    runner = ScenarioRunner(sc)
+    per_policy = runner.work_units
+    total = runner.work_units + per_policy * len(chosen)
+    with progress(total, f"report on {sc.name}") as update:
+        result = runner.run(update)
+        compared = {}
+        for policy in chosen:
+            try:
+                compared[policy] = run_scenario(sc.with_params(policy=policy), update)
+            except VcmmError as err:  # a policy the platform cannot serve: say so, go on
+                click.echo(f"policy {policy}: skipped ({err})", err=True)
+    page = write_report(result, out_dir, policies=compared or None, description=sc.description)
+    click.echo(f"wrote {page}")
+
+
+COMMANDS = [report_command]

@@ -1,0 +1,336 @@
+"""The DMA API of the simulated kernel: one object per :class:`~vcmm.System`.
+
+It is Linux's dma-mapping interface (``dma_map_page``, ``dma_map_sg``,
+``dma_alloc_coherent``, the sync calls, ``dma_mmap_coherent``...) with the ``dma_``
+prefix dropped, on top of the VCMM: each device gets the ops its platform gives it,
+IOMMU-backed (seed 002's dma-iommu: IOVA allocator, one VCM per IOMMU domain) or
+direct (physical addresses through the bus window), and every mapping it makes is a
+VCMM reservation, so it appears in the mapping graph and obeys its attribute rules.
+
+Failure conventions: ``map_page`` returns :data:`DMA_MAPPING_ERROR` and ``map_sg``
+returns 0 when the mapping cannot be made (address space or memory exhausted, an alias
+conflict), as callers of the kernel API test for; the reason is kept in
+:attr:`DmaApi.last_error`.  Everything else raises a
+:class:`~vcmm.errors.VcmmError` subclass, and every failure changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from vcmm.attrs import DmaDirection
+from vcmm.dma import coherent, streaming, syncops
+from vcmm.dma.attrs import DMA_MAPPING_ERROR
+from vcmm.dma.callsite import capture
+from vcmm.dma.debug import DebugChecker, ReportKind
+from vcmm.dma.domain import DmaDomain
+from vcmm.dma.params import (
+    DmaParams,
+    check_boundary_mask,
+    check_mask,
+    check_max_segment_size,
+)
+from vcmm.dma.records import CoherentBuffer, DmaMapping
+from vcmm.dma.sg import ScatterList
+from vcmm.dma.state import DmaState
+from vcmm.errors import InvalidArgumentError
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_256K
+
+#: Default coherent pool: 32 MiB of the ``contig`` carve-out.
+DEFAULT_COHERENT_POOL = ("contig", 32 * SZ_1M)
+#: Default atomic pool size (ARM Linux's ``atomic_pool_size``).
+DEFAULT_ATOMIC_POOL = SZ_256K
+
+
+class DmaApi:
+    """The DMA mapping API over one system.
+
+    ``devices`` limits which bus masters get DMA ops (default: all but the CPU);
+    ``domains`` maps device names to IOMMU domain names, adding to what the platform
+    file says (devices naming the same domain share one IOVA space and page table);
+    ``rcache`` switches the IOVA range cache of every domain; ``coherent_pool`` is
+    ``(target, size)`` of the non-cacheable carve-out for non-coherent devices'
+    coherent buffers and ``atomic_pool_size`` the premapped atomic pool taken from the
+    same target; ``debug`` installs a :class:`DebugChecker` (``True``/``"raise"``,
+    ``"warn"``, or a checker object).
+    """
+
+    def __init__(
+        self,
+        system: Any,
+        *,
+        devices: Iterable[str] | None = None,
+        domains: Mapping[str, str] | None = None,
+        rcache: bool = True,
+        coherent_pool: tuple[str, int] = DEFAULT_COHERENT_POOL,
+        atomic_pool_size: int = DEFAULT_ATOMIC_POOL,
+        debug: bool | str | DebugChecker = False,
+    ) -> None:
+        if not isinstance(rcache, bool):
+            raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
+        if (
+            not isinstance(coherent_pool, tuple)
+            or len(coherent_pool) != 2
+            or not isinstance(coherent_pool[0], str)
+        ):
+            raise InvalidArgumentError(
+                f"DmaApi: coherent_pool {coherent_pool!r} must be (target name, size)"
+            )
+        checker = _checker(debug)
+        self._state = DmaState(
+            system,
+            devices=devices,
+            domains=domains,
+            rcache=rcache,
+            coherent_pool=coherent_pool,
+            atomic_pool_size=atomic_pool_size,
+        )
+        self.system = system
+        if checker is not None:
+            checker.attach(self._state)
+
+    # -- introspection -------------------------------------------------------------------
+
+    @property
+    def checker(self) -> DebugChecker | None:
+        return self._state.checker
+
+    def enable_debug(self, mode: str = "raise") -> DebugChecker:
+        """Install a :class:`DebugChecker` now (``dma_debug`` on)."""
+        if self._state.checker is not None:
+            return self._state.checker
+        checker = DebugChecker(mode)
+        checker.attach(self._state)
+        return checker
+
+    def disable_debug(self) -> None:
+        if self._state.checker is not None:
+            self._state.checker.detach()
+
+    @property
+    def last_error(self) -> Exception | None:
+        """Why the last ``map_page``/``map_sg`` that failed did (the kernel only says 0)."""
+        return self._state.last_error
+
+    def ops(self, dev: object) -> str:
+        """The device's DMA ops: ``"iommu"`` or ``"direct"``."""
+        return self._state.entry("ops", dev).ops
+
+    def domain(self, dev: object) -> DmaDomain | None:
+        """The IOMMU domain of ``dev`` (None for a direct device)."""
+        return self._state.entry("domain", dev).domain
+
+    @property
+    def domains(self) -> dict[str, DmaDomain]:
+        return dict(self._state.domains)
+
+    @property
+    def pool(self) -> Any:
+        """The non-cacheable coherent pool (its ``buddy`` can be fragmented in tests)."""
+        return self._state.pool
+
+    @property
+    def atomic_pool(self) -> Any:
+        return self._state.atomic
+
+    def mappings(self, dev: object | None = None) -> list[DmaMapping]:
+        """Live mappings (of one device, if given), oldest first."""
+        live = sorted(self._state.live.values(), key=lambda r: r.id)
+        if dev is None:
+            return live
+        device = self._state.entry("mappings", dev).device
+        return [r for r in live if r.device is device]
+
+    def buffers(self, dev: object | None = None) -> list[CoherentBuffer]:
+        bufs = sorted(self._state.buffers.values(), key=lambda b: b.id)
+        if dev is None:
+            return bufs
+        device = self._state.entry("buffers", dev).device
+        return [b for b in bufs if b.device is device]
+
+    def snapshot(self) -> tuple[object, ...]:
+        """The DMA API's own state (the system's is ``system.snapshot()``)."""
+        return self._state.snapshot()
+
+    # -- device parameters ------------------------------------------------------------------
+
+    def params(self, dev: object) -> DmaParams:
+        """A copy of the device's DMA parameters."""
+        p = self._state.entry("params", dev).params
+        return DmaParams(*p.snapshot())
+
+    def set_mask(self, dev: object, mask: int) -> None:
+        """``dma_set_mask``: the highest address streaming mappings may use."""
+        entry = self._state.entry("set_mask", dev)
+        entry.params.mask = check_mask("set_mask", "mask", mask)
+
+    def set_coherent_mask(self, dev: object, mask: int) -> None:
+        """``dma_set_coherent_mask``: the limit for coherent buffers."""
+        entry = self._state.entry("set_coherent_mask", dev)
+        entry.params.coherent_mask = check_mask("set_coherent_mask", "mask", mask)
+
+    def set_mask_and_coherent(self, dev: object, mask: int) -> None:
+        entry = self._state.entry("set_mask_and_coherent", dev)
+        value = check_mask("set_mask_and_coherent", "mask", mask)
+        entry.params.mask = entry.params.coherent_mask = value
+
+    def set_max_seg_size(self, dev: object, size: int) -> None:
+        """``dma_set_max_seg_size``: the longest DMA segment ``map_sg`` may produce."""
+        entry = self._state.entry("set_max_seg_size", dev)
+        entry.params.max_segment_size = check_max_segment_size("set_max_seg_size", size)
+
+    def set_seg_boundary(self, dev: object, mask: int) -> None:
+        """``dma_set_seg_boundary``: DMA segments must not cross a multiple of mask+1."""
+        entry = self._state.entry("set_seg_boundary", dev)
+        granule = entry.domain.granule if entry.domain is not None else SZ_4K
+        entry.params.segment_boundary_mask = check_boundary_mask("set_seg_boundary", mask, granule)
+
+    # -- devices --------------------------------------------------------------------------
+
+    def attach_device(self, dev: object) -> None:
+        """Give ``dev`` DMA ops again after :meth:`remove_device`."""
+        self._state.attach(dev)
+
+    def remove_device(self, dev: object) -> None:
+        """The driver lets go of ``dev``: refused (and reported) while mappings or
+        coherent buffers of it are alive, as dma-debug warns on driver unbind."""
+        call = "remove_device"
+        state = self._state
+        entry = state.entry(call, dev)
+        maps, bufs = state.busy(entry)
+        if maps or bufs:
+            site = capture(call, entry.name)
+            first = maps[0] if maps else bufs[0].mapping
+            state.fatal(
+                ReportKind.LEAK_ON_REMOVE,
+                entry,
+                f"{call}: device driver has pending DMA allocations while released from "
+                f"device [{len(maps)} mapping(s), {len(bufs)} coherent buffer(s)]; first: "
+                f"{first.describe()}",
+                dma_addr=first.dma_addr,
+                rec=first,
+                call=site,
+            )
+        state.refuse_busy(call, entry)
+        state.detach(entry)
+
+    # -- coherent memory ----------------------------------------------------------------------
+
+    def alloc_coherent(
+        self, dev: object, size: int, *, atomic: bool = False, attrs: int = 0
+    ) -> CoherentBuffer:
+        """``dma_alloc_coherent``: a zeroed buffer seen by the CPU (``.cpu_addr``) and
+        the device (``.dma_handle``) without cache maintenance.  ``atomic`` takes it
+        from the premapped atomic pool (non-coherent devices)."""
+        return coherent.alloc_coherent(self._state, dev, size, atomic=atomic, attrs=attrs)
+
+    def free_coherent(self, dev: object, size: int, cpu_addr: int, dma_handle: int) -> None:
+        """``dma_free_coherent``; refused while a process maps the buffer."""
+        coherent.free_coherent(self._state, dev, size, cpu_addr, dma_handle)
+
+    def mmap_coherent(
+        self, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+    ) -> None:
+        """``dma_mmap_coherent``: fill a process's VMA (from a file's mmap hook) with
+        the buffer's pages from ``vma.pgoff`` on."""
+        coherent.mmap_coherent(self._state, dev, vma, cpu_addr, dma_handle, size)
+
+    def get_sgtable(self, dev: object, cpu_addr: int, dma_handle: int, size: int) -> ScatterList:
+        """``dma_get_sgtable``: the buffer's pages as a scatterlist."""
+        return coherent.get_sgtable(self._state, dev, cpu_addr, dma_handle, size)
+
+    # -- streaming mappings -------------------------------------------------------------------
+
+    def map_page(
+        self,
+        dev: object,
+        page: int,
+        offset: int,
+        size: int,
+        direction: DmaDirection,
+        attrs: int = 0,
+    ) -> int:
+        """``dma_map_page``: the handle, or :data:`DMA_MAPPING_ERROR`."""
+        return streaming.map_page(self._state, dev, page, offset, size, direction, attrs)
+
+    def map_single(
+        self, dev: object, cpu_addr: int, size: int, direction: DmaDirection, attrs: int = 0
+    ) -> int:
+        """``dma_map_single``: a buffer given by its linear-map kernel address."""
+        if isinstance(cpu_addr, bool) or not isinstance(cpu_addr, int):
+            raise InvalidArgumentError(f"map_single: cpu_addr {cpu_addr!r} is not an integer")
+        pa = self.system.cpu.virt_to_phys(cpu_addr)
+        return self.map_page(dev, pa - pa % SZ_4K, pa % SZ_4K, size, direction, attrs)
+
+    def unmap_page(
+        self, dev: object, handle: int, size: int, direction: DmaDirection, attrs: int = 0
+    ) -> None:
+        """``dma_unmap_page`` (and ``dma_unmap_single``)."""
+        streaming.unmap_page(self._state, dev, handle, size, direction, attrs)
+
+    unmap_single = unmap_page
+
+    @staticmethod
+    def mapping_error(dev: object, handle: int) -> bool:
+        """``dma_mapping_error``."""
+        return handle == DMA_MAPPING_ERROR
+
+    def map_sg(
+        self,
+        dev: object,
+        sgl: ScatterList,
+        nents: int,
+        direction: DmaDirection,
+        attrs: int = 0,
+    ) -> int:
+        """``dma_map_sg``: merged DMA segments written into the list; their count, or
+        0 with the list untouched."""
+        return streaming.map_sg(self._state, dev, sgl, nents, direction, attrs)
+
+    def unmap_sg(
+        self,
+        dev: object,
+        sgl: ScatterList,
+        nents: int,
+        direction: DmaDirection,
+        attrs: int = 0,
+    ) -> None:
+        """``dma_unmap_sg``: ``nents`` as passed to :meth:`map_sg`."""
+        streaming.unmap_sg(self._state, dev, sgl, nents, direction, attrs)
+
+    # -- ownership and cache maintenance ----------------------------------------------------
+
+    def sync_single_for_cpu(
+        self, dev: object, handle: int, size: int, direction: DmaDirection
+    ) -> None:
+        syncops.sync_single(self._state, dev, handle, size, direction, for_cpu=True)
+
+    def sync_single_for_device(
+        self, dev: object, handle: int, size: int, direction: DmaDirection
+    ) -> None:
+        syncops.sync_single(self._state, dev, handle, size, direction, for_cpu=False)
+
+    def sync_sg_for_cpu(
+        self, dev: object, sgl: ScatterList, nents: int, direction: DmaDirection
+    ) -> None:
+        syncops.sync_sg(self._state, dev, sgl, nents, direction, for_cpu=True)
+
+    def sync_sg_for_device(
+        self, dev: object, sgl: ScatterList, nents: int, direction: DmaDirection
+    ) -> None:
+        syncops.sync_sg(self._state, dev, sgl, nents, direction, for_cpu=False)
+
+
+def _checker(debug: object) -> DebugChecker | None:
+    if isinstance(debug, DebugChecker):
+        return debug
+    if debug is False or debug is None:
+        return None
+    if debug is True:
+        return DebugChecker("raise")
+    if isinstance(debug, str):
+        return DebugChecker(debug)
+    raise InvalidArgumentError(
+        f"DmaApi: debug={debug!r} must be a bool, 'raise', 'warn' or a DebugChecker"
+    )

@@ -1,0 +1,105 @@
+"""Mapping physical pieces into a device's address space, through the VCMM core.
+
+Every mapping the DMA API makes is a VCMM reservation backed by physical memory, so
+it is an edge of the mapping graph and obeys its attribute rules:
+
+- IOMMU devices: a reservation in the domain's VCM (its allocator is the IOVA
+  allocator, limited to the device's mask for this call) backed by the pieces laid
+  end to end: one contiguous IOVA range, however scattered the pages;
+- direct devices: a private one-to-one VCM over the piece, associated with the
+  device, and a reservation in it; the DMA address is the physical address seen
+  through the device's bus window (``phys_to_bus``).  A private VCM per mapping lets
+  two mappings share a page (two small buffers in one page), which one-to-one
+  reservations of a single VCM could not.
+
+Both undo what they did if a later step fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vcmm.core.flags import Attr
+from vcmm.core.objects import VcmKind
+from vcmm.dma.borrowed import borrow
+from vcmm.dma.domain import DmaDomain
+from vcmm.dma.records import Teardown
+from vcmm.errors import NotMappedError, OutOfAddressSpaceError
+from vcmm.ranges import AddressRange
+
+
+def map_iommu(
+    system: Any,
+    domain: DmaDomain,
+    pieces: Sequence[AddressRange],
+    attr: Attr,
+    limit: int,
+    owner: str,
+    physmem: Any = None,
+) -> tuple[int, Teardown]:
+    """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit``."""
+    total = sum(p.size for p in pieces)
+    with domain.allocator.limited(limit):
+        res = system.vcm_reserve(domain.vcm, total, attr)
+    try:
+        system.vcm_back(res, physmem if physmem is not None else borrow(pieces, owner))
+    except BaseException:
+        system.vcm_unreserve(res)
+        raise
+    return int(res.addr), Teardown(res)
+
+
+def bus_address(device: Any, piece: AddressRange, mask: int) -> int:
+    """The bus address of ``piece`` for a direct device, checked against ``mask``."""
+    try:
+        first = device.phys_to_bus(piece.start)
+        last = device.phys_to_bus(piece.last)
+    except NotMappedError as exc:
+        raise NotMappedError(f"{device.name} cannot reach {piece}: {exc}") from None
+    if last - first != piece.size - 1:
+        raise NotMappedError(
+            f"{device.name} sees {piece} through more than one dma-ranges window; its bus "
+            "addresses would not be contiguous"
+        )
+    if last > mask:
+        raise OutOfAddressSpaceError(
+            f"{device.name}: {piece} is at bus addresses up to {last:#x}, above its DMA mask "
+            f"{mask:#x} (no bounce buffers in this model)"
+        )
+    return int(first)
+
+
+def map_direct(
+    system: Any,
+    device: Any,
+    piece: AddressRange,
+    attr: Attr,
+    mask: int,
+    owner: str,
+    physmem: Any = None,
+) -> tuple[int, Teardown]:
+    """Map one physically contiguous ``piece`` for a direct device; returns its bus
+    address."""
+    bus = bus_address(device, piece, mask)
+    vcm = system.vcm_create(piece.start, piece.size, kind=VcmKind.ONE_TO_ONE)
+    done: list[str] = []
+    assoc = res = None
+    try:
+        assoc = system.vcm_assoc(vcm, device)
+        done.append("assoc")
+        system.vcm_activate(assoc)
+        done.append("active")
+        res = system.vcm_reserve(vcm, piece.size, attr)
+        done.append("res")
+        system.vcm_back(res, physmem if physmem is not None else borrow([piece], owner))
+    except BaseException:
+        if "res" in done:
+            system.vcm_unreserve(res)
+        if "active" in done:
+            system.vcm_deactivate(assoc)
+        if "assoc" in done:
+            system.vcm_deassoc(assoc)
+        system.vcm_free(vcm)
+        raise
+    return bus, Teardown(res, vcm, assoc)

@@ -1,0 +1,310 @@
+"""Coherent allocations: ``dma_alloc_coherent``/``dma_free_coherent``,
+``dma_mmap_coherent`` and ``dma_get_sgtable``.
+
+Where the pages come from and how the CPU sees them (docs/DMA.md, "the coherent
+alias"):
+
+====================  ===========================================  =====================
+device                pages                                        CPU alias
+====================  ===========================================  =====================
+coherent              kernel RAM (``ebi``), largest order first    write-back: a vmalloc
+                      with fallback; one block if contiguous       remap (or the linear
+                      is needed (direct device, atomic,            map for one block)
+                      FORCE_CONTIGUOUS)
+non-coherent          the DMA coherent pool (a carve-out outside   non-cacheable vmalloc
+                      the linear map), largest order first          remap
+non-coherent atomic   the atomic pool                              its premapped NC alias
+====================  ===========================================  =====================
+
+Behind an IOMMU the pages are mapped contiguously at an IOVA below the device's
+``coherent_dma_mask``; a direct device gets one physically contiguous block at its bus
+address.  The buffer is zeroed.  The steps that can fail run first and are undone in
+reverse; zeroing runs last, so a failed allocation leaves memory untouched too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vcmm.attrs import DmaDirection, MemType
+from vcmm.core.flags import Attr, PhysAttr
+from vcmm.dma.attrs import DmaAttr, check_attrs, reservation_attr
+from vcmm.dma.backend import map_direct, map_iommu
+from vcmm.dma.borrowed import borrow
+from vcmm.dma.callsite import capture
+from vcmm.dma.debug import ReportKind
+from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
+from vcmm.dma.sg import ScatterList
+from vcmm.dma.state import DeviceEntry, DmaState
+from vcmm.dma.streaming import _int
+from vcmm.errors import BusyError, InvalidArgumentError
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_4K, align_up, format_size
+
+
+def alloc_coherent(
+    state: DmaState, dev: object, size: int, *, atomic: bool = False, attrs: int = 0
+) -> CoherentBuffer:
+    """A zeroed buffer the CPU and ``dev`` both see without cache maintenance."""
+    call = "alloc_coherent"
+    entry = state.entry(call, dev)
+    size = _int(call, "size", size, minimum=1)
+    if not isinstance(atomic, bool):
+        raise InvalidArgumentError(f"{call}: atomic={atomic!r} is not a bool")
+    flags = check_attrs(call, attrs)
+    site = capture(call, f"{entry.name}, size={size:#x}{', atomic' if atomic else ''}")
+    system = state.system
+    asize = align_up(size, SZ_4K)
+    coherent = entry.params.coherent
+    memtype = MemType.NORMAL_WB_WA if coherent else MemType.NORMAL_NC
+    contiguous = atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
+    undo: list[Any] = []
+    physmem = pool_chunks = cpu_res = None
+    atomic_pa: int | None = None
+    cpu_addr: int
+    if coherent:
+        physmem = system.vcm_phys_alloc(
+            "ebi", asize, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
+        )
+        undo.append(lambda: system.vcm_phys_free(physmem))
+        chunks = tuple(physmem.chunk_ranges)
+        backing = physmem
+        source = "ebi"
+    elif atomic:
+        atomic_pa, cpu_addr = state.atomic.alloc(asize)
+        undo.append(lambda: state.atomic.free(atomic_pa))
+        chunks = tuple(state.atomic.pages_of(atomic_pa, asize))
+        backing = borrow(chunks, "atomic pool")
+        source = "atomic pool"
+    else:
+        pool_chunks = state.pool.alloc(asize, contiguous=contiguous)
+        undo.append(lambda: state.pool.free(pool_chunks))
+        chunks = tuple(c.range for c in pool_chunks)
+        backing = borrow(chunks, "coherent pool")
+        source = "coherent pool"
+    cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
+    try:
+        if coherent and contiguous and (atomic or entry.domain is None):
+            cpu_addr = system.cpu.phys_to_virt(chunks[0].start)
+        elif not (atomic and not coherent):
+            cpu_res = system.vcm_reserve(state.vmm, asize, Attr.RW | cache_flag)
+            undo.append(lambda: system.vcm_unreserve(cpu_res))
+            system.vcm_back(cpu_res, backing)
+            undo.append(lambda: system.vcm_unback(cpu_res))
+            cpu_addr = int(cpu_res.addr)
+        rec = _map_device(state, entry, chunks, backing, memtype, site)
+    except BaseException:
+        for step in reversed(undo):
+            step()
+        raise
+    for c in chunks:
+        system.cpu.cache.invalidate(c.start, c.size)
+        system.memory.fill(c.start, c.size, 0)
+    buf = CoherentBuffer(
+        state.new_id(),
+        entry.device,
+        size,
+        cpu_addr,
+        rec.dma_addr,
+        memtype,
+        chunks,
+        atomic,
+        source,
+        rec,
+        site,
+        cpu_res=cpu_res,
+        physmem=physmem,
+        pool_chunks=pool_chunks,
+        atomic_pa=atomic_pa,
+    )
+    state.add(rec)
+    state.buffers[cpu_addr] = buf
+    return buf
+
+
+def _map_device(
+    state: DmaState,
+    entry: DeviceEntry,
+    chunks: tuple[AddressRange, ...],
+    backing: Any,
+    memtype: MemType,
+    site: Any,
+) -> DmaMapping:
+    """The device side of a coherent buffer: IOVA below ``coherent_dma_mask``, or the
+    bus address of the one contiguous block for a direct device."""
+    system = state.system
+    attr = reservation_attr(DmaDirection.BIDIRECTIONAL, memtype)
+    owner = f"alloc_coherent for {entry.name}"
+    total = sum(c.size for c in chunks)
+    limit = entry.params.coherent_mask
+    if entry.domain is not None:
+        base, teardown = map_iommu(system, entry.domain, list(chunks), attr, limit, owner, backing)
+        pieces, pos = [], base
+        for c in chunks:
+            pieces.append(DevPiece(pos, c.start, c.size))
+            pos += c.size
+        dev_range = entry.domain.allocator.find(base)
+        assert dev_range is not None
+        handle = base
+    else:
+        span = AddressRange(chunks[0].start, total)
+        handle, teardown = map_direct(system, entry.device, span, attr, limit, owner, backing)
+        pieces = [DevPiece(handle, span.start, span.size)]
+        dev_range = AddressRange(handle, total)
+    return DmaMapping(
+        state.new_id(),
+        MapKind.COHERENT,
+        entry.device,
+        entry.domain,
+        handle,
+        total,
+        DmaDirection.BIDIRECTIONAL,
+        chunks,
+        tuple(pieces),
+        dev_range,
+        [teardown],
+        site,
+    )
+
+
+def _buffer(state: DmaState, call: str, entry: DeviceEntry, cpu_addr: object) -> CoherentBuffer:
+    addr = _int(call, "cpu_addr", cpu_addr)
+    buf = state.buffers.get(addr)
+    if buf is not None:
+        if buf.device is not entry.device:
+            raise state.fatal(
+                ReportKind.FREE_MISMATCH,
+                entry,
+                f"{call}: the coherent buffer at {addr:#x} belongs to {buf.device.name}, not "
+                f"{entry.name}",
+                dma_addr=buf.dma_handle,
+                rec=buf.mapping,
+            )
+        return buf
+    old = next((b for b in reversed(state.freed) if b.cpu_addr == addr), None)
+    detail = (
+        f"it was already freed by {old.freed_by} (allocated by {old.created_by})"
+        if old is not None
+        else "no coherent buffer starts there"
+    )
+    raise state.fatal(
+        ReportKind.FREE_NOT_ALLOCATED,
+        entry,
+        f"{call} of cpu_addr {addr:#x}: {detail}",
+        rec=old.mapping if old is not None else None,
+    )
+
+
+def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_handle: int) -> None:
+    """Give back a coherent buffer; refused while a process still maps it."""
+    call = "free_coherent"
+    entry = state.entry(call, dev)
+    size = _int(call, "size", size, minimum=1)
+    handle = _int(call, "dma_handle", dma_handle)
+    site = capture(call, f"{entry.name}, size={size:#x}, {cpu_addr!r:.20}, {handle:#x}")
+    buf = _buffer(state, call, entry, cpu_addr)
+    if buf.user_maps:
+        state.fatal(
+            ReportKind.FREE_WHILE_MAPPED,
+            entry,
+            f"{call} of {buf!r}: {buf.user_maps} user mapping(s) still map it",
+            dma_addr=buf.dma_handle,
+            rec=buf.mapping,
+            call=site,
+        )
+        owners = ", ".join(f"{v.process.name}[{v.process.pid}] {v.range}" for v in buf.vmas)
+        raise BusyError(
+            f"{call}: {buf!r} is still mapped into user space ({owners}); the memory must "
+            "outlive every user mapping (munmap first)"
+        )
+    if handle != buf.dma_handle:
+        state.misuse(
+            ReportKind.FREE_MISMATCH,
+            entry,
+            f"{call} of {buf!r}: device driver frees DMA memory with a different handle "
+            f"[allocated {buf.dma_handle:#x}] [freed {handle:#x}]",
+            dma_addr=handle,
+            rec=buf.mapping,
+            call=site,
+        )
+    if align_up(size, SZ_4K) != align_up(buf.size, SZ_4K):
+        state.misuse(
+            ReportKind.FREE_MISMATCH,
+            entry,
+            f"{call} of {buf!r}: device driver frees DMA memory with different size "
+            f"[allocated {buf.size} bytes] [freed {size} bytes]",
+            dma_addr=buf.dma_handle,
+            size=size,
+            rec=buf.mapping,
+            call=site,
+        )
+    system = state.system
+    for teardown in reversed(buf.mapping.teardown):
+        teardown.release(system)
+    state.remove(buf.mapping, site)
+    if buf.cpu_res is not None:
+        system.vcm_unback(buf.cpu_res)
+        system.vcm_unreserve(buf.cpu_res)
+    if buf.physmem is not None:
+        system.vcm_phys_free(buf.physmem)
+    if buf.pool_chunks is not None:
+        state.pool.free(buf.pool_chunks)
+    if buf.atomic_pa is not None:
+        state.atomic.free(buf.atomic_pa)
+    del state.buffers[buf.cpu_addr]
+    buf.freed_by = site
+    state.freed.append(buf)
+
+
+def mmap_coherent(
+    state: DmaState, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+) -> None:
+    """Map a coherent buffer into a process: the driver's ``mmap`` calls this with the
+    new VMA.  ``vma.pgoff`` selects the first page; what does not fit is refused."""
+    call = "mmap_coherent"
+    entry = state.entry(call, dev)
+    size = _int(call, "size", size, minimum=1)
+    handle = _int(call, "dma_handle", dma_handle)
+    buf = _buffer(state, call, entry, cpu_addr)
+    if handle != buf.dma_handle:
+        raise InvalidArgumentError(
+            f"{call}: dma_handle {handle:#x} is not {buf!r}'s handle {buf.dma_handle:#x}"
+        )
+    if size > align_up(buf.size, SZ_4K):
+        raise InvalidArgumentError(f"{call}: size {format_size(size)} is larger than {buf!r}")
+    for name in ("pgoff", "npages", "remap"):
+        if not hasattr(vma, name):
+            raise InvalidArgumentError(f"{call}: {vma!r} is not a VMA (no {name})")
+    npages = -(-size // SZ_4K)
+    first, count = vma.pgoff, vma.npages
+    if first >= npages or count > npages - first:
+        raise InvalidArgumentError(
+            f"{call}: the VMA wants pages {first}..{first + count - 1} of a "
+            f"{npages}-page buffer; it does not fit (ENXIO)"
+        )
+    vma.remap(buf.pages(first, count, SZ_4K), buf.memtype, buf)
+
+
+def get_sgtable(
+    state: DmaState, dev: object, cpu_addr: int, dma_handle: int, size: int
+) -> ScatterList:
+    """The buffer's pages as a scatterlist (CPU side), physically adjacent pages joined:
+    what an exporter hands to another device's ``map_sg``."""
+    call = "get_sgtable"
+    entry = state.entry(call, dev)
+    size = _int(call, "size", size, minimum=1)
+    handle = _int(call, "dma_handle", dma_handle)
+    buf = _buffer(state, call, entry, cpu_addr)
+    if handle != buf.dma_handle or size > align_up(buf.size, SZ_4K):
+        raise InvalidArgumentError(
+            f"{call}: dma_handle {handle:#x} / size {size:#x} do not describe {buf!r}"
+        )
+    ranges: list[AddressRange] = []
+    left = size
+    for c in buf.chunks:
+        if left <= 0:
+            break
+        n = min(left, c.size)
+        ranges.append(AddressRange(c.start, n))
+        left -= n
+    return ScatterList.from_ranges(ranges)

@@ -1,0 +1,120 @@
+"""The DMA API's own memory: a non-cacheable coherent pool and an atomic pool.
+
+Why a carve-out (the decision docs/DMA.md explains at length): a non-coherent device
+needs a CPU alias of its coherent buffer that is *not* cacheable, and the VCMM's
+mapping graph refuses an uncached alias of kernel RAM, because the kernel's linear map
+already maps it cacheable and ARMv6+ outlaws mismatched aliases (seed 000,
+L2075-2094).  So non-coherent coherent buffers come from memory the linear map does
+not cover, as ARM Linux does with its CMA areas (removed from the linear map at boot
+and remapped) and its atomic pool:
+
+- :class:`CoherentPool` is a physically contiguous carve-out (by default part of the
+  ``contig`` target) managed by its own buddy allocator, so allocations are served
+  largest order first with fallback exactly like ``__iommu_dma_alloc_pages`` and can
+  be fragmented on purpose;
+- :class:`AtomicPool` is a small carve-out mapped non-cacheable into the kernel once,
+  at creation, so an atomic allocation never has to create a CPU mapping (ARM's
+  ``atomic_pool``, 256 KiB by default).  Its kernel alias is entered page by page, so
+  every allocation's pages are the same graph chunks as the alias's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vcmm.core.flags import Attr, PhysAttr
+from vcmm.dma.borrowed import borrow
+from vcmm.errors import InvalidArgumentError, OutOfMemoryError
+from vcmm.mm.buddy import BuddyAllocator
+from vcmm.mm.chunk import Chunk
+from vcmm.mm.genalloc import RangeAllocator
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_4K, format_size
+
+
+def _carve(system: Any, target: str, size: int, what: str) -> Any:
+    tgt = system.target(target)
+    if tgt.linear_mapped:
+        raise InvalidArgumentError(
+            f"{what}: target {target!r} is in the CPU's cacheable linear map; a "
+            "non-cacheable pool there would alias it with another memory type"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SZ_4K:
+        raise InvalidArgumentError(f"{what}: size {size!r} must be a positive multiple of 4 KiB")
+    return system.vcm_phys_alloc(target, size, PhysAttr.CONTIGUOUS)
+
+
+class CoherentPool:
+    """Buddy-managed carve-out backing non-coherent coherent buffers."""
+
+    def __init__(self, system: Any, target: str, size: int, *, max_order: int = 10) -> None:
+        self.system = system
+        self.physmem = _carve(system, target, size, "coherent pool")
+        (region,) = self.physmem.chunk_ranges
+        self.region = AddressRange(region.start, size)
+        self.buddy = BuddyAllocator(self.region, page=SZ_4K, max_order=max_order)
+
+    def alloc(self, size: int, *, contiguous: bool = False) -> list[Chunk]:
+        """``size`` bytes (page multiple) as buddy blocks, largest order first; one
+        block (tail given back) when ``contiguous``.  All or nothing."""
+        try:
+            if contiguous:
+                pa = self.buddy.alloc_pages_exact(size)
+                return [Chunk(pa, size)]
+            return self.buddy.alloc_pages_largest_first(size)
+        except OutOfMemoryError as exc:
+            raise OutOfMemoryError(
+                f"coherent pool {self.region}: cannot allocate {format_size(size)}"
+                f"{' contiguous' if contiguous else ''}: {exc}"
+            ) from None
+
+    def free(self, chunks: list[Chunk]) -> None:
+        for c in chunks:
+            self.buddy.free_pages(c.pa)
+
+    def snapshot(self) -> object:
+        return self.buddy.snapshot()
+
+
+class AtomicPool:
+    """Pre-mapped non-cacheable pool for allocations that may not sleep."""
+
+    def __init__(self, system: Any, vmm: Any, target: str, size: int) -> None:
+        self.system = system
+        self.physmem = _carve(system, target, size, "atomic pool")
+        (region,) = self.physmem.chunk_ranges
+        self.region = AddressRange(region.start, size)
+        self.pages = tuple(AddressRange(pa, SZ_4K) for pa in range(region.start, region.end, SZ_4K))
+        self.space = RangeAllocator(self.region, granule=SZ_4K)
+        self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
+        try:
+            system.vcm_back(self.res, borrow(self.pages, "atomic pool"))
+        except BaseException:
+            system.vcm_unreserve(self.res)
+            system.vcm_phys_free(self.physmem)
+            raise
+        self.cpu_base: int = self.res.addr
+
+    def alloc(self, size: int) -> tuple[int, int]:
+        """``(physical address, kernel address)`` of ``size`` contiguous bytes."""
+        try:
+            pa = self.space.alloc(size)
+        except OutOfMemoryError as exc:
+            raise OutOfMemoryError(
+                f"atomic pool {self.region}: no {format_size(size)} left: {exc}"
+            ) from None
+        return pa, self.cpu_base + (pa - self.region.start)
+
+    def pages_of(self, pa: int, size: int) -> list[AddressRange]:
+        """The pool's 4 KiB pages (its graph chunks) covering ``[pa, pa+size)``."""
+        first = (pa - self.region.start) // SZ_4K
+        return list(self.pages[first : first + size // SZ_4K])
+
+    def contains(self, cpu_addr: int) -> bool:
+        return self.cpu_base <= cpu_addr < self.cpu_base + self.region.size
+
+    def free(self, pa: int) -> None:
+        self.space.free(pa)
+
+    def snapshot(self) -> object:
+        return self.space.snapshot()

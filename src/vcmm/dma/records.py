@@ -1,0 +1,214 @@
+"""What the DMA API remembers about each live mapping and coherent buffer.
+
+A :class:`DmaMapping` is the DMA API's side of one ``map_page``/``map_sg`` (or the
+device side of a coherent buffer): the handle and size the caller got, the direction,
+the CPU bytes it covers (what sync maintains), the device-address to physical pieces
+(what the debugging checker resolves device accesses with), the VCMM objects behind it
+(torn down on unmap) and the call that made it.  It also carries the *ownership* the
+DMA API's rules define: after a map or ``sync_for_device`` the device owns a
+streaming buffer, after ``sync_for_cpu`` the CPU does.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vcmm.attrs import DmaDirection, MemType
+from vcmm.dma.callsite import CallSite
+from vcmm.ranges import AddressRange
+from vcmm.sizes import format_size
+
+if TYPE_CHECKING:
+    from vcmm.dma.domain import DmaDomain
+    from vcmm.dma.sg import ScatterList
+    from vcmm.proc.vma import Vma
+
+
+class MapKind(enum.Enum):
+    """Which call made a mapping (dma-debug's "type": single page, sg, coherent)."""
+
+    PAGE = "map_page"
+    SG = "map_sg"
+    COHERENT = "alloc_coherent"
+
+
+class Owner(enum.Enum):
+    """Who may touch a streaming buffer now."""
+
+    DEVICE = "device"
+    CPU = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class DevPiece:
+    """Device addresses ``[dev_addr, dev_addr+size)`` reach ``[pa, pa+size)``."""
+
+    dev_addr: int
+    pa: int
+    size: int
+
+    @property
+    def dev_range(self) -> AddressRange:
+        return AddressRange(self.dev_addr, self.size)
+
+
+@dataclass(eq=False)
+class Teardown:
+    """VCMM objects one mapping created, released in reverse on unmap.
+
+    IOMMU mappings have a reservation in the domain VCM; direct mappings also a
+    private one-to-one VCM and its association.
+    """
+
+    res: Any
+    vcm: Any = None
+    assoc: Any = None
+
+    def release(self, system: Any) -> None:
+        system.vcm_unback(self.res)
+        system.vcm_unreserve(self.res)
+        if self.vcm is not None:
+            system.vcm_deactivate(self.assoc)
+            system.vcm_deassoc(self.assoc)
+            system.vcm_free(self.vcm)
+
+
+@dataclass(eq=False)
+class DmaMapping:
+    """One live mapping of the DMA API."""
+
+    id: int
+    kind: MapKind
+    device: Any
+    domain: DmaDomain | None
+    dma_addr: int
+    size: int
+    direction: DmaDirection
+    cpu_ranges: tuple[AddressRange, ...]
+    dev_pieces: tuple[DevPiece, ...]
+    dev_range: AddressRange
+    teardown: list[Teardown]
+    created_by: CallSite
+    sgl: ScatterList | None = None
+    nents: int = 0
+    mapped_nents: int = 0
+    owner: Owner = Owner.DEVICE
+    #: Physical ranges a device wrote since the CPU last took the buffer back.
+    device_wrote: list[AddressRange] = field(default_factory=list)
+    unmapped_by: CallSite | None = None
+    #: IOMMU layout of the entries (:class:`vcmm.dma.sglayout.Slot`), for merging.
+    slots: tuple[Any, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.value}#{self.id}"
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} of {self.device.name} [device address={self.dma_addr:#x}] "
+            f"[size={self.size} bytes] [{self.direction.name}] made by {self.created_by}"
+        )
+
+    def phys_for(self, dev: AddressRange) -> list[AddressRange]:
+        """Physical ranges behind the device-address range ``dev`` (clipped)."""
+        out: list[AddressRange] = []
+        for p in self.dev_pieces:
+            inside = p.dev_range & dev
+            if inside is not None:
+                out.append(AddressRange(p.pa + inside.start - p.dev_addr, inside.size))
+        return out
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            self.id,
+            self.kind,
+            self.device.name,
+            self.dma_addr,
+            self.size,
+            self.direction,
+            self.cpu_ranges,
+            self.owner,
+            self.nents,
+            self.mapped_nents,
+        )
+
+    def __repr__(self) -> str:
+        return f"<DmaMapping {self.name} {self.device.name} {self.dma_addr:#x} {format_size(self.size)}>"
+
+
+@dataclass(eq=False)
+class CoherentBuffer:
+    """A ``dma_alloc_coherent`` buffer: CPU alias, device handle, the pages behind them.
+
+    It is also the :class:`~vcmm.proc.file.VmaOps` of its user mappings, so it knows
+    how many exist and refuses to be freed while one does (seed 004: the memory must
+    outlive the user mapping).
+    """
+
+    id: int
+    device: Any
+    size: int
+    cpu_addr: int
+    dma_handle: int
+    memtype: MemType
+    #: Physical pieces in buffer order (each a chunk of the allocation).
+    chunks: tuple[AddressRange, ...]
+    atomic: bool
+    source: str
+    mapping: DmaMapping
+    created_by: CallSite
+    #: How the CPU alias was made: a VMM reservation, or None (linear map / pool alias).
+    cpu_res: Any = None
+    #: A registered PhysMem to give back with vcm_phys_free (kernel RAM), if any.
+    physmem: Any = None
+    #: Pool chunks to give back (the DMA API's own pools), if any.
+    pool_chunks: Any = None
+    #: Start of the atomic-pool allocation to give back, if any.
+    atomic_pa: int | None = None
+    user_maps: int = 0
+    vmas: list[Vma] = field(default_factory=list)
+    freed_by: CallSite | None = None
+
+    @property
+    def alloc_size(self) -> int:
+        return sum(c.size for c in self.chunks)
+
+    def open(self, vma: Vma) -> None:
+        self.user_maps += 1
+        self.vmas.append(vma)
+
+    def close(self, vma: Vma) -> None:
+        self.user_maps -= 1
+        self.vmas.remove(vma)
+
+    def pages(self, first: int, count: int, page: int) -> list[tuple[AddressRange, AddressRange]]:
+        """``(physical piece, chunk)`` for pages ``[first, first+count)`` of the buffer."""
+        want = AddressRange(first * page, count * page)
+        out: list[tuple[AddressRange, AddressRange]] = []
+        pos = 0
+        for chunk in self.chunks:
+            inside = AddressRange(pos, chunk.size) & want
+            if inside is not None:
+                out.append((AddressRange(chunk.start + inside.start - pos, inside.size), chunk))
+            pos += chunk.size
+        return out
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            self.id,
+            self.device.name,
+            self.size,
+            self.cpu_addr,
+            self.dma_handle,
+            self.memtype,
+            self.chunks,
+            self.user_maps,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<CoherentBuffer {self.device.name} cpu={self.cpu_addr:#x} "
+            f"dma={self.dma_handle:#x} {format_size(self.size)} {self.memtype.value}>"
+        )

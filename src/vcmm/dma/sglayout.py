@@ -1,0 +1,90 @@
+"""How ``map_sg`` lays a scatterlist out in one IOVA range and merges it back.
+
+Seed 002's ``iommu_dma_map_sg``: an IOMMU maps whole granules, so each entry gets a
+granule-aligned *slot* holding it at its original sub-granule offset (the review's
+"sub-granule offsets" finding: the offset inside the first granule must survive), and
+the slots are laid end to end in one IOVA allocation.  A slot that would cross a
+segment boundary of the device is moved to the next boundary (the gap is padding):
+the reviewer's point that "subsequent segments could possibly end up inadvertently
+straddling a boundary" and the fix Linux later made.  Because the allocation is
+size-aligned to a power of two, a range longer than a boundary window starts on a
+boundary, so the layout can be planned from offsets alone before the IOVA is known.
+
+``__finalise_sg`` then walks the entries and joins an entry to the current DMA
+segment when it starts on a granule boundary, the previous entry ended exactly at the
+end of its slot (no hole between them in IOVA space), it does not start on a segment
+boundary, and the joined length stays within the maximum segment size.  Lengths are
+the entries' true lengths, never the padded slot sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vcmm.sizes import align_up
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one entry sits in the IOVA range (offsets relative to its start)."""
+
+    #: Start of the granule-aligned slot.
+    start: int
+    #: Offset of the data inside the slot's first granule (the entry's own offset).
+    offset: int
+    #: True length of the entry.
+    length: int
+    #: Granule-aligned size of the slot, padding excluded.
+    size: int
+    #: Bytes of padding after the slot (to the next boundary).
+    pad: int = 0
+
+    @property
+    def span(self) -> int:
+        """IOVA bytes the slot consumes, padding included."""
+        return self.size + self.pad
+
+
+def layout(
+    entries: Sequence[tuple[int, int]], granule: int, boundary_mask: int
+) -> tuple[list[Slot], int]:
+    """Slots for ``entries`` (``(phys, length)``) and the IOVA length they need."""
+    slots: list[Slot] = []
+    total = 0
+    for phys, length in entries:
+        offset = phys % granule
+        size = align_up(offset + length, granule)
+        to_boundary = (boundary_mask - total + 1) & boundary_mask
+        if to_boundary and to_boundary < size:
+            prev = slots[-1]
+            slots[-1] = Slot(prev.start, prev.offset, prev.length, prev.size, to_boundary)
+            total += to_boundary
+        slots.append(Slot(total, offset, length, size))
+        total += size
+    return slots, total
+
+
+def finalise(
+    slots: Sequence[Slot], base: int, boundary_mask: int, max_segment: int
+) -> list[tuple[int, int, int]]:
+    """Merged DMA segments ``(dma_address, dma_length, entries joined)``."""
+    segments: list[list[int]] = []
+    cur_len = 0
+    for slot in slots:
+        dma = base + slot.start
+        if (
+            cur_len
+            and slot.offset == 0
+            and dma & boundary_mask
+            and max_segment - cur_len >= slot.length
+        ):
+            cur_len += slot.length
+            segments[-1][1] = cur_len
+            segments[-1][2] += 1
+        else:
+            cur_len = slot.length
+            segments.append([dma + slot.offset, slot.length, 1])
+        if slot.offset + slot.length < slot.span:
+            cur_len = 0
+    return [(a, n, k) for a, n, k in segments]

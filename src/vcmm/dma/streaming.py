@@ -1,0 +1,468 @@
+"""Streaming mappings: ``map_page``/``unmap_page`` and ``map_sg``/``unmap_sg``.
+
+IOMMU devices (seed 002's ``iommu_dma_map_page``/``iommu_dma_map_sg``): the pages are
+mapped at one fresh IOVA range from the domain's IOVA allocator, top-down from the
+device's ``dma_mask``; a buffer that does not start on a granule keeps its offset
+(the handle is the IOVA plus the offset); a scatterlist is laid out slot after slot
+and merged into DMA segments (:mod:`vcmm.dma.sglayout`).  Direct devices: each entry
+is mapped where it is and its DMA address is the physical address seen through the
+bus window; entries are not merged (dma-direct does not merge either).
+
+Unmap takes the size from the allocator, never from the caller: a wrong size or
+direction is a *report* (the unmap still does the right thing), a handle that is not
+mapped (never, or any more: a double unmap) is an error that changes nothing.  The
+cache maintenance of the direction runs after a successful map and before the unmap
+unless ``DmaAttr.SKIP_CPU_SYNC`` is given or the device is coherent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vcmm.attrs import DmaDirection
+from vcmm.dma import cachesync
+from vcmm.dma.attrs import (
+    DMA_MAPPING_ERROR,
+    DmaAttr,
+    check_attrs,
+    check_direction,
+    reservation_attr,
+)
+from vcmm.dma.backend import map_direct, map_iommu
+from vcmm.dma.callsite import CallSite, capture
+from vcmm.dma.debug import ReportKind
+from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
+from vcmm.dma.sg import ScatterList
+from vcmm.dma.sglayout import finalise, layout
+from vcmm.dma.state import DeviceEntry, DmaState
+from vcmm.errors import InvalidArgumentError, VcmmError
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_4K, align_up
+
+
+def _int(call: str, name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer")
+    if value < minimum:
+        raise InvalidArgumentError(f"{call}: {name} {value:#x} must be >= {minimum:#x}")
+    return value
+
+
+def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
+    if not state.system.memory.is_backed(phys, size):
+        raise InvalidArgumentError(
+            f"{call}: [{phys:#x}, +{size:#x}) is not physical memory; only RAM can be mapped"
+        )
+
+
+# -- building a mapping ---------------------------------------------------------------------
+
+
+def _map_ranges(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    ranges: Sequence[tuple[int, int]],
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> tuple[DmaMapping, list[tuple[int, int]]]:
+    """Map the CPU ranges ``(phys, length)``; returns the record and each range's DMA
+    address and length (before any merging)."""
+    system = state.system
+    device = entry.device
+    owner = f"{site.call} for {device.name}"
+    if entry.domain is not None:
+        domain = entry.domain
+        slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
+        data = [
+            AddressRange(phys - s.offset, s.size)
+            for (phys, _), s in zip(ranges, slots, strict=True)
+        ]
+        memtype = state.streaming_memtype(call, entry, data)
+        pieces: list[AddressRange] = []
+        for piece, slot in zip(data, slots, strict=True):
+            pieces.append(piece)
+            if slot.pad:
+                page = state.scratch_page(memtype)
+                pieces.extend(
+                    AddressRange(page.start, domain.granule)
+                    for _ in range(slot.pad // domain.granule)
+                )
+        attr = reservation_attr(direction, memtype)
+        base, teardown = map_iommu(system, domain, pieces, attr, entry.params.mask, owner)
+        dev_pieces = tuple(
+            DevPiece(base + s.start, piece.start, s.size)
+            for piece, s in zip(data, slots, strict=True)
+        )
+        found = domain.allocator.find(base)
+        assert found is not None
+        placed = [(base + s.start + s.offset, s.length) for s in slots]
+        rec = DmaMapping(
+            state.new_id(),
+            kind,
+            device,
+            domain,
+            placed[0][0],
+            0,
+            direction,
+            tuple(AddressRange(p, n) for p, n in ranges),
+            dev_pieces,
+            found,
+            [teardown],
+            site,
+        )
+        rec.slots = tuple(slots)
+        return rec, placed
+    teardowns: list[Teardown] = []
+    dev_list: list[DevPiece] = []
+    placed = []
+    try:
+        for phys, length in ranges:
+            offset = phys % SZ_4K
+            piece = AddressRange(phys - offset, align_up(offset + length, SZ_4K))
+            memtype = state.streaming_memtype(call, entry, [piece])
+            attr = reservation_attr(direction, memtype)
+            bus, teardown = map_direct(system, device, piece, attr, entry.params.mask, owner)
+            teardowns.append(teardown)
+            dev_list.append(DevPiece(bus, piece.start, piece.size))
+            placed.append((bus + offset, length))
+    except BaseException:
+        for t in reversed(teardowns):
+            t.release(system)
+        raise
+    first = dev_list[0]
+    rec = DmaMapping(
+        state.new_id(),
+        kind,
+        device,
+        None,
+        placed[0][0],
+        0,
+        direction,
+        tuple(AddressRange(p, n) for p, n in ranges),
+        tuple(dev_list),
+        AddressRange(first.dev_addr, first.size),
+        teardowns,
+        site,
+    )
+    return rec, placed
+
+
+def _sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
+    if not attrs & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
+        cachesync.for_device(state.cpu.cache, rec.cpu_ranges, rec.direction)
+
+
+# -- map_page ---------------------------------------------------------------------------------
+
+
+def map_page(
+    state: DmaState,
+    dev: object,
+    page: int,
+    offset: int,
+    size: int,
+    direction: DmaDirection,
+    attrs: int = 0,
+) -> int:
+    """Map ``size`` bytes at ``page + offset``; the DMA handle, or
+    ``DMA_MAPPING_ERROR`` with the reason in ``last_error``."""
+    call = "map_page"
+    entry = state.entry(call, dev)
+    page = _int(call, "page", page)
+    if page % SZ_4K:
+        raise InvalidArgumentError(f"{call}: page {page:#x} is not a 4 KiB page address")
+    offset = _int(call, "offset", offset)
+    size = _int(call, "size", size, minimum=1)
+    direction = check_direction(call, direction)
+    flags = check_attrs(call, attrs)
+    _check_ram(state, call, page + offset, size)
+    site = capture(
+        call, f"{entry.name}, page={page:#x}, offset={offset:#x}, size={size:#x}, {direction.name}"
+    )
+    try:
+        rec, placed = _map_ranges(
+            state, call, entry, [(page + offset, size)], direction, MapKind.PAGE, site
+        )
+    except VcmmError as exc:
+        state.last_error = exc
+        return DMA_MAPPING_ERROR
+    rec.size = size
+    state.add(rec)
+    _sync_for_device(state, entry, rec, flags)
+    return placed[0][0]
+
+
+def _find_for_unmap(
+    state: DmaState, call: str, entry: DeviceEntry, handle: int, site: CallSite
+) -> DmaMapping:
+    """The mapping ``handle`` names, or the error (double unmap, never mapped...)."""
+    rec = state.lookup(entry, handle)
+    if rec is not None and rec.dma_addr == handle and rec.device is entry.device:
+        return rec
+    if rec is not None and rec.device is not entry.device:
+        raise state.fatal(
+            ReportKind.UNMAP_WRONG_DEVICE,
+            entry,
+            f"{call} of {handle:#x}: that address belongs to {rec.describe()}, not to {entry.name}",
+            dma_addr=handle,
+            rec=rec,
+            call=site,
+        )
+    if rec is not None:
+        raise state.fatal(
+            ReportKind.UNMAP_NOT_MAPPED,
+            entry,
+            f"{call} of {handle:#x}: the address lies inside {rec.describe()} but is not "
+            f"its handle {rec.dma_addr:#x}",
+            dma_addr=handle,
+            rec=rec,
+            call=site,
+        )
+    old = state.unmapped(entry, AddressRange(handle, 1))
+    if old is not None and old.dma_addr == handle:
+        raise state.fatal(
+            ReportKind.DOUBLE_UNMAP,
+            entry,
+            f"{call} of {handle:#x}: double unmap; {old.describe()} was already unmapped "
+            f"by {old.unmapped_by}",
+            dma_addr=handle,
+            rec=old,
+            call=site,
+        )
+    raise state.fatal(
+        ReportKind.UNMAP_NOT_MAPPED,
+        entry,
+        f"{call} of {handle:#x}: device driver tries to unmap DMA memory it has not mapped",
+        dma_addr=handle,
+        call=site,
+    )
+
+
+def _release(state: DmaState, rec: DmaMapping, site: CallSite) -> None:
+    for teardown in reversed(rec.teardown):
+        teardown.release(state.system)
+    state.remove(rec, site)
+
+
+def unmap_page(
+    state: DmaState, dev: object, handle: int, size: int, direction: DmaDirection, attrs: int = 0
+) -> None:
+    """Unmap what ``map_page`` returned ``handle`` for."""
+    call = "unmap_page"
+    entry = state.entry(call, dev)
+    handle = _int(call, "handle", handle)
+    size = _int(call, "size", size, minimum=1)
+    direction = check_direction(call, direction)
+    flags = check_attrs(call, attrs)
+    site = capture(call, f"{entry.name}, {handle:#x}, size={size:#x}, {direction.name}")
+    rec = _find_for_unmap(state, call, entry, handle, site)
+    if rec.kind is MapKind.COHERENT:
+        raise state.fatal(
+            ReportKind.UNMAP_WRONG_FUNCTION,
+            entry,
+            f"{call} of {handle:#x}: it is a coherent buffer ({rec.describe()}); free it with "
+            "free_coherent",
+            dma_addr=handle,
+            rec=rec,
+            call=site,
+        )
+    if rec.kind is not MapKind.PAGE:
+        state.misuse(
+            ReportKind.UNMAP_WRONG_FUNCTION,
+            entry,
+            f"{call} of {handle:#x}: it was mapped by {rec.kind.value}, unmap it with unmap_sg",
+            dma_addr=handle,
+            rec=rec,
+            call=site,
+        )
+    _check_size_direction(state, call, entry, rec, size, direction, site)
+    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
+        cachesync.for_cpu(state.cpu.cache, rec.cpu_ranges, direction)
+    _release(state, rec, site)
+
+
+def _check_size_direction(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    size: int,
+    direction: DmaDirection,
+    site: CallSite,
+) -> None:
+    if size != rec.size:
+        state.misuse(
+            ReportKind.UNMAP_WRONG_SIZE,
+            entry,
+            f"{call} of {rec.dma_addr:#x}: device driver frees DMA memory with different size "
+            f"[map size={rec.size} bytes] [unmap size={size} bytes]",
+            dma_addr=rec.dma_addr,
+            size=size,
+            rec=rec,
+            call=site,
+        )
+    if direction is not rec.direction:
+        state.misuse(
+            ReportKind.UNMAP_WRONG_DIRECTION,
+            entry,
+            f"{call} of {rec.dma_addr:#x}: device driver frees DMA memory with different "
+            f"direction [mapped with {rec.direction.name}] [unmapped with {direction.name}]",
+            dma_addr=rec.dma_addr,
+            size=size,
+            rec=rec,
+            call=site,
+        )
+
+
+# -- map_sg -----------------------------------------------------------------------------------
+
+
+def _check_sgl(call: str, sgl: object, nents: object) -> tuple[ScatterList, int]:
+    if not isinstance(sgl, ScatterList):
+        raise InvalidArgumentError(f"{call}: {sgl!r} is not a ScatterList")
+    n = _int(call, "nents", nents, minimum=1)
+    if n > len(sgl):
+        raise InvalidArgumentError(f"{call}: nents {n} is more than the list's {len(sgl)} entries")
+    return sgl, n
+
+
+def map_sg(
+    state: DmaState,
+    dev: object,
+    sgl: ScatterList,
+    nents: int,
+    direction: DmaDirection,
+    attrs: int = 0,
+) -> int:
+    """Map the first ``nents`` entries; returns the number of DMA segments written
+    into the list, or 0 (list untouched, reason in ``last_error``) on failure."""
+    call = "map_sg"
+    entry = state.entry(call, dev)
+    sgl, n = _check_sgl(call, sgl, nents)
+    direction = check_direction(call, direction)
+    flags = check_attrs(call, attrs)
+    entries = list(sgl[:n])
+    for e in entries:
+        _check_ram(state, call, e.phys, e.length)
+    site = capture(
+        call, f"{entry.name}, {n} entries ({sgl.total_length:#x} bytes), {direction.name}"
+    )
+    ranges = [(e.phys, e.length) for e in entries]
+    try:
+        rec, placed = _map_ranges(state, call, entry, ranges, direction, MapKind.SG, site)
+    except VcmmError as exc:
+        state.last_error = exc
+        return 0
+    if entry.domain is not None:
+        params = entry.params
+        slots = rec.slots
+        segments = [
+            (a, length)
+            for a, length, _ in finalise(
+                slots, rec.dev_range.start, params.segment_boundary_mask, params.max_segment_size
+            )
+        ]
+    else:
+        segments = placed
+    for i, e in enumerate(entries):
+        if i < len(segments):
+            e.dma_address, e.dma_length = segments[i]
+        else:
+            e.dma_address, e.dma_length = DMA_MAPPING_ERROR, 0
+    rec.size = sum(length for _, length in ranges)
+    rec.sgl, rec.nents, rec.mapped_nents = sgl, n, len(segments)
+    rec.dma_addr = segments[0][0]
+    state.add(rec)
+    _sync_for_device(state, entry, rec, flags)
+    return len(segments)
+
+
+def _sg_record(
+    state: DmaState, call: str, entry: DeviceEntry, sgl: ScatterList, site: CallSite
+) -> DmaMapping:
+    handle = sgl[0].dma_address
+    if handle == DMA_MAPPING_ERROR:
+        old = next((r for r in reversed(state.history) if r.sgl is sgl), None)
+        kind = ReportKind.DOUBLE_UNMAP if old is not None else ReportKind.UNMAP_NOT_MAPPED
+        raise state.fatal(
+            kind,
+            entry,
+            f"{call}: the scatterlist holds no DMA segment (never mapped)",
+            rec=old,
+            call=site,
+        )
+    if call.startswith("unmap"):
+        rec = _find_for_unmap(state, call, entry, handle, site)
+    else:
+        found = state.lookup(entry, handle)
+        if found is None:
+            raise state.fatal(
+                ReportKind.SYNC_NOT_MAPPED,
+                entry,
+                f"{call} of {handle:#x}: device driver syncs DMA memory it has not mapped",
+                dma_addr=handle,
+                call=site,
+            )
+        rec = found
+    if rec.sgl is not sgl:
+        raise state.fatal(
+            ReportKind.UNMAP_WRONG_FUNCTION
+            if rec.kind is not MapKind.SG
+            else ReportKind.UNMAP_NOT_MAPPED,
+            entry,
+            f"{call}: the scatterlist's first segment {handle:#x} belongs to {rec.describe()}, "
+            "not to this list",
+            dma_addr=handle,
+            rec=rec,
+            call=site,
+        )
+    return rec
+
+
+def unmap_sg(
+    state: DmaState,
+    dev: object,
+    sgl: ScatterList,
+    nents: int,
+    direction: DmaDirection,
+    attrs: int = 0,
+) -> None:
+    """Unmap a scatterlist; ``nents`` must be what was passed to ``map_sg`` (not the
+    segment count it returned)."""
+    call = "unmap_sg"
+    entry = state.entry(call, dev)
+    sgl, n = _check_sgl(call, sgl, nents)
+    direction = check_direction(call, direction)
+    flags = check_attrs(call, attrs)
+    site = capture(call, f"{entry.name}, nents={n}, {direction.name}")
+    rec = _sg_record(state, call, entry, sgl, site)
+    if n != rec.nents:
+        state.misuse(
+            ReportKind.UNMAP_WRONG_NENTS,
+            entry,
+            f"{call}: device driver frees DMA sg list with different entry count "
+            f"[map count={rec.nents}] [unmap count={n}] (pass the nents given to map_sg, "
+            f"not the {rec.mapped_nents} segments it returned)",
+            dma_addr=rec.dma_addr,
+            rec=rec,
+            call=site,
+        )
+    if direction is not rec.direction:
+        state.misuse(
+            ReportKind.UNMAP_WRONG_DIRECTION,
+            entry,
+            f"{call} of {rec.dma_addr:#x}: device driver frees DMA memory with different "
+            f"direction [mapped with {rec.direction.name}] [unmapped with {direction.name}]",
+            dma_addr=rec.dma_addr,
+            rec=rec,
+            call=site,
+        )
+    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
+        cachesync.for_cpu(state.cpu.cache, [e.range for e in sgl[:n]], direction)
+    _release(state, rec, site)
+
+
+def mapping_error(handle: int) -> bool:
+    return handle == DMA_MAPPING_ERROR

@@ -1,0 +1,85 @@
+"""The process table: spawning processes (pid, ASID) and the namespace of paths.
+
+Paths stand in for the file system: a /dev node or any other :class:`File` is
+registered under a path and processes ``open`` it by name.  The sharing layer
+registers its device nodes (``/dev/vcodec_a_mm1`` ...) here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, StateError
+from vcmm.hw.cpu import MAX_ASID
+from vcmm.proc.file import File
+from vcmm.proc.process import Process
+
+#: A registered path resolves to a File, or to a factory making one per open.
+PathEntry = File | Callable[[], File]
+
+
+class ProcessTable:
+    """Every process of one :class:`~vcmm.System`, and the paths they can open.
+
+    ``anon_target`` is the memory target anonymous mappings take pages from
+    (kernel RAM by default, which is in the cacheable linear map).
+    """
+
+    def __init__(self, system: Any, *, anon_target: str = "ebi") -> None:
+        system.target(anon_target)
+        self.system = system
+        self.anon_target = anon_target
+        self._procs: dict[int, Process] = {}
+        self._paths: dict[str, PathEntry] = {}
+        self._next_pid = 1
+
+    @property
+    def processes(self) -> list[Process]:
+        return [self._procs[p] for p in sorted(self._procs)]
+
+    def spawn(self, name: str = "proc") -> Process:
+        """A new process with an empty address space under a free ASID."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"spawn: name {name!r} must be a non-empty string")
+        used = {p.asid for p in self._procs.values()}
+        asid = next((a for a in range(1, MAX_ASID + 1) if a not in used), None)
+        if asid is None:
+            raise OutOfMemoryError(f"spawn: all {MAX_ASID} ASIDs are in use")
+        self.system.cpu.create_address_space(asid)
+        pid = self._next_pid
+        self._next_pid += 1
+        proc = Process(self, pid, asid, name)
+        self._procs[pid] = proc
+        return proc
+
+    def _forget(self, proc: Process) -> None:
+        self._procs.pop(proc.pid, None)
+
+    def register(self, path: str, entry: PathEntry) -> None:
+        """Make ``path`` openable; ``entry`` is a File or a factory called per open."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidArgumentError(f"register: path {path!r} must be absolute")
+        if not (isinstance(entry, File) or callable(entry)):
+            raise InvalidArgumentError(f"register: {entry!r} is not a File or a factory")
+        if path in self._paths:
+            raise StateError(f"register: {path} is already registered")
+        self._paths[path] = entry
+
+    def unregister(self, path: str) -> None:
+        if path not in self._paths:
+            raise NotFoundError(f"unregister: {path} is not registered")
+        del self._paths[path]
+
+    def lookup(self, path: str) -> File:
+        """The File a path names (a factory is called to make one)."""
+        entry = self._paths.get(path)
+        if entry is None:
+            known = ", ".join(sorted(self._paths)) or "none"
+            raise NotFoundError(f"open: no such file {path!r} (registered: {known})")
+        if isinstance(entry, File):
+            return entry
+        made = entry()
+        if not isinstance(made, File):
+            raise InvalidArgumentError(f"open {path}: the factory returned {made!r}, not a File")
+        return made

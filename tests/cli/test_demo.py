@@ -1,0 +1,74 @@
+"""``vcmm demo``: the triple-mapping check and a miss table that obeys the arithmetic."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+
+from click.testing import Result
+
+from vcmm.cli.demo import expected_misses, triple_mapping, video_pipeline
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_64K
+
+FRAME = 1920 * 1080 * 3 // 2  # NV12: luma plus half-height interleaved chroma
+
+
+def _row(output: str, policy: str) -> list[int]:
+    """The numbers of one policy's row of the demo's miss table."""
+    line = next(ln for ln in output.splitlines() if re.match(rf"\s+{policy}\s+\d", ln))
+    after_chunks = re.split(r"\d+ x \d+[KM]\s{2,}", line, maxsplit=1)[-1]
+    return [int(n.replace(",", "")) for n in re.findall(r"[\d,]+", after_chunks)]
+
+
+def test_demo_prints_the_checks_and_misses_that_follow_the_page_count(
+    vcmm: Callable[..., Result],
+) -> None:
+    started = time.perf_counter()
+    result = vcmm("demo")
+    assert time.perf_counter() - started < 20
+    out = result.stdout
+    assert "check: dsp read them back through its dma-ranges window: OK, identical" in out
+    assert "check: cpu read them back through the VMM mapping and its cache: OK, identical" in out
+    assert "2 x 1M + 1 x 4K" in out  # the seed's 2M+4K on the IOMMU: two sections, one page
+    assert "first-frame misses of the writer = pages touched" in out and "FAILED" not in out
+    # Columns: pages touched, writer misses f0 f1 f2, reader misses f0 f1 f2, walk reads, pt bytes.
+    for policy, page in (("4k", SZ_4K), ("64k", SZ_64K), ("1m", SZ_1M)):
+        row = _row(out, policy)
+        pages = math.ceil(FRAME / page)
+        assert row[0] == pages and row[1] == pages
+    # 3 sections fit every TLB: only compulsory misses; 760 4K pages never fit.
+    assert _row(out, "1m")[1:7] == [3, 0, 0, 3, 0, 0]
+    assert _row(out, "4k")[1:7] == [760] * 6
+    # 48 64K pages fit smmu0's 64 entries but not smmu1's 32.
+    assert _row(out, "64k")[1:7] == [48, 0, 0, 48, 48, 48]
+    misses = [sum(_row(out, p)[1:7]) for p in ("4k", "64k", "1m")]
+    assert misses == sorted(misses, reverse=True)
+
+
+def test_the_triple_mapping_puts_one_allocation_behind_three_bus_masters() -> None:
+    tm = triple_mapping()
+    assert tm.dsp_ok and tm.cpu_ok
+    # dsp dma-ranges: bus 0x4000_0000 reaches physical 0x8000_0000.
+    assert tm.dsp_addr == tm.phys_addr - 0x8000_0000 + 0x4000_0000
+    assert tm.iommu_pages == {SZ_1M: 2, SZ_4K: 1}
+    # Every path lands on the same physical bytes.
+    system = tm.system
+    assert (
+        system.device("vcodec_a_mm1").ctx.translate(tm.iommu_addr + SZ_1M + 8)
+        == tm.phys_addr + SZ_1M + 8
+    )
+
+
+def test_demo_numbers_come_from_the_counters() -> None:
+    results = video_pipeline(frames=2)
+    assert list(results) == ["4k", "64k", "1m", "largest"]
+    largest = results["largest"]
+    # Largest-first: 2 x 1M + 15 x 64K + 8 x 4K blocks cover the frame with no waste.
+    assert largest.buffers[0].chunks == {SZ_1M: 2, SZ_64K: 15, SZ_4K: 8}
+    assert expected_misses(largest, "vcodec_a_mm1") == 25
+    for result in results.values():
+        writer = result.steps[0]
+        assert writer.frames[0].misses == expected_misses(result, writer.device)
+        assert sum(writer.misses_per_frame) == result.context("vcodec_a_mm1").tlb["misses"]
