@@ -161,3 +161,29 @@ def test_secure_and_non_secure_pages_cannot_share_a_second_level_table(system) -
     assert f"vcm_back: backing {secure.name} with {physmem.name}" in str(err.value)
     assert "NS" in str(err.value)
     assert system.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("attr", "tex_c_b", "ap", "xn"),
+    [
+        # ARM ARM B3.8.2 (TEX remap off) and B3.7.1 (AP[2:0] with SCTLR.AFE=0).
+        (Attr.RW, (0b001, 1, 1), 0b001, 1),  # Normal WB-WA, privileged RW, never execute
+        (Attr.RW | Attr.WT, (0b000, 1, 0), 0b001, 1),  # Normal write-through
+        (Attr.RW | Attr.WB_NWA, (0b000, 1, 1), 0b001, 1),  # Normal WB, no write-allocate
+        (Attr.RW | Attr.NONCACHED, (0b001, 0, 0), 0b001, 1),  # Normal non-cacheable
+        (Attr.READ, (0b001, 1, 1), 0b101, 1),  # privileged read-only
+        (Attr.READ | Attr.USER, (0b001, 1, 1), 0b111, 1),  # read-only for user too
+        (Attr.RW | Attr.USER | Attr.EXEC, (0b001, 1, 1), 0b011, 0),  # RW for all, executable
+    ],
+)
+def test_reservation_attributes_become_section_bits(system, armv7, attr, tex_c_b, ap, xn) -> None:
+    vcm = system.vcm_create(SZ_16M, SZ_16M)
+    res = system.vcm_reserve(vcm, SZ_1M, attr)
+    system.vcm_back(res, system.vcm_phys_alloc("blocks", SZ_1M, PhysAttr.NONE))
+    leaf = armv7.leaf(vcm.table.root, res.dev_addr)
+    assert leaf.kind == "section"
+    assert (leaf.tex, leaf.c, leaf.b) == tex_c_b
+    # AP[2] is bit 15, AP[1:0] bits 11:10, XN bit 4 of a section descriptor.
+    assert ((leaf.desc >> 15 & 1) << 2 | (leaf.desc >> 10 & 3)) == ap
+    assert leaf.desc >> 4 & 1 == xn
+    assert leaf.desc >> 19 & 1 == 1  # NS: non-secure unless Attr.SECURE

@@ -300,7 +300,7 @@ class VcmmMachine(RuleBasedStateMachine):
         assert s.graph.is_empty() and s.graph.chunks() == []
         assert s.table_memory.used_bytes == self.boot_tables
         assert {n: t.free_bytes for n, t in s.targets.items()} == self.boot_free
-        assert s._kernel_areas.allocated_bytes == 0
+        assert s.kernel_areas.allocated_bytes == 0
         for smmu in s.smmus.values():
             assert all(not c.is_bound and not c.is_active for c in smmu.contexts)
 
@@ -356,7 +356,7 @@ def check_consistency(s: vcmm.System) -> None:
                     mapped = sum(e.size for e in table.mappings())
                     assert mapped == leaves_expected.get(vcm.id, 0), f"{vcm.name} stray leaves"
         assert vcm.activations == sum(a.active for a in vcm.associations)
-    assert s._kernel_areas.allocated_bytes == kernel_areas
+    assert s.kernel_areas.allocated_bytes == kernel_areas
     # Memory targets are short exactly the live allocations.
     for name, target in s.targets.items():
         held = sum(pm.size for pm in s.physmems if pm.target == name)

@@ -26,7 +26,7 @@ def _signal_later(fence: Fence, delay: float, error: str | None = None) -> threa
 def test_a_fence_nobody_signals_times_out_instead_of_hanging() -> None:
     fence = Fence("never")
     start = time.monotonic()
-    with pytest.raises(WaitTimeoutError, match="never.wait: not signalled within 0.05 s"):
+    with pytest.raises(WaitTimeoutError, match=r"never\.wait: not signalled within 0\.05 s"):
         fence.wait(0.05)
     elapsed = time.monotonic() - start
     assert 0.05 <= elapsed < 1.0
@@ -132,7 +132,7 @@ def test_bad_constructor_arguments_are_refused() -> None:
 def test_wait_all_shares_one_deadline_between_fences() -> None:
     pending = [Fence(f"p{i}") for i in range(4)]
     start = time.monotonic()
-    with pytest.raises(WaitTimeoutError, match="p0 not signalled .*4 of 4 fences pending"):
+    with pytest.raises(WaitTimeoutError, match=r"p0 not signalled .*4 of 4 fences pending"):
         wait_all(pending, 0.08)
     # Four separate timeouts would take 0.32 s.
     assert time.monotonic() - start < 0.25

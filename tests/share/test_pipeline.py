@@ -18,7 +18,6 @@ from vcmm.attrs import DmaDirection
 from vcmm.proc import MAP_SHARED, O_RDONLY, PROT_READ
 from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
 
-
 SIZE = 16 * 1024  # small enough that the CPU cache (32K) keeps the viewer's stale lines
 START_READ = SyncFlags.START | SyncFlags.READ
 END_READ = SyncFlags.END | SyncFlags.READ
@@ -121,7 +120,9 @@ def test_camera_codec_display_share_two_buffers_ordered_by_fences(rig: Any) -> N
     assert len(system.physmems) == allocations_before + 2
     assert free_before - ebi.free_bytes == 2 * SIZE
     moved = {
-        d.name: {k: d.counters()[k] - counters_before[d.name][k] for k in ("bytes_read", "bytes_written")}
+        d.name: {
+            k: d.counters()[k] - counters_before[d.name][k] for k in ("bytes_read", "bytes_written")
+        }
         for d in (camera, codec, mdp)
     }
     assert moved == {
@@ -133,7 +134,13 @@ def test_camera_codec_display_share_two_buffers_ordered_by_fences(rig: Any) -> N
     # one-to-one VCM, smmu0's and smmu1's IOMMU VCMs and the viewer's page table.
     (frame_chunk,) = frame_buf.priv.physmem.chunk_ranges
     (out_chunk,) = out_buf.priv.physmem.chunk_ranges
-    assert who_maps(system, frame_chunk) == {"camera", "one-to-one", "vcodec_a_mm1", "iommu", "process"}
+    assert who_maps(system, frame_chunk) == {
+        "camera",
+        "one-to-one",
+        "vcodec_a_mm1",
+        "iommu",
+        "process",
+    }
     assert who_maps(system, out_chunk) == {"vcodec_a_mm1", "mdp", "iommu", "process"}
     # Every alias of a shared page agrees on memory type and is shareable.
     for chunk in (frame_chunk, out_chunk):

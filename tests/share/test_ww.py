@@ -175,7 +175,7 @@ def test_a_wound_only_forbids_waiting_while_holding_locks() -> None:
     younger.lock(lock_b, 1.0)
     # C is taken (plainly, by this thread): now waiting would be needed -> back off.
     lock_c.lock()
-    with pytest.raises(WoundedError, match="younger .* was wounded") as info:
+    with pytest.raises(WoundedError, match=r"younger .* was wounded") as info:
         younger.lock(lock_c, 1.0)
     assert info.value.mutex is lock_c and younger.contending is lock_c
     assert younger.held == (lock_a, lock_b)  # nothing released behind the caller's back

@@ -19,7 +19,17 @@ from vcmm.sizes import SEED_BLOCK_SIZES, SZ_4K, format_size, is_power_of_two
 
 
 class Attr(enum.IntFlag):
-    """Mapping attributes of a reservation (seed 000 L204-207)."""
+    """Mapping attributes of a reservation (seed 000 L204-207).
+
+    READ/WRITE/EXEC: the permissions of this mapping (aliases may differ in them).
+    Neither READ nor WRITE means a read/write buffer, as the seed's examples pass bare
+    cache flags.  USER grants unprivileged access too (refused for kernel VMM
+    mappings); SUPERVISOR is implied (ARM descriptors always grant privileged access
+    when they grant user access).  SECURE makes the mapping secure (NS=0); without it
+    mappings are non-secure.  At most one cache policy: NONCACHED (Normal
+    non-cacheable), WB_WA (the default), WB_NWA, WT; every alias of a page must use the
+    same one (see :mod:`vcmm.core.graph`).
+    """
 
     NONE = 0
     READ = 1 << 0

@@ -197,7 +197,13 @@ class Vcmm:
 
     @property
     def reservations(self) -> list[Reservation]:
+        """Every live reservation, VCM by VCM."""
         return [r for v in self.vcms for r in v.reservations]
+
+    @property
+    def kernel_areas(self) -> Any:
+        """The allocator of kernel virtual areas (the vmalloc window) VMM VCMs share."""
+        return self._kernel_areas
 
     def _resolve_device(self, call: str, dev: object) -> Any:
         if isinstance(dev, str):
@@ -235,8 +241,8 @@ class Vcmm:
         RAM addresses).  ``allocator`` is the custom-allocator hook the reviewers asked
         for (000 L4053): any object with ``alloc(size, align) -> addr``,
         ``free(addr)`` and ``snapshot()`` (plus ``alloc_at(addr, size)`` for one-to-one
-        VCMs) handing out addresses inside the VCM; the DMA API passes its IOVA
-        allocator here.
+        VCMs) handing out addresses inside the VCM; a DMA API can put its IOVA
+        allocator here behind a two-line adapter.  What it returns is checked.
         """
         call = "vcm_create"
         start = _check_int(call, "start_addr", start_addr)
@@ -857,7 +863,8 @@ class Vcmm:
         memory, so a non-coherent device reads what the CPU wrote; FROM_DEVICE
         invalidates it, so no dirty line can later overwrite what the device writes.
         Skipped (returns False) when every device associated with the reservation's
-        VCM snoops the CPU cache; returns True when maintenance ran.
+        VCM snoops the CPU cache, or when none is (a VMM reservation is the CPU's own
+        view: sync the device's reservation of the buffer); True when maintenance ran.
         """
         return self._sync("vcm_sync_for_device", res, direction, for_cpu=False)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: Frames kept in a summary.
-DEPTH = 3
+DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)

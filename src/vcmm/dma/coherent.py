@@ -201,7 +201,8 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
     entry = state.entry(call, dev)
     size = _int(call, "size", size, minimum=1)
     handle = _int(call, "dma_handle", dma_handle)
-    site = capture(call, f"{entry.name}, size={size:#x}, {cpu_addr!r:.20}, {handle:#x}")
+    cpu_addr = _int(call, "cpu_addr", cpu_addr)
+    site = capture(call, f"{entry.name}, size={size:#x}, {cpu_addr:#x}, {handle:#x}")
     buf = _buffer(state, call, entry, cpu_addr)
     if buf.user_maps:
         state.fatal(

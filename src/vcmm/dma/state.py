@@ -172,7 +172,8 @@ class DmaState:
             raise InvalidArgumentError(f"{call}: {dev!r} is not a device of this system")
         entry = self.entries.get(name)
         if entry is None:
-            self.system.device(name)
+            if self.system.device(name) is self.system.cpu:
+                raise InvalidArgumentError(f"{call}: the CPU is not a DMA master")
             raise NotFoundError(f"{call}: {name} is not attached to the DMA API")
         return entry
 

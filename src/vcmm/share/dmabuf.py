@@ -550,7 +550,7 @@ class DmaBuf:
         self._publish(call, fence, write, timeout)
         with SHARE_LOCK:
             if key in self._sessions or self.released:
-                fence.signal(error="CPU access refused")
+                fence.signal()  # nothing was accessed: release whoever waits on it
                 raise StateError(f"{call}: a CPU access to {self.name} was opened concurrently")
             self.exporter.begin_cpu_access(self, read, write, offset, length)
             self._sessions[key] = CpuSession(key, read, write, offset, length, fence)
@@ -596,14 +596,15 @@ class DmaBuf:
         session.fence.signal()
 
     def _abandon(self, key: object) -> None:
-        """A description went away with its bracket open: finish it (flushing writes)."""
+        """A description went away with its bracket open (the process closed or died):
+        finish the bracket as END would, so devices waiting for it go on."""
         session = self._sessions.pop(key, None)
         if session is None:
             return
         self.exporter.end_cpu_access(
             self, session.read, session.write, session.offset, session.length
         )
-        session.fence.signal(error="file closed during CPU access")
+        session.fence.signal()
 
     def begin_cpu_access(
         self,

@@ -9,7 +9,9 @@ conflicts with (readers wait for the last writer, writers for everyone), publish
 job's own fence (exclusive on buffers it writes, shared on buffers it reads) and
 unlocks.  The engine's thread then waits for those fences, runs the work and signals
 the job's fence.  A dependency that never signals makes the job fail with a timeout
-error on its fence, and jobs depending on a failed job fail too, so nothing hangs.
+error on its fence, and a job reading a buffer whose last writer failed fails too
+(its input is garbage), so nothing hangs and no error goes unnoticed.  A job that only
+overwrites a buffer does not inherit the failure of its previous writer.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Job:
     name: str
     work: Callable[[], None]
     deps: tuple[Fence, ...]
+    #: Last writers of the buffers the job reads: if one failed, the input is garbage.
+    sources: tuple[Fence, ...]
     fence: Fence
     timeout: float | None
     #: Back-offs the submitter's acquire context needed (wound/wait at work).
@@ -93,7 +97,8 @@ class Engine:
         if not callable(work):
             raise InvalidArgumentError(f"{call}: work {work!r} is not callable")
         written = _buffers(call, "writes", writes)
-        read = [b for b in _buffers(call, "reads", reads) if not any(b is w for w in written)]
+        read_all = _buffers(call, "reads", reads)
+        read = [b for b in read_all if not any(b is w for w in written)]
         limit = check_timeout(call, timeout)
         with AcquireContext(RESERVATION_CLASS, f"{call}:{name or 'job'}") as ctx:
             backoffs = ctx.acquire_all([b.resv.mutex for b in written + read], limit)
@@ -102,6 +107,7 @@ class Engine:
             # held while waiting for anything.
             with self._submit_lock:
                 fence = self.timeline.create(name or "")
+                sources = [b.resv.exclusive_fence for b in read_all]
                 deps: list[Fence] = []
                 for b in written:
                     deps += b.resv.fences(for_write=True)
@@ -110,7 +116,8 @@ class Engine:
                     deps += b.resv.fences(for_write=False)
                     b.resv.add_shared_fence(fence)
                 unique = tuple({id(f): f for f in deps}.values())
-                job = Job(fence.name, work, unique, fence, limit, backoffs)
+                inputs = tuple(f for f in sources if f is not None)
+                job = Job(fence.name, work, unique, inputs, fence, limit, backoffs)
                 self._queue.put(job)
             ctx.unlock_all()
         return job
@@ -125,7 +132,7 @@ class Engine:
                 wait_all(job.deps, job.timeout)
             except WaitTimeoutError as exc:
                 error = f"dependency timeout: {exc}"
-            failed = [f for f in job.deps if f.error is not None]
+            failed = [f for f in job.sources if f.error is not None]
             if error is None and failed:
                 error = f"dependency {failed[0].name} failed: {failed[0].error}"
             if error is None:
