@@ -33,9 +33,7 @@ def dma(system: vcmm.System) -> Iterator[DmaApi]:
     assert not left, "unexpected DMA-API reports:\n" + "\n".join(map(str, left))
 
 
-def boot(
-    *, coherent: tuple[str, ...] = (), domains: dict[str, str] | None = None
-) -> vcmm.System:
+def boot(*, coherent: tuple[str, ...] = (), domains: dict[str, str] | None = None) -> vcmm.System:
     """The default platform with some devices made coherent and/or sharing domains."""
     spec = load_default()
     domains = domains or {}

@@ -131,9 +131,7 @@ def test_sub_granule_offsets_and_gaps_split_segments(
     assert segments[0][0] % G == 0x100
 
 
-def test_max_segment_size_caps_merging(
-    system: vcmm.System, dma: DmaApi, kbuf: Callable
-) -> None:
+def test_max_segment_size_caps_merging(system: vcmm.System, dma: DmaApi, kbuf: Callable) -> None:
     buf = kbuf(1 << 20)
     entries = [(buf.pa + i * 2 * G, G) for i in range(7)]
     segments = check_map(system, dma, entries, (1 << 32) - 1, 3 * G)

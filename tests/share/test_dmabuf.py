@@ -10,6 +10,7 @@ import pytest
 from vcmm import SZ_1M, SZ_4K, SZ_64K
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.errors import (
+    AttributeConflictError,
     BusyError,
     DeviceFaultError,
     InvalidArgumentError,
@@ -85,11 +86,13 @@ def test_memory_outlives_the_exporters_fd_until_the_last_reference(rig: Any) -> 
     device = system.device("vcodec_b_mm2")
     device.write(sg.dma_address, data)
     va = consumer.mmap(SIZE, PROT_READ, MAP_SHARED, q_fd)
+    assert buf.user_mappings == 1
     producer.close(fd)
     consumer.close(q_fd)
     # Every descriptor is closed; the mapping and the importer keep the memory.
     assert not buf.released and ebi.free_bytes == free0 - SIZE
     consumer.munmap(va, SIZE)
+    assert buf.user_mappings == 0
     assert buf.refcount == 2  # the importer's get and its attachment
     att.unmap(sg)
     att.detach()
@@ -380,3 +383,46 @@ def test_read_only_access_is_enforced_by_fd_mode_and_page_tables(rig: Any) -> No
         ro_buf.attach("mdp").map(DmaDirection.FROM_DEVICE)
     with pytest.raises(PermissionDeniedError, match="read-only"):
         ro_buf.begin_cpu_access(DmaDirection.TO_DEVICE)
+
+
+def test_a_device_mapping_that_would_leave_a_user_alias_disagreeing_is_refused(
+    rig: Any,
+) -> None:
+    """Carve-out memory is shareable only once two address spaces map it; the core
+    cannot rewrite a process's page-table entry, so the sharing layer refuses rather
+    than leave the aliases disagreeing."""
+    system = rig.system
+    buf = rig.exporter.allocate(SIZE, target="contig")
+    proc = rig.spawn("early")
+    fd = buf.install_fd(proc)
+    proc.mmap(SIZE, PROT_READ, MAP_SHARED, fd)  # alone: not shareable
+    att = buf.attach("mdp")
+    before = (system.snapshot(), buf.snapshot())
+    with pytest.raises(AttributeConflictError, match="user mapping the core cannot rewrite"):
+        att.map(DmaDirection.TO_DEVICE)
+    with pytest.raises(AttributeConflictError, match="user mapping"):
+        buf.vmap()
+    assert (system.snapshot(), buf.snapshot()) == before
+    aliases = system.graph.of_chunk(buf.priv.physmem.chunk_ranges[0])
+    assert [m.attrs.shareable for m in aliases] == [False]
+
+
+def test_importers_use_the_dma_api_domain_and_leave_contexts_free_after_detach(
+    rig: Any,
+) -> None:
+    from vcmm.dma.api import DmaApi
+
+    system = rig.system
+    buf = rig.exporter.allocate(SIZE)
+    att = buf.attach("mdp")
+    att.unmap(att.map(DmaDirection.TO_DEVICE))
+    att.detach()
+    assert not system.device("mdp").ctx.is_active  # the sharing layer let the context go
+    api = DmaApi(system)  # so the DMA API can take every context now
+    sg = buf.attach("mdp").map(DmaDirection.TO_DEVICE)
+    domain = api.domain("mdp")
+    assert domain is not None
+    # The importer's mapping lives in the DMA API's domain VCM, in its IOVA space.
+    (res,) = [r for r in domain.vcm.reservations if r.physmem is buf.priv.physmem]
+    assert sg.dma_address == res.dev_addr
+    assert system.device("mdp").ctx.translate(sg.dma_address) == phys_of(buf)

@@ -44,15 +44,29 @@ def borrow(pieces: Sequence[AddressRange], owner: str) -> BorrowedPhysMem:
 
 def alias_memtypes(system: Any, pieces: Iterable[AddressRange]) -> set[MemType]:
     """Memory types of every existing mapping overlapping ``pieces`` (linear map
-    included): a new alias must use one of them, or be refused."""
+    included): a new alias must use one of them, or be refused.
+
+    Memory in the kernel's linear map needs no search: the graph already holds every
+    alias of it to the linear map's type.  Other memory (carve-outs) is compared with
+    every chunk the graph knows.
+    """
     graph = system.graph
-    chunks = graph.chunks()
     found: set[MemType] = set()
+    rest: list[AddressRange] = []
     for piece in pieces:
+        linear = graph.linear_alias(piece)
+        if linear is not None and piece in linear.phys:
+            found.add(linear.attrs.memtype)
+        else:
+            rest.append(piece)
+    if not rest:
+        return found
+    for piece in rest:
         linear = graph.linear_alias(piece)
         if linear is not None:
             found.add(linear.attrs.memtype)
-        for chunk in chunks:
+    for chunk in graph.chunks():
+        for piece in rest:
             if chunk.overlaps(piece):
                 found.update(
                     m.attrs.memtype for m in graph.of_chunk(chunk) if m.phys.overlaps(piece)

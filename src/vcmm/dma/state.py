@@ -21,7 +21,7 @@ from vcmm.dma.callsite import CallSite
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
-from vcmm.dma.records import CoherentBuffer, DmaMapping
+from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind
 from vcmm.errors import (
     AttributeConflictError,
     BusyError,
@@ -299,7 +299,11 @@ class DmaState:
     # -- state -------------------------------------------------------------------------
 
     def busy(self, entry: DeviceEntry) -> tuple[list[DmaMapping], list[CoherentBuffer]]:
-        maps = [r for r in self.live.values() if r.device is entry.device]
+        maps = [
+            r
+            for r in self.live.values()
+            if r.device is entry.device and r.kind is not MapKind.COHERENT
+        ]
         bufs = [b for b in self.buffers.values() if b.device is entry.device]
         return maps, bufs
 

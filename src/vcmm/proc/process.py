@@ -95,7 +95,7 @@ class Process:
         self.asid = asid
         self.name = name
         self.space = f"pid{pid}"
-        self.mapper = UserMapper(self.system, asid, self.space)
+        self.mapper = UserMapper(self.system, asid, self.space, table.mapper_of)
         self.fds: dict[int, OpenFile] = {}
         self._vmas: list[Vma] = []
         self._va = RangeAllocator(MMAP_WINDOW, granule=SZ_4K)

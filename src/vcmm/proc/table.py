@@ -14,6 +14,7 @@ from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, S
 from vcmm.hw.cpu import MAX_ASID
 from vcmm.proc.file import File
 from vcmm.proc.process import Process
+from vcmm.proc.usermap import UserMapper
 
 #: A registered path resolves to a File, or to a factory making one per open.
 PathEntry = File | Callable[[], File]
@@ -53,6 +54,13 @@ class ProcessTable:
         self._procs[pid] = proc
         return proc
 
+    def mapper_of(self, space: str) -> UserMapper | None:
+        """The user mapper of the live process whose graph space is ``space``."""
+        for proc in self._procs.values():
+            if proc.space == space:
+                return proc.mapper
+        return None
+
     def _forget(self, proc: Process) -> None:
         self._procs.pop(proc.pid, None)
 
@@ -73,6 +81,8 @@ class ProcessTable:
 
     def lookup(self, path: str) -> File:
         """The File a path names (a factory is called to make one)."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidArgumentError(f"open: path {path!r} must be absolute")
         entry = self._paths.get(path)
         if entry is None:
             known = ", ".join(sorted(self._paths)) or "none"

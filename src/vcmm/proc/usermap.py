@@ -8,12 +8,14 @@ rules applied first:
 - the memory type must agree with every alias of the chunk (``graph.check``): this is
   how "an architecture may refuse a mapping that would break cache rules" (seed 004)
   shows up;
-- the shareable bit follows the graph's sharing rule for the chunk.  The core rewrites
-  the bit of *its* mappings when a new address space arrives through ``vcm_back``; it
-  cannot be asked to do that for a user mapping, so a user mapping that would need an
-  existing alias rewritten is refused instead of leaving the aliases disagreeing.  In
-  practice kernel RAM (always shareable) and DMA buffers (already mapped by a device
-  and the kernel) never hit this.
+- the shareable bit follows the graph's sharing rule for the chunk.  When a new user
+  mapping changes what the rule wants, the bit of the other *user* mappings of the
+  chunk is rewritten here (their PTEs and TLB entries, then their graph edges).  The
+  core rewrites its own mappings only inside ``vcm_back``/``vcm_unback`` and offers no
+  call to do it for a user mapping, so a user mapping that would need a *core*
+  mapping rewritten is refused instead of leaving the aliases disagreeing.  Kernel RAM
+  (always shareable) and DMA buffers (already mapped by a device and the kernel) never
+  hit this.
 
 Every piece names the allocation *chunk* it lies in, because the graph looks aliases up
 by chunk: a piece of a DMA buffer mapped at a page offset keys on the buffer's chunk.
@@ -22,8 +24,8 @@ by chunk: a piece of a DMA buffer mapped at a page offset keys on the buffer's c
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from vcmm.attrs import MemType, PageAttrs
@@ -61,13 +63,34 @@ def page_attrs(prot: Prot, memtype: MemType, shareable: bool) -> PageAttrs:
     )
 
 
-class UserMapper:
-    """Maps pieces into one process's TTBR0 table and records them in the graph."""
+@dataclass
+class Plan:
+    """What :meth:`UserMapper.install` will do: new edges, and shareable-bit rewrites of
+    other user mappings ``(their mapper, old edge, new edge)``."""
 
-    def __init__(self, system: Any, asid: int, space: str) -> None:
+    mappings: list[Mapping]
+    rewrites: list[tuple[UserMapper, Mapping, Mapping]] = field(default_factory=list)
+
+
+class UserMapper:
+    """Maps pieces into one process's TTBR0 table and records them in the graph.
+
+    ``peers`` finds the mapper of another process's address space by its graph space
+    name, so shareable bits of their mappings can be kept in step.
+    """
+
+    def __init__(
+        self,
+        system: Any,
+        asid: int,
+        space: str,
+        peers: Callable[[str], UserMapper | None] | None = None,
+    ) -> None:
         self.system = system
         self.asid = asid
         self.space = space
+        self.peers = peers or (lambda space: None)
+        self.keys: set[int] = set()
 
     def plan(
         self,
@@ -77,11 +100,13 @@ class UserMapper:
         memtype: MemType,
         prot: Prot,
         owner: str,
-    ) -> list[Mapping]:
+    ) -> Plan:
         """Graph edges for mapping ``pieces`` end to end from ``va``; raises (changing
         nothing) if a piece is misaligned, lies outside its chunk or breaks a rule."""
         graph = self.system.graph
         out: list[Mapping] = []
+        rewrites: list[tuple[UserMapper, Mapping, Mapping]] = []
+        seen: set[Mapping] = set()
         pos = va
         for piece in pieces:
             phys, chunk = piece.phys, piece.chunk
@@ -102,34 +127,62 @@ class UserMapper:
             graph.check(call, mapping)
             if graph.check_attributes:
                 for old in graph.aliases(chunk):
-                    if old.attrs.shareable != shareable:
+                    if old.attrs.shareable == shareable or old in seen:
+                        continue
+                    peer = self.peers(old.space) if old.res_id is None else None
+                    if peer is None:
                         raise AttributeConflictError(
                             f"{call}: mapping {phys} into {self.space} makes chunk {chunk} "
-                            f"shared by {len(spaces)} address spaces, but {old.describe()} "
-                            "is not shareable and the VCMM core cannot rewrite it for a user "
-                            "mapping; every alias must agree on shareability"
+                            f"mapped by {len(spaces)} address space(s), so it must be "
+                            f"{'' if shareable else 'non-'}shareable, but {old.describe()} "
+                            "and the VCMM core cannot rewrite it for a user mapping; every "
+                            "alias must agree on shareability"
                         )
+                    seen.add(old)
+                    new = old.with_attrs(old.attrs.with_(shareable=shareable))
+                    rewrites.append((peer, old, new))
             out.append(mapping)
             pos += phys.size
-        return out
+        return Plan(out, rewrites)
 
-    def install(self, mappings: Sequence[Mapping]) -> int:
-        """Write the PTEs (joined where VA and PA run on) and register the edges;
-        returns the graph key.  All or nothing."""
+    def install(self, plan: Plan) -> int:
+        """Write the PTEs (joined where VA and PA run on), rewrite peers' shareable
+        bits, and register the edges; returns the graph key.  All or nothing."""
+        mappings = plan.mappings
         runs = _runs(mappings)
         done: list[tuple[int, int]] = []
+        rewritten: list[tuple[UserMapper, Mapping, Mapping]] = []
         cpu = self.system.cpu
         try:
             for va, pa, size, attrs in runs:
                 cpu.map_user(self.asid, va, pa, size, attrs)
                 done.append((va, size))
+            for peer, old, new in plan.rewrites:
+                peer._set_attrs(old, new)
+                rewritten.append((peer, old, new))
         except BaseException:
+            for peer, old, new in reversed(rewritten):
+                peer._set_attrs(new, old)
             for va, size in reversed(done):
                 cpu.unmap_user(self.asid, va, size)
             raise
         key = next(_keys)
         self.system.graph.add(key, mappings)
+        self.keys.add(key)
         return key
+
+    def _set_attrs(self, old: Mapping, new: Mapping) -> None:
+        """Rewrite one of this process's mappings (PTE, TLB, graph edge)."""
+        cpu = self.system.cpu
+        cpu.address_space(self.asid).set_attrs(old.va, old.phys.size, new.attrs)
+        cpu.flush_tlb_range(old.va, old.phys.size, asid=self.asid)
+        graph = self.system.graph
+        for key in self.keys:
+            edges = graph.of_reservation(key)
+            if old in edges:
+                graph.remove(key)
+                graph.add(key, [new if m == old else m for m in edges])
+                return
 
     def uninstall(self, key: int, cut: AddressRange) -> list[Mapping]:
         """Unmap the part of ``key``'s mappings inside ``cut``; drop ``key`` from the
@@ -151,12 +204,14 @@ class UserMapper:
         for va, _, size, _ in _runs(sorted(gone, key=lambda m: m.va)):
             self.system.cpu.unmap_user(self.asid, va, size)
         graph.remove(key)
+        self.keys.discard(key)
         return sorted(kept, key=lambda m: m.va)
 
     def register(self, mappings: Sequence[Mapping]) -> int:
         """Record already-installed mappings under a new key (after a VMA split)."""
         key = next(_keys)
         self.system.graph.add(key, mappings)
+        self.keys.add(key)
         return key
 
 

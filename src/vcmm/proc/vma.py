@@ -115,8 +115,8 @@ class Vma:
         mapper = self.process.mapper
         owner = f"{self.process.name}[{self.process.pid}] {call}"
         if self.prot & (Prot.READ | Prot.WRITE | Prot.EXEC):
-            mappings = mapper.plan(call, self.start, norm, memtype, self.prot, owner)
-            self.key = mapper.install(mappings)
+            plan = mapper.plan(call, self.start, norm, memtype, self.prot, owner)
+            self.key = mapper.install(plan)
         self.pieces = norm
         self.memtype = memtype
         self.ops = ops

@@ -113,6 +113,12 @@ class VcmDevNode(File):
 
     # -- the file hooks ---------------------------------------------------------------------
 
+    def open(self, description: OpenFile) -> None:
+        """An open node keeps its context running (its buffers live in that VCM)."""
+        super().open(description)
+        with SHARE_LOCK:
+            self.spaces.hold(self.device)
+
     def mmap(self, vma: Vma) -> None:
         assert vma.file is not None
         key = vma.file.id
@@ -177,6 +183,7 @@ class VcmDevNode(File):
                 self.spaces.unmap_device(buf.mapping)
                 self._exports.pop(key, None)
                 buf.drop()
+            self.spaces.unhold(self.device)
 
     # -- ioctls ------------------------------------------------------------------------------
 

@@ -402,10 +402,10 @@ class DmaBuf:
         """``dma_buf_put``: drop a reference; the last one releases the buffer."""
         with SHARE_LOCK:
             self._alive(f"{self.name}.put")
-            self._refs -= 1
-            if self._refs == 0:
-                self.exporter.release(self)
+            if self._refs == 1:
+                self.exporter.release(self)  # may refuse: then nothing changed
                 self.released = True
+            self._refs -= 1
 
     def install_fd(self, process: Process, mode: OpenMode = OpenMode.RDWR) -> int:
         """``dma_buf_fd``: a new file description of this buffer in ``process``.

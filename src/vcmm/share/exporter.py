@@ -193,9 +193,11 @@ class VcmExporter(Exporter):
     # -- dma_buf_ops -----------------------------------------------------------------------------
 
     def attach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
-        """Refuse early a physically addressed device the buffer cannot serve."""
+        """Refuse early a physically addressed device the buffer cannot serve; keep an
+        IOMMU device's context running while it is attached."""
         device = attachment.device
         if path_of(self.system, device) != "physical":
+            self.spaces.hold(device)
             return
         buf: VcmBuffer = dmabuf.priv
         chunks = buf.physmem.chunk_ranges
@@ -217,6 +219,9 @@ class VcmExporter(Exporter):
                 raise InvalidArgumentError(
                     f"attach {device.name} to {dmabuf.name}: the device cannot reach it: {exc}"
                 ) from None
+
+    def detach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
+        self.spaces.unhold(attachment.device)
 
     def map_attachment(
         self, dmabuf: DmaBuf, attachment: Attachment, direction: DmaDirection
