@@ -116,3 +116,24 @@ def test_constructor_validates(system: vcmm.System) -> None:
         DmaApi(system, debug="loud")
     with pytest.raises(InvalidArgumentError, match="linear map"):
         DmaApi(vcmm.System.default(), coherent_pool=("ebi", 1 << 20))
+
+
+def test_construction_is_all_or_nothing_and_close_gives_everything_back(
+    system: vcmm.System,
+) -> None:
+    # A context already running a VCM of someone else: attaching it must fail...
+    vcm = system.vcm_create(0, 1 << 24)
+    system.vcm_activate(system.vcm_assoc(vcm, "mdp"))
+    before = system.snapshot()
+    with pytest.raises(BusyError, match="already runs"):
+        DmaApi(system)
+    assert system.snapshot() == before  # ...and nothing of the DMA API is left
+    dma = DmaApi(system, devices=["vcodec_a_mm1", "dsp"])
+    buf = dma.alloc_coherent("dsp", SZ_4K)
+    with pytest.raises(BusyError, match="still alive"):
+        dma.close()
+    dma.free_coherent("dsp", SZ_4K, buf.cpu_addr, buf.dma_handle)
+    dma.close()
+    after = system.snapshot()
+    assert after[0] == before[0]  # VCMs, allocations, targets, graph
+    assert after[2:] == before[2:]  # tables, TLBs, cache, SMMUs

@@ -267,3 +267,29 @@ def test_direct_device_gets_bus_addresses_unmerged(
     dsp = system.device("dsp")
     assert b"".join(dsp.read(a, n) for a, n in sgl.dma_segments(3)) == data
     dma.unmap_sg("dsp", sgl, 3, D.TO_DEVICE)
+
+
+def test_sg_sync_with_the_segment_count_leaves_part_of_the_buffer_stale(
+    system: vcmm.System, dma: DmaApi, kbuf: Callable
+) -> None:
+    """Seed 002 (Sept 2015): syncs walk the CPU side, so they need the original nents."""
+    buf = kbuf(1 << 20)
+    entries = [(buf.pa + i * 2 * G, G) for i in range(4)]
+    sgl = ScatterList(entries)
+    n = dma.map_sg(DEV, sgl, 4, D.BIDIRECTIONAL)
+    assert n == 1  # one merged DMA segment for four CPU pages
+    dev, cpu = system.device(DEV), system.cpu
+    dma.sync_sg_for_cpu(DEV, sgl, 4, D.BIDIRECTIONAL)
+    for phys, length in entries:
+        cpu.write(cpu.phys_to_virt(phys), b"\x5a" * length)
+    assert dma.checker is not None
+    with dma.checker.warning():
+        dma.sync_sg_for_device(DEV, sgl, n, D.BIDIRECTIONAL)  # wrong: the segment count
+        seen = dev.read(sgl[0].dma_address, 4 * G)
+    assert seen[:G] == b"\x5a" * G  # the first entry was cleaned...
+    assert seen[G:] != b"\x5a" * (3 * G)  # ...the other three were not: stale
+    kinds = {r.kind for r in dma.checker.take()}
+    assert kinds == {ReportKind.SYNC_WRONG_NENTS, ReportKind.DEVICE_READ_STALE}
+    dma.sync_sg_for_device(DEV, sgl, 4, D.BIDIRECTIONAL)  # right: the original nents
+    assert dev.read(sgl[0].dma_address, 4 * G) == b"\x5a" * (4 * G)
+    dma.unmap_sg(DEV, sgl, 4, D.BIDIRECTIONAL)

@@ -34,7 +34,7 @@ from vcmm.dma.params import (
 from vcmm.dma.records import CoherentBuffer, DmaMapping
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DmaState
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import BusyError, InvalidArgumentError
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_256K
 
 #: Default coherent pool: 32 MiB of the ``contig`` carve-out.
@@ -89,6 +89,19 @@ class DmaApi:
         self.system = system
         if checker is not None:
             checker.attach(self._state)
+
+    def close(self) -> None:
+        """Tear the DMA API down: refused while any mapping or coherent buffer lives;
+        otherwise every domain, pool and kernel mapping it made is released."""
+        state = self._state
+        if state.live or state.buffers:
+            live = sorted(state.live.values(), key=lambda r: r.id)
+            raise BusyError(
+                f"DmaApi.close: {len(live)} mapping(s) and {len(state.buffers)} coherent "
+                f"buffer(s) are still alive; first: {live[0].describe()}"
+            )
+        self.disable_debug()
+        state.close()
 
     # -- introspection -------------------------------------------------------------------
 

@@ -110,6 +110,12 @@ class AtomicPool:
         first = (pa - self.region.start) // SZ_4K
         return list(self.pages[first : first + size // SZ_4K])
 
+    def release(self) -> None:
+        """Unmap the kernel alias and give the carve-out back (nothing allocated)."""
+        self.system.vcm_unback(self.res)
+        self.system.vcm_unreserve(self.res)
+        self.system.vcm_phys_free(self.physmem)
+
     def contains(self, cpu_addr: int) -> bool:
         return self.cpu_base <= cpu_addr < self.cpu_base + self.region.size
 

@@ -75,20 +75,6 @@ class DmaState:
         self.cpu = system.cpu
         self.rcache = bool(rcache)
         self._domain_names = self._domain_map(system, domains)
-        self.vmm = system.vcm_create_from_prebuilt(0)
-        self.vmm_assoc = system.vcm_assoc(self.vmm, system.cpu)
-        system.vcm_activate(self.vmm_assoc)
-        target, size = coherent_pool
-        self.pool = CoherentPool(system, target, size)
-        self.atomic = AtomicPool(system, self.vmm, target, atomic_pool_size)
-        self.scratch: dict[MemType, AddressRange] = {}
-        self._scratch_physmem = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
-        self.scratch[MemType.NORMAL_WB_WA] = self._scratch_physmem.chunk_ranges[0]
-        nc = self.pool.alloc(SZ_4K)[0]
-        self.scratch[MemType.NORMAL_NC] = nc.range
-        for page in self.scratch.values():
-            self.cpu.cache.invalidate(page.start, page.size)
-            system.memory.fill(page.start, page.size, 0)
         self.domains: dict[str, DmaDomain] = {}
         self.entries: dict[str, DeviceEntry] = {}
         self.direct: dict[str, list[DmaMapping]] = {}
@@ -99,9 +85,49 @@ class DmaState:
         self.checker: DebugChecker | None = None
         self.last_error: Exception | None = None
         self._ids = itertools.count(1)
-        names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
-        for name in names:
-            self.attach(name)
+        self.scratch: dict[MemType, AddressRange] = {}
+        self._built: list[Any] = []
+        try:
+            self._build(system, coherent_pool, atomic_pool_size)
+            names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
+            for name in names:
+                self.attach(name)
+        except BaseException:
+            self.close()
+            raise
+        for page in self.scratch.values():
+            self.cpu.cache.invalidate(page.start, page.size)
+            system.memory.fill(page.start, page.size, 0)
+
+    def _build(self, system: Any, coherent_pool: tuple[str, int], atomic_pool_size: int) -> None:
+        """The kernel's VMM VCM, the pools and the scratch pages; each step recorded so
+        :meth:`close` (or a failed construction) can take it back."""
+        built = self._built
+        self.vmm = system.vcm_create_from_prebuilt(0)
+        built.append(lambda: system.vcm_free(self.vmm))
+        self.vmm_assoc = system.vcm_assoc(self.vmm, system.cpu)
+        built.append(lambda: system.vcm_deassoc(self.vmm_assoc))
+        system.vcm_activate(self.vmm_assoc)
+        built.append(lambda: system.vcm_deactivate(self.vmm_assoc))
+        target, size = coherent_pool
+        self.pool = CoherentPool(system, target, size)
+        built.append(lambda: system.vcm_phys_free(self.pool.physmem))
+        self.atomic = AtomicPool(system, self.vmm, target, atomic_pool_size)
+        built.append(self.atomic.release)
+        wb = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
+        built.append(lambda: system.vcm_phys_free(wb))
+        nc = self.pool.alloc(SZ_4K)
+        built.append(lambda: self.pool.free(nc))
+        self.scratch[MemType.NORMAL_WB_WA] = wb.chunk_ranges[0]
+        self.scratch[MemType.NORMAL_NC] = nc[0].range
+
+    def close(self) -> None:
+        """Give everything back: devices, pools, scratch pages, the VMM VCM, in the
+        reverse order they were set up, so table memory ends up exactly as before."""
+        for entry in reversed(list(self.entries.values())):
+            self.detach(entry)
+        while self._built:
+            self._built.pop()()
 
     @staticmethod
     def _domain_map(system: Any, domains: Mapping[str, str] | None) -> dict[str, str]:
