@@ -38,16 +38,17 @@ def test_split_context_routes_on_va_bit_31(system, armv7) -> None:
     regs = dev.ctx.smmu.bank_registers(dev.ctx.bank)
     assert regs.enabled and regs.ttbcr & 0b111 == 1  # TTBCR.N = 1
     assert regs.ttbr1 == high.table.root
-    # TTBR0 holds the reduced (8 KiB, VA[30:20]-indexed) mirror of the low VCM's table,
-    # whose descriptors are the same words as the full table's.
-    assert regs.ttbr0 == low.low_table.root != low.table.root
+    # TTBR0 points at the low VCM's own full table: with TTBCR.N=1 the walker indexes
+    # it by VA[30:20], which for VA < 2 GiB is the slot VA[31:20] names.
+    assert regs.ttbr0 == low.table.root
     for va in (res_low.dev_addr, res_low.dev_addr + SZ_1M):
-        assert armv7.l1(regs.ttbr0, va) == armv7.l1(low.table.root, va)
+        assert va >> 31 == 0
+        assert armv7.l1(regs.ttbr0, (va >> 20 & 0x7FF) << 20) == armv7.l1(low.table.root, va)
 
     assert res_high.dev_addr >> 31 == 1 and res_low.dev_addr >> 31 == 0
     assert dev.read(res_high.dev_addr, 4) == b"HIGH"
     assert dev.read(res_low.dev_addr, 4) == b"LOW!"
-    # Backing while active reaches the mirror through the update bracket.
+    # Backing while active reaches the live table through the update bracket.
     res2, _ = _backed(system, low, b"more")
     assert dev.read(res2.dev_addr, 4) == b"more"
     # A low VA with nothing behind it faults in the low table, not the high one.
@@ -71,7 +72,8 @@ def test_one_vcm_low_half_of_one_context_and_whole_space_of_another(system) -> N
     res, _ = _backed(system, vcm, b"both")
     system.vcm_activate(system.vcm_assoc(vcm, a, AssocAttr.SPLIT | AssocAttr.USE_LOW))
     system.vcm_activate(system.vcm_assoc(vcm, b, 0))
-    assert a.ctx.ttbr0 == vcm.low_table.root and b.ctx.ttbr0 == vcm.table.root
+    assert a.ctx.ttbr0 == vcm.table.root == b.ctx.ttbr0
+    assert a.ctx.split and not b.ctx.split
     res2, _ = _backed(system, vcm, b"late")
     for dev in (a, b):
         assert dev.read(res.dev_addr, 4) == b"both"
@@ -82,17 +84,21 @@ def test_one_vcm_low_half_of_one_context_and_whole_space_of_another(system) -> N
             dev.read(res2.dev_addr, 4)
 
 
-def test_low_mirror_lives_exactly_as_long_as_a_use_low_association(system) -> None:
+def test_a_split_low_association_costs_no_extra_table_memory(system) -> None:
     baseline = system.table_memory.used_bytes
     vcm = system.vcm_create(SZ_16M, 256 * SZ_1M)
     res, _ = _backed(system, vcm, b"x")
     with_table = system.table_memory.used_bytes
-    avcm = system.vcm_assoc(vcm, "vcodec_a_mm1", AssocAttr.SPLIT | AssocAttr.USE_LOW)
-    assert vcm.low_table is not None
-    assert vcm.low_table.walk(res.dev_addr).pa == vcm.table.walk(res.dev_addr).pa
-    assert system.table_memory.used_bytes > with_table
-    system.vcm_deassoc(avcm)
-    assert vcm.low_table is None and system.table_memory.used_bytes == with_table
+    used = {}
+    for attr in (AssocAttr.SPLIT | AssocAttr.USE_LOW, AssocAttr.NONE):
+        avcm = system.vcm_assoc(vcm, "vcodec_a_mm1", attr)
+        system.vcm_activate(avcm)
+        assert system.device("vcodec_a_mm1").read(res.dev_addr, 1) == b"x"
+        used[attr] = system.table_memory.used_bytes
+        system.vcm_deactivate(avcm)
+        system.vcm_deassoc(avcm)
+    # The same VCM table serves both shapes: no copy, no extra pages.
+    assert used[AssocAttr.SPLIT | AssocAttr.USE_LOW] == used[AssocAttr.NONE] <= with_table
     system.vcm_unback(res)
     system.vcm_unreserve(res)
     system.vcm_free(vcm)

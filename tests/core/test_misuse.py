@@ -466,17 +466,6 @@ def test_table_memory_running_out_mid_backing_is_rolled_back(system) -> None:
     assert not dev.ctx.in_update  # the update bracket was closed
 
 
-def test_table_memory_running_out_for_the_low_mirror_is_rolled_back(system) -> None:
-    vcm = system.vcm_create(SZ_16M, 64 * SZ_1M)
-    res = system.vcm_reserve(vcm, SZ_4K, Attr.RW)
-    system.vcm_back(res, system.vcm_phys_alloc("blocks", SZ_4K, 0))
-    _exhaust_table_memory(system)
-    before = system.snapshot()
-    with pytest.raises(OutOfMemoryError):
-        system.vcm_assoc(vcm, "vcodec_a_mm1", AssocAttr.SPLIT | AssocAttr.USE_LOW)
-    assert system.snapshot() == before and vcm.low_table is None and vcm.associations == []
-
-
 def test_messages_name_the_values(system) -> None:
     vcm = system.vcm_create(SZ_16M, SZ_16M)
     with pytest.raises(InvalidArgumentError) as err:

@@ -4,7 +4,7 @@ After every step the page tables (walked from memory), the mapping graph, the
 allocators and the devices' view agree:
 
 - every backed reservation translates, byte for byte, to its allocation's chunks laid
-  end to end, in the VCM's table, in its split-low mirror, in the CPU's kernel table;
+  end to end, in the VCM's table, in the CPU's kernel table;
   every unbacked one faults; tables hold no leaf that no reservation explains;
 - every address-space allocator holds exactly the reservations placed in it and every
   memory target is short exactly the bytes of the live allocations;
@@ -89,7 +89,7 @@ class VcmmMachine(RuleBasedStateMachine):
         s = self.s
         vcm = s.vcm_create(*VCM_WINDOWS[0])
         s.vcm_activate(s.vcm_assoc(vcm, IOMMU_DEVICES[0], 0))
-        # One context split between two VCMs (VA[31] selects), the low one mirrored.
+        # One context split between two VCMs (VA[31] selects).
         low, high = s.vcm_create(*VCM_WINDOWS[0]), s.vcm_create(*VCM_WINDOWS[2])
         s.vcm_activate(s.vcm_assoc(low, IOMMU_DEVICES[1], AssocAttr.SPLIT | AssocAttr.USE_LOW))
         s.vcm_activate(s.vcm_assoc(high, IOMMU_DEVICES[1], AssocAttr.SPLIT | AssocAttr.USE_HIGH))
@@ -351,10 +351,8 @@ def check_consistency(s: vcmm.System) -> None:
         else:
             assert vcm.allocator.allocated_bytes == placed
         if vcm.kind is VcmKind.IOMMU:
-            for table in (vcm.table, vcm.low_table):
-                if table is not None:
-                    mapped = sum(e.size for e in table.mappings())
-                    assert mapped == leaves_expected.get(vcm.id, 0), f"{vcm.name} stray leaves"
+            mapped = sum(e.size for e in vcm.table.mappings())
+            assert mapped == leaves_expected.get(vcm.id, 0), f"{vcm.name} stray leaves"
         assert vcm.activations == sum(a.active for a in vcm.associations)
     assert s.kernel_areas.allocated_bytes == kernel_areas
     # Memory targets are short exactly the live allocations.
@@ -379,8 +377,8 @@ def check_consistency(s: vcmm.System) -> None:
 def _tables_walk(s: vcmm.System, res: Any, va: int) -> list[tuple[int | None, Any]]:
     vcm = res.vcm
     if vcm.kind is VcmKind.IOMMU:
-        tables = [t for t in (vcm.table, vcm.low_table) if t is not None]
-        return [(w.pa, w.attrs) for w in (t.walk(va) for t in tables)]
+        w = vcm.table.walk(va)
+        return [(w.pa, w.attrs)]
     if vcm.kind is VcmKind.VMM:
         w = s.cpu.kernel_table.walk(va & _VA_MASK)
         return [(w.pa, w.attrs)]

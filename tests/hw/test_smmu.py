@@ -397,13 +397,30 @@ class TestSplitTables:
         with pytest.raises(DeviceFaultError, match="translation"):
             ctx.translate_access(0x8010_0000, Access.READ)
 
+    def test_full_table_serves_as_the_split_low_half(self, plat: Platform) -> None:
+        # With TTBCR.N=1 TTBR0 is indexed by VA[30:20]; for VA < 2 GiB that is the same
+        # slot as VA[31:20] in a full 16 KiB table, so a full table works unchanged.
+        ctx = active(plat.smmu0, "ctx0")
+        full = PageTable(ARMV7S, plat.memory, plat.tables)
+        high = PageTable(ARMV7S, plat.memory, plat.tables)
+        full.map(0x7FF0_0000, PA, SZ_1M, RW_WB)  # the last slot below 2 GiB
+        high.map(0x8000_0000, PA + SZ_1M, SZ_1M, RW_WB)
+        ctx.set_tables(full, high, split=True)
+        regs = plat.smmu0.bank_registers(ctx.bank)
+        assert (regs.ttbr0, regs.ttbr1, regs.ttbcr_n) == (full.root, high.root, 1)
+        assert ctx.translate_access(0x7FF0_0010, Access.READ).pa == PA + 0x10
+        assert ctx.translate_access(0x8000_0010, Access.READ).pa == PA + SZ_1M + 0x10
+
     def test_set_tables_validates(self, plat: Platform) -> None:
         ctx = active(plat.smmu0, "ctx0")
         full = PageTable(ARMV7S, plat.memory, plat.tables)
         v8 = PageTable(VMSAV8_4K, plat.memory, plat.tables)
         before = plat.smmu0.snapshot()
+        reduced = PageTable(ARMV7S, plat.memory, plat.tables, va_bits=31)
         with pytest.raises(InvalidArgumentError, match="31"):
-            ctx.set_tables(full, full)  # split needs a reduced low table
+            ctx.set_tables(full, reduced)  # TTBR1 always walks a full first level
+        with pytest.raises(InvalidArgumentError, match="31"):
+            ctx.set_tables(reduced, None, split=False)  # whole-space mode needs 32 bits
         with pytest.raises(InvalidArgumentError):
             ctx.set_tables(v8)
         with pytest.raises(InvalidArgumentError):

@@ -11,8 +11,7 @@ Node ids are ``"<type>:<name>"``; every node has ``type`` and ``label``:
 type            fields
 ==============  ============================================================================
 ``device``      ``path`` (``cpu``/``iommu``/``physical``), ``coherent``, ``smmu``, ``context``
-``vcm``         ``kind``, ``start``, ``len``, ``table_root``, ``low_table_root``,
-                ``activations``
+``vcm``         ``kind``, ``start``, ``len``, ``table_root``, ``activations``
 ``reservation`` ``vcm``, ``addr``, ``len``, ``attr``, ``backed``
 ``physmem``     ``target``, ``len``, ``size``, ``chunks``, ``contiguous``, ``alignment``,
                 ``block_sizes``
@@ -117,7 +116,6 @@ def graph_data(vcmm: Vcmm) -> dict[str, Any]:
                 "start": vcm.start,
                 "len": vcm.len,
                 "table_root": vcm.table.root if vcm.table is not None else None,
-                "low_table_root": vcm.low_table.root if vcm.low_table is not None else None,
                 "activations": vcm.activations,
             }
         )

@@ -283,12 +283,9 @@ class Vcmm:
         table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
         vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table)
         if table is not None:
-            self._mappers[vcm.id] = IommuMapper(vcm, self._new_low_table)
+            self._mappers[vcm.id] = IommuMapper(vcm)
         self.vcms.append(vcm)
         return vcm
-
-    def _new_low_table(self, va_bits: int | None) -> Any:
-        return self._page_table(self.iommu_format, va_bits=va_bits)
 
     def vcm_create_from_prebuilt(self, ext_vcm_id: int) -> Vcm:
         """A VCM for an address space someone else built; ``0`` is the kernel's VMM.
@@ -318,9 +315,7 @@ class Vcmm:
             raise BusyError(
                 f"{call}: {vcm.name} still has {', '.join(users)}; unreserve and deassociate first"
             )
-        mapper = self._mappers.pop(vcm.id, None)
-        if mapper is not None:
-            mapper.drop_low_table()
+        self._mappers.pop(vcm.id, None)
         if vcm.table is not None:
             vcm.table.destroy()
             vcm.table = None
@@ -420,8 +415,9 @@ class Vcmm:
         VCMs with physically addressed devices that can reach the whole region, the
         VMM VCM with the CPU.  ``SPLIT | USE_HIGH`` makes the VCM the TTBR1 half of the
         device's context (VA[31]=1, so the VCM must lie at or above 2 GiB) and
-        ``SPLIT | USE_LOW`` the TTBR0 half (below 2 GiB); the VCM then keeps a 31-bit
-        mirror of its table, built here (see :mod:`vcmm.core.mappers`).
+        ``SPLIT | USE_LOW`` the TTBR0 half (below 2 GiB).  The VCM's one table serves
+        both: with TTBCR.N=1 the SMMU indexes TTBR0 by VA[30:20], which for VA < 2 GiB
+        is the same slot of the full table.
         """
         call = "vcm_assoc"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
@@ -450,8 +446,6 @@ class Vcmm:
                 raise StateError(
                     f"{call}: {vcm.name} is already associated with {device.name} ({other.name})"
                 )
-        if attr & AssocAttr.USE_LOW and vcm.low_table is None:
-            self._mappers[vcm.id].add_low_table()
         assoc = Association(next(self._ids), vcm, device, attr)
         vcm.associations.append(assoc)
         return assoc
@@ -500,11 +494,8 @@ class Vcmm:
         avcm = _check_obj(call, "avcm", avcm, Association)
         if avcm.active:
             raise BusyError(f"{call}: {avcm.name} is active; vcm_deactivate it first")
-        vcm = avcm.vcm
-        vcm.associations.remove(avcm)
+        avcm.vcm.associations.remove(avcm)
         avcm.freed = True
-        if avcm.half == "low" and not any(a.half == "low" for a in vcm.associations):
-            self._mappers[vcm.id].drop_low_table()
 
     def vcm_activate(self, avcm: Association) -> None:
         """Program the device with the VCM (000 L241-246).
@@ -548,9 +539,9 @@ class Vcmm:
             return
         partner = running[0].vcm if running else None
         if avcm.half == "low":
-            low, high = vcm.low_table, partner.table if partner else None
+            low, high = vcm.table, partner.table if partner else None
         else:
-            low, high = (partner.low_table if partner else None), vcm.table
+            low, high = (partner.table if partner else None), vcm.table
         program_context(ctx, bank, low, high, split=True)
 
     def vcm_deactivate(self, avcm: Association) -> None:
@@ -570,7 +561,7 @@ class Vcmm:
             if other is None:
                 release_context(ctx)
             elif other.half == "low":
-                ctx.set_tables(other.vcm.low_table, None, split=True)
+                ctx.set_tables(other.vcm.table, None, split=True)
             else:
                 ctx.set_tables(None, other.vcm.table, split=True)
         avcm.active = False
@@ -911,7 +902,6 @@ class Vcmm:
                 ),
                 tuple((a.id, a.device.name, int(a.attr), a.active) for a in v.associations),
                 v.table.snapshot() if v.table is not None else None,
-                v.low_table.snapshot() if v.low_table is not None else None,
             )
             for v in self.vcms
         )

@@ -14,17 +14,10 @@ Decisions:
   pages even when the target handed out one large contiguous chunk.  Each run is then
   given to the table with its page size forced, so what the table writes is exactly
   what was planned.
-- **Split mode and the reduced TTBR0 table.**  With TTBCR.N=1 the SMMU walks VA[31]=0
-  through TTBR0 with a reduced, 8 KiB first level (``va_bits=31``), and the SMMU model
-  insists on that shape.  A VCM's own table is full size (16 KiB, ``va_bits=32``) so it
-  can be associated without split too.  While a VCM has a ``SPLIT | USE_LOW``
-  association the :class:`IommuMapper` therefore keeps a *mirror*: a 31-bit table with
-  exactly the same leaves, written by every map/unmap/attribute change, created (by
-  copying the leaves) when the first USE_LOW association is made and destroyed with
-  the last.  Both shapes can be live at once: one VCM can be the low half of one
-  context and the whole space of another.  The cost, a second set of table pages, is
-  paid only by VCMs used as low halves.  (Real hardware could point TTBR0 at the first
-  half of the full table, whose entries for VA < 2 GiB are indexed identically.)
+- **One table per VCM, split or not.**  With TTBCR.N=1 the SMMU walks VA[31]=0 through
+  TTBR0 indexed by VA[30:20]; for VA < 2 GiB those are the same slots as VA[31:20] in
+  the VCM's full 16 KiB table, so the same table is the low half of one context and
+  the whole space of another, as it would be on hardware.
 - **The update bracket.**  Every batch of table changes of an IOMMU VCM runs inside
   ``update_start``/``update_done`` of every active context using the VCM, and the
   TLB entries overlapping every changed range are invalidated before the bracket
@@ -34,7 +27,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,8 +40,6 @@ if TYPE_CHECKING:
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1
-#: Input-address width of the TTBR0 table when TTBCR.N=1.
-LOW_TABLE_VA_BITS = 31
 #: Past this many changed ranges in one bracket, invalidate the bank's whole tag.
 PRECISE_LIMIT = 64
 
@@ -132,22 +123,18 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class IommuMapper:
-    """An IOMMU VCM's tables (the full one and, while split-low, its 31-bit mirror)."""
+    """An IOMMU VCM's page table and the contexts running it."""
 
-    def __init__(self, vcm: Vcm, new_table: Callable[[int | None], PageTable]) -> None:
+    def __init__(self, vcm: Vcm) -> None:
         assert vcm.table is not None
         self.vcm = vcm
-        self._new_table = new_table
+        self.table: PageTable = vcm.table
         self._dirty: list[tuple[int, int]] = []
         self._depth = 0
 
     @property
     def page_sizes(self) -> tuple[int, ...]:
-        assert self.vcm.table is not None
-        return self.vcm.table.sizes
-
-    def _tables(self) -> list[PageTable]:
-        return [t for t in (self.vcm.table, self.vcm.low_table) if t is not None]
+        return self.table.sizes
 
     def contexts(self) -> list[Any]:
         """The SMMU contexts currently running this VCM (each once)."""
@@ -158,34 +145,16 @@ class IommuMapper:
         return list(seen.values())
 
     def map(self, run: PageRun, attrs: PageAttrs) -> None:
-        done: list[PageTable] = []
-        try:
-            for table in self._tables():
-                table.map(run.va, run.pa, run.size, attrs, page_size=run.page_size)
-                done.append(table)
-        except BaseException:
-            for table in done:
-                table.unmap(run.va, run.size)
-            raise
+        """All or nothing, as :meth:`PageTable.map` is."""
+        self.table.map(run.va, run.pa, run.size, attrs, page_size=run.page_size)
         self._dirty.append((run.va, run.size))
 
     def unmap(self, va: int, size: int) -> None:
-        for table in self._tables():
-            table.unmap(va, size)
+        self.table.unmap(va, size)
         self._dirty.append((va, size))
 
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
-        done: list[tuple[PageTable, PageAttrs]] = []
-        try:
-            for table in self._tables():
-                old = table.walk(va).attrs
-                assert old is not None
-                table.set_attrs(va, size, attrs)
-                done.append((table, old))
-        except BaseException:
-            for table, old in done:
-                table.set_attrs(va, size, old)
-            raise
+        self.table.set_attrs(va, size, attrs)
         self._dirty.append((va, size))
 
     @contextlib.contextmanager
@@ -220,42 +189,6 @@ class IommuMapper:
                     for va, size in ranges:
                         ctx.invalidate_tlb(va, size)
                 ctx.update_done()
-
-    # -- the split-low mirror ----------------------------------------------------------
-
-    def add_low_table(self) -> None:
-        """Create the 31-bit mirror of the VCM's table, leaf for leaf.
-
-        All or nothing: if table memory runs out the half-built mirror is destroyed.
-        """
-        assert self.vcm.table is not None and self.vcm.low_table is None
-        low = self._new_table(LOW_TABLE_VA_BITS)
-        try:
-            entries = list(self.vcm.table.mappings())
-            i = 0
-            while i < len(entries):
-                first = entries[i]
-                j = i + 1
-                while (
-                    j < len(entries)
-                    and entries[j].size == first.size
-                    and entries[j].attrs == first.attrs
-                    and entries[j].va == first.va + (j - i) * first.size
-                    and entries[j].pa == first.pa + (j - i) * first.size
-                ):
-                    j += 1
-                n = (j - i) * first.size
-                low.map(first.va, first.pa, n, first.attrs, page_size=first.size)
-                i = j
-        except BaseException:
-            low.destroy()
-            raise
-        self.vcm.low_table = low
-
-    def drop_low_table(self) -> None:
-        if self.vcm.low_table is not None:
-            self.vcm.low_table.destroy()
-            self.vcm.low_table = None
 
 
 class VmmMapper:

@@ -56,10 +56,10 @@ class _Handle:
 class Vcm(_Handle):
     """A virtual contiguous memory region: the address space some devices see.
 
-    An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table.  While
-    it has a ``SPLIT | USE_LOW`` association it also owns ``low_table``, a mirror of
-    ``table`` in the reduced 31-bit shape that TTBR0 takes when TTBCR.N=1 (see
-    :mod:`vcmm.core.mappers`).  ``allocator`` hands out reservation addresses.
+    An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table, which
+    also serves as the TTBR0 half of a split context (TTBCR.N=1 indexes it by
+    VA[30:20], the same slots for VA < 2 GiB).  ``allocator`` hands out reservation
+    addresses.
     """
 
     id: int
@@ -68,7 +68,6 @@ class Vcm(_Handle):
     len: int
     allocator: Any
     table: PageTable | None = None
-    low_table: PageTable | None = None
     reservations: list[Reservation] = field(default_factory=list)
     associations: list[Association] = field(default_factory=list)
     freed: bool = False

@@ -27,8 +27,13 @@ Decisions:
   several contexts at it.  The hardware walker reads the *registers* of the bank, never
   a Python table object, so a context that is not active cannot be walked through.
 - **Split mode** is ARMv7 TTBCR.N=1: VA[31]=1 walks the TTBR1 table, the rest the TTBR0
-  table, which is the reduced 8 KiB first level (``va_bits=31``).  A missing half is
-  programmed with TTBCR.PD0/PD1, so accesses there take translation faults.
+  table, walked with the reduced 8 KiB first level (``va_bits=31``, VA[30:20] indexed).
+  A full-size table is accepted there too: for VA < 2 GiB its first 2048 entries are
+  indexed exactly as the reduced table's would be, and the entries above are never
+  read, just as on hardware (the TTBR0 base only has to be 8 KiB aligned).  So one
+  table can serve as the low half of one context and the whole space of another.
+  A missing half is programmed with TTBCR.PD0/PD1, so accesses there take translation
+  faults.
 - **Invalidation is precise**: ``update_done`` invalidates the TLB entries of this
   bank overlapping each range changed since ``update_start`` (adjacent ranges merged);
   past :data:`PRECISE_INVALIDATION_LIMIT` ranges it invalidates the bank's whole tag,
@@ -621,8 +626,9 @@ class SmmuContext:
     ) -> None:
         """Point the context at tables the upper layer owns (one per VCM).
 
-        ``split`` defaults to ``high is not None``.  In split mode ``low`` must be a
-        reduced (``va_bits=31``) table and ``high`` a full one; either may be None, which
+        ``split`` defaults to ``high is not None``.  In split mode ``low`` may be a
+        reduced (``va_bits=31``) or a full table and ``high`` must be a full one (see
+        the module notes on split mode); either may be None, which
         disables walks of that half (TTBCR.PD0/PD1).  If the context is active the bank
         is reprogrammed at once (with its TLB tag invalidated).
         """
@@ -642,11 +648,9 @@ class SmmuContext:
             raise InvalidArgumentError(
                 f"context {self.name!r}: a TTBR1 table needs split mode (TTBCR.N=1)"
             )
-        want_low = SPLIT_LOW_VA_BITS if split else self.smmu.fmt.geometry().va_bits
-        for label, table, bits in (
-            ("low", low, want_low),
-            ("high", high, self.smmu.fmt.geometry().va_bits),
-        ):
+        full_bits = self.smmu.fmt.geometry().va_bits
+        want_low = (SPLIT_LOW_VA_BITS, full_bits) if split else (full_bits,)
+        for label, table, bits in (("low", low, want_low), ("high", high, (full_bits,))):
             if table is None:
                 continue
             if not isinstance(table, PageTable):
@@ -658,10 +662,11 @@ class SmmuContext:
                     f"context {self.name!r}: {label} table is {table.fmt.name} in another "
                     f"memory or format; SMMU {self.smmu.name!r} walks {self.smmu.fmt.name}"
                 )
-            if table.va_bits != bits:
+            if table.va_bits not in bits:
+                needs = " or ".join(str(b) for b in bits)
                 raise InvalidArgumentError(
                     f"context {self.name!r}: {label} table covers {table.va_bits} VA bits; "
-                    f"{'split' if split else 'whole-space'} mode needs {bits}"
+                    f"{'split' if split else 'whole-space'} mode needs {needs}"
                 )
         if self._updating:
             raise StateError(
