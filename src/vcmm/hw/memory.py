@@ -130,6 +130,14 @@ class PhysicalMemory:
         Validates the whole range before yielding anything, so callers that consume it
         into a list first never act on half of a bad access.
         """
+        if type(pa) is int and type(length) is int and pa >= 0 and length >= 0:
+            # Fast path (page-table words, single-region buffers): one bisect, no loop.
+            i = bisect.bisect_right(self._starts, pa) - 1
+            if i >= 0:
+                bank = self._banks[i]
+                off = pa - bank.region.base
+                if off + length <= bank.region.size:
+                    return iter(((bank, off, length),))
         if not isinstance(pa, int | np.integer) or not isinstance(length, int | np.integer):
             raise InvalidArgumentError(f"address {pa!r} and length {length!r} must be integers")
         if pa < 0 or length < 0:
