@@ -42,9 +42,8 @@ import itertools
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 
-import numpy as np
-
 from vcmm.attrs import Access, FaultKind, MemType, PageAttrs
+from vcmm.checks import check_int
 from vcmm.errors import (
     AlignmentError,
     FaultError,
@@ -100,14 +99,6 @@ KERNEL_WC = KERNEL_NC
 
 class KernelFault(FaultError):
     """A kernel-mode CPU access faulted: what Linux would report as an oops."""
-
-
-def _check_int(who: str, label: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
-    if value < 0:
-        raise InvalidArgumentError(f"{who}: {label} {int(value):#x} is negative")
-    return int(value)
 
 
 def is_kernel_va(va: int) -> bool:
@@ -205,7 +196,7 @@ class Cpu:
                     f"linear map entry {entry!r} is not (kernel_va, pa, size)"
                 )
             va, pa, size = (
-                _check_int("linear map", n, v)
+                check_int("linear map", n, v)
                 for n, v in zip(("kernel_va", "pa", "size"), entry, strict=True)
             )
             if not is_kernel_va(va) or not is_kernel_va(va + size - 1) or size == 0:
@@ -238,7 +229,7 @@ class Cpu:
 
     def phys_to_virt(self, pa: int) -> int:
         """The linear-map kernel VA of ``pa`` (the kernel's ``__va``)."""
-        pa = _check_int("phys_to_virt", "pa", pa)
+        pa = check_int("phys_to_virt", "pa", pa)
         for va, base, size in self.linear_map:
             if base <= pa < base + size:
                 return va + (pa - base)
@@ -246,7 +237,7 @@ class Cpu:
 
     def virt_to_phys(self, va: int) -> int:
         """The physical address of linear-map address ``va`` (the kernel's ``__pa``)."""
-        va = _check_int("virt_to_phys", "va", va)
+        va = check_int("virt_to_phys", "va", va)
         for base, pa, size in self.linear_map:
             if base <= va < base + size:
                 return pa + (va - base)
@@ -258,8 +249,8 @@ class Cpu:
     # -- kernel mappings ------------------------------------------------------------------
 
     def _check_kernel_range(self, who: str, va: object, size: object) -> tuple[int, int]:
-        v = _check_int(who, "va", va)
-        n = _check_int(who, "size", size)
+        v = check_int(who, "va", va)
+        n = check_int(who, "size", size)
         if n == 0:
             raise InvalidArgumentError(f"{who}: size must be > 0")
         if not is_kernel_va(v) or not is_kernel_va(v + n - 1):
@@ -278,7 +269,7 @@ class Cpu:
         user-accessible.
         """
         v, n = self._check_kernel_range("map_kernel", va, size)
-        p = _check_int("map_kernel", "pa", pa)
+        p = check_int("map_kernel", "pa", pa)
         if p % SZ_4K:
             raise AlignmentError(f"map_kernel: pa {p:#x} must be 4 KiB aligned")
         if not isinstance(attrs, PageAttrs):
@@ -357,9 +348,9 @@ class Cpu:
     def map_user(self, asid: int, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
         """Map ``[va, va+size)`` in ``asid``'s table; the entries are made non-global."""
         table = self.address_space(asid)
-        v = _check_int("map_user", "va", va)
-        p = _check_int("map_user", "pa", pa)
-        n = _check_int("map_user", "size", size)
+        v = check_int("map_user", "va", va)
+        p = check_int("map_user", "pa", pa)
+        n = check_int("map_user", "size", size)
         if n == 0 or v + n > USER_VA_LIMIT:
             raise InvalidArgumentError(
                 f"map_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
@@ -376,8 +367,8 @@ class Cpu:
 
     def unmap_user(self, asid: int, va: int, size: int) -> None:
         table = self.address_space(asid)
-        v = _check_int("unmap_user", "va", va)
-        n = _check_int("unmap_user", "size", size)
+        v = check_int("unmap_user", "va", va)
+        n = check_int("unmap_user", "size", size)
         if n == 0 or v + n > USER_VA_LIMIT:
             raise InvalidArgumentError(
                 f"unmap_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
@@ -391,8 +382,8 @@ class Cpu:
 
         For upper layers that edit a table from :meth:`create_address_space` directly.
         """
-        v = _check_int("flush_tlb_range", "va", va)
-        n = _check_int("flush_tlb_range", "size", size)
+        v = check_int("flush_tlb_range", "va", va)
+        n = check_int("flush_tlb_range", "size", size)
         if n == 0 or v + n > 1 << 64:
             raise InvalidArgumentError(
                 f"flush_tlb_range: va {v:#x} size {n:#x} must be non-empty within 64 bits"
@@ -457,7 +448,7 @@ class Cpu:
         user: bool = False,
     ) -> Translation:
         """Translate one access through the TLB; raises the fault as an exception."""
-        v = _check_int("translate", "va", va)
+        v = check_int("translate", "va", va)
         if v >= 1 << 64:
             raise InvalidArgumentError(f"translate: va {v:#x} is wider than 64 bits")
         if not isinstance(access, Access):
@@ -474,8 +465,8 @@ class Cpu:
         self, who: str, va: object, length: object, access: Access, asid: int | None, user: bool
     ) -> list[tuple[int, int, MemType]]:
         """Translate every page of an access first: ``(pa, n, memtype)`` runs, merged."""
-        v = _check_int(who, "va", va)
-        n = _check_int(who, "length", length)
+        v = check_int(who, "va", va)
+        n = check_int(who, "length", length)
         if v + n > 1 << 64:
             raise InvalidArgumentError(f"{who}: {v:#x} + {n:#x} runs past 2**64")
         if not isinstance(user, bool):

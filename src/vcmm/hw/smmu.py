@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind, PageAttrs
+from vcmm.checks import check_int
 from vcmm.errors import (
     AlignmentError,
     BusyError,
@@ -165,14 +166,6 @@ def _tlb_delta(now: TLBStats, base: TLBStats) -> TLBStats:
 
 def _tlb_sum(a: TLBStats, b: TLBStats) -> TLBStats:
     return TLBStats(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(TLBStats)))
-
-
-def _check_int(who: str, label: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
-    if value < 0:
-        raise InvalidArgumentError(f"{who}: {label} {int(value):#x} is negative")
-    return int(value)
 
 
 class _Bank:
@@ -769,8 +762,8 @@ class SmmuContext:
         if (va is None) != (size is None):
             raise InvalidArgumentError("invalidate_tlb takes both va and size, or neither")
         if va is not None:
-            va = _check_int("invalidate_tlb", "va", va)
-            size = _check_int("invalidate_tlb", "size", size)
+            va = check_int("invalidate_tlb", "va", va)
+            size = check_int("invalidate_tlb", "size", size)
             if size == 0:
                 raise InvalidArgumentError("invalidate_tlb: size must be > 0")
         if self._bank is None:
@@ -784,9 +777,9 @@ class SmmuContext:
 
     def _check_range(self, op: str, va: object, pa: object, length: object) -> tuple[int, int, int]:
         who = f"{self.name}.{op}"
-        v = _check_int(who, "va", va)
-        p = _check_int(who, "pa", pa)
-        n = _check_int(who, "length", length)
+        v = check_int(who, "va", va)
+        p = check_int(who, "pa", pa)
+        n = check_int(who, "length", length)
         if n == 0:
             raise InvalidArgumentError(f"{who}: length must be > 0")
         if v + n > self.smmu.input_limit:
@@ -900,7 +893,7 @@ class SmmuContext:
         Uses neither the TLB nor the bank, so it works on inactive contexts too.
         """
         self._check_alive()
-        v = _check_int(f"{self.name}.translate", "va", va)
+        v = check_int(f"{self.name}.translate", "va", va)
         if v >= self.smmu.input_limit:
             raise NotMappedError(
                 f"context {self.name!r}: {v:#x} is beyond the {self.smmu.input_limit:#x} "
@@ -1054,7 +1047,7 @@ class SmmuContext:
         """Record bytes a device moved through this context (called by bus masters)."""
         if not isinstance(access, Access):
             raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
-        n = _check_int(f"{self.name}.account", "nbytes", nbytes)
+        n = check_int(f"{self.name}.account", "nbytes", nbytes)
         if access is Access.WRITE:
             self.bytes_written += n
         else:

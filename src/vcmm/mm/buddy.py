@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vcmm.checks import check_int
 from vcmm.errors import (
     InvalidArgumentError,
     OutOfMemoryError,
@@ -47,9 +48,7 @@ class BuddySnapshot:
 
 
 def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} {value!r} is not an integer")
-    return value
+    return check_int("", name, value, minimum=None)
 
 
 class BuddyAllocator:

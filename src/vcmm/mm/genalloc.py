@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import align_up, format_size, is_power_of_two
@@ -31,9 +32,7 @@ class RangeAllocatorSnapshot:
 
 
 def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} {value!r} is not an integer")
-    return value
+    return check_int("", name, value, minimum=None)
 
 
 class RangeAllocator:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SZ_4K, is_power_of_two
 
@@ -40,18 +41,9 @@ DEFAULT_TILE = (64, 32)
 PATTERNS: tuple[str, ...] = ("linear", "raster", "tiled", "random")
 
 
-def _int(who: str, name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidArgumentError(f"{who}: {name} {value!r} is not an integer")
-    number = int(value)
-    if number < minimum:
-        raise InvalidArgumentError(f"{who}: {name} {number} must be >= {minimum}")
-    return number
-
-
 def check_burst(burst: object, who: str = "pattern") -> int:
     """A burst size must be a power of two that divides 4 KiB (one translation each)."""
-    size = _int(who, "burst", burst, minimum=1)
+    size = check_int(who, "burst", burst, minimum=1)
     if not is_power_of_two(size) or size > SZ_4K:
         raise InvalidArgumentError(
             f"{who}: burst {size} must be a power of two between 1 and {SZ_4K} so that no "
@@ -78,10 +70,10 @@ class Plane:
 
     def __post_init__(self) -> None:
         who = f"plane {self.name!r}"
-        _int(who, "offset", self.offset)
-        _int(who, "width", self.width, minimum=1)
-        _int(who, "rows", self.rows, minimum=1)
-        _int(who, "stride", self.stride, minimum=1)
+        check_int(who, "offset", self.offset)
+        check_int(who, "width", self.width, minimum=1)
+        check_int(who, "rows", self.rows, minimum=1)
+        check_int(who, "stride", self.stride, minimum=1)
         if self.stride < self.width:
             raise InvalidArgumentError(
                 f"{who}: stride {self.stride} is smaller than the row width {self.width}"
@@ -152,8 +144,8 @@ class FrameFormat:
     ) -> FrameFormat:
         """Lay out a ``width`` x ``height`` frame of ``format`` (see :data:`FORMAT_NAMES`)."""
         who = "frame format"
-        w = _int(who, "width", width, minimum=1)
-        h = _int(who, "height", height, minimum=1)
+        w = check_int(who, "width", width, minimum=1)
+        h = check_int(who, "height", height, minimum=1)
         if not isinstance(format, str):
             raise InvalidArgumentError(f"{who}: format {format!r} is not a string")
         name = _ALIASES.get(format.lower(), format.lower())
@@ -164,7 +156,7 @@ class FrameFormat:
             )
         _, bpp0, sub_x0, _, _ = layout[0]
         row0 = math.ceil(w / sub_x0) * bpp0
-        pitch = row0 if stride is None else _int(who, "stride", stride, minimum=1)
+        pitch = row0 if stride is None else check_int(who, "stride", stride, minimum=1)
         if pitch < row0:
             raise InvalidArgumentError(
                 f"{who}: stride {pitch} is smaller than a {w}-pixel {name} row ({row0} bytes)"
@@ -227,8 +219,8 @@ def cover(starts: npt.ArrayLike, lengths: npt.ArrayLike, burst: int = DEFAULT_BU
 def linear(length: int, *, burst: int = DEFAULT_BURST, start: int = 0) -> U64Array:
     """A sweep from ``start`` over ``length`` bytes: what a DMA copy or a simple
     streaming engine issues.  ``ceil(length / page)`` distinct pages, each visited once."""
-    n = _int("linear", "length", length, minimum=1)
-    s = _int("linear", "start", start)
+    n = check_int("linear", "length", length, minimum=1)
+    s = check_int("linear", "start", start)
     return cover([s], [n], burst)
 
 
@@ -259,8 +251,8 @@ def tiled(
     """
     if not isinstance(plane, Plane):
         raise InvalidArgumentError(f"tiled: {plane!r} is not a Plane")
-    tw = _int("tiled", "tile width", tile_width, minimum=1)
-    th = _int("tiled", "tile height", tile_height, minimum=1)
+    tw = check_int("tiled", "tile width", tile_width, minimum=1)
+    th = check_int("tiled", "tile height", tile_height, minimum=1)
     tiles_x = math.ceil(plane.width / tw)
     tiles_y = math.ceil(plane.rows / th)
     ty, tx, r = np.meshgrid(
@@ -283,10 +275,10 @@ def random_bursts(
     """``count`` bursts drawn uniformly (with replacement) from ``[start, start+length)``,
     reproducible from ``seed``: the worst case for any TLB, as every page is as likely
     as any other."""
-    n = _int("random", "length", length, minimum=1)
-    k = _int("random", "count", count, minimum=1)
-    s = _int("random", "start", start)
-    sd = _int("random", "seed", seed)
+    n = check_int("random", "length", length, minimum=1)
+    k = check_int("random", "count", count, minimum=1)
+    s = check_int("random", "start", start)
+    sd = check_int("random", "seed", seed)
     size = check_burst(burst, "random")
     first = s // size
     last = (s + n - 1) // size
@@ -299,14 +291,14 @@ def repeat_frames(stream: U64Array, frames: int) -> U64Array:
     """The same stream issued ``frames`` times back to back (a video's frame loop)."""
     if not isinstance(stream, np.ndarray) or stream.ndim != 1:
         raise InvalidArgumentError("repeat_frames: stream must be a 1-D numpy array")
-    n = _int("repeat_frames", "frames", frames, minimum=1)
+    n = check_int("repeat_frames", "frames", frames, minimum=1)
     return np.tile(stream.astype(np.uint64, copy=False), n)
 
 
 def distinct_pages(stream: U64Array, page_size: int) -> int:
     """How many different pages of ``page_size`` a stream touches: the misses a TLB
     large enough to hold them all takes on the first pass (its compulsory misses)."""
-    size = _int("distinct_pages", "page_size", page_size, minimum=1)
+    size = check_int("distinct_pages", "page_size", page_size, minimum=1)
     if not is_power_of_two(size):
         raise InvalidArgumentError(f"distinct_pages: page size {size} is not a power of two")
     if not isinstance(stream, np.ndarray):

@@ -1,0 +1,34 @@
+"""Argument checks every public call shares, so a bad value reads the same everywhere.
+
+The rule of the project is that a failing call names the value and the rule broken;
+these helpers phrase the commonest rules once (``call: name value must be ...``).
+``bool`` is refused where an integer is wanted (Python would take ``True`` for 1), and
+numpy integers are accepted and returned as plain ``int``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vcmm.errors import InvalidArgumentError
+
+
+def show(number: int) -> str:
+    """Small numbers (counts, orders) in decimal, addresses and sizes in hex."""
+    return str(number) if -4096 < number < 4096 else f"{number:#x}"
+
+
+def _prefix(call: str) -> str:
+    return f"{call}: " if call else ""
+
+
+def check_int(call: str, name: str, value: object, *, minimum: int | None = 0) -> int:
+    """``value`` as an ``int``, refusing non-integers and values below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidArgumentError(f"{_prefix(call)}{name} {value!r} is not an integer")
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise InvalidArgumentError(
+            f"{_prefix(call)}{name} {show(number)} must be >= {show(minimum)}"
+        )
+    return number
