@@ -91,3 +91,58 @@ def system() -> vcmm.System:
 @pytest.fixture
 def armv7(system: vcmm.System) -> ShortDescriptors:
     return ShortDescriptors(system.memory)
+
+
+# VMSAv8-64, 4 KiB granule, 48-bit input (ARM ARM D8.3): four levels indexed by
+# VA[47:39], VA[38:30], VA[29:21], VA[20:12]; eight bytes per descriptor.
+#   [1:0] = 0b11 at levels 0-2: table, next-level address in [47:12]
+#   [1:0] = 0b01 at levels 1-2: block (1 GiB / 2 MiB), output address [47:30] / [47:21]
+#   [1:0] = 0b11 at level 3: page, output address [47:12]
+# Leaf attributes: AttrIndx [4:2], NS 5, AP[2:1] [7:6], SH [9:8] (0b11 inner shareable,
+# 0b10 outer, 0b00 non-shareable), AF 10, nG 11.
+LEVEL_SHIFTS = (39, 30, 21, 12)
+OA_MASK = ((1 << 48) - 1) & ~0xFFF
+
+
+@dataclass(frozen=True)
+class LongLeaf:
+    level: int
+    desc: int
+    pa: int  # output address of the VA asked for
+    size: int
+    sh: int
+    ng: bool
+    ap: int
+
+
+class LongDescriptors:
+    """Reads VMSAv8-64 (4 KiB granule, 48-bit) tables from physical memory."""
+
+    def __init__(self, memory: object) -> None:
+        self.memory = memory
+
+    def word(self, pa: int) -> int:
+        return int(self.memory.read_u64(pa))  # type: ignore[attr-defined]
+
+    def leaf(self, root: int, va: int) -> LongLeaf | None:
+        table = root
+        for level, shift in enumerate(LEVEL_SHIFTS):
+            desc = self.word(table + ((va >> shift) & 0x1FF) * 8)
+            kind = desc & 0b11
+            if kind in (0b00, 0b10):
+                return None
+            if kind == 0b11 and level < 3:
+                table = desc & OA_MASK
+                continue
+            size = 1 << shift
+            base = desc & OA_MASK & ~(size - 1)
+            return LongLeaf(
+                level, desc, base | (va & (size - 1)), size, (desc >> 8) & 0b11,
+                bool(desc >> 11 & 1), (desc >> 6) & 0b11,
+            )  # fmt: skip
+        return None
+
+
+@pytest.fixture
+def armv8(system: vcmm.System) -> LongDescriptors:
+    return LongDescriptors(system.memory)

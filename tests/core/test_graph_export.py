@@ -96,3 +96,42 @@ def test_graph_empties_after_teardown(system) -> None:
     data = system.graph_data()
     assert not [n for n in data["nodes"] if n["type"] in ("reservation", "chunk", "physmem")]
     assert not [e for e in data["edges"] if e["type"] == "mapping" and "reservation" in e["source"]]
+
+
+def test_views_and_wraps_in_the_export(system) -> None:
+    """A view's mappings are drawn to its allocation's chunk; a wrap has chunks of its
+    own; a chunk says how many of its bytes are shared."""
+    physmem = system.vcm_phys_alloc("contig", 4 * SZ_4K, PhysAttr.CONTIGUOUS)
+    ((pa, _size),) = physmem.chunks
+    iommu = system.vcm_create(SZ_16M, SZ_16M)
+    vmm = system.vcm_create_from_prebuilt(0)
+    whole = system.vcm_reserve(iommu, 4 * SZ_4K, Attr.RW)
+    system.vcm_back(whole, physmem)
+    view = system.vcm_phys_view(physmem, SZ_4K, SZ_4K)
+    part = system.vcm_reserve(vmm, SZ_4K, Attr.RW)
+    system.vcm_back(part, view)
+    page = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.NONE).chunk_ranges[0]
+    wrap = system.vcm_phys_wrap([page], owner="a driver")
+    data = system.graph_data()
+    nodes = {n["id"]: n for n in data["nodes"]}
+    assert nodes[f"physmem:{view.name}"]["kind"] == "view"
+    assert nodes[f"physmem:{view.name}"]["parent"] == physmem.name
+    assert nodes[f"physmem:{wrap.name}"]["kind"] == "wrap"
+    assert nodes[f"physmem:{wrap.name}"]["owner"] == "a driver"
+    assert {
+        "source": f"physmem:{physmem.name}",
+        "target": f"physmem:{view.name}",
+        "type": "views",
+    } in data["edges"]
+    chunk = nodes[f"chunk:{pa:#x}+{4 * SZ_4K:#x}"]
+    assert chunk["shared_bytes"] == SZ_4K and not chunk["shareable"]
+    into = [e for e in data["edges"] if e["type"] == "mapping" and e["target"] == chunk["id"]]
+    assert {e["source"] for e in into} == {f"reservation:{whole.name}", f"reservation:{part.name}"}
+    assert sorted((e["pa"], e["size"], e["shareable"]) for e in into) == [
+        (pa, SZ_4K, False),
+        (pa + SZ_4K, SZ_4K, True),
+        (pa + SZ_4K, SZ_4K, True),
+        (pa + 2 * SZ_4K, 2 * SZ_4K, False),
+    ]
+    # The wrap's page shares its chunk node with the allocation it lies in.
+    assert nodes[f"chunk:{page.start:#x}+{SZ_4K:#x}"]["linear_mapped"]

@@ -8,7 +8,8 @@ allocators and the devices' view agree:
   every unbacked one faults; tables hold no leaf that no reservation explains;
 - every address-space allocator holds exactly the reservations placed in it and every
   memory target is short exactly the bytes of the live allocations;
-- aliases of a chunk agree on memory type and their shareable bit follows the rule;
+- aliases of a chunk agree on memory type and, page by page, their shareable bit
+  follows the rule;
 - a device whose association is active reads and writes the right physical bytes
   (stale IOTLB entries would make it miss).
 
@@ -34,7 +35,8 @@ from vcmm.errors import DeviceFaultError, VcmmError
 _VA_MASK = (1 << 48) - 1
 IOMMU_DEVICES = ("vcodec_a_mm1", "vcodec_b_mm2", "mdp")
 SIZES = (SZ_4K, 3 * SZ_4K, SZ_64K, SZ_64K + SZ_4K, SZ_1M, SZ_1M + SZ_64K, 2 * SZ_1M)
-ATTRS = (Attr.RW, Attr.READ, Attr.RW | Attr.NONCACHED, Attr.RW | Attr.WT)
+ATTRS = (Attr.RW, Attr.READ, Attr.RW | Attr.NONCACHED, Attr.RW | Attr.WT, Attr.RW | Attr.USER)
+USER_ASIDS = (5, 6)
 PHYS_ATTRS = (
     PhysAttr.NONE,
     PhysAttr.CONTIGUOUS,
@@ -57,6 +59,7 @@ class VcmmMachine(RuleBasedStateMachine):
         self.boot_tables = self.s.table_memory.used_bytes
         self.boot_free = {n: t.free_bytes for n, t in self.s.targets.items()}
         self.failures = 0
+        self.asids: set[int] = set()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -111,6 +114,74 @@ class VcmmMachine(RuleBasedStateMachine):
         self.attempt(lambda: self.s.vcm_create_from_prebuilt(0))
 
     @precondition(lambda self: len(self.s.vcms) < 8)
+    @rule(asid=st.sampled_from(USER_ASIDS))
+    def create_user(self, asid: int) -> None:
+        """A process address space as a VCM (the CPU's table is made once per ASID)."""
+        if asid not in self.asids:
+            self.s.cpu.create_address_space(asid)
+            self.asids.add(asid)
+        self.attempt(lambda: self.s.vcm_create_from_prebuilt(asid, label=f"proc{asid}"))
+
+    @precondition(lambda self: self.s.physmems)
+    @rule(
+        i=st.integers(0, 99),
+        first=st.integers(0, 600),
+        pages=st.integers(1, 600),
+        sensible=st.booleans(),
+    )
+    def view(self, i: int, first: int, pages: int, sensible: bool) -> None:
+        """A window of an allocation (often strictly inside one of its chunks)."""
+        pm = self.pick(self.s.physmems, i)
+        if sensible:
+            total = pm.size // SZ_4K
+            first %= total
+            pages = 1 + pages % (total - first)
+        self.attempt(lambda: self.s.vcm_phys_view(pm, first * SZ_4K, pages * SZ_4K))
+
+    @precondition(lambda self: self.s.reservations)
+    @rule(i=st.integers(0, 99), at=st.integers(1, 600))
+    def split(self, i: int, at: int) -> None:
+        res = self.pick(self.s.reservations, i)
+        offset = at * SZ_4K
+        rest = None
+        if res.physmem is not None and offset < res.len:
+            rest = self.attempt(lambda: self.s.vcm_phys_view(res.physmem, offset, res.len - offset))
+        self.attempt(lambda: self.s.vcm_split(res, offset, rest))
+
+    @precondition(lambda self: self.s.reservations)
+    @rule(i=st.integers(0, 99), at=st.integers(1, 600))
+    def split_and_merge_back(self, i: int, at: int) -> None:
+        """Cutting a reservation and joining it again changes nothing at all."""
+        res = self.pick(self.s.reservations, i)
+        offset = (at * SZ_4K) % res.len
+        if offset == 0 or (res.addr is None and res.vcm.kind is not VcmKind.ONE_TO_ONE):
+            return
+        before = self.s.snapshot()
+        rest = None
+        if res.physmem is not None:
+            rest = self.s.vcm_phys_view(res.physmem, offset, res.len - offset)
+        right = self.attempt(lambda: self.s.vcm_split(res, offset, rest))
+        if right is not None:
+            self.s.vcm_merge(res, right)
+        if rest is not None:
+            self.s.vcm_phys_free(rest)
+        assert self.s.snapshot() == before
+
+    @precondition(lambda self: len(self.s.reservations) > 1)
+    @rule(i=st.integers(0, 99), sensible=st.booleans())
+    def merge(self, i: int, sensible: bool) -> None:
+        pairs = [
+            (a, b)
+            for v in self.s.vcms
+            for a in v.reservations
+            for b in v.reservations
+            if a.addr is not None and b.addr is not None and a.addr + a.len == b.addr
+        ]
+        every = [(a, b) for a in self.s.reservations for b in self.s.reservations]
+        a, b = self.choose(sensible, pairs, every, i)
+        self.attempt(lambda: self.s.vcm_merge(a, b))
+
+    @precondition(lambda self: len(self.s.vcms) < 8)
     @rule(pool=st.sampled_from(("contig", "smi")))
     def create_one_to_one(self, pool: str) -> None:
         (region,) = self.s.target(pool).regions
@@ -147,8 +218,9 @@ class VcmmMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.s.physmems)
     @rule(i=st.integers(0, 99), sensible=st.booleans())
     def phys_free(self, i: int, sensible: bool) -> None:
-        unused = [p for p in self.s.physmems if not p.backing]
-        pm = self.choose(sensible, unused, self.s.physmems, i)
+        every = self.s.phys_views + self.s.physmems
+        unused = [p for p in every if not p.backing and not p.views]
+        pm = self.choose(sensible, unused, every, i)
         self.attempt(lambda: self.s.vcm_phys_free(pm))
 
     @precondition(lambda self: self.s.reservations and self.s.physmems)
@@ -157,8 +229,9 @@ class VcmmMachine(RuleBasedStateMachine):
         res = self.choose(
             sensible, [r for r in self.s.reservations if not r.backed], self.s.reservations, i
         )
-        big_enough = [p for p in self.s.physmems if p.size >= res.len]
-        pm = self.choose(sensible, big_enough, self.s.physmems, j)
+        every = self.s.phys_views + self.s.physmems
+        big_enough = [p for p in every if p.size >= res.len]
+        pm = self.choose(sensible, big_enough, every, j)
         self.attempt(lambda: self.s.vcm_back(res, pm))
 
     @precondition(lambda self: self.s.vcms)
@@ -204,6 +277,7 @@ class VcmmMachine(RuleBasedStateMachine):
         matching = {
             VcmKind.IOMMU: list(IOMMU_DEVICES),
             VcmKind.VMM: ["cpu"],
+            VcmKind.USER: ["cpu"],
             VcmKind.ONE_TO_ONE: ["camera"],
         }[vcm.kind]
         dev = self.choose(sensible, matching, [*IOMMU_DEVICES, "cpu", "camera"], j)
@@ -293,10 +367,12 @@ class VcmmMachine(RuleBasedStateMachine):
             if res.backed:
                 s.vcm_unback(res)
             s.vcm_unreserve(res)
-        for pm in list(s.physmems):
+        for pm in s.phys_views + s.physmems:
             s.vcm_phys_free(pm)
         for vcm in list(s.vcms):
             s.vcm_free(vcm)
+        for asid in self.asids:
+            s.cpu.destroy_address_space(asid)
         assert s.graph.is_empty() and s.graph.chunks() == []
         assert s.table_memory.used_bytes == self.boot_tables
         assert {n: t.free_bytes for n, t in s.targets.items()} == self.boot_free
@@ -313,6 +389,19 @@ def _pa_of(res: Any, offset: int) -> int:
             return int(chunk.start + offset)
         offset -= chunk.size
     raise AssertionError("offset beyond the allocation")
+
+
+def _pages_of(res: Any) -> list[int]:
+    """Physical address of each page of ``res``, from its allocation's chunks."""
+    out: list[int] = []
+    left = res.len
+    for chunk in res.physmem.chunk_ranges:
+        n = min(chunk.size, left)
+        out.extend(range(chunk.start, chunk.start + n, SZ_4K))
+        left -= n
+        if left <= 0:
+            break
+    return out
 
 
 def check_consistency(s: vcmm.System) -> None:
@@ -359,14 +448,26 @@ def check_consistency(s: vcmm.System) -> None:
     for name, target in s.targets.items():
         held = sum(pm.size for pm in s.physmems if pm.target == name)
         assert target.total_bytes - target.free_bytes == held, name
-    # Aliases agree; the shareable bit follows the number of address spaces.
+    # Aliases agree on memory type; every alias's shareable bit follows the rule for
+    # each of its pages (the linear map, i.e. kernel RAM, or two or more address spaces
+    # map the page).  The reference counts spaces per page from the allocations' chunks
+    # laid end to end, not from the graph.
     live_chunks = {c for pm in s.physmems for c in pm.chunk_ranges}
     for chunk in graph.chunks():
         assert chunk in live_chunks
         aliases = graph.aliases(chunk)
         assert len({m.attrs.memtype for m in aliases}) == 1
-        want = graph.linear_alias(chunk) is not None or len({m.space for m in aliases}) >= 2
-        assert all(m.attrs.shareable == want for m in graph.of_chunk(chunk))
+    spaces_of: dict[int, set[str]] = {}
+    for res in s.reservations:
+        if res.physmem is not None:
+            for pa in _pages_of(res):
+                spaces_of.setdefault(pa, set()).add(res.vcm.space)
+    linear = [m.phys for m in graph.linear_map]
+    for res in s.reservations:
+        for m in graph.of_reservation(res.id):
+            for pa in range(m.phys.start, m.phys.end, SZ_4K):
+                want = any(pa in w for w in linear) or len(spaces_of[pa]) >= 2
+                assert m.attrs.shareable == want, f"{m.describe()}: page {pa:#x}"
     # A context is live exactly when an association runs on it.
     for name in IOMMU_DEVICES:
         ctx = s.device(name).ctx
@@ -381,6 +482,9 @@ def _tables_walk(s: vcmm.System, res: Any, va: int) -> list[tuple[int | None, An
         return [(w.pa, w.attrs)]
     if vcm.kind is VcmKind.VMM:
         w = s.cpu.kernel_table.walk(va & _VA_MASK)
+        return [(w.pa, w.attrs)]
+    if vcm.kind is VcmKind.USER:
+        w = s.cpu.address_space(vcm.ext_id).walk(va)
         return [(w.pa, w.attrs)]
     return []
 

@@ -120,6 +120,39 @@ def test_atomic_allocations_use_the_premapped_pool(system: vcmm.System, dma: Dma
     assert dma.atomic_pool.space.allocated() == []
 
 
+def test_an_atomic_buffer_shares_exactly_its_pages_of_the_pool_alias(
+    system: vcmm.System, dma: DmaApi
+) -> None:
+    """The atomic pool is one kernel mapping of the whole carve-out; a buffer is a view
+    of a few of its pages.  Only those pages gain a second address space, so only they
+    become shareable, on the pool alias as on the device's (the kernel PTEs read back
+    from the table), and they lose it again when the buffer goes."""
+    pool = dma.atomic_pool
+    kernel = system.cpu.kernel_table
+
+    def pool_bits() -> list[bool]:
+        out = []
+        for page in range(pool.region.size // SZ_4K):
+            walk = kernel.walk((pool.cpu_base + page * SZ_4K) & ((1 << 48) - 1))
+            assert walk.attrs is not None and walk.pa == pool.region.start + page * SZ_4K
+            out.append(walk.attrs.shareable)
+        return out
+
+    assert not any(pool_bits())
+    buf = dma.alloc_coherent(DEV, 2 * SZ_4K, atomic=True)
+    first = (buf.chunks[0].start - pool.region.start) // SZ_4K
+    assert pool_bits() == [page in (first, first + 1) for page in range(len(pool_bits()))]
+    domain = dma.domain(DEV)
+    assert domain is not None
+    for offset in (0, SZ_4K):
+        walk = domain.vcm.table.walk(buf.dma_handle + offset)
+        assert walk.attrs is not None and walk.attrs.shareable
+        assert walk.attrs.memtype is MemType.NORMAL_NC
+    dma.free_coherent(DEV, buf.size, buf.cpu_addr, buf.dma_handle)
+    assert not any(pool_bits())
+    assert system.phys_views == []
+
+
 def test_coherent_atomic_on_a_coherent_device_uses_the_linear_map(make_system: Callable) -> None:
     system = make_system(coherent=("mdp",))
     dma = DmaApi(system)

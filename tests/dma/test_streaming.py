@@ -228,3 +228,31 @@ def test_bad_arguments_raise_and_change_nothing(
     with pytest.raises(InvalidArgumentError):
         dma.map_page(system.cpu, buf.pa, 0, 4, D.TO_DEVICE)
     assert state() == before
+
+
+@pytest.mark.parametrize("rcache", [True, False], ids=["rcache", "no-rcache"])
+def test_a_mapping_failing_after_its_iova_leaves_the_domain_exactly_as_before(
+    system: vcmm.System, kbuf: Callable, rcache: bool
+) -> None:
+    """Table memory runs out after the IOVA was allocated: the IOVA allocation is taken
+    back exactly (with the range cache on, a range that came from the cache goes back
+    to its bin; a plain free would leave the new range parked there)."""
+    dma = DmaApi(system, rcache=rcache)
+    buf = kbuf(2 * SZ_4K)
+    # A first mapping and unmapping: its range is cached, its second-level table freed.
+    dma.unmap_page(DEV, dma.map_page(DEV, buf.pa, 0, SZ_4K, D.TO_DEVICE), SZ_4K, D.TO_DEVICE)
+    domain = dma.domain(DEV)
+    assert domain is not None and domain.iova.cached_count == (1 if rcache else 0)
+    tm = system.table_memory
+    for size in (4096, 1024, 256, 64):
+        while True:
+            try:
+                tm.alloc(size)
+            except vcmm.errors.OutOfMemoryError:
+                break
+    before = (system.snapshot(), dma.snapshot(), domain.iova.snapshot())
+    handle = dma.map_page(DEV, buf.pa + SZ_4K, 0, SZ_4K, D.TO_DEVICE)
+    assert handle == DMA_MAPPING_ERROR
+    assert "table memory" in str(dma.last_error)
+    assert (system.snapshot(), dma.snapshot(), domain.iova.snapshot()) == before
+    assert domain.iova.cached_count == (1 if rcache else 0)

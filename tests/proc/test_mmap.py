@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 import vcmm
-from vcmm import SZ_4K, FaultKind, MemType
+from vcmm import SZ_4K, AddressRange, FaultKind, MemType
 from vcmm.errors import AlignmentError, InvalidArgumentError, SegmentationFault, StateError
 from vcmm.proc import (
     MAP_ANONYMOUS,
@@ -148,15 +148,30 @@ def test_shared_file_seen_by_two_processes_at_different_offsets(
     a.write(va + 2 * SZ_4K + 5, b"hello")
     assert b.read(vb + 5, 5) == b"hello"
     # Carve-out memory: not shareable while one process maps it; once a second one
-    # does, both aliases are (the first was rewritten, PTE and graph edge alike).
+    # does, both aliases of the page they share are (the first was rewritten, PTE and
+    # graph edge alike).  The two pages only a maps stay non-shareable: the rule is
+    # per page.
     table_a = system.cpu.address_space(a.asid)
     walk_b = system.cpu.address_space(b.asid).walk(vb)
     assert walk_b.attrs is not None and walk_b.attrs.shareable
     walk_a = table_a.walk(va + 2 * SZ_4K)
     assert walk_a.attrs is not None and walk_a.attrs.shareable
+    for page in (0, 1):
+        alone = table_a.walk(va + page * SZ_4K)
+        assert alone.attrs is not None and not alone.attrs.shareable
     chunk = mem.physmem.chunk_ranges[0]
-    assert {m.attrs.shareable for m in system.graph.of_chunk(chunk)} == {True}
+    shared = AddressRange(chunk.start + 2 * SZ_4K, SZ_4K)
+    assert {m.attrs.shareable for m in system.graph.of_chunk(shared)} == {True}
+    assert {m.space for m in system.graph.of_chunk(shared)} == {a.space, b.space}
+    alone_pages = AddressRange(chunk.start, 2 * SZ_4K)
+    assert {m.attrs.shareable for m in system.graph.of_chunk(alone_pages)} == {False}
     assert a.read(va + 2 * SZ_4K + 5, 5) == b"hello"  # the rewrite kept the mapping
+    # When b goes, a's alias of the shared page loses the bit again.
+    b.munmap(vb, SZ_4K)
+    walk_a = table_a.walk(va + 2 * SZ_4K)
+    assert walk_a.attrs is not None and not walk_a.attrs.shareable
+    assert {m.attrs.shareable for m in system.graph.of_chunk(chunk)} == {False}
+    assert a.read(va + 2 * SZ_4K + 5, 5) == b"hello"
 
 
 def test_a_lone_carve_out_mapping_is_not_shareable(

@@ -1,4 +1,5 @@
-"""Fixtures of the sharing tests: a booted default platform, processes, an exporter."""
+"""Fixtures of the sharing tests: a booted default platform with its shared DMA API,
+processes, an exporter."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass, field
 import pytest
 
 import vcmm
+from vcmm.dma import DmaApi
 from vcmm.proc import Process, ProcessTable
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.jobs import Engine
+from vcmm.share.state import dma_api
 
 
 @dataclass
@@ -18,6 +21,9 @@ class Rig:
     system: vcmm.System
     table: ProcessTable
     exporter: VcmExporter
+    #: The system's one DMA API, made up front (it takes a scratch page of kernel RAM
+    #: and the coherent pool, so memory counters are read after it exists).
+    api: DmaApi
     engines: list[Engine] = field(default_factory=list)
 
     def spawn(self, name: str = "proc") -> Process:
@@ -32,7 +38,7 @@ class Rig:
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     system = vcmm.System.default()
-    r = Rig(system, ProcessTable(system), VcmExporter(system))
+    r = Rig(system, ProcessTable(system), VcmExporter(system), dma_api(system))
     yield r
     for engine in r.engines:
         engine.close(5.0)

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+import vcmm
 from vcmm import SZ_1M, SZ_4K, SZ_64K
 from vcmm.attrs import DmaDirection, MemType
+from vcmm.core.flags import PhysAttr
+from vcmm.dma import DmaApi, DmaAttr
 from vcmm.errors import (
-    AttributeConflictError,
     BusyError,
     DeviceFaultError,
     InvalidArgumentError,
@@ -30,7 +32,8 @@ from vcmm.proc import (
     PermissionDeniedError,
 )
 from vcmm.share.dmabuf import SyncFlags, dma_buf_get, dma_buf_needs_sync, dma_buf_sync
-from vcmm.share.spaces import IOVA_WINDOW
+from vcmm.share.exporter import VcmExporter
+from vcmm.share.state import dma_api, set_dma_api
 
 SIZE = 4 * SZ_4K
 RW = PROT_READ | PROT_WRITE
@@ -123,14 +126,17 @@ def test_each_importer_gets_addresses_in_its_own_address_space(rig: Any) -> None
     system.device("dsp").write(dsp_sg.dma_address, data)
     assert system.memory.read(pa, SIZE) == data.tobytes()
     codec_sg = buf.attach("vcodec_b_mm2").map(DmaDirection.TO_DEVICE)
-    assert codec_sg.dma_address in IOVA_WINDOW
+    # An IOVA of the codec port's own DMA domain: its first, so the top SIZE bytes
+    # below its 32-bit DMA mask (the IOVA allocator places top-down, size-aligned).
+    assert codec_sg.dma_address == (1 << 32) - SIZE
+    assert [m.dma_addr for m in rig.api.mappings("vcodec_b_mm2")] == [codec_sg.dma_address]
     assert system.device("vcodec_b_mm2").read(codec_sg.dma_address, SIZE) == data.tobytes()
     # The mapping graph knows both mappings of the chunk.
     spaces = {m.space for m in system.graph.of_chunk(buf.priv.physmem.chunk_ranges[0])}
     assert len(spaces) == 2
 
 
-def test_an_iommu_makes_scattered_memory_one_run_a_physical_device_cannot_use_it(
+def test_an_iommu_makes_scattered_memory_one_run_a_physical_device_gets_each_piece(
     rig: Any,
 ) -> None:
     system = rig.system
@@ -141,10 +147,23 @@ def test_an_iommu_makes_scattered_memory_one_run_a_physical_device_cannot_use_it
     sg = buf.attach("vcodec_a_mm1").map(DmaDirection.TO_DEVICE)
     assert [e.phys for e in sg] == [a.start, b.start]
     assert sg.segments() == [(sg.dma_address, SZ_1M + SZ_64K)]
-    before = (system.snapshot(), buf.snapshot())
-    with pytest.raises(InvalidArgumentError, match="needs contiguous memory"):
-        buf.attach("camera")
-    assert (system.snapshot(), buf.snapshot()) == before
+    # dma_map_sg's own view: the port's 64K max segment size keeps the 1M entry and the
+    # 64K entry apart as two DMA segments, back to back in IOVA space.
+    assert sg.table is not None
+    assert sg.table.dma_segments() == [(sg.dma_address, SZ_1M), (sg.dma_address + SZ_1M, SZ_64K)]
+    # The DMA API's direct ops map each piece where it is, so a physically addressed
+    # device with a scatter-gather engine can use scattered memory too.
+    cam_sg = buf.attach("camera").map(DmaDirection.TO_DEVICE)
+    assert cam_sg.segments() == [(a.start, SZ_1M), (b.start, SZ_64K)]
+    data = pattern(SZ_64K, 7)
+    system.memory.write(b.start, data)
+    assert system.device("camera").read(cam_sg.entries[1].dma_address, SZ_64K) == data.tobytes()
+    # A device that cannot reach the memory at all is refused at attach, unchanged.
+    sram = rig.exporter.allocate(SZ_4K, target="smi")  # on-chip SRAM at 0x2000_0000
+    before = (system.snapshot(), sram.snapshot(), rig.api.snapshot())
+    with pytest.raises(InvalidArgumentError, match="cannot reach"):
+        sram.attach("dsp")  # the DSP's only window is RAM
+    assert (system.snapshot(), sram.snapshot(), rig.api.snapshot()) == before
 
 
 def test_a_to_device_mapping_is_read_only_for_the_device(rig: Any) -> None:
@@ -258,6 +277,7 @@ def test_needs_sync_tells_when_the_bracket_has_no_cache_work(rig: Any) -> None:
 def _state(rig: Any, buf: Any, *procs: Any) -> tuple[object, ...]:
     return (
         rig.system.snapshot(),
+        rig.api.snapshot(),
         buf.snapshot(),
         tuple((sorted(p.fds), [(v.start, v.length) for v in p.vmas]) for p in procs),
     )
@@ -290,6 +310,11 @@ def test_every_misuse_raises_a_clear_error_and_changes_nothing(rig: Any) -> None
         (StateError, "already mapped", lambda: att.map(DmaDirection.TO_DEVICE)),
         (NotMappedError, "is not the mapping", lambda: other.unmap(sg)),
         (InvalidArgumentError, "direction", lambda: other.map(DmaDirection.NONE)),
+        (
+            InvalidArgumentError,
+            "only hold DmaAttr.SKIP_CPU_SYNC",
+            lambda: other.map(DmaDirection.TO_DEVICE, DmaAttr.WRITE_COMBINE),
+        ),
         (InvalidArgumentError, "not a device", lambda: buf.attach(object())),
         (NotFoundError, "no device named", lambda: buf.attach("gpu")),
         (InvalidArgumentError, "CPU is not an importer", lambda: buf.attach("cpu")),
@@ -385,44 +410,134 @@ def test_read_only_access_is_enforced_by_fd_mode_and_page_tables(rig: Any) -> No
         ro_buf.begin_cpu_access(DmaDirection.TO_DEVICE)
 
 
-def test_a_device_mapping_that_would_leave_a_user_alias_disagreeing_is_refused(
-    rig: Any,
-) -> None:
-    """Carve-out memory is shareable only once two address spaces map it; the core
-    cannot rewrite a process's page-table entry, so the sharing layer refuses rather
-    than leave the aliases disagreeing."""
+def test_a_carve_out_buffer_has_the_buffers_memory_type_in_every_importer(rig: Any) -> None:
+    """Carve-out memory has no linear-map alias: before its first device mapping the
+    exporter maps it into the kernel for the buffer's life, which fixes the memory
+    type the DMA API gives every device (and makes the memory shareable at once)."""
     system = rig.system
     buf = rig.exporter.allocate(SIZE, target="contig")
-    proc = rig.spawn("early")
+    (chunk,) = buf.priv.physmem.chunk_ranges
+    assert system.graph.of_chunk(chunk) == []
+    sg = buf.attach("mdp").map(DmaDirection.TO_DEVICE)  # mdp is not coherent
+    assert sorted((m.space == "cpu", m.attrs.memtype) for m in system.graph.of_chunk(chunk)) == [
+        (False, MemType.NORMAL_WB_WA),  # the display, write-back like the buffer
+        (True, MemType.NORMAL_WB_WA),  # the exporter's kernel mapping
+    ]
+    proc = rig.spawn("viewer")
     fd = buf.install_fd(proc)
-    proc.mmap(SIZE, PROT_READ, MAP_SHARED, fd)  # alone: not shareable
-    att = buf.attach("mdp")
-    before = (system.snapshot(), buf.snapshot())
-    with pytest.raises(AttributeConflictError, match="user mapping the core cannot rewrite"):
-        att.map(DmaDirection.TO_DEVICE)
-    with pytest.raises(AttributeConflictError, match="user mapping"):
-        buf.vmap()
-    assert (system.snapshot(), buf.snapshot()) == before
-    aliases = system.graph.of_chunk(buf.priv.physmem.chunk_ranges[0])
-    assert [m.attrs.shareable for m in aliases] == [False]
+    va = proc.mmap(SIZE, RW, MAP_SHARED, fd)
+    kmap = buf.vmap()
+    aliases = system.graph.aliases(chunk)
+    assert len(aliases) == 4  # the pin, the display, the process, the vmap
+    assert {m.attrs.memtype for m in aliases} == {MemType.NORMAL_WB_WA}
+    assert all(m.attrs.shareable for m in aliases)
+    dma_buf_sync(proc, fd, SyncFlags.START | SyncFlags.WRITE)
+    proc.write(va, b"carve-out")
+    dma_buf_sync(proc, fd, SyncFlags.END | SyncFlags.WRITE)
+    assert system.device("mdp").read(sg.dma_address, 9) == b"carve-out"
+    kmap.unmap()
+    # Without the pin the DMA API gives the non-coherent display a non-cacheable alias
+    # of carve-out memory nobody maps (dma_direction_to_prot), which a process's
+    # write-back mapping would then contradict.
+    bare = system.vcm_phys_alloc("contig", SZ_4K)
+    (bare_chunk,) = bare.chunk_ranges
+    handle = rig.api.map_page("mdp", bare_chunk.start, 0, SZ_4K, DmaDirection.TO_DEVICE)
+    assert [m.attrs.memtype for m in system.graph.of_chunk(bare_chunk)] == [MemType.NORMAL_NC]
+    rig.api.unmap_page("mdp", handle, SZ_4K, DmaDirection.TO_DEVICE)
+    # The pin goes with the buffer, after the last holder.
+    buf.attachments[0].unmap(sg)
+    buf.attachments[0].detach()
+    buf.put()
+    assert not buf.released  # the process's fd and mapping still hold it
+    proc.exit()
+    assert buf.released and system.graph.of_chunk(chunk) == []
 
 
-def test_importers_use_the_dma_api_domain_and_leave_contexts_free_after_detach(
+def test_a_carve_out_buffer_a_process_maps_first_becomes_shareable_in_its_page_table(
     rig: Any,
 ) -> None:
-    from vcmm.dma.api import DmaApi
-
+    """Carve-out memory is shareable exactly while two or more address spaces map it.
+    A process maps it first (alone: not shareable); the display and the kernel join
+    and the core rewrites the process's page-table entry too; when they go, it is
+    cleared again.  Any order of process, device and kernel mappings works."""
     system = rig.system
-    buf = rig.exporter.allocate(SIZE)
+    buf = rig.exporter.allocate(SIZE, target="contig")
+    (chunk,) = buf.priv.physmem.chunk_ranges
+    proc = rig.spawn("early")
+    fd = buf.install_fd(proc)
+    va = proc.mmap(SIZE, PROT_READ, MAP_SHARED, fd)
+
+    def user_pte_shareable() -> bool:
+        walk = system.cpu.address_space(proc.asid).walk(va)
+        assert walk.attrs is not None and walk.pa == chunk.start
+        return walk.attrs.shareable
+
+    assert not user_pte_shareable()
     att = buf.attach("mdp")
-    att.unmap(att.map(DmaDirection.TO_DEVICE))
-    att.detach()
-    assert not system.device("mdp").ctx.is_active  # the sharing layer let the context go
-    api = DmaApi(system)  # so the DMA API can take every context now
-    sg = buf.attach("mdp").map(DmaDirection.TO_DEVICE)
+    sg = att.map(DmaDirection.TO_DEVICE)
+    assert user_pte_shareable()
+    kmap = buf.vmap()
+    aliases = system.graph.aliases(chunk)
+    assert len(aliases) == 3  # the process, the display, the vmap (no pin: aliased)
+    assert {m.attrs.memtype for m in aliases} == {MemType.NORMAL_WB_WA}
+    assert all(m.attrs.shareable for m in aliases)
+    kmap.unmap()
+    att.unmap(sg)
+    assert [m.space for m in system.graph.of_chunk(chunk)] == [proc.space]
+    assert not user_pte_shareable()
+
+
+@pytest.mark.parametrize("api_first", [True, False], ids=["api-first", "attach-first"])
+def test_the_dma_api_and_attachments_share_a_device_in_either_order(api_first: bool) -> None:
+    system = vcmm.System.default()
+    exporter = VcmExporter(system)
+    buf = exporter.allocate(SIZE)
+    if api_first:
+        api = dma_api(system)
+    att = buf.attach("mdp")  # the attachment maps through the system's DMA API
+    sg = att.map(DmaDirection.TO_DEVICE)
+    if not api_first:
+        api = dma_api(system)  # made by the attach, and handed out from now on
+    assert att.api is api and dma_api(system) is api
+    # A second DMA API would find the contexts taken: one per system is the rule.
+    before = system.snapshot()
+    with pytest.raises(BusyError):
+        DmaApi(system, coherent_pool=("contig", SZ_1M))  # (the default pool is taken too)
+    assert system.snapshot() == before
+    # A driver maps its own page for the same device: one domain, one IOVA space, the
+    # driver's range right below the attachment's (top-down allocation).
+    page = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS).chunk_ranges[0].start
+    system.memory.write(page, b"driver page")
+    handle = api.map_page("mdp", page, 0, SZ_4K, DmaDirection.TO_DEVICE)
+    assert sg.dma_address == (1 << 32) - SIZE
+    assert handle == sg.dma_address - SZ_4K
     domain = api.domain("mdp")
     assert domain is not None
-    # The importer's mapping lives in the DMA API's domain VCM, in its IOVA space.
-    (res,) = [r for r in domain.vcm.reservations if r.physmem is buf.priv.physmem]
-    assert sg.dma_address == res.dev_addr
-    assert system.device("mdp").ctx.translate(sg.dma_address) == phys_of(buf)
+    assert sorted(int(r.addr or 0) for r in domain.vcm.reservations) == [handle, sg.dma_address]
+    mdp = system.device("mdp")
+    assert mdp.read(handle, 11) == b"driver page"
+    assert mdp.ctx.translate(sg.dma_address) == phys_of(buf)
+    # Closing the API is refused while the attachment's mapping lives in it.
+    with pytest.raises(BusyError, match="still alive"):
+        api.close()
+    api.unmap_page("mdp", handle, SZ_4K, DmaDirection.TO_DEVICE)
+    att.unmap(sg)
+    assert api.mappings("mdp") == []
+
+
+def test_a_dma_api_built_by_a_driver_with_its_own_options_can_be_the_shared_one() -> None:
+    system = vcmm.System.default()
+    closed = DmaApi(system)
+    closed.close()
+    own = DmaApi(system, rcache=False)
+    assert set_dma_api(own) is own and set_dma_api(own) is own
+    assert dma_api(system) is own
+    with pytest.raises(StateError, match="already has its shared DmaApi"):
+        set_dma_api(closed)
+    with pytest.raises(InvalidArgumentError, match="not a DmaApi"):
+        set_dma_api(system)  # type: ignore[arg-type]
+    buf = VcmExporter(system).allocate(SIZE)
+    att = buf.attach("vcodec_stream")
+    assert att.api is own
+    sg = att.map(DmaDirection.FROM_DEVICE)
+    assert own.mappings("vcodec_stream")[0].dma_addr == sg.dma_address

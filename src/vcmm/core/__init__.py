@@ -1,7 +1,7 @@
 """The VCMM core: VCMs, reservations, associations, physical allocations, the graph.
 
 :class:`Vcmm` implements the seed's calls (``vcm_create`` ... ``vcm_hook``) plus cache
-maintenance; :class:`MappingGraph` tracks every mapping of every physical chunk and
+maintenance; :class:`MappingGraph` tracks every mapping of every physical page and
 enforces the aliasing rules; :mod:`vcmm.core.mappers` is the hardware side and
 :mod:`vcmm.core.export` the graph as data.
 """

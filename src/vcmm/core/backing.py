@@ -2,10 +2,15 @@
 
 A backing is computed completely before anything changes: where each chunk goes
 (:func:`pieces`), which pages map it (:func:`page_runs`), which existing aliases must
-change their shareable bit (:func:`reshare_plan`).  Only then are tables written, and
-every write is recorded in an :class:`UndoLog` so that a failure part way (table
+change their shareable bit (:mod:`vcmm.core.sharing`).  Only then are tables written,
+and every write is recorded in an :class:`UndoLog` so that a failure part way (table
 memory running out in the middle of a large backing) is taken back before the error
 leaves: tables, TLBs and allocators end as they began.
+
+Rewriting the shareable bit of *part* of an edge can cut a block (a 1 MiB section of
+which one page became shared): :func:`apply_rewrites` first splits such a block into
+the pages :func:`plan_pages` would have used for the two sides, then rewrites whole
+leaves, as the table's ``set_attrs`` requires.
 """
 
 from __future__ import annotations
@@ -19,28 +24,28 @@ from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
 from vcmm.core.mappers import Mapper, PageRun, merge_runs, plan_pages
 from vcmm.core.objects import PhysMem, Reservation
+from vcmm.core.sharing import Rewrite
 from vcmm.errors import InvalidArgumentError, StateError, VcmmError
 from vcmm.ranges import AddressRange
-
-#: A pair (existing mapping, the same mapping with its shareable bit changed).
-Rewrite = tuple[Mapping, Mapping]
 
 
 def pieces(
     length: int, physmem: PhysMem, base: int
 ) -> list[tuple[int, AddressRange, AddressRange]]:
-    """``(address, physical piece, chunk)`` laying ``physmem``'s chunks from ``base``.
+    """``(address, physical piece, chunk)`` laying ``physmem``'s pieces from ``base``.
 
-    The chunks go end to end in the target's order; the last piece is cut where the
-    reservation ends.
+    The pieces go end to end in order; the last one is cut where the reservation ends.
+    ``chunk`` is the allocation chunk each piece lies in.
     """
     out = []
     offset = 0
-    for chunk in physmem.chunk_ranges:
+    for piece, chunk in zip(physmem.chunk_ranges, physmem.chunk_keys, strict=True):
         if offset >= length:
             break
-        n = min(chunk.size, length - offset)
-        out.append((base + offset, AddressRange(chunk.start, n), chunk))
+        n = min(piece.size, length - offset)
+        out.append(
+            (base + offset, AddressRange(piece.start, n) if n < piece.size else piece, chunk)
+        )
         offset += n
     return out
 
@@ -55,13 +60,33 @@ def page_runs(mapper: Mapper, mappings: list[Mapping], cap: int) -> list[tuple[P
     """Page runs for one reservation's ``mappings`` (VA order), joined where possible."""
     if not mapper.page_sizes:
         return []
+    sizes = mapper.page_sizes
+    smallest = min(sizes)
     out: list[tuple[PageAttrs, PageRun]] = []
     for attrs, group in itertools.groupby(mappings, key=lambda m: m.attrs):
         runs: list[PageRun] = []
         for m in group:
-            runs.extend(plan_pages(m.va, m.phys.start, m.phys.size, mapper.page_sizes, cap))
+            size = m.phys.size
+            if size == smallest:
+                runs.append(PageRun(m.va, m.phys.start, size, size))
+            else:
+                runs.extend(plan_pages(m.va, m.phys.start, size, sizes, cap))
         out.extend((attrs, run) for run in merge_runs(runs))
     return out
+
+
+def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:
+    """``(va, size, attrs)`` of VA-contiguous runs of ``mappings`` (VA order) with one
+    set of attributes: what one unmap or ``set_attrs`` call can cover."""
+    groups: list[tuple[int, int, PageAttrs]] = []
+    for m in mappings:
+        if groups:
+            va, size, attrs = groups[-1]
+            if va + size == m.va and attrs == m.attrs:
+                groups[-1] = (va, size + m.phys.size, attrs)
+                continue
+        groups.append((m.va, m.phys.size, m.attrs))
+    return groups
 
 
 def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
@@ -96,31 +121,6 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
     return start
 
 
-def reshare_plan(
-    graph: MappingGraph,
-    chunks: list[AddressRange],
-    *,
-    extra_space: str | None = None,
-    leaving: int | None = None,
-) -> list[Rewrite]:
-    """Existing mappings whose shareable bit must change, and their replacements.
-
-    ``extra_space`` is an address space about to map the chunks; ``leaving`` the id of
-    a reservation about to stop mapping them (its own mappings are not rewritten).
-    """
-    plan = []
-    for chunk in chunks:
-        staying = [m for m in graph.aliases(chunk) if leaving is None or m.res_id != leaving]
-        spaces = {m.space for m in staying}
-        if extra_space is not None:
-            spaces.add(extra_space)
-        want = graph.shareable(chunk, spaces)
-        for old in staying:
-            if old.res_id is not None and old.attrs.shareable != want:
-                plan.append((old, old.with_attrs(old.attrs.with_(shareable=want))))
-    return plan
-
-
 @dataclass(frozen=True, slots=True)
 class _Step:
     what: str
@@ -128,7 +128,7 @@ class _Step:
     va: int = 0
     size: int = 0
     attrs: PageAttrs | None = None
-    run: PageRun | None = None
+    runs: tuple[PageRun, ...] = ()
     allocator: Any = None
 
 
@@ -142,59 +142,116 @@ class UndoLog:
         self._steps.append(_Step("place", va=addr, allocator=allocator))
 
     def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._steps.append(_Step("map", mapper, run.va, run.size, run=run))
+        self._steps.append(_Step("map", mapper, run.va, run.size))
 
-    def unmapped(self, mapper: Mapper, run: PageRun, attrs: PageAttrs) -> None:
-        self._steps.append(_Step("unmap", mapper, run.va, run.size, attrs=attrs, run=run))
+    def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
+        """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
+        self._steps.append(_Step("unmap", mapper, attrs=attrs, runs=tuple(leaves)))
 
     def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
         self._steps.append(_Step("attrs", mapper, va, size, attrs=before))
 
     def roll_back(self) -> None:
-        """Undo every recorded step, newest first, each inside its update bracket."""
-        for step in reversed(self._steps):
-            if step.what == "place":
-                step.allocator.free(step.va)
-                continue
-            with step.mapper.updating():
-                if step.what == "map":
-                    step.mapper.unmap(step.va, step.size)
-                elif step.what == "unmap":
-                    assert step.run is not None and step.attrs is not None
-                    step.mapper.map(step.run, step.attrs)
-                else:
-                    assert step.attrs is not None
-                    step.mapper.set_attrs(step.va, step.size, step.attrs)
+        """Undo every recorded step, newest first, each inside a restoring bracket.
+
+        The entries come back exactly as they were, so TLB entries cached from them
+        before the call are right again and are left alone (the TLBs end as they
+        began too); if the undo itself fails, what was touched is invalidated.
+        """
+        mappers: dict[int, Any] = {}
+        try:
+            for step in reversed(self._steps):
+                if step.what == "place":
+                    step.allocator.free(step.va)
+                    continue
+                mappers[id(step.mapper)] = step.mapper
+                with step.mapper.restoring():
+                    if step.what == "map":
+                        step.mapper.unmap(step.va, step.size)
+                    elif step.what == "unmap":
+                        assert step.attrs is not None
+                        for run in step.runs:
+                            step.mapper.map(run, step.attrs)
+                    else:
+                        assert step.attrs is not None
+                        step.mapper.set_attrs(step.va, step.size, step.attrs)
+        except BaseException:
+            for mapper in mappers.values():
+                flush = getattr(mapper, "flush_held", None)
+                if flush is not None:
+                    flush()
+            raise
+        for mapper in mappers.values():
+            mapper.restored()
         self._steps.clear()
 
 
+def split_leaf(
+    mapper: Mapper, boundary: int, attrs: Callable[[int], PageAttrs], undo: UndoLog
+) -> None:
+    """Make ``boundary`` a leaf boundary: a block straddling it is unmapped and mapped
+    again as the pages :func:`plan_pages` gives its two sides (same bytes, same
+    attributes ``attrs(boundary)``: one descriptor has one set).  The block may reach
+    into a neighbouring reservation (``vcm_split`` cuts reservations, not entries).
+    Call inside the mapper's update bracket."""
+    leaf = mapper.leaf(boundary)
+    if leaf is None or leaf.va == boundary:
+        return
+    before = attrs(boundary)
+    removed = mapper.unmap(leaf.va, leaf.size)
+    undo.unmapped(mapper, removed, before)
+    cut = boundary - leaf.va
+    runs = plan_pages(leaf.va, leaf.pa, cut, mapper.page_sizes, leaf.size)
+    runs += plan_pages(boundary, leaf.pa + cut, leaf.size - cut, mapper.page_sizes, leaf.size)
+    for run in runs:
+        mapper.map(run, before)
+        undo.mapped(mapper, run)
+
+
 def apply_rewrites(
+    graph: MappingGraph,
     rewrites: list[Rewrite],
-    reservation: Callable[[int | None], Reservation],
+    reservation: Callable[[int], Reservation],
     mapper_of: Callable[[Any], Mapper],
     undo: UndoLog,
 ) -> None:
-    """Rewrite the attributes of aliases, joining VA-adjacent mappings of one reservation
-    into one table call (and one update bracket)."""
-    ordered = sorted(rewrites, key=lambda p: (p[0].res_id or 0, p[0].va))
-    groups: list[tuple[int | None, int, int, PageAttrs, PageAttrs]] = []
-    for old, new in ordered:
-        last = groups[-1] if groups else None
-        if (
-            last is not None
-            and last[0] == old.res_id
-            and last[1] + last[2] == old.va
-            and last[3] == old.attrs
-            and last[4] == new.attrs
-        ):
-            groups[-1] = (last[0], last[1], last[2] + old.phys.size, last[3], last[4])
-        else:
-            groups.append((old.res_id, old.va, old.phys.size, old.attrs, new.attrs))
-    for res_id, va, size, before, after in groups:
+    """Rewrite the attributes of aliases in their tables: per reservation, VA-adjacent
+    changed pieces with the same change become one ``set_attrs`` call, inside one update
+    bracket, after the blocks straddling their ends were split."""
+    per_res: dict[int, list[tuple[int, int, PageAttrs, PageAttrs]]] = {}
+    for old, parts in rewrites:
+        assert old.res_id is not None
+        for part in parts:
+            if part.attrs != old.attrs:
+                per_res.setdefault(old.res_id, []).append(
+                    (part.va, part.phys.size, old.attrs, part.attrs)
+                )
+    for res_id, items in per_res.items():
         mapper = mapper_of(reservation(res_id).vcm)
+        if not mapper.page_sizes:
+            continue
+        items.sort(key=lambda item: item[0])
+        groups: list[tuple[int, int, PageAttrs, PageAttrs]] = []
+        for va, size, before, after in items:
+            if groups:
+                gva, gsize, gbefore, gafter = groups[-1]
+                if gva + gsize == va and gbefore == before and gafter == after:
+                    groups[-1] = (gva, gsize + size, before, after)
+                    continue
+            groups.append((va, size, before, after))
+
+        def attrs_at(boundary: int, res_id: int = res_id) -> PageAttrs:
+            # A group's start lies in the reservation, its end just after it.
+            edge = graph.at_va(res_id, boundary) or graph.at_va(res_id, boundary - 1)
+            assert edge is not None
+            return edge.attrs
+
         with mapper.updating():
-            mapper.set_attrs(va, size, after)
-        undo.attrs_changed(mapper, va, size, before)
+            for boundary in sorted({b for va, size, _, _ in groups for b in (va, va + size)}):
+                split_leaf(mapper, boundary, attrs_at, undo)
+            for va, size, before, after in groups:
+                mapper.set_attrs(va, size, after)
+                undo.attrs_changed(mapper, va, size, before)
 
 
 def explained(exc: VcmmError, what: str) -> VcmmError:

@@ -13,16 +13,19 @@ type            fields
 ``device``      ``path`` (``cpu``/``iommu``/``physical``), ``coherent``, ``smmu``, ``context``
 ``vcm``         ``kind``, ``start``, ``len``, ``table_root``, ``activations``
 ``reservation`` ``vcm``, ``addr``, ``len``, ``attr``, ``backed``
-``physmem``     ``target``, ``len``, ``size``, ``chunks``, ``contiguous``, ``alignment``,
-                ``block_sizes``
+``physmem``     ``kind`` (``allocation``/``view``/``wrap``), ``target``, ``len``, ``size``,
+                ``chunks``, ``contiguous``, ``alignment``, ``block_sizes``, ``parent``,
+                ``owner``
 ``target``      ``linear_mapped``, ``free_bytes``, ``total_bytes``
 ``chunk``       ``pa``, ``size``, ``physmem``, ``linear_mapped``, ``spaces``, ``shareable``
+                (every page of it is), ``shared_bytes``
 ``linear_map``  ``va``, ``pa``, ``size``
 ==============  ============================================================================
 
 Edges have ``source``, ``target`` and ``type``: ``association`` (device -> VCM, with
 ``name``, ``active``, ``attr``, ``half``), ``reserves`` (VCM -> reservation),
-``allocates`` (target -> physmem), ``contains`` (physmem -> chunk, with ``index``),
+``allocates`` (target -> physmem), ``views`` (allocation -> a view of it),
+``contains`` (allocation or wrap -> chunk, with ``index``),
 ``backs`` (physmem -> reservation), ``mapping`` (reservation or linear map -> chunk,
 with ``space``, ``va``, ``pa``, ``size``, ``memtype``, ``shareable``, ``read``,
 ``write``, ``exec``, ``user``) and ``linear_map`` (the CPU -> its linear map windows).
@@ -149,13 +152,15 @@ def graph_data(vcmm: Vcmm) -> dict[str, Any]:
             for m in graph.of_reservation(r.id):
                 assert m.chunk is not None
                 edges.append(_mapping_edge(rid, m, m.chunk))
-    for p in vcmm.physmems:
+    seen_chunks: set[str] = set()
+    for p in vcmm.physmems + vcmm.phys_views:
         pid = f"physmem:{p.name}"
         nodes.append(
             {
                 "id": pid,
                 "type": "physmem",
                 "label": p.name,
+                "kind": p.kind,
                 "target": p.target,
                 "len": p.len,
                 "size": p.size,
@@ -163,17 +168,30 @@ def graph_data(vcmm: Vcmm) -> dict[str, Any]:
                 "contiguous": p.attr.contiguous,
                 "alignment": p.attr.alignment,
                 "block_sizes": list(p.attr.block_sizes) if p.attr.block_sizes else None,
+                "parent": p.parent.name if p.parent is not None else None,
+                "owner": p.owner,
             }
         )
-        edges.append({"source": f"target:{p.target}", "target": pid, "type": "allocates"})
+        if p.parent is not None:
+            edges.append({"source": f"physmem:{p.parent.name}", "target": pid, "type": "views"})
+        elif p.owner is None:
+            edges.append({"source": f"target:{p.target}", "target": pid, "type": "allocates"})
         for r in p.backing:
             edges.append({"source": pid, "target": f"reservation:{r.name}", "type": "backs"})
+        if p.parent is not None:
+            continue  # a view's pieces lie in its allocation's chunks
         for index, chunk in enumerate(p.chunk_ranges):
+            cid = _chunk_id(chunk)
+            edges.append({"source": pid, "target": cid, "type": "contains", "index": index})
+            if cid in seen_chunks:
+                continue
+            seen_chunks.add(cid)
             spaces = sorted(graph.spaces(chunk))
             linear = graph.linear_alias(chunk)
+            shared = sum(seg.size for seg, _, rule in graph.segments(chunk) if rule)
             nodes.append(
                 {
-                    "id": _chunk_id(chunk),
+                    "id": cid,
                     "type": "chunk",
                     "label": f"{chunk}",
                     "pa": chunk.start,
@@ -181,11 +199,9 @@ def graph_data(vcmm: Vcmm) -> dict[str, Any]:
                     "physmem": p.name,
                     "linear_mapped": linear is not None,
                     "spaces": spaces,
-                    "shareable": graph.shareable(chunk, spaces),
+                    "shareable": shared == chunk.size,
+                    "shared_bytes": shared,
                 }
-            )
-            edges.append(
-                {"source": pid, "target": _chunk_id(chunk), "type": "contains", "index": index}
             )
             if linear is not None:
                 i = graph.linear_map.index(linear)

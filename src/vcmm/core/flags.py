@@ -10,6 +10,7 @@ combines with ``|`` the way the C flags do.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,24 +56,36 @@ _CACHE_FLAGS = {
 }
 
 
+_ALL_ATTR_BITS = 0
+for _flag in Attr:
+    _ALL_ATTR_BITS |= int(_flag)
+_CACHE_BITS = tuple((int(flag), flag.name) for flag in _CACHE_FLAGS)
+#: Attribute words already validated (the check runs on every reservation).
+_checked: dict[int, Attr] = {}
+
+
 def check_attr(attr: object) -> Attr:
     """Validate a reservation attribute word and return it as :class:`Attr`."""
     if isinstance(attr, bool) or not isinstance(attr, int):
         raise InvalidArgumentError(f"reservation attr {attr!r} is not an Attr flag word")
-    if attr & ~int(sum(Attr)):
+    value = int(attr)
+    known = _checked.get(value)
+    if known is not None:
+        return known
+    if value & ~_ALL_ATTR_BITS:
         raise InvalidArgumentError(f"reservation attr {attr:#x} has bits that are not Attr flags")
-    value = Attr(attr)
-    cache = [flag.name for flag in _CACHE_FLAGS if value & flag]
+    cache = [name for bit, name in _CACHE_BITS if value & bit]
     if len(cache) > 1:
         raise InvalidArgumentError(
-            f"reservation attr {value!r} names {len(cache)} cache policies ({', '.join(map(str, cache))});"
+            f"reservation attr {Attr(value)!r} names {len(cache)} cache policies ({', '.join(map(str, cache))});"
             " choose one of NONCACHED, WB_WA, WB_NWA, WT"
         )
     if value & Attr.WRITE and not value & Attr.READ:
         raise InvalidArgumentError(
-            f"reservation attr {value!r} is write-only; ARM page tables cannot encode that"
+            f"reservation attr {Attr(value)!r} is write-only; ARM page tables cannot encode that"
         )
-    return value
+    checked = _checked[value] = Attr(value)
+    return checked
 
 
 def memtype_of(attr: Attr) -> MemType:
@@ -83,22 +96,30 @@ def memtype_of(attr: Attr) -> MemType:
     return MemType.NORMAL_WB_WA
 
 
-def page_attrs_of(attr: Attr, *, shareable: bool) -> PageAttrs:
+def page_attrs_of(attr: Attr, *, shareable: bool, global_: bool = True) -> PageAttrs:
     """The descriptor attributes a reservation's mappings get.
 
     An attr word without READ or WRITE (e.g. ``0`` or just a cache flag) means a normal
     read/write buffer, as most seed examples pass ``attr`` without spelling it out.
+    ``global_`` is False for user address spaces (their TLB entries are ASID-tagged).
+    The result is cached per word: backing a 16384-chunk buffer asks once per chunk.
     """
-    attr = check_attr(attr)
-    rw = attr & (Attr.READ | Attr.WRITE)
+    return _page_attrs(int(check_attr(attr)), bool(shareable), bool(global_))
+
+
+@functools.lru_cache(maxsize=512)
+def _page_attrs(attr: int, shareable: bool, global_: bool) -> PageAttrs:
+    value = Attr(attr)
+    rw = value & (Attr.READ | Attr.WRITE)
     return PageAttrs(
-        read=bool(attr & Attr.READ) or not rw,
-        write=bool(attr & Attr.WRITE) or not rw,
-        exec=bool(attr & Attr.EXEC),
-        user=bool(attr & Attr.USER),
-        memtype=memtype_of(attr),
+        read=bool(value & Attr.READ) or not rw,
+        write=bool(value & Attr.WRITE) or not rw,
+        exec=bool(value & Attr.EXEC),
+        user=bool(value & Attr.USER),
+        memtype=memtype_of(value),
         shareable=shareable,
-        ns=not attr & Attr.SECURE,
+        ns=not value & Attr.SECURE,
+        global_=global_,
     )
 
 

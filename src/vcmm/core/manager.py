@@ -12,16 +12,24 @@ call                                  refused (besides bad arguments and freed h
 ====================================  =====================================================
 ``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
                                       one-to-one window not all physical memory
-``vcm_create_from_prebuilt(id)``      id is not 0 (the kernel's VMM)
+``vcm_create_from_prebuilt(id)``      id names no address space (0: the kernel's VMM;
+                                      an ASID: a process's, which has one VCM at most)
 ``vcm_free(vcm)``                     it still has reservations or associations
 ``vcm_reserve(vcm, len, attr)``       len not a 4 KiB multiple or larger than the VCM;
-                                      no free range (``OutOfAddressSpaceError``)
+                                      no free range (``OutOfAddressSpaceError``); a
+                                      fixed ``addr`` taken (``StateError``)
 ``vcm_unreserve(res)``                it is backed
+``vcm_split(res, offset, physmem)``   offset not inside; the VCM's allocator is not
+                                      the core's; physmem not the rest of the backing
+``vcm_merge(left, right)``            not neighbours of one VCM with one attr and
+                                      continuing backings
 ``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules
 ``vcm_deassoc(avcm)``                 it is active
 ``vcm_activate(avcm)``                the context already runs another VCM (same half)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
-``vcm_phys_free(physmem)``            it backs a reservation
+``vcm_phys_free(physmem)``            it backs a reservation; views of it live
+``vcm_phys_view(physmem, off, len)``  not whole pages inside it
+``vcm_phys_wrap(ranges, owner=)``     not whole pages of physical memory
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -36,13 +44,14 @@ The backing machinery (plans, sharing rewrites, the undo log) is in
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Mapping as MappingABC
 from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
-from vcmm.core import backing, export
+from vcmm.core import backing, export, physical, sharing
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -57,6 +66,7 @@ from vcmm.core.mappers import (
     IommuMapper,
     Mapper,
     OneToOneMapper,
+    UserMapper,
     VmmMapper,
     check_bank_free,
     program_context,
@@ -157,9 +167,10 @@ class Vcmm:
             )
         )
         self.vcms: list[Vcm] = []
-        self.physmems: list[PhysMem] = []
+        self._physmems: dict[int, PhysMem] = {}
+        self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
-        self._mappers: dict[int, IommuMapper] = {}
+        self._mappers: dict[int, IommuMapper | UserMapper] = {}
         self._one_to_one = OneToOneMapper()
         self._vmm = VmmMapper(cpu)
         self._hooks: dict[str, tuple[FaultHandler, Any]] = {}
@@ -201,6 +212,17 @@ class Vcmm:
         return [r for v in self.vcms for r in v.reservations]
 
     @property
+    def physmems(self) -> list[PhysMem]:
+        """Every live physical allocation from a memory target, oldest first."""
+        return [p for p in self._physmems.values() if p.parent is None and p.owner is None]
+
+    @property
+    def phys_views(self) -> list[PhysMem]:
+        """Every live view (``vcm_phys_view``) and wrap (``vcm_phys_wrap``), oldest
+        first: memory described for backing, not taken from a target."""
+        return [p for p in self._physmems.values() if p.parent is not None or p.owner]
+
+    @property
     def kernel_areas(self) -> Any:
         """The allocator of kernel virtual areas (the vmalloc window) VMM VCMs share."""
         return self._kernel_areas
@@ -221,6 +243,9 @@ class Vcmm:
         if vcm.kind is VcmKind.ONE_TO_ONE:
             return self._one_to_one
         return self._mappers[vcm.id]
+
+    def _reservation(self, res_id: int) -> Reservation:
+        return self._res_by_id[res_id]
 
     # -- VCMs --------------------------------------------------------------------------
 
@@ -274,6 +299,7 @@ class Vcmm:
         needed: tuple[str, ...] = ("alloc", "free", "snapshot")
         if kind is VcmKind.ONE_TO_ONE:
             needed += ("alloc_at",)
+        own = allocator is None
         if allocator is None:
             allocator = self._range_allocator(window, granule=SZ_4K)
         elif not all(callable(getattr(allocator, m, None)) for m in needed):
@@ -281,28 +307,83 @@ class Vcmm:
                 f"{call}: allocator {allocator!r} lacks one of the methods {', '.join(needed)}"
             )
         table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
-        vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table)
+        vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table, own_allocator=own)
         if table is not None:
             self._mappers[vcm.id] = IommuMapper(vcm)
         self.vcms.append(vcm)
         return vcm
 
-    def vcm_create_from_prebuilt(self, ext_vcm_id: int) -> Vcm:
-        """A VCM for an address space someone else built; ``0`` is the kernel's VMM.
+    def vcm_create_from_prebuilt(
+        self,
+        ext_vcm_id: int,
+        *,
+        label: str | None = None,
+        window: AddressRange | None = None,
+    ) -> Vcm:
+        """A VCM for an address space someone else built (000 L162-173).
 
-        Its reservations are kernel virtual areas (the vmalloc window) and its
-        backings map into the CPU's kernel table.  Every VMM VCM shares that one
-        address space.
+        ``0`` is the kernel's VMM: reservations are kernel virtual areas (the vmalloc
+        window) and backings map into the CPU's kernel table; every VMM VCM shares that
+        one address space.  Any other id is the ASID of a process address space the CPU
+        already has (``cpu.create_address_space``): reservations are user virtual
+        ranges inside ``window`` (default: all of the user half but page 0), placed
+        where the caller asks (``vcm_reserve(..., addr=)``: ``mmap`` at a chosen
+        address) or by the VCM's allocator, and backings become user, non-global
+        entries of that ASID's TTBR0 table.  ``label`` names the address space in the
+        mapping graph (default ``asid<N>``).  One VCM per process address space.
         """
         call = "vcm_create_from_prebuilt"
         ext = _check_int(call, "ext_vcm_id", ext_vcm_id)
-        if ext != VMM_EXT_ID:
+        if label is not None and (not isinstance(label, str) or not label):
+            raise InvalidArgumentError(f"{call}: label {label!r} must be a non-empty string")
+        if ext == VMM_EXT_ID:
+            if window is not None or label is not None:
+                raise InvalidArgumentError(
+                    f"{call}: the kernel's VMM (ext_vcm_id 0) takes no window or label; it "
+                    "is the vmalloc area of the address space named 'cpu'"
+                )
+            area = self._kernel_areas
+            vcm = Vcm(next(self._ids), VcmKind.VMM, area.range.start, area.range.size, area)
+            self.vcms.append(vcm)
+            return vcm
+        try:
+            table = self.cpu.address_space(ext)
+        except VcmmError:
             raise NotFoundError(
-                f"{call}: no prebuilt address space with ext_vcm_id {ext}"
-                f" (only {VMM_EXT_ID}, the kernel's VMM)"
+                f"{call}: no prebuilt address space with ext_vcm_id {ext}: it is neither "
+                f"{VMM_EXT_ID} (the kernel's VMM) nor the ASID of a process address space "
+                "(cpu.create_address_space)"
+            ) from None
+        for other in self.vcms:
+            if other.kind is VcmKind.USER and other.ext_id == ext:
+                raise BusyError(
+                    f"{call}: ASID {ext} already has {other.name}; two VCMs would hand out "
+                    "the same user addresses"
+                )
+        limit = table.geometry.va_limit
+        if window is None:
+            window = AddressRange(SZ_4K, limit - SZ_4K)
+        if (
+            not isinstance(window, AddressRange)
+            or window.size == 0
+            or not window.is_aligned(SZ_4K)
+            or window.end > limit
+        ):
+            raise InvalidArgumentError(
+                f"{call}: window {window!r} must be a non-empty, 4 KiB aligned AddressRange "
+                f"below the user limit {limit:#x}"
             )
-        area = self._kernel_areas
-        vcm = Vcm(next(self._ids), VcmKind.VMM, area.range.start, area.range.size, area)
+        allocator = self._range_allocator(window, granule=SZ_4K)
+        vcm = Vcm(
+            next(self._ids),
+            VcmKind.USER,
+            window.start,
+            window.size,
+            allocator,
+            ext_id=ext,
+            label=label or f"asid{ext}",
+        )
+        self._mappers[vcm.id] = UserMapper(self.cpu, ext)
         self.vcms.append(vcm)
         return vcm
 
@@ -325,15 +406,23 @@ class Vcmm:
     # -- reservations ------------------------------------------------------------------
 
     def vcm_reserve(
-        self, vcm: Vcm, len: int, attr: int = Attr.RW, *, align: int | None = None
+        self,
+        vcm: Vcm,
+        len: int,
+        attr: int = Attr.RW,
+        *,
+        align: int | None = None,
+        addr: int | None = None,
     ) -> Reservation:
         """Reserve ``len`` contiguous bytes of ``vcm``, no memory behind them yet.
 
-        IOMMU and VMM reservations are aligned to the largest page size not above
+        IOMMU, VMM and user reservations are aligned to the largest page size not above
         ``len`` (so a backing can use 1M/16M entries), falling back to smaller
-        alignments when the VCM is too fragmented; ``align`` demands one alignment.
-        One-to-one reservations are placed when backed, at the physical address of the
-        backing (the seed's pass-through).
+        alignments when the VCM is too fragmented; ``align`` demands one alignment;
+        ``addr`` places the reservation exactly there (refused with ``StateError`` if
+        taken; an allocator that places everything itself refuses it).  One-to-one
+        reservations are placed when backed, at the physical address of the backing
+        (the seed's pass-through).  User reservations must grant USER access.
         """
         call = "vcm_reserve"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
@@ -351,6 +440,27 @@ class Vcmm:
                 f"{call}: attr {attr!r} asks for USER access in the kernel's VMM VCM "
                 f"{vcm.name}; kernel mappings are kernel-only"
             )
+        if vcm.kind is VcmKind.USER and not attr & Attr.USER:
+            raise InvalidArgumentError(
+                f"{call}: attr {attr!r} lacks USER in process address space {vcm.name} "
+                f"({vcm.space}); user mappings are what it holds"
+            )
+        if addr is not None:
+            addr = _check_int(call, "addr", addr)
+            if align is not None:
+                raise InvalidArgumentError(f"{call}: give addr or align, not both")
+            if vcm.kind is VcmKind.ONE_TO_ONE:
+                raise InvalidArgumentError(
+                    f"{call}: one-to-one {vcm.name} places reservations at the physical "
+                    "address of their backing"
+                )
+            if addr % SZ_4K:
+                raise AlignmentError(f"{call}: addr {addr:#x} is not a multiple of 4 KiB")
+            if AddressRange(addr, length) not in vcm.range:
+                raise InvalidArgumentError(
+                    f"{call}: [{addr:#x}, +{format_size(length)}) is not inside {vcm.name} "
+                    f"{vcm.range}"
+                )
         if align is not None:
             align = _check_int(call, "align", align, minimum=SZ_4K)
             if not is_power_of_two(align):
@@ -360,19 +470,20 @@ class Vcmm:
                     f"{call}: one-to-one {vcm.name} places reservations at the physical "
                     "address of their backing; align the physical allocation instead"
                 )
-        addr: int | None = None
-        if vcm.kind is not VcmKind.ONE_TO_ONE:
+        if addr is not None:
+            vcm.allocator.alloc_at(addr, length)
+        elif vcm.kind is not VcmKind.ONE_TO_ONE:
             addr = self._place(call, vcm, length, align)
         res = Reservation(next(self._ids), vcm, length, attr, addr)
         vcm.reservations.append(res)
+        self._res_by_id[res.id] = res
         return res
 
     def _place(self, call: str, vcm: Vcm, length: int, align: int | None) -> int:
         if align is not None:
             alignments = [align]
         else:
-            sizes = sorted(self.mapper(vcm).page_sizes, reverse=True)
-            alignments = [s for s in sizes if s <= length] or [SZ_4K]
+            alignments = _alignments(self.mapper(vcm).page_sizes, length)
         errors = []
         for alignment in alignments:
             try:
@@ -404,6 +515,7 @@ class Vcmm:
         if res.addr is not None:
             res.vcm.allocator.free(res.addr)
         res.vcm.reservations.remove(res)
+        del self._res_by_id[res.id]
         res.freed = True
 
     # -- associations ------------------------------------------------------------------
@@ -424,9 +536,12 @@ class Vcmm:
         device = self._resolve_device(call, dev)
         attr = check_assoc_attr(attr)
         path = _path_of(device, self.cpu)
-        wanted = {VcmKind.IOMMU: "iommu", VcmKind.VMM: "cpu", VcmKind.ONE_TO_ONE: "physical"}[
-            vcm.kind
-        ]
+        wanted = {
+            VcmKind.IOMMU: "iommu",
+            VcmKind.VMM: "cpu",
+            VcmKind.USER: "cpu",
+            VcmKind.ONE_TO_ONE: "physical",
+        }[vcm.kind]
         if path != wanted:
             raise InvalidArgumentError(
                 f"{call}: {vcm.kind.value} {vcm.name} cannot be associated with {device.name},"
@@ -615,7 +730,7 @@ class Vcmm:
                 continue
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
             physmem = PhysMem(next(self._ids), name, length, pattr, ranges, target_chunks=chunks)
-            self.physmems.append(physmem)
+            self._physmems[physmem.id] = physmem
             return physmem
         cls = (
             UnsupportedSizeError
@@ -628,30 +743,88 @@ class Vcmm:
         )
 
     def vcm_phys_free(self, physmem: PhysMem) -> None:
-        """Return an allocation to its target; refused while it backs a reservation."""
+        """Return an allocation to its target; refused while it backs a reservation or
+        a view of it lives.  Freeing a view or a wrap only forgets it (its pages belong
+        to its parent, or to whoever wrapped them)."""
         call = "vcm_phys_free"
         physmem = _check_obj(call, "physmem", physmem, PhysMem)
         if physmem.backing:
             users = ", ".join(r.name for r in physmem.backing)
             raise BusyError(f"{call}: {physmem.name} still backs {users}; vcm_unback them first")
-        self._targets[physmem.target].free(physmem.target_chunks)
+        if physmem.views:
+            views = ", ".join(v.name for v in physmem.views)
+            raise BusyError(
+                f"{call}: {physmem.name} still has the view(s) {views}; a view pins the "
+                "memory it shows, vcm_phys_free them first"
+            )
+        if physmem.parent is not None:
+            physmem.parent.views.remove(physmem)
+        elif physmem.owner is None:
+            self._targets[physmem.target].free(physmem.target_chunks)
         physmem.freed = True
-        self.physmems.remove(physmem)
+        del self._physmems[physmem.id]
+
+    def vcm_phys_view(
+        self,
+        physmem: PhysMem,
+        offset: int | None = None,
+        len: int | None = None,
+        *,
+        windows: Sequence[tuple[int, int]] | None = None,
+    ) -> PhysMem:
+        """A view of bytes ``[offset, offset+len)`` of ``physmem`` (its pieces laid end
+        to end), or of several ``windows`` ``(offset, len)`` laid end to end.
+
+        Backing a reservation with the view maps exactly those pages; the mapping graph
+        finds the aliases of every byte whatever chunk it lies in.  The view pins the
+        allocation (``vcm_phys_free`` of it is refused while the view lives); a view of
+        a view is a view of the same allocation.  Free it with ``vcm_phys_free``.
+        """
+        call = "vcm_phys_view"
+        physmem = _check_obj(call, "physmem", physmem, PhysMem)
+        if windows is None:
+            if offset is None or len is None:
+                raise InvalidArgumentError(f"{call}: give offset and len, or windows")
+            windows = [(offset, len)]
+        elif offset is not None or len is not None:
+            raise InvalidArgumentError(f"{call}: give offset and len, or windows, not both")
+        checked = physical.check_windows(call, physmem, windows)
+        view = physical.make_view(next(self._ids), physmem, checked)
+        assert view.parent is not None
+        view.parent.views.append(view)
+        self._physmems[view.id] = view
+        return view
+
+    def vcm_phys_wrap(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
+        """Describe pages the VCMM did not hand out (``ranges``, whole pages of physical
+        memory, laid end to end; repeats allowed) so a reservation can be backed with
+        them: kernel pages a driver passes to ``dma_map_page``, a caller's buffer.
+
+        ``owner`` says whose they are (it shows in the graph and in messages).  The
+        pages are never given to a memory target: ``vcm_phys_free`` of a wrap only
+        forgets it.  The caller keeps them alive while they are mapped.
+        """
+        wrap = physical.make_wrap(lambda: next(self._ids), self.memory, ranges, owner)
+        self._physmems[wrap.id] = wrap
+        return wrap
 
     # -- backing -----------------------------------------------------------------------
 
     def vcm_back(self, res: Reservation, physmem: PhysMem) -> None:
-        """Map a reservation onto a physical allocation (its first ``res.len`` bytes).
+        """Map a reservation onto physical memory (the first ``res.len`` bytes of an
+        allocation, a view or a wrap).
 
-        The chunks are laid end to end from the reservation's start; each is mapped
+        The pieces are laid end to end from the reservation's start; each is mapped
         with the largest page size at which both its VA and PA are aligned (capped by
         the allocation's block sizes).  The mapping graph refuses an alias that
         disagrees on memory type or cache policy (``AttributeConflictError`` naming
-        both mappings) and, when this backing makes a chunk mapped by two address
-        spaces, rewrites every existing mapping of it shareable (tables rewritten, TLB
-        entries invalidated).  If the VCM is live, its contexts see the change through
-        the SMMU update bracket.  A one-to-one reservation is placed at the physical
-        address of its backing, which must be contiguous and inside the VCM.
+        both mappings) and, for every page this backing makes mapped by two address
+        spaces, rewrites every existing mapping of it shareable (tables rewritten,
+        blocks split where only part of one changes, TLB entries invalidated), whatever
+        made those mappings: a device's, the kernel's or a process's.  If the VCM is
+        live, its contexts see the change through the SMMU update bracket.  A
+        one-to-one reservation is placed at the physical address of its backing, which
+        must be contiguous and inside the VCM.
         """
         call = "vcm_back"
         res = _check_obj(call, "res", res, Reservation)
@@ -668,16 +841,18 @@ class Vcmm:
         if vcm.kind is VcmKind.ONE_TO_ONE:
             base = backing.one_to_one_base(call, res, physmem)
         assert base is not None
-        owner = f"{res.name} ({vcm.kind.value} {vcm.name})"
-        new: list[Mapping] = []
-        for va, phys, chunk in backing.pieces(res.len, physmem, base):
-            spaces = self.graph.spaces(chunk) | {vcm.space}
-            attrs = page_attrs_of(res.attr, shareable=self.graph.shareable(chunk, spaces))
-            mapping = Mapping(vcm.space, owner, phys, va, attrs, res.id, chunk)
-            self.graph.check(call, mapping)
-            new.append(mapping)
-        touched = list(dict.fromkeys(m.chunk for m in new if m.chunk is not None))
-        rewrites = backing.reshare_plan(self.graph, touched, extra_space=vcm.space)
+        new, rewrites = sharing.plan_back(
+            self.graph,
+            call,
+            backing.pieces(res.len, physmem, base),
+            space=vcm.space,
+            res_id=res.id,
+            owner=f"{res.name} ({vcm.kind.value} {vcm.name})",
+            attrs=(
+                page_attrs_of(res.attr, shareable=False, global_=vcm.kind is not VcmKind.USER),
+                page_attrs_of(res.attr, shareable=True, global_=vcm.kind is not VcmKind.USER),
+            ),
+        )
         mapper = self.mapper(vcm)
         undo = backing.UndoLog()
         try:
@@ -688,7 +863,7 @@ class Vcmm:
                 for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
                     mapper.map(run, attrs)
                     undo.mapped(mapper, run)
-            backing.apply_rewrites(rewrites, self._reservation, self.mapper, undo)
+            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
@@ -699,23 +874,18 @@ class Vcmm:
             undo.roll_back()
             raise
         self.graph.add(res.id, new)
-        for old, replacement in rewrites:
-            self.graph.replace(old, replacement)
+        for old, parts in rewrites:
+            self.graph.replace(old, parts)
         res.addr = base
         res.physmem = physmem
         physmem.backing.append(res)
 
-    def _reservation(self, res_id: int | None) -> Reservation:
-        for res in self.reservations:
-            if res.id == res_id:
-                return res
-        raise NotFoundError(f"no live reservation with id {res_id}")
-
     def vcm_unback(self, res: Reservation) -> None:
         """Unmap a reservation from its physical memory and invalidate the TLBs.
 
-        Aliases left in a single address space lose the shareable bit again (unless the
-        memory is kernel RAM).  A one-to-one reservation becomes unplaced.
+        Pages left mapped by a single address space lose the shareable bit on every
+        remaining alias (unless the memory is kernel RAM).  A one-to-one reservation
+        becomes unplaced.
         """
         call = "vcm_unback"
         res = _check_obj(call, "res", res, Reservation)
@@ -724,16 +894,18 @@ class Vcmm:
         vcm = res.vcm
         physmem = res.physmem
         old = self.graph.of_reservation(res.id)
-        touched = list(dict.fromkeys(m.chunk for m in old if m.chunk is not None))
-        rewrites = backing.reshare_plan(self.graph, touched, leaving=res.id)
+        rewrites = sharing.plan_unback(self.graph, res.id, old)
         mapper = self.mapper(vcm)
         undo = backing.UndoLog()
         try:
-            with mapper.updating():
-                for attrs, run in backing.page_runs(mapper, old, backing.page_cap(physmem)):
-                    mapper.unmap(run.va, run.size)
-                    undo.unmapped(mapper, run, attrs)
-            backing.apply_rewrites(rewrites, self._reservation, self.mapper, undo)
+            if mapper.page_sizes:
+                with mapper.updating():
+                    for va, size, attrs in backing.va_groups(old):
+                        if res.cut:  # a block may be shared with a neighbour: split it
+                            for edge in (va, va + size):  # first, so undo restores it
+                                backing.split_leaf(mapper, edge, _constant(attrs), undo)
+                        undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: unbacking {res.name}")
@@ -744,13 +916,147 @@ class Vcmm:
             undo.roll_back()
             raise
         self.graph.remove(res.id)
-        for before, after in rewrites:
-            self.graph.replace(before, after)
+        for before, parts in rewrites:
+            self.graph.replace(before, parts)
         physmem.backing.remove(res)
         res.physmem = None
         if vcm.kind is VcmKind.ONE_TO_ONE and res.addr is not None:
             vcm.allocator.free(res.addr)
             res.addr = None
+
+    # -- splitting and merging reservations ----------------------------------------------
+
+    def _check_resplit(self, call: str, vcm: Vcm) -> None:
+        if vcm.kind is VcmKind.IOMMU and not vcm.own_allocator:
+            raise InvalidArgumentError(
+                f"{call}: {vcm.name} places reservations with its own allocator "
+                f"({vcm.allocator!r}), which cannot be asked to split or join a range"
+            )
+
+    def _rest_matches(
+        self, call: str, physmem: PhysMem, offset: int, length: int, other: PhysMem
+    ) -> None:
+        """Refuse unless ``other``'s first ``length`` bytes are ``physmem``'s bytes
+        ``[offset, offset+length)`` (the same physical pages, in the same order)."""
+        if other.size < length:
+            raise InvalidArgumentError(
+                f"{call}: {other.name} has {format_size(other.size)}, less than the "
+                f"{format_size(length)} it must back"
+            )
+        mine = physical.joined([p for p, _ in physical.window(physmem, offset, length)])
+        theirs = physical.joined([p for p, _ in physical.window(other, 0, length)])
+        if mine != theirs:
+            raise InvalidArgumentError(
+                f"{call}: {other.name} is not the same memory as bytes [{offset:#x}, "
+                f"+{format_size(length)}) of {physmem.name} (make it with vcm_phys_view)"
+            )
+
+    def vcm_split(
+        self, res: Reservation, offset: int, physmem: PhysMem | None = None
+    ) -> Reservation:
+        """Cut a reservation in two at ``offset`` (whole pages, inside it): ``res``
+        keeps the first ``offset`` bytes, the returned reservation has the rest.
+
+        Nothing is unmapped or remapped: every page-table entry stays where it is and
+        the mapping graph hands the mappings of the second part to the new reservation
+        (so a partial ``munmap`` can then unback just the part that goes).  A backed
+        reservation's second part must be given ``physmem``, the same memory as the
+        backing from ``offset`` on (a view of it: ``vcm_phys_view``); ``res`` keeps its
+        backing, of which it now uses the first ``offset`` bytes.  Not for VCMs whose
+        addresses a custom allocator places (it cannot split a range).
+        """
+        call = "vcm_split"
+        res = _check_obj(call, "res", res, Reservation)
+        offset = _check_int(call, "offset", offset, minimum=1)
+        vcm = res.vcm
+        if offset % SZ_4K or offset >= res.len:
+            raise InvalidArgumentError(
+                f"{call}: offset {offset:#x} must be a multiple of 4 KiB strictly inside "
+                f"{res.name} ({format_size(res.len)})"
+            )
+        self._check_resplit(call, vcm)
+        if res.physmem is None:
+            if physmem is not None:
+                raise InvalidArgumentError(
+                    f"{call}: {res.name} is not backed; its second part takes no physmem"
+                )
+        else:
+            if physmem is None:
+                raise InvalidArgumentError(
+                    f"{call}: {res.name} is backed by {res.physmem.name}; its second part "
+                    "needs the rest of that memory (vcm_phys_view of it from the offset)"
+                )
+            physmem = _check_obj(call, "physmem", physmem, PhysMem)
+            self._rest_matches(call, res.physmem, offset, res.len - offset, physmem)
+        rest = Reservation(
+            next(self._ids), vcm, res.len - offset, res.attr, None, physmem, cut=True
+        )
+        if res.addr is not None:
+            vcm.allocator.free(res.addr)
+            vcm.allocator.alloc_at(res.addr, offset)
+            vcm.allocator.alloc_at(res.addr + offset, rest.len)
+            rest.addr = res.addr + offset
+            owner = f"{rest.name} ({vcm.kind.value} {vcm.name})"
+            self.graph.split_reservation(res.id, rest.addr, rest.id, owner)
+        res.len = offset
+        res.cut = True
+        vcm.reservations.append(rest)
+        self._res_by_id[rest.id] = rest
+        if physmem is not None:
+            physmem.backing.append(rest)
+        return rest
+
+    def vcm_merge(self, left: Reservation, right: Reservation) -> None:
+        """Join ``right`` onto the end of ``left`` (the inverse of :meth:`vcm_split`):
+        neighbours in one VCM (or two unplaced reservations of a one-to-one VCM) with
+        one ``attr``, both unbacked, or backed so that ``left``'s backing continues with
+        ``right``'s memory.  ``right`` is released; page-table entries stay as they
+        are."""
+        call = "vcm_merge"
+        left = _check_obj(call, "left", left, Reservation)
+        right = _check_obj(call, "right", right, Reservation)
+        vcm = left.vcm
+        if right.vcm is not vcm or right is left:
+            raise InvalidArgumentError(
+                f"{call}: {left.name} and {right.name} must be two reservations of one VCM"
+            )
+        if left.attr != right.attr:
+            raise InvalidArgumentError(
+                f"{call}: {left.name} ({left.attr!r}) and {right.name} ({right.attr!r}) "
+                "map with different attributes"
+            )
+        unplaced = left.addr is None and right.addr is None  # one-to-one, unbacked
+        if not unplaced and (
+            left.addr is None or right.addr is None or left.addr + left.len != right.addr
+        ):
+            raise InvalidArgumentError(
+                f"{call}: {right.name} does not start where {left.name} ends"
+            )
+        self._check_resplit(call, vcm)
+        if (left.physmem is None) != (right.physmem is None):
+            raise StateError(f"{call}: one of {left.name} and {right.name} is backed, not both")
+        if left.physmem is not None and right.physmem is not None:
+            left_mem = left.physmem
+            if left_mem.size < left.len + right.len:
+                raise InvalidArgumentError(
+                    f"{call}: {left_mem.name} ({format_size(left_mem.size)}) cannot back "
+                    f"{left.name} and {right.name} together"
+                )
+            self._rest_matches(call, left_mem, left.len, right.len, right.physmem)
+            right.physmem.backing.remove(right)
+            right.physmem = None
+        total = left.len + right.len
+        if left.addr is not None and right.addr is not None:
+            vcm.allocator.free(right.addr)
+            vcm.allocator.free(left.addr)
+            vcm.allocator.alloc_at(left.addr, total)
+        self.graph.join_reservations(
+            left.id, right.id, f"{left.name} ({vcm.kind.value} {vcm.name})"
+        )
+        left.len = total
+        vcm.reservations.remove(right)
+        del self._res_by_id[right.id]
+        right.freed = True
 
     # -- faults ------------------------------------------------------------------------
 
@@ -906,8 +1212,16 @@ class Vcmm:
             for v in self.vcms
         )
         phys = tuple(
-            (p.id, p.target, p.len, p.chunk_ranges, tuple(r.id for r in p.backing))
-            for p in self.physmems
+            (
+                p.id,
+                p.target,
+                p.len,
+                p.chunk_ranges,
+                tuple(r.id for r in p.backing),
+                p.parent.id if p.parent is not None else None,
+                tuple(v.id for v in p.views),
+            )
+            for p in self._physmems.values()
         )
         targets = tuple((n, t.snapshot()) for n, t in sorted(self._targets.items()))
         return (
@@ -918,6 +1232,18 @@ class Vcmm:
             self._kernel_areas.snapshot(),
             tuple(sorted(self._hooks)),
         )
+
+
+def _constant(attrs: PageAttrs) -> Callable[[int], PageAttrs]:
+    """``attrs`` whatever the address (the attributes of one block entry)."""
+    return lambda _va: attrs
+
+
+@functools.lru_cache(maxsize=256)
+def _alignments(sizes: tuple[int, ...], length: int) -> list[int]:
+    """Alignments to try for a reservation: page sizes not above ``length``, largest
+    first (so a backing can use the largest pages), or 4 KiB."""
+    return [s for s in sorted(sizes, reverse=True) if s <= length] or [SZ_4K]
 
 
 def _linear_attrs() -> PageAttrs:

@@ -21,13 +21,14 @@ Decisions:
 - **The update bracket.**  Every batch of table changes of an IOMMU VCM runs inside
   ``update_start``/``update_done`` of every active context using the VCM, and the
   TLB entries overlapping every changed range are invalidated before the bracket
-  closes (the whole bank's entries past :data:`PRECISE_LIMIT` ranges).
+  closes (the whole bank's entries past :data:`PRECISE_LIMIT` ranges).  The CPU's
+  mappers (kernel and user address spaces) collect their changed ranges the same way
+  and flush them once, the user one for its ASID only.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,14 +102,23 @@ def merge_runs(runs: list[PageRun]) -> list[PageRun]:
 
 
 class Mapper(Protocol):
-    """What the manager needs from the hardware below a VCM."""
+    """What the manager needs from the hardware below a VCM.
+
+    ``unmap`` returns the leaves it removed (as runs), so an undo can put back exactly
+    what was there; ``leaf`` tells which leaf maps an address, so the core can split a
+    block before rewriting the attributes of part of it.  Changes are made inside
+    ``updating()``, which does the TLB maintenance when the outermost bracket closes.
+    """
 
     @property
     def page_sizes(self) -> tuple[int, ...]: ...
     def map(self, run: PageRun, attrs: PageAttrs) -> None: ...
-    def unmap(self, va: int, size: int) -> None: ...
+    def unmap(self, va: int, size: int) -> list[PageRun]: ...
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None: ...
+    def leaf(self, va: int) -> PageRun | None: ...
     def updating(self) -> contextlib.AbstractContextManager[None]: ...
+    def restoring(self) -> contextlib.AbstractContextManager[None]: ...
+    def restored(self) -> None: ...
 
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -122,19 +132,139 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-class IommuMapper:
-    """An IOMMU VCM's page table and the contexts running it."""
+def _leaves(entries: Any, va_bias: int = 0) -> list[PageRun]:
+    """Removed table entries as runs of equal leaves (``va_bias`` restores bits the
+    table does not index, the kernel's sign extension)."""
+    return merge_runs([PageRun(e.va + va_bias, e.pa, e.size, e.size) for e in entries])
 
-    def __init__(self, vcm: Vcm) -> None:
-        assert vcm.table is not None
-        self.vcm = vcm
-        self.table: PageTable = vcm.table
+
+class _Bracket:
+    """The re-entrant ``updating()`` bracket of a :class:`_TableMapper` (a plain class:
+    it is entered on every map and unmap, where a generator costs too much)."""
+
+    __slots__ = ("_mapper", "_quiet")
+
+    def __init__(self, mapper: _TableMapper, quiet: bool) -> None:
+        self._mapper = mapper
+        self._quiet = quiet
+
+    def __enter__(self) -> None:
+        self._mapper._enter()
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self._mapper._exit(failed=kind is not None, quiet=self._quiet)
+
+
+class _TableMapper:
+    """A mapper over one page table: records what changed inside the bracket and does
+    the TLB maintenance once, when the outermost bracket closes."""
+
+    def __init__(self) -> None:
         self._dirty: list[tuple[int, int]] = []
+        self._held: list[tuple[int, int]] = []
         self._depth = 0
+        self._quiet = False
+        self._sizes: tuple[int, ...] | None = None
+
+    def _table(self) -> PageTable:
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        """Open the hardware's side of the bracket (nothing on the CPU)."""
+
+    def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        raise NotImplementedError
+
+    def _enter(self) -> None:
+        if self._depth == 0:
+            self._dirty = []
+            self._start()
+        self._depth += 1
+
+    def _exit(self, *, failed: bool, quiet: bool) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        ranges = _merge_ranges(self._dirty)
+        self._dirty = []
+        if failed or quiet:
+            # A failed call is about to be undone (its entries restored exactly, and no
+            # access ran in between to fill the TLB from them): keep the ranges until
+            # the undo says so, rather than dropping TLB entries that stay right.
+            if failed:
+                self._held.extend(ranges)
+            ranges = []
+        self._finish(ranges)
+
+    def updating(self) -> contextlib.AbstractContextManager[None]:
+        return _Bracket(self, False)
+
+    def restoring(self) -> contextlib.AbstractContextManager[None]:
+        """The bracket an undo runs in: it puts back entries exactly as they were, so
+        the TLB entries cached from them before the failed call stay right."""
+        return _Bracket(self, True)
+
+    def restored(self) -> None:
+        """Every change a failed call made was undone: nothing is left to invalidate."""
+        self._held = []
+
+    def flush_held(self) -> None:
+        """An undo could not finish: invalidate what the failed call touched."""
+        held, self._held = _merge_ranges(self._held), []
+        if held:
+            self._start()
+            self._finish(held)
 
     @property
     def page_sizes(self) -> tuple[int, ...]:
-        return self.table.sizes
+        if self._sizes is None:
+            self._sizes = tuple(self._table().sizes)
+        return self._sizes
+
+    def _index_va(self, va: int) -> int:
+        """The address the table is indexed with (kernel VAs lose their top bits)."""
+        return va
+
+    def map(self, run: PageRun, attrs: PageAttrs) -> None:
+        """All or nothing, as :meth:`PageTable.map` is."""
+        self._table().map(self._index_va(run.va), run.pa, run.size, attrs, page_size=run.page_size)
+        self._dirty.append((run.va, run.size))
+
+    def unmap(self, va: int, size: int) -> list[PageRun]:
+        index_va = self._index_va(va)
+        removed = self._table().unmap(index_va, size)
+        self._dirty.append((va, size))
+        return _leaves(removed, va - index_va)
+
+    def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
+        self._table().set_attrs(self._index_va(va), size, attrs)
+        self._dirty.append((va, size))
+
+    def leaf(self, va: int) -> PageRun | None:
+        index_va = self._index_va(va)
+        walk = self._table().walk(index_va)
+        if not walk.ok:
+            return None
+        return PageRun(walk.va_base + (va - index_va), walk.pa_base, walk.page_size, walk.page_size)
+
+
+class IommuMapper(_TableMapper):
+    """An IOMMU VCM's page table and the contexts running it.
+
+    The bracket is the seed's ``smmu_update_start``/``smmu_update_done`` on every live
+    context, with the TLB entries overlapping every changed range invalidated before it
+    closes (the whole bank's past :data:`PRECISE_LIMIT` ranges).
+    """
+
+    def __init__(self, vcm: Vcm) -> None:
+        super().__init__()
+        assert vcm.table is not None
+        self.vcm = vcm
+        self.table: PageTable = vcm.table
+        self._opened: list[Any] = []
+
+    def _table(self) -> PageTable:
+        return self.table
 
     def contexts(self) -> list[Any]:
         """The SMMU contexts currently running this VCM (each once)."""
@@ -144,82 +274,69 @@ class IommuMapper:
                 seen.setdefault(id(a.device.ctx), a.device.ctx)
         return list(seen.values())
 
-    def map(self, run: PageRun, attrs: PageAttrs) -> None:
-        """All or nothing, as :meth:`PageTable.map` is."""
-        self.table.map(run.va, run.pa, run.size, attrs, page_size=run.page_size)
-        self._dirty.append((run.va, run.size))
-
-    def unmap(self, va: int, size: int) -> None:
-        self.table.unmap(va, size)
-        self._dirty.append((va, size))
-
-    def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
-        self.table.set_attrs(va, size, attrs)
-        self._dirty.append((va, size))
-
-    @contextlib.contextmanager
-    def updating(self) -> Iterator[None]:
-        """The seed's ``smmu_update_start``/``smmu_update_done`` on every live context.
-
-        Re-entrant: only the outermost bracket opens and closes the contexts.
-        """
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _start(self) -> None:
         opened: list[Any] = []
-        self._dirty = []
-        self._depth = 1
         try:
             for ctx in self.contexts():
                 ctx.update_start()
                 opened.append(ctx)
-            yield
-        finally:
-            self._depth = 0
-            ranges = _merge_ranges(self._dirty)
-            self._dirty = []
+        except BaseException:
             for ctx in opened:
-                if len(ranges) > PRECISE_LIMIT:
-                    ctx.invalidate_tlb()
-                else:
-                    for va, size in ranges:
-                        ctx.invalidate_tlb(va, size)
                 ctx.update_done()
+            raise
+        self._opened = opened
+
+    def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        opened, self._opened = self._opened, []
+        for ctx in opened:
+            if len(ranges) > PRECISE_LIMIT:
+                ctx.invalidate_tlb()
+            else:
+                for va, size in ranges:
+                    ctx.invalidate_tlb(va, size)
+            ctx.update_done()
 
 
-class VmmMapper:
+class VmmMapper(_TableMapper):
     """The kernel's address space: reservations are kernel virtual areas (alloc_vm_area).
 
-    Mappings go into the CPU's kernel table; the TLB range is flushed after each change
-    (the CPU side has no update bracket).
+    Mappings go into the CPU's kernel table, indexed by VA[47:0]; the TLB ranges are
+    flushed (every ASID: kernel entries are global) when the bracket closes.
     """
 
     def __init__(self, cpu: Any) -> None:
+        super().__init__()
         self.cpu = cpu
 
-    @property
-    def page_sizes(self) -> tuple[int, ...]:
-        return tuple(self.cpu.kernel_table.sizes)
+    def _table(self) -> PageTable:
+        return self.cpu.kernel_table
 
-    def map(self, run: PageRun, attrs: PageAttrs) -> None:
-        self.cpu.kernel_table.map(
-            run.va & _VA_MASK, run.pa, run.size, attrs, page_size=run.page_size
-        )
-        self.cpu.flush_tlb_range(run.va, run.size)
+    def _index_va(self, va: int) -> int:
+        return va & _VA_MASK
 
-    def unmap(self, va: int, size: int) -> None:
-        self.cpu.unmap_kernel(va, size)
+    def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        for va, size in ranges:
+            self.cpu.flush_tlb_range(va, size)
 
-    def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
-        self.cpu.kernel_table.set_attrs(va & _VA_MASK, size, attrs)
-        self.cpu.flush_tlb_range(va, size)
 
-    def updating(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+class UserMapper(_TableMapper):
+    """A process's address space: the CPU's TTBR0 table of one ASID.
+
+    Entries are user mappings, never global (a global user entry would hit for every
+    process); the TLB is flushed for this ASID only when the bracket closes.
+    """
+
+    def __init__(self, cpu: Any, asid: int) -> None:
+        super().__init__()
+        self.cpu = cpu
+        self.asid = asid
+
+    def _table(self) -> PageTable:
+        return self.cpu.address_space(self.asid)
+
+    def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        for va, size in ranges:
+            self.cpu.flush_tlb_range(va, size, asid=self.asid)
 
 
 class OneToOneMapper:
@@ -230,14 +347,25 @@ class OneToOneMapper:
     def map(self, run: PageRun, attrs: PageAttrs) -> None:
         """Nothing to program: the device already reaches every physical address."""
 
-    def unmap(self, va: int, size: int) -> None:
+    def unmap(self, va: int, size: int) -> list[PageRun]:
         """See :meth:`map`."""
+        return []
 
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
         """See :meth:`map`."""
 
+    def leaf(self, va: int) -> PageRun | None:
+        """See :meth:`map`."""
+        return None
+
     def updating(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def restoring(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def restored(self) -> None:
+        """See :meth:`map`."""
 
 
 # -- programming SMMU contexts --------------------------------------------------------------

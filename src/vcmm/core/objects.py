@@ -10,6 +10,7 @@ with a :class:`~vcmm.errors.StateError` instead of silently acting on stale stat
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,15 @@ class VcmKind(enum.Enum):
 
     ``IOMMU``: a device page table translates them; ``ONE_TO_ONE``: they are physical
     addresses (a device without an IOMMU); ``VMM``: they are kernel virtual addresses,
-    translated by the CPU's own tables.
+    translated by the CPU's own tables; ``USER``: they are user virtual addresses of one
+    process, translated by the CPU's TTBR0 table of its ASID (a "prebuilt" address
+    space, 000 L162-173, that the process model built and the VCMM now maps into).
     """
 
     IOMMU = "iommu"
     ONE_TO_ONE = "one-to-one"
     VMM = "vmm"
+    USER = "user"
 
 
 class _Handle:
@@ -52,6 +56,42 @@ class _Handle:
             raise StateError(f"{call}: {self.name} was already freed; its handle is dead")
 
 
+class ReservationList:
+    """A VCM's reservations, oldest first: a sequence to its readers, with O(1) append
+    and remove (a DMA domain's VCM holds thousands, and every unmap removes one)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[int, Reservation] = {}
+
+    def append(self, res: Reservation) -> None:
+        self._items[res.id] = res
+
+    def remove(self, res: Reservation) -> None:
+        if self._items.get(res.id) is not res:
+            raise ValueError(f"{res!r} is not one of these reservations")
+        del self._items[res.id]
+
+    def __iter__(self) -> Iterator[Reservation]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __contains__(self, res: object) -> bool:
+        return isinstance(res, Reservation) and self._items.get(res.id) is res
+
+    def __getitem__(self, index: int) -> Reservation:
+        return list(self._items.values())[index]
+
+    def __repr__(self) -> str:
+        return repr(list(self._items.values()))
+
+
 @dataclass(eq=False, repr=False)
 class Vcm(_Handle):
     """A virtual contiguous memory region: the address space some devices see.
@@ -59,7 +99,10 @@ class Vcm(_Handle):
     An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table, which
     also serves as the TTBR0 half of a split context (TTBCR.N=1 indexes it by
     VA[30:20], the same slots for VA < 2 GiB).  ``allocator`` hands out reservation
-    addresses.
+    addresses.  A USER VCM names its process address space by ``ext_id`` (the ASID)
+    and carries a ``label`` (e.g. ``pid3``): its address-space key in the mapping graph.
+    ``own_allocator`` says the allocator is the core's own range allocator (so a
+    reservation can be split or merged by freeing and placing again).
     """
 
     id: int
@@ -68,9 +111,12 @@ class Vcm(_Handle):
     len: int
     allocator: Any
     table: PageTable | None = None
-    reservations: list[Reservation] = field(default_factory=list)
+    reservations: ReservationList = field(default_factory=ReservationList)
     associations: list[Association] = field(default_factory=list)
     freed: bool = False
+    ext_id: int | None = None
+    label: str | None = None
+    own_allocator: bool = True
     prefix = "vcm"
 
     @property
@@ -79,8 +125,11 @@ class Vcm(_Handle):
 
     @property
     def space(self) -> str:
-        """Address-space key in the mapping graph (every VMM VCM shares the CPU's)."""
-        return "cpu" if self.kind is VcmKind.VMM else self.name
+        """Address-space key in the mapping graph (every VMM VCM shares the CPU's;
+        a USER VCM is its process's space, named by its label)."""
+        if self.kind is VcmKind.VMM:
+            return "cpu"
+        return self.label or self.name
 
     @property
     def activations(self) -> int:
@@ -110,13 +159,26 @@ class Vcm(_Handle):
         return f"<Vcm {self.name} {self.kind.value} {self.range} {format_size(self.len)}>"
 
 
+#: ``PhysMem.target`` of wrapped pages: they belong to no memory target.
+EXTERNAL = "external"
+
+
 @dataclass(eq=False, repr=False)
 class PhysMem(_Handle):
-    """A physical allocation from a memory target; may back many reservations.
+    """Physical memory a reservation can be backed with: one of three kinds.
 
-    ``len`` is what was asked for; the target may round it up, so ``size`` (the sum of
-    the chunks) can be larger.  ``chunk_ranges`` keep the target's order: a backing
-    lays them end to end in that order.
+    - an *allocation* from a memory target (``vcm_phys_alloc``);
+    - a *view*: ``len`` bytes of an allocation (or wrap) from ``offset``, its
+      ``parent``, which cannot be freed while the view lives (``vcm_phys_view``);
+    - a *wrap*: pages someone else owns (kernel pages from the linear map, a caller's
+      buffer), described for a backing and never freed to a target
+      (``vcm_phys_wrap``); ``owner`` says whose they are.
+
+    ``len`` is what was asked for; a target may round it up, so ``size`` (the sum of
+    the pieces) can be larger.  ``chunk_ranges`` are the physical pieces in order: a
+    backing lays them end to end.  ``chunk_keys[i]`` is the allocation chunk piece
+    ``i`` lies in (the piece itself for allocations and wraps): what the graph export
+    draws a mapping to.
     """
 
     id: int
@@ -128,20 +190,39 @@ class PhysMem(_Handle):
     freed: bool = False
     #: What the memory target handed out, returned to it on free.
     target_chunks: Any = None
+    parent: PhysMem | None = None
+    offset: int = 0
+    owner: str | None = None
+    views: list[PhysMem] = field(default_factory=list)
+    chunk_keys: tuple[AddressRange, ...] = ()
+    size: int = field(init=False, default=0)
     prefix = "physmem"
+
+    def __post_init__(self) -> None:
+        if not self.chunk_keys:
+            self.chunk_keys = self.chunk_ranges
+        self.size = sum(c.size for c in self.chunk_ranges)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind if self.kind != 'allocation' else self.prefix}{self.id}"
+
+    @property
+    def kind(self) -> str:
+        """``"allocation"``, ``"view"`` or ``"wrap"``."""
+        if self.parent is not None:
+            return "view"
+        return "wrap" if self.owner is not None else "allocation"
 
     @property
     def chunks(self) -> list[tuple[int, int]]:
         """``(physical address, size)`` of each physically contiguous piece."""
         return [(c.start, c.size) for c in self.chunk_ranges]
 
-    @property
-    def size(self) -> int:
-        return sum(c.size for c in self.chunk_ranges)
-
     def __repr__(self) -> str:
+        of = f" of {self.parent.name}+{self.offset:#x}" if self.parent is not None else ""
         return (
-            f"<PhysMem {self.name} {self.target} {format_size(self.size)} "
+            f"<PhysMem {self.name} {self.target}{of} {format_size(self.size)} "
             f"in {len(self.chunk_ranges)} chunk(s)>"
         )
 
@@ -159,6 +240,8 @@ class Reservation(_Handle):
     addr: int | None
     physmem: PhysMem | None = None
     freed: bool = False
+    #: Made or cut by ``vcm_split``: a block entry may reach into a neighbour.
+    cut: bool = False
     prefix = "res"
 
     @property

@@ -213,7 +213,7 @@ class DmaApi:
         entry = state.entry(call, dev)
         maps, bufs = state.busy(entry)
         if maps or bufs:
-            site = capture(call, entry.name)
+            site = capture(call, "{}", entry.name)
             first = maps[0] if maps else bufs[0].mapping
             state.fatal(
                 ReportKind.LEAK_ON_REMOVE,

@@ -9,6 +9,7 @@ reviewer's complaint about the seed (000).
 from __future__ import annotations
 
 import enum
+import functools
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import Attr
@@ -31,12 +32,22 @@ class DmaAttr(enum.IntFlag):
     FORCE_CONTIGUOUS = 1 << 2
 
 
+_ATTR_BITS = int(DmaAttr.SKIP_CPU_SYNC | DmaAttr.WRITE_COMBINE | DmaAttr.FORCE_CONTIGUOUS)
+#: Valid words met so far (every map and unmap checks its attrs).
+_checked: dict[int, DmaAttr] = {}
+
+
 def check_attrs(call: str, attrs: object) -> DmaAttr:
+    if isinstance(attrs, int) and not isinstance(attrs, bool):
+        known = _checked.get(attrs)
+        if known is not None:
+            return known
     if isinstance(attrs, bool) or not isinstance(attrs, int):
         raise InvalidArgumentError(f"{call}: attrs {attrs!r} is not a DmaAttr flag word")
-    if attrs & ~int(DmaAttr.SKIP_CPU_SYNC | DmaAttr.WRITE_COMBINE | DmaAttr.FORCE_CONTIGUOUS):
+    if attrs & ~_ATTR_BITS:
         raise InvalidArgumentError(f"{call}: attrs {attrs:#x} has bits that are not DmaAttr flags")
-    return DmaAttr(attrs)
+    checked = _checked[int(attrs)] = DmaAttr(attrs)
+    return checked
 
 
 def check_direction(call: str, direction: object) -> DmaDirection:
@@ -63,6 +74,7 @@ _CACHE_ATTR = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def reservation_attr(direction: DmaDirection, memtype: MemType) -> Attr:
     """The VCMM attribute word of a DMA mapping (``dma_info_to_prot`` in dma-iommu).
 

@@ -12,7 +12,13 @@ it is an edge of the mapping graph and obeys its attribute rules:
   two mappings share a page (two small buffers in one page), which one-to-one
   reservations of a single VCM could not.
 
-Both undo what they did if a later step fails.
+Pages the caller owns (``map_page``, ``map_sg``) are described to the core with
+``vcm_phys_wrap``; memory the DMA API owns (coherent buffers) comes as an allocation
+or a view of a pool.  The core's graph finds every alias of those bytes, whatever
+chunk they lie in, so the memory type and the shareable bit are its business.
+
+Both undo what they did if a later step fails; an IOVA allocated for a mapping that
+then failed is taken back exactly (:meth:`IovaVcmAllocator.undoing`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from typing import Any
 
 from vcmm.core.flags import Attr
 from vcmm.core.objects import VcmKind
-from vcmm.dma.borrowed import borrow
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import Teardown
 from vcmm.errors import NotMappedError, OutOfAddressSpaceError
@@ -38,16 +43,24 @@ def map_iommu(
     owner: str,
     physmem: Any = None,
 ) -> tuple[int, Teardown]:
-    """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit``."""
+    """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit`` (backed by
+    ``physmem`` if given, else by a wrap of the caller's ``pieces``)."""
     total = sum(p.size for p in pieces)
-    with domain.allocator.limited(limit):
-        res = system.vcm_reserve(domain.vcm, total, attr)
+    wrap = system.vcm_phys_wrap(list(pieces), owner=owner) if physmem is None else None
     try:
-        system.vcm_back(res, physmem if physmem is not None else borrow(pieces, owner))
+        with domain.allocator.limited(limit):
+            res = system.vcm_reserve(domain.vcm, total, attr)
+        try:
+            system.vcm_back(res, physmem if physmem is not None else wrap)
+        except BaseException:
+            with domain.allocator.undoing():
+                system.vcm_unreserve(res)
+            raise
     except BaseException:
-        system.vcm_unreserve(res)
+        if wrap is not None:
+            system.vcm_phys_free(wrap)
         raise
-    return int(res.addr), Teardown(res)
+    return int(res.addr), Teardown(res, wrap=wrap)
 
 
 def bus_address(device: Any, piece: AddressRange, mask: int) -> int:
@@ -84,7 +97,7 @@ def map_direct(
     bus = bus_address(device, piece, mask)
     vcm = system.vcm_create(piece.start, piece.size, kind=VcmKind.ONE_TO_ONE)
     done: list[str] = []
-    assoc = res = None
+    assoc = res = wrap = None
     try:
         assoc = system.vcm_assoc(vcm, device)
         done.append("assoc")
@@ -92,8 +105,13 @@ def map_direct(
         done.append("active")
         res = system.vcm_reserve(vcm, piece.size, attr)
         done.append("res")
-        system.vcm_back(res, physmem if physmem is not None else borrow([piece], owner))
+        if physmem is None:
+            wrap = system.vcm_phys_wrap([piece], owner=owner)
+            done.append("wrap")
+        system.vcm_back(res, physmem if physmem is not None else wrap)
     except BaseException:
+        if "wrap" in done:
+            system.vcm_phys_free(wrap)
         if "res" in done:
             system.vcm_unreserve(res)
         if "active" in done:
@@ -102,4 +120,4 @@ def map_direct(
             system.vcm_deassoc(assoc)
         system.vcm_free(vcm)
         raise
-    return bus, Teardown(res, vcm, assoc)
+    return bus, Teardown(res, vcm, assoc, wrap)

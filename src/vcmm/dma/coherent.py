@@ -30,7 +30,6 @@ from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.dma.attrs import DmaAttr, check_attrs, reservation_attr
 from vcmm.dma.backend import map_direct, map_iommu
-from vcmm.dma.borrowed import borrow
 from vcmm.dma.callsite import capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
@@ -52,14 +51,14 @@ def alloc_coherent(
     if not isinstance(atomic, bool):
         raise InvalidArgumentError(f"{call}: atomic={atomic!r} is not a bool")
     flags = check_attrs(call, attrs)
-    site = capture(call, f"{entry.name}, size={size:#x}{', atomic' if atomic else ''}")
+    site = capture(call, "{}, size={:#x}{}", entry.name, size, ", atomic" if atomic else "")
     system = state.system
     asize = align_up(size, SZ_4K)
     coherent = entry.params.coherent
     memtype = MemType.NORMAL_WB_WA if coherent else MemType.NORMAL_NC
     contiguous = atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
     undo: list[Any] = []
-    physmem = pool_chunks = cpu_res = None
+    pool_chunks = cpu_res = None
     atomic_pa: int | None = None
     cpu_addr: int
     if coherent:
@@ -67,21 +66,21 @@ def alloc_coherent(
             "ebi", asize, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
         )
         undo.append(lambda: system.vcm_phys_free(physmem))
-        chunks = tuple(physmem.chunk_ranges)
-        backing = physmem
         source = "ebi"
     elif atomic:
         atomic_pa, cpu_addr = state.atomic.alloc(asize)
         undo.append(lambda: state.atomic.free(atomic_pa))
-        chunks = tuple(state.atomic.pages_of(atomic_pa, asize))
-        backing = borrow(chunks, "atomic pool")
+        physmem = state.atomic.view(atomic_pa, asize)
+        undo.append(lambda: system.vcm_phys_free(physmem))
         source = "atomic pool"
     else:
         pool_chunks = state.pool.alloc(asize, contiguous=contiguous)
         undo.append(lambda: state.pool.free(pool_chunks))
-        chunks = tuple(c.range for c in pool_chunks)
-        backing = borrow(chunks, "coherent pool")
+        physmem = state.pool.view(pool_chunks)
+        undo.append(lambda: system.vcm_phys_free(physmem))
         source = "coherent pool"
+    chunks = tuple(physmem.chunk_ranges)
+    backing = physmem
     cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
     try:
         if coherent and contiguous and (atomic or entry.domain is None):
@@ -202,7 +201,7 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
     size = _int(call, "size", size, minimum=1)
     handle = _int(call, "dma_handle", dma_handle)
     cpu_addr = _int(call, "cpu_addr", cpu_addr)
-    site = capture(call, f"{entry.name}, size={size:#x}, {cpu_addr:#x}, {handle:#x}")
+    site = capture(call, "{}, size={:#x}, {:#x}, {:#x}", entry.name, size, cpu_addr, handle)
     buf = _buffer(state, call, entry, cpu_addr)
     if buf.user_maps:
         state.fatal(
@@ -283,7 +282,7 @@ def mmap_coherent(
             f"{call}: the VMA wants pages {first}..{first + count - 1} of a "
             f"{npages}-page buffer; it does not fit (ENXIO)"
         )
-    vma.remap(buf.pages(first, count, SZ_4K), buf.memtype, buf)
+    vma.remap(buf.physmem, buf.memtype, buf, offset=first * SZ_4K)
 
 
 def get_sgtable(

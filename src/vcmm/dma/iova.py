@@ -7,7 +7,10 @@ asked for, 000 L4053).  :class:`IovaVcmAllocator` plugs a
 a Linux IOVA: top-down from the *device's* limit, size-aligned to a power of two,
 never page frame 0, never outside the aperture.  The limit is per call (``dma_mask``
 for streaming mappings, ``coherent_dma_mask`` for coherent buffers), so the DMA API
-sets it around each ``vcm_reserve`` with :meth:`IovaVcmAllocator.limited`.
+sets it around each ``vcm_reserve`` with :meth:`IovaVcmAllocator.limited`.  When a
+mapping fails after its reservation was made, the DMA API releases it inside
+:meth:`IovaVcmAllocator.undoing`, so the free is an exact undo of the allocation (the
+range does not stay parked in the range cache).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class IovaVcmAllocator:
             raise InvalidArgumentError(f"IovaVcmAllocator needs an IovaDomain, got {iova!r}")
         self.iova = iova
         self._limit: int | None = None
+        self._undo = False
 
     @contextmanager
     def limited(self, limit: int) -> Iterator[None]:
@@ -39,6 +43,17 @@ class IovaVcmAllocator:
         finally:
             self._limit = saved
 
+    @contextmanager
+    def undoing(self) -> Iterator[None]:
+        """Frees inside the block take back the most recent allocation exactly
+        (:meth:`IovaDomain.undo_alloc`) instead of freeing it into the range cache."""
+        saved = self._undo
+        self._undo = True
+        try:
+            yield
+        finally:
+            self._undo = saved
+
     def alloc(self, size: int, align: int | None = None) -> int:
         """A size-aligned IOVA range of ``size`` bytes below the current limit.
 
@@ -47,7 +62,7 @@ class IovaVcmAllocator:
         """
         addr = self.iova.alloc(size, self._limit, size_aligned=True)
         if align is not None and addr % align:
-            self.iova.free(addr)
+            self.iova.undo_alloc(addr)
             raise InvalidArgumentError(
                 f"IOVA {addr:#x} for {size:#x} bytes is not aligned to {align:#x}; the "
                 "allocator only aligns to the size rounded up to a power of two"
@@ -63,6 +78,8 @@ class IovaVcmAllocator:
         )
 
     def free(self, addr: int) -> AddressRange:
+        if self._undo:
+            return self.iova.undo_alloc(addr)
         return self.iova.free(addr)
 
     def find(self, addr: int) -> AddressRange | None:

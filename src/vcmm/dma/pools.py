@@ -14,8 +14,11 @@ and remapped) and its atomic pool:
   be fragmented on purpose;
 - :class:`AtomicPool` is a small carve-out mapped non-cacheable into the kernel once,
   at creation, so an atomic allocation never has to create a CPU mapping (ARM's
-  ``atomic_pool``, 256 KiB by default).  Its kernel alias is entered page by page, so
-  every allocation's pages are the same graph chunks as the alias's.
+  ``atomic_pool``, 256 KiB by default).
+
+An allocation from either pool is handed to the core as a *view* of the pool's
+carve-out (``vcm_phys_view``): the mapping graph then finds the pool alias and every
+other mapping of the same pages, and the carve-out cannot be freed under a buffer.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 from vcmm.core.flags import Attr, PhysAttr
-from vcmm.dma.borrowed import borrow
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
@@ -68,6 +70,13 @@ class CoherentPool:
                 f"{' contiguous' if contiguous else ''}: {exc}"
             ) from None
 
+    def view(self, chunks: list[Chunk]) -> Any:
+        """The core's view of the carve-out's ``chunks`` laid end to end."""
+        start = self.physmem.chunk_ranges[0].start
+        return self.system.vcm_phys_view(
+            self.physmem, windows=[(c.pa - start, c.size) for c in chunks]
+        )
+
     def free(self, chunks: list[Chunk]) -> None:
         for c in chunks:
             self.buddy.free_pages(c.pa)
@@ -84,11 +93,10 @@ class AtomicPool:
         self.physmem = _carve(system, target, size, "atomic pool")
         (region,) = self.physmem.chunk_ranges
         self.region = AddressRange(region.start, size)
-        self.pages = tuple(AddressRange(pa, SZ_4K) for pa in range(region.start, region.end, SZ_4K))
         self.space = RangeAllocator(self.region, granule=SZ_4K)
         self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
         try:
-            system.vcm_back(self.res, borrow(self.pages, "atomic pool"))
+            system.vcm_back(self.res, self.physmem)
         except BaseException:
             system.vcm_unreserve(self.res)
             system.vcm_phys_free(self.physmem)
@@ -105,10 +113,9 @@ class AtomicPool:
             ) from None
         return pa, self.cpu_base + (pa - self.region.start)
 
-    def pages_of(self, pa: int, size: int) -> list[AddressRange]:
-        """The pool's 4 KiB pages (its graph chunks) covering ``[pa, pa+size)``."""
-        first = (pa - self.region.start) // SZ_4K
-        return list(self.pages[first : first + size // SZ_4K])
+    def view(self, pa: int, size: int) -> Any:
+        """The core's view of ``[pa, pa+size)`` of the pool."""
+        return self.system.vcm_phys_view(self.physmem, pa - self.region.start, size)
 
     def release(self) -> None:
         """Unmap the kernel alias and give the carve-out back (nothing allocated)."""

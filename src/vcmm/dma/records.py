@@ -59,12 +59,14 @@ class Teardown:
     """VCMM objects one mapping created, released in reverse on unmap.
 
     IOMMU mappings have a reservation in the domain VCM; direct mappings also a
-    private one-to-one VCM and its association.
+    private one-to-one VCM and its association.  ``wrap`` is the ``vcm_phys_wrap`` of
+    the caller's pages the reservation is backed with (forgotten after the unmap).
     """
 
     res: Any
     vcm: Any = None
     assoc: Any = None
+    wrap: Any = None
 
     def release(self, system: Any) -> None:
         system.vcm_unback(self.res)
@@ -73,6 +75,8 @@ class Teardown:
             system.vcm_deactivate(self.assoc)
             system.vcm_deassoc(self.assoc)
             system.vcm_free(self.vcm)
+        if self.wrap is not None:
+            system.vcm_phys_free(self.wrap)
 
 
 @dataclass(eq=False)
@@ -161,7 +165,8 @@ class CoherentBuffer:
     created_by: CallSite
     #: How the CPU alias was made: a VMM reservation, or None (linear map / pool alias).
     cpu_res: Any = None
-    #: A registered PhysMem to give back with vcm_phys_free (kernel RAM), if any.
+    #: What the buffer's mappings are backed with: its kernel-RAM allocation, or a view
+    #: of the coherent or atomic pool (given back with vcm_phys_free either way).
     physmem: Any = None
     #: Pool chunks to give back (the DMA API's own pools), if any.
     pool_chunks: Any = None
@@ -182,18 +187,6 @@ class CoherentBuffer:
     def close(self, vma: Vma) -> None:
         self.user_maps -= 1
         self.vmas.remove(vma)
-
-    def pages(self, first: int, count: int, page: int) -> list[tuple[AddressRange, AddressRange]]:
-        """``(physical piece, chunk)`` for pages ``[first, first+count)`` of the buffer."""
-        want = AddressRange(first * page, count * page)
-        out: list[tuple[AddressRange, AddressRange]] = []
-        pos = 0
-        for chunk in self.chunks:
-            inside = AddressRange(pos, chunk.size) & want
-            if inside is not None:
-                out.append((AddressRange(chunk.start + inside.start - pos, inside.size), chunk))
-            pos += chunk.size
-        return out
 
     def snapshot(self) -> tuple[object, ...]:
         return (

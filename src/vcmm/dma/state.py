@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
 from vcmm.core.flags import PhysAttr
-from vcmm.dma.borrowed import alias_memtypes
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.params import DmaParams
@@ -301,7 +300,10 @@ class DmaState:
         """The memory type a new device alias of ``pieces`` must have: the one every
         existing alias uses; with none, cacheable for a coherent device only (seed 002's
         ``dma_direction_to_prot``)."""
-        found = alias_memtypes(self.system, pieces)
+        graph = self.system.graph
+        found: set[MemType] = set()
+        for piece in pieces:
+            found |= graph.memtypes(piece)
         if len(found) > 1:
             kinds = ", ".join(sorted(m.value for m in found))
             raise AttributeConflictError(

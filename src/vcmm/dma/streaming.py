@@ -179,7 +179,13 @@ def map_page(
     flags = check_attrs(call, attrs)
     _check_ram(state, call, page + offset, size)
     site = capture(
-        call, f"{entry.name}, page={page:#x}, offset={offset:#x}, size={size:#x}, {direction.name}"
+        call,
+        "{}, page={:#x}, offset={:#x}, size={:#x}, {.name}",
+        entry.name,
+        page,
+        offset,
+        size,
+        direction,
     )
     try:
         rec, placed = _map_ranges(
@@ -256,7 +262,7 @@ def unmap_page(
     size = _int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
-    site = capture(call, f"{entry.name}, {handle:#x}, size={size:#x}, {direction.name}")
+    site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
     rec = _find_for_unmap(state, call, entry, handle, site)
     if rec.kind is MapKind.COHERENT:
         raise state.fatal(
@@ -347,7 +353,12 @@ def map_sg(
     for e in entries:
         _check_ram(state, call, e.phys, e.length)
     site = capture(
-        call, f"{entry.name}, {n} entries ({sgl.total_length:#x} bytes), {direction.name}"
+        call,
+        "{}, {} entries ({:#x} bytes), {.name}",
+        entry.name,
+        n,
+        sum(e.length for e in entries),
+        direction,
     )
     ranges = [(e.phys, e.length) for e in entries]
     try:
@@ -436,7 +447,7 @@ def unmap_sg(
     sgl, n = _check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
-    site = capture(call, f"{entry.name}, nents={n}, {direction.name}")
+    site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
     rec = _sg_record(state, call, entry, sgl, site)
     if n != rec.nents:
         state.misuse(

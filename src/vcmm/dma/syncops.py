@@ -96,7 +96,7 @@ def sync_single(
     handle = _int(call, "handle", handle)
     size = _int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
-    site = capture(call, f"{entry.name}, {handle:#x}, size={size:#x}, {direction.name}")
+    site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
     rec = state.lookup(entry, handle)
     if rec is None or rec.kind is MapKind.COHERENT:
         what = "a coherent buffer, which needs no sync" if rec else "not mapped"
@@ -143,7 +143,7 @@ def sync_sg(
     entry = state.entry(call, dev)
     sgl, n = _check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
-    site = capture(call, f"{entry.name}, nents={n}, {direction.name}")
+    site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
     rec = _sg_record(state, call, entry, sgl, site)
     if n != rec.nents:
         state.misuse(

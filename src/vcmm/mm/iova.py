@@ -29,12 +29,19 @@ How it works (the same shape as the kernel, written for Python):
   Linux.  A full bin makes a free really free.  When the tree has no room, the cache is
   flushed and the search retried, as ``alloc_iova_fast`` does; if that also fails the
   flush is undone so the failing call changes nothing.
+- :meth:`IovaDomain.undo_alloc` takes the most recent allocation back *exactly*: a
+  range that came from the rcache goes back to its place in its bin, a tree node is
+  removed and the cached nodes restored, a flush is reverted, the counters step back.
+  A DMA mapping that fails after its IOVA was allocated (table memory running out)
+  uses it, so the domain ends as it began; an ordinary ``free`` would park the range
+  in the cache instead.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Any
 
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
@@ -70,6 +77,20 @@ class IovaSnapshot:
     cached32_node: int
     cached_node: int
     counters: IovaCounters
+
+
+@dataclass(frozen=True, slots=True)
+class _LastAlloc:
+    """How to take the most recent allocation back (:meth:`IovaDomain.undo_alloc`):
+    ``how`` is ``"bin"`` (``data`` = (bin size, index)), ``"tree"`` (``data`` = the
+    cached nodes before) or ``"flush"`` (``data`` = the whole state before the flush)."""
+
+    pfn: int
+    how: str
+    data: Any
+    cacheable: bool
+    hit: bool
+    flushed: bool
 
 
 def _check_int(name: str, value: object) -> int:
@@ -131,6 +152,9 @@ class IovaDomain:
         self._rcache_capacity = rcache_capacity
         self._bins: dict[int, list[int]] = {}
         self._fail_hint: dict[tuple[int, bool], int] = {}
+        #: How to take the most recent allocation back: (pfn, how, data), or None once
+        #: anything else changed the domain.
+        self._last: _LastAlloc | None = None
         self._allocs = 0
         self._frees = 0
         self._hits = 0
@@ -202,14 +226,21 @@ class IovaDomain:
                 f"IOVA limit {limit:#x} is below the aperture {self.aperture}: no granule fits"
             )
         cacheable = self._rcache and npages <= self._rcache_max
-        pfn = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
-        hit = pfn is not None
+        found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
+        hit = found is not None
         flushed = False
-        if pfn is None:
+        undo: tuple[str, Any]
+        if found is not None:
+            pfn: int | None = found[0]
+            undo = ("bin", (npages, found[1]))
+        else:
+            cached = (self._cached32, self._cached)
             pfn = self._tree_alloc(npages, limit_excl, size_aligned)
+            undo = ("tree", cached)
         if pfn is None and self._bins and any(self._bins.values()):
-            pfn = self._flush_and_retry(npages, limit_excl, size_aligned)
+            pfn, saved = self._flush_and_retry(npages, limit_excl, size_aligned)
             flushed = pfn is not None
+            undo = ("flush", saved)
         if pfn is None:
             align = f" aligned to {format_size(self._align_pages(npages) << self._shift)}"
             raise OutOfAddressSpaceError(
@@ -226,13 +257,51 @@ class IovaDomain:
                 self._misses += 1
         if flushed:
             self._flushes += 1
+        self._last = _LastAlloc(pfn, undo[0], undo[1], cacheable, hit, flushed)
         return pfn << self._shift
+
+    def undo_alloc(self, addr: int) -> AddressRange:
+        """Take back the most recent allocation, ``addr``, leaving the domain exactly as
+        before it (:meth:`snapshot` equal): for a mapping that failed after its IOVA
+        was allocated.  Refused (changing nothing) if anything else happened since."""
+        addr = _check_int("address", addr)
+        last = self._last
+        if last is None or addr < 0 or last.pfn != addr >> self._shift:
+            raise StateError(
+                f"undo_alloc of IOVA {addr:#x}: it is not the most recent allocation of "
+                "this domain (or something changed the domain since); free it instead"
+            )
+        pfn, how, data = last.pfn, last.how, last.data
+        npages = self._live.pop(pfn)
+        if how == "bin":
+            size, index = data
+            self._bins.setdefault(size, []).insert(index, pfn)
+        elif how == "tree":
+            i = bisect.bisect_left(self._lo, pfn)
+            del self._lo[i]
+            del self._hi[i]
+            self._cached32, self._cached = data
+        else:
+            lo, hi, cached32, cached, bins, hints = data
+            self._lo, self._hi, self._cached32, self._cached = lo, hi, cached32, cached
+            self._bins, self._fail_hint = bins, hints
+        self._allocs -= 1
+        if last.cacheable:
+            if last.hit:
+                self._hits -= 1
+            else:
+                self._misses -= 1
+        if last.flushed:
+            self._flushes -= 1
+        self._last = None
+        return AddressRange(pfn << self._shift, npages << self._shift)
 
     @staticmethod
     def _align_pages(npages: int) -> int:
         return 1 << (npages - 1).bit_length()
 
-    def _rcache_get(self, npages: int, limit_excl: int, aligned: bool) -> int | None:
+    def _rcache_get(self, npages: int, limit_excl: int, aligned: bool) -> tuple[int, int] | None:
+        """A cached range that fits, taken out of its bin: ``(pfn, index in bin)``."""
         entries = self._bins.get(npages)
         if not entries:
             return None
@@ -241,7 +310,7 @@ class IovaDomain:
             pfn = entries[j]
             if pfn + npages <= limit_excl and (not aligned or pfn % align == 0):
                 del entries[j]
-                return pfn
+                return pfn, j
         return None
 
     def _tree_alloc(self, size: int, limit_excl: int, aligned: bool) -> int | None:
@@ -301,7 +370,11 @@ class IovaDomain:
         self._bins.clear()
         return count
 
-    def _flush_and_retry(self, npages: int, limit_excl: int, aligned: bool) -> int | None:
+    def _flush_and_retry(
+        self, npages: int, limit_excl: int, aligned: bool
+    ) -> tuple[int | None, Any]:
+        """Flush the cache and search again; on failure the flush is reverted.  Returns
+        the frame found and the state before the flush (for :meth:`undo_alloc`)."""
         saved = (
             self._lo.copy(),
             self._hi.copy(),
@@ -313,12 +386,14 @@ class IovaDomain:
         self._flush_bins()
         pfn = self._tree_alloc(npages, limit_excl, aligned)
         if pfn is None:
-            self._lo, self._hi, self._cached32, self._cached, self._bins, hints = saved
-            self._fail_hint = hints
-        return pfn
+            lo, hi, cached32, cached, bins, hints = saved
+            self._lo, self._hi, self._cached32, self._cached = lo, hi, cached32, cached
+            self._bins, self._fail_hint = bins, hints
+        return pfn, saved
 
     def flush_rcache(self) -> int:
         """Really free every cached range (Linux: free_cpu_cached_iovas); returns the count."""
+        self._last = None
         count = self._flush_bins()
         if count:
             self._flushes += 1
@@ -340,6 +415,7 @@ class IovaDomain:
         if npages is None:
             raise StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(pfn)}")
         del self._live[pfn]
+        self._last = None
         if self._rcache and npages <= self._rcache_max:
             entries = self._bins.setdefault(npages, [])
             if len(entries) < self._rcache_capacity:
@@ -401,6 +477,7 @@ class IovaDomain:
                 raise StateError(f"cannot reserve {range}: it overlaps the {owner} range {node}")
             blockers.append(self._lo[i])
             i -= 1
+        self._last = None
         for pfn in blockers:
             for entries in self._bins.values():
                 if pfn in entries:

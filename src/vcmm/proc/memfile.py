@@ -80,7 +80,7 @@ class MemFile(File):
                 f"mmap of {self.name}: pages {vma.pgoff}..{vma.pgoff + vma.npages - 1} do not "
                 f"fit its {format_size(self.size)} ({npages} pages) (ENXIO)"
             )
-        vma.remap(self.pages(vma.pgoff, vma.npages), self.memtype, self._vm_ops)
+        vma.remap(self.physmem, self.memtype, self._vm_ops, offset=vma.pgoff * SZ_4K)
 
     def open(self, description: OpenFile) -> None:
         if self.freed:

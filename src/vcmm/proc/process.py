@@ -4,7 +4,9 @@ Each process owns a VMSAv8-64 TTBR0 table under its own ASID on the CPU
 (``cpu.create_address_space``), so its mappings are real page-table entries the MMU
 walks, TLB entries are tagged with its ASID, and a bad access is the CPU's own
 :class:`~vcmm.errors.SegmentationFault` (outside every mapping: translation fault;
-against the protection: permission fault).
+against the protection: permission fault).  The address space is also a VCM of the
+VCMM core (``vcm_create_from_prebuilt(asid)``), so every mapping is a reservation and
+an edge of the mapping graph like a device's (:mod:`vcmm.proc.usermap`).
 
 File descriptors index open file descriptions (:class:`~vcmm.proc.file.OpenFile`);
 ``dup`` and passing a descriptor to another process share the description, as
@@ -27,6 +29,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
+from vcmm.core.objects import Reservation, Vcm
 from vcmm.errors import (
     AlignmentError,
     InvalidArgumentError,
@@ -35,7 +38,6 @@ from vcmm.errors import (
     VcmmError,
 )
 from vcmm.hw.memory import Bytes
-from vcmm.mm.genalloc import RangeAllocator
 from vcmm.proc.errors import BadFileDescriptorError, PermissionDeniedError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import (
@@ -46,7 +48,7 @@ from vcmm.proc.flags import (
     check_mode,
     check_prot,
 )
-from vcmm.proc.usermap import UserMapper, UserPiece
+from vcmm.proc.usermap import Source, user_attr
 from vcmm.proc.vma import Vma
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
@@ -88,17 +90,21 @@ class AnonymousMemory:
 class Process:
     """One user process.  Create it with :meth:`ProcessTable.spawn`."""
 
-    def __init__(self, table: ProcessTable, pid: int, asid: int, name: str) -> None:
+    def __init__(
+        self, table: ProcessTable, pid: int, asid: int, name: str, vcm: Vcm, assoc: Any
+    ) -> None:
         self.table = table
         self.system = table.system
         self.pid = pid
         self.asid = asid
         self.name = name
-        self.space = f"pid{pid}"
-        self.mapper = UserMapper(self.system, asid, self.space, table.mapper_of)
+        #: The process's address space as a VCM of the core, and its association with
+        #: the CPU (active while the process lives).
+        self.vcm = vcm
+        self.assoc = assoc
+        self.space = vcm.space
         self.fds: dict[int, OpenFile] = {}
         self._vmas: list[Vma] = []
-        self._va = RangeAllocator(MMAP_WINDOW, granule=SZ_4K)
         self.alive = True
 
     def __repr__(self) -> str:
@@ -231,8 +237,11 @@ class Process:
                 raise InvalidArgumentError(f"{call}: a file mapping needs an fd (or MAP_ANONYMOUS)")
             description = self.file(fd)
             self._check_file_access(call, description, prot_, flags_)
-        start = self._place(call, size, addr, bool(flags_ & MapFlags.FIXED))
-        vma = Vma(self, start, size, prot_, flags_, off // SZ_4K, description)
+        attr = user_attr(call, prot_, MemType.NORMAL_WB_WA)
+        res = self._reserve(call, size, attr, addr, bool(flags_ & MapFlags.FIXED))
+        assert res.addr is not None
+        vma = Vma(self, res.addr, size, prot_, flags_, off // SZ_4K, description)
+        vma.res = res
         try:
             if description is None:
                 self._populate_anonymous(vma)
@@ -247,14 +256,17 @@ class Process:
                         )
                 except BaseException:
                     if vma.populated:
-                        self._teardown(vma)
-                    description.put()
+                        self._release(vma)  # drops the file reference too
+                    else:
+                        description.put()
+                    vma.file = None
                     raise
         except BaseException:
-            self._va.free(start)
+            if not vma.populated:
+                self.system.vcm_unreserve(vma.res)
             raise
         bisect.insort(self._vmas, vma, key=lambda v: v.start)
-        return start
+        return vma.start
 
     def _check_file_access(
         self, call: str, description: OpenFile, prot: Prot, flags: MapFlags
@@ -276,12 +288,17 @@ class Process:
                 "which this model does not have; use MAP_SHARED or PROT_READ"
             )
 
-    def _place(self, call: str, size: int, addr: int | None, fixed: bool) -> int:
+    def _reserve(
+        self, call: str, size: int, attr: Any, addr: int | None, fixed: bool
+    ) -> Reservation:
+        """A reservation of the process's VCM: at ``addr`` if given and free, else
+        where the VCM's allocator places it (lowest free address)."""
+        system = self.system
         if addr is None:
             if fixed:
                 raise InvalidArgumentError(f"{call}: MAP_FIXED needs an addr")
             try:
-                return self._va.alloc(size)
+                return system.vcm_reserve(self.vcm, size, attr, align=SZ_4K)
             except OutOfAddressSpaceError as exc:
                 raise OutOfAddressSpaceError(
                     f"{call}: no room for {format_size(size)}: {exc}"
@@ -292,7 +309,7 @@ class Process:
         wanted = AddressRange(where, size)
         if wanted in MMAP_WINDOW:
             try:
-                return self._va.alloc_at(where, size)
+                return system.vcm_reserve(self.vcm, size, attr, addr=where)
             except StateError:
                 if fixed:
                     raise StateError(
@@ -301,7 +318,30 @@ class Process:
                     ) from None
         elif fixed:
             raise InvalidArgumentError(f"{call}: MAP_FIXED {wanted} is outside {MMAP_WINDOW}")
-        return self._va.alloc(size)
+        return self._reserve(call, size, attr, None, False)
+
+    def _populate(self, vma: Vma, source: Source, offset: int, attr: Any) -> None:
+        """Back ``vma`` with a view of ``source`` from ``offset`` (the file's memory, the
+        driver's pages); all or nothing.  Called by :meth:`Vma.remap`."""
+        system = self.system
+        assert vma.res is not None
+        view = system.vcm_phys_view(source.physmem, offset, vma.length)
+        res = vma.res
+        try:
+            if res.attr != attr:
+                # Placed with the default memory type before the file said which one.
+                system.vcm_unreserve(res)
+                vma.res = system.vcm_reserve(self.vcm, vma.length, attr, addr=vma.start)
+            if vma.accessible:
+                system.vcm_back(vma.res, view)
+        except BaseException:
+            if vma.res is not res:
+                system.vcm_unreserve(vma.res)
+                vma.res = system.vcm_reserve(self.vcm, vma.length, res.attr, addr=vma.start)
+            system.vcm_phys_free(view)
+            raise
+        source.get()
+        vma.source, vma.view, vma.source_offset = source, view, offset
 
     def _populate_anonymous(self, vma: Vma) -> None:
         system = self.system
@@ -312,16 +352,19 @@ class Process:
                 system.memory.fill(chunk.start, chunk.size, 0)
             target = system.target(self.table.anon_target)
             memtype = MemType.NORMAL_WB_WA if target.linear_mapped else MemType.NORMAL_NC
-            pieces = [UserPiece(c, c) for c in physmem.chunk_ranges]
-            pieces = _trim(pieces, vma.length)
-            vma.remap(pieces, memtype, AnonymousMemory(system, physmem))
+            vma.remap(physmem, memtype, AnonymousMemory(system, physmem))
         except BaseException:
             system.vcm_phys_free(physmem)
             raise
 
     def munmap(self, addr: int, length: int) -> None:
         """Remove mappings in ``[addr, addr+length)`` (rounded up to pages); parts of
-        the range that are not mapped are ignored, a VMA cut in the middle splits."""
+        the range that are not mapped are ignored, a VMA cut in the middle splits.
+
+        Each mapping is removed all or nothing (page-table memory can run out when a
+        block of another alias must be split to rewrite its shareable bit); a munmap
+        over several mappings that fails part way leaves those before it removed.
+        """
         call = "munmap"
         self._live(call)
         where = _int(call, "addr", addr)
@@ -333,51 +376,94 @@ class Process:
             inside = vma.range & cut
             assert inside is not None
             if inside == vma.range:
+                self._release(vma)
                 self._vmas.remove(vma)
-                self._teardown(vma)
             else:
                 self._split(vma, inside)
 
-    def _teardown(self, vma: Vma) -> None:
-        """Unmap a whole VMA and drop what it held (ops, file, address range)."""
-        if vma.key is not None:
-            self.mapper.uninstall(vma.key, vma.range)
-            vma.key = None
+    def _release(self, vma: Vma) -> None:
+        """Unmap a whole VMA and drop what it held (view, source, ops, file, range).
+        The unbacking is the only step that can fail, and it goes first."""
+        system = self.system
+        res = vma.res
+        assert res is not None
+        if res.physmem is not None:
+            system.vcm_unback(res)
+        system.vcm_unreserve(res)
+        vma.res = None
+        if vma.view is not None:
+            system.vcm_phys_free(vma.view)
+            vma.view = None
+        if vma.source is not None:
+            vma.source.put()
+            vma.source = None
         if vma.ops is not None:
             vma.ops.close(vma)
         if vma.file is not None:
             vma.file.put()
-        self._va.free(vma.start)
 
     def _split(self, vma: Vma, cut: AddressRange) -> None:
-        parts = [
-            r
-            for r in (
-                AddressRange(vma.start, cut.start - vma.start),
-                AddressRange(cut.end, vma.end - cut.end),
-            )
-            if r.size
-        ]
-        kept = self.mapper.uninstall(vma.key, cut) if vma.key is not None else []
-        self._va.free(vma.start)
-        pieces = [vma.pieces_in(p) for p in parts]
-        start, pgoff = vma.start, vma.pgoff
+        """Unmap ``cut`` (strictly inside ``vma`` or at one end of it): the reservation
+        is split around it (no page-table change for what stays) and only the cut part
+        is unbacked; what stays becomes one or two VMAs."""
+        system = self.system
+        res, source = vma.res, vma.source
+        assert res is not None and source is not None and vma.view is not None
+        s, e, a, b = vma.start, vma.end, cut.start, cut.end
+        backed = res.physmem is not None
+        made: list[Any] = []
+        mid, right, right_view = res, None, None
+        try:
+            if a > s:
+                mid_view = system.vcm_phys_view(source.physmem, vma.source_offset + (a - s), e - a)
+                made.append(mid_view)
+                mid = system.vcm_split(res, a - s, mid_view if backed else None)
+            if b < e:
+                right_view = system.vcm_phys_view(
+                    source.physmem, vma.source_offset + (b - s), e - b
+                )
+                made.append(right_view)
+                right = system.vcm_split(mid, b - a, right_view if backed else None)
+            if backed:
+                system.vcm_unback(mid)
+        except BaseException:
+            if right is not None:
+                system.vcm_merge(mid, right)
+            if mid is not res:
+                system.vcm_merge(res, mid)
+            for view in reversed(made):
+                system.vcm_phys_free(view)
+            raise
+        system.vcm_unreserve(mid)
+        if a > s:
+            system.vcm_phys_free(made[0])  # the view the cut part was backed with
+        else:
+            system.vcm_phys_free(vma.view)  # the cut part was the front: its view goes
+        parts: list[tuple[AddressRange, Reservation, Any, int]] = []
+        if a > s:
+            parts.append((AddressRange(s, a - s), res, vma.view, vma.source_offset))
+        if right is not None:
+            parts.append((AddressRange(b, e - b), right, right_view, vma.source_offset + (b - s)))
+        pieces = [vma.pieces_in(p[0]) for p in parts]
+        pgoff = vma.pgoff
         news: list[Vma] = []
-        for i, (part, part_pieces) in enumerate(zip(parts, pieces, strict=True)):
-            self._va.alloc_at(part.start, part.size)
+        for i, ((part, part_res, part_view, part_off), part_pieces) in enumerate(
+            zip(parts, pieces, strict=True)
+        ):
             target = vma
             if i > 0:
                 target = Vma(self, part.start, part.size, vma.prot, vma.flags, 0, vma.file)
                 news.append(target)
-            target.pgoff = pgoff + (part.start - start) // SZ_4K
+            target.pgoff = pgoff + (part.start - s) // SZ_4K
             target.start, target.length = part.start, part.size
+            target.res, target.view, target.source = part_res, part_view, source
+            target.source_offset = part_off
             target.pieces = part_pieces
             target.memtype = vma.memtype
             target.ops = vma.ops
             target.populated = True
-            maps = [m for m in kept if m.va in part]
-            target.key = self.mapper.register(maps) if maps else None
         for new in news:
+            source.get()
             if new.file is not None:
                 new.file.get()
             if new.ops is not None:
@@ -399,26 +485,18 @@ class Process:
     # -- lifetime ----------------------------------------------------------------------------
 
     def exit(self) -> None:
-        """Unmap everything, close every descriptor and free the address space."""
+        """Unmap everything, close every descriptor and free the address space (its
+        VCM, then the CPU's table)."""
         self._live("exit")
         for vma in list(self._vmas):
+            self._release(vma)
             self._vmas.remove(vma)
-            self._teardown(vma)
         for fd in sorted(self.fds):
             self.fds.pop(fd).put()
-        self.system.cpu.destroy_address_space(self.asid)
+        system = self.system
+        system.vcm_deactivate(self.assoc)
+        system.vcm_deassoc(self.assoc)
+        system.vcm_free(self.vcm)
+        system.cpu.destroy_address_space(self.asid)
         self.alive = False
         self.table._forget(self)
-
-
-def _trim(pieces: list[UserPiece], length: int) -> list[UserPiece]:
-    """The first ``length`` bytes of ``pieces`` (a target may round an allocation up)."""
-    out: list[UserPiece] = []
-    left = length
-    for p in pieces:
-        if left <= 0:
-            break
-        n = min(left, p.phys.size)
-        out.append(UserPiece(AddressRange(p.phys.start, n), p.chunk))
-        left -= n
-    return out

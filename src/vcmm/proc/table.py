@@ -13,8 +13,7 @@ from typing import Any
 from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, StateError
 from vcmm.hw.cpu import MAX_ASID
 from vcmm.proc.file import File
-from vcmm.proc.process import Process
-from vcmm.proc.usermap import UserMapper
+from vcmm.proc.process import MMAP_WINDOW, Process
 
 #: A registered path resolves to a File, or to a factory making one per open.
 PathEntry = File | Callable[[], File]
@@ -40,26 +39,37 @@ class ProcessTable:
         return [self._procs[p] for p in sorted(self._procs)]
 
     def spawn(self, name: str = "proc") -> Process:
-        """A new process with an empty address space under a free ASID."""
+        """A new process with an empty address space under a free ASID.
+
+        The address space is the CPU's TTBR0 table for the ASID and, for the VCMM, a
+        user VCM over :data:`MMAP_WINDOW` (labelled ``pid<N>`` in the mapping graph),
+        associated with the CPU and active while the process lives.
+        """
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"spawn: name {name!r} must be a non-empty string")
         used = {p.asid for p in self._procs.values()}
         asid = next((a for a in range(1, MAX_ASID + 1) if a not in used), None)
         if asid is None:
             raise OutOfMemoryError(f"spawn: all {MAX_ASID} ASIDs are in use")
-        self.system.cpu.create_address_space(asid)
+        system = self.system
         pid = self._next_pid
+        system.cpu.create_address_space(asid)
+        vcm = assoc = None
+        try:
+            vcm = system.vcm_create_from_prebuilt(asid, label=f"pid{pid}", window=MMAP_WINDOW)
+            assoc = system.vcm_assoc(vcm, system.cpu)
+            system.vcm_activate(assoc)
+        except BaseException:
+            if assoc is not None:
+                system.vcm_deassoc(assoc)
+            if vcm is not None:
+                system.vcm_free(vcm)
+            system.cpu.destroy_address_space(asid)
+            raise
         self._next_pid += 1
-        proc = Process(self, pid, asid, name)
+        proc = Process(self, pid, asid, name, vcm, assoc)
         self._procs[pid] = proc
         return proc
-
-    def mapper_of(self, space: str) -> UserMapper | None:
-        """The user mapper of the live process whose graph space is ``space``."""
-        for proc in self._procs.values():
-            if proc.space == space:
-                return proc.mapper
-        return None
 
     def _forget(self, proc: Process) -> None:
         self._procs.pop(proc.pid, None)

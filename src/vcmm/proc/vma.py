@@ -1,29 +1,38 @@
 """A virtual memory area: one ``mmap`` of a process, and the driver's way to fill it.
 
 A file's :meth:`~vcmm.proc.file.File.mmap` hook receives the new :class:`Vma` and
-calls :meth:`Vma.remap` once with the physical pages for the whole area (what
-``remap_pfn_range``/``vm_map_pages`` do), the memory type they need (a non-coherent
-DMA buffer is mapped non-cacheable, like its kernel alias) and optional
-:class:`~vcmm.proc.file.VmaOps` so the exporter can count user mappings.  The
-process then owns the mapping: protections, splitting on a partial ``munmap``, and
-tearing it down.
+calls :meth:`Vma.remap` once with the memory for the whole area: physical pages (what
+``remap_pfn_range``/``vm_map_pages`` do) or a VCMM physical allocation and an offset
+into it, the memory type they need (a non-coherent DMA buffer is mapped
+non-cacheable, like its kernel alias) and optional :class:`~vcmm.proc.file.VmaOps` so
+the exporter can count user mappings.  The process then owns the mapping:
+protections, splitting on a partial ``munmap``, and tearing it down.
+
+Behind every VMA is a reservation of the process's VCM (``res``), backed by a view
+(``view``) of the memory (``source``): see :mod:`vcmm.proc.usermap`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
-from vcmm.errors import InvalidArgumentError, StateError
+from vcmm.core.objects import PhysMem
+from vcmm.core.physical import window
+from vcmm.errors import AlignmentError, InvalidArgumentError, StateError
 from vcmm.proc.flags import MapFlags, Prot
-from vcmm.proc.usermap import UserPiece
+from vcmm.proc.usermap import Source, UserPiece, user_attr
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size
 
 if TYPE_CHECKING:
+    from vcmm.core.objects import Reservation
     from vcmm.proc.file import OpenFile, VmaOps
     from vcmm.proc.process import Process
+
+#: What :meth:`Vma.remap` takes: pages (optionally with their chunks) or an allocation.
+Pieces = Sequence[UserPiece | AddressRange | tuple[AddressRange, AddressRange]] | PhysMem
 
 
 class Vma:
@@ -49,8 +58,14 @@ class Vma:
         self.memtype: MemType | None = None
         self.ops: VmaOps | None = None
         self.pieces: list[UserPiece] = []
-        self.key: int | None = None
         self.populated = False
+        #: The reservation of the process's VCM this area is.
+        self.res: Reservation | None = None
+        #: The memory behind it, the view of it the reservation is backed with, and
+        #: where the area's first byte is in the source.
+        self.source: Source | None = None
+        self.view: PhysMem | None = None
+        self.source_offset = 0
 
     @property
     def end(self) -> int:
@@ -72,16 +87,24 @@ class Vma:
     def writable(self) -> bool:
         return bool(self.prot & Prot.WRITE)
 
+    @property
+    def accessible(self) -> bool:
+        """Whether the area maps anything (``PROT_NONE`` writes no entry)."""
+        return bool(self.prot & (Prot.READ | Prot.WRITE | Prot.EXEC))
+
     def remap(
         self,
-        pieces: Sequence[UserPiece | AddressRange | tuple[AddressRange, AddressRange]],
+        pieces: Pieces,
         memtype: MemType = MemType.NORMAL_WB_WA,
         ops: VmaOps | None = None,
+        *,
+        offset: int = 0,
     ) -> None:
         """Back the whole area with ``pieces`` (laid end to end) of ``memtype``.
 
-        A piece is a physical range, or ``(physical range, allocation chunk)`` when it
-        is part of a bigger allocation (the mapping graph keys aliases by chunk).
+        ``pieces`` is a list of physical ranges (each optionally ``(range, allocation
+        chunk)``), or a VCMM :class:`~vcmm.core.objects.PhysMem` whose bytes from
+        ``offset`` fill the area (the allocation then cannot be freed while mapped).
 
         Called once, from the file's ``mmap`` hook.  Refused, changing nothing, when
         the pieces do not add up to the area, are not whole pages, or when the memory
@@ -94,6 +117,49 @@ class Vma:
             raise StateError(f"{call}: the VMA at {self.start:#x} is already populated")
         if not isinstance(memtype, MemType):
             raise InvalidArgumentError(f"{call}: memtype {memtype!r} is not a MemType")
+        attr = user_attr(call, self.prot, memtype)
+        system = self.process.system
+        if isinstance(pieces, PhysMem):
+            norm = self._window_of(call, pieces, offset)
+            source = Source(system, pieces, owned=False)
+        else:
+            if offset != 0:
+                raise InvalidArgumentError(
+                    f"{call}: offset {offset!r} only applies to a PhysMem; pieces are laid "
+                    "from the area's first byte"
+                )
+            norm = self._normalise(call, pieces)
+            owner = f"{self.process.name}[{self.process.pid}] {call}"
+            wrap = system.vcm_phys_wrap([p.phys for p in norm], owner=owner)
+            source = Source(system, wrap, owned=True)
+        try:
+            self.process._populate(self, source, offset, attr)
+        except BaseException:
+            if source.owned:
+                system.vcm_phys_free(source.physmem)
+            raise
+        self.pieces = norm
+        self.memtype = memtype
+        self.ops = ops
+        self.populated = True
+        if ops is not None:
+            ops.open(self)
+
+    def _window_of(self, call: str, physmem: PhysMem, offset: object) -> list[UserPiece]:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidArgumentError(f"{call}: offset {offset!r} is not an integer >= 0")
+        if offset % SZ_4K:
+            raise AlignmentError(f"{call}: offset {offset:#x} is not a multiple of 4 KiB")
+        if physmem.freed:
+            raise StateError(f"{call}: {physmem.name} was already freed")
+        if offset + self.length > physmem.size:
+            raise InvalidArgumentError(
+                f"{call}: {format_size(self.length)} from offset {offset:#x} does not fit "
+                f"{physmem.name} ({format_size(physmem.size)})"
+            )
+        return [UserPiece(p, c) for p, c in window(physmem, offset, self.length)]
+
+    def _normalise(self, call: str, pieces: Any) -> list[UserPiece]:
         norm: list[UserPiece] = []
         for p in pieces:
             if isinstance(p, AddressRange):
@@ -112,17 +178,12 @@ class Vma:
                 f"{call}: the pieces cover {format_size(total)}, the VMA is "
                 f"{format_size(self.length)}; remap must fill it exactly"
             )
-        mapper = self.process.mapper
-        owner = f"{self.process.name}[{self.process.pid}] {call}"
-        if self.prot & (Prot.READ | Prot.WRITE | Prot.EXEC):
-            plan = mapper.plan(call, self.start, norm, memtype, self.prot, owner)
-            self.key = mapper.install(plan)
-        self.pieces = norm
-        self.memtype = memtype
-        self.ops = ops
-        self.populated = True
-        if ops is not None:
-            ops.open(self)
+        for p in norm:
+            if p.phys not in p.chunk:
+                raise InvalidArgumentError(
+                    f"{call}: physical piece {p.phys} lies outside its chunk {p.chunk}"
+                )
+        return norm
 
     def pieces_in(self, part: AddressRange) -> list[UserPiece]:
         """The physical pieces behind ``part`` (a page-aligned sub-range of the VMA)."""

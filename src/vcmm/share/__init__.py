@@ -5,7 +5,10 @@ See docs/SHARING.md.  Modules, each with one job:
 - :mod:`~vcmm.share.fence`: one-shot completion events with timeouts and timelines;
 - :mod:`~vcmm.share.ww`: wound/wait mutexes and acquire contexts;
 - :mod:`~vcmm.share.resv`: a buffer's exclusive and shared fences, and its lock;
-- :mod:`~vcmm.share.spaces`: importer address spaces through the VCMM core;
+- :mod:`~vcmm.share.lock`: the hardware lock and the guard that makes every use of
+  the machine take it;
+- :mod:`~vcmm.share.state`: per-system state, the one shared DMA API (:func:`dma_api`);
+- :mod:`~vcmm.share.dmamap`: an attachment's mapping through the importer's DMA API;
 - :mod:`~vcmm.share.dmabuf`: the dma-buf object, attachments, CPU-access brackets;
 - :mod:`~vcmm.share.exporter`: the VCMM's exporter of physical allocations;
 - :mod:`~vcmm.share.jobs`: device job queues ordered by fences;
@@ -26,6 +29,7 @@ from vcmm.share.dmabuf import (
     dma_buf_needs_sync,
     dma_buf_sync,
 )
+from vcmm.share.dmamap import SgEntry
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.fence import (
     DEFAULT_TIMEOUT,
@@ -36,14 +40,15 @@ from vcmm.share.fence import (
     wait_any,
 )
 from vcmm.share.jobs import Engine, Job
+from vcmm.share.lock import SHARE_LOCK, HardwareLock, locked
 from vcmm.share.resv import RESERVATION_CLASS, ReservationObject
-from vcmm.share.spaces import IOVA_WINDOW, SgEntry
+from vcmm.share.state import dma_api, set_dma_api
 from vcmm.share.ww import AcquireContext, AlreadyHeldError, WoundedError, WWClass, WWMutex
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "IOVA_WINDOW",
     "RESERVATION_CLASS",
+    "SHARE_LOCK",
     "AcquireContext",
     "AlreadyHeldError",
     "Attachment",
@@ -53,6 +58,7 @@ __all__ = [
     "Exporter",
     "Fence",
     "FenceTimeline",
+    "HardwareLock",
     "Job",
     "KernelMapping",
     "ReservationObject",
@@ -64,11 +70,14 @@ __all__ = [
     "WWClass",
     "WWMutex",
     "WoundedError",
+    "dma_api",
     "dma_buf_get",
     "dma_buf_mmap",
     "dma_buf_needs_sync",
     "dma_buf_sync",
+    "locked",
     "register_dev_nodes",
+    "set_dma_api",
     "signaled_fence",
     "wait_all",
     "wait_any",

@@ -8,16 +8,16 @@ represented large physically contiguous buffers (called PMEM buffers on Android)
 So a :class:`VcmDevNode` behaves like a PMEM node, with the VCM underneath:
 
 - every ``open`` is a new, empty buffer slot (one per file description);
-- the first ``mmap`` of a description allocates its buffer (the mapping's length,
-  from a memory target through ``vcm_phys_alloc``), maps it into the context's VCM
-  (a reservation backed by it, visible to the device at :meth:`VcmDevNode.dev_addr`,
-  PMEM's ``GET_PHYS``) and into the process; later mmaps of the same description map
-  windows of the same buffer (``offset`` + length must fit, as with PMEM);
+- the first ``mmap`` of a description allocates its buffer (the mapping's length)
+  through the node's exporter, as a dma-buf the node holds one reference to; the
+  node's device attaches to it and maps it ``BIDIRECTIONAL`` through the DMA API (an
+  IOVA in its DMA domain, :meth:`VcmDevNode.dev_addr`, PMEM's ``GET_PHYS``), and the
+  process maps it; later mmaps of the same description map windows of the same
+  buffer (``offset`` + length must fit, as with PMEM).  The VMAs hold the node's
+  description, so the device mapping lives as long as any of them;
 - ``close`` of the last holder (descriptors and mappings both hold the description)
-  removes the device mapping and frees the memory, unless the buffer was exported as a
-  dma-buf that is still referenced: then the memory lives until that dma-buf goes;
-- :meth:`VcmDevNode.export` turns the buffer into a dma-buf fd (the same dma-buf every
-  time) so other devices and processes can share it;
+  unmaps the device and drops the node's reference: the memory is freed, unless the
+  buffer was exported (:meth:`VcmDevNode.export`) and that dma-buf is still held;
 - :meth:`VcmDevNode.import_dmabuf` makes the node an importer instead: the context's
   device attaches to a dma-buf and maps it, and ``mmap`` on the node is forwarded to
   the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).
@@ -32,15 +32,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
-from vcmm.core.flags import Attr
-from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
-from vcmm.proc.usermap import UserPiece
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
-from vcmm.share.exporter import VcmExporter, chunk_pieces
-from vcmm.share.spaces import SHARE_LOCK, DeviceMapping, path_of, spaces_of
+from vcmm.share.exporter import VcmExporter
+from vcmm.share.lock import SHARE_LOCK
+from vcmm.share.state import state_of
 from vcmm.sizes import SZ_4K, format_size
 
 if TYPE_CHECKING:
@@ -49,35 +47,19 @@ if TYPE_CHECKING:
     from vcmm.proc.vma import Vma
 
 
-class _NodeBuffer:
-    """A buffer a node allocated; freed when the node and its dma-buf both let go."""
-
-    def __init__(self, system: Any, physmem: PhysMem, mapping: DeviceMapping) -> None:
-        self.system = system
-        self.physmem = physmem
-        self.mapping = mapping
-        self.holds = 1
-
-    @property
-    def size(self) -> int:
-        return self.mapping.res.len
-
-    def hold(self) -> None:
-        self.holds += 1
-
-    def drop(self) -> None:
-        self.holds -= 1
-        if self.holds == 0:
-            self.system.vcm_phys_free(self.physmem)
-
-
 @dataclass
-class _Import:
-    """A dma-buf the node's device imported through one description."""
+class _Slot:
+    """The buffer behind one description: the node's own or an imported one."""
 
     dmabuf: DmaBuf
     attachment: Attachment
     sg: ScatterList
+    imported: bool
+
+    def close(self) -> None:
+        self.attachment.unmap(self.sg)
+        self.attachment.detach()
+        self.dmabuf.put()
 
 
 class VcmDevNode(File):
@@ -87,9 +69,13 @@ class VcmDevNode(File):
         self, system: Any, device: str, exporter: VcmExporter, *, target: str | None = "ebi"
     ) -> None:
         dev = system.device(device)
-        if path_of(system, dev) != "iommu":
+        if getattr(dev, "ctx", None) is None:
             raise InvalidArgumentError(
                 f"VcmDevNode: {dev.name} is not behind an SMMU context; only contexts get nodes"
+            )
+        if not isinstance(exporter, VcmExporter) or exporter.system is not system:
+            raise InvalidArgumentError(
+                f"VcmDevNode: {exporter!r} is not a VcmExporter of this system"
             )
         if target is not None:
             system.target(target)
@@ -98,92 +84,67 @@ class VcmDevNode(File):
         self.device = dev
         self.exporter = exporter
         self.target = target
-        self.spaces = spaces_of(system)
-        self._buffers: dict[int, _NodeBuffer] = {}
-        self._imports: dict[int, _Import] = {}
-        self._exports: dict[int, DmaBuf] = {}
+        state_of(system)
+        self._slots: dict[int, _Slot] = {}
 
     @property
     def path(self) -> str:
         return self.name
 
     def buffers(self) -> int:
-        """Buffers currently allocated through this node (not yet freed)."""
-        return len(self._buffers)
+        """Buffers currently allocated through this node (not yet released by it)."""
+        return sum(not s.imported for s in self._slots.values())
 
     # -- the file hooks ---------------------------------------------------------------------
-
-    def open(self, description: OpenFile) -> None:
-        """An open node keeps its context running (its buffers live in that VCM)."""
-        super().open(description)
-        with SHARE_LOCK:
-            self.spaces.hold(self.device)
 
     def mmap(self, vma: Vma) -> None:
         assert vma.file is not None
         key = vma.file.id
         with SHARE_LOCK:
-            imported = self._imports.get(key)
-            if imported is not None:
-                dma_buf_mmap(imported.dmabuf, vma, vma.pgoff)
+            slot = self._slots.get(key)
+            if slot is not None and slot.imported:
+                dma_buf_mmap(slot.dmabuf, vma, vma.pgoff)
                 return
-            buf = self._buffers.get(key)
-            if buf is None:
+            if slot is None:
                 if vma.pgoff:
                     raise InvalidArgumentError(
                         f"mmap of {self.name}: the first mmap allocates the buffer and must "
                         f"start at offset 0, not page {vma.pgoff}"
                     )
-                buf = self._allocate(vma.length)
+                slot = self._allocate(vma.length)
                 try:
-                    self._remap(vma, buf)
+                    slot.dmabuf._mmap(vma)
                 except BaseException:
-                    self.spaces.unmap_device(buf.mapping)
-                    buf.drop()
+                    slot.close()
                     raise
-                self._buffers[key] = buf
+                self._slots[key] = slot
                 return
-            npages = buf.size // SZ_4K
+            npages = slot.dmabuf.size // SZ_4K
             if vma.pgoff >= npages or vma.npages > npages - vma.pgoff:
                 raise InvalidArgumentError(
                     f"mmap of {self.name}: pages {vma.pgoff}..{vma.pgoff + vma.npages - 1} go "
-                    f"beyond its {format_size(buf.size)} buffer (EINVAL)"
+                    f"beyond its {format_size(slot.dmabuf.size)} buffer (EINVAL)"
                 )
-            self._remap(vma, buf)
+            slot.dmabuf._mmap(vma)
 
-    def _allocate(self, length: int) -> _NodeBuffer:
-        system = self.system
-        physmem = system.vcm_phys_alloc(self.target, length)
+    def _allocate(self, length: int) -> _Slot:
+        dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")
+        attachment = None
         try:
-            for chunk in physmem.chunk_ranges:
-                system.cpu.cache.invalidate(chunk.start, chunk.size)
-                system.memory.fill(chunk.start, chunk.size, 0)
-            mapping = self.spaces.map_device(
-                self.device, physmem, length, Attr.RW, DmaDirection.BIDIRECTIONAL
-            )
+            attachment = dmabuf.attach(self.device)
+            sg = attachment.map(DmaDirection.BIDIRECTIONAL)
         except BaseException:
-            system.vcm_phys_free(physmem)
+            if attachment is not None:
+                attachment.detach()
+            dmabuf.put()
             raise
-        return _NodeBuffer(system, physmem, mapping)
-
-    def _remap(self, vma: Vma, buf: _NodeBuffer) -> None:
-        pieces = chunk_pieces(buf.physmem, vma.pgoff * SZ_4K, vma.length)
-        vma.remap([UserPiece(phys, chunk) for phys, chunk in pieces])
+        return _Slot(dmabuf, attachment, sg, imported=False)
 
     def release(self, description: OpenFile) -> None:
         with SHARE_LOCK:
-            key = description.id
-            imported = self._imports.pop(key, None)
-            if imported is not None:
-                imported.attachment.unmap(imported.sg)
-                imported.attachment.detach()
-                imported.dmabuf.put()
-            buf = self._buffers.pop(key, None)
-            if buf is not None:
-                self.spaces.unmap_device(buf.mapping)
-                self._exports.pop(key, None)
-                buf.drop()
-            self.spaces.unhold(self.device)
+            slot = self._slots.pop(description.id, None)
+            if slot is not None:
+                slot.close()
 
     # -- ioctls ------------------------------------------------------------------------------
 
@@ -196,28 +157,21 @@ class VcmDevNode(File):
             )
         return description
 
+    def _slot(self, call: str, process: Process, fd: int) -> _Slot:
+        key = self._description(call, process, fd).id
+        slot = self._slots.get(key)
+        if slot is None:
+            raise StateError(f"{call}: fd {fd} has no buffer yet; mmap it first")
+        return slot
+
     def dev_addr(self, process: Process, fd: int) -> int:
         """Where the node's device sees the buffer of ``fd`` (PMEM's ``GET_PHYS``)."""
-        call = f"{self.name} GET_DEV_ADDR"
-        key = self._description(call, process, fd).id
         with SHARE_LOCK:
-            if key in self._imports:
-                return self._imports[key].sg.dma_address
-            buf = self._buffers.get(key)
-            if buf is None:
-                raise StateError(f"{call}: fd {fd} has no buffer yet; mmap it first")
-            return buf.mapping.entries[0].dma_address
+            return self._slot(f"{self.name} GET_DEV_ADDR", process, fd).sg.dma_address
 
     def buffer_size(self, process: Process, fd: int) -> int:
-        call = f"{self.name} GET_SIZE"
-        key = self._description(call, process, fd).id
         with SHARE_LOCK:
-            if key in self._imports:
-                return self._imports[key].dmabuf.size
-            buf = self._buffers.get(key)
-            if buf is None:
-                raise StateError(f"{call}: fd {fd} has no buffer yet; mmap it first")
-            return buf.size
+            return self._slot(f"{self.name} GET_SIZE", process, fd).dmabuf.size
 
     def export(self, process: Process, fd: int, mode: OpenMode = OpenMode.RDWR) -> int:
         """Export ``fd``'s buffer as a dma-buf and return a new fd for it in ``process``.
@@ -227,28 +181,14 @@ class VcmDevNode(File):
         gone.
         """
         call = f"{self.name} EXPORT"
-        key = self._description(call, process, fd).id
         with SHARE_LOCK:
-            buf = self._buffers.get(key)
-            if buf is None:
+            slot = self._slot(call, process, fd)
+            if slot.imported:
                 raise StateError(
-                    f"{call}: fd {fd} has no buffer of its own to export; mmap it first"
+                    f"{call}: fd {fd} has no buffer of its own to export; it imported "
+                    f"{slot.dmabuf.name}"
                 )
-            dmabuf = self._exports.get(key)
-            if dmabuf is not None and not dmabuf.released:
-                dmabuf.get()
-            else:
-                buf.hold()
-                try:
-                    dmabuf = self.exporter.export(buf.physmem, on_release=buf.drop)
-                except BaseException:
-                    buf.drop()
-                    raise
-                self._exports[key] = dmabuf
-            try:
-                return dmabuf.install_fd(process, mode)
-            finally:
-                dmabuf.put()
+            return slot.dmabuf.install_fd(process, mode)
 
     def import_dmabuf(self, process: Process, fd: int, dmabuf_fd: int) -> int:
         """Attach the node's device to the dma-buf behind ``dmabuf_fd`` and map it for
@@ -257,7 +197,7 @@ class VcmDevNode(File):
         description = self._description(call, process, fd)
         key = description.id
         with SHARE_LOCK:
-            if key in self._buffers or key in self._imports:
+            if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
             dmabuf = dma_buf_get(process, dmabuf_fd)
             attachment = None
@@ -272,7 +212,7 @@ class VcmDevNode(File):
                     attachment.detach()
                 dmabuf.put()
                 raise
-            self._imports[key] = _Import(dmabuf, attachment, sg)
+            self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True)
             return sg.dma_address
 
 
@@ -284,7 +224,7 @@ def register_dev_nodes(
     exp = exporter if exporter is not None else VcmExporter(system, "devnode")
     nodes: dict[str, VcmDevNode] = {}
     for name, dev in sorted(system.devices.items()):
-        if path_of(system, dev) != "iommu":
+        if getattr(dev, "ctx", None) is None:
             continue
         node = VcmDevNode(system, name, exp, target=target)
         table.register(node.path, node)

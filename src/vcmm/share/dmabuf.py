@@ -13,7 +13,9 @@ What the 2012 thread asked for (001), and how it is met here:
   exporter keeps its dma-bufs by object and hands out a new reference.
 - **Importers attach and map** (``dma_buf_attach``/``dma_buf_map_attachment``): an
   :class:`Attachment` mapped for a direction yields a :class:`ScatterList` of DMA
-  addresses *in the importer's address space*, made by the exporter.
+  addresses *in the importer's address space*, made by the exporter with
+  ``dma_map_sg`` on the importing device, through the system's one DMA API
+  (:func:`vcmm.share.state.dma_api`).
 - **mmap on the fd goes to the exporter** (001 L227-240), and an importer's own mmap
   can be forwarded to it with :func:`dma_buf_mmap` (Rob Clark, 001 L103-108).
 - **CPU access is bracketed** (``DMA_BUF_IOCTL_SYNC``, :func:`dma_buf_sync`) with an
@@ -38,13 +40,15 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.dma.attrs import DmaAttr
 from vcmm.errors import (
     BusyError,
     InvalidArgumentError,
+    NotFoundError,
     NotMappedError,
     StateError,
 )
@@ -52,12 +56,16 @@ from vcmm.hw.memory import Bytes, as_u8
 from vcmm.proc.errors import PermissionDeniedError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
+from vcmm.share.dmamap import SgEntry
 from vcmm.share.fence import DEFAULT_TIMEOUT, Deadline, Fence, FenceTimeline, check_timeout
+from vcmm.share.lock import SHARE_LOCK
 from vcmm.share.resv import ReservationObject
-from vcmm.share.spaces import SHARE_LOCK, SgEntry, spaces_of
+from vcmm.share.state import check_system, state_of
 from vcmm.sizes import SZ_4K, format_size
 
 if TYPE_CHECKING:
+    from vcmm.dma.api import DmaApi
+    from vcmm.dma.sg import ScatterList as DmaScatterList
     from vcmm.proc.process import Process
     from vcmm.proc.vma import Vma
 
@@ -117,11 +125,14 @@ def _direction_access(call: str, direction: object) -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class ScatterList:
-    """What mapping an attachment yields: segments in the importer's address space."""
+    """What mapping an attachment yields: the buffer's pieces at their addresses in the
+    importer's address space (``entries``, in buffer order), and the DMA API's own list
+    as ``dma_map_sg`` filled it (``table``: merged segments on its first entries)."""
 
     device: str
     direction: DmaDirection
     entries: tuple[SgEntry, ...]
+    table: DmaScatterList | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -157,9 +168,8 @@ class Exporter:
     """
 
     def __init__(self, system: Any) -> None:
-        if not all(hasattr(system, a) for a in ("device", "devices", "cpu", "graph")):
-            raise InvalidArgumentError(f"Exporter: {system!r} is not a booted vcmm.System")
-        self.system = system
+        self.system = check_system("Exporter", system)
+        state_of(system)  # the machine is guarded from now on
 
     def attach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
         """Accept or refuse a device (e.g. one that cannot reach the memory)."""
@@ -217,12 +227,19 @@ class CpuSession:
 
 
 class Attachment:
-    """A device attached to a dma-buf (``struct dma_buf_attachment``)."""
+    """A device attached to a dma-buf (``struct dma_buf_attachment``).
 
-    def __init__(self, dmabuf: DmaBuf, device: Any) -> None:
+    ``api`` is the system's DMA API, through which the exporter maps the buffer for
+    the device; ``dma_attrs`` are the attributes of the current mapping
+    (``attach->dma_map_attrs``).
+    """
+
+    def __init__(self, dmabuf: DmaBuf, device: Any, api: DmaApi) -> None:
         self.id = next(_attachment_ids)
         self.dmabuf = dmabuf
         self.device = device
+        self.api = api
+        self.dma_attrs = DmaAttr.NONE
         self.sg: ScatterList | None = None
         self.detached = False
         #: The exporter's per-attachment data.
@@ -232,9 +249,21 @@ class Attachment:
         state = "detached" if self.detached else ("mapped" if self.sg else "attached")
         return f"<Attachment {self.device.name} to {self.dmabuf.name} {state}>"
 
-    def map(self, direction: DmaDirection) -> ScatterList:
-        """``dma_buf_map_attachment``: the buffer in this device's address space."""
-        return self.dmabuf._map(self, direction)
+    @property
+    def coherent(self) -> bool:
+        """Whether the device snoops the CPU cache (its DMA API parameters say)."""
+        try:
+            return bool(self.api.params(self.device).coherent)
+        except NotFoundError:
+            return bool(getattr(self.device, "coherent", False))
+
+    def map(self, direction: DmaDirection, attrs: int = DmaAttr.NONE) -> ScatterList:
+        """``dma_buf_map_attachment``: the buffer in this device's address space.
+
+        ``attrs`` may hold ``DmaAttr.SKIP_CPU_SYNC``: the map and the unmap then leave
+        the CPU cache alone (the caller maintains it).
+        """
+        return self.dmabuf._map(self, direction, attrs)
 
     def unmap(self, sg: ScatterList) -> None:
         """``dma_buf_unmap_attachment``: the device loses its mapping (later accesses
@@ -437,13 +466,25 @@ class DmaBuf:
     # -- importers -----------------------------------------------------------------------------
 
     def attach(self, device: Any) -> Attachment:
-        """``dma_buf_attach``: ``device`` (a name or bus master) will access the buffer."""
+        """``dma_buf_attach``: ``device`` (a name or bus master) will access the buffer.
+
+        The system's DMA API is created here if nothing made it yet (and closed again if
+        the exporter refuses the device, so a refused attach changes nothing).
+        """
         call = f"{self.name}.attach"
         with SHARE_LOCK:
             self._alive(call)
-            dev = spaces_of(self.exporter.system).resolve(call, device)
-            att = Attachment(self, dev)
-            self.exporter.attach(self, att)
+            state = state_of(self.exporter.system)
+            dev = state.resolve(call, device)
+            api, created = state.ensure_api()
+            try:
+                state.serving(call, api, dev)
+                att = Attachment(self, dev, api)
+                self.exporter.attach(self, att)
+            except BaseException:
+                if created:
+                    state.drop_api()
+                raise
             self._attachments.append(att)
             self._refs += 1
             return att
@@ -470,7 +511,7 @@ class DmaBuf:
             self._attachments.remove(att)
             self.put()
 
-    def _map(self, attachment: Attachment, direction: DmaDirection) -> ScatterList:
+    def _map(self, attachment: Attachment, direction: DmaDirection, attrs: object) -> ScatterList:
         call = f"{self.name}.map_attachment"
         with SHARE_LOCK:
             att = self._own(call, attachment)
@@ -478,6 +519,15 @@ class DmaBuf:
                 raise InvalidArgumentError(
                     f"{call}: direction {direction!r} must be TO_DEVICE, FROM_DEVICE or "
                     "BIDIRECTIONAL"
+                )
+            if (
+                isinstance(attrs, bool)
+                or not isinstance(attrs, int)
+                or attrs & ~int(DmaAttr.SKIP_CPU_SYNC)
+            ):
+                raise InvalidArgumentError(
+                    f"{call}: attrs {attrs!r} may only hold DmaAttr.SKIP_CPU_SYNC "
+                    f"({int(DmaAttr.SKIP_CPU_SYNC):#x})"
                 )
             if att.sg is not None:
                 raise StateError(
@@ -489,7 +539,12 @@ class DmaBuf:
                     f"{call}: {self.name} was exported read-only; {att.device.name} may only "
                     "map it TO_DEVICE"
                 )
-            sg = self.exporter.map_attachment(self, att, direction)
+            att.dma_attrs = DmaAttr(attrs)
+            try:
+                sg = self.exporter.map_attachment(self, att, direction)
+            except BaseException:
+                att.dma_attrs = DmaAttr.NONE
+                raise
             att.sg = sg
             return sg
 
@@ -504,6 +559,7 @@ class DmaBuf:
                 )
             self.exporter.unmap_attachment(self, att, sg)
             att.sg = None
+            att.dma_attrs = DmaAttr.NONE
 
     # -- CPU access ------------------------------------------------------------------------------
 

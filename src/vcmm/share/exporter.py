@@ -1,22 +1,39 @@
 """The VCMM as a dma-buf exporter: physical allocations shared by reference.
 
 :class:`VcmExporter` exports a :class:`~vcmm.core.objects.PhysMem` (one allocation
-from a memory target) as a :class:`~vcmm.share.dmabuf.DmaBuf`.  Everything it does
-goes through the VCMM core, so every mapping of the buffer is an edge of the mapping
-graph and obeys its rules:
+from a memory target) as a :class:`~vcmm.share.dmabuf.DmaBuf`.  Every mapping of the
+buffer goes through the VCMM core, so it is an edge of the mapping graph and obeys its
+rules:
 
-- importers' mappings come from :mod:`vcmm.share.spaces` (a reservation in the
-  device's IOMMU VCM, or a one-to-one VCM for a physically addressed device); a
-  device mapped ``TO_DEVICE`` gets a read-only mapping, so a stray write faults;
-- user mappings are ``remap`` of the allocation's chunks into the process (the
-  process model enters them into the graph);
-- the kernel's ``vmap`` is a reservation in the kernel's VMM VCM.
+- an importer's mapping is ``dma_map_sg`` of the buffer's chunks on the importing
+  device, through the system's one DMA API (:mod:`vcmm.share.dmamap`): an IOVA in the
+  device's DMA domain, or bus addresses for a physically addressed device.  A device
+  mapped ``TO_DEVICE`` gets a read-only mapping, so a stray write faults;
+- user mappings are ``remap`` of the allocation's pieces into the process (the
+  process model makes them reservations of the process's VCM);
+- the kernel's ``vmap`` is a reservation in a VMM VCM.
 
-Cache maintenance uses the CPU's data cache on the physical pieces of the requested
-byte range only.  A buffer is *cached* (write-back, like kernel RAM) or *uncached*
-(Normal non-cacheable everywhere, which needs a carve-out because the kernel's linear
-map of RAM is cacheable and every alias must agree); an uncached buffer never needs
-cache maintenance, nor does a cached one whose attached devices all snoop the cache.
+A buffer is *cached* (write-back, like kernel RAM) or *uncached* (Normal
+non-cacheable everywhere, which needs a carve-out because the kernel's linear map of
+RAM is cacheable and every alias must agree).  The DMA API gives a new alias the
+memory type the existing aliases have; kernel RAM always has one (the linear map),
+but carve-out memory nobody maps yet has none, and the DMA API would then choose by
+the device's coherence (non-cacheable for a non-coherent device), which may disagree
+with the buffer's type and make the processes' mappings impossible.  So before the
+first device mapping of such a buffer the exporter maps it into the kernel with the
+buffer's type, for the buffer's life (its *pin*): that alias fixes the type every
+importer then gets, as the linear map does for RAM.  (Better would be a DMA API that
+takes the memory type of memory without aliases from the caller.)
+
+Every alias's shareable bit is the core's business: it rewrites all of them (the
+processes' too, which are reservations of their VCMs) when the number of address
+spaces mapping the memory changes, so any order of process, device and kernel
+mappings works.
+
+Cache maintenance follows the DMA API: mapping an attachment hands the buffer to the
+device, unmapping hands it back, and a CPU-access bracket syncs every mapped
+attachment for the CPU at its start and for the device at its end, on the bracket's
+byte range only.
 """
 
 from __future__ import annotations
@@ -28,11 +45,13 @@ from typing import TYPE_CHECKING, Any
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.core.objects import PhysMem, Reservation
-from vcmm.errors import InvalidArgumentError, StateError, VcmmError
+from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
 from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
+from vcmm.share import dmamap
 from vcmm.share.dmabuf import Attachment, DmaBuf, Exporter, ScatterList
-from vcmm.share.spaces import SHARE_LOCK, DeviceMapping, path_of, spaces_of
+from vcmm.share.lock import SHARE_LOCK
+from vcmm.share.state import state_of
 from vcmm.sizes import SZ_4K, align_up
 
 if TYPE_CHECKING:
@@ -48,6 +67,8 @@ class VcmBuffer:
     owned: bool
     on_release: Callable[[], None] | None = None
     vmaps: dict[int, Reservation] = field(default_factory=dict)
+    #: The exporter's own kernel mapping of a buffer outside the linear map.
+    pin: Reservation | None = None
 
     @property
     def memtype(self) -> MemType:
@@ -87,7 +108,7 @@ class VcmExporter(Exporter):
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"VcmExporter name {name!r} must be a non-empty string")
         self.name = name
-        self.spaces = spaces_of(system)
+        self.state = state_of(system)
         self._exported: dict[int, DmaBuf] = {}
 
     def __repr__(self) -> str:
@@ -113,8 +134,8 @@ class VcmExporter(Exporter):
         """Allocate zeroed memory (whole pages) and export it; freed on release.
 
         ``target`` is a memory target as for ``vcm_phys_alloc`` (kernel RAM by default,
-        like a dma-buf system heap); ``contiguous`` asks for one physical chunk, which a
-        physically addressed importer (the camera) needs.
+        like a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
+        physically addressed importer without scatter-gather needs it).
         """
         call = f"{self.name}.allocate"
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
@@ -130,7 +151,7 @@ class VcmExporter(Exporter):
             physmem = self.system.vcm_phys_alloc(target, length, attr)
             try:
                 if not cached:
-                    self._check_uncached(call, physmem.target)
+                    self._check_uncached_memory(call, physmem)
                 for chunk in physmem.chunk_ranges:
                     self.system.cpu.cache.invalidate(chunk.start, chunk.size)
                     self.system.memory.fill(chunk.start, chunk.size, 0)
@@ -138,6 +159,24 @@ class VcmExporter(Exporter):
             except BaseException:
                 self.system.vcm_phys_free(physmem)
                 raise
+
+    def _linear(self, physmem: PhysMem) -> bool:
+        """Whether the kernel's linear map (cacheable) covers every piece of ``physmem``
+        (an allocation, a view of one, or a wrap of someone's pages)."""
+        graph = self.system.graph
+        for piece in physmem.chunk_ranges:
+            window = graph.linear_alias(piece)
+            if window is None or piece not in window.phys:
+                return False
+        return True
+
+    def _check_uncached_memory(self, call: str, physmem: PhysMem) -> None:
+        if any(self.system.graph.linear_alias(p) is not None for p in physmem.chunk_ranges):
+            raise InvalidArgumentError(
+                f"{call}: {physmem.name} is kernel RAM, mapped cacheable by the linear map; "
+                "an uncached buffer must come from a carve-out (every alias of a page must "
+                "agree on cache policy)"
+            )
 
     def _check_uncached(self, call: str, target: str) -> None:
         if self.system.target(target).linear_mapped:
@@ -162,7 +201,9 @@ class VcmExporter(Exporter):
         Exporting an allocation that is already exported returns the same dma-buf with
         a new reference, never a second buffer (001 L41-47); the sharing options must
         then be the same.  ``owned``: free the allocation at release; ``on_release``:
-        called at release (an owner that keeps the memory drops its hold there).
+        called at release (an owner that keeps the memory drops its hold there).  An
+        allocation outside the linear map is mapped into the kernel with the buffer's
+        memory type (refused, nothing changed, if an existing alias has another).
         """
         call = f"{self.name}.export"
         if not isinstance(physmem, PhysMem) or physmem.freed:
@@ -181,7 +222,7 @@ class VcmExporter(Exporter):
                     )
                 return existing.get()
             if not cached:
-                self._check_uncached(call, physmem.target)
+                self._check_uncached_memory(call, physmem)
             size = align_up(physmem.len, SZ_4K)
             buffer = VcmBuffer(physmem, cached, owned, on_release)
             dmabuf = DmaBuf(
@@ -193,78 +234,95 @@ class VcmExporter(Exporter):
     # -- dma_buf_ops -----------------------------------------------------------------------------
 
     def attach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
-        """Refuse early a physically addressed device the buffer cannot serve; keep an
-        IOMMU device's context running while it is attached."""
+        """Refuse early a device the DMA API does not serve, or a physically addressed
+        device that cannot reach every piece of the buffer (bus window and DMA mask)."""
         device = attachment.device
-        if path_of(self.system, device) != "physical":
-            self.spaces.hold(device)
+        call = f"attach {device.name} to {dmabuf.name}"
+        api = attachment.api
+        if self.state.serving(call, api, device) != "direct":
             return
         buf: VcmBuffer = dmabuf.priv
-        chunks = buf.physmem.chunk_ranges
-        expected, covered = chunks[0].start, 0
-        for chunk in chunks:
-            if covered >= dmabuf.size:
-                break
-            if chunk.start != expected:
-                raise InvalidArgumentError(
-                    f"attach {device.name} to {dmabuf.name}: a physically addressed device "
-                    f"needs contiguous memory, and {buf.physmem.name} jumps from "
-                    f"{expected:#x} to {chunk.start:#x}; allocate it contiguous"
-                )
-            expected, covered = chunk.end, covered + chunk.size
-        for pa in (chunks[0].start, chunks[0].start + dmabuf.size - 1):
+        mask = api.params(device).mask
+        for piece, _ in buf.pieces(0, dmabuf.size):
             try:
-                device.phys_to_bus(pa)
-            except VcmmError as exc:
+                first, last = device.phys_to_bus(piece.start), device.phys_to_bus(piece.last)
+            except NotMappedError as exc:
+                raise InvalidArgumentError(f"{call}: the device cannot reach it: {exc}") from None
+            if last > mask or last - first != piece.size - 1:
                 raise InvalidArgumentError(
-                    f"attach {device.name} to {dmabuf.name}: the device cannot reach it: {exc}"
-                ) from None
-
-    def detach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
-        self.spaces.unhold(attachment.device)
+                    f"{call}: the device cannot reach {piece}: bus addresses "
+                    f"[{first:#x}, {last:#x}] are not one run below its DMA mask {mask:#x}"
+                )
 
     def map_attachment(
         self, dmabuf: DmaBuf, attachment: Attachment, direction: DmaDirection
     ) -> ScatterList:
+        """``map_dma_buf``: ``dma_map_sg`` of the buffer's chunks on the importer."""
         buf: VcmBuffer = dmabuf.priv
-        write = direction is not DmaDirection.TO_DEVICE
-        mapping = self.spaces.map_device(
-            attachment.device, buf.physmem, dmabuf.size, buf.attr(write), direction
-        )
+        device = attachment.device
+        api = attachment.api
+        call = f"map {dmabuf.name} for {device.name}"
+        pinned = self._pin(dmabuf)
+        pieces = [p for p, _ in buf.pieces(0, dmabuf.size)]
+        try:
+            mapping = dmamap.map_pieces(call, api, device, pieces, direction, attachment.dma_attrs)
+        except BaseException:
+            if pinned:
+                self._unpin(buf)
+            raise
         attachment.priv = mapping
-        return ScatterList(attachment.device.name, direction, mapping.entries)
+        return ScatterList(device.name, direction, mapping.entries, mapping.table)
+
+    def _pin(self, dmabuf: DmaBuf) -> bool:
+        """Map a carve-out buffer nobody maps yet into the kernel, for good (see the
+        module docstring); whether this call did."""
+        buf: VcmBuffer = dmabuf.priv
+        physmem = buf.physmem
+        graph = self.system.graph
+        if (
+            buf.pin is not None
+            or self._linear(physmem)
+            or any(graph.of_chunk(c) for c in physmem.chunk_ranges)
+        ):
+            return False
+        buf.pin = self.state.map_kernel(physmem, dmabuf.size, buf.attr(dmabuf.writable))
+        return True
+
+    def _unpin(self, buf: VcmBuffer) -> None:
+        if buf.pin is not None:
+            self.state.unmap_kernel(buf.pin)
+            buf.pin = None
 
     def unmap_attachment(self, dmabuf: DmaBuf, attachment: Attachment, sg: ScatterList) -> None:
-        mapping: DeviceMapping = attachment.priv
-        self.spaces.unmap_device(mapping)
+        """``unmap_dma_buf``: ``dma_unmap_sg`` (the device's later accesses fault)."""
+        mapping: dmamap.DeviceMapping = attachment.priv
+        dmamap.unmap(mapping)
         attachment.priv = None
 
     def needs_sync(self, dmabuf: DmaBuf) -> bool:
         buf: VcmBuffer = dmabuf.priv
         if not buf.cached:
             return False
-        return any(not getattr(a.device, "coherent", False) for a in dmabuf.attachments)
+        return any(not a.coherent for a in dmabuf.attachments)
+
+    def _sync_mapped(self, dmabuf: DmaBuf, offset: int, length: int, for_cpu: bool) -> None:
+        for att in dmabuf.attachments:
+            if att.sg is not None:
+                dmamap.sync_range(att.priv, offset, length, for_cpu=for_cpu)
 
     def begin_cpu_access(
         self, dmabuf: DmaBuf, read: bool, write: bool, offset: int, length: int
     ) -> None:
-        """Drop cache lines of the range: a device may have written memory under them
-        (and a partly written line must not be merged with stale neighbours)."""
-        if not self.needs_sync(dmabuf):
-            return
-        buf: VcmBuffer = dmabuf.priv
-        for phys, _ in buf.pieces(offset, length):
-            self.system.cpu.cache.invalidate(phys.start, phys.size)
+        """``dma_sync_*_for_cpu`` on every mapped attachment, over the range: lines a
+        device may have written under are dropped, and the CPU owns the bytes."""
+        self._sync_mapped(dmabuf, offset, length, for_cpu=True)
 
     def end_cpu_access(
         self, dmabuf: DmaBuf, read: bool, write: bool, offset: int, length: int
     ) -> None:
-        """Write the CPU's dirty lines of the range back so devices see them."""
-        if not write or not self.needs_sync(dmabuf):
-            return
-        buf: VcmBuffer = dmabuf.priv
-        for phys, _ in buf.pieces(offset, length):
-            self.system.cpu.cache.clean(phys.start, phys.size)
+        """``dma_sync_*_for_device`` on every mapped attachment, over the range: the
+        CPU's writes reach memory and the devices own the bytes again."""
+        self._sync_mapped(dmabuf, offset, length, for_cpu=False)
 
     def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: Any) -> None:
         buf: VcmBuffer = dmabuf.priv
@@ -273,7 +331,7 @@ class VcmExporter(Exporter):
 
     def vmap(self, dmabuf: DmaBuf) -> int:
         buf: VcmBuffer = dmabuf.priv
-        res = self.spaces.map_kernel(buf.physmem, dmabuf.size, buf.attr(dmabuf.writable))
+        res = self.state.map_kernel(buf.physmem, dmabuf.size, buf.attr(dmabuf.writable))
         assert res.addr is not None
         buf.vmaps[res.addr] = res
         return res.addr
@@ -283,11 +341,12 @@ class VcmExporter(Exporter):
         res = buf.vmaps.pop(va, None)
         if res is None:
             raise StateError(f"vunmap of {dmabuf.name}: nothing is mapped at {va:#x}")
-        self.spaces.unmap_kernel(res)
+        self.state.unmap_kernel(res)
 
     def release(self, dmabuf: DmaBuf) -> None:
         buf: VcmBuffer = dmabuf.priv
         self._exported.pop(buf.physmem.id, None)
+        self._unpin(buf)
         if buf.owned:
             self.system.vcm_phys_free(buf.physmem)
         if buf.on_release is not None:

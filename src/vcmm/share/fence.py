@@ -7,6 +7,11 @@ it when the hardware is done; anybody who must not touch the buffer before that 
 on it, with a timeout, so a job that never completes turns into an error instead of a
 hang.
 
+A wait that would block while the calling thread holds the hardware lock
+(:mod:`vcmm.share.lock`: inside job work or a ``locked()`` block) is refused with
+:class:`~vcmm.errors.StateError`: the fence's job needs that lock, so the wait could
+only end in a timeout.
+
 Fences here are real threading primitives: :meth:`Fence.signal` may be called from any
 thread (a job runner, a simulated interrupt) and wakes every waiter and runs every
 callback exactly once.  Fences created on one :class:`FenceTimeline` carry increasing
@@ -24,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
+from vcmm.share.lock import check_may_wait
 
 #: Seconds a wait lasts when the caller does not say: long enough for any simulated job,
 #: short enough that a fence nobody signals shows up as an error in a test run.
@@ -203,6 +209,9 @@ class Fence:
     def wait(self, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         """Block until signalled; :class:`WaitTimeoutError` after ``timeout`` seconds."""
         limit = check_timeout(f"{self.name}.wait", timeout)
+        if self._event.is_set():
+            return
+        check_may_wait(f"{self.name}.wait")
         if not self._event.wait(limit):
             raise WaitTimeoutError(
                 f"{self.name}.wait: not signalled within {limit} s; "
@@ -232,6 +241,8 @@ def wait_all(fences: Iterable[Fence], timeout: float | None = DEFAULT_TIMEOUT) -
     call = "wait_all"
     checked = _check_fences(call, fences)
     limit = check_timeout(call, timeout)
+    if not all(f.signaled for f in checked):
+        check_may_wait(call)
     deadline = Deadline(limit)
     for fence in checked:
         if not fence._event.wait(deadline.remaining()):
@@ -254,6 +265,7 @@ def wait_any(fences: Iterable[Fence], timeout: float | None = DEFAULT_TIMEOUT) -
         for fence, handle in handles:
             if handle is None:
                 return fence
+        check_may_wait(call)
         if not woken.wait(limit):
             raise WaitTimeoutError(
                 f"{call}: none of {len(checked)} fences signalled within {limit} s"

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
 from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.fence import DEFAULT_TIMEOUT, Fence, FenceTimeline, check_timeout, wait_all
+from vcmm.share.lock import SHARE_LOCK, check_may_wait
 from vcmm.share.resv import RESERVATION_CLASS
-from vcmm.share.spaces import SHARE_LOCK
 from vcmm.share.ww import AcquireContext
 
 
@@ -149,6 +149,7 @@ class Engine:
         limit = check_timeout(f"{self.name}.close", timeout)
         if self._closed:
             return
+        check_may_wait(f"{self.name}.close")
         self._closed = True
         self._queue.put(None)
         self._thread.join(limit)
