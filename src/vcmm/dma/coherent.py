@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from vcmm.attrs import DmaDirection, MemType
+from vcmm.checks import check_int
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.dma.attrs import DmaAttr, check_attrs, reservation_attr
 from vcmm.dma.backend import map_direct, map_iommu
@@ -35,7 +36,6 @@ from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DeviceEntry, DmaState
-from vcmm.dma.streaming import _int
 from vcmm.errors import BusyError, InvalidArgumentError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
@@ -47,7 +47,7 @@ def alloc_coherent(
     """A zeroed buffer the CPU and ``dev`` both see without cache maintenance."""
     call = "alloc_coherent"
     entry = state.entry(call, dev)
-    size = _int(call, "size", size, minimum=1)
+    size = check_int(call, "size", size, minimum=1)
     if not isinstance(atomic, bool):
         raise InvalidArgumentError(f"{call}: atomic={atomic!r} is not a bool")
     flags = check_attrs(call, attrs)
@@ -167,7 +167,7 @@ def _map_device(
 
 
 def _buffer(state: DmaState, call: str, entry: DeviceEntry, cpu_addr: object) -> CoherentBuffer:
-    addr = _int(call, "cpu_addr", cpu_addr)
+    addr = check_int(call, "cpu_addr", cpu_addr)
     buf = state.buffers.get(addr)
     if buf is not None:
         if buf.device is not entry.device:
@@ -198,9 +198,9 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
     """Give back a coherent buffer; refused while a process still maps it."""
     call = "free_coherent"
     entry = state.entry(call, dev)
-    size = _int(call, "size", size, minimum=1)
-    handle = _int(call, "dma_handle", dma_handle)
-    cpu_addr = _int(call, "cpu_addr", cpu_addr)
+    size = check_int(call, "size", size, minimum=1)
+    handle = check_int(call, "dma_handle", dma_handle)
+    cpu_addr = check_int(call, "cpu_addr", cpu_addr)
     site = capture(call, "{}, size={:#x}, {:#x}, {:#x}", entry.name, size, cpu_addr, handle)
     buf = _buffer(state, call, entry, cpu_addr)
     if buf.user_maps:
@@ -263,8 +263,8 @@ def mmap_coherent(
     new VMA.  ``vma.pgoff`` selects the first page; what does not fit is refused."""
     call = "mmap_coherent"
     entry = state.entry(call, dev)
-    size = _int(call, "size", size, minimum=1)
-    handle = _int(call, "dma_handle", dma_handle)
+    size = check_int(call, "size", size, minimum=1)
+    handle = check_int(call, "dma_handle", dma_handle)
     buf = _buffer(state, call, entry, cpu_addr)
     if handle != buf.dma_handle:
         raise InvalidArgumentError(
@@ -292,8 +292,8 @@ def get_sgtable(
     what an exporter hands to another device's ``map_sg``."""
     call = "get_sgtable"
     entry = state.entry(call, dev)
-    size = _int(call, "size", size, minimum=1)
-    handle = _int(call, "dma_handle", dma_handle)
+    size = check_int(call, "size", size, minimum=1)
+    handle = check_int(call, "dma_handle", dma_handle)
     buf = _buffer(state, call, entry, cpu_addr)
     if handle != buf.dma_handle or size > align_up(buf.size, SZ_4K):
         raise InvalidArgumentError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import check_int
 from vcmm.dma import cachesync
 from vcmm.dma.attrs import (
     DMA_MAPPING_ERROR,
@@ -38,14 +39,6 @@ from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.errors import InvalidArgumentError, VcmmError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
-
-
-def _int(call: str, name: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer")
-    if value < minimum:
-        raise InvalidArgumentError(f"{call}: {name} {value:#x} must be >= {minimum:#x}")
-    return value
 
 
 def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
@@ -170,11 +163,11 @@ def map_page(
     ``DMA_MAPPING_ERROR`` with the reason in ``last_error``."""
     call = "map_page"
     entry = state.entry(call, dev)
-    page = _int(call, "page", page)
+    page = check_int(call, "page", page)
     if page % SZ_4K:
         raise InvalidArgumentError(f"{call}: page {page:#x} is not a 4 KiB page address")
-    offset = _int(call, "offset", offset)
-    size = _int(call, "size", size, minimum=1)
+    offset = check_int(call, "offset", offset)
+    size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     _check_ram(state, call, page + offset, size)
@@ -258,8 +251,8 @@ def unmap_page(
     """Unmap what ``map_page`` returned ``handle`` for."""
     call = "unmap_page"
     entry = state.entry(call, dev)
-    handle = _int(call, "handle", handle)
-    size = _int(call, "size", size, minimum=1)
+    handle = check_int(call, "handle", handle)
+    size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
@@ -328,7 +321,7 @@ def _check_size_direction(
 def _check_sgl(call: str, sgl: object, nents: object) -> tuple[ScatterList, int]:
     if not isinstance(sgl, ScatterList):
         raise InvalidArgumentError(f"{call}: {sgl!r} is not a ScatterList")
-    n = _int(call, "nents", nents, minimum=1)
+    n = check_int(call, "nents", nents, minimum=1)
     if n > len(sgl):
         raise InvalidArgumentError(f"{call}: nents {n} is more than the list's {len(sgl)} entries")
     return sgl, n

@@ -13,6 +13,7 @@ part of the buffer would go unmaintained.  A different count is reported.
 from __future__ import annotations
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import check_int
 from vcmm.dma import cachesync
 from vcmm.dma.attrs import check_direction
 from vcmm.dma.callsite import CallSite, capture
@@ -20,7 +21,7 @@ from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DeviceEntry, DmaState
-from vcmm.dma.streaming import _check_sgl, _int, _sg_record
+from vcmm.dma.streaming import _check_sgl, _sg_record
 from vcmm.ranges import AddressRange
 
 
@@ -93,8 +94,8 @@ def sync_single(
     """Hand ``[handle, handle+size)`` of a ``map_page`` mapping to the CPU or device."""
     call = f"sync_single_for_{'cpu' if for_cpu else 'device'}"
     entry = state.entry(call, dev)
-    handle = _int(call, "handle", handle)
-    size = _int(call, "size", size, minimum=1)
+    handle = check_int(call, "handle", handle)
+    size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
     rec = state.lookup(entry, handle)

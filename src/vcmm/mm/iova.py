@@ -43,6 +43,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4G, format_size, is_power_of_two
@@ -93,12 +94,6 @@ class _LastAlloc:
     flushed: bool
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} {value!r} is not an integer")
-    return value
-
-
 class IovaDomain:
     """The IOVA space of one IOMMU domain: top-down, size-aligned, with a range cache."""
 
@@ -111,7 +106,7 @@ class IovaDomain:
         rcache_max_order: int = DEFAULT_RCACHE_MAX_ORDER,
         rcache_capacity: int = DEFAULT_RCACHE_CAPACITY,
     ) -> None:
-        granule = _check_int("granule", granule)
+        granule = check_int("", "granule", granule, minimum=None)
         if not is_power_of_two(granule):
             raise InvalidArgumentError(f"IOVA granule {granule:#x} is not a power of two")
         if aperture is None:
@@ -122,8 +117,8 @@ class IovaDomain:
             raise InvalidArgumentError(
                 f"aperture {aperture} must be non-empty and aligned to the granule {granule:#x}"
             )
-        rcache_max_order = _check_int("rcache_max_order", rcache_max_order)
-        rcache_capacity = _check_int("rcache_capacity", rcache_capacity)
+        rcache_max_order = check_int("", "rcache_max_order", rcache_max_order, minimum=None)
+        rcache_capacity = check_int("", "rcache_capacity", rcache_capacity, minimum=None)
         if not 0 <= rcache_max_order <= 20:
             raise InvalidArgumentError(f"rcache_max_order {rcache_max_order} is outside 0..20")
         if rcache_capacity < 1:
@@ -211,12 +206,12 @@ class IovaDomain:
         last address).  With ``size_aligned`` the IOVA is aligned to the size rounded up
         to a power of two granules, as dma-iommu always asks.
         """
-        size = _check_int("size", size)
+        size = check_int("", "size", size, minimum=None)
         if size <= 0:
             raise InvalidArgumentError(f"IOVA size {size:#x} must be > 0")
         if limit is None:
             limit = ((self._end_pfn + 1) << self._shift) - 1
-        limit = _check_int("limit", limit)
+        limit = check_int("", "limit", limit, minimum=None)
         if limit < 0:
             raise InvalidArgumentError(f"IOVA limit {limit:#x} is negative")
         npages = -(-size // self._granule)
@@ -264,7 +259,7 @@ class IovaDomain:
         """Take back the most recent allocation, ``addr``, leaving the domain exactly as
         before it (:meth:`snapshot` equal): for a mapping that failed after its IOVA
         was allocated.  Refused (changing nothing) if anything else happened since."""
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         last = self._last
         if last is None or addr < 0 or last.pfn != addr >> self._shift:
             raise StateError(
@@ -407,7 +402,7 @@ class IovaDomain:
         ``addr`` may carry a sub-granule offset (a DMA handle from ``map_page`` does);
         the size comes from the allocator, so the caller cannot free the wrong amount.
         """
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         if addr < 0:
             raise InvalidArgumentError(f"IOVA {addr:#x} is negative")
         pfn = addr >> self._shift
@@ -445,7 +440,7 @@ class IovaDomain:
 
     def find(self, addr: int) -> AddressRange | None:
         """The live range containing ``addr`` (any address inside it), or ``None``."""
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         if addr < 0:
             return None
         node = self._node_at(addr >> self._shift)

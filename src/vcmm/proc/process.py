@@ -29,6 +29,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
+from vcmm.checks import check_int
 from vcmm.core.objects import Reservation, Vcm
 from vcmm.errors import (
     AlignmentError,
@@ -60,14 +61,6 @@ if TYPE_CHECKING:
 MMAP_WINDOW = AddressRange(0x1000_0000, (1 << 47) - 0x1000_0000)
 #: Most descriptors one process may hold (RLIMIT_NOFILE).
 MAX_FDS = 1024
-
-
-def _int(call: str, name: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer")
-    if value < minimum:
-        raise InvalidArgumentError(f"{call}: {name} {value:#x} must be >= {minimum:#x}")
-    return value
 
 
 class AnonymousMemory:
@@ -165,7 +158,7 @@ class Process:
         """Make ``newfd`` refer to ``fd``'s description, closing what it held."""
         self._live("dup2")
         description = self.file(fd)
-        newfd = _int("dup2", "newfd", newfd)
+        newfd = check_int("dup2", "newfd", newfd)
         if newfd >= MAX_FDS:
             raise InvalidArgumentError(f"dup2: newfd {newfd} is not below {MAX_FDS}")
         if newfd == fd:
@@ -219,11 +212,11 @@ class Process:
         """
         call = "mmap"
         self._live(call)
-        size = _int(call, "length", length, minimum=1)
+        size = check_int(call, "length", length, minimum=1)
         size = align_up(size, SZ_4K)
         prot_ = check_prot(call, prot)
         flags_ = check_map_flags(call, flags)
-        off = _int(call, "offset", offset)
+        off = check_int(call, "offset", offset)
         if off % SZ_4K:
             raise AlignmentError(f"{call}: offset {off:#x} is not a multiple of the 4 KiB page")
         description: OpenFile | None = None
@@ -303,7 +296,7 @@ class Process:
                 raise OutOfAddressSpaceError(
                     f"{call}: no room for {format_size(size)}: {exc}"
                 ) from None
-        where = _int(call, "addr", addr)
+        where = check_int(call, "addr", addr)
         if where % SZ_4K:
             raise AlignmentError(f"{call}: addr {where:#x} is not page aligned")
         wanted = AddressRange(where, size)
@@ -367,8 +360,8 @@ class Process:
         """
         call = "munmap"
         self._live(call)
-        where = _int(call, "addr", addr)
-        size = _int(call, "length", length, minimum=1)
+        where = check_int(call, "addr", addr)
+        size = check_int(call, "length", length, minimum=1)
         if where % SZ_4K:
             raise AlignmentError(f"{call}: addr {where:#x} is not page aligned")
         cut = AddressRange(where, align_up(size, SZ_4K))
