@@ -119,3 +119,23 @@ def test_plot_sweep_refuses_a_sweep_where_everything_failed(tmp_path: Path) -> N
         )
     with pytest.raises(InvalidArgumentError, match="at least one grid key"):
         plot_sweep([], [], tmp_path / "p")
+
+
+def test_graph_draws_views_with_an_edge_to_their_allocation() -> None:
+    import vcmm
+    from vcmm import SZ_1M, SZ_4K
+
+    system = vcmm.System.default()
+    parent = system.vcm_phys_alloc("blocks", SZ_1M)
+    view = system.vcm_phys_view(parent, SZ_4K, 2 * SZ_4K)
+    vcm = system.vcm_create(SZ_1M, 16 * SZ_1M)
+    res = system.vcm_reserve(vcm, 2 * SZ_4K)
+    system.vcm_back(res, view)
+    data = build_graph(system)
+    ids = {n.id for n in data.nodes}
+    assert f"physmem:{view.name}" in ids and f"physmem:{parent.name}" in ids
+    edges = {(e.source, e.target, e.kind) for e in data.edges}
+    assert (f"physmem:{view.name}", f"physmem:{parent.name}", "view-of") in edges
+    assert (f"res:{res.name}", f"physmem:{view.name}", "backing") in edges
+    # Every edge ends at a drawn node.
+    assert all(e.source in ids and e.target in ids for e in data.edges)

@@ -5,7 +5,8 @@ reservations, reservations are backed by physical allocations that come from mem
 targets (000 L68-96).  The triple mapping is the picture that matters: one allocation,
 three reservations, three kinds of bus master.  This module builds that graph from the
 public objects of a :class:`~vcmm.system.System` (``vcms``, ``reservations``,
-``associations``, ``physmems``, the platform's linear map) and renders it.
+``associations``, ``physmems`` and ``phys_views``, the platform's linear map) and
+renders it.
 
 Page sizes on reservation edges are decoded from the page tables in simulated memory,
 so the graph shows what the hardware walks, not what was asked for.
@@ -135,26 +136,42 @@ def build_graph(system: System) -> MappingGraphData:
             g.nodes.append(Node(node_id, "device", label, attrs))
         return node_id
 
-    for physmem in system.physmems:
+    # Allocations first, then views and wraps (memory described for backing): a view
+    # points at the allocation it is a window of, a wrap names the pages' owner.
+    for physmem in [*system.physmems, *system.phys_views]:
         chunks = [(pa, size) for pa, size in physmem.chunks]
+        if physmem.parent is not None:
+            origin = f"view of {physmem.parent.name}"
+        elif physmem.owner is not None:
+            origin = f"wrap of {physmem.owner}'s pages"
+        else:
+            origin = f"from {physmem.target}"
         g.nodes.append(
             Node(
                 f"physmem:{physmem.name}",
                 "physmem",
-                f"{physmem.name} {format_size(physmem.size)} from {physmem.target}",
+                f"{physmem.name} {format_size(physmem.size)} {origin}",
                 {
+                    "kind": physmem.kind,
                     "target": physmem.target,
                     "size": physmem.size,
                     "chunks": [{"pa": pa, "size": size} for pa, size in chunks],
                 },
             )
         )
-        if physmem.target not in targets:
-            targets.add(physmem.target)
-            g.nodes.append(Node(f"target:{physmem.target}", "target", f"target {physmem.target}"))
-        g.edges.append(
-            Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from")
-        )
+        if physmem.parent is not None:
+            g.edges.append(
+                Edge(f"physmem:{physmem.name}", f"physmem:{physmem.parent.name}", "view-of")
+            )
+        elif physmem.owner is None:
+            if physmem.target not in targets:
+                targets.add(physmem.target)
+                g.nodes.append(
+                    Node(f"target:{physmem.target}", "target", f"target {physmem.target}")
+                )
+            g.edges.append(
+                Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from")
+            )
         linear = [
             w
             for w in system.spec.cpu.linear_map
