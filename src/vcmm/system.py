@@ -4,6 +4,13 @@
 describes (memory, table window, CPU, SMMUs, bus masters), the memory targets, and the
 :class:`~vcmm.core.manager.Vcmm` over them, and it *is* that manager, so every seed
 call (``system.vcm_create(...)``) is a method of it.
+
+The system owns the machine lock (``system.lock``, :mod:`vcmm.hw.lock`): one
+re-entrant lock handed to the CPU, every SMMU and every bus master it builds, and
+taken by every public VCMM call.  So each device access, CPU access, table change and
+VCMM call is atomic against the others from any thread, with no lock in user code;
+code that reaches below them (``system.memory``, ``cpu.cache``, the graph) from
+several threads takes ``with system.lock:`` itself.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import BusMaster, Interconnect, PhysicalDevice, SmmuDevice
 from vcmm.hw.cache import CacheConfig
 from vcmm.hw.cpu import Cpu
+from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
 from vcmm.hw.smmu import Smmu
@@ -52,6 +60,7 @@ class System(Vcmm):
         if not isinstance(spec, PlatformSpec):
             raise InvalidArgumentError(f"System needs a PlatformSpec, got {type(spec).__name__}")
         self.spec = spec
+        lock = MachineLock(f"system {spec.name}")
         memory = PhysicalMemory(spec.memory)
         table_memory = TableMemory(memory, spec.page_tables)
         linear = [(spec.cpu.linear_va(w.start), w.start, w.size) for w in spec.cpu.linear_map]
@@ -62,6 +71,7 @@ class System(Vcmm):
             tlb=_tlb(spec.cpu.tlb),
             linear_map=linear,
             prefetch_seed=spec.cpu.prefetch_seed,
+            lock=lock,
         )
         cpu.name = "cpu"
         self.interconnect = Interconnect(memory, cpu.cache)
@@ -74,6 +84,7 @@ class System(Vcmm):
                 fmt=FORMATS[s.format],
                 context_banks=s.context_banks,
                 tlb=_tlb(s.tlb),
+                lock=lock,
             )
             for ctx in s.contexts:
                 smmu.context_init(ctx.name)
@@ -85,13 +96,17 @@ class System(Vcmm):
                 assert d.smmu is not None and d.context is not None
                 smmu = self.smmus[d.smmu]
                 device = SmmuDevice(
-                    d.name, smmu.context(d.context), self.interconnect, coherent=d.coherent
+                    d.name,
+                    smmu.context(d.context),
+                    self.interconnect,
+                    coherent=d.coherent,
+                    lock=lock,
                 )
                 device.bank = spec.smmu(d.smmu).context(d.context).bank
             else:
                 ranges = [(r.bus, r.phys, r.size) for r in d.dma_ranges] or None
                 device = PhysicalDevice(
-                    d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges
+                    d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges, lock=lock
                 )
             device.dma = d.dma
             devices[d.name] = device
@@ -111,6 +126,7 @@ class System(Vcmm):
                 fmt, memory, table_memory, va_bits=va_bits
             ),
             range_allocator=RangeAllocator,
+            lock=lock,
         )
 
     @classmethod
@@ -125,6 +141,10 @@ class System(Vcmm):
 
     def snapshot(self) -> tuple[object, ...]:
         """Every piece of state, hardware included: equal snapshots, equal systems."""
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> tuple[object, ...]:
         return (
             super().snapshot(),
             self.memory.digest(),

@@ -1,4 +1,4 @@
-"""The hardware lock: every use of a shared machine waits for job work, from any thread,
+"""The machine lock: every use of a shared machine waits for job work, from any thread,
 without the user taking a lock; a wait that could never end is an error instead."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from vcmm.dma import DmaApi
 from vcmm.errors import StateError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.hw.cpu import Cpu
+from vcmm.hw.smmu import Smmu, SmmuContext
 from vcmm.proc import MAP_SHARED, PROT_READ, PROT_WRITE, ProcessTable
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.fence import Fence, wait_all, wait_any
-from vcmm.share.lock import SHARE_LOCK, guard, is_guarded, locked
+from vcmm.share.lock import locked
 from vcmm.share.state import set_dma_api
 
 SIZE = 2 * SZ_4K
@@ -31,12 +32,12 @@ WATCH = 0.05
 
 
 @contextmanager
-def lock_held_elsewhere() -> Iterator[None]:
-    """Another thread holds the hardware lock for the duration of the block."""
+def lock_held_elsewhere(system: vcmm.System) -> Iterator[None]:
+    """Another thread holds the system's lock for the duration of the block."""
     taken, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with locked():
+        with locked(system):
             taken.set()
             release.wait(5.0)
 
@@ -50,9 +51,9 @@ def lock_held_elsewhere() -> Iterator[None]:
         thread.join(5.0)
 
 
-def waits_for_the_lock(call: Callable[[], object]) -> bool:
-    """Run ``call`` on a thread while the lock is held elsewhere: True when it did not
-    finish until the lock was released, and then finished."""
+def waits_for_the_lock(system: vcmm.System, call: Callable[[], object]) -> bool:
+    """Run ``call`` on a thread while the system's lock is held elsewhere: True when it
+    did not finish until the lock was released, and then finished."""
     done = threading.Event()
     errors: list[BaseException] = []
 
@@ -63,7 +64,7 @@ def waits_for_the_lock(call: Callable[[], object]) -> bool:
             errors.append(exc)
         done.set()
 
-    with lock_held_elsewhere():
+    with lock_held_elsewhere(system):
         worker = threading.Thread(target=run)
         worker.start()
         blocked = not done.wait(WATCH)
@@ -91,7 +92,7 @@ def test_process_device_and_vcmm_calls_wait_for_the_hardware_lock(rig: Any) -> N
         lambda: buf.needs_sync,
     ]
     for call in calls:
-        assert waits_for_the_lock(call)
+        assert waits_for_the_lock(system, call)
     # Without the holder the same calls run at once (the lock is re-entrant and free).
     start = time.monotonic()
     for call in calls:
@@ -111,7 +112,7 @@ def test_a_process_access_waits_for_the_job_running_on_the_hardware(rig: Any) ->
     codec = system.device("vcodec_a_mm1")
 
     def work() -> None:
-        inside.append(SHARE_LOCK.held())
+        inside.append(system.lock.held())
         started.set()
         time.sleep(0.1)  # the device is busy with *another* buffer: no fence orders us
         codec.write(sg.dma_address, b"job")
@@ -126,46 +127,57 @@ def test_a_process_access_waits_for_the_job_running_on_the_hardware(rig: Any) ->
     assert waited > 0.05
 
 
-def test_guarded_objects_keep_their_class_and_behaviour() -> None:
+def test_the_machine_owns_its_lock_and_objects_keep_their_classes() -> None:
     system = vcmm.System.default()
     before = system.snapshot()
-    VcmExporter(system)  # the sharing layer's first use guards the machine
+    VcmExporter(system)  # the sharing layer's first use changes nothing of the machine
     assert system.snapshot() == before
     cpu, codec = system.cpu, system.device("vcodec_a_mm1")
-    assert is_guarded(system) and is_guarded(cpu) and is_guarded(codec)
-    assert isinstance(cpu, Cpu) and isinstance(codec, SmmuDevice)
-    assert type(cpu).__name__ == "Cpu" and type(cpu) is not Cpu
-    guarded_type = type(cpu)
-    guard(cpu)
-    assert type(cpu) is guarded_type  # idempotent
-    assert type(vcmm.System.default().cpu) is Cpu  # other systems are left alone
-    # Behaviour is the original's, errors included.
+    # No class swapping: the objects are exactly the hardware classes ...
+    assert type(cpu) is Cpu and type(codec) is SmmuDevice
+    assert all(type(s) is Smmu for s in system.smmus.values())
+    assert type(codec.ctx) is SmmuContext
+    # ... and every one of them holds the system's one lock.
+    assert cpu.lock is system.lock and codec.lock is system.lock and codec.ctx.lock is system.lock
+    assert all(d.lock is system.lock for d in system.devices.values())
+    assert all(s.lock is system.lock for s in system.smmus.values())
+    other = vcmm.System.default()
+    assert other.lock is not system.lock  # other systems have their own
+    assert not system.lock.held()
+    # Behaviour is the hardware's, errors included, and a failing call lets the lock go.
     with pytest.raises(vcmm.errors.InvalidArgumentError):
         cpu.read(-1, 4)
+    assert not system.lock.held()
+    with pytest.raises(vcmm.errors.VcmmError):
+        system.vcm_phys_alloc("no such target", SZ_4K)
+    assert not system.lock.held()
 
 
-@pytest.mark.parametrize("checker_first", [True, False], ids=["checker-first", "guard-first"])
-def test_the_dma_debug_checker_composes_with_the_guard_in_either_order(checker_first: bool) -> None:
-    """The checker shadows access methods on the instances; the accesses still take the
-    lock with the checker on, and after it is removed."""
+@pytest.mark.parametrize("checker_first", [True, False], ids=["checker-first", "share-first"])
+def test_the_dma_debug_checker_observes_and_accesses_still_take_the_lock(
+    checker_first: bool,
+) -> None:
+    """The checker is an access observer (no method shadows on the instances); the
+    accesses take the lock with the checker on, and after it is removed."""
     system = vcmm.System.default()
     if checker_first:
-        api = set_dma_api(DmaApi(system, debug="raise"))  # hooks, then the guard
+        api = set_dma_api(DmaApi(system, debug="raise"))  # observers, then sharing
     else:
-        api = set_dma_api(DmaApi(system))  # the guard ...
-        api.enable_debug()  # ... then the hooks
+        api = set_dma_api(DmaApi(system))  # sharing ...
+        api.enable_debug()  # ... then the observers
     table = ProcessTable(system)
     buf = VcmExporter(system).allocate(SZ_4K)
     proc = table.spawn("app")
     va = proc.mmap(SZ_4K, RW, MAP_SHARED, buf.install_fd(proc))
     mdp = system.device("mdp")
-    assert "read" in vars(system.cpu) and "write" in vars(mdp)  # the checker's shadows
-    assert waits_for_the_lock(lambda: proc.read(va, 4))
-    assert waits_for_the_lock(lambda: mdp.read(0, 0))
+    assert len(system.cpu.observers) == 1 and len(mdp.observers) == 1  # the checker's
+    assert "read" not in vars(system.cpu) and "write" not in vars(mdp)  # no shadows
+    assert waits_for_the_lock(system, lambda: proc.read(va, 4))
+    assert waits_for_the_lock(system, lambda: mdp.read(0, 0))
     api.disable_debug()
-    assert "read" not in vars(system.cpu)
-    assert waits_for_the_lock(lambda: proc.write(va, b"ok"))
-    assert waits_for_the_lock(lambda: mdp.read(0, 0))
+    assert system.cpu.observers == () and mdp.observers == ()
+    assert waits_for_the_lock(system, lambda: proc.write(va, b"ok"))
+    assert waits_for_the_lock(system, lambda: mdp.read(0, 0))
 
 
 def test_waiting_for_a_fence_while_holding_the_lock_is_an_error_not_a_deadlock(
@@ -173,7 +185,7 @@ def test_waiting_for_a_fence_while_holding_the_lock_is_an_error_not_a_deadlock(
 ) -> None:
     pending, done = Fence("pending"), Fence("done")
     done.signal()
-    with locked():
+    with locked(rig.system):
         with pytest.raises(StateError, match="hardware lock"):
             pending.wait(5.0)
         with pytest.raises(StateError, match="hardware lock"):
@@ -192,6 +204,6 @@ def test_waiting_for_a_fence_while_holding_the_lock_is_an_error_not_a_deadlock(
     job.fence.wait(5.0)
     assert job.fence.error is not None and "hardware lock" in job.fence.error
     assert time.monotonic() - start < 2.0
-    with locked(), pytest.raises(StateError, match="hardware lock"):
+    with locked(rig.system), pytest.raises(StateError, match="hardware lock"):
         engine.close(5.0)
     pending.signal()

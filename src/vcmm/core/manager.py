@@ -84,6 +84,7 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
@@ -116,6 +117,19 @@ def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
     return value
 
 
+def _machine_locked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a public VCMM call under the machine lock (``self.lock``), so it is atomic
+    against device jobs and other threads; re-entrant, so the calls it makes (device
+    accesses, a fault handler backing a page) do not block on it."""
+
+    @functools.wraps(fn)
+    def call(self: Vcmm, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return fn(self, *args, **kwargs)
+
+    return call
+
+
 class Vcmm:
     """Owner of every VCM, reservation, association and physical allocation.
 
@@ -126,7 +140,8 @@ class Vcmm:
     objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
     mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt,
     va_bits=None)`` builds device page tables and ``range_allocator(window,
-    granule=...)`` address-space allocators.
+    granule=...)`` address-space allocators; ``lock`` is the machine lock the
+    hardware holds (:mod:`vcmm.hw.lock`), which every public call takes too.
     """
 
     def __init__(
@@ -143,7 +158,10 @@ class Vcmm:
         linear_map: Iterable[tuple[int, int, int]],
         page_table_factory: Callable[..., Any],
         range_allocator: Callable[..., Any],
+        lock: MachineLock | None = None,
     ) -> None:
+        #: The machine lock (the system's); a private one for a Vcmm built alone.
+        self.lock = check_lock("Vcmm", lock)
         self.memory = memory
         self.cpu = cpu
         self._devices = dict(devices)
@@ -202,21 +220,25 @@ class Vcmm:
         return dict(self._targets)
 
     @property
+    @_machine_locked
     def associations(self) -> list[Association]:
         """Every live association, in creation order of their VCMs."""
         return [a for v in self.vcms for a in v.associations]
 
     @property
+    @_machine_locked
     def reservations(self) -> list[Reservation]:
         """Every live reservation, VCM by VCM."""
         return [r for v in self.vcms for r in v.reservations]
 
     @property
+    @_machine_locked
     def physmems(self) -> list[PhysMem]:
         """Every live physical allocation from a memory target, oldest first."""
         return [p for p in self._physmems.values() if p.parent is None and p.owner is None]
 
     @property
+    @_machine_locked
     def phys_views(self) -> list[PhysMem]:
         """Every live view (``vcm_phys_view``) and wrap (``vcm_phys_wrap``), oldest
         first: memory described for backing, not taken from a target."""
@@ -249,6 +271,7 @@ class Vcmm:
 
     # -- VCMs --------------------------------------------------------------------------
 
+    @_machine_locked
     def vcm_create(
         self,
         start_addr: int,
@@ -313,6 +336,7 @@ class Vcmm:
         self.vcms.append(vcm)
         return vcm
 
+    @_machine_locked
     def vcm_create_from_prebuilt(
         self,
         ext_vcm_id: int,
@@ -387,6 +411,7 @@ class Vcmm:
         self.vcms.append(vcm)
         return vcm
 
+    @_machine_locked
     def vcm_free(self, vcm: Vcm) -> None:
         """Destroy a VCM and its tables; refused while it has reservations or associations."""
         call = "vcm_free"
@@ -405,6 +430,7 @@ class Vcmm:
 
     # -- reservations ------------------------------------------------------------------
 
+    @_machine_locked
     def vcm_reserve(
         self,
         vcm: Vcm,
@@ -504,6 +530,7 @@ class Vcmm:
             f"(tried alignments {', '.join(format_size(a) for a in alignments)}): {errors[-1]}"
         )
 
+    @_machine_locked
     def vcm_unreserve(self, res: Reservation) -> None:
         """Release a reservation; refused while it is backed."""
         call = "vcm_unreserve"
@@ -520,6 +547,7 @@ class Vcmm:
 
     # -- associations ------------------------------------------------------------------
 
+    @_machine_locked
     def vcm_assoc(self, vcm: Vcm, dev: Any, attr: int = AssocAttr.NONE) -> Association:
         """Link a VCM with a device; many-to-many, inactive until :meth:`vcm_activate`.
 
@@ -603,6 +631,7 @@ class Vcmm:
                 "more than one dma-ranges window; its bus addresses would not be contiguous"
             )
 
+    @_machine_locked
     def vcm_deassoc(self, avcm: Association) -> None:
         """Remove an association; refused while it is active."""
         call = "vcm_deassoc"
@@ -612,6 +641,7 @@ class Vcmm:
         avcm.vcm.associations.remove(avcm)
         avcm.freed = True
 
+    @_machine_locked
     def vcm_activate(self, avcm: Association) -> None:
         """Program the device with the VCM (000 L241-246).
 
@@ -659,6 +689,7 @@ class Vcmm:
             low, high = (partner.table if partner else None), vcm.table
         program_context(ctx, bank, low, high, split=True)
 
+    @_machine_locked
     def vcm_deactivate(self, avcm: Association) -> None:
         """Stop the device using the VCM: disable and unbind its context (IOMMU), or
         drop the activation count (VMM, one-to-one).  A split context keeps its other
@@ -683,6 +714,7 @@ class Vcmm:
 
     # -- physical memory ---------------------------------------------------------------
 
+    @_machine_locked
     def vcm_phys_alloc(
         self, memtype: str | Sequence[str] | None, len: int, attr: object = PhysAttr.NONE
     ) -> PhysMem:
@@ -742,6 +774,7 @@ class Vcmm:
             f"{_describe_phys_attr(pattr)}: " + "; ".join(f"{n}: {e}" for n, e in failures)
         )
 
+    @_machine_locked
     def vcm_phys_free(self, physmem: PhysMem) -> None:
         """Return an allocation to its target; refused while it backs a reservation or
         a view of it lives.  Freeing a view or a wrap only forgets it (its pages belong
@@ -764,6 +797,7 @@ class Vcmm:
         physmem.freed = True
         del self._physmems[physmem.id]
 
+    @_machine_locked
     def vcm_phys_view(
         self,
         physmem: PhysMem,
@@ -795,6 +829,7 @@ class Vcmm:
         self._physmems[view.id] = view
         return view
 
+    @_machine_locked
     def vcm_phys_wrap(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
         """Describe pages the VCMM did not hand out (``ranges``, whole pages of physical
         memory, laid end to end; repeats allowed) so a reservation can be backed with
@@ -810,6 +845,7 @@ class Vcmm:
 
     # -- backing -----------------------------------------------------------------------
 
+    @_machine_locked
     def vcm_back(self, res: Reservation, physmem: PhysMem) -> None:
         """Map a reservation onto physical memory (the first ``res.len`` bytes of an
         allocation, a view or a wrap).
@@ -880,6 +916,7 @@ class Vcmm:
         res.physmem = physmem
         physmem.backing.append(res)
 
+    @_machine_locked
     def vcm_unback(self, res: Reservation) -> None:
         """Unmap a reservation from its physical memory and invalidate the TLBs.
 
@@ -951,6 +988,7 @@ class Vcmm:
                 f"+{format_size(length)}) of {physmem.name} (make it with vcm_phys_view)"
             )
 
+    @_machine_locked
     def vcm_split(
         self, res: Reservation, offset: int, physmem: PhysMem | None = None
     ) -> Reservation:
@@ -1006,6 +1044,7 @@ class Vcmm:
             physmem.backing.append(rest)
         return rest
 
+    @_machine_locked
     def vcm_merge(self, left: Reservation, right: Reservation) -> None:
         """Join ``right`` onto the end of ``left`` (the inverse of :meth:`vcm_split`):
         neighbours in one VCM (or two unplaced reservations of a one-to-one VCM) with
@@ -1060,6 +1099,7 @@ class Vcmm:
 
     # -- faults ------------------------------------------------------------------------
 
+    @_machine_locked
     def vcm_hook(self, dev: Any, handler: FaultHandler | None, data: Any = None) -> None:
         """Register a fault handler for a device behind an IOMMU (000 L304-317).
 
@@ -1153,6 +1193,7 @@ class Vcmm:
             op(pa, size)
         return True
 
+    @_machine_locked
     def vcm_sync_for_device(self, res: Reservation, direction: DmaDirection) -> bool:
         """Hand a buffer to its devices (the DMA API's ``sync_for_device``).
 
@@ -1165,6 +1206,7 @@ class Vcmm:
         """
         return self._sync("vcm_sync_for_device", res, direction, for_cpu=False)
 
+    @_machine_locked
     def vcm_sync_for_cpu(self, res: Reservation, direction: DmaDirection) -> bool:
         """Hand a buffer back to the CPU (the DMA API's ``sync_for_cpu``).
 
@@ -1177,6 +1219,7 @@ class Vcmm:
 
     # -- the graph as data ---------------------------------------------------------------
 
+    @_machine_locked
     def graph_data(self) -> dict[str, Any]:
         """The mapping graph as plain data: ``{"nodes": [...], "edges": [...]}``.
 
@@ -1194,6 +1237,7 @@ class Vcmm:
 
     # -- state -------------------------------------------------------------------------
 
+    @_machine_locked
     def snapshot(self) -> tuple[object, ...]:
         """Everything the manager owns, comparable: for all-or-nothing tests."""
         vcms = tuple(

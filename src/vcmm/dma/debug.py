@@ -13,7 +13,12 @@ what real hardware hides:
   lines the CPU cache holds stale);
 - a device access to a buffer the CPU owns (missing ``sync_for_device``), a device
   reading memory while the CPU cache holds dirty lines for it (the data it gets is
-  stale), a device writing a ``TO_DEVICE`` buffer, a device access after unmap.
+  stale), a device writing a ``TO_DEVICE`` buffer, a device access after unmap
+  (also when the IOMMU faults it: the report says why it faulted).
+
+Accesses reach the checker through the hardware's access observers
+(:mod:`vcmm.dma.hooks`), with the physical runs each one resolved to; a device's
+``access_batch`` arrives as one event and is checked vectorised over its bursts.
 
 Every report names the device, the addresses, the call that created the mapping (and
 the one that unmapped it) with a short stack summary.  In ``"raise"`` mode a report
@@ -34,18 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vcmm.attrs import DmaDirection
+from vcmm.attrs import Access, DmaDirection
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.errors import DmaApiError, InvalidArgumentError
-from vcmm.hw.cpu import KERNEL_ASID, is_kernel_va, is_user_va
 from vcmm.ranges import AddressRange
 
 if TYPE_CHECKING:
     from vcmm.dma.hooks import AccessHooks
-    from vcmm.dma.state import DmaState
-
-_VA_MASK = (1 << 48) - 1
+    from vcmm.dma.state import DeviceEntry, DmaState
+    from vcmm.hw.observe import AccessEvent
 
 
 class ReportKind(enum.Enum):
@@ -189,18 +192,20 @@ class DebugChecker:
         self._state = None
         self._hooks = None
 
-    # -- access checks (called by the hooks before/after each access) ---------------------
+    # -- access checks (called by the hooks before each access moves data) ---------------
 
-    def cpu_access(self, va: int, length: int, asid: int | None, user: bool, write: bool) -> None:
+    def cpu_access(self, event: AccessEvent) -> None:
+        """A CPU load or store about to touch ``event.runs``."""
         state = self._state
         if state is None:
             return
         streaming = [r for r in state.live.values() if r.kind is not MapKind.COHERENT]
-        if not streaming or length <= 0:
+        if not streaming or event.length <= 0:
             return
-        runs = _resolve_cpu(state.cpu, va, length, asid, user)
+        runs = [AddressRange(pa, n) for pa, n in event.runs]
         if not runs:
             return
+        va, write = event.address, event.access is Access.WRITE
         verb = "write" if write else "read"
         for rec in streaming:
             hit = _clip(rec.cpu_ranges, runs)
@@ -247,7 +252,24 @@ class DebugChecker:
                 hits.append((rec, phys))
         return hits
 
+    def _after_unmap(self, entry: DeviceEntry, addr: int, length: int, write: bool) -> None:
+        assert self._state is not None
+        old = self._state.unmapped(entry, AddressRange(addr, length))
+        if old is not None:
+            verb = "write" if write else "read"
+            self.report(
+                ReportKind.DEVICE_ACCESS_AFTER_UNMAP,
+                entry.name,
+                f"device {verb} at {addr:#x} (+{length:#x}) after the mapping there was unmapped",
+                dma_addr=addr,
+                size=length,
+                rec=old,
+            )
+
     def device_access(self, device: Any, addr: int, length: int, write: bool) -> None:
+        """A device access about to move data, or one the translation refused (the
+        misuse behind a fault is reported too: a write to a ``TO_DEVICE`` buffer, an
+        access after unmap)."""
         state = self._state
         if state is None or device.name not in state.entries or length <= 0:
             return
@@ -255,17 +277,7 @@ class DebugChecker:
         hits = self._device_hits(device, addr, length)
         verb = "write" if write else "read"
         if not hits:
-            old = state.unmapped(entry, AddressRange(addr, length))
-            if old is not None:
-                self.report(
-                    ReportKind.DEVICE_ACCESS_AFTER_UNMAP,
-                    device.name,
-                    f"device {verb} at {addr:#x} (+{length:#x}) after the mapping there was "
-                    "unmapped",
-                    dma_addr=addr,
-                    size=length,
-                    rec=old,
-                )
+            self._after_unmap(entry, addr, length, write)
             return
         for rec, phys in hits:
             if rec.kind is MapKind.COHERENT:
@@ -311,34 +323,150 @@ class DebugChecker:
             if rec.kind is not MapKind.COHERENT:
                 rec.device_wrote.extend(phys)
 
+    def device_batch(self, device: Any, event: AccessEvent) -> None:
+        """A device's ``access_batch``: the per-access checks over every burst at once.
 
-def _resolve_cpu(
-    cpu: Any, va: int, length: int, asid: int | None, user: bool
-) -> list[AddressRange]:
-    """Physical runs of a CPU access, by walking the tables (no TLB side effects);
-    stops at the first untranslatable page (the access itself will fault there)."""
-    tag = asid if asid is not None else (cpu.current_asid or KERNEL_ASID)
-    out: list[AddressRange] = []
-    pos, end = va, va + length
-    while pos < end:
-        if is_kernel_va(pos):
-            walk = cpu.kernel_table.walk(pos & _VA_MASK)
-        elif is_user_va(pos) and tag != KERNEL_ASID:
-            try:
-                walk = cpu.address_space(tag).walk(pos)
-            except Exception:
-                break
-        else:
-            break
-        if not walk.ok or walk.pa is None:
-            break
-        step = min(end, pos - pos % walk.page_size + walk.page_size) - pos
-        if out and out[-1].end == walk.pa:
-            out[-1] = AddressRange(out[-1].start, out[-1].size + step)
-        else:
-            out.append(AddressRange(walk.pa, step))
-        pos += step
-    return out
+        A burst inside a live streaming mapping is checked as one access would be
+        (reports name the first burst and how many the mapping saw); a burst outside
+        every live mapping that hits an unmapped one is an access after unmap.  When
+        the batch faulted only the bursts up to the faulting one happened, and only
+        the after-unmap check (why it faulted) applies.
+        """
+        state = self._state
+        if state is None or device.name not in state.entries or event.addrs is None:
+            return
+        entry = state.entries[device.name]
+        write = event.access is Access.WRITE
+        addrs, pas = event.addrs, event.pas
+        if event.fault is not None:
+            done = int(getattr(event.fault, "details", {}).get("completed", 0))
+            addrs, pas = addrs[: done + 1], None
+        burst = event.burst
+        live = np.zeros(addrs.size, dtype=bool)
+        for rec in state.records_of(entry):
+            hit = _bursts_in(addrs, burst, [p.dev_range for p in rec.dev_pieces])
+            if not hit.any():
+                continue
+            live |= hit
+            if pas is not None and rec.kind is not MapKind.COHERENT:
+                self._check_bursts(device, rec, addrs[hit], pas[hit], burst, write)
+        if not live.all():
+            self._bursts_after_unmap(entry, addrs[~live], burst, write)
+
+    def _check_bursts(
+        self,
+        device: Any,
+        rec: DmaMapping,
+        addrs: np.ndarray,
+        pas: np.ndarray,
+        burst: int,
+        write: bool,
+    ) -> None:
+        assert self._state is not None
+        verb = "write" if write else "read"
+        first = int(addrs[0])
+        where = (
+            f"device {verb} batch at {first:#x} ({addrs.size} burst(s) of {burst} bytes in "
+            f"the mapping, physical {int(pas[0]):#x}...)"
+        )
+        if write and rec.direction is DmaDirection.TO_DEVICE:
+            self.report(
+                ReportKind.DEVICE_WRITE_READ_ONLY,
+                device.name,
+                f"{where}: the buffer was mapped DMA_TO_DEVICE",
+                dma_addr=first,
+                size=int(addrs.size) * burst,
+                rec=rec,
+            )
+        if rec.owner is Owner.CPU:
+            self.report(
+                ReportKind.DEVICE_ACCESS_CPU_OWNED,
+                device.name,
+                f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
+                "dma_sync_*_for_device first",
+                dma_addr=first,
+                size=int(addrs.size) * burst,
+                rec=rec,
+            )
+        if not write and not device.coherent:
+            dirty = _dirty_lines_in_bursts(self._state.cpu.cache, pas, burst)
+            if dirty:
+                self.report(
+                    ReportKind.DEVICE_READ_STALE,
+                    device.name,
+                    f"{where}: the CPU cache holds {dirty} dirty line(s) of it, so the "
+                    "device reads stale memory; a dma_sync_*_for_device (clean) is missing",
+                    dma_addr=first,
+                    size=int(addrs.size) * burst,
+                    rec=rec,
+                )
+        if write:
+            rec.device_wrote.extend(_burst_runs(pas, burst))
+
+    def _bursts_after_unmap(
+        self, entry: DeviceEntry, addrs: np.ndarray, burst: int, write: bool
+    ) -> None:
+        """The most recently unmapped mapping of ``entry``'s space that any burst hits
+        (as :meth:`DmaState.unmapped` for one access)."""
+        assert self._state is not None
+        for rec in reversed(self._state.history):
+            same = rec.domain is entry.domain if entry.domain else rec.device is entry.device
+            if not same:
+                continue
+            hit = _bursts_in(addrs, burst, [p.dev_range for p in rec.dev_pieces])
+            if hit.any():
+                first = int(addrs[int(np.argmax(hit))])
+                verb = "write" if write else "read"
+                self.report(
+                    ReportKind.DEVICE_ACCESS_AFTER_UNMAP,
+                    entry.name,
+                    f"device {verb} batch: {int(hit.sum())} burst(s) of {burst} bytes from "
+                    f"{first:#x} after the mapping there was unmapped",
+                    dma_addr=first,
+                    size=burst,
+                    rec=rec,
+                )
+                return
+
+
+def _bursts_in(addrs: np.ndarray, burst: int, ranges: list[AddressRange]) -> np.ndarray:
+    """Which bursts ``[addr, addr+burst)`` overlap any of ``ranges``."""
+    hit = np.zeros(addrs.size, dtype=bool)
+    b = np.uint64(burst)
+    for r in ranges:
+        hit |= (addrs < np.uint64(r.end)) & (addrs + b > np.uint64(r.start))
+    return hit
+
+
+def _burst_runs(pas: np.ndarray, burst: int) -> list[AddressRange]:
+    """The physical bursts ``[pa, pa+burst)`` as merged ranges."""
+    starts = np.unique(pas.astype(np.int64))
+    if not starts.size:
+        return []
+    ends = starts + burst
+    new = np.ones(starts.size, dtype=bool)
+    new[1:] = starts[1:] > ends[:-1]  # ends grow with starts: one burst size
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], starts.size) - 1
+    return [
+        AddressRange(int(a), int(e) - int(a))
+        for a, e in zip(starts[first], ends[last], strict=True)
+    ]
+
+
+def _dirty_lines_in_bursts(cache: Any, pas: np.ndarray, burst: int) -> int:
+    """Dirty CPU cache lines overlapping any physical burst (searchsorted per line)."""
+    lines = [a for a, dirty in cache.lines() if dirty]
+    if not lines:
+        return 0
+    line_addrs = np.array(lines, dtype=np.int64)
+    starts = np.sort(pas.astype(np.int64))
+    # the last burst starting before a line ends is the only one that may reach it
+    i = np.searchsorted(starts, line_addrs + cache.config.line, side="left") - 1
+    ok = i >= 0
+    reach = np.zeros(line_addrs.size, dtype=bool)
+    reach[ok] = starts[i[ok]] + burst > line_addrs[ok]
+    return int(reach.sum())
 
 
 def _clip(ranges: Any, runs: list[AddressRange]) -> list[AddressRange]:

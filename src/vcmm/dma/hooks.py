@@ -1,97 +1,68 @@
-"""Observing CPU and device accesses for the debugging checker, without touching hw.
+"""The debugging checker's access observers on the CPU and every device.
 
-The hardware models expose plain methods (``cpu.read``/``cpu.write``,
-``device.read_array``/``write``/``copy``); :class:`AccessHooks` shadows them on the
-*instances* with wrappers that ask the checker first (so in ``raise`` mode a bad access
-is refused before a byte moves) and tell it afterwards what a device wrote.
-``uninstall`` deletes the shadows, restoring the class methods.  ``access_batch``
-(address-only translation, no data) is not observed.
+The hardware reports every transaction to its observers (:mod:`vcmm.hw.observe`)
+after translation and before data moves, with the physical runs it resolved to.
+:class:`AccessHooks` registers one observer on the CPU and one on each device of the
+system and routes the events to the :class:`~vcmm.dma.debug.DebugChecker`: in
+``raise`` mode a bad access is refused by the checker's exception before a byte
+moves; a device write is recorded when its event passes (the access cannot fail
+after that), so the checker knows which bytes the CPU must not read unsynced.
+Batches (``access_batch``) arrive as one event with address arrays and are checked
+vectorised; a device transaction the translation refused arrives with its fault and
+is checked like any other, so the report says why it faulted (an access after unmap,
+a write to a ``TO_DEVICE`` buffer); the checker raising then replaces the fault.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vcmm.hw.memory import as_u8
+from vcmm.attrs import Access
+from vcmm.hw.observe import AccessEvent
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
 
 
-def _length(data: Any) -> int:
-    try:
-        return int(as_u8(data).size)
-    except Exception:
-        return 0
-
-
-def _ints(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-
-
 class AccessHooks:
-    """Instance-level wrappers around the CPU's and every device's data accesses."""
+    """The checker's observers on one system's CPU and devices."""
 
     def __init__(self, checker: DebugChecker, system: Any) -> None:
         self.checker = checker
         self.system = system
-        self._patched: list[tuple[Any, str]] = []
+        self._installed: list[tuple[Any, Any]] = []
 
     def install(self) -> None:
         cpu = self.system.cpu
-        checker = self.checker
-        cpu_read, cpu_write = cpu.read, cpu.write
-
-        def read(va: int, length: int, *, asid: int | None = None, user: bool = False) -> bytes:
-            if _ints(va, length):
-                checker.cpu_access(va, length, asid, user, write=False)
-            return bytes(cpu_read(va, length, asid=asid, user=user))
-
-        def write(va: int, data: Any, *, asid: int | None = None, user: bool = False) -> None:
-            if _ints(va):
-                checker.cpu_access(va, _length(data), asid, user, write=True)
-            cpu_write(va, data, asid=asid, user=user)
-
-        self._patch(cpu, "read", read)
-        self._patch(cpu, "write", write)
+        self._observe(cpu, self._cpu_event)
         for dev in self.system.devices.values():
             if dev is not cpu:
-                self._install_device(dev)
+                self._observe(dev, self._device_observer(dev))
 
-    def _install_device(self, dev: Any) -> None:
+    def _observe(self, master: Any, callback: Any) -> None:
+        master.add_observer(callback)
+        self._installed.append((master, callback))
+
+    def _cpu_event(self, event: AccessEvent) -> None:
+        if event.faulted:
+            return  # nothing of it happens; the fault itself is the report
+        self.checker.cpu_access(event)
+
+    def _device_observer(self, dev: Any) -> Any:
         checker = self.checker
-        dev_read, dev_write, dev_copy = dev.read_array, dev.write, dev.copy
 
-        def read_array(addr: int, length: int) -> Any:
-            if _ints(addr, length):
-                checker.device_access(dev, addr, length, write=False)
-            return dev_read(addr, length)
+        def observe(event: AccessEvent) -> None:
+            write = event.access is Access.WRITE
+            if event.is_batch:
+                checker.device_batch(dev, event)
+                return
+            checker.device_access(dev, event.address, event.length, write=write)
+            if write and not event.faulted:
+                checker.device_done(dev, event.address, event.length, write=True)
 
-        def write(addr: int, data: Any) -> None:
-            n = _length(data)
-            if _ints(addr):
-                checker.device_access(dev, addr, n, write=True)
-            dev_write(addr, data)
-            if _ints(addr):
-                checker.device_done(dev, addr, n, write=True)
-
-        def copy(src_addr: int, dst_addr: int, length: int) -> None:
-            if _ints(src_addr, dst_addr, length):
-                checker.device_access(dev, src_addr, length, write=False)
-                checker.device_access(dev, dst_addr, length, write=True)
-            dev_copy(src_addr, dst_addr, length)
-            if _ints(dst_addr, length):
-                checker.device_done(dev, dst_addr, length, write=True)
-
-        self._patch(dev, "read_array", read_array)
-        self._patch(dev, "write", write)
-        self._patch(dev, "copy", copy)
-
-    def _patch(self, obj: Any, name: str, fn: Any) -> None:
-        setattr(obj, name, fn)
-        self._patched.append((obj, name))
+        return observe
 
     def uninstall(self) -> None:
-        for obj, name in reversed(self._patched):
-            delattr(obj, name)
-        self._patched.clear()
+        for master, callback in reversed(self._installed):
+            master.remove_observer(callback)
+        self._installed.clear()

@@ -2,7 +2,8 @@
 
 Physical memory holds real bytes; page tables are the ARM formats bit for bit, living
 in that memory; TLBs are finite and shared; the CPU data cache goes stale; devices move
-data through their translations and fault.  This package re-exports the pieces a
+data through their translations and fault.  Every master reports its accesses to
+observers (:mod:`vcmm.hw.observe`) and holds a machine lock (:mod:`vcmm.hw.lock`).  This package re-exports the pieces a
 platform is built from, so ``from vcmm.hw import Smmu, Cpu, SmmuDevice`` is enough.
 """
 
@@ -26,7 +27,9 @@ from vcmm.hw.cpu import (
     Cpu,
     KernelFault,
 )
+from vcmm.hw.lock import MachineLock, held_machine_locks
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
+from vcmm.hw.observe import AccessEvent, Observer
 from vcmm.hw.pgtable import ARMV7S, VMSAV8_4K, MapEntry, PageTable, PageTableFormat, walk_tables
 from vcmm.hw.prefetch import SpeculativePrefetcher
 from vcmm.hw.smmu import (
@@ -56,6 +59,7 @@ __all__ = [
     "TLB",
     "VMALLOC_AREA",
     "VMSAV8_4K",
+    "AccessEvent",
     "BankRegisters",
     "BatchCounts",
     "BatchResult",
@@ -70,8 +74,10 @@ __all__ = [
     "FaultHandler",
     "Interconnect",
     "KernelFault",
+    "MachineLock",
     "MapEntry",
     "MemoryRegion",
+    "Observer",
     "PageTable",
     "PageTableFormat",
     "PhysicalDevice",
@@ -90,5 +96,6 @@ __all__ = [
     "Translator",
     "Walk",
     "find_context",
+    "held_machine_locks",
     "walk_tables",
 ]

@@ -24,6 +24,12 @@ Transactions are all-or-nothing for memory: every run is translated and checked
 against the address map before any byte moves, so a faulting transaction writes
 nothing.  The translation side effects that real hardware would also leave behind
 (TLB fills, fault counters) do remain.
+
+Every master has access observers (:mod:`vcmm.hw.observe`): they see each transaction
+after translation and before data moves, and may refuse it.  Every transaction runs
+under the master's machine lock (:mod:`vcmm.hw.lock`): the system's when a
+:class:`vcmm.System` built it, else a private one (an :class:`SmmuDevice` shares its
+SMMU's).
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from vcmm.errors import (
     StateError,
 )
 from vcmm.hw.cache import DataCache
+from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.hw.observe import AccessEvent, Observable, Observer, frozen
 from vcmm.hw.smmu import SmmuContext
 from vcmm.ranges import AddressRange
 
@@ -177,14 +185,23 @@ class BatchCounts:
     bytes: int
 
 
-class BusMaster(abc.ABC):
+class BusMaster(Observable, abc.ABC):
     """A device that issues memory transactions in its own address space.
 
     Subclasses supply the translation (:meth:`resolve`); this base class moves the data
-    through the :class:`Interconnect` and keeps the counters.
+    through the :class:`Interconnect`, keeps the counters, tells the observers and
+    holds the machine lock (``lock``; a private one if none is given) for each
+    transaction.
     """
 
-    def __init__(self, name: str, interconnect: Interconnect, *, coherent: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        interconnect: Interconnect,
+        *,
+        coherent: bool = False,
+        lock: MachineLock | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"bus master name {name!r} must be a non-empty string")
         if not isinstance(interconnect, Interconnect):
@@ -193,6 +210,9 @@ class BusMaster(abc.ABC):
             )
         if not isinstance(coherent, bool):
             raise InvalidArgumentError(f"bus master {name!r}: coherent={coherent!r} is not a bool")
+        #: The machine lock every transaction of this master holds.
+        self.lock = check_lock(f"bus master {name!r}", lock)
+        self._observers: list[Observer] = []
         self.name = name
         self.interconnect = interconnect
         self.coherent = coherent
@@ -210,17 +230,28 @@ class BusMaster(abc.ABC):
 
     # -- translation, supplied by subclasses ------------------------------------------------
 
-    @abc.abstractmethod
     def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
         """Translate ``[addr, addr+length)`` into physical runs, in order.
 
         Raises :class:`DeviceFaultError` (after any fault handling) if part of the range
         cannot be translated; moves no data.
         """
+        addr, length = _check_addr_len(f"{self.name}.resolve", addr, length)
+        if not isinstance(access, Access):
+            raise InvalidArgumentError(f"{self.name}.resolve: access {access!r} is not an Access")
+        with self.lock:
+            return self._resolve(addr, length, access)
 
     @abc.abstractmethod
-    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
-        """Translate every address of a batch with exact per-access accounting."""
+    def _resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+        """:meth:`resolve`, called with the lock held and the arguments checked."""
+
+    @abc.abstractmethod
+    def _batch_translate(
+        self, addrs: npt.NDArray[np.uint64], access: Access
+    ) -> npt.NDArray[np.uint64]:
+        """Translate every address of a batch with exact per-access accounting; the
+        physical address of each."""
 
     def _account(self, access: Access, nbytes: int, transactions: int) -> None:
         self.transactions += transactions
@@ -232,33 +263,37 @@ class BusMaster(abc.ABC):
     def _resolve_checked(self, addr: int, length: int, access: Access) -> list[Run]:
         """Translate, check the physical side is backed, and merge adjacent runs."""
         try:
-            runs = self.resolve(addr, length, access)
-        except DeviceFaultError:
-            self.faults += 1
-            raise
-        starts, pos = [], addr
-        for _, n in runs:
-            starts.append(pos)
-            pos += n
-        try:
+            runs = self._resolve(addr, length, access)
+            starts, pos = [], addr
+            for _, n in runs:
+                starts.append(pos)
+                pos += n
             self.interconnect.check_backed(self.name, runs, starts)
-        except DeviceFaultError:
+        except DeviceFaultError as exc:
             self.faults += 1
+            if self._observers:
+                self._notify(AccessEvent(self.name, access, addr, length, fault=exc))
             raise
         return _merge_runs(runs)
+
+    def _observe(self, access: Access, addr: int, length: int, runs: list[Run]) -> None:
+        self._notify(AccessEvent(self.name, access, addr, length, tuple(runs)))
 
     # -- transactions -----------------------------------------------------------------------
 
     def read_array(self, addr: int, length: int) -> npt.NDArray[np.uint8]:
         """Read ``length`` bytes at device address ``addr`` into a fresh uint8 array."""
         addr, length = _check_addr_len(f"{self.name}.read", addr, length)
-        runs = self._resolve_checked(addr, length, Access.READ) if length else []
-        out = np.empty(length, dtype=np.uint8)
-        pos = 0
-        for pa, n in runs:
-            out[pos : pos + n] = self.interconnect.read(pa, n, coherent=self.coherent)
-            pos += n
-        self._account(Access.READ, length, 1)
+        with self.lock:
+            runs = self._resolve_checked(addr, length, Access.READ) if length else []
+            if self._observers:
+                self._observe(Access.READ, addr, length, runs)
+            out = np.empty(length, dtype=np.uint8)
+            pos = 0
+            for pa, n in runs:
+                out[pos : pos + n] = self.interconnect.read(pa, n, coherent=self.coherent)
+                pos += n
+            self._account(Access.READ, length, 1)
         return out
 
     def read(self, addr: int, length: int) -> bytes:
@@ -272,12 +307,15 @@ class BusMaster(abc.ABC):
         except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"{self.name}.write: {exc}") from None
         addr, length = _check_addr_len(f"{self.name}.write", addr, int(src.size))
-        runs = self._resolve_checked(addr, length, Access.WRITE) if length else []
-        pos = 0
-        for pa, n in runs:
-            self.interconnect.write(pa, src[pos : pos + n], coherent=self.coherent)
-            pos += n
-        self._account(Access.WRITE, length, 1)
+        with self.lock:
+            runs = self._resolve_checked(addr, length, Access.WRITE) if length else []
+            if self._observers:
+                self._observe(Access.WRITE, addr, length, runs)
+            pos = 0
+            for pa, n in runs:
+                self.interconnect.write(pa, src[pos : pos + n], coherent=self.coherent)
+                pos += n
+            self._account(Access.WRITE, length, 1)
 
     def copy(self, src_addr: int, dst_addr: int, length: int) -> None:
         """DMA-engine memcpy inside this device's address space (memmove semantics).
@@ -288,12 +326,22 @@ class BusMaster(abc.ABC):
         """
         src_addr, length = _check_addr_len(f"{self.name}.copy", src_addr, length)
         dst_addr, _ = _check_addr_len(f"{self.name}.copy", dst_addr, length)
+        with self.lock:
+            self._copy(src_addr, dst_addr, length)
+
+    def _copy(self, src_addr: int, dst_addr: int, length: int) -> None:
         if length == 0:
+            if self._observers:
+                self._observe(Access.READ, src_addr, 0, [])
+                self._observe(Access.WRITE, dst_addr, 0, [])
             self._account(Access.READ, 0, 1)
             self._account(Access.WRITE, 0, 1)
             return
         src_runs = self._resolve_checked(src_addr, length, Access.READ)
         dst_runs = self._resolve_checked(dst_addr, length, Access.WRITE)
+        if self._observers:
+            self._observe(Access.READ, src_addr, length, src_runs)
+            self._observe(Access.WRITE, dst_addr, length, dst_runs)
         ic = self.interconnect
         if _runs_overlap(src_runs, dst_runs):
             staged = np.empty(length, dtype=np.uint8)
@@ -333,19 +381,47 @@ class BusMaster(abc.ABC):
         boundary, so it is exactly one translation, as it would be on the per-access
         path (:meth:`read` / :meth:`write` of the same burst): TLB counters and this
         master's counters come out identical, also when a fault terminates the batch
-        (the bursts before it count as done).
+        (the bursts before it count as done).  Observers get one event for the whole
+        batch (addresses and physical addresses as arrays); the lock is taken once.
         """
         vas = self._check_batch(addrs, access, burst)
-        try:
-            self._batch_translate(vas, access)
-        except DeviceFaultError as exc:
-            # the bursts before the fault completed, as they would have one by one
-            done = int(exc.details.get("completed", 0))
-            self._account(access, done * burst, done)
-            self.faults += 1
-            raise
-        self._account(access, int(vas.size) * burst, int(vas.size))
-        return BatchCounts(transactions=int(vas.size), bytes=int(vas.size) * burst)
+        total = int(vas.size) * burst
+        first = int(vas[0]) if vas.size else 0
+        with self.lock:
+            try:
+                pas = self._batch_translate(vas, access)
+            except DeviceFaultError as exc:
+                # the bursts before the fault completed, as they would have one by one
+                done = int(exc.details.get("completed", 0))
+                self._account(access, done * burst, done)
+                self.faults += 1
+                if self._observers:
+                    self._notify(
+                        AccessEvent(
+                            self.name,
+                            access,
+                            first,
+                            total,
+                            addrs=frozen(vas),
+                            burst=burst,
+                            fault=exc,
+                        )
+                    )
+                raise
+            if self._observers:
+                self._notify(
+                    AccessEvent(
+                        self.name,
+                        access,
+                        first,
+                        total,
+                        addrs=frozen(vas),
+                        pas=frozen(pas),
+                        burst=burst,
+                    )
+                )
+            self._account(access, total, int(vas.size))
+        return BatchCounts(transactions=int(vas.size), bytes=total)
 
     def _check_batch(self, addrs: object, access: object, burst: object) -> npt.NDArray[np.uint64]:
         who = f"{self.name}.access_batch"
@@ -392,13 +468,26 @@ class SmmuDevice(BusMaster):
     """
 
     def __init__(
-        self, name: str, ctx: SmmuContext, interconnect: Interconnect, *, coherent: bool = False
+        self,
+        name: str,
+        ctx: SmmuContext,
+        interconnect: Interconnect,
+        *,
+        coherent: bool = False,
+        lock: MachineLock | None = None,
     ) -> None:
         if not isinstance(ctx, SmmuContext):
             raise InvalidArgumentError(
                 f"SmmuDevice {name!r} needs an SmmuContext, got {type(ctx).__name__}"
             )
-        super().__init__(name, interconnect, coherent=coherent)
+        # The device holds its SMMU's lock: its transactions walk the SMMU's tables and
+        # fill the TLB every context of that SMMU shares.
+        if lock is not None and lock is not ctx.lock:
+            raise InvalidArgumentError(
+                f"SmmuDevice {name!r}: lock {lock!r} is not the lock of SMMU "
+                f"{ctx.smmu.name!r} ({ctx.lock!r}); a device behind an SMMU shares its lock"
+            )
+        super().__init__(name, interconnect, coherent=coherent, lock=ctx.lock)
         self.ctx = ctx
 
     def _require_active(self) -> None:
@@ -408,12 +497,12 @@ class SmmuDevice(BusMaster):
                 "bind and activate it before the device issues transactions"
             )
 
-    def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+    def _resolve(self, addr: int, length: int, access: Access) -> list[Run]:
         self._require_active()
         runs: list[Run] = []
         va, end = addr, addr + length
         while va < end:
-            tr = self.ctx.translate_access(va, access, device=self.name)
+            tr = self.ctx.translate_access_held(va, access, device=self.name)
             page_end = va - va % tr.page_size + tr.page_size
             n = min(end, page_end) - va
             runs.append((tr.pa, n))
@@ -424,9 +513,11 @@ class SmmuDevice(BusMaster):
         super()._account(access, nbytes, transactions)
         self.ctx.account(access, nbytes)
 
-    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
+    def _batch_translate(
+        self, addrs: npt.NDArray[np.uint64], access: Access
+    ) -> npt.NDArray[np.uint64]:
         self._require_active()
-        self.ctx.translate_batch(addrs, access, device=self.name)
+        return self.ctx.translate_batch(addrs, access, device=self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,8 +554,9 @@ class PhysicalDevice(BusMaster):
         coherent: bool = False,
         bus_offset: int = 0,
         dma_ranges: list[tuple[int, int, int]] | None = None,
+        lock: MachineLock | None = None,
     ) -> None:
-        super().__init__(name, interconnect, coherent=coherent)
+        super().__init__(name, interconnect, coherent=coherent, lock=lock)
         if isinstance(bus_offset, bool) or not isinstance(bus_offset, int):
             raise InvalidArgumentError(f"device {name!r}: bus_offset {bus_offset!r} is not an int")
         if dma_ranges is not None and bus_offset != 0:
@@ -549,7 +641,7 @@ class PhysicalDevice(BusMaster):
             kind=FaultKind.BUS,
         )
 
-    def resolve(self, addr: int, length: int, access: Access) -> list[Run]:
+    def _resolve(self, addr: int, length: int, access: Access) -> list[Run]:
         runs: list[Run] = []
         pos, end = addr, addr + length
         while pos < end:
@@ -561,17 +653,22 @@ class PhysicalDevice(BusMaster):
             pos += n
         return runs
 
-    def _batch_translate(self, addrs: npt.NDArray[np.uint64], access: Access) -> None:
+    def _batch_translate(
+        self, addrs: npt.NDArray[np.uint64], access: Access
+    ) -> npt.NDArray[np.uint64]:
         inside = np.zeros(addrs.size, dtype=bool)
+        pas = np.zeros(addrs.size, dtype=np.uint64)
         for w in self.windows:
             lo = np.uint64(w.bus)
             hi = w.bus + w.size
-            if hi >= ADDRESS_LIMIT:
-                inside |= addrs >= lo
-            else:
-                inside |= (addrs >= lo) & (addrs < np.uint64(hi))
+            hit = addrs >= lo
+            if hi < ADDRESS_LIMIT:
+                hit &= addrs < np.uint64(hi)
+            pas[hit] = addrs[hit] - lo + np.uint64(w.phys)
+            inside |= hit
         if not inside.all():
             first = int(np.argmin(inside))
             err = self._fault(int(addrs[first]), access)
             err.details["completed"] = first
             raise err
+        return pas

@@ -33,6 +33,10 @@ Decisions:
 - Cache maintenance by VA translates with the kernel's privilege (read permission is
   enough, as for DC CVAC) and operates on the physical lines whatever the memory type
   of the mapping, as the architecture specifies.
+- Loads and stores are reported to access observers (:mod:`vcmm.hw.observe`) after
+  translation, before any byte moves; an observer may refuse them.  Every public call
+  that moves data, maintains the cache or TLB or edits a table runs under the machine
+  lock (:mod:`vcmm.hw.lock`): the system's, or a private one for a standalone CPU.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ from vcmm.errors import (
     SegmentationFault,
 )
 from vcmm.hw.cache import CacheConfig, DataCache
+from vcmm.hw.lock import MachineLock, check_lock, machine_locked
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.hw.observe import AccessEvent, Observable, Observer
 from vcmm.hw.pgtable import VMSAV8_4K, PageTable
 from vcmm.hw.prefetch import SpeculativePrefetcher
 from vcmm.hw.tablemem import TableMemory
@@ -111,7 +117,7 @@ def is_user_va(va: int) -> bool:
     return 0 <= va < USER_VA_LIMIT
 
 
-class Cpu:
+class Cpu(Observable):
     """The CPU: MMU, TLB, data cache and (optionally) a speculative prefetcher.
 
     ``linear_map`` lists ``(kernel_va, pa, size)`` windows of the linear map; by
@@ -131,6 +137,7 @@ class Cpu:
         prefetch_seed: int | None = None,
         prefetch_lines_per_tick: int = 4,
         name: str = "cpu",
+        lock: MachineLock | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Cpu name {name!r} must be a non-empty string")
@@ -145,6 +152,9 @@ class Cpu:
         if not isinstance(tlb, TLBConfig):
             raise InvalidArgumentError(f"Cpu tlb {tlb!r} is not a TLBConfig")
         windows = self._check_linear_map(memory, linear_map)
+        #: The machine lock the CPU's public calls hold (the system's, or a private one).
+        self.lock = check_lock(f"Cpu {name!r}", lock)
+        self._observers: list[Observer] = []
         #: The bus master's name, as fault reports and the mapping graph show it.
         self.name = name
         self.memory = memory
@@ -262,6 +272,7 @@ class Cpu:
             raise AlignmentError(f"{who}: va {v:#x} and size {n:#x} must be 4 KiB aligned")
         return v, n
 
+    @machine_locked
     def map_kernel(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
         """Map ``[va, va+size)`` to ``pa`` in the kernel table (vmalloc-style).
 
@@ -283,6 +294,7 @@ class Cpu:
         self.tlb.invalidate_range(v, n)
         self._version += 1
 
+    @machine_locked
     def unmap_kernel(self, va: int, size: int) -> None:
         """Remove a kernel mapping made by :meth:`map_kernel` and invalidate the TLB."""
         v, n = self._check_kernel_range("unmap_kernel", va, size)
@@ -304,6 +316,7 @@ class Cpu:
             )
         return asid
 
+    @machine_locked
     def create_address_space(self, asid: int) -> PageTable:
         """A new empty TTBR0 table for user process ``asid``."""
         asid = self._check_asid("create_address_space", asid)
@@ -320,6 +333,7 @@ class Cpu:
             raise NotFoundError(f"no user address space with ASID {asid}")
         return table
 
+    @machine_locked
     def destroy_address_space(self, asid: int) -> None:
         """Free ``asid``'s table and drop its TLB entries."""
         table = self.address_space(asid)
@@ -332,6 +346,7 @@ class Cpu:
             del self._translators[key]
         self._version += 1
 
+    @machine_locked
     def switch_to(self, asid: int | None) -> None:
         """Make ``asid`` the current user address space (None: kernel only).
 
@@ -345,6 +360,7 @@ class Cpu:
     def current_asid(self) -> int | None:
         return self._current
 
+    @machine_locked
     def map_user(self, asid: int, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
         """Map ``[va, va+size)`` in ``asid``'s table; the entries are made non-global."""
         table = self.address_space(asid)
@@ -365,6 +381,7 @@ class Cpu:
         self.tlb.invalidate_range(v, n, asid)
         self._version += 1
 
+    @machine_locked
     def unmap_user(self, asid: int, va: int, size: int) -> None:
         table = self.address_space(asid)
         v = check_int("unmap_user", "va", va)
@@ -377,6 +394,7 @@ class Cpu:
         self.tlb.invalidate_range(v, n, asid)
         self._version += 1
 
+    @machine_locked
     def flush_tlb_range(self, va: int, size: int, *, asid: int | None = None) -> int:
         """Invalidate TLB entries over a range (all ASIDs unless ``asid`` is given).
 
@@ -393,6 +411,7 @@ class Cpu:
         self._version += 1
         return self.tlb.invalidate_range(v, n, asid)
 
+    @machine_locked
     def flush_tlb_all(self) -> int:
         self._version += 1
         return self.tlb.invalidate_all()
@@ -439,6 +458,7 @@ class Cpu:
         cls = SegmentationFault if user else KernelFault
         return cls(message, address=va, va=va, access=fault.access, kind=fault.kind, asid=asid)
 
+    @machine_locked
     def translate(
         self,
         va: int,
@@ -508,11 +528,46 @@ class Cpu:
 
     # -- data access ----------------------------------------------------------------------
 
+    def _access_runs(
+        self, who: str, va: int, length: int, access: Access, asid: int | None, user: bool
+    ) -> list[tuple[int, int, MemType]]:
+        """:meth:`_runs` for a load or store, told to the observers (faults too)."""
+        try:
+            runs = self._runs(who, va, length, access, asid, user)
+        except FaultError as exc:
+            if self._observers:
+                self._notify(
+                    AccessEvent(
+                        self.name,
+                        access,
+                        int(va),
+                        int(length),
+                        asid=exc.details.get("asid"),
+                        user=user,
+                        fault=exc,
+                    )
+                )
+            raise
+        if self._observers:
+            self._notify(
+                AccessEvent(
+                    self.name,
+                    access,
+                    int(va),
+                    int(length),
+                    tuple((pa, n) for pa, n, _ in runs),
+                    asid=self._resolve_asid(asid),
+                    user=user,
+                )
+            )
+        return runs
+
     def read(self, va: int, length: int, *, asid: int | None = None, user: bool = False) -> bytes:
         """Load ``length`` bytes at ``va`` through the MMU and the data cache."""
-        runs = self._runs("cpu.read", va, length, Access.READ, asid, user)
-        parts = [self.cache.read(pa, n, memtype) for pa, n, memtype in runs]
-        self._tick()
+        with self.lock:
+            runs = self._access_runs("cpu.read", va, length, Access.READ, asid, user)
+            parts = [self.cache.read(pa, n, memtype) for pa, n, memtype in runs]
+            self._tick()
         return b"".join(parts)
 
     def write(self, va: int, data: Bytes, *, asid: int | None = None, user: bool = False) -> None:
@@ -521,12 +576,13 @@ class Cpu:
             src = as_u8(data)
         except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"cpu.write: {exc}") from None
-        runs = self._runs("cpu.write", va, int(src.size), Access.WRITE, asid, user)
-        pos = 0
-        for pa, n, memtype in runs:
-            self.cache.write(pa, src[pos : pos + n], memtype)
-            pos += n
-        self._tick()
+        with self.lock:
+            runs = self._access_runs("cpu.write", va, int(src.size), Access.WRITE, asid, user)
+            pos = 0
+            for pa, n, memtype in runs:
+                self.cache.write(pa, src[pos : pos + n], memtype)
+                pos += n
+            self._tick()
 
     # -- cache maintenance ------------------------------------------------------------------
 
@@ -539,30 +595,37 @@ class Cpu:
         }[op]
         return sum(fn(pa, n) for pa, n, _ in runs)
 
+    @machine_locked
     def clean_range(self, va: int, size: int, *, asid: int | None = None) -> int:
         """Write back dirty lines of a VA range (DC CVAC); returns lines written."""
         return self._maintain_va("clean_range", va, size, asid)
 
+    @machine_locked
     def invalidate_range(self, va: int, size: int, *, asid: int | None = None) -> int:
         """Drop the lines of a VA range, losing dirty data (DC IVAC); lines dropped."""
         return self._maintain_va("invalidate_range", va, size, asid)
 
+    @machine_locked
     def flush_range(self, va: int, size: int, *, asid: int | None = None) -> int:
         """Clean then invalidate a VA range (DC CIVAC); lines dropped."""
         return self._maintain_va("flush_range", va, size, asid)
 
+    @machine_locked
     def clean_pa(self, pa: int, size: int) -> int:
         """Clean by physical range (what a DMA API with only a PA would do)."""
         return self.cache.clean(pa, size)
 
+    @machine_locked
     def invalidate_pa(self, pa: int, size: int) -> int:
         return self.cache.invalidate(pa, size)
 
+    @machine_locked
     def flush_pa(self, pa: int, size: int) -> int:
         return self.cache.clean_invalidate(pa, size)
 
     # -- speculative prefetch --------------------------------------------------------------
 
+    @machine_locked
     def cacheable_ranges(self) -> list[AddressRange]:
         """Physical ranges the CPU maps cacheable anywhere (the prefetcher's candidates).
 

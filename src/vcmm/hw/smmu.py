@@ -44,6 +44,9 @@ Decisions:
   (terminate).  Without a handler a warning is logged and the transaction terminates.
   Terminated transactions raise :class:`DeviceFaultError`.  At most
   :data:`MAX_FAULT_RETRIES` retries per access.
+- **Locking**: table changes, binding and translations of a context run under the
+  SMMU's machine lock (:mod:`vcmm.hw.lock`; the system's, else a private one), so a
+  device job on another thread never sees a table half edited.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from vcmm.errors import (
     StateError,
     UnsupportedSizeError,
 )
+from vcmm.hw.lock import MachineLock, check_lock, machine_locked
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import ARMV7S, PageTable, PageTableFormat, walk_tables
 from vcmm.hw.tablemem import TableMemory
@@ -212,6 +216,7 @@ class Smmu:
         fmt: PageTableFormat = ARMV7S,
         context_banks: int,
         tlb: TLBConfig,
+        lock: MachineLock | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"SMMU name {name!r} must be a non-empty string")
@@ -237,6 +242,9 @@ class Smmu:
             )
         if not isinstance(tlb, TLBConfig):
             raise InvalidArgumentError(f"SMMU {name!r}: tlb {tlb!r} is not a TLBConfig")
+        #: The machine lock (:mod:`vcmm.hw.lock`) its contexts' table changes and
+        #: translations hold: the system's, or a private one.
+        self.lock = check_lock(f"SMMU {name!r}", lock)
         self.name = name
         self.memory = memory
         self.table_memory = table_memory
@@ -260,6 +268,7 @@ class Smmu:
     def context_banks(self) -> int:
         return len(self._banks)
 
+    @machine_locked
     def context_init(self, name: str, *, split: bool = False) -> SmmuContext:
         """Create the virtual context ``name`` (the seed's ``smmu_ctx_init``)."""
         if not isinstance(name, str) or not name:
@@ -390,6 +399,11 @@ class SmmuContext:
         self._low, self._high = self._new_own_tables(split)
         self._owned = [t for t in (self._low, self._high) if t is not None]
 
+    @property
+    def lock(self) -> MachineLock:
+        """The machine lock of the SMMU that made this context."""
+        return self.smmu.lock
+
     def __repr__(self) -> str:
         where = f"bank {self.bank}" if self._bank else "unbound"
         state = "active" if self._active else "inactive"
@@ -443,6 +457,7 @@ class SmmuContext:
 
     # -- binding and activation -----------------------------------------------------------
 
+    @machine_locked
     def bind(self, smmu: Smmu, bank: int | None = None) -> int:
         """Bind to a hardware bank of ``smmu`` (a free one if ``bank`` is None).
 
@@ -478,6 +493,7 @@ class SmmuContext:
         self._bank = target
         return target.index
 
+    @machine_locked
     def unbind(self) -> None:
         """Release the hardware bank (the context must be deactivated first)."""
         self._check_alive()
@@ -491,6 +507,7 @@ class SmmuContext:
         self._bank.context = None
         self._bank = None
 
+    @machine_locked
     def activate(self) -> None:
         """Program the bank with this context's tables: a context switch.
 
@@ -506,6 +523,7 @@ class SmmuContext:
         self._active = True
         self._tlb_base = self.smmu.tlb.stats_for(self._bank.index).copy()
 
+    @machine_locked
     def deactivate(self) -> None:
         """Disable the bank; its device's transactions then stop (see SmmuDevice)."""
         self._check_alive()
@@ -535,6 +553,7 @@ class SmmuContext:
         )
         self.smmu.tlb.invalidate_tag(self._bank.index)
 
+    @machine_locked
     def deinit(self) -> None:
         """Destroy the context (the seed's ``smmu_ctx_deinit``); it must be unbound."""
         self._check_alive()
@@ -581,6 +600,7 @@ class SmmuContext:
                 table.destroy()
         self._owned = [t for t in self._owned if t in keep]
 
+    @machine_locked
     def set_split(self, split: bool) -> None:
         """Reshape the context's own tables for split (TTBCR.N=1) or whole-space use.
 
@@ -610,6 +630,7 @@ class SmmuContext:
         if self._active:
             self._program()
 
+    @machine_locked
     def set_tables(
         self,
         low: PageTable | None,
@@ -673,6 +694,7 @@ class SmmuContext:
         if self._active:
             self._program()
 
+    @machine_locked
     def use_own_tables(self, *, split: bool = False) -> None:
         """Drop external tables and return to fresh tables of the context's own."""
         self._check_alive()
@@ -717,6 +739,7 @@ class SmmuContext:
 
     # -- the update bracket -----------------------------------------------------------------
 
+    @machine_locked
     def update_start(self) -> None:
         """Open a batch of table changes (the seed's ``smmu_update_start``)."""
         self._check_alive()
@@ -725,6 +748,7 @@ class SmmuContext:
         self._updating = True
         self._changed = []
 
+    @machine_locked
     def update_done(self) -> int:
         """Close the batch and make the changes visible: invalidate the TLB.
 
@@ -753,6 +777,7 @@ class SmmuContext:
                 "requires the bracket around every table change"
             )
 
+    @machine_locked
     def invalidate_tlb(self, va: int | None = None, size: int | None = None) -> int:
         """Invalidate this bank's TLB entries (all, or those overlapping a range).
 
@@ -789,6 +814,7 @@ class SmmuContext:
             )
         return v, p, n
 
+    @machine_locked
     def map(self, pa: int, va: int, length: int, attrs: PageAttrs) -> None:
         """Map one page or block (the seed's ``smmu_map``).
 
@@ -815,6 +841,7 @@ class SmmuContext:
         self._table_for(v, who).map(v, p, n, attrs, page_size=n)
         self._changed.append((v, n))
 
+    @machine_locked
     def map_range(
         self, va: int, pa: int, length: int, attrs: PageAttrs, *, page_size: int | None = None
     ) -> None:
@@ -860,6 +887,7 @@ class SmmuContext:
             raise
         self._changed.append((v, n))
 
+    @machine_locked
     def unmap(self, va: int, length: int) -> None:
         """Remove the mappings covering ``[va, va+length)`` (the seed's ``smmu_unmap``).
 
@@ -887,6 +915,7 @@ class SmmuContext:
 
     # -- translation ----------------------------------------------------------------------
 
+    @machine_locked
     def translate(self, va: int) -> int:
         """Software VA -> PA query through the tables (the seed's ``smmu_translate``).
 
@@ -924,6 +953,15 @@ class SmmuContext:
 
         Raises :class:`DeviceFaultError` if the transaction is terminated.
         """
+        with self.smmu.lock:
+            return self.translate_access_held(va, access, device=device)
+
+    def translate_access_held(
+        self, va: int, access: Access, *, device: str | None = None
+    ) -> Translation:
+        """:meth:`translate_access` for a caller that already holds the SMMU's lock (a
+        bus master in the middle of a transaction): this runs once per page of every
+        device access, so it skips the re-entrant acquire."""
         self._check_alive()
         translator = self._translator(f"{self.name}.translate_access")
         v = check_address(va)
@@ -934,6 +972,7 @@ class SmmuContext:
             return self._handle_fault(translator, result, device)
         return result
 
+    @machine_locked
     def translate_batch(
         self, vas: npt.NDArray[np.integer], access: Access, *, device: str | None = None
     ) -> npt.NDArray[np.uint64]:
@@ -1033,6 +1072,7 @@ class SmmuContext:
 
     # -- faults and counters --------------------------------------------------------------
 
+    @machine_locked
     def hook_interrupt(self, handler: FaultHandler | None, data: Any = None) -> None:
         """Register ``handler(fault, data)`` for this context's faults (None removes it)."""
         self._check_alive()

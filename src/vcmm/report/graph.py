@@ -152,7 +152,7 @@ def build_graph(system: System) -> MappingGraphData:
                 "physmem",
                 f"{physmem.name} {format_size(physmem.size)} {origin}",
                 {
-                    "kind": physmem.kind,
+                    "physmem_kind": physmem.kind,
                     "target": physmem.target,
                     "size": physmem.size,
                     "chunks": [{"pa": pa, "size": size} for pa, size in chunks],

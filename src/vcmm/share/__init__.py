@@ -5,8 +5,8 @@ See docs/SHARING.md.  Modules, each with one job:
 - :mod:`~vcmm.share.fence`: one-shot completion events with timeouts and timelines;
 - :mod:`~vcmm.share.ww`: wound/wait mutexes and acquire contexts;
 - :mod:`~vcmm.share.resv`: a buffer's exclusive and shared fences, and its lock;
-- :mod:`~vcmm.share.lock`: the hardware lock and the guard that makes every use of
-  the machine take it;
+- :mod:`~vcmm.share.lock`: which machine lock the sharing layer holds (the system's
+  own, ``system.lock``) and the rule that no fence wait happens while holding one;
 - :mod:`~vcmm.share.state`: per-system state, the one shared DMA API (:func:`dma_api`);
 - :mod:`~vcmm.share.dmamap`: an attachment's mapping through the importer's DMA API;
 - :mod:`~vcmm.share.dmabuf`: the dma-buf object, attachments, CPU-access brackets;
@@ -40,7 +40,7 @@ from vcmm.share.fence import (
     wait_any,
 )
 from vcmm.share.jobs import Engine, Job
-from vcmm.share.lock import SHARE_LOCK, HardwareLock, locked
+from vcmm.share.lock import locked
 from vcmm.share.resv import RESERVATION_CLASS, ReservationObject
 from vcmm.share.state import dma_api, set_dma_api
 from vcmm.share.ww import AcquireContext, AlreadyHeldError, WoundedError, WWClass, WWMutex
@@ -48,7 +48,6 @@ from vcmm.share.ww import AcquireContext, AlreadyHeldError, WoundedError, WWClas
 __all__ = [
     "DEFAULT_TIMEOUT",
     "RESERVATION_CLASS",
-    "SHARE_LOCK",
     "AcquireContext",
     "AlreadyHeldError",
     "Attachment",
@@ -58,7 +57,6 @@ __all__ = [
     "Exporter",
     "Fence",
     "FenceTimeline",
-    "HardwareLock",
     "Job",
     "KernelMapping",
     "ReservationObject",

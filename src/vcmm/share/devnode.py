@@ -37,7 +37,7 @@ from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
 from vcmm.share.exporter import VcmExporter
-from vcmm.share.lock import SHARE_LOCK
+from vcmm.share.lock import lock_of
 from vcmm.share.state import state_of
 from vcmm.sizes import SZ_4K, format_size
 
@@ -100,7 +100,7 @@ class VcmDevNode(File):
     def mmap(self, vma: Vma) -> None:
         assert vma.file is not None
         key = vma.file.id
-        with SHARE_LOCK:
+        with lock_of(self.system):
             slot = self._slots.get(key)
             if slot is not None and slot.imported:
                 dma_buf_mmap(slot.dmabuf, vma, vma.pgoff)
@@ -141,7 +141,7 @@ class VcmDevNode(File):
         return _Slot(dmabuf, attachment, sg, imported=False)
 
     def release(self, description: OpenFile) -> None:
-        with SHARE_LOCK:
+        with lock_of(self.system):
             slot = self._slots.pop(description.id, None)
             if slot is not None:
                 slot.close()
@@ -166,11 +166,11 @@ class VcmDevNode(File):
 
     def dev_addr(self, process: Process, fd: int) -> int:
         """Where the node's device sees the buffer of ``fd`` (PMEM's ``GET_PHYS``)."""
-        with SHARE_LOCK:
+        with lock_of(self.system):
             return self._slot(f"{self.name} GET_DEV_ADDR", process, fd).sg.dma_address
 
     def buffer_size(self, process: Process, fd: int) -> int:
-        with SHARE_LOCK:
+        with lock_of(self.system):
             return self._slot(f"{self.name} GET_SIZE", process, fd).dmabuf.size
 
     def export(self, process: Process, fd: int, mode: OpenMode = OpenMode.RDWR) -> int:
@@ -181,7 +181,7 @@ class VcmDevNode(File):
         gone.
         """
         call = f"{self.name} EXPORT"
-        with SHARE_LOCK:
+        with lock_of(self.system):
             slot = self._slot(call, process, fd)
             if slot.imported:
                 raise StateError(
@@ -196,7 +196,7 @@ class VcmDevNode(File):
         call = f"{self.name} IMPORT"
         description = self._description(call, process, fd)
         key = description.id
-        with SHARE_LOCK:
+        with lock_of(self.system):
             if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
             dmabuf = dma_buf_get(process, dmabuf_fd)

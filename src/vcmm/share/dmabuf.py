@@ -52,13 +52,14 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
 )
+from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import Bytes, as_u8
 from vcmm.proc.errors import PermissionDeniedError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
 from vcmm.share.dmamap import SgEntry
 from vcmm.share.fence import DEFAULT_TIMEOUT, Deadline, Fence, FenceTimeline, check_timeout
-from vcmm.share.lock import SHARE_LOCK
+from vcmm.share.lock import lock_of
 from vcmm.share.resv import ReservationObject
 from vcmm.share.state import check_system, state_of
 from vcmm.sizes import SZ_4K, format_size
@@ -169,7 +170,7 @@ class Exporter:
 
     def __init__(self, system: Any) -> None:
         self.system = check_system("Exporter", system)
-        state_of(system)  # the machine is guarded from now on
+        state_of(system)
 
     def attach(self, dmabuf: DmaBuf, attachment: Attachment) -> None:
         """Accept or refuse a device (e.g. one that cannot reach the memory)."""
@@ -318,14 +319,14 @@ class KernelMapping:
         """Load ``n`` bytes at ``offset`` through the kernel mapping."""
         n = _check_int("vmap.read", "length", n)
         off = self._check("vmap.read", offset, n, write=False)
-        with SHARE_LOCK:
+        with self.dmabuf._lock:
             return bytes(self.cpu.read(self.va + off, n))
 
     def write(self, offset: int, data: Bytes) -> None:
         """Store ``data`` at ``offset`` through the kernel mapping."""
         src = as_u8(data)
         off = self._check("vmap.write", offset, int(src.size), write=True)
-        with SHARE_LOCK:
+        with self.dmabuf._lock:
             self.cpu.write(self.va + off, src)
 
     def unmap(self) -> None:
@@ -397,6 +398,11 @@ class DmaBuf:
         state = "released" if self.released else f"refs={self._refs}"
         return f"<DmaBuf {self.name} {format_size(self.size)} {state}>"
 
+    @property
+    def _lock(self) -> MachineLock:
+        """The machine lock of the exporter's system, which every operation holds."""
+        return lock_of(self.exporter.system)
+
     # -- references ----------------------------------------------------------------------------
 
     @property
@@ -422,14 +428,14 @@ class DmaBuf:
 
     def get(self) -> DmaBuf:
         """``get_dma_buf``: take another reference (for an exporter's cache, a driver)."""
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(f"{self.name}.get")
             self._refs += 1
             return self
 
     def put(self) -> None:
         """``dma_buf_put``: drop a reference; the last one releases the buffer."""
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(f"{self.name}.put")
             if self._refs == 1:
                 self.exporter.release(self)  # may refuse: then nothing changed
@@ -442,7 +448,7 @@ class DmaBuf:
         The description holds its own reference (the caller keeps its own), so the fd
         can be closed, dup'd or passed on independently of the exporter.
         """
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(f"{self.name}.install_fd")
             return int(process.open(self.file, mode))
 
@@ -472,7 +478,7 @@ class DmaBuf:
         the exporter refuses the device, so a refused attach changes nothing).
         """
         call = f"{self.name}.attach"
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(call)
             state = state_of(self.exporter.system)
             dev = state.resolve(call, device)
@@ -500,7 +506,7 @@ class DmaBuf:
 
     def detach(self, attachment: Attachment) -> None:
         call = f"{self.name}.detach"
-        with SHARE_LOCK:
+        with self._lock:
             att = self._own(call, attachment)
             if att.sg is not None:
                 raise BusyError(
@@ -513,7 +519,7 @@ class DmaBuf:
 
     def _map(self, attachment: Attachment, direction: DmaDirection, attrs: object) -> ScatterList:
         call = f"{self.name}.map_attachment"
-        with SHARE_LOCK:
+        with self._lock:
             att = self._own(call, attachment)
             if not isinstance(direction, DmaDirection) or direction is DmaDirection.NONE:
                 raise InvalidArgumentError(
@@ -550,7 +556,7 @@ class DmaBuf:
 
     def _unmap(self, attachment: Attachment, sg: ScatterList) -> None:
         call = f"{self.name}.unmap_attachment"
-        with SHARE_LOCK:
+        with self._lock:
             att = self._own(call, attachment)
             if att.sg is None or sg is not att.sg:
                 raise NotMappedError(
@@ -571,7 +577,7 @@ class DmaBuf:
         CPU cache: then a caller that orders itself against device jobs some other way
         can skip the sync calls (Alan Cox's flag, 001 L6-10).
         """
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(f"{self.name}.needs_sync")
             return bool(self.exporter.needs_sync(self))
 
@@ -595,7 +601,7 @@ class DmaBuf:
         length: int,
         timeout: float | None,
     ) -> None:
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(call)
             if key in self._sessions:
                 raise StateError(
@@ -604,7 +610,7 @@ class DmaBuf:
         kind = "w" if write else "r"
         fence = CPU_TIMELINE.create(f"{self.name}:cpu-{kind}")
         self._publish(call, fence, write, timeout)
-        with SHARE_LOCK:
+        with self._lock:
             if key in self._sessions or self.released:
                 fence.signal()  # nothing was accessed: release whoever waits on it
                 raise StateError(f"{call}: a CPU access to {self.name} was opened concurrently")
@@ -633,7 +639,7 @@ class DmaBuf:
     def _end(
         self, call: str, key: object, read: bool, write: bool, offset: int, length: int
     ) -> None:
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(call)
             session = self._sessions.get(key)
             if session is None:
@@ -692,7 +698,7 @@ class DmaBuf:
     def vmap(self) -> KernelMapping:
         """``dma_buf_vmap``: a kernel virtual mapping of the whole buffer."""
         call = f"{self.name}.vmap"
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(call)
             va = self.exporter.vmap(self)
             mapping = KernelMapping(self, va, self.exporter.system.cpu)
@@ -702,7 +708,7 @@ class DmaBuf:
 
     def vunmap(self, mapping: KernelMapping) -> None:
         call = f"{self.name}.vunmap"
-        with SHARE_LOCK:
+        with self._lock:
             if not isinstance(mapping, KernelMapping) or not any(m is mapping for m in self._vmaps):
                 raise NotMappedError(f"{call}: {mapping!r} is not a live kernel mapping of it")
             self.exporter.vunmap(self, mapping.va)
@@ -739,7 +745,7 @@ class DmaBuf:
             self._begin(call, description.id, read, write, off, n, limit)
 
     def _mmap(self, vma: Vma) -> None:
-        with SHARE_LOCK:
+        with self._lock:
             self._alive(f"mmap of {self.name}")
             npages = self.size // SZ_4K
             if vma.pgoff >= npages or vma.npages > npages - vma.pgoff:
@@ -766,7 +772,7 @@ class DmaBufFile(File):
         self.dmabuf._mmap(vma)
 
     def release(self, description: OpenFile) -> None:
-        with SHARE_LOCK:
+        with self.dmabuf._lock:
             self.dmabuf._abandon(description.id)
             self.dmabuf.put()
 
@@ -789,7 +795,7 @@ def dma_buf_get(process: Process, fd: int) -> DmaBuf:
 
     Only a process holding the fd reaches the buffer: any other gets EBADF.
     """
-    with SHARE_LOCK:
+    with lock_of(process.system):
         _, dmabuf = _description("dma_buf_get", process, fd)
         return dmabuf.get()
 
@@ -830,7 +836,7 @@ def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int) -> None:
     if not isinstance(dmabuf, DmaBuf):
         raise InvalidArgumentError(f"{call}: {dmabuf!r} is not a DmaBuf")
     pgoff = _check_int(call, "pgoff", pgoff)
-    with SHARE_LOCK:
+    with dmabuf._lock:
         dmabuf._alive(call)
         mode = OpenMode.RDWR if vma.writable else OpenMode.RDONLY
         own = OpenFile.open(dmabuf.file, mode)

@@ -50,7 +50,7 @@ from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
 from vcmm.share import dmamap
 from vcmm.share.dmabuf import Attachment, DmaBuf, Exporter, ScatterList
-from vcmm.share.lock import SHARE_LOCK
+from vcmm.share.lock import lock_of
 from vcmm.share.state import state_of
 from vcmm.sizes import SZ_4K, align_up
 
@@ -147,7 +147,7 @@ class VcmExporter(Exporter):
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
         attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
-        with SHARE_LOCK:
+        with lock_of(self.system):
             physmem = self.system.vcm_phys_alloc(target, length, attr)
             try:
                 if not cached:
@@ -210,7 +210,7 @@ class VcmExporter(Exporter):
             raise InvalidArgumentError(f"{call}: {physmem!r} is not a live PhysMem")
         if on_release is not None and not callable(on_release):
             raise InvalidArgumentError(f"{call}: on_release {on_release!r} is not callable")
-        with SHARE_LOCK:
+        with lock_of(self.system):
             existing = self._exported.get(physmem.id)
             if existing is not None:
                 buf: VcmBuffer = existing.priv

@@ -12,6 +12,11 @@ the job's fence.  A dependency that never signals makes the job fail with a time
 error on its fence, and a job reading a buffer whose last writer failed fails too
 (its input is garbage), so nothing hangs and no error goes unnoticed.  A job that only
 overwrites a buffer does not inherit the failure of its previous writer.
+
+A job's work runs under the machine locks (:mod:`vcmm.hw.lock`) of the systems its
+buffers belong to, and of the engine's own system if it was given one, so the work is
+one atomic step of the machine against every other thread.  (Work of a job with
+neither touches no machine the engine knows; its hardware calls still lock each.)
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
+from vcmm.hw.lock import MachineLock
 from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.fence import DEFAULT_TIMEOUT, Fence, FenceTimeline, check_timeout, wait_all
-from vcmm.share.lock import SHARE_LOCK, check_may_wait
+from vcmm.share.lock import check_may_wait, lock_of
 from vcmm.share.resv import RESERVATION_CLASS
 from vcmm.share.ww import AcquireContext
 
@@ -42,6 +50,8 @@ class Job:
     timeout: float | None
     #: Back-offs the submitter's acquire context needed (wound/wait at work).
     backoffs: int = 0
+    #: Machine locks the work runs under (ordered, so two jobs never take them crosswise).
+    locks: tuple[MachineLock, ...] = ()
 
 
 def _buffers(call: str, label: str, items: Iterable[DmaBuf]) -> list[DmaBuf]:
@@ -58,12 +68,27 @@ def _buffers(call: str, label: str, items: Iterable[DmaBuf]) -> list[DmaBuf]:
     return out
 
 
-class Engine:
-    """One device's job queue: jobs run one at a time, in submission order."""
+def _job_locks(system: Any, buffers: list[DmaBuf]) -> tuple[MachineLock, ...]:
+    found: dict[int, MachineLock] = {}
+    for owner in ([system] if system is not None else []) + [b.exporter.system for b in buffers]:
+        lock = lock_of(owner)
+        found[id(lock)] = lock
+    return tuple(found[k] for k in sorted(found))
 
-    def __init__(self, name: str) -> None:
+
+class Engine:
+    """One device's job queue: jobs run one at a time, in submission order.
+
+    ``system`` (optional) is the machine the engine's device belongs to: its lock is
+    held by every job's work even when the job names no buffer.
+    """
+
+    def __init__(self, name: str, system: Any = None) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Engine name {name!r} must be a non-empty string")
+        if system is not None:
+            lock_of(system)
+        self.system = system
         self.name = name
         self.timeline = FenceTimeline(name)
         self.completed: list[Job] = []
@@ -117,7 +142,8 @@ class Engine:
                     b.resv.add_shared_fence(fence)
                 unique = tuple({id(f): f for f in deps}.values())
                 inputs = tuple(f for f in sources if f is not None)
-                job = Job(fence.name, work, unique, inputs, fence, limit, backoffs)
+                locks = _job_locks(self.system, written + read)
+                job = Job(fence.name, work, unique, inputs, fence, limit, backoffs, locks)
                 self._queue.put(job)
             ctx.unlock_all()
         return job
@@ -137,7 +163,9 @@ class Engine:
                 error = f"dependency {failed[0].name} failed: {failed[0].error}"
             if error is None:
                 try:
-                    with SHARE_LOCK:
+                    with ExitStack() as held:
+                        for lock in job.locks:
+                            held.enter_context(lock)
                         job.work()
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"

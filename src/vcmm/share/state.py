@@ -1,4 +1,4 @@
-"""What the sharing layer keeps per booted system: the DMA API, a kernel VCM, the guard.
+"""What the sharing layer keeps per booted system: the DMA API and a kernel VCM.
 
 **One DMA API per system.**  Linux has one set of DMA ops per device, shared by every
 driver and by dma-buf: an exporter's ``map_dma_buf`` calls ``dma_map_sg`` on the
@@ -10,9 +10,8 @@ the sharing layer must not create VCMs of its own on those contexts.
 domains) before the sharing layer needed one.  (The registry belongs in the DMA API
 itself, e.g. ``DmaApi.of(system)``; it lives here until it moves there.)
 
-**The guard.**  The first use of a system by the sharing layer guards its machine
-(:func:`vcmm.share.lock.guard`), so every access from any thread is serialised with
-device jobs.
+The state is created and changed under the system's machine lock
+(:func:`vcmm.share.lock.lock_of`), so two threads' first uses make one of it.
 
 **The kernel's own mappings** (``vmap``, and the exporter's mapping of carve-out
 buffers) are reservations in one VMM VCM of the sharing layer.
@@ -33,7 +32,7 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
-from vcmm.share.lock import SHARE_LOCK, guard
+from vcmm.share.lock import lock_of
 
 #: Attribute of a System under which its sharing state lives (dies with the system).
 _STATE_ATTR = "_vcmm_share_state"
@@ -41,7 +40,9 @@ _STATE_ATTR = "_vcmm_share_state"
 
 def check_system(call: str, system: object) -> Any:
     """``system`` must be a booted :class:`vcmm.System`."""
-    if not all(hasattr(system, a) for a in ("device", "devices", "cpu", "graph", "vcm_create")):
+    if not all(
+        hasattr(system, a) for a in ("device", "devices", "cpu", "graph", "vcm_create", "lock")
+    ):
         raise InvalidArgumentError(f"{call}: {system!r} is not a booted vcmm.System")
     return system
 
@@ -53,14 +54,6 @@ class ShareState:
         self.system = system
         self.api: DmaApi | None = None
         self._vmm: Vcm | None = None
-        guard(system)
-        for device in system.devices.values():
-            guard(device)
-            ctx = getattr(device, "ctx", None)
-            if ctx is not None:
-                guard(ctx)
-        for smmu in getattr(system, "smmus", {}).values():
-            guard(smmu)
 
     # -- the DMA API -----------------------------------------------------------------------
 
@@ -134,10 +127,9 @@ class ShareState:
 
 
 def state_of(system: Any) -> ShareState:
-    """The one :class:`ShareState` of ``system`` (created, and the machine guarded, on
-    first use)."""
+    """The one :class:`ShareState` of ``system`` (created on first use)."""
     check_system("vcmm.share", system)
-    with SHARE_LOCK:
+    with lock_of(system):
         found = getattr(system, _STATE_ATTR, None)
         if found is None:
             found = ShareState(system)
@@ -152,7 +144,7 @@ def dma_api(system: Any) -> DmaApi:
     contexts taken (``BusyError``).
     """
     state = state_of(system)
-    with SHARE_LOCK:
+    with lock_of(system):
         api, _ = state.ensure_api()
         return api
 
@@ -163,7 +155,7 @@ def set_dma_api(api: DmaApi) -> DmaApi:
     if not isinstance(api, DmaApi):
         raise InvalidArgumentError(f"set_dma_api: {api!r} is not a DmaApi")
     state = state_of(api.system)
-    with SHARE_LOCK:
+    with lock_of(api.system):
         if state.api is api:
             return api
         if state.api is not None:
