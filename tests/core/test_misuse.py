@@ -101,7 +101,7 @@ CASES: list[tuple[str, Misuse, type[VcmmError], str]] = [
         "create empty",
         lambda w: w.system.vcm_create(SZ_16M, 0),
         InvalidArgumentError,
-        "len 0x0 must be >= 0x1",
+        "len 0 must be >= 1",
     ),
     (
         "create beyond 32 bits",

@@ -51,6 +51,7 @@ from collections.abc import Mapping as MappingABC
 from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
+from vcmm.checks import check_int
 from vcmm.core import backing, export, physical, sharing
 from vcmm.core.flags import (
     AssocAttr,
@@ -98,14 +99,6 @@ IOMMU_VA_LIMIT = 1 << 32
 
 #: ``handler(fault, data) -> 1 (replay the transaction) or 0 (terminate it)``.
 FaultHandler = Callable[[VcmFault, Any], int]
-
-
-def _check_int(call: str, name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer")
-    if value < minimum:
-        raise InvalidArgumentError(f"{call}: {name} {value:#x} must be >= {minimum:#x}")
-    return value
 
 
 def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
@@ -293,8 +286,8 @@ class Vcmm:
         allocator here behind a two-line adapter.  What it returns is checked.
         """
         call = "vcm_create"
-        start = _check_int(call, "start_addr", start_addr)
-        length = _check_int(call, "len", len, minimum=1)
+        start = check_int(call, "start_addr", start_addr)
+        length = check_int(call, "len", len, minimum=1)
         if start % SZ_4K or length % SZ_4K:
             raise AlignmentError(
                 f"{call}: start_addr {start:#x} and len {length:#x} must be multiples of 4 KiB"
@@ -357,7 +350,7 @@ class Vcmm:
         mapping graph (default ``asid<N>``).  One VCM per process address space.
         """
         call = "vcm_create_from_prebuilt"
-        ext = _check_int(call, "ext_vcm_id", ext_vcm_id)
+        ext = check_int(call, "ext_vcm_id", ext_vcm_id)
         if label is not None and (not isinstance(label, str) or not label):
             raise InvalidArgumentError(f"{call}: label {label!r} must be a non-empty string")
         if ext == VMM_EXT_ID:
@@ -452,7 +445,7 @@ class Vcmm:
         """
         call = "vcm_reserve"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
-        length = _check_int(call, "len", len, minimum=1)
+        length = check_int(call, "len", len, minimum=1)
         attr = check_attr(attr)
         if length % SZ_4K:
             raise AlignmentError(f"{call}: len {length:#x} is not a multiple of 4 KiB")
@@ -472,7 +465,7 @@ class Vcmm:
                 f"({vcm.space}); user mappings are what it holds"
             )
         if addr is not None:
-            addr = _check_int(call, "addr", addr)
+            addr = check_int(call, "addr", addr)
             if align is not None:
                 raise InvalidArgumentError(f"{call}: give addr or align, not both")
             if vcm.kind is VcmKind.ONE_TO_ONE:
@@ -488,7 +481,7 @@ class Vcmm:
                     f"{vcm.range}"
                 )
         if align is not None:
-            align = _check_int(call, "align", align, minimum=SZ_4K)
+            align = check_int(call, "align", align, minimum=SZ_4K)
             if not is_power_of_two(align):
                 raise AlignmentError(f"{call}: align {align:#x} is not a power of two")
             if vcm.kind is VcmKind.ONE_TO_ONE:
@@ -728,7 +721,7 @@ class Vcmm:
         its block sizes also cap the page size backings use.
         """
         call = "vcm_phys_alloc"
-        length = _check_int(call, "len", len, minimum=1)
+        length = check_int(call, "len", len, minimum=1)
         pattr = check_phys_attr(attr)
         if memtype is None:
             names = list(self.target_priority)
@@ -1005,7 +998,7 @@ class Vcmm:
         """
         call = "vcm_split"
         res = _check_obj(call, "res", res, Reservation)
-        offset = _check_int(call, "offset", offset, minimum=1)
+        offset = check_int(call, "offset", offset, minimum=1)
         vcm = res.vcm
         if offset % SZ_4K or offset >= res.len:
             raise InvalidArgumentError(

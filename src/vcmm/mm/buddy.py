@@ -47,18 +47,14 @@ class BuddySnapshot:
     allocated: tuple[tuple[int, int], ...]
 
 
-def _check_int(name: str, value: object) -> int:
-    return check_int("", name, value, minimum=None)
-
-
 class BuddyAllocator:
     """Binary buddy allocator of ``page``-sized pages, orders ``0..max_order`` inclusive."""
 
     def __init__(self, range: AddressRange, *, page: int = 4096, max_order: int = 10) -> None:
         if not isinstance(range, AddressRange):
             raise InvalidArgumentError(f"range {range!r} is not an AddressRange")
-        page = _check_int("page", page)
-        max_order = _check_int("max_order", max_order)
+        page = check_int("", "page", page, minimum=None)
+        max_order = check_int("", "max_order", max_order, minimum=None)
         if not is_power_of_two(page):
             raise InvalidArgumentError(f"page size {page:#x} is not a power of two")
         if not 0 <= max_order <= MAX_SUPPORTED_ORDER:
@@ -107,7 +103,7 @@ class BuddyAllocator:
     # -- helpers -----------------------------------------------------------------
 
     def _check_order(self, order: object, name: str = "order") -> int:
-        order = _check_int(name, order)
+        order = check_int("", name, order, minimum=None)
         if not 0 <= order <= self._max_order:
             raise UnsupportedSizeError(f"{name} {order} is outside 0..{self._max_order}")
         return order
@@ -173,7 +169,7 @@ class BuddyAllocator:
 
         The block is aligned to at least ``2**align_order`` pages.
         """
-        size = _check_int("size", size)
+        size = check_int("", "size", size, minimum=None)
         align_order = self._check_order(align_order, "align_order")
         if size <= 0:
             raise InvalidArgumentError(f"allocation size {size:#x} must be > 0")
@@ -208,7 +204,7 @@ class BuddyAllocator:
         is rounded up to the smallest allowed block.  All or nothing: on failure every
         block taken is given back and :class:`OutOfMemoryError` says what was missing.
         """
-        size = _check_int("size", size)
+        size = check_int("", "size", size, minimum=None)
         if size <= 0:
             raise InvalidArgumentError(f"allocation size {size:#x} must be > 0")
         if orders is not None:
@@ -253,7 +249,7 @@ class BuddyAllocator:
 
     def free_pages(self, pa: int) -> int:
         """Free the allocation starting at ``pa``, merging buddies; returns its size."""
-        pa = _check_int("address", pa)
+        pa = check_int("", "address", pa, minimum=None)
         npages = self._allocated.get(pa)
         if npages is None:
             raise StateError(
@@ -288,7 +284,7 @@ class BuddyAllocator:
             )
         if not isinstance(keep_fraction, float | int) or not 0.0 <= keep_fraction <= 1.0:
             raise InvalidArgumentError(f"keep_fraction {keep_fraction!r} is outside [0, 1]")
-        seed = _check_int("seed", seed)
+        seed = check_int("", "seed", seed, minimum=None)
         base = self._range.start // self._page
         free_mask = self._free_mask()
         free_idx = np.flatnonzero(free_mask)

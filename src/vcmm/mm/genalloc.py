@@ -31,17 +31,13 @@ class RangeAllocatorSnapshot:
     allocated: tuple[tuple[int, int], ...]
 
 
-def _check_int(name: str, value: object) -> int:
-    return check_int("", name, value, minimum=None)
-
-
 class RangeAllocator:
     """First-fit allocator of granule-multiple ranges inside one address range."""
 
     def __init__(self, range: AddressRange, *, granule: int) -> None:
         if not isinstance(range, AddressRange):
             raise InvalidArgumentError(f"range {range!r} is not an AddressRange")
-        granule = _check_int("granule", granule)
+        granule = check_int("", "granule", granule, minimum=None)
         if not is_power_of_two(granule):
             raise InvalidArgumentError(f"granule {granule:#x} is not a power of two")
         if range.size == 0 or range.start % granule or range.size % granule:
@@ -81,7 +77,7 @@ class RangeAllocator:
     # -- validation --------------------------------------------------------------
 
     def _check_size(self, size: object) -> int:
-        size = _check_int("size", size)
+        size = check_int("", "size", size, minimum=None)
         if size <= 0 or size % self._granule:
             raise InvalidArgumentError(
                 f"size {size:#x} must be a positive multiple of the granule {self._granule:#x}"
@@ -89,7 +85,7 @@ class RangeAllocator:
         return size
 
     def _check_align(self, align: object) -> int:
-        align = _check_int("alignment", align)
+        align = check_int("", "alignment", align, minimum=None)
         if not is_power_of_two(align) or align < self._granule:
             raise InvalidArgumentError(
                 f"alignment {align:#x} must be a power of two >= the granule {self._granule:#x}"
@@ -119,7 +115,7 @@ class RangeAllocator:
 
     def alloc_at(self, addr: int, size: int) -> int:
         """Reserve exactly ``[addr, addr + size)``: the pass-through of one-to-one VCMs."""
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         size = self._check_size(size)
         if addr % self._granule:
             raise InvalidArgumentError(
@@ -148,7 +144,7 @@ class RangeAllocator:
 
     def free(self, addr: int) -> AddressRange:
         """Release the allocation starting at ``addr``; returns the range it covered."""
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         size = self._alloc_size.get(addr)
         if size is None:
             inside = self.lookup(addr)
@@ -177,7 +173,7 @@ class RangeAllocator:
 
     def lookup(self, addr: int) -> AddressRange | None:
         """The live allocation containing ``addr`` (any address inside), or ``None``."""
-        addr = _check_int("address", addr)
+        addr = check_int("", "address", addr, minimum=None)
         i = bisect.bisect_right(self._alloc_starts, addr) - 1
         if i < 0:
             return None

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import check_int
 from vcmm.dma.attrs import DmaAttr
 from vcmm.errors import (
     BusyError,
@@ -294,7 +295,7 @@ class KernelMapping:
         dmabuf = self.dmabuf
         if self.unmapped:
             raise StateError(f"{call}: the kernel mapping of {dmabuf.name} was vunmapped")
-        off = _check_int(call, "offset", offset)
+        off = check_int(call, "offset", offset)
         if off + n > dmabuf.size:
             raise InvalidArgumentError(
                 f"{call}: [{off:#x}, {off + n:#x}) runs past the end of {dmabuf.name} "
@@ -317,7 +318,7 @@ class KernelMapping:
 
     def read(self, offset: int, n: int) -> bytes:
         """Load ``n`` bytes at ``offset`` through the kernel mapping."""
-        n = _check_int("vmap.read", "length", n)
+        n = check_int("vmap.read", "length", n)
         off = self._check("vmap.read", offset, n, write=False)
         with self.dmabuf._lock:
             return bytes(self.cpu.read(self.va + off, n))
@@ -332,14 +333,6 @@ class KernelMapping:
     def unmap(self) -> None:
         """``dma_buf_vunmap``."""
         self.dmabuf.vunmap(self)
-
-
-def _check_int(call: str, name: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer")
-    if value < minimum:
-        raise InvalidArgumentError(f"{call}: {name} {value:#x} must be >= {minimum:#x}")
-    return value
 
 
 class _UserMappings:
@@ -372,7 +365,7 @@ class DmaBuf:
     ) -> None:
         if not isinstance(exporter, Exporter):
             raise InvalidArgumentError(f"DmaBuf: {exporter!r} is not an Exporter")
-        size = _check_int("DmaBuf", "size", size, minimum=SZ_4K)
+        size = check_int("DmaBuf", "size", size, minimum=SZ_4K)
         if size % SZ_4K:
             raise InvalidArgumentError(f"DmaBuf: size {size:#x} is not a whole number of pages")
         if not isinstance(name, str):
@@ -582,8 +575,8 @@ class DmaBuf:
             return bool(self.exporter.needs_sync(self))
 
     def _range(self, call: str, offset: object, length: object) -> tuple[int, int]:
-        off = _check_int(call, "offset", offset)
-        n = self.size - off if length is None else _check_int(call, "length", length, minimum=1)
+        off = check_int(call, "offset", offset)
+        n = self.size - off if length is None else check_int(call, "length", length, minimum=1)
         if n <= 0 or off + n > self.size:
             raise InvalidArgumentError(
                 f"{call}: range [{off:#x}, +{n:#x}) is not inside {self.name} "
@@ -835,7 +828,7 @@ def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int) -> None:
     call = "dma_buf_mmap"
     if not isinstance(dmabuf, DmaBuf):
         raise InvalidArgumentError(f"{call}: {dmabuf!r} is not a DmaBuf")
-    pgoff = _check_int(call, "pgoff", pgoff)
+    pgoff = check_int(call, "pgoff", pgoff)
     with dmabuf._lock:
         dmabuf._alive(call)
         mode = OpenMode.RDWR if vma.writable else OpenMode.RDONLY
