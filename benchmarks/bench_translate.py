@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from loop_vs_batch import LoopBatchRow
 from vcmm.attrs import RW_NC, Access, FaultKind, PageAttrs
 from vcmm.hw.tlb import TLB, TLBConfig
 from vcmm.hw.translate import Translation, Translator
@@ -115,22 +116,7 @@ def batch_pass(page_size: int, trace: npt.NDArray[np.uint64]) -> Pass:
     return Pass(seconds, batch.pas, tlb, walker)
 
 
-@dataclass
-class Row:
-    page: str
-    accesses: int
-    misses: int
-    walk_reads: int
-    loop_s: float
-    batch_s: float
-    identical: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.loop_s / self.batch_s
-
-
-def run(page_size: int, trace: npt.NDArray[np.uint64]) -> Row:
+def run(page_size: int, trace: npt.NDArray[np.uint64]) -> LoopBatchRow:
     """Best of ``REPEATS`` timings of each path; results compared on every repeat."""
     loops = [loop_pass(page_size, trace) for _ in range(REPEATS)]
     batches = [batch_pass(page_size, trace) for _ in range(REPEATS)]
@@ -141,8 +127,8 @@ def run(page_size: int, trace: npt.NDArray[np.uint64]) -> Row:
         for b, lp in zip(batches, loops, strict=True)
     )
     stats = batches[0].tlb.stats
-    return Row(
-        page=format_size(page_size),
+    return LoopBatchRow(
+        label=format_size(page_size),
         accesses=len(trace),
         misses=stats.misses,
         walk_reads=stats.walk_reads,
@@ -169,7 +155,7 @@ def main() -> int:
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r.page:>8} {r.accesses:>9} {r.misses:>7} {r.walk_reads:>8} "
+            f"{r.label:>8} {r.accesses:>9} {r.misses:>7} {r.walk_reads:>8} "
             f"{r.accesses / r.loop_s:>12,.0f} {r.accesses / r.batch_s:>13,.0f} "
             f"{r.loop_s:>8.3f} {r.batch_s:>8.4f} {r.ratio:>8.1f}x "
             f"{'identical' if r.identical else 'DIFFER':>9}"

@@ -23,10 +23,10 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
+from loop_vs_batch import LoopBatchRow
 from vcmm.attrs import Access
 from vcmm.workload.runner import ScenarioRunner
 from vcmm.workload.scenario import loads_scenario
@@ -75,21 +75,6 @@ pattern = "tiled"
 SWEEP_GRID = ["policy=4k,64k", "tlb_entries=16,64,256", "ways=1,4"]
 
 
-@dataclass
-class StreamRow:
-    policy: str
-    accesses: int
-    misses: int
-    walk_reads: int
-    loop_s: float
-    batch_s: float
-    identical: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.loop_s / self.batch_s
-
-
 def prepared(policy: str) -> tuple[ScenarioRunner, np.ndarray]:
     """A booted system with the frame mapped for the device, and the burst addresses."""
     from vcmm.workload.runner import step_stream
@@ -108,7 +93,7 @@ def counters(runner: ScenarioRunner) -> tuple[object, ...]:
     return (stats, dev.counters(), runner.system.smmus["smmu0"].tlb.snapshot())
 
 
-def stream_row(policy: str) -> StreamRow:
+def stream_row(policy: str) -> LoopBatchRow:
     loop_times, batch_times, identical = [], [], True
     misses = walk_reads = accesses = 0
     for _ in range(REPEATS):
@@ -129,7 +114,7 @@ def stream_row(policy: str) -> StreamRow:
         identical = identical and after_loop == after_batch
         stats = dev.ctx.stats().tlb
         misses, walk_reads, accesses = stats.misses, stats.walk_reads, len(addrs)
-    return StreamRow(
+    return LoopBatchRow(
         policy, accesses, misses, walk_reads, min(loop_times), min(batch_times), identical
     )
 
@@ -183,7 +168,7 @@ def main() -> int:
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r.policy:>7} {r.accesses:>9,} {r.misses:>7,} {r.walk_reads:>8,} "
+            f"{r.label:>7} {r.accesses:>9,} {r.misses:>7,} {r.walk_reads:>8,} "
             f"{r.accesses / r.loop_s:>12,.0f} {r.accesses / r.batch_s:>13,.0f} "
             f"{r.loop_s:>7.3f} {r.batch_s:>8.4f} {r.ratio:>7.0f}x "
             f"{'identical' if r.identical else 'DIFFER':>10}"

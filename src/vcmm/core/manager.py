@@ -110,6 +110,15 @@ def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
     return value
 
 
+def _by_name(table: dict[str, Any], name: str, what: str) -> Any:
+    """``table[name]``, or a NotFoundError that lists the names there are."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(table))
+        raise NotFoundError(f"no {what} named {name!r} (known: {known})") from None
+
+
 def _machine_locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a public VCMM call under the machine lock (``self.lock``), so it is atomic
     against device jobs and other threads; re-entrant, so the calls it makes (device
@@ -190,11 +199,7 @@ class Vcmm:
 
     def device(self, name: str) -> Any:
         """A bus master by name (the CPU is ``"cpu"``)."""
-        try:
-            return self._devices[name]
-        except (KeyError, TypeError):
-            known = ", ".join(sorted(self._devices))
-            raise NotFoundError(f"no device named {name!r} (known: {known})") from None
+        return _by_name(self._devices, name, "device")
 
     @property
     def devices(self) -> dict[str, Any]:
@@ -202,11 +207,7 @@ class Vcmm:
 
     def target(self, name: str) -> Any:
         """A memory target by name (``"ebi"``, ``"blocks"``, ``"contig"``, ``"smi"``)."""
-        try:
-            return self._targets[name]
-        except (KeyError, TypeError):
-            known = ", ".join(sorted(self._targets))
-            raise NotFoundError(f"no memory target named {name!r} (known: {known})") from None
+        return _by_name(self._targets, name, "memory target")
 
     @property
     def targets(self) -> dict[str, Any]:

@@ -302,6 +302,20 @@ def _check_size_direction(
             rec=rec,
             call=site,
         )
+    _check_unmap_direction(state, call, entry, rec, direction, site, size=size)
+
+
+def _check_unmap_direction(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    direction: DmaDirection,
+    site: CallSite,
+    *,
+    size: int | None = None,
+) -> None:
+    """Report an unmap whose direction is not the one the mapping was made with."""
     if direction is not rec.direction:
         state.misuse(
             ReportKind.UNMAP_WRONG_DIRECTION,
@@ -453,16 +467,7 @@ def unmap_sg(
             rec=rec,
             call=site,
         )
-    if direction is not rec.direction:
-        state.misuse(
-            ReportKind.UNMAP_WRONG_DIRECTION,
-            entry,
-            f"{call} of {rec.dma_addr:#x}: device driver frees DMA memory with different "
-            f"direction [mapped with {rec.direction.name}] [unmapped with {direction.name}]",
-            dma_addr=rec.dma_addr,
-            rec=rec,
-            call=site,
-        )
+    _check_unmap_direction(state, call, entry, rec, direction, site)
     if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
         cachesync.for_cpu(state.cpu.cache, [e.range for e in sgl[:n]], direction)
     _release(state, rec, site)

@@ -54,7 +54,70 @@ def _sizes_text(sizes: Iterable[int]) -> str:
     return ",".join(format_size(s) for s in sizes)
 
 
-class BlockPool:
+class _Target:
+    """What every target here shares: its name, and the public calls that validate
+    their arguments once (:func:`check_request`, :func:`check_free_list`) before the
+    target's own ``_allocate``/``_can_satisfy``/``_owns``/``_release`` see them.
+
+    ``free`` is all or nothing: every chunk is checked to be the target's before any
+    is released.  ``_FOREIGN`` words the refusal for each kind of target.
+    """
+
+    linear_mapped = False
+    special = False
+    _FOREIGN = "an allocation of target"
+
+    _name: str
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def allocate(
+        self,
+        length: int,
+        *,
+        block_sizes: tuple[int, ...] | None = None,
+        alignment: int = 1,
+        contiguous: bool = False,
+    ) -> list[Chunk]:
+        return self._allocate(check_request(length, block_sizes, alignment, contiguous))
+
+    def can_satisfy(
+        self,
+        length: int,
+        *,
+        block_sizes: tuple[int, ...] | None = None,
+        alignment: int = 1,
+        contiguous: bool = False,
+    ) -> bool:
+        return self._can_satisfy(check_request(length, block_sizes, alignment, contiguous))
+
+    def free(self, chunks: Iterable[Chunk]) -> None:
+        items = check_free_list(chunks)
+        for chunk in items:
+            if not self._owns(chunk):
+                raise StateError(
+                    f"chunk {chunk} is not {self._FOREIGN} {self._name!r} "
+                    "(foreign chunk, wrong size, or already freed)"
+                )
+        for chunk in items:
+            self._release(chunk)
+
+    def _allocate(self, request: AllocRequest) -> list[Chunk]:
+        raise NotImplementedError
+
+    def _can_satisfy(self, request: AllocRequest) -> bool:
+        raise NotImplementedError
+
+    def _owns(self, chunk: Chunk) -> bool:
+        raise NotImplementedError
+
+    def _release(self, chunk: Chunk) -> None:
+        raise NotImplementedError
+
+
+class BlockPool(_Target):
     """Carve-out pools of fixed-size blocks, one region per block size, never split.
 
     ``regions`` maps each block size to its region (aligned to the block size, a whole
@@ -206,20 +269,12 @@ class BlockPool:
 
     # -- MemoryTarget ------------------------------------------------------------
 
-    def allocate(
-        self,
-        length: int,
-        *,
-        block_sizes: tuple[int, ...] | None = None,
-        alignment: int = 1,
-        contiguous: bool = False,
-    ) -> list[Chunk]:
+    def _allocate(self, request: AllocRequest) -> list[Chunk]:
         """Largest blocks first; ``length`` rounds up to the smallest allowed block.
 
         ``contiguous`` asks for one block big enough for ``length`` (the smallest such
         allowed size): blocks are never split or joined.
         """
-        request = check_request(length, block_sizes, alignment, contiguous)
         plan, missing = self._plan(request)
         if missing is not None:
             raise OutOfMemoryError(
@@ -236,34 +291,21 @@ class BlockPool:
                 chunks.append(Chunk(pa, size))
         return chunks
 
-    def can_satisfy(
-        self,
-        length: int,
-        *,
-        block_sizes: tuple[int, ...] | None = None,
-        alignment: int = 1,
-        contiguous: bool = False,
-    ) -> bool:
-        request = check_request(length, block_sizes, alignment, contiguous)
+    def _can_satisfy(self, request: AllocRequest) -> bool:
         try:
             return self._plan(request)[1] is None
         except UnsupportedSizeError:
             return False
 
-    def free(self, chunks: Iterable[Chunk]) -> None:
-        """Return blocks; each chunk must be a block this pool handed out and still holds."""
-        items = check_free_list(chunks)
-        for chunk in items:
-            if self._allocated.get(chunk.pa) != chunk.size:
-                raise StateError(
-                    f"chunk {chunk} is not a block allocated from pool {self._name!r} "
-                    "(foreign chunk, wrong size, or already freed)"
-                )
-        for chunk in items:
-            del self._allocated[chunk.pa]
-            self._free[chunk.size][(chunk.pa - self._regions[chunk.size].start) // chunk.size] = (
-                True
-            )
+    _FOREIGN = "a block allocated from pool"
+
+    def _owns(self, chunk: Chunk) -> bool:
+        """A chunk is a block this pool handed out and still holds."""
+        return self._allocated.get(chunk.pa) == chunk.size
+
+    def _release(self, chunk: Chunk) -> None:
+        del self._allocated[chunk.pa]
+        self._free[chunk.size][(chunk.pa - self._regions[chunk.size].start) // chunk.size] = True
 
     def snapshot(self) -> tuple[tuple[tuple[int, bytes], ...], tuple[tuple[int, int], ...]]:
         return (
@@ -275,7 +317,7 @@ class BlockPool:
         return f"BlockPool({self._name!r}, free {self._free_summary()})"
 
 
-class ContiguousPool:
+class ContiguousPool(_Target):
     """A carve-out for physically contiguous allocations: first fit, one chunk each.
 
     ``block_sizes`` here are mapping hints: the length rounds up to the smallest one and
@@ -283,16 +325,11 @@ class ContiguousPool:
     the length, so an IOMMU can map it with large entries; otherwise on ``alignment``.
     """
 
-    linear_mapped = False
-    special = False
+    _FOREIGN = "an allocation of pool"
 
     def __init__(self, name: str, range: AddressRange, *, granule: int = SZ_4K) -> None:
         self._name = _check_name(name)
         self._space = RangeAllocator(range, granule=granule)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def regions(self) -> tuple[AddressRange, ...]:
@@ -313,15 +350,7 @@ class ContiguousPool:
     def largest_free(self) -> int:
         return self._space.largest_free()
 
-    def allocate(
-        self,
-        length: int,
-        *,
-        block_sizes: tuple[int, ...] | None = None,
-        alignment: int = 1,
-        contiguous: bool = False,
-    ) -> list[Chunk]:
-        request = check_request(length, block_sizes, alignment, contiguous)
+    def _allocate(self, request: AllocRequest) -> list[Chunk]:
         granule = self._space.granule
         if request.block_sizes is not None:
             small = [s for s in request.block_sizes if s < granule]
@@ -349,15 +378,7 @@ class ContiguousPool:
             f"{format_size(self._space.largest_free())})"
         )
 
-    def can_satisfy(
-        self,
-        length: int,
-        *,
-        block_sizes: tuple[int, ...] | None = None,
-        alignment: int = 1,
-        contiguous: bool = False,
-    ) -> bool:
-        request = check_request(length, block_sizes, alignment, contiguous)
+    def _can_satisfy(self, request: AllocRequest) -> bool:
         granule = self._space.granule
         if request.block_sizes and request.block_sizes[-1] < granule:
             return False
@@ -368,16 +389,11 @@ class ContiguousPool:
             align_up(hole.start, align) + size <= hole.end for hole in self._space.free_ranges()
         )
 
-    def free(self, chunks: Iterable[Chunk]) -> None:
-        items = check_free_list(chunks)
-        for chunk in items:
-            if self._space.lookup(chunk.pa) != chunk.range:
-                raise StateError(
-                    f"chunk {chunk} is not an allocation of pool {self._name!r} "
-                    "(foreign chunk, wrong size, or already freed)"
-                )
-        for chunk in items:
-            self._space.free(chunk.pa)
+    def _owns(self, chunk: Chunk) -> bool:
+        return self._space.lookup(chunk.pa) == chunk.range
+
+    def _release(self, chunk: Chunk) -> None:
+        self._space.free(chunk.pa)
 
     def snapshot(self) -> RangeAllocatorSnapshot:
         return self._space.snapshot()
@@ -395,7 +411,7 @@ class OnChipPool(ContiguousPool):
     special = True
 
 
-class SystemRamTarget:
+class SystemRamTarget(_Target):
     """Kernel-managed system RAM served by the buddy allocator.
 
     The memory is in the CPU's cacheable linear map (``linear_mapped``), so mapping it
@@ -405,7 +421,6 @@ class SystemRamTarget:
     """
 
     linear_mapped = True
-    special = False
 
     def __init__(self, buddy: BuddyAllocator, *, name: str = "system") -> None:
         if not isinstance(buddy, BuddyAllocator):
@@ -418,10 +433,6 @@ class SystemRamTarget:
         cls, range: AddressRange, *, name: str = "system", page: int = SZ_4K, max_order: int = 10
     ) -> SystemRamTarget:
         return cls(BuddyAllocator(range, page=page, max_order=max_order), name=name)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def buddy(self) -> BuddyAllocator:
@@ -469,15 +480,7 @@ class SystemRamTarget:
             )
         return usable, align_order
 
-    def allocate(
-        self,
-        length: int,
-        *,
-        block_sizes: tuple[int, ...] | None = None,
-        alignment: int = 1,
-        contiguous: bool = False,
-    ) -> list[Chunk]:
-        request = check_request(length, block_sizes, alignment, contiguous)
+    def _allocate(self, request: AllocRequest) -> list[Chunk]:
         orders, align_order = self._orders(request)
         unit = self._buddy.page << orders[0]
         size = align_up(request.length, unit)
@@ -510,16 +513,11 @@ class SystemRamTarget:
         self.free(chunks)
         return True
 
-    def free(self, chunks: Iterable[Chunk]) -> None:
-        items = check_free_list(chunks)
-        for chunk in items:
-            if self._buddy.allocation_size(chunk.pa) != chunk.size:
-                raise StateError(
-                    f"chunk {chunk} is not an allocation of target {self._name!r} "
-                    "(foreign chunk, wrong size, or already freed)"
-                )
-        for chunk in items:
-            self._buddy.free_pages(chunk.pa)
+    def _owns(self, chunk: Chunk) -> bool:
+        return self._buddy.allocation_size(chunk.pa) == chunk.size
+
+    def _release(self, chunk: Chunk) -> None:
+        self._buddy.free_pages(chunk.pa)
 
     def snapshot(self) -> BuddySnapshot:
         return self._buddy.snapshot()

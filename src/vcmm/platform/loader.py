@@ -13,7 +13,6 @@ gives an equal description, which is how the default file and the docs are check
 
 from __future__ import annotations
 
-import difflib
 import enum
 import functools
 import json
@@ -42,6 +41,7 @@ from vcmm.platform.schema import (
     join_key,
     layout_block_pools,
 )
+from vcmm.platform.toml_table import TomlTable, type_name
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SEED_BLOCK_SIZES, format_size, parse_size
 
@@ -84,34 +84,11 @@ _DMA_KEYS = ("mask", "coherent_mask", "max_segment_size", "segment_boundary_mask
 _RANGE_KEYS = ("bus", "phys", "size")
 
 
-def _type_name(value: object) -> str:
-    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
-    names.update({list: "array", dict: "table"})
-    return names.get(type(value), type(value).__name__)
-
-
-class _Table:
-    """One TOML table being read: knows its key path and file for error messages."""
-
-    def __init__(self, data: object, path: str, source: str, allowed: Collection[str]) -> None:
-        self.path = path
-        self.source = source
-        if not isinstance(data, dict):
-            raise self.error("", f"expected a table, got {_type_name(data)} {data!r}")
-        self.data: dict[str, Any] = data
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.error(
-                    key, f"unknown key {key!r}{hint}; allowed here: {', '.join(allowed)}"
-                )
+class _Table(TomlTable):
+    """One platform table being read; its problems are :class:`PlatformError`."""
 
     def error(self, key: str, problem: str) -> PlatformError:
         return PlatformError(problem, key=join_key(self.path, key), source=self.source)
-
-    def child(self, key: str) -> str:
-        return join_key(self.path, key)
 
     def _raw(self, key: str, default: object) -> object:
         if key in self.data:
@@ -121,25 +98,16 @@ class _Table:
         return default
 
     def string(self, key: str, default: str | _Required = REQUIRED) -> str:
-        value = self._raw(key, default)
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_type_name(value)} {value!r}")
-        return value
+        return self.checked_string(key, self._raw(key, default))
 
     def optional_string(self, key: str) -> str | None:
         return None if key not in self.data else self.string(key)
 
     def boolean(self, key: str, default: bool | _Required = REQUIRED) -> bool:
-        value = self._raw(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_type_name(value)} {value!r}")
-        return value
+        return self.checked_boolean(key, self._raw(key, default))
 
     def integer(self, key: str, default: int | _Required = REQUIRED) -> int:
-        value = self._raw(key, default)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(key, f"expected an integer, got {_type_name(value)} {value!r}")
-        return value
+        return self.checked_integer(key, self._raw(key, default))
 
     def optional_integer(self, key: str) -> int | None:
         return None if key not in self.data else self.integer(key)
@@ -162,7 +130,7 @@ class _Table:
         """An array of tables (``[[memory]]`` or an inline ``[{...}, {...}]``)."""
         value = self._raw(key, REQUIRED if required else [])
         if not isinstance(value, list):
-            raise self.error(key, f"expected an array of tables, got {_type_name(value)} {value!r}")
+            raise self.error(key, f"expected an array of tables, got {type_name(value)} {value!r}")
         return [
             _Table(item, f"{self.child(key)}[{index}]", self.source, allowed)
             for index, item in enumerate(value)
@@ -171,14 +139,9 @@ class _Table:
     def strings(self, key: str) -> list[str]:
         value = self._raw(key, [])
         if not isinstance(value, list):
-            raise self.error(
-                key, f"expected an array of strings, got {_type_name(value)} {value!r}"
-            )
+            raise self.error(key, f"expected an array of strings, got {type_name(value)} {value!r}")
         for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(
-                    f"{key}[{index}]", f"expected a string, got {_type_name(item)} {item!r}"
-                )
+            self.checked_string(f"{key}[{index}]", item)
         return value
 
     def build(self, factory: Callable[..., _T], /, **kwargs: Any) -> _T:
@@ -207,7 +170,7 @@ def parse_number(
         return fail(text) if fail else InvalidArgumentError(text)
 
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise problem(f"expected an {what} (integer or string), got {_type_name(value)} {value!r}")
+        raise problem(f"expected an {what} (integer or string), got {type_name(value)} {value!r}")
     try:
         number = parse_size(_DIGIT_SEPARATOR.sub("", value) if isinstance(value, str) else value)
     except InvalidArgumentError as err:

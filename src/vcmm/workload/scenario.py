@@ -17,7 +17,6 @@ carries ``.source``, ``.key`` and ``.problem``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tomllib
 from collections.abc import Collection, Mapping
@@ -30,6 +29,7 @@ from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform, parse_number
 from vcmm.platform.schema import join_key
+from vcmm.platform.toml_table import TomlTable, suggest
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
 from vcmm.workload.patterns import (
     DEFAULT_BURST,
@@ -97,33 +97,8 @@ def _rebuild_error(problem: str, key: str, source: str) -> ScenarioError:
     return ScenarioError(problem, key=key, source=source)
 
 
-def _type_name(value: object) -> str:
-    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
-    names.update({list: "array", dict: "table"})
-    return names.get(type(value), type(value).__name__)
-
-
-def _suggest(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Table:
-    """One TOML table being read, knowing its key path and file for messages."""
-
-    def __init__(self, data: object, path: str, source: str, allowed: Collection[str]) -> None:
-        self.path = path
-        self.source = source
-        if not isinstance(data, dict):
-            raise self.error("", f"expected a table, got {_type_name(data)} {data!r}")
-        self.data: dict[str, Any] = data
-        for key in data:
-            if key not in allowed:
-                raise self.error(
-                    key,
-                    f"unknown key {key!r}{_suggest(key, allowed)}; allowed here: "
-                    + ", ".join(allowed),
-                )
+class _Table(TomlTable):
+    """One scenario table being read; its problems are :class:`ScenarioError`."""
 
     def error(self, key: str, problem: str) -> ScenarioError:
         return ScenarioError(problem, key=join_key(self.path, key), source=self.source)
@@ -135,31 +110,25 @@ class _Table:
         value = self.data.get(key, default)
         if value is None:
             raise self.error(key, f"missing required key {key!r}")
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_type_name(value)} {value!r}")
-        return value
+        return self.checked_string(key, value)
 
     def choice(self, key: str, choices: Collection[str], default: str | None = None) -> str:
         value = self.string(key, default)
         if value not in choices:
             raise self.error(
                 key,
-                f"{value!r} is not one of {', '.join(choices)}{_suggest(value, choices)}",
+                f"{value!r} is not one of {', '.join(choices)}{suggest(value, choices)}",
             )
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_type_name(value)} {value!r}")
-        return value
+        return self.checked_boolean(key, self.data.get(key, default))
 
     def integer(self, key: str, default: int | None, *, minimum: int = 0) -> int:
         value = self.data.get(key, default)
         if value is None:
             raise self.error(key, f"missing required key {key!r}")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {_type_name(value)} {value!r}")
+        value = self.checked_integer(key, value)
         if value < minimum:
             raise self.error(key, f"{value} is below the minimum {minimum}")
         return value
@@ -326,7 +295,7 @@ class Scenario:
         if unknown:
             key = unknown[0]
             raise ScenarioError(
-                f"unknown parameter {key!r}{_suggest(key, SWEEP_KEYS)}; "
+                f"unknown parameter {key!r}{suggest(key, SWEEP_KEYS)}; "
                 f"allowed: {', '.join(SWEEP_KEYS)}",
                 key=f"--grid {key}",
                 source=self.source,
@@ -380,7 +349,7 @@ def _param_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ScenarioError(
             f"{value!r} is not one of {', '.join(choices)}"
-            + (_suggest(value, choices) if isinstance(value, str) else ""),
+            + (suggest(value, choices) if isinstance(value, str) else ""),
             key=f"--grid {key}",
         )
     return value
@@ -432,7 +401,7 @@ def _validate(sc: Scenario) -> None:
             if target not in target_names:
                 raise fail(
                     f"{key}.target" + (f"[{j}]" if len(buf.targets or ()) > 1 else ""),
-                    f"unknown memory target {target!r}{_suggest(target, target_names)}; "
+                    f"unknown memory target {target!r}{suggest(target, target_names)}; "
                     f"the platform has: {', '.join(target_names)}",
                 )
     devices = {d.name: d for d in sc.platform.devices}
@@ -447,14 +416,14 @@ def _validate(sc: Scenario) -> None:
         if step.device not in devices:
             raise fail(
                 f"{key}.device",
-                f"unknown device {step.device!r}{_suggest(step.device, devices)}; "
+                f"unknown device {step.device!r}{suggest(step.device, devices)}; "
                 f"the platform has: {', '.join(devices) or 'none'}",
             )
         names = [b.name for b in sc.buffers]
         if step.buffer not in names:
             raise fail(
                 f"{key}.buffer",
-                f"unknown buffer {step.buffer!r}{_suggest(step.buffer, names)}; "
+                f"unknown buffer {step.buffer!r}{suggest(step.buffer, names)}; "
                 f"buffers: {', '.join(names)}",
             )
         buf = sc.buffer(step.buffer)
@@ -464,7 +433,7 @@ def _validate(sc: Scenario) -> None:
             raise fail(
                 f"{key}.pattern",
                 f"{step.pattern!r} is not one of {', '.join(PATTERNS)}"
-                + _suggest(step.pattern, PATTERNS),
+                + suggest(step.pattern, PATTERNS),
             )
         planes = [p.name for p in buf.planes]
         if step.plane != "all" and step.plane not in planes:
@@ -527,8 +496,8 @@ def _size_of(table: _Table, key: str) -> tuple[int, FrameFormat | None]:
         raise table.error(key, f"missing required key {key!r}")
     stride = table.data.get("stride")
     if isinstance(value, str) and "x" in value.lower() and not value.lower().startswith("0x"):
-        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)):
-            raise table.error("stride", f"expected an integer, got {_type_name(stride)} {stride!r}")
+        if stride is not None:
+            stride = table.checked_integer("stride", stride)
         try:
             frame = FrameFormat.parse(value, stride=stride)
         except InvalidArgumentError as err:
