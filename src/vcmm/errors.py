@@ -93,8 +93,28 @@ class SegmentationFault(FaultError):
     """A user-process CPU access outside a mapping or against its protection."""
 
 
+class KernelFault(FaultError):
+    """A kernel-mode CPU access faulted: what Linux would report as an oops."""
+
+
 class WaitTimeoutError(VcmmError, TimeoutError):
     """A wait (fence, lock) did not finish within its timeout."""
+
+
+class WoundedError(BusyError):
+    """A wound/wait transaction was wounded by an older one: release all locks and
+    retry (the kernel's ``-EDEADLK``).
+
+    ``mutex`` is the lock whose wait revealed the wound; take it first on the retry.
+    """
+
+    def __init__(self, message: str, mutex: object) -> None:
+        super().__init__(message)
+        self.mutex = mutex
+
+
+class AlreadyHeldError(StateError):
+    """A wound/wait context already holds this lock (the kernel's ``-EALREADY``)."""
 
 
 class DmaApiError(VcmmError):

@@ -52,6 +52,7 @@ from vcmm.errors import (
     AlignmentError,
     FaultError,
     InvalidArgumentError,
+    KernelFault,
     NotFoundError,
     NotMappedError,
     SegmentationFault,
@@ -101,10 +102,6 @@ KERNEL_WB = LINEAR_MAP_ATTRS
 KERNEL_NC = LINEAR_MAP_ATTRS.with_(memtype=MemType.NORMAL_NC)
 #: Write-combine kernel mapping: Normal non-cacheable, as Linux on ARM does it.
 KERNEL_WC = KERNEL_NC
-
-
-class KernelFault(FaultError):
-    """A kernel-mode CPU access faulted: what Linux would report as an oops."""
 
 
 def is_kernel_va(va: int) -> bool:

@@ -39,24 +39,15 @@ import threading
 from collections.abc import Iterable
 from types import TracebackType
 
-from vcmm.errors import BusyError, InvalidArgumentError, StateError, WaitTimeoutError
+from vcmm.errors import (
+    AlreadyHeldError,
+    BusyError,
+    InvalidArgumentError,
+    StateError,
+    WaitTimeoutError,
+    WoundedError,
+)
 from vcmm.share.fence import DEFAULT_TIMEOUT, Deadline, check_timeout
-
-
-class WoundedError(BusyError):
-    """The transaction was wounded by an older one: release all locks and retry.
-
-    ``mutex`` is the lock whose wait revealed the wound; take it first on the retry
-    (:meth:`AcquireContext.lock_slow`).
-    """
-
-    def __init__(self, message: str, mutex: WWMutex) -> None:
-        super().__init__(message)
-        self.mutex = mutex
-
-
-class AlreadyHeldError(StateError):
-    """The context already holds this lock (the kernel's ``-EALREADY``)."""
 
 
 class WWClass:
@@ -377,6 +368,7 @@ class AcquireContext:
                     return backoffs
                 except WoundedError as exc:
                     backoffs += 1
+                    assert isinstance(exc.mutex, WWMutex)
                     first = exc.mutex
                     self.unlock_all()
         except BaseException:
