@@ -73,6 +73,24 @@ class _Target:
     def name(self) -> str:
         return self._name
 
+    @property
+    def _allocator(self) -> RangeAllocator | BuddyAllocator:
+        """The one allocator behind a single-window target; multi-region targets
+        (block pools) override the properties below instead."""
+        raise NotImplementedError
+
+    @property
+    def regions(self) -> tuple[AddressRange, ...]:
+        return (self._allocator.range,)
+
+    @property
+    def free_bytes(self) -> int:
+        return self._allocator.free_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self._allocator.total_bytes
+
     def allocate(
         self,
         length: int,
@@ -180,10 +198,6 @@ class BlockPool(_Target):
         return cls(name, regions)
 
     # -- properties --------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def regions(self) -> tuple[AddressRange, ...]:
@@ -332,20 +346,12 @@ class ContiguousPool(_Target):
         self._space = RangeAllocator(range, granule=granule)
 
     @property
-    def regions(self) -> tuple[AddressRange, ...]:
-        return (self._space.range,)
+    def _allocator(self) -> RangeAllocator:
+        return self._space
 
     @property
     def granule(self) -> int:
         return self._space.granule
-
-    @property
-    def free_bytes(self) -> int:
-        return self._space.free_bytes
-
-    @property
-    def total_bytes(self) -> int:
-        return self._space.total_bytes
 
     def largest_free(self) -> int:
         return self._space.largest_free()
@@ -439,16 +445,8 @@ class SystemRamTarget(_Target):
         return self._buddy
 
     @property
-    def regions(self) -> tuple[AddressRange, ...]:
-        return (self._buddy.range,)
-
-    @property
-    def free_bytes(self) -> int:
-        return self._buddy.free_bytes
-
-    @property
-    def total_bytes(self) -> int:
-        return self._buddy.total_bytes
+    def _allocator(self) -> BuddyAllocator:
+        return self._buddy
 
     def _orders(self, request: AllocRequest) -> tuple[list[int], int]:
         """Allowed buddy orders (every chunk aligned as asked) and the alignment order."""
