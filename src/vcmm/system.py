@@ -122,9 +122,7 @@ class System(Vcmm):
             iommu_format=iommu_format,
             vmalloc=spec.cpu.vmalloc,
             linear_map=linear,
-            page_table_factory=lambda fmt, va_bits=None: PageTable(
-                fmt, memory, table_memory, va_bits=va_bits
-            ),
+            page_table_factory=lambda fmt: PageTable(fmt, memory, table_memory),
             range_allocator=RangeAllocator,
             lock=lock,
         )

@@ -140,8 +140,8 @@ class Vcmm:
     physically addressed devices with ``phys_to_bus``) and must include the CPU;
     ``targets`` maps memory-target names to :class:`~vcmm.mm.target.MemoryTarget`
     objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
-    mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt,
-    va_bits=None)`` builds device page tables and ``range_allocator(window,
+    mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt)``
+    builds device page tables and ``range_allocator(window,
     granule=...)`` address-space allocators; ``lock`` is the machine lock the
     hardware holds (:mod:`vcmm.hw.lock`), which every public call takes too.
     """
@@ -158,7 +158,7 @@ class Vcmm:
         iommu_format: Any,
         vmalloc: AddressRange,
         linear_map: Iterable[tuple[int, int, int]],
-        page_table_factory: Callable[..., Any],
+        page_table_factory: Callable[[Any], Any],
         range_allocator: Callable[..., Any],
         lock: MachineLock | None = None,
     ) -> None:
