@@ -1,8 +1,9 @@
 """ARMv7 LPAE long-descriptor stage 1 (Linux's ARM_32_LPAE_S1), checked bit for bit.
 
 Expected descriptors are built from the bit positions written out below (ARM DDI 0406C
-B3.6.1 long-descriptor formats, B3.6.2 attribute fields, B4.1.104 MAIR0/MAIR1, B3.6.6
-TTBCR.T0SZ and the starting level), never from the implementation's tables.
+B3.6, the long-descriptor translation table format: descriptor formats, memory attribute
+fields, TTBCR.T0SZ and the level a walk starts at; B4.1, the MAIR0/MAIR1 register
+descriptions), never from the implementation's tables.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from vcmm.sizes import SZ_1G, SZ_2M, SZ_4K, SZ_4M, SZ_256M
 RAM = 0x8000_0000
 OA_MASK = 0x0000_00FF_FFFF_F000  # output address bits [39:12]
 
-# MAIR0 holds Attr0..Attr3, MAIR1 Attr4..Attr7 (B4.1.104).  Attr bytes: 0x00
+# MAIR0 holds Attr0..Attr3, MAIR1 Attr4..Attr7.  Attr bytes: 0x00
 # Strongly-ordered, 0x04 Device, 0x44 Normal outer/inner non-cacheable, 0xbb Normal
 # WT non-transient R+W allocate, 0xff Normal WB non-transient R+W allocate, 0xee
 # Normal WB non-transient R allocate.

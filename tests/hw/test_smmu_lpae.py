@@ -1,10 +1,10 @@
 """An SMMU given the ARMv7 LPAE format, as SMMUv1 (MMU-400/401 on Arm's Juno) walks.
 
-Descriptors are written out from the ARM ARM (DDI 0406C B3.6.1/B3.6.2) for RW_WB:
-AttrIndx 4 (MAIR byte 0xff, bits 4:2), AF bit 10, AP[2:1]=00, SH 00, not executable
-sets XN (bit 54) and PXN (bit 53); type bits 01 for a block, 11 for a page or a table.
-The TTBCR written on activation is the long-descriptor one (B4.1.153): EAE bit 31,
-T0SZ 0 so TTBR0 translates all 32 input bits.
+Descriptors are written out from the ARM ARM (DDI 0406C B3.6, long-descriptor formats
+and attributes) for RW_WB: AttrIndx 4 (MAIR byte 0xff, bits 4:2), AF bit 10, AP[2:1]=00,
+SH 00, not executable sets XN (bit 54) and PXN (bit 53); type bits 01 for a block, 11
+for a page or a table.  The TTBCR written on activation is the long-descriptor one
+(B4.1, TTBCR with EAE=1): EAE bit 31, T0SZ 0 so TTBR0 translates all 32 input bits.
 """
 
 from __future__ import annotations
