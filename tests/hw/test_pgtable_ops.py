@@ -1,4 +1,4 @@
-"""PageTable operations over both formats: size choice, splits, freeing, misuse, model.
+"""PageTable operations over every format: size choice, splits, freeing, misuse, model.
 
 Descriptor values used here are worked out by hand for the default attributes
 (``PageAttrs()``: privileged RW, Normal WB write-allocate, non-shareable, global, XN):
@@ -16,6 +16,7 @@ VMSAv8-64 (AttrIndx=4, AP=00, SH=00, AF=1, UXN=PXN=1):
   page          UXN|PXN (0x0060 << 48) | OA | AF (0x400) | AttrIndx 4 (0x10) | 0b11
   block         same with type 0b01
   table         OA | 0b11
+ARMv7 LPAE: the same bits (bit 54 is called XN there), output address [39:12].
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from vcmm.errors import (
 )
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.pgtable import (
+    ARMV7_LPAE,
     ARMV7S,
     VMSAV8_4K,
     MapEntry,
@@ -60,6 +62,8 @@ V7_SECTION = 0x141E
 V7_SUPER = 0x4141E
 V7_LARGE = 0x901D
 V7_SMALL = 0x5F
+ALL_FORMATS = [ARMV7S, VMSAV8_4K, ARMV7_LPAE]
+FORMAT_IDS = ["v7s", "v8", "lpae"]
 V8_PAGE = 0x0060_0000_0000_0413
 V8_BLOCK = 0x0060_0000_0000_0411
 OA = 0x0000_FFFF_FFFF_F000
@@ -135,6 +139,8 @@ def test_v8_sizes_grow_then_shrink() -> None:
         (ARMV7S, 0x000F_0000, 0x800F_0000, SZ_1M + 2 * SZ_64K, [SZ_64K, SZ_1M, SZ_64K]),
         (VMSAV8_4K, SZ_2M, 0x9000_1000, SZ_2M, [SZ_4K] * 512),
         (VMSAV8_4K, SZ_1G, 0x8020_0000, SZ_1G, [SZ_2M] * 512),
+        (ARMV7_LPAE, SZ_2M, 0x9000_1000, SZ_2M, [SZ_4K] * 512),
+        (ARMV7_LPAE, SZ_1G, 0x8020_0000, SZ_1G, [SZ_2M] * 512),
     ],
 )
 def test_misaligned_pa_falls_back_to_smaller_sizes(
@@ -146,7 +152,7 @@ def test_misaligned_pa_falls_back_to_smaller_sizes(
 
 @settings(max_examples=40, deadline=None)
 @given(
-    fmt=st.sampled_from([ARMV7S, VMSAV8_4K]),
+    fmt=st.sampled_from(ALL_FORMATS),
     va_pages=st.integers(0, 0x3_0000),
     pa_pages=st.integers(0, 0x3_0000),
     pages=st.integers(1, 12_000),
@@ -203,6 +209,10 @@ def test_forced_64k_gives_large_pages_not_supersections() -> None:
         (ARMV7S, 0, RAM + SZ_64K, SZ_1M, SZ_1M, AlignmentError),  # pa
         (ARMV7S, 0, RAM, SZ_1M + SZ_64K, SZ_1M, AlignmentError),  # size
         (VMSAV8_4K, 0, RAM + SZ_4K, SZ_2M, SZ_2M, AlignmentError),
+        (ARMV7_LPAE, 0, RAM, SZ_1M, SZ_1M, UnsupportedSizeError),
+        (ARMV7_LPAE, 0, RAM, SZ_16M, SZ_16M, UnsupportedSizeError),
+        (ARMV7_LPAE, SZ_2M, RAM + SZ_4K, SZ_2M, SZ_2M, AlignmentError),
+        (ARMV7_LPAE, SZ_1G, RAM, SZ_1G + SZ_2M, SZ_1G, AlignmentError),
     ],
 )
 def test_forced_size_misuse(
@@ -310,7 +320,7 @@ MISUSE: list[tuple[str, Callable[[PageTable], object], type[VcmmError], str]] = 
 ]
 
 
-@pytest.mark.parametrize("fmt", [ARMV7S, VMSAV8_4K], ids=["v7s", "v8"])
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize(("what", "call", "error", "named"), MISUSE, ids=[m[0] for m in MISUSE])
 def test_misuse_raises_typed_error_and_changes_nothing(
     fmt: PageTableFormat,
@@ -492,7 +502,7 @@ def test_split_of_supersection_above_4g_is_refused_without_change() -> None:
 # -- empty tables go back to the table memory -------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", [ARMV7S, VMSAV8_4K], ids=["v7s", "v8"])
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
 def test_empty_tables_are_freed_one_by_one(fmt: PageTableFormat) -> None:
     _, tm, pt = make(fmt)
     baseline = tm.used_bytes
@@ -581,7 +591,7 @@ def test_v7s_ns_shared_by_a_second_level_table() -> None:
 # -- dumps, decoding, lifecycle -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", [ARMV7S, VMSAV8_4K], ids=["v7s", "v8"])
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
 def test_a_memory_dump_gives_the_same_translation(fmt: PageTableFormat) -> None:
     mem, _, pt = make(fmt)
     pt.map(0x0100_0000, 0x9100_0000, SZ_16M + SZ_2M + 20 * SZ_4K, A)
@@ -606,7 +616,7 @@ def test_contiguous_leaves_are_one_mapping_each() -> None:
     ]
 
 
-@pytest.mark.parametrize("fmt", [ARMV7S, VMSAV8_4K], ids=["v7s", "v8"])
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
 def test_destroy_frees_everything_and_refuses_further_use(fmt: PageTableFormat) -> None:
     _, tm, pt = make(fmt)
     pt.map(0, RAM, SZ_4M + SZ_4K, A)
@@ -714,6 +724,9 @@ CONFIGS = {
     "v7s": (ARMV7S, SZ_4K, [SZ_4K, SZ_64K, SZ_1M, SZ_16M], SZ_64M, V7_POOL),
     "v8-small": (VMSAV8_4K, SZ_4K, [SZ_4K, SZ_64K, SZ_2M, 4 * SZ_2M], 16 * SZ_2M, V8_POOL),
     "v8-large": (VMSAV8_4K, SZ_2M, [SZ_2M, 16 * SZ_2M, SZ_1G, SZ_1G], 4 * SZ_1G, V8_POOL),
+    "lpae-small": (ARMV7_LPAE, SZ_4K, [SZ_4K, SZ_64K, SZ_2M, 4 * SZ_2M], 16 * SZ_2M, V8_POOL),
+    # the whole 32-bit input space, so 1G blocks in the 4-entry first level
+    "lpae-large": (ARMV7_LPAE, SZ_2M, [SZ_2M, 16 * SZ_2M, SZ_1G, SZ_1G], 4 * SZ_1G, V8_POOL),
 }
 
 
@@ -827,7 +840,7 @@ def test_random_operations_agree_with_page_dictionary(
     assert tm.used_bytes == baseline
 
 
-@pytest.mark.parametrize("fmt", [ARMV7S, VMSAV8_4K], ids=["v7s", "v8"])
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
 def test_walk_from_a_root_in_a_hole_is_a_bus_fault(fmt: PageTableFormat) -> None:
     mem, _, _ = make(fmt)
     w = walk_tables(fmt, mem, 0x1000, 0x0040_0000)

@@ -30,7 +30,15 @@ from vcmm.hw.cpu import (
 from vcmm.hw.lock import MachineLock, held_machine_locks
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.observe import AccessEvent, Observer
-from vcmm.hw.pgtable import ARMV7S, VMSAV8_4K, MapEntry, PageTable, PageTableFormat, walk_tables
+from vcmm.hw.pgtable import (
+    ARMV7_LPAE,
+    ARMV7S,
+    VMSAV8_4K,
+    MapEntry,
+    PageTable,
+    PageTableFormat,
+    walk_tables,
+)
 from vcmm.hw.prefetch import SpeculativePrefetcher
 from vcmm.hw.smmu import (
     MAX_FAULT_RETRIES,
@@ -49,6 +57,7 @@ from vcmm.hw.walk import Walk
 
 __all__ = [
     "ARMV7S",
+    "ARMV7_LPAE",
     "KERNEL_ASID",
     "KERNEL_NC",
     "KERNEL_WB",

@@ -21,6 +21,10 @@ Seed call                          here
 
 Decisions:
 
+- **Each SMMU has its own table format**, given to its constructor (``fmt``:
+  ARMv7 short-descriptor by default, ARMv7 LPAE long-descriptor as SMMUv1 MMU-400/401
+  walks, VMSAv8-64 4K), so one SoC may mix them.  Activation programs TTBCR as that
+  format's ARMv7 register reads (EAE=1 for LPAE); the walker follows it.
 - **Tables belong to the context** (allocated with it, so a later call never fails
   half way for want of table memory) until the upper layer points it at its own
   (:meth:`SmmuContext.set_tables`): the VCMM keeps one table per VCM and may point
@@ -124,7 +128,10 @@ class SmmuFault:
 class BankRegisters:
     """The programmable state of one context bank (ARMv7 naming).
 
-    ``ttbcr`` packs N in bits [2:0] and PD0/PD1 in bits 4 and 5, as the ARMv7 TTBCR.
+    ``ttbcr`` is the ARMv7 TTBCR.  Short-descriptor banks (``eae`` False): N in bits
+    [2:0], PD0/PD1 in bits 4 and 5.  Long-descriptor (LPAE) banks: EAE bit 31, T0SZ
+    [2:0] and T1SZ [18:16] both 0 (TTBR0 translates the whole 32-bit space), EPD0 bit
+    7 and EPD1 bit 23 standing for PD0/PD1.
     """
 
     ttbr0: int = 0
@@ -133,9 +140,13 @@ class BankRegisters:
     pd0: bool = False
     pd1: bool = False
     enabled: bool = False
+    #: TTBCR.EAE: the bank walks long-descriptor (ARMv7 LPAE) tables.
+    eae: bool = False
 
     @property
     def ttbcr(self) -> int:
+        if self.eae:
+            return (1 << 31) | (int(self.pd0) << 7) | (int(self.pd1) << 23)
         return self.ttbcr_n | (int(self.pd0) << 4) | (int(self.pd1) << 5)
 
 
@@ -550,6 +561,7 @@ class SmmuContext:
             pd0=low is None,
             pd1=self._split and high is None,
             enabled=True,
+            eae=self.smmu.fmt.ttbcr_eae,
         )
         self.smmu.tlb.invalidate_tag(self._bank.index)
 

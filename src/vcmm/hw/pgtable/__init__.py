@@ -1,11 +1,13 @@
 """ARM page-table formats stored byte-exact in simulated physical memory.
 
-:mod:`.format` describes a format as data, :mod:`.armv7s` and :mod:`.armv8` are the two
-descriptions, :mod:`.table` holds the generic operations (map, unmap, walk...).
+:mod:`.format` describes a format as data; :mod:`.armv7s` (ARMv7 short-descriptor),
+:mod:`.armv8` (VMSAv8-64 4K) and :mod:`.lpae` (ARMv7 LPAE long-descriptor) are the
+descriptions, the last two built from what :mod:`.longdesc` says once for the
+long-descriptor family; :mod:`.table` holds the generic operations (map, unmap, walk...).
 """
 
 from vcmm.hw.pgtable.armv7s import ARMV7S
-from vcmm.hw.pgtable.armv8 import MAIR, VMSAV8_4K
+from vcmm.hw.pgtable.armv8 import VMSAV8_4K
 from vcmm.hw.pgtable.format import (
     AddressSlice,
     BitField,
@@ -16,6 +18,8 @@ from vcmm.hw.pgtable.format import (
     PageTableFormat,
     Role,
 )
+from vcmm.hw.pgtable.longdesc import MAIR
+from vcmm.hw.pgtable.lpae import ARMV7_LPAE
 from vcmm.hw.pgtable.table import (
     MapEntry,
     PageTable,
@@ -26,6 +30,7 @@ from vcmm.hw.pgtable.table import (
 
 __all__ = [
     "ARMV7S",
+    "ARMV7_LPAE",
     "MAIR",
     "VMSAV8_4K",
     "AddressSlice",

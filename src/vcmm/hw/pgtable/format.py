@@ -13,7 +13,10 @@ PA[39:32] in two 4-bit fields), so an address is a tuple of :class:`AddressSlice
 Some leaves repeat in consecutive slots (ARMv7 large pages and supersections are 16
 identical entries): ``copies`` says how many.  A leaf may also take a field from the
 table descriptor above it (``inherits``): ARMv7 second-level pages have no NS bit,
-the first-level table descriptor's NS bit applies to all of them.
+the first-level table descriptor's NS bit applies to all of them.  A descriptor may
+have bits that would extend its output address beyond what the format allows
+(``size_fault_mask``: ARMv7 LPAE descriptors' bits[47:40]); a walk finding one set
+takes an Address size fault instead of translating.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class DescriptorKind:
     copies: int = 1
     #: Field names this leaf takes from the table descriptor pointing at its table.
     inherits: tuple[str, ...] = ()
+    #: Bits that must read 0, else the walk takes an Address size fault at this level.
+    size_fault_mask: int = 0
     attr_mask: int = field(init=False)
     oa_limit: int = field(init=False)
     oa_align: int = field(init=False)
@@ -96,9 +101,13 @@ class DescriptorKind:
             if f.mask & (self.type_mask | attr_mask):
                 raise InvalidArgumentError(f"{self.name}: field {f.name} overlaps other bits")
             attr_mask |= f.mask
+        used = self.type_mask | attr_mask
         for s in self.address:
-            if s.desc_mask & (self.type_mask | attr_mask):
+            if s.desc_mask & used:
                 raise InvalidArgumentError(f"{self.name}: address slice {s} overlaps other bits")
+            used |= s.desc_mask
+        if self.size_fault_mask & used:
+            raise InvalidArgumentError(f"{self.name}: size_fault_mask overlaps other bits")
         object.__setattr__(self, "attr_mask", attr_mask)
         object.__setattr__(self, "oa_limit", 1 << max(s.pa_lsb + s.width for s in self.address))
         object.__setattr__(self, "oa_align", 1 << min(s.pa_lsb for s in self.address))
@@ -277,6 +286,9 @@ class PageTableFormat:
     access_flag: str | None = None
     #: Value the MAIR register must hold for AttrIndx to mean what the codec says.
     mair: int | None = None
+    #: Whether an ARMv7-style translation control register selects this format with
+    #: TTBCR.EAE=1 (the long-descriptor format of LPAE) rather than EAE=0.
+    ttbcr_eae: bool = False
     _geometries: dict[int, Geometry] = field(default_factory=dict, init=False, repr=False)
     _attr_cache: dict[tuple[str, int, int], PageAttrs] = field(
         default_factory=dict, init=False, repr=False

@@ -105,7 +105,9 @@ def walk_tables(
     This is the hardware walker: it needs only what a TTBR/TTBCR and a memory dump
     give.  An invalid or reserved descriptor is a translation fault, a leaf with the
     format's access flag clear an access-flag fault, an input address at or beyond
-    ``2**va_bits`` an address-size fault, a descriptor read from a hole a bus fault.
+    ``2**va_bits`` or a descriptor with output-address bits the format does not have
+    (``size_fault_mask``) an address-size fault, a descriptor read from a hole a bus
+    fault.
     """
     if isinstance(va, bool) or not isinstance(va, int) or va < 0:
         raise InvalidArgumentError(f"walk: va {va!r} must be a non-negative integer")
@@ -129,6 +131,8 @@ def walk_tables(
         kind = gl.classify(desc)
         if kind is None:
             return Walk(va=va, reads=reads, level=gl.level, fault=FaultKind.TRANSLATION)
+        if desc & kind.size_fault_mask:
+            return Walk(va=va, reads=reads, level=gl.level, fault=FaultKind.ADDRESS_SIZE)
         if kind.role is Role.TABLE:
             table = kind.output_address(desc)
             parent, parent_desc = kind, desc
@@ -174,8 +178,8 @@ def _decode(
     for j in np.flatnonzero(words & np.uint64(gl.valid_mask)).tolist():
         desc = int(words[j])
         kind = gl.classify(desc)
-        if kind is None:
-            continue
+        if kind is None or desc & kind.size_fault_mask:
+            continue  # the walker faults here: nothing is mapped through it
         va = tva + (j << gl.shift)
         if kind.role is Role.TABLE:
             yield from _decode(fmt, geo, memory, kind.output_address(desc), li + 1, va, kind, desc)
