@@ -29,3 +29,17 @@ def test_an_si_size_is_one_line_naming_the_binary_spelling(
     path.write_text(SI_SCENARIO, encoding="utf-8")
     line = error_line(vcmm("run", path, expect=1))
     assert "buffers[0].size" in line and "write 2G or 2GiB" in line
+
+
+def test_bare_vcmm_and_vcmm_pt_print_the_normal_help(vcmm: Vcmm) -> None:
+    for args, usage, command in (
+        ((), "vcmm [OPTIONS] COMMAND", "sweep"),
+        (("pt",), "vcmm pt", "dump"),
+    ):
+        result = vcmm(*args)
+        assert result.stderr == ""
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"Usage: {usage}")
+        assert "Commands:" in lines
+        assert any(line.split()[:1] == [command] for line in lines)  # one command per line
+        assert result.stdout == vcmm(*args, "--help").stdout

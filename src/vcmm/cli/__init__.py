@@ -43,6 +43,10 @@ class VcmmGroup(click.Group):
                 standalone_mode=False,
                 **extra,
             )
+        except click.exceptions.NoArgsIsHelpError as err:
+            # `vcmm` or `vcmm pt` alone: what the user needs is the help, as --help shows it.
+            click.echo(err.ctx.get_help() if err.ctx is not None else err.format_message())
+            sys.exit(0)
         except click.exceptions.Abort:
             click.echo("vcmm: aborted", err=True)
             sys.exit(EXIT_ERROR)
