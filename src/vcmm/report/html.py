@@ -87,7 +87,7 @@ def write_report(
 
     system = result.system
     if system is not None:
-        data = build_graph(system)
+        data = build_graph(system, result.labels)
         dot = to_dot(data, result.scenario)
         (out / "graph.dot").write_text(dot, encoding="utf-8")
         if render_svg(dot, out / "graph.svg"):
