@@ -57,7 +57,7 @@ def test_run_json_agrees_with_the_library(vcmm: Vcmm, tiny: Path) -> None:
 
 def test_run_prints_tables_for_people(vcmm: Vcmm, tiny: Path) -> None:
     out = vcmm("run", tiny).stdout
-    assert out.startswith("scenario tiny on platform msm-default")
+    assert out.startswith(f"scenario tiny (file {tiny}) on platform msm-default")
     for title in ("Buffers", "IOTLB misses per frame", "SMMU contexts", "Devices", "Totals"):
         assert f"\n{title}\n" in out
     line = next(ln for ln in out.splitlines() if ln.lstrip().startswith("0  vcodec_a_mm1"))

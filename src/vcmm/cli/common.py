@@ -10,16 +10,29 @@ from typing import Any
 import click
 
 from vcmm.workload.runner import ScenarioResult, ScenarioRunner
-from vcmm.workload.scenario import Scenario, ScenarioError, load_scenario
+from vcmm.workload.scenario import Scenario, ScenarioError, load_scenario, packaged_scenarios
 from vcmm.workload.sweep import parse_grid
 
 #: Runs with fewer step-frames than this finish before a bar would be worth drawing.
 PROGRESS_THRESHOLD = 8
 
 
+def load_for_cli(path: str) -> Scenario:
+    """Load ``path`` (a file or a packaged scenario name); when a local file shadows a
+    packaged scenario of the same name, say on stderr which one runs."""
+    scenario = load_scenario(path)
+    if scenario.file and not scenario.source.startswith("<") and path in packaged_scenarios():
+        click.echo(
+            f"vcmm: note: running the file {scenario.file}, not the packaged scenario {path!r} "
+            "(a file that exists wins)",
+            err=True,
+        )
+    return scenario
+
+
 def scenario_with_overrides(path: str, overrides: Sequence[str]) -> Scenario:
     """Load ``path`` (a file or a packaged scenario name) and apply ``--set k=v``."""
-    scenario = load_scenario(path)
+    scenario = load_for_cli(path)
     if not overrides:
         return scenario
     try:

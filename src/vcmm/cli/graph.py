@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vcmm.cli.common import run_with_progress
+from vcmm.cli.common import load_for_cli, run_with_progress
 from vcmm.report.graph import (
     DRAWN_FORMATS,
     build_graph,
@@ -17,7 +17,6 @@ from vcmm.report.graph import (
     to_text,
 )
 from vcmm.system import System
-from vcmm.workload.scenario import load_scenario
 
 _FORMATS = ("text", "dot", "json", *DRAWN_FORMATS)
 #: What an output file's extension says about its format.
@@ -40,7 +39,7 @@ def system_for(scenario: str | None) -> tuple[System, str, dict[str, str]]:
         from vcmm.cli.demo import demo_topology
 
         return demo_topology(), "demo", {}
-    sc = load_scenario(scenario)
+    sc = load_for_cli(scenario)
     result = run_with_progress(sc)
     assert result.system is not None
     return result.system, sc.name, result.labels

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import click
 
 from vcmm.cli.common import run_with_progress, scenario_with_overrides, set_option
 from vcmm.report.tables import render_result
-from vcmm.workload.scenario import packaged_scenarios
+from vcmm.workload.examples import example, examples
 
 
 @click.command("run")
@@ -32,10 +33,34 @@ def run_command(scenario: str, overrides: tuple[str, ...], as_json: bool, progre
 
 
 @click.command("scenarios")
-def scenarios_command() -> None:
-    """List the example scenarios shipped with vcmm (usable by name)."""
-    for name, description in packaged_scenarios().items():
-        click.echo(f"{name:<14} {description}")
+@click.option(
+    "--print",
+    "show",
+    metavar="NAME",
+    default=None,
+    help="Print the packaged scenario or platform NAME (TOML), to copy and edit.",
+)
+def scenarios_command(show: str | None) -> None:
+    """List the scenarios and platforms shipped with vcmm, with their files.
+
+    A scenario runs by name (`vcmm run video_1080p`), but a file of that name in the
+    current folder (`video_1080p` or `video_1080p.toml`) wins.  To start your own:
+    `vcmm scenarios --print video_1080p > mine.toml`.
+    """
+    if show is not None:
+        click.echo(example(show).text(), nl=False)
+        return
+    width = shutil.get_terminal_size().columns
+    for kind, title in (
+        ("scenario", "Scenarios (run one by name; a file of that name in this folder wins):"),
+        ("platform", 'Platforms (platform = "default" in a scenario, or a file path):'),
+    ):
+        click.echo(title)
+        for item in examples(kind):
+            text = f"  {item.name:<14} {item.description}"
+            click.echo(text if len(text) <= width else text[: max(width - 3, 20)] + "...")
+            click.echo(f"  {'':<14} {item.path}")
+    click.echo("Copy one to edit it: vcmm scenarios --print NAME > my.toml")
 
 
 COMMANDS = [run_command, scenarios_command]

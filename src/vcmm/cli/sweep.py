@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from vcmm.cli.common import progress
+from vcmm.cli.common import load_for_cli, progress
 from vcmm.report.tables import Table
-from vcmm.workload.scenario import load_scenario
 from vcmm.workload.sweep import parse_grid, run_sweep, write_sweep
 
 
@@ -57,7 +56,7 @@ def sweep_command(
     point and context, plus a context=all row per point) and plots miss rate against
     block policy, one line per TLB size, as PNG and SVG.
     """
-    sc = load_scenario(scenario)
+    sc = load_for_cli(scenario)
     grid = parse_grid(grid_specs)
     points = 1
     for values in grid.values():

@@ -234,7 +234,11 @@ def result_tables(result: ScenarioResult) -> list[Table]:
 def render_result(result: ScenarioResult) -> str:
     """The human-readable report of ``vcmm run``."""
     params = " ".join(f"{k}={v}" for k, v in result.params.items())
-    head = f"scenario {result.scenario} on platform {result.platform}"
+    head = f"scenario {result.scenario}"
+    if result.file:
+        packaged = result.source.startswith("<")
+        head += f" ({'packaged: ' if packaged else 'file '}{result.file})"
+    head += f" on platform {result.platform}"
     head += f" ({params})" if params else ""
     head += f", {result.burst}-byte bursts, {result.elapsed:.2f} s"
     return "\n\n".join([head] + [t.to_text() for t in result_tables(result)])

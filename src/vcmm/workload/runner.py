@@ -176,6 +176,8 @@ class ScenarioResult:
     devices: list[DeviceResult]
     contexts: list[ContextResult]
     elapsed: float = 0.0
+    #: The scenario file that ran ("" for a scenario built in Python).
+    file: str = ""
     #: People's names of the objects the run made, by object name: each buffer's
     #: allocation and reservations are the buffer's name, each VCM names its context
     #: or buffer (for graphs, which would otherwise say only ``physmem1``, ``res8``).
@@ -538,6 +540,7 @@ class ScenarioRunner:
             devices=devices,
             contexts=list(contexts.values()),
             elapsed=elapsed,
+            file=sc.file,
             labels=dict(self.labels),
             system=system,
         )
