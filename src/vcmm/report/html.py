@@ -63,7 +63,7 @@ def write_report(
     plot_frames(result, out / "frames")
     figures = ['<p><img src="frames.png" alt="IOTLB misses per frame"></p>']
     if policies:
-        plot_policies(policies, out / "policies")
+        plot_policies(policies, out / "policies", title=result.scenario)
         figures.append('<p><img src="policies.png" alt="IOTLB misses by block policy"></p>')
         table = Table(
             "The same scenario under each block policy",
