@@ -7,7 +7,14 @@ import shutil
 
 import click
 
-from vcmm.cli.common import run_with_progress, scenario_with_overrides, set_option
+from vcmm.cli.common import (
+    output_width,
+    run_with_progress,
+    scenario_with_overrides,
+    set_option,
+    stdout_is_terminal,
+)
+from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.report.tables import render_result
 from vcmm.workload.examples import example, examples
 
@@ -16,20 +23,25 @@ from vcmm.workload.examples import example, examples
 @click.argument("scenario")
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-def run_command(scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool) -> None:
+@click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
+@faults_option
+def run_command(
+    scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool, fault_policy: str
+) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
-    `--json` prints the same numbers for programs.
+    `--json` prints the same numbers for programs.  Exit status 3 when a device
+    faulted (see --faults), 130 on Ctrl-C.
     """
     sc = scenario_with_overrides(scenario, overrides)
     result = run_with_progress(sc, show=progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(render_result(result))
+        click.echo(render_result(result, output_width(), colour=stdout_is_terminal()))
+    finish([fault_problem(run_faults(result), fault_policy)])
 
 
 @click.command("scenarios")
