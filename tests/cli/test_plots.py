@@ -3,11 +3,12 @@ that name the scenario, ticks at the values that were swept."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from vcmm.report.plots import frames_figure, sweep_figure
 from vcmm.workload.runner import run_scenario
-from vcmm.workload.scenario import loads_scenario
+from vcmm.workload.scenario import load_scenario
 
 POLICIES = ["4k", "64k", "1m", "largest"]
 
@@ -57,26 +58,10 @@ def test_a_one_key_numeric_sweep_has_ticks_at_the_values_and_a_plain_scale() -> 
     assert list(line.get_xdata()) == [1, 2, 4] and line.get_linestyle() != "None"
 
 
-def test_steps_that_miss_alike_are_both_visible_and_say_so() -> None:
-    text = """\
-frames = 3
-[[buffers]]
-name = "frame"
-size = "256x128 nv12"
-target = "blocks"
-policy = "4k"
-[[steps]]
-device = "vcodec_a_mm1"
-buffer = "frame"
-access = "write"
-pattern = "raster"
-[[steps]]
-device = "mdp"
-buffer = "frame"
-access = "read"
-pattern = "raster"
-"""
-    result = run_scenario(loads_scenario(text, source="tiny.toml").with_params(tlb_entries=8))
+def test_steps_that_miss_alike_are_both_visible_and_say_so(tiny: Path) -> None:
+    # Both steps raster over the 12 pages of the frame, 8 TLB entries: 12 misses each.
+    scenario = load_scenario(tiny).with_params(pattern="raster", frames=3, tlb_entries=8)
+    result = run_scenario(scenario)
     assert [s.misses_per_frame for s in result.steps] == [[12, 12, 12], [12, 12, 12]]
     fig = frames_figure(result)
     (ax,) = fig.axes

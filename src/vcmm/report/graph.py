@@ -169,127 +169,117 @@ def build_graph(system: System, labels: Mapping[str, str] | None = None) -> Mapp
     """
     if not isinstance(system, System):
         raise InvalidArgumentError(f"build_graph needs a System, got {type(system).__name__}")
-    names: Mapping[str, str] = labels or {}
-    g = MappingGraphData()
-    seen_devices: set[str] = set()
-    targets: set[str] = set()
-
-    def device_node(device: Any) -> str:
-        node_id = f"device:{device.name}"
-        if device.name not in seen_devices:
-            seen_devices.add(device.name)
-            path = _device_path(system, device)
-            attrs: dict[str, Any] = {"name": device.name, "path": path}
-            ctx = getattr(device, "ctx", None)
-            if ctx is not None:
-                attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
-            label = device.name + (
-                f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]"
-            )
-            g.nodes.append(Node(node_id, "device", label, attrs))
-        return node_id
-
+    builder = _Builder(system, labels or {})
     # Allocations first, then views and wraps (memory described for backing): a view
     # points at the allocation it is a window of, a wrap names the pages' owner.
     for physmem in [*system.physmems, *system.phys_views]:
-        chunks = [(pa, size) for pa, size in physmem.chunks]
+        builder.physmem(physmem)
+    for vcm in system.vcms:
+        builder.vcm(vcm)
+    return builder.graph
+
+
+class _Builder:
+    """Adds a system's objects to a :class:`MappingGraphData`, each node once."""
+
+    def __init__(self, system: System, names: Mapping[str, str]) -> None:
+        self.system = system
+        self.names = names
+        self.graph = MappingGraphData()
+        self._devices: set[str] = set()
+        self._targets: set[str] = set()
+
+    def device(self, device: Any) -> str:
+        node_id = f"device:{device.name}"
+        if device.name in self._devices:
+            return node_id
+        self._devices.add(device.name)
+        path = _device_path(self.system, device)
+        attrs: dict[str, Any] = {"name": device.name, "path": path}
+        ctx = getattr(device, "ctx", None)
+        if ctx is not None:
+            attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
+        label = device.name + (
+            f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]"
+        )
+        self.graph.nodes.append(Node(node_id, "device", label, attrs))
+        return node_id
+
+    def physmem(self, physmem: Any) -> None:
+        g, node_id = self.graph, f"physmem:{physmem.name}"
         if physmem.parent is not None:
             origin = f"view of {physmem.parent.name}"
         elif physmem.owner is not None:
             origin = f"wrap of {physmem.owner}'s pages"
         else:
             origin = f"from {physmem.target}"
-        g.nodes.append(
-            Node(
-                f"physmem:{physmem.name}",
-                "physmem",
-                f"{_named(physmem.name, names)} {format_size(physmem.size)} {origin}",
-                {
-                    "physmem_kind": physmem.kind,
-                    "target": physmem.target,
-                    "size": physmem.size,
-                    "chunks": [{"pa": pa, "size": size} for pa, size in chunks],
-                },
-            )
-        )
+        attrs = {
+            "physmem_kind": physmem.kind,
+            "target": physmem.target,
+            "size": physmem.size,
+            "chunks": [{"pa": pa, "size": size} for pa, size in physmem.chunks],
+        }
+        label = f"{_named(physmem.name, self.names)} {format_size(physmem.size)} {origin}"
+        g.nodes.append(Node(node_id, "physmem", label, attrs))
         if physmem.parent is not None:
-            g.edges.append(
-                Edge(f"physmem:{physmem.name}", f"physmem:{physmem.parent.name}", "view-of")
-            )
+            g.edges.append(Edge(node_id, f"physmem:{physmem.parent.name}", "view-of"))
         elif physmem.owner is None:
-            if physmem.target not in targets:
-                targets.add(physmem.target)
+            if physmem.target not in self._targets:
+                self._targets.add(physmem.target)
                 g.nodes.append(
                     Node(f"target:{physmem.target}", "target", f"target {physmem.target}")
                 )
-            g.edges.append(
-                Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from")
-            )
-        linear = [
-            w
-            for w in system.spec.cpu.linear_map
-            if any(w.overlaps(c) for c in physmem.chunk_ranges)
-        ]
-        if linear:
-            cpu = device_node(system.cpu)
-            g.edges.append(Edge(cpu, f"physmem:{physmem.name}", "linear-map", "kernel linear map"))
+            g.edges.append(Edge(node_id, f"target:{physmem.target}", "allocated-from"))
+        if any(
+            w.overlaps(c) for w in self.system.spec.cpu.linear_map for c in physmem.chunk_ranges
+        ):
+            cpu = self.device(self.system.cpu)
+            g.edges.append(Edge(cpu, node_id, "linear-map", "kernel linear map"))
 
-    for vcm in system.vcms:
+    def vcm(self, vcm: Vcm) -> None:
         vcm_id = f"vcm:{vcm.name}"
-        g.nodes.append(
-            Node(
-                vcm_id,
-                "vcm",
-                _vcm_label(vcm, names),
-                {
-                    "vcm_kind": vcm.kind.value,
-                    "start": vcm.start,
-                    "len": vcm.len,
-                    "shown": _named(vcm.name, names, vcm.kind.value),
-                },
-            )
-        )
+        attrs = {
+            "vcm_kind": vcm.kind.value,
+            "start": vcm.start,
+            "len": vcm.len,
+            "shown": _named(vcm.name, self.names, vcm.kind.value),
+        }
+        self.graph.nodes.append(Node(vcm_id, "vcm", _vcm_label(vcm, self.names), attrs))
         for assoc in vcm.associations:
-            dev = device_node(assoc.device)
+            dev = self.device(assoc.device)
             state = "active" if assoc.active else "inactive"
-            g.edges.append(
+            self.graph.edges.append(
                 Edge(dev, vcm_id, "association", f"{assoc.name} {state}", {"active": assoc.active})
             )
         for res in vcm.reservations:
-            res_id = f"res:{res.name}"
-            addrs = dev_addrs(res)
-            where = address_text(res, addrs)
-            g.nodes.append(
-                Node(
-                    res_id,
-                    "reservation",
-                    f"{_named(res.name, names)} {format_size(res.len)}"
-                    + (f" @ {where}" if where else ""),
-                    {
-                        "addr": res.addr,
-                        "len": res.len,
-                        "attr": str(res.attr),
-                        "dev_addrs": addrs,
-                        "shown": _named(res.name, names),
-                    },
-                )
+            self.reservation(vcm_id, res)
+
+    def reservation(self, vcm_id: str, res: Reservation) -> None:
+        g, res_id = self.graph, f"res:{res.name}"
+        addrs = dev_addrs(res)
+        where = address_text(res, addrs)
+        attrs = {
+            "addr": res.addr,
+            "len": res.len,
+            "attr": str(res.attr),
+            "dev_addrs": addrs,
+            "shown": _named(res.name, self.names),
+        }
+        label = f"{_named(res.name, self.names)} {format_size(res.len)}"
+        g.nodes.append(Node(res_id, "reservation", label + (f" @ {where}" if where else ""), attrs))
+        g.edges.append(Edge(vcm_id, res_id, "reservation"))
+        if res.physmem is None:
+            return
+        pages = page_histogram(self.system, res)
+        g.edges.append(
+            Edge(
+                res_id,
+                f"physmem:{res.physmem.name}",
+                "backing",
+                _pages_text(pages) if pages else res.vcm.kind.value,
+                {"pages": {str(k): v for k, v in pages.items()}, "dev_addrs": addrs},
             )
-            g.edges.append(Edge(vcm_id, res_id, "reservation"))
-            if res.physmem is not None:
-                pages = page_histogram(system, res)
-                g.edges.append(
-                    Edge(
-                        res_id,
-                        f"physmem:{res.physmem.name}",
-                        "backing",
-                        _pages_text(pages) if pages else vcm.kind.value,
-                        {
-                            "pages": {str(k): v for k, v in pages.items()},
-                            "dev_addrs": addrs,
-                        },
-                    )
-                )
-    return g
+        )
 
 
 # -- renderings ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from vcmm.errors import InvalidArgumentError
 
@@ -52,7 +52,31 @@ class PointExecutor(Protocol):
     ) -> None: ...
 
 
-class InlineExecutor:
+class _Managed:
+    """``with executor:`` closes it normally and cancels it on an exception."""
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if error is None:
+            self.close()
+        else:
+            self.cancel()
+
+
+class InlineExecutor(_Managed):
     """Runs the points one after another in this process, when ``completed()`` asks.
 
     A Ctrl-C interrupts the point running; the points finished before it were
@@ -74,16 +98,8 @@ class InlineExecutor:
     def cancel(self) -> None:
         self._pending.clear()
 
-    def __enter__(self) -> InlineExecutor:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.cancel()
+    def close(self) -> None:
+        self._pending.clear()
 
 
 @contextmanager
@@ -105,7 +121,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class ProcessExecutor:
+class ProcessExecutor(_Managed):
     """Runs points in ``jobs`` worker processes (a :class:`multiprocessing.Pool`, which
     unlike ``concurrent.futures`` can terminate workers that are mid-point)."""
 
@@ -153,20 +169,6 @@ class ProcessExecutor:
         self._closed = True
         self._pool.close()
         self._pool.join()
-
-    def __enter__(self) -> ProcessExecutor:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if error is None:
-            self.close()
-        else:
-            self.cancel()
 
 
 def make_executor(work: PointFunction, jobs: int, points: int) -> InlineExecutor | ProcessExecutor:
