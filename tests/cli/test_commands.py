@@ -266,6 +266,10 @@ def test_graph_svg_with_graphviz(vcmm: Vcmm, tmp_path: Path) -> None:
     root = ET.parse(tmp_path / "g.svg").getroot()
     assert root.tag == SVG
     assert "vcodec_a_mm1" in (tmp_path / "g.svg").read_text()
+    vcmm("graph", "-o", tmp_path / "g.png")
+    vcmm("graph", "-o", tmp_path / "g.pdf")
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 # -- pt dump ---------------------------------------------------------------------------------
