@@ -87,9 +87,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vcmm.cli import demo, graph, pt, report, run, sweep
+    from vcmm.cli import demo, graph, iova, pt, report, run, sweep
 
-    for module in (demo, run, sweep, graph, pt, report):
+    for module in (demo, run, sweep, graph, pt, report, iova):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -49,7 +49,10 @@ class DmaApi:
     ``devices`` limits which bus masters get DMA ops (default: all but the CPU);
     ``domains`` maps device names to IOMMU domain names, adding to what the platform
     file says (devices naming the same domain share one IOVA space and page table);
-    ``rcache`` switches the IOVA range cache of every domain; ``coherent_pool`` is
+    ``rcache`` switches the IOVA range cache of every domain; ``iova_policy`` chooses
+    how domains place IOVAs, ``"seed"`` or ``"linux"`` (mainline 6.x), for every domain
+    or per domain name with a mapping (default: the platform file's ``iova_policy``);
+    ``coherent_pool`` is
     ``(target, size)`` of the non-cacheable carve-out for non-coherent devices'
     coherent buffers and ``atomic_pool_size`` the premapped atomic pool taken from the
     same target; ``debug`` installs a :class:`DebugChecker` (``True``/``"raise"``,
@@ -66,6 +69,7 @@ class DmaApi:
         coherent_pool: tuple[str, int] = DEFAULT_COHERENT_POOL,
         atomic_pool_size: int = DEFAULT_ATOMIC_POOL,
         debug: bool | str | DebugChecker = False,
+        iova_policy: str | Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(rcache, bool):
             raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
@@ -85,6 +89,7 @@ class DmaApi:
             rcache=rcache,
             coherent_pool=coherent_pool,
             atomic_pool_size=atomic_pool_size,
+            iova_policy=iova_policy,
         )
         self.system = system
         if checker is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vcmm.attrs import MemType
 from vcmm.core.flags import PhysAttr
 from vcmm.dma.callsite import CallSite
-from vcmm.dma.domain import DmaDomain
+from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
 from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind
@@ -69,11 +69,13 @@ class DmaState:
         rcache: bool,
         coherent_pool: tuple[str, int],
         atomic_pool_size: int,
+        iova_policy: str | Mapping[str, str] | None = None,
     ) -> None:
         self.system = system
         self.cpu = system.cpu
         self.rcache = bool(rcache)
         self._domain_names = self._domain_map(system, domains)
+        self.iova_policy = self._policy_choice(system, iova_policy)
         self.domains: dict[str, DmaDomain] = {}
         self.entries: dict[str, DeviceEntry] = {}
         self.direct: dict[str, list[DmaMapping]] = {}
@@ -145,6 +147,12 @@ class DmaState:
                 out[dev] = dom
         return out
 
+    def _policy_choice(self, system: Any, choice: object) -> PolicyChoice:
+        """The platform's IOVA policy, overridden by ``DmaApi(iova_policy=...)``."""
+        iommu = [d.name for d in system.spec.devices if d.kind == "smmu"]
+        names = {self._domain_names.get(n, n) for n in iommu}
+        return PolicyChoice(system.spec.iova_policy, choice, names)
+
     # -- devices -------------------------------------------------------------------------
 
     def attach(self, dev: Any) -> DeviceEntry:
@@ -161,7 +169,9 @@ class DmaState:
             domain = self.domains.get(name)
             created = domain is None
             if domain is None:
-                domain = DmaDomain(system, name, rcache=self.rcache)
+                domain = DmaDomain(
+                    system, name, rcache=self.rcache, iova_policy=self.iova_policy(name)
+                )
             try:
                 domain.attach(system, device)
             except BaseException:

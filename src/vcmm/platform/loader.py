@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.memory import MemoryRegion
+from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY
 from vcmm.platform.schema import (
     ADDRESS_LIMIT,
     CacheSpec,
@@ -64,6 +65,7 @@ _TOP_KEYS = (
     "name",
     "description",
     "target_priority",
+    "iova_policy",
     "memory",
     "cpu",
     "page_tables",
@@ -360,6 +362,7 @@ def _platform(data: dict[str, Any], source: str) -> PlatformSpec:
         target_priority=tuple(top.strings("target_priority")),
         smmus=tuple(smmus),
         devices=devices,
+        iova_policy=top.string("iova_policy", DEFAULT_IOVA_POLICY),
         source=source,
     )
 
@@ -447,6 +450,8 @@ def dumps_platform(spec: PlatformSpec) -> str:
         f"description = {_str(spec.description)}",
         f"target_priority = [{', '.join(_str(n) for n in spec.target_priority)}]",
     ]
+    if spec.iova_policy != DEFAULT_IOVA_POLICY:
+        out.append(f"iova_policy = {_str(spec.iova_policy)}")
     for region in spec.memory:
         out += ["", "[[memory]]", f"name = {_str(region.name)}", f"kind = {_str(region.kind)}"]
         out += [f"{k} = {v}" for k, v in _window_pairs(region.range).items()]

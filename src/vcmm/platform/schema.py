@@ -21,6 +21,7 @@ from typing import Final, TypeVar
 
 from vcmm.errors import InvalidArgumentError, NotFoundError
 from vcmm.hw.memory import MemoryRegion
+from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, IOVA_POLICIES
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SEED_BLOCK_SIZES, SZ_1G, SZ_4K, SZ_64K, format_size, is_power_of_two
 
@@ -661,6 +662,8 @@ class PlatformSpec:
     target_priority: tuple[str, ...] = ()
     smmus: tuple[SmmuSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()
+    #: How the kernel's DMA API places IOVAs in every IOMMU domain (docs/DMA.md).
+    iova_policy: str = DEFAULT_IOVA_POLICY
     source: str = "<code>"
 
     def __post_init__(self) -> None:
@@ -677,6 +680,7 @@ class PlatformSpec:
         if not isinstance(self.description, str):
             raise PlatformError(f"expected a string, got {self.description!r}", key="description")
         _check_instance(self.cpu, CpuSpec, "cpu")
+        _check_choice(self.iova_policy, "iova_policy", IOVA_POLICIES)
         self._validate_memory()
         self._validate_windows()
         self._validate_priority()
