@@ -146,6 +146,8 @@ def build_graph(system: System) -> MappingGraphData:
             origin = f"wrap of {physmem.owner}'s pages"
         else:
             origin = f"from {physmem.target}"
+        if physmem.holder is not None:
+            origin += f", held by {physmem.holder}"
         g.nodes.append(
             Node(
                 f"physmem:{physmem.name}",
@@ -154,6 +156,7 @@ def build_graph(system: System) -> MappingGraphData:
                 {
                     "physmem_kind": physmem.kind,
                     "target": physmem.target,
+                    "holder": physmem.holder,
                     "size": physmem.size,
                     "chunks": [{"pa": pa, "size": size} for pa, size in chunks],
                 },
