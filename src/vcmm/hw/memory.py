@@ -244,7 +244,11 @@ class PhysicalMemory:
         self.bytes_written += length
 
     def fill(self, pa: int, length: int, value: int = 0) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
+        """Set ``length`` bytes at ``pa`` to ``value``; a new chunk is zeros already,
+        so zero-filling untouched memory creates the chunk but writes no host page."""
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")
+        if not 0 <= value <= 0xFF:
             raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")
         pa, length = self._check(pa, length)
         for key, off, _, n in _spans(pa, length):
