@@ -110,6 +110,11 @@ def _check_obj(call: str, name: str, value: object, kind: type) -> Any:
     return value
 
 
+def _check_holder(call: str, holder: object) -> None:
+    if holder is not None and (not isinstance(holder, str) or not holder):
+        raise InvalidArgumentError(f"{call}: holder {holder!r} must be a non-empty str or None")
+
+
 def _by_name(table: dict[str, Any], name: str, what: str) -> Any:
     """``table[name]``, or a NotFoundError that lists the names there are."""
     try:
@@ -542,7 +547,9 @@ class Vcmm:
     # -- associations ------------------------------------------------------------------
 
     @_machine_locked
-    def vcm_assoc(self, vcm: Vcm, dev: Any, attr: int = AssocAttr.NONE) -> Association:
+    def vcm_assoc(
+        self, vcm: Vcm, dev: Any, attr: int = AssocAttr.NONE, *, holder: str | None = None
+    ) -> Association:
         """Link a VCM with a device; many-to-many, inactive until :meth:`vcm_activate`.
 
         The kinds must match: IOMMU VCMs go with devices behind an SMMU, one-to-one
@@ -551,12 +558,14 @@ class Vcmm:
         device's context (VA[31]=1, so the VCM must lie at or above 2 GiB) and
         ``SPLIT | USE_LOW`` the TTBR0 half (below 2 GiB).  The VCM's one table serves
         both: with TTBCR.N=1 the SMMU indexes TTBR0 by VA[30:20], which for VA < 2 GiB
-        is the same slot of the full table.
+        is the same slot of the full table.  ``holder`` (an extension) names a layer
+        that associates a device for its own use and how to release it.
         """
         call = "vcm_assoc"
         vcm = _check_obj(call, "vcm", vcm, Vcm)
         device = self._resolve_device(call, dev)
         attr = check_assoc_attr(attr)
+        _check_holder(call, holder)
         path = _path_of(device, self.cpu)
         wanted = {
             VcmKind.IOMMU: "iommu",
@@ -583,7 +592,7 @@ class Vcmm:
                 raise StateError(
                     f"{call}: {vcm.name} is already associated with {device.name} ({other.name})"
                 )
-        assoc = Association(next(self._ids), vcm, device, attr)
+        assoc = Association(next(self._ids), vcm, device, attr, holder=holder)
         vcm.associations.append(assoc)
         return assoc
 
@@ -660,9 +669,10 @@ class Vcmm:
         for other in running:
             if other.half is None or avcm.half is None or other.half == avcm.half:
                 what = "the whole space" if other.half is None else f"the {other.half} half"
+                how = f", held by {other.holder}" if other.holder else "; vcm_deactivate it first"
                 raise BusyError(
                     f"{call}: {device.name}'s context {ctx.name!r} already runs {other.vcm.name}"
-                    f" ({other.name}) on {what}; vcm_deactivate it first"
+                    f" ({other.name}) on {what}{how}"
                 )
         if ctx.is_active and not running:
             raise BusyError(
@@ -710,7 +720,12 @@ class Vcmm:
 
     @_machine_locked
     def vcm_phys_alloc(
-        self, memtype: str | Sequence[str] | None, len: int, attr: object = PhysAttr.NONE
+        self,
+        memtype: str | Sequence[str] | None,
+        len: int,
+        attr: object = PhysAttr.NONE,
+        *,
+        holder: str | None = None,
     ) -> PhysMem:
         """Allocate physical memory from a memory target (000 L255-292).
 
@@ -719,11 +734,13 @@ class Vcmm:
         from the buddy allocator, in the CPU's linear map; ``"smi"``: on-chip SRAM), a
         list tried in order, or ``None`` for the platform's priority order.  ``attr``
         (:class:`PhysAttr`) asks for alignment, block sizes and/or one contiguous chunk;
-        its block sizes also cap the page size backings use.
+        its block sizes also cap the page size backings use.  ``holder`` (an extension)
+        names a layer allocating for its own use (reports and graphs show it).
         """
         call = "vcm_phys_alloc"
         length = check_int(call, "len", len, minimum=1)
         pattr = check_phys_attr(attr)
+        _check_holder(call, holder)
         if memtype is None:
             names = list(self.target_priority)
         elif isinstance(memtype, str):
@@ -755,7 +772,9 @@ class Vcmm:
                 failures.append((name, exc))
                 continue
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
-            physmem = PhysMem(next(self._ids), name, length, pattr, ranges, target_chunks=chunks)
+            physmem = PhysMem(
+                next(self._ids), name, length, pattr, ranges, target_chunks=chunks, holder=holder
+            )
             self._physmems[physmem.id] = physmem
             return physmem
         cls = (

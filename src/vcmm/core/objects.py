@@ -174,6 +174,9 @@ class PhysMem(_Handle):
       buffer), described for a backing and never freed to a target
       (``vcm_phys_wrap``); ``owner`` says whose they are.
 
+    ``holder`` names the layer that allocated memory for its own use (the DMA API's
+    pools say so), so graphs and reports show whose a carve-out is.
+
     ``len`` is what was asked for; a target may round it up, so ``size`` (the sum of
     the pieces) can be larger.  ``chunk_ranges`` are the physical pieces in order: a
     backing lays them end to end.  ``chunk_keys[i]`` is the allocation chunk piece
@@ -193,6 +196,7 @@ class PhysMem(_Handle):
     parent: PhysMem | None = None
     offset: int = 0
     owner: str | None = None
+    holder: str | None = None
     views: list[PhysMem] = field(default_factory=list)
     chunk_keys: tuple[AddressRange, ...] = ()
     size: int = field(init=False, default=0)
@@ -277,7 +281,11 @@ class Reservation(_Handle):
 
 @dataclass(eq=False, repr=False)
 class Association(_Handle):
-    """An AVCM: the link between a VCM and a device; programs the device when active."""
+    """An AVCM: the link between a VCM and a device; programs the device when active.
+
+    ``holder`` names the layer that made it for its own use and how to release it (the
+    DMA API's domains say so), so a refusal to reprogram the context can say what to do.
+    """
 
     id: int
     vcm: Vcm
@@ -285,6 +293,7 @@ class Association(_Handle):
     attr: AssocAttr
     active: bool = False
     freed: bool = False
+    holder: str | None = None
     prefix = "avcm"
 
     @property

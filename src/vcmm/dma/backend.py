@@ -52,6 +52,11 @@ def map_iommu(
             res = system.vcm_reserve(domain.vcm, total, attr)
         try:
             system.vcm_back(res, physmem if physmem is not None else wrap)
+            try:
+                domain.activate(system)  # the domain's first mapping programs its devices
+            except BaseException:
+                system.vcm_unback(res)
+                raise
         except BaseException:
             with domain.allocator.undoing():
                 system.vcm_unreserve(res)

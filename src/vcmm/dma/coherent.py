@@ -7,10 +7,10 @@ alias"):
 ====================  ===========================================  =====================
 device                pages                                        CPU alias
 ====================  ===========================================  =====================
-coherent              kernel RAM (``ebi``), largest order first    write-back: a vmalloc
-                      with fallback; one block if contiguous       remap (or the linear
-                      is needed (direct device, atomic,            map for one block)
-                      FORCE_CONTIGUOUS)
+coherent              kernel RAM (the platform's kernel target),  write-back: a vmalloc
+                      largest order first with fallback; one      remap (or the linear
+                      block if contiguous is needed (direct       map for one block)
+                      device, atomic, FORCE_CONTIGUOUS)
 non-coherent          the DMA coherent pool (a carve-out outside   non-cacheable vmalloc
                       the linear map), largest order first          remap
 non-coherent atomic   the atomic pool                              its premapped NC alias
@@ -47,6 +47,7 @@ def alloc_coherent(
     """A zeroed buffer the CPU and ``dev`` both see without cache maintenance."""
     call = "alloc_coherent"
     entry = state.entry(call, dev)
+    state.check_usable(call, entry)
     size = check_int(call, "size", size, minimum=1)
     if not isinstance(atomic, bool):
         raise InvalidArgumentError(f"{call}: atomic={atomic!r} is not a bool")
@@ -63,27 +64,27 @@ def alloc_coherent(
     cpu_addr: int
     if coherent:
         physmem = system.vcm_phys_alloc(
-            "ebi", asize, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
+            state.kernel_target, asize, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
         )
         undo.append(lambda: system.vcm_phys_free(physmem))
-        source = "ebi"
     elif atomic:
-        atomic_pa, cpu_addr = state.atomic.alloc(asize)
-        undo.append(lambda: state.atomic.free(atomic_pa))
-        physmem = state.atomic.view(atomic_pa, asize)
+        atomic_pool = state.need_pool(call, entry, "atomic")
+        atomic_pa, cpu_addr = atomic_pool.alloc(asize)
+        undo.append(lambda: atomic_pool.free(atomic_pa))
+        physmem = atomic_pool.view(atomic_pa, asize)
         undo.append(lambda: system.vcm_phys_free(physmem))
-        source = "atomic pool"
     else:
-        pool_chunks = state.pool.alloc(asize, contiguous=contiguous)
-        undo.append(lambda: state.pool.free(pool_chunks))
-        physmem = state.pool.view(pool_chunks)
+        pool = state.need_pool(call, entry, "coherent")
+        pool_chunks = pool.alloc(asize, contiguous=contiguous)
+        undo.append(lambda: pool.free(pool_chunks))
+        physmem = pool.view(pool_chunks)
         undo.append(lambda: system.vcm_phys_free(physmem))
-        source = "coherent pool"
+    source = state.kernel_target if coherent else f"{'atomic' if atomic else 'coherent'} pool"
     chunks = tuple(physmem.chunk_ranges)
     backing = physmem
     cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
     try:
-        if coherent and contiguous and (atomic or entry.domain is None):
+        if coherent and contiguous and (atomic or entry.domain is None) and state.kernel_linear:
             cpu_addr = system.cpu.phys_to_virt(chunks[0].start)
         elif not (atomic and not coherent):
             cpu_res = system.vcm_reserve(state.vmm, asize, Attr.RW | cache_flag)
@@ -248,9 +249,9 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
     if buf.physmem is not None:
         system.vcm_phys_free(buf.physmem)
     if buf.pool_chunks is not None:
-        state.pool.free(buf.pool_chunks)
+        state.need_pool(call, entry, "coherent").free(buf.pool_chunks)
     if buf.atomic_pa is not None:
-        state.atomic.free(buf.atomic_pa)
+        state.need_pool(call, entry, "atomic").free(buf.atomic_pa)
     del state.buffers[buf.cpu_addr]
     buf.freed_by = site
     state.freed.append(buf)

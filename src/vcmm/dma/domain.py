@@ -5,10 +5,21 @@ page table and one IOVA space (seed 002's review: "a single default domain per I
 ... assembling big bits of virtually-contiguous memory that are visible to all the
 devices that need to share them").  Here a domain is a VCM covering the IOMMU's whole
 input space (the aperture: 32 bits for ARMv7 short descriptors) whose allocator is
-an IOVA domain with the smallest page size as granule; every device of the domain is
-associated with that VCM and activated on it, so a mapping made for one is visible to
-all.  The platform file says which devices share a domain (``domain = "..."``); a
-device without one gets a domain of its own.
+an :class:`~vcmm.mm.iova.IovaDomain` with the smallest page size as granule; every
+device of the domain is associated with that VCM and activated on it, so a mapping
+made for one is visible to all.  The platform file says which devices share a domain
+(``domain = "..."``); a device without one gets a domain of its own.
+
+**A device is driven either through a VCM of its own or through the DMA API.**  Linux
+gives a device either its default DMA domain (used by the DMA API) or an explicit,
+unmanaged domain a driver attached; the seed's calls are the latter.  So a domain
+programs its devices' contexts lazily: joining the domain costs nothing, and the first
+mapping made in it activates the domain's VCM on every member whose context is free.
+A member whose context runs a VCM of the seed calls stays off the domain (the DMA API
+refuses to map for it, saying which association to deactivate) and joins it at a
+later mapping once its context is free; the associations the domain makes carry a
+``holder`` naming the DMA API, so the seed calls refuse to take such a context with a
+message that says how to release it (``DmaApi.remove_device``).
 
 Each domain places IOVAs by one policy, fixed when it is created: ``"seed"`` (the
 2015 allocator of seed 002, :class:`~vcmm.mm.iova.IovaDomain`) or ``"linux"``
@@ -55,6 +66,8 @@ class DmaDomain:
             APERTURE.start, APERTURE.size, kind=VcmKind.IOMMU, allocator=self.allocator
         )
         self.granule = granule
+        #: Devices of the domain, by name; ``associations`` holds those programmed.
+        self.members: dict[str, Any] = {}
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
@@ -64,20 +77,65 @@ class DmaDomain:
         """``"seed"`` or ``"linux"``: how this domain places IOVAs."""
         return self.iova.policy
 
-    def attach(self, system: Any, device: Any) -> None:
-        """Associate ``device`` with the domain's VCM and switch its context to it."""
-        assoc = system.vcm_assoc(self.vcm, device)
+    def attach(self, device: Any) -> None:
+        """Make ``device`` a member; its context is programmed at the first mapping."""
+        self.members[device.name] = device
+
+    def blocker(self, system: Any, device: Any) -> Association | None:
+        """The active association of another VCM on ``device``'s context, if any: what
+        keeps the domain off the device."""
+        ctx = device.ctx
+        for assoc in system.associations:
+            if (
+                assoc.active
+                and assoc.vcm is not self.vcm
+                and assoc.vcm.kind is VcmKind.IOMMU
+                and assoc.device.ctx is ctx
+            ):
+                return assoc
+        return None
+
+    def _served(self, device: Any) -> bool:
+        """Whether ``device``'s context already runs the domain (through it, or
+        through a member sharing its context)."""
+        return any(a.device.ctx is device.ctx for a in self.associations.values())
+
+    def activate(self, system: Any) -> None:
+        """Program the domain on every member whose context is free (the first mapping
+        of a domain does this); all or nothing."""
+        pending = [
+            d
+            for d in self.members.values()
+            if not self._served(d) and self.blocker(system, d) is None
+        ]
+        made: list[Association] = []
         try:
-            system.vcm_activate(assoc)
+            for device in pending:
+                if any(a.device.ctx is device.ctx for a in made):
+                    continue
+                holder = (
+                    f"the DMA API (domain {self.name!r}); DmaApi.remove_device"
+                    f"({device.name!r}) releases it once the device has no mappings"
+                )
+                assoc = system.vcm_assoc(self.vcm, device, holder=holder)
+                made.append(assoc)
+                system.vcm_activate(assoc)
         except BaseException:
-            system.vcm_deassoc(assoc)
+            for assoc in reversed(made):
+                if assoc.active:
+                    system.vcm_deactivate(assoc)
+                system.vcm_deassoc(assoc)
             raise
-        self.associations[device.name] = assoc
+        for assoc in made:
+            self.associations[assoc.device.name] = assoc
 
     def detach(self, system: Any, device: Any) -> None:
-        assoc = self.associations.pop(device.name)
-        system.vcm_deactivate(assoc)
-        system.vcm_deassoc(assoc)
+        """Take ``device`` out of the domain, releasing its context if programmed."""
+        del self.members[device.name]
+        assoc = self.associations.pop(device.name, None)
+        if assoc is not None:
+            system.vcm_deactivate(assoc)
+            system.vcm_deassoc(assoc)
 
     def destroy(self, system: Any) -> None:
         system.vcm_free(self.vcm)
@@ -90,6 +148,7 @@ class DmaDomain:
     def snapshot(self) -> tuple[object, ...]:
         return (
             self.name,
+            tuple(sorted(self.members)),
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
         )
@@ -97,7 +156,7 @@ class DmaDomain:
     def __repr__(self) -> str:
         return (
             f"<DmaDomain {self.name} {self.vcm.name} {self.iova_policy} IOVAs "
-            f"devices={sorted(self.associations)}>"
+            f"devices={sorted(self.members)}>"
         )
 
 

@@ -4,6 +4,10 @@ It owns the kernel's VMM VCM (for CPU aliases of coherent buffers), the DMA doma
 (one IOMMU VCM each), the per-device parameters and ops, the index of live mappings
 and buffers, a short history of unmapped ones (so a double unmap can say where the
 first unmap happened), the pools, and the optional debugging checker.
+
+Which targets the pools and the cacheable pages come from is the platform's choice
+(``system.memory_roles``, from its ``[dma]`` table); every allocation the DMA API
+makes for itself names it as ``holder``, so graphs and reports show the carve-outs.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from vcmm.attrs import MemType
 from vcmm.core.flags import PhysAttr
@@ -27,8 +31,10 @@ from vcmm.errors import (
     DmaApiError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfMemoryError,
     StateError,
 )
+from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K
 
@@ -67,11 +73,14 @@ class DmaState:
         devices: Iterable[str] | None,
         domains: Mapping[str, str] | None,
         rcache: bool,
-        coherent_pool: tuple[str, int],
-        atomic_pool_size: int,
+        kernel_target: str,
+        coherent_pool: PoolChoice | None,
+        atomic_pool: PoolChoice | None,
         iova_policy: str | Mapping[str, str] | None = None,
     ) -> None:
         self.system = system
+        #: The target cacheable pages come from (coherent devices, the scratch page).
+        self.kernel_target = kernel_target
         self.cpu = system.cpu
         self.rcache = bool(rcache)
         self._domain_names = self._domain_map(system, domains)
@@ -87,9 +96,11 @@ class DmaState:
         self.last_error: Exception | None = None
         self._ids = itertools.count(1)
         self.scratch: dict[MemType, AddressRange] = {}
+        self.pool: CoherentPool | None = None
+        self.atomic: AtomicPool | None = None
         self._built: list[Any] = []
         try:
-            self._build(system, coherent_pool, atomic_pool_size)
+            self._build(system, coherent_pool, atomic_pool)
             names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
             for name in names:
                 self.attach(name)
@@ -100,7 +111,9 @@ class DmaState:
             self.cpu.cache.invalidate(page.start, page.size)
             system.memory.fill(page.start, page.size, 0)
 
-    def _build(self, system: Any, coherent_pool: tuple[str, int], atomic_pool_size: int) -> None:
+    def _build(
+        self, system: Any, coherent_pool: PoolChoice | None, atomic_pool: PoolChoice | None
+    ) -> None:
         """The kernel's VMM VCM, the pools and the scratch pages; each step recorded so
         :meth:`close` (or a failed construction) can take it back."""
         built = self._built
@@ -110,17 +123,23 @@ class DmaState:
         built.append(lambda: system.vcm_deassoc(self.vmm_assoc))
         system.vcm_activate(self.vmm_assoc)
         built.append(lambda: system.vcm_deactivate(self.vmm_assoc))
-        target, size = coherent_pool
-        self.pool = CoherentPool(system, target, size)
-        built.append(lambda: system.vcm_phys_free(self.pool.physmem))
-        self.atomic = AtomicPool(system, self.vmm, target, atomic_pool_size)
-        built.append(self.atomic.release)
-        wb = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
+        if coherent_pool is not None:
+            pool = self.pool = CoherentPool(system, coherent_pool.target, coherent_pool.size)
+            built.append(pool.release)
+        if atomic_pool is not None:
+            atomic = self.atomic = AtomicPool(
+                system, self.vmm, atomic_pool.target, atomic_pool.size
+            )
+            built.append(atomic.release)
+        wb = system.vcm_phys_alloc(
+            self.kernel_target, SZ_4K, PhysAttr.CONTIGUOUS, holder="the DMA API (scratch page)"
+        )
         built.append(lambda: system.vcm_phys_free(wb))
-        nc = self.pool.alloc(SZ_4K)
-        built.append(lambda: self.pool.free(nc))
         self.scratch[MemType.NORMAL_WB_WA] = wb.chunk_ranges[0]
-        self.scratch[MemType.NORMAL_NC] = nc[0].range
+        if self.pool is not None:
+            pool, nc = self.pool, self.pool.alloc(SZ_4K)
+            built.append(lambda: pool.free(nc))
+            self.scratch[MemType.NORMAL_NC] = nc[0].range
 
     def close(self) -> None:
         """Give everything back: devices, pools, scratch pages, the VMM VCM, in the
@@ -167,17 +186,11 @@ class DmaState:
         if hasattr(device, "ctx"):
             name = self._domain_names.get(device.name, device.name)
             domain = self.domains.get(name)
-            created = domain is None
             if domain is None:
                 domain = DmaDomain(
                     system, name, rcache=self.rcache, iova_policy=self.iova_policy(name)
                 )
-            try:
-                domain.attach(system, device)
-            except BaseException:
-                if created:
-                    domain.destroy(system)
-                raise
+            domain.attach(device)
             self.domains[name] = domain
         else:
             self.direct[device.name] = []
@@ -190,12 +203,51 @@ class DmaState:
         domain = entry.domain
         if domain is not None:
             domain.detach(self.system, entry.device)
-            if not domain.associations:
+            if not domain.members:
                 domain.destroy(self.system)
                 del self.domains[domain.name]
         else:
             del self.direct[entry.name]
         del self.entries[entry.name]
+
+    @property
+    def kernel_linear(self) -> bool:
+        """Whether the kernel target is in the CPU's linear map (one block of it then
+        has a kernel address already)."""
+        return bool(self.system.target(self.kernel_target).linear_mapped)
+
+    @overload
+    def need_pool(
+        self, call: str, entry: DeviceEntry, which: Literal["coherent"]
+    ) -> CoherentPool: ...
+    @overload
+    def need_pool(self, call: str, entry: DeviceEntry, which: Literal["atomic"]) -> AtomicPool: ...
+    def need_pool(self, call: str, entry: DeviceEntry, which: str) -> CoherentPool | AtomicPool:
+        """The ``which`` pool, or why a non-coherent device gets no such buffer."""
+        pool = self.pool if which == "coherent" else self.atomic
+        if pool is None:
+            raise OutOfMemoryError(
+                f"{call}: {entry.name} is not coherent, so its coherent buffers need "
+                f"non-cacheable memory outside the linear map, and this DMA API has no "
+                f"{which} pool: declare [dma] {which}_pool in the platform (docs/PLATFORM.md) "
+                f"or pass DmaApi(coherent_pool=(target, size))"
+            )
+        return pool
+
+    def check_usable(self, call: str, entry: DeviceEntry) -> None:
+        """Refuse to map for a device whose context runs a VCM of the seed calls: a
+        device is driven through a VCM of its own or through the DMA API, not both."""
+        domain = entry.domain
+        if domain is None:
+            return
+        other = domain.blocker(self.system, entry.device)
+        if other is not None:
+            raise BusyError(
+                f"{call}: {entry.name}'s context runs {other.vcm.name} through {other.name} "
+                "(the seed calls), and a device is driven either through a VCM of its own or "
+                f"through the DMA API's domain {domain.name!r}, not both; "
+                f"vcm_deactivate({other.name}) first, or map for another device"
+            )
 
     def entry(self, call: str, dev: object) -> DeviceEntry:
         """The attached device ``dev`` (a name or a device object)."""
@@ -351,8 +403,8 @@ class DmaState:
             tuple(d.snapshot() for _, d in sorted(self.domains.items())),
             tuple(r.snapshot() for _, r in sorted(self.live.items())),
             tuple(b.snapshot() for _, b in sorted(self.buffers.items())),
-            self.pool.snapshot(),
-            self.atomic.snapshot(),
+            self.pool.snapshot() if self.pool is not None else None,
+            self.atomic.snapshot() if self.atomic is not None else None,
         )
 
     def refuse_busy(self, call: str, entry: DeviceEntry) -> None:

@@ -163,6 +163,7 @@ def map_page(
     ``DMA_MAPPING_ERROR`` with the reason in ``last_error``."""
     call = "map_page"
     entry = state.entry(call, dev)
+    state.check_usable(call, entry)
     page = check_int(call, "page", page)
     if page % SZ_4K:
         raise InvalidArgumentError(f"{call}: page {page:#x} is not a 4 KiB page address")
@@ -353,6 +354,7 @@ def map_sg(
     into the list, or 0 (list untouched, reason in ``last_error``) on failure."""
     call = "map_sg"
     entry = state.entry(call, dev)
+    state.check_usable(call, entry)
     sgl, n = _check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)

@@ -213,9 +213,12 @@ class _Builder:
             origin = f"wrap of {physmem.owner}'s pages"
         else:
             origin = f"from {physmem.target}"
+        if physmem.holder is not None:
+            origin += f", held by {physmem.holder}"
         attrs = {
             "physmem_kind": physmem.kind,
             "target": physmem.target,
+            "holder": physmem.holder,
             "size": physmem.size,
             "chunks": [{"pa": pa, "size": size} for pa, size in physmem.chunks],
         }

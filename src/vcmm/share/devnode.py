@@ -38,7 +38,7 @@ from vcmm.proc.flags import OpenMode
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.lock import lock_of
-from vcmm.share.state import state_of
+from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, format_size
 
 if TYPE_CHECKING:
@@ -66,7 +66,12 @@ class VcmDevNode(File):
     """``/dev/<context>``: PMEM-style buffers of one SMMU context's device."""
 
     def __init__(
-        self, system: Any, device: str, exporter: VcmExporter, *, target: str | None = "ebi"
+        self,
+        system: Any,
+        device: str,
+        exporter: VcmExporter,
+        *,
+        target: TargetChoice = EXPORTER_DEFAULT,
     ) -> None:
         dev = system.device(device)
         if getattr(dev, "ctx", None) is None:
@@ -77,6 +82,7 @@ class VcmDevNode(File):
             raise InvalidArgumentError(
                 f"VcmDevNode: {exporter!r} is not a VcmExporter of this system"
             )
+        target = exporter_target(system, target)
         if target is not None:
             system.target(target)
         super().__init__(f"/dev/{dev.ctx.name}")
@@ -217,7 +223,10 @@ class VcmDevNode(File):
 
 
 def register_dev_nodes(
-    table: ProcessTable, exporter: VcmExporter | None = None, *, target: str | None = "ebi"
+    table: ProcessTable,
+    exporter: VcmExporter | None = None,
+    *,
+    target: TargetChoice = EXPORTER_DEFAULT,
 ) -> dict[str, VcmDevNode]:
     """Create and register ``/dev/<context>`` for every device behind an SMMU context."""
     system = table.system

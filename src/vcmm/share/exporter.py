@@ -51,7 +51,7 @@ from vcmm.ranges import AddressRange
 from vcmm.share import dmamap
 from vcmm.share.dmabuf import Attachment, DmaBuf, Exporter, ScatterList
 from vcmm.share.lock import lock_of
-from vcmm.share.state import state_of
+from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, align_up
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class VcmExporter(Exporter):
         self,
         size: int,
         *,
-        target: str | None = "ebi",
+        target: TargetChoice = EXPORTER_DEFAULT,
         contiguous: bool = False,
         cached: bool = True,
         writable: bool = True,
@@ -133,8 +133,9 @@ class VcmExporter(Exporter):
     ) -> DmaBuf:
         """Allocate zeroed memory (whole pages) and export it; freed on release.
 
-        ``target`` is a memory target as for ``vcm_phys_alloc`` (kernel RAM by default,
-        like a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
+        ``target`` is a memory target as for ``vcm_phys_alloc`` (by default the
+        platform's exporter target, kernel RAM unless its ``[dma]`` table says otherwise:
+        a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
         physically addressed importer without scatter-gather needs it).
         """
         call = f"{self.name}.allocate"
@@ -143,6 +144,7 @@ class VcmExporter(Exporter):
         for label, flag in (("contiguous", contiguous), ("cached", cached)):
             if not isinstance(flag, bool):
                 raise InvalidArgumentError(f"{call}: {label}={flag!r} is not a bool")
+        target = exporter_target(self.system, target)
         if target is not None and not cached:
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
