@@ -15,6 +15,7 @@ from vcmm.platform.loader import (
     parse_number,
 )
 from vcmm.platform.schema import (
+    SMMU_FORMATS,
     BlockPoolSpec,
     CacheSpec,
     ContextSpec,
@@ -32,6 +33,7 @@ from vcmm.platform.schema import (
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "SMMU_FORMATS",
     "BlockPoolSpec",
     "CacheSpec",
     "ContextSpec",
