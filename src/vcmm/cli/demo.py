@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import click
 
 from vcmm.core import Attr, PhysAttr
-from vcmm.report.graph import build_graph, page_histogram, to_text
+from vcmm.core.export import page_histogram
+from vcmm.report.graph import to_text
 from vcmm.report.tables import Table, fmt_chunks
 from vcmm.sizes import SZ_2M, SZ_4K, SZ_16M, format_size
 from vcmm.system import System
@@ -195,7 +196,7 @@ def demo_command(frames: int) -> None:
     echo(f"   check: cpu read them back through the VMM mapping and its cache: {mark[tm.cpu_ok]}")
     echo("")
     echo("2. Mapping graph (physical allocation <- every bus master that reaches it)")
-    for line in to_text(build_graph(system)).splitlines():
+    for line in to_text(system.graph_data()).splitlines():
         echo("   " + line)
     echo("")
     scenario = packaged_scenario(DEMO_SCENARIO)
