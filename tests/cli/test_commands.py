@@ -232,9 +232,9 @@ def test_the_dsp_reservation_has_one_address_in_text_and_dot(vcmm: Vcmm) -> None
     """The seed's dev_addr is what the device uses: the DSP's bus address.  The
     default platform's DSP sees RAM 0x4000_0000 lower than the CPU (its dma-ranges),
     so the 0xa800_0000 allocation is at 0x6800_0000 for it."""
-    from vcmm.cli.demo import demo_topology
+    from vcmm.cli.topology import triple_mapping
 
-    system = demo_topology()
+    system = triple_mapping().system
     (res,) = [r for v in system.vcms if v.kind.value == "one-to-one" for r in v.reservations]
     phys = res.physmem.chunks[0][0]
     bus = phys - 0x4000_0000

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from vcmm.cli.common import load_for_cli, run_with_progress
+from vcmm.cli.topology import system_for
 from vcmm.report.graph import DRAWN_FORMATS, render_drawing, to_dot, to_text
-from vcmm.system import System
 
 _FORMATS = ("text", "dot", "json", *DRAWN_FORMATS)
 #: What an output file's extension says about its format.
@@ -23,19 +22,6 @@ EXTENSIONS = {
     ".png": "png",
     ".pdf": "pdf",
 }
-
-
-def system_for(scenario: str | None) -> tuple[System, str, dict[str, str]]:
-    """The end state of ``scenario`` (with the buffers' names for its objects), or the
-    demo's triple mapping when none is given."""
-    if scenario is None:
-        from vcmm.cli.demo import demo_topology
-
-        return demo_topology(), "demo", {}
-    sc = load_for_cli(scenario)
-    result = run_with_progress(sc)
-    assert result.system is not None
-    return result.system, sc.name, result.labels
 
 
 def output_format(fmt: str | None, output: str | None) -> str:

@@ -28,21 +28,13 @@ from vcmm.hw.memory import MemoryRegion
 from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, IOVA_POLICIES
 from vcmm.mm.roles import MemoryRoles
 from vcmm.platform.codecs import FlatWindow, Record, Records, Strings, Text, Window
-from vcmm.platform.cpu import CacheSpec, CpuSpec, TlbSpec
-from vcmm.platform.devices import (
-    CPU_NAME,
-    SMMU_FORMATS,
-    ContextSpec,
-    DeviceSpec,
-    DmaRange,
-    DmaSpec,
-    SmmuSpec,
-)
+from vcmm.platform.cpu import CpuSpec
+from vcmm.platform.cpu import TlbSpec as TlbSpec
+from vcmm.platform.devices import CPU_NAME, ContextSpec, DeviceSpec, SmmuSpec
 from vcmm.platform.dmamem import DmaMemorySpec
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.errors import join_key as join_key
 from vcmm.platform.fields import check_fields, declare, is_name, key, one_of
-from vcmm.platform.targets import BlockPoolSpec, TargetSpec, layout_block_pools
+from vcmm.platform.targets import TargetSpec
 from vcmm.ranges import AddressRange
 
 REGION_KINDS: Final = ("ram", "sram")
@@ -315,24 +307,3 @@ def _check_disjoint(windows: list[tuple[str, str, AddressRange]]) -> None:
                 raise PlatformError(
                     f"{what} {window} overlaps {other_what} {other} ({other_key})", key=where
                 )
-
-
-__all__ = [
-    "CPU_NAME",
-    "SMMU_FORMATS",
-    "BlockPoolSpec",
-    "CacheSpec",
-    "ContextSpec",
-    "CpuSpec",
-    "DeviceSpec",
-    "DmaMemorySpec",
-    "DmaRange",
-    "DmaSpec",
-    "PlatformError",
-    "PlatformSpec",
-    "SmmuSpec",
-    "TargetSpec",
-    "TlbSpec",
-    "join_key",
-    "layout_block_pools",
-]
