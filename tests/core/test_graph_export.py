@@ -199,3 +199,14 @@ def test_docs_describe_every_type_and_field_of_the_schema() -> None:
             assert kind in rows, f"docs/CLI.md's graph schema has no row for {kind!r}"
             for name in fields:
                 assert f"`{name}`" in rows[kind], f"docs/CLI.md: {kind} lacks field {name!r}"
+
+
+def test_the_export_without_chunks_is_the_full_one_less_chunk_detail(system) -> None:
+    from vcmm.core.export import graph_data
+
+    _triple(system)
+    full, compact = system.graph_data(), graph_data(system, chunks=False)
+    assert [n for n in full["nodes"] if n["type"] != "chunk"] == compact["nodes"]
+    detail = ("contains", "mapping")
+    kept = [e for e in full["edges"] if e["type"] not in detail]
+    assert kept == compact["edges"] and len(kept) < len(full["edges"])

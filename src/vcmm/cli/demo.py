@@ -15,6 +15,7 @@ import time
 import click
 
 from vcmm.cli.topology import triple_mapping
+from vcmm.core.export import graph_data
 from vcmm.report.graph import to_text
 from vcmm.report.tables import Table, fmt_chunks
 from vcmm.sizes import format_size
@@ -132,7 +133,7 @@ def demo_command(frames: int) -> None:
     echo(f"   check: cpu read them back through the VMM mapping and its cache: {mark[tm.cpu_ok]}")
     echo("")
     echo("2. Mapping graph (physical allocation <- every bus master that reaches it)")
-    for line in to_text(system.graph_data()).splitlines():
+    for line in to_text(graph_data(system, chunks=False)).splitlines():
         echo("   " + line)
     echo("")
     scenario = packaged_scenario(DEMO_SCENARIO)

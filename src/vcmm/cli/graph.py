@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from vcmm.cli.topology import system_for
+from vcmm.core.export import graph_data
 from vcmm.report.graph import DRAWN_FORMATS, render_drawing, to_dot, to_text
 
 _FORMATS = ("text", "dot", "json", *DRAWN_FORMATS)
@@ -81,7 +82,7 @@ def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> 
     """
     fmt = output_format(fmt, output)
     system, name, labels = system_for(scenario)
-    data = system.graph_data()
+    data = graph_data(system, chunks=fmt == "json")  # the pictures draw no chunks
     if fmt in DRAWN_FORMATS:
         assert output is not None
         dot = to_dot(data, name, labels)

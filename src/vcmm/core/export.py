@@ -63,19 +63,22 @@ GraphData = dict[str, list[dict[str, Any]]]
 
 
 def _node(node_type: str, node_id: str, label: str, /, **fields: Any) -> dict[str, Any]:
-    """A node of ``node_type`` with exactly the fields :data:`NODE_FIELDS` declares."""
+    """A node of ``node_type`` with exactly the fields :data:`NODE_FIELDS` declares
+    (a missing one is a ``KeyError``, an extra one an ``AssertionError``)."""
     names = NODE_FIELDS[node_type]
-    if fields.keys() != set(names):
+    node = {"id": node_id, "type": node_type, "label": label} | {n: fields[n] for n in names}
+    if len(fields) != len(names):
         raise AssertionError(f"{node_type} node fields {sorted(fields)} are not {names}")
-    return {"id": node_id, "type": node_type, "label": label} | {n: fields[n] for n in names}
+    return node
 
 
 def _edge(edge_type: str, source: str, target: str, /, **fields: Any) -> dict[str, Any]:
     """An edge of ``edge_type`` with exactly the fields :data:`EDGE_FIELDS` declares."""
     names = EDGE_FIELDS[edge_type]
-    if fields.keys() != set(names):
+    edge = {"source": source, "target": target, "type": edge_type} | {n: fields[n] for n in names}
+    if len(fields) != len(names):
         raise AssertionError(f"{edge_type} edge fields {sorted(fields)} are not {names}")
-    return {"source": source, "target": target, "type": edge_type} | {n: fields[n] for n in names}
+    return edge
 
 
 def chunk_id(chunk: AddressRange) -> str:
@@ -164,8 +167,9 @@ def device_path(device: object, cpu: object) -> str:
 class _Export:
     """Builds :func:`graph_data`'s nodes and edges, one object kind per method."""
 
-    def __init__(self, vcmm: Vcmm) -> None:
+    def __init__(self, vcmm: Vcmm, *, chunks: bool) -> None:
         self.vcmm = vcmm
+        self.with_chunks = chunks
         self.graph = vcmm.graph
         self.pages = _PageCounter(vcmm)
         self.nodes: list[dict[str, Any]] = []
@@ -254,6 +258,8 @@ class _Export:
             )
         )
         self.edges.append(_edge("reserves", vcm_id, res_id))
+        if not self.with_chunks:
+            return
         for m in self.graph.of_reservation(r.id):
             assert m.chunk is not None
             self.edges.append(_mapping_edge(res_id, m, m.chunk))
@@ -287,7 +293,8 @@ class _Export:
             self.edges.append(_edge("allocates", f"target:{p.target}", pid))
         for r in p.backing:
             self.edges.append(_edge("backs", pid, f"reservation:{r.name}"))
-        if p.parent is None:  # a view's pieces lie in its allocation's chunks
+        # A view's pieces lie in its allocation's chunks.
+        if p.parent is None and self.with_chunks:
             self.chunks(pid, p)
 
     def chunks(self, pid: str, p: PhysMem) -> None:
@@ -327,9 +334,14 @@ class _Export:
         self.edges.append(_mapping_edge(f"linear_map:{i}", lm, chunk))
 
 
-def graph_data(vcmm: Vcmm) -> GraphData:
-    """Nodes and edges of ``vcmm``'s mapping graph (see the module notes)."""
-    export = _Export(vcmm)
+def graph_data(vcmm: Vcmm, *, chunks: bool = True) -> GraphData:
+    """Nodes and edges of ``vcmm``'s mapping graph (see the module notes).
+
+    ``chunks=False`` leaves out the chunk nodes and the ``contains`` and ``mapping``
+    edges: what the compact pictures of :mod:`vcmm.report.graph` do not draw, and most
+    of the work on a graph of many small pieces.
+    """
+    export = _Export(vcmm, chunks=chunks)
     export.devices()
     export.linear_map()
     export.targets()

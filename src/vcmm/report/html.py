@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from vcmm.core.export import graph_data
 from vcmm.report.graph import render_svg, to_dot, to_text
 from vcmm.report.pagetables import device_tables, render_dump
 from vcmm.report.plots import plot_frames, plot_policies
@@ -36,7 +37,7 @@ def _section(title: str, body: str) -> str:
 def _graph_html(result: ScenarioResult, system: System, out: Path) -> str:
     """The mapping graph (buffers named): SVG when graphviz draws it, else DOT text;
     ``graph.dot`` is written either way."""
-    data = system.graph_data()
+    data = graph_data(system, chunks=False)
     dot = to_dot(data, result.scenario, result.labels)
     (out / "graph.dot").write_text(dot, encoding="utf-8")
     if render_svg(dot, out / "graph.svg"):
