@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,3 +141,23 @@ def test_graph_draws_views_with_an_edge_to_their_allocation() -> None:
     assert (f"reservation:{res.name}", f"physmem:{view.name}") in edges  # backing
     # Every edge ends at a drawn node.
     assert all(source in ids and target in ids for source, target in edges)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: to_text([]), "to_text needs the graph export's"),
+        (lambda: to_text({"nodes": []}), "to_text needs the graph export's"),
+        (lambda: to_dot({"nodes": [], "edges": []}, 5), "graph name 5 is not a string"),
+        (lambda: to_dot({"nodes": [], "edges": []}, "g", ["frame"]), "not a mapping"),
+    ],
+)
+def test_renderings_refuse_what_is_not_the_export(call: Callable[[], object], needle: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=needle):
+        call()
+
+
+def test_an_empty_export_renders_as_an_empty_picture() -> None:
+    empty = {"nodes": [], "edges": []}
+    assert to_text(empty) == "(no VCMs and no physical allocations)"
+    assert to_dot(empty, "e").splitlines()[-1] == "}"

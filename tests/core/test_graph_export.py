@@ -210,3 +210,17 @@ def test_the_export_without_chunks_is_the_full_one_less_chunk_detail(system) -> 
     detail = ("contains", "mapping")
     kept = [e for e in full["edges"] if e["type"] not in detail]
     assert kept == compact["edges"] and len(kept) < len(full["edges"])
+
+
+def test_export_calls_refuse_bad_arguments(system) -> None:
+    import pytest
+
+    from vcmm.core.export import dev_addrs, graph_data, page_histogram
+    from vcmm.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="chunks='no' is not true or false"):
+        graph_data(system, chunks="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="page_histogram needs a Reservation"):
+        page_histogram(system, "res1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="dev_addrs needs a Reservation"):
+        dev_addrs(None)  # type: ignore[arg-type]

@@ -269,6 +269,15 @@ def test_records_built_in_code_are_checked_by_the_same_declarations() -> None:
     assert err.value.key == "coherent" and "true or false" in str(err.value)
 
 
+def test_the_machinery_refuses_what_is_not_a_record() -> None:
+    from vcmm.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="not a record class"):
+        shape_of(int)
+    with pytest.raises(InvalidArgumentError, match="not a record class"):
+        dump_record("board")
+
+
 # -- the lpae format -------------------------------------------------------------------------
 
 

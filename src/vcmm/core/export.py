@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vcmm.core.graph import Mapping
 from vcmm.core.objects import PhysMem, Reservation, Vcm, VcmKind
-from vcmm.errors import VcmmError
+from vcmm.errors import InvalidArgumentError, VcmmError
 from vcmm.hw.bus import BusMaster, SmmuDevice
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ def _mapping_edge(source: str, m: Mapping, chunk: AddressRange) -> dict[str, Any
 def page_histogram(vcmm: Vcmm, res: Reservation) -> dict[int, int]:
     """Page size -> leaf entries mapping ``res``, decoded from the tables in memory
     (largest first); empty for one-to-one reservations and unplaced ones."""
+    if not isinstance(res, Reservation):
+        raise InvalidArgumentError(f"page_histogram needs a Reservation, got {res!r}")
     return _PageCounter(vcmm).of(res)
 
 
@@ -147,6 +149,8 @@ def dev_addrs(res: Reservation) -> dict[str, int]:
     For an IOMMU or VMM VCM every device uses the reservation's virtual address; for a
     one-to-one VCM each device sees the physical memory at its own bus address.
     """
+    if not isinstance(res, Reservation):
+        raise InvalidArgumentError(f"dev_addrs needs a Reservation, got {res!r}")
     out: dict[str, int] = {}
     for assoc in res.vcm.associations:
         try:
@@ -341,6 +345,8 @@ def graph_data(vcmm: Vcmm, *, chunks: bool = True) -> GraphData:
     edges: what the compact pictures of :mod:`vcmm.report.graph` do not draw, and most
     of the work on a graph of many small pieces.
     """
+    if not isinstance(chunks, bool):
+        raise InvalidArgumentError(f"graph_data: chunks={chunks!r} is not true or false")
     export = _Export(vcmm, chunks=chunks)
     export.devices()
     export.linear_map()

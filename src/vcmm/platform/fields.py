@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from vcmm.errors import InvalidArgumentError
 from vcmm.platform.errors import KeyedError, join_key, suggest
 
 if TYPE_CHECKING:
@@ -175,6 +176,8 @@ def shape_of(cls: type) -> Shape:
     not the file's: a platform's ``source``, say).  Worked out once per class."""
     shape = _SHAPES.get(cls)
     if shape is None:
+        if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
+            raise InvalidArgumentError(f"{cls!r} is not a record class (a dataclass)")
         foreign = _FOREIGN.get(cls, {})
         declared = []
         for f in dataclasses.fields(cls):

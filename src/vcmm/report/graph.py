@@ -82,6 +82,22 @@ class Drawn:
     label: str
 
 
+def _checked(who: str, data: object, names: object) -> tuple[GraphData, Mapping[str, str]]:
+    """The export and the names a rendering was given, or an error saying what is wrong."""
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("nodes"), list)
+        or not isinstance(data.get("edges"), list)
+    ):
+        raise InvalidArgumentError(
+            f"{who} needs the graph export's {{'nodes': [...], 'edges': [...]}} "
+            f"(system.graph_data()), got {type(data).__name__}"
+        )
+    if names is not None and not isinstance(names, Mapping):
+        raise InvalidArgumentError(f"{who}: names {names!r} is not a mapping of object names")
+    return data, names or {}
+
+
 class _Picture:
     """The export indexed for drawing: which objects the compact graph shows, their
     labels, and its edges in the direction people read (bus master to memory)."""
@@ -208,7 +224,9 @@ def _dot_quote(text: str) -> str:
 def to_dot(data: GraphData, name: str = "vcmm", names: Mapping[str, str] | None = None) -> str:
     """Graphviz DOT text of the compact graph: bus masters on the left, memory on the
     right (node ids are the export's)."""
-    nodes, edges = _Picture(data, names or {}).drawn()
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"to_dot: graph name {name!r} is not a string")
+    nodes, edges = _Picture(*_checked("to_dot", data, names)).drawn()
     out = [
         f"digraph {_dot_quote(name)} {{",
         "  rankdir=LR;",
@@ -234,7 +252,7 @@ def to_dot(data: GraphData, name: str = "vcmm", names: Mapping[str, str] | None 
 def to_text(data: GraphData, names: Mapping[str, str] | None = None) -> str:
     """The graph as the demo prints it: each physical allocation and every way it is
     reached (bus master -> VCM -> reservation at its device address, page sizes)."""
-    picture = _Picture(data, names or {})
+    picture = _Picture(*_checked("to_text", data, names))
     lines: list[str] = []
     used: set[str] = set()
     for p in (n for n in picture.nodes if n["type"] == "physmem"):
