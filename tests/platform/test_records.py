@@ -276,6 +276,12 @@ def test_the_machinery_refuses_what_is_not_a_record() -> None:
         shape_of(int)
     with pytest.raises(InvalidArgumentError, match="not a record class"):
         dump_record("board")
+    with pytest.raises(InvalidArgumentError, match="omit_default"):
+        key(Integer(), derive=lambda reading: 1, omit_default=True)
+    with pytest.raises(InvalidArgumentError, match="needs a derive function"):
+        key(None, name=None)
+    with pytest.raises(InvalidArgumentError, match="callables"):
+        key(Integer(), 5)  # type: ignore[arg-type]
 
 
 # -- the lpae format -------------------------------------------------------------------------

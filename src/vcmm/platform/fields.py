@@ -73,9 +73,14 @@ class FileKey:
 
     def __post_init__(self) -> None:
         if self.derive is not None and self.omit_default:
-            raise ValueError("a derived default must be written out: omit_default is unsafe")
+            raise InvalidArgumentError(
+                "a field with a derived file default must be written out: omit_default "
+                "would make a dump read back different"
+            )
         if self.name is None and self.derive is None:
-            raise ValueError("a field without a file key needs a derive function")
+            raise InvalidArgumentError("a field without a file key needs a derive function")
+        if not all(callable(rule) for rule in self.rules):
+            raise InvalidArgumentError(f"rules {self.rules!r} must all be callables")
 
     def check(self, value: object) -> None:
         """Check ``value``'s type (the codec's) and then every rule, in order."""

@@ -144,6 +144,8 @@ class Reading:
     context: dict[str, Any]
     ordinal: int = 0
     values: dict[str, object] = field(default_factory=dict)
+    #: Records of each class read so far in the file (shared by the whole read).
+    counts: dict[type, int] = field(default_factory=dict)
 
     def value(self, attr: str) -> object:
         """A field's value as read, else its default (``REQUIRED`` if it has none)."""
@@ -151,12 +153,11 @@ class Reading:
             return self.values[attr]
         return self.shape.field(attr).default_value()
 
-    def raw(self, key: str) -> object:
-        """The file's raw value of ``key`` in this table, or ``None``."""
-        return self.table.data.get(key)
-
 
 def _read_field(reading: Reading, d: Declared) -> None:
+    """Read one field: through its codec when the file has its key (or the key is a
+    table whose own fields have defaults, or it is required and the codec must say
+    so), else through its file default; a field left alone takes its default."""
     table, codec, name = reading.table, d.file.codec, d.key
     if name is not None and codec is not None:
         present = any(k in table.data for k in codec.keys(name))
@@ -186,10 +187,10 @@ def read_record(
     supplies constructor arguments that are not in the file (its ``source``).
     """
     ctx = context if context is not None else (parent.context if parent else {})
-    counts: dict[type, int] = ctx.setdefault("records read", {})
+    counts = parent.counts if parent is not None else {}
     ordinal = counts.get(shape.cls, 0)
     counts[shape.cls] = ordinal + 1
-    reading = Reading(table, shape, parent, ctx, ordinal)
+    reading = Reading(table, shape, parent, ctx, ordinal, counts=counts)
     keyed = [d for d in shape.fields if d.key is not None]
     for d in keyed + [d for d in shape.fields if d.key is None]:
         _read_field(reading, d)
