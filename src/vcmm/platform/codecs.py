@@ -122,6 +122,8 @@ class Codec:
         return key
 
     def read(self, table: TomlTable, key: str, reading: Reading) -> object:
+        """The value of ``key`` in ``table`` (a missing required key is the table's
+        error); ``reading`` holds what the record read so far."""
         raise NotImplementedError
 
     def check(self, value: Any) -> None:
