@@ -7,7 +7,7 @@ keeps the half-open arithmetic in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from vcmm.errors import InvalidArgumentError
@@ -89,3 +89,20 @@ class AddressRange:
 
     def __str__(self) -> str:
         return f"[{self.start:#x}, {self.end:#x})"
+
+
+def coalesce(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort ``(start, size)`` spans and join those that overlap or touch.
+
+    The one coalescer beside :class:`AddressRange` (as :func:`ipaddress.collapse_addresses`
+    sits beside its address types); it takes plain tuples because its callers (TLB
+    maintenance, the CPU's cacheable ranges) gather many of them on hot paths.
+    """
+    merged: list[tuple[int, int]] = []
+    for start, size in sorted(spans):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            last_start, last_size = merged[-1]
+            merged[-1] = (last_start, max(last_start + last_size, start + size) - last_start)
+        else:
+            merged.append((start, size))
+    return merged

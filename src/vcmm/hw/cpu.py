@@ -65,6 +65,7 @@ from vcmm.hw.pgtable import VMSAV8_4K, PageTable
 from vcmm.hw.prefetch import SpeculativePrefetcher
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLB, TLBConfig
+from vcmm.hw.tlbgather import TlbGather
 from vcmm.hw.translate import Translation, TranslationFault, Translator
 from vcmm.hw.walk import Walk
 from vcmm.ranges import AddressRange
@@ -288,8 +289,7 @@ class Cpu(Observable):
                 "are kernel-only (use map_user)"
             )
         self.kernel_table.map(v & _VA_MASK, p, n, attrs)
-        self.tlb.invalidate_range(v, n)
-        self._version += 1
+        self._changed(v, n, None)
 
     @machine_locked
     def unmap_kernel(self, va: int, size: int) -> None:
@@ -300,8 +300,7 @@ class Cpu(Observable):
                 f"unmap_kernel: {AddressRange(v, n)} overlaps the linear map, which stays"
             )
         self.kernel_table.unmap(v & _VA_MASK, n)
-        self.tlb.invalidate_range(v, n)
-        self._version += 1
+        self._changed(v, n, None)
 
     # -- user address spaces ----------------------------------------------------------------
 
@@ -375,8 +374,7 @@ class Cpu(Observable):
         if not isinstance(attrs, PageAttrs):
             raise InvalidArgumentError(f"map_user: attrs {attrs!r} is not a PageAttrs")
         table.map(v, p, n, attrs.with_(global_=False))
-        self.tlb.invalidate_range(v, n, asid)
-        self._version += 1
+        self._changed(v, n, asid)
 
     @machine_locked
     def unmap_user(self, asid: int, va: int, size: int) -> None:
@@ -388,8 +386,7 @@ class Cpu(Observable):
                 f"unmap_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
             )
         table.unmap(v, n)
-        self.tlb.invalidate_range(v, n, asid)
-        self._version += 1
+        self._changed(v, n, asid)
 
     @machine_locked
     def flush_tlb_range(self, va: int, size: int, *, asid: int | None = None) -> int:
@@ -410,8 +407,30 @@ class Cpu(Observable):
 
     @machine_locked
     def flush_tlb_all(self) -> int:
+        """Invalidate every entry of every ASID, kernel ones included (TLBIALL)."""
         self._version += 1
         return self.tlb.invalidate_all()
+
+    @machine_locked
+    def flush_tlb_asid(self, asid: int) -> int:
+        """Invalidate the non-global entries of ``asid`` (TLBIASID); kernel ones stay."""
+        self._check_asid("flush_tlb_asid", asid)
+        self._version += 1
+        return self.tlb.invalidate_tag(asid)
+
+    def tlb_gather(self, asid: int | None = None) -> TlbGather:
+        """The TLB maintenance of a batch of table changes (:mod:`vcmm.hw.tlbgather`):
+        of the kernel's mappings (``asid`` None; they are global, so flushing them all
+        is TLBIALL) or of user address space ``asid`` (TLBIASID)."""
+        if asid is not None:
+            self._check_asid("tlb_gather", asid)
+        return TlbGather(_AddressSpaceTlb(self, asid))
+
+    def _changed(self, va: int, size: int, asid: int | None) -> None:
+        """The CPU's own mapping calls report their one changed range, and flush it."""
+        gather = self.tlb_gather(asid)
+        gather.add_range(va, size)
+        gather.sync()
 
     # -- translation ----------------------------------------------------------------------
 
@@ -647,3 +666,24 @@ class Cpu(Observable):
             ]
             self._candidates_version = self._version
         return list(self._candidates)
+
+
+class _AddressSpaceTlb:
+    """The CPU's TLB entries of one address space, as a gather's flush target."""
+
+    __slots__ = ("_asid", "_cpu")
+
+    def __init__(self, cpu: Cpu, asid: int | None) -> None:
+        self._cpu = cpu
+        self._asid = asid
+
+    def __repr__(self) -> str:
+        return "kernel TLB entries" if self._asid is None else f"TLB entries of ASID {self._asid}"
+
+    def flush_range(self, va: int, size: int) -> int:
+        return self._cpu.flush_tlb_range(va, size, asid=self._asid)
+
+    def flush_all(self) -> int:
+        if self._asid is None:
+            return self._cpu.flush_tlb_all()
+        return self._cpu.flush_tlb_asid(self._asid)
