@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import (
     DMA_MAPPING_ERROR,
     DmaAttr,
@@ -37,6 +36,7 @@ from vcmm.dma.sg import ScatterList
 from vcmm.dma.sglayout import finalise, layout
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.errors import InvalidArgumentError, VcmmError
+from vcmm.hw.cachesync import dma_sync
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
 
@@ -144,7 +144,7 @@ def _map_ranges(
 
 def _sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
     if not attrs & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_device(state.cpu.cache, rec.cpu_ranges, rec.direction)
+        dma_sync(state.cpu.cache, rec.cpu_ranges, rec.direction, for_cpu=False)
 
 
 # -- map_page ---------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def unmap_page(
         )
     _check_size_direction(state, call, entry, rec, size, direction, site)
     if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, rec.cpu_ranges, direction)
+        dma_sync(state.cpu.cache, rec.cpu_ranges, direction, for_cpu=True)
     _release(state, rec, site)
 
 
@@ -469,7 +469,7 @@ def unmap_sg(
         )
     _check_unmap_direction(state, call, entry, rec, direction, site)
     if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, [e.range for e in sgl[:n]], direction)
+        dma_sync(state.cpu.cache, [e.range for e in sgl[:n]], direction, for_cpu=True)
     _release(state, rec, site)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import check_direction
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
@@ -22,6 +21,7 @@ from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.dma.streaming import _check_sgl, _sg_record
+from vcmm.hw.cachesync import dma_sync
 from vcmm.ranges import AddressRange
 
 
@@ -51,10 +51,7 @@ def _hand_over(
     for_cpu: bool,
 ) -> None:
     if not entry.params.coherent:
-        if for_cpu:
-            cachesync.for_cpu(state.cpu.cache, phys, direction)
-        else:
-            cachesync.for_device(state.cpu.cache, phys, direction)
+        dma_sync(state.cpu.cache, phys, direction, for_cpu=for_cpu)
     if for_cpu:
         rec.owner = Owner.CPU
         rec.device_wrote = _subtract(rec.device_wrote, phys)

@@ -363,8 +363,9 @@ class DataCache:
 
         Dirty data in those lines is LOST, as on hardware: invalidation is only safe when
         memory holds the truth (after a device wrote it).  A range that covers part of a
-        line drops the whole line; callers that must keep neighbouring bytes (the DMA
-        API for unaligned buffers) clean+invalidate the partial edge lines instead.
+        line drops the whole line; maintenance for a transfer that must keep
+        neighbouring bytes goes through :func:`vcmm.hw.cachesync.dma_sync`, which
+        cleans and invalidates such edge lines instead.
         """
         mask = self._range_mask("invalidate", pa, length)
         return self._drop_mask(mask)
