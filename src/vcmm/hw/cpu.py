@@ -235,21 +235,27 @@ class Cpu(Observable):
 
     # -- linear map -----------------------------------------------------------------------
 
+    def _linear(self, address: int, *, to_virt: bool) -> int | None:
+        """``address`` across the linear map (physical to kernel VA or back), or None."""
+        for va, pa, size in self.linear_map:
+            start, dest = (pa, va) if to_virt else (va, pa)
+            if start <= address < start + size:
+                return dest + (address - start)
+        return None
+
     def phys_to_virt(self, pa: int) -> int:
         """The linear-map kernel VA of ``pa`` (the kernel's ``__va``)."""
-        pa = check_int("phys_to_virt", "pa", pa)
-        for va, base, size in self.linear_map:
-            if base <= pa < base + size:
-                return va + (pa - base)
-        raise NotMappedError(f"physical address {pa:#x} is not in the CPU's linear map")
+        va = self._linear(check_int("phys_to_virt", "pa", pa), to_virt=True)
+        if va is None:
+            raise NotMappedError(f"physical address {pa:#x} is not in the CPU's linear map")
+        return va
 
     def virt_to_phys(self, va: int) -> int:
         """The physical address of linear-map address ``va`` (the kernel's ``__pa``)."""
-        va = check_int("virt_to_phys", "va", va)
-        for base, pa, size in self.linear_map:
-            if base <= va < base + size:
-                return pa + (va - base)
-        raise NotMappedError(f"{va:#x} is not a linear-map address")
+        pa = self._linear(check_int("virt_to_phys", "va", va), to_virt=False)
+        if pa is None:
+            raise NotMappedError(f"{va:#x} is not a linear-map address")
+        return pa
 
     def _in_linear_map(self, va: int, size: int) -> bool:
         return any(base < va + size and va < base + n for base, _, n in self.linear_map)
@@ -351,10 +357,6 @@ class Cpu(Observable):
         if asid is not None:
             self.address_space(asid)
         self._current = asid
-
-    @property
-    def current_asid(self) -> int | None:
-        return self._current
 
     @machine_locked
     def map_user(self, asid: int, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
@@ -552,31 +554,28 @@ class Cpu(Observable):
             runs = self._runs(who, va, length, access, asid, user)
         except FaultError as exc:
             if self._observers:
-                self._notify(
-                    AccessEvent(
-                        self.name,
-                        access,
-                        int(va),
-                        int(length),
-                        asid=exc.details.get("asid"),
-                        user=user,
-                        fault=exc,
-                    )
-                )
+                self._tell(access, va, length, (), exc.details.get("asid"), user, exc)
             raise
         if self._observers:
-            self._notify(
-                AccessEvent(
-                    self.name,
-                    access,
-                    int(va),
-                    int(length),
-                    tuple((pa, n) for pa, n, _ in runs),
-                    asid=self._resolve_asid(asid),
-                    user=user,
-                )
-            )
+            physical = tuple((pa, n) for pa, n, _ in runs)
+            self._tell(access, va, length, physical, self._resolve_asid(asid), user, None)
         return runs
+
+    def _tell(
+        self,
+        access: Access,
+        va: int,
+        length: int,
+        runs: tuple[tuple[int, int], ...],
+        asid: int | None,
+        user: bool,
+        fault: FaultError | None,
+    ) -> None:
+        self._notify(
+            AccessEvent(
+                self.name, access, int(va), int(length), runs, asid=asid, user=user, fault=fault
+            )
+        )
 
     def read(self, va: int, length: int, *, asid: int | None = None, user: bool = False) -> bytes:
         """Load ``length`` bytes at ``va`` through the MMU and the data cache."""
@@ -630,10 +629,6 @@ class Cpu(Observable):
     def clean_pa(self, pa: int, size: int) -> int:
         """Clean by physical range (what a DMA API with only a PA would do)."""
         return self.cache.clean(pa, size)
-
-    @machine_locked
-    def invalidate_pa(self, pa: int, size: int) -> int:
-        return self.cache.invalidate(pa, size)
 
     @machine_locked
     def flush_pa(self, pa: int, size: int) -> int:

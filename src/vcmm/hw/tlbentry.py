@@ -79,8 +79,6 @@ class TLBStats:
         """An independent copy, for before/after comparisons."""
         return TLBStats(*(getattr(self, f.name) for f in fields(self)))
 
-    snapshot = copy
-
     def assign(self, other: TLBStats) -> None:
         """Overwrite every counter with ``other``'s (used to roll back)."""
         for f in fields(self):
@@ -215,11 +213,6 @@ class TLBEntry:
         put(entry, "global_", global_)
         put(entry, "level", level)
         return entry
-
-    @property
-    def va_end(self) -> int:
-        """First input address after the entry."""
-        return self.va_base + self.size
 
     def covers(self, va: int) -> bool:
         return self.va_base <= va < self.va_base + self.size

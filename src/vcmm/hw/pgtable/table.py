@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import (
@@ -97,6 +98,16 @@ class _Leaf:
     desc: int
     parent: DescriptorKind | None
     parent_desc: int
+
+
+def _leaf_descriptors(
+    kind: DescriptorKind, pa: int, count: int, values: Mapping[str, int]
+) -> npt.NDArray[np.uint64]:
+    """The slots of ``count`` consecutive leaves of ``kind`` mapping from ``pa`` (each
+    repeated ``copies`` times), ready for one vectorised write."""
+    pas = np.uint64(pa) + np.arange(count, dtype=np.uint64) * np.uint64(kind.size)
+    descs = kind.encode_many(pas, kind.attr_bits(values))
+    return np.repeat(descs, kind.copies) if kind.copies > 1 else descs
 
 
 def _int_arg(op: str, name: str, value: object) -> int:
@@ -282,14 +293,9 @@ class PageTable:
         runs = plan_runs(self._geo, va, pa, size, forced)
         self._check_output(op, runs)
         self._check_free(op, va, pa, size, runs, values)
-        edit = Edit(op)
-        try:
+        with self._tables.editing(op) as edit:
             for run in runs:
                 self._install(edit, run, values)
-        except BaseException:
-            self._tables.rollback(edit)
-            raise
-        self._tables.commit(edit)
         stored = self._fmt.decode_attrs(values)
         return [
             MapEntry(run.va + k * run.kind.size, run.pa + k * run.kind.size, run.kind.size, stored)
@@ -399,11 +405,7 @@ class PageTable:
             child = self._tables.alloc(edit, li + 1)
             self._tables.write(edit, table, idx, np.array([tk.encode(child, values)], np.uint64))
             table = child
-        kind = run.kind
-        pas = np.uint64(run.pa) + np.arange(run.count, dtype=np.uint64) * np.uint64(kind.size)
-        descs = kind.encode_many(pas, kind.attr_bits(values))
-        if kind.copies > 1:
-            descs = np.repeat(descs, kind.copies)
+        descs = _leaf_descriptors(run.kind, run.pa, run.count, values)
         self._tables.write(edit, table, levels[run.li].index(run.va), descs)
 
     # -- unmap --------------------------------------------------------------------------------
@@ -418,9 +420,8 @@ class PageTable:
         self._live(op)
         va, size = self._range(op, va, size)
         end = va + size
-        edit = Edit(op)
-        clear = Clear(self._fmt, self._tables, edit)
-        try:
+        with self._tables.editing(op) as edit:
+            clear = Clear(self._fmt, self._tables, edit)
             try:
                 self._split_at(edit, va)
                 if end < self._geo.va_limit:
@@ -436,10 +437,6 @@ class PageTable:
                     f"{op} [{va:#x}, {end:#x}): {clear.found:#x} is not mapped; nothing was "
                     "unmapped"
                 )
-        except BaseException:
-            self._tables.rollback(edit)
-            raise
-        self._tables.commit(edit)
         clear.removed.sort(key=lambda e: e.va)
         return clear.removed
 
@@ -467,11 +464,7 @@ class PageTable:
                 f"{kind2.name}s only reach addresses below {kind2.oa_limit:#x}; "
                 f"unmap the whole {kind.name} instead"
             )
-        count = kind.size // smaller
-        pas = np.uint64(pa) + np.arange(count, dtype=np.uint64) * np.uint64(smaller)
-        descs = kind2.encode_many(pas, kind2.attr_bits(values))
-        if kind2.copies > 1:
-            descs = np.repeat(descs, kind2.copies)
+        descs = _leaf_descriptors(kind2, pa, kind.size // smaller, values)
         if li2 == leaf.li:
             self._tables.write(edit, leaf.table, leaf.index, descs)
             return
@@ -517,14 +510,10 @@ class PageTable:
                 )
         if isinstance(check, CheckTableFields) and check.conflict is not None:
             raise check.conflict
-        edit = Edit(op)
-        rewrite = Rewrite(self._fmt, self._tables, edit, values, self._fmt.decode_attrs(values))
-        try:
+        stored = self._fmt.decode_attrs(values)
+        with self._tables.editing(op) as edit:
+            rewrite = Rewrite(self._fmt, self._tables, edit, values, stored)
             self._walk(va, end, rewrite)
-        except BaseException:
-            self._tables.rollback(edit)
-            raise
-        self._tables.commit(edit)
         rewrite.out.sort(key=lambda e: e.va)
         return rewrite.out
 

@@ -5,15 +5,18 @@ what the memory cannot say cheaply: which table pages belong to the tree, at whi
 level, and how many valid entries each holds, so that a table left empty by an unmap
 goes back to its :class:`~vcmm.hw.tablemem.TableMemory`.
 
-Every change goes through an :class:`Edit`: each descriptor write records the bytes it
-overwrites, each table allocated or released is noted, and :meth:`TableSet.rollback`
-puts everything back in reverse, so a call that fails half way (table memory runs out,
-a block cannot be split) leaves no trace.  Released tables go back to the allocator
-only on :meth:`TableSet.commit`.
+Every change goes through an :class:`Edit` (``with tables.editing(op) as edit:``):
+each descriptor write records the bytes it overwrites, each table allocated or released
+is noted, and if the block raises :meth:`TableSet.rollback` puts everything back in
+reverse, so a call that fails half way (table memory runs out, a block cannot be split)
+leaves no trace.  Released tables go back to the allocator only on
+:meth:`TableSet.commit`, when the block completes.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,6 +121,18 @@ class TableSet:
     def release(self, edit: Edit, table: int) -> None:
         """Drop an (empty) table from the tree; its page is freed on :meth:`commit`."""
         edit.released[table] = self._tables.pop(table)
+
+    @contextlib.contextmanager
+    def editing(self, op: str) -> Iterator[Edit]:
+        """An :class:`Edit` for the block inside: committed if it completes, rolled
+        back (and the exception passed on) if anything in it raises."""
+        edit = Edit(op)
+        try:
+            yield edit
+        except BaseException:
+            self.rollback(edit)
+            raise
+        self.commit(edit)
 
     def rollback(self, edit: Edit) -> None:
         """Undo everything ``edit`` logged, in reverse."""

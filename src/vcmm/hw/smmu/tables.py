@@ -180,14 +180,20 @@ class ContextTables:
 
     # -- lookups --------------------------------------------------------------------------
 
+    def _half(self, va: int) -> tuple[str, PageTable | None]:
+        """Which register's table holds ``va`` (TTBR1 for VA[31]=1 in split mode), and
+        that table (None: walks there are disabled)."""
+        if self.split and (va >> SPLIT_BIT) & 1:
+            return "TTBR1", self.high
+        return "TTBR0", self.low
+
     def table_for(self, va: int, who: str) -> PageTable:
-        """The table holding ``va``: TTBR1's for VA[31]=1 in split mode, else TTBR0's."""
-        high = self.split and (va >> SPLIT_BIT) & 1
-        table = self.high if high else self.low
+        """The table holding ``va``, for a change to it."""
+        register, table = self._half(va)
         if table is None:
             raise StateError(
-                f"{who}: context {self._name!r} has no {'TTBR1' if high else 'TTBR0'} table "
-                f"for {va:#x} (walks there are disabled)"
+                f"{who}: context {self._name!r} has no {register} table for {va:#x} (walks "
+                "there are disabled)"
             )
         return table
 
@@ -206,12 +212,11 @@ class ContextTables:
             raise NotMappedError(
                 f"context {self._name!r}: {v:#x} is beyond the {limit:#x} input space"
             )
-        high = self.split and (v >> SPLIT_BIT) & 1
-        table = self.high if high else self.low
+        register, table = self._half(v)
         if table is None:
             raise NotMappedError(
                 f"context {self._name!r}: {v:#x} falls in a half with no table "
-                f"({'TTBR1' if high else 'TTBR0'} walks disabled)"
+                f"({register} walks disabled)"
             )
         walk = table.walk(v)
         if walk.pa is None:
