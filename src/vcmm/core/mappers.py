@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import BusyError
+from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
     from vcmm.core.objects import Vcm
@@ -173,7 +174,7 @@ class _TableMapper:
         self._depth -= 1
         if self._depth:
             return
-        ranges, self._dirty = self._dirty, []
+        ranges, self._dirty = coalesce(self._dirty), []
         if failed or quiet:
             # A failed call is about to be undone (its entries restored exactly, and no
             # access ran in between to fill the TLB from them): keep the ranges until
@@ -197,7 +198,7 @@ class _TableMapper:
 
     def flush_held(self) -> None:
         """An undo could not finish: invalidate what the failed call touched."""
-        held, self._held = self._held, []
+        held, self._held = coalesce(self._held), []
         if held:
             self._start()
             self._finish(held)

@@ -197,9 +197,18 @@ class TlbPort:
         """Probe ``va``; a hit is counted and makes the entry most recent, a miss is
         left for :meth:`miss` (which counts it with the walk it causes)."""
         entry = self.probe(va)
-        if entry is not None:
-            self._touch(entry)
-            self._count_hits(1)
+        if entry is not None:  # _touch and _count_hits inlined: every access comes here
+            store = self._store
+            if store.lru:
+                key, index = store.locate(entry)
+                held = store.sets[index]
+                if next(reversed(held)) != key:
+                    held[key] = held.pop(key)
+            global_stats, mine = store.stats, self._mine or self._stats()
+            global_stats.lookups += 1
+            global_stats.hits += 1
+            mine.lookups += 1
+            mine.hits += 1
         return entry
 
     def hit(self, entry: TLBEntry, count: int = 1) -> None:
@@ -224,18 +233,27 @@ class TlbPort:
         """
         if type(count) is not int or count < 0:
             raise InvalidArgumentError(f"repeat hit count {count!r} must be an integer >= 0")
-        self._count_hits(count)
+        global_stats, mine = self._store.stats, self._mine or self._stats()  # inlined: hot
+        global_stats.lookups += count
+        global_stats.hits += count
+        mine.lookups += count
+        mine.hits += count
 
     def miss(self, walk_reads: int | None = None) -> None:
         """Count one lookup that missed and, unless ``walk_reads`` is None, the walk it
         caused with its descriptor reads (counted together: the miss path is hot)."""
-        if walk_reads is not None:
-            self.note_walk(walk_reads)  # checks walk_reads before anything is counted
-        global_stats, mine = self._store.stats, self._stats()
+        if walk_reads is not None and (type(walk_reads) is not int or walk_reads < 0):
+            raise InvalidArgumentError(f"walk reads {walk_reads!r} must be an integer >= 0")
+        global_stats, mine = self._store.stats, self._mine or self._stats()
         global_stats.lookups += 1
         global_stats.misses += 1
         mine.lookups += 1
         mine.misses += 1
+        if walk_reads is not None:
+            global_stats.walks += 1
+            global_stats.walk_reads += walk_reads
+            mine.walks += 1
+            mine.walk_reads += walk_reads
 
     def note_walk(self, reads: int) -> None:
         """Count one page-table walk by the tag that made ``reads`` descriptor reads."""
@@ -291,7 +309,11 @@ class TlbPort:
             store.stats.evictions += 1
             self._stats().evictions += 1
         held[key] = entry
-        store.add(key, index)
+        keys = store.by_size.get(entry.size)
+        if keys is None:  # a new page size: the probe order changes
+            store.add(key, index)
+        else:
+            keys[key] = index
         return victim
 
     def preempting(self, entry: TLBEntry) -> list[TLBEntry]:

@@ -15,9 +15,8 @@ leaves no trace.  Released tables go back to the allocator only on
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
@@ -122,17 +121,10 @@ class TableSet:
         """Drop an (empty) table from the tree; its page is freed on :meth:`commit`."""
         edit.released[table] = self._tables.pop(table)
 
-    @contextlib.contextmanager
-    def editing(self, op: str) -> Iterator[Edit]:
-        """An :class:`Edit` for the block inside: committed if it completes, rolled
-        back (and the exception passed on) if anything in it raises."""
-        edit = Edit(op)
-        try:
-            yield edit
-        except BaseException:
-            self.rollback(edit)
-            raise
-        self.commit(edit)
+    def editing(self, op: str) -> _Editing:
+        """An :class:`Edit` for the ``with`` block: committed if the block completes,
+        rolled back (and the exception passed on) if anything in it raises."""
+        return _Editing(self, Edit(op))
 
     def rollback(self, edit: Edit) -> None:
         """Undo everything ``edit`` logged, in reverse."""
@@ -156,3 +148,28 @@ class TableSet:
         for pa, info in sorted(self._tables.items()):
             self._tm.free(pa, info.size)
         self._tables.clear()
+
+
+class _Editing:
+    """The context manager of :meth:`TableSet.editing` (a class, not a generator: every
+    map and unmap enters one)."""
+
+    __slots__ = ("_edit", "_tables")
+
+    def __init__(self, tables: TableSet, edit: Edit) -> None:
+        self._tables = tables
+        self._edit = edit
+
+    def __enter__(self) -> Edit:
+        return self._edit
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self._tables.commit(self._edit)
+        else:
+            self._tables.rollback(self._edit)
