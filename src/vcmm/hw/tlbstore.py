@@ -197,14 +197,9 @@ class TlbPort:
         """Probe ``va``; a hit is counted and makes the entry most recent, a miss is
         left for :meth:`miss` (which counts it with the walk it causes)."""
         entry = self.probe(va)
-        if entry is not None:  # _touch and _count_hits inlined: every access comes here
-            store = self._store
-            if store.lru:
-                key, index = store.locate(entry)
-                held = store.sets[index]
-                if next(reversed(held)) != key:
-                    held[key] = held.pop(key)
-            global_stats, mine = store.stats, self._mine or self._stats()
+        if entry is not None:  # counted inline: every access comes here
+            self._touch(entry)
+            global_stats, mine = self._store.stats, self._mine or self._stats()
             global_stats.lookups += 1
             global_stats.hits += 1
             mine.lookups += 1
