@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
@@ -34,7 +35,15 @@ class RangeAllocatorSnapshot:
 class RangeAllocator:
     """First-fit allocator of granule-multiple ranges inside one address range."""
 
-    def __init__(self, range: AddressRange, *, granule: int) -> None:
+    def __init__(
+        self,
+        range: AddressRange,
+        *,
+        granule: int,
+        site: inject.AllocSite = inject.AllocSite.ADDRESS,
+    ) -> None:
+        """``site`` is what its allocations count as for fault injection
+        (:mod:`vcmm.inject`): address ranges, or physical blocks for a pool."""
         if not isinstance(range, AddressRange):
             raise InvalidArgumentError(f"range {range!r} is not an AddressRange")
         granule = check_int("", "granule", granule, minimum=None)
@@ -51,6 +60,9 @@ class RangeAllocator:
         self._alloc_starts: list[int] = []
         self._alloc_size: dict[int, int] = {}
         self._free_bytes = range.size
+        if not isinstance(site, inject.AllocSite):
+            raise InvalidArgumentError(f"site {site!r} is not an inject.AllocSite")
+        self._site = site
 
     # -- properties --------------------------------------------------------------
 
@@ -102,6 +114,7 @@ class RangeAllocator:
         """
         size = self._check_size(size)
         align = self._granule if align is None else self._check_align(align)
+        inject.check(self._site, self)
         for i, (start, end) in enumerate(zip(self._free_starts, self._free_ends, strict=True)):
             addr = align_up(start, align)
             if addr + size <= end:
@@ -126,6 +139,7 @@ class RangeAllocator:
             raise InvalidArgumentError(
                 f"range [{addr:#x}, +{format_size(size)}) is not inside {self._range}"
             )
+        inject.check(self._site, self)
         i = bisect.bisect_right(self._free_starts, addr) - 1
         if i < 0 or self._free_ends[i] < addr + size:
             clash = next(r for r in self.allocated() if r.overlaps(wanted))

@@ -43,6 +43,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
@@ -220,6 +221,7 @@ class IovaDomain:
             raise InvalidArgumentError(
                 f"IOVA limit {limit:#x} is below the aperture {self.aperture}: no granule fits"
             )
+        inject.check(inject.AllocSite.IOVA, self)
         cacheable = self._rcache and npages <= self._rcache_max
         found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
         hit = found is not None

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import numpy.typing as npt
 
+from vcmm import inject
 from vcmm.errors import (
     InvalidArgumentError,
     OutOfAddressSpaceError,
@@ -290,6 +291,7 @@ class BlockPool(_Target):
         allowed size): blocks are never split or joined.
         """
         plan, missing = self._plan(request)
+        inject.check(inject.AllocSite.PHYS, self)
         if missing is not None:
             raise OutOfMemoryError(
                 f"memory target {self._name!r} cannot allocate {request.describe()}: {missing}; "
@@ -343,7 +345,7 @@ class ContiguousPool(_Target):
 
     def __init__(self, name: str, range: AddressRange, *, granule: int = SZ_4K) -> None:
         self._name = _check_name(name)
-        self._space = RangeAllocator(range, granule=granule)
+        self._space = RangeAllocator(range, granule=granule, site=inject.AllocSite.PHYS)
 
     @property
     def _allocator(self) -> RangeAllocator:
