@@ -64,6 +64,7 @@ from vcmm.core.flags import (
 )
 from vcmm.core.graph import KERNEL_SPACE, Mapping, MappingGraph
 from vcmm.core.mappers import (
+    ContextBrackets,
     IommuMapper,
     Mapper,
     OneToOneMapper,
@@ -191,6 +192,7 @@ class Vcmm:
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
+        self._brackets = ContextBrackets()
         self._one_to_one = OneToOneMapper()
         self._vmm = VmmMapper(cpu)
         self._hooks: dict[str, tuple[FaultHandler, Any]] = {}
@@ -326,7 +328,7 @@ class Vcmm:
         table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
         vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table, own_allocator=own)
         if table is not None:
-            self._mappers[vcm.id] = IommuMapper(vcm)
+            self._mappers[vcm.id] = IommuMapper(vcm, self._brackets)
         self.vcms.append(vcm)
         return vcm
 
@@ -884,16 +886,17 @@ class Vcmm:
             ),
         )
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 vcm.allocator.alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
-            with mapper.updating():
+            with backing.updating_all(changed):
                 for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
                     mapper.map(run, attrs)
                     undo.mapped(mapper, run)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
@@ -927,16 +930,19 @@ class Vcmm:
         old = self.graph.of_reservation(res.id)
         rewrites = sharing.plan_unback(self.graph, res.id, old)
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
-            if mapper.page_sizes:
-                with mapper.updating():
-                    for va, size, attrs in backing.va_groups(old):
-                        if res.cut:  # a block may be shared with a neighbour: split it
-                            for edge in (va, va + size):  # first, so undo restores it
-                                backing.split_leaf(mapper, edge, _constant(attrs), undo)
-                        undo.unmapped(mapper, mapper.unmap(va, size), attrs)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+            # One bracket over every table that changes: the TLBs are invalidated only
+            # once the unmap and the alias rewrites (which may split blocks and run out
+            # of table memory) all succeeded.
+            with backing.updating_all(changed):
+                for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
+                    if res.cut:  # a block may be shared with a neighbour: split it
+                        for edge in (va, va + size):  # first, so undo restores it
+                            backing.split_leaf(mapper, edge, _constant(attrs), undo)
+                    undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: unbacking {res.name}")
