@@ -121,3 +121,25 @@ def test_one_call_rewriting_both_halves_of_a_split_context_brackets_it_once(syst
     system.vcm_unback(r_high)
     assert not armv7.leaf(low.table.root, r_low.dev_addr).shareable
     assert not dev.ctx.in_update
+
+
+def test_split_and_merge_take_no_allocation_so_they_cannot_fail_half_way(system) -> None:
+    """vcm_split once freed the range and placed its two parts again: a failure of the
+    second placement lost the range.  Now the allocator cuts it in place."""
+    vcm = system.vcm_create(SZ_16M, 64 * SZ_1M)
+    res = system.vcm_reserve(vcm, SZ_1M, Attr.RW)
+    physmem = system.vcm_phys_alloc("blocks", SZ_1M, PhysAttr.blocks(SZ_1M))
+    system.vcm_back(res, physmem)
+    rest_view = system.vcm_phys_view(physmem, SZ_4K, SZ_1M - SZ_4K)
+    before = system.snapshot()
+    with fail_nth(1) as injector:
+        rest = system.vcm_split(res, SZ_4K, rest_view)
+    assert injector.seen == []  # no allocation: nothing can fail after the checks
+    assert vcm.allocator.allocated() == [
+        vcmm.AddressRange(res.dev_addr, SZ_4K),
+        vcmm.AddressRange(res.dev_addr + SZ_4K, SZ_1M - SZ_4K),
+    ]
+    with fail_nth(1) as injector:
+        system.vcm_merge(res, rest)
+    assert injector.seen == []
+    assert system.snapshot() == before

@@ -157,6 +157,16 @@ def test_refused_arguments_are_not_allocations_and_fewer_calls_do_not_fire() -> 
     assert injector.seen == [] and not injector.fired
 
 
+def test_split_and_join_are_not_allocations() -> None:
+    space = _space()
+    addr = space.alloc(4 * SZ_4K)
+    with fail_nth(1) as injector:
+        space.split(addr, SZ_4K)
+        space.join(addr, addr + SZ_4K)
+    assert injector.seen == []
+    assert space.allocated() == [AddressRange(addr, 4 * SZ_4K)]
+
+
 def test_the_injector_belongs_to_the_thread_that_armed_it() -> None:
     space = _space()
     results: list[object] = []

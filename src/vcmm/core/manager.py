@@ -143,7 +143,8 @@ class Vcmm:
     objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
     mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt)``
     builds device page tables and ``range_allocator(window,
-    granule=...)`` address-space allocators; ``lock`` is the machine lock the
+    granule=...)`` address-space allocators (with ``split``/``join`` of live ranges,
+    as :class:`~vcmm.mm.genalloc.RangeAllocator`); ``lock`` is the machine lock the
     hardware holds (:mod:`vcmm.hw.lock`), which every public call takes too.
     """
 
@@ -964,7 +965,7 @@ class Vcmm:
     # -- splitting and merging reservations ----------------------------------------------
 
     def _check_resplit(self, call: str, vcm: Vcm) -> None:
-        if vcm.kind is VcmKind.IOMMU and not vcm.own_allocator:
+        if not vcm.own_allocator:
             raise InvalidArgumentError(
                 f"{call}: {vcm.name} places reservations with its own allocator "
                 f"({vcm.allocator!r}), which cannot be asked to split or join a range"
@@ -1001,7 +1002,9 @@ class Vcmm:
         reservation's second part must be given ``physmem``, the same memory as the
         backing from ``offset`` on (a view of it: ``vcm_phys_view``); ``res`` keeps its
         backing, of which it now uses the first ``offset`` bytes.  Not for VCMs whose
-        addresses a custom allocator places (it cannot split a range).
+        addresses a custom allocator places (it cannot split a range).  Atomic: the
+        allocator cuts the live range in place, so once the arguments pass nothing can
+        fail (a free and two fixed allocations could lose the range half way).
         """
         call = "vcm_split"
         res = _check_obj(call, "res", res, Reservation)
@@ -1030,9 +1033,7 @@ class Vcmm:
             next(self._ids), vcm, res.len - offset, res.attr, None, physmem, cut=True
         )
         if res.addr is not None:
-            vcm.allocator.free(res.addr)
-            vcm.allocator.alloc_at(res.addr, offset)
-            vcm.allocator.alloc_at(res.addr + offset, rest.len)
+            vcm.allocator.split(res.addr, offset)  # in place: nothing freed, cannot fail
             rest.addr = res.addr + offset
             owner = f"{rest.name} ({vcm.kind.value} {vcm.name})"
             self.graph.split_reservation(res.id, rest.addr, rest.id, owner)
@@ -1086,9 +1087,7 @@ class Vcmm:
             right.physmem = None
         total = left.len + right.len
         if left.addr is not None and right.addr is not None:
-            vcm.allocator.free(right.addr)
-            vcm.allocator.free(left.addr)
-            vcm.allocator.alloc_at(left.addr, total)
+            vcm.allocator.join(left.addr, right.addr)
         self.graph.join_reservations(
             left.id, right.id, f"{left.name} ({vcm.kind.value} {vcm.name})"
         )
