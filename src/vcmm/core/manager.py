@@ -86,6 +86,7 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.cpu import LINEAR_MAP_ATTRS
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
 from vcmm.ranges import AddressRange
@@ -1290,8 +1291,10 @@ def _alignments(sizes: tuple[int, ...], length: int) -> list[int]:
 
 
 def _linear_attrs() -> PageAttrs:
-    """The kernel's linear map: cacheable write-back, shareable (SMP ARM)."""
-    return PageAttrs(shareable=True)
+    """The kernel's linear map as the CPU writes it: cacheable write-back, shareable
+    (SMP ARM), non-secure (the one definition, so the graph compares with what the
+    table holds)."""
+    return LINEAR_MAP_ATTRS
 
 
 def _ctx_of(assoc: Association) -> Any:
