@@ -16,7 +16,8 @@ conflict), as callers of the kernel API test for; the reason is kept in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from vcmm.attrs import DmaDirection
@@ -165,6 +166,19 @@ class DmaApi:
     def snapshot(self) -> tuple[object, ...]:
         """The DMA API's own state (the system's is ``system.snapshot()``)."""
         return self._state.snapshot()
+
+    @contextlib.contextmanager
+    def undoing(self) -> Iterator[None]:
+        """Unmaps and frees inside the block take their IOVA back exactly
+        (:meth:`~vcmm.mm.iova.IovaDomain.undo_alloc`) instead of parking it in the
+        range cache: for a caller taking back the mapping it just made, because a
+        later step of its own compound operation failed, so that the operation
+        leaves no trace.  Only the most recent IOVA of a domain can be taken back
+        this way (anything else raises ``StateError``)."""
+        with contextlib.ExitStack() as stack:
+            for domain in self._state.domains.values():
+                stack.enter_context(domain.allocator.undoing())
+            yield
 
     # -- device parameters ------------------------------------------------------------------
 
