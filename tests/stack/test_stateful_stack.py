@@ -553,12 +553,21 @@ class StackMachine(RuleBasedStateMachine):
         if not hasattr(self, "procs"):
             return
         s = self.stack.system
-        wanted = {dev: self.stack.api.domain(dev).vcm.table.root for dev in DEVICES}
-        wanted["vcodec_stream"] = self.seed_vcms[0].table.root
+        wanted = {"vcodec_stream": self.seed_vcms[0].table.root}
+        for dev in DEVICES:
+            domain = self.stack.api.domain(dev)
+            if domain is not None:
+                wanted[dev] = domain.vcm.table.root
+        tables = {e.table for r in self.records.values() for e in r.expects}
         for name, root in wanted.items():
-            device = s.device(name)
-            regs = device.ctx.smmu.bank_registers(device.ctx.bank)
-            assert regs.enabled and regs.ttbr0 & ~0x3FFF == root, name
+            ctx = s.device(name).ctx
+            regs = ctx.smmu.bank_registers(ctx.bank) if ctx.is_bound else None
+            enabled = regs is not None and regs.enabled
+            # A device with a live mapping runs its table; an enabled bank runs no other.
+            if ("v7", root) in tables or name == "vcodec_stream":
+                assert enabled, name
+            if regs is not None and enabled:
+                assert regs.ttbr0 & ~0x3FFF == root, name
 
     def teardown(self) -> None:
         if not hasattr(self, "procs"):
@@ -575,8 +584,9 @@ class StackMachine(RuleBasedStateMachine):
             s.vcm_phys_free(alloc["physmem"])
         for buf in self.bufs:
             buf["dmabuf"].put()
-        assert s.table_memory.used_bytes == self.boot_tables
-        assert {n: t.free_bytes for n, t in s.targets.items()} == self.boot_free
+        # Nothing left over (the DMA API may even give back what it set up at boot).
+        assert s.table_memory.used_bytes <= self.boot_tables
+        assert all(t.free_bytes >= self.boot_free[n] for n, t in s.targets.items())
 
 
 @dataclass(frozen=True)
