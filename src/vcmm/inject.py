@@ -31,8 +31,9 @@ site         allocations counted
 ===========  ==========================================================================
 
 An injected failure raises exactly what the allocator raises when it is exhausted
-(``OutOfMemoryError``, or ``OutOfAddressSpaceError`` for address spaces), so callers
-take the path a real shortage takes; the message says it was injected.  A caller
+(``OutOfMemoryError``, or ``OutOfAddressSpaceError`` for the range and IOVA
+allocators), so callers take the path a real shortage takes; the message says it was
+injected.  A caller
 that falls back (another target, a smaller alignment) gets its next allocation
 counted too, as in Linux.
 
@@ -50,12 +51,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from vcmm.errors import (
-    InvalidArgumentError,
-    OutOfAddressSpaceError,
-    OutOfMemoryError,
-    StateError,
-)
+from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 
 
 class AllocSite(enum.Enum):
@@ -65,12 +61,6 @@ class AllocSite(enum.Enum):
     TABLE = "page-table page"
     IOVA = "IOVA range"
     ADDRESS = "address range"
-
-    def error(self, message: str) -> OutOfMemoryError:
-        """The error this kind of allocator raises when it is exhausted."""
-        if self in (AllocSite.IOVA, AllocSite.ADDRESS):
-            return OutOfAddressSpaceError(message)
-        return OutOfMemoryError(message)
 
 
 ALL_SITES = frozenset(AllocSite)
@@ -144,14 +134,17 @@ def fail_nth(n: int, *, sites: Iterable[AllocSite] | None = None) -> Iterator[Fa
         _current.reset(token)
 
 
-def check(site: AllocSite, allocator: object) -> None:
-    """A fault-injection point: raise ``site``'s exhaustion error if this thread's
-    injector says this allocation is the n-th.  Allocators call it at the entry of an
-    allocation, after checking their arguments and before changing anything."""
+def check(
+    site: AllocSite, allocator: object, error: type[OutOfMemoryError] = OutOfMemoryError
+) -> None:
+    """A fault-injection point: raise ``error`` (what ``allocator`` raises when it is
+    exhausted) if this thread's injector says this allocation is the n-th.  Allocators
+    call it at the entry of an allocation, after checking their arguments and before
+    changing anything."""
     if not _armed:
         return
     injector = _current.get()
     if injector is None or not injector.hit(site, allocator):
         return
     nth = injector.n
-    raise site.error(f"{allocator!r}: {site.value} allocation #{nth} failed by fault injection")
+    raise error(f"{allocator!r}: {site.value} allocation #{nth} failed by fault injection")

@@ -117,7 +117,7 @@ class RangeAllocator:
         """
         size = self._check_size(size)
         align = self._granule if align is None else self._check_align(align)
-        inject.check(self._site, self)
+        inject.check(self._site, self, OutOfAddressSpaceError)
         for i, (start, end) in enumerate(zip(self._free_starts, self._free_ends, strict=True)):
             addr = align_up(start, align)
             if addr + size <= end:
@@ -142,7 +142,7 @@ class RangeAllocator:
             raise InvalidArgumentError(
                 f"range [{addr:#x}, +{format_size(size)}) is not inside {self._range}"
             )
-        inject.check(self._site, self)
+        inject.check(self._site, self, OutOfAddressSpaceError)
         i = bisect.bisect_right(self._free_starts, addr) - 1
         if i < 0 or self._free_ends[i] < addr + size:
             clash = next(r for r in self.allocated() if r.overlaps(wanted))

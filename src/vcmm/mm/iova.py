@@ -221,7 +221,7 @@ class IovaDomain:
             raise InvalidArgumentError(
                 f"IOVA limit {limit:#x} is below the aperture {self.aperture}: no granule fits"
             )
-        inject.check(inject.AllocSite.IOVA, self)
+        inject.check(inject.AllocSite.IOVA, self, OutOfAddressSpaceError)
         cacheable = self._rcache and npages <= self._rcache_max
         found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
         hit = found is not None

@@ -373,10 +373,12 @@ class ContiguousPool(_Target):
         preferred = max(
             (s for s in request.block_sizes or () if s <= size and s > align), default=align
         )
+        last: OutOfAddressSpaceError | None = None
         for attempt in dict.fromkeys((preferred, align)):
             try:
                 pa = self._space.alloc(size, attempt)
-            except OutOfAddressSpaceError:
+            except OutOfAddressSpaceError as exc:
+                last = exc
                 continue
             return [Chunk(pa, size)]
         raise OutOfMemoryError(
@@ -384,7 +386,7 @@ class ContiguousPool(_Target):
             f"{format_size(size)} hole aligned to {format_size(align)} "
             f"({format_size(self.free_bytes)} free, largest hole "
             f"{format_size(self._space.largest_free())})"
-        )
+        ) from last
 
     def _can_satisfy(self, request: AllocRequest) -> bool:
         granule = self._space.granule
