@@ -64,6 +64,7 @@ from vcmm.core.flags import (
 )
 from vcmm.core.graph import KERNEL_SPACE, Mapping, MappingGraph
 from vcmm.core.mappers import (
+    ContextBrackets,
     IommuMapper,
     Mapper,
     OneToOneMapper,
@@ -85,6 +86,7 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.cpu import LINEAR_MAP_ATTRS
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
 from vcmm.ranges import AddressRange
@@ -147,7 +149,8 @@ class Vcmm:
     objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
     mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt)``
     builds device page tables and ``range_allocator(window,
-    granule=...)`` address-space allocators; ``lock`` is the machine lock the
+    granule=...)`` address-space allocators (with ``split``/``join`` of live ranges,
+    as :class:`~vcmm.mm.genalloc.RangeAllocator`); ``lock`` is the machine lock the
     hardware holds (:mod:`vcmm.hw.lock`), which every public call takes too.
     """
 
@@ -196,6 +199,7 @@ class Vcmm:
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
+        self._brackets = ContextBrackets()
         self._one_to_one = OneToOneMapper()
         self._vmm = VmmMapper(cpu)
         self._hooks: dict[str, tuple[FaultHandler, Any]] = {}
@@ -331,7 +335,7 @@ class Vcmm:
         table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
         vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table, own_allocator=own)
         if table is not None:
-            self._mappers[vcm.id] = IommuMapper(vcm)
+            self._mappers[vcm.id] = IommuMapper(vcm, self._brackets)
         self.vcms.append(vcm)
         return vcm
 
@@ -903,16 +907,17 @@ class Vcmm:
             ),
         )
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 vcm.allocator.alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
-            with mapper.updating():
+            with backing.updating_all(changed):
                 for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
                     mapper.map(run, attrs)
                     undo.mapped(mapper, run)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
@@ -946,16 +951,19 @@ class Vcmm:
         old = self.graph.of_reservation(res.id)
         rewrites = sharing.plan_unback(self.graph, res.id, old)
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
-            if mapper.page_sizes:
-                with mapper.updating():
-                    for va, size, attrs in backing.va_groups(old):
-                        if res.cut:  # a block may be shared with a neighbour: split it
-                            for edge in (va, va + size):  # first, so undo restores it
-                                backing.split_leaf(mapper, edge, _constant(attrs), undo)
-                        undo.unmapped(mapper, mapper.unmap(va, size), attrs)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+            # One bracket over every table that changes: the TLBs are invalidated only
+            # once the unmap and the alias rewrites (which may split blocks and run out
+            # of table memory) all succeeded.
+            with backing.updating_all(changed):
+                for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
+                    if res.cut:  # a block may be shared with a neighbour: split it
+                        for edge in (va, va + size):  # first, so undo restores it
+                            backing.split_leaf(mapper, edge, _constant(attrs), undo)
+                    undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: unbacking {res.name}")
@@ -977,7 +985,7 @@ class Vcmm:
     # -- splitting and merging reservations ----------------------------------------------
 
     def _check_resplit(self, call: str, vcm: Vcm) -> None:
-        if vcm.kind is VcmKind.IOMMU and not vcm.own_allocator:
+        if not vcm.own_allocator:
             raise InvalidArgumentError(
                 f"{call}: {vcm.name} places reservations with its own allocator "
                 f"({vcm.allocator!r}), which cannot be asked to split or join a range"
@@ -1014,7 +1022,9 @@ class Vcmm:
         reservation's second part must be given ``physmem``, the same memory as the
         backing from ``offset`` on (a view of it: ``vcm_phys_view``); ``res`` keeps its
         backing, of which it now uses the first ``offset`` bytes.  Not for VCMs whose
-        addresses a custom allocator places (it cannot split a range).
+        addresses a custom allocator places (it cannot split a range).  Atomic: the
+        allocator cuts the live range in place, so once the arguments pass nothing can
+        fail (a free and two fixed allocations could lose the range half way).
         """
         call = "vcm_split"
         res = _check_obj(call, "res", res, Reservation)
@@ -1043,9 +1053,7 @@ class Vcmm:
             next(self._ids), vcm, res.len - offset, res.attr, None, physmem, cut=True
         )
         if res.addr is not None:
-            vcm.allocator.free(res.addr)
-            vcm.allocator.alloc_at(res.addr, offset)
-            vcm.allocator.alloc_at(res.addr + offset, rest.len)
+            vcm.allocator.split(res.addr, offset)  # in place: nothing freed, cannot fail
             rest.addr = res.addr + offset
             owner = f"{rest.name} ({vcm.kind.value} {vcm.name})"
             self.graph.split_reservation(res.id, rest.addr, rest.id, owner)
@@ -1099,9 +1107,7 @@ class Vcmm:
             right.physmem = None
         total = left.len + right.len
         if left.addr is not None and right.addr is not None:
-            vcm.allocator.free(right.addr)
-            vcm.allocator.free(left.addr)
-            vcm.allocator.alloc_at(left.addr, total)
+            vcm.allocator.join(left.addr, right.addr)
         self.graph.join_reservations(
             left.id, right.id, f"{left.name} ({vcm.kind.value} {vcm.name})"
         )
@@ -1304,8 +1310,10 @@ def _alignments(sizes: tuple[int, ...], length: int) -> list[int]:
 
 
 def _linear_attrs() -> PageAttrs:
-    """The kernel's linear map: cacheable write-back, shareable (SMP ARM)."""
-    return PageAttrs(shareable=True)
+    """The kernel's linear map as the CPU writes it: cacheable write-back, shareable
+    (SMP ARM), non-secure (the one definition, so the graph compares with what the
+    table holds)."""
+    return LINEAR_MAP_ATTRS
 
 
 def _ctx_of(assoc: Association) -> Any:

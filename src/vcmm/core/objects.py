@@ -102,7 +102,7 @@ class Vcm(_Handle):
     addresses.  A USER VCM names its process address space by ``ext_id`` (the ASID)
     and carries a ``label`` (e.g. ``pid3``): its address-space key in the mapping graph.
     ``own_allocator`` says the allocator is the core's own range allocator (so a
-    reservation can be split or merged by freeing and placing again).
+    reservation can be split or merged: it cuts and joins live ranges in place).
     """
 
     id: int

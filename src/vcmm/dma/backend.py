@@ -53,7 +53,8 @@ def map_iommu(
         try:
             system.vcm_back(res, physmem if physmem is not None else wrap)
             try:
-                domain.activate(system)  # the domain's first mapping programs its devices
+                # the domain's first mapping programs its devices
+                activated = domain.activate(system)
             except BaseException:
                 system.vcm_unback(res)
                 raise
@@ -65,7 +66,7 @@ def map_iommu(
         if wrap is not None:
             system.vcm_phys_free(wrap)
         raise
-    return int(res.addr), Teardown(res, wrap=wrap)
+    return int(res.addr), Teardown(res, wrap=wrap, activated=activated)
 
 
 def bus_address(device: Any, piece: AddressRange, mask: int) -> int:

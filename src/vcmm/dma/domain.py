@@ -100,7 +100,7 @@ class DmaDomain:
         through a member sharing its context)."""
         return any(a.device.ctx is device.ctx for a in self.associations.values())
 
-    def activate(self, system: Any) -> None:
+    def activate(self, system: Any) -> tuple[Association, ...]:
         """Program the domain on every member whose context is free (the first mapping
         of a domain does this); all or nothing."""
         pending = [
@@ -128,12 +128,38 @@ class DmaDomain:
             raise
         for assoc in made:
             self.associations[assoc.device.name] = assoc
+        return tuple(made)
+
+    def give_back(self, system: Any, activated: tuple[Association, ...]) -> None:
+        """Release the contexts a mapping's :meth:`activate` programmed, when that
+        mapping was taken back by the undo of a failed compound operation
+        (``DmaApi.undoing``) and the domain maps nothing else: the operation then
+        leaves no trace.  An ordinary unmap keeps them, as Linux keeps a device on
+        its default domain."""
+        if self.records or not self.allocator.undoing_now:
+            return
+        for assoc in reversed(activated):
+            if self.associations.get(assoc.device.name) is assoc:
+                del self.associations[assoc.device.name]
+                system.vcm_deactivate(assoc)
+                system.vcm_deassoc(assoc)
 
     def detach(self, system: Any, device: Any) -> None:
         """Take ``device`` out of the domain, releasing its context if programmed."""
         del self.members[device.name]
         assoc = self.associations.pop(device.name, None)
         if assoc is not None:
+            system.vcm_deactivate(assoc)
+            system.vcm_deassoc(assoc)
+
+    def release_since(self, system: Any, before: Collection[str]) -> None:
+        """Release the contexts programmed since ``before`` (the member names served
+        then) when the domain maps nothing any more: what a compound operation that
+        took back the domain's first mapping owes, so that no trace of it is left."""
+        if self.records:
+            return
+        for name in [n for n in self.associations if n not in before]:
+            assoc = self.associations.pop(name)
             system.vcm_deactivate(assoc)
             system.vcm_deassoc(assoc)
 

@@ -67,6 +67,8 @@ class Teardown:
     vcm: Any = None
     assoc: Any = None
     wrap: Any = None
+    #: Associations the mapping's domain programmed for it (its first mapping).
+    activated: tuple[Any, ...] = ()
 
     def release(self, system: Any) -> None:
         system.vcm_unback(self.res)

@@ -280,6 +280,9 @@ class DmaState:
         del self.live[rec.id]
         if rec.domain is not None:
             del rec.domain.records[rec.dev_range.start]
+            for teardown in rec.teardown:
+                if teardown.activated:
+                    rec.domain.give_back(self.system, teardown.activated)
         else:
             self.direct[rec.device.name].remove(rec)
         rec.unmapped_by = site

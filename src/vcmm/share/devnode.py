@@ -121,7 +121,8 @@ class VcmDevNode(File):
                 try:
                     slot.dmabuf._mmap(vma)
                 except BaseException:
-                    slot.close()
+                    with slot.attachment.api.undoing():  # no IOVA left in the cache
+                        slot.close()
                     raise
                 self._slots[key] = slot
                 return
