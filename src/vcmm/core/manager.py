@@ -27,9 +27,15 @@ call                                  refused (besides bad arguments and freed h
 ``vcm_deassoc(avcm)``                 it is active
 ``vcm_activate(avcm)``                the context already runs another VCM (same half)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
-``vcm_phys_free(physmem)``            it backs a reservation; views of it live
+``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
+                                      pinned (an exported dma-buf, a wrap of its pages)
 ``vcm_phys_view(physmem, off, len)``  not whole pages inside it
-``vcm_phys_wrap(ranges, owner=)``     not whole pages of physical memory
+``vcm_phys_wrap(ranges, owner=, of=)``  not whole pages of physical memory; pages of the
+                                      page-table window, free in a target, or of a live
+                                      allocation ``of`` does not name
+                                      (``OwnershipError``)
+``vcm_phys_owners(ranges)``           pages of the page-table window or free in a target
+``vcm_phys_unpin(pin)``               the pin was already released
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -74,6 +80,7 @@ from vcmm.core.mappers import (
     release_context,
 )
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmFault, VcmKind
+from vcmm.core.ownership import OwnerMap, Pin, pinned_message
 from vcmm.errors import (
     AlignmentError,
     BusyError,
@@ -188,6 +195,8 @@ class Vcmm:
         )
         self.vcms: list[Vcm] = []
         self._physmems: dict[int, PhysMem] = {}
+        #: Who owns each physical page (table window, free lists, live allocations).
+        self._owners = OwnerMap(table_memory.window, self._targets)
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
@@ -757,6 +766,7 @@ class Vcmm:
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
             physmem = PhysMem(next(self._ids), name, length, pattr, ranges, target_chunks=chunks)
             self._physmems[physmem.id] = physmem
+            self._owners.add(physmem)
             return physmem
         cls = (
             UnsupportedSizeError
@@ -770,9 +780,10 @@ class Vcmm:
 
     @_machine_locked
     def vcm_phys_free(self, physmem: PhysMem) -> None:
-        """Return an allocation to its target; refused while it backs a reservation or
-        a view of it lives.  Freeing a view or a wrap only forgets it (its pages belong
-        to its parent, or to whoever wrapped them)."""
+        """Return an allocation to its target; refused while it backs a reservation, a
+        view of it lives or something pins it (an exported dma-buf, a wrap of its pages).
+        Freeing a view or a wrap only forgets it (its pages belong to its parent, or to
+        whoever wrapped them) and gives back the pins a wrap held."""
         call = "vcm_phys_free"
         physmem = _check_obj(call, "physmem", physmem, PhysMem)
         if physmem.backing:
@@ -784,10 +795,15 @@ class Vcmm:
                 f"{call}: {physmem.name} still has the view(s) {views}; a view pins the "
                 "memory it shows, vcm_phys_free them first"
             )
+        if physmem.pins:
+            raise BusyError(pinned_message(call, physmem))
         if physmem.parent is not None:
             physmem.parent.views.remove(physmem)
         elif physmem.owner is None:
             self._targets[physmem.target].free(physmem.target_chunks)
+            self._owners.remove(physmem)
+        for pin in physmem.holds:
+            self._release_pin(pin)
         physmem.freed = True
         del self._physmems[physmem.id]
 
@@ -824,18 +840,100 @@ class Vcmm:
         return view
 
     @_machine_locked
-    def vcm_phys_wrap(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
-        """Describe pages the VCMM did not hand out (``ranges``, whole pages of physical
+    def vcm_phys_wrap(
+        self,
+        ranges: Sequence[AddressRange],
+        *,
+        owner: str,
+        of: PhysMem | Sequence[PhysMem] = (),
+    ) -> PhysMem:
+        """Describe pages as one piece of memory (``ranges``, whole pages of physical
         memory, laid end to end; repeats allowed) so a reservation can be backed with
         them: kernel pages a driver passes to ``dma_map_page``, a caller's buffer.
 
-        ``owner`` says whose they are (it shows in the graph and in messages).  The
-        pages are never given to a memory target: ``vcm_phys_free`` of a wrap only
-        forgets it.  The caller keeps them alive while they are mapped.
+        Who may wrap what (docs/DESIGN.md, "Who may map what memory"): pages of a live
+        allocation only when ``of`` names it (or a view or wrap of it): holding the
+        handle is the proof of ownership, and the wrap pins what ``of`` names until it
+        is freed; memory outside every target and the page-table window (a carve-out the
+        platform leaves to drivers) freely.  Pages free in a target or in the
+        page-table window never (:class:`~vcmm.errors.OwnershipError` naming the owner).
+        ``owner`` says whose the wrap is (it shows in the graph and in messages).
+        ``vcm_phys_free`` of a wrap forgets it and gives back its pins.
         """
-        wrap = physical.make_wrap(lambda: next(self._ids), self.memory, ranges, owner)
+        call = "vcm_phys_wrap"
+        held = self._check_of(call, of)
+        wrap = physical.make_wrap(
+            lambda: next(self._ids),
+            self.memory,
+            ranges,
+            owner,
+            check=lambda pieces: self._owners.check_wrap(call, pieces, held),
+        )
+        wrap.holds = tuple(self._pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
         self._physmems[wrap.id] = wrap
         return wrap
+
+    @staticmethod
+    def _check_of(call: str, of: object) -> tuple[PhysMem, ...]:
+        items = [of] if isinstance(of, PhysMem) else of
+        if isinstance(items, str) or not isinstance(items, Sequence):
+            raise InvalidArgumentError(f"{call}: of={of!r} must be a PhysMem or a list of them")
+        out: list[PhysMem] = []
+        for p in items:
+            _check_obj(call, "of", p, PhysMem)
+            if all(p is not q for q in out):
+                out.append(p)
+        return tuple(out)
+
+    @_machine_locked
+    def vcm_phys_owners(self, ranges: Sequence[AddressRange]) -> tuple[PhysMem, ...]:
+        """The live allocations holding any page of ``ranges`` (first seen first), as the
+        kernel finds the owner of a page it is handed.
+
+        For front ends that take pages the way Linux does (``dma_map_page``, a driver's
+        mmap hook): they map pages of live allocations (pinning them with a wrap ``of``
+        them) and memory nobody owns, and refuse, through the
+        :class:`~vcmm.errors.OwnershipError` raised here, pages free in a target or in
+        the page-table window.
+        """
+        call = "vcm_phys_owners"
+        pieces = physical.check_page_ranges(call, self.memory, ranges)
+        return self._owners.owners(call, pieces)
+
+    @_machine_locked
+    def vcm_phys_pin(self, physmem: PhysMem, *, holder: str) -> Pin:
+        """Keep ``physmem`` from being freed until :meth:`vcm_phys_unpin`; ``holder``
+        names who holds it in the refusal (an exporter pins what it shares)."""
+        call = "vcm_phys_pin"
+        physmem = _check_obj(call, "physmem", physmem, PhysMem)
+        if not isinstance(holder, str) or not holder:
+            raise InvalidArgumentError(f"{call}: holder {holder!r} must be a non-empty string")
+        return self._pin(physmem, holder)
+
+    @_machine_locked
+    def vcm_phys_unpin(self, pin: Pin) -> None:
+        """Give back a pin :meth:`vcm_phys_pin` made."""
+        call = "vcm_phys_unpin"
+        if not isinstance(pin, Pin):
+            raise InvalidArgumentError(f"{call}: {pin!r} is not a Pin")
+        if pin.wrap is not None:
+            raise InvalidArgumentError(
+                f"{call}: {pin!r} belongs to {pin.wrap.name}; it goes when the wrap is freed"
+            )
+        if pin.released:
+            raise StateError(f"{call}: {pin!r} was already given back")
+        self._release_pin(pin)
+
+    @staticmethod
+    def _pin(physmem: PhysMem, holder: str, wrap: PhysMem | None = None) -> Pin:
+        pin = Pin(physmem, holder, wrap)
+        physmem.pins.append(pin)
+        return pin
+
+    @staticmethod
+    def _release_pin(pin: Pin) -> None:
+        pin.physmem.pins.remove(pin)
+        pin.released = True
 
     # -- backing -----------------------------------------------------------------------
 
@@ -1258,6 +1356,7 @@ class Vcmm:
                 tuple(r.id for r in p.backing),
                 p.parent.id if p.parent is not None else None,
                 tuple(v.id for v in p.views),
+                tuple(pin.holder for pin in p.pins),
             )
             for p in self._physmems.values()
         )

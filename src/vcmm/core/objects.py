@@ -21,6 +21,7 @@ from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
 
 if TYPE_CHECKING:
+    from vcmm.core.ownership import Pin
     from vcmm.hw.pgtable import PageTable
 
 
@@ -170,9 +171,10 @@ class PhysMem(_Handle):
     - an *allocation* from a memory target (``vcm_phys_alloc``);
     - a *view*: ``len`` bytes of an allocation (or wrap) from ``offset``, its
       ``parent``, which cannot be freed while the view lives (``vcm_phys_view``);
-    - a *wrap*: pages someone else owns (kernel pages from the linear map, a caller's
-      buffer), described for a backing and never freed to a target
-      (``vcm_phys_wrap``); ``owner`` says whose they are.
+    - a *wrap*: pages no target hands out again while wrapped (pages of an allocation
+      the caller names, which the wrap pins; carve-outs nobody else owns), described for
+      a backing and never freed to a target (``vcm_phys_wrap``); ``owner`` says whose
+      they are.
 
     ``len`` is what was asked for; a target may round it up, so ``size`` (the sum of
     the pieces) can be larger.  ``chunk_ranges`` are the physical pieces in order: a
@@ -195,6 +197,10 @@ class PhysMem(_Handle):
     owner: str | None = None
     views: list[PhysMem] = field(default_factory=list)
     chunk_keys: tuple[AddressRange, ...] = ()
+    #: Holds on this memory (an exported dma-buf, a wrap of its pages): no free while any.
+    pins: list[Pin] = field(default_factory=list)
+    #: The pins a wrap made ``of`` other memory holds, released when the wrap is freed.
+    holds: tuple[Pin, ...] = ()
     size: int = field(init=False, default=0)
     prefix = "physmem"
 

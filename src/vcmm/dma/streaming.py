@@ -36,16 +36,26 @@ from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.sglayout import finalise, layout
 from vcmm.dma.state import DeviceEntry, DmaState
-from vcmm.errors import InvalidArgumentError, VcmmError
+from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
 
 
 def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
+    """Only RAM a driver may hand to a device: pages of live allocations or memory no
+    target owns, never pages free in a target or page-table pages (the core's
+    ownership rule, raised here before anything is mapped)."""
     if not state.system.memory.is_backed(phys, size):
         raise InvalidArgumentError(
             f"{call}: [{phys:#x}, +{size:#x}) is not physical memory; only RAM can be mapped"
         )
+    first = phys - phys % SZ_4K
+    pages = AddressRange(first, align_up(phys + size, SZ_4K) - first)
+    try:
+        state.system.vcm_phys_owners([pages])
+    except OwnershipError as exc:
+        why = str(exc).split(": ", 1)[-1]
+        raise OwnershipError(f"{call}: {why}") from None
 
 
 # -- building a mapping ---------------------------------------------------------------------

@@ -22,24 +22,7 @@ from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.dma.streaming import _check_sgl, _sg_record
-from vcmm.ranges import AddressRange
-
-
-def _subtract(ranges: list[AddressRange], gone: list[AddressRange]) -> list[AddressRange]:
-    out = list(ranges)
-    for g in gone:
-        nxt: list[AddressRange] = []
-        for r in out:
-            inside = r & g
-            if inside is None:
-                nxt.append(r)
-                continue
-            if r.start < inside.start:
-                nxt.append(AddressRange(r.start, inside.start - r.start))
-            if inside.end < r.end:
-                nxt.append(AddressRange(inside.end, r.end - inside.end))
-        out = nxt
-    return out
+from vcmm.ranges import AddressRange, subtract
 
 
 def _hand_over(
@@ -57,7 +40,7 @@ def _hand_over(
             cachesync.for_device(state.cpu.cache, phys, direction)
     if for_cpu:
         rec.owner = Owner.CPU
-        rec.device_wrote = _subtract(rec.device_wrote, phys)
+        rec.device_wrote = subtract(rec.device_wrote, phys)
     else:
         rec.owner = Owner.DEVICE
 
