@@ -49,17 +49,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Slot:
-    """The buffer behind one description: the node's own or an imported one."""
+    """The buffer behind one description: the node's own or an imported one (then
+    ``grant`` is the dma-buf description it came through, whose mode bounds it)."""
 
     dmabuf: DmaBuf
     attachment: Attachment
     sg: ScatterList
     imported: bool
+    grant: OpenFile | None = None
 
     def close(self) -> None:
         self.attachment.unmap(self.sg)
         self.attachment.detach()
         self.dmabuf.put()
+        if self.grant is not None:
+            self.grant.put()
 
 
 class VcmDevNode(File):
@@ -103,7 +107,7 @@ class VcmDevNode(File):
         with lock_of(self.system):
             slot = self._slots.get(key)
             if slot is not None and slot.imported:
-                dma_buf_mmap(slot.dmabuf, vma, vma.pgoff)
+                dma_buf_mmap(slot.dmabuf, vma, vma.pgoff, via=slot.grant)
                 return
             if slot is None:
                 if vma.pgoff:
@@ -192,7 +196,12 @@ class VcmDevNode(File):
 
     def import_dmabuf(self, process: Process, fd: int, dmabuf_fd: int) -> int:
         """Attach the node's device to the dma-buf behind ``dmabuf_fd`` and map it for
-        ``fd`` (which must have no buffer yet); returns the device address."""
+        ``fd`` (which must have no buffer yet); returns the device address.
+
+        The access mode of ``dmabuf_fd`` bounds everything the node does with the
+        buffer, not the mode ``fd`` was opened with: granted read-only, the device maps
+        it ``TO_DEVICE`` (its writes fault) and mmaps of ``fd`` are read-only.
+        """
         call = f"{self.name} IMPORT"
         description = self._description(call, process, fd)
         key = description.id
@@ -200,19 +209,20 @@ class VcmDevNode(File):
             if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
             dmabuf = dma_buf_get(process, dmabuf_fd)
+            grant = process.file(dmabuf_fd).get()
             attachment = None
             try:
                 attachment = dmabuf.attach(self.device)
-                direction = (
-                    DmaDirection.BIDIRECTIONAL if dmabuf.writable else DmaDirection.TO_DEVICE
-                )
+                writable = dmabuf.writable and grant.mode.writable
+                direction = DmaDirection.BIDIRECTIONAL if writable else DmaDirection.TO_DEVICE
                 sg = attachment.map(direction)
             except BaseException:
                 if attachment is not None:
                     attachment.detach()
                 dmabuf.put()
+                grant.put()
                 raise
-            self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True)
+            self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True, grant=grant)
             return sg.dma_address
 
 
