@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vcmm.attrs import MemType
+from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.domain import DmaDomain
@@ -34,9 +34,37 @@ from vcmm.sizes import SZ_4K
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker, ReportKind
+    from vcmm.dma.sg import ScatterList
 
 #: Unmapped mappings remembered for double-unmap and use-after-unmap reports.
 HISTORY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What an unmap or sync call says about the mapping it means, beyond the handle:
+    the call kind, the size (``None``: the call gives none), the direction and, for
+    the scatterlist calls, the list itself."""
+
+    kind: MapKind
+    size: int | None
+    direction: DmaDirection
+    sgl: ScatterList | None = None
+
+
+def _score(
+    rec: DmaMapping, entry: DeviceEntry, handle: int, want: Wanted | None
+) -> tuple[bool, bool, int]:
+    """How well ``rec`` matches the call; compared as a tuple, larger is better."""
+    exact = rec.dma_addr == handle and rec.device is entry.device
+    if want is None:
+        return exact, False, 0
+    agree = (
+        (want.size is None or rec.size == want.size)
+        + (rec.kind is want.kind)
+        + (rec.direction is want.direction)
+    )
+    return exact, rec.sgl is want.sgl, agree
 
 
 @dataclass(eq=False)
@@ -223,14 +251,28 @@ class DmaState:
         rec.unmapped_by = site
         self.history.append(rec)
 
-    def lookup(self, entry: DeviceEntry, handle: int) -> DmaMapping | None:
-        """The live mapping of ``entry``'s address space containing ``handle``."""
+    def candidates(self, entry: DeviceEntry, handle: int) -> list[DmaMapping]:
+        """Live mappings of ``entry``'s address space containing ``handle``, oldest
+        first.  Behind an IOMMU there is at most one (IOVA ranges never overlap); a
+        physically addressed device sees the same bytes at the same bus address however
+        often they are mapped, so it may have several."""
         if entry.domain is not None:
-            return entry.domain.record_at(handle)
-        found = [r for r in self.direct[entry.name] if handle in r.dev_range]
-        exact = [r for r in found if r.dma_addr == handle]
-        best = exact or found
-        return best[-1] if best else None
+            rec = entry.domain.record_at(handle)
+            return [] if rec is None else [rec]
+        return [r for r in self.direct[entry.name] if handle in r.dev_range]
+
+    def lookup(
+        self, entry: DeviceEntry, handle: int, want: Wanted | None = None
+    ) -> DmaMapping | None:
+        """The live mapping of ``entry``'s space that ``handle`` (and what the call says
+        of it, ``want``) names: the one starting at ``handle`` of ``entry``'s device
+        before one merely containing it; of those, the one made with ``want``'s
+        scatterlist, then the one agreeing on most of call kind, size and direction
+        (as dma-debug's ``hash_bucket_find`` matches); ties go to the oldest."""
+        found = self.candidates(entry, handle)
+        if len(found) <= 1:
+            return found[0] if found else None
+        return max(found, key=lambda r: _score(r, entry, handle, want))
 
     def records_of(self, entry: DeviceEntry) -> list[DmaMapping]:
         """Live mappings in ``entry``'s address space (its whole domain)."""

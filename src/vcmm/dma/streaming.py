@@ -35,7 +35,7 @@ from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.sglayout import finalise, layout
-from vcmm.dma.state import DeviceEntry, DmaState
+from vcmm.dma.state import DeviceEntry, DmaState, Wanted
 from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
@@ -204,10 +204,11 @@ def map_page(
 
 
 def _find_for_unmap(
-    state: DmaState, call: str, entry: DeviceEntry, handle: int, site: CallSite
+    state: DmaState, call: str, entry: DeviceEntry, handle: int, site: CallSite, want: Wanted
 ) -> DmaMapping:
-    """The mapping ``handle`` names, or the error (double unmap, never mapped...)."""
-    rec = state.lookup(entry, handle)
+    """The mapping ``handle`` and ``want`` name, or the error (double unmap, never
+    mapped...)."""
+    rec = state.lookup(entry, handle, want)
     if rec is not None and rec.dma_addr == handle and rec.device is entry.device:
         return rec
     if rec is not None and rec.device is not entry.device:
@@ -266,7 +267,7 @@ def unmap_page(
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
-    rec = _find_for_unmap(state, call, entry, handle, site)
+    rec = _find_for_unmap(state, call, entry, handle, site, Wanted(MapKind.PAGE, size, direction))
     if rec.kind is MapKind.COHERENT:
         raise state.fatal(
             ReportKind.UNMAP_WRONG_FUNCTION,
@@ -408,9 +409,17 @@ def map_sg(
 
 
 def _sg_record(
-    state: DmaState, call: str, entry: DeviceEntry, sgl: ScatterList, site: CallSite
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    sgl: ScatterList,
+    direction: DmaDirection,
+    site: CallSite,
 ) -> DmaMapping:
+    """The mapping ``map_sg`` made of ``sgl`` (found by its first segment, and among
+    mappings there by the list itself), or the error."""
     handle = sgl[0].dma_address
+    want = Wanted(MapKind.SG, None, direction, sgl)
     if handle == DMA_MAPPING_ERROR:
         old = next((r for r in reversed(state.history) if r.sgl is sgl), None)
         kind = ReportKind.DOUBLE_UNMAP if old is not None else ReportKind.UNMAP_NOT_MAPPED
@@ -422,9 +431,9 @@ def _sg_record(
             call=site,
         )
     if call.startswith("unmap"):
-        rec = _find_for_unmap(state, call, entry, handle, site)
+        rec = _find_for_unmap(state, call, entry, handle, site, want)
     else:
-        found = state.lookup(entry, handle)
+        found = state.lookup(entry, handle, want)
         if found is None:
             raise state.fatal(
                 ReportKind.SYNC_NOT_MAPPED,
@@ -465,7 +474,7 @@ def unmap_sg(
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, site)
+    rec = _sg_record(state, call, entry, sgl, direction, site)
     if n != rec.nents:
         state.misuse(
             ReportKind.UNMAP_WRONG_NENTS,

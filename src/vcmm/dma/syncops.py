@@ -20,7 +20,7 @@ from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
-from vcmm.dma.state import DeviceEntry, DmaState
+from vcmm.dma.state import DeviceEntry, DmaState, Wanted
 from vcmm.dma.streaming import _check_sgl, _sg_record
 from vcmm.ranges import AddressRange, subtract
 
@@ -38,6 +38,12 @@ def _hand_over(
             cachesync.for_cpu(state.cpu.cache, phys, direction)
         else:
             cachesync.for_device(state.cpu.cache, phys, direction)
+    _take_over(rec, phys, for_cpu)
+
+
+def _take_over(rec: DmaMapping, phys: list[AddressRange], for_cpu: bool) -> None:
+    """Ownership of ``rec`` after a sync of ``phys`` (the CPU has synced what the
+    device wrote there)."""
     if for_cpu:
         rec.owner = Owner.CPU
         rec.device_wrote = subtract(rec.device_wrote, phys)
@@ -81,7 +87,7 @@ def sync_single(
     size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
-    rec = state.lookup(entry, handle)
+    rec = state.lookup(entry, handle, Wanted(MapKind.PAGE, size, direction))
     if rec is None or rec.kind is MapKind.COHERENT:
         what = "a coherent buffer, which needs no sync" if rec else "not mapped"
         raise state.fatal(
@@ -111,6 +117,27 @@ def sync_single(
     if rec.kind is MapKind.PAGE:
         phys = [p for r in phys for p in [r & rec.cpu_ranges[0]] if p is not None]
     _hand_over(state, entry, rec, phys, direction, for_cpu)
+    # What the device wrote into a twin is synced only if this sync invalidated.
+    invalidated = entry.params.coherent or direction is not DmaDirection.TO_DEVICE
+    for twin in _twins(state, entry, rec, wanted):
+        _take_over(twin, phys if invalidated else [], for_cpu)
+
+
+def _twins(
+    state: DmaState, entry: DeviceEntry, rec: DmaMapping, wanted: AddressRange
+) -> list[DmaMapping]:
+    """Other live streaming mappings of the device reaching the same bytes at the same
+    device addresses (a physically addressed device that mapped a buffer twice: two
+    dma-buf attachments).  A sync names device addresses, so it hands over all of them."""
+    same = rec.phys_for(wanted)
+    return [
+        r
+        for r in state.candidates(entry, wanted.start)
+        if r is not rec
+        and r.device is entry.device
+        and r.kind is not MapKind.COHERENT
+        and r.phys_for(wanted) == same
+    ]
 
 
 def sync_sg(
@@ -128,7 +155,7 @@ def sync_sg(
     sgl, n = _check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, site)
+    rec = _sg_record(state, call, entry, sgl, direction, site)
     if n != rec.nents:
         state.misuse(
             ReportKind.SYNC_WRONG_NENTS,
