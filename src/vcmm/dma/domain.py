@@ -13,8 +13,10 @@ made for one is visible to all.  The platform file says which devices share a do
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.mm.iova import IovaDomain
@@ -43,6 +45,9 @@ class DmaDomain:
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
+        #: The domain's own zeroed page per memory type that ``map_sg`` padding maps
+        #: (made on first use), and how to give each back.
+        self.padding: dict[MemType, tuple[AddressRange, Callable[[], None]]] = {}
 
     def attach(self, system: Any, device: Any) -> None:
         """Associate ``device`` with the domain's VCM and switch its context to it."""
@@ -61,6 +66,9 @@ class DmaDomain:
 
     def destroy(self, system: Any) -> None:
         system.vcm_free(self.vcm)
+        while self.padding:
+            _, (_page, give_back) = self.padding.popitem()
+            give_back()
 
     def record_at(self, addr: int) -> DmaMapping | None:
         """The live mapping whose IOVA range contains ``addr``."""
@@ -72,6 +80,7 @@ class DmaDomain:
             self.name,
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
+            tuple(sorted((m.value, page.start) for m, (page, _) in self.padding.items())),
         )
 
     def __repr__(self) -> str:

@@ -112,7 +112,6 @@ class DmaState:
         self.checker: DebugChecker | None = None
         self.last_error: Exception | None = None
         self._ids = itertools.count(1)
-        self.scratch: dict[MemType, AddressRange] = {}
         self._built: list[Any] = []
         try:
             self._build(system, coherent_pool, atomic_pool_size)
@@ -122,9 +121,6 @@ class DmaState:
         except BaseException:
             self.close()
             raise
-        for page in self.scratch.values():
-            self.cpu.cache.invalidate(page.start, page.size)
-            system.memory.fill(page.start, page.size, 0)
 
     def _build(self, system: Any, coherent_pool: tuple[str, int], atomic_pool_size: int) -> None:
         """The kernel's VMM VCM, the pools and the scratch pages; each step recorded so
@@ -141,12 +137,6 @@ class DmaState:
         built.append(lambda: system.vcm_phys_free(self.pool.physmem))
         self.atomic = AtomicPool(system, self.vmm, target, atomic_pool_size)
         built.append(self.atomic.release)
-        wb = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
-        built.append(lambda: system.vcm_phys_free(wb))
-        nc = self.pool.alloc(SZ_4K)
-        built.append(lambda: self.pool.free(nc))
-        self.scratch[MemType.NORMAL_WB_WA] = wb.chunk_ranges[0]
-        self.scratch[MemType.NORMAL_NC] = nc[0].range
 
     def close(self) -> None:
         """Give everything back: devices, pools, scratch pages, the VMM VCM, in the
@@ -356,15 +346,47 @@ class DmaState:
             return found.pop()
         return MemType.NORMAL_WB_WA if entry.params.coherent else MemType.NORMAL_NC
 
-    def scratch_page(self, memtype: MemType) -> AddressRange:
-        """A zeroed page of ``memtype`` that padding between sg slots maps to."""
-        page = self.scratch.get(memtype)
-        if page is None:
+    def padding_page(self, domain: DmaDomain, memtype: MemType) -> tuple[AddressRange, bool]:
+        """The page of ``memtype`` that padding between sg slots of ``domain`` maps, and
+        whether this call made it (the caller zeroes a new page once its mapping
+        succeeded, or gives it back with :meth:`drop_padding` if the mapping failed).
+
+        Each domain has its own: padding is mapped writable with the rest of a
+        mapping, and one page shared by every domain would carry data between devices
+        that share nothing else.  Write-back padding is a page of kernel RAM (the linear
+        map's memory type), non-cacheable padding a page of the coherent pool.
+        """
+        if memtype in domain.padding:
+            return domain.padding[memtype][0], False
+        system = self.system
+        if memtype is MemType.NORMAL_WB_WA:
+            ram = [n for n in system.target_priority if system.target(n).linear_mapped]
+            ram += [n for n, t in system.targets.items() if t.linear_mapped and n not in ram]
+            physmem = system.vcm_phys_alloc(ram or None, SZ_4K, PhysAttr.CONTIGUOUS)
+            page = physmem.chunk_ranges[0]
+            domain.padding[memtype] = (page, lambda: system.vcm_phys_free(physmem))
+        elif memtype is MemType.NORMAL_NC:
+            chunks = self.pool.alloc(SZ_4K)
+            page = chunks[0].range
+            domain.padding[memtype] = (page, lambda: self.pool.free(chunks))
+        else:
             raise AttributeConflictError(
-                f"map_sg: no scratch page of memory type {memtype.value} for segment-boundary "
+                f"map_sg: no padding page of memory type {memtype.value} for segment-boundary "
                 "padding (only write-back and non-cacheable memory can be padded)"
             )
-        return page
+        return page, True
+
+    def drop_padding(self, domain: DmaDomain, memtype: MemType) -> None:
+        """Give back a padding page :meth:`padding_page` just made for a mapping that
+        then failed, so the failed call leaves nothing behind."""
+        _page, give_back = domain.padding.pop(memtype)
+        give_back()
+
+    def zero_padding(self, page: AddressRange) -> None:
+        """Zero a new padding page (memory and CPU cache): nothing of its last owner
+        shows through."""
+        self.cpu.cache.invalidate(page.start, page.size)
+        self.system.memory.fill(page.start, page.size, 0)
 
     # -- state -------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from vcmm.dma.attrs import (
 from vcmm.dma.backend import map_direct, map_iommu
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
+from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.sglayout import finalise, layout
@@ -72,51 +73,86 @@ def _map_ranges(
 ) -> tuple[DmaMapping, list[tuple[int, int]]]:
     """Map the CPU ranges ``(phys, length)``; returns the record and each range's DMA
     address and length (before any merging)."""
+    if entry.domain is not None:
+        return _map_iommu_ranges(state, call, entry, entry.domain, ranges, direction, kind, site)
+    return _map_direct_ranges(state, call, entry, ranges, direction, kind, site)
+
+
+def _map_iommu_ranges(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    domain: DmaDomain,
+    ranges: Sequence[tuple[int, int]],
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> tuple[DmaMapping, list[tuple[int, int]]]:
+    """One IOVA range for all ``ranges``, slot after slot; padding to a segment
+    boundary maps the domain's own padding page (made here on first use, and given
+    back if the mapping fails)."""
+    slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
+    data = [
+        AddressRange(phys - s.offset, s.size) for (phys, _), s in zip(ranges, slots, strict=True)
+    ]
+    memtype = state.streaming_memtype(call, entry, data)
+    new_page = None
+    pad: list[AddressRange] = []
+    if any(s.pad for s in slots):
+        page, made = state.padding_page(domain, memtype)
+        new_page = page if made else None
+        pad = [AddressRange(page.start, domain.granule)]
+    pieces: list[AddressRange] = []
+    for piece, slot in zip(data, slots, strict=True):
+        pieces.append(piece)
+        pieces.extend(pad * (slot.pad // domain.granule))
+    attr = reservation_attr(direction, memtype)
+    owner = f"{site.call} for {entry.name}"
+    try:
+        base, teardown = map_iommu(state.system, domain, pieces, attr, entry.params.mask, owner)
+    except BaseException:
+        if new_page is not None:
+            state.drop_padding(domain, memtype)
+        raise
+    if new_page is not None:
+        state.zero_padding(new_page)
+    dev_pieces = tuple(
+        DevPiece(base + s.start, piece.start, s.size) for piece, s in zip(data, slots, strict=True)
+    )
+    found = domain.allocator.find(base)
+    assert found is not None
+    placed = [(base + s.start + s.offset, s.length) for s in slots]
+    rec = DmaMapping(
+        state.new_id(),
+        kind,
+        entry.device,
+        domain,
+        placed[0][0],
+        0,
+        direction,
+        tuple(AddressRange(p, n) for p, n in ranges),
+        dev_pieces,
+        found,
+        [teardown],
+        site,
+    )
+    rec.slots = tuple(slots)
+    return rec, placed
+
+
+def _map_direct_ranges(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    ranges: Sequence[tuple[int, int]],
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> tuple[DmaMapping, list[tuple[int, int]]]:
+    """Each range where it is, seen through the device's bus window (no merging)."""
     system = state.system
     device = entry.device
     owner = f"{site.call} for {device.name}"
-    if entry.domain is not None:
-        domain = entry.domain
-        slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
-        data = [
-            AddressRange(phys - s.offset, s.size)
-            for (phys, _), s in zip(ranges, slots, strict=True)
-        ]
-        memtype = state.streaming_memtype(call, entry, data)
-        pieces: list[AddressRange] = []
-        for piece, slot in zip(data, slots, strict=True):
-            pieces.append(piece)
-            if slot.pad:
-                page = state.scratch_page(memtype)
-                pieces.extend(
-                    AddressRange(page.start, domain.granule)
-                    for _ in range(slot.pad // domain.granule)
-                )
-        attr = reservation_attr(direction, memtype)
-        base, teardown = map_iommu(system, domain, pieces, attr, entry.params.mask, owner)
-        dev_pieces = tuple(
-            DevPiece(base + s.start, piece.start, s.size)
-            for piece, s in zip(data, slots, strict=True)
-        )
-        found = domain.allocator.find(base)
-        assert found is not None
-        placed = [(base + s.start + s.offset, s.length) for s in slots]
-        rec = DmaMapping(
-            state.new_id(),
-            kind,
-            device,
-            domain,
-            placed[0][0],
-            0,
-            direction,
-            tuple(AddressRange(p, n) for p, n in ranges),
-            dev_pieces,
-            found,
-            [teardown],
-            site,
-        )
-        rec.slots = tuple(slots)
-        return rec, placed
     teardowns: list[Teardown] = []
     dev_list: list[DevPiece] = []
     placed = []
