@@ -1,6 +1,7 @@
 """Isolation through the sharing layer (issue 10): the descriptor that granted a
-dma-buf bounds every later mapping of it, and an exported allocation outlives every
-user of the dma-buf."""
+dma-buf bounds every later mapping of it, an exported allocation outlives every user
+of the dma-buf, and DMA-debug reports CPU writes one importer's cache maintenance
+discards under another."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ from typing import Any
 
 import pytest
 
+import vcmm
 from vcmm import SZ_4K
 from vcmm.attrs import DmaDirection
 from vcmm.core.flags import PhysAttr
-from vcmm.errors import BusyError, DeviceFaultError, InvalidArgumentError
-from vcmm.proc import MAP_SHARED, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE, File
+from vcmm.dma import DmaApi, ReportKind
+from vcmm.errors import BusyError, DeviceFaultError, DmaApiError, InvalidArgumentError
+from vcmm.proc import MAP_SHARED, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE, File, ProcessTable
 from vcmm.proc.errors import PermissionDeniedError
 from vcmm.share.devnode import register_dev_nodes
-from vcmm.share.dmabuf import dma_buf_mmap
+from vcmm.share.dmabuf import SyncFlags, dma_buf_mmap, dma_buf_sync
+from vcmm.share.exporter import VcmExporter
+from vcmm.share.state import set_dma_api
+
+D = DmaDirection
 
 RW = PROT_READ | PROT_WRITE
 
@@ -143,3 +150,72 @@ def test_an_exported_allocation_cannot_be_freed_while_its_dmabuf_lives(rig: Any)
     viewer.close(fd)
     assert buf.released and physmem.pins == []
     system.vcm_phys_free(physmem)
+
+
+def _painter(system: Any) -> tuple[Any, Any, Any, int, int]:
+    """A DMA API with debugging, a buffer a process paints through its fd, and the
+    process: (api, buffer, process, fd, va)."""
+    api = set_dma_api(DmaApi(system, debug="raise"))
+    buf = VcmExporter(system).allocate(SZ_4K, name="frame")
+    proc = ProcessTable(system).spawn("painter")
+    fd = buf.install_fd(proc, O_RDWR)
+    va = proc.mmap(SZ_4K, RW, MAP_SHARED, fd)
+    return api, buf, proc, fd, va
+
+
+def test_a_second_importer_mapping_from_device_inside_a_write_bracket_is_reported() -> None:
+    """Issue 10 item 10: the map's invalidation (ARMv7, FROM_DEVICE) drops the CPU's
+    dirty lines; the display and the process then read zeros.  The behaviour stays, the
+    checker reports it naming both attachments."""
+    system = vcmm.System.default()
+    api, buf, proc, fd, va = _painter(system)
+    assert api.checker is not None
+    display = buf.attach("mdp")
+    shown = display.map(D.TO_DEVICE)
+    codec = buf.attach("vcodec_b_mm2")
+    dma_buf_sync(proc, fd, SyncFlags.START | SyncFlags.WRITE)
+    proc.write(va, b"painted")
+    # Raise mode: refused before the map changes anything.
+    before = (system.snapshot(), api.snapshot(), buf.snapshot())
+    with pytest.raises(DmaApiError, match="discards 1 dirty line") as raised:
+        codec.map(D.FROM_DEVICE)
+    assert (system.snapshot(), api.snapshot(), buf.snapshot()) == before
+    text = str(raised.value)
+    assert f"attachment #{codec.id} of vcodec_b_mm2 to frame" in text
+    assert f"attachment #{display.id} of mdp to frame" in text
+    (report,) = api.checker.take()
+    assert report.kind is ReportKind.CPU_WRITES_DISCARDED and report.device == "vcodec_b_mm2"
+    # Warn mode: the ARMv7 behaviour happens, reported once.
+    with api.checker.warning():
+        decoded = codec.map(D.FROM_DEVICE)
+    assert [r.kind for r in api.checker.take()] == [ReportKind.CPU_WRITES_DISCARDED]
+    dma_buf_sync(proc, fd, SyncFlags.END | SyncFlags.WRITE)
+    assert system.device("mdp").read(shown.dma_address, 7) == bytes(7)
+    codec.unmap(decoded)
+    # Mapped after END, the writes are in memory and nothing is lost or reported.
+    dma_buf_sync(proc, fd, SyncFlags.START | SyncFlags.WRITE)
+    proc.write(va, b"painted")
+    dma_buf_sync(proc, fd, SyncFlags.END | SyncFlags.WRITE)
+    decoded = codec.map(D.FROM_DEVICE)
+    assert system.device("mdp").read(shown.dma_address, 7) == b"painted"
+    assert api.checker.take() == []
+
+
+def test_a_from_device_importer_synced_first_at_end_of_bracket_is_reported() -> None:
+    """The same loss without a late map: END syncs each attachment for the device in
+    turn, and a FROM_DEVICE one first invalidates what the TO_DEVICE one was to see."""
+    system = vcmm.System.default()
+    api, buf, proc, fd, va = _painter(system)
+    assert api.checker is not None
+    codec = buf.attach("vcodec_b_mm2")
+    codec.map(D.FROM_DEVICE)
+    display = buf.attach("mdp")
+    shown = display.map(D.TO_DEVICE)
+    dma_buf_sync(proc, fd, SyncFlags.START | SyncFlags.WRITE)
+    proc.write(va, b"painted")
+    with api.checker.warning():
+        dma_buf_sync(proc, fd, SyncFlags.END | SyncFlags.WRITE)
+    (report,) = api.checker.take()
+    assert report.kind is ReportKind.CPU_WRITES_DISCARDED
+    assert "sync_sg_for_device" in str(report) and "attachment #" in report.message
+    assert system.device("mdp").read(shown.dma_address, 7) == bytes(7)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
+from vcmm.dma import cachesync
 from vcmm.dma.callsite import CallSite
+from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
@@ -29,11 +31,11 @@ from vcmm.errors import (
     NotFoundError,
     StateError,
 )
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
 
 if TYPE_CHECKING:
-    from vcmm.dma.debug import DebugChecker, ReportKind
+    from vcmm.dma.debug import DebugChecker
     from vcmm.dma.sg import ScatterList
 
 #: Unmapped mappings remembered for double-unmap and use-after-unmap reports.
@@ -85,6 +87,19 @@ class DeviceEntry:
         return str(self.device.name)
 
 
+def _invalidates(direction: DmaDirection, for_cpu: bool) -> bool:
+    """Whether the hand-over's maintenance invalidates (``vcmm.dma.cachesync``)."""
+    if for_cpu:
+        return direction is not DmaDirection.TO_DEVICE
+    return direction is DmaDirection.FROM_DEVICE
+
+
+def _forget(rec: DmaMapping, ranges: list[AddressRange]) -> bool:
+    """Drop ``ranges`` from what ``rec``'s device wrote unsynced; whether any is left."""
+    rec.device_wrote = subtract(rec.device_wrote, ranges)
+    return bool(rec.device_wrote)
+
+
 class DmaState:
     """Shared state of one :class:`~vcmm.dma.api.DmaApi`."""
 
@@ -108,6 +123,9 @@ class DmaState:
         self.live: dict[int, DmaMapping] = {}
         self.buffers: dict[int, CoherentBuffer] = {}
         self.history: deque[DmaMapping] = deque(maxlen=HISTORY)
+        #: Mappings unmapped with DMA_ATTR_SKIP_CPU_SYNC after a device wrote them: their
+        #: ``device_wrote`` bytes read stale until the CPU cache is invalidated for them.
+        self.unsynced: deque[DmaMapping] = deque(maxlen=HISTORY)
         self.freed: deque[CoherentBuffer] = deque(maxlen=HISTORY)
         self.checker: DebugChecker | None = None
         self.last_error: Exception | None = None
@@ -323,6 +341,58 @@ class DmaState:
             self.checker.report(
                 kind, entry.name, message, dma_addr=dma_addr, size=size, rec=rec, call=call
             )
+
+    # -- cache maintenance -------------------------------------------------------------------
+
+    def maintain(
+        self, ranges: Iterable[AddressRange], direction: DmaDirection, *, for_cpu: bool
+    ) -> None:
+        """The cache maintenance of a hand-over in ``direction`` (to the CPU if
+        ``for_cpu``) on ``ranges``; what it invalidates no longer reads stale."""
+        ranges = list(ranges)
+        cache = self.cpu.cache
+        if for_cpu:
+            cachesync.for_cpu(cache, ranges, direction)
+        else:
+            cachesync.for_device(cache, ranges, direction)
+        if self.unsynced and _invalidates(direction, for_cpu):
+            kept = [r for r in self.unsynced if _forget(r, ranges)]
+            self.unsynced.clear()
+            self.unsynced.extend(kept)
+
+    def check_discard(
+        self,
+        entry: DeviceEntry,
+        ranges: list[AddressRange],
+        direction: DmaDirection,
+        *,
+        for_cpu: bool,
+        what: str,
+        keep: Iterable[DmaMapping] = (),
+        site: CallSite | None = None,
+    ) -> None:
+        """Report (before anything changes) a hand-over whose invalidation would drop
+        dirty CPU lines of bytes another live mapping has handed to the CPU: the CPU
+        wrote them for that mapping's device, and on ARMv7 they never reach memory.
+        ``what`` names the mapping the hand-over is for, ``keep`` the ones it hands over
+        (which are not victims)."""
+        checker = self.checker
+        if checker is None or entry.params.coherent or not _invalidates(direction, for_cpu):
+            return
+        found = checker.discarding(ranges, list(keep))
+        if found is None:
+            return
+        victim, lines, where = found
+        self.misuse(
+            ReportKind.CPU_WRITES_DISCARDED,
+            entry,
+            f"{what} invalidates the CPU cache for {direction.name} and discards {lines} "
+            f"dirty line(s) of {where} that the CPU wrote while {victim.describe()} was "
+            f"handed to it; {victim.device.name} will never see those writes",
+            dma_addr=victim.dma_addr,
+            rec=victim,
+            call=site,
+        )
 
     # -- memory types ----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import (
     DMA_MAPPING_ERROR,
     DmaAttr,
@@ -190,7 +189,45 @@ def _map_direct_ranges(
 
 def _sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
     if not attrs & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_device(state.cpu.cache, rec.cpu_ranges, rec.direction)
+        state.maintain(rec.cpu_ranges, rec.direction, for_cpu=False)
+
+
+def _check_map_discard(
+    state: DmaState,
+    entry: DeviceEntry,
+    ranges: list[AddressRange],
+    direction: DmaDirection,
+    attrs: DmaAttr,
+    what: str,
+    site: CallSite,
+) -> None:
+    """Before a map: its hand-over to the device must not discard what the CPU wrote
+    for another mapping of the same bytes (see :meth:`DmaState.check_discard`)."""
+    if not attrs & DmaAttr.SKIP_CPU_SYNC:
+        state.check_discard(entry, ranges, direction, for_cpu=False, what=what, site=site)
+
+
+def _unmap_for_cpu(
+    state: DmaState,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    ranges: list[AddressRange],
+    direction: DmaDirection,
+    attrs: DmaAttr,
+    site: CallSite,
+) -> None:
+    """The unmap's hand-over to the CPU, then the teardown.  Skipped maintenance
+    (``DMA_ATTR_SKIP_CPU_SYNC``) leaves what the device wrote readable stale: the
+    checker remembers it until a sync invalidates those bytes."""
+    skip = bool(attrs & DmaAttr.SKIP_CPU_SYNC) or entry.params.coherent
+    if not skip:
+        state.check_discard(
+            entry, ranges, direction, for_cpu=True, what=rec.describe(), keep=[rec], site=site
+        )
+        state.maintain(ranges, direction, for_cpu=True)
+    _release(state, rec, site)
+    if skip and not entry.params.coherent and rec.device_wrote:
+        state.unsynced.append(rec)
 
 
 # -- map_page ---------------------------------------------------------------------------------
@@ -225,6 +262,10 @@ def map_page(
         offset,
         size,
         direction,
+    )
+    what = f"this {call} of {entry.name} ({direction.name})"
+    _check_map_discard(
+        state, entry, [AddressRange(page + offset, size)], direction, flags, what, site
     )
     try:
         rec, placed = _map_ranges(
@@ -324,9 +365,7 @@ def unmap_page(
             call=site,
         )
     _check_size_direction(state, call, entry, rec, size, direction, site)
-    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, rec.cpu_ranges, direction)
-    _release(state, rec, site)
+    _unmap_for_cpu(state, entry, rec, list(rec.cpu_ranges), direction, flags, site)
 
 
 def _check_size_direction(
@@ -415,6 +454,8 @@ def map_sg(
         direction,
     )
     ranges = [(e.phys, e.length) for e in entries]
+    what = f"this {call} of {entry.name} ({direction.name}{sgl.labelled})"
+    _check_map_discard(state, entry, [e.range for e in entries], direction, flags, what, site)
     try:
         rec, placed = _map_ranges(state, call, entry, ranges, direction, MapKind.SG, site)
     except VcmmError as exc:
@@ -523,9 +564,7 @@ def unmap_sg(
             call=site,
         )
     _check_unmap_direction(state, call, entry, rec, direction, site)
-    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, [e.range for e in sgl[:n]], direction)
-    _release(state, rec, site)
+    _unmap_for_cpu(state, entry, rec, [e.range for e in sgl[:n]], direction, flags, site)
 
 
 def mapping_error(handle: int) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import check_direction
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
@@ -32,12 +31,17 @@ def _hand_over(
     phys: list[AddressRange],
     direction: DmaDirection,
     for_cpu: bool,
+    site: CallSite,
+    twins: list[DmaMapping] | None = None,
 ) -> None:
+    """Hand ``phys`` of ``rec`` (and its ``twins``) over; the invalidation must not
+    discard what the CPU wrote for another mapping (reported before anything changes)."""
+    keep = [rec, *(twins or [])]
+    state.check_discard(
+        entry, phys, direction, for_cpu=for_cpu, what=rec.describe(), keep=keep, site=site
+    )
     if not entry.params.coherent:
-        if for_cpu:
-            cachesync.for_cpu(state.cpu.cache, phys, direction)
-        else:
-            cachesync.for_device(state.cpu.cache, phys, direction)
+        state.maintain(phys, direction, for_cpu=for_cpu)
     _take_over(rec, phys, for_cpu)
 
 
@@ -116,10 +120,11 @@ def sync_single(
     phys = rec.phys_for(wanted)
     if rec.kind is MapKind.PAGE:
         phys = [p for r in phys for p in [r & rec.cpu_ranges[0]] if p is not None]
-    _hand_over(state, entry, rec, phys, direction, for_cpu)
+    twins = _twins(state, entry, rec, wanted)
+    _hand_over(state, entry, rec, phys, direction, for_cpu, site, twins)
     # What the device wrote into a twin is synced only if this sync invalidated.
     invalidated = entry.params.coherent or direction is not DmaDirection.TO_DEVICE
-    for twin in _twins(state, entry, rec, wanted):
+    for twin in twins:
         _take_over(twin, phys if invalidated else [], for_cpu)
 
 
@@ -169,4 +174,4 @@ def sync_sg(
             call=site,
         )
     _check_direction_matches(state, call, entry, rec, direction, site)
-    _hand_over(state, entry, rec, [e.range for e in sgl[:n]], direction, for_cpu)
+    _hand_over(state, entry, rec, [e.range for e in sgl[:n]], direction, for_cpu, site)

@@ -271,7 +271,10 @@ class VcmExporter(Exporter):
         pinned = self._pin(dmabuf)
         pieces = [p for p, _ in buf.pieces(0, dmabuf.size)]
         try:
-            mapping = dmamap.map_pieces(call, api, device, pieces, direction, attachment.dma_attrs)
+            label = f"attachment #{attachment.id} of {device.name} to {dmabuf.name}"
+            mapping = dmamap.map_pieces(
+                call, api, device, pieces, direction, attachment.dma_attrs, label
+            )
         except BaseException:
             if pinned:
                 self._unpin(buf)
