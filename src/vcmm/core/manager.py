@@ -58,7 +58,7 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
-from vcmm.core import backing, export, physical, sharing
+from vcmm.core import backing, export, ownership, physical, sharing
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -803,7 +803,7 @@ class Vcmm:
             self._targets[physmem.target].free(physmem.target_chunks)
             self._owners.remove(physmem)
         for pin in physmem.holds:
-            self._release_pin(pin)
+            ownership.release(pin)
         physmem.freed = True
         del self._physmems[physmem.id]
 
@@ -847,21 +847,18 @@ class Vcmm:
         owner: str,
         of: PhysMem | Sequence[PhysMem] = (),
     ) -> PhysMem:
-        """Describe pages as one piece of memory (``ranges``, whole pages of physical
-        memory, laid end to end; repeats allowed) so a reservation can be backed with
-        them: kernel pages a driver passes to ``dma_map_page``, a caller's buffer.
+        """Describe pages as one piece of memory (``ranges``, whole pages, laid end to
+        end; repeats allowed) so a reservation can be backed with them.
 
-        Who may wrap what (docs/DESIGN.md, "Who may map what memory"): pages of a live
-        allocation only when ``of`` names it (or a view or wrap of it): holding the
-        handle is the proof of ownership, and the wrap pins what ``of`` names until it
-        is freed; memory outside every target and the page-table window (a carve-out the
-        platform leaves to drivers) freely.  Pages free in a target or in the
-        page-table window never (:class:`~vcmm.errors.OwnershipError` naming the owner).
-        ``owner`` says whose the wrap is (it shows in the graph and in messages).
-        ``vcm_phys_free`` of a wrap forgets it and gives back its pins.
+        Who may wrap what (:mod:`vcmm.core.ownership`, docs/DESIGN.md "Ownership"):
+        pages of a live allocation only when ``of`` names it (or a view or wrap of it),
+        and the wrap then pins what ``of`` names until it is freed; RAM no target or
+        table allocator owns freely; free and page-table pages never
+        (:class:`~vcmm.errors.OwnershipError` naming the owner).  ``owner`` says whose
+        the wrap is.  ``vcm_phys_free`` of a wrap forgets it and gives back its pins.
         """
         call = "vcm_phys_wrap"
-        held = self._check_of(call, of)
+        held = ownership.check_of(call, of)
         wrap = physical.make_wrap(
             lambda: next(self._ids),
             self.memory,
@@ -869,33 +866,15 @@ class Vcmm:
             owner,
             check=lambda pieces: self._owners.check_wrap(call, pieces, held),
         )
-        wrap.holds = tuple(self._pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
+        wrap.holds = tuple(ownership.pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
         self._physmems[wrap.id] = wrap
         return wrap
 
-    @staticmethod
-    def _check_of(call: str, of: object) -> tuple[PhysMem, ...]:
-        items = [of] if isinstance(of, PhysMem) else of
-        if isinstance(items, str) or not isinstance(items, Sequence):
-            raise InvalidArgumentError(f"{call}: of={of!r} must be a PhysMem or a list of them")
-        out: list[PhysMem] = []
-        for p in items:
-            _check_obj(call, "of", p, PhysMem)
-            if all(p is not q for q in out):
-                out.append(p)
-        return tuple(out)
-
     @_machine_locked
     def vcm_phys_owners(self, ranges: Sequence[AddressRange]) -> tuple[PhysMem, ...]:
-        """The live allocations holding any page of ``ranges`` (first seen first), as the
-        kernel finds the owner of a page it is handed.
-
-        For front ends that take pages the way Linux does (``dma_map_page``, a driver's
-        mmap hook): they map pages of live allocations (pinning them with a wrap ``of``
-        them) and memory nobody owns, and refuse, through the
-        :class:`~vcmm.errors.OwnershipError` raised here, pages free in a target or in
-        the page-table window.
-        """
+        """The live allocations holding any page of ``ranges`` (first seen first), as
+        the kernel finds the owner of a page it is handed (``dma_map_page``, a driver's
+        mmap hook); ``OwnershipError`` for pages free in a target or page-table pages."""
         call = "vcm_phys_owners"
         pieces = physical.check_page_ranges(call, self.memory, ranges)
         return self._owners.owners(call, pieces)
@@ -903,37 +882,17 @@ class Vcmm:
     @_machine_locked
     def vcm_phys_pin(self, physmem: PhysMem, *, holder: str) -> Pin:
         """Keep ``physmem`` from being freed until :meth:`vcm_phys_unpin`; ``holder``
-        names who holds it in the refusal (an exporter pins what it shares)."""
+        is named in the refusal (an exporter pins what it shares)."""
         call = "vcm_phys_pin"
         physmem = _check_obj(call, "physmem", physmem, PhysMem)
         if not isinstance(holder, str) or not holder:
             raise InvalidArgumentError(f"{call}: holder {holder!r} must be a non-empty string")
-        return self._pin(physmem, holder)
+        return ownership.pin(physmem, holder)
 
     @_machine_locked
     def vcm_phys_unpin(self, pin: Pin) -> None:
         """Give back a pin :meth:`vcm_phys_pin` made."""
-        call = "vcm_phys_unpin"
-        if not isinstance(pin, Pin):
-            raise InvalidArgumentError(f"{call}: {pin!r} is not a Pin")
-        if pin.wrap is not None:
-            raise InvalidArgumentError(
-                f"{call}: {pin!r} belongs to {pin.wrap.name}; it goes when the wrap is freed"
-            )
-        if pin.released:
-            raise StateError(f"{call}: {pin!r} was already given back")
-        self._release_pin(pin)
-
-    @staticmethod
-    def _pin(physmem: PhysMem, holder: str, wrap: PhysMem | None = None) -> Pin:
-        pin = Pin(physmem, holder, wrap)
-        physmem.pins.append(pin)
-        return pin
-
-    @staticmethod
-    def _release_pin(pin: Pin) -> None:
-        pin.physmem.pins.remove(pin)
-        pin.released = True
+        ownership.unpin("vcm_phys_unpin", pin)
 
     # -- backing -----------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vcmm.core.objects import PhysMem
-from vcmm.errors import OwnershipError
+from vcmm.errors import InvalidArgumentError, OwnershipError, StateError
 from vcmm.ranges import AddressRange, subtract, union
 
 
@@ -62,6 +62,46 @@ def pinned_message(call: str, physmem: PhysMem) -> str:
         f"{call}: {physmem.name} is pinned by {holders}; memory is not freed while "
         "something that shares or wraps it lives (release that first)"
     )
+
+
+def pin(physmem: PhysMem, holder: str, wrap: PhysMem | None = None) -> Pin:
+    """Pin ``physmem`` for ``holder`` (for ``wrap``, if a wrap holds the pin)."""
+    made = Pin(physmem, holder, wrap)
+    physmem.pins.append(made)
+    return made
+
+
+def release(made: Pin) -> None:
+    made.physmem.pins.remove(made)
+    made.released = True
+
+
+def unpin(call: str, made: object) -> None:
+    """Give back a pin ``vcm_phys_pin`` made (a wrap's pins go with the wrap)."""
+    if not isinstance(made, Pin):
+        raise InvalidArgumentError(f"{call}: {made!r} is not a Pin")
+    if made.wrap is not None:
+        raise InvalidArgumentError(
+            f"{call}: {made!r} belongs to {made.wrap.name}; it goes when the wrap is freed"
+        )
+    if made.released:
+        raise StateError(f"{call}: {made!r} was already given back")
+    release(made)
+
+
+def check_of(call: str, of: object) -> tuple[PhysMem, ...]:
+    """``of`` of ``vcm_phys_wrap``: a live PhysMem or a list of them (repeats dropped)."""
+    items = [of] if isinstance(of, PhysMem) else of
+    if isinstance(items, str) or not isinstance(items, Sequence):
+        raise InvalidArgumentError(f"{call}: of={of!r} must be a PhysMem or a list of them")
+    out: list[PhysMem] = []
+    for p in items:
+        if not isinstance(p, PhysMem):
+            raise InvalidArgumentError(f"{call}: of= holds {p!r}, not a PhysMem")
+        p._alive(call)
+        if all(p is not q for q in out):
+            out.append(p)
+    return tuple(out)
 
 
 class OwnerMap:
@@ -96,12 +136,16 @@ class OwnerMap:
     def allocations_in(self, r: AddressRange) -> list[tuple[AddressRange, PhysMem]]:
         """The parts of ``r`` live allocations hold, with the allocation of each."""
         out: list[tuple[AddressRange, PhysMem]] = []
+        chunks, end = self._chunks, r.end
         i = max(bisect.bisect_right(self._starts, r.start) - 1, 0)
-        while i < len(self._chunks) and self._chunks[i][0].start < r.end:
-            chunk, physmem = self._chunks[i]
-            inside = chunk & r
-            if inside is not None:
-                out.append((inside, physmem))
+        while i < len(chunks) and chunks[i][0].start < end:
+            chunk, physmem = chunks[i]
+            if chunk == r or r in chunk:  # the common case: pages inside one chunk
+                out.append((r, physmem))
+            else:
+                inside = chunk & r
+                if inside is not None:
+                    out.append((inside, physmem))
             i += 1
         return out
 
@@ -117,9 +161,11 @@ class OwnerMap:
                 "pages belong to the tables (a device mapping one could rewrite its own "
                 "translations)"
             )
-        rest = subtract([r], list(held))
-        for region, name in self._regions:
-            for part in rest:
+        held = list(held)
+        if len(held) == 1 and held[0] == r:
+            return  # one allocation holds all of it
+        for part in subtract([r], held):
+            for region, name in self._regions:
                 free = part & region
                 if free is not None:
                     raise OwnershipError(
@@ -147,24 +193,33 @@ class OwnerMap:
         """The rule of ``vcm_phys_wrap``: every page lies inside one of ``of`` (memory the
         caller holds the handle of) or is owned by nobody; ``of`` names nothing the
         ranges do not touch."""
-        mine = _Sorted([piece for p in of for piece in p.chunk_ranges])
+        named = {p.id for p in of}
+        touched: set[int] = set()
+        mine: _Sorted | None = None  # of's pieces, built only if a view or wrap is named
         for r in ranges:
             held = self.allocations_in(r)
             self._refuse_unowned(call, r, (part for part, _ in held))
             for part, physmem in held:
+                if physmem.id in named:  # the allocation itself: all of it is the caller's
+                    touched.add(physmem.id)
+                    continue
+                if mine is None:
+                    mine = _Sorted([piece for p in of for piece in p.chunk_ranges])
                 for stray in subtract([part], mine.inside(part)):
                     raise OwnershipError(
                         f"{call}: {stray} belongs to {physmem.name} (an allocation from "
                         f"{physmem.target!r}); only its owner may wrap it, naming it with "
                         "of= (or back with vcm_phys_view of it)"
                     )
-        wanted = _Sorted(list(ranges))
-        for p in of:
-            if not any(wanted.inside(piece) for piece in p.chunk_ranges):
-                raise OwnershipError(
-                    f"{call}: of= names {p.name}, but none of the ranges lies in it; a wrap "
-                    "pins only what it wraps"
-                )
+        untouched = [p for p in of if p.id not in touched]
+        if untouched:
+            wanted = _Sorted(list(ranges))
+            for p in untouched:
+                if not any(wanted.inside(piece) for piece in p.chunk_ranges):
+                    raise OwnershipError(
+                        f"{call}: of= names {p.name}, but none of the ranges lies in it; a "
+                        "wrap pins only what it wraps"
+                    )
 
 
 class _Sorted:

@@ -367,15 +367,15 @@ class DmaState:
         direction: DmaDirection,
         *,
         for_cpu: bool,
-        what: str,
+        what: str | DmaMapping,
         keep: Iterable[DmaMapping] = (),
         site: CallSite | None = None,
     ) -> None:
         """Report (before anything changes) a hand-over whose invalidation would drop
         dirty CPU lines of bytes another live mapping has handed to the CPU: the CPU
         wrote them for that mapping's device, and on ARMv7 they never reach memory.
-        ``what`` names the mapping the hand-over is for, ``keep`` the ones it hands over
-        (which are not victims)."""
+        ``what`` is the mapping the hand-over is for (or names the one being made),
+        ``keep`` the ones it hands over (which are not victims)."""
         checker = self.checker
         if checker is None or entry.params.coherent or not _invalidates(direction, for_cpu):
             return
@@ -386,7 +386,7 @@ class DmaState:
         self.misuse(
             ReportKind.CPU_WRITES_DISCARDED,
             entry,
-            f"{what} invalidates the CPU cache for {direction.name} and discards {lines} "
+            f"{what if isinstance(what, str) else what.describe()} invalidates the CPU cache for {direction.name} and discards {lines} "
             f"dirty line(s) of {where} that the CPU wrote while {victim.describe()} was "
             f"handed to it; {victim.device.name} will never see those writes",
             dma_addr=victim.dma_addr,

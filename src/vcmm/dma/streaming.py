@@ -42,20 +42,16 @@ from vcmm.sizes import SZ_4K, align_up
 
 
 def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
-    """Only RAM a driver may hand to a device: pages of live allocations or memory no
-    target owns, never pages free in a target or page-table pages (the core's
-    ownership rule, raised here before anything is mapped)."""
     if not state.system.memory.is_backed(phys, size):
         raise InvalidArgumentError(
             f"{call}: [{phys:#x}, +{size:#x}) is not physical memory; only RAM can be mapped"
         )
-    first = phys - phys % SZ_4K
-    pages = AddressRange(first, align_up(phys + size, SZ_4K) - first)
-    try:
-        state.system.vcm_phys_owners([pages])
-    except OwnershipError as exc:
-        why = str(exc).split(": ", 1)[-1]
-        raise OwnershipError(f"{call}: {why}") from None
+
+
+def _not_yours(call: str, exc: OwnershipError) -> OwnershipError:
+    """The core refused the caller's pages (free in a target, page-table pages): a
+    misuse, raised rather than returned as a mapping failure; nothing was mapped."""
+    return OwnershipError(f"{call}: {str(exc).split(': ', 1)[-1]}")
 
 
 # -- building a mapping ---------------------------------------------------------------------
@@ -198,12 +194,13 @@ def _check_map_discard(
     ranges: list[AddressRange],
     direction: DmaDirection,
     attrs: DmaAttr,
-    what: str,
     site: CallSite,
+    label: str = "",
 ) -> None:
     """Before a map: its hand-over to the device must not discard what the CPU wrote
     for another mapping of the same bytes (see :meth:`DmaState.check_discard`)."""
-    if not attrs & DmaAttr.SKIP_CPU_SYNC:
+    if state.checker is not None and not attrs & DmaAttr.SKIP_CPU_SYNC:
+        what = f"this {site.call} of {entry.name} ({direction.name}{label})"
         state.check_discard(entry, ranges, direction, for_cpu=False, what=what, site=site)
 
 
@@ -221,9 +218,7 @@ def _unmap_for_cpu(
     checker remembers it until a sync invalidates those bytes."""
     skip = bool(attrs & DmaAttr.SKIP_CPU_SYNC) or entry.params.coherent
     if not skip:
-        state.check_discard(
-            entry, ranges, direction, for_cpu=True, what=rec.describe(), keep=[rec], site=site
-        )
+        state.check_discard(entry, ranges, direction, for_cpu=True, what=rec, keep=[rec], site=site)
         state.maintain(ranges, direction, for_cpu=True)
     _release(state, rec, site)
     if skip and not entry.params.coherent and rec.device_wrote:
@@ -263,14 +258,14 @@ def map_page(
         size,
         direction,
     )
-    what = f"this {call} of {entry.name} ({direction.name})"
-    _check_map_discard(
-        state, entry, [AddressRange(page + offset, size)], direction, flags, what, site
-    )
+    data = [AddressRange(page + offset, size)]
+    _check_map_discard(state, entry, data, direction, flags, site)
     try:
         rec, placed = _map_ranges(
             state, call, entry, [(page + offset, size)], direction, MapKind.PAGE, site
         )
+    except OwnershipError as exc:
+        raise _not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return DMA_MAPPING_ERROR
@@ -454,10 +449,12 @@ def map_sg(
         direction,
     )
     ranges = [(e.phys, e.length) for e in entries]
-    what = f"this {call} of {entry.name} ({direction.name}{sgl.labelled})"
-    _check_map_discard(state, entry, [e.range for e in entries], direction, flags, what, site)
+    data = [e.range for e in entries]
+    _check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
     try:
         rec, placed = _map_ranges(state, call, entry, ranges, direction, MapKind.SG, site)
+    except OwnershipError as exc:
+        raise _not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return 0

@@ -37,9 +37,7 @@ def _hand_over(
     """Hand ``phys`` of ``rec`` (and its ``twins``) over; the invalidation must not
     discard what the CPU wrote for another mapping (reported before anything changes)."""
     keep = [rec, *(twins or [])]
-    state.check_discard(
-        entry, phys, direction, for_cpu=for_cpu, what=rec.describe(), keep=keep, site=site
-    )
+    state.check_discard(entry, phys, direction, for_cpu=for_cpu, what=rec, keep=keep, site=site)
     if not entry.params.coherent:
         state.maintain(phys, direction, for_cpu=for_cpu)
     _take_over(rec, phys, for_cpu)

@@ -20,7 +20,9 @@ So a :class:`VcmDevNode` behaves like a PMEM node, with the VCM underneath:
   buffer was exported (:meth:`VcmDevNode.export`) and that dma-buf is still held;
 - :meth:`VcmDevNode.import_dmabuf` makes the node an importer instead: the context's
   device attaches to a dma-buf and maps it, and ``mmap`` on the node is forwarded to
-  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).
+  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).  The descriptor
+  that granted the buffer bounds both: a buffer imported through an ``O_RDONLY`` fd
+  is mapped ``TO_DEVICE`` and never mmapped writable, whatever the node's own mode.
 
 The CPU, the decoder and the display can thus map the same buffer at once (000
 L3762-3771), each in its own address space.
