@@ -219,3 +219,16 @@ def test_a_from_device_importer_synced_first_at_end_of_bracket_is_reported() -> 
     assert report.kind is ReportKind.CPU_WRITES_DISCARDED
     assert "sync_sg_for_device" in str(report) and "attachment #" in report.message
     assert system.device("mdp").read(shown.dma_address, 7) == bytes(7)
+
+
+def test_a_coherent_buffer_whose_memory_was_exported_is_not_freed_under_it(rig: Any) -> None:
+    api = rig.api
+    buf = api.alloc_coherent("vcodec_a_mm1", 2 * SZ_4K)
+    shared = rig.exporter.export(buf.physmem, cached=False, name="coherent")
+    before = (rig.system.snapshot(), api.snapshot())
+    with pytest.raises(BusyError, match="pinned by dma-buf coherent"):
+        api.free_coherent("vcodec_a_mm1", 2 * SZ_4K, buf.cpu_addr, buf.dma_handle)
+    assert (rig.system.snapshot(), api.snapshot()) == before
+    shared.put()
+    api.free_coherent("vcodec_a_mm1", 2 * SZ_4K, buf.cpu_addr, buf.dma_handle)
+    assert api.buffers("vcodec_a_mm1") == []
