@@ -141,7 +141,7 @@ class DmaState:
             raise
 
     def _build(self, system: Any, coherent_pool: tuple[str, int], atomic_pool_size: int) -> None:
-        """The kernel's VMM VCM, the pools and the scratch pages; each step recorded so
+        """The kernel's VMM VCM and the pools; each step recorded so
         :meth:`close` (or a failed construction) can take it back."""
         built = self._built
         self.vmm = system.vcm_create_from_prebuilt(0)
@@ -157,8 +157,9 @@ class DmaState:
         built.append(self.atomic.release)
 
     def close(self) -> None:
-        """Give everything back: devices, pools, scratch pages, the VMM VCM, in the
-        reverse order they were set up, so table memory ends up exactly as before."""
+        """Give everything back: devices (and their domains' padding pages), pools, the
+        VMM VCM, in the reverse order they were set up, so table memory ends up exactly
+        as before."""
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
         while self._built:
@@ -383,10 +384,11 @@ class DmaState:
         if found is None:
             return
         victim, lines, where = found
+        subject = what if isinstance(what, str) else what.describe()
         self.misuse(
             ReportKind.CPU_WRITES_DISCARDED,
             entry,
-            f"{what if isinstance(what, str) else what.describe()} invalidates the CPU cache for {direction.name} and discards {lines} "
+            f"{subject} invalidates the CPU cache for {direction.name} and discards {lines} "
             f"dirty line(s) of {where} that the CPU wrote while {victim.describe()} was "
             f"handed to it; {victim.device.name} will never see those writes",
             dma_addr=victim.dma_addr,
