@@ -14,9 +14,10 @@ it is an edge of the mapping graph and obeys its attribute rules:
 
 Pages the caller owns (``map_page``, ``map_sg``) are described to the core with
 ``vcm_phys_wrap`` ``of`` the allocations they lie in, which pins those until the unmap
-(the driver vouches for them, as Linux trusts the pages a driver passes); memory the DMA API owns (coherent buffers) comes as an allocation
-or a view of a pool.  The core's graph finds every alias of those bytes, whatever
-chunk they lie in, so the memory type and the shareable bit are its business.
+(the driver vouches for them, as Linux trusts the pages a driver passes); memory the
+DMA API owns (coherent buffers) comes as an allocation or a view of a pool.  The
+core's graph finds every alias of those bytes, whatever chunk they lie in, so the
+memory type and the shareable bit are its business.
 
 Both undo what they did if a later step fails; an IOVA allocated for a mapping that
 then failed is taken back exactly (:meth:`IovaVcmAllocator.undoing`).

@@ -205,8 +205,9 @@ class VcmExporter(Exporter):
         a new reference, never a second buffer (001 L41-47); the sharing options must
         then be the same.  The allocation is pinned while the dma-buf lives:
         ``vcm_phys_free`` of it is refused, naming the dma-buf, so its pages are never
-        handed to a new owner under an importer's or a process's mapping.  ``owned``: free the allocation at release; ``on_release``:
-        called at release (an owner that keeps the memory drops its hold there).  An
+        handed to a new owner under an importer's or a process's mapping.  ``owned``:
+        free the allocation at release; ``on_release``: called at release (an owner that
+        keeps the memory drops its hold there).  An
         allocation outside the linear map is mapped into the kernel with the buffer's
         memory type (refused, nothing changed, if an existing alias has another).
         """
