@@ -89,3 +89,33 @@ class AddressRange:
 
     def __str__(self) -> str:
         return f"[{self.start:#x}, {self.end:#x})"
+
+
+def subtract(ranges: list[AddressRange], gone: list[AddressRange]) -> list[AddressRange]:
+    """The parts of ``ranges`` outside every range of ``gone``, in order."""
+    out = list(ranges)
+    for g in gone:
+        nxt: list[AddressRange] = []
+        for r in out:
+            inside = r & g
+            if inside is None:
+                nxt.append(r)
+                continue
+            if r.start < inside.start:
+                nxt.append(AddressRange(r.start, inside.start - r.start))
+            if inside.end < r.end:
+                nxt.append(AddressRange(inside.end, r.end - inside.end))
+        out = nxt
+    return out
+
+
+def union(ranges: list[AddressRange]) -> list[AddressRange]:
+    """``ranges`` sorted, with overlapping or touching ones merged (disjoint result)."""
+    merged: list[AddressRange] = []
+    for r in sorted(ranges):
+        if merged and r.start <= merged[-1].end:
+            last = merged[-1]
+            merged[-1] = AddressRange(last.start, max(last.end, r.end) - last.start)
+        elif r.size:
+            merged.append(r)
+    return merged

@@ -27,9 +27,15 @@ call                                  refused (besides bad arguments and freed h
 ``vcm_deassoc(avcm)``                 it is active
 ``vcm_activate(avcm)``                the context already runs another VCM (same half)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
-``vcm_phys_free(physmem)``            it backs a reservation; views of it live
+``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
+                                      pinned (an exported dma-buf, a wrap of its pages)
 ``vcm_phys_view(physmem, off, len)``  not whole pages inside it
-``vcm_phys_wrap(ranges, owner=)``     not whole pages of physical memory
+``vcm_phys_wrap(ranges, owner=, of=)``  not whole pages of physical memory; pages of the
+                                      page-table window, free in a target, or of a live
+                                      allocation ``of`` does not name
+                                      (``OwnershipError``)
+``vcm_phys_owners(ranges)``           pages of the page-table window or free in a target
+``vcm_phys_unpin(pin)``               the pin was already released
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -52,7 +58,7 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
-from vcmm.core import backing, export, physical, sharing
+from vcmm.core import backing, export, ownership, physical, sharing
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -75,6 +81,7 @@ from vcmm.core.mappers import (
     release_context,
 )
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmFault, VcmKind
+from vcmm.core.ownership import OwnerMap, Pin, pinned_message
 from vcmm.errors import (
     AlignmentError,
     BusyError,
@@ -196,6 +203,8 @@ class Vcmm:
         )
         self.vcms: list[Vcm] = []
         self._physmems: dict[int, PhysMem] = {}
+        #: Who owns each physical page (table window, free lists, live allocations).
+        self._owners = OwnerMap(table_memory.window, self._targets)
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
@@ -780,6 +789,7 @@ class Vcmm:
                 next(self._ids), name, length, pattr, ranges, target_chunks=chunks, holder=holder
             )
             self._physmems[physmem.id] = physmem
+            self._owners.add(physmem)
             return physmem
         cls = (
             UnsupportedSizeError
@@ -793,9 +803,10 @@ class Vcmm:
 
     @_machine_locked
     def vcm_phys_free(self, physmem: PhysMem) -> None:
-        """Return an allocation to its target; refused while it backs a reservation or
-        a view of it lives.  Freeing a view or a wrap only forgets it (its pages belong
-        to its parent, or to whoever wrapped them)."""
+        """Return an allocation to its target; refused while it backs a reservation, a
+        view of it lives or something pins it (an exported dma-buf, a wrap of its pages).
+        Freeing a view or a wrap only forgets it (its pages belong to its parent, or to
+        whoever wrapped them) and gives back the pins a wrap held."""
         call = "vcm_phys_free"
         physmem = _check_obj(call, "physmem", physmem, PhysMem)
         if physmem.backing:
@@ -807,10 +818,15 @@ class Vcmm:
                 f"{call}: {physmem.name} still has the view(s) {views}; a view pins the "
                 "memory it shows, vcm_phys_free them first"
             )
+        if physmem.pins:
+            raise BusyError(pinned_message(call, physmem))
         if physmem.parent is not None:
             physmem.parent.views.remove(physmem)
         elif physmem.owner is None:
             self._targets[physmem.target].free(physmem.target_chunks)
+            self._owners.remove(physmem)
+        for pin in physmem.holds:
+            ownership.release(pin)
         physmem.freed = True
         del self._physmems[physmem.id]
 
@@ -847,18 +863,59 @@ class Vcmm:
         return view
 
     @_machine_locked
-    def vcm_phys_wrap(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
-        """Describe pages the VCMM did not hand out (``ranges``, whole pages of physical
-        memory, laid end to end; repeats allowed) so a reservation can be backed with
-        them: kernel pages a driver passes to ``dma_map_page``, a caller's buffer.
+    def vcm_phys_wrap(
+        self,
+        ranges: Sequence[AddressRange],
+        *,
+        owner: str,
+        of: PhysMem | Sequence[PhysMem] = (),
+    ) -> PhysMem:
+        """Describe pages as one piece of memory (``ranges``, whole pages, laid end to
+        end; repeats allowed) so a reservation can be backed with them.
 
-        ``owner`` says whose they are (it shows in the graph and in messages).  The
-        pages are never given to a memory target: ``vcm_phys_free`` of a wrap only
-        forgets it.  The caller keeps them alive while they are mapped.
+        Who may wrap what (:mod:`vcmm.core.ownership`, docs/DESIGN.md "Ownership"):
+        pages of a live allocation only when ``of`` names it (or a view or wrap of it),
+        and the wrap then pins what ``of`` names until it is freed; RAM no target or
+        table allocator owns freely; free and page-table pages never
+        (:class:`~vcmm.errors.OwnershipError` naming the owner).  ``owner`` says whose
+        the wrap is.  ``vcm_phys_free`` of a wrap forgets it and gives back its pins.
         """
-        wrap = physical.make_wrap(lambda: next(self._ids), self.memory, ranges, owner)
+        call = "vcm_phys_wrap"
+        held = ownership.check_of(call, of)
+        wrap = physical.make_wrap(
+            lambda: next(self._ids),
+            self.memory,
+            ranges,
+            owner,
+            check=lambda pieces: self._owners.check_wrap(call, pieces, held),
+        )
+        wrap.holds = tuple(ownership.pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
         self._physmems[wrap.id] = wrap
         return wrap
+
+    @_machine_locked
+    def vcm_phys_owners(self, ranges: Sequence[AddressRange]) -> tuple[PhysMem, ...]:
+        """The live allocations holding any page of ``ranges`` (first seen first), as
+        the kernel finds the owner of a page it is handed (``dma_map_page``, a driver's
+        mmap hook); ``OwnershipError`` for pages free in a target or page-table pages."""
+        call = "vcm_phys_owners"
+        pieces = physical.check_page_ranges(call, self.memory, ranges)
+        return self._owners.owners(call, pieces)
+
+    @_machine_locked
+    def vcm_phys_pin(self, physmem: PhysMem, *, holder: str) -> Pin:
+        """Keep ``physmem`` from being freed until :meth:`vcm_phys_unpin`; ``holder``
+        is named in the refusal (an exporter pins what it shares)."""
+        call = "vcm_phys_pin"
+        physmem = _check_obj(call, "physmem", physmem, PhysMem)
+        if not isinstance(holder, str) or not holder:
+            raise InvalidArgumentError(f"{call}: holder {holder!r} must be a non-empty string")
+        return ownership.pin(physmem, holder)
+
+    @_machine_locked
+    def vcm_phys_unpin(self, pin: Pin) -> None:
+        """Give back a pin :meth:`vcm_phys_pin` made."""
+        ownership.unpin("vcm_phys_unpin", pin)
 
     # -- backing -----------------------------------------------------------------------
 
@@ -1283,6 +1340,7 @@ class Vcmm:
                 tuple(r.id for r in p.backing),
                 p.parent.id if p.parent is not None else None,
                 tuple(v.id for v in p.views),
+                tuple(pin.holder for pin in p.pins),
             )
             for p in self._physmems.values()
         )

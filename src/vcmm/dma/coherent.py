@@ -252,6 +252,11 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
             f"{call}: {buf!r} is still mapped into user space ({owners}); the memory must "
             "outlive every user mapping (munmap first)"
         )
+    if buf.physmem is not None and buf.physmem.pins:
+        holders = ", ".join(p.holder for p in buf.physmem.pins)
+        raise BusyError(
+            f"{call}: {buf!r} is pinned by {holders} (its memory was shared); release that first"
+        )
     if handle != buf.dma_handle:
         state.misuse(
             ReportKind.FREE_MISMATCH,

@@ -30,9 +30,10 @@ all domains or, with a mapping, per domain (:class:`PolicyChoice`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.errors import InvalidArgumentError
@@ -71,6 +72,9 @@ class DmaDomain:
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
+        #: The domain's own zeroed page per memory type that ``map_sg`` padding maps
+        #: (made on first use), and how to give each back.
+        self.padding: dict[MemType, tuple[AddressRange, Callable[[], None]]] = {}
 
     @property
     def iova_policy(self) -> str:
@@ -152,19 +156,11 @@ class DmaDomain:
             system.vcm_deactivate(assoc)
             system.vcm_deassoc(assoc)
 
-    def release_since(self, system: Any, before: Collection[str]) -> None:
-        """Release the contexts programmed since ``before`` (the member names served
-        then) when the domain maps nothing any more: what a compound operation that
-        took back the domain's first mapping owes, so that no trace of it is left."""
-        if self.records:
-            return
-        for name in [n for n in self.associations if n not in before]:
-            assoc = self.associations.pop(name)
-            system.vcm_deactivate(assoc)
-            system.vcm_deassoc(assoc)
-
     def destroy(self, system: Any) -> None:
         system.vcm_free(self.vcm)
+        while self.padding:
+            _, (_page, give_back) = self.padding.popitem()
+            give_back()
 
     def record_at(self, addr: int) -> DmaMapping | None:
         """The live mapping whose IOVA range contains ``addr``."""
@@ -177,6 +173,7 @@ class DmaDomain:
             tuple(sorted(self.members)),
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
+            tuple(sorted((m.value, page.start) for m, (page, _) in self.padding.items())),
         )
 
     def __repr__(self) -> str:
