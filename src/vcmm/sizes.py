@@ -30,12 +30,45 @@ SZ_4G = 1 << 32
 #: The four block sizes of the seed's SMMU and block pools, largest first (000 L283-292).
 SEED_BLOCK_SIZES: tuple[int, ...] = (SZ_16M, SZ_1M, SZ_64K, SZ_4K)
 
+#: Binary units: the seed's bare K/M/G (``SZ_2M``) and their IEC names (``2MiB``).
 _UNITS = {"": 1, "B": 1, "K": SZ_1K, "M": SZ_1M, "G": SZ_1G, "T": 1 << 40}
-_TERM = re.compile(r"^\s*(0[xX][0-9a-fA-F]+|\d+)\s*([KMGT]?)(?:i?B)?\s*$")
+_TERM = re.compile(
+    r"^(?:[sS][zZ]_)?(?P<number>0[xX][0-9a-fA-F]+|\d+)\s*(?P<unit>[KMGTkmgt](?:i[bB]|I[bB])?|[bB])?$"
+)
+#: "2MB", "2 GB", "64kb": units that read as powers of ten (SI), refused with a hint.
+_SI_TERM = re.compile(
+    r"^(?:[sS][zZ]_)?(?P<number>0[xX][0-9a-fA-F]+|\d+)\s*(?P<unit>[KMGTkmgt][bB])$"
+)
+
+
+def _term(text: str, term: str) -> int:
+    cleaned = term.strip()
+    match = _TERM.match(cleaned)
+    if match is not None:
+        unit = (match["unit"] or "")[:1].upper()
+        return int(match["number"], 0) * _UNITS[unit]
+    si = _SI_TERM.match(cleaned)
+    if si is not None:
+        letter = si["unit"][0].upper()
+        value = int(si["number"], 0) * _UNITS[letter]
+        raise InvalidArgumentError(
+            f"size {text!r}: {si['unit']!r} reads as a power-of-ten (SI) unit but vcmm sizes "
+            f"are binary, so write {si['number']}{letter} or {si['number']}{letter}iB "
+            f"({value:,} bytes)"
+        )
+    raise InvalidArgumentError(
+        f"size {text!r}: term {cleaned!r} is not a whole number with an optional binary unit "
+        "(K, M, G, T, or KiB, MiB, GiB, TiB; SZ_4K as the seed writes it)"
+    )
 
 
 def parse_size(text: str | int) -> int:
-    """Parse ``"2M+4K"``, ``"64K"``, ``"0x1000"`` or ``"SZ_1M + SZ_4K"`` into bytes."""
+    """Parse ``"2M+4K"``, ``"64K"``, ``"2MiB"``, ``"0x1000"`` or ``"SZ_1M + SZ_4K"`` into
+    bytes.
+
+    Units are binary, as in the seed: ``K``/``KiB`` is 1024.  ``"2MB"`` is refused
+    rather than guessed: to a reader it says 2,000,000 bytes.
+    """
     if isinstance(text, bool):
         raise InvalidArgumentError(f"size {text!r} is a bool, not a size")
     if isinstance(text, int):
@@ -44,17 +77,7 @@ def parse_size(text: str | int) -> int:
         return text
     if not isinstance(text, str) or not text.strip():
         raise InvalidArgumentError(f"size {text!r} is not a size string such as '2M+4K'")
-    total = 0
-    for term in text.split("+"):
-        cleaned = term.strip().upper().removeprefix("SZ_")
-        match = _TERM.match(cleaned)
-        if match is None:
-            raise InvalidArgumentError(
-                f"size {text!r}: term {term.strip()!r} is not a number with an optional K/M/G/T unit"
-            )
-        number, unit = match.groups()
-        total += int(number, 0) * _UNITS[unit]
-    return total
+    return sum(_term(text, term) for term in text.split("+"))
 
 
 def format_size(n: int) -> str:

@@ -31,6 +31,7 @@ from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLBConfig
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.mm.pools import BlockPool, ContiguousPool, OnChipPool, SystemRamTarget
+from vcmm.mm.roles import MemoryRoles
 from vcmm.platform import PlatformSpec, load_default, load_platform
 from vcmm.platform.schema import TargetSpec, TlbSpec
 
@@ -60,6 +61,8 @@ class System(Vcmm):
         if not isinstance(spec, PlatformSpec):
             raise InvalidArgumentError(f"System needs a PlatformSpec, got {type(spec).__name__}")
         self.spec = spec
+        #: Which targets the kernel's DMA layers use (the platform's ``[dma]`` table).
+        self.memory_roles: MemoryRoles = spec.memory_roles()
         lock = MachineLock(f"system {spec.name}")
         memory = PhysicalMemory(spec.memory)
         table_memory = TableMemory(memory, spec.page_tables)

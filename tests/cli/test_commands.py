@@ -57,7 +57,7 @@ def test_run_json_agrees_with_the_library(vcmm: Vcmm, tiny: Path) -> None:
 
 def test_run_prints_tables_for_people(vcmm: Vcmm, tiny: Path) -> None:
     out = vcmm("run", tiny).stdout
-    assert out.startswith("scenario tiny on platform msm-default")
+    assert out.startswith(f"scenario tiny (file {tiny}) on platform msm-default")
     for title in ("Buffers", "IOTLB misses per frame", "SMMU contexts", "Devices", "Totals"):
         assert f"\n{title}\n" in out
     line = next(ln for ln in out.splitlines() if ln.lstrip().startswith("0  vcodec_a_mm1"))
@@ -178,15 +178,86 @@ def test_graph_dot(vcmm: Vcmm, tmp_path: Path) -> None:
     assert '"device:dsp" -> "vcm:' in text
 
 
-def test_graph_svg_without_graphviz_writes_the_dot_file(
-    vcmm: Vcmm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", ["g.svg", "g.png", "g.pdf"])
+def test_a_drawing_without_graphviz_fails_on_stderr_and_leaves_the_dot_file(
+    vcmm: Vcmm,
+    error_line: Callable[[Result], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
 ) -> None:
     monkeypatch.setattr(graph_module.shutil, "which", lambda name: None)
-    result = vcmm("graph", "-o", tmp_path / "g.svg")
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1 and "graphviz is not installed" in lines[0]
+    result = vcmm("graph", "-o", tmp_path / name, expect=1)
+    assert result.stdout == ""
+    line = error_line(result)
+    assert "graphviz is not installed" in line and f"{name} was not drawn" in line
     assert (tmp_path / "g.dot").read_text().startswith("digraph")
-    assert not (tmp_path / "g.svg").exists()
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-o", "graph.xyz"], "cannot tell the format of 'graph.xyz' from its extension .xyz"),
+        (["-o", "graph"], "from its extension (none)"),
+        (["-f", "dot", "-o", "graph.svg"], "--format dot does not match 'graph.svg'"),
+        (["-f", "json", "-o", "graph.png"], "whose extension says png"),
+        (["-f", "png"], "--format png needs --output FILE"),
+    ],
+)
+def test_graph_refuses_to_guess_a_format(
+    vcmm: Vcmm,
+    error_line: Callable[[Result], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    needle: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert needle in error_line(vcmm("graph", *args, expect=2))
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("name", "start"), [("g.gv", "digraph"), ("g.txt", "physmem1"), ("g.json", "{")]
+)
+def test_graph_takes_the_format_from_the_extension(
+    vcmm: Vcmm, tmp_path: Path, name: str, start: str
+) -> None:
+    vcmm("graph", "-o", tmp_path / name)
+    assert (tmp_path / name).read_text().startswith(start)
+
+
+def test_the_dsp_reservation_has_one_address_in_text_and_dot(vcmm: Vcmm) -> None:
+    """The seed's dev_addr is what the device uses: the DSP's bus address.  The
+    default platform's DSP sees RAM 0x4000_0000 lower than the CPU (its dma-ranges),
+    so the 0xa800_0000 allocation is at 0x6800_0000 for it."""
+    from vcmm.cli.demo import demo_topology
+
+    system = demo_topology()
+    (res,) = [r for v in system.vcms if v.kind.value == "one-to-one" for r in v.reservations]
+    phys = res.physmem.chunks[0][0]
+    bus = phys - 0x4000_0000
+    assert res.dev_addr_for(system.device("dsp")) == bus
+    text = vcmm("graph").stdout
+    dot = vcmm("graph", "-f", "dot").stdout
+    route = next(line for line in text.splitlines() if "dsp" in line)
+    assert route.endswith(f"{res.name} at {bus:#x} (phys {phys:#x})")
+    label = next(line for line in dot.splitlines() if line.startswith(f'  "res:{res.name}"'))
+    assert f"@ {bus:#x} (phys {phys:#x})" in label
+
+
+def test_graph_of_a_scenario_names_its_buffers(vcmm: Vcmm, tiny: Path) -> None:
+    text = vcmm("graph", tiny).stdout
+    dot = vcmm("graph", tiny, "-f", "dot").stdout
+    assert text.startswith("frame (physmem1) 48K from blocks")
+    assert "mdp            -> mdp's IOVA space (" in text and "-> frame (res" in text
+    labels = [
+        ln.split("label=", 1)[1]
+        for ln in dot.splitlines()
+        if ln.startswith('  "res:') and "->" not in ln
+    ]
+    assert len(labels) == 2 and all(label.startswith('"frame (res') for label in labels)
 
 
 @pytest.mark.skipif(not graph_module.dot_available(), reason="graphviz is not installed")
@@ -195,6 +266,10 @@ def test_graph_svg_with_graphviz(vcmm: Vcmm, tmp_path: Path) -> None:
     root = ET.parse(tmp_path / "g.svg").getroot()
     assert root.tag == SVG
     assert "vcodec_a_mm1" in (tmp_path / "g.svg").read_text()
+    vcmm("graph", "-o", tmp_path / "g.png")
+    vcmm("graph", "-o", tmp_path / "g.pdf")
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 # -- pt dump ---------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Callable
 
 from click.testing import Result
@@ -25,9 +24,7 @@ def _row(output: str, policy: str) -> list[int]:
 def test_demo_prints_the_checks_and_misses_that_follow_the_page_count(
     vcmm: Callable[..., Result],
 ) -> None:
-    started = time.perf_counter()
     result = vcmm("demo")
-    assert time.perf_counter() - started < 20
     out = result.stdout
     assert "check: dsp read them back through its dma-ranges window: OK, identical" in out
     assert "check: cpu read them back through the VMM mapping and its cache: OK, identical" in out

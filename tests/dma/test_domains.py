@@ -40,11 +40,17 @@ def test_the_platform_chooses_the_ops_and_parameters(system: vcmm.System, dma: D
 def test_separate_domains_do_not_see_each_others_mappings(
     system: vcmm.System, dma: DmaApi, kbuf: Callable
 ) -> None:
-    buf = kbuf(SZ_4K)
+    buf, other = kbuf(SZ_4K), kbuf(SZ_4K)
+    top = dma.map_page("vcodec_a_mm1", buf.pa, 0, SZ_4K, D.TO_DEVICE)
     handle = dma.map_page("vcodec_a_mm1", buf.pa, 0, SZ_4K, D.TO_DEVICE)
+    # vcodec_b_mm2's domain takes its context at its own first mapping; its allocator
+    # starts at the top of its own space, so its IOVA repeats a's first one.
+    mine = dma.map_page("vcodec_b_mm2", other.pa, 0, SZ_4K, D.TO_DEVICE)
+    assert mine == top and handle == top - SZ_4K
     with pytest.raises(DeviceFaultError):
         system.device("vcodec_b_mm2").read(handle, 4)
-    dma.unmap_page("vcodec_a_mm1", handle, SZ_4K, D.TO_DEVICE)
+    for dev, h in (("vcodec_b_mm2", mine), ("vcodec_a_mm1", handle), ("vcodec_a_mm1", top)):
+        dma.unmap_page(dev, h, SZ_4K, D.TO_DEVICE)
 
 
 def test_devices_sharing_a_domain_share_iova_space_and_mappings(make_system: Callable) -> None:
@@ -118,22 +124,34 @@ def test_constructor_validates(system: vcmm.System) -> None:
         DmaApi(vcmm.System.default(), coherent_pool=("ebi", 1 << 20))
 
 
-def test_construction_is_all_or_nothing_and_close_gives_everything_back(
+def test_construction_programs_no_device_and_close_gives_everything_back(
     system: vcmm.System,
 ) -> None:
-    # A context already running a VCM of someone else: attaching it must fail...
+    # A context running a VCM of the seed calls does not stop the DMA API: it only
+    # refuses to map for that very device, saying what to do, and changes nothing.
     vcm = system.vcm_create(0, 1 << 24)
-    system.vcm_activate(system.vcm_assoc(vcm, "mdp"))
+    avcm = system.vcm_assoc(vcm, "mdp")
+    system.vcm_activate(avcm)
     before = system.snapshot()
-    with pytest.raises(BusyError, match="already runs"):
-        DmaApi(system)
-    assert system.snapshot() == before  # ...and nothing of the DMA API is left
+    api = DmaApi(system)
+    kernel_page = system.vcm_phys_alloc("ebi", SZ_4K)
+    page = kernel_page.chunk_ranges[0].start
+    inside = (system.snapshot(), api.snapshot())
+    with pytest.raises(BusyError, match=rf"vcm_deactivate\({avcm.name}\) first") as info:
+        api.map_page("mdp", page, 0, SZ_4K, D.TO_DEVICE)
+    assert vcm.name in str(info.value) and "through the DMA API" in str(info.value)
+    with pytest.raises(BusyError, match=rf"mdp's context runs {vcm.name}"):
+        api.alloc_coherent("mdp", SZ_4K)
+    assert (system.snapshot(), api.snapshot()) == inside
+    assert system.device("mdp").ctx.ttbr0 == vcm.table.root  # still the seed's VCM
+    api.close()
     dma = DmaApi(system, devices=["vcodec_a_mm1", "dsp"])
     buf = dma.alloc_coherent("dsp", SZ_4K)
     with pytest.raises(BusyError, match="still alive"):
         dma.close()
     dma.free_coherent("dsp", SZ_4K, buf.cpu_addr, buf.dma_handle)
     dma.close()
+    system.vcm_phys_free(kernel_page)
     after = system.snapshot()
     assert after[0] == before[0]  # VCMs, allocations, targets, graph
     assert after[2:] == before[2:]  # tables, TLBs, cache, SMMUs

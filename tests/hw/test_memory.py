@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcmm.errors import BusError, InvalidArgumentError, NotFoundError
-from vcmm.hw.memory import MemoryRegion, PhysicalMemory
+from vcmm.hw.memory import CHUNK_SIZE, MemoryRegion, PhysicalMemory
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1M, SZ_4G, SZ_4K
 
 RAM = MemoryRegion("ram", AddressRange(0x8000_0000, SZ_4G))
+SZ_1T = 1 << 40
 SRAM = MemoryRegion("sram", AddressRange(0x2000_0000, SZ_1M), "sram")
 
 
@@ -76,14 +78,95 @@ def test_bad_arguments(memory: PhysicalMemory) -> None:
         PhysicalMemory([MemoryRegion("odd", AddressRange(0x1000_0100, SZ_4K))])
 
 
-def test_view_is_zero_copy_and_accounted(memory: PhysicalMemory) -> None:
-    view = memory.view(0x8000_0000, 16)
-    view[:] = 7
-    memory.mark_written(0x8000_0000, 16)
-    assert memory.read(0x8000_0000, 16) == b"\x07" * 16
-    assert memory.resident_bytes() == SZ_4K
+def test_copy_crosses_chunks_and_copies_untouched_memory_as_zeros(
+    memory: PhysicalMemory,
+) -> None:
+    src = 0x8000_0000 + CHUNK_SIZE - 5000  # straddles the first chunk boundary
+    dst = 0x8000_0000 + 5 * CHUNK_SIZE - 3000  # and the destination another one
+    memory.write(src, bytes(range(256)) * 40)
+    memory.write(dst + 9000, b"stale")  # inside the copy, beyond the written source
+    memory.copy(dst, src, 10240 + 100)
+    assert memory.read(dst, 10240) == bytes(range(256)) * 40
+    assert memory.read(dst + 10240, 100) == bytes(100)  # untouched source reads as zeros
+    # Source pages 3 (two chunks), destination pages 4 (three pages either side of 5 * 2M).
+    assert memory.resident_bytes() == (3 + 4) * SZ_4K
+    before = memory.digest()
     with pytest.raises(BusError):
-        memory.view(0x2000_0000 + SZ_1M - 4, 8)  # runs off the end of SRAM into a hole
+        memory.copy(0x2000_0000 + SZ_1M - 4, 0x8000_0000, 8)  # destination runs into a hole
+    assert memory.digest() == before
+    assert memory.resident_bytes() == 7 * SZ_4K
+
+
+def test_reads_of_untouched_memory_create_nothing(memory: PhysicalMemory) -> None:
+    assert memory.read(0x8000_0000 + SZ_4G - CHUNK_SIZE - 8, CHUNK_SIZE + 8) == bytes(
+        CHUNK_SIZE + 8
+    )
+    assert memory.read_u64(0x8000_0000 + 123 * CHUNK_SIZE) == 0
+    assert memory.store_bytes() == 0
+    memory.fill(0x8000_0000, SZ_4K, 0)  # zeros where there were zeros: accounted, stored
+    assert (memory.resident_bytes(), memory.store_bytes()) == (SZ_4K, CHUNK_SIZE)
+
+
+def test_a_1tib_bank_costs_only_the_chunks_written() -> None:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    top = 0x80_0000_0000 + SZ_1T
+    memory = PhysicalMemory([MemoryRegion("ram", AddressRange(0x80_0000_0000, SZ_1T))])
+    memory.write(top - 6, b"top!!!")
+    memory.write_u32(0x80_0000_0000, 0xCAFE_F00D)
+    assert memory.read(top - 6, 6) == b"top!!!"
+    assert memory.read_u32(0x80_0000_0000) == 0xCAFE_F00D
+    assert memory.read(top - SZ_1M, 16) == bytes(16)
+    assert memory.resident_bytes() == 2 * SZ_4K
+    assert memory.store_bytes() == 2 * CHUNK_SIZE
+    with pytest.raises(BusError, match=hex(top)):
+        memory.write(top - 2, b"abcd")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    assert grown_kib < 64 * 1024
+
+
+_RANGE = 3 * CHUNK_SIZE  # a region over three chunks, starting mid-chunk
+_BASE = 0x4000_0000 + CHUNK_SIZE // 2
+_near_boundary = st.sampled_from([0, CHUNK_SIZE // 2, CHUNK_SIZE, 2 * CHUNK_SIZE]).flatmap(
+    lambda b: st.integers(max(0, b - 3 * SZ_4K), min(_RANGE - 1, b + 3 * SZ_4K))
+)
+_ops = st.one_of(
+    st.tuples(st.just("write"), _near_boundary, st.binary(min_size=1, max_size=9000)),
+    st.tuples(st.just("fill"), _near_boundary, st.integers(1, 9000), st.integers(0, 255)),
+    st.tuples(st.just("copy"), _near_boundary, _near_boundary, st.integers(1, 9000)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_ops, min_size=1, max_size=8))
+def test_chunked_store_matches_a_bytearray_reference(ops: list[tuple[Any, ...]]) -> None:
+    memory = PhysicalMemory([MemoryRegion("ram", AddressRange(_BASE, _RANGE))])
+    reference = bytearray(_RANGE)
+    touched: set[int] = set()
+
+    def touch(off: int, n: int) -> None:
+        touched.update(range((_BASE + off) // SZ_4K, (_BASE + off + n - 1) // SZ_4K + 1))
+
+    for op in ops:
+        if op[0] == "write":
+            off, data = int(op[1]), bytes(op[2])
+            data = data[: _RANGE - off]
+            memory.write(_BASE + off, data)
+            reference[off : off + len(data)] = data
+            touch(off, len(data))
+        elif op[0] == "fill":
+            off, n, value = (int(v) for v in op[1:])
+            n = min(n, _RANGE - off)
+            memory.fill(_BASE + off, n, value)
+            reference[off : off + n] = bytes([value]) * n
+            touch(off, n)
+        else:
+            dst, src, n = (int(v) for v in op[1:])
+            n = min(n, _RANGE - dst, _RANGE - src)
+            memory.copy(_BASE + dst, _BASE + src, n)
+            reference[dst : dst + n] = reference[src : src + n]  # memmove semantics
+            touch(dst, n)
+    assert memory.read(_BASE, _RANGE) == bytes(reference)
+    assert memory.resident_bytes() == len(touched) * SZ_4K
 
 
 @settings(max_examples=60, deadline=None)

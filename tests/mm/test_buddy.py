@@ -290,3 +290,35 @@ def test_fragment_of_a_large_allocator_is_vectorised() -> None:
     assert len(held) == (1 << 30) // SZ_4K // 2
     assert big.free_blocks_by_order()[0] == len(held)
     assert big.largest_free_order() == 0
+
+
+def test_a_1tib_range_keeps_its_top_order_as_runs_not_one_entry_per_block() -> None:
+    """The boot state of a huge target is one run, whatever the RAM size; the head and
+    tail that are not whole top blocks still split into maximal aligned blocks."""
+    tib = 1 << 40
+    start, end = tib + 3 * SZ_4K, 2 * tib - 2 * SZ_4K
+    buddy = BuddyAllocator(AddressRange.from_bounds(start, end), max_order=10)
+    body = (tib + SZ_4M, 2 * tib - SZ_4M)
+    initial = buddy.snapshot()
+    assert initial.top == (body,)
+    # Head: pages 3..1023 below the first 4M boundary = orders 0, 2, 3, ..., 9 (page 3,
+    # then 4-7, 8-15, ...); tail: 1022 pages above the last = orders 9, 8, ..., 1.
+    assert buddy.free_blocks_by_order() == {
+        0: 1,
+        1: 1,
+        **{o: 2 for o in range(2, 10)},
+        10: (body[1] - body[0]) // SZ_4M,
+    }
+    assert buddy.free_bytes == end - start
+    first = buddy.alloc_pages(10)
+    page = buddy.alloc_pages(0)
+    second = buddy.alloc_pages(10)
+    assert (first, page, second) == (body[0], start, body[0] + SZ_4M)
+    assert buddy.snapshot().top == ((body[0] + 2 * SZ_4M, body[1]),)
+    buddy.free_pages(first)
+    assert buddy.snapshot().top == ((body[0], body[0] + SZ_4M), (body[0] + 2 * SZ_4M, body[1]))
+    buddy.free_pages(second)  # joins the two runs again
+    buddy.free_pages(page)
+    assert buddy.snapshot() == initial
+    chunks = buddy.alloc_pages_largest_first(SZ_16M * 4)
+    assert chunks == [Chunk(body[0] + i * SZ_4M, SZ_4M) for i in range(16)]

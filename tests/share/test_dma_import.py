@@ -13,7 +13,7 @@ from vcmm import SZ_4K, SZ_64K
 from vcmm.attrs import DmaDirection
 from vcmm.core.flags import PhysAttr
 from vcmm.dma import DmaApi, DmaAttr, Owner, ReportKind
-from vcmm.errors import DmaApiError, InvalidArgumentError, StateError, VcmmError
+from vcmm.errors import BusyError, DmaApiError, InvalidArgumentError, StateError
 from vcmm.proc import MAP_SHARED, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE, ProcessTable
 from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
@@ -171,15 +171,15 @@ def test_a_device_the_dma_api_no_longer_serves_cannot_attach(rig: Any) -> None:
     assert sg.dma_address == buf.priv.physmem.chunk_ranges[0].start
 
 
-def test_a_dma_api_built_behind_the_sharing_layers_back_is_named_when_attach_fails() -> None:
+def test_a_dma_api_built_by_a_driver_is_the_one_attachments_map_through() -> None:
     system = vcmm.System.default()
-    private = DmaApi(system)  # not registered: it holds every context
+    private = DmaApi(system)  # one per system: this one is the system's
     buf = VcmExporter(system).allocate(SZ_4K)
     before = (system.snapshot(), private.snapshot(), buf.snapshot())
-    with pytest.raises(VcmmError, match="set_dma_api"):
-        buf.attach("mdp")
+    with pytest.raises(BusyError, match=r"already has an open DMA API.*DmaApi\.of\(system\)"):
+        DmaApi(system, rcache=False)
     assert (system.snapshot(), private.snapshot(), buf.snapshot()) == before
-    assert set_dma_api(private) is private
+    assert set_dma_api(private) is private and DmaApi.of(system) is private
     assert buf.attach("mdp").api is private
 
 
@@ -202,12 +202,12 @@ def test_views_and_wraps_of_memory_export_and_import_like_allocations(rig: Any) 
     assert part.priv.pin is not None
     # Kernel pages wrapped: the linear map already fixes their type, so no pin.
     kernel = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
-    wrap = system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="a driver")
+    wrap = system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="a driver", of=kernel)
     pages = rig.exporter.export(wrap)
     wsg = pages.attach("camera").map(D.TO_DEVICE)
     assert wsg.segments() == [(kernel.chunk_ranges[0].start, SZ_4K)]
     assert pages.priv.pin is None
     with pytest.raises(InvalidArgumentError, match="kernel RAM"):
         rig.exporter.export(
-            system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="x"), cached=False
+            system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="x", of=kernel), cached=False
         )

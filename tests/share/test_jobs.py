@@ -20,11 +20,13 @@ from vcmm.share.ww import AcquireContext
 SIZE = 2 * SZ_4K
 
 
-def _wait_until(cond: Any, limit: float = 5.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < end, "condition never became true"
+def _wait_until(cond: Any, polls: int = 5000) -> None:
+    """Poll ``cond`` every millisecond; fail (instead of hanging) after ``polls`` tries."""
+    for _ in range(polls):
+        if cond():
+            return
         time.sleep(0.001)
+    pytest.fail("condition never became true")
 
 
 def test_submitters_taking_buffers_in_opposite_orders_both_finish(rig: Any) -> None:
@@ -128,10 +130,8 @@ def test_a_fence_never_signalled_gives_timeout_errors_not_hangs(rig: Any) -> Non
     buf.resv.add_exclusive_fence(stuck)
     buf.resv.unlock()
     before = buf.snapshot()
-    start = time.monotonic()
     with pytest.raises(WaitTimeoutError, match="stuck-decoder"):
         dma_buf_sync(proc, fd, SyncFlags.START | SyncFlags.READ, timeout=0.05)
-    assert time.monotonic() - start < 2.0
     assert buf.snapshot() == before  # no CPU access was opened
     with pytest.raises(StateError, match="END without START"):
         dma_buf_sync(proc, fd, SyncFlags.END | SyncFlags.READ)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from vcmm.workload.scenario import ScenarioError, loads_scenario
-from vcmm.workload.sweep import grid_points, parse_grid, run_sweep, write_sweep
+from vcmm.workload.sweep import (
+    SweepInterrupted,
+    grid_points,
+    parse_grid,
+    run_point,
+    run_sweep,
+    write_sweep,
+)
 
 
 def test_parse_grid_types_values_and_keeps_order() -> None:
@@ -101,3 +108,72 @@ def test_write_sweep_writes_csv_and_json_that_parse(
     data = json.loads(json_path.read_text())
     assert data["grid"] == {"policy": ["4k", "64k"]}
     assert data["rows"] == json.loads(json.dumps(result.rows))
+
+
+class _RecordingExecutor:
+    """Another executor behind the seam: records what it is given, runs in order."""
+
+    def __init__(self) -> None:
+        self.submitted: list[int] = []
+        self.cancelled = False
+        self.work: list[tuple[int, object, dict[str, object]]] = []
+
+    def submit(self, index: int, scenario: object, params: dict[str, object]) -> None:
+        self.submitted.append(index)
+        self.work.append((index, scenario, params))
+
+    def completed(self) -> Iterator[tuple[int, list[dict[str, object]]]]:
+        for index, scenario, params in reversed(self.work):  # finish in reverse order
+            yield index, run_point(scenario, params)  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __enter__(self) -> _RecordingExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.cancel()
+
+
+def test_another_executor_plugs_into_the_seam(make_linear: Callable[..., str]) -> None:
+    sc = loads_scenario(make_linear("64K", "4k"))
+    grid = parse_grid(["policy=4k,64k,1m"])
+    executor = _RecordingExecutor()
+    result = run_sweep(sc, grid, executor=executor)
+    assert executor.submitted == [0, 1, 2] and not executor.cancelled
+    # Rows come back in grid order whatever order the points finished in.
+    assert [r["policy"] for r in result.summary_rows] == ["4k", "64k", "1m"]
+    assert strip_seconds(result.rows) == strip_seconds(run_sweep(sc, grid).rows)
+
+
+def test_ctrl_c_keeps_the_finished_points(
+    make_linear: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process (jobs=1): the Ctrl-C lands inside the third point."""
+    import vcmm.workload.sweep as sweep_module
+
+    sc = loads_scenario(make_linear("64K", "4k"))
+    calls: list[dict[str, object]] = []
+    real = sweep_module.run_point
+
+    def run_or_interrupt(scenario: object, params: dict[str, object]) -> list[dict[str, object]]:
+        calls.append(params)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(scenario, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sweep_module, "run_point", run_or_interrupt)
+    with pytest.raises(SweepInterrupted) as info:
+        run_sweep(sc, parse_grid(["tlb_entries=8,16,32,64"]))
+    partial = info.value.result
+    assert isinstance(info.value, KeyboardInterrupt)  # callers that do not care still stop
+    assert partial.interrupted and partial.finished == 2 and len(partial.points) == 4
+    assert [r["tlb_entries"] for r in partial.summary_rows] == [8, 16]
+    assert len(calls) == 3  # the fourth point never started
+    assert partial.to_dict()["interrupted"] is True
+
+
+def strip_seconds(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]

@@ -3,7 +3,9 @@
 User mistakes (a missing file, a misspelt key, an unknown device, a bad option) end
 with ONE line on stderr and a non-zero exit status, never a traceback: the group's
 ``main`` catches :class:`vcmm.errors.VcmmError`, click's usage errors and file errors
-and prints ``vcmm: error: <message>``.  Anything else is a bug and keeps its traceback.
+and prints ``vcmm: error: <message>``.  A Ctrl-C ends with ``vcmm: interrupted`` and
+status 130.  Anything else is a bug and keeps its traceback.  The exit statuses are
+listed in :mod:`vcmm.cli.outcome`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from typing import Any
 
 import click
 
+from vcmm.cli.outcome import EXIT_ERROR, EXIT_INTERRUPTED
 from vcmm.errors import VcmmError
-
-#: Exit status of user mistakes reported on one line (click uses 2 for usage errors).
-EXIT_ERROR = 1
 
 
 def _one_line(text: str) -> str:
@@ -43,9 +43,19 @@ class VcmmGroup(click.Group):
                 standalone_mode=False,
                 **extra,
             )
-        except click.exceptions.Abort:
+        except click.exceptions.NoArgsIsHelpError as err:
+            # `vcmm` or `vcmm pt` alone: what the user needs is the help, as --help shows it.
+            click.echo(err.ctx.get_help() if err.ctx is not None else err.format_message())
+            sys.exit(0)
+        except click.exceptions.Abort as err:
+            if isinstance(err.__cause__, KeyboardInterrupt):  # click's wrap of a Ctrl-C
+                click.echo("vcmm: interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             click.echo("vcmm: aborted", err=True)
             sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("vcmm: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except click.ClickException as err:
             hint = ""
             if isinstance(err, click.UsageError) and err.ctx is not None:
@@ -77,9 +87,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vcmm.cli import demo, graph, pt, report, run, sweep
+    from vcmm.cli import demo, graph, iova, pt, report, run, sweep
 
-    for module in (demo, run, sweep, graph, pt, report):
+    for module in (demo, run, sweep, graph, pt, report, iova):
         for command in module.COMMANDS:
             cli.add_command(command)
 

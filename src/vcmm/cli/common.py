@@ -1,25 +1,35 @@
-"""Pieces every command shares: loading scenarios, progress bars, `--set` overrides."""
+"""Pieces every command shares: loading scenarios, running them with progress, `--set`."""
 
 from __future__ import annotations
 
+import shutil
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Sequence
 
 import click
 
+from vcmm.cli.progress import progress
 from vcmm.workload.runner import ScenarioResult, ScenarioRunner
-from vcmm.workload.scenario import Scenario, ScenarioError, load_scenario
+from vcmm.workload.scenario import Scenario, ScenarioError, load_scenario, packaged_scenarios
 from vcmm.workload.sweep import parse_grid
 
-#: Runs with fewer step-frames than this finish before a bar would be worth drawing.
-PROGRESS_THRESHOLD = 8
+
+def load_for_cli(path: str) -> Scenario:
+    """Load ``path`` (a file or a packaged scenario name); when a local file shadows a
+    packaged scenario of the same name, say on stderr which one runs."""
+    scenario = load_scenario(path)
+    if scenario.file and not scenario.source.startswith("<") and path in packaged_scenarios():
+        click.echo(
+            f"vcmm: note: running the file {scenario.file}, not the packaged scenario {path!r} "
+            "(a file that exists wins)",
+            err=True,
+        )
+    return scenario
 
 
 def scenario_with_overrides(path: str, overrides: Sequence[str]) -> Scenario:
     """Load ``path`` (a file or a packaged scenario name) and apply ``--set k=v``."""
-    scenario = load_scenario(path)
+    scenario = load_for_cli(path)
     if not overrides:
         return scenario
     try:
@@ -39,17 +49,6 @@ def scenario_with_overrides(path: str, overrides: Sequence[str]) -> Scenario:
         ) from None
 
 
-@contextmanager
-def progress(total: int, label: str, *, show: bool = True) -> Iterator[Any]:
-    """A click progress bar on stderr (stdout stays clean for ``--json``), or a no-op
-    updater when the work is too small or ``show`` is off."""
-    if not show or total < PROGRESS_THRESHOLD:
-        yield lambda n: None
-        return
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
-        yield bar.update
-
-
 def run_with_progress(scenario: Scenario, *, show: bool = True) -> ScenarioResult:
     """Run a scenario, drawing a progress bar over its step-frames."""
     runner = ScenarioRunner(scenario)
@@ -65,3 +64,15 @@ set_option = click.option(
     help="Override a parameter for this run: policy, tlb_entries, ways, replacement, "
     "pattern, frames or burst (repeatable).",
 )
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal: then output may be coloured and fitted to it."""
+    return sys.stdout.isatty()
+
+
+def output_width() -> int | None:
+    """The width text output must fit: the terminal's; ``None`` (no limit) when stdout
+    is a file or a pipe, which get every column whatever ``COLUMNS`` says (CI runners
+    and test tools set it)."""
+    return shutil.get_terminal_size().columns if stdout_is_terminal() else None

@@ -21,7 +21,7 @@ from vcmm.report.tables import Table, fmt_chunks
 from vcmm.sizes import SZ_2M, SZ_4K, SZ_16M, format_size
 from vcmm.system import System
 from vcmm.workload.runner import ScenarioResult, run_scenario
-from vcmm.workload.scenario import POLICIES, load_scenario
+from vcmm.workload.scenario import POLICIES, packaged_scenario
 
 #: The packaged scenario the demo's pipeline runs.
 DEMO_SCENARIO = "video_1080p"
@@ -91,7 +91,7 @@ def demo_topology() -> System:
 
 def video_pipeline(frames: int = 3) -> dict[str, ScenarioResult]:
     """The packaged 1080p pipeline once per policy, on a fresh system each time."""
-    base = load_scenario(DEMO_SCENARIO).with_params(frames=frames)
+    base = packaged_scenario(DEMO_SCENARIO).with_params(frames=frames)
     return {policy: run_scenario(base.with_params(policy=policy)) for policy in DEMO_POLICIES}
 
 
@@ -198,7 +198,7 @@ def demo_command(frames: int) -> None:
     for line in to_text(build_graph(system)).splitlines():
         echo("   " + line)
     echo("")
-    scenario = load_scenario(DEMO_SCENARIO)
+    scenario = packaged_scenario(DEMO_SCENARIO)
     buf = scenario.buffers[0]
     echo(
         f"3. Video pipeline: {buf.frame.describe() if buf.frame else buf.name} frame "

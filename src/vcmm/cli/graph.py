@@ -1,4 +1,4 @@
-"""``vcmm graph [SCENARIO]``: the mapping graph as text, DOT, SVG or JSON."""
+"""``vcmm graph [SCENARIO]``: the mapping graph as text, DOT, JSON or a drawing."""
 
 from __future__ import annotations
 
@@ -7,24 +7,69 @@ from pathlib import Path
 
 import click
 
-from vcmm.cli.common import run_with_progress
-from vcmm.report.graph import build_graph, graph_json, render_svg, to_dot, to_text
+from vcmm.cli.common import load_for_cli, run_with_progress
+from vcmm.report.graph import (
+    DRAWN_FORMATS,
+    build_graph,
+    graph_json,
+    render_drawing,
+    to_dot,
+    to_text,
+)
 from vcmm.system import System
-from vcmm.workload.scenario import load_scenario
 
-_FORMATS = ("text", "dot", "svg", "json")
+_FORMATS = ("text", "dot", "json", *DRAWN_FORMATS)
+#: What an output file's extension says about its format.
+EXTENSIONS = {
+    ".txt": "text",
+    ".text": "text",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".json": "json",
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+}
 
 
-def system_for(scenario: str | None) -> tuple[System, str]:
-    """The end state of ``scenario``, or the demo's triple mapping when none is given."""
+def system_for(scenario: str | None) -> tuple[System, str, dict[str, str]]:
+    """The end state of ``scenario`` (with the buffers' names for its objects), or the
+    demo's triple mapping when none is given."""
     if scenario is None:
         from vcmm.cli.demo import demo_topology
 
-        return demo_topology(), "demo"
-    sc = load_scenario(scenario)
+        return demo_topology(), "demo", {}
+    sc = load_for_cli(scenario)
     result = run_with_progress(sc)
     assert result.system is not None
-    return result.system, sc.name
+    return result.system, sc.name, result.labels
+
+
+def output_format(fmt: str | None, output: str | None) -> str:
+    """The format to write: ``--format``, else what the ``-o`` extension says, else
+    text.  An extension that says nothing, or contradicts ``--format``, is refused
+    rather than guessed (DOT text in ``graph.png`` helps nobody)."""
+    if output is None:
+        chosen = fmt or "text"
+        if chosen in DRAWN_FORMATS:
+            raise click.UsageError(f"--format {chosen} needs --output FILE")
+        return chosen
+    suffix = Path(output).suffix.lower()
+    implied = EXTENSIONS.get(suffix)
+    known = ", ".join(EXTENSIONS)
+    if fmt is None:
+        if implied is None:
+            raise click.UsageError(
+                f"cannot tell the format of {output!r} from its extension "
+                f"{suffix or '(none)'}; name it {known} or give --format"
+            )
+        return implied
+    if implied is not None and implied != fmt:
+        raise click.UsageError(
+            f"--format {fmt} does not match {output!r}, whose extension says {implied}; "
+            "change one of them"
+        )
+    return fmt
 
 
 @click.command("graph")
@@ -42,36 +87,35 @@ def system_for(scenario: str | None) -> tuple[System, str]:
     "-o",
     type=click.Path(dir_okay=False),
     default=None,
-    help="File to write (default: stdout; svg needs a file).",
+    help="File to write (default: stdout; svg, png and pdf need a file).",
 )
 def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> None:
     """The mapping graph of SCENARIO's end state (or of the demo's triple mapping).
 
-    Text, DOT and SVG show the compact graph: bus masters, VCMs, reservations,
-    physical allocations and memory targets, backing edges labelled with the page
-    sizes decoded from the tables in memory.  JSON is the core's full export
-    (chunks and every mapping edge too) with those page sizes added to each
-    reservation.  SVG needs graphviz's `dot`; without it the DOT file is written.
+    Text, DOT and the drawings show the compact graph: bus masters, VCMs,
+    reservations, physical allocations and memory targets, backing edges labelled
+    with the page sizes decoded from the tables in memory.  JSON is the core's full
+    export (chunks and every mapping edge too) with those page sizes added to each
+    reservation.  SVG, PNG and PDF need graphviz's `dot`; without it the DOT file is
+    written instead and the command fails.  The format comes from the -o extension
+    (.txt .dot .gv .json .svg .png .pdf) unless --format says it.
     """
-    if fmt is None:
-        suffix = Path(output).suffix.lstrip(".").lower() if output else ""
-        fmt = suffix if suffix in _FORMATS else ("text" if suffix in ("", "txt") else "dot")
-    if fmt == "svg" and output is None:
-        raise click.UsageError("--format svg needs --output FILE")
-    system, name = system_for(scenario)
-    data = build_graph(system)
-    if fmt == "svg":
+    fmt = output_format(fmt, output)
+    system, name, labels = system_for(scenario)
+    data = build_graph(system, labels)
+    if fmt in DRAWN_FORMATS:
         assert output is not None
         dot = to_dot(data, name)
-        if render_svg(dot, output):
+        if render_drawing(dot, output, fmt):
             click.echo(f"wrote {output}")
             return
         dot_path = Path(output).with_suffix(".dot")
         dot_path.write_text(dot, encoding="utf-8")
-        click.echo(
-            f"graphviz is not installed (no 'dot' on PATH), so no SVG was drawn; wrote the DOT file {dot_path}"
+        raise click.ClickException(
+            f"graphviz is not installed (no 'dot' on PATH), so {output} was not drawn; "
+            f"wrote the DOT text to {dot_path} instead (draw it with "
+            f"'dot -T{fmt} {dot_path} -o {output}')"
         )
-        return
     if fmt == "json":
         text = json.dumps(graph_json(system), indent=2)
     else:

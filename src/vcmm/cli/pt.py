@@ -32,7 +32,7 @@ def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
     """
     from vcmm.cli.graph import system_for
 
-    system, _ = system_for(scenario)
+    system, _, _ = system_for(scenario)
     dumps = device_tables(system, device)
     if as_json:
         data = [

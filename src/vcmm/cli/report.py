@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vcmm.cli.common import progress, scenario_with_overrides, set_option
+from vcmm.cli.common import scenario_with_overrides, set_option
+from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
+from vcmm.cli.progress import progress
 from vcmm.errors import VcmmError
 from vcmm.workload.runner import ScenarioRunner, run_scenario
 from vcmm.workload.scenario import POLICY_ORDER
@@ -26,8 +28,14 @@ from vcmm.workload.scenario import POLICY_ORDER
     default=True,
     help="Also run the scenario under each block policy and plot the comparison.",
 )
-def report_command(scenario: str, out_dir: str, overrides: tuple[str, ...], policies: bool) -> None:
-    """Run SCENARIO and write an HTML report (tables, plots, graph, page tables)."""
+@faults_option
+def report_command(
+    scenario: str, out_dir: str, overrides: tuple[str, ...], policies: bool, fault_policy: str
+) -> None:
+    """Run SCENARIO and write an HTML report (tables, plots, graph, page tables).
+
+    Exit status 3 when a device faulted in the run (see --faults), 130 on Ctrl-C.
+    """
     from vcmm.report.html import write_report
 
     sc = scenario_with_overrides(scenario, overrides)
@@ -45,6 +53,7 @@ def report_command(scenario: str, out_dir: str, overrides: tuple[str, ...], poli
                 click.echo(f"policy {policy}: skipped ({err})", err=True)
     page = write_report(result, out_dir, policies=compared or None, description=sc.description)
     click.echo(f"wrote {page}")
+    finish([fault_problem(run_faults(result), fault_policy)])
 
 
 COMMANDS = [report_command]

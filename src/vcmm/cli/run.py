@@ -3,39 +3,76 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import click
 
-from vcmm.cli.common import run_with_progress, scenario_with_overrides, set_option
+from vcmm.cli.common import (
+    output_width,
+    run_with_progress,
+    scenario_with_overrides,
+    set_option,
+    stdout_is_terminal,
+)
+from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.report.tables import render_result
-from vcmm.workload.scenario import packaged_scenarios
+from vcmm.workload.examples import example, examples
 
 
 @click.command("run")
 @click.argument("scenario")
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-def run_command(scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool) -> None:
+@click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
+@faults_option
+def run_command(
+    scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool, fault_policy: str
+) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
-    `--json` prints the same numbers for programs.
+    `--json` prints the same numbers for programs.  Exit status 3 when a device
+    faulted (see --faults), 130 on Ctrl-C.
     """
     sc = scenario_with_overrides(scenario, overrides)
     result = run_with_progress(sc, show=progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(render_result(result))
+        click.echo(render_result(result, output_width(), colour=stdout_is_terminal()))
+    finish([fault_problem(run_faults(result), fault_policy)])
 
 
 @click.command("scenarios")
-def scenarios_command() -> None:
-    """List the example scenarios shipped with vcmm (usable by name)."""
-    for name, description in packaged_scenarios().items():
-        click.echo(f"{name:<14} {description}")
+@click.option(
+    "--print",
+    "show",
+    metavar="NAME",
+    default=None,
+    help="Print the packaged scenario or platform NAME (TOML), to copy and edit.",
+)
+def scenarios_command(show: str | None) -> None:
+    """List the scenarios and platforms shipped with vcmm, with their files.
+
+    A scenario runs by name (`vcmm run video_1080p`), but a file of that name in the
+    current folder (`video_1080p` or `video_1080p.toml`) wins.  To start your own:
+    `vcmm scenarios --print video_1080p > mine.toml`.
+    """
+    if show is not None:
+        click.echo(example(show).text(), nl=False)
+        return
+    width = shutil.get_terminal_size().columns
+    for kind, title in (
+        ("scenario", "Scenarios (run one by name; a file of that name in this folder wins):"),
+        ("platform", 'Platforms (platform = "default" in a scenario, or a file path):'),
+    ):
+        click.echo(title)
+        for item in examples(kind):
+            text = f"  {item.name:<14} {item.description}"
+            click.echo(text if len(text) <= width else text[: max(width - 3, 20)] + "...")
+            click.echo(f"  {'':<14} {item.path}")
+    click.echo("Copy one to edit it: vcmm scenarios --print NAME > my.toml")
 
 
 COMMANDS = [run_command, scenarios_command]

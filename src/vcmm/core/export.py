@@ -15,7 +15,7 @@ type            fields
 ``reservation`` ``vcm``, ``addr``, ``len``, ``attr``, ``backed``
 ``physmem``     ``kind`` (``allocation``/``view``/``wrap``), ``target``, ``len``, ``size``,
                 ``chunks``, ``contiguous``, ``alignment``, ``block_sizes``, ``parent``,
-                ``owner``
+                ``owner``, ``holder``
 ``target``      ``linear_mapped``, ``free_bytes``, ``total_bytes``
 ``chunk``       ``pa``, ``size``, ``physmem``, ``linear_mapped``, ``spaces``, ``shareable``
                 (every page of it is), ``shared_bytes``
@@ -170,6 +170,7 @@ def graph_data(vcmm: Vcmm) -> dict[str, Any]:
                 "block_sizes": list(p.attr.block_sizes) if p.attr.block_sizes else None,
                 "parent": p.parent.name if p.parent is not None else None,
                 "owner": p.owner,
+                "holder": p.holder,
             }
         )
         if p.parent is not None:

@@ -236,19 +236,49 @@ class _TableMapper:
         return PageRun(walk.va_base + (va - index_va), walk.pa_base, walk.page_size, walk.page_size)
 
 
+class ContextBrackets:
+    """The seed's ``smmu_update_start``/``smmu_update_done`` brackets of SMMU contexts,
+    shared by the IOMMU mappers of one VCMM.
+
+    One call can change two VCMs that run on one split context (its low and its high
+    half): each mapper opens the context's bracket, but the hardware bracket opens
+    once, with the first, and closes with the last (after both invalidated what they
+    changed).
+    """
+
+    def __init__(self) -> None:
+        self._depth: dict[int, int] = {}
+
+    def open(self, ctx: Any) -> None:
+        depth = self._depth.get(id(ctx), 0)
+        if depth == 0:
+            ctx.update_start()
+        self._depth[id(ctx)] = depth + 1
+
+    def close(self, ctx: Any) -> None:
+        depth = self._depth[id(ctx)] - 1
+        if depth:
+            self._depth[id(ctx)] = depth
+            return
+        del self._depth[id(ctx)]
+        ctx.update_done()
+
+
 class IommuMapper(_TableMapper):
     """An IOMMU VCM's page table and the contexts running it.
 
     The bracket is the seed's ``smmu_update_start``/``smmu_update_done`` on every live
-    context; the changed ranges go to each context's TLB-maintenance gather, which
-    ``update_done`` syncs.
+    context (through the VCMM's :class:`ContextBrackets`); the changed ranges go to each
+    context's TLB-maintenance gather, which ``update_done`` syncs when the last bracket
+    on the context closes.
     """
 
-    def __init__(self, vcm: Vcm) -> None:
+    def __init__(self, vcm: Vcm, brackets: ContextBrackets | None = None) -> None:
         super().__init__()
         assert vcm.table is not None
         self.vcm = vcm
         self.table: PageTable = vcm.table
+        self._brackets = brackets if brackets is not None else ContextBrackets()
         self._opened: list[Any] = []
 
     def _table(self) -> PageTable:
@@ -266,11 +296,11 @@ class IommuMapper(_TableMapper):
         opened: list[Any] = []
         try:
             for ctx in self.contexts():
-                ctx.update_start()
+                self._brackets.open(ctx)
                 opened.append(ctx)
         except BaseException:
             for ctx in opened:
-                ctx.update_done()
+                self._brackets.close(ctx)
             raise
         self._opened = opened
 
@@ -279,7 +309,7 @@ class IommuMapper(_TableMapper):
         for ctx in opened:
             for va, size in ranges:
                 ctx.tlb_gather.add_range(va, size)
-            ctx.update_done()
+            self._brackets.close(ctx)
 
 
 class VmmMapper(_TableMapper):

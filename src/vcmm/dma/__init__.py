@@ -3,7 +3,7 @@
 Start with :class:`DmaApi`; docs/DMA.md describes the design and the decisions.
 """
 
-from vcmm.dma.api import DEFAULT_ATOMIC_POOL, DEFAULT_COHERENT_POOL, DmaApi
+from vcmm.dma.api import DEFAULT_ATOMIC_POOL, DmaApi
 from vcmm.dma.attrs import DMA_MAPPING_ERROR, DmaAttr
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.debug import DebugChecker, DmaReport, ReportKind
@@ -15,7 +15,6 @@ from vcmm.dma.sg import ScatterList, SgEntry
 
 __all__ = [
     "DEFAULT_ATOMIC_POOL",
-    "DEFAULT_COHERENT_POOL",
     "DMA_MAPPING_ERROR",
     "CallSite",
     "CoherentBuffer",

@@ -12,11 +12,20 @@ returns 0 when the mapping cannot be made (address space or memory exhausted, an
 conflict), as callers of the kernel API test for; the reason is kept in
 :attr:`DmaApi.last_error`.  Everything else raises a
 :class:`~vcmm.errors.VcmmError` subclass, and every failure changes nothing.
+
+**One DMA API per system**, as Linux has one set of DMA ops per device, shared by
+every driver and by dma-buf: :meth:`DmaApi.of` returns the system's (creating it with
+the platform's choices on first use) and a second ``DmaApi(system)`` is refused while
+the first is open.  Creating it programs no device: a device's IOMMU domain takes its
+context at the first mapping made for it (:mod:`vcmm.dma.domain`), so devices driven
+through the seed's calls and devices driven through the DMA API share one system.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from vcmm.attrs import DmaDirection
@@ -34,13 +43,15 @@ from vcmm.dma.params import (
 from vcmm.dma.records import CoherentBuffer, DmaMapping
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DmaState
-from vcmm.errors import BusyError, InvalidArgumentError
-from vcmm.sizes import SZ_1M, SZ_4K, SZ_256K
+from vcmm.errors import BusyError, InvalidArgumentError, StateError
+from vcmm.mm.roles import DEFAULT_ATOMIC_POOL_SIZE, PoolChoice
+from vcmm.sizes import SZ_4K
 
-#: Default coherent pool: 32 MiB of the ``contig`` carve-out.
-DEFAULT_COHERENT_POOL = ("contig", 32 * SZ_1M)
 #: Default atomic pool size (ARM Linux's ``atomic_pool_size``).
-DEFAULT_ATOMIC_POOL = SZ_256K
+DEFAULT_ATOMIC_POOL = DEFAULT_ATOMIC_POOL_SIZE
+
+#: The open DMA API of each system (dies with the system).
+_OPEN: weakref.WeakKeyDictionary[Any, DmaApi] = weakref.WeakKeyDictionary()
 
 
 class DmaApi:
@@ -49,11 +60,16 @@ class DmaApi:
     ``devices`` limits which bus masters get DMA ops (default: all but the CPU);
     ``domains`` maps device names to IOMMU domain names, adding to what the platform
     file says (devices naming the same domain share one IOVA space and page table);
-    ``rcache`` switches the IOVA range cache of every domain; ``coherent_pool`` is
+    ``rcache`` switches the IOVA range cache of every domain; ``iova_policy`` chooses
+    how domains place IOVAs, ``"seed"`` or ``"linux"`` (mainline 6.x), for every domain
+    or per domain name with a mapping (default: the platform file's ``iova_policy``);
+    ``coherent_pool`` is
     ``(target, size)`` of the non-cacheable carve-out for non-coherent devices'
     coherent buffers and ``atomic_pool_size`` the premapped atomic pool taken from the
-    same target; ``debug`` installs a :class:`DebugChecker` (``True``/``"raise"``,
-    ``"warn"``, or a checker object).
+    same target (0: none); left out, both are the platform's choice
+    (``system.memory_roles``, its ``[dma]`` table); ``debug`` installs a
+    :class:`DebugChecker` (``True``/``"raise"``, ``"warn"``, or a checker object).
+    Refused (``BusyError``) while the system has another open DMA API.
     """
 
     def __init__(
@@ -63,32 +79,54 @@ class DmaApi:
         devices: Iterable[str] | None = None,
         domains: Mapping[str, str] | None = None,
         rcache: bool = True,
-        coherent_pool: tuple[str, int] = DEFAULT_COHERENT_POOL,
-        atomic_pool_size: int = DEFAULT_ATOMIC_POOL,
+        coherent_pool: tuple[str, int] | None = None,
+        atomic_pool_size: int | None = None,
         debug: bool | str | DebugChecker = False,
+        iova_policy: str | Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(rcache, bool):
             raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
-        if (
-            not isinstance(coherent_pool, tuple)
-            or len(coherent_pool) != 2
-            or not isinstance(coherent_pool[0], str)
-        ):
-            raise InvalidArgumentError(
-                f"DmaApi: coherent_pool {coherent_pool!r} must be (target name, size)"
-            )
-        checker = _checker(debug)
-        self._state = DmaState(
-            system,
-            devices=devices,
-            domains=domains,
-            rcache=rcache,
-            coherent_pool=coherent_pool,
-            atomic_pool_size=atomic_pool_size,
+        try:
+            roles = system.memory_roles
+        except AttributeError:
+            raise InvalidArgumentError(f"DmaApi: {system!r} is not a booted vcmm.System") from None
+        pool, atomic = _pools(
+            roles.coherent_pool, roles.atomic_pool, coherent_pool, atomic_pool_size
         )
-        self.system = system
-        if checker is not None:
-            checker.attach(self._state)
+        checker = _checker(debug)
+        with system.lock:
+            other = _OPEN.get(system)
+            if other is not None:
+                raise BusyError(
+                    f"DmaApi: system {system.spec.name!r} already has an open DMA API "
+                    f"({other!r}), and a device has one set of DMA ops; share it with "
+                    "DmaApi.of(system) (or vcmm.share.dma_api(system)), or close() it first"
+                )
+            self._state = DmaState(
+                system,
+                devices=devices,
+                domains=domains,
+                rcache=rcache,
+                kernel_target=roles.kernel,
+                coherent_pool=pool,
+                atomic_pool=atomic,
+                iova_policy=iova_policy,
+            )
+            self.system = system
+            if checker is not None:
+                checker.attach(self._state)
+            _OPEN[system] = self
+
+    @classmethod
+    def of(cls, system: Any) -> DmaApi:
+        """The system's DMA API, created with the platform's choices if it has none."""
+        with system.lock:
+            return _OPEN.get(system) or cls(system)
+
+    @staticmethod
+    def current(system: Any) -> DmaApi | None:
+        """The system's open DMA API, if one was made."""
+        return _OPEN.get(system)
 
     def close(self) -> None:
         """Tear the DMA API down: refused while any mapping or coherent buffer lives;
@@ -102,6 +140,16 @@ class DmaApi:
             )
         self.disable_debug()
         state.close()
+        if _OPEN.get(self.system) is self:
+            del _OPEN[self.system]
+
+    @property
+    def closed(self) -> bool:
+        return _OPEN.get(self.system) is not self
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._state.entries)} device(s)"
+        return f"<DmaApi of {self.system.spec.name!r}: {state}>"
 
     # -- introspection -------------------------------------------------------------------
 
@@ -140,11 +188,13 @@ class DmaApi:
 
     @property
     def pool(self) -> Any:
-        """The non-cacheable coherent pool (its ``buddy`` can be fragmented in tests)."""
+        """The non-cacheable coherent pool (its ``buddy`` can be fragmented in tests);
+        ``None`` when the platform has none."""
         return self._state.pool
 
     @property
     def atomic_pool(self) -> Any:
+        """The premapped atomic pool, or ``None``."""
         return self._state.atomic
 
     def mappings(self, dev: object | None = None) -> list[DmaMapping]:
@@ -165,6 +215,19 @@ class DmaApi:
     def snapshot(self) -> tuple[object, ...]:
         """The DMA API's own state (the system's is ``system.snapshot()``)."""
         return self._state.snapshot()
+
+    @contextlib.contextmanager
+    def undoing(self) -> Iterator[None]:
+        """Unmaps and frees inside the block take their IOVA back exactly
+        (:meth:`~vcmm.mm.iova.IovaDomain.undo_alloc`) instead of parking it in the
+        range cache: for a caller taking back the mapping it just made, because a
+        later step of its own compound operation failed, so that the operation
+        leaves no trace.  Only the most recent IOVA of a domain can be taken back
+        this way (anything else raises ``StateError``)."""
+        with contextlib.ExitStack() as stack:
+            for domain in self._state.domains.values():
+                stack.enter_context(domain.allocator.undoing())
+            yield
 
     # -- device parameters ------------------------------------------------------------------
 
@@ -333,6 +396,41 @@ class DmaApi:
         self, dev: object, sgl: ScatterList, nents: int, direction: DmaDirection
     ) -> None:
         syncops.sync_sg(self._state, dev, sgl, nents, direction, for_cpu=False)
+
+
+def _pools(
+    platform_pool: PoolChoice | None,
+    platform_atomic: PoolChoice | None,
+    coherent_pool: object,
+    atomic_pool_size: object,
+) -> tuple[PoolChoice | None, PoolChoice | None]:
+    """The pools a ``DmaApi`` carves: its arguments where given, else the platform's."""
+    pool = platform_pool
+    if coherent_pool is not None:
+        if (
+            not isinstance(coherent_pool, tuple)
+            or len(coherent_pool) != 2
+            or not isinstance(coherent_pool[0], str)
+        ):
+            raise InvalidArgumentError(
+                f"DmaApi: coherent_pool {coherent_pool!r} must be (target name, size)"
+            )
+        pool = PoolChoice(*coherent_pool)
+    if atomic_pool_size is None:
+        if coherent_pool is None:
+            return pool, platform_atomic
+        atomic_pool_size = DEFAULT_ATOMIC_POOL
+    if isinstance(atomic_pool_size, bool) or not isinstance(atomic_pool_size, int):
+        raise InvalidArgumentError(f"DmaApi: atomic_pool_size {atomic_pool_size!r} is not an int")
+    if atomic_pool_size == 0:
+        return pool, None
+    target = pool or platform_atomic
+    if target is None:
+        raise StateError(
+            "DmaApi: an atomic pool needs a carve-out and the platform declares none; pass "
+            "coherent_pool=(target, size) or declare [dma] atomic_pool (docs/PLATFORM.md)"
+        )
+    return pool, PoolChoice(target.target, atomic_pool_size)
 
 
 def _checker(debug: object) -> DebugChecker | None:

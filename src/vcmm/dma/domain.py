@@ -9,15 +9,35 @@ an :class:`~vcmm.mm.iova.IovaDomain` with the smallest page size as granule; eve
 device of the domain is associated with that VCM and activated on it, so a mapping
 made for one is visible to all.  The platform file says which devices share a domain
 (``domain = "..."``); a device without one gets a domain of its own.
+
+**A device is driven either through a VCM of its own or through the DMA API.**  Linux
+gives a device either its default DMA domain (used by the DMA API) or an explicit,
+unmanaged domain a driver attached; the seed's calls are the latter.  So a domain
+programs its devices' contexts lazily: joining the domain costs nothing, and the first
+mapping made in it activates the domain's VCM on every member whose context is free.
+A member whose context runs a VCM of the seed calls stays off the domain (the DMA API
+refuses to map for it, saying which association to deactivate) and joins it at a
+later mapping once its context is free; the associations the domain makes carry a
+``holder`` naming the DMA API, so the seed calls refuse to take such a context with a
+message that says how to release it (``DmaApi.remove_device``).
+
+Each domain places IOVAs by one policy, fixed when it is created: ``"seed"`` (the
+2015 allocator of seed 002, :class:`~vcmm.mm.iova.IovaDomain`) or ``"linux"``
+(mainline 6.x, :class:`~vcmm.mm.iova_linux.LinuxIovaDomain`).  The platform file's
+``iova_policy`` chooses for every domain; ``DmaApi(iova_policy=...)`` overrides it for
+all domains or, with a mapping, per domain (:class:`PolicyChoice`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
 from vcmm.dma.iova import IovaVcmAllocator
-from vcmm.mm.iova import IovaDomain
+from vcmm.errors import InvalidArgumentError
+from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, check_policy, new_iova_domain
 from vcmm.ranges import AddressRange
 
 if TYPE_CHECKING:
@@ -30,37 +50,117 @@ APERTURE = AddressRange(0, 1 << 32)
 class DmaDomain:
     """The VCM, IOVA allocator, attached devices and live mappings of one domain."""
 
-    def __init__(self, system: Any, name: str, *, rcache: bool = True) -> None:
+    def __init__(
+        self,
+        system: Any,
+        name: str,
+        *,
+        rcache: bool = True,
+        iova_policy: str = DEFAULT_IOVA_POLICY,
+    ) -> None:
         sizes = system.iommu_format.geometry(None).sizes
         granule = min(sizes)
         self.name = name
-        self.iova = IovaDomain(granule, APERTURE, rcache=rcache)
+        self.iova = new_iova_domain(iova_policy, granule, APERTURE, rcache=rcache)
         self.allocator = IovaVcmAllocator(self.iova)
         self.vcm: Vcm = system.vcm_create(
             APERTURE.start, APERTURE.size, kind=VcmKind.IOMMU, allocator=self.allocator
         )
         self.granule = granule
+        #: Devices of the domain, by name; ``associations`` holds those programmed.
+        self.members: dict[str, Any] = {}
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
+        #: The domain's own zeroed page per memory type that ``map_sg`` padding maps
+        #: (made on first use), and how to give each back.
+        self.padding: dict[MemType, tuple[AddressRange, Callable[[], None]]] = {}
 
-    def attach(self, system: Any, device: Any) -> None:
-        """Associate ``device`` with the domain's VCM and switch its context to it."""
-        assoc = system.vcm_assoc(self.vcm, device)
+    @property
+    def iova_policy(self) -> str:
+        """``"seed"`` or ``"linux"``: how this domain places IOVAs."""
+        return self.iova.policy
+
+    def attach(self, device: Any) -> None:
+        """Make ``device`` a member; its context is programmed at the first mapping."""
+        self.members[device.name] = device
+
+    def blocker(self, system: Any, device: Any) -> Association | None:
+        """The active association of another VCM on ``device``'s context, if any: what
+        keeps the domain off the device."""
+        ctx = device.ctx
+        for assoc in system.associations:
+            if (
+                assoc.active
+                and assoc.vcm is not self.vcm
+                and assoc.vcm.kind is VcmKind.IOMMU
+                and assoc.device.ctx is ctx
+            ):
+                return assoc
+        return None
+
+    def _served(self, device: Any) -> bool:
+        """Whether ``device``'s context already runs the domain (through it, or
+        through a member sharing its context)."""
+        return any(a.device.ctx is device.ctx for a in self.associations.values())
+
+    def activate(self, system: Any) -> tuple[Association, ...]:
+        """Program the domain on every member whose context is free (the first mapping
+        of a domain does this); all or nothing."""
+        pending = [
+            d
+            for d in self.members.values()
+            if not self._served(d) and self.blocker(system, d) is None
+        ]
+        made: list[Association] = []
         try:
-            system.vcm_activate(assoc)
+            for device in pending:
+                if any(a.device.ctx is device.ctx for a in made):
+                    continue
+                holder = (
+                    f"the DMA API (domain {self.name!r}); DmaApi.remove_device"
+                    f"({device.name!r}) releases it once the device has no mappings"
+                )
+                assoc = system.vcm_assoc(self.vcm, device, holder=holder)
+                made.append(assoc)
+                system.vcm_activate(assoc)
         except BaseException:
-            system.vcm_deassoc(assoc)
+            for assoc in reversed(made):
+                if assoc.active:
+                    system.vcm_deactivate(assoc)
+                system.vcm_deassoc(assoc)
             raise
-        self.associations[device.name] = assoc
+        for assoc in made:
+            self.associations[assoc.device.name] = assoc
+        return tuple(made)
+
+    def give_back(self, system: Any, activated: tuple[Association, ...]) -> None:
+        """Release the contexts a mapping's :meth:`activate` programmed, when that
+        mapping was taken back by the undo of a failed compound operation
+        (``DmaApi.undoing``) and the domain maps nothing else: the operation then
+        leaves no trace.  An ordinary unmap keeps them, as Linux keeps a device on
+        its default domain."""
+        if self.records or not self.allocator.undoing_now:
+            return
+        for assoc in reversed(activated):
+            if self.associations.get(assoc.device.name) is assoc:
+                del self.associations[assoc.device.name]
+                system.vcm_deactivate(assoc)
+                system.vcm_deassoc(assoc)
 
     def detach(self, system: Any, device: Any) -> None:
-        assoc = self.associations.pop(device.name)
-        system.vcm_deactivate(assoc)
-        system.vcm_deassoc(assoc)
+        """Take ``device`` out of the domain, releasing its context if programmed."""
+        del self.members[device.name]
+        assoc = self.associations.pop(device.name, None)
+        if assoc is not None:
+            system.vcm_deactivate(assoc)
+            system.vcm_deassoc(assoc)
 
     def destroy(self, system: Any) -> None:
         system.vcm_free(self.vcm)
+        while self.padding:
+            _, (_page, give_back) = self.padding.popitem()
+            give_back()
 
     def record_at(self, addr: int) -> DmaMapping | None:
         """The live mapping whose IOVA range contains ``addr``."""
@@ -70,9 +170,48 @@ class DmaDomain:
     def snapshot(self) -> tuple[object, ...]:
         return (
             self.name,
+            tuple(sorted(self.members)),
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
+            tuple(sorted((m.value, page.start) for m, (page, _) in self.padding.items())),
         )
 
     def __repr__(self) -> str:
-        return f"<DmaDomain {self.name} {self.vcm.name} devices={sorted(self.associations)}>"
+        return (
+            f"<DmaDomain {self.name} {self.vcm.name} {self.iova_policy} IOVAs "
+            f"devices={sorted(self.members)}>"
+        )
+
+
+class PolicyChoice:
+    """Which IOVA placement policy each domain of a DmaApi gets.
+
+    ``choice`` is ``None`` (every domain takes ``default``, the platform's), one policy
+    name for every domain, or a mapping from domain names to policies (the others take
+    ``default``).  A mapping may name only domains that can exist (``domains``), so a
+    misspelt name is an error rather than a silently ignored wish.
+    """
+
+    def __init__(self, default: str, choice: object, domains: Collection[str]) -> None:
+        self.default = check_policy(default, "the platform's iova_policy")
+        self.per_domain: dict[str, str] = {}
+        if choice is None:
+            return
+        if isinstance(choice, str):
+            self.default = check_policy(choice)
+            return
+        if not isinstance(choice, Mapping):
+            raise InvalidArgumentError(
+                f"iova_policy {choice!r} must be a policy name or map domain names to policies"
+            )
+        for name, policy in choice.items():
+            if name not in domains:
+                known = ", ".join(sorted(domains)) or "none"
+                raise InvalidArgumentError(
+                    f"iova_policy names domain {name!r}, which no IOMMU device is in "
+                    f"(domains: {known})"
+                )
+            self.per_domain[name] = check_policy(policy, f"iova_policy[{name!r}]")
+
+    def __call__(self, domain: str) -> str:
+        return self.per_domain.get(domain, self.default)

@@ -3,8 +3,9 @@
 ``vcm_create(..., allocator=...)`` takes any object with ``alloc(size, align)``,
 ``free(addr)`` and ``snapshot()`` (the custom-allocator hook the VCMM's reviewers
 asked for, 000 L4053).  :class:`IovaVcmAllocator` plugs a
-:class:`~vcmm.mm.iova.IovaDomain` in, so every reservation of a DMA domain's VCM gets
-a Linux IOVA: top-down from the *device's* limit, size-aligned to a power of two,
+:class:`~vcmm.mm.iova.IovaDomain` (seed policy) or
+:class:`~vcmm.mm.iova_linux.LinuxIovaDomain` (mainline policy) in, so every
+reservation of a DMA domain's VCM gets a Linux IOVA: top-down from the *device's* limit, size-aligned to a power of two,
 never page frame 0, never outside the aperture.  The limit is per call (``dma_mask``
 for streaming mappings, ``coherent_dma_mask`` for coherent buffers), so the DMA API
 sets it around each ``vcm_reserve`` with :meth:`IovaVcmAllocator.limited`.  When a
@@ -19,16 +20,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vcmm.errors import InvalidArgumentError
-from vcmm.mm.iova import IovaDomain, IovaSnapshot
+from vcmm.mm.iova import IovaSnapshot
+from vcmm.mm.iova_base import IovaSpace
+from vcmm.mm.iova_linux import LinuxIovaSnapshot
+from vcmm.mm.iova_policy import IovaAllocator
 from vcmm.ranges import AddressRange
 
 
 class IovaVcmAllocator:
-    """Adapter from the VCM allocator interface to an :class:`IovaDomain`."""
+    """Adapter from the VCM allocator interface to an IOVA domain of either policy."""
 
-    def __init__(self, iova: IovaDomain) -> None:
-        if not isinstance(iova, IovaDomain):
-            raise InvalidArgumentError(f"IovaVcmAllocator needs an IovaDomain, got {iova!r}")
+    def __init__(self, iova: IovaAllocator) -> None:
+        if not isinstance(iova, IovaSpace):
+            raise InvalidArgumentError(f"IovaVcmAllocator needs an IOVA domain, got {iova!r}")
         self.iova = iova
         self._limit: int | None = None
         self._undo = False
@@ -53,6 +57,11 @@ class IovaVcmAllocator:
             yield
         finally:
             self._undo = saved
+
+    @property
+    def undoing_now(self) -> bool:
+        """Whether frees are exact undos right now (inside :meth:`undoing`)."""
+        return self._undo
 
     def alloc(self, size: int, align: int | None = None) -> int:
         """A size-aligned IOVA range of ``size`` bytes below the current limit.
@@ -86,7 +95,7 @@ class IovaVcmAllocator:
         """The live IOVA range containing ``addr`` (any address inside it)."""
         return self.iova.find(addr)
 
-    def snapshot(self) -> IovaSnapshot:
+    def snapshot(self) -> IovaSnapshot | LinuxIovaSnapshot:
         return self.iova.snapshot()
 
     def __repr__(self) -> str:

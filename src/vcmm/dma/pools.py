@@ -8,8 +8,9 @@ L2075-2094).  So non-coherent coherent buffers come from memory the linear map d
 not cover, as ARM Linux does with its CMA areas (removed from the linear map at boot
 and remapped) and its atomic pool:
 
-- :class:`CoherentPool` is a physically contiguous carve-out (by default part of the
-  ``contig`` target) managed by its own buddy allocator, so allocations are served
+- :class:`CoherentPool` is a physically contiguous carve-out (where the platform's
+  ``[dma]`` table says, by default part of its first ``contiguous`` target) managed
+  by its own buddy allocator, so allocations are served
   largest order first with fallback exactly like ``__iommu_dma_alloc_pages`` and can
   be fragmented on purpose;
 - :class:`AtomicPool` is a small carve-out mapped non-cacheable into the kernel once,
@@ -19,6 +20,8 @@ and remapped) and its atomic pool:
 An allocation from either pool is handed to the core as a *view* of the pool's
 carve-out (``vcm_phys_view``): the mapping graph then finds the pool alias and every
 other mapping of the same pages, and the carve-out cannot be freed under a buffer.
+Each carve-out is an allocation whose ``holder`` names the pool, so ``vcmm graph`` and
+reports show what the DMA API took.  Creating a pool is all or nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from vcmm.sizes import SZ_4K, format_size
 
 
 def _carve(system: Any, target: str, size: int, what: str) -> Any:
+    """``size`` contiguous bytes of ``target`` for the pool ``what``, held by it."""
     tgt = system.target(target)
     if tgt.linear_mapped:
         raise InvalidArgumentError(
@@ -43,7 +47,7 @@ def _carve(system: Any, target: str, size: int, what: str) -> Any:
         )
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SZ_4K:
         raise InvalidArgumentError(f"{what}: size {size!r} must be a positive multiple of 4 KiB")
-    return system.vcm_phys_alloc(target, size, PhysAttr.CONTIGUOUS)
+    return system.vcm_phys_alloc(target, size, PhysAttr.CONTIGUOUS, holder=f"the DMA API ({what})")
 
 
 class CoherentPool:
@@ -54,7 +58,15 @@ class CoherentPool:
         self.physmem = _carve(system, target, size, "coherent pool")
         (region,) = self.physmem.chunk_ranges
         self.region = AddressRange(region.start, size)
-        self.buddy = BuddyAllocator(self.region, page=SZ_4K, max_order=max_order)
+        try:
+            self.buddy = BuddyAllocator(self.region, page=SZ_4K, max_order=max_order)
+        except BaseException:
+            system.vcm_phys_free(self.physmem)
+            raise
+
+    def release(self) -> None:
+        """Give the carve-out back (nothing allocated from it any more)."""
+        self.system.vcm_phys_free(self.physmem)
 
     def alloc(self, size: int, *, contiguous: bool = False) -> list[Chunk]:
         """``size`` bytes (page multiple) as buddy blocks, largest order first; one
@@ -93,8 +105,14 @@ class AtomicPool:
         self.physmem = _carve(system, target, size, "atomic pool")
         (region,) = self.physmem.chunk_ranges
         self.region = AddressRange(region.start, size)
-        self.space = RangeAllocator(self.region, granule=SZ_4K)
-        self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
+        try:
+            self.space = RangeAllocator(self.region, granule=SZ_4K)
+            # The kernel alias needs vmalloc space, which may be full: the carve-out
+            # above must go back then too (it used to leak).
+            self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
+        except BaseException:
+            system.vcm_phys_free(self.physmem)
+            raise
         try:
             system.vcm_back(self.res, self.physmem)
         except BaseException:

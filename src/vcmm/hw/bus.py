@@ -157,24 +157,15 @@ class Interconnect:
     def copy(self, dst: int, src: int, length: int, *, coherent: bool) -> None:
         """Move ``length`` bytes memory to memory (memmove semantics).
 
-        The non-coherent path is zero-copy when both sides sit in one region: a numpy
-        slice assignment between two views of the backing array.
+        The non-coherent path is zero-copy: memory moves one numpy slice per chunk of
+        its sparse store, never through a staging buffer.
         """
         if length == 0:
             return
         if coherent and self.cpu_cache is not None:
             self.cpu_cache.snoop_write(dst, as_u8(self.cpu_cache.snoop_read(src, length)).copy())
             return
-        mem = self.memory
-        try:
-            src_view = mem.view(src, length)
-            dst_view = mem.view(dst, length)
-        except InvalidArgumentError:  # spans regions: take the general path
-            mem.copy(dst, src, length)
-            return
-        np.copyto(dst_view, src_view)
-        mem.mark_written(dst, length)
-        mem.bytes_read += length
+        self.memory.copy(dst, src, length)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,14 @@ def invalidate_exact(cache: DataCache, pa: int, size: int) -> None:
         cache.clean_invalidate(last_full, end - last_full)
 
 
+def invalidates(direction: DmaDirection, for_cpu: bool) -> bool:
+    """Whether the hand-over in ``direction`` (to the CPU if ``for_cpu``) invalidates
+    (the rest clean, or, for the CPU after TO_DEVICE, do nothing): the table above."""
+    if for_cpu:
+        return direction is not DmaDirection.TO_DEVICE
+    return direction is DmaDirection.FROM_DEVICE
+
+
 def dma_sync(
     cache: DataCache,
     ranges: Iterable[AddressRange],
@@ -87,7 +95,7 @@ def dma_sync(
         cache.check_backed("dma_sync", r.start, r.size)
     if for_cpu and direction is DmaDirection.TO_DEVICE:
         return False
-    invalidate = for_cpu or direction is DmaDirection.FROM_DEVICE
+    invalidate = invalidates(direction, for_cpu)
     for r in spans:
         if invalidate:
             invalidate_exact(cache, r.start, r.size)

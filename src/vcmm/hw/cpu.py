@@ -87,7 +87,10 @@ KERNEL_ASID = 0
 #: ASIDs are 16 bits wide.
 MAX_ASID = 0xFFFF
 
-#: The linear map: kernel-only, read/write, never executable, write-back, shareable.
+#: The linear map: kernel-only, read/write, never executable, write-back, shareable,
+#: non-secure.  The kernel is Non-secure world software: everything it maps is NS=1,
+#: as its VCM and user mappings of the same pages are (a Secure-state walk honours NS,
+#: a Non-secure one ignores it, so NS=1 is right in both and the aliases agree).
 LINEAR_MAP_ATTRS = PageAttrs(
     read=True,
     write=True,
@@ -96,6 +99,7 @@ LINEAR_MAP_ATTRS = PageAttrs(
     memtype=MemType.NORMAL_WB_WA,
     shareable=True,
     global_=True,
+    ns=True,
 )
 #: Cacheable kernel mapping (vmalloc of RAM).
 KERNEL_WB = LINEAR_MAP_ATTRS

@@ -1,9 +1,17 @@
-"""Physical memory: an address map of named regions holding real bytes.
+"""Physical memory: an address map of named regions holding real bytes, stored sparsely.
 
-Each region is backed by one ``numpy.zeros`` array.  The operating system hands such
-large zeroed allocations out lazily, page by page, so a 4 GiB RAM bank costs only the
-pages that are written; vcmm additionally keeps a bitmap of touched 4 KiB pages so
-the cost is visible (:meth:`PhysicalMemory.resident_bytes`) without asking the OS.
+The bytes live in a *chunked store*: fixed 2 MiB chunks keyed by physical address,
+each created on the first write into it.  A read of memory nobody wrote returns zeros
+without creating anything, so a platform with a 1 TiB RAM bank boots in microseconds
+and costs only the chunks its software touches (Linux's SPARSEMEM makes the same
+trade: memory sections are populated on demand).  Each chunk is an anonymous private
+``mmap``, which the host kernel also fills lazily, page by page, so even inside a
+chunk only the pages written cost host memory.  A touched-page bitmap per chunk makes
+the cost visible (:meth:`PhysicalMemory.resident_bytes`) without asking the OS.
+
+Bulk reads, writes, fills and copies stay vectorised: they move one numpy slice per
+chunk they cross (a 64 MiB copy is 32 slice copies per side).
+
 Holes between regions are real: an access that touches one raises :class:`BusError`
 naming the first address that is not backed, and writes nothing.
 """
@@ -12,8 +20,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import mmap
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +33,13 @@ from vcmm.ranges import AddressRange
 #: Granule of the touched-page accounting.
 TRACK_PAGE = 4096
 _TRACK_SHIFT = 12
+#: Size of one chunk of the sparse store (a power of two; chunks are aligned to it).
+CHUNK_SIZE = 2 << 20
+_CHUNK_SHIFT = 21
+_CHUNK_MASK = CHUNK_SIZE - 1
+
+#: Transparent huge pages for the chunks where the host offers them (Linux).
+_HUGEPAGE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
 
 Bytes = bytes | bytearray | memoryview | npt.NDArray[np.uint8]
 
@@ -45,11 +61,22 @@ class MemoryRegion:
         return self.range.size
 
 
-@dataclass(slots=True)
-class _Bank:
-    region: MemoryRegion
-    data: npt.NDArray[np.uint8]
-    touched: npt.NDArray[np.bool_] = field(repr=False)
+class _Chunk:
+    """``CHUNK_SIZE`` bytes of the store and which of their 4 KiB pages were written."""
+
+    __slots__ = ("data", "touched")
+
+    def __init__(self) -> None:
+        # A private anonymous mapping: zero-filled lazily by the host kernel, and
+        # copy-on-write (never shared) across a fork, e.g. into a sweep's workers.
+        buf = mmap.mmap(-1, CHUNK_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if _HUGEPAGE is not None:  # one host TLB entry per chunk, as numpy does for
+            buf.madvise(_HUGEPAGE)  # large arrays: bulk copies run at memcpy speed
+        self.data: npt.NDArray[np.uint8] = np.frombuffer(buf, dtype=np.uint8)
+        self.touched = np.zeros(CHUNK_SIZE >> _TRACK_SHIFT, dtype=np.bool_)
+
+    def mark(self, off: int, n: int) -> None:
+        self.touched[off >> _TRACK_SHIFT : ((off + n - 1) >> _TRACK_SHIFT) + 1] = True
 
 
 def as_u8(data: Bytes) -> npt.NDArray[np.uint8]:
@@ -63,34 +90,41 @@ def as_u8(data: Bytes) -> npt.NDArray[np.uint8]:
     raise InvalidArgumentError(f"data of type {type(data).__name__} is not bytes-like")
 
 
+def _spans(pa: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(chunk key, offset in chunk, offset in the access, n)`` for ``[pa, pa+length)``."""
+    pos = 0
+    while pos < length:
+        addr = pa + pos
+        off = addr & _CHUNK_MASK
+        n = min(CHUNK_SIZE - off, length - pos)
+        yield addr >> _CHUNK_SHIFT, off, pos, n
+        pos += n
+
+
 class PhysicalMemory:
     """The SoC's physical address map.  Anyone may read it: ``memory.read(pa, n)``."""
 
     def __init__(self, regions: Iterable[MemoryRegion]) -> None:
-        banks: list[_Bank] = []
+        ordered: list[MemoryRegion] = []
         for region in sorted(regions, key=lambda r: r.base):
             if region.size <= 0 or region.base % TRACK_PAGE or region.size % TRACK_PAGE:
                 raise InvalidArgumentError(
                     f"region {region.name!r} {region.range} must be non-empty and 4 KiB aligned"
                 )
-            if banks and banks[-1].region.range.overlaps(region.range):
+            if ordered and ordered[-1].range.overlaps(region.range):
                 raise InvalidArgumentError(
                     f"region {region.name!r} {region.range} overlaps "
-                    f"{banks[-1].region.name!r} {banks[-1].region.range}"
+                    f"{ordered[-1].name!r} {ordered[-1].range}"
                 )
-            if any(b.region.name == region.name for b in banks):
+            if any(r.name == region.name for r in ordered):
                 raise InvalidArgumentError(f"region name {region.name!r} is used twice")
-            banks.append(
-                _Bank(
-                    region,
-                    np.zeros(region.size, dtype=np.uint8),
-                    np.zeros(region.size >> _TRACK_SHIFT, dtype=np.bool_),
-                )
-            )
-        if not banks:
+            ordered.append(region)
+        if not ordered:
             raise InvalidArgumentError("physical memory needs at least one region")
-        self._banks = banks
-        self._starts = [b.region.base for b in banks]
+        self._regions = tuple(ordered)
+        self._starts = [r.base for r in ordered]
+        self._ends = [r.range.end for r in ordered]
+        self._chunks: dict[int, _Chunk] = {}
         #: Transaction counters, for reports: bytes read and written by anyone.
         self.bytes_read = 0
         self.bytes_written = 0
@@ -99,57 +133,56 @@ class PhysicalMemory:
 
     @property
     def regions(self) -> tuple[MemoryRegion, ...]:
-        return tuple(b.region for b in self._banks)
+        return self._regions
 
     def region(self, name: str) -> MemoryRegion:
-        for bank in self._banks:
-            if bank.region.name == name:
-                return bank.region
-        known = ", ".join(b.region.name for b in self._banks)
+        for region in self._regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self._regions)
         raise NotFoundError(f"no memory region named {name!r} (known: {known})")
 
     def region_at(self, pa: int) -> MemoryRegion:
-        return self._bank_at(pa).region
+        return self._regions[self._index_at(pa)]
+
+    def _index_at(self, pa: int) -> int:
+        i = bisect.bisect_right(self._starts, pa) - 1
+        if i >= 0 and pa < self._ends[i]:
+            return i
+        raise BusError(f"bus error: physical address {pa:#x} is in a hole of the address map", pa)
 
     def is_backed(self, pa: int, length: int = 1) -> bool:
         try:
-            list(self._pieces(pa, length))
+            self._check(pa, length)
         except BusError:
             return False
         return True
 
-    def _bank_at(self, pa: int) -> _Bank:
-        i = bisect.bisect_right(self._starts, pa) - 1
-        if i >= 0 and pa < self._banks[i].region.range.end:
-            return self._banks[i]
-        raise BusError(f"bus error: physical address {pa:#x} is in a hole of the address map", pa)
-
-    def _pieces(self, pa: int, length: int) -> Iterator[tuple[_Bank, int, int]]:
-        """Split ``[pa, pa+length)`` into (bank, offset, n) pieces; raise on any hole.
-
-        Validates the whole range before yielding anything, so callers that consume it
-        into a list first never act on half of a bad access.
-        """
+    def _check(self, pa: int, length: int) -> tuple[int, int]:
+        """``(pa, length)`` as ints once every byte of the range is known to be backed;
+        raises (before anything is touched) on a bad argument or a hole."""
         if type(pa) is int and type(length) is int and pa >= 0 and length >= 0:
             # Fast path (page-table words, single-region buffers): one bisect, no loop.
             i = bisect.bisect_right(self._starts, pa) - 1
-            if i >= 0:
-                bank = self._banks[i]
-                off = pa - bank.region.base
-                if off + length <= bank.region.size:
-                    return iter(((bank, off, length),))
+            if i >= 0 and pa + length <= self._ends[i]:
+                return pa, length
         if not isinstance(pa, int | np.integer) or not isinstance(length, int | np.integer):
             raise InvalidArgumentError(f"address {pa!r} and length {length!r} must be integers")
+        pa, length = int(pa), int(length)
         if pa < 0 or length < 0:
             raise InvalidArgumentError(f"address {pa:#x} and length {length} must be >= 0")
-        pieces = []
-        addr, end = int(pa), int(pa) + int(length)
+        addr, end = pa, pa + length
         while addr < end:
-            bank = self._bank_at(addr)
-            n = min(end, bank.region.range.end) - addr
-            pieces.append((bank, addr - bank.region.base, n))
-            addr += n
-        return iter(pieces)
+            addr = self._ends[self._index_at(addr)]
+        return pa, length
+
+    def _chunk(self, key: int) -> tuple[_Chunk, bool]:
+        """The chunk ``key`` and whether this call created it (all zeros)."""
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            chunk = self._chunks[key] = _Chunk()
+            return chunk, True
+        return chunk, False
 
     # -- byte access ------------------------------------------------------------------
 
@@ -158,75 +191,86 @@ class PhysicalMemory:
         return self.read_array(pa, length).tobytes()
 
     def read_array(self, pa: int, length: int) -> npt.NDArray[np.uint8]:
-        """Like :meth:`read` but returns a fresh uint8 array (no bytes conversion)."""
-        pieces = list(self._pieces(pa, length))
-        self.bytes_read += int(length)
-        if len(pieces) == 1:
-            bank, off, n = pieces[0]
-            return bank.data[off : off + n].copy()
-        out = np.empty(int(length), dtype=np.uint8)
-        pos = 0
-        for bank, off, n in pieces:
-            out[pos : pos + n] = bank.data[off : off + n]
-            pos += n
+        """Like :meth:`read` but returns a fresh uint8 array (no bytes conversion).
+        Untouched memory reads as zeros and creates nothing."""
+        pa, length = self._check(pa, length)
+        self.bytes_read += length
+        off = pa & _CHUNK_MASK
+        if off + length <= CHUNK_SIZE:
+            chunk = self._chunks.get(pa >> _CHUNK_SHIFT)
+            if chunk is None:
+                return np.zeros(length, dtype=np.uint8)
+            return chunk.data[off : off + length].copy()
+        out = np.empty(length, dtype=np.uint8)
+        for key, off, pos, n in _spans(pa, length):
+            chunk = self._chunks.get(key)
+            out[pos : pos + n] = 0 if chunk is None else chunk.data[off : off + n]
         return out
-
-    def view(self, pa: int, length: int) -> npt.NDArray[np.uint8]:
-        """A writable view of a range inside one region, for zero-copy bulk paths.
-
-        Writers through a view must call :meth:`mark_written` so accounting stays true.
-        """
-        pieces = list(self._pieces(pa, length))
-        if len(pieces) != 1:
-            raise InvalidArgumentError(
-                f"view {AddressRange(pa, length)} spans {len(pieces)} regions; views need one"
-            )
-        bank, off, n = pieces[0]
-        return bank.data[off : off + n]
 
     def write(self, pa: int, data: Bytes) -> None:
         """Store ``data`` at ``pa``.  Nothing is written if any byte would hit a hole."""
         src = as_u8(data)
-        pieces = list(self._pieces(pa, src.size))
-        pos = 0
-        for bank, off, n in pieces:
-            bank.data[off : off + n] = src[pos : pos + n]
-            bank.touched[off >> _TRACK_SHIFT : ((off + n - 1) >> _TRACK_SHIFT) + 1] = True
-            pos += n
-        self.bytes_written += int(src.size)
-
-    def mark_written(self, pa: int, length: int) -> None:
-        """Record that ``[pa, pa+length)`` was written through a :meth:`view`."""
-        for bank, off, n in self._pieces(pa, length):
-            if n:
-                bank.touched[off >> _TRACK_SHIFT : ((off + n - 1) >> _TRACK_SHIFT) + 1] = True
-        self.bytes_written += int(length)
+        pa, length = self._check(pa, src.size)
+        for key, off, pos, n in _spans(pa, length):
+            chunk, _ = self._chunk(key)
+            chunk.data[off : off + n] = src[pos : pos + n]
+            chunk.mark(off, n)
+        self.bytes_written += length
 
     def copy(self, dst: int, src: int, length: int) -> None:
-        """Move ``length`` bytes from ``src`` to ``dst`` (memmove semantics)."""
-        self.write(dst, self.read_array(src, length))
+        """Move ``length`` bytes from ``src`` to ``dst`` (memmove semantics), one numpy
+        slice copy per chunk crossed; nothing moves if either side hits a hole."""
+        src, length = self._check(src, length)
+        dst, _ = self._check(dst, length)
+        if length == 0:
+            return
+        if abs(dst - src) < length:  # overlapping: stage through a buffer
+            self.write(dst, self.read_array(src, length))
+            return
+        pos = 0
+        while pos < length:
+            s, d = src + pos, dst + pos
+            soff, doff = s & _CHUNK_MASK, d & _CHUNK_MASK
+            n = min(CHUNK_SIZE - soff, CHUNK_SIZE - doff, length - pos)
+            source = self._chunks.get(s >> _CHUNK_SHIFT)
+            target, fresh = self._chunk(d >> _CHUNK_SHIFT)
+            if source is not None:
+                np.copyto(target.data[doff : doff + n], source.data[soff : soff + n])
+            elif not fresh:
+                target.data[doff : doff + n] = 0
+            target.mark(doff, n)
+            pos += n
+        self.bytes_read += length
+        self.bytes_written += length
 
     def fill(self, pa: int, length: int, value: int = 0) -> None:
+        """Set ``length`` bytes at ``pa`` to ``value``; a new chunk is zeros already,
+        so zero-filling untouched memory creates the chunk but writes no host page."""
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")
         if not 0 <= value <= 0xFF:
-            raise InvalidArgumentError(f"fill value {value} is not a byte (0..255)")
-        pieces = list(self._pieces(pa, length))
-        for bank, off, n in pieces:
-            bank.data[off : off + n] = value
-            if n:
-                bank.touched[off >> _TRACK_SHIFT : ((off + n - 1) >> _TRACK_SHIFT) + 1] = True
-        self.bytes_written += int(length)
+            raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")
+        pa, length = self._check(pa, length)
+        for key, off, _, n in _spans(pa, length):
+            chunk, fresh = self._chunk(key)
+            if value or not fresh:  # a new chunk is zeros already
+                chunk.data[off : off + n] = value
+            chunk.mark(off, n)
+        self.bytes_written += length
 
     # -- little-endian words, as page-table walkers use them --------------------------------
 
     def _read_word(self, pa: int, width: int) -> int:
         """One little-endian word: the page-table walker's hot path, kept lean."""
         i = bisect.bisect_right(self._starts, pa) - 1
-        if i >= 0 and isinstance(pa, int):
-            bank = self._banks[i]
-            off = pa - bank.region.base
-            if off >= 0 and off + width <= bank.region.size:
+        if i >= 0 and type(pa) is int:
+            off = pa & _CHUNK_MASK
+            if pa + width <= self._ends[i] and off + width <= CHUNK_SIZE:
                 self.bytes_read += width
-                return int.from_bytes(bank.data[off : off + width], "little")
+                chunk = self._chunks.get(pa >> _CHUNK_SHIFT)
+                if chunk is None:
+                    return 0
+                return int.from_bytes(chunk.data[off : off + width], "little")
         return int.from_bytes(self.read_array(pa, width).tobytes(), "little")
 
     def read_u32(self, pa: int) -> int:
@@ -252,20 +296,25 @@ class PhysicalMemory:
 
     def resident_bytes(self) -> int:
         """Bytes of memory that have ever been written (4 KiB granularity)."""
-        return sum(int(b.touched.sum()) for b in self._banks) * TRACK_PAGE
+        return sum(int(c.touched.sum()) for c in self._chunks.values()) * TRACK_PAGE
+
+    def store_bytes(self) -> int:
+        """Bytes of chunk store created so far (the upper bound of what the host pays)."""
+        return len(self._chunks) * CHUNK_SIZE
 
     def digest(self) -> str:
-        """A hash of every touched page's address and contents: equal digests, equal memory."""
+        """A hash of every non-zero page's address and contents: equal digests, equal memory."""
         h = hashlib.sha256()
-        for bank in self._banks:
-            for page in np.flatnonzero(bank.touched):
+        for key in sorted(self._chunks):
+            chunk = self._chunks[key]
+            for page in np.flatnonzero(chunk.touched):
                 off = int(page) << _TRACK_SHIFT
-                chunk = bank.data[off : off + TRACK_PAGE]
-                if chunk.any():
-                    h.update((bank.region.base + off).to_bytes(8, "little"))
-                    h.update(chunk.tobytes())
+                data = chunk.data[off : off + TRACK_PAGE]
+                if data.any():
+                    h.update(((key << _CHUNK_SHIFT) + off).to_bytes(8, "little"))
+                    h.update(data.tobytes())
         return h.hexdigest()
 
     def __repr__(self) -> str:
-        regions = ", ".join(f"{r.name}{r.range}" for r in self.regions)
+        regions = ", ".join(f"{r.name}{r.range}" for r in self._regions)
         return f"PhysicalMemory({regions})"

@@ -8,11 +8,15 @@ because "higher-order allocations are a convenience rather than a necessity"
 (fewer IOMMU TLB entries) and why a busy system cannot promise them, so a
 :meth:`BuddyAllocator.fragment` helper reproduces that state on purpose.
 
-Free blocks are kept per order in sorted lists of *negated* addresses, so the lowest
-address (handed out first, which makes every run deterministic) pops off the end in
-O(1) even when fragmentation leaves hundreds of thousands of order-0 blocks.  With full merging the free lists are a function of the
-set of free pages alone (maximal aligned blocks), so a failed multi-block allocation
-that gives everything back restores the exact previous state.
+Free blocks below the top order are kept per order in sorted lists of *negated*
+addresses, so the lowest address (handed out first, which makes every run
+deterministic) pops off the end in O(1) even when fragmentation leaves hundreds of
+thousands of order-0 blocks.  Free blocks of the top order, which at boot are nearly
+all of the RAM, are kept as runs (:class:`~vcmm.mm.blockruns.BlockRuns`), so a 1 TiB
+target boots with one run instead of 262144 list entries and its state costs what the
+software split, not what the RAM is.  With full merging the free lists are a function
+of the set of free pages alone (maximal aligned blocks), so a failed multi-block
+allocation that gives everything back restores the exact previous state.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import (
     InvalidArgumentError,
@@ -31,6 +36,7 @@ from vcmm.errors import (
     StateError,
     UnsupportedSizeError,
 )
+from vcmm.mm.blockruns import BlockRuns
 from vcmm.mm.chunk import Chunk, describe
 from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size, is_power_of_two
@@ -41,9 +47,11 @@ MAX_SUPPORTED_ORDER = 30
 
 @dataclass(frozen=True, slots=True)
 class BuddySnapshot:
-    """Free lists per order and live allocations (pa -> pages), comparable with ``==``."""
+    """Free lists per order below the top, the top order's free runs ``(start, end)``
+    and live allocations (pa -> pages), comparable with ``==``."""
 
     free: tuple[tuple[int, ...], ...]
+    top: tuple[tuple[int, int], ...]
     allocated: tuple[tuple[int, int], ...]
 
 
@@ -66,13 +74,21 @@ class BuddyAllocator:
         self._range = range
         self._page = page
         self._max_order = max_order
-        # per order: sorted negated addresses (lowest address last)
-        self._free: list[list[int]] = [[] for _ in [None] * (max_order + 1)]
+        # per order below the top: sorted negated addresses (lowest address last)
+        self._free: list[list[int]] = [[] for _ in [None] * max_order]
+        self._top = BlockRuns(page << max_order)
         self._allocated: dict[int, int] = {}
         self._free_pages = 0
-        for pa, order in self._aligned_blocks(range.start, range.end):
+        top = page << max_order
+        body_start = min(-(-range.start // top) * top, range.end)
+        body_end = max(range.end // top * top, body_start)
+        for pa, order in self._aligned_blocks(range.start, body_start):
             self._free[order].insert(0, -pa)
-            self._free_pages += 1 << order
+        if body_end > body_start:
+            self._top.add_run(body_start, body_end)
+        for pa, order in self._aligned_blocks(body_end, range.end):
+            self._free[order].insert(0, -pa)
+        self._free_pages = range.size // page
 
     # -- properties --------------------------------------------------------------
 
@@ -120,13 +136,25 @@ class BuddyAllocator:
             pa += self._page << order
         return blocks
 
+    def _has_free(self, order: int) -> bool:
+        return bool(self._top) if order == self._max_order else bool(self._free[order])
+
+    def _count_free(self, order: int) -> int:
+        return len(self._top) if order == self._max_order else len(self._free[order])
+
+    def _push_free(self, pa: int, order: int) -> None:
+        if order == self._max_order:
+            self._top.add(pa)
+        else:
+            bisect.insort(self._free[order], -pa)
+
     def _try_alloc(self, order: int) -> int | None:
         for found in range(order, self._max_order + 1):
-            if self._free[found]:
+            if self._has_free(found):
                 break
         else:
             return None
-        pa = -self._free[found].pop()
+        pa = self._top.pop_lowest() if found == self._max_order else -self._free[found].pop()
         while found > order:
             found -= 1
             bisect.insort(self._free[found], -(pa + (self._page << found)))
@@ -145,16 +173,20 @@ class BuddyAllocator:
             del peers[j]
             pa = min(pa, buddy)
             order += 1
-        bisect.insort(self._free[order], -pa)
+        self._push_free(pa, order)
 
     def _buddyinfo(self) -> str:
-        return " ".join(str(len(blocks)) for blocks in self._free)
+        return " ".join(str(self._count_free(o)) for o in range(self._max_order + 1))
 
     # -- allocation --------------------------------------------------------------
 
     def alloc_pages(self, order: int) -> int:
         """One block of ``2**order`` pages, aligned to its size (``alloc_pages``)."""
         order = self._check_order(order)
+        inject.check(inject.AllocSite.PHYS, self)
+        return self._alloc_order(order)
+
+    def _alloc_order(self, order: int) -> int:
         pa = self._try_alloc(order)
         if pa is None:
             raise OutOfMemoryError(
@@ -181,7 +213,8 @@ class BuddyAllocator:
                 f"largest buddy block (order {self._max_order}, "
                 f"{format_size(self._page << self._max_order)})"
             )
-        pa = self.alloc_pages(order)
+        inject.check(inject.AllocSite.PHYS, self)
+        pa = self._alloc_order(order)
         self._allocated[pa] = npages
         for block, block_order in self._aligned_blocks(
             pa + npages * self._page, pa + (self._page << order)
@@ -219,6 +252,7 @@ class BuddyAllocator:
             if bottom > top:
                 raise InvalidArgumentError(f"min_order {bottom} is above max_order {top}")
             allowed = list(range(bottom, top + 1))
+        inject.check(inject.AllocSite.PHYS, self)
         unit = 1 << allowed[0]
         count = -(-size // (self._page * unit)) * unit
         wanted = count
@@ -295,7 +329,9 @@ class BuddyAllocator:
             keep = np.random.default_rng(seed).random(len(pfns)) < keep_fraction
         free_mask[free_idx[keep]] = False
         held = (pfns[keep] * self._page).tolist()
-        self._free = self._canonical_blocks(free_mask)
+        lists = self._canonical_blocks(free_mask)
+        self._free = lists[:-1]
+        self._top = BlockRuns.from_blocks(self._page << self._max_order, (-n for n in lists[-1]))
         self._free_pages = int(free_mask.sum())
         self._allocated.update(dict.fromkeys(held, 1))
         return held
@@ -307,6 +343,8 @@ class BuddyAllocator:
             for neg in blocks:
                 first = -neg // self._page - base
                 mask[first : first + (1 << order)] = True
+        for start, end in self._top.runs():
+            mask[start // self._page - base : end // self._page - base] = True
         return mask
 
     def _canonical_blocks(self, free_mask: npt.NDArray[np.bool_]) -> list[list[int]]:
@@ -334,14 +372,18 @@ class BuddyAllocator:
 
     def free_blocks_by_order(self) -> dict[int, int]:
         """Number of free blocks of each order (the kernel's /proc/buddyinfo line)."""
-        return {order: len(blocks) for order, blocks in enumerate(self._free)}
+        return {order: self._count_free(order) for order in range(self._max_order + 1)}
 
     def free_blocks(self) -> list[Chunk]:
         """Every free block, lowest address first."""
+        top = self._page << self._max_order
         return sorted(
-            Chunk(-neg, self._page << order)
-            for order, blocks in enumerate(self._free)
-            for neg in blocks
+            [
+                Chunk(-neg, self._page << order)
+                for order, blocks in enumerate(self._free)
+                for neg in blocks
+            ]
+            + [Chunk(pa, top) for pa in self._top.blocks()]
         )
 
     def allocated(self) -> list[Chunk]:
@@ -350,13 +392,14 @@ class BuddyAllocator:
 
     def largest_free_order(self) -> int | None:
         for order in range(self._max_order, -1, -1):
-            if self._free[order]:
+            if self._has_free(order):
                 return order
         return None
 
     def snapshot(self) -> BuddySnapshot:
         return BuddySnapshot(
             free=tuple(tuple(-neg for neg in reversed(blocks)) for blocks in self._free),
+            top=self._top.runs(),
             allocated=tuple(sorted(self._allocated.items())),
         )
 

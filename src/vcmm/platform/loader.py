@@ -25,6 +25,9 @@ from typing import Any, Final, TypeVar
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.memory import MemoryRegion
+from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY
+from vcmm.platform.dmamem import DmaMemorySpec, PoolSpec
+from vcmm.platform.errors import PlatformError, join_key
 from vcmm.platform.schema import (
     ADDRESS_LIMIT,
     CacheSpec,
@@ -33,12 +36,10 @@ from vcmm.platform.schema import (
     DeviceSpec,
     DmaRange,
     DmaSpec,
-    PlatformError,
     PlatformSpec,
     SmmuSpec,
     TargetSpec,
     TlbSpec,
-    join_key,
     layout_block_pools,
 )
 from vcmm.platform.toml_table import TomlTable, type_name
@@ -64,12 +65,14 @@ _TOP_KEYS = (
     "name",
     "description",
     "target_priority",
+    "iova_policy",
     "memory",
     "cpu",
     "page_tables",
     "targets",
     "smmus",
     "devices",
+    "dma",
 )
 _REGION_KEYS = ("name", "kind", "base", "size")
 _WINDOW_KEYS = ("base", "size")
@@ -82,6 +85,8 @@ _CONTEXT_KEYS = ("name", "bank", "tree_name")
 _DEVICE_KEYS = ("name", "kind", "smmu", "context", "domain", "coherent", "dma_ranges", "dma")
 _DMA_KEYS = ("mask", "coherent_mask", "max_segment_size", "segment_boundary_mask")
 _RANGE_KEYS = ("bus", "phys", "size")
+_DMA_MEMORY_KEYS = ("kernel_target", "exporter_target", "coherent_pool", "atomic_pool")
+_POOL_KEYS = ("target", "size")
 
 
 class _Table(TomlTable):
@@ -335,6 +340,21 @@ def _device(table: _Table) -> DeviceSpec:
     )
 
 
+def _pool(table: _Table) -> PoolSpec:
+    size = table.size("size") if "size" in table.data else None
+    return table.build(PoolSpec, target=table.optional_string("target"), size=size)
+
+
+def _dma_memory(table: _Table) -> DmaMemorySpec:
+    return table.build(
+        DmaMemorySpec,
+        kernel_target=table.optional_string("kernel_target"),
+        exporter_target=table.optional_string("exporter_target"),
+        coherent_pool=_pool(table.table("coherent_pool", _POOL_KEYS)),
+        atomic_pool=_pool(table.table("atomic_pool", _POOL_KEYS)),
+    )
+
+
 def _platform(data: dict[str, Any], source: str) -> PlatformSpec:
     top = _Table(data, "", source, _TOP_KEYS)
     memory = tuple(_region(t) for t in top.tables("memory", _REGION_KEYS, required=True))
@@ -349,6 +369,7 @@ def _platform(data: dict[str, Any], source: str) -> PlatformSpec:
         smmus.append(_smmu(table, tree_index))
         tree_index += len(smmus[-1].contexts)
     devices = tuple(_device(t) for t in top.tables("devices", _DEVICE_KEYS))
+    dma = _dma_memory(top.table("dma", _DMA_MEMORY_KEYS))
     return top.build(
         PlatformSpec,
         name=top.string("name"),
@@ -360,6 +381,8 @@ def _platform(data: dict[str, Any], source: str) -> PlatformSpec:
         target_priority=tuple(top.strings("target_priority")),
         smmus=tuple(smmus),
         devices=devices,
+        iova_policy=top.string("iova_policy", DEFAULT_IOVA_POLICY),
+        dma=dma,
         source=source,
     )
 
@@ -447,6 +470,8 @@ def dumps_platform(spec: PlatformSpec) -> str:
         f"description = {_str(spec.description)}",
         f"target_priority = [{', '.join(_str(n) for n in spec.target_priority)}]",
     ]
+    if spec.iova_policy != DEFAULT_IOVA_POLICY:
+        out.append(f"iova_policy = {_str(spec.iova_policy)}")
     for region in spec.memory:
         out += ["", "[[memory]]", f"name = {_str(region.name)}", f"kind = {_str(region.kind)}"]
         out += [f"{k} = {v}" for k, v in _window_pairs(region.range).items()]
@@ -503,7 +528,27 @@ def dumps_platform(spec: PlatformSpec) -> str:
             "segment_boundary_mask": _hex(d.segment_boundary_mask),
         }
         out.append(f"dma = {_inline(dma)}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _dma_memory_lines(spec.dma)) + "\n"
+
+
+def _dma_memory_lines(dma: DmaMemorySpec) -> list[str]:
+    """The ``[dma]`` table, with only what was declared (the rest stays derived)."""
+    if not dma.declared:
+        return []
+    out = ["", "[dma]"]
+    for key, name in (
+        ("kernel_target", dma.kernel_target),
+        ("exporter_target", dma.exporter_target),
+    ):
+        if name is not None:
+            out.append(f"{key} = {_str(name)}")
+    for key, pool in (("coherent_pool", dma.coherent_pool), ("atomic_pool", dma.atomic_pool)):
+        pairs = {} if pool.target is None else {"target": _str(pool.target)}
+        if pool.size is not None:
+            pairs["size"] = _size(pool.size) if pool.size else "0"
+        if pairs:
+            out.append(f"{key} = {_inline(pairs)}")
+    return out
 
 
 def _tlb_inline(tlb: TlbSpec) -> str:

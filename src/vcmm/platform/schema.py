@@ -16,11 +16,16 @@ enclosing path, so a message always says where to look and what to fix.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from vcmm.errors import InvalidArgumentError, NotFoundError
 from vcmm.hw.memory import MemoryRegion
+from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, IOVA_POLICIES
+from vcmm.mm.roles import MemoryRoles
+from vcmm.platform.dmamem import DmaMemorySpec
+from vcmm.platform.errors import PlatformError
+from vcmm.platform.errors import join_key as join_key
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SEED_BLOCK_SIZES, SZ_1G, SZ_4K, SZ_64K, format_size, is_power_of_two
 
@@ -47,36 +52,6 @@ MAX_ORDER_LIMIT: Final = 20
 DMA_BIT_MASK_32: Final = (1 << 32) - 1
 #: Name reserved for the implicit CPU bus master.
 CPU_NAME: Final = "cpu"
-
-
-class PlatformError(InvalidArgumentError):
-    """A platform description breaks a rule; says which file, which key and why.
-
-    ``key`` is the path of the offending key inside the description (``targets[1].base``)
-    and ``source`` the file it came from.  The loader re-raises errors of nested values
-    :meth:`within` the enclosing path so the final message names the full path.
-    """
-
-    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
-        self.problem = problem
-        self.key = key
-        self.source = source
-        super().__init__(": ".join(part for part in (source, key, problem) if part))
-
-    def within(self, prefix: str = "", source: str = "") -> PlatformError:
-        """The same error seen from an enclosing table: ``prefix`` joined before the key."""
-        return PlatformError(
-            self.problem, key=join_key(prefix, self.key), source=self.source or source
-        )
-
-
-def join_key(prefix: str, key: str) -> str:
-    """Join key paths: ``join_key("smmus[0]", "tlb.ways")`` -> ``smmus[0].tlb.ways``."""
-    if not prefix:
-        return key
-    if not key:
-        return prefix
-    return prefix + key if key.startswith("[") else f"{prefix}.{key}"
 
 
 # -- small checks shared by every class ------------------------------------------------
@@ -661,6 +636,9 @@ class PlatformSpec:
     target_priority: tuple[str, ...] = ()
     smmus: tuple[SmmuSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()
+    #: How the kernel's DMA API places IOVAs in every IOMMU domain (docs/DMA.md).
+    iova_policy: str = DEFAULT_IOVA_POLICY
+    dma: DmaMemorySpec = field(default_factory=DmaMemorySpec)
     source: str = "<code>"
 
     def __post_init__(self) -> None:
@@ -677,9 +655,12 @@ class PlatformSpec:
         if not isinstance(self.description, str):
             raise PlatformError(f"expected a string, got {self.description!r}", key="description")
         _check_instance(self.cpu, CpuSpec, "cpu")
+        _check_choice(self.iova_policy, "iova_policy", IOVA_POLICIES)
         self._validate_memory()
         self._validate_windows()
         self._validate_priority()
+        _check_instance(self.dma, DmaMemorySpec, "dma")
+        self.memory_roles()
         self._validate_smmus()
         self._validate_devices()
 
@@ -843,6 +824,11 @@ class PlatformSpec:
         )
 
     # -- lookups -------------------------------------------------------------------------------
+
+    def memory_roles(self) -> MemoryRoles:
+        """Which targets the kernel's DMA layers use: the ``[dma]`` table with its
+        defaults filled in from the targets (:mod:`vcmm.platform.dmamem`)."""
+        return self.dma.resolve(self.targets, self.target_priority)
 
     def region(self, name: str) -> MemoryRegion:
         return _lookup(self.memory, name, "memory region")

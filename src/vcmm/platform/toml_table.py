@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Collection
 from typing import Any
 
-from vcmm.platform.schema import join_key
+from vcmm.platform.errors import join_key
 
 
 def type_name(value: object) -> str:

@@ -21,7 +21,8 @@ from vcmm.sizes import SZ_4K, align_up, format_size
 
 
 class MemFile(File):
-    """``size`` bytes (rounded up to pages) of zeroed memory from ``target``.
+    """``size`` bytes (rounded up to pages) of zeroed memory from ``target`` (default:
+    the platform's kernel RAM, ``system.memory_roles.kernel``).
 
     Kernel RAM is mapped write-back (as the linear map is); a carve-out outside the
     linear map is mapped ``memtype`` (write-back unless told otherwise).
@@ -33,7 +34,7 @@ class MemFile(File):
         size: int,
         *,
         name: str = "memfd",
-        target: str = "ebi",
+        target: str | None = None,
         memtype: MemType = MemType.NORMAL_WB_WA,
         readonly: bool = False,
     ) -> None:
@@ -44,6 +45,8 @@ class MemFile(File):
             raise InvalidArgumentError(f"MemFile {name}: memtype {memtype!r} is not a MemType")
         self.system = system
         self.size = align_up(size, SZ_4K)
+        if target is None:
+            target = str(system.memory_roles.kernel)
         linear = system.target(target).linear_mapped
         self.memtype = MemType.NORMAL_WB_WA if linear else memtype
         self.writable = not readonly

@@ -22,11 +22,14 @@ PathEntry = File | Callable[[], File]
 class ProcessTable:
     """Every process of one :class:`~vcmm.System`, and the paths they can open.
 
-    ``anon_target`` is the memory target anonymous mappings take pages from
-    (kernel RAM by default, which is in the cacheable linear map).
+    ``anon_target`` is the memory target anonymous mappings take pages from (by
+    default the platform's kernel RAM, ``system.memory_roles.kernel``, which is in the
+    cacheable linear map).
     """
 
-    def __init__(self, system: Any, *, anon_target: str = "ebi") -> None:
+    def __init__(self, system: Any, *, anon_target: str | None = None) -> None:
+        if anon_target is None:
+            anon_target = str(system.memory_roles.kernel)
         system.target(anon_target)
         self.system = system
         self.anon_target = anon_target

@@ -18,6 +18,7 @@ import json
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from vcmm.errors import InvalidArgumentError, VcmmError
 from vcmm.sizes import format_size
 from vcmm.system import System
 
+#: Formats graphviz's ``dot`` draws for us.
+DRAWN_FORMATS = ("svg", "png", "pdf")
 #: Kernel VAs are sign-extended: the CPU's table decodes VA[47:0].
 _KERNEL_TOP = 0xFFFF << 48
 _VA48 = (1 << 48) - 1
@@ -109,128 +112,177 @@ def _device_path(system: System, device: Any) -> str:
     return "iommu" if hasattr(device, "ctx") else "physical"
 
 
-def _vcm_label(vcm: Vcm) -> str:
-    return f"{vcm.name} ({vcm.kind.value}) {vcm.range}"
+def _named(name: str, labels: Mapping[str, str], kind: str = "") -> str:
+    """``frame (physmem1)`` when the caller named the object, else ``physmem1``;
+    with ``kind``: ``mdp's IOVA space (vcm2, iommu)`` or ``vcm2 (iommu)``."""
+    label = labels.get(name)
+    if label:
+        return f"{label} ({name}, {kind})" if kind else f"{label} ({name})"
+    return f"{name} ({kind})" if kind else name
 
 
-def build_graph(system: System) -> MappingGraphData:
-    """The graph of ``system``'s VCMs, reservations, allocations and their users."""
+def _vcm_label(vcm: Vcm, labels: Mapping[str, str]) -> str:
+    # A one-to-one VCM's range is physical memory (seed 000 L176-178): say so.
+    space = "phys " if vcm.kind is VcmKind.ONE_TO_ONE else ""
+    return f"{_named(vcm.name, labels, vcm.kind.value)} {space}{vcm.range}"
+
+
+def dev_addrs(res: Reservation) -> dict[str, int]:
+    """Device name -> the address that device uses for ``res`` (its ``dev_addr``).
+
+    For an IOMMU or VMM VCM every device uses the reservation's virtual address; for a
+    one-to-one VCM each device sees the physical memory at its own bus address.
+    """
+    out: dict[str, int] = {}
+    for assoc in res.vcm.associations:
+        try:
+            out[assoc.device.name] = res.dev_addr_for(assoc.device)
+        except VcmmError:
+            continue
+    return out
+
+
+def address_text(res: Reservation, addrs: Mapping[str, int]) -> str:
+    """Where a reservation is, as its devices see it (the seed's ``dev_addr``), with the
+    physical address added, labelled, where that differs: ``0x68000000 (phys
+    0xa8000000)``.  Empty for a reservation that has no address yet."""
+    if res.addr is None:
+        return ""
+    distinct = sorted(set(addrs.values()))
+    if not distinct:
+        shown = f"{res.addr:#x}"
+    elif len(distinct) == 1:
+        shown = f"{distinct[0]:#x}"
+    else:
+        shown = ", ".join(f"{dev} {addr:#x}" for dev, addr in sorted(addrs.items()))
+    if res.vcm.kind is VcmKind.ONE_TO_ONE and distinct != [res.addr]:
+        shown += f" (phys {res.addr:#x})"
+    return shown
+
+
+def build_graph(system: System, labels: Mapping[str, str] | None = None) -> MappingGraphData:
+    """The graph of ``system``'s VCMs, reservations, allocations and their users.
+
+    ``labels`` gives objects people's names (``{"physmem1": "frame"}``, as a scenario
+    run's :attr:`~vcmm.workload.runner.ScenarioResult.labels`); nodes then read
+    ``frame (physmem1)``.
+    """
     if not isinstance(system, System):
         raise InvalidArgumentError(f"build_graph needs a System, got {type(system).__name__}")
-    g = MappingGraphData()
-    seen_devices: set[str] = set()
-    targets: set[str] = set()
-
-    def device_node(device: Any) -> str:
-        node_id = f"device:{device.name}"
-        if device.name not in seen_devices:
-            seen_devices.add(device.name)
-            path = _device_path(system, device)
-            attrs: dict[str, Any] = {"name": device.name, "path": path}
-            ctx = getattr(device, "ctx", None)
-            if ctx is not None:
-                attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
-            label = device.name + (
-                f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]"
-            )
-            g.nodes.append(Node(node_id, "device", label, attrs))
-        return node_id
-
+    builder = _Builder(system, labels or {})
     # Allocations first, then views and wraps (memory described for backing): a view
     # points at the allocation it is a window of, a wrap names the pages' owner.
     for physmem in [*system.physmems, *system.phys_views]:
-        chunks = [(pa, size) for pa, size in physmem.chunks]
+        builder.physmem(physmem)
+    for vcm in system.vcms:
+        builder.vcm(vcm)
+    return builder.graph
+
+
+class _Builder:
+    """Adds a system's objects to a :class:`MappingGraphData`, each node once."""
+
+    def __init__(self, system: System, names: Mapping[str, str]) -> None:
+        self.system = system
+        self.names = names
+        self.graph = MappingGraphData()
+        self._devices: set[str] = set()
+        self._targets: set[str] = set()
+
+    def device(self, device: Any) -> str:
+        node_id = f"device:{device.name}"
+        if device.name in self._devices:
+            return node_id
+        self._devices.add(device.name)
+        path = _device_path(self.system, device)
+        attrs: dict[str, Any] = {"name": device.name, "path": path}
+        ctx = getattr(device, "ctx", None)
+        if ctx is not None:
+            attrs |= {"smmu": ctx.smmu.name, "context": ctx.name}
+        label = device.name + (
+            f" [{ctx.smmu.name}/{ctx.name}]" if ctx is not None else f" [{path}]"
+        )
+        self.graph.nodes.append(Node(node_id, "device", label, attrs))
+        return node_id
+
+    def physmem(self, physmem: Any) -> None:
+        g, node_id = self.graph, f"physmem:{physmem.name}"
         if physmem.parent is not None:
             origin = f"view of {physmem.parent.name}"
         elif physmem.owner is not None:
             origin = f"wrap of {physmem.owner}'s pages"
         else:
             origin = f"from {physmem.target}"
-        g.nodes.append(
-            Node(
-                f"physmem:{physmem.name}",
-                "physmem",
-                f"{physmem.name} {format_size(physmem.size)} {origin}",
-                {
-                    "physmem_kind": physmem.kind,
-                    "target": physmem.target,
-                    "size": physmem.size,
-                    "chunks": [{"pa": pa, "size": size} for pa, size in chunks],
-                },
-            )
-        )
+        if physmem.holder is not None:
+            origin += f", held by {physmem.holder}"
+        attrs = {
+            "physmem_kind": physmem.kind,
+            "target": physmem.target,
+            "holder": physmem.holder,
+            "size": physmem.size,
+            "chunks": [{"pa": pa, "size": size} for pa, size in physmem.chunks],
+        }
+        label = f"{_named(physmem.name, self.names)} {format_size(physmem.size)} {origin}"
+        g.nodes.append(Node(node_id, "physmem", label, attrs))
         if physmem.parent is not None:
-            g.edges.append(
-                Edge(f"physmem:{physmem.name}", f"physmem:{physmem.parent.name}", "view-of")
-            )
+            g.edges.append(Edge(node_id, f"physmem:{physmem.parent.name}", "view-of"))
         elif physmem.owner is None:
-            if physmem.target not in targets:
-                targets.add(physmem.target)
+            if physmem.target not in self._targets:
+                self._targets.add(physmem.target)
                 g.nodes.append(
                     Node(f"target:{physmem.target}", "target", f"target {physmem.target}")
                 )
-            g.edges.append(
-                Edge(f"physmem:{physmem.name}", f"target:{physmem.target}", "allocated-from")
-            )
-        linear = [
-            w
-            for w in system.spec.cpu.linear_map
-            if any(w.overlaps(c) for c in physmem.chunk_ranges)
-        ]
-        if linear:
-            cpu = device_node(system.cpu)
-            g.edges.append(Edge(cpu, f"physmem:{physmem.name}", "linear-map", "kernel linear map"))
+            g.edges.append(Edge(node_id, f"target:{physmem.target}", "allocated-from"))
+        if any(
+            w.overlaps(c) for w in self.system.spec.cpu.linear_map for c in physmem.chunk_ranges
+        ):
+            cpu = self.device(self.system.cpu)
+            g.edges.append(Edge(cpu, node_id, "linear-map", "kernel linear map"))
 
-    for vcm in system.vcms:
+    def vcm(self, vcm: Vcm) -> None:
         vcm_id = f"vcm:{vcm.name}"
-        g.nodes.append(
-            Node(
-                vcm_id,
-                "vcm",
-                _vcm_label(vcm),
-                {"vcm_kind": vcm.kind.value, "start": vcm.start, "len": vcm.len},
-            )
-        )
+        attrs = {
+            "vcm_kind": vcm.kind.value,
+            "start": vcm.start,
+            "len": vcm.len,
+            "shown": _named(vcm.name, self.names, vcm.kind.value),
+        }
+        self.graph.nodes.append(Node(vcm_id, "vcm", _vcm_label(vcm, self.names), attrs))
         for assoc in vcm.associations:
-            dev = device_node(assoc.device)
+            dev = self.device(assoc.device)
             state = "active" if assoc.active else "inactive"
-            g.edges.append(
+            self.graph.edges.append(
                 Edge(dev, vcm_id, "association", f"{assoc.name} {state}", {"active": assoc.active})
             )
         for res in vcm.reservations:
-            res_id = f"res:{res.name}"
-            addr = res.addr
-            g.nodes.append(
-                Node(
-                    res_id,
-                    "reservation",
-                    f"{res.name} {format_size(res.len)}"
-                    + (f" @ {addr:#x}" if addr is not None else ""),
-                    {"addr": addr, "len": res.len, "attr": str(res.attr)},
-                )
+            self.reservation(vcm_id, res)
+
+    def reservation(self, vcm_id: str, res: Reservation) -> None:
+        g, res_id = self.graph, f"res:{res.name}"
+        addrs = dev_addrs(res)
+        where = address_text(res, addrs)
+        attrs = {
+            "addr": res.addr,
+            "len": res.len,
+            "attr": str(res.attr),
+            "dev_addrs": addrs,
+            "shown": _named(res.name, self.names),
+        }
+        label = f"{_named(res.name, self.names)} {format_size(res.len)}"
+        g.nodes.append(Node(res_id, "reservation", label + (f" @ {where}" if where else ""), attrs))
+        g.edges.append(Edge(vcm_id, res_id, "reservation"))
+        if res.physmem is None:
+            return
+        pages = page_histogram(self.system, res)
+        g.edges.append(
+            Edge(
+                res_id,
+                f"physmem:{res.physmem.name}",
+                "backing",
+                _pages_text(pages) if pages else res.vcm.kind.value,
+                {"pages": {str(k): v for k, v in pages.items()}, "dev_addrs": addrs},
             )
-            g.edges.append(Edge(vcm_id, res_id, "reservation"))
-            if res.physmem is not None:
-                pages = page_histogram(system, res)
-                addrs = {}
-                for assoc in vcm.associations:
-                    try:
-                        addrs[assoc.device.name] = res.dev_addr_for(assoc.device)
-                    except VcmmError:
-                        continue
-                g.edges.append(
-                    Edge(
-                        res_id,
-                        f"physmem:{res.physmem.name}",
-                        "backing",
-                        _pages_text(pages) if pages else vcm.kind.value,
-                        {
-                            "pages": {str(k): v for k, v in pages.items()},
-                            "dev_addrs": addrs,
-                        },
-                    )
-                )
-    return g
+        )
 
 
 # -- renderings ------------------------------------------------------------------------------
@@ -310,13 +362,7 @@ def graph_json(system: System) -> dict[str, Any]:
         if res is None:
             continue
         node["pages"] = {str(k): v for k, v in page_histogram(system, res).items()}
-        addrs = {}
-        for assoc in res.vcm.associations:
-            try:
-                addrs[assoc.device.name] = res.dev_addr_for(assoc.device)
-            except VcmmError:
-                continue
-        node["dev_addrs"] = addrs
+        node["dev_addrs"] = dev_addrs(res)
     return data
 
 
@@ -359,12 +405,11 @@ def to_text(data: MappingGraphData) -> str:
                 dev_name = nodes[assoc.source].attrs["name"] if assoc else "(no device)"
                 addr = e.attrs["dev_addrs"].get(dev_name)
                 at = f" at {addr:#x}" if addr is not None else ""
-                vcm_text = (
-                    f"{vcm.id.removeprefix('vcm:')} ({vcm.attrs['vcm_kind']})" if vcm else "?"
-                )
-                routes.append(
-                    f"{dev_name:<14} -> {vcm_text} -> {res.id.removeprefix('res:')}{at}{pages}"
-                )
+                phys = res.attrs["addr"]
+                if vcm and vcm.attrs["vcm_kind"] == "one-to-one" and addr not in (None, phys):
+                    at += f" (phys {phys:#x})"
+                vcm_text = vcm.attrs["shown"] if vcm else "?"
+                routes.append(f"{dev_name:<14} -> {vcm_text} -> {res.attrs['shown']}{at}{pages}")
         for i, route in enumerate(routes):
             lines.append(("  `- " if i == len(routes) - 1 else "  |- ") + route)
     idle = [n for n in data.nodes if n.kind == "vcm" and n.id not in used_vcms]
@@ -380,14 +425,28 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def render_svg(dot_text: str, path: str | Path) -> bool:
-    """Run graphviz's ``dot`` to write an SVG; ``False`` when graphviz is not installed."""
+def render_drawing(dot_text: str, path: str | Path, fmt: str = "svg") -> bool:
+    """Run graphviz's ``dot -T<fmt>`` (``svg``, ``png``, ``pdf``) to draw the graph into
+    ``path``; ``False`` when graphviz is not installed."""
+    if fmt not in DRAWN_FORMATS:
+        raise InvalidArgumentError(
+            f"graphviz format {fmt!r} is not one of {', '.join(DRAWN_FORMATS)}"
+        )
     exe = shutil.which("dot")
     if exe is None:
         return False
     proc = subprocess.run(
-        [exe, "-Tsvg", "-o", str(path)], input=dot_text, text=True, capture_output=True, check=False
+        [exe, f"-T{fmt}", "-o", str(path)],
+        input=dot_text,
+        text=True,
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise VcmmError(f"graphviz dot failed: {proc.stderr.strip().splitlines()[-1:]}")
     return True
+
+
+def render_svg(dot_text: str, path: str | Path) -> bool:
+    """Draw an SVG with graphviz; ``False`` when graphviz is not installed."""
+    return render_drawing(dot_text, path, "svg")

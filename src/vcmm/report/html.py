@@ -14,6 +14,7 @@ from vcmm.report.graph import build_graph, render_svg, to_dot, to_text
 from vcmm.report.pagetables import device_tables, render_dump
 from vcmm.report.plots import plot_frames, plot_policies
 from vcmm.report.tables import Table, fmt_chunks, result_tables
+from vcmm.system import System
 from vcmm.workload.runner import ScenarioResult
 
 _CSS = """
@@ -30,6 +31,23 @@ img { max-width: 100%; } .note { color: #555; font-size: 0.85em; }
 
 def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
+
+
+def _graph_html(result: ScenarioResult, system: System, out: Path) -> str:
+    """The mapping graph (buffers named): SVG when graphviz draws it, else DOT text;
+    ``graph.dot`` is written either way."""
+    data = build_graph(system, result.labels)
+    dot = to_dot(data, result.scenario)
+    (out / "graph.dot").write_text(dot, encoding="utf-8")
+    if render_svg(dot, out / "graph.svg"):
+        graph_html = '<p><img src="graph.svg" alt="mapping graph"></p>'
+    else:
+        graph_html = (
+            '<p class="note">graphviz is not installed, so the graph is shown as DOT text '
+            "(graph.dot); render it with <code>dot -Tsvg graph.dot</code>.</p>"
+            f"<pre>{html.escape(dot)}</pre>"
+        )
+    return graph_html + f"<pre>{html.escape(to_text(data))}</pre>"
 
 
 def write_report(
@@ -63,7 +81,7 @@ def write_report(
     plot_frames(result, out / "frames")
     figures = ['<p><img src="frames.png" alt="IOTLB misses per frame"></p>']
     if policies:
-        plot_policies(policies, out / "policies")
+        plot_policies(policies, out / "policies", title=result.scenario)
         figures.append('<p><img src="policies.png" alt="IOTLB misses by block policy"></p>')
         table = Table(
             "The same scenario under each block policy",
@@ -87,19 +105,7 @@ def write_report(
 
     system = result.system
     if system is not None:
-        data = build_graph(system)
-        dot = to_dot(data, result.scenario)
-        (out / "graph.dot").write_text(dot, encoding="utf-8")
-        if render_svg(dot, out / "graph.svg"):
-            graph_html = '<p><img src="graph.svg" alt="mapping graph"></p>'
-        else:
-            graph_html = (
-                '<p class="note">graphviz is not installed, so the graph is shown as DOT text '
-                "(graph.dot); render it with <code>dot -Tsvg graph.dot</code>.</p>"
-                f"<pre>{html.escape(dot)}</pre>"
-            )
-        graph_html += f"<pre>{html.escape(to_text(data))}</pre>"
-        parts.append(_section("Mapping graph", graph_html))
+        parts.append(_section("Mapping graph", _graph_html(result, system, out)))
         dumps = []
         for dev in result.devices:
             if dev.context is None:

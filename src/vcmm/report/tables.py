@@ -9,14 +9,19 @@ demo, so a number shown anywhere comes from one place.
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import click
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import format_size
 from vcmm.workload.runner import ScenarioResult
 
 Cell = str | int | float | None
+#: A free-text column wrapped to fit a terminal keeps at least this many characters.
+MIN_WRAP = 24
 
 
 def fmt_cell(value: Cell) -> str:
@@ -57,27 +62,83 @@ class Table:
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         )
 
-    def to_text(self) -> str:
+    def natural_width(self) -> int:
+        """Characters the widest line of :meth:`to_text` takes without a width limit."""
         cells = [[fmt_cell(c) for c in row] for row in self.rows]
-        widths = [len(h) for h in self.headers]
-        for row in cells:
-            widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+        return sum(self._widths(cells, range(len(self.headers)))) + 2 * (len(self.headers) - 1)
+
+    def _widths(self, cells: list[list[str]], cols: Sequence[int]) -> list[int]:
+        return [max([len(self.headers[c])] + [len(row[c]) for row in cells]) for c in cols]
+
+    def _blocks(self, cells: list[list[str]], width: int) -> list[list[int]]:
+        """Column groups that each fit ``width`` (the free-text last column may wrap down
+        to :data:`MIN_WRAP`), every group after the first repeating column 0."""
+        widths = self._widths(cells, range(len(self.headers)))
+        last = len(self.headers) - 1
+        if not self._numeric(last):
+            widths[last] = min(widths[last], MIN_WRAP)
+        blocks: list[list[int]] = [[0]]
+        used = widths[0]
+        for c in range(1, len(self.headers)):
+            if used + 2 + widths[c] > width and len(blocks[-1]) > 1:
+                blocks.append([0])
+                used = widths[0]
+            blocks[-1].append(c)
+            used += 2 + widths[c]
+        return blocks
+
+    def to_text(self, width: int | None = None, *, colour: bool = False) -> str:
+        """Plain text, numbers right-aligned.  With ``width`` every line fits it: the
+        last column (free text such as notes) wraps, and columns that still do not fit
+        continue in a further block that repeats the first column.  ``colour`` styles
+        the title, the headers and FAULT notes with ANSI codes (for terminals)."""
+        cells = [[fmt_cell(c) for c in row] for row in self.rows]
         right = [self._numeric(i) for i in range(len(self.headers))]
-
-        def line(values: Sequence[str]) -> str:
-            parts = [
-                v.rjust(w) if r else v.ljust(w)
-                for v, w, r in zip(values, widths, right, strict=True)
-            ]
-            return "  ".join(parts).rstrip()
-
-        out = [self.title] if self.title else []
-        out.append(line(self.headers))
-        out.append("  ".join("-" * w for w in widths))
-        out.extend(line(row) for row in cells)
+        everything = list(range(len(self.headers)))
+        blocks = [everything]
+        if width is not None and self.natural_width() > width:
+            blocks = self._blocks(cells, width)
+        out = [click.style(self.title, bold=True) if colour else self.title] if self.title else []
+        for n, cols in enumerate(blocks):
+            out.extend(([""] if n else []) + self._render(cells, cols, right, width, colour))
         if self.note:
             out.append(self.note)
         return "\n".join(out)
+
+    def _render(
+        self,
+        cells: list[list[str]],
+        cols: list[int],
+        right: list[bool],
+        width: int | None,
+        colour: bool,
+    ) -> list[str]:
+        widths = self._widths(cells, cols)
+        wrap_last = not right[cols[-1]] and width is not None
+        if wrap_last and width is not None:
+            room = width - sum(widths[:-1]) - 2 * (len(cols) - 1)
+            widths[-1] = max(min(widths[-1], room), min(widths[-1], MIN_WRAP))
+
+        def line(values: Sequence[str]) -> str:
+            parts = [
+                v.rjust(w) if right[c] else v.ljust(w)
+                for v, w, c in zip(values, widths, cols, strict=True)
+            ]
+            return "  ".join(parts).rstrip()
+
+        head = line([self.headers[c] for c in cols])
+        out = [click.style(head, bold=True) if colour else head]
+        out.append("  ".join("-" * w for w in widths))
+        for row in cells:
+            values = [row[c] for c in cols]
+            pieces = [values[-1]]
+            if wrap_last and len(values[-1]) > widths[-1]:
+                pieces = textwrap.wrap(values[-1], widths[-1]) or [""]
+            for i, piece in enumerate(pieces):
+                text = line((values[:-1] if i == 0 else [""] * (len(cols) - 1)) + [piece])
+                faulty = colour and "FAULT" in values[-1]
+                out.append(click.style(text, fg="red") if faulty else text)
+        return out
 
     def to_html(self) -> str:
         right = [self._numeric(i) for i in range(len(self.headers))]
@@ -184,17 +245,46 @@ def contexts_table(result: ScenarioResult) -> Table:
     return t
 
 
-def steps_table(result: ScenarioResult) -> Table:
+def steps_table(result: ScenarioResult, width: int | None = None) -> Table:
+    """IOTLB misses of every step, a column per frame; when that is wider than
+    ``width``, frame 0 (the cold TLB) and the later frames' minimum, mean and maximum
+    (every frame is in ``--json``)."""
+    full = _steps_table(result, summarise=False)
+    if width is None or full.natural_width() <= width:
+        return full
     frames = max((len(s.frames) for s in result.steps), default=0)
+    if frames < 3:
+        return full
+    return _steps_table(result, summarise=True)
+
+
+def _steps_table(result: ScenarioResult, summarise: bool) -> Table:
+    frames = max((len(s.frames) for s in result.steps), default=0)
+    span = f"1-{frames - 1}"
+    columns = (
+        ["frame 0", f"{span} min", f"{span} mean", f"{span} max", "all frames"]
+        if summarise
+        else [f"frame {i}" for i in range(frames)]
+    )
     t = Table(
         "IOTLB misses per frame",
-        ["step", "device", "access", "buffer", "pattern", "bursts/frame"]
-        + [f"frame {i}" for i in range(frames)]
-        + ["notes"],
+        ["step", "device", "access", "buffer", "pattern", "bursts/frame", *columns, "notes"],
     )
+    if summarise:
+        t.note = f"{frames} frames summarised to fit the terminal; every frame: vcmm run --json"
     for s in result.steps:
         misses: list[Cell] = [f.misses for f in s.frames]
-        misses += [None] * (frames - len(misses))
+        if summarise:
+            known = [m for m in misses[1:] if isinstance(m, int)]
+            misses = [
+                misses[0] if misses else None,
+                min(known) if known else None,
+                round(sum(known) / len(known), 1) if known else None,
+                max(known) if known else None,
+                sum(m for m in misses if isinstance(m, int)) if misses[0] is not None else None,
+            ]
+        else:
+            misses += [None] * (frames - len(misses))
         notes = "; ".join(x for x in (s.fault and "FAULT " + s.fault, s.data_check) if x)
         where = s.buffer if s.plane == "all" else f"{s.buffer}.{s.plane}"
         t.add([s.index, s.device, s.access, where, s.pattern, s.bursts_per_frame, *misses, notes])
@@ -221,20 +311,28 @@ def totals_table(result: ScenarioResult) -> Table:
     return t
 
 
-def result_tables(result: ScenarioResult) -> list[Table]:
+def result_tables(result: ScenarioResult, width: int | None = None) -> list[Table]:
     return [
         buffers_table(result),
-        steps_table(result),
+        steps_table(result, width),
         contexts_table(result),
         devices_table(result),
         totals_table(result),
     ]
 
 
-def render_result(result: ScenarioResult) -> str:
-    """The human-readable report of ``vcmm run``."""
+def render_result(result: ScenarioResult, width: int | None = None, *, colour: bool = False) -> str:
+    """The human-readable report of ``vcmm run``; ``width`` (a terminal's) makes every
+    line fit, ``colour`` adds ANSI styles."""
     params = " ".join(f"{k}={v}" for k, v in result.params.items())
-    head = f"scenario {result.scenario} on platform {result.platform}"
+    head = f"scenario {result.scenario}"
+    if result.file:
+        packaged = result.source.startswith("<")
+        head += f" ({'packaged: ' if packaged else 'file '}{result.file})"
+    head += f" on platform {result.platform}"
     head += f" ({params})" if params else ""
     head += f", {result.burst}-byte bursts, {result.elapsed:.2f} s"
-    return "\n\n".join([head] + [t.to_text() for t in result_tables(result)])
+    if width is not None and len(head) > width:
+        head = textwrap.fill(head, width, break_long_words=False, break_on_hyphens=False)
+    tables = [t.to_text(width, colour=colour) for t in result_tables(result, width)]
+    return "\n\n".join([head, *tables])

@@ -1,25 +1,30 @@
-"""What the sharing layer keeps per booted system: the DMA API and a kernel VCM.
+"""What the sharing layer keeps per booted system, and which DMA API it maps through.
 
 **One DMA API per system.**  Linux has one set of DMA ops per device, shared by every
 driver and by dma-buf: an exporter's ``map_dma_buf`` calls ``dma_map_sg`` on the
-*importing* device.  Here the :class:`~vcmm.dma.api.DmaApi` owns every IOMMU context
-it serves (its domains run on them), so two of them on one system cannot coexist and
-the sharing layer must not create VCMs of its own on those contexts.
-:func:`dma_api` returns the system's one API, creating it on first use;
-:func:`set_dma_api` registers one the caller built with its own options (debugging,
-domains) before the sharing layer needed one.  (The registry belongs in the DMA API
-itself, e.g. ``DmaApi.of(system)``; it lives here until it moves there.)
+*importing* device.  The registry is the DMA API's own (:meth:`DmaApi.of`, one open
+:class:`~vcmm.dma.api.DmaApi` per system): :func:`dma_api` returns it, creating it
+with the platform's choices on first use, and :func:`set_dma_api` accepts one a
+caller built with its own options (debugging, domains).  Creating it programs no
+device (a device's domain takes its context at its first mapping), so a device
+driven through the seed's calls and dma-buf attachments of other devices coexist.
 
 The state is created and changed under the system's machine lock
 (:func:`vcmm.share.lock.lock_of`), so two threads' first uses make one of it.
 
 **The kernel's own mappings** (``vmap``, and the exporter's mapping of carve-out
 buffers) are reservations in one VMM VCM of the sharing layer.
+
+**Where buffers come from** when an exporter or a ``/dev`` node is not told:
+:data:`EXPORTER_DEFAULT` stands for the platform's exporter target
+(``[dma] exporter_target``, kernel RAM unless the platform says otherwise).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+import weakref
+from typing import Any, Final
 
 from vcmm.core.flags import Attr
 from vcmm.core.manager import VMM_EXT_ID
@@ -34,14 +39,35 @@ from vcmm.errors import (
 )
 from vcmm.share.lock import lock_of
 
-#: Attribute of a System under which its sharing state lives (dies with the system).
-_STATE_ATTR = "_vcmm_share_state"
+#: The sharing state of each system (dies with the system).
+_STATES: weakref.WeakKeyDictionary[Any, ShareState] = weakref.WeakKeyDictionary()
+
+
+class _Default(enum.Enum):
+    EXPORTER = "the platform's exporter target"
+
+
+#: ``target=`` of exporters and ``/dev`` nodes: the platform's ``[dma] exporter_target``.
+EXPORTER_DEFAULT: Final = _Default.EXPORTER
+#: A memory target as exporters take it: a name, ``None`` (the priority order) or
+#: :data:`EXPORTER_DEFAULT`.
+TargetChoice = str | None | _Default
+
+
+def exporter_target(system: Any, target: TargetChoice) -> str | None:
+    """The target ``target`` stands for on ``system``."""
+    if target is EXPORTER_DEFAULT:
+        return str(system.memory_roles.exporter)
+    if target is not None and not isinstance(target, str):
+        raise InvalidArgumentError(f"target {target!r} is not a memory target name or None")
+    return target
 
 
 def check_system(call: str, system: object) -> Any:
     """``system`` must be a booted :class:`vcmm.System`."""
     if not all(
-        hasattr(system, a) for a in ("device", "devices", "cpu", "graph", "vcm_create", "lock")
+        hasattr(system, a)
+        for a in ("device", "devices", "cpu", "graph", "vcm_create", "lock", "memory_roles")
     ):
         raise InvalidArgumentError(f"{call}: {system!r} is not a booted vcmm.System")
     return system
@@ -52,30 +78,30 @@ class ShareState:
 
     def __init__(self, system: Any) -> None:
         self.system = system
-        self.api: DmaApi | None = None
         self._vmm: Vcm | None = None
+
+    @property
+    def api(self) -> DmaApi | None:
+        """The system's open DMA API, if one was made."""
+        return DmaApi.current(self.system)
 
     # -- the DMA API -----------------------------------------------------------------------
 
     def ensure_api(self) -> tuple[DmaApi, bool]:
         """The system's DMA API and whether this call created it (so a caller that
         then fails can take it back with :meth:`drop_api`)."""
-        if self.api is not None:
-            return self.api, False
+        api = DmaApi.current(self.system)
+        if api is not None:
+            return api, False
         try:
-            self.api = DmaApi(self.system)
+            return DmaApi(self.system), True
         except (BusyError, OutOfMemoryError) as exc:
-            # A DmaApi built directly holds the contexts and the coherent pool.
-            raise type(exc)(
-                f"vcmm.share: cannot set up the system's DMA API ({exc}); if a DmaApi was "
-                "built directly, register it with set_dma_api(api)"
-            ) from exc
-        return self.api, True
+            raise type(exc)(f"vcmm.share: cannot set up the system's DMA API ({exc})") from exc
 
     def drop_api(self) -> None:
-        """Close and forget an API :meth:`ensure_api` just created (nothing uses it)."""
-        if self.api is not None:
-            api, self.api = self.api, None
+        """Close an API :meth:`ensure_api` just created (nothing uses it yet)."""
+        api = DmaApi.current(self.system)
+        if api is not None:
             api.close()
 
     def serving(self, call: str, api: DmaApi, device: Any) -> str:
@@ -109,59 +135,66 @@ class ShareState:
     # -- the kernel ------------------------------------------------------------------------
 
     def map_kernel(self, physmem: PhysMem, length: int, attr: Attr) -> Reservation:
-        """A kernel virtual mapping of the first ``length`` bytes of ``physmem``."""
+        """A kernel virtual mapping of the first ``length`` bytes of ``physmem``.
+
+        The sharing layer's VMM VCM exists while it maps something (made by the first
+        mapping, freed with the last), so a failed mapping leaves no VCM behind."""
         system = self.system
         if self._vmm is None or self._vmm.freed:
             self._vmm = system.vcm_create_from_prebuilt(VMM_EXT_ID)
-        res = system.vcm_reserve(self._vmm, length, attr)
         try:
-            system.vcm_back(res, physmem)
+            res = system.vcm_reserve(self._vmm, length, attr)
+            try:
+                system.vcm_back(res, physmem)
+            except BaseException:
+                system.vcm_unreserve(res)
+                raise
         except BaseException:
-            system.vcm_unreserve(res)
+            self._drop_idle_vmm()
             raise
         return res
 
     def unmap_kernel(self, res: Reservation) -> None:
         self.system.vcm_unback(res)
         self.system.vcm_unreserve(res)
+        self._drop_idle_vmm()
+
+    def _drop_idle_vmm(self) -> None:
+        if self._vmm is not None and not self._vmm.freed and not self._vmm.reservations:
+            self.system.vcm_free(self._vmm)
+            self._vmm = None
 
 
 def state_of(system: Any) -> ShareState:
     """The one :class:`ShareState` of ``system`` (created on first use)."""
     check_system("vcmm.share", system)
     with lock_of(system):
-        found = getattr(system, _STATE_ATTR, None)
+        found = _STATES.get(system)
         if found is None:
-            found = ShareState(system)
-            setattr(system, _STATE_ATTR, found)
+            found = _STATES[system] = ShareState(system)
         return found
 
 
 def dma_api(system: Any) -> DmaApi:
-    """The DMA API of ``system`` every layer shares (created with defaults if none).
-
-    Use it instead of constructing a second ``DmaApi(system)``, which would find the
-    contexts taken (``BusyError``).
-    """
-    state = state_of(system)
+    """The DMA API of ``system`` every layer shares (created with the platform's
+    choices if none is open): the same as :meth:`DmaApi.of`."""
+    check_system("dma_api", system)
     with lock_of(system):
-        api, _ = state.ensure_api()
-        return api
+        return DmaApi.of(system)
 
 
 def set_dma_api(api: DmaApi) -> DmaApi:
-    """Register a :class:`DmaApi` the caller built (its own debugging, domains, pools)
-    as its system's shared API; refused if the system already has one."""
+    """Check that ``api`` (built by the caller with its own debugging, domains, pools)
+    is its system's shared DMA API; refused for a closed one while another is open."""
     if not isinstance(api, DmaApi):
         raise InvalidArgumentError(f"set_dma_api: {api!r} is not a DmaApi")
-    state = state_of(api.system)
     with lock_of(api.system):
-        if state.api is api:
+        current = DmaApi.current(api.system)
+        if current is api:
             return api
-        if state.api is not None:
+        if current is not None:
             raise StateError(
-                "set_dma_api: the system already has its shared DmaApi; use "
-                "vcmm.share.dma_api(system) instead of building another"
+                f"set_dma_api: the system already has its shared DmaApi ({current!r}); use "
+                "vcmm.share.dma_api(system) instead of another"
             )
-        state.api = api
-        return api
+        raise StateError(f"set_dma_api: {api!r} is closed; build a new DmaApi(system)")

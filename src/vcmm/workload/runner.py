@@ -176,6 +176,12 @@ class ScenarioResult:
     devices: list[DeviceResult]
     contexts: list[ContextResult]
     elapsed: float = 0.0
+    #: The scenario file that ran ("" for a scenario built in Python).
+    file: str = ""
+    #: People's names of the objects the run made, by object name: each buffer's
+    #: allocation and reservations are the buffer's name, each VCM names its context
+    #: or buffer (for graphs, which would otherwise say only ``physmem1``, ``res8``).
+    labels: dict[str, str] = field(default_factory=dict)
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
@@ -289,6 +295,7 @@ class ScenarioRunner:
         self.context_vcms: dict[tuple[str, str], Vcm] = {}
         self.direct_vcms: dict[str, Vcm] = {}
         self.reservations: dict[tuple[str, str], Reservation] = {}
+        self.labels: dict[str, str] = {}
         self._ready = False
 
     @property
@@ -310,6 +317,7 @@ class ScenarioRunner:
                 self.physmems[buf.name] = system.vcm_phys_alloc(
                     targets, buf.reserve_len, buf.phys_attr()
                 )
+                self.labels[self.physmems[buf.name].name] = buf.name
             except VcmmError as err:
                 raise self._fail(
                     f"buffers[{i}]",
@@ -340,6 +348,7 @@ class ScenarioRunner:
             if vcm is None:
                 vcm = system.vcm_create(IOVA_BASE, IOVA_SIZE, kind=VcmKind.IOMMU)
                 self.context_vcms[key] = vcm
+                self.labels[vcm.name] = f"{spec.context}'s IOVA space"
             if not any(a.device is dev for a in vcm.associations):
                 system.vcm_activate(system.vcm_assoc(vcm, dev))
             res = next(
@@ -355,6 +364,7 @@ class ScenarioRunner:
                 start = physmem.chunks[0][0]
                 vcm = system.vcm_create(start, physmem.size, kind=VcmKind.ONE_TO_ONE)
                 self.direct_vcms[buf.name] = vcm
+                self.labels[vcm.name] = f"{buf.name}'s window"
                 res = system.vcm_reserve(vcm, physmem.size, attr)
                 system.vcm_back(res, physmem)
             else:
@@ -362,6 +372,7 @@ class ScenarioRunner:
             if not any(a.device is dev for a in vcm.associations):
                 system.vcm_activate(system.vcm_assoc(vcm, dev))
         self.reservations[(step.device, buf.name)] = res
+        self.labels[res.name] = buf.name
 
     def dev_addr(self, device: str, buffer: str) -> int:
         """The address ``device`` uses for the start of ``buffer``."""
@@ -529,6 +540,8 @@ class ScenarioRunner:
             devices=devices,
             contexts=list(contexts.values()),
             elapsed=elapsed,
+            file=sc.file,
+            labels=dict(self.labels),
             system=system,
         )
 

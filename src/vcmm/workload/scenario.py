@@ -21,7 +21,6 @@ import os
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +30,7 @@ from vcmm.platform import PlatformSpec, load_default, load_platform, parse_numbe
 from vcmm.platform.schema import join_key
 from vcmm.platform.toml_table import TomlTable, suggest
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
+from vcmm.workload.examples import example, examples, local_file
 from vcmm.workload.patterns import (
     DEFAULT_BURST,
     DEFAULT_TILE,
@@ -59,8 +59,6 @@ DATA_LIMIT: Final = 64 * SZ_1M
 MAX_FRAMES: Final = 10_000
 #: The parameters a sweep may vary (``--grid key=v1,v2``).
 SWEEP_KEYS: Final = ("policy", "tlb_entries", "ways", "replacement", "pattern", "frames", "burst")
-#: Packaged example scenarios live here inside the ``vcmm`` package.
-PACKAGED_DIR: Final = "scenarios"
 
 _TOP_KEYS = ("name", "description", "platform", "frames", "burst", "tlb", "buffers", "steps")
 _TLB_KEYS = ("entries", "ways", "replacement")
@@ -248,6 +246,8 @@ class Scenario:
     tlb: TlbOverride = TlbOverride()
     source: str = "<code>"
     params: tuple[tuple[str, object], ...] = ()
+    #: The file the scenario was read from (a packaged example's installed path), or "".
+    file: str = ""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -562,22 +562,28 @@ def _step(table: _Table, frames: int) -> StepSpec:
 
 
 def _platform(table: _Table, base_dir: Path | None) -> tuple[str, PlatformSpec]:
+    """The platform ``platform = ...`` names: a file that exists (relative to the
+    scenario's folder, ``.toml`` optional) wins over the packaged ``default``."""
     ref = table.string("platform", "default")
+    path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
+    if path is not None:
+        return ref, load_platform(path)
     if ref == "default":
         return ref, load_default()
-    path = Path(ref)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    if not path.exists():
-        raise table.error("platform", f"platform file {ref!r} does not exist (looked at {path})")
-    return ref, load_platform(path)
+    looked = base_dir / ref if base_dir is not None and not Path(ref).is_absolute() else ref
+    raise table.error("platform", f"platform file {ref!r} does not exist (looked at {looked})")
 
 
 def loads_scenario(
-    text: str, source: str = "<string>", *, base_dir: str | os.PathLike[str] | None = None
+    text: str,
+    source: str = "<string>",
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    file: str = "",
 ) -> Scenario:
     """Parse scenario TOML; ``source`` names it in errors, ``base_dir`` anchors a
-    relative ``platform`` path (the scenario file's folder)."""
+    relative ``platform`` path (the scenario file's folder), ``file`` records where it
+    was read from."""
     if not isinstance(text, str):
         raise ScenarioError(
             f"scenario text must be a str, got {type(text).__name__}", source=source
@@ -612,46 +618,51 @@ def loads_scenario(
         burst=burst,
         tlb=tlb,
         source=source,
+        file=file,
     )
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read a scenario file; a missing or unreadable file is a :class:`ScenarioError`.
 
-    A bare name such as ``video_1080p`` that is not a file names a packaged example
+    A file that exists wins: ``video_1080p`` is ``./video_1080p`` or
+    ``./video_1080p.toml`` when either exists, else the packaged example of that name
     (see :func:`packaged_scenarios`).
     """
     if not isinstance(path, str | os.PathLike):
         raise ScenarioError(f"scenario path must be a str or path, got {path!r}")
     name = os.fspath(path)
-    file = Path(name)
-    if not file.exists() and name in packaged_scenarios():
-        text = resources.files("vcmm").joinpath(f"{PACKAGED_DIR}/{name}.toml").read_text("utf-8")
-        return loads_scenario(text, source=f"<{name}>")
+    file = local_file(name)
+    if file is None and name in packaged_scenarios():
+        return packaged_scenario(name)
+    if file is None:
+        file = Path(name)
     try:
         raw = file.read_bytes()
     except OSError as err:
+        hint = ""
+        if not file.suffix and os.sep not in name:
+            names = list(packaged_scenarios())
+            hint = f" (and no packaged scenario {name!r}{suggest(name, names)}: {', '.join(names)})"
         raise ScenarioError(
-            f"cannot read scenario file: {err.strerror or err}", source=name
+            f"cannot read scenario file: {err.strerror or err}{hint}", source=name
         ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ScenarioError(f"scenario file is not UTF-8: {err}", source=name) from None
-    return loads_scenario(text, source=name, base_dir=file.parent)
+    return loads_scenario(text, source=str(file), base_dir=file.parent, file=str(file))
+
+
+def packaged_scenario(name: str) -> Scenario:
+    """The packaged example ``name``, whatever files the current folder holds."""
+    packaged = example(name, "scenario")
+    return loads_scenario(packaged.text(), source=f"<{name}>", file=packaged.path)
 
 
 def packaged_scenarios() -> dict[str, str]:
-    """The example scenarios shipped in the package: name -> first description line."""
-    out: dict[str, str] = {}
-    folder = resources.files("vcmm").joinpath(PACKAGED_DIR)
-    if not folder.is_dir():
-        return out
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text("utf-8"))
-            out[entry.name.removesuffix(".toml")] = str(data.get("description", "")).split("\n")[0]
-    return out
+    """The example scenarios shipped in the package: name -> description."""
+    return {item.name: item.description for item in examples("scenario")}
 
 
 def describe_params(params: Mapping[str, object]) -> str:

@@ -16,12 +16,12 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vcmm.errors import VcmmError
+from vcmm.workload.executors import PointExecutor, make_executor
 from vcmm.workload.runner import TLB_FIELDS, run_scenario
 from vcmm.workload.scenario import SWEEP_KEYS, Scenario, ScenarioError
 
@@ -137,6 +137,8 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     jobs: int = 1
     seconds: float = 0.0
+    #: True when the sweep was stopped (Ctrl-C): ``rows`` hold the finished points only.
+    interrupted: bool = False
 
     @property
     def summary_rows(self) -> list[dict[str, Any]]:
@@ -145,7 +147,18 @@ class SweepResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
+        """Points that did not run to the end (their ``error`` says why)."""
         return [r for r in self.summary_rows if r.get("error")]
+
+    @property
+    def faulted(self) -> list[dict[str, Any]]:
+        """Points that ran and in which some device faulted."""
+        return [r for r in self.summary_rows if not r.get("error") and r.get("faults")]
+
+    @property
+    def finished(self) -> int:
+        """Points whose rows are here (all of them unless the sweep was interrupted)."""
+        return len(self.summary_rows)
 
     @property
     def columns(self) -> list[str]:
@@ -158,8 +171,23 @@ class SweepResult:
             "grid": {k: list(dict.fromkeys(p[k] for p in self.points)) for k in self.keys},
             "jobs": self.jobs,
             "seconds": self.seconds,
+            "points": len(self.points),
+            "finished": self.finished,
+            "interrupted": self.interrupted,
             "rows": self.rows,
         }
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A Ctrl-C stopped the sweep: ``result`` holds the points that had finished (the
+    workers are already stopped).  A ``KeyboardInterrupt``, so code that does not
+    care still stops as it would on any Ctrl-C."""
+
+    def __init__(self, result: SweepResult) -> None:
+        super().__init__(
+            f"sweep interrupted after {result.finished} of {len(result.points)} points"
+        )
+        self.result = result
 
 
 def run_sweep(
@@ -168,11 +196,15 @@ def run_sweep(
     *,
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    executor: PointExecutor | None = None,
 ) -> SweepResult:
     """Run every point of ``grid``; ``jobs > 1`` uses that many worker processes.
 
     Points are validated up front (``with_params``), so a bad value raises before any
     work starts.  Rows come back in grid order whatever order the workers finish in.
+    ``executor`` replaces the default (see :mod:`vcmm.workload.executors`).  A Ctrl-C
+    cancels the points not finished, stops the workers and raises
+    :class:`SweepInterrupted` carrying the finished points.
     """
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"run_sweep needs a Scenario, got {type(scenario).__name__}")
@@ -183,29 +215,31 @@ def run_sweep(
         scenario.with_params(**point)
     started = time.perf_counter()
     results: list[list[dict[str, Any]] | None] = [None] * len(points)
-    if jobs == 1 or len(points) == 1:
-        for i, point in enumerate(points):
-            results[i] = run_point(scenario, point)
-            if progress:
-                progress(1)
-    else:
-        workers = min(jobs, len(points))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_point, scenario, p): i for i, p in enumerate(points)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
+
+    def outcome(interrupted: bool = False) -> SweepResult:
+        return SweepResult(
+            scenario=scenario.name,
+            source=scenario.source,
+            keys=list(grid),
+            points=points,
+            rows=[row for part in results if part is not None for row in part],
+            jobs=jobs,
+            seconds=time.perf_counter() - started,
+            interrupted=interrupted,
+        )
+
+    chosen = executor if executor is not None else make_executor(run_point, jobs, len(points))
+    try:
+        with chosen:
+            for i, point in enumerate(points):
+                chosen.submit(i, scenario, point)
+            for i, rows in chosen.completed():
+                results[i] = rows
                 if progress:
                     progress(1)
-    rows = [row for part in results if part is not None for row in part]
-    return SweepResult(
-        scenario=scenario.name,
-        source=scenario.source,
-        keys=list(grid),
-        points=points,
-        rows=rows,
-        jobs=jobs,
-        seconds=time.perf_counter() - started,
-    )
+    except KeyboardInterrupt:  # the executor has cancelled what was left
+        raise SweepInterrupted(outcome(interrupted=True)) from None
+    return outcome()
 
 
 def write_sweep(result: SweepResult, out_dir: str | Path) -> list[Path]:

@@ -1,0 +1,196 @@
+"""What both IOVA placement policies share: the tree, the live ranges, reserve, find, free.
+
+An IOVA domain hands out size-aligned ranges of granules top-down from a limit and
+keeps the occupied ones in an :class:`~vcmm.mm.iova_tree.IovaTree`.  The two policies
+(``"seed"``: :class:`~vcmm.mm.iova.IovaDomain`; ``"linux"``:
+:class:`~vcmm.mm.iova_linux.LinuxIovaDomain`) differ in how a request becomes a tree
+search (size rounding, limit arithmetic), in their range cache and in their failure
+hint; argument checks, lookups, reservations and the bookkeeping of what is live are
+the same and live here, so both answer a misuse with the same error.
+
+A live allocation is remembered with the size its caller asked for (in granules); its
+tree node may be larger when the policy rounds sizes up.  :meth:`IovaSpace.find` and
+:meth:`IovaSpace.free` answer with the requested extent, which is what the caller
+mapped; the rounding padding stays occupied in the tree until the node goes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vcmm.checks import check_int
+from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
+from vcmm.mm.iova_tree import IovaGeometry, IovaTree, align_pages
+from vcmm.ranges import AddressRange
+from vcmm.sizes import format_size
+
+
+class IovaSpace:
+    """Base of the IOVA domains: geometry, tree, live and reserved ranges."""
+
+    #: The placement policy's name (``"seed"`` or ``"linux"``).
+    policy: ClassVar[str] = ""
+
+    def __init__(self, granule: int, aperture: AddressRange | None) -> None:
+        self._geo = IovaGeometry.of(granule, aperture)
+        self._shift = self._geo.shift
+        self._tree = IovaTree(self._geo)
+        #: Live allocations: first page frame -> granules requested.
+        self._live: dict[int, int] = {}
+        #: Reserved ranges: first page frame -> granules.
+        self._reserved: dict[int, int] = {}
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def granule(self) -> int:
+        return self._geo.granule
+
+    @property
+    def aperture(self) -> AddressRange:
+        """The IOVAs this domain can hand out (page frame 0 already excluded)."""
+        return self._geo.aperture
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes of the live allocations as requested (without rounding padding)."""
+        return sum(self._live.values()) << self._shift
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def allocated(self) -> list[AddressRange]:
+        """Live ranges as requested, lowest IOVA first."""
+        return [self._geo.range(pfn, n) for pfn, n in sorted(self._live.items())]
+
+    # -- argument checks shared by the policies ------------------------------------
+
+    def _check_request(self, size: object, limit: object) -> tuple[int, int]:
+        """``(granules, limit)`` of an allocation request, validated."""
+        size = check_int("", "size", size, minimum=None)
+        if size <= 0:
+            raise InvalidArgumentError(f"IOVA size {size:#x} must be > 0")
+        if limit is None:
+            limit = ((self._geo.end_pfn + 1) << self._shift) - 1
+        limit = check_int("", "limit", limit, minimum=None)
+        if limit < 0:
+            raise InvalidArgumentError(f"IOVA limit {limit:#x} is negative")
+        return -(-size // self._geo.granule), limit
+
+    def _check_limit(self, limit_excl: int, limit: int) -> None:
+        if limit_excl <= self._geo.start_pfn:
+            raise InvalidArgumentError(
+                f"IOVA limit {limit:#x} is below the aperture {self.aperture}: no granule fits"
+            )
+
+    def _no_room(
+        self, npages: int, limit: int, aligned: bool, asked: int | None = None
+    ) -> OutOfAddressSpaceError:
+        """The error of a search that found nothing (``asked``: the granules requested,
+        when the policy rounded them up to ``npages``)."""
+        align = f" aligned to {format_size(align_pages(npages) << self._shift)}"
+        rounded = ""
+        if asked is not None and asked != npages:
+            rounded = f" ({format_size(asked << self._shift)} rounded up)"
+        return OutOfAddressSpaceError(
+            f"IOVA domain {self.aperture} ({self.policy} policy): no free "
+            f"{format_size(npages << self._shift)} range{rounded}{align if aligned else ''} "
+            f"ending at or below limit {limit:#x} ({len(self._live)} live ranges, "
+            f"{format_size(self.allocated_bytes)} in use)"
+        )
+
+    def _check_undo(self, addr: object, last_pfn: int | None) -> None:
+        """Refuse an ``undo_alloc`` of anything but the most recent allocation
+        (``last_pfn``; ``None`` once something else changed the domain)."""
+        addr = check_int("", "address", addr, minimum=None)
+        if last_pfn is None or addr < 0 or last_pfn != addr >> self._shift:
+            raise StateError(
+                f"undo_alloc of IOVA {addr:#x}: it is not the most recent allocation of "
+                "this domain (or something changed the domain since); free it instead"
+            )
+
+    # -- free and lookup ---------------------------------------------------------
+
+    def free(self, addr: int) -> AddressRange:
+        """Free the range whose first granule holds ``addr``; returns the range freed.
+
+        ``addr`` may carry a sub-granule offset (a DMA handle from ``map_page`` does);
+        the size comes from the allocator, so the caller cannot free the wrong amount.
+        """
+        addr = check_int("", "address", addr, minimum=None)
+        if addr < 0:
+            raise InvalidArgumentError(f"IOVA {addr:#x} is negative")
+        pfn = addr >> self._shift
+        npages = self._live.get(pfn)
+        if npages is None:
+            raise StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(pfn)}")
+        del self._live[pfn]
+        self._release(pfn, npages)
+        return self._geo.range(pfn, npages)
+
+    def _release(self, pfn: int, npages: int) -> None:
+        """The policy's part of a free: cache the range or remove its node."""
+        raise NotImplementedError
+
+    def _describe_not_live(self, pfn: int) -> str:
+        if pfn in self._reserved:
+            return "it is a reserved range, which is never freed"
+        node = self._tree.node_at(pfn)
+        if node is not None and node[0] in self._live:
+            start = node[0] << self._shift
+            return f"it lies inside the live range starting at {start:#x}, not at its start"
+        return "no live range starts there (never allocated, or already freed: double free)"
+
+    def find(self, addr: int) -> AddressRange | None:
+        """The live range containing ``addr`` (any address inside it), or ``None``."""
+        addr = check_int("", "address", addr, minimum=None)
+        if addr < 0:
+            return None
+        pfn = addr >> self._shift
+        node = self._tree.node_at(pfn)
+        if node is None or node[0] not in self._live:
+            return None
+        npages = self._live[node[0]]
+        if pfn >= node[0] + npages:
+            return None  # rounding padding: occupied, but nothing was asked for there
+        return self._geo.range(node[0], npages)
+
+    # -- reservations ------------------------------------------------------------
+
+    def reserve(self, range: AddressRange) -> AddressRange:
+        """Keep ``range`` (rounded out to granules, clipped to the aperture) from ever
+        being allocated, like ``reserve_iova`` for MSI doorbells or firmware windows.
+
+        Cached (already freed) ranges in the way are evicted from the range cache first.
+        """
+        if not isinstance(range, AddressRange) or range.size == 0:
+            raise InvalidArgumentError(f"reserve needs a non-empty AddressRange, got {range!r}")
+        first = max(range.start >> self._shift, self._geo.start_pfn)
+        last = min(range.last >> self._shift, self._geo.end_pfn)
+        if first > last:
+            raise InvalidArgumentError(f"reserved range {range} lies outside {self.aperture}")
+        cached = self._cached_pfns()
+        blockers = self._tree.overlapping(first, last)
+        for lo, hi in blockers:
+            if lo not in cached:
+                owner = "reserved" if lo in self._reserved else "allocated"
+                node = self._geo.range(lo, hi + 1 - lo)
+                raise StateError(f"cannot reserve {range}: it overlaps the {owner} range {node}")
+        self._forget_last()
+        for lo, _ in blockers:
+            self._evict(lo)
+        self._tree.insert_reserved(first, last)
+        self._reserved[first] = last + 1 - first
+        return self._geo.range(first, last + 1 - first)
+
+    def _cached_pfns(self) -> set[int]:
+        """First page frames of the ranges parked in the range cache."""
+        raise NotImplementedError
+
+    def _evict(self, pfn: int) -> None:
+        """Take a cached range out of the cache and the tree (for :meth:`reserve`)."""
+        raise NotImplementedError
+
+    def _forget_last(self) -> None:
+        """Something other than an allocation changed the domain: no undo any more."""
+        raise NotImplementedError
