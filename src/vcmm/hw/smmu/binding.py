@@ -112,10 +112,10 @@ class ContextBinding:
         )
         self._smmu.tlb.invalidate_tag(self.bank.index)
 
-    def translator(self, who: str) -> Translator:
-        """The bank's translator, for a transaction (``who``) of an active context."""
+    def translator(self, op: str) -> Translator:
+        """The bank's translator, for a transaction (call ``op``) of an active context."""
         if not self.active or self.bank is None:
-            raise StateError(f"{who}: context {self._name!r} is not active")
+            raise StateError(f"{self._name}.{op}: context {self._name!r} is not active")
         return self.bank.translator
 
     # -- counters -----------------------------------------------------------------------

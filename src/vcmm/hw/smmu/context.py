@@ -319,7 +319,8 @@ class SmmuContext:
         """:meth:`translate_access` for a caller that already holds the SMMU's lock (a
         bus master in the middle of a transaction): this runs once per page of every
         device access, so it skips the re-entrant acquire."""
-        self._check_alive()
+        if not self._alive:
+            self._check_alive()
         return self._faults.translate(va, access, device)
 
     @machine_locked

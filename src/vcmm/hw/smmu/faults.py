@@ -85,7 +85,7 @@ class ContextFaults:
 
     def translate(self, va: int, access: Access, device: str | None) -> Translation:
         """One access (the caller holds the SMMU's lock): TLB, walk, permission, hook."""
-        translator = self._binding.translator(f"{self._name}.translate_access")
+        translator = self._binding.translator("translate_access")
         v = check_address(va)
         if not isinstance(access, Access):
             raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
@@ -98,7 +98,7 @@ class ContextFaults:
         self, vas: npt.NDArray[np.integer], access: Access, device: str | None
     ) -> npt.NDArray[np.uint64]:
         """An access stream, faults handled as one by one; the output addresses."""
-        translator = self._binding.translator(f"{self._name}.translate_batch")
+        translator = self._binding.translator("translate_batch")
         if not isinstance(access, Access):
             raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
         if not isinstance(vas, np.ndarray):
