@@ -93,10 +93,11 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.cachesync import dma_sync
 from vcmm.hw.cpu import LINEAR_MAP_ATTRS
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, union
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
@@ -1252,22 +1253,8 @@ class Vcmm:
         devices = [a.device for a in res.vcm.associations if a.device is not self.cpu]
         if all(getattr(d, "coherent", False) for d in devices):
             return False
-        ranges: list[tuple[int, int]] = []
-        for m in self.graph.of_reservation(res.id):
-            if ranges and ranges[-1][0] + ranges[-1][1] == m.phys.start:
-                ranges[-1] = (ranges[-1][0], ranges[-1][1] + m.phys.size)
-            else:
-                ranges.append((m.phys.start, m.phys.size))
-        cache = self.cpu.cache
-        if for_cpu:
-            op = None if direction is DmaDirection.TO_DEVICE else cache.invalidate
-        else:
-            op = cache.invalidate if direction is DmaDirection.FROM_DEVICE else cache.clean
-        if op is None:
-            return False
-        for pa, size in ranges:
-            op(pa, size)
-        return True
+        ranges = union([m.phys for m in self.graph.of_reservation(res.id)])
+        return dma_sync(self.cpu.cache, ranges, direction, for_cpu=for_cpu)
 
     @_machine_locked
     def vcm_sync_for_device(self, res: Reservation, direction: DmaDirection) -> bool:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
-from vcmm.dma import cachesync
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain, PolicyChoice
@@ -36,6 +35,7 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
+from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
@@ -91,13 +91,6 @@ class DeviceEntry:
     @property
     def name(self) -> str:
         return str(self.device.name)
-
-
-def _invalidates(direction: DmaDirection, for_cpu: bool) -> bool:
-    """Whether the hand-over's maintenance invalidates (``vcmm.dma.cachesync``)."""
-    if for_cpu:
-        return direction is not DmaDirection.TO_DEVICE
-    return direction is DmaDirection.FROM_DEVICE
 
 
 def _forget(rec: DmaMapping, ranges: list[AddressRange]) -> bool:
@@ -413,12 +406,8 @@ class DmaState:
         """The cache maintenance of a hand-over in ``direction`` (to the CPU if
         ``for_cpu``) on ``ranges``; what it invalidates no longer reads stale."""
         ranges = list(ranges)
-        cache = self.cpu.cache
-        if for_cpu:
-            cachesync.for_cpu(cache, ranges, direction)
-        else:
-            cachesync.for_device(cache, ranges, direction)
-        if self.unsynced and _invalidates(direction, for_cpu):
+        dma_sync(self.cpu.cache, ranges, direction, for_cpu=for_cpu)
+        if self.unsynced and invalidates(direction, for_cpu):
             kept = [r for r in self.unsynced if _forget(r, ranges)]
             self.unsynced.clear()
             self.unsynced.extend(kept)
@@ -440,7 +429,7 @@ class DmaState:
         ``what`` is the mapping the hand-over is for (or names the one being made),
         ``keep`` the ones it hands over (which are not victims)."""
         checker = self.checker
-        if checker is None or entry.params.coherent or not _invalidates(direction, for_cpu):
+        if checker is None or entry.params.coherent or not invalidates(direction, for_cpu):
             return
         found = checker.discarding(ranges, list(keep))
         if found is None:
