@@ -28,6 +28,11 @@ class UnsupportedSizeError(InvalidArgumentError):
     """A size is not one the hardware or format supports."""
 
 
+class OwnershipError(InvalidArgumentError):
+    """The memory belongs to someone else: a memory target's free list, the page-table
+    allocator, or an allocation the caller did not name."""
+
+
 class NotFoundError(VcmmError, LookupError):
     """A named thing (device, context, memory target, fd) does not exist."""
 

@@ -7,7 +7,7 @@ keeps the half-open arithmetic in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from vcmm.errors import InvalidArgumentError
@@ -89,3 +89,44 @@ class AddressRange:
 
     def __str__(self) -> str:
         return f"[{self.start:#x}, {self.end:#x})"
+
+
+def subtract(ranges: list[AddressRange], gone: list[AddressRange]) -> list[AddressRange]:
+    """The parts of ``ranges`` outside every range of ``gone``, in order."""
+    out = list(ranges)
+    for g in gone:
+        nxt: list[AddressRange] = []
+        for r in out:
+            inside = r & g
+            if inside is None:
+                nxt.append(r)
+                continue
+            if r.start < inside.start:
+                nxt.append(AddressRange(r.start, inside.start - r.start))
+            if inside.end < r.end:
+                nxt.append(AddressRange(inside.end, r.end - inside.end))
+        out = nxt
+    return out
+
+
+def coalesce(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort ``(start, size)`` spans and join those that overlap or touch.
+
+    The one coalescer beside :class:`AddressRange` (as :func:`ipaddress.collapse_addresses`
+    sits beside its address types): :func:`union` is it for ``AddressRange`` values; this
+    form takes plain tuples for callers that gather many spans on hot paths (TLB
+    maintenance after a 16384-page change).  Empty spans are dropped.
+    """
+    merged: list[tuple[int, int]] = []
+    for start, size in sorted(spans):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            last_start, last_size = merged[-1]
+            merged[-1] = (last_start, max(last_start + last_size, start + size) - last_start)
+        elif size:
+            merged.append((start, size))
+    return merged
+
+
+def union(ranges: list[AddressRange]) -> list[AddressRange]:
+    """``ranges`` sorted, with overlapping or touching ones merged (disjoint result)."""
+    return [AddressRange(s, n) for s, n in coalesce((r.start, r.size) for r in ranges)]

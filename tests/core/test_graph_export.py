@@ -110,8 +110,8 @@ def test_views_and_wraps_in_the_export(system) -> None:
     view = system.vcm_phys_view(physmem, SZ_4K, SZ_4K)
     part = system.vcm_reserve(vmm, SZ_4K, Attr.RW)
     system.vcm_back(part, view)
-    page = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.NONE).chunk_ranges[0]
-    wrap = system.vcm_phys_wrap([page], owner="a driver")
+    kernel = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.NONE)
+    wrap = system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="a driver", of=kernel)
     data = system.graph_data()
     nodes = {n["id"]: n for n in data["nodes"]}
     assert nodes[f"physmem:{view.name}"]["kind"] == "view"
@@ -134,6 +134,7 @@ def test_views_and_wraps_in_the_export(system) -> None:
         (pa + 2 * SZ_4K, 2 * SZ_4K, False),
     ]
     # The wrap's page shares its chunk node with the allocation it lies in.
+    page = kernel.chunk_ranges[0]
     assert nodes[f"chunk:{page.start:#x}+{SZ_4K:#x}"]["linear_mapped"]
 
 
@@ -147,7 +148,8 @@ def test_every_node_and_edge_follows_the_one_schema(system) -> None:
 
     physmem, _vcms, _reservations, _ = _triple(system)
     system.vcm_phys_view(physmem, SZ_4K, SZ_4K)
-    system.vcm_phys_wrap([system.vcm_phys_alloc("ebi", SZ_4K).chunk_ranges[0]], owner="me")
+    kernel = system.vcm_phys_alloc("ebi", SZ_4K)
+    system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="me", of=kernel)
     dma = DmaApi(system, devices=["mdp"])
     page = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS).chunk_ranges[0].start
     dma.map_page("mdp", page, 0, SZ_4K, DmaDirection.TO_DEVICE)

@@ -152,13 +152,16 @@ def test_windows_are_laid_end_to_end(system) -> None:
         assert system.cpu.read(res.dev_addr + i * SZ_4K, 8) == bytes([0x60 + i]) * 8
 
 
-def test_a_wrap_describes_pages_nobody_allocated(system, armv7) -> None:
-    """Kernel pages from the linear map, as a driver hands them to dma_map_page."""
+def test_a_wrap_describes_pages_of_an_allocation_its_owner_names(system, armv7) -> None:
+    """Kernel pages from the linear map, as a driver hands them to dma_map_page; the
+    driver names the allocation they lie in (``of=``)."""
     kernel = system.vcm_phys_alloc("ebi", 4 * SZ_4K, PhysAttr.CONTIGUOUS)
     pa = kernel.chunk_ranges[0].start
     free_before = system.target("ebi").free_bytes
     wrap = system.vcm_phys_wrap(
-        [AddressRange(pa + SZ_4K, SZ_4K), AddressRange(pa + SZ_4K, SZ_4K)], owner="driver x"
+        [AddressRange(pa + SZ_4K, SZ_4K), AddressRange(pa + SZ_4K, SZ_4K)],
+        owner="driver x",
+        of=kernel,
     )
     assert wrap.kind == "wrap" and wrap.owner == "driver x" and wrap.size == 2 * SZ_4K
     vcm = _iommu(system, "vcodec_a_mm1")
@@ -207,7 +210,7 @@ def test_a_sub_chunk_alias_with_another_memory_type_is_refused(system) -> None:
     cached = system.vcm_reserve(vcm, SZ_64K, Attr.RW)
     system.vcm_back(cached, physmem)
     view = system.vcm_phys_view(physmem, 5 * SZ_4K, SZ_4K)
-    wrap = system.vcm_phys_wrap(list(view.chunk_ranges), owner="someone")
+    wrap = system.vcm_phys_wrap(list(view.chunk_ranges), owner="someone", of=view)
     vmm = system.vcm_create_from_prebuilt(0)
     res = system.vcm_reserve(vmm, SZ_4K, Attr.RW | Attr.NONCACHED)
     before = system.snapshot()

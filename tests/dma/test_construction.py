@@ -61,7 +61,6 @@ def test_the_pools_are_the_platforms_and_visible_as_held_allocations() -> None:
     assert held == {
         "the DMA API (coherent pool)": ("contig", SZ_32M),
         "the DMA API (atomic pool)": ("contig", SZ_256K),
-        "the DMA API (scratch page)": ("ebi", SZ_4K),
     }
     api.close()
     assert system.target("contig").free_bytes == contig

@@ -14,7 +14,7 @@ import pytest
 import vcmm
 from vcmm.attrs import Access
 from vcmm.core.flags import Attr, PhysAttr
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.bus import Interconnect, PhysicalDevice, SmmuDevice
 from vcmm.hw.lock import MachineLock, held_machine_locks
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
@@ -94,6 +94,36 @@ def test_the_lock_is_reentrant_and_knows_its_holder() -> None:
         taker.start()
         taker.join(5.0)
         assert got == [False]
+    assert not lock.held()
+
+
+def test_release_by_a_thread_that_does_not_hold_it_is_refused() -> None:
+    lock = MachineLock("t")
+    with pytest.raises(StateError, match=r"does not hold the lock.*free"):
+        lock.release()
+    assert lock.acquire() and lock.acquire(blocking=False)  # depth 2
+    errors: list[BaseException] = []
+
+    def steal() -> None:
+        try:
+            lock.release()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    thief.join(5.0)
+    assert len(errors) == 1 and isinstance(errors[0], StateError)
+    assert "held by another thread" in str(errors[0])
+    lock.release()
+    assert lock.held()  # one level is left: the failed release changed nothing
+    lock.release()
+    assert not lock.held()
+    got: list[bool] = []
+    taker = threading.Thread(target=lambda: got.append(lock.acquire(timeout=1.0)))
+    taker.start()
+    taker.join(5.0)
+    assert got == [True]  # the outermost release freed it for another thread
     assert not lock.held()
 
 

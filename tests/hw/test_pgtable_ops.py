@@ -699,6 +699,13 @@ class Model:
         for p in range(va // self.g, (va + size) // self.g):
             del self.pages[p]
 
+    def first(self, va: int, size: int, *, mapped: bool) -> int | None:
+        """First address of the range whose page is (or is not) mapped."""
+        for p in range(va // self.g, (va + size) // self.g):
+            if (p in self.pages) == mapped:
+                return p * self.g
+        return None
+
     def lookup(self, va: int) -> tuple[int, PageAttrs] | None:
         hit = self.pages.get(va // self.g)
         return None if hit is None else (hit[0] + va % self.g, hit[1])
@@ -794,8 +801,10 @@ def test_random_operations_agree_with_page_dictionary(
                 model.map(va, pa, size, attrs)
         elif kind == "unmap":
             if not model.all_mapped(va, size):
-                with pytest.raises(NotMappedError):
-                    pt.unmap(va, size)
+                hole = model.first(va, size, mapped=False)
+                assert hole is not None
+                with pytest.raises(NotMappedError, match=f"{hole:#x} is not mapped"):
+                    pt.unmap(va, size)  # the first hole, even past blocks it must split
                 assert state(mem, tm, pt) == before
             else:
                 removed = pt.unmap(va, size)
@@ -822,6 +831,8 @@ def test_random_operations_agree_with_page_dictionary(
                 for p in range(va // granule, (va + size) // granule):
                     model.pages[p] = (model.pages[p][0], attrs)
         event(f"{kind} {'ok' if state(mem, tm, pt) != before else 'refused'}")
+        for mapped in (True, False):  # one range walk answers what the model scans for
+            assert pt.find(va, size, mapped=mapped) == model.first(va, size, mapped=mapped)
         probes = [
             va,
             va + size - 1,

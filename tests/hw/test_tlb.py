@@ -542,3 +542,105 @@ def test_read_only_and_nc_attrs_are_kept_verbatim() -> None:
     tlb.insert(entry(0x2000, attrs=RW_NC))
     assert tlb.lookup(0, 0x1000).attrs == RO_WB  # type: ignore[union-attr]
     assert tlb.lookup(0, 0x2000).attrs.memtype == RW_NC.memtype  # type: ignore[union-attr]
+
+
+# -- the fast path (TlbPort) ---------------------------------------------------------------
+
+
+def test_one_port_per_tag_checked_once() -> None:
+    tlb = TLB(TLBConfig(8, 2))
+    assert tlb.port(3) is tlb.port(3) and tlb.port(3).tag == 3
+    assert tlb.port(3) is not tlb.port(4)
+    for bad in (None, True, [1], {}):
+        with pytest.raises(InvalidArgumentError, match=r"TLB tag|cannot tag TLB entries"):
+            tlb.port(bad)
+    assert tlb.snapshot() == TLB(TLBConfig(8, 2)).snapshot()  # ports count nothing
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["lookup", "fill", "repeat", "walk"]),
+            st.integers(0, 15),
+            st.sampled_from([SZ_4K, SZ_64K]),
+            st.integers(1, 2),
+        ),
+        max_size=80,
+    ),
+    policy=st.sampled_from(["lru", "fifo", "random"]),
+)
+def test_port_calls_count_exactly_like_the_checked_api(
+    ops: list[tuple[str, int, int, int]], policy: str
+) -> None:
+    """The same operations through a port and through the TLB's checked calls (their
+    one-call-at-a-time equivalents) leave identical TLBs."""
+    fast, slow = TLB(TLBConfig(8, 2, policy, seed=5)), TLB(TLBConfig(8, 2, policy, seed=5))
+    last: dict[int, TLBEntry] = {}
+    for op, page, size, tag in ops:
+        va = page * size
+        port = fast.port(tag)
+        if op == "lookup":
+            got = port.lookup(va)
+            if got is None:
+                port.miss()
+            assert slow.lookup(tag, va) == got
+            if got is not None:
+                last[tag] = got
+        elif op == "fill":
+            new = entry(va, size, tag=tag)
+            assert port.fill(new) == slow.insert(new)
+            last[tag] = new
+        elif op == "repeat" and tag in last and slow.probe(tag, last[tag].va_base) is not None:
+            # repeat_hits follows the lookup or fill that made the entry most recent
+            held = slow.probe(tag, last[tag].va_base)
+            assert held == fast.probe(tag, last[tag].va_base)
+            port.hit(held, 1)  # type: ignore[arg-type]
+            port.repeat_hits(3)
+            slow.note_hits(tag, held, 4)  # type: ignore[arg-type]
+        elif op == "walk":
+            port.miss(walk_reads=size // SZ_4K)
+            slow.lookup(tag, 1 << 40)  # a miss on an address nothing maps
+            slow.note_walk(tag, size // SZ_4K)
+        assert fast.snapshot() == slow.snapshot()
+
+
+def test_preempting_lists_smaller_usable_entries_inside() -> None:
+    tlb = TLB(TLBConfig(16, 16))
+    section = entry(0x10_0000, SZ_1M, tag=1)
+    inside_own = entry(0x10_4000, tag=1)
+    inside_global = entry(0x1F_F000, tag=2, global_=True)
+    other_tag = entry(0x10_8000, tag=2)
+    outside = entry(0x20_0000, tag=1)
+    bigger = entry(0, SZ_16M, tag=1)
+    for e in (section, inside_own, inside_global, other_tag, outside, bigger):
+        tlb.insert(e)
+    assert set(tlb.port(1).preempting(section)) == {inside_own, inside_global}
+    assert tlb.port(1).preempting(inside_own) == []
+    assert set(tlb.port(2).preempting(section)) == {inside_global, other_tag}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.port(1).lookup(-1),
+        lambda t: t.port(1).lookup(1 << 64),
+        lambda t: t.port(1).lookup(4096.0),
+        lambda t: t.port(1).probe(True),
+        lambda t: t.port(1).fill(entry(0x5000, tag=2)),  # another tag's entry
+        lambda t: t.port(1).fill((1, 0x5000)),
+        lambda t: t.port(1).repeat_hits(-1),
+        lambda t: t.port(1).repeat_hits(True),
+        lambda t: t.port(1).miss(walk_reads=-2),
+        lambda t: t.port(1).note_walk(1.5),
+        lambda t: t.port(1).hit(entry(0x1000, tag=1)),  # equal but not the held one
+        lambda t: t.port(2).hit(t.probe(1, 0x2000)),  # tag 2 cannot use it
+    ],
+)
+def test_port_misuse_raises_and_changes_nothing(call: object) -> None:
+    tlb = populated()
+    tlb.lookup(1, 0x1000)
+    before = tlb.snapshot()
+    with pytest.raises(InvalidArgumentError):
+        call(tlb)  # type: ignore[operator]
+    assert tlb.snapshot() == before

@@ -190,3 +190,35 @@ def test_matches_a_bitmap_first_fit_reference(sequence: list[tuple[str, int, int
             used[start : start + live.pop(start)] = False
         assert alloc.free_bytes == int((~used).sum()) * G
         assert alloc.allocated() == [AddressRange(s * G, n * G) for s, n in sorted(live.items())]
+
+
+def test_split_and_join_cut_and_glue_live_ranges_in_place() -> None:
+    a = RangeAllocator(AddressRange(0x1000_0000, 0x10_0000), granule=0x1000)
+    addr = a.alloc(0x4000)
+    free = a.free_ranges()
+    a.split(addr, 0x1000)
+    assert a.allocated() == [AddressRange(addr, 0x1000), AddressRange(addr + 0x1000, 0x3000)]
+    assert a.free_ranges() == free and a.allocated_bytes == 0x4000
+    a.free(addr + 0x1000)  # each part is an allocation of its own
+    assert a.lookup(addr + 0x1000) is None and a.lookup(addr) == AddressRange(addr, 0x1000)
+    a.alloc_at(addr + 0x1000, 0x3000)
+    a.join(addr, addr + 0x1000)
+    assert a.allocated() == [AddressRange(addr, 0x4000)]
+    before = a.snapshot()
+    for bad, error in (
+        (lambda: a.split(addr, 0), InvalidArgumentError),
+        (lambda: a.split(addr, 0x4000), InvalidArgumentError),  # not strictly inside
+        (lambda: a.split(addr, 0x800), InvalidArgumentError),  # not a granule multiple
+        (lambda: a.split(addr + 0x1000, 0x1000), StateError),  # no allocation starts there
+        (lambda: a.join(addr, addr + 0x4000), StateError),  # nothing live there
+    ):
+        with pytest.raises(error):
+            bad()
+        assert a.snapshot() == before
+    other = a.alloc(0x1000)
+    assert other == addr + 0x4000
+    a.free(other)
+    b = a.alloc_at(addr + 0x8000, 0x1000)
+    with pytest.raises(StateError, match="where the first ends"):
+        a.join(addr, b)  # not neighbours
+    assert a.allocated() == [AddressRange(addr, 0x4000), AddressRange(b, 0x1000)]

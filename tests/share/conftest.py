@@ -21,8 +21,8 @@ class Rig:
     system: vcmm.System
     table: ProcessTable
     exporter: VcmExporter
-    #: The system's one DMA API, made up front (it takes a scratch page of kernel RAM
-    #: and the coherent pool, so memory counters are read after it exists).
+    #: The system's one DMA API, made up front (it takes its coherent and atomic pools
+    #: out of a carve-out, so memory counters are read after it exists).
     api: DmaApi
     engines: list[Engine] = field(default_factory=list)
 

@@ -91,7 +91,6 @@ def test_the_dma_api_takes_its_pools_from_the_platforms_carve_out() -> None:
     assert holders == [
         "the DMA API (atomic pool)",
         "the DMA API (coherent pool)",
-        "the DMA API (scratch page)",
     ]
     text = to_text(system.graph_data())
     assert "4M from cma, held by the DMA API (coherent pool)" in text

@@ -202,12 +202,12 @@ def test_views_and_wraps_of_memory_export_and_import_like_allocations(rig: Any) 
     assert part.priv.pin is not None
     # Kernel pages wrapped: the linear map already fixes their type, so no pin.
     kernel = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS)
-    wrap = system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="a driver")
+    wrap = system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="a driver", of=kernel)
     pages = rig.exporter.export(wrap)
     wsg = pages.attach("camera").map(D.TO_DEVICE)
     assert wsg.segments() == [(kernel.chunk_ranges[0].start, SZ_4K)]
     assert pages.priv.pin is None
     with pytest.raises(InvalidArgumentError, match="kernel RAM"):
         rig.exporter.export(
-            system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="x"), cached=False
+            system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="x", of=kernel), cached=False
         )

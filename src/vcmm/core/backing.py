@@ -11,12 +11,19 @@ Rewriting the shareable bit of *part* of an edge can cut a block (a 1 MiB sectio
 which one page became shared): :func:`apply_rewrites` first splits such a block into
 the pages :func:`plan_pages` would have used for the two sides, then rewrites whole
 leaves, as the table's ``set_attrs`` requires.
+
+Every table a call changes (the reservation's own and those of the aliases it
+rewrites) is changed inside one update bracket per mapper, all opened before the
+first change and closed after the last (:func:`updating_all`).  TLB maintenance runs
+when the brackets close, so a call that fails part way (a block split finding no
+table memory) is undone before any TLB entry or counter was touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +191,33 @@ class UndoLog:
         for mapper in mappers.values():
             mapper.restored()
         self._steps.clear()
+
+
+@contextlib.contextmanager
+def updating_all(mappers: Iterable[Mapper]) -> Iterator[None]:
+    """One update bracket around every mapper a call changes (each once, in order).
+
+    Nested brackets of the same mappers inside it do no maintenance; when the block
+    ends normally every mapper invalidates what it changed, and when it raises each
+    keeps its changed ranges for the undo instead (``restored``/``flush_held``), so a
+    failed call never drops a TLB entry that the undo makes right again.
+    """
+    unique = {id(m): m for m in mappers}
+    with contextlib.ExitStack() as stack:
+        for mapper in unique.values():
+            stack.enter_context(mapper.updating())
+        yield
+
+
+def rewritten_mappers(
+    rewrites: list[Rewrite],
+    reservation: Callable[[int], Reservation],
+    mapper_of: Callable[[Any], Mapper],
+) -> list[Mapper]:
+    """The mappers whose tables :func:`apply_rewrites` may change (each reservation's
+    once: a 16384-piece rewrite names the same few reservations over and over)."""
+    res_ids = {old.res_id for old, _ in rewrites if old.res_id is not None}
+    return [mapper_of(reservation(res_id).vcm) for res_id in res_ids]
 
 
 def split_leaf(

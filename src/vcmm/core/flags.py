@@ -27,7 +27,9 @@ class Attr(enum.IntFlag):
     cache flags.  USER grants unprivileged access too (refused for kernel VMM
     mappings); SUPERVISOR is implied (ARM descriptors always grant privileged access
     when they grant user access).  SECURE makes the mapping secure (NS=0); without it
-    mappings are non-secure.  At most one cache policy: NONCACHED (Normal
+    mappings are non-secure (NS=1), as everything the Non-secure kernel maps is, its
+    linear map included; a secure mapping may not alias memory any non-secure mapping
+    reaches (see :mod:`vcmm.core.graph`).  At most one cache policy: NONCACHED (Normal
     non-cacheable), WB_WA (the default), WB_NWA, WT; every alias of a page must use the
     same one (see :mod:`vcmm.core.graph`).
     """

@@ -11,6 +11,12 @@ that make the graph worth having:
   kernel's linear map of system RAM is such an alias, always present, so an uncached
   mapping of kernel RAM is refused.  Allocation hints (write-allocate or not) count as
   cache policy too: on ARM they live in the same TEX/C/B bits (King, L2720).
+- **One security state per page.**  Everything here runs in the Non-secure world,
+  which maps with NS=1 (the linear map included); an ``Attr.SECURE`` reservation maps
+  with NS=0, which on a TrustZone bus names the *Secure* physical address space, a
+  different memory from the Non-secure page at the same address.  So a secure alias
+  of a page some other mapping reaches non-secure is refused like a memory-type
+  mismatch (secure buffers come from carve-outs outside the linear map).
 - **Shareable once shared.**  The graph counts the address spaces mapping each page;
   when a second one maps it, every mapping of it gets the shareable bit, and when it
   drops back to one the bit is cleared (Pfeffer, L1978-1992).  Kernel RAM is always
@@ -77,6 +83,7 @@ class Mapping:
         return (
             f"{self.owner} maps {self.phys} at {self.va:#x} as {self.attrs.memtype.value}"
             f"{' shareable' if self.attrs.shareable else ''}"
+            f"{' non-secure' if self.attrs.ns else ' secure'}"
         )
 
     def with_attrs(self, attrs: PageAttrs) -> Mapping:
@@ -234,14 +241,16 @@ class MappingGraph:
     # -- the conflict rule -------------------------------------------------------------------
 
     def conflict(self, new: Mapping) -> Mapping | None:
-        """The first existing alias of ``new``'s bytes that disagrees on memory type."""
+        """The first existing alias of ``new``'s bytes that disagrees on memory type
+        or security state."""
         for old in self.overlapping(new.phys):
-            if old.attrs.memtype is not new.attrs.memtype:
+            if disagree(old.attrs, new.attrs):
                 return old
         return None
 
     def check(self, call: str, new: Mapping) -> None:
-        """Refuse ``new`` if its memory type or cache policy disagrees with an alias.
+        """Refuse ``new`` if its memory type, cache policy or security state disagrees
+        with an alias.
 
         Permissions (read/write/exec/user) may differ: each mapping has its own.
         """
@@ -389,8 +398,22 @@ def _moved(m: Mapping, res_id: int, owner: str) -> Mapping:
     return Mapping(m.space, owner, m.phys, m.va, m.attrs, res_id, m.chunk)
 
 
+def disagree(a: PageAttrs, b: PageAttrs) -> bool:
+    """Whether two aliases of one page break the rule: another memory type or cache
+    policy, or another security state (NS)."""
+    return a.memtype is not b.memtype or a.ns != b.ns
+
+
 def conflict_error(call: str, new: Mapping, old: Mapping) -> AttributeConflictError:
-    """The refusal of ``new`` because alias ``old`` has another memory type."""
+    """The refusal of ``new`` because alias ``old`` has another memory type or
+    security state."""
+    if new.attrs.ns != old.attrs.ns:
+        return AttributeConflictError(
+            f"{call}: mismatched security state: {new.owner} would map {new.phys} at "
+            f"{new.va:#x} {'non-secure (NS=1)' if new.attrs.ns else 'secure (NS=0)'}, but "
+            f"{old.describe()}; a page is Secure or Non-secure memory, never both "
+            "(Attr.SECURE buffers come from carve-outs no non-secure mapping reaches)"
+        )
     return AttributeConflictError(
         f"{call}: mismatched attributes: {new.owner} would map {new.phys} at "
         f"{new.va:#x} as {new.attrs.memtype.value}, but {old.describe()}; every "

@@ -27,9 +27,15 @@ call                                  refused (besides bad arguments and freed h
 ``vcm_deassoc(avcm)``                 it is active
 ``vcm_activate(avcm)``                the context already runs another VCM (same half)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
-``vcm_phys_free(physmem)``            it backs a reservation; views of it live
+``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
+                                      pinned (an exported dma-buf, a wrap of its pages)
 ``vcm_phys_view(physmem, off, len)``  not whole pages inside it
-``vcm_phys_wrap(ranges, owner=)``     not whole pages of physical memory
+``vcm_phys_wrap(ranges, owner=, of=)``  not whole pages of physical memory; pages of the
+                                      page-table window, free in a target, or of a live
+                                      allocation ``of`` does not name
+                                      (``OwnershipError``)
+``vcm_phys_owners(ranges)``           pages of the page-table window or free in a target
+``vcm_phys_unpin(pin)``               the pin was already released
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -52,7 +58,7 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
-from vcmm.core import backing, export, physical, sharing
+from vcmm.core import backing, export, ownership, physical, sharing
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -64,6 +70,7 @@ from vcmm.core.flags import (
 )
 from vcmm.core.graph import KERNEL_SPACE, Mapping, MappingGraph
 from vcmm.core.mappers import (
+    ContextBrackets,
     IommuMapper,
     Mapper,
     OneToOneMapper,
@@ -74,6 +81,7 @@ from vcmm.core.mappers import (
     release_context,
 )
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmFault, VcmKind
+from vcmm.core.ownership import OwnerMap, Pin, pinned_message
 from vcmm.errors import (
     AlignmentError,
     BusyError,
@@ -85,9 +93,11 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.hw.cachesync import dma_sync
+from vcmm.hw.cpu import LINEAR_MAP_ATTRS
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, union
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
@@ -147,7 +157,8 @@ class Vcmm:
     objects; ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the
     mapping graph treats as permanent cacheable aliases; ``page_table_factory(fmt)``
     builds device page tables and ``range_allocator(window,
-    granule=...)`` address-space allocators; ``lock`` is the machine lock the
+    granule=...)`` address-space allocators (with ``split``/``join`` of live ranges,
+    as :class:`~vcmm.mm.genalloc.RangeAllocator`); ``lock`` is the machine lock the
     hardware holds (:mod:`vcmm.hw.lock`), which every public call takes too.
     """
 
@@ -193,9 +204,12 @@ class Vcmm:
         )
         self.vcms: list[Vcm] = []
         self._physmems: dict[int, PhysMem] = {}
+        #: Who owns each physical page (table window, free lists, live allocations).
+        self._owners = OwnerMap(table_memory.window, self._targets)
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
+        self._brackets = ContextBrackets()
         self._one_to_one = OneToOneMapper()
         self._vmm = VmmMapper(cpu)
         self._hooks: dict[str, tuple[FaultHandler, Any]] = {}
@@ -331,7 +345,7 @@ class Vcmm:
         table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
         vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table, own_allocator=own)
         if table is not None:
-            self._mappers[vcm.id] = IommuMapper(vcm)
+            self._mappers[vcm.id] = IommuMapper(vcm, self._brackets)
         self.vcms.append(vcm)
         return vcm
 
@@ -776,6 +790,7 @@ class Vcmm:
                 next(self._ids), name, length, pattr, ranges, target_chunks=chunks, holder=holder
             )
             self._physmems[physmem.id] = physmem
+            self._owners.add(physmem)
             return physmem
         cls = (
             UnsupportedSizeError
@@ -789,9 +804,10 @@ class Vcmm:
 
     @_machine_locked
     def vcm_phys_free(self, physmem: PhysMem) -> None:
-        """Return an allocation to its target; refused while it backs a reservation or
-        a view of it lives.  Freeing a view or a wrap only forgets it (its pages belong
-        to its parent, or to whoever wrapped them)."""
+        """Return an allocation to its target; refused while it backs a reservation, a
+        view of it lives or something pins it (an exported dma-buf, a wrap of its pages).
+        Freeing a view or a wrap only forgets it (its pages belong to its parent, or to
+        whoever wrapped them) and gives back the pins a wrap held."""
         call = "vcm_phys_free"
         physmem = _check_obj(call, "physmem", physmem, PhysMem)
         if physmem.backing:
@@ -803,10 +819,15 @@ class Vcmm:
                 f"{call}: {physmem.name} still has the view(s) {views}; a view pins the "
                 "memory it shows, vcm_phys_free them first"
             )
+        if physmem.pins:
+            raise BusyError(pinned_message(call, physmem))
         if physmem.parent is not None:
             physmem.parent.views.remove(physmem)
         elif physmem.owner is None:
             self._targets[physmem.target].free(physmem.target_chunks)
+            self._owners.remove(physmem)
+        for pin in physmem.holds:
+            ownership.release(pin)
         physmem.freed = True
         del self._physmems[physmem.id]
 
@@ -843,18 +864,59 @@ class Vcmm:
         return view
 
     @_machine_locked
-    def vcm_phys_wrap(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
-        """Describe pages the VCMM did not hand out (``ranges``, whole pages of physical
-        memory, laid end to end; repeats allowed) so a reservation can be backed with
-        them: kernel pages a driver passes to ``dma_map_page``, a caller's buffer.
+    def vcm_phys_wrap(
+        self,
+        ranges: Sequence[AddressRange],
+        *,
+        owner: str,
+        of: PhysMem | Sequence[PhysMem] = (),
+    ) -> PhysMem:
+        """Describe pages as one piece of memory (``ranges``, whole pages, laid end to
+        end; repeats allowed) so a reservation can be backed with them.
 
-        ``owner`` says whose they are (it shows in the graph and in messages).  The
-        pages are never given to a memory target: ``vcm_phys_free`` of a wrap only
-        forgets it.  The caller keeps them alive while they are mapped.
+        Who may wrap what (:mod:`vcmm.core.ownership`, docs/DESIGN.md "Ownership"):
+        pages of a live allocation only when ``of`` names it (or a view or wrap of it),
+        and the wrap then pins what ``of`` names until it is freed; RAM no target or
+        table allocator owns freely; free and page-table pages never
+        (:class:`~vcmm.errors.OwnershipError` naming the owner).  ``owner`` says whose
+        the wrap is.  ``vcm_phys_free`` of a wrap forgets it and gives back its pins.
         """
-        wrap = physical.make_wrap(lambda: next(self._ids), self.memory, ranges, owner)
+        call = "vcm_phys_wrap"
+        held = ownership.check_of(call, of)
+        wrap = physical.make_wrap(
+            lambda: next(self._ids),
+            self.memory,
+            ranges,
+            owner,
+            check=lambda pieces: self._owners.check_wrap(call, pieces, held),
+        )
+        wrap.holds = tuple(ownership.pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
         self._physmems[wrap.id] = wrap
         return wrap
+
+    @_machine_locked
+    def vcm_phys_owners(self, ranges: Sequence[AddressRange]) -> tuple[PhysMem, ...]:
+        """The live allocations holding any page of ``ranges`` (first seen first), as
+        the kernel finds the owner of a page it is handed (``dma_map_page``, a driver's
+        mmap hook); ``OwnershipError`` for pages free in a target or page-table pages."""
+        call = "vcm_phys_owners"
+        pieces = physical.check_page_ranges(call, self.memory, ranges)
+        return self._owners.owners(call, pieces)
+
+    @_machine_locked
+    def vcm_phys_pin(self, physmem: PhysMem, *, holder: str) -> Pin:
+        """Keep ``physmem`` from being freed until :meth:`vcm_phys_unpin`; ``holder``
+        is named in the refusal (an exporter pins what it shares)."""
+        call = "vcm_phys_pin"
+        physmem = _check_obj(call, "physmem", physmem, PhysMem)
+        if not isinstance(holder, str) or not holder:
+            raise InvalidArgumentError(f"{call}: holder {holder!r} must be a non-empty string")
+        return ownership.pin(physmem, holder)
+
+    @_machine_locked
+    def vcm_phys_unpin(self, pin: Pin) -> None:
+        """Give back a pin :meth:`vcm_phys_pin` made."""
+        ownership.unpin("vcm_phys_unpin", pin)
 
     # -- backing -----------------------------------------------------------------------
 
@@ -903,16 +965,17 @@ class Vcmm:
             ),
         )
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 vcm.allocator.alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
-            with mapper.updating():
+            with backing.updating_all(changed):
                 for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
                     mapper.map(run, attrs)
                     undo.mapped(mapper, run)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
@@ -946,16 +1009,19 @@ class Vcmm:
         old = self.graph.of_reservation(res.id)
         rewrites = sharing.plan_unback(self.graph, res.id, old)
         mapper = self.mapper(vcm)
+        changed = [mapper, *backing.rewritten_mappers(rewrites, self._reservation, self.mapper)]
         undo = backing.UndoLog()
         try:
-            if mapper.page_sizes:
-                with mapper.updating():
-                    for va, size, attrs in backing.va_groups(old):
-                        if res.cut:  # a block may be shared with a neighbour: split it
-                            for edge in (va, va + size):  # first, so undo restores it
-                                backing.split_leaf(mapper, edge, _constant(attrs), undo)
-                        undo.unmapped(mapper, mapper.unmap(va, size), attrs)
-            backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
+            # One bracket over every table that changes: the TLBs are invalidated only
+            # once the unmap and the alias rewrites (which may split blocks and run out
+            # of table memory) all succeeded.
+            with backing.updating_all(changed):
+                for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
+                    if res.cut:  # a block may be shared with a neighbour: split it
+                        for edge in (va, va + size):  # first, so undo restores it
+                            backing.split_leaf(mapper, edge, _constant(attrs), undo)
+                    undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+                backing.apply_rewrites(self.graph, rewrites, self._reservation, self.mapper, undo)
         except VcmmError as exc:
             undo.roll_back()
             why = backing.explained(exc, f"{call}: unbacking {res.name}")
@@ -977,7 +1043,7 @@ class Vcmm:
     # -- splitting and merging reservations ----------------------------------------------
 
     def _check_resplit(self, call: str, vcm: Vcm) -> None:
-        if vcm.kind is VcmKind.IOMMU and not vcm.own_allocator:
+        if not vcm.own_allocator:
             raise InvalidArgumentError(
                 f"{call}: {vcm.name} places reservations with its own allocator "
                 f"({vcm.allocator!r}), which cannot be asked to split or join a range"
@@ -1014,7 +1080,9 @@ class Vcmm:
         reservation's second part must be given ``physmem``, the same memory as the
         backing from ``offset`` on (a view of it: ``vcm_phys_view``); ``res`` keeps its
         backing, of which it now uses the first ``offset`` bytes.  Not for VCMs whose
-        addresses a custom allocator places (it cannot split a range).
+        addresses a custom allocator places (it cannot split a range).  Atomic: the
+        allocator cuts the live range in place, so once the arguments pass nothing can
+        fail (a free and two fixed allocations could lose the range half way).
         """
         call = "vcm_split"
         res = _check_obj(call, "res", res, Reservation)
@@ -1043,9 +1111,7 @@ class Vcmm:
             next(self._ids), vcm, res.len - offset, res.attr, None, physmem, cut=True
         )
         if res.addr is not None:
-            vcm.allocator.free(res.addr)
-            vcm.allocator.alloc_at(res.addr, offset)
-            vcm.allocator.alloc_at(res.addr + offset, rest.len)
+            vcm.allocator.split(res.addr, offset)  # in place: nothing freed, cannot fail
             rest.addr = res.addr + offset
             owner = f"{rest.name} ({vcm.kind.value} {vcm.name})"
             self.graph.split_reservation(res.id, rest.addr, rest.id, owner)
@@ -1099,9 +1165,7 @@ class Vcmm:
             right.physmem = None
         total = left.len + right.len
         if left.addr is not None and right.addr is not None:
-            vcm.allocator.free(right.addr)
-            vcm.allocator.free(left.addr)
-            vcm.allocator.alloc_at(left.addr, total)
+            vcm.allocator.join(left.addr, right.addr)
         self.graph.join_reservations(
             left.id, right.id, f"{left.name} ({vcm.kind.value} {vcm.name})"
         )
@@ -1189,22 +1253,8 @@ class Vcmm:
         devices = [a.device for a in res.vcm.associations if a.device is not self.cpu]
         if all(getattr(d, "coherent", False) for d in devices):
             return False
-        ranges: list[tuple[int, int]] = []
-        for m in self.graph.of_reservation(res.id):
-            if ranges and ranges[-1][0] + ranges[-1][1] == m.phys.start:
-                ranges[-1] = (ranges[-1][0], ranges[-1][1] + m.phys.size)
-            else:
-                ranges.append((m.phys.start, m.phys.size))
-        cache = self.cpu.cache
-        if for_cpu:
-            op = None if direction is DmaDirection.TO_DEVICE else cache.invalidate
-        else:
-            op = cache.invalidate if direction is DmaDirection.FROM_DEVICE else cache.clean
-        if op is None:
-            return False
-        for pa, size in ranges:
-            op(pa, size)
-        return True
+        ranges = union([m.phys for m in self.graph.of_reservation(res.id)])
+        return dma_sync(self.cpu.cache, ranges, direction, for_cpu=for_cpu)
 
     @_machine_locked
     def vcm_sync_for_device(self, res: Reservation, direction: DmaDirection) -> bool:
@@ -1277,6 +1327,7 @@ class Vcmm:
                 tuple(r.id for r in p.backing),
                 p.parent.id if p.parent is not None else None,
                 tuple(v.id for v in p.views),
+                tuple(pin.holder for pin in p.pins),
             )
             for p in self._physmems.values()
         )
@@ -1304,8 +1355,10 @@ def _alignments(sizes: tuple[int, ...], length: int) -> list[int]:
 
 
 def _linear_attrs() -> PageAttrs:
-    """The kernel's linear map: cacheable write-back, shareable (SMP ARM)."""
-    return PageAttrs(shareable=True)
+    """The kernel's linear map as the CPU writes it: cacheable write-back, shareable
+    (SMP ARM), non-secure (the one definition, so the graph compares with what the
+    table holds)."""
+    return LINEAR_MAP_ATTRS
 
 
 def _ctx_of(assoc: Association) -> Any:

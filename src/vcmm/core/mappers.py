@@ -19,11 +19,12 @@ Decisions:
   the VCM's full 16 KiB table, so the same table is the low half of one context and
   the whole space of another, as it would be on hardware.
 - **The update bracket.**  Every batch of table changes of an IOMMU VCM runs inside
-  ``update_start``/``update_done`` of every active context using the VCM, and the
-  TLB entries overlapping every changed range are invalidated before the bracket
-  closes (the whole bank's entries past :data:`PRECISE_LIMIT` ranges).  The CPU's
-  mappers (kernel and user address spaces) collect their changed ranges the same way
-  and flush them once, the user one for its ASID only.
+  ``update_start``/``update_done`` of every active context using the VCM; the changed
+  ranges are reported to each context's TLB-maintenance gather
+  (:mod:`vcmm.hw.tlbgather`), which ``update_done`` syncs (the policy, precise ranges
+  or the whole bank, is the gather's).  The CPU's mappers (kernel and user address
+  spaces) report theirs to a gather of the CPU's and sync it once, the user one for
+  its ASID only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import BusyError
+from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
     from vcmm.core.objects import Vcm
@@ -41,8 +43,6 @@ if TYPE_CHECKING:
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1
-#: Past this many changed ranges in one bracket, invalidate the bank's whole tag.
-PRECISE_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +121,6 @@ class Mapper(Protocol):
     def restored(self) -> None: ...
 
 
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, size in sorted(ranges):
-        if merged and start <= merged[-1][0] + merged[-1][1]:
-            s0, n0 = merged[-1]
-            merged[-1] = (s0, max(s0 + n0, start + size) - s0)
-        else:
-            merged.append((start, size))
-    return merged
-
-
 def _leaves(entries: Any, va_bias: int = 0) -> list[PageRun]:
     """Removed table entries as runs of equal leaves (``va_bias`` restores bits the
     table does not index, the kernel's sign extension)."""
@@ -185,8 +174,7 @@ class _TableMapper:
         self._depth -= 1
         if self._depth:
             return
-        ranges = _merge_ranges(self._dirty)
-        self._dirty = []
+        ranges, self._dirty = coalesce(self._dirty), []
         if failed or quiet:
             # A failed call is about to be undone (its entries restored exactly, and no
             # access ran in between to fill the TLB from them): keep the ranges until
@@ -210,7 +198,7 @@ class _TableMapper:
 
     def flush_held(self) -> None:
         """An undo could not finish: invalidate what the failed call touched."""
-        held, self._held = _merge_ranges(self._held), []
+        held, self._held = coalesce(self._held), []
         if held:
             self._start()
             self._finish(held)
@@ -248,19 +236,49 @@ class _TableMapper:
         return PageRun(walk.va_base + (va - index_va), walk.pa_base, walk.page_size, walk.page_size)
 
 
+class ContextBrackets:
+    """The seed's ``smmu_update_start``/``smmu_update_done`` brackets of SMMU contexts,
+    shared by the IOMMU mappers of one VCMM.
+
+    One call can change two VCMs that run on one split context (its low and its high
+    half): each mapper opens the context's bracket, but the hardware bracket opens
+    once, with the first, and closes with the last (after both invalidated what they
+    changed).
+    """
+
+    def __init__(self) -> None:
+        self._depth: dict[int, int] = {}
+
+    def open(self, ctx: Any) -> None:
+        depth = self._depth.get(id(ctx), 0)
+        if depth == 0:
+            ctx.update_start()
+        self._depth[id(ctx)] = depth + 1
+
+    def close(self, ctx: Any) -> None:
+        depth = self._depth[id(ctx)] - 1
+        if depth:
+            self._depth[id(ctx)] = depth
+            return
+        del self._depth[id(ctx)]
+        ctx.update_done()
+
+
 class IommuMapper(_TableMapper):
     """An IOMMU VCM's page table and the contexts running it.
 
     The bracket is the seed's ``smmu_update_start``/``smmu_update_done`` on every live
-    context, with the TLB entries overlapping every changed range invalidated before it
-    closes (the whole bank's past :data:`PRECISE_LIMIT` ranges).
+    context (through the VCMM's :class:`ContextBrackets`); the changed ranges go to each
+    context's TLB-maintenance gather, which ``update_done`` syncs when the last bracket
+    on the context closes.
     """
 
-    def __init__(self, vcm: Vcm) -> None:
+    def __init__(self, vcm: Vcm, brackets: ContextBrackets | None = None) -> None:
         super().__init__()
         assert vcm.table is not None
         self.vcm = vcm
         self.table: PageTable = vcm.table
+        self._brackets = brackets if brackets is not None else ContextBrackets()
         self._opened: list[Any] = []
 
     def _table(self) -> PageTable:
@@ -278,30 +296,28 @@ class IommuMapper(_TableMapper):
         opened: list[Any] = []
         try:
             for ctx in self.contexts():
-                ctx.update_start()
+                self._brackets.open(ctx)
                 opened.append(ctx)
         except BaseException:
             for ctx in opened:
-                ctx.update_done()
+                self._brackets.close(ctx)
             raise
         self._opened = opened
 
     def _finish(self, ranges: list[tuple[int, int]]) -> None:
         opened, self._opened = self._opened, []
         for ctx in opened:
-            if len(ranges) > PRECISE_LIMIT:
-                ctx.invalidate_tlb()
-            else:
-                for va, size in ranges:
-                    ctx.invalidate_tlb(va, size)
-            ctx.update_done()
+            for va, size in ranges:
+                ctx.tlb_gather.add_range(va, size)
+            self._brackets.close(ctx)
 
 
 class VmmMapper(_TableMapper):
     """The kernel's address space: reservations are kernel virtual areas (alloc_vm_area).
 
     Mappings go into the CPU's kernel table, indexed by VA[47:0]; the TLB ranges are
-    flushed (every ASID: kernel entries are global) when the bracket closes.
+    flushed through the CPU's kernel gather (kernel entries are global) when the
+    bracket closes.
     """
 
     def __init__(self, cpu: Any) -> None:
@@ -315,8 +331,10 @@ class VmmMapper(_TableMapper):
         return va & _VA_MASK
 
     def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        gather = self.cpu.tlb_gather()
         for va, size in ranges:
-            self.cpu.flush_tlb_range(va, size)
+            gather.add_range(va, size)
+        gather.sync()
 
 
 class UserMapper(_TableMapper):
@@ -335,8 +353,10 @@ class UserMapper(_TableMapper):
         return self.cpu.address_space(self.asid)
 
     def _finish(self, ranges: list[tuple[int, int]]) -> None:
+        gather = self.cpu.tlb_gather(self.asid)
         for va, size in ranges:
-            self.cpu.flush_tlb_range(va, size, asid=self.asid)
+            gather.add_range(va, size)
+        gather.sync()
 
 
 class OneToOneMapper:

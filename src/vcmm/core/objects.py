@@ -21,6 +21,7 @@ from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
 
 if TYPE_CHECKING:
+    from vcmm.core.ownership import Pin
     from vcmm.hw.pgtable import PageTable
 
 
@@ -102,7 +103,7 @@ class Vcm(_Handle):
     addresses.  A USER VCM names its process address space by ``ext_id`` (the ASID)
     and carries a ``label`` (e.g. ``pid3``): its address-space key in the mapping graph.
     ``own_allocator`` says the allocator is the core's own range allocator (so a
-    reservation can be split or merged by freeing and placing again).
+    reservation can be split or merged: it cuts and joins live ranges in place).
     """
 
     id: int
@@ -170,9 +171,10 @@ class PhysMem(_Handle):
     - an *allocation* from a memory target (``vcm_phys_alloc``);
     - a *view*: ``len`` bytes of an allocation (or wrap) from ``offset``, its
       ``parent``, which cannot be freed while the view lives (``vcm_phys_view``);
-    - a *wrap*: pages someone else owns (kernel pages from the linear map, a caller's
-      buffer), described for a backing and never freed to a target
-      (``vcm_phys_wrap``); ``owner`` says whose they are.
+    - a *wrap*: pages no target hands out again while wrapped (pages of an allocation
+      the caller names, which the wrap pins; carve-outs nobody else owns), described for
+      a backing and never freed to a target (``vcm_phys_wrap``); ``owner`` says whose
+      they are.
 
     ``holder`` names the layer that allocated memory for its own use (the DMA API's
     pools say so), so graphs and reports show whose a carve-out is.
@@ -199,6 +201,10 @@ class PhysMem(_Handle):
     holder: str | None = None
     views: list[PhysMem] = field(default_factory=list)
     chunk_keys: tuple[AddressRange, ...] = ()
+    #: Holds on this memory (an exported dma-buf, a wrap of its pages): no free while any.
+    pins: list[Pin] = field(default_factory=list)
+    #: The pins a wrap made ``of`` other memory holds, released when the wrap is freed.
+    holds: tuple[Pin, ...] = ()
     size: int = field(init=False, default=0)
     prefix = "physmem"
 

@@ -9,11 +9,13 @@ more kinds, and the core offers them so that no layer has to invent its own:
   of a file a process maps at an offset, the part of a mapping left by a partial
   ``munmap``).  It pins its parent: the allocation cannot be freed while a view of it
   lives.  A view of a view is a view of the same allocation, so views never chain;
-- a **wrap** (``vcm_phys_wrap``) describes pages the VCMM did not hand out and must
-  never give to a target: kernel pages from the linear map that a driver passes to
-  ``dma_map_page``, a caller's scatterlist.  Its ranges may repeat (a padding page
-  mapped several times) and may overlap anything; the caller vouches that they stay
-  alive while mapped.
+- a **wrap** (``vcm_phys_wrap``) describes pages as one piece of memory without
+  making them an allocation: kernel pages a driver passes to ``dma_map_page``, a
+  caller's scatterlist, a carve-out the platform leaves to drivers.  Its ranges may
+  repeat (a padding page mapped several times).  Who may wrap what is the ownership
+  rule of :mod:`vcmm.core.ownership`: pages of a live allocation only for whoever
+  names it (the wrap then pins it), memory no target or table allocator owns freely,
+  free or page-table pages never.
 
 Neither copies or moves anything: the mapping graph is keyed by physical range, so a
 mapping through a view or a wrap is found as an alias of every other mapping of the
@@ -113,12 +115,8 @@ def make_view(ident: int, parent: PhysMem, windows: Sequence[tuple[int, int]]) -
     )
 
 
-def make_wrap(new_id: Callable[[], int], memory: object, ranges: object, owner: object) -> PhysMem:
-    """A wrap of ``ranges`` (whole pages of physical memory) owned by ``owner``; the
-    id is drawn only once the arguments are known to be good."""
-    call = "vcm_phys_wrap"
-    if not isinstance(owner, str) or not owner:
-        raise InvalidArgumentError(f"{call}: owner {owner!r} must be a non-empty string")
+def check_page_ranges(call: str, memory: object, ranges: object) -> list[AddressRange]:
+    """Validate ``ranges``: a non-empty list of runs of whole pages of physical memory."""
     if not isinstance(ranges, Sequence) or isinstance(ranges, str) or not ranges:
         raise InvalidArgumentError(
             f"{call}: ranges {ranges!r} must be a non-empty list of AddressRange"
@@ -134,5 +132,24 @@ def make_wrap(new_id: Callable[[], int], memory: object, ranges: object, owner: 
         if not memory.is_backed(r.start, r.size):  # type: ignore[attr-defined]
             raise InvalidArgumentError(f"{call}: {r} is not physical memory")
         pieces.append(r)
+    return pieces
+
+
+def make_wrap(
+    new_id: Callable[[], int],
+    memory: object,
+    ranges: object,
+    owner: object,
+    *,
+    check: Callable[[list[AddressRange]], None],
+) -> PhysMem:
+    """A wrap of ``ranges`` (whole pages of physical memory) owned by ``owner``, once
+    ``check`` (the ownership rule) accepted them; the id is drawn only once the
+    arguments are known to be good."""
+    call = "vcm_phys_wrap"
+    if not isinstance(owner, str) or not owner:
+        raise InvalidArgumentError(f"{call}: owner {owner!r} must be a non-empty string")
+    pieces = check_page_ranges(call, memory, ranges)
+    check(pieces)
     total = sum(p.size for p in pieces)
     return PhysMem(new_id(), EXTERNAL, total, PhysAttr.NONE, tuple(pieces), owner=owner)

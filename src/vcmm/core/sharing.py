@@ -62,7 +62,7 @@ def plan_back(
     ``attrs`` are the new mappings' attributes without and with the shareable bit."""
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
-    memtype = private_attrs.memtype
+    memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []
     changes: dict[Key, list[Change]] = {}
     for va, phys, chunk in pieces:
@@ -72,7 +72,7 @@ def plan_back(
             bit = _rule(graph, keys, space, None)
             for key in keys:
                 old = graph.edge(key)
-                if check and old.attrs.memtype is not memtype:
+                if check and (old.attrs.memtype is not memtype or old.attrs.ns != ns):
                     piece = Mapping(space, owner, phys, va, private_attrs, res_id, chunk)
                     raise conflict_error(call, piece, old)
                 if key[0] is not None and old.attrs.shareable is not bit:

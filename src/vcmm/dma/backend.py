@@ -13,9 +13,11 @@ it is an edge of the mapping graph and obeys its attribute rules:
   reservations of a single VCM could not.
 
 Pages the caller owns (``map_page``, ``map_sg``) are described to the core with
-``vcm_phys_wrap``; memory the DMA API owns (coherent buffers) comes as an allocation
-or a view of a pool.  The core's graph finds every alias of those bytes, whatever
-chunk they lie in, so the memory type and the shareable bit are its business.
+``vcm_phys_wrap`` ``of`` the allocations they lie in, which pins those until the unmap
+(the driver vouches for them, as Linux trusts the pages a driver passes); memory the
+DMA API owns (coherent buffers) comes as an allocation or a view of a pool.  The
+core's graph finds every alias of those bytes, whatever chunk they lie in, so the
+memory type and the shareable bit are its business.
 
 Both undo what they did if a later step fails; an IOVA allocated for a mapping that
 then failed is taken back exactly (:meth:`IovaVcmAllocator.undoing`).
@@ -34,6 +36,12 @@ from vcmm.errors import NotMappedError, OutOfAddressSpaceError
 from vcmm.ranges import AddressRange
 
 
+def _wrap(system: Any, pieces: list[AddressRange], owner: str) -> Any:
+    """A wrap of the caller's ``pieces`` that pins the allocations they lie in (so they
+    cannot be freed and handed out again under the device)."""
+    return system.vcm_phys_wrap(pieces, owner=owner, of=system.vcm_phys_owners(pieces))
+
+
 def map_iommu(
     system: Any,
     domain: DmaDomain,
@@ -46,14 +54,15 @@ def map_iommu(
     """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit`` (backed by
     ``physmem`` if given, else by a wrap of the caller's ``pieces``)."""
     total = sum(p.size for p in pieces)
-    wrap = system.vcm_phys_wrap(list(pieces), owner=owner) if physmem is None else None
+    wrap = _wrap(system, list(pieces), owner) if physmem is None else None
     try:
         with domain.allocator.limited(limit):
             res = system.vcm_reserve(domain.vcm, total, attr)
         try:
             system.vcm_back(res, physmem if physmem is not None else wrap)
             try:
-                domain.activate(system)  # the domain's first mapping programs its devices
+                # the domain's first mapping programs its devices
+                activated = domain.activate(system)
             except BaseException:
                 system.vcm_unback(res)
                 raise
@@ -65,7 +74,7 @@ def map_iommu(
         if wrap is not None:
             system.vcm_phys_free(wrap)
         raise
-    return int(res.addr), Teardown(res, wrap=wrap)
+    return int(res.addr), Teardown(res, wrap=wrap, activated=activated)
 
 
 def bus_address(device: Any, piece: AddressRange, mask: int) -> int:
@@ -111,7 +120,7 @@ def map_direct(
         res = system.vcm_reserve(vcm, piece.size, attr)
         done.append("res")
         if physmem is None:
-            wrap = system.vcm_phys_wrap([piece], owner=owner)
+            wrap = _wrap(system, [piece], owner)
             done.append("wrap")
         system.vcm_back(res, physmem if physmem is not None else wrap)
     except BaseException:

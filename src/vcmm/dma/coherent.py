@@ -19,11 +19,15 @@ non-coherent atomic   the atomic pool                              its premapped
 Behind an IOMMU the pages are mapped contiguously at an IOVA below the device's
 ``coherent_dma_mask``; a direct device gets one physically contiguous block at its bus
 address.  The buffer is zeroed.  The steps that can fail run first and are undone in
-reverse; zeroing runs last, so a failed allocation leaves memory untouched too.
+reverse (each one recorded as soon as it succeeded: a pool allocation and its view
+are two steps); zeroing runs last, so a failed allocation leaves memory untouched too.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vcmm.attrs import DmaDirection, MemType
@@ -37,6 +41,7 @@ from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.errors import BusyError, InvalidArgumentError
+from vcmm.mm.chunk import Chunk
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
 
@@ -58,41 +63,24 @@ def alloc_coherent(
     coherent = entry.params.coherent
     memtype = MemType.NORMAL_WB_WA if coherent else MemType.NORMAL_NC
     contiguous = atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
-    undo: list[Any] = []
-    pool_chunks = cpu_res = None
-    atomic_pa: int | None = None
-    cpu_addr: int
-    if coherent:
-        physmem = system.vcm_phys_alloc(
-            state.kernel_target, asize, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
-        )
-        undo.append(lambda: system.vcm_phys_free(physmem))
-    elif atomic:
-        atomic_pool = state.need_pool(call, entry, "atomic")
-        atomic_pa, cpu_addr = atomic_pool.alloc(asize)
-        undo.append(lambda: atomic_pool.free(atomic_pa))
-        physmem = atomic_pool.view(atomic_pa, asize)
-        undo.append(lambda: system.vcm_phys_free(physmem))
-    else:
-        pool = state.need_pool(call, entry, "coherent")
-        pool_chunks = pool.alloc(asize, contiguous=contiguous)
-        undo.append(lambda: pool.free(pool_chunks))
-        physmem = pool.view(pool_chunks)
-        undo.append(lambda: system.vcm_phys_free(physmem))
-    source = state.kernel_target if coherent else f"{'atomic' if atomic else 'coherent'} pool"
-    chunks = tuple(physmem.chunk_ranges)
-    backing = physmem
+    undo: list[Callable[[], object]] = []
+    cpu_res = None
     cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
     try:
-        if coherent and contiguous and (atomic or entry.domain is None) and state.kernel_linear:
+        pages = _take_pages(call, state, entry, asize, coherent, atomic, contiguous, undo)
+        physmem = pages.physmem
+        chunks = tuple(physmem.chunk_ranges)
+        if pages.cpu_addr is not None:  # the atomic pool's premapped alias
+            cpu_addr = pages.cpu_addr
+        elif coherent and contiguous and (atomic or entry.domain is None) and state.kernel_linear:
             cpu_addr = system.cpu.phys_to_virt(chunks[0].start)
-        elif not (atomic and not coherent):
+        else:
             cpu_res = system.vcm_reserve(state.vmm, asize, Attr.RW | cache_flag)
-            undo.append(lambda: system.vcm_unreserve(cpu_res))
-            system.vcm_back(cpu_res, backing)
-            undo.append(lambda: system.vcm_unback(cpu_res))
+            undo.append(functools.partial(system.vcm_unreserve, cpu_res))
+            system.vcm_back(cpu_res, physmem)
+            undo.append(functools.partial(system.vcm_unback, cpu_res))
             cpu_addr = int(cpu_res.addr)
-        rec = _map_device(state, entry, chunks, backing, memtype, site)
+        rec = _map_device(state, entry, chunks, physmem, memtype, site)
     except BaseException:
         for step in reversed(undo):
             step()
@@ -109,17 +97,63 @@ def alloc_coherent(
         memtype,
         chunks,
         atomic,
-        source,
+        pages.source,
         rec,
         site,
         cpu_res=cpu_res,
         physmem=physmem,
-        pool_chunks=pool_chunks,
-        atomic_pa=atomic_pa,
+        pool_chunks=pages.pool_chunks,
+        atomic_pa=pages.atomic_pa,
     )
     state.add(rec)
     state.buffers[cpu_addr] = buf
     return buf
+
+
+@dataclass(frozen=True, slots=True)
+class _Pages:
+    """Where a coherent buffer's pages came from (what ``free_coherent`` gives back)."""
+
+    physmem: Any  # the allocation, or the view of a pool, its mappings are backed with
+    source: str
+    pool_chunks: list[Chunk] | None = None
+    atomic_pa: int | None = None
+    cpu_addr: int | None = None  # the atomic pool's premapped alias
+
+
+def _take_pages(
+    call: str,
+    state: DmaState,
+    entry: DeviceEntry,
+    size: int,
+    coherent: bool,
+    atomic: bool,
+    contiguous: bool,
+    undo: list[Callable[[], object]],
+) -> _Pages:
+    """Take the pages of a coherent buffer, recording in ``undo`` how to give back
+    each step right after it succeeded (the pool allocation *and* its view), so a
+    failure at any later step leaves the pools as they were."""
+    system = state.system
+    if coherent:
+        physmem = system.vcm_phys_alloc(
+            state.kernel_target, size, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
+        )
+        undo.append(functools.partial(system.vcm_phys_free, physmem))
+        return _Pages(physmem, state.kernel_target)
+    if atomic:
+        atomic_pool = state.need_pool(call, entry, "atomic")
+        atomic_pa, cpu_addr = atomic_pool.alloc(size)
+        undo.append(functools.partial(atomic_pool.free, atomic_pa))
+        physmem = atomic_pool.view(atomic_pa, size)
+        undo.append(functools.partial(system.vcm_phys_free, physmem))
+        return _Pages(physmem, "atomic pool", atomic_pa=atomic_pa, cpu_addr=cpu_addr)
+    pool = state.need_pool(call, entry, "coherent")
+    pool_chunks = pool.alloc(size, contiguous=contiguous)
+    undo.append(functools.partial(pool.free, pool_chunks))
+    physmem = pool.view(pool_chunks)
+    undo.append(functools.partial(system.vcm_phys_free, physmem))
+    return _Pages(physmem, "coherent pool", pool_chunks=pool_chunks)
 
 
 def _map_device(
@@ -217,6 +251,11 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
         raise BusyError(
             f"{call}: {buf!r} is still mapped into user space ({owners}); the memory must "
             "outlive every user mapping (munmap first)"
+        )
+    if buf.physmem is not None and buf.physmem.pins:
+        holders = ", ".join(p.holder for p in buf.physmem.pins)
+        raise BusyError(
+            f"{call}: {buf!r} is pinned by {holders} (its memory was shared); release that first"
         )
     if handle != buf.dma_handle:
         state.misuse(

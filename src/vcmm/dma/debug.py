@@ -10,11 +10,18 @@ what real hardware hides:
   ``sync_for_device``, before ``sync_for_cpu`` or unmap); reading a ``TO_DEVICE``
   buffer the device only reads is allowed;
 - the CPU reading data a device wrote without ``sync_for_cpu`` (and how many of those
-  lines the CPU cache holds stale);
+  lines the CPU cache holds stale), also after an unmap with ``DMA_ATTR_SKIP_CPU_SYNC``
+  until a sync or unmap invalidates those bytes;
+- a map, sync or unmap whose cache invalidation (ARMv7 invalidates for
+  ``FROM_DEVICE``) discards dirty lines the CPU wrote while *another* mapping of the
+  same bytes was handed to it: a second dma-buf importer mapping ``FROM_DEVICE``
+  inside a CPU write bracket silently loses the writes the first importer was to
+  see (the report names both mappings);
 - a device access to a buffer the CPU owns (missing ``sync_for_device``), a device
   reading memory while the CPU cache holds dirty lines for it (the data it gets is
   stale), a device writing a ``TO_DEVICE`` buffer, a device access after unmap
-  (also when the IOMMU faults it: the report says why it faulted).
+  (also when the IOMMU faults it, one access or a batch: the report says why it
+  faulted).
 
 Accesses reach the checker through the hardware's access observers
 (:mod:`vcmm.dma.hooks`), with the physical runs each one resolved to; a device's
@@ -71,6 +78,7 @@ class ReportKind(enum.Enum):
     DEVICE_READ_STALE = "device read of memory the CPU cache holds dirty"
     DEVICE_WRITE_READ_ONLY = "device write to a TO_DEVICE buffer"
     DEVICE_ACCESS_AFTER_UNMAP = "device access after unmap"
+    CPU_WRITES_DISCARDED = "cache invalidation discards CPU writes made for another mapping"
     LEAK_ON_REMOVE = "mappings alive when the device is removed"
     FREE_NOT_ALLOCATED = "free of a coherent buffer never allocated"
     FREE_MISMATCH = "free with a different size, handle or device"
@@ -200,13 +208,15 @@ class DebugChecker:
         if state is None:
             return
         streaming = [r for r in state.live.values() if r.kind is not MapKind.COHERENT]
-        if not streaming or event.length <= 0:
+        if not (streaming or state.unsynced) or event.length <= 0:
             return
         runs = [AddressRange(pa, n) for pa, n in event.runs]
         if not runs:
             return
         va, write = event.address, event.access is Access.WRITE
         verb = "write" if write else "read"
+        if not write:
+            self._unsynced_read(f"CPU read of {{}} (va {va:#x})", runs)
         for rec in streaming:
             hit = _clip(rec.cpu_ranges, runs)
             if not hit:
@@ -236,6 +246,51 @@ class DebugChecker:
                     size=rec.size,
                     rec=rec,
                 )
+
+    def _unsynced_read(self, where: str, runs: list[AddressRange]) -> None:
+        """A CPU read of bytes a device wrote into a mapping that was then unmapped with
+        ``DMA_ATTR_SKIP_CPU_SYNC``, with no invalidating sync since."""
+        assert self._state is not None
+        for rec in self._state.unsynced:
+            wrote = _clip(rec.device_wrote, runs)
+            if wrote:
+                lines = _count_lines(self._state.cpu.cache, wrote, dirty_only=False)
+                self.report(
+                    ReportKind.CPU_READ_WITHOUT_SYNC,
+                    rec.device.name,
+                    f"{where.format(wrote[0])}: {rec.device.name} wrote it, the mapping was "
+                    "unmapped with DMA_ATTR_SKIP_CPU_SYNC and no dma_sync_*_for_cpu "
+                    f"followed; the CPU cache holds {lines} line(s) of it, which read stale",
+                    dma_addr=rec.dma_addr,
+                    size=rec.size,
+                    rec=rec,
+                )
+                return
+
+    def discarding(
+        self, ranges: list[AddressRange], keep: list[DmaMapping]
+    ) -> tuple[DmaMapping, int, AddressRange] | None:
+        """The first live streaming mapping other than ``keep`` that the CPU owns and
+        whose bytes an invalidation of ``ranges`` would lose dirty lines of: that
+        mapping, the number of lines and the first range they are in."""
+        state = self._state
+        assert state is not None
+        cache = state.cpu.cache
+        line = cache.config.line
+        dirty = [a for a, d in cache.lines() if d]
+        if not dirty:
+            return None
+        # invalidate_exact cleans the lines a range covers only partly: those survive
+        lost = [a for a in dirty if any(r.start <= a and a + line <= r.end for r in ranges)]
+        for rec in state.live.values():
+            if rec.kind is MapKind.COHERENT or rec.owner is not Owner.CPU:
+                continue
+            if any(rec is k for k in keep):
+                continue
+            mine = _clip(rec.cpu_ranges, [AddressRange(a, line) for a in lost])
+            if mine:
+                return rec, len(mine), mine[0]
+        return None
 
     def _device_hits(
         self, device: Any, addr: int, length: int
@@ -329,8 +384,10 @@ class DebugChecker:
         A burst inside a live streaming mapping is checked as one access would be
         (reports name the first burst and how many the mapping saw); a burst outside
         every live mapping that hits an unmapped one is an access after unmap.  When
-        the batch faulted only the bursts up to the faulting one happened, and only
-        the after-unmap check (why it faulted) applies.
+        the batch faulted, the bursts up to the faulting one are checked (the event
+        carries no physical addresses then: the mapping's own pieces give them), so
+        the report says why it faulted (a write into a ``TO_DEVICE`` buffer, an access
+        after unmap); the faulting burst itself wrote nothing.
         """
         state = self._state
         if state is None or device.name not in state.entries or event.addrs is None:
@@ -338,9 +395,10 @@ class DebugChecker:
         entry = state.entries[device.name]
         write = event.access is Access.WRITE
         addrs, pas = event.addrs, event.pas
+        done = addrs.size
         if event.fault is not None:
             done = int(getattr(event.fault, "details", {}).get("completed", 0))
-            addrs, pas = addrs[: done + 1], None
+            addrs = addrs[: done + 1]
         burst = event.burst
         live = np.zeros(addrs.size, dtype=bool)
         for rec in state.records_of(entry):
@@ -348,8 +406,11 @@ class DebugChecker:
             if not hit.any():
                 continue
             live |= hit
-            if pas is not None and rec.kind is not MapKind.COHERENT:
-                self._check_bursts(device, rec, addrs[hit], pas[hit], burst, write)
+            if rec.kind is not MapKind.COHERENT:
+                mine = addrs[hit]
+                phys = pas[hit] if pas is not None else _pas_of(rec, mine)
+                completed = np.flatnonzero(hit) < done
+                self._check_bursts(device, rec, mine, phys, burst, write, completed)
         if not live.all():
             self._bursts_after_unmap(entry, addrs[~live], burst, write)
 
@@ -361,6 +422,7 @@ class DebugChecker:
         pas: np.ndarray,
         burst: int,
         write: bool,
+        completed: np.ndarray,
     ) -> None:
         assert self._state is not None
         verb = "write" if write else "read"
@@ -400,8 +462,8 @@ class DebugChecker:
                     size=int(addrs.size) * burst,
                     rec=rec,
                 )
-        if write:
-            rec.device_wrote.extend(_burst_runs(pas, burst))
+        if write and completed.any():
+            rec.device_wrote.extend(_burst_runs(pas[completed], burst))
 
     def _bursts_after_unmap(
         self, entry: DeviceEntry, addrs: np.ndarray, burst: int, write: bool
@@ -427,6 +489,16 @@ class DebugChecker:
                     rec=rec,
                 )
                 return
+
+
+def _pas_of(rec: DmaMapping, addrs: np.ndarray) -> np.ndarray:
+    """Physical addresses of device addresses ``addrs`` inside ``rec``, from its pieces
+    (what the translation would have given)."""
+    pas = np.zeros(addrs.size, dtype=np.uint64)
+    for p in rec.dev_pieces:
+        inside = (addrs >= np.uint64(p.dev_addr)) & (addrs < np.uint64(p.dev_addr + p.size))
+        pas[inside] = addrs[inside] - np.uint64(p.dev_addr) + np.uint64(p.pa)
+    return pas
 
 
 def _bursts_in(addrs: np.ndarray, burst: int, ranges: list[AddressRange]) -> np.ndarray:

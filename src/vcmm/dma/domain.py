@@ -30,9 +30,10 @@ all domains or, with a mapping, per domain (:class:`PolicyChoice`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.errors import InvalidArgumentError
@@ -71,6 +72,9 @@ class DmaDomain:
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
+        #: The domain's own zeroed page per memory type that ``map_sg`` padding maps
+        #: (made on first use), and how to give each back.
+        self.padding: dict[MemType, tuple[AddressRange, Callable[[], None]]] = {}
 
     @property
     def iova_policy(self) -> str:
@@ -100,7 +104,7 @@ class DmaDomain:
         through a member sharing its context)."""
         return any(a.device.ctx is device.ctx for a in self.associations.values())
 
-    def activate(self, system: Any) -> None:
+    def activate(self, system: Any) -> tuple[Association, ...]:
         """Program the domain on every member whose context is free (the first mapping
         of a domain does this); all or nothing."""
         pending = [
@@ -128,6 +132,21 @@ class DmaDomain:
             raise
         for assoc in made:
             self.associations[assoc.device.name] = assoc
+        return tuple(made)
+
+    def give_back(self, system: Any, activated: tuple[Association, ...]) -> None:
+        """Release the contexts a mapping's :meth:`activate` programmed, when that
+        mapping was taken back by the undo of a failed compound operation
+        (``DmaApi.undoing``) and the domain maps nothing else: the operation then
+        leaves no trace.  An ordinary unmap keeps them, as Linux keeps a device on
+        its default domain."""
+        if self.records or not self.allocator.undoing_now:
+            return
+        for assoc in reversed(activated):
+            if self.associations.get(assoc.device.name) is assoc:
+                del self.associations[assoc.device.name]
+                system.vcm_deactivate(assoc)
+                system.vcm_deassoc(assoc)
 
     def detach(self, system: Any, device: Any) -> None:
         """Take ``device`` out of the domain, releasing its context if programmed."""
@@ -139,6 +158,9 @@ class DmaDomain:
 
     def destroy(self, system: Any) -> None:
         system.vcm_free(self.vcm)
+        while self.padding:
+            _, (_page, give_back) = self.padding.popitem()
+            give_back()
 
     def record_at(self, addr: int) -> DmaMapping | None:
         """The live mapping whose IOVA range contains ``addr``."""
@@ -151,6 +173,7 @@ class DmaDomain:
             tuple(sorted(self.members)),
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
+            tuple(sorted((m.value, page.start) for m, (page, _) in self.padding.items())),
         )
 
     def __repr__(self) -> str:

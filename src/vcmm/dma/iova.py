@@ -58,6 +58,11 @@ class IovaVcmAllocator:
         finally:
             self._undo = saved
 
+    @property
+    def undoing_now(self) -> bool:
+        """Whether frees are exact undos right now (inside :meth:`undoing`)."""
+        return self._undo
+
     def alloc(self, size: int, align: int | None = None) -> int:
         """A size-aligned IOVA range of ``size`` bytes below the current limit.
 

@@ -67,6 +67,8 @@ class Teardown:
     vcm: Any = None
     assoc: Any = None
     wrap: Any = None
+    #: Associations the mapping's domain programmed for it (its first mapping).
+    activated: tuple[Any, ...] = ()
 
     def release(self, system: Any) -> None:
         system.vcm_unback(self.res)
@@ -110,8 +112,9 @@ class DmaMapping:
         return f"{self.kind.value}#{self.id}"
 
     def describe(self) -> str:
+        whose = f" ({self.sgl.label})" if self.sgl is not None and self.sgl.label else ""
         return (
-            f"{self.name} of {self.device.name} [device address={self.dma_addr:#x}] "
+            f"{self.name} of {self.device.name}{whose} [device address={self.dma_addr:#x}] "
             f"[size={self.size} bytes] [{self.direction.name}] made by {self.created_by}"
         )
 

@@ -58,9 +58,15 @@ class SgEntry:
 
 
 class ScatterList(Sequence[SgEntry]):
-    """An ordered list of :class:`SgEntry` (``struct sg_table`` without chaining)."""
+    """An ordered list of :class:`SgEntry` (``struct sg_table`` without chaining).
 
-    def __init__(self, entries: Iterable[SgEntry | tuple[int, int]]) -> None:
+    ``label`` says whose list it is (e.g. a dma-buf attachment); DMA-debug reports name
+    the mapping made of it with that label.
+    """
+
+    def __init__(self, entries: Iterable[SgEntry | tuple[int, int]], *, label: str = "") -> None:
+        if not isinstance(label, str):
+            raise InvalidArgumentError(f"scatterlist label {label!r} is not a string")
         items: list[SgEntry] = []
         for e in entries:
             if isinstance(e, SgEntry):
@@ -72,6 +78,12 @@ class ScatterList(Sequence[SgEntry]):
         if not items:
             raise InvalidArgumentError("a scatterlist needs at least one entry")
         self._entries = items
+        self.label = label
+
+    @property
+    def labelled(self) -> str:
+        """``", <label>"`` for messages, or nothing without a label."""
+        return f", {self.label}" if self.label else ""
 
     @classmethod
     def from_ranges(cls, ranges: Iterable[AddressRange], *, merge: bool = True) -> ScatterList:

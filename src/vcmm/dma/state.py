@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from vcmm.attrs import MemType
+from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
 from vcmm.dma.callsite import CallSite
+from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
@@ -34,15 +35,44 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
+from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.mm.roles import PoolChoice
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
 
 if TYPE_CHECKING:
-    from vcmm.dma.debug import DebugChecker, ReportKind
+    from vcmm.dma.debug import DebugChecker
+    from vcmm.dma.sg import ScatterList
 
 #: Unmapped mappings remembered for double-unmap and use-after-unmap reports.
 HISTORY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What an unmap or sync call says about the mapping it means, beyond the handle:
+    the call kind, the size (``None``: the call gives none), the direction and, for
+    the scatterlist calls, the list itself."""
+
+    kind: MapKind
+    size: int | None
+    direction: DmaDirection
+    sgl: ScatterList | None = None
+
+
+def _score(
+    rec: DmaMapping, entry: DeviceEntry, handle: int, want: Wanted | None
+) -> tuple[bool, bool, int]:
+    """How well ``rec`` matches the call; compared as a tuple, larger is better."""
+    exact = rec.dma_addr == handle and rec.device is entry.device
+    if want is None:
+        return exact, False, 0
+    agree = (
+        (want.size is None or rec.size == want.size)
+        + (rec.kind is want.kind)
+        + (rec.direction is want.direction)
+    )
+    return exact, rec.sgl is want.sgl, agree
 
 
 @dataclass(eq=False)
@@ -61,6 +91,12 @@ class DeviceEntry:
     @property
     def name(self) -> str:
         return str(self.device.name)
+
+
+def _forget(rec: DmaMapping, ranges: list[AddressRange]) -> bool:
+    """Drop ``ranges`` from what ``rec``'s device wrote unsynced; whether any is left."""
+    rec.device_wrote = subtract(rec.device_wrote, ranges)
+    return bool(rec.device_wrote)
 
 
 class DmaState:
@@ -91,11 +127,13 @@ class DmaState:
         self.live: dict[int, DmaMapping] = {}
         self.buffers: dict[int, CoherentBuffer] = {}
         self.history: deque[DmaMapping] = deque(maxlen=HISTORY)
+        #: Mappings unmapped with DMA_ATTR_SKIP_CPU_SYNC after a device wrote them: their
+        #: ``device_wrote`` bytes read stale until the CPU cache is invalidated for them.
+        self.unsynced: deque[DmaMapping] = deque(maxlen=HISTORY)
         self.freed: deque[CoherentBuffer] = deque(maxlen=HISTORY)
         self.checker: DebugChecker | None = None
         self.last_error: Exception | None = None
         self._ids = itertools.count(1)
-        self.scratch: dict[MemType, AddressRange] = {}
         self.pool: CoherentPool | None = None
         self.atomic: AtomicPool | None = None
         self._built: list[Any] = []
@@ -107,14 +145,11 @@ class DmaState:
         except BaseException:
             self.close()
             raise
-        for page in self.scratch.values():
-            self.cpu.cache.invalidate(page.start, page.size)
-            system.memory.fill(page.start, page.size, 0)
 
     def _build(
         self, system: Any, coherent_pool: PoolChoice | None, atomic_pool: PoolChoice | None
     ) -> None:
-        """The kernel's VMM VCM, the pools and the scratch pages; each step recorded so
+        """The kernel's VMM VCM and the pools; each step recorded so
         :meth:`close` (or a failed construction) can take it back."""
         built = self._built
         self.vmm = system.vcm_create_from_prebuilt(0)
@@ -131,19 +166,11 @@ class DmaState:
                 system, self.vmm, atomic_pool.target, atomic_pool.size
             )
             built.append(atomic.release)
-        wb = system.vcm_phys_alloc(
-            self.kernel_target, SZ_4K, PhysAttr.CONTIGUOUS, holder="the DMA API (scratch page)"
-        )
-        built.append(lambda: system.vcm_phys_free(wb))
-        self.scratch[MemType.NORMAL_WB_WA] = wb.chunk_ranges[0]
-        if self.pool is not None:
-            pool, nc = self.pool, self.pool.alloc(SZ_4K)
-            built.append(lambda: pool.free(nc))
-            self.scratch[MemType.NORMAL_NC] = nc[0].range
 
     def close(self) -> None:
-        """Give everything back: devices, pools, scratch pages, the VMM VCM, in the
-        reverse order they were set up, so table memory ends up exactly as before."""
+        """Give everything back: devices (and their domains' padding pages), pools, the
+        VMM VCM, in the reverse order they were set up, so table memory ends up exactly
+        as before."""
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
         while self._built:
@@ -280,19 +307,36 @@ class DmaState:
         del self.live[rec.id]
         if rec.domain is not None:
             del rec.domain.records[rec.dev_range.start]
+            for teardown in rec.teardown:
+                if teardown.activated:
+                    rec.domain.give_back(self.system, teardown.activated)
         else:
             self.direct[rec.device.name].remove(rec)
         rec.unmapped_by = site
         self.history.append(rec)
 
-    def lookup(self, entry: DeviceEntry, handle: int) -> DmaMapping | None:
-        """The live mapping of ``entry``'s address space containing ``handle``."""
+    def candidates(self, entry: DeviceEntry, handle: int) -> list[DmaMapping]:
+        """Live mappings of ``entry``'s address space containing ``handle``, oldest
+        first.  Behind an IOMMU there is at most one (IOVA ranges never overlap); a
+        physically addressed device sees the same bytes at the same bus address however
+        often they are mapped, so it may have several."""
         if entry.domain is not None:
-            return entry.domain.record_at(handle)
-        found = [r for r in self.direct[entry.name] if handle in r.dev_range]
-        exact = [r for r in found if r.dma_addr == handle]
-        best = exact or found
-        return best[-1] if best else None
+            rec = entry.domain.record_at(handle)
+            return [] if rec is None else [rec]
+        return [r for r in self.direct[entry.name] if handle in r.dev_range]
+
+    def lookup(
+        self, entry: DeviceEntry, handle: int, want: Wanted | None = None
+    ) -> DmaMapping | None:
+        """The live mapping of ``entry``'s space that ``handle`` (and what the call says
+        of it, ``want``) names: the one starting at ``handle`` of ``entry``'s device
+        before one merely containing it; of those, the one made with ``want``'s
+        scatterlist, then the one agreeing on most of call kind, size and direction
+        (as dma-debug's ``hash_bucket_find`` matches); ties go to the oldest."""
+        found = self.candidates(entry, handle)
+        if len(found) <= 1:
+            return found[0] if found else None
+        return max(found, key=lambda r: _score(r, entry, handle, want))
 
     def records_of(self, entry: DeviceEntry) -> list[DmaMapping]:
         """Live mappings in ``entry``'s address space (its whole domain)."""
@@ -354,6 +398,55 @@ class DmaState:
                 kind, entry.name, message, dma_addr=dma_addr, size=size, rec=rec, call=call
             )
 
+    # -- cache maintenance -------------------------------------------------------------------
+
+    def maintain(
+        self, ranges: Iterable[AddressRange], direction: DmaDirection, *, for_cpu: bool
+    ) -> None:
+        """The cache maintenance of a hand-over in ``direction`` (to the CPU if
+        ``for_cpu``) on ``ranges``; what it invalidates no longer reads stale."""
+        ranges = list(ranges)
+        dma_sync(self.cpu.cache, ranges, direction, for_cpu=for_cpu)
+        if self.unsynced and invalidates(direction, for_cpu):
+            kept = [r for r in self.unsynced if _forget(r, ranges)]
+            self.unsynced.clear()
+            self.unsynced.extend(kept)
+
+    def check_discard(
+        self,
+        entry: DeviceEntry,
+        ranges: list[AddressRange],
+        direction: DmaDirection,
+        *,
+        for_cpu: bool,
+        what: str | DmaMapping,
+        keep: Iterable[DmaMapping] = (),
+        site: CallSite | None = None,
+    ) -> None:
+        """Report (before anything changes) a hand-over whose invalidation would drop
+        dirty CPU lines of bytes another live mapping has handed to the CPU: the CPU
+        wrote them for that mapping's device, and on ARMv7 they never reach memory.
+        ``what`` is the mapping the hand-over is for (or names the one being made),
+        ``keep`` the ones it hands over (which are not victims)."""
+        checker = self.checker
+        if checker is None or entry.params.coherent or not invalidates(direction, for_cpu):
+            return
+        found = checker.discarding(ranges, list(keep))
+        if found is None:
+            return
+        victim, lines, where = found
+        subject = what if isinstance(what, str) else what.describe()
+        self.misuse(
+            ReportKind.CPU_WRITES_DISCARDED,
+            entry,
+            f"{subject} invalidates the CPU cache for {direction.name} and discards {lines} "
+            f"dirty line(s) of {where} that the CPU wrote while {victim.describe()} was "
+            f"handed to it; {victim.device.name} will never see those writes",
+            dma_addr=victim.dma_addr,
+            rec=victim,
+            call=site,
+        )
+
     # -- memory types ----------------------------------------------------------------------
 
     def streaming_memtype(
@@ -376,15 +469,56 @@ class DmaState:
             return found.pop()
         return MemType.NORMAL_WB_WA if entry.params.coherent else MemType.NORMAL_NC
 
-    def scratch_page(self, memtype: MemType) -> AddressRange:
-        """A zeroed page of ``memtype`` that padding between sg slots maps to."""
-        page = self.scratch.get(memtype)
-        if page is None:
+    def padding_page(self, domain: DmaDomain, memtype: MemType) -> tuple[AddressRange, bool]:
+        """The page of ``memtype`` that padding between sg slots of ``domain`` maps, and
+        whether this call made it (the caller zeroes a new page once its mapping
+        succeeded, or gives it back with :meth:`drop_padding` if the mapping failed).
+
+        Each domain has its own: padding is mapped writable with the rest of a
+        mapping, and one page shared by every domain would carry data between devices
+        that share nothing else.  Write-back padding is a page of kernel RAM (the linear
+        map's memory type), non-cacheable padding a page of the coherent pool.
+        """
+        if memtype in domain.padding:
+            return domain.padding[memtype][0], False
+        system = self.system
+        if memtype is MemType.NORMAL_WB_WA:
+            physmem = system.vcm_phys_alloc(
+                self.kernel_target,
+                SZ_4K,
+                PhysAttr.CONTIGUOUS,
+                holder=f"the DMA API (map_sg padding of domain {domain.name!r})",
+            )
+            page = physmem.chunk_ranges[0]
+            domain.padding[memtype] = (page, lambda: system.vcm_phys_free(physmem))
+        elif memtype is MemType.NORMAL_NC:
+            if self.pool is None:
+                raise OutOfMemoryError(
+                    f"map_sg: non-cacheable padding for domain {domain.name!r} needs a page of "
+                    "the coherent pool, and the platform's [dma] coherent_pool is empty"
+                )
+            pool = self.pool
+            chunks = pool.alloc(SZ_4K)
+            page = chunks[0].range
+            domain.padding[memtype] = (page, lambda: pool.free(chunks))
+        else:
             raise AttributeConflictError(
-                f"map_sg: no scratch page of memory type {memtype.value} for segment-boundary "
+                f"map_sg: no padding page of memory type {memtype.value} for segment-boundary "
                 "padding (only write-back and non-cacheable memory can be padded)"
             )
-        return page
+        return page, True
+
+    def drop_padding(self, domain: DmaDomain, memtype: MemType) -> None:
+        """Give back a padding page :meth:`padding_page` just made for a mapping that
+        then failed, so the failed call leaves nothing behind."""
+        _page, give_back = domain.padding.pop(memtype)
+        give_back()
+
+    def zero_padding(self, page: AddressRange) -> None:
+        """Zero a new padding page (memory and CPU cache): nothing of its last owner
+        shows through."""
+        self.cpu.cache.invalidate(page.start, page.size)
+        self.system.memory.fill(page.start, page.size, 0)
 
     # -- state -------------------------------------------------------------------------
 

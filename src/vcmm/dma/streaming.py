@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import (
     DMA_MAPPING_ERROR,
     DmaAttr,
@@ -32,11 +31,12 @@ from vcmm.dma.attrs import (
 from vcmm.dma.backend import map_direct, map_iommu
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
+from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.sglayout import finalise, layout
-from vcmm.dma.state import DeviceEntry, DmaState
-from vcmm.errors import InvalidArgumentError, VcmmError
+from vcmm.dma.state import DeviceEntry, DmaState, Wanted
+from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
 
@@ -46,6 +46,12 @@ def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
         raise InvalidArgumentError(
             f"{call}: [{phys:#x}, +{size:#x}) is not physical memory; only RAM can be mapped"
         )
+
+
+def _not_yours(call: str, exc: OwnershipError) -> OwnershipError:
+    """The core refused the caller's pages (free in a target, page-table pages): a
+    misuse, raised rather than returned as a mapping failure; nothing was mapped."""
+    return OwnershipError(f"{call}: {str(exc).split(': ', 1)[-1]}")
 
 
 # -- building a mapping ---------------------------------------------------------------------
@@ -62,51 +68,86 @@ def _map_ranges(
 ) -> tuple[DmaMapping, list[tuple[int, int]]]:
     """Map the CPU ranges ``(phys, length)``; returns the record and each range's DMA
     address and length (before any merging)."""
+    if entry.domain is not None:
+        return _map_iommu_ranges(state, call, entry, entry.domain, ranges, direction, kind, site)
+    return _map_direct_ranges(state, call, entry, ranges, direction, kind, site)
+
+
+def _map_iommu_ranges(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    domain: DmaDomain,
+    ranges: Sequence[tuple[int, int]],
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> tuple[DmaMapping, list[tuple[int, int]]]:
+    """One IOVA range for all ``ranges``, slot after slot; padding to a segment
+    boundary maps the domain's own padding page (made here on first use, and given
+    back if the mapping fails)."""
+    slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
+    data = [
+        AddressRange(phys - s.offset, s.size) for (phys, _), s in zip(ranges, slots, strict=True)
+    ]
+    memtype = state.streaming_memtype(call, entry, data)
+    new_page = None
+    pad: list[AddressRange] = []
+    if any(s.pad for s in slots):
+        page, made = state.padding_page(domain, memtype)
+        new_page = page if made else None
+        pad = [AddressRange(page.start, domain.granule)]
+    pieces: list[AddressRange] = []
+    for piece, slot in zip(data, slots, strict=True):
+        pieces.append(piece)
+        pieces.extend(pad * (slot.pad // domain.granule))
+    attr = reservation_attr(direction, memtype)
+    owner = f"{site.call} for {entry.name}"
+    try:
+        base, teardown = map_iommu(state.system, domain, pieces, attr, entry.params.mask, owner)
+    except BaseException:
+        if new_page is not None:
+            state.drop_padding(domain, memtype)
+        raise
+    if new_page is not None:
+        state.zero_padding(new_page)
+    dev_pieces = tuple(
+        DevPiece(base + s.start, piece.start, s.size) for piece, s in zip(data, slots, strict=True)
+    )
+    found = domain.allocator.find(base)
+    assert found is not None
+    placed = [(base + s.start + s.offset, s.length) for s in slots]
+    rec = DmaMapping(
+        state.new_id(),
+        kind,
+        entry.device,
+        domain,
+        placed[0][0],
+        0,
+        direction,
+        tuple(AddressRange(p, n) for p, n in ranges),
+        dev_pieces,
+        found,
+        [teardown],
+        site,
+    )
+    rec.slots = tuple(slots)
+    return rec, placed
+
+
+def _map_direct_ranges(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    ranges: Sequence[tuple[int, int]],
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> tuple[DmaMapping, list[tuple[int, int]]]:
+    """Each range where it is, seen through the device's bus window (no merging)."""
     system = state.system
     device = entry.device
     owner = f"{site.call} for {device.name}"
-    if entry.domain is not None:
-        domain = entry.domain
-        slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
-        data = [
-            AddressRange(phys - s.offset, s.size)
-            for (phys, _), s in zip(ranges, slots, strict=True)
-        ]
-        memtype = state.streaming_memtype(call, entry, data)
-        pieces: list[AddressRange] = []
-        for piece, slot in zip(data, slots, strict=True):
-            pieces.append(piece)
-            if slot.pad:
-                page = state.scratch_page(memtype)
-                pieces.extend(
-                    AddressRange(page.start, domain.granule)
-                    for _ in range(slot.pad // domain.granule)
-                )
-        attr = reservation_attr(direction, memtype)
-        base, teardown = map_iommu(system, domain, pieces, attr, entry.params.mask, owner)
-        dev_pieces = tuple(
-            DevPiece(base + s.start, piece.start, s.size)
-            for piece, s in zip(data, slots, strict=True)
-        )
-        found = domain.allocator.find(base)
-        assert found is not None
-        placed = [(base + s.start + s.offset, s.length) for s in slots]
-        rec = DmaMapping(
-            state.new_id(),
-            kind,
-            device,
-            domain,
-            placed[0][0],
-            0,
-            direction,
-            tuple(AddressRange(p, n) for p, n in ranges),
-            dev_pieces,
-            found,
-            [teardown],
-            site,
-        )
-        rec.slots = tuple(slots)
-        return rec, placed
     teardowns: list[Teardown] = []
     dev_list: list[DevPiece] = []
     placed = []
@@ -144,7 +185,44 @@ def _map_ranges(
 
 def _sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
     if not attrs & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_device(state.cpu.cache, rec.cpu_ranges, rec.direction)
+        state.maintain(rec.cpu_ranges, rec.direction, for_cpu=False)
+
+
+def _check_map_discard(
+    state: DmaState,
+    entry: DeviceEntry,
+    ranges: list[AddressRange],
+    direction: DmaDirection,
+    attrs: DmaAttr,
+    site: CallSite,
+    label: str = "",
+) -> None:
+    """Before a map: its hand-over to the device must not discard what the CPU wrote
+    for another mapping of the same bytes (see :meth:`DmaState.check_discard`)."""
+    if state.checker is not None and not attrs & DmaAttr.SKIP_CPU_SYNC:
+        what = f"this {site.call} of {entry.name} ({direction.name}{label})"
+        state.check_discard(entry, ranges, direction, for_cpu=False, what=what, site=site)
+
+
+def _unmap_for_cpu(
+    state: DmaState,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    ranges: list[AddressRange],
+    direction: DmaDirection,
+    attrs: DmaAttr,
+    site: CallSite,
+) -> None:
+    """The unmap's hand-over to the CPU, then the teardown.  Skipped maintenance
+    (``DMA_ATTR_SKIP_CPU_SYNC``) leaves what the device wrote readable stale: the
+    checker remembers it until a sync invalidates those bytes."""
+    skip = bool(attrs & DmaAttr.SKIP_CPU_SYNC) or entry.params.coherent
+    if not skip:
+        state.check_discard(entry, ranges, direction, for_cpu=True, what=rec, keep=[rec], site=site)
+        state.maintain(ranges, direction, for_cpu=True)
+    _release(state, rec, site)
+    if skip and not entry.params.coherent and rec.device_wrote:
+        state.unsynced.append(rec)
 
 
 # -- map_page ---------------------------------------------------------------------------------
@@ -181,10 +259,14 @@ def map_page(
         size,
         direction,
     )
+    data = [AddressRange(page + offset, size)]
+    _check_map_discard(state, entry, data, direction, flags, site)
     try:
         rec, placed = _map_ranges(
             state, call, entry, [(page + offset, size)], direction, MapKind.PAGE, site
         )
+    except OwnershipError as exc:
+        raise _not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return DMA_MAPPING_ERROR
@@ -195,10 +277,11 @@ def map_page(
 
 
 def _find_for_unmap(
-    state: DmaState, call: str, entry: DeviceEntry, handle: int, site: CallSite
+    state: DmaState, call: str, entry: DeviceEntry, handle: int, site: CallSite, want: Wanted
 ) -> DmaMapping:
-    """The mapping ``handle`` names, or the error (double unmap, never mapped...)."""
-    rec = state.lookup(entry, handle)
+    """The mapping ``handle`` and ``want`` name, or the error (double unmap, never
+    mapped...)."""
+    rec = state.lookup(entry, handle, want)
     if rec is not None and rec.dma_addr == handle and rec.device is entry.device:
         return rec
     if rec is not None and rec.device is not entry.device:
@@ -257,7 +340,7 @@ def unmap_page(
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
-    rec = _find_for_unmap(state, call, entry, handle, site)
+    rec = _find_for_unmap(state, call, entry, handle, site, Wanted(MapKind.PAGE, size, direction))
     if rec.kind is MapKind.COHERENT:
         raise state.fatal(
             ReportKind.UNMAP_WRONG_FUNCTION,
@@ -278,9 +361,7 @@ def unmap_page(
             call=site,
         )
     _check_size_direction(state, call, entry, rec, size, direction, site)
-    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, rec.cpu_ranges, direction)
-    _release(state, rec, site)
+    _unmap_for_cpu(state, entry, rec, list(rec.cpu_ranges), direction, flags, site)
 
 
 def _check_size_direction(
@@ -370,8 +451,12 @@ def map_sg(
         direction,
     )
     ranges = [(e.phys, e.length) for e in entries]
+    data = [e.range for e in entries]
+    _check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
     try:
         rec, placed = _map_ranges(state, call, entry, ranges, direction, MapKind.SG, site)
+    except OwnershipError as exc:
+        raise _not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return 0
@@ -400,9 +485,17 @@ def map_sg(
 
 
 def _sg_record(
-    state: DmaState, call: str, entry: DeviceEntry, sgl: ScatterList, site: CallSite
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    sgl: ScatterList,
+    direction: DmaDirection,
+    site: CallSite,
 ) -> DmaMapping:
+    """The mapping ``map_sg`` made of ``sgl`` (found by its first segment, and among
+    mappings there by the list itself), or the error."""
     handle = sgl[0].dma_address
+    want = Wanted(MapKind.SG, None, direction, sgl)
     if handle == DMA_MAPPING_ERROR:
         old = next((r for r in reversed(state.history) if r.sgl is sgl), None)
         kind = ReportKind.DOUBLE_UNMAP if old is not None else ReportKind.UNMAP_NOT_MAPPED
@@ -414,9 +507,9 @@ def _sg_record(
             call=site,
         )
     if call.startswith("unmap"):
-        rec = _find_for_unmap(state, call, entry, handle, site)
+        rec = _find_for_unmap(state, call, entry, handle, site, want)
     else:
-        found = state.lookup(entry, handle)
+        found = state.lookup(entry, handle, want)
         if found is None:
             raise state.fatal(
                 ReportKind.SYNC_NOT_MAPPED,
@@ -457,7 +550,7 @@ def unmap_sg(
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, site)
+    rec = _sg_record(state, call, entry, sgl, direction, site)
     if n != rec.nents:
         state.misuse(
             ReportKind.UNMAP_WRONG_NENTS,
@@ -470,9 +563,7 @@ def unmap_sg(
             call=site,
         )
     _check_unmap_direction(state, call, entry, rec, direction, site)
-    if not flags & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
-        cachesync.for_cpu(state.cpu.cache, [e.range for e in sgl[:n]], direction)
-    _release(state, rec, site)
+    _unmap_for_cpu(state, entry, rec, [e.range for e in sgl[:n]], direction, flags, site)
 
 
 def mapping_error(handle: int) -> bool:

@@ -14,32 +14,14 @@ from __future__ import annotations
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
-from vcmm.dma import cachesync
 from vcmm.dma.attrs import check_direction
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
-from vcmm.dma.state import DeviceEntry, DmaState
+from vcmm.dma.state import DeviceEntry, DmaState, Wanted
 from vcmm.dma.streaming import _check_sgl, _sg_record
-from vcmm.ranges import AddressRange
-
-
-def _subtract(ranges: list[AddressRange], gone: list[AddressRange]) -> list[AddressRange]:
-    out = list(ranges)
-    for g in gone:
-        nxt: list[AddressRange] = []
-        for r in out:
-            inside = r & g
-            if inside is None:
-                nxt.append(r)
-                continue
-            if r.start < inside.start:
-                nxt.append(AddressRange(r.start, inside.start - r.start))
-            if inside.end < r.end:
-                nxt.append(AddressRange(inside.end, r.end - inside.end))
-        out = nxt
-    return out
+from vcmm.ranges import AddressRange, subtract
 
 
 def _hand_over(
@@ -49,15 +31,24 @@ def _hand_over(
     phys: list[AddressRange],
     direction: DmaDirection,
     for_cpu: bool,
+    site: CallSite,
+    twins: list[DmaMapping] | None = None,
 ) -> None:
+    """Hand ``phys`` of ``rec`` (and its ``twins``) over; the invalidation must not
+    discard what the CPU wrote for another mapping (reported before anything changes)."""
+    keep = [rec, *(twins or [])]
+    state.check_discard(entry, phys, direction, for_cpu=for_cpu, what=rec, keep=keep, site=site)
     if not entry.params.coherent:
-        if for_cpu:
-            cachesync.for_cpu(state.cpu.cache, phys, direction)
-        else:
-            cachesync.for_device(state.cpu.cache, phys, direction)
+        state.maintain(phys, direction, for_cpu=for_cpu)
+    _take_over(rec, phys, for_cpu)
+
+
+def _take_over(rec: DmaMapping, phys: list[AddressRange], for_cpu: bool) -> None:
+    """Ownership of ``rec`` after a sync of ``phys`` (the CPU has synced what the
+    device wrote there)."""
     if for_cpu:
         rec.owner = Owner.CPU
-        rec.device_wrote = _subtract(rec.device_wrote, phys)
+        rec.device_wrote = subtract(rec.device_wrote, phys)
     else:
         rec.owner = Owner.DEVICE
 
@@ -98,7 +89,7 @@ def sync_single(
     size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     site = capture(call, "{}, {:#x}, size={:#x}, {.name}", entry.name, handle, size, direction)
-    rec = state.lookup(entry, handle)
+    rec = state.lookup(entry, handle, Wanted(MapKind.PAGE, size, direction))
     if rec is None or rec.kind is MapKind.COHERENT:
         what = "a coherent buffer, which needs no sync" if rec else "not mapped"
         raise state.fatal(
@@ -127,7 +118,29 @@ def sync_single(
     phys = rec.phys_for(wanted)
     if rec.kind is MapKind.PAGE:
         phys = [p for r in phys for p in [r & rec.cpu_ranges[0]] if p is not None]
-    _hand_over(state, entry, rec, phys, direction, for_cpu)
+    twins = _twins(state, entry, rec, wanted)
+    _hand_over(state, entry, rec, phys, direction, for_cpu, site, twins)
+    # What the device wrote into a twin is synced only if this sync invalidated.
+    invalidated = entry.params.coherent or direction is not DmaDirection.TO_DEVICE
+    for twin in twins:
+        _take_over(twin, phys if invalidated else [], for_cpu)
+
+
+def _twins(
+    state: DmaState, entry: DeviceEntry, rec: DmaMapping, wanted: AddressRange
+) -> list[DmaMapping]:
+    """Other live streaming mappings of the device reaching the same bytes at the same
+    device addresses (a physically addressed device that mapped a buffer twice: two
+    dma-buf attachments).  A sync names device addresses, so it hands over all of them."""
+    same = rec.phys_for(wanted)
+    return [
+        r
+        for r in state.candidates(entry, wanted.start)
+        if r is not rec
+        and r.device is entry.device
+        and r.kind is not MapKind.COHERENT
+        and r.phys_for(wanted) == same
+    ]
 
 
 def sync_sg(
@@ -145,7 +158,7 @@ def sync_sg(
     sgl, n = _check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, site)
+    rec = _sg_record(state, call, entry, sgl, direction, site)
     if n != rec.nents:
         state.misuse(
             ReportKind.SYNC_WRONG_NENTS,
@@ -159,4 +172,4 @@ def sync_sg(
             call=site,
         )
     _check_direction_matches(state, call, entry, rec, direction, site)
-    _hand_over(state, entry, rec, [e.range for e in sgl[:n]], direction, for_cpu)
+    _hand_over(state, entry, rec, [e.range for e in sgl[:n]], direction, for_cpu, site)

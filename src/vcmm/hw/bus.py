@@ -377,7 +377,6 @@ class BusMaster(Observable, abc.ABC):
         """
         vas = self._check_batch(addrs, access, burst)
         total = int(vas.size) * burst
-        first = int(vas[0]) if vas.size else 0
         with self.lock:
             try:
                 pas = self._batch_translate(vas, access)
@@ -387,32 +386,33 @@ class BusMaster(Observable, abc.ABC):
                 self._account(access, done * burst, done)
                 self.faults += 1
                 if self._observers:
-                    self._notify(
-                        AccessEvent(
-                            self.name,
-                            access,
-                            first,
-                            total,
-                            addrs=frozen(vas),
-                            burst=burst,
-                            fault=exc,
-                        )
-                    )
+                    self._notify(self._batch_event(access, vas, burst, fault=exc))
                 raise
             if self._observers:
-                self._notify(
-                    AccessEvent(
-                        self.name,
-                        access,
-                        first,
-                        total,
-                        addrs=frozen(vas),
-                        pas=frozen(pas),
-                        burst=burst,
-                    )
-                )
+                self._notify(self._batch_event(access, vas, burst, pas=pas))
             self._account(access, total, int(vas.size))
         return BatchCounts(transactions=int(vas.size), bytes=total)
+
+    def _batch_event(
+        self,
+        access: Access,
+        vas: npt.NDArray[np.uint64],
+        burst: int,
+        *,
+        pas: npt.NDArray[np.uint64] | None = None,
+        fault: DeviceFaultError | None = None,
+    ) -> AccessEvent:
+        """The one event a batch gives its observers (translated, or refused)."""
+        return AccessEvent(
+            self.name,
+            access,
+            int(vas[0]) if vas.size else 0,
+            int(vas.size) * burst,
+            addrs=frozen(vas),
+            pas=frozen(pas) if pas is not None else None,
+            burst=burst,
+            fault=fault,
+        )
 
     def _check_batch(self, addrs: object, access: object, burst: object) -> npt.NDArray[np.uint64]:
         who = f"{self.name}.access_batch"

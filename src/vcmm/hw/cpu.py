@@ -65,6 +65,7 @@ from vcmm.hw.pgtable import VMSAV8_4K, PageTable
 from vcmm.hw.prefetch import SpeculativePrefetcher
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLB, TLBConfig
+from vcmm.hw.tlbgather import TlbGather
 from vcmm.hw.translate import Translation, TranslationFault, Translator
 from vcmm.hw.walk import Walk
 from vcmm.ranges import AddressRange
@@ -86,7 +87,10 @@ KERNEL_ASID = 0
 #: ASIDs are 16 bits wide.
 MAX_ASID = 0xFFFF
 
-#: The linear map: kernel-only, read/write, never executable, write-back, shareable.
+#: The linear map: kernel-only, read/write, never executable, write-back, shareable,
+#: non-secure.  The kernel is Non-secure world software: everything it maps is NS=1,
+#: as its VCM and user mappings of the same pages are (a Secure-state walk honours NS,
+#: a Non-secure one ignores it, so NS=1 is right in both and the aliases agree).
 LINEAR_MAP_ATTRS = PageAttrs(
     read=True,
     write=True,
@@ -95,6 +99,7 @@ LINEAR_MAP_ATTRS = PageAttrs(
     memtype=MemType.NORMAL_WB_WA,
     shareable=True,
     global_=True,
+    ns=True,
 )
 #: Cacheable kernel mapping (vmalloc of RAM).
 KERNEL_WB = LINEAR_MAP_ATTRS
@@ -234,21 +239,27 @@ class Cpu(Observable):
 
     # -- linear map -----------------------------------------------------------------------
 
+    def _linear(self, address: int, *, to_virt: bool) -> int | None:
+        """``address`` across the linear map (physical to kernel VA or back), or None."""
+        for va, pa, size in self.linear_map:
+            start, dest = (pa, va) if to_virt else (va, pa)
+            if start <= address < start + size:
+                return dest + (address - start)
+        return None
+
     def phys_to_virt(self, pa: int) -> int:
         """The linear-map kernel VA of ``pa`` (the kernel's ``__va``)."""
-        pa = check_int("phys_to_virt", "pa", pa)
-        for va, base, size in self.linear_map:
-            if base <= pa < base + size:
-                return va + (pa - base)
-        raise NotMappedError(f"physical address {pa:#x} is not in the CPU's linear map")
+        va = self._linear(check_int("phys_to_virt", "pa", pa), to_virt=True)
+        if va is None:
+            raise NotMappedError(f"physical address {pa:#x} is not in the CPU's linear map")
+        return va
 
     def virt_to_phys(self, va: int) -> int:
         """The physical address of linear-map address ``va`` (the kernel's ``__pa``)."""
-        va = check_int("virt_to_phys", "va", va)
-        for base, pa, size in self.linear_map:
-            if base <= va < base + size:
-                return pa + (va - base)
-        raise NotMappedError(f"{va:#x} is not a linear-map address")
+        pa = self._linear(check_int("virt_to_phys", "va", va), to_virt=False)
+        if pa is None:
+            raise NotMappedError(f"{va:#x} is not a linear-map address")
+        return pa
 
     def _in_linear_map(self, va: int, size: int) -> bool:
         return any(base < va + size and va < base + n for base, _, n in self.linear_map)
@@ -288,8 +299,7 @@ class Cpu(Observable):
                 "are kernel-only (use map_user)"
             )
         self.kernel_table.map(v & _VA_MASK, p, n, attrs)
-        self.tlb.invalidate_range(v, n)
-        self._version += 1
+        self._changed(v, n, None)
 
     @machine_locked
     def unmap_kernel(self, va: int, size: int) -> None:
@@ -300,8 +310,7 @@ class Cpu(Observable):
                 f"unmap_kernel: {AddressRange(v, n)} overlaps the linear map, which stays"
             )
         self.kernel_table.unmap(v & _VA_MASK, n)
-        self.tlb.invalidate_range(v, n)
-        self._version += 1
+        self._changed(v, n, None)
 
     # -- user address spaces ----------------------------------------------------------------
 
@@ -353,10 +362,6 @@ class Cpu(Observable):
             self.address_space(asid)
         self._current = asid
 
-    @property
-    def current_asid(self) -> int | None:
-        return self._current
-
     @machine_locked
     def map_user(self, asid: int, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
         """Map ``[va, va+size)`` in ``asid``'s table; the entries are made non-global."""
@@ -375,8 +380,7 @@ class Cpu(Observable):
         if not isinstance(attrs, PageAttrs):
             raise InvalidArgumentError(f"map_user: attrs {attrs!r} is not a PageAttrs")
         table.map(v, p, n, attrs.with_(global_=False))
-        self.tlb.invalidate_range(v, n, asid)
-        self._version += 1
+        self._changed(v, n, asid)
 
     @machine_locked
     def unmap_user(self, asid: int, va: int, size: int) -> None:
@@ -388,8 +392,7 @@ class Cpu(Observable):
                 f"unmap_user: va {v:#x} size {n:#x} must be non-empty and below {USER_VA_LIMIT:#x}"
             )
         table.unmap(v, n)
-        self.tlb.invalidate_range(v, n, asid)
-        self._version += 1
+        self._changed(v, n, asid)
 
     @machine_locked
     def flush_tlb_range(self, va: int, size: int, *, asid: int | None = None) -> int:
@@ -410,8 +413,30 @@ class Cpu(Observable):
 
     @machine_locked
     def flush_tlb_all(self) -> int:
+        """Invalidate every entry of every ASID, kernel ones included (TLBIALL)."""
         self._version += 1
         return self.tlb.invalidate_all()
+
+    @machine_locked
+    def flush_tlb_asid(self, asid: int) -> int:
+        """Invalidate the non-global entries of ``asid`` (TLBIASID); kernel ones stay."""
+        self._check_asid("flush_tlb_asid", asid)
+        self._version += 1
+        return self.tlb.invalidate_tag(asid)
+
+    def tlb_gather(self, asid: int | None = None) -> TlbGather:
+        """The TLB maintenance of a batch of table changes (:mod:`vcmm.hw.tlbgather`):
+        of the kernel's mappings (``asid`` None; they are global, so flushing them all
+        is TLBIALL) or of user address space ``asid`` (TLBIASID)."""
+        if asid is not None:
+            self._check_asid("tlb_gather", asid)
+        return TlbGather(_AddressSpaceTlb(self, asid))
+
+    def _changed(self, va: int, size: int, asid: int | None) -> None:
+        """The CPU's own mapping calls report their one changed range, and flush it."""
+        gather = self.tlb_gather(asid)
+        gather.add_range(va, size)
+        gather.sync()
 
     # -- translation ----------------------------------------------------------------------
 
@@ -533,31 +558,28 @@ class Cpu(Observable):
             runs = self._runs(who, va, length, access, asid, user)
         except FaultError as exc:
             if self._observers:
-                self._notify(
-                    AccessEvent(
-                        self.name,
-                        access,
-                        int(va),
-                        int(length),
-                        asid=exc.details.get("asid"),
-                        user=user,
-                        fault=exc,
-                    )
-                )
+                self._tell(access, va, length, (), exc.details.get("asid"), user, exc)
             raise
         if self._observers:
-            self._notify(
-                AccessEvent(
-                    self.name,
-                    access,
-                    int(va),
-                    int(length),
-                    tuple((pa, n) for pa, n, _ in runs),
-                    asid=self._resolve_asid(asid),
-                    user=user,
-                )
-            )
+            physical = tuple((pa, n) for pa, n, _ in runs)
+            self._tell(access, va, length, physical, self._resolve_asid(asid), user, None)
         return runs
+
+    def _tell(
+        self,
+        access: Access,
+        va: int,
+        length: int,
+        runs: tuple[tuple[int, int], ...],
+        asid: int | None,
+        user: bool,
+        fault: FaultError | None,
+    ) -> None:
+        self._notify(
+            AccessEvent(
+                self.name, access, int(va), int(length), runs, asid=asid, user=user, fault=fault
+            )
+        )
 
     def read(self, va: int, length: int, *, asid: int | None = None, user: bool = False) -> bytes:
         """Load ``length`` bytes at ``va`` through the MMU and the data cache."""
@@ -613,10 +635,6 @@ class Cpu(Observable):
         return self.cache.clean(pa, size)
 
     @machine_locked
-    def invalidate_pa(self, pa: int, size: int) -> int:
-        return self.cache.invalidate(pa, size)
-
-    @machine_locked
     def flush_pa(self, pa: int, size: int) -> int:
         return self.cache.clean_invalidate(pa, size)
 
@@ -647,3 +665,24 @@ class Cpu(Observable):
             ]
             self._candidates_version = self._version
         return list(self._candidates)
+
+
+class _AddressSpaceTlb:
+    """The CPU's TLB entries of one address space, as a gather's flush target."""
+
+    __slots__ = ("_asid", "_cpu")
+
+    def __init__(self, cpu: Cpu, asid: int | None) -> None:
+        self._cpu = cpu
+        self._asid = asid
+
+    def __repr__(self) -> str:
+        return "kernel TLB entries" if self._asid is None else f"TLB entries of ASID {self._asid}"
+
+    def flush_range(self, va: int, size: int) -> int:
+        return self._cpu.flush_tlb_range(va, size, asid=self._asid)
+
+    def flush_all(self) -> int:
+        if self._asid is None:
+            return self._cpu.flush_tlb_all()
+        return self._cpu.flush_tlb_asid(self._asid)

@@ -25,10 +25,11 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable
+from threading import get_ident
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, StateError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -38,18 +39,22 @@ _ALL_LOCKS_GUARD = threading.Lock()
 
 
 class MachineLock:
-    """A re-entrant lock that knows whether the calling thread holds it.
+    """A re-entrant lock that knows which thread holds it and how deep.
 
-    ``with lock:`` is the C ``RLock`` plus one Python frame; :meth:`held` asks the
-    ``RLock`` itself (its owner check, as :class:`threading.Condition` does), so no
-    per-thread bookkeeping slows the hot paths.
+    It tracks its owner (the holding thread's ident) and the nesting depth itself, over
+    a plain :class:`threading.Lock`, so :meth:`held` is a documented attribute compare
+    rather than a call into CPython's private ``RLock._is_owned``.  Only the owning
+    thread ever writes ``_owner``: another thread may read a stale value, but never its
+    own ident, so ``held()`` is exact for the calling thread without extra locking.
     """
 
-    __slots__ = ("__weakref__", "_rlock", "name")
+    __slots__ = ("__weakref__", "_depth", "_lock", "_owner", "name")
 
     def __init__(self, name: str = "machine") -> None:
         self.name = name
-        self._rlock = threading.RLock()
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
         with _ALL_LOCKS_GUARD:
             _ALL_LOCKS.add(self)
 
@@ -57,17 +62,42 @@ class MachineLock:
         return f"<MachineLock {self.name}>"
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._rlock.acquire(blocking, timeout)
+        """Take the lock (again, if this thread holds it); False if it timed out."""
+        me = get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return True
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._owner = me
+        self._depth = 1
+        return True
 
     def release(self) -> None:
-        self._rlock.release()
+        """Undo one :meth:`acquire`; the lock is free when the outermost one is undone."""
+        if self._owner != get_ident():
+            raise StateError(
+                f"{self!r}: release by a thread that does not hold the lock (it is "
+                f"{'free' if self._owner is None else 'held by another thread'})"
+            )
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
 
     def held(self) -> bool:
         """Whether the calling thread holds the lock (at any depth)."""
-        return bool(self._rlock._is_owned())  # type: ignore[attr-defined]
+        return self._owner == get_ident()
 
     def __enter__(self) -> MachineLock:
-        self._rlock.acquire()
+        # acquire() inlined: every device access and CPU load enters here.
+        me = get_ident()
+        if self._owner == me:
+            self._depth += 1
+        else:
+            self._lock.acquire()
+            self._owner = me
+            self._depth = 1
         return self
 
     def __exit__(
@@ -76,7 +106,11 @@ class MachineLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._rlock.release()
+        # release() inlined; a with-block entered by this thread is always its owner.
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
 
 
 def held_machine_locks() -> list[MachineLock]:

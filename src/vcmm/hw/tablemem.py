@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcmm import inject
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.ranges import AddressRange
@@ -122,6 +123,7 @@ class TableMemory:
             align = size
         if not isinstance(align, int) or isinstance(align, bool) or not is_power_of_two(align):
             raise InvalidArgumentError(f"table block alignment {align!r} must be a power of two")
+        inject.check(inject.AllocSite.TABLE, self)
         if size > self._window.size:
             raise self._oom(size, align)
         slot = max(size, align)

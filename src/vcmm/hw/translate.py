@@ -3,7 +3,9 @@
 One :class:`Translator` stands for one translation context (an SMMU context bank, a CPU
 address space): a tag, a walker and a TLB that it may share with other contexts.  The
 walker is any callable ``walker(va) -> Walk``; the engine knows nothing of table
-formats, which keeps the TLB model testable on its own.
+formats, which keeps the TLB model testable on its own.  It reaches the TLB only through
+the documented fast path of its tag (``tlb.port(tag)``, :mod:`vcmm.hw.tlbstore`) and
+``tlb.checkpoint()``/``restore()``.
 
 Two paths give identical results, TLB state and counters:
 
@@ -30,15 +32,7 @@ import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind, PageAttrs
 from vcmm.errors import InvalidArgumentError
-from vcmm.hw.tlb import (
-    ADDRESS_LIMIT,
-    MIN_PAGE_SIZE,
-    TLB,
-    TLBEntry,
-    TLBStats,
-    check_address,
-    check_tag,
-)
+from vcmm.hw.tlb import ADDRESS_LIMIT, TLB, TLBEntry, TLBStats, check_address, check_tag
 from vcmm.hw.walk import Walk
 
 #: The walker protocol: translate one input address by reading the page tables.
@@ -138,6 +132,8 @@ class Translator:
                 raise InvalidArgumentError(f"Translator {name}={value!r} must be a bool")
         self._tlb = tlb
         self._tag = tag
+        #: The TLB's fast path for this tag (:mod:`vcmm.hw.tlbstore`).
+        self._port = tlb.port(tag)
         self._walker = walker
         self._privileged = privileged
         self._honour_global = honour_global
@@ -184,31 +180,25 @@ class Translator:
 
     def _step(self, va: int, access: Access) -> tuple[TLBEntry, bool] | TranslationFault:
         """The reference step.  Validates the walk before changing any state."""
-        tlb = self._tlb
-        tag = self._tag
-        entry = tlb._probe(tag, va)
+        port = self._port
+        entry = port.lookup(va)
         hit = entry is not None
-        if entry is not None:
-            tlb._note_hits(tag, entry, 1)
-        else:
+        if entry is None:
             walk = self._walker(va)
             leaf = self._leaf_of(walk, va)
-            tlb._note_miss_walk(tag, walk.reads)
+            port.miss(walk.reads)
             if leaf is None:
                 assert walk.fault is not None
-                return TranslationFault(va, access, walk.fault, walk.level, tag)
-            tlb._insert(leaf)
+                return TranslationFault(va, access, walk.fault, walk.level, self._tag)
+            port.fill(leaf)
             entry = leaf
         if not entry.attrs.allows(access, privileged=self._privileged):
-            return TranslationFault(va, access, FaultKind.PERMISSION, entry.level, tag)
+            return TranslationFault(va, access, FaultKind.PERMISSION, entry.level, self._tag)
         return entry, hit
 
     def _leaf_of(self, walk: object, va: int) -> TLBEntry | None:
-        """Check a walker's answer against the protocol; the TLB entry it yields.
-
-        Every rule of :class:`TLBEntry` is checked here, so the entry is built without
-        validating twice (this is the miss path of every stream).
-        """
+        """Check a walker's answer against the protocol; the TLB entry it yields
+        (:meth:`TLBEntry.from_walk` checks the rest), or None for a fault."""
         if type(walk) is not Walk and not isinstance(walk, Walk):
             raise InvalidArgumentError(f"walker returned {walk!r}, not a vcmm.hw.walk.Walk")
         reads = walk.reads
@@ -221,38 +211,8 @@ class Translator:
             if not isinstance(walk.fault, FaultKind):
                 raise InvalidArgumentError(f"walk of {va:#x} has fault {walk.fault!r}")
             return None
-        size, pa, attrs, level = walk.page_size, walk.pa, walk.attrs, walk.level
-        if (
-            type(size) is not int
-            or size < MIN_PAGE_SIZE
-            or size & (size - 1)
-            or type(pa) is not int
-            or not 0 <= pa < ADDRESS_LIMIT
-            or type(attrs) is not PageAttrs
-            or type(level) is not int
-            or level < 0
-        ):
-            raise InvalidArgumentError(
-                f"walk of {va:#x} succeeded without a power-of-two page size >= "
-                f"{MIN_PAGE_SIZE:#x}, a 64-bit pa, PageAttrs and a level >= 0: {walk!r}"
-            )
-        offset = va & (size - 1)
-        if pa & (size - 1) != offset:
-            raise InvalidArgumentError(
-                f"walk of {va:#x} maps to {pa:#x}: the offsets in the {size:#x} page differ"
-            )
-        pa_base = pa - offset
-        if pa_base + size > ADDRESS_LIMIT:
-            raise InvalidArgumentError(f"walk of {va:#x}: page at {pa_base:#x} leaves 64 bits")
-        return TLBEntry._trusted(
-            self._tag,
-            va - offset,
-            size,
-            pa_base,
-            attrs,
-            self._honour_global and attrs.global_,
-            level,
-        )
+        global_ = self._honour_global and type(walk.attrs) is PageAttrs and walk.attrs.global_
+        return TLBEntry.from_walk(walk, self._tag, global_=global_)
 
     # -- access streams -----------------------------------------------------------------
 
@@ -267,7 +227,7 @@ class Translator:
         _check_access(access)
         n = int(arr.shape[0])
         tlb = self._tlb
-        tag = self._tag
+        port = self._port
         checkpoint = tlb.checkpoint()
         starts: list[int] = []
         ends: list[int] = []
@@ -287,7 +247,7 @@ class Translator:
                 entry = step[0]
                 # Smaller held entries may pre-empt parts of ``entry`` (stale or other
                 # contexts' globals); only then is the run bounded by more than its page.
-                blockers = tlb._preempting(tag, entry) if tlb._present[0][0] < entry.size else []
+                blockers = port.preempting(entry)
                 if blockers:
                     j = _run_end_scan(arr, i, va, entry, blockers)
                 else:
@@ -304,7 +264,7 @@ class Translator:
                     j = points[pos]
                 if j - i > 1:
                     # The step left ``entry`` most recent; hits on it change only counters.
-                    tlb._count_hits(tag, j - i - 1)
+                    port.repeat_hits(j - i - 1)
                 starts.append(i)
                 ends.append(j)
                 deltas.append((entry.pa_base - entry.va_base) % (1 << 64))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import (
     InvalidArgumentError,
@@ -182,6 +183,10 @@ class BuddyAllocator:
     def alloc_pages(self, order: int) -> int:
         """One block of ``2**order`` pages, aligned to its size (``alloc_pages``)."""
         order = self._check_order(order)
+        inject.check(inject.AllocSite.PHYS, self)
+        return self._alloc_order(order)
+
+    def _alloc_order(self, order: int) -> int:
         pa = self._try_alloc(order)
         if pa is None:
             raise OutOfMemoryError(
@@ -208,7 +213,8 @@ class BuddyAllocator:
                 f"largest buddy block (order {self._max_order}, "
                 f"{format_size(self._page << self._max_order)})"
             )
-        pa = self.alloc_pages(order)
+        inject.check(inject.AllocSite.PHYS, self)
+        pa = self._alloc_order(order)
         self._allocated[pa] = npages
         for block, block_order in self._aligned_blocks(
             pa + npages * self._page, pa + (self._page << order)
@@ -246,6 +252,7 @@ class BuddyAllocator:
             if bottom > top:
                 raise InvalidArgumentError(f"min_order {bottom} is above max_order {top}")
             allowed = list(range(bottom, top + 1))
+        inject.check(inject.AllocSite.PHYS, self)
         unit = 1 << allowed[0]
         count = -(-size // (self._page * unit)) * unit
         wanted = count

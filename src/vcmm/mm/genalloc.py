@@ -5,7 +5,10 @@ virtual areas with ``alloc_vm_area()`` (000 L186-212); a one-to-one VCM passes t
 physical address straight through, which here is a fixed placement (:meth:`alloc_at`).
 genalloc hands out the lowest free address that fits (first fit) and needs the size
 again on free; this allocator remembers the size, so a free names only the address and
-a wrong address is caught instead of corrupting the pool.
+a wrong address is caught instead of corrupting the pool.  :meth:`RangeAllocator.split`
+and :meth:`RangeAllocator.join` cut and glue live allocations in place (a partial
+``munmap``), which needs no free space and so cannot fail half way the way a free
+followed by two fixed allocations could.
 
 The free space is kept as sorted, disjoint extents (two parallel lists searched with
 ``bisect``): exact at any address-space size, where a genalloc bitmap would cost one
@@ -17,6 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.ranges import AddressRange
@@ -34,7 +38,15 @@ class RangeAllocatorSnapshot:
 class RangeAllocator:
     """First-fit allocator of granule-multiple ranges inside one address range."""
 
-    def __init__(self, range: AddressRange, *, granule: int) -> None:
+    def __init__(
+        self,
+        range: AddressRange,
+        *,
+        granule: int,
+        site: inject.AllocSite = inject.AllocSite.ADDRESS,
+    ) -> None:
+        """``site`` is what its allocations count as for fault injection
+        (:mod:`vcmm.inject`): address ranges, or physical blocks for a pool."""
         if not isinstance(range, AddressRange):
             raise InvalidArgumentError(f"range {range!r} is not an AddressRange")
         granule = check_int("", "granule", granule, minimum=None)
@@ -51,6 +63,9 @@ class RangeAllocator:
         self._alloc_starts: list[int] = []
         self._alloc_size: dict[int, int] = {}
         self._free_bytes = range.size
+        if not isinstance(site, inject.AllocSite):
+            raise InvalidArgumentError(f"site {site!r} is not an inject.AllocSite")
+        self._site = site
 
     # -- properties --------------------------------------------------------------
 
@@ -102,6 +117,7 @@ class RangeAllocator:
         """
         size = self._check_size(size)
         align = self._granule if align is None else self._check_align(align)
+        inject.check(self._site, self, OutOfAddressSpaceError)
         for i, (start, end) in enumerate(zip(self._free_starts, self._free_ends, strict=True)):
             addr = align_up(start, align)
             if addr + size <= end:
@@ -126,6 +142,7 @@ class RangeAllocator:
             raise InvalidArgumentError(
                 f"range [{addr:#x}, +{format_size(size)}) is not inside {self._range}"
             )
+        inject.check(self._site, self, OutOfAddressSpaceError)
         i = bisect.bisect_right(self._free_starts, addr) - 1
         if i < 0 or self._free_ends[i] < addr + size:
             clash = next(r for r in self.allocated() if r.overlaps(wanted))
@@ -168,6 +185,40 @@ class RangeAllocator:
         self._free_starts[lo:hi] = [start]
         self._free_ends[lo:hi] = [end]
         return AddressRange(addr, size)
+
+    def split(self, addr: int, offset: int) -> None:
+        """Cut the allocation at ``addr`` in two at ``offset`` (a granule multiple
+        strictly inside it): ``[addr, +offset)`` and the rest, both live.  Nothing is
+        freed or taken, so it cannot run out of space."""
+        addr = check_int("", "address", addr, minimum=None)
+        offset = check_int("", "offset", offset, minimum=None)
+        size = self._alloc_size.get(addr)
+        if size is None:
+            raise StateError(f"split({addr:#x}): no live allocation starts there")
+        if offset <= 0 or offset >= size or offset % self._granule:
+            raise InvalidArgumentError(
+                f"split({addr:#x}, {offset:#x}): the offset must be a multiple of the granule "
+                f"{self._granule:#x} strictly inside the allocation of {format_size(size)}"
+            )
+        self._alloc_size[addr] = offset
+        self._alloc_size[addr + offset] = size - offset
+        bisect.insort(self._alloc_starts, addr + offset)
+
+    def join(self, addr: int, right: int) -> None:
+        """Glue the allocation at ``right`` onto the one at ``addr``, which must end
+        where it starts (the inverse of :meth:`split`)."""
+        addr = check_int("", "address", addr, minimum=None)
+        right = check_int("", "address", right, minimum=None)
+        size = self._alloc_size.get(addr)
+        rest = self._alloc_size.get(right)
+        if size is None or rest is None or addr + size != right:
+            raise StateError(
+                f"join({addr:#x}, {right:#x}): these must be two live allocations, the "
+                "second starting where the first ends"
+            )
+        del self._alloc_size[right]
+        del self._alloc_starts[bisect.bisect_left(self._alloc_starts, right)]
+        self._alloc_size[addr] = size + rest
 
     # -- queries -----------------------------------------------------------------
 

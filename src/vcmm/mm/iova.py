@@ -38,8 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vcmm import inject
 from vcmm.checks import check_int
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError
 from vcmm.mm.iova_base import IovaSpace
 from vcmm.ranges import AddressRange
 
@@ -159,6 +160,7 @@ class IovaDomain(IovaSpace):
         npages, limit = self._check_request(size, limit)
         limit_excl = min((limit + 1) >> self._shift, self._geo.end_pfn + 1)
         self._check_limit(limit_excl, limit)
+        inject.check(inject.AllocSite.IOVA, self, OutOfAddressSpaceError)
         cacheable = self._rcache and npages <= self._rcache_max
         found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
         hit = found is not None

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import numpy.typing as npt
 
+from vcmm import inject
 from vcmm.errors import (
     InvalidArgumentError,
     OutOfAddressSpaceError,
@@ -290,6 +291,7 @@ class BlockPool(_Target):
         allowed size): blocks are never split or joined.
         """
         plan, missing = self._plan(request)
+        inject.check(inject.AllocSite.PHYS, self)
         if missing is not None:
             raise OutOfMemoryError(
                 f"memory target {self._name!r} cannot allocate {request.describe()}: {missing}; "
@@ -343,7 +345,7 @@ class ContiguousPool(_Target):
 
     def __init__(self, name: str, range: AddressRange, *, granule: int = SZ_4K) -> None:
         self._name = _check_name(name)
-        self._space = RangeAllocator(range, granule=granule)
+        self._space = RangeAllocator(range, granule=granule, site=inject.AllocSite.PHYS)
 
     @property
     def _allocator(self) -> RangeAllocator:
@@ -371,10 +373,12 @@ class ContiguousPool(_Target):
         preferred = max(
             (s for s in request.block_sizes or () if s <= size and s > align), default=align
         )
+        last: OutOfAddressSpaceError | None = None
         for attempt in dict.fromkeys((preferred, align)):
             try:
                 pa = self._space.alloc(size, attempt)
-            except OutOfAddressSpaceError:
+            except OutOfAddressSpaceError as exc:
+                last = exc
                 continue
             return [Chunk(pa, size)]
         raise OutOfMemoryError(
@@ -382,7 +386,7 @@ class ContiguousPool(_Target):
             f"{format_size(size)} hole aligned to {format_size(align)} "
             f"({format_size(self.free_bytes)} free, largest hole "
             f"{format_size(self._space.largest_free())})"
-        )
+        ) from last
 
     def _can_satisfy(self, request: AllocRequest) -> bool:
         granule = self._space.granule

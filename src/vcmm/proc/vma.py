@@ -130,7 +130,11 @@ class Vma:
                 )
             norm = self._normalise(call, pieces)
             owner = f"{self.process.name}[{self.process.pid}] {call}"
-            wrap = system.vcm_phys_wrap([p.phys for p in norm], owner=owner)
+            pages = [p.phys for p in norm]
+            # The driver named pages, as remap_pfn_range does: allocated memory (which
+            # the wrap pins while mapped) or memory nobody owns, never free or table pages.
+            held = system.vcm_phys_owners(pages)
+            wrap = system.vcm_phys_wrap(pages, owner=owner, of=held)
             source = Source(system, wrap, owned=True)
         try:
             self.process._populate(self, source, offset, attr)

@@ -20,7 +20,9 @@ So a :class:`VcmDevNode` behaves like a PMEM node, with the VCM underneath:
   buffer was exported (:meth:`VcmDevNode.export`) and that dma-buf is still held;
 - :meth:`VcmDevNode.import_dmabuf` makes the node an importer instead: the context's
   device attaches to a dma-buf and maps it, and ``mmap`` on the node is forwarded to
-  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).
+  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).  The descriptor
+  that granted the buffer bounds both: a buffer imported through an ``O_RDONLY`` fd
+  is mapped ``TO_DEVICE`` and never mmapped writable, whatever the node's own mode.
 
 The CPU, the decoder and the display can thus map the same buffer at once (000
 L3762-3771), each in its own address space.
@@ -49,17 +51,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Slot:
-    """The buffer behind one description: the node's own or an imported one."""
+    """The buffer behind one description: the node's own or an imported one (then
+    ``grant`` is the dma-buf description it came through, whose mode bounds it)."""
 
     dmabuf: DmaBuf
     attachment: Attachment
     sg: ScatterList
     imported: bool
+    grant: OpenFile | None = None
 
     def close(self) -> None:
         self.attachment.unmap(self.sg)
         self.attachment.detach()
         self.dmabuf.put()
+        if self.grant is not None:
+            self.grant.put()
 
 
 class VcmDevNode(File):
@@ -109,7 +115,7 @@ class VcmDevNode(File):
         with lock_of(self.system):
             slot = self._slots.get(key)
             if slot is not None and slot.imported:
-                dma_buf_mmap(slot.dmabuf, vma, vma.pgoff)
+                dma_buf_mmap(slot.dmabuf, vma, vma.pgoff, via=slot.grant)
                 return
             if slot is None:
                 if vma.pgoff:
@@ -121,7 +127,8 @@ class VcmDevNode(File):
                 try:
                     slot.dmabuf._mmap(vma)
                 except BaseException:
-                    slot.close()
+                    with slot.attachment.api.undoing():  # no IOVA left in the cache
+                        slot.close()
                     raise
                 self._slots[key] = slot
                 return
@@ -198,7 +205,12 @@ class VcmDevNode(File):
 
     def import_dmabuf(self, process: Process, fd: int, dmabuf_fd: int) -> int:
         """Attach the node's device to the dma-buf behind ``dmabuf_fd`` and map it for
-        ``fd`` (which must have no buffer yet); returns the device address."""
+        ``fd`` (which must have no buffer yet); returns the device address.
+
+        The access mode of ``dmabuf_fd`` bounds everything the node does with the
+        buffer, not the mode ``fd`` was opened with: granted read-only, the device maps
+        it ``TO_DEVICE`` (its writes fault) and mmaps of ``fd`` are read-only.
+        """
         call = f"{self.name} IMPORT"
         description = self._description(call, process, fd)
         key = description.id
@@ -206,19 +218,20 @@ class VcmDevNode(File):
             if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
             dmabuf = dma_buf_get(process, dmabuf_fd)
+            grant = process.file(dmabuf_fd).get()
             attachment = None
             try:
                 attachment = dmabuf.attach(self.device)
-                direction = (
-                    DmaDirection.BIDIRECTIONAL if dmabuf.writable else DmaDirection.TO_DEVICE
-                )
+                writable = dmabuf.writable and grant.mode.writable
+                direction = DmaDirection.BIDIRECTIONAL if writable else DmaDirection.TO_DEVICE
                 sg = attachment.map(direction)
             except BaseException:
                 if attachment is not None:
                     attachment.detach()
                 dmabuf.put()
+                grant.put()
                 raise
-            self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True)
+            self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True, grant=grant)
             return sg.dma_address
 
 

@@ -818,12 +818,37 @@ def dma_buf_needs_sync(process: Process, fd: int) -> bool:
     return dmabuf.needs_sync
 
 
-def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int) -> None:
+def _grant(call: str, dmabuf: DmaBuf, vma: Vma, via: object) -> OpenFile:
+    """The description a forwarded mapping will hold: ``via`` (the one that granted
+    the buffer to the importer, whose mode bounds the mapping) with a new holder, or a
+    new read-only one; never a new read-write description."""
+    if via is None:
+        if vma.writable:
+            raise PermissionDeniedError(
+                f"{call}: a writable mapping of {dmabuf.name} needs the descriptor that "
+                "granted write access (via=); without one the mapping is read-only (EACCES)"
+            )
+        return OpenFile.open(dmabuf.file, OpenMode.RDONLY)
+    if not isinstance(via, OpenFile) or via.file is not dmabuf.file:
+        raise InvalidArgumentError(f"{call}: via={via!r} is not a description of {dmabuf.name}")
+    if not via.mode.readable or (vma.writable and not via.mode.writable):
+        raise PermissionDeniedError(
+            f"{call}: {'a writable' if vma.writable else 'a'} mapping of {dmabuf.name} through "
+            f"a descriptor opened {via.mode.name} (EACCES): the descriptor that granted the "
+            "buffer bounds every mapping of it"
+        )
+    return via.get()
+
+
+def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int, *, via: OpenFile | None = None) -> None:
     """Forward an importer's mmap to the exporter (``dma_buf_mmap``).
 
     For a driver whose own file maps an imported buffer: the VMA starts ``pgoff`` pages
     into the buffer, and from now on holds a description of the dma-buf instead of the
-    importer's file, as Linux swaps ``vma->vm_file``.
+    importer's file, as Linux swaps ``vma->vm_file``.  That description is ``via``, the
+    one the importer got the buffer through, so its access mode bounds the mapping (a
+    buffer granted through an ``O_RDONLY`` fd is never mapped writable, whatever the
+    importer's own file allows); without ``via`` only a read-only mapping is made.
     """
     call = "dma_buf_mmap"
     if not isinstance(dmabuf, DmaBuf):
@@ -831,8 +856,7 @@ def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int) -> None:
     pgoff = check_int(call, "pgoff", pgoff)
     with dmabuf._lock:
         dmabuf._alive(call)
-        mode = OpenMode.RDWR if vma.writable else OpenMode.RDONLY
-        own = OpenFile.open(dmabuf.file, mode)
+        own = _grant(call, dmabuf, vma, via)
         old_pgoff = vma.pgoff
         vma.pgoff = pgoff
         try:

@@ -76,13 +76,15 @@ def map_pieces(
     pieces: list[AddressRange],
     direction: DmaDirection,
     attrs: DmaAttr,
+    label: str = "",
 ) -> DeviceMapping:
-    """``dma_map_sg`` of ``pieces`` (physical ranges in buffer order) for ``device``.
+    """``dma_map_sg`` of ``pieces`` (physical ranges in buffer order) for ``device``;
+    ``label`` names the list (the attachment) in DMA-debug reports.
 
     A mapping the DMA API cannot make raises the reason it recorded; nothing changed.
     """
     pieces = join_adjacent(pieces)
-    table = DmaScatterList([(p.start, p.size) for p in pieces])
+    table = DmaScatterList([(p.start, p.size) for p in pieces], label=label)
     count = api.map_sg(device, table, len(table), direction, int(attrs))
     if count == 0:
         reason = api.last_error

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.core.objects import PhysMem, Reservation
+from vcmm.core.ownership import Pin
 from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
 from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
@@ -69,6 +70,8 @@ class VcmBuffer:
     vmaps: dict[int, Reservation] = field(default_factory=dict)
     #: The exporter's own kernel mapping of a buffer outside the linear map.
     pin: Reservation | None = None
+    #: The core's pin on ``physmem``: it cannot be freed while the dma-buf lives.
+    hold: Pin | None = None
 
     @property
     def memtype(self) -> MemType:
@@ -202,8 +205,11 @@ class VcmExporter(Exporter):
 
         Exporting an allocation that is already exported returns the same dma-buf with
         a new reference, never a second buffer (001 L41-47); the sharing options must
-        then be the same.  ``owned``: free the allocation at release; ``on_release``:
-        called at release (an owner that keeps the memory drops its hold there).  An
+        then be the same.  The allocation is pinned while the dma-buf lives:
+        ``vcm_phys_free`` of it is refused, naming the dma-buf, so its pages are never
+        handed to a new owner under an importer's or a process's mapping.  ``owned``:
+        free the allocation at release; ``on_release``: called at release (an owner that
+        keeps the memory drops its hold there).  An
         allocation outside the linear map is mapped into the kernel with the buffer's
         memory type (refused, nothing changed, if an existing alias has another).
         """
@@ -230,6 +236,7 @@ class VcmExporter(Exporter):
             dmabuf = DmaBuf(
                 self, size, name or f"{self.name}:{physmem.name}", writable=writable, priv=buffer
             )
+            buffer.hold = self.system.vcm_phys_pin(physmem, holder=f"dma-buf {dmabuf.name}")
             self._exported[physmem.id] = dmabuf
             return dmabuf
 
@@ -267,7 +274,10 @@ class VcmExporter(Exporter):
         pinned = self._pin(dmabuf)
         pieces = [p for p, _ in buf.pieces(0, dmabuf.size)]
         try:
-            mapping = dmamap.map_pieces(call, api, device, pieces, direction, attachment.dma_attrs)
+            label = f"attachment #{attachment.id} of {device.name} to {dmabuf.name}"
+            mapping = dmamap.map_pieces(
+                call, api, device, pieces, direction, attachment.dma_attrs, label
+            )
         except BaseException:
             if pinned:
                 self._unpin(buf)
@@ -349,6 +359,9 @@ class VcmExporter(Exporter):
         buf: VcmBuffer = dmabuf.priv
         self._exported.pop(buf.physmem.id, None)
         self._unpin(buf)
+        if buf.hold is not None:
+            self.system.vcm_phys_unpin(buf.hold)
+            buf.hold = None
         if buf.owned:
             self.system.vcm_phys_free(buf.physmem)
         if buf.on_release is not None:

@@ -135,21 +135,34 @@ class ShareState:
     # -- the kernel ------------------------------------------------------------------------
 
     def map_kernel(self, physmem: PhysMem, length: int, attr: Attr) -> Reservation:
-        """A kernel virtual mapping of the first ``length`` bytes of ``physmem``."""
+        """A kernel virtual mapping of the first ``length`` bytes of ``physmem``.
+
+        The sharing layer's VMM VCM exists while it maps something (made by the first
+        mapping, freed with the last), so a failed mapping leaves no VCM behind."""
         system = self.system
         if self._vmm is None or self._vmm.freed:
             self._vmm = system.vcm_create_from_prebuilt(VMM_EXT_ID)
-        res = system.vcm_reserve(self._vmm, length, attr)
         try:
-            system.vcm_back(res, physmem)
+            res = system.vcm_reserve(self._vmm, length, attr)
+            try:
+                system.vcm_back(res, physmem)
+            except BaseException:
+                system.vcm_unreserve(res)
+                raise
         except BaseException:
-            system.vcm_unreserve(res)
+            self._drop_idle_vmm()
             raise
         return res
 
     def unmap_kernel(self, res: Reservation) -> None:
         self.system.vcm_unback(res)
         self.system.vcm_unreserve(res)
+        self._drop_idle_vmm()
+
+    def _drop_idle_vmm(self) -> None:
+        if self._vmm is not None and not self._vmm.freed and not self._vmm.reservations:
+            self.system.vcm_free(self._vmm)
+            self._vmm = None
 
 
 def state_of(system: Any) -> ShareState:

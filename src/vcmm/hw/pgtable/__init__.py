@@ -3,7 +3,11 @@
 :mod:`.format` describes a format as data; :mod:`.armv7s` (ARMv7 short-descriptor),
 :mod:`.armv8` (VMSAv8-64 4K) and :mod:`.lpae` (ARMv7 LPAE long-descriptor) are the
 descriptions, the last two built from what :mod:`.longdesc` says once for the
-long-descriptor family; :mod:`.table` holds the generic operations (map, unmap, walk...).
+long-descriptor family.  The generic operations: :mod:`.walker` (the hardware walk of
+one address and the one range walk, driven by a visitor), :mod:`.visitors` (the range
+operations as visitors, and decoding), :mod:`.plan` (cutting a mapping into runs of
+equal leaves), :mod:`.tableset` (the table pages a tree owns and the undo log of a
+change) and :mod:`.table` (:class:`PageTable`: map, unmap, set_attrs, walk...).
 """
 
 from vcmm.hw.pgtable.armv7s import ARMV7S
@@ -20,13 +24,9 @@ from vcmm.hw.pgtable.format import (
 )
 from vcmm.hw.pgtable.longdesc import MAIR
 from vcmm.hw.pgtable.lpae import ARMV7_LPAE
-from vcmm.hw.pgtable.table import (
-    MapEntry,
-    PageTable,
-    PageTableSnapshot,
-    decode_tables,
-    walk_tables,
-)
+from vcmm.hw.pgtable.table import PageTable, PageTableSnapshot
+from vcmm.hw.pgtable.visitors import MapEntry, decode_tables
+from vcmm.hw.pgtable.walker import Slots, Visitor, walk_range, walk_tables
 
 __all__ = [
     "ARMV7S",
@@ -44,6 +44,9 @@ __all__ = [
     "PageTableFormat",
     "PageTableSnapshot",
     "Role",
+    "Slots",
+    "Visitor",
     "decode_tables",
+    "walk_range",
     "walk_tables",
 ]

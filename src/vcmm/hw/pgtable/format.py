@@ -94,6 +94,8 @@ class DescriptorKind:
     attr_mask: int = field(init=False)
     oa_limit: int = field(init=False)
     oa_align: int = field(init=False)
+    #: ``type_mask`` and ``type_value`` as numpy scalars, for :meth:`match_many`.
+    np_type: tuple[np.uint64, np.uint64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         attr_mask = 0
@@ -111,6 +113,7 @@ class DescriptorKind:
         object.__setattr__(self, "attr_mask", attr_mask)
         object.__setattr__(self, "oa_limit", 1 << max(s.pa_lsb + s.width for s in self.address))
         object.__setattr__(self, "oa_align", 1 << min(s.pa_lsb for s in self.address))
+        object.__setattr__(self, "np_type", (np.uint64(self.type_mask), np.uint64(self.type_value)))
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -172,8 +175,18 @@ class DescriptorKind:
             desc |= piece << np.uint64(s.desc_lsb)
         return desc
 
+    def output_many(self, descs: U64) -> U64:
+        """Vectorised :meth:`output_address` of descriptors of this kind."""
+        pas = np.zeros(descs.shape, dtype=np.uint64)
+        for s in self.address:
+            piece = (descs >> np.uint64(s.desc_lsb)) & np.uint64((1 << s.width) - 1)
+            pas |= piece << np.uint64(s.pa_lsb)
+        return pas
+
     def match_many(self, words: U64) -> npt.NDArray[np.bool_]:
-        return (words & np.uint64(self.type_mask)) == np.uint64(self.type_value)
+        """Which of ``words`` are descriptors of this kind (vectorised :meth:`matches`)."""
+        mask, value = self.np_type
+        return (words & mask) == value
 
     def __repr__(self) -> str:
         return f"<{self.name} L{self.level} {format_size(self.size)}>"

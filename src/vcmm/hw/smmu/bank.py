@@ -1,0 +1,92 @@
+"""A hardware context bank: its registers, and the walker that follows only them.
+
+What a device behind the bank sees is decided by the registers alone (TTBR0, TTBR1,
+TTBCR, the enable bit): the bank's walker reads descriptors from memory starting at the
+programmed roots through :func:`~vcmm.hw.pgtable.walk_tables`, never through a Python
+table object, so a memory dump plus the registers gives the same translation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vcmm.attrs import FaultKind
+from vcmm.hw.memory import PhysicalMemory
+from vcmm.hw.pgtable import PageTableFormat, walk_tables
+from vcmm.hw.tlb import TLB
+from vcmm.hw.translate import Translator
+from vcmm.hw.walk import Walk
+
+if TYPE_CHECKING:
+    from vcmm.hw.smmu.context import SmmuContext
+
+#: TTBCR.N=1 splits the 32-bit input space on this bit (ARMv7 short-descriptor).
+SPLIT_BIT = 31
+#: Input-address width of the reduced TTBR0 table in split mode.
+SPLIT_LOW_VA_BITS = 31
+
+
+@dataclass(frozen=True, slots=True)
+class BankRegisters:
+    """The programmable state of one context bank (ARMv7 naming).
+
+    ``ttbcr`` is the ARMv7 TTBCR.  Short-descriptor banks (``eae`` False): N in bits
+    [2:0], PD0/PD1 in bits 4 and 5.  Long-descriptor (LPAE) banks: EAE bit 31, T0SZ
+    [2:0] and T1SZ [18:16] both 0 (TTBR0 translates the whole 32-bit space), EPD0 bit
+    7 and EPD1 bit 23 standing for PD0/PD1.
+    """
+
+    ttbr0: int = 0
+    ttbr1: int = 0
+    ttbcr_n: int = 0
+    pd0: bool = False
+    pd1: bool = False
+    enabled: bool = False
+    #: TTBCR.EAE: the bank walks long-descriptor (ARMv7 LPAE) tables.
+    eae: bool = False
+
+    @property
+    def ttbcr(self) -> int:
+        if self.eae:
+            return (1 << 31) | (int(self.pd0) << 7) | (int(self.pd1) << 23)
+        return self.ttbcr_n | (int(self.pd0) << 4) | (int(self.pd1) << 5)
+
+
+class Bank:
+    """One hardware context bank: registers, the context bound to it, its translator.
+
+    The translator's tag in the SMMU's shared TLB is the bank number.
+    """
+
+    def __init__(
+        self, index: int, tlb: TLB, fmt: PageTableFormat, memory: PhysicalMemory, limit: int
+    ) -> None:
+        self.index = index
+        self.regs = BankRegisters()
+        #: The virtual context bound to the bank (None: free).
+        self.context: SmmuContext | None = None
+        self.translator = Translator(tlb, index, self._walk, privileged=True)
+        self._fmt = fmt
+        self._memory = memory
+        self._limit = limit
+
+    def __repr__(self) -> str:
+        who = self.context.name if self.context is not None else "free"
+        return f"<bank {self.index}: {who}>"
+
+    def _walk(self, va: int) -> Walk:
+        """The bank's hardware walker: it follows the programmed registers only."""
+        regs = self.regs
+        if va >= self._limit:
+            return Walk(va=va, reads=0, level=1, fault=FaultKind.TRANSLATION)
+        if regs.ttbcr_n:
+            if va >> SPLIT_BIT & 1:
+                root, disabled, va_bits = regs.ttbr1, regs.pd1, None
+            else:
+                root, disabled, va_bits = regs.ttbr0, regs.pd0, SPLIT_LOW_VA_BITS
+        else:
+            root, disabled, va_bits = regs.ttbr0, regs.pd0, None
+        if disabled:
+            return Walk(va=va, reads=0, level=1, fault=FaultKind.TRANSLATION)
+        return walk_tables(self._fmt, self._memory, root, va, va_bits=va_bits)

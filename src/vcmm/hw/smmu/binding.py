@@ -1,0 +1,149 @@
+"""The driver lifecycle of a context: bind to a bank, activate (program it), deactivate.
+
+A virtual context holds at most one hardware bank of its SMMU.  Activation writes the
+bank's registers from the context's tables (a context switch) and drops the bank's
+TLB entries, which another address space may have left; deactivation disables the
+bank.  While bound, the binding is also the flush target of the context's TLB
+maintenance (:class:`~vcmm.hw.tlbgather.TlbGather`): the bank number is the tag of its
+entries in the SMMU's shared TLB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from vcmm.errors import BusyError, InvalidArgumentError, StateError
+from vcmm.hw.smmu.bank import Bank, BankRegisters
+from vcmm.hw.tlb import TLBStats
+from vcmm.hw.translate import Translator
+
+if TYPE_CHECKING:
+    from vcmm.hw.smmu.context import SmmuContext
+    from vcmm.hw.smmu.instance import Smmu
+    from vcmm.hw.smmu.tables import ContextTables
+
+
+def _tlb_delta(now: TLBStats, base: TLBStats) -> TLBStats:
+    return TLBStats(*(getattr(now, f.name) - getattr(base, f.name) for f in fields(TLBStats)))
+
+
+def _tlb_sum(a: TLBStats, b: TLBStats) -> TLBStats:
+    return TLBStats(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(TLBStats)))
+
+
+class ContextBinding:
+    """A context's hold on a hardware bank, and whether the bank runs it."""
+
+    def __init__(self, smmu: Smmu, name: str) -> None:
+        self._smmu = smmu
+        self._name = name
+        self.bank: Bank | None = None
+        self.active = False
+        #: TLB counters of the bank's tag over past activations, and the tag's counters
+        #: when the current activation began.
+        self._tlb_acc = TLBStats()
+        self._tlb_base: TLBStats | None = None
+
+    def __repr__(self) -> str:
+        return f"<binding of {self._name!r} to {self.bank!r}>"
+
+    @property
+    def bank_index(self) -> int | None:
+        return self.bank.index if self.bank is not None else None
+
+    def bind(self, ctx: SmmuContext, smmu: object, bank: int | None) -> int:
+        """Bind ``ctx`` to a bank of ``smmu`` (a free one if ``bank`` is None)."""
+        if smmu is not self._smmu:
+            other = smmu.name if isinstance(smmu, type(self._smmu)) else smmu
+            raise InvalidArgumentError(
+                f"context {self._name!r} belongs to SMMU {self._smmu.name!r}, not {other!r}"
+            )
+        if self.bank is not None:
+            raise StateError(
+                f"context {self._name!r} is already bound to bank {self.bank.index}; unbind first"
+            )
+        self.bank = self._smmu.claim_bank(ctx, bank)
+        return self.bank.index
+
+    def unbind(self) -> None:
+        """Release the bank (the context must be deactivated first)."""
+        if self.bank is None:
+            raise StateError(f"context {self._name!r} is not bound")
+        if self.active:
+            raise BusyError(
+                f"context {self._name!r} is active on bank {self.bank.index}; "
+                "deactivate it before unbinding"
+            )
+        self._smmu.release_bank(self.bank)
+        self.bank = None
+
+    def activate(self, tables: ContextTables) -> None:
+        """Program the bank with ``tables`` and start counting this activation."""
+        if self.bank is None:
+            raise StateError(f"context {self._name!r} is not bound to a bank; bind it first")
+        if self.active:
+            raise StateError(f"context {self._name!r} is already active on bank {self.bank.index}")
+        self.program(tables)
+        self.active = True
+        self._tlb_base = self._smmu.tlb.stats_for(self.bank.index).copy()
+
+    def deactivate(self) -> None:
+        """Disable the bank; its device's transactions then stop."""
+        if not self.active or self.bank is None:
+            raise StateError(f"context {self._name!r} is not active")
+        self._collect_tlb_stats()
+        self.bank.regs = BankRegisters()
+        self.active = False
+
+    def program(self, tables: ContextTables) -> None:
+        """Write TTBR0/TTBR1/TTBCR/enable from ``tables`` and invalidate the bank's tag
+        (the SMMU does that on every register write, which a context switch needs)."""
+        assert self.bank is not None
+        low, high = tables.low, tables.high
+        self.bank.regs = BankRegisters(
+            ttbr0=low.root if low is not None else 0,
+            ttbr1=high.root if high is not None else 0,
+            ttbcr_n=1 if tables.split else 0,
+            pd0=low is None,
+            pd1=tables.split and high is None,
+            enabled=True,
+            eae=self._smmu.fmt.ttbcr_eae,
+        )
+        self._smmu.tlb.invalidate_tag(self.bank.index)
+
+    def translator(self, op: str) -> Translator:
+        """The bank's translator, for a transaction (call ``op``) of an active context."""
+        if not self.active or self.bank is None:
+            raise StateError(f"{self._name}.{op}: context {self._name!r} is not active")
+        return self.bank.translator
+
+    # -- counters -----------------------------------------------------------------------
+
+    def _collect_tlb_stats(self) -> None:
+        if self._tlb_base is not None and self.bank is not None:
+            now = self._smmu.tlb.stats_for(self.bank.index)
+            self._tlb_acc = _tlb_sum(self._tlb_acc, _tlb_delta(now, self._tlb_base))
+            self._tlb_base = now.copy()
+
+    def tlb_stats(self) -> TLBStats:
+        """The bank tag's counters accumulated over this context's activations."""
+        tlb = self._tlb_acc
+        if self.active and self.bank is not None and self._tlb_base is not None:
+            now = self._smmu.tlb.stats_for(self.bank.index)
+            tlb = _tlb_sum(tlb, _tlb_delta(now, self._tlb_base))
+        return tlb.copy()
+
+    # -- the flush target of the context's TLB maintenance -----------------------------------
+
+    def flush_range(self, va: int, size: int) -> int:
+        """Invalidate the bank's entries overlapping ``[va, va+size)`` (unbound: none)."""
+        if self.bank is None:
+            return 0
+        return self._smmu.tlb.invalidate_range(va, size, self.bank.index)
+
+    def flush_all(self) -> int:
+        """Invalidate every entry of the bank's tag (unbound: none)."""
+        if self.bank is None:
+            return 0
+        return self._smmu.tlb.invalidate_tag(self.bank.index)

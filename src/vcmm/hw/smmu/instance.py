@@ -1,0 +1,221 @@
+"""One SMMU instance: its context banks, its one shared TLB, its virtual contexts.
+
+Entries of the global TLB are tagged with the bank number, so contexts of one SMMU
+compete for its entries while contexts of different SMMUs never meet.  The contexts
+reach the banks through :meth:`Smmu.claim_bank` / :meth:`Smmu.release_bank`, so the
+bookkeeping of which context holds which bank lives here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vcmm.errors import BusyError, InvalidArgumentError, NotFoundError
+from vcmm.hw.lock import MachineLock, check_lock, machine_locked
+from vcmm.hw.memory import PhysicalMemory
+from vcmm.hw.pgtable import ARMV7S, PageTableFormat
+from vcmm.hw.smmu.bank import Bank, BankRegisters
+from vcmm.hw.smmu.context import SmmuContext
+from vcmm.hw.tablemem import TableMemory
+from vcmm.hw.tlb import TLB, TLBConfig, TLBSnapshot, TLBStats
+
+
+@dataclass(frozen=True)
+class SmmuSnapshot:
+    """The SMMU's observable state (TLB, bank registers and bindings, contexts)."""
+
+    tlb: TLBSnapshot
+    registers: tuple[BankRegisters, ...]
+    bindings: tuple[str | None, ...]
+    contexts: tuple[tuple[str, int | None, bool, bool, int | None, int | None], ...]
+
+
+class Smmu:
+    """One SMMU instance: ``context_banks`` banks translating through one shared TLB."""
+
+    def __init__(
+        self,
+        name: str,
+        memory: PhysicalMemory,
+        table_memory: TableMemory,
+        *,
+        fmt: PageTableFormat = ARMV7S,
+        context_banks: int,
+        tlb: TLBConfig,
+        lock: MachineLock | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"SMMU name {name!r} must be a non-empty string")
+        if not isinstance(memory, PhysicalMemory):
+            raise InvalidArgumentError(f"SMMU {name!r} needs a PhysicalMemory, got {memory!r}")
+        if not isinstance(table_memory, TableMemory):
+            raise InvalidArgumentError(
+                f"SMMU {name!r} needs a TableMemory for its tables, got {table_memory!r}"
+            )
+        if table_memory.memory is not memory:
+            raise InvalidArgumentError(
+                f"SMMU {name!r}: the table memory window lives in another PhysicalMemory"
+            )
+        if not isinstance(fmt, PageTableFormat):
+            raise InvalidArgumentError(f"SMMU {name!r}: fmt {fmt!r} is not a PageTableFormat")
+        if isinstance(context_banks, bool) or not isinstance(context_banks, int):
+            raise InvalidArgumentError(
+                f"SMMU {name!r}: context_banks {context_banks!r} is not an integer"
+            )
+        if not 1 <= context_banks <= 128:
+            raise InvalidArgumentError(
+                f"SMMU {name!r}: context_banks {context_banks} must be between 1 and 128"
+            )
+        if not isinstance(tlb, TLBConfig):
+            raise InvalidArgumentError(f"SMMU {name!r}: tlb {tlb!r} is not a TLBConfig")
+        #: The machine lock (:mod:`vcmm.hw.lock`) its contexts' table changes and
+        #: translations hold: the system's, or a private one.
+        self.lock = check_lock(f"SMMU {name!r}", lock)
+        self.name = name
+        self.memory = memory
+        self.table_memory = table_memory
+        self.fmt = fmt
+        #: The one global TLB every bank shares (entries tagged by bank number).
+        self.tlb = TLB(tlb)
+        #: First input address the SMMU cannot translate (2**32 for ARMv7 short tables).
+        self.input_limit = fmt.geometry().va_limit
+        self._banks = [
+            Bank(i, self.tlb, fmt, memory, self.input_limit) for i in range(context_banks)
+        ]
+        self._contexts: dict[str, SmmuContext] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Smmu({self.name!r}, {self.fmt.name}, banks={len(self._banks)}, "
+            f"contexts={list(self._contexts)})"
+        )
+
+    # -- contexts -----------------------------------------------------------------------
+
+    @property
+    def context_banks(self) -> int:
+        return len(self._banks)
+
+    @machine_locked
+    def context_init(self, name: str, *, split: bool = False) -> SmmuContext:
+        """Create the virtual context ``name`` (the seed's ``smmu_ctx_init``)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"context name {name!r} must be a non-empty string")
+        if name in self._contexts:
+            raise InvalidArgumentError(f"SMMU {self.name!r} already has a context named {name!r}")
+        if not isinstance(split, bool):
+            raise InvalidArgumentError(f"context {name!r}: split={split!r} is not a bool")
+        if split:
+            self.check_split(name)
+        ctx = SmmuContext(self, name, split=split)
+        self._contexts[name] = ctx
+        return ctx
+
+    def check_split(self, who: str) -> None:
+        """Refuse split TTBR0/TTBR1 mode (``who`` names the context) unless this SMMU
+        walks ARMv7 short descriptors, the format with TTBCR.N."""
+        if self.fmt is not ARMV7S:
+            raise InvalidArgumentError(
+                f"context {who!r}: split TTBR0/TTBR1 on VA[31] is ARMv7 TTBCR.N=1; the "
+                f"{self.fmt.name} SMMU {self.name!r} has no such split"
+            )
+
+    def context(self, name: str) -> SmmuContext:
+        """The context named ``name`` (the seed's ``smmu_get_ctx_instance``)."""
+        ctx = self._contexts.get(name)
+        if ctx is None:
+            known = ", ".join(self._contexts) or "none"
+            raise NotFoundError(f"SMMU {self.name!r} has no context {name!r} (known: {known})")
+        return ctx
+
+    @property
+    def contexts(self) -> tuple[SmmuContext, ...]:
+        return tuple(self._contexts.values())
+
+    def remove_context(self, ctx: SmmuContext) -> None:
+        """Forget a deinitialised context (:meth:`SmmuContext.deinit` calls this)."""
+        if not isinstance(ctx, SmmuContext) or self._contexts.get(ctx.name) is not ctx:
+            raise NotFoundError(f"SMMU {self.name!r} has no context {ctx!r}")
+        if ctx.is_bound:
+            raise BusyError(f"context {ctx.name!r} is bound to bank {ctx.bank}; unbind first")
+        del self._contexts[ctx.name]
+
+    # -- banks --------------------------------------------------------------------------
+
+    def _bank_at(self, index: object, who: str) -> Bank:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InvalidArgumentError(f"{who}: bank {index!r} is not an integer")
+        if not 0 <= index < len(self._banks):
+            raise InvalidArgumentError(
+                f"{who}: bank {index} does not exist; SMMU {self.name!r} has banks "
+                f"0..{len(self._banks) - 1}"
+            )
+        return self._banks[index]
+
+    def claim_bank(self, ctx: SmmuContext, bank: int | None) -> Bank:
+        """Give ``ctx`` bank ``bank`` (the lowest free one if None); what
+        :meth:`SmmuContext.bind` does.  Refuses a busy bank, or when none is free."""
+        if bank is None:
+            free = self.free_banks()
+            if not free:
+                raise BusyError(
+                    f"SMMU {self.name!r}: all {self.context_banks} context banks are bound; "
+                    f"cannot bind {ctx.name!r}"
+                )
+            target = self._banks[free[0]]
+        else:
+            target = self._bank_at(bank, f"bind {ctx.name!r}")
+            if target.context is not None:
+                raise BusyError(
+                    f"SMMU {self.name!r} bank {bank} is bound to context "
+                    f"{target.context.name!r}; cannot bind {ctx.name!r}"
+                )
+        target.context = ctx
+        return target
+
+    def release_bank(self, bank: Bank) -> None:
+        """Free ``bank`` (:meth:`SmmuContext.unbind`); its registers are left as they are."""
+        if bank not in self._banks:
+            raise InvalidArgumentError(f"SMMU {self.name!r} has no bank {bank!r}")
+        bank.context = None
+
+    def bank_registers(self, bank: int) -> BankRegisters:
+        """What bank ``bank``'s registers hold now."""
+        return self._bank_at(bank, f"SMMU {self.name!r}").regs
+
+    def bound_context(self, bank: int) -> SmmuContext | None:
+        """The context bound to ``bank``, if any."""
+        return self._bank_at(bank, f"SMMU {self.name!r}").context
+
+    def free_banks(self) -> list[int]:
+        return [b.index for b in self._banks if b.context is None]
+
+    # -- counters and snapshots -----------------------------------------------------------
+
+    def stats(self) -> TLBStats:
+        """A copy of the global TLB counters (every bank together)."""
+        return self.tlb.stats.copy()
+
+    def snapshot(self) -> SmmuSnapshot:
+        """Everything observable about the SMMU and its contexts, comparable with ``==``."""
+        return SmmuSnapshot(
+            tlb=self.tlb.snapshot(),
+            registers=tuple(b.regs for b in self._banks),
+            bindings=tuple(b.context.name if b.context else None for b in self._banks),
+            contexts=tuple(
+                (c.name, c.bank, c.is_active, c.split, c.ttbr0, c.ttbr1)
+                for c in self._contexts.values()
+            ),
+        )
+
+
+def find_context(smmus: Iterable[Smmu], name: str) -> SmmuContext:
+    """Find context ``name`` across SMMUs (the seed's lookup through smmu0/, smmu1/...)."""
+    found = [s.context(name) for s in smmus if name in {c.name for c in s.contexts}]
+    if not found:
+        raise NotFoundError(f"no SMMU has a context named {name!r}")
+    if len(found) > 1:
+        owners = ", ".join(c.smmu.name for c in found)
+        raise InvalidArgumentError(f"context name {name!r} is ambiguous: SMMUs {owners}")
+    return found[0]
