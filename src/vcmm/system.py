@@ -25,7 +25,7 @@ from vcmm.hw.cache import CacheConfig
 from vcmm.hw.cpu import Cpu
 from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import PhysicalMemory
-from vcmm.hw.pgtable import ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
+from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
 from vcmm.hw.smmu import Smmu
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLBConfig
@@ -35,7 +35,7 @@ from vcmm.mm.roles import MemoryRoles
 from vcmm.platform import PlatformSpec, load_default, load_platform
 from vcmm.platform.schema import TargetSpec, TlbSpec
 
-FORMATS: dict[str, PageTableFormat] = {"armv7s": ARMV7S, "vmsav8": VMSAV8_4K}
+FORMATS: dict[str, PageTableFormat] = {"armv7s": ARMV7S, "vmsav8": VMSAV8_4K, "lpae": ARMV7_LPAE}
 
 
 def _tlb(spec: TlbSpec) -> TLBConfig:

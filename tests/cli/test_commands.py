@@ -13,8 +13,8 @@ import networkx as nx
 import pytest
 from click.testing import Result
 
+from vcmm.core.export import to_networkx
 from vcmm.report import graph as graph_module
-from vcmm.report.graph import build_graph, to_networkx
 from vcmm.workload.runner import run_scenario
 from vcmm.workload.scenario import load_scenario
 
@@ -164,9 +164,9 @@ def test_graph_json_is_the_core_export_with_decoded_page_sizes(
 def test_graph_to_networkx_keeps_attributes() -> None:
     system = run_scenario(load_scenario("video_1080p")).system
     assert system is not None
-    g = to_networkx(build_graph(system))
-    kinds = nx.get_node_attributes(g, "kind")
-    assert sorted(kinds.values()).count("reservation") == 2
+    g = to_networkx(system.graph_data())
+    types = nx.get_node_attributes(g, "type")
+    assert sorted(types.values()).count("reservation") == 2
     assert g.nodes["physmem:physmem1"]["size"] == 3 * (1 << 20)
 
 
@@ -232,9 +232,9 @@ def test_the_dsp_reservation_has_one_address_in_text_and_dot(vcmm: Vcmm) -> None
     """The seed's dev_addr is what the device uses: the DSP's bus address.  The
     default platform's DSP sees RAM 0x4000_0000 lower than the CPU (its dma-ranges),
     so the 0xa800_0000 allocation is at 0x6800_0000 for it."""
-    from vcmm.cli.demo import demo_topology
+    from vcmm.cli.topology import triple_mapping
 
-    system = demo_topology()
+    system = triple_mapping().system
     (res,) = [r for v in system.vcms if v.kind.value == "one-to-one" for r in v.reservations]
     phys = res.physmem.chunks[0][0]
     bus = phys - 0x4000_0000
@@ -243,7 +243,9 @@ def test_the_dsp_reservation_has_one_address_in_text_and_dot(vcmm: Vcmm) -> None
     dot = vcmm("graph", "-f", "dot").stdout
     route = next(line for line in text.splitlines() if "dsp" in line)
     assert route.endswith(f"{res.name} at {bus:#x} (phys {phys:#x})")
-    label = next(line for line in dot.splitlines() if line.startswith(f'  "res:{res.name}"'))
+    label = next(
+        line for line in dot.splitlines() if line.startswith(f'  "reservation:{res.name}"')
+    )
     assert f"@ {bus:#x} (phys {phys:#x})" in label
 
 
@@ -255,7 +257,7 @@ def test_graph_of_a_scenario_names_its_buffers(vcmm: Vcmm, tiny: Path) -> None:
     labels = [
         ln.split("label=", 1)[1]
         for ln in dot.splitlines()
-        if ln.startswith('  "res:') and "->" not in ln
+        if ln.startswith('  "reservation:') and "->" not in ln
     ]
     assert len(labels) == 2 and all(label.startswith('"frame (res') for label in labels)
 

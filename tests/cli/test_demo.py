@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from click.testing import Result
 
-from vcmm.cli.demo import expected_misses, triple_mapping, video_pipeline
+from vcmm.cli.demo import expected_misses, video_pipeline
+from vcmm.cli.topology import triple_mapping
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_64K
 
 FRAME = 1920 * 1080 * 3 // 2  # NV12: luma plus half-height interleaved chroma

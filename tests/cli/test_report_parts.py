@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import InvalidArgumentError
-from vcmm.report.graph import build_graph, to_text
+from vcmm.report.graph import to_dot, to_text
 from vcmm.report.pagetables import merge_entries
 from vcmm.report.plots import plot_sweep
 from vcmm.report.tables import Table, fmt_cell
@@ -92,7 +94,7 @@ access = "read"
 """
     system = run_scenario(loads_scenario(text)).system
     assert system is not None
-    out = to_text(build_graph(system))
+    out = to_text(system.graph_data())
     assert "physmem1 1M from ebi: 0x80000000+1M" in out
     assert "cpu            kernel linear map (cacheable alias)" in out
     assert "mdp            -> vcm2 (iommu) -> res4 at 0x10000000  [1 x 1M]" in out
@@ -131,11 +133,31 @@ def test_graph_draws_views_with_an_edge_to_their_allocation() -> None:
     vcm = system.vcm_create(SZ_1M, 16 * SZ_1M)
     res = system.vcm_reserve(vcm, 2 * SZ_4K)
     system.vcm_back(res, view)
-    data = build_graph(system)
-    ids = {n.id for n in data.nodes}
-    assert f"physmem:{view.name}" in ids and f"physmem:{parent.name}" in ids
-    edges = {(e.source, e.target, e.kind) for e in data.edges}
-    assert (f"physmem:{view.name}", f"physmem:{parent.name}", "view-of") in edges
-    assert (f"res:{res.name}", f"physmem:{view.name}", "backing") in edges
+    dot = to_dot(system.graph_data())
+    ids = set(re.findall(r'^  "([^"]+)" \[label=', dot, re.MULTILINE))
+    assert {f"physmem:{view.name}", f"physmem:{parent.name}"} <= ids
+    edges = set(re.findall(r'^  "([^"]+)" -> "([^"]+)"', dot, re.MULTILINE))
+    assert (f"physmem:{view.name}", f"physmem:{parent.name}") in edges  # view of
+    assert (f"reservation:{res.name}", f"physmem:{view.name}") in edges  # backing
     # Every edge ends at a drawn node.
-    assert all(e.source in ids and e.target in ids for e in data.edges)
+    assert all(source in ids and target in ids for source, target in edges)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: to_text([]), "to_text needs the graph export's"),
+        (lambda: to_text({"nodes": []}), "to_text needs the graph export's"),
+        (lambda: to_dot({"nodes": [], "edges": []}, 5), "graph name 5 is not a string"),
+        (lambda: to_dot({"nodes": [], "edges": []}, "g", ["frame"]), "not a mapping"),
+    ],
+)
+def test_renderings_refuse_what_is_not_the_export(call: Callable[[], object], needle: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=needle):
+        call()
+
+
+def test_an_empty_export_renders_as_an_empty_picture() -> None:
+    empty = {"nodes": [], "edges": []}
+    assert to_text(empty) == "(no VCMs and no physical allocations)"
+    assert to_dot(empty, "e").splitlines()[-1] == "}"

@@ -136,3 +136,93 @@ def test_views_and_wraps_in_the_export(system) -> None:
     # The wrap's page shares its chunk node with the allocation it lies in.
     page = kernel.chunk_ranges[0]
     assert nodes[f"chunk:{page.start:#x}+{SZ_4K:#x}"]["linear_mapped"]
+
+
+def test_every_node_and_edge_follows_the_one_schema(system) -> None:
+    """Whatever the state (three kinds of VCM, a view, a wrap, the DMA API's pools
+    and a process), each node and edge has exactly its type's declared fields."""
+    from vcmm import DmaDirection
+    from vcmm.core.export import EDGE_FIELDS, NODE_FIELDS
+    from vcmm.dma import DmaApi
+    from vcmm.proc import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, ProcessTable
+
+    physmem, _vcms, _reservations, _ = _triple(system)
+    system.vcm_phys_view(physmem, SZ_4K, SZ_4K)
+    kernel = system.vcm_phys_alloc("ebi", SZ_4K)
+    system.vcm_phys_wrap(list(kernel.chunk_ranges), owner="me", of=kernel)
+    dma = DmaApi(system, devices=["mdp"])
+    page = system.vcm_phys_alloc("ebi", SZ_4K, PhysAttr.CONTIGUOUS).chunk_ranges[0].start
+    dma.map_page("mdp", page, 0, SZ_4K, DmaDirection.TO_DEVICE)
+    ProcessTable(system).spawn("p").mmap(SZ_4K, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    data = system.graph_data()
+    seen_nodes = {n["type"] for n in data["nodes"]}
+    seen_edges = {e["type"] for e in data["edges"]}
+    assert seen_nodes == set(NODE_FIELDS) and seen_edges == set(EDGE_FIELDS)
+    for node in data["nodes"]:
+        assert list(node) == ["id", "type", "label", *NODE_FIELDS[node["type"]]], node
+    for edge in data["edges"]:
+        assert list(edge) == ["source", "target", "type", *EDGE_FIELDS[edge["type"]]], edge
+
+
+def test_reservations_carry_decoded_page_sizes_and_device_addresses(system) -> None:
+    """1M+4K, 1M aligned: ARMv7 short descriptors map it with one 1M section and one
+    4K page; the CPU's VMSAv8-64 4K-granule table has no 1M block, so 257 4K pages.
+    The DSP reaches RAM 0x4000_0000 below its physical address (its dma-ranges)."""
+    physmem, _vcms, reservations, _ = _triple(system)
+    data = system.graph_data()
+    nodes = {n["id"]: n for n in data["nodes"]}
+    res_iommu, res_one, res_vmm = (nodes[f"reservation:{r.name}"] for r in reservations)
+    assert res_iommu["pages"] == {str(SZ_1M): 1, str(SZ_4K): 1}
+    assert res_vmm["pages"] == {str(SZ_4K): 257}
+    assert res_one["pages"] == {}  # no table: one-to-one
+    ((pa, size),) = physmem.chunks
+    assert res_one["dev_addrs"] == {"dsp": pa - 0x4000_0000}
+    assert res_iommu["dev_addrs"] == {"vcodec_a_mm1": reservations[0].dev_addr}
+    node = nodes[f"physmem:{physmem.name}"]
+    assert node["ranges"] == [[pa, size]] and not node["linear_mapped"]  # a carve-out
+    kernel = system.vcm_phys_alloc("ebi", SZ_4K)
+    exported = {n["id"]: n for n in system.graph_data()["nodes"]}
+    assert exported[f"physmem:{kernel.name}"]["linear_mapped"]  # system RAM
+
+
+def test_docs_describe_every_type_and_field_of_the_schema() -> None:
+    import re
+    from pathlib import Path
+
+    from vcmm.core.export import EDGE_FIELDS, NODE_FIELDS
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
+    text = docs.read_text(encoding="utf-8")
+    section = text[text.index("#### The graph schema") :]
+    nodes, edges = section.split("| edge type |", 1)
+    for table, schema in ((nodes, NODE_FIELDS), (edges, EDGE_FIELDS)):
+        rows = {m[0]: m[1] for m in re.findall(r"^\| `(\w+)` \|(.*)$", table, re.MULTILINE)}
+        for kind, fields in schema.items():
+            assert kind in rows, f"docs/CLI.md's graph schema has no row for {kind!r}"
+            for name in fields:
+                assert f"`{name}`" in rows[kind], f"docs/CLI.md: {kind} lacks field {name!r}"
+
+
+def test_the_export_without_chunks_is_the_full_one_less_chunk_detail(system) -> None:
+    from vcmm.core.export import graph_data
+
+    _triple(system)
+    full, compact = system.graph_data(), graph_data(system, chunks=False)
+    assert [n for n in full["nodes"] if n["type"] != "chunk"] == compact["nodes"]
+    detail = ("contains", "mapping")
+    kept = [e for e in full["edges"] if e["type"] not in detail]
+    assert kept == compact["edges"] and len(kept) < len(full["edges"])
+
+
+def test_export_calls_refuse_bad_arguments(system) -> None:
+    import pytest
+
+    from vcmm.core.export import dev_addrs, graph_data, page_histogram
+    from vcmm.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="chunks='no' is not true or false"):
+        graph_data(system, chunks="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="page_histogram needs a Reservation"):
+        page_histogram(system, "res1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="dev_addrs needs a Reservation"):
+        dev_addrs(None)  # type: ignore[arg-type]

@@ -233,7 +233,6 @@ def test_board_smmus_and_devices(tmp_path: Path) -> None:
         DmaRange(0x1000_0000, 0x5000_0000, 256 * SZ_1M),
     )
     assert spec.context("isp") == (iommu_b, iommu_b.contexts[0])
-    assert spec.context("isp")[1].dev_path == "/dev/isp"
     assert spec.device("jpeg") is jpeg and spec.smmu("iommu_b") is iommu_b
     assert spec.target("cma") is spec.targets[2] and spec.region("ocm") is spec.memory[1]
 
@@ -260,11 +259,8 @@ def test_linear_map_translation() -> None:
     cpu = loads_platform(BASE).cpu
     assert cpu.linear_va(0x4000_0000) == 0xFFFF_0000_0000_0000
     assert cpu.linear_va(0x4123_4567) == 0xFFFF_0000_0123_4567
-    assert cpu.linear_pa(0xFFFF_0000_0123_4567) == 0x4123_4567
     with pytest.raises(InvalidArgumentError, match="0x48000000"):
         cpu.linear_va(0x4800_0000)
-    with pytest.raises(InvalidArgumentError, match="0xffff000008000000"):
-        cpu.linear_pa(0xFFFF_0000_0800_0000)
 
 
 def test_dumps_round_trip() -> None:
@@ -922,7 +918,7 @@ def test_target_spec_checks_pool_layout() -> None:
     pools = layout_block_pools(SZ_16M, {SZ_4K: 2, SZ_16M: 1})
     assert pools == (BlockPoolSpec(SZ_16M, 1, SZ_16M), BlockPoolSpec(SZ_4K, 2, 2 * SZ_16M))
     target = TargetSpec(name="b", kind="blocks", base=SZ_16M, blocks=pools)
-    assert target.size == SZ_16M + 2 * SZ_4K and target.is_carveout
+    assert target.size == SZ_16M + 2 * SZ_4K
     with pytest.raises(PlatformError) as info:
         TargetSpec(name="b", kind="blocks", base=SZ_16M, blocks=pools[::-1])
     assert info.value.key == "blocks.16M" and "largest block first" in str(info.value)

@@ -19,7 +19,7 @@ from vcmm.dma import DmaApi, ScatterList
 from vcmm.errors import OutOfMemoryError
 from vcmm.platform import loads_platform
 from vcmm.proc import MAP_SHARED, O_RDWR, PROT_READ, PROT_WRITE, ProcessTable
-from vcmm.report.graph import build_graph, to_text
+from vcmm.report.graph import to_text
 from vcmm.share import VcmExporter, dma_api
 from vcmm.sizes import SZ_1M, SZ_256K
 
@@ -92,7 +92,7 @@ def test_the_dma_api_takes_its_pools_from_the_platforms_carve_out() -> None:
         "the DMA API (atomic pool)",
         "the DMA API (coherent pool)",
     ]
-    text = to_text(build_graph(system))
+    text = to_text(system.graph_data())
     assert "4M from cma, held by the DMA API (coherent pool)" in text
     assert "256K from cma, held by the DMA API (atomic pool)" in text
     exported = {n["label"]: n["holder"] for n in system.graph_data()["nodes"] if "holder" in n}

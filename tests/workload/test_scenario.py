@@ -296,3 +296,21 @@ def test_scenarios_built_in_python_are_validated_too() -> None:
     sc = loads_scenario(BASE)
     with pytest.raises(ScenarioError, match="a scenario needs at least one step"):
         Scenario(name="x", platform=sc.platform, buffers=sc.buffers, steps=())
+
+
+def test_docs_show_every_scenario_key() -> None:
+    """docs/CLI.md's example file writes every key the records declare."""
+    import re
+
+    from vcmm.platform.fields import shape_of
+    from vcmm.workload.scenario import BufferSpec, StepSpec, TlbOverride
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
+    text = docs.read_text(encoding="utf-8")
+    example = text[text.index("## Scenario files") :].split("```toml", 1)[1].split("```")[0]
+    written = set(re.findall(r"^(\w+) =", example, re.MULTILINE))
+    written |= set(re.findall(r"^\[\[(\w+)\]\]", example, re.MULTILINE))
+    written |= {"entries", "ways", "replacement"}  # tlb = { ... } on one line
+    for cls in (Scenario, BufferSpec, StepSpec, TlbOverride):
+        missing = set(shape_of(cls).allowed()) - written
+        assert not missing, f"docs/CLI.md's example lacks {cls.__name__} keys {missing}"

@@ -11,82 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import click
 
-from vcmm.core import Attr, PhysAttr
-from vcmm.report.graph import build_graph, page_histogram, to_text
+from vcmm.cli.topology import triple_mapping
+from vcmm.core.export import graph_data
+from vcmm.report.graph import to_text
 from vcmm.report.tables import Table, fmt_chunks
-from vcmm.sizes import SZ_2M, SZ_4K, SZ_16M, format_size
-from vcmm.system import System
+from vcmm.sizes import format_size
 from vcmm.workload.runner import ScenarioResult, run_scenario
 from vcmm.workload.scenario import POLICIES, packaged_scenario
 
 #: The packaged scenario the demo's pipeline runs.
 DEMO_SCENARIO = "video_1080p"
 DEMO_POLICIES = ("4k", "64k", "1m", "largest")
-#: The seed's triple-mapping size: two 1M sections and one 4K page on the IOMMU.
-TRIPLE_SIZE = SZ_2M + SZ_4K
-
-
-@dataclass
-class TripleMapping:
-    """What the walk-through built and what the three bus masters saw."""
-
-    system: System
-    phys_addr: int
-    iommu_addr: int
-    dsp_addr: int
-    cpu_addr: int
-    iommu_pages: dict[int, int]
-    dsp_ok: bool
-    cpu_ok: bool
-    length: int
-
-
-def triple_mapping(system: System | None = None) -> TripleMapping:
-    """The seed's walk-through (000 L321-427): one 2M+4K contiguous allocation backing
-    an IOMMU VCM (vcodec_a_mm1), a one-to-one VCM (dsp) and the VMM VCM (cpu)."""
-    system = system or System.default()
-    dev_iommu = system.device("vcodec_a_mm1")
-    dev_dsp = system.device("dsp")
-    physmem = system.vcm_phys_alloc("contig", TRIPLE_SIZE, PhysAttr.CONTIGUOUS)
-    ((phys_addr, phys_size),) = physmem.chunks
-    # The seed writes vcm_create(SZ_1K, SZ_16M); 1K breaks its own 4K rule.
-    vcm_iommu = system.vcm_create(SZ_4K, SZ_16M)
-    vcm_onetoone = system.vcm_create(phys_addr, phys_size)
-    vcm_vmm = system.vcm_create_from_prebuilt(0)
-    for vcm, dev in ((vcm_iommu, dev_iommu), (vcm_onetoone, dev_dsp), (vcm_vmm, system.cpu)):
-        system.vcm_activate(system.vcm_assoc(vcm, dev, 0))
-    attr = Attr.READ | Attr.WRITE
-    reservations = [
-        system.vcm_reserve(v, TRIPLE_SIZE, attr) for v in (vcm_iommu, vcm_onetoone, vcm_vmm)
-    ]
-    for res in reservations:
-        system.vcm_back(res, physmem)
-    res_iommu, res_dsp, res_vmm = reservations
-    payload = (b"VCMM" * (TRIPLE_SIZE // 4))[:TRIPLE_SIZE]
-    dev_iommu.write(res_iommu.dev_addr, payload)
-    dsp_addr = res_dsp.dev_addr_for(dev_dsp)
-    dsp_ok = dev_dsp.read(dsp_addr, TRIPLE_SIZE) == payload
-    cpu_ok = system.cpu.read(res_vmm.dev_addr, TRIPLE_SIZE) == payload
-    return TripleMapping(
-        system=system,
-        phys_addr=phys_addr,
-        iommu_addr=res_iommu.dev_addr,
-        dsp_addr=dsp_addr,
-        cpu_addr=res_vmm.dev_addr,
-        iommu_pages=page_histogram(system, res_iommu),
-        dsp_ok=dsp_ok,
-        cpu_ok=cpu_ok,
-        length=TRIPLE_SIZE,
-    )
-
-
-def demo_topology() -> System:
-    """The system ``vcmm graph`` and ``vcmm pt dump`` show when given no scenario."""
-    return triple_mapping().system
 
 
 def video_pipeline(frames: int = 3) -> dict[str, ScenarioResult]:
@@ -195,7 +133,7 @@ def demo_command(frames: int) -> None:
     echo(f"   check: cpu read them back through the VMM mapping and its cache: {mark[tm.cpu_ok]}")
     echo("")
     echo("2. Mapping graph (physical allocation <- every bus master that reaches it)")
-    for line in to_text(build_graph(system)).splitlines():
+    for line in to_text(graph_data(system, chunks=False)).splitlines():
         echo("   " + line)
     echo("")
     scenario = packaged_scenario(DEMO_SCENARIO)

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import click
 
-from vcmm.cli.common import load_for_cli, run_with_progress
-from vcmm.report.graph import (
-    DRAWN_FORMATS,
-    build_graph,
-    graph_json,
-    render_drawing,
-    to_dot,
-    to_text,
-)
-from vcmm.system import System
+from vcmm.cli.topology import system_for
+from vcmm.core.export import graph_data
+from vcmm.report.graph import DRAWN_FORMATS, render_drawing, to_dot, to_text
 
 _FORMATS = ("text", "dot", "json", *DRAWN_FORMATS)
 #: What an output file's extension says about its format.
@@ -30,19 +23,6 @@ EXTENSIONS = {
     ".png": "png",
     ".pdf": "pdf",
 }
-
-
-def system_for(scenario: str | None) -> tuple[System, str, dict[str, str]]:
-    """The end state of ``scenario`` (with the buffers' names for its objects), or the
-    demo's triple mapping when none is given."""
-    if scenario is None:
-        from vcmm.cli.demo import demo_topology
-
-        return demo_topology(), "demo", {}
-    sc = load_for_cli(scenario)
-    result = run_with_progress(sc)
-    assert result.system is not None
-    return result.system, sc.name, result.labels
 
 
 def output_format(fmt: str | None, output: str | None) -> str:
@@ -94,18 +74,18 @@ def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> 
 
     Text, DOT and the drawings show the compact graph: bus masters, VCMs,
     reservations, physical allocations and memory targets, backing edges labelled
-    with the page sizes decoded from the tables in memory.  JSON is the core's full
-    export (chunks and every mapping edge too) with those page sizes added to each
-    reservation.  SVG, PNG and PDF need graphviz's `dot`; without it the DOT file is
+    with the page sizes decoded from the tables in memory.  JSON is the graph itself,
+    the core's export these are drawn from (chunks and every mapping edge too; schema
+    in docs/CLI.md).  SVG, PNG and PDF need graphviz's `dot`; without it the DOT file is
     written instead and the command fails.  The format comes from the -o extension
     (.txt .dot .gv .json .svg .png .pdf) unless --format says it.
     """
     fmt = output_format(fmt, output)
     system, name, labels = system_for(scenario)
-    data = build_graph(system, labels)
+    data = graph_data(system, chunks=fmt == "json")  # the pictures draw no chunks
     if fmt in DRAWN_FORMATS:
         assert output is not None
-        dot = to_dot(data, name)
+        dot = to_dot(data, name, labels)
         if render_drawing(dot, output, fmt):
             click.echo(f"wrote {output}")
             return
@@ -117,9 +97,9 @@ def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> 
             f"'dot -T{fmt} {dot_path} -o {output}')"
         )
     if fmt == "json":
-        text = json.dumps(graph_json(system), indent=2)
+        text = json.dumps(data, indent=2)
     else:
-        text = to_text(data) if fmt == "text" else to_dot(data, name)
+        text = to_text(data, labels) if fmt == "text" else to_dot(data, name, labels)
     if output is None:
         click.echo(text)
     else:

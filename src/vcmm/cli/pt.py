@@ -6,6 +6,7 @@ import json
 
 import click
 
+from vcmm.cli.topology import system_for
 from vcmm.report.pagetables import device_tables, render_dump
 
 
@@ -30,8 +31,6 @@ def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
     table).  Consecutive entries of one page size and the same attributes that are
     contiguous in both address spaces are merged: `760 x 4K` is one line.
     """
-    from vcmm.cli.graph import system_for
-
     system, _, _ = system_for(scenario)
     dumps = device_tables(system, device)
     if as_json:

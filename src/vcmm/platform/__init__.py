@@ -6,6 +6,9 @@ building hardware from it is the job of the layers that own the hardware objects
 The file format is documented in docs/PLATFORM.md.
 """
 
+from vcmm.platform.cpu import CacheSpec, CpuSpec, TlbSpec
+from vcmm.platform.devices import SMMU_FORMATS, ContextSpec, DeviceSpec, DmaRange, DmaSpec, SmmuSpec
+from vcmm.platform.errors import PlatformError
 from vcmm.platform.loader import (
     DEFAULT_SOURCE,
     dumps_platform,
@@ -14,24 +17,12 @@ from vcmm.platform.loader import (
     loads_platform,
     parse_number,
 )
-from vcmm.platform.schema import (
-    BlockPoolSpec,
-    CacheSpec,
-    ContextSpec,
-    CpuSpec,
-    DeviceSpec,
-    DmaRange,
-    DmaSpec,
-    PlatformError,
-    PlatformSpec,
-    SmmuSpec,
-    TargetSpec,
-    TlbSpec,
-    layout_block_pools,
-)
+from vcmm.platform.schema import PlatformSpec
+from vcmm.platform.targets import BlockPoolSpec, TargetSpec, layout_block_pools
 
 __all__ = [
     "DEFAULT_SOURCE",
+    "SMMU_FORMATS",
     "BlockPoolSpec",
     "CacheSpec",
     "ContextSpec",

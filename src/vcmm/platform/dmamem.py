@@ -39,17 +39,23 @@ from vcmm.mm.roles import (
     MemoryRoles,
     PoolChoice,
 )
+from vcmm.platform.codecs import Record, Size, Text
 from vcmm.platform.errors import PlatformError
+from vcmm.platform.fields import Invalid, check_fields, key
 from vcmm.sizes import SZ_4K, format_size
 
 if TYPE_CHECKING:
-    from vcmm.platform.schema import TargetSpec
+    from vcmm.platform.targets import TargetSpec
 
 
-def _optional_name(value: object, key: str) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise PlatformError(f"expected a target name, got {value!r}", key=key)
-    return value
+def _target_name(value: str) -> None:
+    if not value:
+        raise Invalid(f"expected a target name, got {value!r}")
+
+
+def _pool_size(size: int) -> None:
+    if size % SZ_4K:
+        raise Invalid(f"size {size:#x} must be 0 (no pool) or a positive multiple of 4K")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,35 +63,28 @@ class PoolSpec:
     """A pool as declared: ``target`` and ``size``, each ``None`` for the default;
     ``size == 0`` means no pool."""
 
-    target: str | None = None
-    size: int | None = None
+    target: str | None = field(default=None, metadata=key(Text(), _target_name))
+    size: int | None = field(default=None, metadata=key(Size(), _pool_size))
 
     def __post_init__(self) -> None:
-        _optional_name(self.target, "target")
-        size = self.size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
-            raise PlatformError(f"expected a size, got {size!r}", key="size")
-        if size is not None and (size < 0 or size % SZ_4K):
-            raise PlatformError(
-                f"size {size:#x} must be 0 (no pool) or a positive multiple of 4K", key="size"
-            )
+        check_fields(self, PlatformError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DmaMemorySpec:
     """The ``[dma]`` table as declared (see the module notes for the defaults)."""
 
-    kernel_target: str | None = None
-    exporter_target: str | None = None
-    coherent_pool: PoolSpec = field(default_factory=PoolSpec)
-    atomic_pool: PoolSpec = field(default_factory=PoolSpec)
+    kernel_target: str | None = field(default=None, metadata=key(Text(), _target_name))
+    exporter_target: str | None = field(default=None, metadata=key(Text(), _target_name))
+    coherent_pool: PoolSpec = field(
+        default_factory=PoolSpec, metadata=key(Record(PoolSpec), omit_default=True)
+    )
+    atomic_pool: PoolSpec = field(
+        default_factory=PoolSpec, metadata=key(Record(PoolSpec), omit_default=True)
+    )
 
     def __post_init__(self) -> None:
-        _optional_name(self.kernel_target, "kernel_target")
-        _optional_name(self.exporter_target, "exporter_target")
-        for key, pool in (("coherent_pool", self.coherent_pool), ("atomic_pool", self.atomic_pool)):
-            if not isinstance(pool, PoolSpec):
-                raise PlatformError(f"expected a PoolSpec, got {pool!r}", key=key)
+        check_fields(self, PlatformError)
 
     @property
     def declared(self) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from vcmm.report.graph import build_graph, render_svg, to_dot, to_text
+from vcmm.core.export import graph_data
+from vcmm.report.graph import render_svg, to_dot, to_text
 from vcmm.report.pagetables import device_tables, render_dump
 from vcmm.report.plots import plot_frames, plot_policies
 from vcmm.report.tables import Table, fmt_chunks, result_tables
@@ -36,8 +37,8 @@ def _section(title: str, body: str) -> str:
 def _graph_html(result: ScenarioResult, system: System, out: Path) -> str:
     """The mapping graph (buffers named): SVG when graphviz draws it, else DOT text;
     ``graph.dot`` is written either way."""
-    data = build_graph(system, result.labels)
-    dot = to_dot(data, result.scenario)
+    data = graph_data(system, chunks=False)
+    dot = to_dot(data, result.scenario, result.labels)
     (out / "graph.dot").write_text(dot, encoding="utf-8")
     if render_svg(dot, out / "graph.svg"):
         graph_html = '<p><img src="graph.svg" alt="mapping graph"></p>'
@@ -47,7 +48,7 @@ def _graph_html(result: ScenarioResult, system: System, out: Path) -> str:
             "(graph.dot); render it with <code>dot -Tsvg graph.dot</code>.</p>"
             f"<pre>{html.escape(dot)}</pre>"
         )
-    return graph_html + f"<pre>{html.escape(to_text(data))}</pre>"
+    return graph_html + f"<pre>{html.escape(to_text(data, result.labels))}</pre>"
 
 
 def write_report(

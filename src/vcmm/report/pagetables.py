@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vcmm.errors import InvalidArgumentError
+from vcmm.hw.bus import SmmuDevice
 from vcmm.sizes import format_size
 from vcmm.system import System
 
@@ -100,12 +101,12 @@ def device_tables(system: System, device: str) -> list[TableDump]:
                 merge_entries(table.mappings(), va_offset=_KERNEL_TOP),
             )
         ]
-    ctx = getattr(dev, "ctx", None)
-    if ctx is None:
+    if not isinstance(dev, SmmuDevice):
         raise InvalidArgumentError(
             f"device {device!r} addresses memory physically (no SMMU), so it has no page "
             "tables to dump; pick a device behind an SMMU or 'cpu'"
         )
+    ctx = dev.ctx
     out = []
     where = f"{ctx.smmu.name}/{ctx.name}"
     state = f"bank {ctx.bank}, active" if ctx.is_active else "inactive"

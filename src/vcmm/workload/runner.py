@@ -18,6 +18,7 @@ tables (``table_pages()``, ``mappings()``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from collections import Counter
@@ -29,7 +30,10 @@ import numpy as np
 
 from vcmm.attrs import Access
 from vcmm.core import Attr, Reservation, Vcm, VcmKind
+from vcmm.core.export import page_histogram
 from vcmm.errors import DeviceFaultError, VcmmError
+from vcmm.hw.bus import SmmuDevice
+from vcmm.hw.smmu import SmmuContext
 from vcmm.hw.tlb import TLBStats
 from vcmm.sizes import format_size
 from vcmm.system import System
@@ -47,11 +51,17 @@ Progress = Callable[[int], None]
 
 
 def tlb_dict(stats: TLBStats) -> dict[str, int]:
-    return {name: int(getattr(stats, name)) for name in TLB_FIELDS}
+    return {name: int(value) for name, value in dataclasses.asdict(stats).items()}
 
 
 def _delta(after: TLBStats, before: TLBStats) -> dict[str, int]:
-    return {name: int(getattr(after, name) - getattr(before, name)) for name in TLB_FIELDS}
+    old = tlb_dict(before)
+    return {name: value - old[name] for name, value in tlb_dict(after).items()}
+
+
+def _context(device: object) -> SmmuContext | None:
+    """The SMMU context translating ``device``'s addresses (``None``: it has none)."""
+    return device.ctx if isinstance(device, SmmuDevice) else None
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -69,6 +79,10 @@ class FrameResult:
     walks: int | None = None
     walk_reads: int | None = None
     evictions: int | None = None
+
+
+#: The TLB counters a frame reports (every one of the TLB's but its size).
+_FRAME_TLB_FIELDS = tuple(f.name for f in fields(FrameResult) if f.name in TLB_FIELDS)
 
 
 @dataclass
@@ -159,10 +173,6 @@ class BufferResult:
     chunks: dict[int, int]
     mappings: list[MappingResult] = field(default_factory=list)
 
-    @property
-    def chunk_count(self) -> int:
-        return sum(self.chunks.values())
-
 
 @dataclass
 class ScenarioResult:
@@ -219,10 +229,8 @@ class ScenarioResult:
                 return [plain(o) for o in obj]
             if isinstance(obj, dict):
                 return {str(k): plain(v) for k, v in obj.items()}
-            if hasattr(obj, "__dataclass_fields__"):
-                return {
-                    f.name: plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "system"
-                }
+            if dataclasses.is_dataclass(obj):
+                return {k: plain(v) for k, v in vars(obj).items() if k != "system"}
             return obj
 
         data = plain(self)
@@ -389,8 +397,7 @@ class ScenarioRunner:
         cached: dict[int, U64Array] = {}
         written: dict[str, np.ndarray] = {}
         for i, step in enumerate(sc.steps):
-            dev = system.device(step.device)
-            ctx = getattr(dev, "ctx", None)
+            ctx = _context(system.device(step.device))
             buf = sc.buffer(step.buffer)
             first = step_stream(buf, step, sc.burst, 0)
             cached[i] = first
@@ -430,7 +437,7 @@ class ScenarioRunner:
     ) -> None:
         sc, system = self.scenario, self.system
         dev = system.device(step.device)
-        ctx = getattr(dev, "ctx", None)
+        ctx = _context(dev)
         buf = sc.buffer(step.buffer)
         offsets = cached[result.index]
         if step.pattern == "random" and frame:
@@ -442,12 +449,11 @@ class ScenarioRunner:
             dev.access_batch(offsets + np.uint64(base), access, sc.burst)
         except DeviceFaultError as err:
             result.fault = f"frame {frame}: {err}"
-        record = FrameResult(frame=frame, bursts=int(offsets.size))
+        counts: dict[str, int] = {}
         if ctx is not None and before is not None:
-            for name, value in _delta(ctx.stats().tlb, before).items():
-                if hasattr(record, name):
-                    setattr(record, name, value)
-        result.frames.append(record)
+            delta = _delta(ctx.stats().tlb, before)
+            counts = {name: delta[name] for name in _FRAME_TLB_FIELDS}
+        result.frames.append(FrameResult(frame=frame, bursts=int(offsets.size), **counts))
         if step.data and result.fault is None:
             self._move_data(step, result, frame, base, written)
 
@@ -489,7 +495,7 @@ class ScenarioRunner:
         for name in sc.devices:
             dev = system.device(name)
             spec = system.spec.device(name)
-            ctx = getattr(dev, "ctx", None)
+            ctx = _context(dev)
             counters = dev.counters()
             devices.append(
                 DeviceResult(
@@ -561,12 +567,6 @@ class ScenarioRunner:
         for (device, name), res in self.reservations.items():
             if name != buf.name:
                 continue
-            pages: Counter[int] = Counter()
-            if res.vcm.table is not None and res.range is not None:
-                span = res.range
-                for entry in res.vcm.table.mappings():
-                    if span.start <= entry.va < span.end:
-                        pages[entry.size] += 1
             result.mappings.append(
                 MappingResult(
                     device=device,
@@ -574,7 +574,7 @@ class ScenarioRunner:
                     kind=res.vcm.kind.value,
                     dev_addr=self.dev_addr(device, name),
                     length=res.len,
-                    pages=dict(sorted(pages.items(), reverse=True)),
+                    pages=page_histogram(self.system, res),
                 )
             )
         return result

@@ -6,12 +6,14 @@ writes which buffer in which access pattern, frame after frame.  Running it (see
 :mod:`vcmm.workload.runner`) sets the VCMM up for every device that touches a buffer
 and drives the address streams through the real translation path.
 
-The file is TOML (format: docs/CLI.md).  Like the platform loader, this module owns
-the file's shape: unknown keys are errors with a suggestion, each value is checked
-for its type and meaning, and cross references (devices, targets, buffers, planes)
-are resolved against the platform.  Every error reads
-``video.toml: steps[1].device: unknown device 'mdpp' (did you mean 'mdp'?) ...`` and
-carries ``.source``, ``.key`` and ``.problem``.
+The file is TOML (format: docs/CLI.md).  Like the platform's, each record here
+declares its fields once (:mod:`vcmm.platform.fields`): the file key, how the value
+is read, the rules it follows.  The same reader checks the file's shape (unknown keys
+are errors with a suggestion, each value is checked for its type), each record
+checks its own values when it is built, and the :class:`Scenario` resolves the cross
+references (devices, targets, buffers, planes) against the platform.  Every error
+reads ``video.toml: steps[1].device: unknown device 'mdpp' (did you mean 'mdp'?) ...``
+and carries ``.source``, ``.key`` and ``.problem``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
-from vcmm.platform import PlatformSpec, load_default, load_platform, parse_number
-from vcmm.platform.schema import join_key
-from vcmm.platform.toml_table import TomlTable, suggest
+from vcmm.platform import PlatformSpec, load_default, load_platform
+from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
+from vcmm.platform.errors import KeyedError, suggest
+from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
+from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
 from vcmm.workload.examples import example, examples, local_file
 from vcmm.workload.patterns import (
@@ -38,6 +41,15 @@ from vcmm.workload.patterns import (
     FrameFormat,
     Plane,
     check_burst,
+)
+from vcmm.workload.scenario_keys import (
+    AccessMode,
+    BufferSize,
+    RowStride,
+    TargetNames,
+    Tile,
+    frame_of,
+    is_frame,
 )
 
 #: Allocation policies and the block sizes each allows (``None``: every size, largest
@@ -53,6 +65,7 @@ POLICIES: Final[dict[str, tuple[int, ...] | None]] = {
 #: Policies in increasing block size, the x axis of every policy plot.
 POLICY_ORDER: Final = ("4k", "64k", "1m", "16m", "largest")
 ACCESSES: Final = ("read", "write")
+REPLACEMENTS: Final = ("lru", "fifo", "random")
 #: Buffers a step may move real bytes through (``data = true``) are at most this big.
 DATA_LIMIT: Final = 64 * SZ_1M
 #: Frames per step are bounded so a typo cannot start an hour-long run.
@@ -60,90 +73,16 @@ MAX_FRAMES: Final = 10_000
 #: The parameters a sweep may vary (``--grid key=v1,v2``).
 SWEEP_KEYS: Final = ("policy", "tlb_entries", "ways", "replacement", "pattern", "frames", "burst")
 
-_TOP_KEYS = ("name", "description", "platform", "frames", "burst", "tlb", "buffers", "steps")
-_TLB_KEYS = ("entries", "ways", "replacement")
-_BUFFER_KEYS = ("name", "size", "stride", "target", "policy", "contiguous", "access")
-_STEP_KEYS = (
-    "device",
-    "buffer",
-    "access",
-    "pattern",
-    "plane",
-    "frames",
-    "tile",
-    "count",
-    "seed",
-    "data",
-)
 
-
-class ScenarioError(InvalidArgumentError):
+class ScenarioError(KeyedError):
     """A scenario breaks a rule; the message names the file, the key and the problem."""
-
-    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
-        self.problem = problem
-        self.key = key
-        self.source = source
-        super().__init__(": ".join(part for part in (source, key, problem) if part))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep key and source when the error crosses a process boundary (sweeps).
-        return (_rebuild_error, (self.problem, self.key, self.source))
-
-
-def _rebuild_error(problem: str, key: str, source: str) -> ScenarioError:
-    return ScenarioError(problem, key=key, source=source)
-
-
-class _Table(TomlTable):
-    """One scenario table being read; its problems are :class:`ScenarioError`."""
-
-    def error(self, key: str, problem: str) -> ScenarioError:
-        return ScenarioError(problem, key=join_key(self.path, key), source=self.source)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def string(self, key: str, default: str | None = None) -> str:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.error(key, f"missing required key {key!r}")
-        return self.checked_string(key, value)
-
-    def choice(self, key: str, choices: Collection[str], default: str | None = None) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            raise self.error(
-                key,
-                f"{value!r} is not one of {', '.join(choices)}{suggest(value, choices)}",
-            )
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        return self.checked_boolean(key, self.data.get(key, default))
-
-    def integer(self, key: str, default: int | None, *, minimum: int = 0) -> int:
-        value = self.data.get(key, default)
-        if value is None:
-            raise self.error(key, f"missing required key {key!r}")
-        value = self.checked_integer(key, value)
-        if value < minimum:
-            raise self.error(key, f"{value} is below the minimum {minimum}")
-        return value
-
-    def tables(self, key: str, allowed: Collection[str]) -> list[_Table]:
-        value = self.data.get(key)
-        if value is None:
-            raise self.error(key, f"missing required array of tables [[{key}]]")
-        if not isinstance(value, list) or not value:
-            raise self.error(key, f"expected a non-empty array of tables, got {value!r}")
-        return [
-            _Table(item, f"{join_key(self.path, key)}[{i}]", self.source, allowed)
-            for i, item in enumerate(value)
-        ]
 
 
 # -- the description ---------------------------------------------------------------------
+
+
+def _frame_from_file(reading: Reading) -> FrameFormat | None:
+    return frame_of(reading.table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +94,26 @@ class BufferSpec:
     ``stride`` has rows of that many bytes.
     """
 
-    name: str
-    size: int
-    frame: FrameFormat | None = None
-    stride: int | None = None
-    targets: tuple[str, ...] | None = None
-    policy: str = "largest"
-    contiguous: bool = False
-    readonly: bool = False
+    name: str = field(metadata=key(Text()))
+    size: int = field(metadata=key(BufferSize()))
+    frame: FrameFormat | None = field(
+        default=None, metadata=key(None, is_frame, name=None, derive=_frame_from_file)
+    )
+    stride: int | None = field(default=None, metadata=key(RowStride()))
+    targets: tuple[str, ...] | None = field(
+        default=None, metadata=key(TargetNames(), name="target")
+    )
+    policy: str = field(default="largest", metadata=key(Text(), one_of(POLICIES)))
+    contiguous: bool = field(default=False, metadata=key(Boolean()))
+    readonly: bool = field(default=False, metadata=key(AccessMode(), name="access"))
+
+    def __post_init__(self) -> None:
+        check_fields(self, ScenarioError)
+        if self.stride is not None and self.size % self.stride:
+            raise ScenarioError(
+                f"stride {self.stride} must be >= 1 and divide the size {self.size} into rows",
+                key="stride",
+            )
 
     @property
     def planes(self) -> tuple[Plane, ...]:
@@ -193,6 +144,16 @@ class BufferSpec:
         return f"{self.name} ({shape}, {self.policy})"
 
 
+def _at_most_max_frames(frames: int) -> None:
+    if frames > MAX_FRAMES:
+        raise Invalid(f"frames {frames} must be in 1..{MAX_FRAMES}")
+
+
+def _frames_of_file(reading: Reading) -> object:
+    """A step's frames default to the file's top-level ``frames``."""
+    return reading.context["frames"]
+
+
 @dataclass(frozen=True, slots=True)
 class StepSpec:
     """One pipeline stage: ``device`` reads or writes ``buffer`` in ``pattern``.
@@ -203,16 +164,22 @@ class StepSpec:
     ``data`` also moves real bytes through the device once per frame.
     """
 
-    device: str
-    buffer: str
-    access: str
-    pattern: str = "linear"
-    plane: str = "all"
-    frames: int = 1
-    tile: tuple[int, int] = DEFAULT_TILE
-    count: int | None = None
-    seed: int = 0
-    data: bool = False
+    device: str = field(metadata=key(Text()))
+    buffer: str = field(metadata=key(Text()))
+    access: str = field(metadata=key(Text(), one_of(ACCESSES)))
+    pattern: str = field(default="linear", metadata=key(Text(), one_of(PATTERNS)))
+    plane: str = field(default="all", metadata=key(Text()))
+    frames: int = field(
+        default=1,
+        metadata=key(Integer(minimum=1), _at_most_max_frames, derive=_frames_of_file),
+    )
+    tile: tuple[int, int] = field(default=DEFAULT_TILE, metadata=key(Tile()))
+    count: int | None = field(default=None, metadata=key(Integer(minimum=1)))
+    seed: int = field(default=0, metadata=key(Integer()))
+    data: bool = field(default=False, metadata=key(Boolean()))
+
+    def __post_init__(self) -> None:
+        check_fields(self, ScenarioError)
 
     def describe(self) -> str:
         where = self.buffer if self.plane == "all" else f"{self.buffer}.{self.plane}"
@@ -223,34 +190,180 @@ class StepSpec:
 class TlbOverride:
     """Replaces the TLB geometry of every SMMU of the platform (sweeps vary it)."""
 
-    entries: int | None = None
-    ways: int | None = None
-    replacement: str | None = None
+    entries: int | None = field(default=None, metadata=key(Integer(minimum=1)))
+    ways: int | None = field(default=None, metadata=key(Integer(minimum=1)))
+    replacement: str | None = field(default=None, metadata=key(Text(), one_of(REPLACEMENTS)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, ScenarioError)
 
     @property
     def empty(self) -> bool:
         return self.entries is None and self.ways is None and self.replacement is None
 
 
+def _is_platform(value: object) -> None:
+    if not isinstance(value, PlatformSpec):
+        raise Invalid(f"expected a PlatformSpec, got {value!r}")
+
+
+def _burst(value: int) -> None:
+    try:
+        check_burst(value, "burst")
+    except InvalidArgumentError as err:
+        raise Invalid(str(err).removeprefix("burst: ")) from None
+
+
+def _name_from_source(reading: Reading) -> str:
+    source = reading.table.source
+    return Path(source).stem if source.endswith(".toml") else "scenario"
+
+
+def _platform_of_file(reading: Reading) -> PlatformSpec:
+    """The platform ``platform = ...`` names: a file that exists (relative to the
+    scenario's folder, ``.toml`` optional) wins over the packaged ``default``."""
+    ref = str(reading.value("platform_ref"))
+    base_dir: Path | None = reading.context.get("base_dir")
+    path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
+    if path is not None:
+        return load_platform(path)
+    if ref == "default":
+        return load_default()
+    looked = base_dir / ref if base_dir is not None and not Path(ref).is_absolute() else ref
+    raise reading.table.error(
+        "platform", f"platform file {ref!r} does not exist (looked at {looked})"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A validated scenario, ready to run.  ``params`` records sweep overrides applied."""
+    """A validated scenario, ready to run.  ``params`` records sweep overrides applied.
 
-    name: str
-    platform: PlatformSpec
-    buffers: tuple[BufferSpec, ...]
-    steps: tuple[StepSpec, ...]
-    description: str = ""
-    platform_ref: str = "default"
-    burst: int = DEFAULT_BURST
-    tlb: TlbOverride = TlbOverride()
+    Construction checks every cross reference against the platform, so a scenario
+    built in Python is held to the same rules as a file.
+    """
+
+    name: str = field(metadata=key(Text(), derive=_name_from_source))
+    platform: PlatformSpec = field(
+        metadata=key(None, _is_platform, name=None, derive=_platform_of_file)
+    )
+    buffers: tuple[BufferSpec, ...] = field(metadata=key(Records(BufferSpec)))
+    steps: tuple[StepSpec, ...] = field(metadata=key(Records(StepSpec)))
+    description: str = field(default="", metadata=key(Text()))
+    platform_ref: str = field(default="default", metadata=key(Text(), name="platform"))
+    burst: int = field(default=DEFAULT_BURST, metadata=key(Integer(minimum=1), _burst))
+    tlb: TlbOverride = field(default=TlbOverride(), metadata=key(Record(TlbOverride)))
     source: str = "<code>"
     params: tuple[tuple[str, object], ...] = ()
     #: The file the scenario was read from (a packaged example's installed path), or "".
     file: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self)
+        try:
+            check_fields(self, ScenarioError)
+            self._check_tlb()
+            if not self.buffers:
+                raise ScenarioError("a scenario needs at least one buffer", key="buffers")
+            if not self.steps:
+                raise ScenarioError("a scenario needs at least one step", key="steps")
+            self._check_buffers()
+            for index, step in enumerate(self.steps):
+                try:
+                    self._check_step(step)
+                except ScenarioError as err:
+                    raise err.within(f"steps[{index}]") from None
+        except ScenarioError as err:
+            raise err.within(source=self.source) from None
+
+    # -- the rules that tie buffers, steps and the platform together -------------------------
+
+    def _check_tlb(self) -> None:
+        tlb = self.tlb
+        if tlb.empty:
+            return
+        if not self.platform.smmus:
+            raise ScenarioError("the platform has no SMMU whose TLB could be changed", key="tlb")
+        for smmu in self.platform.smmus:
+            entries = tlb.entries if tlb.entries is not None else smmu.tlb.entries
+            ways = tlb.ways if tlb.ways is not None else smmu.tlb.ways
+            if entries % ways:
+                raise ScenarioError(
+                    f"{ways} ways do not divide {entries} entries (SMMU {smmu.name!r}); "
+                    "ways must divide entries",
+                    key="tlb",
+                )
+
+    def _check_buffers(self) -> None:
+        target_names = [t.name for t in self.platform.targets]
+        seen: set[str] = set()
+        for i, buf in enumerate(self.buffers):
+            where = f"buffers[{i}]"
+            if buf.name in seen:
+                raise ScenarioError(f"buffer name {buf.name!r} is used twice", key=f"{where}.name")
+            seen.add(buf.name)
+            targets = buf.targets or ()
+            for j, target in enumerate(targets):
+                if target not in target_names:
+                    raise ScenarioError(
+                        f"unknown memory target {target!r}{suggest(target, target_names)}; "
+                        f"the platform has: {', '.join(target_names)}",
+                        key=f"{where}.target" + (f"[{j}]" if len(targets) > 1 else ""),
+                    )
+
+    def _check_step(self, step: StepSpec) -> None:
+        """One step's references (keys relative to the step)."""
+        devices = {d.name: d for d in self.platform.devices}
+        if step.device == "cpu":
+            raise ScenarioError(
+                "the CPU cannot run address streams yet (it has no batch access path); "
+                f"use one of the platform's devices: {', '.join(devices)}",
+                key="device",
+            )
+        if step.device not in devices:
+            raise ScenarioError(
+                f"unknown device {step.device!r}{suggest(step.device, devices)}; "
+                f"the platform has: {', '.join(devices) or 'none'}",
+                key="device",
+            )
+        names = [b.name for b in self.buffers]
+        if step.buffer not in names:
+            raise ScenarioError(
+                f"unknown buffer {step.buffer!r}{suggest(step.buffer, names)}; "
+                f"buffers: {', '.join(names)}",
+                key="buffer",
+            )
+        self._check_step_fits(step, self.buffer(step.buffer), devices[step.device].kind)
+
+    @staticmethod
+    def _check_step_fits(step: StepSpec, buf: BufferSpec, device_kind: str) -> None:
+        """Whether the step can run over its buffer: planes, rows, data, contiguity."""
+        planes = [p.name for p in buf.planes]
+        if step.plane != "all" and step.plane not in planes:
+            raise ScenarioError(
+                f"buffer {buf.name!r} has no plane {step.plane!r}; planes: all, "
+                + ", ".join(planes),
+                key="plane",
+            )
+        if step.pattern in ("raster", "tiled") and not buf.has_rows:
+            raise ScenarioError(
+                f"pattern {step.pattern!r} needs rows, but buffer {buf.name!r} is a plain "
+                "byte size; give it a frame size such as '1920x1080 nv12' or a stride",
+                key="pattern",
+            )
+        if step.data and buf.size > DATA_LIMIT:
+            raise ScenarioError(
+                f"moving real data is limited to buffers of at most {format_size(DATA_LIMIT)}; "
+                f"{buf.name!r} has {format_size(buf.size)}",
+                key="data",
+            )
+        if device_kind == "physical" and not buf.contiguous:
+            raise ScenarioError(
+                f"{step.device!r} addresses memory physically, so buffer {buf.name!r} must "
+                "be physically contiguous: set contiguous = true on it",
+                key="device",
+            )
+
+    # -- lookups -------------------------------------------------------------------------------
 
     def buffer(self, name: str) -> BufferSpec:
         for buf in self.buffers:
@@ -293,41 +406,16 @@ class Scenario:
         """
         unknown = [k for k in params if k not in SWEEP_KEYS]
         if unknown:
-            key = unknown[0]
+            name = unknown[0]
             raise ScenarioError(
-                f"unknown parameter {key!r}{suggest(key, SWEEP_KEYS)}; "
+                f"unknown parameter {name!r}{suggest(name, SWEEP_KEYS)}; "
                 f"allowed: {', '.join(SWEEP_KEYS)}",
-                key=f"--grid {key}",
+                key=f"--grid {name}",
                 source=self.source,
             )
-        buffers, steps, tlb, burst = self.buffers, self.steps, self.tlb, self.burst
-        try:
-            if "policy" in params:
-                policy = _param_choice("policy", params["policy"], tuple(POLICIES))
-                buffers = tuple(dataclasses.replace(b, policy=policy) for b in buffers)
-            if "pattern" in params:
-                pattern = _param_choice("pattern", params["pattern"], PATTERNS)
-                steps = tuple(dataclasses.replace(s, pattern=pattern) for s in steps)
-            if "frames" in params:
-                frames = _param_int("frames", params["frames"], 1)
-                steps = tuple(dataclasses.replace(s, frames=frames) for s in steps)
-            if "burst" in params:
-                burst = _param_int("burst", params["burst"], 1)
-            if "tlb_entries" in params:
-                tlb = dataclasses.replace(
-                    tlb, entries=_param_int("tlb_entries", params["tlb_entries"], 1)
-                )
-            if "ways" in params:
-                tlb = dataclasses.replace(tlb, ways=_param_int("ways", params["ways"], 1))
-            if "replacement" in params:
-                choice = _param_choice(
-                    "replacement", params["replacement"], ("lru", "fifo", "random")
-                )
-                tlb = dataclasses.replace(tlb, replacement=choice)
-        except ScenarioError as err:
-            raise ScenarioError(err.problem, key=err.key, source=self.source) from None
         merged = dict(self.params) | dict(params)
         try:
+            buffers, steps, tlb, burst = _param_changes(self, params)
             return dataclasses.replace(
                 self,
                 buffers=buffers,
@@ -337,12 +425,56 @@ class Scenario:
                 params=tuple(merged.items()),
             )
         except ScenarioError as err:
+            if err.key.startswith("--grid"):
+                raise ScenarioError(err.problem, key=err.key, source=self.source) from None
             what = ", ".join(f"{k}={v}" for k, v in params.items())
             raise ScenarioError(
                 f"{err.key + ': ' if err.key else ''}{err.problem}",
                 key=f"--grid {what}",
                 source=self.source,
             ) from None
+
+
+def _replaced(items: tuple[Any, ...], where: str, **changes: object) -> tuple[Any, ...]:
+    """Every item with ``changes``; an item's error is keyed ``where[i]``."""
+    out = []
+    for index, item in enumerate(items):
+        try:
+            out.append(dataclasses.replace(item, **changes))
+        except ScenarioError as err:
+            raise err.within(f"{where}[{index}]") from None
+    return tuple(out)
+
+
+def _param_changes(
+    sc: Scenario, params: dict[str, object]
+) -> tuple[tuple[BufferSpec, ...], tuple[StepSpec, ...], TlbOverride, int]:
+    """The buffers, steps, TLB override and burst under sweep ``params``, each
+    parameter checked first."""
+    buffers, steps, tlb, burst = sc.buffers, sc.steps, sc.tlb, sc.burst
+    if "policy" in params:
+        policy = _param_choice("policy", params["policy"], tuple(POLICIES))
+        buffers = _replaced(buffers, "buffers", policy=policy)
+    step_changes: dict[str, object] = {}
+    if "pattern" in params:
+        step_changes["pattern"] = _param_choice("pattern", params["pattern"], PATTERNS)
+    if "frames" in params:
+        step_changes["frames"] = _param_int("frames", params["frames"], 1)
+    if step_changes:
+        steps = _replaced(steps, "steps", **step_changes)
+    if "burst" in params:
+        burst = _param_int("burst", params["burst"], 1)
+    tlb_changes: dict[str, object] = {}
+    for param, attr in (("tlb_entries", "entries"), ("ways", "ways")):
+        if param in params:
+            tlb_changes[attr] = _param_int(param, params[param], 1)
+    if "replacement" in params:
+        tlb_changes["replacement"] = _param_choice(
+            "replacement", params["replacement"], REPLACEMENTS
+        )
+    if tlb_changes:
+        tlb = dataclasses.replace(tlb, **tlb_changes)  # type: ignore[arg-type]
+    return buffers, steps, tlb, burst
 
 
 def _param_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
@@ -361,217 +493,15 @@ def _param_int(key: str, value: object, minimum: int) -> int:
     return value
 
 
-# -- cross-checks (also run on objects built in Python) ------------------------------------
-
-
-def _validate(sc: Scenario) -> None:
-    """The rules that tie buffers, steps and the platform together."""
-
-    def fail(key: str, problem: str) -> ScenarioError:
-        return ScenarioError(problem, key=key, source=sc.source)
-
-    if not isinstance(sc.platform, PlatformSpec):
-        raise fail("platform", f"expected a PlatformSpec, got {sc.platform!r}")
-    try:
-        check_burst(sc.burst, "burst")
-    except InvalidArgumentError as err:
-        raise fail("burst", str(err).removeprefix("burst: ")) from None
-    _validate_tlb(sc, fail)
-    if not sc.buffers:
-        raise fail("buffers", "a scenario needs at least one buffer")
-    if not sc.steps:
-        raise fail("steps", "a scenario needs at least one step")
-    target_names = [t.name for t in sc.platform.targets]
-    seen: set[str] = set()
-    for i, buf in enumerate(sc.buffers):
-        key = f"buffers[{i}]"
-        if buf.name in seen:
-            raise fail(f"{key}.name", f"buffer name {buf.name!r} is used twice")
-        seen.add(buf.name)
-        if buf.policy not in POLICIES:
-            raise fail(f"{key}.policy", f"{buf.policy!r} is not one of {', '.join(POLICIES)}")
-        if buf.size < 1:
-            raise fail(f"{key}.size", f"size {buf.size} must be at least 1 byte")
-        if buf.stride is not None and (buf.stride < 1 or buf.size % buf.stride):
-            raise fail(
-                f"{key}.stride",
-                f"stride {buf.stride} must be >= 1 and divide the size {buf.size} into rows",
-            )
-        for j, target in enumerate(buf.targets or ()):
-            if target not in target_names:
-                raise fail(
-                    f"{key}.target" + (f"[{j}]" if len(buf.targets or ()) > 1 else ""),
-                    f"unknown memory target {target!r}{suggest(target, target_names)}; "
-                    f"the platform has: {', '.join(target_names)}",
-                )
-    devices = {d.name: d for d in sc.platform.devices}
-    for i, step in enumerate(sc.steps):
-        key = f"steps[{i}]"
-        if step.device == "cpu":
-            raise fail(
-                f"{key}.device",
-                "the CPU cannot run address streams yet (it has no batch access path); "
-                f"use one of the platform's devices: {', '.join(devices)}",
-            )
-        if step.device not in devices:
-            raise fail(
-                f"{key}.device",
-                f"unknown device {step.device!r}{suggest(step.device, devices)}; "
-                f"the platform has: {', '.join(devices) or 'none'}",
-            )
-        names = [b.name for b in sc.buffers]
-        if step.buffer not in names:
-            raise fail(
-                f"{key}.buffer",
-                f"unknown buffer {step.buffer!r}{suggest(step.buffer, names)}; "
-                f"buffers: {', '.join(names)}",
-            )
-        buf = sc.buffer(step.buffer)
-        if step.access not in ACCESSES:
-            raise fail(f"{key}.access", f"{step.access!r} is not one of read, write")
-        if step.pattern not in PATTERNS:
-            raise fail(
-                f"{key}.pattern",
-                f"{step.pattern!r} is not one of {', '.join(PATTERNS)}"
-                + suggest(step.pattern, PATTERNS),
-            )
-        planes = [p.name for p in buf.planes]
-        if step.plane != "all" and step.plane not in planes:
-            raise fail(
-                f"{key}.plane",
-                f"buffer {buf.name!r} has no plane {step.plane!r}; planes: all, "
-                + ", ".join(planes),
-            )
-        if step.pattern in ("raster", "tiled") and not buf.has_rows:
-            raise fail(
-                f"{key}.pattern",
-                f"pattern {step.pattern!r} needs rows, but buffer {buf.name!r} is a plain "
-                "byte size; give it a frame size such as '1920x1080 nv12' or a stride",
-            )
-        if not 1 <= step.frames <= MAX_FRAMES:
-            raise fail(f"{key}.frames", f"frames {step.frames} must be in 1..{MAX_FRAMES}")
-        if step.tile[0] < 1 or step.tile[1] < 1:
-            raise fail(f"{key}.tile", f"tile {step.tile} must be at least 1x1")
-        if step.count is not None and step.count < 1:
-            raise fail(f"{key}.count", f"count {step.count} must be >= 1")
-        if step.data and buf.size > DATA_LIMIT:
-            raise fail(
-                f"{key}.data",
-                f"moving real data is limited to buffers of at most {format_size(DATA_LIMIT)}; "
-                f"{buf.name!r} has {format_size(buf.size)}",
-            )
-        if devices[step.device].kind == "physical" and not buf.contiguous:
-            raise fail(
-                f"{key}.device",
-                f"{step.device!r} addresses memory physically, so buffer {buf.name!r} must "
-                "be physically contiguous: set contiguous = true on it",
-            )
-
-
-def _validate_tlb(sc: Scenario, fail: Any) -> None:
-    tlb = sc.tlb
-    if tlb.empty:
-        return
-    if not sc.platform.smmus:
-        raise fail("tlb", "the platform has no SMMU whose TLB could be changed")
-    if tlb.replacement is not None and tlb.replacement not in ("lru", "fifo", "random"):
-        raise fail("tlb.replacement", f"{tlb.replacement!r} is not one of lru, fifo, random")
-    for smmu in sc.platform.smmus:
-        entries = tlb.entries if tlb.entries is not None else smmu.tlb.entries
-        ways = tlb.ways if tlb.ways is not None else smmu.tlb.ways
-        if entries < 1 or ways < 1 or entries % ways:
-            raise fail(
-                "tlb",
-                f"{ways} ways do not divide {entries} entries (SMMU {smmu.name!r}); "
-                "ways must divide entries",
-            )
-
-
 # -- reading files --------------------------------------------------------------------------
 
 
-def _size_of(table: _Table, key: str) -> tuple[int, FrameFormat | None]:
-    value = table.data.get(key)
-    if value is None:
-        raise table.error(key, f"missing required key {key!r}")
-    stride = table.data.get("stride")
-    if isinstance(value, str) and "x" in value.lower() and not value.lower().startswith("0x"):
-        if stride is not None:
-            stride = table.checked_integer("stride", stride)
-        try:
-            frame = FrameFormat.parse(value, stride=stride)
-        except InvalidArgumentError as err:
-            raise table.error(key, str(err)) from None
-        return frame.size, frame
-    size = parse_number(value, "size", lambda problem: table.error(key, problem))
-    return size, None
-
-
-def _buffer(table: _Table) -> BufferSpec:
-    name = table.string("name")
-    size, frame = _size_of(table, "size")
-    stride = None
-    if frame is None and table.has("stride"):
-        stride = table.integer("stride", None, minimum=1)
-    targets: tuple[str, ...] | None = None
-    if table.has("target"):
-        raw = table.data["target"]
-        if isinstance(raw, str):
-            targets = (raw,)
-        elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
-            targets = tuple(raw)
-        else:
-            raise table.error("target", f"expected a target name or a list of names, got {raw!r}")
-    access = table.choice("access", ("rw", "ro"), "rw")
-    return BufferSpec(
-        name=name,
-        size=size,
-        frame=frame,
-        stride=stride,
-        targets=targets,
-        policy=table.choice("policy", tuple(POLICIES), "largest"),
-        contiguous=table.boolean("contiguous", False),
-        readonly=access == "ro",
-    )
-
-
-def _tile(table: _Table) -> tuple[int, int]:
-    raw = table.data.get("tile", f"{DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}")
-    parts = raw.lower().split("x") if isinstance(raw, str) else []
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise table.error("tile", f"expected 'WIDTHxROWS' such as '64x32', got {raw!r}")
-    width, rows = (int(p) for p in parts)
-    if width < 1 or rows < 1:
-        raise table.error("tile", f"tile {raw!r} must be at least 1x1")
-    return width, rows
-
-
-def _step(table: _Table, frames: int) -> StepSpec:
-    return StepSpec(
-        device=table.string("device"),
-        buffer=table.string("buffer"),
-        access=table.choice("access", ACCESSES),
-        pattern=table.choice("pattern", PATTERNS, "linear"),
-        plane=table.string("plane", "all"),
-        frames=table.integer("frames", frames, minimum=1),
-        tile=_tile(table),
-        count=table.integer("count", None, minimum=1) if table.has("count") else None,
-        seed=table.integer("seed", 0),
-        data=table.boolean("data", False),
-    )
-
-
-def _platform(table: _Table, base_dir: Path | None) -> tuple[str, PlatformSpec]:
-    """The platform ``platform = ...`` names: a file that exists (relative to the
-    scenario's folder, ``.toml`` optional) wins over the packaged ``default``."""
-    ref = table.string("platform", "default")
-    path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
-    if path is not None:
-        return ref, load_platform(path)
-    if ref == "default":
-        return ref, load_default()
-    looked = base_dir / ref if base_dir is not None and not Path(ref).is_absolute() else ref
-    raise table.error("platform", f"platform file {ref!r} does not exist (looked at {looked})")
+def _top_frames(top: TomlTable) -> int:
+    """The file's ``frames``: every step's default (not a field of the scenario)."""
+    frames = top.checked_integer("frames", top.data.get("frames", 1))
+    if frames < 1:
+        raise top.error("frames", f"value {frames} is below the minimum 1")
+    return frames
 
 
 def loads_scenario(
@@ -592,34 +522,16 @@ def loads_scenario(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"not valid TOML: {err}", source=source) from None
-    top = _Table(data, "", source, _TOP_KEYS)
-    ref, platform = _platform(top, Path(base_dir) if base_dir is not None else None)
-    frames = top.integer("frames", 1, minimum=1)
-    burst = top.integer("burst", DEFAULT_BURST, minimum=1)
-    tlb = TlbOverride()
-    if top.has("tlb"):
-        t = _Table(top.data["tlb"], "tlb", source, _TLB_KEYS)
-        tlb = TlbOverride(
-            entries=t.integer("entries", None, minimum=1) if t.has("entries") else None,
-            ways=t.integer("ways", None, minimum=1) if t.has("ways") else None,
-            replacement=t.choice("replacement", ("lru", "fifo", "random"))
-            if t.has("replacement")
-            else None,
-        )
-    buffers = tuple(_buffer(t) for t in top.tables("buffers", _BUFFER_KEYS))
-    steps = tuple(_step(t, frames) for t in top.tables("steps", _STEP_KEYS))
-    return Scenario(
-        name=top.string("name", Path(source).stem if source.endswith(".toml") else "scenario"),
-        description=top.string("description", ""),
-        platform=platform,
-        platform_ref=ref,
-        buffers=buffers,
-        steps=steps,
-        burst=burst,
-        tlb=tlb,
-        source=source,
-        file=file,
+    shape = shape_of(Scenario)
+    top = TomlTable(data, "", source, (*shape.allowed(), "frames"), ScenarioError)
+    context = {
+        "frames": _top_frames(top),
+        "base_dir": Path(base_dir) if base_dir is not None else None,
+    }
+    scenario: Scenario = read_record(
+        shape, top, context=context, given={"source": source, "file": file}
     )
+    return scenario
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -663,8 +575,3 @@ def packaged_scenario(name: str) -> Scenario:
 def packaged_scenarios() -> dict[str, str]:
     """The example scenarios shipped in the package: name -> description."""
     return {item.name: item.description for item in examples("scenario")}
-
-
-def describe_params(params: Mapping[str, object]) -> str:
-    """``policy=1m tlb_entries=64`` for labels and file names."""
-    return " ".join(f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,218 @@
+"""SMMUs, their contexts, and the devices that master the bus, as platform records.
+
+The seed's tree (smmu0{ctx0,ctx1,ctx2}, smmu1{ctx3}, 000 L534-560): an SMMU has
+context banks sharing one global TLB, named contexts are bound to banks, and a device
+either sits behind a context (``smmu``) or addresses memory directly (``physical``),
+possibly through ``dma-ranges`` windows.  Each device carries the DMA parameters
+Linux keeps per device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from vcmm.errors import NotFoundError
+from vcmm.platform.codecs import (
+    ADDRESS_LIMIT,
+    Address,
+    Boolean,
+    Integer,
+    Record,
+    Records,
+    Size,
+    Text,
+)
+from vcmm.platform.cpu import TlbSpec
+from vcmm.platform.errors import PlatformError
+from vcmm.platform.fields import Invalid, check_fields, is_name, key, one_of
+from vcmm.platform.toml_table import Reading
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_64K, is_power_of_two
+
+#: Page-table formats an SMMU can be built with (vcmm.system maps them to hw formats).
+SMMU_FORMATS: Final = ("armv7s", "vmsav8", "lpae")
+DEVICE_KINDS: Final = ("smmu", "physical")
+#: The 32-bit DMA mask most SoC devices of the seed's era had.
+DMA_BIT_MASK_32: Final = (1 << 32) - 1
+#: Name reserved for the implicit CPU bus master.
+CPU_NAME: Final = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSpec:
+    """A named SMMU context (000 L534-560): looked up by ``name``, bound to ``bank``.
+
+    ``tree_name`` is its node in the seed's device tree (``ctx0``...); ``name`` is what
+    users pass to look it up and what its /dev node is called.  A file that leaves
+    ``tree_name`` out numbers the contexts across all SMMUs in file order, as the seed
+    numbers ctx3 on smmu1.
+    """
+
+    name: str = field(metadata=key(Text(), is_name))
+    bank: int = field(metadata=key(Integer()))
+    tree_name: str = field(
+        metadata=key(Text(), is_name, derive=lambda reading: f"ctx{reading.ordinal}")
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmmuSpec:
+    """One SMMU instance: ``context_banks`` hardware contexts sharing one global TLB."""
+
+    name: str = field(metadata=key(Text(), is_name))
+    format: str = field(default="armv7s", metadata=key(Text(), one_of(SMMU_FORMATS)))
+    context_banks: int = field(metadata=key(Integer(minimum=1)))
+    tlb: TlbSpec = field(default=TlbSpec(), metadata=key(Record(TlbSpec)))
+    contexts: tuple[ContextSpec, ...] = field(default=(), metadata=key(Records(ContextSpec)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+        banks: dict[int, int] = {}
+        for index, ctx in enumerate(self.contexts):
+            where = f"contexts[{index}].bank"
+            if ctx.bank >= self.context_banks:
+                raise PlatformError(
+                    f"bank {ctx.bank} of context {ctx.name!r} is not below context_banks "
+                    f"{self.context_banks}",
+                    key=where,
+                )
+            if ctx.bank in banks:
+                raise PlatformError(
+                    f"bank {ctx.bank} of context {ctx.name!r} is already bound to "
+                    f"contexts[{banks[ctx.bank]}] {self.contexts[banks[ctx.bank]].name!r}",
+                    key=where,
+                )
+            banks[ctx.bank] = index
+
+    def context(self, name: str) -> ContextSpec:
+        for ctx in self.contexts:
+            if ctx.name == name:
+                return ctx
+        raise NotFoundError(f"SMMU {self.name!r} has no context named {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DmaRange:
+    """A dma-ranges entry: bus addresses ``[bus, bus+size)`` reach ``[phys, phys+size)``.
+
+    The seed's example (000 L1352-1356): RAM at physical 0x80000000 is seen by a DMA
+    device at 0x40000000, so the device's cookie differs from the physical address.
+    """
+
+    bus: int = field(metadata=key(Address()))
+    phys: int = field(metadata=key(Address()))
+    size: int = field(metadata=key(Size(minimum=1)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+        for side, start in (("bus", self.bus), ("phys", self.phys)):
+            if start + self.size > ADDRESS_LIMIT:
+                raise PlatformError(
+                    f"{side} range {start:#x} + {self.size:#x} reaches past 64 bits", key="size"
+                )
+
+    @property
+    def bus_range(self) -> AddressRange:
+        return AddressRange(self.bus, self.size)
+
+    @property
+    def phys_range(self) -> AddressRange:
+        return AddressRange(self.phys, self.size)
+
+
+def _mask(value: int) -> None:
+    """DMA masks are 2^n - 1: the kernel tests addresses with ``addr & ~mask``."""
+    if value < 1:
+        raise Invalid(f"value {value} is below the minimum 1")
+    if not is_power_of_two(value + 1):
+        raise Invalid(f"mask {value:#x} is not of the form 2^n - 1 (n <= 64)")
+
+
+def _same_as_mask(reading: Reading) -> object:
+    return reading.value("mask")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DmaSpec:
+    """DMA parameters as Linux keeps them per device (dma_parms and the masks); a file
+    that gives no ``coherent_mask`` takes ``mask`` for it."""
+
+    mask: int = field(default=DMA_BIT_MASK_32, metadata=key(Address(), _mask))
+    coherent_mask: int = field(
+        default=DMA_BIT_MASK_32, metadata=key(Address(), _mask, derive=_same_as_mask)
+    )
+    max_segment_size: int = field(default=SZ_64K, metadata=key(Size(minimum=1)))
+    segment_boundary_mask: int = field(default=DMA_BIT_MASK_32, metadata=key(Address(), _mask))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+
+def _not_the_cpu(kind: str) -> None:
+    if kind == CPU_NAME:
+        raise Invalid("the CPU is implicit: do not list it as a device of kind 'cpu'")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSpec:
+    """A bus master other than the CPU (which is implicit and never listed).
+
+    An ``smmu`` device issues IOVAs translated by ``context`` of SMMU ``smmu``; devices
+    may share a context only when they share an IOMMU ``domain`` (one page table).  A
+    ``physical`` device addresses memory directly, through ``dma_ranges`` when its bus
+    addresses differ from physical ones (empty = identity).  ``coherent`` devices snoop
+    the CPU cache; the others need cache maintenance around DMA.
+    """
+
+    name: str = field(metadata=key(Text(), is_name))
+    kind: str = field(metadata=key(Text(), _not_the_cpu, one_of(DEVICE_KINDS)))
+    smmu: str | None = field(default=None, metadata=key(Text(), is_name))
+    context: str | None = field(default=None, metadata=key(Text(), is_name))
+    domain: str | None = field(default=None, metadata=key(Text(), is_name))
+    coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
+    dma_ranges: tuple[DmaRange, ...] = field(
+        default=(), metadata=key(Records(DmaRange), omit_default=True)
+    )
+    dma: DmaSpec = field(default=DmaSpec(), metadata=key(Record(DmaSpec), omit_default=True))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+        if self.kind == "smmu":
+            self._check_translated()
+        else:
+            self._check_physical()
+
+    def _check_translated(self) -> None:
+        for attr, value in (("smmu", self.smmu), ("context", self.context)):
+            if value is None:
+                raise PlatformError(f"a device of kind 'smmu' needs {attr!r}", key=attr)
+        if self.dma_ranges:
+            raise PlatformError(
+                "a device of kind 'smmu' issues IOVAs and takes no dma_ranges", key="dma_ranges"
+            )
+
+    def _check_physical(self) -> None:
+        for attr, value in (
+            ("smmu", self.smmu),
+            ("context", self.context),
+            ("domain", self.domain),
+        ):
+            if value is not None:
+                raise PlatformError(
+                    f"a device of kind 'physical' has no {attr} (got {value!r})", key=attr
+                )
+        for index, entry in enumerate(self.dma_ranges):
+            for earlier, other in enumerate(self.dma_ranges[:index]):
+                for side, mine, theirs in (
+                    ("bus", entry.bus_range, other.bus_range),
+                    ("phys", entry.phys_range, other.phys_range),
+                ):
+                    if mine.overlaps(theirs):
+                        raise PlatformError(
+                            f"{side} range {mine} overlaps dma_ranges[{earlier}] {theirs}",
+                            key=f"dma_ranges[{index}]",
+                        )
