@@ -240,3 +240,13 @@ def test_local_executors_are_in_process_for_one_job_or_one_point() -> None:
     pool = make_executor(run_point, 4, 3)
     with pool:
         assert pool.workers == 3
+
+
+def test_the_estimate_and_resume_refuse_what_they_cannot_use(
+    make_linear: Callable[..., str],
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="estimate_cost needs a Scenario, got str"):
+        estimate_cost("video_1080p")  # type: ignore[arg-type]
+    sc = loads_scenario(make_linear("64K", "4k"))
+    with pytest.raises(ScenarioError, match=r"resume 3 must name a sweep\.csv"):
+        plan_sweep(sc, parse_grid(["ways=1,4"]), resume=3)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ count.  The unit is one visit that hits; only the order of the estimates matters
 
 from __future__ import annotations
 
+from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec
 from vcmm.sizes import SZ_4K, align_up
 from vcmm.workload.patterns import Plane
@@ -43,6 +44,8 @@ _BLOCK_SIZES = sorted(size for sizes in POLICIES.values() if sizes for size in s
 
 def estimate_cost(scenario: Scenario) -> int:
     """Relative cost of running ``scenario`` (see the module notes); larger runs longer."""
+    if not isinstance(scenario, Scenario):
+        raise InvalidArgumentError(f"estimate_cost needs a Scenario, got {type(scenario).__name__}")
     platform = scenario.effective_platform()
     total = 0.0
     for step in scenario.steps:

@@ -197,6 +197,10 @@ def plan_sweep(
     rest longest first."""
     if not isinstance(scenario, Scenario):
         raise ScenarioError(f"run_sweep needs a Scenario, got {type(scenario).__name__}")
+    if resume is not None and not isinstance(resume, str | Path):
+        raise ScenarioError(
+            f"resume {resume!r} must name a sweep.csv (a str or Path)", key="--resume"
+        )
     points = grid_points(grid)
     costs = [estimate_cost(scenario.with_params(**point)) for point in points]
     keys = list(grid)
