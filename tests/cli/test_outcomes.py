@@ -80,7 +80,11 @@ def test_a_sweep_with_a_failed_point_exits_3_and_still_writes_every_point(
     path.write_text(TOO_BIG_FOR_4K, encoding="utf-8")
     out = tmp_path / "sweep"
     result = vcmm("sweep", path, "--grid", "policy=4k,1m", "--out", out, "--no-plots", expect=3)
-    assert "1 of 2 point(s) failed; see the error column" in _failed_line(result)
+    assert "1 of 2 point(s) failed (policy=4k); see the error column" in _failed_line(result)
+    # Said as it happened, with the point's parameters and its error; the sweep went on.
+    said = [line for line in result.stderr.splitlines() if line.startswith("vcmm: point ")]
+    assert len(said) == 1 and said[0].startswith("vcmm: point policy=4k failed: ")
+    assert "cannot allocate" in said[0] and said[0].endswith("; the sweep goes on")
     with (out / "sweep.csv").open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["context"] == "all"]
     assert [(r["policy"], bool(r["error"])) for r in rows] == [("4k", True), ("1m", False)]

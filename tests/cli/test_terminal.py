@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from vcmm.workload.scenario import load_scenario
+from vcmm.workload.sweep import parse_grid, run_sweep, write_sweep
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
@@ -117,34 +120,73 @@ class Terminal:
         return False
 
 
+#: Points start longest first: on two workers the 3000-frame point and the 60-frame
+#: one start together, the 60 finishes first (a couple of seconds) and the 59 starts;
+#: the interrupt comes then, with exactly one point finished and two workers busy.
+ONE_QUICK = ("--grid", "frames=58,3000,59,60", "--grid", "policy=4k")
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
 def test_one_ctrl_c_stops_a_parallel_sweep_and_keeps_the_finished_points(
-    tmp_path: Path,
+    tmp_path: Path, executor: str, request: pytest.FixtureRequest
 ) -> None:
-    # The first point is quick, the others take many seconds: the interrupt comes when
-    # exactly the quick one is done and two workers are busy.
-    grid = ("--grid", "frames=1,400,401,402,403", "--grid", "policy=4k")
-    term = Terminal(tmp_path, "sweep", "video_1080p", *grid, "-j", "2", "--out", "out")
-    term.wait_for(r"\b1/5\b")
+    if executor == "dask":
+        request.getfixturevalue("dask_distributed")  # skip without Dask, fail in CI
+    args = ("sweep", "video_1080p", *ONE_QUICK, "-j", "2", "--executor", executor)
+    term = Terminal(tmp_path, *args, "--out", "out")
+    term.wait_for(r"\b1/4\b")
     assert term.interrupt() == 130
     assert (
-        "vcmm: interrupted: 1 of 5 points finished, the workers are stopped; "
+        "vcmm: interrupted: 1 of 4 points finished, the workers are stopped; "
         "wrote out/sweep.csv, out/sweep.json" in term.seen
     )
     assert "Traceback" not in term.seen
     assert term.group_is_gone()
     data = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert data["interrupted"] is True and data["finished"] == 1 and data["points"] == 5
+    assert data["interrupted"] is True and data["finished"] == 1 and data["points"] == 4
     summary = [r for r in data["rows"] if r["context"] == "all"]
-    assert [(r["frames"], r["error"]) for r in summary] == [(1, "")]
+    assert [(r["frames"], r["error"]) for r in summary] == [(60, "")]
     csv_lines = (tmp_path / "out" / "sweep.csv").read_text().splitlines()
     assert [line.split(",")[2] for line in csv_lines[1:]].count("all") == 1
+
+
+@pytest.mark.usefixtures("dask_distributed")
+def test_an_interrupted_dask_sweep_resumed_writes_what_an_uninterrupted_one_does(
+    tmp_path: Path,
+) -> None:
+    grid = ("--grid", "frames=20,21,22,23,24,25", "--grid", "policy=4k", "--no-plots")
+    term = Terminal(tmp_path, "sweep", "video_1080p", *grid, "--executor", "dask", "--out", "out")
+    term.wait_for(r"\b2/6\b")
+    assert term.interrupt() == 130 and term.group_is_gone()
+    stopped = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert stopped["interrupted"] and 2 <= stopped["finished"] < 6
+    resume = ("-j", "2", "--resume", "out/sweep.csv", "--out", "out")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "vcmm", "sweep", "video_1080p", *grid, *resume],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"({stopped['finished']} resumed)" in resumed.stdout
+    whole = run_sweep(load_scenario("video_1080p"), parse_grid(grid[1:4:2]), jobs=2)
+    write_sweep(whole, tmp_path / "whole")
+
+    def rows(name: str) -> list[list[str]]:
+        lines = [
+            line.split(",") for line in (tmp_path / name / "sweep.csv").read_text().splitlines()
+        ]
+        seconds = lines[0].index("seconds")
+        return [cells[:seconds] + cells[seconds + 1 :] for cells in lines]
+
+    assert rows("out") == rows("whole")
 
 
 def test_an_impatient_second_ctrl_c_still_leaves_no_worker_and_no_traceback(
     tmp_path: Path,
 ) -> None:
-    grid = ("--grid", "frames=1,400,401,402", "--grid", "policy=4k")
-    term = Terminal(tmp_path, "sweep", "video_1080p", *grid, "-j", "2", "--out", "out")
+    term = Terminal(tmp_path, "sweep", "video_1080p", *ONE_QUICK, "-j", "2", "--out", "out")
     term.wait_for(r"\b1/4\b")
     assert term.interrupt(times=2) == 130
     assert "vcmm: interrupted" in term.seen and "Traceback" not in term.seen

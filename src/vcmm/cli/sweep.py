@@ -1,9 +1,11 @@
-"""``vcmm sweep SCENARIO --grid KEY=V1,V2 ...``: a parameter grid in worker processes."""
+"""``vcmm sweep SCENARIO --grid KEY=V1,V2 ...``: a parameter grid in worker processes
+or on a Dask cluster (``--executor``), resumable from a stopped sweep (``--resume``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,8 +13,19 @@ from vcmm.cli.common import load_for_cli
 from vcmm.cli.outcome import EXIT_INTERRUPTED, faults_option, finish
 from vcmm.cli.progress import progress as progress_bar
 from vcmm.report.tables import Table
-from vcmm.workload.executors import sigint_deferred
-from vcmm.workload.sweep import SweepInterrupted, SweepResult, parse_grid, run_sweep, write_sweep
+from vcmm.workload.executors import DEFAULT_WORKERS, parse_executor, sigint_deferred
+from vcmm.workload.rows import describe_point
+from vcmm.workload.sweep import (
+    SweepInterrupted,
+    SweepResult,
+    parse_grid,
+    plan_sweep,
+    run_plan,
+    write_sweep,
+)
+
+#: Failed points named in the exit-status line; the error column has them all.
+NAMED_FAILURES = 3
 
 
 def _write(result: SweepResult, out_dir: str, plots: bool) -> list[Path]:
@@ -26,10 +39,20 @@ def _write(result: SweepResult, out_dir: str, plots: bool) -> list[Path]:
     return written
 
 
-def _table(result: SweepResult, jobs: int) -> Table:
+def _where(executor: str, workers: int | None) -> str:
+    """``2 worker(s)``, ``dask, 2 worker(s)``, ``dask=tcp://...``: where points run."""
+    kind, address = parse_executor(executor)
+    if address is not None:
+        return executor if workers is None else f"{executor}, {workers} worker(s)"
+    count = f"{workers or DEFAULT_WORKERS[kind]} worker(s)"
+    return count if kind == "local" else f"{kind}, {count}"
+
+
+def _table(result: SweepResult) -> Table:
     table = Table(
         f"sweep of {result.scenario}: {len(result.points)} points, {result.seconds:.2f} s "
-        f"on {jobs} worker(s)",
+        f"on {_where(result.executor, result.jobs)}"
+        + (f" ({result.resumed} resumed)" if result.resumed else ""),
         [
             *result.keys,
             "lookups",
@@ -72,9 +95,25 @@ def _table(result: SweepResult, jobs: int) -> Table:
     "--jobs",
     "-j",
     type=click.IntRange(min=1),
-    default=1,
+    default=None,
+    help="Worker processes: of the local pool (default 1: in this process) or of the "
+    "Dask LocalCluster (default 2).",
+)
+@click.option(
+    "--executor",
+    default="local",
     show_default=True,
-    help="Worker processes.",
+    metavar="local|dask[=ADDRESS]",
+    help="Where points run: local processes; dask, a Dask LocalCluster on 127.0.0.1; "
+    "dask=ADDRESS, a running Dask scheduler (tcp://host:8786).  Dask: pip install "
+    "'vcmm[dask]'.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="CSV",
+    help="The sweep.csv of a stopped sweep: its finished points are kept, not run again.",
 )
 @click.option(
     "--out",
@@ -91,7 +130,9 @@ def _table(result: SweepResult, jobs: int) -> Table:
 def sweep_command(
     scenario: str,
     grid_specs: tuple[str, ...],
-    jobs: int,
+    jobs: int | None,
+    executor: str,
+    resume: str | None,
     out_dir: str,
     plots: bool,
     as_json: bool,
@@ -101,39 +142,68 @@ def sweep_command(
     """Run SCENARIO once per point of a parameter grid.
 
     Example: --grid policy=4k,64k,1m --grid tlb_entries=16,64,256 --grid ways=1,4.
-    Every point boots a fresh system.  Writes sweep.csv and sweep.json (one row per
-    point and context, plus a context=all row per point) and plots miss rate against
-    block policy, one line per TLB size, as PNG and SVG.  Exit status 3 when a point
-    failed or (see --faults) faulted; a Ctrl-C stops the workers, writes the points
-    finished so far and exits 130.
+    Every point boots a fresh system; points start longest first.  Writes sweep.csv
+    and sweep.json (one row per point and context, plus a context=all row per point,
+    in grid order) and plots miss rate against block policy, one line per TLB size, as
+    PNG and SVG.  A point that fails is reported and the sweep goes on.  Exit status 3
+    when a point failed or (see --faults) faulted; a Ctrl-C cancels the points not
+    finished, stops the workers, writes the points finished so far and exits 130
+    (--resume with that sweep.csv runs the rest).
     """
     sc = load_for_cli(scenario)
     grid = parse_grid(grid_specs)
-    points = 1
-    for values in grid.values():
-        points *= len(values)
-    label = f"sweeping {sc.name}: {points} points on {jobs} worker(s)"
+    parse_executor(executor)
+    plan = plan_sweep(sc, grid, resume=resume)
+    points = len(plan.points)
+    resumed = f" ({len(plan.resumed)} resumed)" if plan.resumed else ""
+    label = f"sweeping {sc.name}: {len(plan.order)} points{resumed} on {_where(executor, jobs)}"
     try:
-        with progress_bar(points, label, show=progress) as update:
-            result = run_sweep(sc, grid, jobs=jobs, progress=update)
-    except SweepInterrupted as stop:
-        with sigint_deferred():
-            # The finished points, quickly: plots of a partial grid can wait for a rerun.
-            written = write_sweep(stop.result, out_dir) if stop.result.finished else []
-            saved = f"; wrote {', '.join(map(str, written))}" if written else ""
-            click.echo(
-                f"vcmm: interrupted: {stop.result.finished} of {points} points finished, "
-                f"the workers are stopped{saved}",
-                err=True,
+        with progress_bar(len(plan.order), label, show=progress) as update:
+            result = run_plan(
+                plan, jobs=jobs, executor=executor, progress=update, on_failure=_report_failure
             )
-        click.get_current_context().exit(EXIT_INTERRUPTED)
+    except SweepInterrupted as stop:
+        _interrupted(stop.result, out_dir)
     written = _write(result, out_dir, plots)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(_table(result, jobs).to_text())
+        click.echo(_table(result).to_text())
         click.echo("wrote " + ", ".join(str(p) for p in written))
     finish(_problems(result, points, fault_policy))
+
+
+def _report_failure(row: dict[str, Any]) -> None:
+    """Say on stderr, as it happens, that a point failed (the sweep goes on)."""
+    click.echo(
+        f"vcmm: point {describe_point(_params(row))} failed: {row['error']}; the sweep goes on",
+        err=True,
+    )
+
+
+def _params(row: dict[str, Any]) -> dict[str, Any]:
+    """The grid keys of a row: the columns before ``context``."""
+    keys = list(row)
+    return {k: row[k] for k in keys[: keys.index("context")]}
+
+
+def _interrupted(result: SweepResult, out_dir: str) -> None:
+    """Write the finished points (quickly: plots of a partial grid can wait for a
+    rerun), say so, exit 130."""
+    with sigint_deferred():
+        written = write_sweep(result, out_dir) if result.finished else []
+        saved = f"; wrote {', '.join(map(str, written))}" if written else ""
+        stopped = (
+            "the outstanding points are cancelled"
+            if parse_executor(result.executor)[1] is not None
+            else "the workers are stopped"
+        )
+        click.echo(
+            f"vcmm: interrupted: {result.finished} of {len(result.points)} points finished, "
+            f"{stopped}{saved}",
+            err=True,
+        )
+    click.get_current_context().exit(EXIT_INTERRUPTED)
 
 
 def _problems(result: SweepResult, points: int, fault_policy: str) -> list[str | None]:
@@ -141,8 +211,12 @@ def _problems(result: SweepResult, points: int, fault_policy: str) -> list[str |
     (each point is judged as a run would be)."""
     failed, faulted = len(result.failed), len(result.faulted)
     ran = points - failed
+    named = ", ".join(describe_point(_params(row)) for row in result.failed[:NAMED_FAILURES])
+    more = f" and {failed - NAMED_FAILURES} more" if failed > NAMED_FAILURES else ""
     return [
-        f"{failed} of {points} point(s) failed; see the error column" if failed else None,
+        f"{failed} of {points} point(s) failed ({named}{more}); see the error column"
+        if failed
+        else None,
         f"{faulted} of {points} point(s) had device faults (--faults allow accepts them)"
         if fault_policy == "fail" and faulted
         else None,

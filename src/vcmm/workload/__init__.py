@@ -6,7 +6,9 @@
   pipeline steps, validated with file/key/problem errors.
 - :mod:`vcmm.workload.runner`: sets a scenario up through the VCMM calls and drives its
   streams through the real translation path; results come from hardware counters.
-- :mod:`vcmm.workload.sweep`: the same scenario over a grid of parameters, in parallel.
+- :mod:`vcmm.workload.sweep`: the same scenario over a grid of parameters, on the
+  executors of :mod:`vcmm.workload.executors` (worker processes, a Dask cluster),
+  longest first (:mod:`vcmm.workload.cost`), resumable (:mod:`vcmm.workload.resume`).
 """
 
 from vcmm.workload.patterns import (
@@ -33,7 +35,15 @@ from vcmm.workload.scenario import (
     loads_scenario,
     packaged_scenarios,
 )
-from vcmm.workload.sweep import SweepResult, parse_grid, run_sweep, write_sweep
+from vcmm.workload.sweep import (
+    SweepPlan,
+    SweepResult,
+    parse_grid,
+    plan_sweep,
+    run_plan,
+    run_sweep,
+    write_sweep,
+)
 
 __all__ = [
     "DEFAULT_BURST",
@@ -47,6 +57,7 @@ __all__ = [
     "ScenarioResult",
     "ScenarioRunner",
     "StepSpec",
+    "SweepPlan",
     "SweepResult",
     "cover",
     "distinct_pages",
@@ -55,9 +66,11 @@ __all__ = [
     "loads_scenario",
     "packaged_scenarios",
     "parse_grid",
+    "plan_sweep",
     "random_bursts",
     "raster",
     "repeat_frames",
+    "run_plan",
     "run_scenario",
     "run_sweep",
     "tiled",

@@ -1,12 +1,14 @@
-"""Where sweep points run: in this process, or in worker processes.
+"""Where sweep points run: in this process, in worker processes, or on a Dask cluster.
 
 A sweep hands its points to a :class:`PointExecutor` and collects the rows as the
 points finish; that is the whole seam, so another executor (a cluster, say) only has
 to implement three calls:
 
 - ``submit(index, scenario, params)``: queue one point (``run_point(scenario, params)``);
+  points start in the order they are submitted, as far as the executor can tell;
 - ``completed()``: yield ``(index, rows)`` as points finish, until every submitted
-  point has;
+  point has; a point that raised yields ``(index, exception)`` instead, and the
+  others go on;
 - ``cancel()``: drop the points not started, stop the running ones, release the
   workers; safe to call more than once and after the work ended.
 
@@ -14,6 +16,10 @@ Executors are context managers: leaving the ``with`` block normally waits for th
 workers to exit, leaving it by an exception (a Ctrl-C, a bug in a point) cancels.
 Worker processes ignore SIGINT: a Ctrl-C at the terminal reaches the whole process
 group, and it is the parent that decides what stops and what is kept.
+
+``make_executor`` builds one from a choice the user names: ``local`` (this process for
+one job, else a process pool), ``dask`` (a ``LocalCluster`` on 127.0.0.1) or
+``dask=ADDRESS`` (a running Dask scheduler); see :mod:`vcmm.workload.dask_executor`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,26 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, VcmmError
+
+if TYPE_CHECKING:
+    from vcmm.workload.dask_executor import DaskExecutor
 
 #: One point's work: ``run_point(scenario, params) -> rows``.
 PointFunction = Callable[[Any, dict[str, object]], list[dict[str, Any]]]
+#: What ``completed()`` yields for a point: its rows, or the exception it raised.
+PointOutcome = list[dict[str, Any]] | Exception
+#: The executors a user can name (``--executor``).
+EXECUTOR_KINDS: tuple[str, ...] = ("local", "dask")
+#: Worker processes when none are asked for: one for ``local``, two for ``dask``.
+DEFAULT_WORKERS: dict[str, int] = {"local": 1, "dask": 2}
+
+
+class ExecutorError(VcmmError):
+    """An executor cannot be had: Dask is not installed, or its scheduler cannot be
+    reached.  Nothing has run."""
 
 
 class PointExecutor(Protocol):
@@ -38,7 +58,7 @@ class PointExecutor(Protocol):
 
     def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None: ...
 
-    def completed(self) -> Iterator[tuple[int, list[dict[str, Any]]]]: ...
+    def completed(self) -> Iterator[tuple[int, PointOutcome]]: ...
 
     def cancel(self) -> None: ...
 
@@ -52,7 +72,7 @@ class PointExecutor(Protocol):
     ) -> None: ...
 
 
-class _Managed:
+class ManagedExecutor:
     """``with executor:`` closes it normally and cancels it on an exception."""
 
     def cancel(self) -> None:
@@ -76,12 +96,14 @@ class _Managed:
             self.cancel()
 
 
-class InlineExecutor(_Managed):
+class InlineExecutor(ManagedExecutor):
     """Runs the points one after another in this process, when ``completed()`` asks.
 
     A Ctrl-C interrupts the point running; the points finished before it were
     already yielded.
     """
+
+    workers = 1
 
     def __init__(self, work: PointFunction) -> None:
         self._work = work
@@ -90,10 +112,14 @@ class InlineExecutor(_Managed):
     def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None:
         self._pending.append((index, scenario, params))
 
-    def completed(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def completed(self) -> Iterator[tuple[int, PointOutcome]]:
         while self._pending:
             index, scenario, params = self._pending.pop(0)
-            yield index, self._work(scenario, params)
+            try:
+                outcome: PointOutcome = self._work(scenario, params)
+            except Exception as err:  # the point's failure, not the sweep's
+                outcome = err
+            yield index, outcome
 
     def cancel(self) -> None:
         self._pending.clear()
@@ -121,7 +147,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class ProcessExecutor(_Managed):
+class ProcessExecutor(ManagedExecutor):
     """Runs points in ``jobs`` worker processes (a :class:`multiprocessing.Pool`, which
     unlike ``concurrent.futures`` can terminate workers that are mid-point)."""
 
@@ -129,6 +155,7 @@ class ProcessExecutor(_Managed):
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise InvalidArgumentError(f"ProcessExecutor jobs {jobs!r} must be an integer >= 1")
         self._work = work
+        self.workers = jobs
         self._pool = multiprocessing.Pool(jobs, initializer=_ignore_sigint)
         self._done: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
         self._outstanding = 0
@@ -143,13 +170,11 @@ class ProcessExecutor(_Managed):
         )
         self._outstanding += 1
 
-    def completed(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def completed(self) -> Iterator[tuple[int, PointOutcome]]:
         while self._outstanding:
             index, rows, exc = self._done.get()  # a Ctrl-C interrupts this wait
             self._outstanding -= 1
-            if exc is not None:
-                raise exc
-            yield index, rows
+            yield index, rows if exc is None else _as_exception(exc)
 
     def cancel(self) -> None:
         """Terminate the workers (pending and running points are dropped).  A second
@@ -171,8 +196,53 @@ class ProcessExecutor(_Managed):
         self._pool.join()
 
 
-def make_executor(work: PointFunction, jobs: int, points: int) -> InlineExecutor | ProcessExecutor:
-    """In-process for one job or one point, else ``min(jobs, points)`` workers."""
+def _as_exception(exc: BaseException) -> Exception:
+    """A worker's ``BaseException`` (a ``SystemExit`` in a point) as a point failure."""
+    return exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def parse_executor(spec: str) -> tuple[str, str | None]:
+    """``"local"`` -> ``("local", None)``, ``"dask"`` -> ``("dask", None)``,
+    ``"dask=tcp://host:8786"`` -> ``("dask", "tcp://host:8786")``."""
+    if not isinstance(spec, str):
+        raise InvalidArgumentError(
+            f"executor {spec!r} must be a string: local, dask or dask=ADDRESS"
+        )
+    kind, sep, address = spec.strip().partition("=")
+    kind, address = kind.strip(), address.strip()
+    if kind not in EXECUTOR_KINDS or (sep and kind != "dask"):
+        raise InvalidArgumentError(f"executor {spec!r} is not one of local, dask, dask=ADDRESS")
+    if sep and (not address or any(c.isspace() for c in address)):
+        raise InvalidArgumentError(
+            f"executor {spec!r} needs a scheduler address after 'dask=' (e.g. "
+            "dask=tcp://127.0.0.1:8786)"
+        )
+    return kind, address or None
+
+
+def make_executor(
+    work: PointFunction, jobs: int | None, points: int, spec: str = "local"
+) -> InlineExecutor | ProcessExecutor | DaskExecutor:
+    """The executor ``spec`` names (see :func:`parse_executor`) for ``points`` points.
+
+    ``local``: in-process for one job or one point, else ``min(jobs, points)`` worker
+    processes.  ``dask``: a ``LocalCluster`` of ``jobs`` workers (default 2) on
+    127.0.0.1.  ``dask=ADDRESS``: the scheduler there, whose workers are its own (so
+    ``jobs`` must not be given).
+    """
+    kind, address = parse_executor(spec)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise InvalidArgumentError(f"jobs {jobs!r} must be an integer >= 1")
+    if kind == "dask":
+        if address is not None and jobs is not None:
+            raise InvalidArgumentError(
+                f"jobs {jobs} cannot be given with executor {spec!r}: the scheduler's "
+                "workers are its own (start more with 'dask worker')"
+            )
+        from vcmm.workload.dask_executor import DaskExecutor
+
+        return DaskExecutor(work, address=address, workers=jobs or DEFAULT_WORKERS["dask"])
+    jobs = jobs or DEFAULT_WORKERS["local"]
     if jobs == 1 or points <= 1:
         return InlineExecutor(work)
     return ProcessExecutor(work, min(jobs, points))
