@@ -8,6 +8,8 @@ numpy integers are accepted and returned as plain ``int``.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import numpy as np
 
 from vcmm.errors import InvalidArgumentError
@@ -22,9 +24,15 @@ def _prefix(call: str) -> str:
     return f"{call}: " if call else ""
 
 
+def is_int(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an integer (a numpy one too), and not a ``bool``: the test
+    behind :func:`check_int`, for callers that raise an error of their own layer."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer)
+
+
 def check_int(call: str, name: str, value: object, *, minimum: int | None = 0) -> int:
     """``value`` as an ``int``, refusing non-integers and values below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise InvalidArgumentError(f"{_prefix(call)}{name} {value!r} is not an integer")
     number = int(value)
     if minimum is not None and number < minimum:

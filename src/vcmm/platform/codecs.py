@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform.fields import Invalid, shape_of
 from vcmm.platform.toml_table import (
@@ -182,7 +183,7 @@ class Integer(Codec):
         return table.checked_integer(key, table.require(key))
 
     def check(self, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise Invalid(f"expected an integer, got {value!r}")
         if value < self.minimum:
             raise Invalid(f"value {value} is below the minimum {self.minimum}")

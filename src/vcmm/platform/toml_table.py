@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from vcmm.checks import is_int
 from vcmm.platform.errors import KeyedError, join_key, suggest
 from vcmm.platform.fields import Declared, Shape, shape_of
 
@@ -120,7 +121,7 @@ class TomlTable:
         return value
 
     def checked_integer(self, key: str, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise self.error(key, f"expected an integer, got {type_name(value)} {value!r}")
         return value
 

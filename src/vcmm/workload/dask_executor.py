@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.workload.executors import (
     ExecutorError,
@@ -72,7 +73,7 @@ class DaskExecutor(ManagedExecutor):
         address: str | None = None,
         workers: int = 2,
     ) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        if not is_int(workers) or workers < 1:
             raise InvalidArgumentError(f"DaskExecutor workers {workers!r} must be an integer >= 1")
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise InvalidArgumentError(

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, VcmmError
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class ProcessExecutor(ManagedExecutor):
     unlike ``concurrent.futures`` can terminate workers that are mid-point)."""
 
     def __init__(self, work: PointFunction, jobs: int) -> None:
-        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        if not is_int(jobs) or jobs < 1:
             raise InvalidArgumentError(f"ProcessExecutor jobs {jobs!r} must be an integer >= 1")
         self._work = work
         self.workers = jobs
@@ -231,7 +232,7 @@ def make_executor(
     ``jobs`` must not be given).
     """
     kind, address = parse_executor(spec)
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+    if jobs is not None and (not is_int(jobs) or jobs < 1):
         raise InvalidArgumentError(f"jobs {jobs!r} must be an integer >= 1")
     if kind == "dask":
         if address is not None and jobs is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform
@@ -488,7 +489,7 @@ def _param_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
 
 
 def _param_int(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ScenarioError(f"{value!r} is not an integer >= {minimum}", key=f"--grid {key}")
     return value
 

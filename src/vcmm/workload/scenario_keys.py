@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform.codecs import Codec, Integer, parse_number
 from vcmm.platform.errors import suggest
@@ -54,7 +55,7 @@ class BufferSize(Codec):
         return parse_number(value, "size", lambda problem: table.error(key, problem))
 
     def check(self, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise Invalid(f"expected an integer, got {value!r}")
         if value < 1:
             raise Invalid(f"size {value} must be at least 1 byte")

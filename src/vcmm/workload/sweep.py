@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from vcmm.checks import is_int
 from vcmm.errors import VcmmError
 from vcmm.workload.cost import estimate_cost
 from vcmm.workload.executors import PointExecutor, make_executor
@@ -314,7 +315,7 @@ def run_plan(
     :func:`run_sweep`).  ``progress(1)`` is called as each point finishes,
     ``on_failure(row)`` with the ``context = all`` row of each point that failed.
     Rows come back in grid order whatever order the points finish in."""
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+    if jobs is not None and (not is_int(jobs) or jobs < 1):
         raise ScenarioError(f"jobs {jobs!r} must be an integer >= 1", key="--jobs")
     started = time.perf_counter()
     results: list[list[dict[str, Any]] | None] = [
