@@ -8,7 +8,8 @@ bank's registers (TTBR0, TTBR1, TTBCR.N, enable) from the context: a context swi
 
 Seed call                          here
 ---------------------------------  ---------------------------------------------------
-``smmu_drvdata_init``              ``Smmu(name, memory, table_memory, ...)``
+``smmu_drvdata_init``              ``Smmu(name, memory, table_memory, ..., register_base=)``
+``smmu_get_base_addr``             ``smmu.register_base`` (``smmu.read_register(addr)``)
 ``smmu_ctx_init`` / ``_deinit``    ``smmu.context_init(name)`` / ``ctx.deinit()``
 ``smmu_ctx_bind``                  ``ctx.bind(smmu, bank=None)`` / ``ctx.unbind()``
 ``smmu_activate`` / ``deactivate`` ``ctx.activate()`` / ``ctx.deactivate()``
@@ -22,7 +23,10 @@ Seed call                          here
 Modules, one job each:
 
 - :mod:`.instance`: :class:`Smmu`, its banks and shared TLB, the registry of contexts;
+- :mod:`.banktable`: which context holds which bank, more contexts than banks (LRU);
 - :mod:`.bank`: a hardware bank's registers and the walker that follows only them;
+- :mod:`.registers`: the fault registers FSR, FAR, FSYNR0 bit for bit (SMMUv2);
+- :mod:`.mmio`: the register window (base, pages) and reads and writes by address;
 - :mod:`.context`: :class:`SmmuContext`, the facade drivers hold, which checks each
   call and hands it to one of: :mod:`.binding` (bind, activate: the driver lifecycle),
   :mod:`.tables` (own or external tables, split mode), :mod:`.updates` (the update
@@ -43,24 +47,37 @@ Decisions:
   entries overlapping each changed range (adjacent ranges merged), or the bank's whole
   tag past :data:`PRECISE_INVALIDATION_LIMIT` ranges.  Until then a device keeps using
   what it has cached, exactly as the seed's bracket implies.
+- **More contexts than banks**: a context binds a free bank, else the least recently
+  used idle one, whose context loses it (a bank switch, counted with the TLB entries it
+  invalidated in :meth:`Smmu.bank_stats`); see :mod:`.banktable`.
 - **Faults**: see :mod:`.faults` (handler returns 1 to retry, 0 to terminate; at most
-  :data:`MAX_FAULT_RETRIES` retries per access).
+  :data:`MAX_FAULT_RETRIES` retries per access), recorded in the bank's FSR, FAR and
+  FSYNR0 (:mod:`.registers`), readable by address (:mod:`.mmio`).
 """
 
 from vcmm.hw.smmu.bank import SPLIT_BIT, SPLIT_LOW_VA_BITS, BankRegisters
+from vcmm.hw.smmu.banktable import BankStats
 from vcmm.hw.smmu.context import ContextStats, SmmuContext
 from vcmm.hw.smmu.faults import MAX_FAULT_RETRIES, FaultHandler, SmmuFault
 from vcmm.hw.smmu.instance import Smmu, SmmuSnapshot, find_context
+from vcmm.hw.smmu.mmio import DEFAULT_REGISTER_BASE
+from vcmm.hw.smmu.registers import CB_FAR, CB_FSR, CB_FSYNR0, FaultStatus
 from vcmm.hw.tlbgather import PRECISE_INVALIDATION_LIMIT
 
 __all__ = [
+    "CB_FAR",
+    "CB_FSR",
+    "CB_FSYNR0",
+    "DEFAULT_REGISTER_BASE",
     "MAX_FAULT_RETRIES",
     "PRECISE_INVALIDATION_LIMIT",
     "SPLIT_BIT",
     "SPLIT_LOW_VA_BITS",
     "BankRegisters",
+    "BankStats",
     "ContextStats",
     "FaultHandler",
+    "FaultStatus",
     "Smmu",
     "SmmuContext",
     "SmmuFault",

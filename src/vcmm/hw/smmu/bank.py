@@ -3,7 +3,8 @@
 What a device behind the bank sees is decided by the registers alone (TTBR0, TTBR1,
 TTBCR, the enable bit): the bank's walker reads descriptors from memory starting at the
 programmed roots through :func:`~vcmm.hw.pgtable.walk_tables`, never through a Python
-table object, so a memory dump plus the registers gives the same translation.
+table object, so a memory dump plus the registers gives the same translation.  The
+bank's fault registers (FSR, FAR, FSYNR0: :mod:`.registers`) record what went wrong.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING
 from vcmm.attrs import FaultKind
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTableFormat, walk_tables
+from vcmm.hw.smmu.registers import FaultStatus, idle_status
 from vcmm.hw.tlb import TLB
 from vcmm.hw.translate import Translator
 from vcmm.hw.walk import Walk
 
 if TYPE_CHECKING:
-    from vcmm.hw.smmu.context import SmmuContext
+    from vcmm.hw.smmu.binding import ContextBinding
 
 #: TTBCR.N=1 splits the 32-bit input space on this bit (ARMv7 short-descriptor).
 SPLIT_BIT = 31
@@ -64,16 +66,25 @@ class Bank:
     ) -> None:
         self.index = index
         self.regs = BankRegisters()
-        #: The virtual context bound to the bank (None: free).
-        self.context: SmmuContext | None = None
+        #: FSR, FAR and FSYNR0 (Format reads the bank's translation scheme).
+        self.faults: FaultStatus = idle_status(fmt)
+        #: The binding of the virtual context that holds the bank (None: free).
+        self.holder: ContextBinding | None = None
+        #: Logical time the bank's context last stopped after translating (LRU order).
+        self.last_used = 0
         self.translator = Translator(tlb, index, self._walk, privileged=True)
         self._fmt = fmt
         self._memory = memory
         self._limit = limit
 
     def __repr__(self) -> str:
-        who = self.context.name if self.context is not None else "free"
+        who = self.holder.name if self.holder is not None else "free"
         return f"<bank {self.index}: {who}>"
+
+    @property
+    def active(self) -> bool:
+        """Whether the bank runs its context now (an idle bank is bound, not active)."""
+        return self.holder is not None and self.holder.active
 
     def _walk(self, va: int) -> Walk:
         """The bank's hardware walker: it follows the programmed registers only."""

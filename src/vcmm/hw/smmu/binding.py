@@ -1,11 +1,15 @@
 """The driver lifecycle of a context: bind to a bank, activate (program it), deactivate.
 
-A virtual context holds at most one hardware bank of its SMMU.  Activation writes the
-bank's registers from the context's tables (a context switch) and drops the bank's
-TLB entries, which another address space may have left; deactivation disables the
-bank.  While bound, the binding is also the flush target of the context's TLB
-maintenance (:class:`~vcmm.hw.tlbgather.TlbGather`): the bank number is the tag of its
-entries in the SMMU's shared TLB.
+A virtual context holds at most one hardware bank of its SMMU at a time, and may lose
+it while idle (bound, not active) to a context that needs one (:mod:`.banktable`);
+activating a context without a bank binds one first.  Activation writes the bank's
+registers from the context's tables (a context switch) and drops the bank's TLB
+entries, which another address space may have left; deactivation disables the bank
+and, if the context translated anything meanwhile, stamps the bank as just used (the
+LRU order).  The fault registers are left alone: software clears them (write 1s).
+While bound, the binding is also the flush target of the context's TLB maintenance
+(:class:`~vcmm.hw.tlbgather.TlbGather`): the bank number is the tag of its entries in
+the SMMU's shared TLB.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ def _tlb_sum(a: TLBStats, b: TLBStats) -> TLBStats:
 class ContextBinding:
     """A context's hold on a hardware bank, and whether the bank runs it."""
 
-    def __init__(self, smmu: Smmu, name: str) -> None:
+    def __init__(self, smmu: Smmu, context: SmmuContext) -> None:
         self._smmu = smmu
-        self._name = name
+        self._name = context.name
+        #: The context this binding belongs to (what :meth:`Smmu.bound_context` names).
+        self.context = context
         self.bank: Bank | None = None
         self.active = False
+        #: Times the context lost its idle bank to another context.
+        self.evictions = 0
         #: TLB counters of the bank's tag over past activations, and the tag's counters
         #: when the current activation began.
         self._tlb_acc = TLBStats()
@@ -49,11 +57,16 @@ class ContextBinding:
         return f"<binding of {self._name!r} to {self.bank!r}>"
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
     def bank_index(self) -> int | None:
         return self.bank.index if self.bank is not None else None
 
-    def bind(self, ctx: SmmuContext, smmu: object, bank: int | None) -> int:
-        """Bind ``ctx`` to a bank of ``smmu`` (a free one if ``bank`` is None)."""
+    def bind(self, smmu: object, bank: int | None) -> int:
+        """Bind to a bank of ``smmu``: ``bank``, or a free one, or the least recently
+        used idle one (its context evicted) if ``bank`` is None."""
         if smmu is not self._smmu:
             other = smmu.name if isinstance(smmu, type(self._smmu)) else smmu
             raise InvalidArgumentError(
@@ -63,8 +76,14 @@ class ContextBinding:
             raise StateError(
                 f"context {self._name!r} is already bound to bank {self.bank.index}; unbind first"
             )
-        self.bank = self._smmu.claim_bank(ctx, bank)
+        self.bank = self._smmu.claim_bank(self, bank)
         return self.bank.index
+
+    def evicted(self) -> None:
+        """The SMMU gave this idle context's bank to another context."""
+        assert self.bank is not None and not self.active
+        self.bank = None
+        self.evictions += 1
 
     def unbind(self) -> None:
         """Release the bank (the context must be deactivated first)."""
@@ -79,22 +98,28 @@ class ContextBinding:
         self.bank = None
 
     def activate(self, tables: ContextTables) -> None:
-        """Program the bank with ``tables`` and start counting this activation."""
-        if self.bank is None:
-            raise StateError(f"context {self._name!r} is not bound to a bank; bind it first")
+        """Program the bank with ``tables`` (binding one first if the context has none)
+        and start counting this activation."""
         if self.active:
+            assert self.bank is not None
             raise StateError(f"context {self._name!r} is already active on bank {self.bank.index}")
+        if self.bank is None:
+            self.bank = self._smmu.claim_bank(self, None)
         self.program(tables)
         self.active = True
         self._tlb_base = self._smmu.tlb.stats_for(self.bank.index).copy()
 
     def deactivate(self) -> None:
-        """Disable the bank; its device's transactions then stop."""
+        """Disable the bank; its device's transactions then stop.  An activation that
+        translated something counts as a use of the bank (LRU); one that did not
+        (say, one an upper layer undid) leaves the order as it was."""
         if not self.active or self.bank is None:
             raise StateError(f"context {self._name!r} is not active")
-        self._collect_tlb_stats()
+        used = self._collect_tlb_stats()
         self.bank.regs = BankRegisters()
         self.active = False
+        if used.lookups:
+            self._smmu.touch_bank(self.bank)
 
     def program(self, tables: ContextTables) -> None:
         """Write TTBR0/TTBR1/TTBCR/enable from ``tables`` and invalidate the bank's tag
@@ -120,11 +145,15 @@ class ContextBinding:
 
     # -- counters -----------------------------------------------------------------------
 
-    def _collect_tlb_stats(self) -> None:
+    def _collect_tlb_stats(self) -> TLBStats:
+        """Add the current activation's counters to the total; returns them."""
+        delta = TLBStats()
         if self._tlb_base is not None and self.bank is not None:
             now = self._smmu.tlb.stats_for(self.bank.index)
-            self._tlb_acc = _tlb_sum(self._tlb_acc, _tlb_delta(now, self._tlb_base))
+            delta = _tlb_delta(now, self._tlb_base)
+            self._tlb_acc = _tlb_sum(self._tlb_acc, delta)
             self._tlb_base = now.copy()
+        return delta
 
     def tlb_stats(self) -> TLBStats:
         """The bank tag's counters accumulated over this context's activations."""

@@ -32,6 +32,7 @@ from vcmm.hw.lock import MachineLock, machine_locked
 from vcmm.hw.pgtable import PageTable
 from vcmm.hw.smmu.binding import ContextBinding
 from vcmm.hw.smmu.faults import ContextFaults, FaultHandler
+from vcmm.hw.smmu.registers import FaultStatus
 from vcmm.hw.smmu.tables import ContextTables
 from vcmm.hw.smmu.updates import ContextUpdates
 from vcmm.hw.tlb import TLBStats
@@ -55,6 +56,8 @@ class ContextStats:
     terminated: int
     bytes_read: int
     bytes_written: int
+    #: Times the context lost its idle bank to another context (a bank switch).
+    evictions: int = 0
 
 
 class SmmuContext:
@@ -68,7 +71,7 @@ class SmmuContext:
         self.name = name
         self._alive = True
         self._tables = ContextTables(smmu, name, split)
-        self._binding = ContextBinding(smmu, name)
+        self._binding = ContextBinding(smmu, self)
         #: The TLB maintenance of the context's table changes (flushes its bank).
         self.tlb_gather = TlbGather(self._binding)
         self._updates = ContextUpdates(smmu, name, self._tables, self.tlb_gather)
@@ -138,13 +141,17 @@ class SmmuContext:
 
     @machine_locked
     def bind(self, smmu: Smmu, bank: int | None = None) -> int:
-        """Bind to a hardware bank of ``smmu`` (a free one if ``bank`` is None).
+        """Bind to a hardware bank of ``smmu`` (the seed's ``smmu_ctx_bind``).
 
-        Returns the bank number.  Refuses a bank that is busy, a context of another
-        SMMU and a context that is already bound.
+        ``bank`` names one; None takes a free bank, else the least recently used idle
+        one (bound to a context that is not active).  An idle context that held the
+        bank loses it (a bank switch: its TLB entries are invalidated and counted in
+        :meth:`Smmu.bank_stats`) and binds again at its next activation.  Returns the
+        bank number.  Refuses a bank that runs an active context (with None: when every
+        bank does), a context of another SMMU and a context that is already bound.
         """
         self._check_alive()
-        return self._binding.bind(self, smmu, bank)
+        return self._binding.bind(smmu, bank)
 
     @machine_locked
     def unbind(self) -> None:
@@ -156,8 +163,11 @@ class SmmuContext:
     def activate(self) -> None:
         """Program the bank with this context's tables: a context switch.
 
-        The bank's TLB entries (left by whichever context used the bank before) are
-        invalidated, so nothing of another address space leaks through.
+        A context without a bank binds one first as :meth:`bind` with None does (a free
+        bank, else the least recently used idle one); when every bank runs an active
+        context this raises :class:`BusyError` naming them.  The bank's TLB entries
+        (left by whichever context used the bank before) are invalidated, so nothing
+        of another address space leaks through, and its fault registers are cleared.
         """
         self._check_alive()
         self._binding.activate(self._tables)
@@ -292,6 +302,39 @@ class SmmuContext:
             raise InvalidArgumentError("invalidate_tlb: size must be > 0")
         return self._binding.flush_range(v, n)
 
+    # -- registers --------------------------------------------------------------------------
+
+    @property
+    def fault_status(self) -> FaultStatus | None:
+        """FSR, FAR and FSYNR0 of the bound bank (None while unbound)."""
+        bank = self._binding.bank
+        return bank.faults if bank is not None else None
+
+    def _register_address(self, call: str, offset: object) -> int:
+        """Address of ``offset`` in the bound bank's page, refusing what is not there."""
+        self._check_alive()
+        bank = self._binding.bank_index
+        if bank is None:
+            raise StateError(f"{self.name}.{call}: context {self.name!r} is not bound to a bank")
+        off = check_int(f"{self.name}.{call}", "offset", offset)
+        if off >= self.smmu.register_page_size:
+            raise InvalidArgumentError(
+                f"{self.name}.{call}: offset {off:#x} is beyond the "
+                f"{self.smmu.register_page_size:#x}-byte bank page"
+            )
+        return self.smmu.bank_base(bank) + off
+
+    @machine_locked
+    def read_register(self, offset: int) -> int:
+        """Read the register at ``offset`` in the bound bank's page (CB_FSR is 0x58)."""
+        return self.smmu.read_register(self._register_address("read_register", offset))
+
+    @machine_locked
+    def write_register(self, offset: int, value: int) -> None:
+        """Write the register at ``offset`` in the bound bank's page; writing the FSR
+        value back clears the fault it records (write 1 to clear)."""
+        self.smmu.write_register(self._register_address("write_register", offset), value)
+
     # -- translation ------------------------------------------------------------------------
 
     @machine_locked
@@ -369,4 +412,5 @@ class SmmuContext:
             terminated=faults.terminated,
             bytes_read=self.bytes_read,
             bytes_written=self.bytes_written,
+            evictions=self._binding.evictions,
         )

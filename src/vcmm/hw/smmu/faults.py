@@ -2,11 +2,15 @@
 
 A transaction is translated by the bound bank's :class:`~vcmm.hw.translate.Translator`
 (the SMMU's shared TLB, then the bank's hardware walker, then the permission check).
-A fault goes to the hook: ``handler(fault, data)`` returns 1 (retry: the TLB entry for
-the address is invalidated and the translation replayed) or 0 (terminate).  Without a
-handler a warning is logged (logger ``vcmm.hw.smmu``) and the transaction terminates.
-Terminated transactions raise :class:`~vcmm.errors.DeviceFaultError`.  At most
-:data:`MAX_FAULT_RETRIES` retries per access.
+A fault is first recorded in the bank's fault registers (FSR, FAR, FSYNR0:
+:mod:`.registers`), then goes to the hook: ``handler(fault, data)`` returns 1 (retry:
+the TLB entry for the address is invalidated and the translation replayed) or 0
+(terminate).  That is SMMUv2's stall model: while the handler decides, FSR.SS is set,
+and its answer is the resume that clears it.  Without a handler a warning is logged
+(logger ``vcmm.hw.smmu``) and the transaction terminates.  Terminated transactions
+raise :class:`~vcmm.errors.DeviceFaultError`.  At most :data:`MAX_FAULT_RETRIES`
+retries per access.  The fault bits stay set until software writes them back (write
+1 to clear); a fault that arrives before that only sets FSR.MULTI.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy.typing as npt
 from vcmm.attrs import Access, FaultKind
 from vcmm.errors import DeviceFaultError, InvalidArgumentError
 from vcmm.hw.smmu.binding import ContextBinding
+from vcmm.hw.smmu.registers import FaultStatus, record_fault, set_stalled
 from vcmm.hw.tlb import TLB, check_address
 from vcmm.hw.translate import Translation, TranslationFault, Translator
 
@@ -48,6 +53,8 @@ class SmmuFault:
     level: int
     #: Name of the bus master whose transaction faulted, if known.
     device: str | None = None
+    #: The bank's FSR, FAR and FSYNR0 as the handler finds them (FSR.SS set: stalled).
+    registers: FaultStatus | None = None
 
     def describe(self) -> str:
         who = f"device {self.device!r}" if self.device else "a transaction"
@@ -123,19 +130,43 @@ class ContextFaults:
             i += 1
         return out
 
-    def _event(self, fault: TranslationFault, device: str | None) -> SmmuFault:
-        bank = self._binding.bank_index
+    def _event(
+        self, translator: Translator, fault: TranslationFault, device: str | None, *, stall: bool
+    ) -> SmmuFault:
+        """Record ``fault`` in the bank's registers (stalled if a handler will decide)
+        and describe it for the handler."""
+        bank = self._binding.bank
         assert bank is not None
+        status = record_fault(
+            bank.faults,
+            fault.kind,
+            fault.va,
+            fault.access,
+            fault.level,
+            privileged=translator.privileged,
+        )
+        bank.faults = set_stalled(status, True) if stall else status
         return SmmuFault(
             smmu=self._smmu_name,
             context=self._name,
-            bank=bank,
+            bank=bank.index,
             va=fault.va,
             access=fault.access,
             kind=fault.kind,
             level=fault.level,
             device=device,
+            registers=bank.faults,
         )
+
+    def _decide(self, event: SmmuFault) -> object:
+        """Call the handler with the transaction stalled; its answer is the resume."""
+        assert self._handler is not None
+        bank = self._binding.bank
+        assert bank is not None
+        try:
+            return self._handler(event, self._handler_data)
+        finally:
+            bank.faults = set_stalled(bank.faults, False)
 
     def _handle(
         self, translator: Translator, fault: TranslationFault, device: str | None
@@ -144,11 +175,11 @@ class ContextFaults:
         retries = 0
         while True:
             self.faults += 1
-            event = self._event(fault, device)
+            event = self._event(translator, fault, device, stall=self._handler is not None)
             if self._handler is None:
                 log.warning("%s; no fault handler hooked: transaction terminated", event.describe())
                 raise self._terminate(event, "no fault handler is hooked")
-            decision = self._handler(event, self._handler_data)
+            decision = self._decide(event)
             if isinstance(decision, bool):
                 decision = int(decision)
             if decision not in (0, 1):

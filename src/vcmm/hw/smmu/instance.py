@@ -3,7 +3,10 @@
 Entries of the global TLB are tagged with the bank number, so contexts of one SMMU
 compete for its entries while contexts of different SMMUs never meet.  The contexts
 reach the banks through :meth:`Smmu.claim_bank` / :meth:`Smmu.release_bank`, so the
-bookkeeping of which context holds which bank lives here only.
+bookkeeping of which context holds which bank lives here (and in :mod:`.banktable`,
+which lets more contexts than banks take turns) only.  The SMMU's registers sit at
+:attr:`Smmu.register_base` (the seed's ``smmu_get_base_addr``), laid out as
+:mod:`.mmio` describes.
 """
 
 from __future__ import annotations
@@ -16,19 +19,29 @@ from vcmm.hw.lock import MachineLock, check_lock, machine_locked
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import ARMV7S, PageTableFormat
 from vcmm.hw.smmu.bank import Bank, BankRegisters
+from vcmm.hw.smmu.banktable import BankStats, BankTable
+from vcmm.hw.smmu.binding import ContextBinding
 from vcmm.hw.smmu.context import SmmuContext
+from vcmm.hw.smmu.mmio import DEFAULT_REGISTER_BASE, RegisterWindow, read_bank, write_bank
+from vcmm.hw.smmu.registers import FaultStatus
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLB, TLBConfig, TLBSnapshot, TLBStats
+from vcmm.ranges import AddressRange
+from vcmm.sizes import SZ_4K
 
 
 @dataclass(frozen=True)
 class SmmuSnapshot:
-    """The SMMU's observable state (TLB, bank registers and bindings, contexts)."""
+    """The SMMU's observable state (TLB, bank registers, fault registers and bindings,
+    the LRU clock and bank counters, contexts)."""
 
     tlb: TLBSnapshot
     registers: tuple[BankRegisters, ...]
     bindings: tuple[str | None, ...]
     contexts: tuple[tuple[str, int | None, bool, bool, int | None, int | None], ...]
+    faults: tuple[FaultStatus, ...]
+    last_used: tuple[int, ...]
+    bank_stats: BankStats
 
 
 class Smmu:
@@ -44,6 +57,9 @@ class Smmu:
         context_banks: int,
         tlb: TLBConfig,
         lock: MachineLock | None = None,
+        register_base: int = DEFAULT_REGISTER_BASE,
+        register_page_size: int = SZ_4K,
+        numpage: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"SMMU name {name!r} must be a non-empty string")
@@ -69,6 +85,9 @@ class Smmu:
             )
         if not isinstance(tlb, TLBConfig):
             raise InvalidArgumentError(f"SMMU {name!r}: tlb {tlb!r} is not a TLBConfig")
+        self._window = RegisterWindow(
+            name, context_banks, register_base, register_page_size, numpage
+        )
         #: The machine lock (:mod:`vcmm.hw.lock`) its contexts' table changes and
         #: translations hold: the system's, or a private one.
         self.lock = check_lock(f"SMMU {name!r}", lock)
@@ -80,15 +99,17 @@ class Smmu:
         self.tlb = TLB(tlb)
         #: First input address the SMMU cannot translate (2**32 for ARMv7 short tables).
         self.input_limit = fmt.geometry().va_limit
-        self._banks = [
-            Bank(i, self.tlb, fmt, memory, self.input_limit) for i in range(context_banks)
-        ]
+        self._banks = BankTable(
+            name,
+            [Bank(i, self.tlb, fmt, memory, self.input_limit) for i in range(context_banks)],
+            self.tlb,
+        )
         self._contexts: dict[str, SmmuContext] = {}
 
     def __repr__(self) -> str:
         return (
             f"Smmu({self.name!r}, {self.fmt.name}, banks={len(self._banks)}, "
-            f"contexts={list(self._contexts)})"
+            f"registers at {self.register_base:#x}, contexts={list(self._contexts)})"
         )
 
     # -- contexts -----------------------------------------------------------------------
@@ -141,55 +162,89 @@ class Smmu:
             raise BusyError(f"context {ctx.name!r} is bound to bank {ctx.bank}; unbind first")
         del self._contexts[ctx.name]
 
-    # -- banks --------------------------------------------------------------------------
+    # -- banks ------------------------------------------------------------------------------
 
-    def _bank_at(self, index: object, who: str) -> Bank:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise InvalidArgumentError(f"{who}: bank {index!r} is not an integer")
-        if not 0 <= index < len(self._banks):
-            raise InvalidArgumentError(
-                f"{who}: bank {index} does not exist; SMMU {self.name!r} has banks "
-                f"0..{len(self._banks) - 1}"
-            )
-        return self._banks[index]
-
-    def claim_bank(self, ctx: SmmuContext, bank: int | None) -> Bank:
-        """Give ``ctx`` bank ``bank`` (the lowest free one if None); what
-        :meth:`SmmuContext.bind` does.  Refuses a busy bank, or when none is free."""
-        if bank is None:
-            free = self.free_banks()
-            if not free:
-                raise BusyError(
-                    f"SMMU {self.name!r}: all {self.context_banks} context banks are bound; "
-                    f"cannot bind {ctx.name!r}"
-                )
-            target = self._banks[free[0]]
-        else:
-            target = self._bank_at(bank, f"bind {ctx.name!r}")
-            if target.context is not None:
-                raise BusyError(
-                    f"SMMU {self.name!r} bank {bank} is bound to context "
-                    f"{target.context.name!r}; cannot bind {ctx.name!r}"
-                )
-        target.context = ctx
-        return target
+    def claim_bank(self, binding: ContextBinding, bank: int | None) -> Bank:
+        """Give ``binding``'s context bank ``bank``, or (None) a free one, else the least
+        recently used idle one; what :meth:`SmmuContext.bind` and an activation without
+        a bank do.  Refuses a bank that runs an active context, or when all do."""
+        return self._banks.claim(binding, bank)
 
     def release_bank(self, bank: Bank) -> None:
         """Free ``bank`` (:meth:`SmmuContext.unbind`); its registers are left as they are."""
-        if bank not in self._banks:
-            raise InvalidArgumentError(f"SMMU {self.name!r} has no bank {bank!r}")
-        bank.context = None
+        self._banks.release(bank)
+
+    def touch_bank(self, bank: Bank) -> None:
+        """Stamp ``bank`` as just used (activation, deactivation): the LRU order."""
+        self._banks.touch(bank)
 
     def bank_registers(self, bank: int) -> BankRegisters:
         """What bank ``bank``'s registers hold now."""
-        return self._bank_at(bank, f"SMMU {self.name!r}").regs
+        return self._banks.at(bank, f"SMMU {self.name!r}").regs
 
     def bound_context(self, bank: int) -> SmmuContext | None:
         """The context bound to ``bank``, if any."""
-        return self._bank_at(bank, f"SMMU {self.name!r}").context
+        holder = self._banks.at(bank, f"SMMU {self.name!r}").holder
+        return holder.context if holder is not None else None
 
     def free_banks(self) -> list[int]:
-        return [b.index for b in self._banks if b.context is None]
+        return self._banks.free()
+
+    def bank_stats(self) -> BankStats:
+        """Bank switches (binds that evicted an idle context) and the TLB entries those
+        switches invalidated."""
+        return self._banks.stats
+
+    # -- registers ------------------------------------------------------------------------
+
+    @property
+    def register_base(self) -> int:
+        """Physical address of the register window (the seed's ``smmu_get_base_addr``)."""
+        return self._window.base
+
+    @property
+    def register_window(self) -> AddressRange:
+        """The whole register window: ``2 * numpage * register_page_size`` bytes."""
+        return self._window.range
+
+    @property
+    def register_page_size(self) -> int:
+        return self._window.page_size
+
+    @property
+    def numpage(self) -> int:
+        """NUMPAGE: pages in the global space, and in the context bank space."""
+        return self._window.numpage
+
+    def bank_base(self, bank: int) -> int:
+        """Address of bank ``bank``'s register page (SMMU_CBn_BASE)."""
+        return self._window.bank_base(self._banks.at(bank, f"SMMU {self.name!r}").index)
+
+    def fault_status(self, bank: int) -> FaultStatus:
+        """Bank ``bank``'s FSR, FAR and FSYNR0."""
+        return self._banks.at(bank, f"SMMU {self.name!r}").faults
+
+    @machine_locked
+    def read_register(self, addr: int) -> int:
+        """Read the register at physical address ``addr`` (see :mod:`.mmio`)."""
+        bank, offset = self._window.locate(addr)
+        if bank is None:
+            return self._window.idr1()
+        if bank >= len(self._banks):
+            return 0  # an unimplemented bank's page: RAZ/WI
+        return read_bank(self._who(bank), self._banks.banks[bank], offset)
+
+    @machine_locked
+    def write_register(self, addr: int, value: int) -> None:
+        """Write ``value`` to the register at ``addr`` (FSR: 1s clear bits)."""
+        bank, offset = self._window.locate(addr)
+        if bank is None:
+            raise InvalidArgumentError(f"SMMU {self.name!r}: SMMU_IDR1 at {addr:#x} is read-only")
+        if bank < len(self._banks):
+            write_bank(self._who(bank), self._banks.banks[bank], offset, value)
+
+    def _who(self, bank: int) -> str:
+        return f"SMMU {self.name!r} bank {bank}"
 
     # -- counters and snapshots -----------------------------------------------------------
 
@@ -199,14 +254,18 @@ class Smmu:
 
     def snapshot(self) -> SmmuSnapshot:
         """Everything observable about the SMMU and its contexts, comparable with ``==``."""
+        banks = self._banks.banks
         return SmmuSnapshot(
             tlb=self.tlb.snapshot(),
-            registers=tuple(b.regs for b in self._banks),
-            bindings=tuple(b.context.name if b.context else None for b in self._banks),
+            registers=tuple(b.regs for b in banks),
+            bindings=tuple(b.holder.name if b.holder else None for b in banks),
             contexts=tuple(
                 (c.name, c.bank, c.is_active, c.split, c.ttbr0, c.ttbr1)
                 for c in self._contexts.values()
             ),
+            faults=tuple(b.faults for b in banks),
+            last_used=tuple(b.last_used for b in banks),
+            bank_stats=self._banks.stats,
         )
 
 
