@@ -11,11 +11,12 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vcmm import SZ_1M, SZ_2M, SZ_16M, SZ_64K, DmaDirection, System
+from vcmm import SZ_1M, SZ_16M, SZ_64K, DmaDirection, System
 from vcmm.hw.pgtable import VMSAV8_4K
 from vcmm.platform import PlatformError, dumps_platform, load_platform, loads_platform
 from vcmm.platform.devices import StreamSpec
@@ -169,7 +170,7 @@ def test_masters_get_linux_names_and_keep_their_node_paths(make_dtb: MakeDtb) ->
 
 def test_linux_name_of_a_node_without_an_address_chains_its_parents(make_dtb: MakeDtb) -> None:
     tree = parse_blob(
-        open(
+        Path(
             make_dtb(
                 {
                     "#address-cells": 1,
@@ -193,8 +194,7 @@ def test_linux_name_of_a_node_without_an_address_chains_its_parents(make_dtb: Ma
                     },
                 }
             ),
-            "rb",
-        ).read()
+        ).read_bytes()
     )
 
     def name(path: str) -> str:
@@ -229,8 +229,8 @@ def test_stream_ids_and_groups_follow_arm_smmu_matching(make_dtb: MakeDtb) -> No
     assert video.domain == port.domain == video.context
     assert display.domain is None
     camera = spec.device("10040000.camera")
-    assert camera.disabled and camera.smmu == "10110000.iommu" and camera.streams == (
-        StreamSpec(5),
+    assert (
+        camera.disabled and camera.smmu == "10110000.iommu" and camera.streams == (StreamSpec(5),)
     )
 
 
@@ -328,7 +328,9 @@ def test_without_a_default_cma_region_linux_makes_one_below_4g(make_dtb: MakeDtb
     assert spec.page_tables.end == cma.base and spec.page_tables.size == SZ_16M
     assert "linux,cma" not in {r.name for r in spec.reserved}
     no_cma = imported(make_dtb, tree, cma=0).spec
-    assert all(t.kind != "cma" for t in no_cma.targets) and no_cma.memory_roles().coherent_pool is None
+    assert (
+        all(t.kind != "cma" for t in no_cma.targets) and no_cma.memory_roles().coherent_pool is None
+    )
 
 
 def test_a_size_zero_bank_needs_ram(make_dtb: MakeDtb) -> None:
@@ -391,7 +393,7 @@ def test_imported_board_boots_and_shares_a_buffer(make_dtb: MakeDtb) -> None:
 
 def test_bad_blobs_are_one_line_errors(make_dtb: MakeDtb, tmp_path: Any) -> None:
     good = (tmp_path / "x").with_suffix(".dtb")
-    data = bytearray(open(make_dtb(board()), "rb").read())
+    data = Path(make_dtb(board())).read_bytes()
     good.write_bytes(bytes(data[:200]))
     with pytest.raises(DeviceTreeError, match=r"x\.dtb: not a valid devicetree blob \(FDT_ERR_"):
         load_devicetree(good)
@@ -432,8 +434,8 @@ def test_dts_is_compiled_with_dtc(tmp_path: Any) -> None:
     source = tmp_path / "tiny.dts"
     source.write_text(
         "/dts-v1/;\n/ { #address-cells = <1>; #size-cells = <1>;\n"
-        "  memory@40000000 { device_type = \"memory\"; reg = <0x40000000 0x10000000>; };\n"
-        "  smmu: iommu@1000 { compatible = \"arm,mmu-401\"; reg = <0x1000 0x100>;\n"
+        '  memory@40000000 { device_type = "memory"; reg = <0x40000000 0x10000000>; };\n'
+        '  smmu: iommu@1000 { compatible = "arm,mmu-401"; reg = <0x1000 0x100>;\n'
         "    #iommu-cells = <1>; #global-interrupts = <0>; };\n"
         "  lcd@2000 { reg = <0x2000 0x100>; iommus = <&smmu 3>; };\n};\n"
     )

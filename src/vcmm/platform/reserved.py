@@ -40,7 +40,7 @@ class ReservedSpec:
     name: str = field(metadata=key(Text(), is_dt_name))
     range: AddressRange = field(metadata=key(FlatWindow()))
     node: str | None = field(default=None, metadata=key(Text()))
-    no_map: bool = field(default=False, metadata=key(Boolean(), name="no-map", omit_default=True))
+    no_map: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     reusable: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     dynamic: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     compatible: tuple[str, ...] = field(default=(), metadata=key(Strings(), omit_default=True))
