@@ -58,3 +58,62 @@ def dask_cluster(dask_distributed: Any) -> Iterator[Any]:
 
     with local_cluster(2) as cluster:
         yield cluster
+
+
+# -- devicetrees built in the tests ----------------------------------------------------------
+
+DtValue = object
+
+
+def _prop_bytes(value: DtValue) -> bytes:
+    """A property value: ``True`` empty, ``str`` a string, ``int`` one cell, a list of
+    ints cells, a list of strs a string list, ``bytes`` as is."""
+    if value is True:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode() + b"\0"
+    if isinstance(value, int):
+        return value.to_bytes(4, "big")
+    assert isinstance(value, list)
+    if all(isinstance(v, str) for v in value):
+        return b"".join(v.encode() + b"\0" for v in value)
+    return b"".join(int(v).to_bytes(4, "big") for v in value)
+
+
+def build_dtb(tree: dict[str, DtValue]) -> bytes:
+    """A devicetree blob from a nested dict (written with libfdt's sequential writer):
+    dict values are child nodes, anything else a property (see :func:`_prop_bytes`)."""
+    import libfdt
+
+    sw = libfdt.FdtSw()
+    sw.finish_reservemap()
+
+    def node(name: str, body: dict[str, DtValue]) -> None:
+        sw.begin_node(name)
+        for key, value in body.items():
+            if not isinstance(value, dict):
+                sw.property(key, _prop_bytes(value))
+        for key, value in body.items():
+            if isinstance(value, dict):
+                node(key, value)
+        sw.end_node()
+
+    node("", tree)
+    fdt = sw.as_fdt()
+    fdt.pack()
+    return bytes(fdt.as_bytearray())
+
+
+@pytest.fixture
+def make_dtb(tmp_path: object) -> Callable[..., str]:
+    """Write a devicetree built by :func:`build_dtb` to a file; returns its path."""
+    from pathlib import Path
+
+    def write(tree: dict[str, DtValue], name: str = "board.dtb") -> str:
+        path = Path(str(tmp_path)) / name
+        path.write_bytes(build_dtb(tree))
+        return str(path)
+
+    return write

@@ -49,7 +49,7 @@ def _target(spec: TargetSpec) -> Any:
         )
     if spec.kind == "blocks":
         return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
-    if spec.kind == "contiguous":
+    if spec.kind in ("contiguous", "cma"):  # a CMA area lends nothing yet: a carve-out
         return ContiguousPool(spec.name, spec.range)
     return OnChipPool(spec.name, spec.range)
 
@@ -136,9 +136,10 @@ class System(Vcmm):
         return cls(load_default())
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> System:
-        """Boot a platform described in a TOML file (see docs/PLATFORM.md)."""
-        return cls(load_platform(path))
+    def from_file(cls, path: str | os.PathLike[str], *, ram: int | str | None = None) -> System:
+        """Boot a platform described in a TOML file or a Linux devicetree (``.dtb``,
+        ``.dts``; ``ram`` sizes banks the bootloader would fill in), docs/PLATFORM.md."""
+        return cls(load_platform(path, ram=ram))
 
     def snapshot(self) -> tuple[object, ...]:
         """Every piece of state, hardware included: equal snapshots, equal systems."""

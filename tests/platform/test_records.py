@@ -39,8 +39,10 @@ from vcmm.platform import (
     loads_platform,
 )
 from vcmm.platform.codecs import Address, Boolean, Integer, Records, Size, Text
+from vcmm.platform.devices import IommuMapSpec, StreamSpec
 from vcmm.platform.dmamem import DmaMemorySpec, PoolSpec
 from vcmm.platform.fields import check_fields, is_name, key, one_of, shape_of
+from vcmm.platform.reserved import ReservedSpec
 from vcmm.platform.toml_table import TomlTable, dump_record, read_record
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1M, SZ_2M, SZ_4K, SZ_16M, SZ_64K
@@ -323,7 +325,8 @@ def test_docs_platform_names_every_platform_key() -> None:
     text = (DOCS / "PLATFORM.md").read_text(encoding="utf-8")
     written = {word for span in re.findall(r"`([^`]*)`", text) for word in re.findall(r"\w+", span)}
     classes = (PlatformSpec, MemoryRegion, CpuSpec, CacheSpec, TlbSpec, TargetSpec, SmmuSpec,
-               ContextSpec, DeviceSpec, DmaSpec, DmaRange, DmaMemorySpec, PoolSpec)  # fmt: skip
+               ContextSpec, DeviceSpec, DmaSpec, DmaRange, DmaMemorySpec, PoolSpec,
+               ReservedSpec, StreamSpec, IommuMapSpec)  # fmt: skip
     for cls in classes:
         missing = _keys(cls) - written
         assert not missing, f"docs/PLATFORM.md does not name {cls.__name__} keys {missing}"

@@ -176,8 +176,15 @@ def _handle(handle: int | None) -> str:
 
 @click.command("iova")
 @click.argument("calls", nargs=-1)
-@click.option("--platform", "platform_file", type=click.Path(dir_okay=False), default=None,
-              help="Platform TOML file (default: the embedded platform).")  # fmt: skip
+@click.option(
+    "--platform",
+    "platform_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Platform file: TOML, .dtb or .dts (default: the embedded platform).",
+)
+@click.option("--ram", default=None,
+              help="RAM size for a devicetree bank of size 0 (with --platform).")  # fmt: skip
 @click.option("--device", "-d", default="vcodec_a_mm1", show_default=True,
               help="A device behind an SMMU.")  # fmt: skip
 @click.option("--policy", "-p", "policies", multiple=True, type=click.Choice(IOVA_POLICIES),
@@ -187,6 +194,7 @@ def _handle(handle: int | None) -> str:
 def iova_command(
     calls: tuple[str, ...],
     platform_file: str | None,
+    ram: str | None,
     device: str,
     policies: tuple[str, ...],
     mask: str | None,
@@ -198,7 +206,9 @@ def iova_command(
     unmaps the mapping made by call N.  Without CALLS: `4K 12K`, where mainline Linux
     (0xffff8000) and the seed (0xffffc000) already disagree.
     """
-    spec = load_platform(platform_file) if platform_file else load_default()
+    if ram is not None and not platform_file:
+        raise click.BadParameter("--ram needs --platform FILE", param_hint="--ram")
+    spec = load_platform(platform_file, ram=ram) if platform_file else load_default()
     parsed = parse_calls(calls)
     try:
         mask_value = None if mask is None else int(mask, 0)

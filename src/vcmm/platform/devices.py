@@ -21,11 +21,12 @@ from vcmm.platform.codecs import (
     Record,
     Records,
     Size,
+    Strings,
     Text,
 )
 from vcmm.platform.cpu import TlbSpec
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.fields import Invalid, check_fields, is_name, key, one_of
+from vcmm.platform.fields import Invalid, check_fields, is_dt_name, is_name, key, one_of
 from vcmm.platform.toml_table import Reading
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_64K, is_power_of_two
@@ -61,13 +62,23 @@ class ContextSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SmmuSpec:
-    """One SMMU instance: ``context_banks`` hardware contexts sharing one global TLB."""
+    """One SMMU instance: ``context_banks`` hardware contexts sharing one global TLB.
+
+    An SMMU imported from a devicetree also records what it was: ``model`` (the
+    compatible string that chose its format, ``arm,mmu-500``), ``node`` (its path),
+    ``coherent`` (``dma-coherent``: its table walks snoop the CPU cache) and
+    ``disabled`` (``status = "disabled"``: the SoC has it, the board does not use it).
+    """
 
     name: str = field(metadata=key(Text(), is_name))
     format: str = field(default="armv7s", metadata=key(Text(), one_of(SMMU_FORMATS)))
     context_banks: int = field(metadata=key(Integer(minimum=1)))
     tlb: TlbSpec = field(default=TlbSpec(), metadata=key(Record(TlbSpec)))
     contexts: tuple[ContextSpec, ...] = field(default=(), metadata=key(Records(ContextSpec)))
+    model: str = field(default="", metadata=key(Text(), omit_default=True))
+    node: str | None = field(default=None, metadata=key(Text()))
+    coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
+    disabled: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
 
     def __post_init__(self) -> None:
         check_fields(self, PlatformError)
@@ -152,6 +163,52 @@ class DmaSpec:
         check_fields(self, PlatformError)
 
 
+#: Stream IDs, masks and requester IDs are 32-bit cells in a devicetree.
+_CELL_LIMIT: Final = 1 << 32
+
+
+def _cell(value: int) -> None:
+    if value >= _CELL_LIMIT:
+        raise Invalid(f"value {value:#x} does not fit in a 32-bit cell")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One ``iommus`` specifier of a device: the stream ID its transactions carry and
+    the SMR mask of ID bits the SMMU ignores (``#iommu-cells = <2>``).  For the
+    MediaTek M4U the ID is the larb/port pair, ``larb << 5 | port``."""
+
+    id: int = field(metadata=key(Address(), _cell))
+    mask: int = field(default=0, metadata=key(Address(), _cell, omit_default=True))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+    def matches(self, other: StreamSpec) -> bool:
+        """Whether some stream ID matches both entries (their SMRs overlap)."""
+        return not (self.id ^ other.id) & ~(self.mask | other.mask)
+
+    def covers(self, other: StreamSpec) -> bool:
+        """Whether every stream ID ``other`` matches is matched by this entry too, so
+        Linux's arm-smmu reuses this entry (and its group) for ``other``."""
+        return (other.mask & self.mask) == other.mask and not (other.id ^ self.id) & ~self.mask
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IommuMapSpec:
+    """A PCIe ``iommu-map`` entry: requester IDs ``[rid_base, rid_base+length)`` reach
+    SMMU ``smmu`` as stream IDs from ``sid_base``.  Recorded and shown; the PCIe
+    endpoints behind a host are not modelled."""
+
+    rid_base: int = field(metadata=key(Address(), _cell))
+    smmu: str = field(metadata=key(Text(), is_name))
+    sid_base: int = field(metadata=key(Address(), _cell))
+    length: int = field(metadata=key(Integer(minimum=1), _cell))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+
 def _not_the_cpu(kind: str) -> None:
     if kind == CPU_NAME:
         raise Invalid("the CPU is implicit: do not list it as a device of kind 'cpu'")
@@ -168,7 +225,7 @@ class DeviceSpec:
     the CPU cache; the others need cache maintenance around DMA.
     """
 
-    name: str = field(metadata=key(Text(), is_name))
+    name: str = field(metadata=key(Text(), is_dt_name))
     kind: str = field(metadata=key(Text(), _not_the_cpu, one_of(DEVICE_KINDS)))
     smmu: str | None = field(default=None, metadata=key(Text(), is_name))
     context: str | None = field(default=None, metadata=key(Text(), is_name))
@@ -178,9 +235,26 @@ class DeviceSpec:
         default=(), metadata=key(Records(DmaRange), omit_default=True)
     )
     dma: DmaSpec = field(default=DmaSpec(), metadata=key(Record(DmaSpec), omit_default=True))
+    #: What a devicetree said (:mod:`vcmm.platform.devicetree`): the node's path, its
+    #: ``iommus`` stream IDs, ``status = "disabled"``, a PCIe host's ``iommu-map``
+    #: and ``iommu-map-mask``, and the reserved regions its ``memory-region`` names.
+    node: str | None = field(default=None, metadata=key(Text()))
+    streams: tuple[StreamSpec, ...] = field(
+        default=(), metadata=key(Records(StreamSpec), omit_default=True)
+    )
+    disabled: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
+    iommu_map: tuple[IommuMapSpec, ...] = field(
+        default=(), metadata=key(Records(IommuMapSpec), omit_default=True)
+    )
+    iommu_map_mask: int | None = field(default=None, metadata=key(Address(), _cell))
+    memory_regions: tuple[str, ...] = field(default=(), metadata=key(Strings(), omit_default=True))
 
     def __post_init__(self) -> None:
         check_fields(self, PlatformError)
+        if self.streams and self.kind != "smmu":
+            raise PlatformError(
+                f"a device of kind {self.kind!r} has no SMMU to carry stream IDs", key="streams"
+            )
         if self.kind == "smmu":
             self._check_translated()
         else:

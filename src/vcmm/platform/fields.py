@@ -240,3 +240,20 @@ def is_name(value: str) -> None:
         raise Invalid(
             f"name {value!r} must be non-empty and use only letters, digits, '_', '.', '-'"
         )
+
+
+#: Characters Linux puts in device names: a devicetree node name's own (letters,
+#: digits, ``,._+-``), ``@`` before a unit address and ``:`` joining a node to its
+#: parent's name (``5c00000.remoteproc:glink-edge``).
+_DT_NAME_CHARS: Final = _NAME_CHARS | frozenset(",+@:")
+
+
+def is_dt_name(value: str) -> None:
+    """Names of devices, memory regions, targets and reserved regions may use what
+    Linux uses (``ae00000.display-subsystem``, ``memory@80000000``, ``linux,cma``) so
+    that they match kernel logs; no spaces or slashes."""
+    if not value or not set(value) <= _DT_NAME_CHARS or value in (".", ".."):
+        raise Invalid(
+            f"name {value!r} must be non-empty and use only letters, digits and "
+            "'_', '.', '-', ',', '+', '@', ':'"
+        )

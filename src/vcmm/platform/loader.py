@@ -51,11 +51,24 @@ def loads_platform(text: str, source: str = "<string>") -> PlatformSpec:
     return spec
 
 
-def load_platform(path: str | os.PathLike[str]) -> PlatformSpec:
-    """Read a platform file; a missing or unreadable file is a :class:`PlatformError`."""
+def load_platform(path: str | os.PathLike[str], *, ram: int | str | None = None) -> PlatformSpec:
+    """Read a platform file: TOML, or a Linux devicetree (``.dtb``, ``.dts``) imported
+    by :func:`vcmm.platform.devicetree.load_devicetree` (``ram`` sizes the RAM banks a
+    devicetree leaves to the bootloader).  A missing or unreadable file is a
+    :class:`PlatformError`."""
     if not isinstance(path, str | os.PathLike):
         raise PlatformError(f"platform path must be a str or path, got {path!r}")
     name = os.fspath(path)
+    from vcmm.platform.devicetree import is_devicetree_path, load_devicetree
+
+    if is_devicetree_path(name):
+        return load_devicetree(name, ram=ram)
+    if ram is not None:
+        raise PlatformError(
+            f"ram={ram!r} applies to devicetrees (.dtb, .dts); a TOML platform gives its "
+            "memory sizes itself",
+            source=name,
+        )
     try:
         with open(name, "rb") as handle:
             raw = handle.read()

@@ -33,7 +33,8 @@ from vcmm.platform.cpu import TlbSpec as TlbSpec
 from vcmm.platform.devices import CPU_NAME, ContextSpec, DeviceSpec, SmmuSpec
 from vcmm.platform.dmamem import DmaMemorySpec
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.fields import check_fields, declare, is_name, key, one_of
+from vcmm.platform.fields import check_fields, declare, is_dt_name, is_name, key, one_of
+from vcmm.platform.reserved import ReservedSpec
 from vcmm.platform.targets import TargetSpec
 from vcmm.ranges import AddressRange
 
@@ -44,7 +45,7 @@ REGION_KINDS: Final = ("ram", "sram")
 declare(
     MemoryRegion,
     {
-        "name": key(Text(), is_name),
+        "name": key(Text(), is_dt_name),
         "range": key(FlatWindow()),
         "kind": key(Text(), one_of(REGION_KINDS)),
     },
@@ -72,6 +73,9 @@ class PlatformSpec:
     )
     memory: tuple[MemoryRegion, ...] = field(metadata=key(Records(MemoryRegion)))
     targets: tuple[TargetSpec, ...] = field(metadata=key(Records(TargetSpec)))
+    reserved: tuple[ReservedSpec, ...] = field(
+        default=(), metadata=key(Records(ReservedSpec), omit_default=True)
+    )
     page_tables: AddressRange = field(metadata=key(Window()))
     cpu: CpuSpec = field(default=CpuSpec(), metadata=key(Record(CpuSpec)))
     smmus: tuple[SmmuSpec, ...] = field(default=(), metadata=key(Records(SmmuSpec)))
@@ -95,9 +99,11 @@ class PlatformSpec:
         self._validate_memory()
         self._validate_windows()
         self._validate_priority()
+        self._validate_reserved()
         self.memory_roles()
         self._validate_smmus()
         self._validate_devices()
+        self._validate_device_links()
 
     def _validate_memory(self) -> None:
         if not self.memory:
@@ -161,6 +167,84 @@ class PlatformSpec:
                     "linear map; kernel-managed RAM must be mapped by the kernel",
                     key=f"targets[{index}]",
                 )
+
+    def _validate_reserved(self) -> None:
+        """Reserved RAM is nobody's to allocate, and no-map RAM nobody's to map: the
+        rules ``reserved-memory`` gives the kernel (docs/PLATFORM.md)."""
+        _check_unique([r.name for r in self.reserved], "reserved", "name", "reserved region")
+        _check_disjoint(
+            [
+                (f"reserved[{i}]", f"reserved region {r.name!r}", r.range)
+                for i, r in enumerate(self.reserved)
+            ]
+        )
+        by_name = {t.name: t for t in self.targets}
+        for index, region in enumerate(self.reserved):
+            where = f"reserved[{index}]"
+            self._region_holding(region.range, "ram", where, f"reserved region {region.name!r}")
+            for i, target in enumerate(self.targets):
+                if target.kind == "system" and target.range.overlaps(region.range):
+                    raise PlatformError(
+                        f"reserved region {region.name!r} {region.range} overlaps system target "
+                        f"{target.name!r} {target.range} (targets[{i}]): reserved RAM is not "
+                        "the page allocator's",
+                        key=where,
+                    )
+            if region.range.overlaps(self.page_tables):
+                raise PlatformError(
+                    f"reserved region {region.name!r} {region.range} overlaps the page-table "
+                    f"window {self.page_tables}",
+                    key=where,
+                )
+            if region.no_map:
+                for i, window in enumerate(self.cpu.linear_map):
+                    if window.overlaps(region.range):
+                        raise PlatformError(
+                            f"no-map region {region.name!r} {region.range} overlaps linear-map "
+                            f"window {window} (cpu.linear_map[{i}]): no-map RAM has no kernel "
+                            "mapping",
+                            key=where,
+                        )
+            if region.target is not None:
+                self._check_pool_target(region, by_name, where)
+
+    @staticmethod
+    def _check_pool_target(
+        region: ReservedSpec, by_name: dict[str, TargetSpec], where: str
+    ) -> None:
+        target = by_name.get(region.target or "")
+        if target is None:
+            raise PlatformError(
+                f"target {region.target!r} does not exist (targets: {', '.join(by_name)})",
+                key=f"{where}.target",
+            )
+        kind = "cma" if region.reusable else "contiguous"
+        if target.kind != kind or target.range not in region.range:
+            raise PlatformError(
+                f"target {target.name!r} ({target.kind}, {target.range}) must be a {kind!r} "
+                f"target inside reserved region {region.name!r} {region.range}",
+                key=f"{where}.target",
+            )
+
+    def _validate_device_links(self) -> None:
+        """What a device names beyond its SMMU: reserved regions, ``iommu-map`` SMMUs."""
+        regions = {r.name for r in self.reserved}
+        smmus = {s.name for s in self.smmus}
+        for index, device in enumerate(self.devices):
+            for i, name in enumerate(device.memory_regions):
+                if name not in regions:
+                    raise PlatformError(
+                        f"device {device.name!r} names reserved region {name!r}, which does "
+                        f"not exist (reserved: {', '.join(sorted(regions)) or 'none'})",
+                        key=f"devices[{index}].memory_regions[{i}]",
+                    )
+            for i, entry in enumerate(device.iommu_map):
+                if entry.smmu not in smmus:
+                    raise PlatformError(
+                        f"device {device.name!r} maps requester IDs to SMMU {entry.smmu!r}, "
+                        f"which does not exist (SMMUs: {', '.join(smmus) or 'none'})",
+                        key=f"devices[{index}].iommu_map[{i}].smmu",
+                    )
 
     def _validate_priority(self) -> None:
         names = [t.name for t in self.targets]
@@ -255,6 +339,9 @@ class PlatformSpec:
         defaults filled in from the targets (:mod:`vcmm.platform.dmamem`)."""
         return self.dma.resolve(self.targets, self.target_priority)
 
+    def reserved_region(self, name: str) -> ReservedSpec:
+        return _lookup(self.reserved, name, "reserved region")
+
     def region(self, name: str) -> MemoryRegion:
         return _lookup(self.memory, name, "memory region")
 
@@ -276,7 +363,7 @@ class PlatformSpec:
         raise NotFoundError(f"platform {self.name!r} has no SMMU context named {name!r}")
 
 
-_Named = TypeVar("_Named", MemoryRegion, TargetSpec, SmmuSpec, DeviceSpec)
+_Named = TypeVar("_Named", MemoryRegion, TargetSpec, SmmuSpec, DeviceSpec, ReservedSpec)
 
 
 def _lookup(items: Iterable[_Named], name: str, what: str) -> _Named:

@@ -1,8 +1,8 @@
 """Memory targets: the seed's named physical pools (000 L247-253), as platform records.
 
 A target is ``system`` RAM (a buddy allocator inside the kernel's linear map), a
-carve-out of fixed-size ``blocks`` (000 L276-292), a ``contiguous`` carve-out, or an
-``onchip`` SRAM pool.  A ``blocks`` target's file table names block sizes as keys
+carve-out of fixed-size ``blocks`` (000 L276-292), a ``contiguous`` carve-out, an
+``onchip`` SRAM pool, or a ``cma`` area (a devicetree's reusable DMA pool).  A ``blocks`` target's file table names block sizes as keys
 (``blocks = { 1M = 64, 4K = 1024 }``), which :class:`BlockPools` reads into pools laid
 out end to end from the target's base.
 """
@@ -25,12 +25,12 @@ from vcmm.platform.codecs import (
     parse_number,
 )
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.fields import Invalid, check_fields, is_name, key, one_of
+from vcmm.platform.fields import Invalid, check_fields, is_dt_name, key, one_of
 from vcmm.platform.toml_table import AnyKey, Pairs, Reading, TomlTable
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SEED_BLOCK_SIZES, format_size
 
-TARGET_KINDS: Final = ("system", "blocks", "contiguous", "onchip")
+TARGET_KINDS: Final = ("system", "blocks", "contiguous", "onchip", "cma")
 #: Default largest buddy order of a system target: 4K << 10 = 4M, as Linux's MAX_ORDER-1.
 DEFAULT_MAX_ORDER: Final = 10
 #: Largest buddy order accepted (4K << 20 = 4G): beyond that a "block" is a whole bank.
@@ -144,9 +144,12 @@ class TargetSpec:
       ``blocks`` laid out from ``base`` largest first; ``size`` is their total.
     - ``contiguous``: a carve-out handing out physically contiguous runs.
     - ``onchip``: a pool over on-chip SRAM (the seed's "special" memory).
+    - ``cma``: a devicetree ``reusable`` ``shared-dma-pool`` (Linux's Contiguous Memory
+      Allocator area).  Booted as a contiguous carve-out outside the linear map:
+      lending its free pages to the system allocator is not modelled yet.
     """
 
-    name: str = field(metadata=key(Text(), is_name))
+    name: str = field(metadata=key(Text(), is_dt_name))
     kind: str = field(metadata=key(Text(), one_of(TARGET_KINDS)))
     base: int = field(metadata=key(Address()))
     size: int = field(default=0, metadata=key(Size(), forbid=_size_forbidden))
