@@ -9,7 +9,7 @@ of the same bytes for scale.  With consistent attributes no line of the uncached
 is ever cached, so the "on, nothing cached" row is the cost every correct program pays;
 the "on, line cached" row is the mismatched-alias hit itself.
 
-Run: ``python benchmarks/bench_cpu_read.py [--calls 20000] [--repeat 3]``
+Run: ``python benchmarks/bench_cpu_read.py [--calls 20000] [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -43,48 +43,51 @@ def build() -> Cpu:
     return cpu
 
 
-def best(fn: Callable[[], object], calls: int, repeat: int) -> float:
-    """Best time per call over ``repeat`` runs of ``calls`` calls, in microseconds."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return min(times) * 1e6
+def once(fn: Callable[[], object], calls: int) -> float:
+    """Time per call of ``calls`` calls, in microseconds."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def row(cpu: Cpu, length: int, calls: int, repeat: int) -> tuple[float, ...]:
+    """Best times of the four variants, measured in interleaved rounds so that a change
+    in the machine's load hits all of them alike."""
+    linear = cpu.phys_to_virt(BUF)
+
+    def uncached(lookup: bool, cached: bool) -> float:
+        cpu.cache.uncached_lookup = lookup
+        cpu.cache.invalidate_all()
+        if cached:
+            cpu.read(linear, 64)  # the mismatched cacheable alias brings line 0 in
+        return once(lambda: cpu.read(NC_VA, length), calls)
+
+    def cacheable() -> float:
+        cpu.cache.invalidate_all()
+        cpu.read(linear, length)
+        return once(lambda: cpu.read(linear, length), calls)
+
+    rounds = [
+        (uncached(False, False), uncached(True, False), uncached(True, True), cacheable())
+        for _ in range(repeat)
+    ]
+    return tuple(min(column) for column in zip(*rounds, strict=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     cpu = build()
-    linear = cpu.phys_to_virt(BUF)
-    big_calls = max(1, args.calls // 400)
-
-    def timed(lookup: bool, cached: bool, length: int, calls: int) -> float:
-        cpu.cache.uncached_lookup = lookup
-        cpu.cache.invalidate_all()
-        if cached:
-            cpu.read(linear, 64)  # the mismatched cacheable alias brings line 0 in
-        return best(lambda: cpu.read(NC_VA, length), calls, args.repeat)
-
-    rows = []
-    for length, calls in ((64, args.calls), (SZ_1M, big_calls)):
-        off = timed(False, False, length, calls)
-        on = timed(True, False, length, calls)
-        hit = timed(True, True, length, calls)
-        cpu.cache.invalidate_all()
-        cpu.read(linear, length)
-        wb = best(lambda n=length: cpu.read(linear, n), calls, args.repeat)
-        rows.append((length, off, on, hit, wb))
     print(f"Cpu.read of an uncached alias, best of {args.repeat}, microseconds per call")
     print(
         f"{'bytes':>8}  {'lookup off':>10}  {'on, none cached':>15}  {'on, line cached':>15}"
         f"  {'cacheable':>9}  {'on/off':>6}"
     )
-    for length, off, on, hit, wb in rows:
+    for length, calls in ((64, args.calls), (SZ_1M, max(1, args.calls // 400))):
+        off, on, hit, wb = row(cpu, length, calls, args.repeat)
         print(f"{length:>8}  {off:>10.2f}  {on:>15.2f}  {hit:>15.2f}  {wb:>9.2f}  {on / off:>6.2f}")
 
 

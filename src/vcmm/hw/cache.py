@@ -112,7 +112,7 @@ class DataCache:
         self._memory = memory
         self._cfg = config
         sets, ways = config.sets, config.ways
-        self._tags: I64 = np.zeros((sets, ways), dtype=np.int64)
+        self._tags: I64 = np.full((sets, ways), -1, dtype=np.int64)  # -1: no line
         self._valid = np.zeros((sets, ways), dtype=np.bool_)
         self._dirty = np.zeros((sets, ways), dtype=np.bool_)
         #: Tick of the last use of each way; the smallest valid tick in a set is its LRU.
@@ -361,6 +361,7 @@ class DataCache:
         count = int(mask.sum())
         self._valid[mask] = False
         self._dirty[mask] = False
+        self._tags[mask] = -1
         return count
 
     # -- validation ---------------------------------------------------------------------------
@@ -436,8 +437,8 @@ class DataCache:
     def _present(self, first: int, n: int) -> tuple[I64, I64, I64]:
         """Sets, ways and access indexes of the cached lines among lines first..first+n-1.
 
-        One line (most CPU accesses) is ruled out in Python, a tenth of a numpy call's
-        cost; a few probe only their own sets; more than ``sets`` scan the whole cache.
+        One line (most CPU accesses) is ruled out by its set's tags in Python (an invalid
+        way's tag is -1); a few probe only their own sets; many scan the whole cache.
         """
         mask, shift = self._set_mask, self._tag_shift
         if n == 1 and first >> shift not in self._tags[first & mask].tolist():
