@@ -1,4 +1,5 @@
-"""``vcmm demo``: the triple-mapping check and a miss table that obeys the arithmetic."""
+"""``vcmm demo``: the triple-mapping check, a miss table that obeys the arithmetic, and
+King's hazard (an uncached alias hitting a speculatively loaded line) shown and refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from collections.abc import Callable
 from click.testing import Result
 
 from vcmm.cli.demo import expected_misses, video_pipeline
+from vcmm.cli.hazard import NEW, OLD, alias_hazard
 from vcmm.cli.topology import triple_mapping
+from vcmm.errors import AttributeConflictError
+from vcmm.hw.cpu import VMALLOC_AREA
+from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_64K
 
 FRAME = 1920 * 1080 * 3 // 2  # NV12: luma plus half-height interleaved chroma
@@ -70,3 +75,44 @@ def test_demo_numbers_come_from_the_counters() -> None:
         writer = result.steps[0]
         assert writer.frames[0].misses == expected_misses(result, writer.device)
         assert sum(writer.misses_per_frame) == result.context("vcodec_a_mm1").tlb["misses"]
+
+
+# -- section 4: King's mismatched-alias hazard ----------------------------------------------
+
+
+def test_the_uncached_alias_returns_the_line_speculation_left() -> None:
+    """With the check off: DRAM holds the device's page, the uncached alias returns the
+    kernel's old bytes in exactly the one line the prefetch loaded, the device's
+    elsewhere."""
+    shown = alias_hazard(check_attributes=False)
+    line = shown.system.cpu.cache.config.line
+    assert shown.refused is None and shown.buffer.size == SZ_4K
+    assert shown.dram == NEW[:SZ_4K]
+    assert shown.uncached == OLD[:line] + NEW[line:SZ_4K]
+    assert shown.stale == (shown.buffer.start,)
+    assert shown.prefetched == AddressRange(shown.buffer.start, line)
+    assert shown.system.cpu.cache.counters.uncached_hits == 1
+    assert alias_hazard(check_attributes=False).uncached == shown.uncached  # deterministic
+
+
+def test_with_the_check_on_the_same_steps_are_refused_naming_both_mappings() -> None:
+    refused = alias_hazard(check_attributes=True)
+    error = refused.refused
+    assert isinstance(error, AttributeConflictError)
+    message = str(error)
+    buffer = str(refused.buffer)
+    assert f"would map {buffer} at {VMALLOC_AREA.start:#x} as normal-nc" in message
+    assert "the kernel linear map maps" in message and "as normal-wb-wa" in message
+    # Nothing was mapped: the kernel VA the alias would have used still faults.
+    walk = refused.system.cpu.kernel_table.walk(VMALLOC_AREA.start & ((1 << 48) - 1))
+    assert walk.fault is not None
+    assert refused.uncached_va is None and refused.uncached == b""
+
+
+def test_demo_prints_the_hazard_both_ways(vcmm: Callable[..., Result]) -> None:
+    out = vcmm("demo", "--frames", "1").stdout
+    section = out[out.index("4. Mismatched aliases") :]
+    assert "vcm_back is refused" in section and "mismatched attributes" in section
+    assert repr(NEW[:32]) in section and repr(OLD[:32]) in section
+    assert "stale lines: 1 of 64" in section
+    assert "uncached reads that hit the cache: 1" in section

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import vcmm
 from vcmm import SZ_1M, SZ_4K, SZ_16M, Access, MemType
 from vcmm.core import Attr, PhysAttr
-from vcmm.errors import AttributeConflictError
+from vcmm.errors import AttributeConflictError, NotMappedError
+from vcmm.platform import load_default
 from vcmm.ranges import AddressRange
 
 
@@ -206,3 +209,32 @@ def test_same_scenario_with_a_cacheable_mapping_and_sync_is_correct(system) -> N
     dev.write(res.dev_addr, b"new frame!!!")
     assert system.vcm_sync_for_cpu(res, vcmm.DmaDirection.FROM_DEVICE)
     assert system.cpu.read(system.cpu.phys_to_virt(pa), 12) == b"new frame!!!"
+
+
+def test_with_agreeing_aliases_speculation_never_reaches_the_uncached_buffer() -> None:
+    """The hazard is absent when the rule holds: a non-coherent buffer from a carve-out
+    outside the linear map, mapped uncached by the CPU (VMM VCM) and the device alike.
+    No cacheable mapping reaches it, so neither random nor forced speculation can load
+    a line of it, and the uncached alias reads what the device wrote."""
+    spec = load_default()
+    system = vcmm.System(replace(spec, cpu=replace(spec.cpu, prefetch_seed=2010)))
+    dev = system.device("vcodec_a_mm1")
+    physmem = system.vcm_phys_alloc("blocks", SZ_4K, PhysAttr.NONE)
+    ((pa, _),) = physmem.chunks
+    vmm = system.vcm_create_from_prebuilt(0)
+    system.vcm_activate(system.vcm_assoc(vmm, system.cpu, 0))
+    res_cpu = system.vcm_reserve(vmm, SZ_4K, Attr.RW | Attr.NONCACHED)
+    res_dev = system.vcm_reserve(_iommu(system, "vcodec_a_mm1"), SZ_4K, Attr.RW | Attr.NONCACHED)
+    system.vcm_back(res_cpu, physmem)  # accepted: every alias agrees
+    system.vcm_back(res_dev, physmem)
+    system.cpu.write(res_cpu.dev_addr, b"old contents" * 8)
+    prefetcher = system.cpu.prefetcher
+    assert prefetcher is not None
+    with pytest.raises(NotMappedError, match="not mapped cacheable"):
+        prefetcher.prefetch_range(AddressRange(pa, 64))
+    for _ in range(200):
+        prefetcher.tick()
+    assert not any(line in AddressRange(pa, SZ_4K) for line, _ in system.cpu.cache.lines())
+    dev.write(res_dev.dev_addr, b"new frame!!!" * 8)
+    assert system.cpu.read(res_cpu.dev_addr, 96) == b"new frame!!!" * 8
+    assert system.cpu.cache.counters.uncached_hits == 0

@@ -137,14 +137,47 @@ class TestSpeculativePrefetch:
         soc.cpu.write(nc_alias, pattern(0x11))  # goes straight to memory
         return dev, nc_alias, soc.cpu.phys_to_virt(BUF)
 
-    def test_forced_prefetch_makes_the_cacheable_alias_stale(self) -> None:
+    def test_forced_prefetch_makes_both_aliases_stale(self) -> None:
+        """King's words: "you can get cache hits because the data has been
+        speculatively loaded through a separate cached mapping of the same physical
+        page".  The uncached alias, trusted to need no maintenance, reads stale."""
         soc = make_soc(prefetch_seed=0)
         dev, nc_alias, linear = self._setup(soc)
         assert soc.cpu.prefetcher is not None
         soc.cpu.prefetcher.prefetch_range(AddressRange(BUF, SZ_4K))  # never touched by code
         dev.write(DEV_VA, pattern(0x22))
-        assert soc.cpu.read(nc_alias, SZ_4K) == pattern(0x22)  # the uncached alias is right
+        assert soc.memory.read(BUF, SZ_4K) == pattern(0x22)
+        assert soc.cpu.read(nc_alias, SZ_4K) == pattern(0x11)  # the uncached alias hit
+        assert soc.cpu.read(linear, SZ_4K) == pattern(0x11)
+        assert soc.cpu.cache.counters.uncached_hits == SZ_4K // LINE
+
+    def test_a_core_without_the_lookup_stales_only_the_cacheable_alias(self) -> None:
+        soc = make_soc(prefetch_seed=0)
+        soc.cpu.cache.uncached_lookup = False
+        dev, nc_alias, linear = self._setup(soc)
+        assert soc.cpu.prefetcher is not None
+        soc.cpu.prefetcher.prefetch_range(AddressRange(BUF, SZ_4K))
+        dev.write(DEV_VA, pattern(0x22))
+        assert soc.cpu.read(nc_alias, SZ_4K) == pattern(0x22)  # bypassed the cache
         assert soc.cpu.read(linear, SZ_4K) == pattern(0x11)  # the cacheable one is stale
+        assert soc.cpu.cache.counters.uncached_hits == 0
+
+    def test_a_dirty_line_of_the_linear_map_overwrites_the_device_write(self) -> None:
+        """The write side of the hazard: a store through the cacheable alias stays
+        dirty in the cache; the device writes memory; the line's eviction (here a
+        clean, as any later maintenance or replacement would do) puts the stale bytes
+        back over the device's data."""
+        soc = make_soc()
+        dev, _, linear = self._setup(soc)
+        soc.cpu.write(linear + LINE, b"kernel!!")  # one dirty line of the buffer
+        dev.write(DEV_VA, pattern(0x22))
+        assert soc.memory.read(BUF, SZ_4K) == pattern(0x22)
+        soc.cpu.clean_range(linear, SZ_4K)
+        after = soc.memory.read(BUF, SZ_4K)
+        expected = bytearray(pattern(0x22))
+        expected[LINE : 2 * LINE] = pattern(0x11)[:LINE]  # the whole line went back
+        expected[LINE : LINE + 8] = b"kernel!!"
+        assert after == bytes(expected)
 
     def test_without_prefetch_the_cacheable_alias_reads_memory(self) -> None:
         soc = make_soc()
@@ -162,7 +195,11 @@ class TestSpeculativePrefetch:
                 soc.cpu.read(nc_alias, 64)  # each access ticks the prefetcher
             cached = [a for a, _ in soc.cpu.cache.lines()]
             dev.write(DEV_VA, pattern(0x22))
-            return soc.cpu.read(linear, SZ_4K), cached
+            uncached = soc.cpu.read(nc_alias, SZ_4K)  # hits exactly the prefetched lines
+            assert soc.cpu.cache.counters.uncached_hits >= len(cached)
+            seen = soc.cpu.read(linear, SZ_4K)
+            assert uncached == seen  # the uncached alias is as stale as the cached one
+            return seen, cached
 
         seen, cached = run(seed=1234)
         assert (seen, cached) == run(seed=1234)

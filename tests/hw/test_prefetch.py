@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from vcmm.attrs import MemType
-from vcmm.errors import BusError, InvalidArgumentError, VcmmError
+from vcmm.errors import BusError, InvalidArgumentError, NotMappedError, VcmmError
 from vcmm.hw.cache import CacheConfig, DataCache
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.prefetch import SpeculativePrefetcher
@@ -195,6 +195,21 @@ def test_bad_prefetch_range_changes_nothing(arg: object, error: type) -> None:
     snap, psnap, digest = cache.snapshot(), prefetcher.snapshot(), memory.digest()
     with pytest.raises(error):
         prefetcher.prefetch_range(arg)  # type: ignore[arg-type]
+    assert cache.snapshot() == snap and prefetcher.snapshot() == psnap
+    assert memory.digest() == digest
+
+
+def test_prefetch_range_reaches_only_cacheable_mapped_bytes() -> None:
+    """Speculation goes through a cacheable mapping: a range partly outside every
+    candidate is refused, naming the first uncovered piece, and nothing changes."""
+    a, b = AddressRange(RAM, SZ_4K), AddressRange(RAM + SZ_4K, SZ_4K)
+    memory, cache, prefetcher = system([b, a])  # adjacent, unsorted: together one window
+    assert prefetcher.prefetch_range(AddressRange(RAM + SZ_4K - 64, 128)) == 2
+    snap, psnap, digest = cache.snapshot(), prefetcher.snapshot(), memory.digest()
+    with pytest.raises(NotMappedError, match=r"physical \[0x80002000, 0x80002040\)"):
+        prefetcher.prefetch_range(AddressRange(RAM + 2 * SZ_4K - 64, 128))
+    with pytest.raises(NotMappedError, match="not mapped cacheable"):
+        system([])[2].prefetch_range(AddressRange(RAM, 64))  # nothing cacheable at all
     assert cache.snapshot() == snap and prefetcher.snapshot() == psnap
     assert memory.digest() == digest
 

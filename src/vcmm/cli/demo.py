@@ -1,4 +1,5 @@
-"""``vcmm demo``: the seed's triple mapping, then a video pipeline under four policies.
+"""``vcmm demo``: the seed's triple mapping, a video pipeline under four policies, and
+King's mismatched-alias hazard with the attribute check on and off.
 
 Everything the demo prints is measured on the simulated SoC: bytes written by one bus
 master are read back by two others through their own translation paths, the graph is
@@ -10,10 +11,12 @@ page tables (how many pages the raster scan touches), so the reader can check th
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 
 import click
 
+from vcmm.cli.hazard import HAZARD_DEVICE, HAZARD_SEED, alias_hazard
 from vcmm.cli.topology import triple_mapping
 from vcmm.core.export import graph_data
 from vcmm.report.graph import to_text
@@ -100,6 +103,41 @@ def pipeline_table(results: dict[str, ScenarioResult]) -> Table:
     return table
 
 
+def hazard_lines() -> list[str]:
+    """Section 4: the same steps refused with the check on, corrupting with it off."""
+    refused = alias_hazard(check_attributes=True)
+    shown = alias_hazard(check_attributes=False)
+    cache = shown.system.cpu.cache
+    width, pad = 32, len(f"the uncached alias {shown.uncached_va:#x}")
+    lines = [
+        "4. Mismatched aliases (King, seed 000 L2075-2094): kernel RAM mapped uncached",
+        f"   The kernel wrote a page of ebi at {shown.buffer.start:#x} through its cacheable "
+        "linear map and",
+        "   cleaned+invalidated it; a driver maps it uncached in a VMM VCM for "
+        f"{HAZARD_DEVICE} to fill.",
+        "   check on (the default): vcm_back is refused, nothing is mapped:",
+        *textwrap.wrap(str(refused.refused), 96, initial_indent="     ", subsequent_indent="     "),
+        "   check off (system.graph.check_attributes = False):",
+        f"     speculative prefetch (seed {HAZARD_SEED}) pulled line {shown.prefetched} in "
+        "through the linear map",
+        f"     {HAZARD_DEVICE} wrote the page; its first {width} bytes as seen by",
+        *(
+            f"       {label:<{pad}}  {data[:width]!r}"
+            for label, data in (
+                (f"DRAM (physical {shown.buffer.start:#x})", shown.dram),
+                (f"the uncached alias {shown.uncached_va:#x}", shown.uncached),
+            )
+        ),
+        f"     stale lines: {len(shown.stale)} of {shown.buffer.size // cache.config.line} "
+        f"({', '.join(f'{pa:#x}' for pa in shown.stale)}); uncached reads that hit the "
+        f"cache: {cache.counters.uncached_hits}",
+        "   The cache is searched even for a Normal non-cacheable read, and the line the",
+        "   linear map loaded speculatively answers it.  Maintenance at map time cannot stop",
+        "   a later prefetch, so every alias of a page must agree on its attributes.",
+    ]
+    return lines
+
+
 @click.command("demo")
 @click.option(
     "--frames",
@@ -159,6 +197,9 @@ def demo_command(frames: int) -> None:
         "   TLB, later frames hit.  mdp's 32-entry TLB cannot hold 48 64K pages, so it keeps\n"
         "   missing at 64K; 'largest' mixes 1M, 64K and 4K blocks to waste no memory."
     )
+    echo("")
+    for line in hazard_lines():
+        echo(line)
     echo(f"({time.perf_counter() - started:.1f} s)")
 
 

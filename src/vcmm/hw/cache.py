@@ -9,14 +9,15 @@ calls exist to manage exactly this, with the maintenance operations by physical 
 offered here (clean, invalidate, clean+invalidate).
 
 The policy of each access comes from the memory type of the mapping it went through
-(:class:`vcmm.attrs.MemType`).  Non-cacheable, Device and Strongly-ordered accesses go
-straight to memory *without looking up the cache*: a dirty or stale line for the same
-physical address stays as it is.  That is why ARMv6+ forbids mapping one physical page
-with mismatched attributes (Russell King, seed 000 L2075-2094): the architecture calls
-the outcome unpredictable.  King also notes that some cores do search the cache for a
-Normal non-cacheable access and hit a speculatively loaded line; vcmm models the other
-outcome, a bypass, because it makes the disagreement between the uncached alias and the
-cached line visible and deterministic (either way the program reads wrong data).
+(:class:`vcmm.attrs.MemType`).  Device and Strongly-ordered accesses, and every
+non-cacheable write, go to memory without touching a line.  A Normal non-cacheable
+*read* searches the cache first, as King describes ARMv6/v7 cores doing (seed 000
+L2075-2094), and a line found there answers with its bytes.  Only a cacheable alias of
+the page (a CPU access, a speculative prefetch) can have put that line there: the ARMv7
+ARM calls such mismatched attributes UNPREDICTABLE (uniprocessor semantics and
+coherency may be lost), and the graph refuses them.  ``uncached_lookup = False``
+selects the other outcome, a bypass.  Either way a dirty line of the cacheable alias
+overwrites memory when it is evicted or cleaned.
 
 State lives in numpy arrays indexed ``[set, way]``: tags, valid and dirty bits, last-use
 ticks for LRU, and the line data itself (``[set, way, byte]``).  Multi-line accesses
@@ -39,20 +40,15 @@ import numpy.typing as npt
 from vcmm.attrs import MemType
 from vcmm.errors import BusError, InvalidArgumentError
 from vcmm.hw.cacheconfig import MAX_LINE, MIN_LINE, CacheConfig, CacheCounters, CacheSnapshot
+from vcmm.hw.lineruns import runs, runs_of
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.ranges import AddressRange
 
-__all__ = [
-    "MAX_LINE",
-    "MIN_LINE",
-    "CacheConfig",
-    "CacheCounters",
-    "CacheSnapshot",
-    "DataCache",
-]
+__all__ = ["MAX_LINE", "MIN_LINE", "CacheConfig", "CacheCounters", "CacheSnapshot", "DataCache"]
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
+_NONE: I64 = np.zeros(0, dtype=np.int64)  # no lines (callers only index with it)
 
 
 class _Mode(enum.Enum):
@@ -92,12 +88,16 @@ class DataCache:
     NORMAL_WB_WA       allocate        allocate, dirty; memory updated on eviction/clean
     NORMAL_WB_NWA      allocate        hit: line updated, dirty; miss: memory, no alloc
     NORMAL_WT          allocate        memory always; line updated if present (no dirty)
-    NORMAL_NC, DEVICE, memory only     memory only; the cache is not looked at
+    NORMAL_NC          memory; cached  memory only; a cached line is left as it was
+                       lines win (*)
+    DEVICE,            memory only     memory only; the cache is not looked at
     STRONGLY_ORDERED
     =================  ==============  ===================================================
 
-    Replacement is LRU per set (an invalid way is used first).  Every access, hit or
-    fill, makes its line the most recently used.
+    (*) Only with a mismatched cacheable alias, and only while :attr:`uncached_lookup`
+    is True (the default); the lookup allocates nothing and moves no LRU position.
+    Replacement is LRU per set (an invalid way is used first).  Every cacheable access,
+    hit or fill, makes its line the most recently used.
     """
 
     def __init__(self, memory: PhysicalMemory, config: CacheConfig | None = None) -> None:
@@ -112,7 +112,7 @@ class DataCache:
         self._memory = memory
         self._cfg = config
         sets, ways = config.sets, config.ways
-        self._tags: I64 = np.zeros((sets, ways), dtype=np.int64)
+        self._tags: I64 = np.full((sets, ways), -1, dtype=np.int64)  # -1: no line
         self._valid = np.zeros((sets, ways), dtype=np.bool_)
         self._dirty = np.zeros((sets, ways), dtype=np.bool_)
         #: Tick of the last use of each way; the smallest valid tick in a set is its LRU.
@@ -121,6 +121,10 @@ class DataCache:
         self._set_index: I64 = np.arange(sets, dtype=np.int64)[:, None]
         self._clock = 0
         self._counters = CacheCounters()
+        self._uncached_lookup = True
+        # Geometry as plain ints for the hot paths (CacheConfig computes its properties).
+        self._line_shift, self._tag_shift = config.line_shift, config.set_shift
+        self._set_mask = sets - 1
 
     # -- properties and introspection ------------------------------------------------------
 
@@ -131,6 +135,19 @@ class DataCache:
     @property
     def memory(self) -> PhysicalMemory:
         return self._memory
+
+    @property
+    def uncached_lookup(self) -> bool:
+        """Whether a Normal non-cacheable read searches the cache (default True): a
+        line a cacheable alias left there then answers it, as on King's ARMv6/v7 cores.
+        False reads memory without a lookup.  Without such an alias both read memory."""
+        return self._uncached_lookup
+
+    @uncached_lookup.setter
+    def uncached_lookup(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(f"cache uncached_lookup {value!r} is not a bool")
+        self._uncached_lookup = value
 
     @property
     def counters(self) -> CacheCounters:
@@ -163,6 +180,7 @@ class DataCache:
             data=self._data.tobytes(),
             clock=self._clock,
             counters=dataclasses.astuple(self._counters),
+            uncached_lookup=self._uncached_lookup,
         )
 
     def __repr__(self) -> str:
@@ -183,7 +201,11 @@ class DataCache:
         self._require_backed("read", pa, length)
         if not memtype.cacheable:
             self._counters.bypasses += 1
-            return self._memory.read(pa, length)
+            if memtype is not MemType.NORMAL_NC or not self._uncached_lookup:
+                return self._memory.read(pa, length)
+            data, hits = self._with_cached_lines(pa, length)
+            self._counters.uncached_hits += hits
+            return data
         acc = self._begin(pa, length, _Mode.READ)
         acc.out = np.empty(acc.n * self._cfg.line, dtype=np.uint8)
         self._run(acc)
@@ -242,13 +264,21 @@ class DataCache:
         if length == 0:
             return b""
         self._require_backed("snoop_read", pa, length)
+        data, hits = self._with_cached_lines(pa, length)
+        self._counters.snoop_hits += hits
+        return data
+
+    def _with_cached_lines(self, pa: int, length: int) -> tuple[bytes, int]:
+        """Memory's bytes with cached lines' bytes on top, and the lines found (a lookup:
+        nothing is allocated, no LRU position moves)."""
         first, n, off = self._geometry(pa, length)
         s, w, idx = self._present(first, n)
+        if not idx.size:
+            return self._memory.read(pa, length), 0
         span = np.empty(n * self._cfg.line, dtype=np.uint8)
         span[off : off + length] = self._memory.read_array(pa, length)
         span.reshape(n, self._cfg.line)[idx] = self._data[s, w]
-        self._counters.snoop_hits += int(idx.size)
-        return span[off : off + length].tobytes()
+        return span[off : off + length].tobytes(), int(idx.size)
 
     def snoop_write(self, pa: int, data: Bytes) -> None:
         """A coherent device's write: memory is written and cached copies are updated.
@@ -331,6 +361,7 @@ class DataCache:
         count = int(mask.sum())
         self._valid[mask] = False
         self._dirty[mask] = False
+        self._tags[mask] = -1
         return count
 
     # -- validation ---------------------------------------------------------------------------
@@ -391,7 +422,7 @@ class DataCache:
 
     def _geometry(self, pa: int, length: int) -> tuple[int, int, int]:
         """First line number, line count and offset in the first line of a byte range."""
-        shift = self._cfg.line_shift
+        shift = self._line_shift
         first = pa >> shift
         return first, ((pa + length - 1) >> shift) - first + 1, pa - (first << shift)
 
@@ -404,10 +435,22 @@ class DataCache:
         return s, int(hit.argmax())
 
     def _present(self, first: int, n: int) -> tuple[I64, I64, I64]:
-        """Sets, ways and access indexes of the cached lines among lines first..first+n-1."""
-        numbers = self._line_numbers()
-        s, w = np.nonzero(self._valid & (numbers >= first) & (numbers < first + n))
-        return s, w, numbers[s, w] - first
+        """Sets, ways and access indexes of the cached lines among lines first..first+n-1.
+
+        One line (most CPU accesses) is ruled out by its set's tags in Python (an invalid
+        way's tag is -1); a few probe only their own sets; many scan the whole cache.
+        """
+        mask, shift = self._set_mask, self._tag_shift
+        if n == 1 and first >> shift not in self._tags[first & mask].tolist():
+            return _NONE, _NONE, _NONE
+        if n > mask + 1:
+            numbers = self._line_numbers()
+            s, w = np.nonzero(self._valid & (numbers >= first) & (numbers < first + n))
+            return s, w, numbers[s, w] - first
+        lines = np.arange(first, first + n, dtype=np.int64)
+        sets = lines & mask
+        idx, w = np.nonzero(self._valid[sets] & (self._tags[sets] == (lines >> shift)[:, None]))
+        return sets[idx], w, idx
 
     def _merge_into_lines(self, s: I64, w: I64, idx: I64, n: int, off: int, src: U8) -> None:
         """Overlay span bytes ``[off, off+len(src))`` onto the cached lines ``idx``."""
@@ -422,7 +465,7 @@ class DataCache:
         """Memory contents of the given ascending line numbers, as ``[k, line]``."""
         line, shift = self._cfg.line, self._cfg.line_shift
         out = np.empty((numbers.size, line), dtype=np.uint8)
-        for a, b in _runs(numbers):
+        for a, b in runs(numbers):
             out[a:b] = self._memory.read_array(int(numbers[a]) << shift, (b - a) * line).reshape(
                 b - a, line
             )
@@ -433,7 +476,7 @@ class DataCache:
         order = np.argsort(numbers, kind="stable")
         numbers, data = numbers[order], data[order]
         shift = self._cfg.line_shift
-        for a, b in _runs(numbers):
+        for a, b in runs(numbers):
             self._memory.write(int(numbers[a]) << shift, data[a:b].reshape(-1))
 
     # -- non-allocating writes -------------------------------------------------------------------
@@ -461,7 +504,7 @@ class DataCache:
         cached = np.zeros(n, dtype=np.bool_)
         cached[idx] = True
         line = self._cfg.line
-        for a, b in _runs_of(~cached):
+        for a, b in runs_of(~cached):
             lo, hi = max(a * line, off), min(b * line, off + length)
             self._memory.write(pa - off + lo, src[lo - off : hi - off])
 
@@ -655,21 +698,3 @@ class DataCache:
             self._valid[set_of, w] = True
             self._dirty[set_of, w] = acc.mode is _Mode.WRITE
             self._age[set_of, w] = acc.base_tick + i0 + row
-
-
-def _runs(numbers: I64) -> list[tuple[int, int]]:
-    """Index ranges ``[a, b)`` of runs of consecutive values in an ascending array."""
-    if numbers.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
-    starts = [0, *breaks.tolist()]
-    ends = [*breaks.tolist(), int(numbers.size)]
-    return list(zip(starts, ends, strict=True))
-
-
-def _runs_of(flags: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
-    """Index ranges ``[a, b)`` where ``flags`` is True."""
-    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
-    return list(
-        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
-    )

@@ -75,7 +75,9 @@ class CacheCounters:
     speculative; ``prefetch_fills`` the speculative ones among them.  ``evictions``
     counts valid lines displaced by replacement; ``writebacks`` every line written to
     memory (by eviction or by clean).  ``bypasses`` counts accesses through
-    non-cacheable mappings, ``snoop_hits`` lines a coherent device found in the cache.
+    non-cacheable mappings, ``snoop_hits`` lines a coherent device found in the cache,
+    ``uncached_hits`` lines a Normal non-cacheable read found there (each one the sign
+    of a mismatched cacheable alias, :attr:`vcmm.hw.cache.DataCache.uncached_lookup`).
     """
 
     hits: int = 0
@@ -86,11 +88,13 @@ class CacheCounters:
     prefetch_fills: int = 0
     bypasses: int = 0
     snoop_hits: int = 0
+    uncached_hits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CacheSnapshot:
-    """The complete state of a cache as comparable bytes (for state-unchanged checks)."""
+    """The complete state of a cache as comparable bytes (for state-unchanged checks),
+    with its lookup policy for uncached reads."""
 
     tags: bytes
     valid: bytes
@@ -99,3 +103,4 @@ class CacheSnapshot:
     data: bytes
     clock: int
     counters: tuple[int, ...]
+    uncached_lookup: bool

@@ -5,8 +5,10 @@ kernel reaches RAM through its *linear map*, which is cacheable, and through vma
 style mappings the VMM VCM creates.  Its data cache holds real bytes, so a device that
 does not snoop it sees stale memory, and a CPU with a cacheable alias sees stale lines
 after a device write.  With speculative prefetch switched on the CPU fills lines of
-anything it maps cacheable at random, which is why ARMv6+ outlaws uncached aliases of
-cacheable memory (Russell King, seed 000 L2075-2094).
+anything it maps cacheable at random, and a Normal non-cacheable read that finds such a
+line returns the line's bytes (``cpu.cache.uncached_lookup``, on by default): that is
+why ARMv6+ outlaws uncached aliases of cacheable memory (Russell King, seed 000
+L2075-2094), and why the mapping graph refuses them.
 
 Address space layout (arm64 with 48-bit VAs):
 

@@ -14,7 +14,9 @@ shadowed by a line the CPU pulled in on its own.
 callable returning the physical ranges it currently maps cacheable; every :meth:`tick`
 fills a few lines chosen from them with a seeded numpy generator, so a run is random in
 shape but identical for the same seed.  :meth:`prefetch_range` forces a whole range in,
-for demonstrations that must not depend on luck.
+for demonstrations that must not depend on luck; like a tick it reaches only ranges the
+CPU maps cacheable.  What a line filled this way does to an *uncached* alias of the
+same page is the cache's business (:attr:`vcmm.hw.cache.DataCache.uncached_lookup`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, NotMappedError
 from vcmm.hw.cache import DataCache
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, subtract
 
 
 @dataclass(slots=True)
@@ -153,10 +155,21 @@ class SpeculativePrefetcher:
     def prefetch_range(self, range: AddressRange) -> int:
         """Fill every line of ``range``, as if the CPU had speculatively run through it.
 
-        Returns the number of lines newly filled.
+        Speculation reaches only what the CPU maps cacheable, so every byte of
+        ``range`` must lie in the candidate ranges (the linear map, cacheable vmalloc
+        and user mappings); a range no cacheable mapping covers is refused with
+        :class:`NotMappedError`.  Returns the number of lines newly filled.
         """
         if not isinstance(range, AddressRange):
             raise InvalidArgumentError(f"prefetch_range needs an AddressRange, got {range!r}")
+        if range.size:
+            self._cache.check_backed("prefetch_range", range.start, range.size)
+            outside = subtract([range], self._candidate_ranges())
+            if outside:
+                raise NotMappedError(
+                    f"prefetch_range {range}: physical {outside[0]} is not mapped cacheable "
+                    "by the CPU, and speculation only fills lines of cacheable mappings"
+                )
         filled = self._cache.fill_range(range.start, range.size)
         self._counters.ranges += 1
         self._counters.filled += filled

@@ -1,0 +1,29 @@
+"""Runs of consecutive cache lines, so that line data moves one slice per run.
+
+The data cache (:mod:`vcmm.hw.cache`) works on arrays of line numbers and flags; memory
+is written and read fastest in contiguous pieces.  These two helpers turn such arrays
+into ``[a, b)`` index ranges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+
+def runs(numbers: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """Index ranges ``[a, b)`` of runs of consecutive values in an ascending array."""
+    if numbers.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
+    starts = [0, *breaks.tolist()]
+    ends = [*breaks.tolist(), int(numbers.size)]
+    return list(zip(starts, ends, strict=True))
+
+
+def runs_of(flags: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """Index ranges ``[a, b)`` where ``flags`` is True."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
+    )
