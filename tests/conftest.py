@@ -54,10 +54,14 @@ def dask_cluster(dask_distributed: Any) -> Iterator[Any]:
     """A Dask ``LocalCluster`` shared by the Dask tests of one test process, as the
     ``dask`` executor starts one: two one-thread worker processes on 127.0.0.1, no
     dashboard."""
-    from vcmm.workload.dask_executor import local_cluster
+    from vcmm.workload.dask_executor import local_cluster, stop_workers
 
-    with local_cluster(2) as cluster:
+    cluster = local_cluster(2)
+    try:
         yield cluster
+    finally:
+        stop_workers(cluster)  # Dask's own close can outlast xdist's 5 s shutdown grace
+        cluster.close()
 
 
 # -- devicetrees built in the tests ----------------------------------------------------------

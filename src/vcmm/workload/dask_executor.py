@@ -136,7 +136,7 @@ class DaskExecutor(ManagedExecutor):
             if outstanding:
                 self._client.cancel(outstanding, force=True)
             if self._cluster is not None:
-                _stop_workers(self._cluster)
+                stop_workers(self._cluster)
             self._shut_down()
 
     def close(self) -> None:
@@ -148,6 +148,7 @@ class DaskExecutor(ManagedExecutor):
     def _shut_down(self) -> None:
         self._client.close()
         if self._cluster is not None:
+            stop_workers(self._cluster)  # idle by now; Dask's own close takes seconds more
             self._cluster.close()
 
 
@@ -185,10 +186,11 @@ def _local_cluster(distributed: Any, workers: int) -> tuple[Any, Any]:
         raise
 
 
-def _stop_workers(cluster: Any) -> None:
+def stop_workers(cluster: Any) -> None:
     """Stop a ``LocalCluster``'s worker processes now, busy or not: Dask's own close
     gives a busy worker seconds to finish its point before it kills it, and a Ctrl-C
-    should not wait for that."""
+    should not wait for that (nor should a test session's end: pytest-xdist's worker
+    interrupts itself when its teardown takes over 5 s)."""
     nannies = list(cluster.workers.values())
 
     async def close_all() -> None:
