@@ -9,7 +9,7 @@ the sweep's own and the same for every executor.
 - Without an address it starts a ``LocalCluster`` bound to 127.0.0.1: ``workers``
   worker *processes* of one thread each (a point is CPU-bound Python, which threads
   would serialise), the dashboard off (the scheduler's small HTTP server for health
-  checks listens on a random loopback port), logs below errors silenced.  The worker
+  checks listens on a random loopback port), Dask's own logs silenced.  The worker
   processes start with SIGINT ignored, as the local pool's do: a Ctrl-C at the
   terminal reaches the whole process group, and the sweep decides what stops.
 - With an address (``tcp://host:8786``) it connects to a running scheduler; the
@@ -154,8 +154,10 @@ class DaskExecutor(ManagedExecutor):
 
 def local_cluster(workers: int) -> Any:
     """A ``LocalCluster`` as the ``dask`` executor starts one: ``workers`` one-thread
-    worker processes, everything on 127.0.0.1, no dashboard, Dask's logs below errors
-    silenced, and one point per worker at a time (the scheduler keeps the rest queued
+    worker processes, everything on 127.0.0.1, no dashboard, Dask's own logs silenced
+    (a point's failure reaches vcmm through its future; a Ctrl-C reaches the workers too,
+    being in the terminal's process group, and a worker stopped mid-heartbeat would
+    otherwise print the scheduler connection's traceback), and one point per worker at a time (the scheduler keeps the rest queued
     in priority order, so longest first holds; Dask's default lets each worker hold a
     second task, which can wait behind a long one).  Tests and benchmarks use it too."""
     distributed = load_distributed()
@@ -169,7 +171,7 @@ def local_cluster(workers: int) -> Any:
             host=LOOPBACK,
             dashboard_address=None,
             scheduler_kwargs={"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"},
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
 
 
