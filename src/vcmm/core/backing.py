@@ -165,7 +165,7 @@ class UndoLog:
         before the call are right again and are left alone (the TLBs end as they
         began too); if the undo itself fails, what was touched is invalidated.
         """
-        mappers: dict[int, Any] = {}
+        mappers: dict[int, Mapper] = {}
         try:
             for step in reversed(self._steps):
                 if step.what == "place":
@@ -184,9 +184,7 @@ class UndoLog:
                         step.mapper.set_attrs(step.va, step.size, step.attrs)
         except BaseException:
             for mapper in mappers.values():
-                flush = getattr(mapper, "flush_held", None)
-                if flush is not None:
-                    flush()
+                mapper.flush_held()
             raise
         for mapper in mappers.values():
             mapper.restored()

@@ -98,7 +98,7 @@ def check_of(call: str, of: object) -> tuple[PhysMem, ...]:
     for p in items:
         if not isinstance(p, PhysMem):
             raise InvalidArgumentError(f"{call}: of= holds {p!r}, not a PhysMem")
-        p._alive(call)
+        p.check_alive(call)
         if all(p is not q for q in out):
             out.append(p)
     return tuple(out)

@@ -92,13 +92,13 @@ def device_tables(system: System, device: str) -> list[TableDump]:
         raise InvalidArgumentError(f"device_tables needs a System, got {type(system).__name__}")
     dev = system.device(device)
     if dev is system.cpu:
-        table = system.cpu.kernel_table
+        kernel = system.cpu.kernel_table
         return [
             TableDump(
                 "cpu kernel table (TTBR1, VMSAv8-64 4K granule)",
-                table.root,
-                table.table_pages(),
-                merge_entries(table.mappings(), va_offset=_KERNEL_TOP),
+                kernel.root,
+                kernel.table_pages(),
+                merge_entries(kernel.mappings(), va_offset=_KERNEL_TOP),
             )
         ]
     if not isinstance(dev, SmmuDevice):

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.errors import InvalidArgumentError, StateError
+from vcmm.hw.bus import SmmuDevice
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
@@ -80,7 +81,7 @@ class VcmDevNode(File):
         target: TargetChoice = EXPORTER_DEFAULT,
     ) -> None:
         dev = system.device(device)
-        if getattr(dev, "ctx", None) is None:
+        if not isinstance(dev, SmmuDevice):
             raise InvalidArgumentError(
                 f"VcmDevNode: {dev.name} is not behind an SMMU context; only contexts get nodes"
             )
@@ -246,7 +247,7 @@ def register_dev_nodes(
     exp = exporter if exporter is not None else VcmExporter(system, "devnode")
     nodes: dict[str, VcmDevNode] = {}
     for name, dev in sorted(system.devices.items()):
-        if getattr(dev, "ctx", None) is None:
+        if not isinstance(dev, SmmuDevice):
             continue
         node = VcmDevNode(system, name, exp, target=target)
         table.register(node.path, node)

@@ -53,6 +53,7 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
 )
+from vcmm.hw.bus import BusMaster
 from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import Bytes, as_u8
 from vcmm.proc.errors import PermissionDeniedError
@@ -257,7 +258,7 @@ class Attachment:
         try:
             return bool(self.api.params(self.device).coherent)
         except NotFoundError:
-            return bool(getattr(self.device, "coherent", False))
+            return isinstance(self.device, BusMaster) and self.device.coherent
 
     def map(self, direction: DmaDirection, attrs: int = DmaAttr.NONE) -> ScatterList:
         """``dma_buf_map_attachment``: the buffer in this device's address space.

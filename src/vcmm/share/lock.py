@@ -33,7 +33,10 @@ from vcmm.hw.lock import MachineLock, held_machine_locks
 
 def lock_of(system: Any) -> MachineLock:
     """The machine lock of ``system`` (a booted :class:`vcmm.System`)."""
-    lock = getattr(system, "lock", None)
+    try:
+        lock = system.lock
+    except AttributeError:
+        lock = None
     if not isinstance(lock, MachineLock):
         raise InvalidArgumentError(f"vcmm.share: {system!r} has no machine lock (not a System)")
     return lock

@@ -23,10 +23,10 @@ buffers) are reservations in one VMM VCM of the sharing layer.
 from __future__ import annotations
 
 import enum
-import weakref
 from typing import Any, Final
 
 from vcmm.core.flags import Attr
+from vcmm.core.interfaces import front_ends_of
 from vcmm.core.manager import VMM_EXT_ID
 from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.dma.api import DmaApi
@@ -38,9 +38,6 @@ from vcmm.errors import (
     StateError,
 )
 from vcmm.share.lock import lock_of
-
-#: The sharing state of each system (dies with the system).
-_STATES: weakref.WeakKeyDictionary[Any, ShareState] = weakref.WeakKeyDictionary()
 
 
 class _Default(enum.Enum):
@@ -64,12 +61,8 @@ def exporter_target(system: Any, target: TargetChoice) -> str | None:
 
 
 def check_system(call: str, system: object) -> Any:
-    """``system`` must be a booted :class:`vcmm.System`."""
-    if not all(
-        hasattr(system, a)
-        for a in ("device", "devices", "cpu", "graph", "vcm_create", "lock", "memory_roles")
-    ):
-        raise InvalidArgumentError(f"{call}: {system!r} is not a booted vcmm.System")
+    """``system`` must be a booted :class:`vcmm.System` (one with front-end slots)."""
+    front_ends_of(call, system)
     return system
 
 
@@ -167,12 +160,9 @@ class ShareState:
 
 def state_of(system: Any) -> ShareState:
     """The one :class:`ShareState` of ``system`` (created on first use)."""
-    check_system("vcmm.share", system)
+    slots = front_ends_of("vcmm.share", system)
     with lock_of(system):
-        found = _STATES.get(system)
-        if found is None:
-            found = _STATES[system] = ShareState(system)
-        return found
+        return slots.setdefault(ShareState, lambda: ShareState(system))
 
 
 def dma_api(system: Any) -> DmaApi:
