@@ -19,7 +19,7 @@ from vcmm.core.flags import page_attrs_of
 from vcmm.core.objects import PhysMem, Reservation, VcmKind
 from vcmm.core.spaces import fixed_placement
 from vcmm.core.state import CoreState, check_handle
-from vcmm.errors import InvalidArgumentError, StateError, VcmmError
+from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.bus import BusMaster
 from vcmm.hw.cachesync import dma_sync
 from vcmm.ranges import union
@@ -87,8 +87,7 @@ class Backer:
             mapper,
             *backing.rewritten_mappers(rewrites, self.state.reservation, self.state.mapper),
         ]
-        undo = backing.UndoLog()
-        try:
+        with backing.undoable(call, f"{call}: backing {res.name} with {physmem.name}") as undo:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 fixed_placement(call, vcm).alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
@@ -99,15 +98,6 @@ class Backer:
                 backing.apply_rewrites(
                     self.state.graph, rewrites, self.state.reservation, self.state.mapper, undo
                 )
-        except VcmmError as exc:
-            undo.roll_back()
-            why = backing.explained(exc, f"{call}: backing {res.name} with {physmem.name}")
-            if why is exc:
-                raise
-            raise why from exc
-        except BaseException:
-            undo.roll_back()
-            raise
         self.state.graph.add(res.id, new)
         for old, parts in rewrites:
             self.state.graph.replace(old, parts)
@@ -135,29 +125,21 @@ class Backer:
             mapper,
             *backing.rewritten_mappers(rewrites, self.state.reservation, self.state.mapper),
         ]
-        undo = backing.UndoLog()
-        try:
-            # One bracket over every table that changes: the TLBs are invalidated only
-            # once the unmap and the alias rewrites (which may split blocks and run out
-            # of table memory) all succeeded.
-            with backing.updating_all(changed):
-                for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
-                    if res.cut:  # a block may be shared with a neighbour: split it
-                        for edge in (va, va + size):  # first, so undo restores it
-                            backing.split_leaf(mapper, edge, _constant(attrs), undo)
-                    undo.unmapped(mapper, mapper.unmap(va, size), attrs)
-                backing.apply_rewrites(
-                    self.state.graph, rewrites, self.state.reservation, self.state.mapper, undo
-                )
-        except VcmmError as exc:
-            undo.roll_back()
-            why = backing.explained(exc, f"{call}: unbacking {res.name}")
-            if why is exc:
-                raise
-            raise why from exc
-        except BaseException:
-            undo.roll_back()
-            raise
+        # One bracket over every table that changes: the TLBs are invalidated only once
+        # the unmap and the alias rewrites (which may split blocks and run out of table
+        # memory) all succeeded.
+        with (
+            backing.undoable(call, f"{call}: unbacking {res.name}") as undo,
+            backing.updating_all(changed),
+        ):
+            for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
+                if res.cut:  # a block may be shared with a neighbour: split it
+                    for edge in (va, va + size):  # first, so undo restores it
+                        backing.split_leaf(mapper, edge, _constant(attrs), undo)
+                undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+            backing.apply_rewrites(
+                self.state.graph, rewrites, self.state.reservation, self.state.mapper, undo
+            )
         self.state.graph.remove(res.id)
         for before, parts in rewrites:
             self.state.graph.replace(before, parts)

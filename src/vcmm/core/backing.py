@@ -24,16 +24,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
 from vcmm.core.mappers import Mapper, PageRun, merge_runs, plan_pages
-from vcmm.core.objects import PhysMem, Reservation
+from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.core.sharing import Rewrite
 from vcmm.errors import InvalidArgumentError, StateError, VcmmError
+from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
+from vcmm.undo import Transaction
 
 
 def pieces(
@@ -128,67 +128,72 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
     return start
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    what: str
-    mapper: Any = None
-    va: int = 0
-    size: int = 0
-    attrs: PageAttrs | None = None
-    runs: tuple[PageRun, ...] = ()
-    allocator: Any = None
-
-
 class UndoLog:
-    """The changes a call has made so far, and how to take them back in reverse."""
+    """The table steps of one backing call, recorded in its :class:`~vcmm.undo.Transaction`.
 
-    def __init__(self) -> None:
-        self._steps: list[_Step] = []
+    Each step is taken back inside the mapper's restoring bracket: the entries come
+    back exactly as they were, so TLB entries cached from them before the call are
+    right again and are left alone (the TLBs end as they began too).  The first step
+    recorded, so the last one run, settles the mappers: each is told it was restored,
+    or, if an undo step failed, invalidates what the failed call touched.  The
+    transaction must not join an enclosing one (``joins=False``): once the call
+    succeeded its caller undoes it with ``vcm_unback``, not by replaying table writes.
+    """
 
-    def placed(self, allocator: Any, addr: int) -> None:
-        self._steps.append(_Step("place", va=addr, allocator=allocator))
+    def __init__(self, txn: Transaction) -> None:
+        self._txn = txn
+        self._mappers: dict[int, Mapper] = {}
+        self._failed = False
+        txn.on_undo(self._settle)
+
+    def placed(self, allocator: VcmAllocator, addr: int) -> None:
+        self._txn.on_undo(allocator.free, addr)
 
     def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._steps.append(_Step("map", mapper, run.va, run.size))
+        self._txn.on_undo(self._restore, mapper, lambda: mapper.unmap(run.va, run.size))
 
     def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
         """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
-        self._steps.append(_Step("unmap", mapper, attrs=attrs, runs=tuple(leaves)))
+
+        def put_back() -> None:
+            for run in leaves:
+                mapper.map(run, attrs)
+
+        self._txn.on_undo(self._restore, mapper, put_back)
 
     def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
-        self._steps.append(_Step("attrs", mapper, va, size, attrs=before))
+        self._txn.on_undo(self._restore, mapper, lambda: mapper.set_attrs(va, size, before))
 
-    def roll_back(self) -> None:
-        """Undo every recorded step, newest first, each inside a restoring bracket.
-
-        The entries come back exactly as they were, so TLB entries cached from them
-        before the call are right again and are left alone (the TLBs end as they
-        began too); if the undo itself fails, what was touched is invalidated.
-        """
-        mappers: dict[int, Mapper] = {}
+    def _restore(self, mapper: Mapper, step: Callable[[], object]) -> None:
+        self._mappers[id(mapper)] = mapper
         try:
-            for step in reversed(self._steps):
-                if step.what == "place":
-                    step.allocator.free(step.va)
-                    continue
-                mappers[id(step.mapper)] = step.mapper
-                with step.mapper.restoring():
-                    if step.what == "map":
-                        step.mapper.unmap(step.va, step.size)
-                    elif step.what == "unmap":
-                        assert step.attrs is not None
-                        for run in step.runs:
-                            step.mapper.map(run, step.attrs)
-                    else:
-                        assert step.attrs is not None
-                        step.mapper.set_attrs(step.va, step.size, step.attrs)
+            with mapper.restoring():
+                step()
         except BaseException:
-            for mapper in mappers.values():
-                mapper.flush_held()
+            self._failed = True
             raise
-        for mapper in mappers.values():
-            mapper.restored()
-        self._steps.clear()
+
+    def _settle(self) -> None:
+        for mapper in self._mappers.values():
+            if self._failed:
+                mapper.flush_held()
+            else:
+                mapper.restored()
+
+
+@contextlib.contextmanager
+def undoable(call: str, what: str) -> Iterator[UndoLog]:
+    """The undo log of one call's table steps: if the block raises, the steps are
+    taken back newest first, and a :class:`~vcmm.errors.VcmmError` leaves
+    :func:`explained` as ``what`` failed and was undone."""
+    try:
+        with Transaction(call, joins=False) as txn:
+            yield UndoLog(txn)
+    except VcmmError as exc:
+        why = explained(exc, what)
+        if why is exc:
+            raise
+        raise why from exc
 
 
 @contextlib.contextmanager
@@ -210,7 +215,7 @@ def updating_all(mappers: Iterable[Mapper]) -> Iterator[None]:
 def rewritten_mappers(
     rewrites: list[Rewrite],
     reservation: Callable[[int], Reservation],
-    mapper_of: Callable[[Any], Mapper],
+    mapper_of: Callable[[Vcm], Mapper],
 ) -> list[Mapper]:
     """The mappers whose tables :func:`apply_rewrites` may change (each reservation's
     once: a 16384-piece rewrite names the same few reservations over and over)."""
@@ -244,7 +249,7 @@ def apply_rewrites(
     graph: MappingGraph,
     rewrites: list[Rewrite],
     reservation: Callable[[int], Reservation],
-    mapper_of: Callable[[Any], Mapper],
+    mapper_of: Callable[[Vcm], Mapper],
     undo: UndoLog,
 ) -> None:
     """Rewrite the attributes of aliases in their tables: per reservation, VA-adjacent

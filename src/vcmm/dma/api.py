@@ -116,8 +116,9 @@ class DmaApi:
     @classmethod
     def of(cls, system: Any) -> DmaApi:
         """The system's DMA API, created with the platform's choices if it has none."""
+        slots = front_ends_of("DmaApi.of", system)
         with system.lock:
-            return front_ends_of("DmaApi.of", system).get(DmaApi) or cls(system)
+            return slots.get(DmaApi) or cls(system)
 
     @staticmethod
     def current(system: Any) -> DmaApi | None:
