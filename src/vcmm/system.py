@@ -91,6 +91,11 @@ class System:
         ``.dts``; ``ram`` sizes banks the bootloader would fill in), docs/PLATFORM.md."""
         return cls(load_platform(path, ram=ram))
 
+    @property
+    def name(self) -> str:
+        """The platform's name."""
+        return self.spec.name
+
     def __repr__(self) -> str:
         return f"<System {self.spec.name!r}: {len(self.machine.devices)} bus masters>"
 

@@ -56,7 +56,7 @@ side in :mod:`vcmm.core.mappers`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from vcmm.core import export
@@ -69,14 +69,13 @@ from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
 from vcmm.core.spaces import VMM_EXT_ID, AddressSpaces
 from vcmm.core.state import CoreState, FaultHandler
+from vcmm.errors import InvalidArgumentError
 from vcmm.hw.cpu import Cpu
-from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
-from vcmm.hw.pgtable import PageTable, PageTableFormat
+from vcmm.hw.pgtable import PageTableFormat
 from vcmm.hw.tablemem import TableMemory
-from vcmm.mm.interfaces import AllocatorFactory, MemoryTarget, SplittingAllocator
-from vcmm.ranges import AddressRange
+from vcmm.mm.interfaces import MemoryTarget, SplittingAllocator
 
 if TYPE_CHECKING:
     import networkx
@@ -106,56 +105,23 @@ def _seed_call(
 class Vcmm:
     """Owner of every VCM, reservation, association and physical allocation.
 
-    Hardware is passed in already built (:mod:`vcmm.platform.build` boots a platform):
-    ``devices`` maps names to bus masters and must include the CPU; ``records`` holds
-    the platform's facts about them (context banks, domains, DMA limits); ``targets``
-    maps memory-target names to :class:`~vcmm.mm.target.MemoryTarget` objects;
-    ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the mapping
-    graph treats as permanent cacheable aliases; ``page_table_factory(fmt)`` builds
-    device page tables and ``range_allocator(window, granule=...)`` address-space
-    allocators (:class:`~vcmm.mm.interfaces.SplittingAllocator`); ``lock`` is the
-    machine lock the hardware holds (:mod:`vcmm.hw.lock`), which every public call
-    takes too.
+    Built over a :class:`~vcmm.core.state.CoreState`, which holds the hardware passed
+    in already built (:mod:`vcmm.platform.build` boots a platform: the bus masters,
+    the platform's records of them, the memory targets, the table factory, the range
+    allocator factory) and every registry; the machine lock is the state's, which the
+    hardware holds and every public call takes too (:mod:`vcmm.hw.lock`).
     """
 
-    def __init__(
-        self,
-        *,
-        memory: PhysicalMemory,
-        cpu: Cpu,
-        devices: Mapping[str, AnyMaster],
-        targets: Mapping[str, MemoryTarget],
-        target_priority: Sequence[str],
-        table_memory: TableMemory,
-        iommu_format: PageTableFormat,
-        vmalloc: AddressRange,
-        linear_map: Iterable[tuple[int, int, int]],
-        page_table_factory: Callable[[PageTableFormat], PageTable],
-        range_allocator: AllocatorFactory,
-        records: Mapping[str, DeviceRecord] | None = None,
-        lock: MachineLock | None = None,
-    ) -> None:
-        #: The machine lock (the system's); a private one for a Vcmm built alone.
-        self.lock = check_lock("Vcmm", lock)
-        self.state = CoreState(
-            memory=memory,
-            cpu=cpu,
-            devices=devices,
-            records=records or {},
-            targets=targets,
-            target_priority=target_priority,
-            table_memory=table_memory,
-            iommu_format=iommu_format,
-            vmalloc=vmalloc,
-            linear_map=linear_map,
-            page_table_factory=page_table_factory,
-            range_allocator=range_allocator,
-            lock=self.lock,
-        )
-        self.spaces = AddressSpaces(self.state)
-        self.binding = Binding(self.state)
-        self.allocations = Allocations(self.state)
-        self.backer = Backer(self.state)
+    def __init__(self, state: CoreState) -> None:
+        if not isinstance(state, CoreState):
+            raise InvalidArgumentError(f"Vcmm needs a CoreState, got {type(state).__name__}")
+        self.state = state
+        #: The machine lock (the hardware's).
+        self.lock = state.lock
+        self.spaces = AddressSpaces(state)
+        self.binding = Binding(state)
+        self.allocations = Allocations(state)
+        self.backer = Backer(state)
 
     # -- what it was built with ------------------------------------------------------------
 

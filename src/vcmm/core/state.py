@@ -30,7 +30,7 @@ from vcmm.core.objects import Association, Handle, PhysMem, Reservation, Vcm, Vc
 from vcmm.core.ownership import OwnerMap
 from vcmm.errors import InvalidArgumentError, NotFoundError
 from vcmm.hw.cpu import LINEAR_MAP_ATTRS, Cpu
-from vcmm.hw.lock import MachineLock
+from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTable, PageTableFormat
@@ -79,8 +79,11 @@ class CoreState:
 
     ``devices`` maps names to bus masters and includes the CPU; ``records`` the
     platform's facts about them (a device without one gets the defaults);
-    ``linear_map`` lists the CPU's ``(kernel_va, pa, size)`` windows, which the mapping
-    graph treats as permanent cacheable aliases.
+    ``targets`` maps memory-target names to targets; ``linear_map`` lists the CPU's
+    ``(kernel_va, pa, size)`` windows, which the mapping graph treats as permanent
+    cacheable aliases; ``page_table_factory(fmt)`` builds device page tables and
+    ``range_allocator(window, granule=...)`` address-space allocators; ``lock`` is the
+    machine lock the hardware holds (a private one if None).
     """
 
     def __init__(
@@ -98,9 +101,9 @@ class CoreState:
         linear_map: Iterable[tuple[int, int, int]],
         page_table_factory: Callable[[PageTableFormat], PageTable],
         range_allocator: AllocatorFactory,
-        lock: MachineLock,
+        lock: MachineLock | None = None,
     ) -> None:
-        self.lock = lock
+        self.lock = check_lock("CoreState", lock)
         self.memory = memory
         self.cpu = cpu
         self.devices: dict[str, AnyMaster] = dict(devices)

@@ -29,7 +29,7 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
-from vcmm.core.interfaces import front_ends_of
+from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.dma import coherent, streaming, syncops
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.dma.callsite import capture
@@ -72,7 +72,7 @@ class DmaApi:
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         *,
         devices: Iterable[str] | None = None,
         domains: Mapping[str, str] | None = None,
@@ -94,7 +94,7 @@ class DmaApi:
             other = slots.get(DmaApi)
             if other is not None:
                 raise BusyError(
-                    f"DmaApi: system {system.spec.name!r} already has an open DMA API "
+                    f"DmaApi: system {system.name!r} already has an open DMA API "
                     f"({other!r}), and a device has one set of DMA ops; share it with "
                     "DmaApi.of(system) (or vcmm.share.dma_api(system)), or close() it first"
                 )
@@ -114,14 +114,14 @@ class DmaApi:
             slots.put(self)
 
     @classmethod
-    def of(cls, system: Any) -> DmaApi:
+    def of(cls, system: VcmmApi) -> DmaApi:
         """The system's DMA API, created with the platform's choices if it has none."""
         slots = front_ends_of("DmaApi.of", system)
         with system.lock:
             return slots.get(DmaApi) or cls(system)
 
     @staticmethod
-    def current(system: Any) -> DmaApi | None:
+    def current(system: VcmmApi) -> DmaApi | None:
         """The system's open DMA API, if one was made."""
         return front_ends_of("DmaApi.current", system).get(DmaApi)
 
@@ -145,7 +145,7 @@ class DmaApi:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._state.entries)} device(s)"
-        return f"<DmaApi of {self.system.spec.name!r}: {state}>"
+        return f"<DmaApi of {self.system.name!r}: {state}>"
 
     # -- introspection -------------------------------------------------------------------
 

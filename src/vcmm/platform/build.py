@@ -17,6 +17,7 @@ from typing import Final
 
 from vcmm.core.interfaces import DeviceRecord, DmaLimits, records_by_name
 from vcmm.core.manager import Vcmm
+from vcmm.core.state import CoreState
 from vcmm.hw.bus import Interconnect, PhysicalDevice, SmmuDevice
 from vcmm.hw.cache import CacheConfig
 from vcmm.hw.cpu import Cpu
@@ -153,7 +154,7 @@ def iommu_format(machine: Machine) -> PageTableFormat:
 def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
     """The VCMM over ``machine`` with the targets and choices of ``spec``."""
     memory, tables = machine.memory, machine.table_memory
-    return Vcmm(
+    state = CoreState(
         memory=memory,
         cpu=machine.cpu,
         devices=machine.devices,
@@ -168,3 +169,4 @@ def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
         range_allocator=RangeAllocator,
         lock=machine.lock,
     )
+    return Vcmm(state)

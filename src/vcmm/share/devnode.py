@@ -31,9 +31,10 @@ L3762-3771), each in its own address space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.proc.file import File, OpenFile
@@ -74,7 +75,7 @@ class VcmDevNode(File):
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         device: str,
         exporter: VcmExporter,
         *,

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int, is_int
+from vcmm.core.interfaces import VcmmApi
 from vcmm.dma.attrs import DmaAttr
 from vcmm.errors import (
     BusyError,
@@ -170,7 +171,7 @@ class Exporter:
     ``system`` is the booted system whose devices may import the exporter's buffers.
     """
 
-    def __init__(self, system: Any) -> None:
+    def __init__(self, system: VcmmApi) -> None:
         self.system = check_system("Exporter", system)
         state_of(system)
 

@@ -26,7 +26,7 @@ import enum
 from typing import Any, Final
 
 from vcmm.core.flags import Attr
-from vcmm.core.interfaces import front_ends_of
+from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.core.manager import VMM_EXT_ID
 from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.dma.api import DmaApi
@@ -51,7 +51,7 @@ EXPORTER_DEFAULT: Final = _Default.EXPORTER
 TargetChoice = str | None | _Default
 
 
-def exporter_target(system: Any, target: TargetChoice) -> str | None:
+def exporter_target(system: VcmmApi, target: TargetChoice) -> str | None:
     """The target ``target`` stands for on ``system``."""
     if target is EXPORTER_DEFAULT:
         return str(system.memory_roles.exporter)
@@ -69,7 +69,7 @@ def check_system(call: str, system: object) -> Any:
 class ShareState:
     """The sharing layer's view of one system (see :func:`state_of`)."""
 
-    def __init__(self, system: Any) -> None:
+    def __init__(self, system: VcmmApi) -> None:
         self.system = system
         self._vmm: Vcm | None = None
 
@@ -115,10 +115,11 @@ class ShareState:
         system = self.system
         if isinstance(device, str):
             dev = system.device(device)
-        elif any(device is d for d in system.devices.values()):
-            dev = device
         else:
-            raise InvalidArgumentError(f"{call}: {device!r} is not a device of this system")
+            found = [d for d in system.devices.values() if d is device]
+            if not found:
+                raise InvalidArgumentError(f"{call}: {device!r} is not a device of this system")
+            dev = found[0]
         if dev is system.cpu:
             raise InvalidArgumentError(
                 f"{call}: the CPU is not an importer; use mmap (user) or vmap (kernel)"
@@ -158,14 +159,14 @@ class ShareState:
             self._vmm = None
 
 
-def state_of(system: Any) -> ShareState:
+def state_of(system: VcmmApi) -> ShareState:
     """The one :class:`ShareState` of ``system`` (created on first use)."""
     slots = front_ends_of("vcmm.share", system)
     with lock_of(system):
         return slots.setdefault(ShareState, lambda: ShareState(system))
 
 
-def dma_api(system: Any) -> DmaApi:
+def dma_api(system: VcmmApi) -> DmaApi:
     """The DMA API of ``system`` every layer shares (created with the platform's
     choices if none is open): the same as :meth:`DmaApi.of`."""
     check_system("dma_api", system)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from vcmm.attrs import Access
-from vcmm.core import Attr, Reservation, Vcm, VcmKind
+from vcmm.core import Attr, PhysMem, Reservation, Vcm, VcmKind
 from vcmm.core.export import page_histogram
 from vcmm.errors import DeviceFaultError, InvalidArgumentError, VcmmError
 from vcmm.hw.bus import BusMaster, SmmuDevice
@@ -307,7 +307,7 @@ class ScenarioRunner:
             raise ScenarioError(f"ScenarioRunner needs a Scenario, got {type(scenario).__name__}")
         self.scenario = scenario
         self.system = System(scenario.effective_platform())
-        self.physmems: dict[str, Any] = {}
+        self.physmems: dict[str, PhysMem] = {}
         self.context_vcms: dict[tuple[str, str], Vcm] = {}
         self.direct_vcms: dict[str, Vcm] = {}
         self.reservations: dict[tuple[str, str], Reservation] = {}
