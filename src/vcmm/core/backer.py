@@ -87,7 +87,9 @@ class Backer:
             mapper,
             *backing.rewritten_mappers(rewrites, self.state.reservation, self.state.mapper),
         ]
-        with backing.undoable(call, f"{call}: backing {res.name} with {physmem.name}") as undo:
+        with backing.Undoable(
+            call, lambda: f"{call}: backing {res.name} with {physmem.name}"
+        ) as undo:
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 fixed_placement(call, vcm).alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
@@ -129,7 +131,7 @@ class Backer:
         # the unmap and the alias rewrites (which may split blocks and run out of table
         # memory) all succeeded.
         with (
-            backing.undoable(call, f"{call}: unbacking {res.name}") as undo,
+            backing.Undoable(call, lambda: f"{call}: unbacking {res.name}") as undo,
             backing.updating_all(changed),
         ):
             for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():

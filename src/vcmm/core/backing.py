@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
@@ -129,28 +130,30 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
 
 
 class UndoLog:
-    """The table steps of one backing call, recorded in its :class:`~vcmm.undo.Transaction`.
+    """The table steps of one backing call, taken back as one step of its
+    :class:`~vcmm.undo.Transaction` (as undo.py has richer logs do).
 
-    Each step is taken back inside the mapper's restoring bracket: the entries come
-    back exactly as they were, so TLB entries cached from them before the call are
-    right again and are left alone (the TLBs end as they began too).  The first step
-    recorded, so the last one run, settles the mappers: each is told it was restored,
-    or, if an undo step failed, invalidates what the failed call touched.  The
-    transaction must not join an enclosing one (``joins=False``): once the call
-    succeeded its caller undoes it with ``vcm_unback``, not by replaying table writes.
+    Each step is taken back, newest first, inside the mapper's restoring bracket: the
+    entries come back exactly as they were, so TLB entries cached from them before the
+    call are right again and are left alone (the TLBs end as they began too).  Then
+    each mapper is told it was restored; if an undo step fails, what the failed call
+    touched is invalidated instead.  The transaction must not join an enclosing one
+    (``joins=False``): once the call succeeded its caller undoes it with
+    ``vcm_unback``, not by replaying table writes.
     """
 
+    __slots__ = ("_steps",)
+
     def __init__(self, txn: Transaction) -> None:
-        self._txn = txn
-        self._mappers: dict[int, Mapper] = {}
-        self._failed = False
-        txn.on_undo(self._settle)
+        #: ``(mapper or None, how to take the step back)``, oldest first.
+        self._steps: list[tuple[Mapper | None, Callable[[], object]]] = []
+        txn.on_undo(self._roll_back)
 
     def placed(self, allocator: VcmAllocator, addr: int) -> None:
-        self._txn.on_undo(allocator.free, addr)
+        self._steps.append((None, lambda: allocator.free(addr)))
 
     def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._txn.on_undo(self._restore, mapper, lambda: mapper.unmap(run.va, run.size))
+        self._steps.append((mapper, lambda: mapper.unmap(run.va, run.size)))
 
     def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
         """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
@@ -159,41 +162,57 @@ class UndoLog:
             for run in leaves:
                 mapper.map(run, attrs)
 
-        self._txn.on_undo(self._restore, mapper, put_back)
+        self._steps.append((mapper, put_back))
 
     def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
-        self._txn.on_undo(self._restore, mapper, lambda: mapper.set_attrs(va, size, before))
+        self._steps.append((mapper, lambda: mapper.set_attrs(va, size, before)))
 
-    def _restore(self, mapper: Mapper, step: Callable[[], object]) -> None:
-        self._mappers[id(mapper)] = mapper
+    def _roll_back(self) -> None:
+        steps, self._steps = self._steps, []
+        touched: dict[int, Mapper] = {}
         try:
-            with mapper.restoring():
-                step()
+            for mapper, step in reversed(steps):
+                if mapper is None:
+                    step()
+                    continue
+                touched[id(mapper)] = mapper
+                with mapper.restoring():
+                    step()
         except BaseException:
-            self._failed = True
-            raise
-
-    def _settle(self) -> None:
-        for mapper in self._mappers.values():
-            if self._failed:
+            for mapper in touched.values():
                 mapper.flush_held()
-            else:
-                mapper.restored()
-
-
-@contextlib.contextmanager
-def undoable(call: str, what: str) -> Iterator[UndoLog]:
-    """The undo log of one call's table steps: if the block raises, the steps are
-    taken back newest first, and a :class:`~vcmm.errors.VcmmError` leaves
-    :func:`explained` as ``what`` failed and was undone."""
-    try:
-        with Transaction(call, joins=False) as txn:
-            yield UndoLog(txn)
-    except VcmmError as exc:
-        why = explained(exc, what)
-        if why is exc:
             raise
-        raise why from exc
+        for mapper in touched.values():
+            mapper.restored()
+
+
+class Undoable:
+    """``with Undoable(call, what) as undo:`` the undo log of one call's table steps:
+    if the block raises, the steps are taken back newest first, and a
+    :class:`~vcmm.errors.VcmmError` leaves :func:`explained` as ``what()`` failed and
+    was undone (``what`` is called only then).  A class, not a generator: it wraps
+    every backing and unbacking."""
+
+    __slots__ = ("_txn", "_what")
+
+    def __init__(self, call: str, what: Callable[[], str]) -> None:
+        self._txn = Transaction(call, joins=False)
+        self._what = what
+
+    def __enter__(self) -> UndoLog:
+        return UndoLog(self._txn.__enter__())
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._txn.__exit__(kind, exc, tb)  # rolls back on an exception
+        if isinstance(exc, VcmmError):
+            why = explained(exc, self._what())
+            if why is not exc:
+                raise why from exc
 
 
 @contextlib.contextmanager

@@ -46,3 +46,9 @@ class Master(Protocol):
 
 #: The concrete masters a machine holds (for code that needs more than :class:`Master`).
 AnyMaster: TypeAlias = "Cpu | SmmuDevice | PhysicalDevice"
+
+
+if TYPE_CHECKING:  # the type checker proves each concrete master is a Master
+
+    def _conforms(cpu: Cpu, iommu: SmmuDevice, physical: PhysicalDevice) -> list[Master]:
+        return [cpu, iommu, physical]
