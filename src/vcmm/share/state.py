@@ -23,7 +23,7 @@ buffers) are reservations in one VMM VCM of the sharing layer.
 from __future__ import annotations
 
 import enum
-from typing import Any, Final
+from typing import Final, cast
 
 from vcmm.core.flags import Attr
 from vcmm.core.interfaces import VcmmApi, front_ends_of
@@ -37,6 +37,7 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
+from vcmm.hw.master import AnyMaster
 from vcmm.share.lock import lock_of
 
 
@@ -60,10 +61,10 @@ def exporter_target(system: VcmmApi, target: TargetChoice) -> str | None:
     return target
 
 
-def check_system(call: str, system: object) -> Any:
+def check_system(call: str, system: object) -> VcmmApi:
     """``system`` must be a booted :class:`vcmm.System` (one with front-end slots)."""
     front_ends_of(call, system)
-    return system
+    return cast(VcmmApi, system)
 
 
 class ShareState:
@@ -97,7 +98,7 @@ class ShareState:
         if api is not None:
             api.close()
 
-    def serving(self, call: str, api: DmaApi, device: Any) -> str:
+    def serving(self, call: str, api: DmaApi, device: AnyMaster) -> str:
         """The DMA ops the API gives ``device`` (``"iommu"``/``"direct"``), or why
         it gives none."""
         try:
@@ -110,7 +111,7 @@ class ShareState:
 
     # -- device lookup ---------------------------------------------------------------------
 
-    def resolve(self, call: str, device: object) -> Any:
+    def resolve(self, call: str, device: object) -> AnyMaster:
         """A device (bus master) of this system, by name or object; not the CPU."""
         system = self.system
         if isinstance(device, str):
