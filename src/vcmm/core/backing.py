@@ -25,6 +25,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
@@ -145,45 +146,52 @@ class UndoLog:
     __slots__ = ("_steps",)
 
     def __init__(self, txn: Transaction) -> None:
-        #: ``(mapper or None, how to take the step back)``, oldest first.
-        self._steps: list[tuple[Mapper | None, Callable[[], object]]] = []
+        #: ``(what, mapper or allocator, argument, argument)``, oldest first: plain
+        #: tuples, not closures (a 16384-piece backing records 16384 of them).
+        self._steps: list[tuple[str, Any, Any, Any]] = []
         txn.on_undo(self._roll_back)
 
     def placed(self, allocator: VcmAllocator, addr: int) -> None:
-        self._steps.append((None, lambda: allocator.free(addr)))
+        self._steps.append(("place", allocator, addr, None))
 
     def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._steps.append((mapper, lambda: mapper.unmap(run.va, run.size)))
+        self._steps.append(("map", mapper, run, None))
 
     def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
         """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
-
-        def put_back() -> None:
-            for run in leaves:
-                mapper.map(run, attrs)
-
-        self._steps.append((mapper, put_back))
+        self._steps.append(("unmap", mapper, leaves, attrs))
 
     def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
-        self._steps.append((mapper, lambda: mapper.set_attrs(va, size, before)))
+        self._steps.append(("attrs", mapper, AddressRange(va, size), before))
 
     def _roll_back(self) -> None:
         steps, self._steps = self._steps, []
         touched: dict[int, Mapper] = {}
         try:
-            for mapper, step in reversed(steps):
-                if mapper is None:
-                    step()
+            for what, target, first, second in reversed(steps):
+                if what == "place":
+                    target.free(first)
                     continue
-                touched[id(mapper)] = mapper
-                with mapper.restoring():
-                    step()
+                touched[id(target)] = target
+                with target.restoring():
+                    _take_back(what, target, first, second)
         except BaseException:
             for mapper in touched.values():
                 mapper.flush_held()
             raise
         for mapper in touched.values():
             mapper.restored()
+
+
+def _take_back(what: str, mapper: Mapper, first: Any, second: Any) -> None:
+    """Undo one table step of an :class:`UndoLog` (see its ``_steps``)."""
+    if what == "map":
+        mapper.unmap(first.va, first.size)
+    elif what == "unmap":
+        for run in first:
+            mapper.map(run, second)
+    else:
+        mapper.set_attrs(first.start, first.size, second)
 
 
 class Undoable:
