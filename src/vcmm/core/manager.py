@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from vcmm.core import export
 from vcmm.core.allocations import Allocations
@@ -71,6 +71,7 @@ from vcmm.core.spaces import VMM_EXT_ID, AddressSpaces
 from vcmm.core.state import CoreState, FaultHandler
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.cpu import Cpu
+from vcmm.hw.lock import MachineLock
 from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTableFormat
@@ -80,26 +81,53 @@ from vcmm.mm.interfaces import MemoryTarget, SplittingAllocator
 if TYPE_CHECKING:
     import networkx
 
-__all__ = ["VMM_EXT_ID", "FaultHandler", "Vcmm"]
+__all__ = ["VMM_EXT_ID", "FaultHandler", "Locked", "Vcmm", "seed_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C")
+Owner = TypeVar("Owner", bound="Locked")
 
 
-def _seed_call(
-    part: Callable[[Vcmm], C], method: Callable[Concatenate[C, P], R]
-) -> Callable[Concatenate[Vcmm, P], R]:
-    """A facade method: take the machine lock (re-entrant, so the calls it makes, device
-    accesses and fault handlers backing a page, do not block on it) and run ``method``
-    of the part that owns the concern.  Name, signature and docstring are the part's."""
+class Locked(Protocol):
+    """An object whose calls run under a machine lock (the VCMM, a booted system)."""
 
-    def call(self: Vcmm, *args: P.args, **kwargs: P.kwargs) -> R:
+    @property
+    def lock(self) -> MachineLock: ...
+
+
+def seed_call(
+    part: Callable[[Owner], C], method: Callable[Concatenate[C, P], R]
+) -> Callable[Concatenate[Owner, P], R]:
+    """A facade method: take the owner's machine lock (re-entrant, so the calls it
+    makes, device accesses and fault handlers backing a page, do not block on it) and
+    run ``method`` of the part that owns the concern, ``part(owner)``.  Name,
+    signature and docstring are the part's.  ``vcmm.System`` builds its seed calls
+    with it too, reaching the same part through its VCMM in one step."""
+
+    def call(self: Owner, *args: P.args, **kwargs: P.kwargs) -> R:
         with self.lock:
             return method(part(self), *args, **kwargs)
 
     functools.update_wrapper(call, method)
     return call
+
+
+# The part that owns each concern: what a seed call runs in.
+def _spaces(owner: Vcmm) -> AddressSpaces:
+    return owner.spaces
+
+
+def _binding(owner: Vcmm) -> Binding:
+    return owner.binding
+
+
+def _allocations(owner: Vcmm) -> Allocations:
+    return owner.allocations
+
+
+def _backer(owner: Vcmm) -> Backer:
+    return owner.backer
 
 
 class Vcmm:
@@ -218,31 +246,29 @@ class Vcmm:
 
     # -- the seed's calls, each under the machine lock -------------------------------------
 
-    vcm_create = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_create)
-    vcm_create_from_prebuilt = _seed_call(
-        lambda v: v.spaces, AddressSpaces.vcm_create_from_prebuilt
-    )
-    vcm_free = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_free)
-    vcm_reserve = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_reserve)
-    vcm_unreserve = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_unreserve)
-    vcm_split = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_split)
-    vcm_merge = _seed_call(lambda v: v.spaces, AddressSpaces.vcm_merge)
-    vcm_assoc = _seed_call(lambda v: v.binding, Binding.vcm_assoc)
-    vcm_deassoc = _seed_call(lambda v: v.binding, Binding.vcm_deassoc)
-    vcm_activate = _seed_call(lambda v: v.binding, Binding.vcm_activate)
-    vcm_deactivate = _seed_call(lambda v: v.binding, Binding.vcm_deactivate)
-    vcm_hook = _seed_call(lambda v: v.binding, Binding.vcm_hook)
-    vcm_phys_alloc = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_alloc)
-    vcm_phys_free = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_free)
-    vcm_phys_view = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_view)
-    vcm_phys_wrap = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_wrap)
-    vcm_phys_owners = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_owners)
-    vcm_phys_pin = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_pin)
-    vcm_phys_unpin = _seed_call(lambda v: v.allocations, Allocations.vcm_phys_unpin)
-    vcm_back = _seed_call(lambda v: v.backer, Backer.vcm_back)
-    vcm_unback = _seed_call(lambda v: v.backer, Backer.vcm_unback)
-    vcm_sync_for_device = _seed_call(lambda v: v.backer, Backer.vcm_sync_for_device)
-    vcm_sync_for_cpu = _seed_call(lambda v: v.backer, Backer.vcm_sync_for_cpu)
+    vcm_create = seed_call(_spaces, AddressSpaces.vcm_create)
+    vcm_create_from_prebuilt = seed_call(_spaces, AddressSpaces.vcm_create_from_prebuilt)
+    vcm_free = seed_call(_spaces, AddressSpaces.vcm_free)
+    vcm_reserve = seed_call(_spaces, AddressSpaces.vcm_reserve)
+    vcm_unreserve = seed_call(_spaces, AddressSpaces.vcm_unreserve)
+    vcm_split = seed_call(_spaces, AddressSpaces.vcm_split)
+    vcm_merge = seed_call(_spaces, AddressSpaces.vcm_merge)
+    vcm_assoc = seed_call(_binding, Binding.vcm_assoc)
+    vcm_deassoc = seed_call(_binding, Binding.vcm_deassoc)
+    vcm_activate = seed_call(_binding, Binding.vcm_activate)
+    vcm_deactivate = seed_call(_binding, Binding.vcm_deactivate)
+    vcm_hook = seed_call(_binding, Binding.vcm_hook)
+    vcm_phys_alloc = seed_call(_allocations, Allocations.vcm_phys_alloc)
+    vcm_phys_free = seed_call(_allocations, Allocations.vcm_phys_free)
+    vcm_phys_view = seed_call(_allocations, Allocations.vcm_phys_view)
+    vcm_phys_wrap = seed_call(_allocations, Allocations.vcm_phys_wrap)
+    vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
+    vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
+    vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
+    vcm_back = seed_call(_backer, Backer.vcm_back)
+    vcm_unback = seed_call(_backer, Backer.vcm_unback)
+    vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
+    vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
 
     # -- the graph as data -----------------------------------------------------------------
 
