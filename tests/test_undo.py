@@ -112,3 +112,31 @@ def test_misuse_is_refused() -> None:
         pass
     with pytest.raises(InvalidArgumentError, match="not callable"), Transaction("op") as t:
         t.on_undo(42)  # type: ignore[arg-type]
+
+
+def test_a_transaction_that_does_not_join_forgets_its_steps_on_success() -> None:
+    """``joins=False``: the inner call's own steps are not the outer call's undo (the
+    outer records its own way of taking the inner call back)."""
+    log: list[str] = []
+    with pytest.raises(Boom), Transaction("outer") as outer:
+        with Transaction("inner", joins=False) as inner:
+            inner.on_undo(log.append, "-inner step")
+            inner.on_commit(log.append, "inner commit")
+        outer.on_undo(log.append, "-inner call")
+        raise Boom
+    assert log == ["inner commit", "-inner call"]
+
+
+def test_a_transaction_that_does_not_join_still_rolls_back_itself() -> None:
+    log: list[str] = []
+    with Transaction("outer") as outer:
+        outer.on_commit(log.append, "outer commit")
+        with pytest.raises(Boom), Transaction("inner", joins=False) as inner:
+            inner.on_undo(log.append, "-inner step")
+            raise Boom
+    assert log == ["-inner step", "outer commit"]
+
+
+def test_joins_must_be_a_bool() -> None:
+    with pytest.raises(InvalidArgumentError, match="joins=1 is not a bool"):
+        Transaction("op", joins=1)  # type: ignore[arg-type]

@@ -1,134 +1,86 @@
 """Booting a platform: the simulated SoC plus the VCMM, ready for the seed's calls.
 
-``System`` is the object users hold.  It builds the hardware a :class:`PlatformSpec`
-describes (memory, table window, CPU, SMMUs, bus masters), the memory targets, and the
-:class:`~vcmm.core.manager.Vcmm` over them, and it *is* that manager, so every seed
-call (``system.vcm_create(...)``) is a method of it.
+``System`` is the object users hold.  It is composed, not inherited: a
+:class:`~vcmm.hw.machine.Machine` (the hardware a :class:`PlatformSpec` describes,
+built by :mod:`vcmm.platform.build`), the :class:`~vcmm.core.manager.Vcmm` over it,
+the device records (what the platform says about each bus master beyond the
+hardware: banks, domains, DMA limits) and the slots where front ends keep their
+per-system state (:class:`~vcmm.core.interfaces.FrontEndSlots`).  Every seed call
+(``system.vcm_create(...)``) keeps the seed's name and argument order and is the
+VCMM's; the front ends see the system through :class:`~vcmm.core.interfaces.VcmmApi`.
 
-The system owns the machine lock (``system.lock``, :mod:`vcmm.hw.lock`): one
-re-entrant lock handed to the CPU, every SMMU and every bus master it builds, and
-taken by every public VCMM call.  So each device access, CPU access, table change and
-VCMM call is atomic against the others from any thread, with no lock in user code;
-code that reaches below them (``system.memory``, ``cpu.cache``, the graph) from
-several threads takes ``with system.lock:`` itself.
+The machine owns the machine lock (``system.lock``, :mod:`vcmm.hw.lock`): one
+re-entrant lock held by the CPU, every SMMU and every bus master, and taken by every
+public VCMM call.  So each device access, CPU access, table change and VCMM call is
+atomic against the others from any thread, with no lock in user code; code that
+reaches below them (``system.memory``, ``cpu.cache``, the graph) from several threads
+takes ``with system.lock:`` itself.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
 from vcmm.core.manager import Vcmm
+from vcmm.core.mappers import Mapper
+from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
 from vcmm.errors import InvalidArgumentError
-from vcmm.hw.bus import BusMaster, Interconnect, PhysicalDevice, SmmuDevice
-from vcmm.hw.cache import CacheConfig
+from vcmm.hw.bus import Interconnect
 from vcmm.hw.cpu import Cpu
 from vcmm.hw.lock import MachineLock
+from vcmm.hw.machine import Machine
+from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
-from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
+from vcmm.hw.pgtable import PageTableFormat
 from vcmm.hw.smmu import Smmu
 from vcmm.hw.tablemem import TableMemory
-from vcmm.hw.tlb import TLBConfig
-from vcmm.mm.genalloc import RangeAllocator
-from vcmm.mm.pools import BlockPool, ContiguousPool, OnChipPool, SystemRamTarget
+from vcmm.mm.interfaces import MemoryTarget, SplittingAllocator
 from vcmm.mm.roles import MemoryRoles
 from vcmm.platform import PlatformSpec, load_default, load_platform
-from vcmm.platform.schema import TargetSpec, TlbSpec
+from vcmm.platform.build import build_machine, build_vcmm
 
-FORMATS: dict[str, PageTableFormat] = {"armv7s": ARMV7S, "vmsav8": VMSAV8_4K, "lpae": ARMV7_LPAE}
+if TYPE_CHECKING:
+    import networkx
 
+    from vcmm.core.export import GraphData
+    from vcmm.core.graph import MappingGraph
 
-def _tlb(spec: TlbSpec) -> TLBConfig:
-    return TLBConfig(entries=spec.entries, ways=spec.ways, replacement=spec.replacement)
-
-
-def _target(spec: TargetSpec) -> Any:
-    if spec.kind == "system":
-        return SystemRamTarget.from_range(
-            spec.range, name=spec.name, max_order=spec.max_order or 10
-        )
-    if spec.kind == "blocks":
-        return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
-    if spec.kind in ("contiguous", "cma"):  # a CMA area lends nothing yet: a carve-out
-        return ContiguousPool(spec.name, spec.range)
-    return OnChipPool(spec.name, spec.range)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class System(Vcmm):
-    """A booted platform: hardware, memory targets and the VCMM in one object."""
+def _vcmm_call(method: Callable[Concatenate[Vcmm, P], R]) -> Callable[Concatenate[System, P], R]:
+    """The system's seed call: the VCMM's (same name, arguments and docstring)."""
+
+    def call(self: System, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(self.vcmm, *args, **kwargs)
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+class System:
+    """A booted platform: the machine, the VCMM over it and the front ends' slots."""
 
     def __init__(self, spec: PlatformSpec) -> None:
         if not isinstance(spec, PlatformSpec):
             raise InvalidArgumentError(f"System needs a PlatformSpec, got {type(spec).__name__}")
+        #: The platform description this system was booted from.
         self.spec = spec
         #: Which targets the kernel's DMA layers use (the platform's ``[dma]`` table).
         self.memory_roles: MemoryRoles = spec.memory_roles()
-        lock = MachineLock(f"system {spec.name}")
-        memory = PhysicalMemory(spec.memory)
-        table_memory = TableMemory(memory, spec.page_tables)
-        linear = [(spec.cpu.linear_va(w.start), w.start, w.size) for w in spec.cpu.linear_map]
-        cpu = Cpu(
-            memory,
-            table_memory,
-            cache=CacheConfig(spec.cpu.cache.size, spec.cpu.cache.ways, spec.cpu.cache.line),
-            tlb=_tlb(spec.cpu.tlb),
-            linear_map=linear,
-            prefetch_seed=spec.cpu.prefetch_seed,
-            lock=lock,
-        )
-        cpu.name = "cpu"
-        self.interconnect = Interconnect(memory, cpu.cache)
-        self.smmus: dict[str, Smmu] = {}
-        for s in spec.smmus:
-            smmu = Smmu(
-                s.name,
-                memory,
-                table_memory,
-                fmt=FORMATS[s.format],
-                context_banks=s.context_banks,
-                tlb=_tlb(s.tlb),
-                lock=lock,
-            )
-            for ctx in s.contexts:
-                smmu.context_init(ctx.name)
-            self.smmus[s.name] = smmu
-        devices: dict[str, Any] = {"cpu": cpu}
-        for d in spec.devices:
-            device: BusMaster
-            if d.kind == "smmu":
-                assert d.smmu is not None and d.context is not None
-                smmu = self.smmus[d.smmu]
-                device = SmmuDevice(
-                    d.name,
-                    smmu.context(d.context),
-                    self.interconnect,
-                    coherent=d.coherent,
-                    lock=lock,
-                )
-                device.bank = spec.smmu(d.smmu).context(d.context).bank
-            else:
-                ranges = [(r.bus, r.phys, r.size) for r in d.dma_ranges] or None
-                device = PhysicalDevice(
-                    d.name, self.interconnect, coherent=d.coherent, dma_ranges=ranges, lock=lock
-                )
-            device.dma = d.dma
-            devices[d.name] = device
-        formats = {smmu.fmt for smmu in self.smmus.values()}
-        iommu_format = formats.pop() if len(formats) == 1 else ARMV7S
-        super().__init__(
-            memory=memory,
-            cpu=cpu,
-            devices=devices,
-            targets={t.name: _target(t) for t in spec.targets},
-            target_priority=spec.target_priority,
-            table_memory=table_memory,
-            iommu_format=iommu_format,
-            vmalloc=spec.cpu.vmalloc,
-            linear_map=linear,
-            page_table_factory=lambda fmt: PageTable(fmt, memory, table_memory),
-            range_allocator=RangeAllocator,
-            lock=lock,
-        )
+        #: The hardware.
+        self.machine: Machine = build_machine(spec)
+        #: The machine lock every part of the hardware and every VCMM call holds.
+        self.lock: MachineLock = self.machine.lock
+        #: The Virtual Contiguous Memory Manager over the machine.
+        self.vcmm: Vcmm = build_vcmm(spec, self.machine)
+        #: Per-system state of the front ends (the open DMA API, sharing state).
+        self.front_ends = FrontEndSlots()
 
     @classmethod
     def default(cls) -> System:
@@ -141,18 +93,145 @@ class System(Vcmm):
         ``.dts``; ``ram`` sizes banks the bootloader would fill in), docs/PLATFORM.md."""
         return cls(load_platform(path, ram=ram))
 
+    @property
+    def name(self) -> str:
+        """The platform's name."""
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<System {self.spec.name!r}: {len(self.machine.devices)} bus masters>"
+
+    # -- the hardware ----------------------------------------------------------------------
+
+    @property
+    def memory(self) -> PhysicalMemory:
+        return self.machine.memory
+
+    @property
+    def table_memory(self) -> TableMemory:
+        return self.machine.table_memory
+
+    @property
+    def cpu(self) -> Cpu:
+        return self.machine.cpu
+
+    @property
+    def interconnect(self) -> Interconnect:
+        return self.machine.interconnect
+
+    @property
+    def smmus(self) -> dict[str, Smmu]:
+        return dict(self.machine.smmus)
+
+    @property
+    def iova_policy(self) -> str:
+        """How the DMA API places IOVAs unless told otherwise (the platform's choice)."""
+        return self.spec.iova_policy
+
+    # -- lookups (the VCMM's) --------------------------------------------------------------
+
+    def device(self, name: str) -> AnyMaster:
+        """A bus master by name (the CPU is ``"cpu"``)."""
+        return self.vcmm.device(name)
+
+    @property
+    def devices(self) -> dict[str, AnyMaster]:
+        return self.vcmm.devices
+
+    def device_record(self, name: str) -> DeviceRecord:
+        """What the platform says about bus master ``name``: its context bank, IOMMU
+        domain and DMA limits (:class:`~vcmm.core.interfaces.DeviceRecord`)."""
+        return self.vcmm.device_record(name)
+
+    def device_records(self) -> tuple[DeviceRecord, ...]:
+        """:meth:`device_record` of every bus master, the CPU first."""
+        return self.vcmm.device_records()
+
+    def target(self, name: str) -> MemoryTarget:
+        """A memory target by name (``"ebi"``, ``"blocks"``, ``"contig"``, ``"smi"``)."""
+        return self.vcmm.target(name)
+
+    @property
+    def targets(self) -> dict[str, MemoryTarget]:
+        return self.vcmm.targets
+
+    @property
+    def target_priority(self) -> tuple[str, ...]:
+        return self.vcmm.target_priority
+
+    @property
+    def iommu_format(self) -> PageTableFormat:
+        return self.vcmm.iommu_format
+
+    @property
+    def graph(self) -> MappingGraph:
+        return self.vcmm.graph
+
+    @property
+    def vcms(self) -> list[Vcm]:
+        return self.vcmm.vcms
+
+    @property
+    def associations(self) -> list[Association]:
+        return self.vcmm.associations
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return self.vcmm.reservations
+
+    @property
+    def physmems(self) -> list[PhysMem]:
+        return self.vcmm.physmems
+
+    @property
+    def phys_views(self) -> list[PhysMem]:
+        return self.vcmm.phys_views
+
+    @property
+    def kernel_areas(self) -> SplittingAllocator:
+        return self.vcmm.kernel_areas
+
+    def mapper(self, vcm: Vcm) -> Mapper:
+        """The hardware side of ``vcm``."""
+        return self.vcmm.mapper(vcm)
+
+    # -- the seed's calls ------------------------------------------------------------------
+
+    vcm_create = _vcmm_call(Vcmm.vcm_create)
+    vcm_create_from_prebuilt = _vcmm_call(Vcmm.vcm_create_from_prebuilt)
+    vcm_free = _vcmm_call(Vcmm.vcm_free)
+    vcm_reserve = _vcmm_call(Vcmm.vcm_reserve)
+    vcm_unreserve = _vcmm_call(Vcmm.vcm_unreserve)
+    vcm_split = _vcmm_call(Vcmm.vcm_split)
+    vcm_merge = _vcmm_call(Vcmm.vcm_merge)
+    vcm_assoc = _vcmm_call(Vcmm.vcm_assoc)
+    vcm_deassoc = _vcmm_call(Vcmm.vcm_deassoc)
+    vcm_activate = _vcmm_call(Vcmm.vcm_activate)
+    vcm_deactivate = _vcmm_call(Vcmm.vcm_deactivate)
+    vcm_hook = _vcmm_call(Vcmm.vcm_hook)
+    vcm_phys_alloc = _vcmm_call(Vcmm.vcm_phys_alloc)
+    vcm_phys_free = _vcmm_call(Vcmm.vcm_phys_free)
+    vcm_phys_view = _vcmm_call(Vcmm.vcm_phys_view)
+    vcm_phys_wrap = _vcmm_call(Vcmm.vcm_phys_wrap)
+    vcm_phys_owners = _vcmm_call(Vcmm.vcm_phys_owners)
+    vcm_phys_pin = _vcmm_call(Vcmm.vcm_phys_pin)
+    vcm_phys_unpin = _vcmm_call(Vcmm.vcm_phys_unpin)
+    vcm_back = _vcmm_call(Vcmm.vcm_back)
+    vcm_unback = _vcmm_call(Vcmm.vcm_unback)
+    vcm_sync_for_device = _vcmm_call(Vcmm.vcm_sync_for_device)
+    vcm_sync_for_cpu = _vcmm_call(Vcmm.vcm_sync_for_cpu)
+
+    # -- the graph and state ---------------------------------------------------------------
+
+    def graph_data(self) -> GraphData:
+        """The mapping graph as plain data (:meth:`Vcmm.graph_data`)."""
+        return self.vcmm.graph_data()
+
+    def to_networkx(self) -> networkx.MultiDiGraph:
+        """:meth:`graph_data` as a ``networkx.MultiDiGraph``."""
+        return self.vcmm.to_networkx()
+
     def snapshot(self) -> tuple[object, ...]:
         """Every piece of state, hardware included: equal snapshots, equal systems."""
         with self.lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> tuple[object, ...]:
-        return (
-            super().snapshot(),
-            self.memory.digest(),
-            self.table_memory.snapshot(),
-            self.cpu.tlb.snapshot(),
-            self.cpu.cache.snapshot(),
-            self.cpu.kernel_table.snapshot(),
-            tuple(smmu.snapshot() for smmu in self.smmus.values()),
-        )
+            return (self.vcmm.snapshot(), *self.machine.snapshot())

@@ -22,6 +22,13 @@ steps become the outer one's (so an inner call that succeeded is still taken bac
 when the outer call fails later), and its commit actions wait for the outer commit.
 Layers with richer logs (the page-table writer's byte log, the core's table-step
 log) record their own undo as steps of the innermost transaction.
+
+A call whose steps are taken back by its caller in another way opens its transaction
+with ``joins=False``: the core's ``vcm_back`` logs each table write so that a failure
+half way is undone write by write, but once it succeeded the caller's undo is
+``vcm_unback``, and replaying the table writes as well would take them back twice.
+Such a transaction commits (forgets its steps) when its block ends normally, whatever
+encloses it; inner transactions opened inside it still join it.
 """
 
 from __future__ import annotations
@@ -55,12 +62,15 @@ def current() -> Transaction | None:
 class Transaction:
     """The undo steps and commit actions of one compound call."""
 
-    __slots__ = ("_commits", "_open", "_outer", "_undo", "name")
+    __slots__ = ("_commits", "_joins", "_open", "_outer", "_undo", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, joins: bool = True) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Transaction name {name!r} must be a non-empty string")
+        if not isinstance(joins, bool):
+            raise InvalidArgumentError(f"Transaction {name!r}: joins={joins!r} is not a bool")
         self.name = name
+        self._joins = joins
         self._undo: list[Callable[[], object]] = []
         self._commits: list[Callable[[], object]] = []
         self._outer: Transaction | None = None
@@ -116,7 +126,7 @@ class Transaction:
         if self._open:
             raise StateError(f"transaction {self.name!r} is already open")
         stack = _stack()
-        self._outer = stack[-1] if stack else None
+        self._outer = stack[-1] if stack and self._joins else None
         stack.append(self)
         self._open = True
         return self

@@ -143,3 +143,22 @@ def test_split_and_merge_take_no_allocation_so_they_cannot_fail_half_way(system)
         system.vcm_merge(res, rest)
     assert injector.seen == []
     assert system.snapshot() == before
+
+
+def test_an_outer_transaction_takes_a_backing_back_once_with_vcm_unback(system) -> None:
+    """vcm_back logs its table writes in a transaction of its own: a caller's
+    transaction that fails later undoes the backing with vcm_unback alone.  (Were the
+    table writes joined into the caller's undo as well, the pages would be unmapped
+    twice and the second unmap refused.)"""
+    from vcmm.undo import Transaction
+
+    physmem = system.vcm_phys_alloc("blocks", SZ_1M, PhysAttr.blocks(SZ_1M))
+    vcm = system.vcm_create(SZ_16M, 64 * SZ_1M)
+    res = system.vcm_reserve(vcm, SZ_1M, Attr.RW)
+    before = system.snapshot()
+    with pytest.raises(RuntimeError, match="later step"), Transaction("driver") as txn:
+        system.vcm_back(res, physmem)
+        txn.on_undo(system.vcm_unback, res)
+        raise RuntimeError("a later step of the caller failed")
+    assert res.physmem is None
+    assert system.snapshot() == before

@@ -171,7 +171,7 @@ def demo_command(frames: int) -> None:
     echo(f"   check: cpu read them back through the VMM mapping and its cache: {mark[tm.cpu_ok]}")
     echo("")
     echo("2. Mapping graph (physical allocation <- every bus master that reaches it)")
-    for line in to_text(graph_data(system, chunks=False)).splitlines():
+    for line in to_text(graph_data(system.vcmm, chunks=False)).splitlines():
         echo("   " + line)
     echo("")
     scenario = packaged_scenario(DEMO_SCENARIO)

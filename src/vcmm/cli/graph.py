@@ -82,7 +82,7 @@ def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> 
     """
     fmt = output_format(fmt, output)
     system, name, labels = system_for(scenario)
-    data = graph_data(system, chunks=fmt == "json")  # the pictures draw no chunks
+    data = graph_data(system.vcmm, chunks=fmt == "json")  # the pictures draw no chunks
     if fmt in DRAWN_FORMATS:
         assert output is not None
         dot = to_dot(data, name, labels)

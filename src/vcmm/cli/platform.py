@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from vcmm.platform import PlatformSpec, dumps_platform, load_platform
+from vcmm.platform.devices import DeviceSpec
 from vcmm.platform.devicetree import (
     IOMMU_MODELS,
     describe_stream,
@@ -85,7 +86,7 @@ def describe(
     }
 
 
-def _master(device: Any, models: dict[str, Any]) -> dict[str, Any]:
+def _master(device: DeviceSpec, models: dict[str, Any]) -> dict[str, Any]:
     model = models.get(device.smmu or "")
     return {
         "name": device.name,

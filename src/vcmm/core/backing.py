@@ -24,16 +24,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
 from vcmm.core.mappers import Mapper, PageRun, merge_runs, plan_pages
-from vcmm.core.objects import PhysMem, Reservation
+from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.core.sharing import Rewrite
 from vcmm.errors import InvalidArgumentError, StateError, VcmmError
+from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
+from vcmm.undo import Transaction
 
 
 def pieces(
@@ -128,69 +130,97 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
     return start
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    what: str
-    mapper: Any = None
-    va: int = 0
-    size: int = 0
-    attrs: PageAttrs | None = None
-    runs: tuple[PageRun, ...] = ()
-    allocator: Any = None
-
-
 class UndoLog:
-    """The changes a call has made so far, and how to take them back in reverse."""
+    """The table steps of one backing call, taken back as one step of its
+    :class:`~vcmm.undo.Transaction` (as undo.py has richer logs do).
 
-    def __init__(self) -> None:
-        self._steps: list[_Step] = []
+    Each step is taken back, newest first, inside the mapper's restoring bracket: the
+    entries come back exactly as they were, so TLB entries cached from them before the
+    call are right again and are left alone (the TLBs end as they began too).  Then
+    each mapper is told it was restored; if an undo step fails, what the failed call
+    touched is invalidated instead.  The transaction must not join an enclosing one
+    (``joins=False``): once the call succeeded its caller undoes it with
+    ``vcm_unback``, not by replaying table writes.
+    """
 
-    def placed(self, allocator: Any, addr: int) -> None:
-        self._steps.append(_Step("place", va=addr, allocator=allocator))
+    __slots__ = ("_steps",)
+
+    def __init__(self, txn: Transaction) -> None:
+        #: ``(what, mapper or allocator, argument, argument)``, oldest first: plain
+        #: tuples, not closures (a 16384-piece backing records 16384 of them).
+        self._steps: list[tuple[str, Any, Any, Any]] = []
+        txn.on_undo(self._roll_back)
+
+    def placed(self, allocator: VcmAllocator, addr: int) -> None:
+        self._steps.append(("place", allocator, addr, None))
 
     def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._steps.append(_Step("map", mapper, run.va, run.size))
+        self._steps.append(("map", mapper, run, None))
 
     def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
         """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
-        self._steps.append(_Step("unmap", mapper, attrs=attrs, runs=tuple(leaves)))
+        self._steps.append(("unmap", mapper, leaves, attrs))
 
     def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
-        self._steps.append(_Step("attrs", mapper, va, size, attrs=before))
+        self._steps.append(("attrs", mapper, AddressRange(va, size), before))
 
-    def roll_back(self) -> None:
-        """Undo every recorded step, newest first, each inside a restoring bracket.
-
-        The entries come back exactly as they were, so TLB entries cached from them
-        before the call are right again and are left alone (the TLBs end as they
-        began too); if the undo itself fails, what was touched is invalidated.
-        """
-        mappers: dict[int, Any] = {}
+    def _roll_back(self) -> None:
+        steps, self._steps = self._steps, []
+        touched: dict[int, Mapper] = {}
         try:
-            for step in reversed(self._steps):
-                if step.what == "place":
-                    step.allocator.free(step.va)
+            for what, target, first, second in reversed(steps):
+                if what == "place":
+                    target.free(first)
                     continue
-                mappers[id(step.mapper)] = step.mapper
-                with step.mapper.restoring():
-                    if step.what == "map":
-                        step.mapper.unmap(step.va, step.size)
-                    elif step.what == "unmap":
-                        assert step.attrs is not None
-                        for run in step.runs:
-                            step.mapper.map(run, step.attrs)
-                    else:
-                        assert step.attrs is not None
-                        step.mapper.set_attrs(step.va, step.size, step.attrs)
+                touched[id(target)] = target
+                with target.restoring():
+                    _take_back(what, target, first, second)
         except BaseException:
-            for mapper in mappers.values():
-                flush = getattr(mapper, "flush_held", None)
-                if flush is not None:
-                    flush()
+            for mapper in touched.values():
+                mapper.flush_held()
             raise
-        for mapper in mappers.values():
+        for mapper in touched.values():
             mapper.restored()
-        self._steps.clear()
+
+
+def _take_back(what: str, mapper: Mapper, first: Any, second: Any) -> None:
+    """Undo one table step of an :class:`UndoLog` (see its ``_steps``)."""
+    if what == "map":
+        mapper.unmap(first.va, first.size)
+    elif what == "unmap":
+        for run in first:
+            mapper.map(run, second)
+    else:
+        mapper.set_attrs(first.start, first.size, second)
+
+
+class Undoable:
+    """``with Undoable(call, what) as undo:`` the undo log of one call's table steps:
+    if the block raises, the steps are taken back newest first, and a
+    :class:`~vcmm.errors.VcmmError` leaves :func:`explained` as ``what()`` failed and
+    was undone (``what`` is called only then).  A class, not a generator: it wraps
+    every backing and unbacking."""
+
+    __slots__ = ("_txn", "_what")
+
+    def __init__(self, call: str, what: Callable[[], str]) -> None:
+        self._txn = Transaction(call, joins=False)
+        self._what = what
+
+    def __enter__(self) -> UndoLog:
+        return UndoLog(self._txn.__enter__())
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._txn.__exit__(kind, exc, tb)  # rolls back on an exception
+        if isinstance(exc, VcmmError):
+            why = explained(exc, self._what())
+            if why is not exc:
+                raise why from exc
 
 
 @contextlib.contextmanager
@@ -212,7 +242,7 @@ def updating_all(mappers: Iterable[Mapper]) -> Iterator[None]:
 def rewritten_mappers(
     rewrites: list[Rewrite],
     reservation: Callable[[int], Reservation],
-    mapper_of: Callable[[Any], Mapper],
+    mapper_of: Callable[[Vcm], Mapper],
 ) -> list[Mapper]:
     """The mappers whose tables :func:`apply_rewrites` may change (each reservation's
     once: a 16384-piece rewrite names the same few reservations over and over)."""
@@ -246,7 +276,7 @@ def apply_rewrites(
     graph: MappingGraph,
     rewrites: list[Rewrite],
     reservation: Callable[[int], Reservation],
-    mapper_of: Callable[[Any], Mapper],
+    mapper_of: Callable[[Vcm], Mapper],
     undo: UndoLog,
 ) -> None:
     """Rewrite the attributes of aliases in their tables: per reservation, VA-adjacent

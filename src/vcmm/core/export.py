@@ -163,14 +163,6 @@ def dev_addrs(res: Reservation) -> dict[str, int]:
     return out
 
 
-def device_path(device: object, cpu: object) -> str:
-    """A bus master's translation path: ``cpu``, ``iommu`` (an SMMU context) or
-    ``physical`` (bus addresses, maybe through dma-ranges)."""
-    if device is cpu:
-        return "cpu"
-    return "iommu" if isinstance(device, SmmuDevice) else "physical"
-
-
 class _Export:
     """Builds :func:`graph_data`'s nodes and edges, one object kind per method."""
 
@@ -191,7 +183,7 @@ class _Export:
                     "device",
                     f"device:{name}",
                     name,
-                    path=device_path(dev, self.vcmm.cpu),
+                    path=dev.path.value,
                     coherent=dev.coherent if isinstance(dev, BusMaster) else dev is self.vcmm.cpu,
                     smmu=ctx.smmu.name if ctx is not None else None,
                     context=ctx.name if ctx is not None else None,

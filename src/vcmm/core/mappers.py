@@ -30,16 +30,20 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import BusyError
+from vcmm.hw.bus import SmmuDevice
 from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
     from vcmm.core.objects import Vcm
-    from vcmm.hw.pgtable import PageTable
+    from vcmm.hw.cpu import Cpu
+    from vcmm.hw.pgtable import MapEntry, PageTable
+    from vcmm.hw.smmu import SmmuContext
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1
@@ -119,9 +123,10 @@ class Mapper(Protocol):
     def updating(self) -> contextlib.AbstractContextManager[None]: ...
     def restoring(self) -> contextlib.AbstractContextManager[None]: ...
     def restored(self) -> None: ...
+    def flush_held(self) -> None: ...
 
 
-def _leaves(entries: Any, va_bias: int = 0) -> list[PageRun]:
+def _leaves(entries: Iterable[MapEntry], va_bias: int = 0) -> list[PageRun]:
     """Removed table entries as runs of equal leaves (``va_bias`` restores bits the
     table does not index, the kernel's sign extension)."""
     return merge_runs([PageRun(e.va + va_bias, e.pa, e.size, e.size) for e in entries])
@@ -249,13 +254,13 @@ class ContextBrackets:
     def __init__(self) -> None:
         self._depth: dict[int, int] = {}
 
-    def open(self, ctx: Any) -> None:
+    def open(self, ctx: SmmuContext) -> None:
         depth = self._depth.get(id(ctx), 0)
         if depth == 0:
             ctx.update_start()
         self._depth[id(ctx)] = depth + 1
 
-    def close(self, ctx: Any) -> None:
+    def close(self, ctx: SmmuContext) -> None:
         depth = self._depth[id(ctx)] - 1
         if depth:
             self._depth[id(ctx)] = depth
@@ -279,21 +284,22 @@ class IommuMapper(_TableMapper):
         self.vcm = vcm
         self.table: PageTable = vcm.table
         self._brackets = brackets if brackets is not None else ContextBrackets()
-        self._opened: list[Any] = []
+        self._opened: list[SmmuContext] = []
 
     def _table(self) -> PageTable:
         return self.table
 
-    def contexts(self) -> list[Any]:
+    def contexts(self) -> list[SmmuContext]:
         """The SMMU contexts currently running this VCM (each once)."""
-        seen: dict[int, Any] = {}
+        seen: dict[int, SmmuContext] = {}
         for a in self.vcm.associations:
-            if a.active:
-                seen.setdefault(id(a.device.ctx), a.device.ctx)
+            device = a.device
+            if a.active and isinstance(device, SmmuDevice):
+                seen.setdefault(id(device.ctx), device.ctx)
         return list(seen.values())
 
     def _start(self) -> None:
-        opened: list[Any] = []
+        opened: list[SmmuContext] = []
         try:
             for ctx in self.contexts():
                 self._brackets.open(ctx)
@@ -320,7 +326,7 @@ class VmmMapper(_TableMapper):
     bracket closes.
     """
 
-    def __init__(self, cpu: Any) -> None:
+    def __init__(self, cpu: Cpu) -> None:
         super().__init__()
         self.cpu = cpu
 
@@ -344,7 +350,7 @@ class UserMapper(_TableMapper):
     process); the TLB is flushed for this ASID only when the bracket closes.
     """
 
-    def __init__(self, cpu: Any, asid: int) -> None:
+    def __init__(self, cpu: Cpu, asid: int) -> None:
         super().__init__()
         self.cpu = cpu
         self.asid = asid
@@ -387,11 +393,14 @@ class OneToOneMapper:
     def restored(self) -> None:
         """See :meth:`map`."""
 
+    def flush_held(self) -> None:
+        """See :meth:`map`."""
+
 
 # -- programming SMMU contexts --------------------------------------------------------------
 
 
-def check_bank_free(ctx: Any, bank: int | None) -> None:
+def check_bank_free(ctx: SmmuContext, bank: int | None) -> None:
     """Refuse (before any change) to bind ``ctx`` where no bank is free for it."""
     if ctx.is_bound:
         return
@@ -410,7 +419,7 @@ def check_bank_free(ctx: Any, bank: int | None) -> None:
 
 
 def program_context(
-    ctx: Any, bank: int | None, low: PageTable | None, high: PageTable | None, split: bool
+    ctx: SmmuContext, bank: int | None, low: PageTable | None, high: PageTable | None, split: bool
 ) -> None:
     """Bind (if needed), point the context at the tables, and activate it (if needed).
 
@@ -432,7 +441,7 @@ def program_context(
         raise
 
 
-def release_context(ctx: Any) -> None:
+def release_context(ctx: SmmuContext) -> None:
     """Deactivate, unbind and return the context to its own (empty) tables."""
     ctx.deactivate()
     ctx.unbind()

@@ -12,17 +12,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import Access, FaultKind
 from vcmm.core.flags import AssocAttr, Attr, PhysAttr
 from vcmm.errors import StateError
+from vcmm.hw.bus import PhysicalDevice, SmmuDevice
+from vcmm.mm.chunk import Chunk
+from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
 
 if TYPE_CHECKING:
     from vcmm.core.ownership import Pin
+    from vcmm.hw.master import AnyMaster
     from vcmm.hw.pgtable import PageTable
+    from vcmm.hw.smmu import SmmuContext
 
 
 class VcmKind(enum.Enum):
@@ -41,7 +46,7 @@ class VcmKind(enum.Enum):
     USER = "user"
 
 
-class _Handle:
+class Handle:
     """Common behaviour: a name for messages and a freed flag that guards reuse."""
 
     id: int
@@ -52,7 +57,8 @@ class _Handle:
     def name(self) -> str:
         return f"{self.prefix}{self.id}"
 
-    def _alive(self, call: str) -> None:
+    def check_alive(self, call: str) -> None:
+        """Refuse a handle kept after it was freed (the seed's C would use freed memory)."""
         if self.freed:
             raise StateError(f"{call}: {self.name} was already freed; its handle is dead")
 
@@ -94,7 +100,7 @@ class ReservationList:
 
 
 @dataclass(eq=False, repr=False)
-class Vcm(_Handle):
+class Vcm(Handle):
     """A virtual contiguous memory region: the address space some devices see.
 
     An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table, which
@@ -110,7 +116,7 @@ class Vcm(_Handle):
     kind: VcmKind
     start: int
     len: int
-    allocator: Any
+    allocator: VcmAllocator
     table: PageTable | None = None
     reservations: ReservationList = field(default_factory=ReservationList)
     associations: list[Association] = field(default_factory=list)
@@ -137,7 +143,7 @@ class Vcm(_Handle):
         """Active associations: the reference count activation keeps (000 L244-246)."""
         return sum(1 for a in self.associations if a.active)
 
-    def to_dev(self, addr: int, device: Any = None) -> int:
+    def to_dev(self, addr: int, device: AnyMaster | None = None) -> int:
         """Translate a VCM address to the address a device issues.
 
         Only one-to-one VCMs differ: their addresses are physical, and a physically
@@ -146,7 +152,7 @@ class Vcm(_Handle):
         if self.kind is not VcmKind.ONE_TO_ONE:
             return addr
         devices = [device] if device is not None else [a.device for a in self.associations]
-        buses = {d.phys_to_bus(addr) for d in devices if hasattr(d, "phys_to_bus")}
+        buses = {d.phys_to_bus(addr) for d in devices if isinstance(d, PhysicalDevice)}
         if not buses:
             return addr
         if len(buses) > 1:
@@ -165,7 +171,7 @@ EXTERNAL = "external"
 
 
 @dataclass(eq=False, repr=False)
-class PhysMem(_Handle):
+class PhysMem(Handle):
     """Physical memory a reservation can be backed with: one of three kinds.
 
     - an *allocation* from a memory target (``vcm_phys_alloc``);
@@ -194,7 +200,7 @@ class PhysMem(_Handle):
     backing: list[Reservation] = field(default_factory=list)
     freed: bool = False
     #: What the memory target handed out, returned to it on free.
-    target_chunks: Any = None
+    target_chunks: tuple[Chunk, ...] = ()
     parent: PhysMem | None = None
     offset: int = 0
     owner: str | None = None
@@ -238,7 +244,7 @@ class PhysMem(_Handle):
 
 
 @dataclass(eq=False, repr=False)
-class Reservation(_Handle):
+class Reservation(Handle):
     """A contiguous range of a VCM, with or without physical memory behind it."""
 
     id: int
@@ -265,7 +271,7 @@ class Reservation(_Handle):
             )
         return self.vcm.to_dev(self.addr)
 
-    def dev_addr_for(self, device: Any) -> int:
+    def dev_addr_for(self, device: AnyMaster) -> int:
         """The address ``device`` uses for this reservation (physically addressed
         devices may see memory at different bus addresses)."""
         if self.addr is None:
@@ -286,7 +292,7 @@ class Reservation(_Handle):
 
 
 @dataclass(eq=False, repr=False)
-class Association(_Handle):
+class Association(Handle):
     """An AVCM: the link between a VCM and a device; programs the device when active.
 
     ``holder`` names the layer that made it for its own use and how to release it (the
@@ -295,7 +301,7 @@ class Association(_Handle):
 
     id: int
     vcm: Vcm
-    device: Any
+    device: AnyMaster
     attr: AssocAttr
     active: bool = False
     freed: bool = False
@@ -310,6 +316,12 @@ class Association(_Handle):
         if self.attr & AssocAttr.USE_LOW:
             return "low"
         return None
+
+    @property
+    def context(self) -> SmmuContext | None:
+        """The SMMU context the device issues through (None: it has no IOMMU)."""
+        device = self.device
+        return device.ctx if isinstance(device, SmmuDevice) else None
 
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"

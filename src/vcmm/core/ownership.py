@@ -31,10 +31,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError, OwnershipError, StateError
+from vcmm.mm.target import MemoryTarget
 from vcmm.ranges import AddressRange, subtract, union
 
 
@@ -98,7 +98,7 @@ def check_of(call: str, of: object) -> tuple[PhysMem, ...]:
     for p in items:
         if not isinstance(p, PhysMem):
             raise InvalidArgumentError(f"{call}: of= holds {p!r}, not a PhysMem")
-        p._alive(call)
+        p.check_alive(call)
         if all(p is not q for q in out):
             out.append(p)
     return tuple(out)
@@ -108,7 +108,9 @@ class OwnerMap:
     """The owner of every physical page: table window, target free lists, live
     allocations (indexed), or nobody."""
 
-    def __init__(self, table_window: AddressRange | None, targets: Mapping[str, Any]) -> None:
+    def __init__(
+        self, table_window: AddressRange | None, targets: Mapping[str, MemoryTarget]
+    ) -> None:
         self._tables = table_window
         self._regions = [(r, name) for name, t in targets.items() for r in t.regions]
         #: Chunk starts of live allocations, sorted, and the chunk and allocation at each.

@@ -24,12 +24,12 @@ through the seed's calls and devices driven through the DMA API share one system
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
+from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.dma import coherent, streaming, syncops
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.dma.callsite import capture
@@ -50,9 +50,6 @@ from vcmm.sizes import SZ_4K
 
 #: Default atomic pool size (ARM Linux's ``atomic_pool_size``).
 DEFAULT_ATOMIC_POOL = DEFAULT_ATOMIC_POOL_SIZE
-
-#: The open DMA API of each system (dies with the system).
-_OPEN: weakref.WeakKeyDictionary[Any, DmaApi] = weakref.WeakKeyDictionary()
 
 
 class DmaApi:
@@ -75,7 +72,7 @@ class DmaApi:
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         *,
         devices: Iterable[str] | None = None,
         domains: Mapping[str, str] | None = None,
@@ -87,19 +84,17 @@ class DmaApi:
     ) -> None:
         if not isinstance(rcache, bool):
             raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
-        try:
-            roles = system.memory_roles
-        except AttributeError:
-            raise InvalidArgumentError(f"DmaApi: {system!r} is not a booted vcmm.System") from None
+        slots = front_ends_of("DmaApi", system)
+        roles = system.memory_roles
         pool, atomic = _pools(
             roles.coherent_pool, roles.atomic_pool, coherent_pool, atomic_pool_size
         )
         checker = _checker(debug)
         with system.lock:
-            other = _OPEN.get(system)
+            other = slots.get(DmaApi)
             if other is not None:
                 raise BusyError(
-                    f"DmaApi: system {system.spec.name!r} already has an open DMA API "
+                    f"DmaApi: system {system.name!r} already has an open DMA API "
                     f"({other!r}), and a device has one set of DMA ops; share it with "
                     "DmaApi.of(system) (or vcmm.share.dma_api(system)), or close() it first"
                 )
@@ -116,18 +111,19 @@ class DmaApi:
             self.system = system
             if checker is not None:
                 checker.attach(self._state)
-            _OPEN[system] = self
+            slots.put(self)
 
     @classmethod
-    def of(cls, system: Any) -> DmaApi:
+    def of(cls, system: VcmmApi) -> DmaApi:
         """The system's DMA API, created with the platform's choices if it has none."""
+        slots = front_ends_of("DmaApi.of", system)
         with system.lock:
-            return _OPEN.get(system) or cls(system)
+            return slots.get(DmaApi) or cls(system)
 
     @staticmethod
-    def current(system: Any) -> DmaApi | None:
+    def current(system: VcmmApi) -> DmaApi | None:
         """The system's open DMA API, if one was made."""
-        return _OPEN.get(system)
+        return front_ends_of("DmaApi.current", system).get(DmaApi)
 
     def close(self) -> None:
         """Tear the DMA API down: refused while any mapping or coherent buffer lives;
@@ -141,16 +137,15 @@ class DmaApi:
             )
         self.disable_debug()
         state.close()
-        if _OPEN.get(self.system) is self:
-            del _OPEN[self.system]
+        self.system.front_ends.remove(self)
 
     @property
     def closed(self) -> bool:
-        return _OPEN.get(self.system) is not self
+        return self.system.front_ends.get(DmaApi) is not self
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._state.entries)} device(s)"
-        return f"<DmaApi of {self.system.spec.name!r}: {state}>"
+        return f"<DmaApi of {self.system.name!r}: {state}>"
 
     # -- introspection -------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ class DmaDomain:
     def _served(self, device: Any) -> bool:
         """Whether ``device``'s context already runs the domain (through it, or
         through a member sharing its context)."""
-        return any(a.device.ctx is device.ctx for a in self.associations.values())
+        return any(a.context is device.ctx for a in self.associations.values())
 
     def activate(self, system: Any) -> tuple[Association, ...]:
         """Program the domain on every member whose context is free (the first mapping
@@ -115,7 +115,7 @@ class DmaDomain:
         made: list[Association] = []
         try:
             for device in pending:
-                if any(a.device.ctx is device.ctx for a in made):
+                if any(a.context is device.ctx for a in made):
                     continue
                 holder = (
                     f"the DMA API (domain {self.name!r}); DmaApi.remove_device"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import Access
+from vcmm.core.interfaces import VcmmApi
 from vcmm.hw.observe import AccessEvent
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 class AccessHooks:
     """The checker's observers on one system's CPU and devices."""
 
-    def __init__(self, checker: DebugChecker, system: Any) -> None:
+    def __init__(self, checker: DebugChecker, system: VcmmApi) -> None:
         self.checker = checker
         self.system = system
         self._installed: list[tuple[Any, Any]] = []

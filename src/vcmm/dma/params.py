@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vcmm.checks import is_int
+from vcmm.core.interfaces import DeviceRecord
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SZ_4K
 
@@ -28,17 +29,16 @@ class DmaParams:
     coherent: bool
 
     @staticmethod
-    def of(device: object) -> DmaParams:
-        """Defaults from the device's platform ``DmaSpec`` (or the kernel's 32-bit
-        defaults when it has none) and its ``coherent`` flag."""
-        spec = getattr(device, "dma", None)
-        mask = getattr(spec, "mask", (1 << 32) - 1)
+    def of(record: DeviceRecord) -> DmaParams:
+        """The starting values: the device's DMA limits from the platform (the
+        kernel's 32-bit defaults when it gave none) and its ``coherent`` flag."""
+        limits = record.dma
         return DmaParams(
-            mask=mask,
-            coherent_mask=getattr(spec, "coherent_mask", mask),
-            max_segment_size=getattr(spec, "max_segment_size", 1 << 16),
-            segment_boundary_mask=getattr(spec, "segment_boundary_mask", (1 << 32) - 1),
-            coherent=bool(getattr(device, "coherent", False)),
+            mask=limits.mask,
+            coherent_mask=limits.coherent_mask,
+            max_segment_size=limits.max_segment_size,
+            segment_boundary_mask=limits.segment_boundary_mask,
+            coherent=record.coherent,
         )
 
     def snapshot(self) -> tuple[int, int, int, int, bool]:

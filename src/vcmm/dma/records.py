@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection, MemType
+from vcmm.core.interfaces import VcmmApi
 from vcmm.dma.callsite import CallSite
 from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
@@ -70,7 +71,7 @@ class Teardown:
     #: Associations the mapping's domain programmed for it (its first mapping).
     activated: tuple[Any, ...] = ()
 
-    def release(self, system: Any) -> None:
+    def release(self, system: VcmmApi) -> None:
         system.vcm_unback(self.res)
         system.vcm_unreserve(self.res)
         if self.vcm is not None:

@@ -35,7 +35,9 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
+from vcmm.hw.bus import SmmuDevice
 from vcmm.hw.cachesync import dma_sync, invalidates
+from vcmm.hw.master import TranslationPath
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
@@ -179,10 +181,9 @@ class DmaState:
     @staticmethod
     def _domain_map(system: Any, domains: Mapping[str, str] | None) -> dict[str, str]:
         out: dict[str, str] = {}
-        spec = getattr(system, "spec", None)
-        for d in getattr(spec, "devices", ()):
-            if getattr(d, "domain", None):
-                out[d.name] = d.domain
+        for record in system.device_records():
+            if record.domain:
+                out[record.name] = record.domain
         if domains is not None:
             if not isinstance(domains, Mapping):
                 raise InvalidArgumentError(f"domains {domains!r} must map device -> domain name")
@@ -195,9 +196,9 @@ class DmaState:
 
     def _policy_choice(self, system: Any, choice: object) -> PolicyChoice:
         """The platform's IOVA policy, overridden by ``DmaApi(iova_policy=...)``."""
-        iommu = [d.name for d in system.spec.devices if d.kind == "smmu"]
+        iommu = [r.name for r in system.device_records() if r.path is TranslationPath.IOMMU]
         names = {self._domain_names.get(n, n) for n in iommu}
-        return PolicyChoice(system.spec.iova_policy, choice, names)
+        return PolicyChoice(system.iova_policy, choice, names)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ class DmaState:
         if device.name in self.entries:
             raise StateError(f"{device.name} is already attached to the DMA API")
         domain: DmaDomain | None = None
-        if hasattr(device, "ctx"):
+        if isinstance(device, SmmuDevice):
             name = self._domain_names.get(device.name, device.name)
             domain = self.domains.get(name)
             if domain is None:
@@ -221,7 +222,7 @@ class DmaState:
             self.domains[name] = domain
         else:
             self.direct[device.name] = []
-        entry = DeviceEntry(device, DmaParams.of(device), domain)
+        entry = DeviceEntry(device, DmaParams.of(system.device_record(device.name)), domain)
         self.entries[device.name] = entry
         return entry
 
@@ -280,10 +281,11 @@ class DmaState:
         """The attached device ``dev`` (a name or a device object)."""
         if isinstance(dev, str):
             name = dev
-        elif any(dev is d for d in self.system.devices.values()):
-            name = str(getattr(dev, "name", ""))
         else:
-            raise InvalidArgumentError(f"{call}: {dev!r} is not a device of this system")
+            found = [n for n, d in self.system.devices.items() if d is dev]
+            if not found:
+                raise InvalidArgumentError(f"{call}: {dev!r} is not a device of this system")
+            name = found[0]
         entry = self.entries.get(name)
         if entry is None:
             if self.system.device(name) is self.system.cpu:

@@ -38,7 +38,6 @@ import abc
 import bisect
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +52,7 @@ from vcmm.errors import (
 )
 from vcmm.hw.cache import DataCache
 from vcmm.hw.lock import MachineLock, check_lock
+from vcmm.hw.master import TranslationPath
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.hw.observe import AccessEvent, Observable, Observer, frozen
 from vcmm.hw.smmu import SmmuContext
@@ -214,11 +214,6 @@ class BusMaster(Observable, abc.ABC):
         self.bytes_written = 0
         self.transactions = 0
         self.faults = 0
-        #: DMA parameters the platform gives the device (masks, segment limits); the
-        #: hardware ignores them, the DMA API reads them.
-        self.dma: Any = None
-        #: Context bank the platform binds this device's context to (SMMU devices).
-        self.bank: int | None = None
 
     # -- translation, supplied by subclasses ------------------------------------------------
 
@@ -459,6 +454,8 @@ class SmmuDevice(BusMaster):
     bug, not a translation fault a handler could fix.
     """
 
+    path: TranslationPath = TranslationPath.IOMMU
+
     def __init__(
         self,
         name: str,
@@ -537,6 +534,8 @@ class PhysicalDevice(BusMaster):
     device address outside every window raises :class:`DeviceFaultError` (kind
     ``BUS``): the interconnect has no route for it.
     """
+
+    path: TranslationPath = TranslationPath.PHYSICAL
 
     def __init__(
         self,

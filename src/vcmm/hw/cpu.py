@@ -61,6 +61,7 @@ from vcmm.errors import (
 )
 from vcmm.hw.cache import CacheConfig, DataCache
 from vcmm.hw.lock import MachineLock, check_lock, machine_locked
+from vcmm.hw.master import TranslationPath
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.hw.observe import AccessEvent, Observable, Observer
 from vcmm.hw.pgtable import VMSAV8_4K, PageTable
@@ -129,6 +130,8 @@ class Cpu(Observable):
     PHYS_OFFSET is the lowest RAM address.  The linear map uses 1 GiB and 2 MiB blocks
     wherever alignment allows.
     """
+
+    path: TranslationPath = TranslationPath.CPU
 
     def __init__(
         self,

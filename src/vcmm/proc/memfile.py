@@ -9,10 +9,9 @@ processes need no device.  The pages come from a memory target through the VCMM
 
 from __future__ import annotations
 
-from typing import Any
-
 from vcmm.attrs import MemType
 from vcmm.checks import is_int
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.usermap import UserPiece
@@ -31,7 +30,7 @@ class MemFile(File):
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         size: int,
         *,
         name: str = "memfd",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
 from vcmm.checks import check_int, is_int
+from vcmm.core.interfaces import VcmmApi
 from vcmm.core.objects import Reservation, Vcm
 from vcmm.errors import (
     AlignmentError,
@@ -66,7 +67,7 @@ MAX_FDS = 1024
 class AnonymousMemory:
     """The pages behind an anonymous mapping, freed when the last VMA using them goes."""
 
-    def __init__(self, system: Any, physmem: Any) -> None:
+    def __init__(self, system: VcmmApi, physmem: Any) -> None:
         self.system = system
         self.physmem = physmem
         self.users = 0

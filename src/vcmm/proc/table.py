@@ -8,8 +8,8 @@ registers its device nodes (``/dev/vcodec_a_mm1`` ...) here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, StateError
 from vcmm.hw.cpu import MAX_ASID
 from vcmm.proc.file import File
@@ -27,7 +27,7 @@ class ProcessTable:
     cacheable linear map).
     """
 
-    def __init__(self, system: Any, *, anon_target: str | None = None) -> None:
+    def __init__(self, system: VcmmApi, *, anon_target: str | None = None) -> None:
         if anon_target is None:
             anon_target = str(system.memory_roles.kernel)
         system.target(anon_target)

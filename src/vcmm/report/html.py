@@ -37,7 +37,7 @@ def _section(title: str, body: str) -> str:
 def _graph_html(result: ScenarioResult, system: System, out: Path) -> str:
     """The mapping graph (buffers named): SVG when graphviz draws it, else DOT text;
     ``graph.dot`` is written either way."""
-    data = graph_data(system, chunks=False)
+    data = graph_data(system.vcmm, chunks=False)
     dot = to_dot(data, result.scenario, result.labels)
     (out / "graph.dot").write_text(dot, encoding="utf-8")
     if render_svg(dot, out / "graph.svg"):

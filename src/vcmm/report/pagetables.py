@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import SmmuDevice
+from vcmm.hw.pgtable import MapEntry
 from vcmm.sizes import format_size
 from vcmm.system import System
 
@@ -42,7 +42,7 @@ class PtRange:
         )
 
 
-def merge_entries(entries: Iterable[Any], *, va_offset: int = 0) -> list[PtRange]:
+def merge_entries(entries: Iterable[MapEntry], *, va_offset: int = 0) -> list[PtRange]:
     """Merge leaf entries (objects with ``va``, ``pa``, ``size``, ``attrs``) into ranges.
 
     Two entries merge when the second starts where the first ends in both address
@@ -92,13 +92,13 @@ def device_tables(system: System, device: str) -> list[TableDump]:
         raise InvalidArgumentError(f"device_tables needs a System, got {type(system).__name__}")
     dev = system.device(device)
     if dev is system.cpu:
-        table = system.cpu.kernel_table
+        kernel = system.cpu.kernel_table
         return [
             TableDump(
                 "cpu kernel table (TTBR1, VMSAv8-64 4K granule)",
-                table.root,
-                table.table_pages(),
-                merge_entries(table.mappings(), va_offset=_KERNEL_TOP),
+                kernel.root,
+                kernel.table_pages(),
+                merge_entries(kernel.mappings(), va_offset=_KERNEL_TOP),
             )
         ]
     if not isinstance(dev, SmmuDevice):

@@ -31,10 +31,12 @@ L3762-3771), each in its own address space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, StateError
+from vcmm.hw.bus import SmmuDevice
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
@@ -73,14 +75,14 @@ class VcmDevNode(File):
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         device: str,
         exporter: VcmExporter,
         *,
         target: TargetChoice = EXPORTER_DEFAULT,
     ) -> None:
         dev = system.device(device)
-        if getattr(dev, "ctx", None) is None:
+        if not isinstance(dev, SmmuDevice):
             raise InvalidArgumentError(
                 f"VcmDevNode: {dev.name} is not behind an SMMU context; only contexts get nodes"
             )
@@ -246,7 +248,7 @@ def register_dev_nodes(
     exp = exporter if exporter is not None else VcmExporter(system, "devnode")
     nodes: dict[str, VcmDevNode] = {}
     for name, dev in sorted(system.devices.items()):
-        if getattr(dev, "ctx", None) is None:
+        if not isinstance(dev, SmmuDevice):
             continue
         node = VcmDevNode(system, name, exp, target=target)
         table.register(node.path, node)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int, is_int
+from vcmm.core.interfaces import VcmmApi
 from vcmm.dma.attrs import DmaAttr
 from vcmm.errors import (
     BusyError,
@@ -53,6 +54,7 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
 )
+from vcmm.hw.bus import BusMaster
 from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import Bytes, as_u8
 from vcmm.proc.errors import PermissionDeniedError
@@ -169,7 +171,7 @@ class Exporter:
     ``system`` is the booted system whose devices may import the exporter's buffers.
     """
 
-    def __init__(self, system: Any) -> None:
+    def __init__(self, system: VcmmApi) -> None:
         self.system = check_system("Exporter", system)
         state_of(system)
 
@@ -257,7 +259,7 @@ class Attachment:
         try:
             return bool(self.api.params(self.device).coherent)
         except NotFoundError:
-            return bool(getattr(self.device, "coherent", False))
+            return isinstance(self.device, BusMaster) and self.device.coherent
 
     def map(self, direction: DmaDirection, attrs: int = DmaAttr.NONE) -> ScatterList:
         """``dma_buf_map_attachment``: the buffer in this device's address space.

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
+from vcmm.core.interfaces import VcmmApi
 from vcmm.core.objects import PhysMem, Reservation
 from vcmm.core.ownership import Pin
 from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
@@ -107,7 +108,7 @@ def chunk_pieces(
 class VcmExporter(Exporter):
     """Exports VCMM physical allocations; the same allocation always gives one dma-buf."""
 
-    def __init__(self, system: Any, name: str = "vcm") -> None:
+    def __init__(self, system: VcmmApi, name: str = "vcm") -> None:
         super().__init__(system)
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"VcmExporter name {name!r} must be a non-empty string")

@@ -26,8 +26,8 @@ import threading
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
 from vcmm.hw.lock import MachineLock
 from vcmm.share.dmabuf import DmaBuf
@@ -68,7 +68,7 @@ def _buffers(call: str, label: str, items: Iterable[DmaBuf]) -> list[DmaBuf]:
     return out
 
 
-def _job_locks(system: Any, buffers: list[DmaBuf]) -> tuple[MachineLock, ...]:
+def _job_locks(system: VcmmApi | None, buffers: list[DmaBuf]) -> tuple[MachineLock, ...]:
     found: dict[int, MachineLock] = {}
     for owner in ([system] if system is not None else []) + [b.exporter.system for b in buffers]:
         lock = lock_of(owner)
@@ -83,7 +83,7 @@ class Engine:
     held by every job's work even when the job names no buffer.
     """
 
-    def __init__(self, name: str, system: Any = None) -> None:
+    def __init__(self, name: str, system: VcmmApi | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Engine name {name!r} must be a non-empty string")
         if system is not None:

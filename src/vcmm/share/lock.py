@@ -25,21 +25,23 @@ machine its job drives, so any machine lock the thread holds counts.
 
 from __future__ import annotations
 
-from typing import Any
-
+from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.lock import MachineLock, held_machine_locks
 
 
-def lock_of(system: Any) -> MachineLock:
+def lock_of(system: VcmmApi) -> MachineLock:
     """The machine lock of ``system`` (a booted :class:`vcmm.System`)."""
-    lock = getattr(system, "lock", None)
+    try:
+        lock = system.lock
+    except AttributeError:
+        lock = None
     if not isinstance(lock, MachineLock):
         raise InvalidArgumentError(f"vcmm.share: {system!r} has no machine lock (not a System)")
     return lock
 
 
-def locked(system: Any) -> MachineLock:
+def locked(system: VcmmApi) -> MachineLock:
     """``with vcmm.share.locked(system):`` -- hold the system's machine lock for a block
     that must not interleave with device jobs (only needed below the public calls)."""
     return lock_of(system)

@@ -23,10 +23,10 @@ buffers) are reservations in one VMM VCM of the sharing layer.
 from __future__ import annotations
 
 import enum
-import weakref
-from typing import Any, Final
+from typing import Final, cast
 
 from vcmm.core.flags import Attr
+from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.core.manager import VMM_EXT_ID
 from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.dma.api import DmaApi
@@ -37,10 +37,8 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
+from vcmm.hw.master import AnyMaster
 from vcmm.share.lock import lock_of
-
-#: The sharing state of each system (dies with the system).
-_STATES: weakref.WeakKeyDictionary[Any, ShareState] = weakref.WeakKeyDictionary()
 
 
 class _Default(enum.Enum):
@@ -54,7 +52,7 @@ EXPORTER_DEFAULT: Final = _Default.EXPORTER
 TargetChoice = str | None | _Default
 
 
-def exporter_target(system: Any, target: TargetChoice) -> str | None:
+def exporter_target(system: VcmmApi, target: TargetChoice) -> str | None:
     """The target ``target`` stands for on ``system``."""
     if target is EXPORTER_DEFAULT:
         return str(system.memory_roles.exporter)
@@ -63,20 +61,16 @@ def exporter_target(system: Any, target: TargetChoice) -> str | None:
     return target
 
 
-def check_system(call: str, system: object) -> Any:
-    """``system`` must be a booted :class:`vcmm.System`."""
-    if not all(
-        hasattr(system, a)
-        for a in ("device", "devices", "cpu", "graph", "vcm_create", "lock", "memory_roles")
-    ):
-        raise InvalidArgumentError(f"{call}: {system!r} is not a booted vcmm.System")
-    return system
+def check_system(call: str, system: object) -> VcmmApi:
+    """``system`` must be a booted :class:`vcmm.System` (one with front-end slots)."""
+    front_ends_of(call, system)
+    return cast(VcmmApi, system)
 
 
 class ShareState:
     """The sharing layer's view of one system (see :func:`state_of`)."""
 
-    def __init__(self, system: Any) -> None:
+    def __init__(self, system: VcmmApi) -> None:
         self.system = system
         self._vmm: Vcm | None = None
 
@@ -104,7 +98,7 @@ class ShareState:
         if api is not None:
             api.close()
 
-    def serving(self, call: str, api: DmaApi, device: Any) -> str:
+    def serving(self, call: str, api: DmaApi, device: AnyMaster) -> str:
         """The DMA ops the API gives ``device`` (``"iommu"``/``"direct"``), or why
         it gives none."""
         try:
@@ -117,15 +111,16 @@ class ShareState:
 
     # -- device lookup ---------------------------------------------------------------------
 
-    def resolve(self, call: str, device: object) -> Any:
+    def resolve(self, call: str, device: object) -> AnyMaster:
         """A device (bus master) of this system, by name or object; not the CPU."""
         system = self.system
         if isinstance(device, str):
             dev = system.device(device)
-        elif any(device is d for d in system.devices.values()):
-            dev = device
         else:
-            raise InvalidArgumentError(f"{call}: {device!r} is not a device of this system")
+            found = [d for d in system.devices.values() if d is device]
+            if not found:
+                raise InvalidArgumentError(f"{call}: {device!r} is not a device of this system")
+            dev = found[0]
         if dev is system.cpu:
             raise InvalidArgumentError(
                 f"{call}: the CPU is not an importer; use mmap (user) or vmap (kernel)"
@@ -165,17 +160,14 @@ class ShareState:
             self._vmm = None
 
 
-def state_of(system: Any) -> ShareState:
+def state_of(system: VcmmApi) -> ShareState:
     """The one :class:`ShareState` of ``system`` (created on first use)."""
-    check_system("vcmm.share", system)
+    slots = front_ends_of("vcmm.share", system)
     with lock_of(system):
-        found = _STATES.get(system)
-        if found is None:
-            found = _STATES[system] = ShareState(system)
-        return found
+        return slots.setdefault(ShareState, lambda: ShareState(system))
 
 
-def dma_api(system: Any) -> DmaApi:
+def dma_api(system: VcmmApi) -> DmaApi:
     """The DMA API of ``system`` every layer shares (created with the platform's
     choices if none is open): the same as :meth:`DmaApi.of`."""
     check_system("dma_api", system)

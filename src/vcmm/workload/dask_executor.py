@@ -42,6 +42,7 @@ from vcmm.workload.executors import (
     PointOutcome,
     sigint_deferred,
 )
+from vcmm.workload.scenario import Scenario
 
 #: How to get Dask, for the error that says it is missing.
 INSTALL_HINT = "pip install 'vcmm[dask]'"
@@ -105,7 +106,7 @@ class DaskExecutor(ManagedExecutor):
         """The ``distributed.Client`` the points go through (to inspect the cluster)."""
         return self._client
 
-    def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None:
+    def submit(self, index: int, scenario: Scenario, params: dict[str, object]) -> None:
         self._submitted += 1
         future = self._client.submit(
             self._work,

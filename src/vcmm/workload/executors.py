@@ -38,9 +38,10 @@ from vcmm.errors import InvalidArgumentError, VcmmError
 
 if TYPE_CHECKING:
     from vcmm.workload.dask_executor import DaskExecutor
+    from vcmm.workload.scenario import Scenario
 
 #: One point's work: ``run_point(scenario, params) -> rows``.
-PointFunction = Callable[[Any, dict[str, object]], list[dict[str, Any]]]
+PointFunction = Callable[["Scenario", dict[str, object]], list[dict[str, Any]]]
 #: What ``completed()`` yields for a point: its rows, or the exception it raised.
 PointOutcome = list[dict[str, Any]] | Exception
 #: The executors a user can name (``--executor``).
@@ -57,7 +58,7 @@ class ExecutorError(VcmmError):
 class PointExecutor(Protocol):
     """What a sweep needs from whatever runs its points (see the module notes)."""
 
-    def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None: ...
+    def submit(self, index: int, scenario: Scenario, params: dict[str, object]) -> None: ...
 
     def completed(self) -> Iterator[tuple[int, PointOutcome]]: ...
 
@@ -108,9 +109,9 @@ class InlineExecutor(ManagedExecutor):
 
     def __init__(self, work: PointFunction) -> None:
         self._work = work
-        self._pending: list[tuple[int, Any, dict[str, object]]] = []
+        self._pending: list[tuple[int, Scenario, dict[str, object]]] = []
 
-    def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None:
+    def submit(self, index: int, scenario: Scenario, params: dict[str, object]) -> None:
         self._pending.append((index, scenario, params))
 
     def completed(self) -> Iterator[tuple[int, PointOutcome]]:
@@ -162,7 +163,7 @@ class ProcessExecutor(ManagedExecutor):
         self._outstanding = 0
         self._closed = False
 
-    def submit(self, index: int, scenario: Any, params: dict[str, object]) -> None:
+    def submit(self, index: int, scenario: Scenario, params: dict[str, object]) -> None:
         self._pool.apply_async(
             self._work,
             (scenario, params),

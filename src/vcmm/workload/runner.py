@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from vcmm.attrs import Access
-from vcmm.core import Attr, Reservation, Vcm, VcmKind
+from vcmm.core import Attr, PhysMem, Reservation, Vcm, VcmKind
 from vcmm.core.export import page_histogram
-from vcmm.errors import DeviceFaultError, VcmmError
-from vcmm.hw.bus import SmmuDevice
+from vcmm.errors import DeviceFaultError, InvalidArgumentError, VcmmError
+from vcmm.hw.bus import BusMaster, SmmuDevice
 from vcmm.hw.smmu import SmmuContext
 from vcmm.hw.tlb import TLBStats
 from vcmm.sizes import format_size
@@ -57,6 +57,14 @@ def tlb_dict(stats: TLBStats) -> dict[str, int]:
 def _delta(after: TLBStats, before: TLBStats) -> dict[str, int]:
     old = tlb_dict(before)
     return {name: value - old[name] for name, value in tlb_dict(after).items()}
+
+
+def _bus_master(system: System, name: str) -> BusMaster:
+    """Scenario device ``name``: a bus master of the system (the scenario names no CPU)."""
+    dev = system.device(name)
+    if not isinstance(dev, BusMaster):
+        raise InvalidArgumentError(f"scenario device {name!r} is the CPU, not a bus master")
+    return dev
 
 
 def _context(device: object) -> SmmuContext | None:
@@ -299,7 +307,7 @@ class ScenarioRunner:
             raise ScenarioError(f"ScenarioRunner needs a Scenario, got {type(scenario).__name__}")
         self.scenario = scenario
         self.system = System(scenario.effective_platform())
-        self.physmems: dict[str, Any] = {}
+        self.physmems: dict[str, PhysMem] = {}
         self.context_vcms: dict[tuple[str, str], Vcm] = {}
         self.direct_vcms: dict[str, Vcm] = {}
         self.reservations: dict[tuple[str, str], Reservation] = {}
@@ -436,7 +444,7 @@ class ScenarioRunner:
         written: dict[str, np.ndarray],
     ) -> None:
         sc, system = self.scenario, self.system
-        dev = system.device(step.device)
+        dev = _bus_master(system, step.device)
         ctx = _context(dev)
         buf = sc.buffer(step.buffer)
         offsets = cached[result.index]
@@ -465,7 +473,7 @@ class ScenarioRunner:
         base: int,
         written: dict[str, np.ndarray],
     ) -> None:
-        dev = self.system.device(step.device)
+        dev = _bus_master(self.system, step.device)
         buf = self.scenario.buffer(step.buffer)
         try:
             if step.access == "write":
@@ -493,7 +501,7 @@ class ScenarioRunner:
         devices: list[DeviceResult] = []
         contexts: dict[str, ContextResult] = {}
         for name in sc.devices:
-            dev = system.device(name)
+            dev = _bus_master(system, name)
             spec = system.spec.device(name)
             ctx = _context(dev)
             counters = dev.counters()
@@ -574,7 +582,7 @@ class ScenarioRunner:
                     kind=res.vcm.kind.value,
                     dev_addr=self.dev_addr(device, name),
                     length=res.len,
-                    pages=page_histogram(self.system, res),
+                    pages=page_histogram(self.system.vcmm, res),
                 )
             )
         return result
