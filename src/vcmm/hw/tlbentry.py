@@ -214,6 +214,31 @@ class TLBEntry:
         put(entry, "level", level)
         return entry
 
+    @classmethod
+    def from_leaf(
+        cls,
+        tag: Hashable,
+        va_base: int,
+        size: int,
+        pa_base: int,
+        attrs: PageAttrs,
+        global_: bool,
+        level: int,
+    ) -> TLBEntry:
+        """The entry a fill of a walked leaf inserts, for a compiled stream: the walk
+        arrays already hold checked values (aligned bases, power-of-two sizes), so the
+        per-field validation of the constructor is not repeated."""
+        entry = object.__new__(cls)
+        put = object.__setattr__
+        put(entry, "tag", tag)
+        put(entry, "va_base", va_base)
+        put(entry, "size", size)
+        put(entry, "pa_base", pa_base)
+        put(entry, "attrs", attrs)
+        put(entry, "global_", global_)
+        put(entry, "level", level)
+        return entry
+
     def covers(self, va: int) -> bool:
         return self.va_base <= va < self.va_base + self.size
 

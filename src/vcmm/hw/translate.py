@@ -32,6 +32,8 @@ import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind, PageAttrs
 from vcmm.errors import InvalidArgumentError
+from vcmm.hw import engine
+from vcmm.hw.stream import BatchWalker, StreamRunner, plan_span, plan_trace
 from vcmm.hw.tlb import ADDRESS_LIMIT, TLB, TLBEntry, TLBStats, check_address, check_tag
 from vcmm.hw.walk import Walk
 
@@ -82,6 +84,19 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return self.fault is None
+
+
+@dataclass(frozen=True)
+class SpanResult:
+    """Outcome of :meth:`Translator.translate_span`: one row per step (its input
+    address, output address and length), the address reached and the fault that
+    stopped the span there (``None``: all of it was translated)."""
+
+    va: U64Array
+    pa: U64Array
+    length: U64Array
+    reached: int
+    fault: TranslationFault | None
 
 
 def _check_access(access: object) -> Access:
@@ -225,6 +240,8 @@ class Translator:
         """
         arr = _check_vas(vas)
         _check_access(access)
+        if arr.size and engine.compiled() and isinstance(self._walker, BatchWalker):
+            return self._batch_compiled(arr, access)
         n = int(arr.shape[0])
         tlb = self._tlb
         port = self._port
@@ -280,6 +297,78 @@ class Translator:
         else:
             pas = np.empty(0, dtype=np.uint64)
         return BatchResult(pas, done, fault)
+
+    def _batch_compiled(self, arr: U64Array, access: Access) -> BatchResult:
+        """:meth:`translate_batch` on the compiled engine: the kernel runs the steps,
+        this step handles each access it stops before (a fault, normally)."""
+        walker = self._walker
+        assert isinstance(walker, BatchWalker)
+        flags = dict(privileged=self._privileged, honour_global=self._honour_global)
+        runner = StreamRunner(
+            self._port, walker, plan_trace(walker, arr, access, **flags), access, self._privileged
+        )
+        n = int(arr.shape[0])
+        pas = np.empty(n, dtype=np.uint64)
+        checkpoint = self._tlb.checkpoint()
+        i = 0
+        try:
+            while True:
+                i = runner.trace(arr, i, pas)
+                if i >= n:
+                    return BatchResult(pas, n, None)
+                va = int(arr[i])
+                step = self._step(va, access)
+                if isinstance(step, TranslationFault):
+                    return BatchResult(pas[:i], i, step)
+                pas[i] = step[0].pa_base + (va - step[0].va_base)
+                i += 1
+        except BaseException:
+            self._tlb.restore(checkpoint)
+            raise
+
+    def translate_span(self, va: int, length: int, access: Access) -> SpanResult:
+        """Translate ``[va, va + length)`` as a transaction does, one step per page:
+        each step covers the rest of the page (TLB entry) it used, up to the first
+        fault.  TLB state and counters end as after :meth:`translate` of each step's
+        address in turn.
+        """
+        va = check_address(va)
+        _check_access(access)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise InvalidArgumentError(f"span length {length!r} must be an integer >= 0")
+        end = va + length
+        if end > ADDRESS_LIMIT:
+            raise InvalidArgumentError(f"span [{va:#x}, +{length:#x}) leaves the 64-bit space")
+        walker = self._walker
+        pieces: list[tuple[U64Array, U64Array, U64Array]] = []
+        runner = None
+        if length and end < ADDRESS_LIMIT and engine.compiled() and isinstance(walker, BatchWalker):
+            flags = dict(privileged=self._privileged, honour_global=self._honour_global)
+            p = plan_span(walker, va, end, access, **flags)
+            runner = StreamRunner(self._port, walker, p, access, self._privileged)
+        fault = None
+        while va < end:
+            if runner is not None:
+                run_va, run_pa, run_len, va = runner.span(va, end)
+                pieces.append((run_va, run_pa, run_len))
+                if va >= end:
+                    break
+            step = self._step(va, access)
+            if isinstance(step, TranslationFault):
+                fault = step
+                break
+            entry = step[0]
+            n = min(end, entry.va_base + entry.size) - va
+            one = [
+                np.array([x], dtype=np.uint64) for x in (va, entry.pa_base + va - entry.va_base, n)
+            ]
+            pieces.append((one[0], one[1], one[2]))
+            va += n
+        if not pieces:
+            empty = np.empty(0, dtype=np.uint64)
+            return SpanResult(empty, empty, empty, va, fault)
+        cols = [np.concatenate([piece[c] for piece in pieces]) for c in range(3)]
+        return SpanResult(cols[0], cols[1], cols[2], va, fault)
 
 
 def _run_end_scan(arr: U64Array, i: int, va: int, entry: TLBEntry, blockers: list[TLBEntry]) -> int:
