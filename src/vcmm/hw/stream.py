@@ -18,7 +18,7 @@ are those of the reference paths (``tests/hw/test_engine_equivalence.py``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +58,36 @@ class BatchWalker(abc.ABC):
     def charge(self, reads: int) -> None:  # noqa: B027 - optional: walkers without traffic
         """Account ``reads`` descriptor reads of walks the stream made (as
         ``reads`` single walks would have)."""
+
+
+def walks_from(walk: Callable[[int], Walk], vas: U64) -> WalkArrays:
+    """:class:`WalkArrays` of one-address walks: what a walker without a vectorised
+    walk of its own can give as :meth:`BatchWalker.walk_many` (``walk`` must have no
+    side effects)."""
+    out = WalkArrays.empty(int(vas.shape[0]))
+    attrs: list[PageAttrs] = []
+    index_of: dict[PageAttrs, int] = {}
+    for row, va in enumerate(vas.tolist()):
+        w = walk(va)
+        out.reads[row] = w.reads
+        out.level[row] = w.level
+        if w.fault is not None or w.pa is None or w.attrs is None:
+            continue
+        size = w.page_size
+        if size < 1 or size & (size - 1) or (w.pa - va) % size:
+            continue  # not a leaf the TLB can hold: the one-address step says why
+        number = index_of.get(w.attrs)
+        if number is None:
+            number = index_of[w.attrs] = len(attrs)
+            attrs.append(w.attrs)
+        out.ok[row] = True
+        out.shift[row] = size.bit_length() - 1
+        out.base[row] = va - va % size
+        out.pa_base[row] = w.pa - va % size
+        out.attr_index[row] = number
+    return WalkArrays(
+        out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index, tuple(attrs)
+    )
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def export_store(
     nsets, nways = store.nsets, store.ways
     ways_u = np.zeros((2, nsets, nways), dtype=np.uint64)
     ways_u[0] = 1  # no entry's base: an empty way never matches
-    ways_i = np.zeros((6, nsets, nways), dtype=np.int64)
+    ways_i = np.zeros((8, nsets, nways), dtype=np.int64)
     ways_i[1] = -1
     held = np.zeros(SHIFTS + 1, dtype=np.int64)
     owners: list[Hashable] = [tag]
@@ -76,7 +76,7 @@ def export_store(
                     owners.append(owner)
             shift = size.bit_length() - 1
             ways_u[:, s, w] = (base, entry.pa_base)
-            ways_i[:, s, w] = (1, shift, number, clock, len(before), int(access_allows(entry)))
+            ways_i[:6, s, w] = (1, shift, number, clock, len(before), int(access_allows(entry)))
             held[shift] += 1
             before.append(entry)
             clock += 1
@@ -111,7 +111,7 @@ def import_store(store: TlbStore, arrays: TlbArrays, new_entry: Callable[[int], 
         row = ways_i[:, s, :]
         ordered = valid[np.argsort(row[3, valid], kind="stable")]
         for w in ordered.tolist():
-            _, shift, number, _, origin, _ = row[:, w].tolist()
+            _, shift, number, _, origin, _, _, _ = row[:, w].tolist()
             if origin >= 0:
                 entry = arrays.held_before[origin]
             else:
