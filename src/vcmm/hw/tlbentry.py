@@ -202,16 +202,7 @@ class TLBEntry:
         pa_base = pa - offset
         if pa_base + size > ADDRESS_LIMIT:
             raise InvalidArgumentError(f"walk of {va:#x}: page at {pa_base:#x} leaves 64 bits")
-        entry = object.__new__(cls)
-        put = object.__setattr__
-        put(entry, "tag", tag)
-        put(entry, "va_base", va - offset)
-        put(entry, "size", size)
-        put(entry, "pa_base", pa_base)
-        put(entry, "attrs", attrs)
-        put(entry, "global_", global_)
-        put(entry, "level", level)
-        return entry
+        return cls.from_leaf(tag, va - offset, size, pa_base, attrs, global_, level)
 
     @classmethod
     def from_leaf(
