@@ -41,7 +41,7 @@ Policies:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -282,6 +282,47 @@ class PageTable:
         """
         op = "map"
         self._live(op)
+        runs, values = self._plan(op, va, pa, size, attrs, page_size)
+        self._check_free(op, runs[0].va, runs[0].pa, size, runs, values)
+        with self._tables.editing(op) as edit:
+            for run in runs:
+                self._install(edit, run, values)
+        return self._entries(runs, values)
+
+    def map_many(
+        self, pieces: Sequence[tuple[int, int, int, PageAttrs]], *, page_size: int | None = None
+    ) -> list[MapEntry]:
+        """Map every ``(va, pa, size, attrs)`` of ``pieces`` in one edit: all of them or,
+        if any piece is refused (a bad argument, a part already mapped or mapped by an
+        earlier piece, an inherited field that disagrees), none.
+
+        The tables come out byte for byte as calling :meth:`map` on each piece in turn
+        would leave them (same plan, same table allocations in the same order); the
+        pieces are planned and checked once up front and written inside one undo log,
+        so a refusal half way rolls every earlier piece back.
+        """
+        op = "map_many"
+        self._live(op)
+        if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
+            raise InvalidArgumentError(f"{op}: pieces must be a sequence of (va, pa, size, attrs)")
+        plans = []
+        for i, piece in enumerate(pieces):
+            if not isinstance(piece, tuple) or len(piece) != 4:
+                raise InvalidArgumentError(
+                    f"{op}: piece {i} is {piece!r}, not a (va, pa, size, attrs) tuple"
+                )
+            plans.append(self._plan(f"{op} piece {i}", *piece, page_size))
+        with self._tables.editing(op) as edit:
+            for (runs, values), (_, _, size, _) in zip(plans, pieces, strict=True):
+                self._check_free(op, runs[0].va, runs[0].pa, size, runs, values)
+                for run in runs:
+                    self._install(edit, run, values)
+        return [e for runs, values in plans for e in self._entries(runs, values)]
+
+    def _plan(
+        self, op: str, va: object, pa: object, size: object, attrs: object, page_size: object
+    ) -> tuple[list[Run], Mapping[str, int]]:
+        """The checked plan of one mapping: its runs and the attribute field values."""
         va, size = self._range(op, va, size)
         pa = _int_arg(op, "pa", pa)
         if pa % self._fmt.min_page:
@@ -289,14 +330,13 @@ class PageTable:
                 f"{op}: pa {pa:#x} is not a multiple of the {format_size(self._fmt.min_page)} "
                 f"minimum page of {self._fmt.name}"
             )
-        values = self._fmt.attr_values(attrs)
+        values = self._fmt.attr_values(attrs)  # type: ignore[arg-type]  # it checks
         forced = None if page_size is None else self._forced_size(op, va, pa, size, page_size)
         runs = plan_runs(self._geo, va, pa, size, forced)
         self._check_output(op, runs)
-        self._check_free(op, va, pa, size, runs, values)
-        with self._tables.editing(op) as edit:
-            for run in runs:
-                self._install(edit, run, values)
+        return runs, values
+
+    def _entries(self, runs: list[Run], values: Mapping[str, int]) -> list[MapEntry]:
         stored = self._fmt.decode_attrs(values)
         return [
             MapEntry(run.va + k * run.kind.size, run.pa + k * run.kind.size, run.kind.size, stored)
