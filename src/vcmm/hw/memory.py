@@ -296,9 +296,9 @@ class PhysicalMemory:
     def count_reads(self, nbytes: int) -> None:
         """Count ``nbytes`` read by walks made from :meth:`peek_words` results, as the
         word reads of those walks would have counted them."""
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        if not is_int(nbytes) or nbytes < 0:
             raise InvalidArgumentError(f"count_reads: {nbytes!r} is not a byte count >= 0")
-        self.bytes_read += nbytes
+        self.bytes_read += int(nbytes)
 
     def peek_words(
         self, addrs: npt.NDArray[np.uint64], width: int

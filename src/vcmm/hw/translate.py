@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind, PageAttrs
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw import engine
 from vcmm.hw.stream import BatchWalker, StreamRunner, plan_span, plan_trace
@@ -334,8 +335,9 @@ class Translator:
         """
         va = check_address(va)
         _check_access(access)
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        if not is_int(length) or length < 0:
             raise InvalidArgumentError(f"span length {length!r} must be an integer >= 0")
+        length = int(length)
         end = va + length
         if end > ADDRESS_LIMIT:
             raise InvalidArgumentError(f"span [{va:#x}, +{length:#x}) leaves the 64-bit space")

@@ -58,9 +58,11 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
     UnsupportedSizeError,
+    VcmmError,
 )
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
+from vcmm.hw.pgtable.mapmany import install_pages
 from vcmm.hw.pgtable.plan import Run, plan_runs
 from vcmm.hw.pgtable.tableset import Edit, TableSet
 from vcmm.hw.pgtable.visitors import (
@@ -305,6 +307,20 @@ class PageTable:
         self._live(op)
         if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
             raise InvalidArgumentError(f"{op}: pieces must be a sequence of (va, pa, size, attrs)")
+        pages = self._single_pages(pieces, page_size)
+        if pages is not None:
+            with self._tables.editing(op) as edit:
+                args = (self._fmt, self._geo, self._memory, self._tables, self._root, edit)
+                if install_pages(*args, *pages):
+                    stored = [self._fmt.decode_attrs(v) for v in pages[3]]
+                    size = self._fmt.min_page
+                    groups = pages[2].tolist()
+                    return [
+                        MapEntry(va, pa, size, stored[g])
+                        for va, pa, g in zip(
+                            pages[0].tolist(), pages[1].tolist(), groups, strict=True
+                        )
+                    ]
         plans = []
         for i, piece in enumerate(pieces):
             if not isinstance(piece, tuple) or len(piece) != 4:
@@ -318,6 +334,48 @@ class PageTable:
                 for run in runs:
                     self._install(edit, run, values)
         return [e for runs, values in plans for e in self._entries(runs, values)]
+
+    def _single_pages(
+        self, pieces: Sequence[object], page_size: object
+    ) -> (
+        tuple[
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.int64],
+            list[Mapping[str, int]],
+        ]
+        | None
+    ):
+        """Pieces that are each one smallest page, as arrays for :func:`install_pages`
+        (addresses, outputs, attribute group of each, the groups' field values); None
+        if any piece is anything else (the general path then checks it exactly)."""
+        page = self._fmt.min_page
+        if (page_size is not None and page_size != page) or not pieces:
+            return None
+        groups: dict[PageAttrs, int] = {}
+        values: list[Mapping[str, int]] = []
+        rows = []
+        limit = self._geo.va_limit
+        for piece in pieces:
+            if type(piece) is not tuple or len(piece) != 4:
+                return None
+            va, pa, size, attrs = piece
+            if (
+                type(va) is not int or type(pa) is not int or size != page or type(size) is not int
+                or va < 0 or pa < 0 or va % page or pa % page or va + page > limit
+                or type(attrs) is not PageAttrs
+            ):  # fmt: skip
+                return None
+            g = groups.get(attrs)
+            if g is None:
+                try:
+                    values.append(self._fmt.attr_values(attrs))
+                except VcmmError:
+                    return None
+                g = groups[attrs] = len(values) - 1
+            rows.append((va, pa, g))
+        table = np.array(rows, dtype=np.uint64)
+        return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
 
     def _plan(
         self, op: str, va: object, pa: object, size: object, attrs: object, page_size: object
