@@ -43,6 +43,11 @@ Walker = Callable[[int], Walk]
 
 U64Array = npt.NDArray[np.uint64]
 
+#: Pages a span may have left after its first step and still be stepped in Python on
+#: the compiled engine (past that, the kernel's fixed cost pays; measured with
+#: ``benchmarks/bench_dma_copy.py``).
+SPAN_STEPS_IN_PYTHON = 128
+
 
 @dataclass(frozen=True, slots=True)
 class Translation:
@@ -343,11 +348,9 @@ class Translator:
             raise InvalidArgumentError(f"span [{va:#x}, +{length:#x}) leaves the 64-bit space")
         walker = self._walker
         pieces: list[tuple[U64Array, U64Array, U64Array]] = []
-        runner = None
-        if length and end < ADDRESS_LIMIT and engine.compiled() and isinstance(walker, BatchWalker):
-            flags = dict(privileged=self._privileged, honour_global=self._honour_global)
-            p = plan_span(walker, va, end, access, **flags)
-            runner = StreamRunner(self._port, walker, p, access, self._privileged)
+        rows: list[tuple[int, int, int]] = []
+        runner: StreamRunner | None = None
+        compiled = end < ADDRESS_LIMIT and engine.compiled() and isinstance(walker, BatchWalker)
         fault = None
         while va < end:
             if runner is not None:
@@ -361,16 +364,33 @@ class Translator:
                 break
             entry = step[0]
             n = min(end, entry.va_base + entry.size) - va
-            one = [
-                np.array([x], dtype=np.uint64) for x in (va, entry.pa_base + va - entry.va_base, n)
-            ]
-            pieces.append((one[0], one[1], one[2]))
+            rows.append((va, entry.pa_base + va - entry.va_base, n))
             va += n
+            if compiled and runner is None and (end - va) // entry.size > SPAN_STEPS_IN_PYTHON:
+                # many pages to go: the kernel's fixed cost (plan, store to arrays and
+                # back) pays; through large pages a few more Python steps are cheaper
+                assert isinstance(walker, BatchWalker)
+                flags = dict(privileged=self._privileged, honour_global=self._honour_global)
+                p = plan_span(walker, va, end, access, **flags)
+                runner = StreamRunner(self._port, walker, p, access, self._privileged)
+            if runner is not None:  # the rows so far go before the kernel's
+                _flush(rows, pieces)
+        _flush(rows, pieces)
         if not pieces:
             empty = np.empty(0, dtype=np.uint64)
             return SpanResult(empty, empty, empty, va, fault)
         cols = [np.concatenate([piece[c] for piece in pieces]) for c in range(3)]
         return SpanResult(cols[0], cols[1], cols[2], va, fault)
+
+
+def _flush(
+    rows: list[tuple[int, int, int]], pieces: list[tuple[U64Array, U64Array, U64Array]]
+) -> None:
+    """Move the Python steps' ``(va, pa, length)`` rows to ``pieces`` as arrays."""
+    if rows:
+        table = np.array(rows, dtype=np.uint64).reshape(-1, 3)
+        pieces.append((table[:, 0], table[:, 1], table[:, 2]))
+        rows.clear()
 
 
 def _run_end_scan(arr: U64Array, i: int, va: int, entry: TLBEntry, blockers: list[TLBEntry]) -> int:
