@@ -155,7 +155,7 @@ def plan_trace(
     flags = dict(privileged=privileged, honour_global=honour_global)
     if hi - lo < DENSE_GRANULES:
         present = np.zeros(hi - lo + 1, dtype=np.bool_)
-        present[(g - np.uint64(lo)).astype(np.int64)] = True
+        present[(g - np.uint64(lo)).view(np.int64)] = True  # < 2**63: the same numbers
         offsets = np.flatnonzero(present)
         walked = plan(walker, offsets.astype(np.uint64) + np.uint64(lo), access, **flags)
         gleaf = np.full(hi - lo + 1, -1, dtype=np.int64)

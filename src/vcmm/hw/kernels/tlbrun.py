@@ -318,6 +318,14 @@ def _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf):  # pragma: no cover - 
     return leaf
 
 
+@njit(cache=True, inline=INLINE)
+def _leave(misc, mtpos, counters, repeats):  # pragma: no cover - compiled
+    """Hand back the generator position and the hits counted in bulk."""
+    misc[M_MTPOS] = mtpos[0]
+    counters[C_LOOKUPS] += repeats
+    counters[C_HITS] += repeats
+
+
 @njit(cache=True)
 def run_trace(
     vas, start, leaf_u, leaf_i, ways_u, ways_i, held, misc, counters, mt, gkeys, gleaf, pas
@@ -333,6 +341,7 @@ def run_trace(
     mtpos[0] = misc[M_MTPOS]
     n = vas.shape[0]
     last_page = np.uint64(0)
+    repeats = 0
     have_last = False
     last_base = np.uint64(0)
     last_pa = np.uint64(0)
@@ -341,19 +350,18 @@ def run_trace(
         if have_last and (va >> np.uint64(order[0])) == last_page:
             # the same smallest-size page as the access before: the lookup finds the
             # entry just used, already most recent; only the counters move
-            counters[C_LOOKUPS] += 1
-            counters[C_HITS] += 1
+            repeats += 1  # counted once at the end: a store per access would bound the loop
             pas[i] = last_pa + (va - last_base)
             continue
         slot = _lookup(va, tag, order, norder, hk_base, hk_meta, hv, hbits)
         if slot >= 0:
             if not _hit(slot, ways_i, sets_i, misc, counters):
-                misc[M_MTPOS] = mtpos[0]
+                _leave(misc, mtpos, counters, repeats)
                 return i
         else:
             leaf = _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf)
             if leaf < 0:
-                misc[M_MTPOS] = mtpos[0]
+                _leave(misc, mtpos, counters, repeats)
                 return i
             slot, changed = _fill(
                 leaf, leaf_u, leaf_i, ways_u, ways_i, held, misc, counters, mt, mtpos,
@@ -368,7 +376,7 @@ def run_trace(
         pas[i] = last_pa + (va - last_base)
         last_page = va >> np.uint64(order[0])
         have_last = True
-    misc[M_MTPOS] = mtpos[0]
+    _leave(misc, mtpos, counters, repeats)
     return n
 
 
