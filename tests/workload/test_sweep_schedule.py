@@ -18,6 +18,7 @@ import pytest
 
 import vcmm.workload.sweep as sweep_module
 from vcmm.errors import InvalidArgumentError
+from vcmm.hw.engine import use_engine
 from vcmm.workload.cost import WALK_WEIGHT, estimate_cost
 from vcmm.workload.executors import ExecutorError, make_executor, parse_executor
 from vcmm.workload.scenario import ScenarioError, loads_scenario
@@ -60,9 +61,11 @@ def test_equal_estimates_keep_grid_order(make_linear: Callable[..., str]) -> Non
 
 def _translator_work(scenario: Any, params: dict[str, object]) -> int:
     """What a point costs, measured: the batch translator's Python steps (counted by
-    the profiler) plus WALK_WEIGHT per page-table walk (the hardware counter)."""
+    the profiler, so on the reference engine, where each step is a Python call) plus
+    WALK_WEIGHT per page-table walk (the hardware counter)."""
     profile = cProfile.Profile()
-    rows = profile.runcall(run_point, scenario, params)
+    with use_engine("python"):
+        rows = profile.runcall(run_point, scenario, params)
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     steps = sum(
         calls

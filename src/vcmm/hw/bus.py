@@ -50,12 +50,14 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
 )
+from vcmm.hw import engine
 from vcmm.hw.cache import DataCache
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.master import TranslationPath
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.hw.observe import AccessEvent, Observable, Observer, frozen
 from vcmm.hw.smmu import SmmuContext
+from vcmm.hw.stream import merged_runs
 from vcmm.ranges import AddressRange
 
 #: Device addresses are at most 64 bits wide.
@@ -488,6 +490,9 @@ class SmmuDevice(BusMaster):
 
     def _resolve(self, addr: int, length: int, access: Access) -> list[Run]:
         self._require_active()
+        if engine.compiled():
+            span = self.ctx.translate_span_held(addr, length, access, device=self.name)
+            return merged_runs(self.interconnect.memory, span.pa, span.length)
         runs: list[Run] = []
         va, end = addr, addr + length
         while va < end:

@@ -293,6 +293,58 @@ class PhysicalMemory:
         raw = self.read_array(pa, count * width)
         return raw.view("<u4" if width == 4 else "<u8").astype(np.uint64)
 
+    def count_reads(self, nbytes: int) -> None:
+        """Count ``nbytes`` read by walks made from :meth:`peek_words` results, as the
+        word reads of those walks would have counted them."""
+        if not is_int(nbytes) or nbytes < 0:
+            raise InvalidArgumentError(f"count_reads: {nbytes!r} is not a byte count >= 0")
+        self.bytes_read += int(nbytes)
+
+    def peek_words(
+        self, addrs: npt.NDArray[np.uint64], width: int
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+        """Little-endian words of ``width`` bytes at each of ``addrs`` (aligned to
+        ``width``), and which addresses are backed (the others read 0).
+
+        A gather for walks done ahead of time: nothing is counted, since a walk that
+        the model then does not make must not show as traffic; the caller counts the
+        reads it uses.
+        """
+        if width not in (4, 8):
+            raise InvalidArgumentError(f"word width {width} must be 4 or 8")
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if addrs.size and bool((addrs % np.uint64(width)).any()):
+            raise InvalidArgumentError(f"peek_words: addresses must be aligned to {width}")
+        words = np.zeros(addrs.shape, dtype=np.uint64)
+        if not addrs.size:
+            return words, np.zeros(addrs.shape, dtype=np.bool_)
+        dtype = "<u4" if width == 4 else "<u8"
+        lo, hi = int(addrs.min()), int(addrs.max())
+        i = bisect.bisect_right(self._starts, lo) - 1
+        if i >= 0 and hi + width <= self._ends[i]:
+            backed = np.ones(addrs.shape, dtype=np.bool_)  # one region holds them all
+        else:
+            starts = np.asarray(self._starts, dtype=np.uint64)
+            ends = np.asarray(self._ends, dtype=np.uint64)
+            region = np.searchsorted(starts, addrs, side="right") - 1
+            backed = region >= 0
+            backed[backed] = addrs[backed] + np.uint64(width) <= ends[region[backed]]
+        if lo >> _CHUNK_SHIFT == hi >> _CHUNK_SHIFT:  # one chunk holds them all
+            chunk = self._chunks.get(lo >> _CHUNK_SHIFT)
+            if chunk is not None:
+                offsets = ((addrs & np.uint64(_CHUNK_MASK)) // np.uint64(width)).astype(np.int64)
+                words[backed] = chunk.data.view(dtype)[offsets[backed]]
+            return words, backed
+        keys = addrs >> np.uint64(_CHUNK_SHIFT)
+        for key in np.unique(keys[backed]).tolist():
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                continue
+            sel = np.flatnonzero(backed & (keys == np.uint64(key)))
+            at = (addrs[sel] & np.uint64(_CHUNK_MASK)) // np.uint64(width)
+            words[sel] = chunk.data.view(dtype)[at.astype(np.int64)]
+        return words, backed
+
     # -- accounting and snapshots ----------------------------------------------------------
 
     def resident_bytes(self) -> int:

@@ -202,10 +202,26 @@ class TLBEntry:
         pa_base = pa - offset
         if pa_base + size > ADDRESS_LIMIT:
             raise InvalidArgumentError(f"walk of {va:#x}: page at {pa_base:#x} leaves 64 bits")
+        return cls.from_leaf(tag, va - offset, size, pa_base, attrs, global_, level)
+
+    @classmethod
+    def from_leaf(
+        cls,
+        tag: Hashable,
+        va_base: int,
+        size: int,
+        pa_base: int,
+        attrs: PageAttrs,
+        global_: bool,
+        level: int,
+    ) -> TLBEntry:
+        """The entry a fill of a walked leaf inserts, for a compiled stream: the walk
+        arrays already hold checked values (aligned bases, power-of-two sizes), so the
+        per-field validation of the constructor is not repeated."""
         entry = object.__new__(cls)
         put = object.__setattr__
         put(entry, "tag", tag)
-        put(entry, "va_base", va - offset)
+        put(entry, "va_base", va_base)
         put(entry, "size", size)
         put(entry, "pa_base", pa_base)
         put(entry, "attrs", attrs)

@@ -39,9 +39,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.tlbentry import ADDRESS_LIMIT, TLBConfig, TLBEntry, TLBStats
+
+if TYPE_CHECKING:
+    from vcmm.hw.tlbarrays import TlbArrays
 
 
 class _GlobalOwner:
@@ -324,3 +328,18 @@ class TlbPort:
                 if start <= key[1] < end and (key[2] is GLOBAL or key[2] == tag):
                     found.append(store.sets[index][key])
         return found
+
+    # -- whole streams, for compiled kernels ----------------------------------------------
+
+    def export(self, access_allows: Callable[[TLBEntry], bool]) -> TlbArrays:
+        """The store as arrays for a stream by this tag (:mod:`vcmm.hw.tlbarrays`);
+        ``access_allows`` is the stream's permission check of a held entry."""
+        from vcmm.hw.tlbarrays import export_store
+
+        return export_store(self._store, self._tag, access_allows)
+
+    def absorb(self, arrays: TlbArrays, new_entry: Callable[[int], TLBEntry]) -> None:
+        """Take back the state a kernel left in ``arrays`` (from :meth:`export`)."""
+        from vcmm.hw.tlbarrays import import_store
+
+        import_store(self._store, arrays, new_entry)

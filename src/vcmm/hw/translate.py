@@ -31,7 +31,10 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind, PageAttrs
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
+from vcmm.hw import engine
+from vcmm.hw.stream import BatchWalker, StreamRunner, plan_span, plan_trace
 from vcmm.hw.tlb import ADDRESS_LIMIT, TLB, TLBEntry, TLBStats, check_address, check_tag
 from vcmm.hw.walk import Walk
 
@@ -39,6 +42,11 @@ from vcmm.hw.walk import Walk
 Walker = Callable[[int], Walk]
 
 U64Array = npt.NDArray[np.uint64]
+
+#: Pages a span may have left after its first step and still be stepped in Python on
+#: the compiled engine (past that, the kernel's fixed cost pays; measured with
+#: ``benchmarks/bench_dma_copy.py``).
+SPAN_STEPS_IN_PYTHON = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,19 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return self.fault is None
+
+
+@dataclass(frozen=True)
+class SpanResult:
+    """Outcome of :meth:`Translator.translate_span`: one row per step (its input
+    address, output address and length), the address reached and the fault that
+    stopped the span there (``None``: all of it was translated)."""
+
+    va: U64Array
+    pa: U64Array
+    length: U64Array
+    reached: int
+    fault: TranslationFault | None
 
 
 def _check_access(access: object) -> Access:
@@ -225,6 +246,8 @@ class Translator:
         """
         arr = _check_vas(vas)
         _check_access(access)
+        if arr.size and engine.compiled() and isinstance(self._walker, BatchWalker):
+            return self._batch_compiled(arr, access)
         n = int(arr.shape[0])
         tlb = self._tlb
         port = self._port
@@ -280,6 +303,94 @@ class Translator:
         else:
             pas = np.empty(0, dtype=np.uint64)
         return BatchResult(pas, done, fault)
+
+    def _batch_compiled(self, arr: U64Array, access: Access) -> BatchResult:
+        """:meth:`translate_batch` on the compiled engine: the kernel runs the steps,
+        this step handles each access it stops before (a fault, normally)."""
+        walker = self._walker
+        assert isinstance(walker, BatchWalker)
+        flags = dict(privileged=self._privileged, honour_global=self._honour_global)
+        runner = StreamRunner(
+            self._port, walker, plan_trace(walker, arr, access, **flags), access, self._privileged
+        )
+        n = int(arr.shape[0])
+        pas = np.empty(n, dtype=np.uint64)
+        checkpoint = self._tlb.checkpoint()
+        i = 0
+        try:
+            while True:
+                i = runner.trace(arr, i, pas)
+                if i >= n:
+                    return BatchResult(pas, n, None)
+                va = int(arr[i])
+                step = self._step(va, access)
+                if isinstance(step, TranslationFault):
+                    return BatchResult(pas[:i], i, step)
+                pas[i] = step[0].pa_base + (va - step[0].va_base)
+                i += 1
+        except BaseException:
+            self._tlb.restore(checkpoint)
+            raise
+
+    def translate_span(self, va: int, length: int, access: Access) -> SpanResult:
+        """Translate ``[va, va + length)`` as a transaction does, one step per page:
+        each step covers the rest of the page (TLB entry) it used, up to the first
+        fault.  TLB state and counters end as after :meth:`translate` of each step's
+        address in turn.
+        """
+        va = check_address(va)
+        _check_access(access)
+        if not is_int(length) or length < 0:
+            raise InvalidArgumentError(f"span length {length!r} must be an integer >= 0")
+        length = int(length)
+        end = va + length
+        if end > ADDRESS_LIMIT:
+            raise InvalidArgumentError(f"span [{va:#x}, +{length:#x}) leaves the 64-bit space")
+        walker = self._walker
+        pieces: list[tuple[U64Array, U64Array, U64Array]] = []
+        rows: list[tuple[int, int, int]] = []
+        runner: StreamRunner | None = None
+        compiled = end < ADDRESS_LIMIT and engine.compiled() and isinstance(walker, BatchWalker)
+        fault = None
+        while va < end:
+            if runner is not None:
+                run_va, run_pa, run_len, va = runner.span(va, end)
+                pieces.append((run_va, run_pa, run_len))
+                if va >= end:
+                    break
+            step = self._step(va, access)
+            if isinstance(step, TranslationFault):
+                fault = step
+                break
+            entry = step[0]
+            n = min(end, entry.va_base + entry.size) - va
+            rows.append((va, entry.pa_base + va - entry.va_base, n))
+            va += n
+            if compiled and runner is None and (end - va) // entry.size > SPAN_STEPS_IN_PYTHON:
+                # many pages to go: the kernel's fixed cost (plan, store to arrays and
+                # back) pays; through large pages a few more Python steps are cheaper
+                assert isinstance(walker, BatchWalker)
+                flags = dict(privileged=self._privileged, honour_global=self._honour_global)
+                p = plan_span(walker, va, end, access, **flags)
+                runner = StreamRunner(self._port, walker, p, access, self._privileged)
+            if runner is not None:  # the rows so far go before the kernel's
+                _flush(rows, pieces)
+        _flush(rows, pieces)
+        if not pieces:
+            empty = np.empty(0, dtype=np.uint64)
+            return SpanResult(empty, empty, empty, va, fault)
+        cols = [np.concatenate([piece[c] for piece in pieces]) for c in range(3)]
+        return SpanResult(cols[0], cols[1], cols[2], va, fault)
+
+
+def _flush(
+    rows: list[tuple[int, int, int]], pieces: list[tuple[U64Array, U64Array, U64Array]]
+) -> None:
+    """Move the Python steps' ``(va, pa, length)`` rows to ``pieces`` as arrays."""
+    if rows:
+        table = np.array(rows, dtype=np.uint64).reshape(-1, 3)
+        pieces.append((table[:, 0], table[:, 1], table[:, 2]))
+        rows.clear()
 
 
 def _run_end_scan(arr: U64Array, i: int, va: int, entry: TLBEntry, blockers: list[TLBEntry]) -> int:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from vcmm.attrs import FaultKind, PageAttrs
 
 
@@ -43,3 +46,40 @@ class Walk:
         if self.pa is None:
             raise ValueError(f"walk of {self.va:#x} faulted ({self.fault}); it has no output")
         return self.pa - self.va % self.page_size
+
+
+@dataclass(frozen=True, eq=False)
+class WalkArrays:
+    """Walks of many addresses at once, as arrays (one row per address walked).
+
+    What a stream needs of a successful walk: the leaf's input base and log2 size, its
+    output base, the descriptor reads, the level and the attributes (an index into
+    ``attrs``).  A row with ``ok`` False is a walk the model must redo one at a time
+    (a fault, or anything unusual): the fast paths stop before using it.
+    """
+
+    ok: npt.NDArray[np.bool_]
+    reads: npt.NDArray[np.int64]
+    level: npt.NDArray[np.int64]
+    base: npt.NDArray[np.uint64]
+    shift: npt.NDArray[np.int64]
+    pa_base: npt.NDArray[np.uint64]
+    attr_index: npt.NDArray[np.int64]
+    attrs: tuple[PageAttrs, ...]
+
+    @classmethod
+    def empty(cls, n: int) -> WalkArrays:
+        """``n`` rows, none of them walked yet (all not ok)."""
+        return cls(
+            np.zeros(n, dtype=np.bool_),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.uint64),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.uint64),
+            np.full(n, -1, dtype=np.int64),
+            (),
+        )
+
+    def __len__(self) -> int:
+        return int(self.ok.shape[0])

@@ -41,7 +41,7 @@ Policies:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -58,9 +58,11 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
     UnsupportedSizeError,
+    VcmmError,
 )
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
+from vcmm.hw.pgtable.mapmany import install_pages
 from vcmm.hw.pgtable.plan import Run, plan_runs
 from vcmm.hw.pgtable.tableset import Edit, TableSet
 from vcmm.hw.pgtable.visitors import (
@@ -282,6 +284,103 @@ class PageTable:
         """
         op = "map"
         self._live(op)
+        runs, values = self._plan(op, va, pa, size, attrs, page_size)
+        self._check_free(op, runs[0].va, runs[0].pa, size, runs, values)
+        with self._tables.editing(op) as edit:
+            for run in runs:
+                self._install(edit, run, values)
+        return self._entries(runs, values)
+
+    def map_many(
+        self, pieces: Sequence[tuple[int, int, int, PageAttrs]], *, page_size: int | None = None
+    ) -> list[MapEntry]:
+        """Map every ``(va, pa, size, attrs)`` of ``pieces`` in one edit: all of them or,
+        if any piece is refused (a bad argument, a part already mapped or mapped by an
+        earlier piece, an inherited field that disagrees), none.
+
+        The tables come out byte for byte as calling :meth:`map` on each piece in turn
+        would leave them (same plan, same table allocations in the same order); the
+        pieces are planned and checked once up front and written inside one undo log,
+        so a refusal half way rolls every earlier piece back.
+        """
+        op = "map_many"
+        self._live(op)
+        if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
+            raise InvalidArgumentError(f"{op}: pieces must be a sequence of (va, pa, size, attrs)")
+        pages = self._single_pages(pieces, page_size)
+        if pages is not None:
+            with self._tables.editing(op) as edit:
+                args = (self._fmt, self._geo, self._memory, self._tables, self._root, edit)
+                if install_pages(*args, *pages):
+                    stored = [self._fmt.decode_attrs(v) for v in pages[3]]
+                    size = self._fmt.min_page
+                    groups = pages[2].tolist()
+                    return [
+                        MapEntry(va, pa, size, stored[g])
+                        for va, pa, g in zip(
+                            pages[0].tolist(), pages[1].tolist(), groups, strict=True
+                        )
+                    ]
+        plans = []
+        for i, piece in enumerate(pieces):
+            if not isinstance(piece, tuple) or len(piece) != 4:
+                raise InvalidArgumentError(
+                    f"{op}: piece {i} is {piece!r}, not a (va, pa, size, attrs) tuple"
+                )
+            plans.append(self._plan(f"{op} piece {i}", *piece, page_size))
+        with self._tables.editing(op) as edit:
+            for (runs, values), (_, _, size, _) in zip(plans, pieces, strict=True):
+                self._check_free(op, runs[0].va, runs[0].pa, size, runs, values)
+                for run in runs:
+                    self._install(edit, run, values)
+        return [e for runs, values in plans for e in self._entries(runs, values)]
+
+    def _single_pages(
+        self, pieces: Sequence[object], page_size: object
+    ) -> (
+        tuple[
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.int64],
+            list[Mapping[str, int]],
+        ]
+        | None
+    ):
+        """Pieces that are each one smallest page, as arrays for :func:`install_pages`
+        (addresses, outputs, attribute group of each, the groups' field values); None
+        if any piece is anything else (the general path then checks it exactly)."""
+        page = self._fmt.min_page
+        if (page_size is not None and page_size != page) or not pieces:
+            return None
+        groups: dict[PageAttrs, int] = {}
+        values: list[Mapping[str, int]] = []
+        rows = []
+        limit = self._geo.va_limit
+        for piece in pieces:
+            if type(piece) is not tuple or len(piece) != 4:
+                return None
+            va, pa, size, attrs = piece
+            if (
+                type(va) is not int or type(pa) is not int or size != page or type(size) is not int
+                or va < 0 or pa < 0 or va % page or pa % page or va + page > limit
+                or type(attrs) is not PageAttrs
+            ):  # fmt: skip
+                return None
+            g = groups.get(attrs)
+            if g is None:
+                try:
+                    values.append(self._fmt.attr_values(attrs))
+                except VcmmError:
+                    return None
+                g = groups[attrs] = len(values) - 1
+            rows.append((va, pa, g))
+        table = np.array(rows, dtype=np.uint64)
+        return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
+
+    def _plan(
+        self, op: str, va: object, pa: object, size: object, attrs: object, page_size: object
+    ) -> tuple[list[Run], Mapping[str, int]]:
+        """The checked plan of one mapping: its runs and the attribute field values."""
         va, size = self._range(op, va, size)
         pa = _int_arg(op, "pa", pa)
         if pa % self._fmt.min_page:
@@ -289,14 +388,13 @@ class PageTable:
                 f"{op}: pa {pa:#x} is not a multiple of the {format_size(self._fmt.min_page)} "
                 f"minimum page of {self._fmt.name}"
             )
-        values = self._fmt.attr_values(attrs)
+        values = self._fmt.attr_values(attrs)  # type: ignore[arg-type]  # it checks
         forced = None if page_size is None else self._forced_size(op, va, pa, size, page_size)
         runs = plan_runs(self._geo, va, pa, size, forced)
         self._check_output(op, runs)
-        self._check_free(op, va, pa, size, runs, values)
-        with self._tables.editing(op) as edit:
-            for run in runs:
-                self._install(edit, run, values)
+        return runs, values
+
+    def _entries(self, runs: list[Run], values: Mapping[str, int]) -> list[MapEntry]:
         stored = self._fmt.decode_attrs(values)
         return [
             MapEntry(run.va + k * run.kind.size, run.pa + k * run.kind.size, run.kind.size, stored)

@@ -12,13 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from vcmm.attrs import FaultKind
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTableFormat, walk_tables
+from vcmm.hw.pgtable.walkmany import walk_into
 from vcmm.hw.smmu.registers import FaultStatus, idle_status
+from vcmm.hw.stream import BatchWalker
 from vcmm.hw.tlb import TLB
 from vcmm.hw.translate import Translator
-from vcmm.hw.walk import Walk
+from vcmm.hw.walk import Walk, WalkArrays
 
 if TYPE_CHECKING:
     from vcmm.hw.smmu.binding import ContextBinding
@@ -72,10 +77,10 @@ class Bank:
         self.holder: ContextBinding | None = None
         #: Logical time the bank's context last stopped after translating (LRU order).
         self.last_used = 0
-        self.translator = Translator(tlb, index, self._walk, privileged=True)
         self._fmt = fmt
         self._memory = memory
         self._limit = limit
+        self.translator = Translator(tlb, index, BankWalker(self), privileged=True)
 
     def __repr__(self) -> str:
         who = self.holder.name if self.holder is not None else "free"
@@ -86,7 +91,20 @@ class Bank:
         """Whether the bank runs its context now (an idle bank is bound, not active)."""
         return self.holder is not None and self.holder.active
 
-    def _walk(self, va: int) -> Walk:
+    @property
+    def fmt(self) -> PageTableFormat:
+        return self._fmt
+
+    @property
+    def memory(self) -> PhysicalMemory:
+        return self._memory
+
+    @property
+    def limit(self) -> int:
+        """Input addresses at or above this take a translation fault."""
+        return self._limit
+
+    def walk(self, va: int) -> Walk:
         """The bank's hardware walker: it follows the programmed registers only."""
         regs = self.regs
         if va >= self._limit:
@@ -101,3 +119,42 @@ class Bank:
         if disabled:
             return Walk(va=va, reads=0, level=1, fault=FaultKind.TRANSLATION)
         return walk_tables(self._fmt, self._memory, root, va, va_bits=va_bits)
+
+
+class BankWalker(BatchWalker):
+    """A bank's walker for its translator: one address, or many ahead of a stream
+    (split by the registers exactly as :meth:`Bank.walk` splits one)."""
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+        self.granule = bank.fmt.min_page
+        self.sizes = bank.fmt.sizes
+
+    def __call__(self, va: int) -> Walk:
+        return self._bank.walk(va)
+
+    def walk_many(self, vas: npt.NDArray[np.uint64]) -> WalkArrays:
+        bank = self._bank
+        regs = bank.regs
+        out = WalkArrays.empty(int(vas.shape[0]))
+        attrs: list = []
+        inside = vas < np.uint64(bank.limit) if bank.limit < 1 << 64 else np.ones(vas.shape, bool)
+        if regs.ttbcr_n:
+            high = ((vas >> np.uint64(SPLIT_BIT)) & np.uint64(1)).astype(np.bool_)
+            groups = [
+                (inside & high, regs.ttbr1, regs.pd1, None),
+                (inside & ~high, regs.ttbr0, regs.pd0, SPLIT_LOW_VA_BITS),
+            ]
+        else:
+            groups = [(inside, regs.ttbr0, regs.pd0, None)]
+        for chosen, root, disabled, va_bits in groups:
+            rows = np.flatnonzero(chosen)
+            if rows.size and not disabled:
+                walk_into(bank.fmt, bank.memory, root, vas[rows], out, rows, attrs, va_bits)
+        return WalkArrays(
+            out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index,
+            tuple(attrs),
+        )  # fmt: skip
+
+    def charge(self, reads: int) -> None:
+        self._bank.memory.count_reads(reads * self._bank.fmt.entry_bytes)

@@ -37,7 +37,7 @@ from vcmm.hw.smmu.tables import ContextTables
 from vcmm.hw.smmu.updates import ContextUpdates
 from vcmm.hw.tlb import TLBStats
 from vcmm.hw.tlbgather import TlbGather
-from vcmm.hw.translate import Translation
+from vcmm.hw.translate import SpanResult, Translation
 
 if TYPE_CHECKING:
     from vcmm.hw.smmu.instance import Smmu
@@ -365,6 +365,16 @@ class SmmuContext:
         if not self._alive:
             self._check_alive()
         return self._faults.translate(va, access, device)
+
+    def translate_span_held(
+        self, va: int, length: int, access: Access, *, device: str | None = None
+    ) -> SpanResult:
+        """A whole transaction's pages at once, for a bus master holding the lock: the
+        steps :meth:`translate_access_held` would take page by page (faults through
+        the hook the same way), as arrays of (address, output, length)."""
+        if not self._alive:
+            self._check_alive()
+        return self._faults.translate_span(va, length, access, device)
 
     @machine_locked
     def translate_batch(

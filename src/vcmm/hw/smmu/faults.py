@@ -28,7 +28,7 @@ from vcmm.errors import DeviceFaultError, InvalidArgumentError
 from vcmm.hw.smmu.binding import ContextBinding
 from vcmm.hw.smmu.registers import FaultStatus, record_fault, set_stalled
 from vcmm.hw.tlb import TLB, check_address
-from vcmm.hw.translate import Translation, TranslationFault, Translator
+from vcmm.hw.translate import SpanResult, Translation, TranslationFault, Translator
 
 log = logging.getLogger("vcmm.hw.smmu")
 
@@ -129,6 +129,31 @@ class ContextFaults:
                 raise
             i += 1
         return out
+
+    def translate_span(
+        self, va: int, length: int, access: Access, device: str | None
+    ) -> SpanResult:
+        """A transaction's pages (the caller holds the lock), faults handled as
+        :meth:`translate` handles them, page by page."""
+        translator = self._binding.translator("translate_access")
+        if not isinstance(access, Access):
+            raise InvalidArgumentError(f"access {access!r} is not a vcmm.attrs.Access")
+        end = va + length
+        pieces = []
+        while True:
+            span = translator.translate_span(va, end - va, access)
+            pieces.append((span.va, span.pa, span.length))
+            if span.fault is None:
+                break
+            tr = self._handle(translator, span.fault, device)
+            n = min(end, tr.va - tr.va % tr.page_size + tr.page_size) - tr.va
+            one = [np.array([x], dtype=np.uint64) for x in (tr.va, tr.pa, n)]
+            pieces.append((one[0], one[1], one[2]))
+            va = tr.va + n
+            if va >= end:
+                break
+        cols = [np.concatenate([p[c] for p in pieces]) for c in range(3)]
+        return SpanResult(cols[0], cols[1], cols[2], end, None)
 
     def _event(
         self, translator: Translator, fault: TranslationFault, device: str | None, *, stall: bool

@@ -1,0 +1,438 @@
+"""The TLB over an access stream, compiled: the reference model's steps on arrays.
+
+The state is :class:`vcmm.hw.tlbarrays.TlbArrays`: per ``[set, way]`` the key (valid,
+log2 size, base, owner: a tag number or -1 for a global entry), the output address,
+whether the batch's access may use it, an insertion stamp (the replacement order: a
+dict's order in the reference) and where the entry came from.  ``held[s]`` counts the
+entries of size ``2**s``; a lookup probes the held sizes smallest first, in each the
+set its own page number selects, the tag's entry before a global one, exactly as
+:meth:`vcmm.hw.tlbstore.TlbPort.probe`.
+
+A step is :meth:`vcmm.hw.translate.Translator._step`: a hit is counted and made most
+recent (LRU); a miss counts the lookup, the walk and its reads and fills the leaf the
+walk found (replacing an equal key, else evicting the oldest, or under ``random`` the
+entry CPython's ``randrange`` picks in replacement order).  Leaves come from walks
+done before the kernel runs (tables do not change inside a batch), found by the
+granule of the address.  The kernel stops *before* any access that would fault (a
+walk that faults, a leaf or an entry the access may not use) and returns its index:
+the Python step then handles it, so faults, hooks and errors stay in one place.
+
+So that a step costs the same whatever the associativity, each kernel call first
+builds two indexes over the ways: an open-addressing hash table from key to way
+(linear probing, deletion by backward shift) and, per set, a doubly linked list in
+replacement order (head: the next victim).  A lookup is two probes per held size, a
+fill or an LRU update a few pointer moves, as in a hardware CAM.
+
+Columns, each a contiguous ``[set, way]`` plane: ``ways_u = (base, pa)`` (an invalid
+way's base is 1, which no entry's base can be); ``ways_i = (valid, shift, owner, stamp,
+origin, allowed, previous, next)``; ``leaf_u[l] = (base, pa)``; ``leaf_i[l] = (shift,
+reads, ok, allowed, global)``; ``misc = (tag, policy, clock, mt position, granule
+shift, first granule, dense)``; ``counters = (lookups, hits, misses, walks, walk
+reads, evictions)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numba import njit
+
+from vcmm.hw.kernels.mt19937 import randbelow
+
+# The step's helpers are inlined into the two drivers, whose loops keep the hit path
+# (a lookup and an LRU move) apart from the miss path: measured, either a call
+# between compiled functions or one inlined step serving both costs several times a
+# whole TLB hit.
+INLINE: Literal["always"] = "always"
+
+VALID, SHIFT, OWNER, STAMP, ORIGIN, ALLOWED, PREV, NEXT = 0, 1, 2, 3, 4, 5, 6, 7
+L_SHIFT, L_READS, L_OK, L_ALLOWED, L_GLOBAL = 0, 1, 2, 3, 4
+M_TAG, M_POLICY, M_CLOCK, M_MTPOS, M_GSHIFT, M_G0, M_DENSE = 0, 1, 2, 3, 4, 5, 6
+C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_READS, C_EVICTIONS = 0, 1, 2, 3, 4, 5
+LRU, FIFO, RANDOM = 0, 1, 2
+HEAD, TAIL, COUNT = 0, 1, 2
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True)
+def _order(held, order):  # pragma: no cover - compiled
+    """The held sizes' shifts ascending into ``order``; returns how many."""
+    n = 0
+    for s in range(held.shape[0]):
+        if held[s] > 0:
+            order[n] = s
+            n += 1
+    return n
+
+
+@njit(cache=True, inline=INLINE)
+def _meta(shift, owner):  # pragma: no cover - compiled
+    return shift + 64 * (owner + 2)  # never 0: 0 marks an empty slot
+
+
+@njit(cache=True, inline=INLINE)
+def _home(base, meta, hbits):  # pragma: no cover - compiled
+    h = (base ^ np.uint64(meta)) * GOLDEN
+    return np.int64(h >> np.uint64(64 - hbits))
+
+
+@njit(cache=True, inline=INLINE)
+def _find(base, meta, hk_base, hk_meta, hv, hbits):  # pragma: no cover - compiled
+    mask = hk_meta.shape[0] - 1
+    i = _home(base, meta, hbits)
+    while hk_meta[i] != 0:
+        if hk_meta[i] == meta and hk_base[i] == base:
+            return i
+        i = (i + 1) & mask
+    return -1
+
+
+@njit(cache=True, inline=INLINE)
+def _insert(base, meta, slot, hk_base, hk_meta, hv, hbits):  # pragma: no cover - compiled
+    mask = hk_meta.shape[0] - 1
+    i = _home(base, meta, hbits)
+    while hk_meta[i] != 0:
+        i = (i + 1) & mask
+    hk_base[i] = base
+    hk_meta[i] = meta
+    hv[i] = slot
+
+
+@njit(cache=True, inline=INLINE)
+def _delete(i, hk_base, hk_meta, hv, hbits):  # pragma: no cover - compiled
+    """Empty slot ``i``, shifting later members of its probe run back."""
+    mask = hk_meta.shape[0] - 1
+    hk_meta[i] = 0
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if hk_meta[j] == 0:
+            return
+        k = _home(hk_base[j], hk_meta[j], hbits)
+        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
+            continue  # its home lies after the hole: it stays reachable
+        hk_base[i] = hk_base[j]
+        hk_meta[i] = hk_meta[j]
+        hv[i] = hv[j]
+        hk_meta[j] = 0
+        i = j
+
+
+@njit(cache=True, inline=INLINE)
+def _unlink(st, w, ways_i, sets_i):  # pragma: no cover - compiled
+    p = ways_i[PREV, st, w]
+    n = ways_i[NEXT, st, w]
+    if p >= 0:
+        ways_i[NEXT, st, p] = n
+    else:
+        sets_i[HEAD, st] = n
+    if n >= 0:
+        ways_i[PREV, st, n] = p
+    else:
+        sets_i[TAIL, st] = p
+
+
+@njit(cache=True, inline=INLINE)
+def _append(st, w, ways_i, sets_i, misc):  # pragma: no cover - compiled
+    """Make way ``w`` the most recent of its set (and stamp it so)."""
+    t = sets_i[TAIL, st]
+    ways_i[PREV, st, w] = t
+    ways_i[NEXT, st, w] = -1
+    if t >= 0:
+        ways_i[NEXT, st, t] = w
+    else:
+        sets_i[HEAD, st] = w
+    sets_i[TAIL, st] = w
+    ways_i[STAMP, st, w] = misc[M_CLOCK]
+    misc[M_CLOCK] += 1
+
+
+@njit(cache=True)
+def _index(ways_u, ways_i):  # pragma: no cover - compiled
+    """Build the hash table and the per-set lists from the ways (see the notes)."""
+    nsets = ways_i.shape[1]
+    nways = ways_i.shape[2]
+    hbits = 4
+    while (1 << hbits) < 4 * nsets * nways:
+        hbits += 1
+    hk_base = np.zeros(1 << hbits, dtype=np.uint64)
+    hk_meta = np.zeros(1 << hbits, dtype=np.int64)
+    hv = np.zeros(1 << hbits, dtype=np.int64)
+    sets_i = np.full((3, nsets), -1, dtype=np.int64)
+    for st in range(nsets):
+        stamps = ways_i[STAMP, st].copy()
+        count = 0
+        for w in range(nways):
+            if ways_i[VALID, st, w] == 1:
+                count += 1
+                _insert(
+                    ways_u[0, st, w],
+                    _meta(ways_i[SHIFT, st, w], ways_i[OWNER, st, w]),
+                    st * nways + w,
+                    hk_base,
+                    hk_meta,
+                    hv,
+                    hbits,
+                )
+            else:
+                stamps[w] = np.iinfo(np.int64).max
+        sets_i[COUNT, st] = count
+        prev = -1
+        for w in np.argsort(stamps)[:count]:
+            ways_i[PREV, st, w] = prev
+            ways_i[NEXT, st, w] = -1
+            if prev >= 0:
+                ways_i[NEXT, st, prev] = w
+            else:
+                sets_i[HEAD, st] = w
+            prev = w
+        sets_i[TAIL, st] = prev
+    return hk_base, hk_meta, hv, hbits, sets_i
+
+
+@njit(cache=True, inline=INLINE)
+def _lookup(va, tag, order, norder, hk_base, hk_meta, hv, hbits):  # pragma: no cover
+    for oi in range(norder):
+        s = order[oi]
+        base = (va >> np.uint64(s)) << np.uint64(s)
+        i = _find(base, _meta(s, tag), hk_base, hk_meta, hv, hbits)
+        if i < 0:
+            i = _find(base, _meta(s, -1), hk_base, hk_meta, hv, hbits)
+        if i >= 0:
+            return hv[i]
+    return -1
+
+
+@njit(cache=True, inline=INLINE)
+def _victim(st, ways_i, sets_i, misc, mt, mtpos):  # pragma: no cover - compiled
+    """The way to evict from full set ``st``: the oldest, or a random rank of the
+    replacement order."""
+    w = sets_i[HEAD, st]
+    if misc[M_POLICY] == RANDOM:
+        rank = randbelow(mt, mtpos, sets_i[COUNT, st])
+        for _ in range(rank):
+            w = ways_i[NEXT, st, w]
+    return w
+
+
+@njit(cache=True, inline=INLINE)
+def _fill(
+    leaf,
+    leaf_u,
+    leaf_i,
+    ways_u,
+    ways_i,
+    held,
+    misc,
+    counters,
+    mt,
+    mtpos,
+    hk_base,
+    hk_meta,
+    hv,
+    hbits,
+    sets_i,
+):  # pragma: no cover
+    """Insert leaf ``leaf``; returns (slot, whether the held sizes changed)."""
+    nsets = ways_i.shape[1]
+    nways = ways_i.shape[2]
+    s = leaf_i[leaf, L_SHIFT]
+    base = leaf_u[leaf, 0]
+    owner = -1 if leaf_i[leaf, L_GLOBAL] else misc[M_TAG]
+    meta = _meta(s, owner)
+    st = np.int64((base >> np.uint64(s)) % np.uint64(nsets))
+    changed = False
+    same = _find(base, meta, hk_base, hk_meta, hv, hbits)
+    if same >= 0:  # the same key: replaced, a fresh insertion
+        way = hv[same] - st * nways
+        _unlink(st, way, ways_i, sets_i)
+        _delete(same, hk_base, hk_meta, hv, hbits)
+    elif sets_i[COUNT, st] >= nways:
+        way = _victim(st, ways_i, sets_i, misc, mt, mtpos)
+        _unlink(st, way, ways_i, sets_i)
+        old = ways_i[SHIFT, st, way]
+        slot = _find(
+            ways_u[0, st, way], _meta(old, ways_i[OWNER, st, way]), hk_base, hk_meta, hv, hbits
+        )
+        _delete(slot, hk_base, hk_meta, hv, hbits)
+        held[old] -= 1
+        changed = held[old] == 0
+        counters[C_EVICTIONS] += 1
+    else:
+        way = 0
+        while ways_i[VALID, st, way] == 1:
+            way += 1
+        sets_i[COUNT, st] += 1
+    if same < 0:
+        held[s] += 1
+        changed = changed or held[s] == 1
+    ways_i[VALID, st, way] = 1
+    ways_i[SHIFT, st, way] = s
+    ways_i[OWNER, st, way] = owner
+    ways_i[ORIGIN, st, way] = -(leaf + 1)
+    ways_i[ALLOWED, st, way] = leaf_i[leaf, L_ALLOWED]
+    ways_u[0, st, way] = base
+    ways_u[1, st, way] = leaf_u[leaf, 1]
+    _append(st, way, ways_i, sets_i, misc)
+    _insert(base, meta, st * nways + way, hk_base, hk_meta, hv, hbits)
+    return st * nways + way, changed
+
+
+@njit(cache=True, inline=INLINE)
+def _leaf_of(va, misc, gkeys, gleaf):  # pragma: no cover - compiled
+    g = va >> np.uint64(misc[M_GSHIFT])
+    if misc[M_DENSE]:
+        return gleaf[np.int64(g - np.uint64(misc[M_G0]))]
+    return gleaf[np.searchsorted(gkeys, g)]
+
+
+@njit(cache=True, inline=INLINE)
+def _hit(slot, ways_i, sets_i, misc, counters):  # pragma: no cover - compiled
+    """A lookup found ``slot``: count the hit and make it most recent (LRU); False
+    if the access may not use the entry (nothing counted: the Python step decides)."""
+    nways = ways_i.shape[2]
+    st = slot // nways
+    w = slot - st * nways
+    if ways_i[ALLOWED, st, w] == 0:
+        return False
+    counters[C_LOOKUPS] += 1
+    counters[C_HITS] += 1
+    if misc[M_POLICY] == LRU and sets_i[TAIL, st] != w:
+        _unlink(st, w, ways_i, sets_i)
+        _append(st, w, ways_i, sets_i, misc)
+    return True
+
+
+@njit(cache=True, inline=INLINE)
+def _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf):  # pragma: no cover - compiled
+    """A lookup missed: the leaf the walk of ``va`` found, its miss and walk counted;
+    -1 if the walk faults or the access may not use the leaf (nothing counted)."""
+    leaf = _leaf_of(va, misc, gkeys, gleaf)
+    if leaf < 0 or leaf_i[leaf, L_OK] == 0 or leaf_i[leaf, L_ALLOWED] == 0:
+        return -1
+    counters[C_LOOKUPS] += 1
+    counters[C_MISSES] += 1
+    counters[C_WALKS] += 1
+    counters[C_READS] += leaf_i[leaf, L_READS]
+    return leaf
+
+
+@njit(cache=True, inline=INLINE)
+def _leave(misc, mtpos, counters, repeats):  # pragma: no cover - compiled
+    """Hand back the generator position and the hits counted in bulk."""
+    misc[M_MTPOS] = mtpos[0]
+    counters[C_LOOKUPS] += repeats
+    counters[C_HITS] += repeats
+
+
+@njit(cache=True)
+def run_trace(
+    vas, start, leaf_u, leaf_i, ways_u, ways_i, held, misc, counters, mt, gkeys, gleaf, pas
+):  # pragma: no cover
+    """Translate ``vas[start:]`` into ``pas``; returns the index of the first access
+    left to the Python step (``len(vas)`` when all were done)."""
+    hk_base, hk_meta, hv, hbits, sets_i = _index(ways_u, ways_i)
+    nways = ways_i.shape[2]
+    tag = misc[M_TAG]
+    order = np.zeros(held.shape[0], dtype=np.int64)
+    norder = _order(held, order)
+    mtpos = np.zeros(1, dtype=np.int64)
+    mtpos[0] = misc[M_MTPOS]
+    n = vas.shape[0]
+    last_page = np.uint64(0)
+    repeats = 0
+    have_last = False
+    last_base = np.uint64(0)
+    last_pa = np.uint64(0)
+    for i in range(start, n):
+        va = vas[i]
+        if have_last and (va >> np.uint64(order[0])) == last_page:
+            # the same smallest-size page as the access before: the lookup finds the
+            # entry just used, already most recent; only the counters move
+            repeats += 1  # counted once at the end: a store per access would bound the loop
+            pas[i] = last_pa + (va - last_base)
+            continue
+        slot = _lookup(va, tag, order, norder, hk_base, hk_meta, hv, hbits)
+        if slot >= 0:
+            if not _hit(slot, ways_i, sets_i, misc, counters):
+                _leave(misc, mtpos, counters, repeats)
+                return i
+        else:
+            leaf = _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf)
+            if leaf < 0:
+                _leave(misc, mtpos, counters, repeats)
+                return i
+            slot, changed = _fill(
+                leaf, leaf_u, leaf_i, ways_u, ways_i, held, misc, counters, mt, mtpos,
+                hk_base, hk_meta, hv, hbits, sets_i,
+            )  # fmt: skip
+            if changed:
+                norder = _order(held, order)
+        st = slot // nways
+        w = slot - st * nways
+        last_base = ways_u[0, st, w]
+        last_pa = ways_u[1, st, w]
+        pas[i] = last_pa + (va - last_base)
+        last_page = va >> np.uint64(order[0])
+        have_last = True
+    _leave(misc, mtpos, counters, repeats)
+    return n
+
+
+@njit(cache=True)
+def run_span(
+    va0,
+    end,
+    leaf_u,
+    leaf_i,
+    ways_u,
+    ways_i,
+    held,
+    misc,
+    counters,
+    mt,
+    gkeys,
+    gleaf,
+    run_va,
+    run_pa,
+    run_len,
+):  # pragma: no cover
+    """Translate ``[va0, end)`` page by page as a transaction does: each step covers the
+    rest of the entry it used.  Fills ``run_*``; returns (runs, address reached)."""
+    hk_base, hk_meta, hv, hbits, sets_i = _index(ways_u, ways_i)
+    nways = ways_i.shape[2]
+    tag = misc[M_TAG]
+    order = np.zeros(held.shape[0], dtype=np.int64)
+    norder = _order(held, order)
+    mtpos = np.zeros(1, dtype=np.int64)
+    mtpos[0] = misc[M_MTPOS]
+    va = va0
+    k = 0
+    while va < end and k < run_va.shape[0]:
+        slot = _lookup(va, tag, order, norder, hk_base, hk_meta, hv, hbits)
+        if slot >= 0:
+            if not _hit(slot, ways_i, sets_i, misc, counters):
+                break
+        else:
+            leaf = _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf)
+            if leaf < 0:
+                break
+            slot, changed = _fill(
+                leaf, leaf_u, leaf_i, ways_u, ways_i, held, misc, counters, mt, mtpos,
+                hk_base, hk_meta, hv, hbits, sets_i,
+            )  # fmt: skip
+            if changed:
+                norder = _order(held, order)
+        st = slot // nways
+        w = slot - st * nways
+        base = ways_u[0, st, w]
+        page_end = base + (np.uint64(1) << np.uint64(ways_i[SHIFT, st, w]))
+        stop = end if page_end == 0 or page_end > end else page_end
+        run_va[k] = va
+        run_pa[k] = ways_u[1, st, w] + (va - base)
+        run_len[k] = stop - va
+        k += 1
+        va = stop
+    misc[M_MTPOS] = mtpos[0]
+    return k, va

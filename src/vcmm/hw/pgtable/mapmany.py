@@ -1,0 +1,179 @@
+"""Many single-page mappings written at once: the fast path of ``PageTable.map_many``.
+
+When every piece is one page of the format's smallest size (what backing a buffer
+made of separate pages gives), the pieces need no planning: each is one leaf in the
+last-level table covering it.  :func:`install_pages` then does with arrays what
+``map`` per piece does: it follows the existing tree for all pieces a level at a
+time, allocates the missing tables in the order the calls one by one would (by first
+piece, parents first), writes each new table descriptor with the fields of the piece
+that made it, and writes the leaves table by table in runs of consecutive slots.
+
+Anything it cannot prove the one-by-one calls would accept (a piece mapped twice, a
+slot in use, a block in the way, an inherited field that differs, an output address
+a leaf cannot hold) makes it return ``False`` before writing anything; the caller
+then maps the pieces one by one, which refuses with the exact error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from vcmm.hw.memory import PhysicalMemory
+from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat
+from vcmm.hw.pgtable.tableset import Edit, TableSet
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+
+def install_pages(
+    fmt: PageTableFormat,
+    geo: Geometry,
+    memory: PhysicalMemory,
+    tables: TableSet,
+    root: int,
+    edit: Edit,
+    vas: U64,
+    pas: U64,
+    groups: I64,
+    values: list[Mapping[str, int]],
+) -> bool:
+    """Map page ``vas[i] -> pas[i]`` with field values ``values[groups[i]]`` for all
+    ``i`` (see the module notes); False, with nothing written, if it cannot."""
+    n = int(vas.shape[0])
+    li_leaf, kind = geo.leaf[fmt.min_page]
+    if kind.copies != 1 or np.unique(vas).size != n or bool((pas >= kind.oa_limit).any()):
+        return False
+    eb = fmt.entry_bytes
+    vm = np.uint64(fmt.valid_mask)
+    table = np.full(n, root, dtype=np.uint64)
+    parent_desc = np.zeros(n, dtype=np.uint64)
+    missing = np.full(n, li_leaf, dtype=np.int64)  # first level whose table is absent
+    here = np.ones(n, dtype=np.bool_)
+    for li in range(li_leaf):
+        gl = geo.levels[li]
+        tk = gl.table_kind
+        sel = np.flatnonzero(here)
+        idx = (vas[sel] >> np.uint64(gl.shift)) & np.uint64(gl.index_mask)
+        words, backed = memory.peek_words(table[sel] + idx * np.uint64(eb), eb)
+        valid = (words & vm) != 0
+        if tk is None or not backed.all() or bool((valid & ~tk.match_many(words)).any()):
+            return False  # a block or a reserved descriptor in the way
+        missing[sel[~valid]] = li
+        here[sel[~valid]] = False
+        table[sel[valid]] = tk.output_many(words[valid])
+        parent_desc[sel[valid]] = words[valid]
+    # the leaf slots of pieces whose last-level table exists must be free
+    sel = np.flatnonzero(here)
+    gl = geo.levels[li_leaf]
+    idx_all = ((vas >> np.uint64(gl.shift)) & np.uint64(gl.index_mask)).astype(np.int64)
+    words, backed = memory.peek_words(
+        table[sel] + idx_all[sel].astype(np.uint64) * np.uint64(eb), eb
+    )
+    if not backed.all() or bool(((words & vm) != 0).any()):
+        return False
+    parent_kind = geo.levels[li_leaf - 1].table_kind if li_leaf else None
+    if not _inherited_agree(kind, parent_kind, here, parent_desc, vas, geo, groups, values):
+        return False
+    new_tables = _allocate(geo, tables, edit, vas, missing, li_leaf, table, groups, values)
+    leaf_table = table.copy()
+    for i in np.flatnonzero(~here).tolist():
+        leaf_table[i] = new_tables[(li_leaf - 1, int(vas[i]) >> geo.levels[li_leaf - 1].shift)]
+    _write_leaves(kind, tables, edit, leaf_table, idx_all, pas, groups, values)
+    return True
+
+
+def _inherited_agree(
+    kind: DescriptorKind,
+    parent_kind: DescriptorKind | None,
+    here: npt.NDArray[np.bool_],
+    parent_desc: U64,
+    vas: U64,
+    geo: Geometry,
+    groups: I64,
+    values: list[Mapping[str, int]],
+) -> bool:
+    """Whether every piece's inherited fields equal those of the table it lands in
+    (an existing one, or the new one the first piece in it makes)."""
+    if not kind.inherits or parent_kind is None:
+        return True
+    wanted = [tuple(v.get(name, 0) for name in kind.inherits) for v in values]
+    for i in np.flatnonzero(here).tolist():
+        have = parent_kind.field_values(int(parent_desc[i]))
+        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(groups[i])]:
+            return False
+    first: dict[int, tuple[int, ...]] = {}
+    shift = geo.levels[len(geo.levels) - 2].shift if len(geo.levels) > 1 else 0
+    for i in np.flatnonzero(~here).tolist():
+        key = int(vas[i]) >> shift
+        if first.setdefault(key, wanted[int(groups[i])]) != wanted[int(groups[i])]:
+            return False
+    return True
+
+
+def _allocate(
+    geo: Geometry,
+    tables: TableSet,
+    edit: Edit,
+    vas: U64,
+    missing: I64,
+    li_leaf: int,
+    table: U64,
+    groups: I64,
+    values: list[Mapping[str, int]],
+) -> dict[tuple[int, int], int]:
+    """Allocate every missing table, in the order one-by-one calls would (by first
+    piece, parents first), and write the descriptors pointing at them."""
+    wants: list[tuple[int, int, int]] = []  # (first piece, level index of the slot, key)
+    for li in range(li_leaf):
+        sel = np.flatnonzero(missing <= li)
+        if not sel.size:
+            continue
+        keys = vas[sel] >> np.uint64(geo.levels[li].shift)
+        uniq, first = np.unique(keys, return_index=True)
+        wants += [
+            (int(sel[f]), li, int(k)) for f, k in zip(first.tolist(), uniq.tolist(), strict=True)
+        ]
+    made: dict[tuple[int, int], int] = {}
+    for piece, li, key in sorted(wants):
+        gl = geo.levels[li]
+        tk = gl.table_kind
+        parent = (
+            int(table[piece])
+            if li == missing[piece]
+            else made[(li - 1, key >> (geo.levels[li - 1].shift - gl.shift))]
+        )
+        assert tk is not None  # the walk above met no level without tables
+        child = tables.alloc(edit, li + 1)
+        desc = tk.encode(child, values[int(groups[piece])])
+        tables.write(edit, parent, key & gl.index_mask, np.array([desc], dtype=np.uint64))
+        made[(li, key)] = child
+    return made
+
+
+def _write_leaves(
+    kind: DescriptorKind,
+    tables: TableSet,
+    edit: Edit,
+    leaf_table: U64,
+    idx: I64,
+    pas: U64,
+    groups: I64,
+    values: list[Mapping[str, int]],
+) -> None:
+    """Encode the leaves and write them table by table, a run of consecutive slots at
+    a time."""
+    descs = np.empty(pas.shape, dtype=np.uint64)
+    for g, v in enumerate(values):
+        sel = groups == g
+        descs[sel] = kind.encode_many(pas[sel], kind.attr_bits(v))
+    order = np.lexsort((idx, leaf_table))
+    t, i, d = leaf_table[order], idx[order], descs[order]
+    breaks = np.flatnonzero((t[1:] != t[:-1]) | (i[1:] != i[:-1] + 1)) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [t.shape[0]]))
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        tables.write(edit, int(t[s]), int(i[s]), d[s:e])

@@ -1,0 +1,130 @@
+"""The hardware walk of many addresses at once, vectorised level by level.
+
+:func:`walk_tables_many` gives, for every address, what :func:`~.walker.walk_tables`
+would (leaf base and size, output base, level, descriptor reads, attributes) with one
+gathered read of memory per level for all addresses still walking.  It is for walks
+done ahead of a stream (tables do not change inside a batch), so its reads are not
+counted by the memory; a stream counts the walks it uses.  A walk that faults comes
+back not ``ok``: the stream leaves that access to the one-address walker, which
+reports the fault exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from vcmm.attrs import PageAttrs
+from vcmm.hw.memory import PhysicalMemory
+from vcmm.hw.pgtable.format import PageTableFormat, Role
+from vcmm.hw.walk import WalkArrays
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+
+def walk_tables_many(
+    fmt: PageTableFormat,
+    memory: PhysicalMemory,
+    root: int,
+    vas: U64,
+    *,
+    va_bits: int | None = None,
+) -> WalkArrays:
+    """Walk every address of ``vas`` from ``root`` (see the module notes)."""
+    out = WalkArrays.empty(int(vas.shape[0]))
+    attrs: list[PageAttrs] = []
+    walk_into(fmt, memory, root, np.asarray(vas, dtype=np.uint64), out, None, attrs, va_bits)
+    return WalkArrays(
+        out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index, tuple(attrs)
+    )
+
+
+def walk_into(
+    fmt: PageTableFormat,
+    memory: PhysicalMemory,
+    root: int,
+    vas: U64,
+    out: WalkArrays,
+    rows: I64 | None,
+    attrs: list[PageAttrs],
+    va_bits: int | None = None,
+) -> None:
+    """Walk ``vas`` and write the results into ``out`` at ``rows`` (all rows if None);
+    attribute indices refer to ``attrs``, which grows as new attributes are met."""
+    geo = fmt.geometry(va_bits)
+    if rows is None:
+        rows = np.arange(vas.shape[0], dtype=np.int64)
+    walking = (
+        np.flatnonzero(vas < np.uint64(geo.va_limit))
+        if geo.va_bits < 64
+        else np.arange(vas.shape[0])
+    )
+    table = np.full(walking.shape, root, dtype=np.uint64)
+    parent_desc = np.zeros(walking.shape, dtype=np.uint64)
+    index_of: dict[PageAttrs, int] = {a: i for i, a in enumerate(attrs)}
+    for li, gl in enumerate(geo.levels):
+        if not walking.size:
+            return
+        va = vas[walking]
+        addr = table + ((va >> np.uint64(gl.shift)) & np.uint64(gl.index_mask)) * np.uint64(
+            gl.entry_bytes
+        )
+        words, backed = memory.peek_words(addr, gl.entry_bytes)
+        out.reads[rows[walking]] += backed
+        nxt = np.zeros(walking.shape, dtype=np.bool_)
+        valid = backed & ((words & np.uint64(gl.valid_mask)) != 0)
+        claimed = ~valid
+        parent = geo.levels[li - 1].table_kind if li else None
+        for kind in gl.kinds:
+            hit = ~claimed & kind.match_many(words)
+            claimed |= hit
+            if kind.size_fault_mask:
+                hit &= (words & np.uint64(kind.size_fault_mask)) == 0
+            if not hit.any():
+                continue
+            if kind.role is Role.TABLE:
+                table[hit] = kind.output_many(words[hit])
+                parent_desc[hit] = words[hit]
+                nxt |= hit
+                continue
+            af = fmt.access_flag_mask(kind)
+            if af:
+                hit &= (words & np.uint64(af)) != 0
+            sel = np.flatnonzero(hit)
+            if not sel.size:
+                continue
+            r = rows[walking[sel]]
+            shift = kind.size.bit_length() - 1
+            pa = kind.output_many(words[sel])
+            aligned = (pa & np.uint64(kind.size - 1)) == 0
+            r, sel, pa = r[aligned], sel[aligned], pa[aligned]
+            out.ok[r] = True
+            out.level[r] = gl.level
+            out.shift[r] = shift
+            out.base[r] = (va[sel] >> np.uint64(shift)) << np.uint64(shift)
+            out.pa_base[r] = pa
+            inherited = (
+                parent_desc[sel] & np.uint64(parent.attr_mask)
+                if parent is not None and kind.inherits
+                else np.zeros(sel.shape, dtype=np.uint64)
+            )
+            bits = words[sel] & np.uint64(kind.attr_mask)
+            if (bits == bits[0]).all() and (inherited == inherited[0]).all():
+                first, inverse = np.zeros(1, dtype=np.int64), np.zeros(sel.shape, dtype=np.int64)
+            else:
+                keys = np.stack([bits, inherited], axis=1)
+                _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            numbers = np.empty(first.shape[0], dtype=np.int64)
+            for u in range(first.shape[0]):
+                j = sel[first[u]]
+                a = fmt.leaf_attrs(kind, int(words[j]), parent, int(parent_desc[j]))
+                number = index_of.get(a)
+                if number is None:
+                    number = index_of[a] = len(attrs)
+                    attrs.append(a)
+                numbers[u] = number
+            out.attr_index[r] = numbers[inverse.reshape(-1)]
+        walking = walking[nxt]
+        table = table[nxt]
+        parent_desc = parent_desc[nxt]
