@@ -1,0 +1,102 @@
+"""Putting a trace's maps and unmaps into a device's real page table, in batches.
+
+The replay drives the SMMU context of each device through its own calls (the seed's
+``update_start``/``map_range``/``unmap``/``update_done``), the lowest public layer
+that still writes real descriptors into the table the context's bank walks, so a
+walk after the replay (or a fault's check during it) reads true descriptors, and
+the table's pages are what ``table_bytes_peak`` counts.
+
+Table calls are the replay's cost (each one plans runs, checks and logs its edits),
+so consecutive changes of one context are batched: a map that continues the previous
+one in both IOVA and physical address (upwards, or downwards as Linux's top-down
+IOVA allocator hands them out) extends it, and so does an unmap continuing an unmap;
+the run is written when something else comes.  All changes between two switches of
+context share one update bracket, so the IOTLB is invalidated once per batch, as
+io-pgtable's gather does.
+"""
+
+from __future__ import annotations
+
+from vcmm.attrs import PageAttrs
+from vcmm.hw.pgtable import PageTable
+from vcmm.hw.smmu import SmmuContext
+
+
+class TableWriter:
+    """The batched table changes of one SMMU context (see the module notes)."""
+
+    __slots__ = (
+        "_op",
+        "_open",
+        "_pa",
+        "_size",
+        "_va",
+        "attrs",
+        "calls",
+        "ctx",
+        "table",
+        "table_bytes",
+        "table_bytes_peak",
+    )
+
+    def __init__(self, ctx: SmmuContext, table: PageTable, attrs: PageAttrs) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.attrs = attrs
+        self._op = ""
+        self._va = self._pa = self._size = 0
+        self._open = False
+        #: Table calls made (map_range and unmap), after batching.
+        self.calls = 0
+        self.table_bytes = self._measure()
+        self.table_bytes_peak = self.table_bytes
+
+    def _measure(self) -> int:
+        return sum(size for _, size in self.table.table_pages())
+
+    def map(self, va: int, pa: int, size: int) -> None:
+        if self._op == "map":
+            if va == self._va + self._size and pa == self._pa + self._size:
+                self._size += size
+                return
+            if va + size == self._va and pa + size == self._pa:
+                self._va, self._pa, self._size = va, pa, self._size + size
+                return
+        self.write()
+        self._op, self._va, self._pa, self._size = "map", va, pa, size
+
+    def unmap(self, va: int, size: int) -> None:
+        if self._op == "unmap":
+            if va == self._va + self._size:
+                self._size += size
+                return
+            if va + size == self._va:
+                self._va, self._size = va, self._size + size
+                return
+        self.write()
+        self._op, self._va, self._size = "unmap", va, size
+
+    def write(self) -> None:
+        """Write the pending run into the table (inside the open update bracket)."""
+        op = self._op
+        if not op:
+            return
+        if not self._open:
+            self.ctx.update_start()
+            self._open = True
+        self._op = ""
+        self.calls += 1
+        if op == "map":
+            self.ctx.map_range(self._va, self._pa, self._size, self.attrs)
+            self.table_bytes = self._measure()
+            if self.table_bytes > self.table_bytes_peak:
+                self.table_bytes_peak = self.table_bytes
+        else:
+            self.ctx.unmap(self._va, self._size)  # tables only shrink: no new peak
+
+    def sync(self) -> None:
+        """Write what is pending and close the bracket (the IOTLB invalidation)."""
+        self.write()
+        if self._open:
+            self.ctx.update_done()
+            self._open = False
