@@ -210,3 +210,104 @@ def body_parser(event: str) -> BodyParser | None:
     if event in DMA_ROLES:
         return parse_dma
     return None
+
+
+# -- fast paths: one compiled expression per frequent body; None falls back -------------
+
+_X = r"(?:0x)?([0-9a-fA-F]+)"
+_MAP = re.compile(
+    r"IOMMU: iova=0x([0-9a-fA-F]+)(?: - 0x([0-9a-fA-F]+))? paddr=0x([0-9a-fA-F]+) size=(\d+)$"
+)
+_UNMAP = re.compile(
+    r"IOMMU: iova=0x([0-9a-fA-F]+)(?: - 0x([0-9a-fA-F]+))? size=(\d+) unmapped_size=(\d+)$"
+)
+_DMA_MAP = re.compile(rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+) phys_addr={_X} attrs=\S*$")
+_DMA_SINGLE = re.compile(rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+)(?: attrs=\S*)?$")
+
+
+def _fast_map(
+    line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
+) -> Event | None:
+    m = _MAP.match(body)
+    if m is None:
+        return None
+    iova, end, paddr, size = m.groups()
+    start, length = int(iova, 16), int(size)
+    if end is not None and int(end, 16) != start + length:
+        return None
+    return IommuMap(line, comm, pid, cpu, ts, start, int(paddr, 16), length)
+
+
+def _fast_unmap(
+    line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
+) -> Event | None:
+    m = _UNMAP.match(body)
+    if m is None:
+        return None
+    iova, end, size, unmapped = m.groups()
+    start, length = int(iova, 16), int(size)
+    if end is not None and int(end, 16) != start + length:
+        return None
+    return IommuUnmap(line, comm, pid, cpu, ts, start, length, int(unmapped))
+
+
+def _fast_dma_map(
+    line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
+) -> Event | None:
+    m = _DMA_MAP.match(body)
+    if m is None:
+        return None
+    device, direction, addr, size, phys = m.groups()
+    return DmaEvent(
+        line,
+        comm,
+        pid,
+        cpu,
+        ts,
+        event,
+        device,
+        DMA_ROLES[event],
+        direction,
+        int(addr, 16),
+        int(size),
+        int(phys, 16),
+    )
+
+
+def _fast_dma_single(
+    line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
+) -> Event | None:
+    m = _DMA_SINGLE.match(body)
+    if m is None:
+        return None
+    device, direction, addr, size = m.groups()
+    return DmaEvent(
+        line,
+        comm,
+        pid,
+        cpu,
+        ts,
+        event,
+        device,
+        DMA_ROLES[event],
+        direction,
+        int(addr, 16),
+        int(size),
+    )
+
+
+FastParser = Callable[[int, str, int, int, float, str, str], Event | None]
+
+#: Events with a fast path (anything it does not match goes to the full parser).
+FAST: dict[str, FastParser] = {
+    "map": _fast_map,
+    "unmap": _fast_unmap,
+    "dma_map_page": _fast_dma_map,
+    "dma_map_phys": _fast_dma_map,
+    "dma_map_resource": _fast_dma_map,
+    "dma_unmap_page": _fast_dma_single,
+    "dma_unmap_phys": _fast_dma_single,
+    "dma_unmap_resource": _fast_dma_single,
+    "dma_sync_single_for_cpu": _fast_dma_single,
+    "dma_sync_single_for_device": _fast_dma_single,
+}

@@ -10,7 +10,7 @@ thousand); ``device`` of a map or unmap is filled in by the attribution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
@@ -161,7 +161,7 @@ class DmaEvent:
     nents: tuple[int, int] | None = None
     ents: tuple[int, int] | None = None
     truncated: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,12 @@
 A line is ``<comm>-<pid> [(tgid)] [<cpu>] <flags> <secs.usecs>: <event>: <body>``:
 ``comm`` may hold spaces, dashes, parentheses and slashes; the ``(tgid)`` column is
 there when ``record-tgid`` is set (``(-------)`` when unknown); flags are 4, 5 or 7
-characters (or absent with ``irq-info`` off).  Each line is classified with string
-operations first (comments, blank lines, the ring buffer's ``[LOST n EVENTS]``
-notes, then the header split at its last ``[cpu]`` before the timestamp); a regular
-expression is used only when that fast split does not validate.  Every line that
+characters (or absent with ``irq-info`` off).  Comments and blank lines are
+told apart by their first characters before any regular expression runs; the header
+is one compiled expression (the task's name matched lazily up to the first
+``-<pid> [<cpu>]``), and the bodies of the frequent events (``map``, ``unmap``,
+single ``dma_*`` mappings and syncs) one more each, with the field-by-field parser of
+:mod:`vcmm.trace.body` as the fallback that names what is wrong.  Every line that
 does not become an event is reported as :class:`~vcmm.trace.events.Skipped` with its
 1-based number and the reason, never an exception.
 """
@@ -17,11 +19,10 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 
-from vcmm.trace.body import BodyParser, body_parser
+from vcmm.trace.body import FAST, BodyParser, body_parser
 from vcmm.trace.errors import TraceError
 from vcmm.trace.events import Event, Skipped
 
-#: The slow path: the same header as a regular expression (comm matched lazily).
 _HEADER = re.compile(
     r"\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:\S{1,7}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?"
@@ -41,72 +42,34 @@ def _parser_of(event: str) -> BodyParser | None:
         return found
 
 
-def _split_fast(line: str) -> tuple[str, int, int, float, str, str] | None:
-    """(comm, pid, cpu, ts, event, body) by string operations, or None to try the regex."""
-    rb = line.find("] ")
-    lb = line.rfind("[", 0, rb)
-    if lb < 0:
-        return None
-    cpu = line[lb + 1 : rb]
-    head = line[:lb].rstrip()
-    if head.endswith(")"):  # the tgid column
-        head = head[: head.rfind("(")].rstrip()
-    dash = head.rfind("-")
-    pid = head[dash + 1 :]
-    rest = line[rb + 2 :]
-    colon = rest.find(": ")
-    if dash < 0 or not pid.isdigit() or not cpu.isdigit() or colon < 0:
-        return None
-    stamp = rest[:colon].split()
-    if not stamp or len(stamp) > 2 or (len(stamp) == 2 and len(stamp[0]) > 7):
-        return None
-    try:
-        ts = float(stamp[-1])
-    except ValueError:
-        return None
-    tail = rest[colon + 2 :]
-    ec = tail.find(":")
-    event = tail[:ec] if ec >= 0 else ""
-    if not event.isidentifier():
-        return None
-    return head[:dash].strip(), int(pid), int(cpu), ts, event, tail[ec + 1 :].lstrip(" ")
-
-
-def _split_slow(line: str) -> tuple[str, int, int, float, str, str] | None:
-    m = _HEADER.match(line)
-    if m is None:
-        return None
-    return (
-        m["comm"].strip(),
-        int(m["pid"]),
-        int(m["cpu"]),
-        float(m["ts"]),
-        m["event"],
-        line[m.end() :],
-    )
-
-
 def parse_line(number: int, line: str) -> Event | Skipped | None:
     """One line: an event, a skip with its reason, or None for comments and blanks."""
-    line = line.rstrip("\r\n")
-    if not line.strip() or line.lstrip().startswith("#"):
+    first = line[:1]
+    if first == "#" or not line.strip() or line.lstrip().startswith("#"):
         return None
-    if line.startswith("CPU:") and "[LOST" in line:
-        return Skipped(
-            number,
-            f"the ring buffer lost events here ({line.strip()}): maps or unmaps may be missing",
-        )
-    parts = _split_fast(line) or _split_slow(line)
-    if parts is None:
+    m = _HEADER.match(line)
+    if m is None:
+        if line.startswith("CPU:") and "[LOST" in line:
+            return Skipped(
+                number,
+                f"the ring buffer lost events here ({line.strip()}): maps or unmaps may be missing",
+            )
         return Skipped(number, _NOT_EVENT)
-    comm, pid, cpu, ts, event, body = parts
+    comm, pid, cpu, ts, event = m.groups()
+    body = line[m.end() :].rstrip()
+    quick = FAST.get(event)
+    if quick is not None:
+        found = quick(number, comm.strip(), int(pid), int(cpu), float(ts), event, body)
+        if found is not None:
+            return found
     parse = _parser_of(event)
     if parse is None:
         return Skipped(number, f"event {event!r} is not an iommu or dma event the replay uses")
     try:
-        return parse(number, comm, pid, cpu, ts, event, body)
+        return parse(number, comm.strip(), int(pid), int(cpu), float(ts), event, body)
     except ValueError as err:
-        return Skipped(number, f"{event}: {err}" if not str(err).startswith(event) else str(err))
+        text = str(err)
+        return Skipped(number, text if text.startswith(event) else f"{event}: {text}")
 
 
 def parse_lines(lines: Iterable[str], *, first: int = 1) -> Iterator[Event | Skipped]:

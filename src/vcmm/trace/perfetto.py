@@ -33,13 +33,19 @@ class Timeline:
         return pid
 
     def span_begin(
-        self, track: str, ident: int, name: str, ts: float, args: dict[str, Any]
+        self,
+        track: str,
+        ident: int,
+        name: str,
+        ts: float,
+        args: dict[str, Any],
+        cat: str = "mapping",
     ) -> None:
         pid = self._pid(track)
         self._events.append(
             {
                 "ph": "b",
-                "cat": "mapping",
+                "cat": cat,
                 "name": name,
                 "id": ident,
                 "pid": pid,
@@ -49,12 +55,12 @@ class Timeline:
             }
         )
 
-    def span_end(self, track: str, ident: int, name: str, ts: float) -> None:
+    def span_end(self, track: str, ident: int, name: str, ts: float, cat: str = "mapping") -> None:
         pid = self._pid(track)
         self._events.append(
             {
                 "ph": "e",
-                "cat": "mapping",
+                "cat": cat,
                 "name": name,
                 "id": ident,
                 "pid": pid,

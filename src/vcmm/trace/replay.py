@@ -40,12 +40,19 @@ class Replayer:
     """Drive one System with attributed trace items (see the module notes)."""
 
     def __init__(
-        self, system: System, *, reallocate: bool = False, timeline: Timeline | None = None
+        self,
+        system: System,
+        *,
+        reallocate: bool = False,
+        tables: bool = True,
+        timeline: Timeline | None = None,
     ) -> None:
         if not isinstance(system, System):
             raise TypeError(f"Replayer needs a System, got {type(system).__name__}")
         self.system = system
         self.reallocate = bool(reallocate)
+        #: False: find problems only, leave the page tables alone (much faster).
+        self.tables = bool(tables)
         self.timeline = timeline
         self.report = ReplayReport(
             platform=system.spec.name, mode="reallocate" if reallocate else "as traced"
@@ -84,7 +91,9 @@ class Replayer:
             else:
                 found = self._by_ctx.get(id(dev.ctx))
                 if found is None:
-                    writer = TableWriter(dev.ctx, dev.ctx.low_table, self._attrs)
+                    writer = TableWriter(
+                        dev.ctx, dev.ctx.low_table, self._attrs, enabled=self.tables
+                    )
                     found = Domain(
                         dev.ctx.name,
                         dev.ctx,
@@ -303,6 +312,8 @@ class Replayer:
         """What the device's real table says about ``iova`` (as traced only)."""
         if dom.iova is not None:
             return "not walked: vcmm placed the mappings elsewhere (--reallocate)"
+        if not self.tables:
+            return "not walked: the replay left the tables alone (--no-tables)"
         if iova >= dom.input_limit:
             return "beyond the table's input range"
         dom.writer.sync()
@@ -344,7 +355,9 @@ class Replayer:
                     self.timeline.span_end(live.device, live.line, "", self._last_ts * 1e6)
         for device, where in self._domains.items():
             if isinstance(where, Domain) and device in report.devices:
-                report.devices[device].table_bytes_peak = where.writer.table_bytes_peak
+                report.devices[device].table_bytes_peak = (
+                    where.writer.table_bytes_peak if self.tables else None
+                )
         report.skipped.sort(key=lambda s: s.line)
         report.problems.sort(key=lambda p: (p.line, p.kind))
         return report

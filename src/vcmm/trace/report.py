@@ -49,9 +49,10 @@ class DeviceStats:
     mapped_bytes: int = 0
     mapped_bytes_peak: int = 0
     live_at_end: int = 0
-    table_bytes_peak: int = 0
+    #: None when the replay left the tables alone (``--no-tables``).
+    table_bytes_peak: int | None = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return {
             "map": self.map,
             "unmap": self.unmap,
@@ -146,7 +147,7 @@ def render_text(report: ReplayReport, *, limit: int = 20) -> str:
                 str(st.faults),
                 format_size(st.mapped_bytes_peak) if st.mapped_bytes_peak else "0",
                 str(st.live_at_end),
-                format_size(st.table_bytes_peak) if st.table_bytes_peak else "0",
+                "-" if st.table_bytes_peak is None else format_size(st.table_bytes_peak),
             )
             for name, st in sorted(report.devices.items())
         ]

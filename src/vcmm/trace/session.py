@@ -52,13 +52,17 @@ def replay(
     *,
     platform: PlatformArg = None,
     reallocate: bool = False,
+    tables: bool = True,
     strict: bool = False,
     timeline: Timeline | None = None,
 ) -> ReplayReport:
     """Attribute and replay parsed ``items``; with ``strict`` any skipped line is a
-    :class:`TraceError` naming the first one."""
+    :class:`TraceError` naming the first one; ``tables=False`` finds the problems
+    without writing page tables (``table_bytes_peak`` is then None)."""
     attributed: list[Item] = list(attribute(items))
-    replayer = Replayer(boot(platform, attributed), reallocate=reallocate, timeline=timeline)
+    replayer = Replayer(
+        boot(platform, attributed), reallocate=reallocate, tables=tables, timeline=timeline
+    )
     replayer.feed(attributed)
     report = replayer.finish()
     if strict and report.skipped:

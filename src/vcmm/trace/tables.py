@@ -10,9 +10,11 @@ Table calls are the replay's cost (each one plans runs, checks and logs its edit
 so consecutive changes of one context are batched: a map that continues the previous
 one in both IOVA and physical address (upwards, or downwards as Linux's top-down
 IOVA allocator hands them out) extends it, and so does an unmap continuing an unmap;
-the run is written when something else comes.  All changes between two switches of
-context share one update bracket, so the IOTLB is invalidated once per batch, as
-io-pgtable's gather does.
+the run is written when something else comes.  The changes between two syncs (a
+fault's walk, the end of the replay) share one update bracket, so the IOTLB is
+invalidated once per batch, as io-pgtable's gather does.  Runs are written in trace
+order, each followed by a count of the table's pages, so ``table_bytes_peak`` is
+the true peak (a table page that lives only between two changes included).
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ class TableWriter:
         "attrs",
         "calls",
         "ctx",
+        "enabled",
         "table",
         "table_bytes",
         "table_bytes_peak",
     )
 
-    def __init__(self, ctx: SmmuContext, table: PageTable, attrs: PageAttrs) -> None:
+    def __init__(
+        self, ctx: SmmuContext, table: PageTable, attrs: PageAttrs, *, enabled: bool = True
+    ) -> None:
         self.ctx = ctx
+        #: False for a replay that only looks for problems (``--no-tables``).
+        self.enabled = enabled
         self.table = table
         self.attrs = attrs
         self._op = ""
@@ -55,6 +62,8 @@ class TableWriter:
         return sum(size for _, size in self.table.table_pages())
 
     def map(self, va: int, pa: int, size: int) -> None:
+        if not self.enabled:
+            return
         if self._op == "map":
             if va == self._va + self._size and pa == self._pa + self._size:
                 self._size += size
@@ -66,6 +75,8 @@ class TableWriter:
         self._op, self._va, self._pa, self._size = "map", va, pa, size
 
     def unmap(self, va: int, size: int) -> None:
+        if not self.enabled:
+            return
         if self._op == "unmap":
             if va == self._va + self._size:
                 self._size += size
