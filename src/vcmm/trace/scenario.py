@@ -28,7 +28,10 @@ def scenario_timeline(result: ScenarioResult) -> Timeline:
             length = float(max(step.bursts_per_frame, 1))
             ident = 1_000_000 + frame * len(result.steps) + step.index
             name = f"frame {frame}: {step.access} {step.buffer} ({step.pattern})"
-            args = {"misses": step.frames[frame].misses, "bursts": step.bursts_per_frame}
+            args: dict[str, object] = {
+                "misses": step.frames[frame].misses,
+                "bursts": step.bursts_per_frame,
+            }
             timeline.span_begin(step.device, ident, name, clock, args, cat="step")
             if step.fault is not None:
                 timeline.instant(step.device, "fault", clock, {"fault": step.fault})
