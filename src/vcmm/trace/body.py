@@ -56,7 +56,7 @@ def _hex(kv: dict[str, str], key: str) -> int:
     try:
         text = kv[key]
     except KeyError:
-        raise ValueError(f"no {key}= field") from None
+        raise ValueError(f"no {key}= field (a truncated line?)") from None
     try:
         value = int(text, 16)
     except ValueError:
@@ -70,7 +70,7 @@ def _dec(kv: dict[str, str], key: str) -> int:
     try:
         text = kv[key]
     except KeyError:
-        raise ValueError(f"no {key}= field") from None
+        raise ValueError(f"no {key}= field (a truncated line?)") from None
     if not text.isdigit():
         raise ValueError(f"{key}={text!r} is not a decimal number")
     return int(text)

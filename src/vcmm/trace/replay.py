@@ -27,6 +27,7 @@ from vcmm.errors import VcmmError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.system import System
 from vcmm.trace.domain import Domain, Live
+from vcmm.trace.errors import TraceError
 from vcmm.trace.events import DmaEvent, GroupEvent, IommuMap, IommuUnmap, IoPageFault, Skipped
 from vcmm.trace.intervals import holes
 from vcmm.trace.perfetto import Timeline
@@ -48,7 +49,7 @@ class Replayer:
         timeline: Timeline | None = None,
     ) -> None:
         if not isinstance(system, System):
-            raise TypeError(f"Replayer needs a System, got {type(system).__name__}")
+            raise TraceError(f"Replayer needs a System, got {type(system).__name__}")
         self.system = system
         self.reallocate = bool(reallocate)
         #: False: find problems only, leave the page tables alone (much faster).
