@@ -235,3 +235,20 @@ def test_bad_arguments() -> None:
         Replayer("system")  # type: ignore[arg-type]
     with pytest.raises(TraceError, match="a trace is text"):
         replay_text(42)  # type: ignore[arg-type]
+
+
+def test_merged_small_maps_keep_small_pages() -> None:
+    """512 separate 4 KiB maps filling a 2 MiB-aligned region stay 4 KiB pages (the
+    kernel mapped them one call each), written as one run; a 2 MiB map alone is a block."""
+    lines = [
+        line
+        for k in range(512)
+        for line in mapped(0x40000000 + k * K4, 0x80000000 + k * K4, K4, pid=5)
+    ]
+    rep = _replayer(trace(*lines))
+    assert rep.report.table_calls == 1
+    table = rep.system.device(A).ctx.low_table
+    assert table.walk(0x40123000).page_size == K4
+    assert rep.report.devices[A].table_bytes_peak == 16 * 1024
+    block = _replayer(trace(*mapped(0x40000000, 0x80000000, 0x200000)))
+    assert block.system.device(A).ctx.low_table.walk(0x40123000).page_size == 0x200000

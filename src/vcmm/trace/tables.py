@@ -10,7 +10,11 @@ Table calls are the replay's cost (each one plans runs, checks and logs its edit
 so consecutive changes of one context are batched: a map that continues the previous
 one in both IOVA and physical address (upwards, or downwards as Linux's top-down
 IOVA allocator hands them out) extends it, and so does an unmap continuing an unmap;
-the run is written when something else comes.  The changes between two syncs (a
+the run is written when something else comes.  Only maps that would get small pages
+on their own are merged, and their run is written with small pages forced, so the
+descriptors are those the kernel's separate calls made (a merged run reaching a
+block's alignment would otherwise become a block); a map that may use a block is
+written alone.  The changes between two syncs (a
 fault's walk, the end of the replay) share one update bracket, so the IOTLB is
 invalidated once per batch, as io-pgtable's gather does.  Runs are written in trace
 order, each followed by a count of the table's pages, so ``table_bytes_peak`` is
@@ -28,6 +32,8 @@ class TableWriter:
     """The batched table changes of one SMMU context (see the module notes)."""
 
     __slots__ = (
+        "_blocks",
+        "_granule",
         "_op",
         "_open",
         "_pa",
@@ -53,6 +59,9 @@ class TableWriter:
         self._op = ""
         self._va = self._pa = self._size = 0
         self._open = False
+        sizes = sorted(table.fmt.sizes)
+        self._granule = sizes[0]
+        self._blocks = sizes[1:]
         #: Table calls made (map_range and unmap), after batching.
         self.calls = 0
         self.table_bytes = self._measure()
@@ -61,8 +70,21 @@ class TableWriter:
     def _measure(self) -> int:
         return sum(size for _, size in self.table.table_pages())
 
+    def _small_pages_only(self, va: int, pa: int, size: int) -> bool:
+        """Whether a call of its own would map ``[va, va+size)`` with granule pages only
+        (no block size ``B`` to which va and pa align alike has a whole ``B`` inside)."""
+        for block in self._blocks:
+            if (va - pa) % block == 0 and -(-va // block) * block + block <= va + size:
+                return False
+        return True
+
     def map(self, va: int, pa: int, size: int) -> None:
         if not self.enabled:
+            return
+        if not self._small_pages_only(va, pa, size):
+            self.write()
+            self._op, self._va, self._pa, self._size = "block-map", va, pa, size
+            self.write()
             return
         if self._op == "map":
             if va == self._va + self._size and pa == self._pa + self._size:
@@ -97,8 +119,11 @@ class TableWriter:
             self._open = True
         self._op = ""
         self.calls += 1
-        if op == "map":
-            self.ctx.map_range(self._va, self._pa, self._size, self.attrs)
+        if op != "unmap":
+            # A run of small-page maps keeps small pages, as the kernel's separate
+            # calls made them; only a map of its own may use the blocks it aligns to.
+            forced = self._granule if op == "map" else None
+            self.ctx.map_range(self._va, self._pa, self._size, self.attrs, page_size=forced)
             self.table_bytes = self._measure()
             if self.table_bytes > self.table_bytes_peak:
                 self.table_bytes_peak = self.table_bytes
