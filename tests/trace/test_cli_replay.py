@@ -87,6 +87,7 @@ def test_perfetto_tracks_spans_instants_and_counters(tmp_path: Path) -> None:
     ends = [e for e in events if e["ph"] == "e"]
     assert [(b["id"], b["ts"]) for b in begins] == [(3, 1_000_000.0)]
     assert [(e["id"], e["ts"]) for e in ends] == [(3, 2_000_000.0)]
+    assert begins[0]["name"] == ends[0]["name"] == "map 0xfffff000+0x1000"
     instants = [e["name"] for e in events if e["ph"] == "i"]
     assert instants == ["unmap + IOTLB invalidation", "io_page_fault"]
     counters = [e["args"]["bytes"] for e in events if e["ph"] == "C"]  # type: ignore[index]

@@ -12,6 +12,7 @@ from vcmm.trace import (
     attribute,
     boot,
     parse_text,
+    replay,
     replay_text,
 )
 
@@ -235,6 +236,10 @@ def test_bad_arguments() -> None:
         Replayer("system")  # type: ignore[arg-type]
     with pytest.raises(TraceError, match="a trace is text"):
         replay_text(42)  # type: ignore[arg-type]
+    with pytest.raises(TraceError, match="give text to replay_text"):
+        replay(trace())  # type: ignore[arg-type]
+    with pytest.raises(TraceError, match="is not a parsed trace event"):
+        replay([1, 2])  # type: ignore[list-item]
 
 
 def test_merged_small_maps_keep_small_pages() -> None:

@@ -61,8 +61,8 @@ class Replayer:
         self._domains: dict[str, Domain | str] = {}
         self._by_ctx: dict[int, Domain] = {}
         self._attrs = PageAttrs()
-        #: Bytes still mapped of each traced map line (ends its Perfetto span).
-        self._span_left: dict[int, int] = {}
+        #: Bytes still mapped of each traced map line, and its span's name (Perfetto).
+        self._span_left: dict[int, tuple[int, str]] = {}
         self._last_ts = 0.0
 
     # -- devices and domains ---------------------------------------------------------
@@ -123,10 +123,13 @@ class Replayer:
                 report.skipped.append(item)
             elif isinstance(item, IoPageFault):
                 self._fault(item)
-            else:
+            elif isinstance(item, DmaEvent):
                 report.events += 1
-                if isinstance(item, DmaEvent):
-                    self._stats(item.device)
+                self._stats(item.device)
+            elif isinstance(item, GroupEvent):
+                report.events += 1
+            else:
+                raise TraceError(f"{item!r} is not a parsed trace event (see vcmm.trace.parser)")
 
     def _place(self, dom: Domain, ev: IommuMap) -> tuple[int, int] | str:
         """(vcmm IOVA delta, allocation start) of a new mapping, or why there is none."""
@@ -180,12 +183,13 @@ class Replayer:
         if st.mapped_bytes > st.mapped_bytes_peak:
             st.mapped_bytes_peak = st.mapped_bytes
         if self.timeline is not None:
-            self._span_left[ev.line] = ev.size
+            name = f"map {start:#x}+{ev.size:#x}"
+            self._span_left[ev.line] = (ev.size, name)
             ts = self._ts(ev.ts)
             self.timeline.span_begin(
                 device,
                 ev.line,
-                f"map {start:#x}+{ev.size:#x}",
+                name,
                 ts,
                 {"iova": hex(start), "paddr": hex(ev.paddr), "size": ev.size, "line": ev.line},
             )
@@ -261,11 +265,12 @@ class Replayer:
                 dom.iova.free(live.alloc)
         if self.timeline is not None:
             ts = self._ts(ev.ts)
-            left = self._span_left[live.line] - (e - s)
-            self._span_left[live.line] = left
+            left, name = self._span_left[live.line]
+            left -= e - s
+            self._span_left[live.line] = (left, name)
             if not left:
                 del self._span_left[live.line]
-                self.timeline.span_end(live.device, live.line, "", ts)
+                self.timeline.span_end(live.device, live.line, name, ts)
             self.timeline.counter(live.device, "mapped bytes", ts, st.mapped_bytes)
 
     def _fault(self, ev: IoPageFault) -> None:
@@ -352,8 +357,8 @@ class Replayer:
                     )
                 )
                 if self.timeline is not None and live.line in self._span_left:
-                    del self._span_left[live.line]
-                    self.timeline.span_end(live.device, live.line, "", self._last_ts * 1e6)
+                    _, name = self._span_left.pop(live.line)
+                    self.timeline.span_end(live.device, live.line, name, self._last_ts * 1e6)
         for device, where in self._domains.items():
             if isinstance(where, Domain) and device in report.devices:
                 report.devices[device].table_bytes_peak = (

@@ -59,6 +59,8 @@ def replay(
     """Attribute and replay parsed ``items``; with ``strict`` any skipped line is a
     :class:`TraceError` naming the first one; ``tables=False`` finds the problems
     without writing page tables (``table_bytes_peak`` is then None)."""
+    if isinstance(items, str | bytes):
+        raise TraceError("replay takes parsed events; give text to replay_text()")
     attributed: list[Item] = list(attribute(items))
     replayer = Replayer(
         boot(platform, attributed), reallocate=reallocate, tables=tables, timeline=timeline
