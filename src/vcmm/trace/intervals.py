@@ -18,91 +18,92 @@ V = TypeVar("V")
 
 
 class IntervalMap(Generic[V]):
-    """Disjoint ``[start, end)`` intervals, each with a value (see the module notes)."""
+    """Disjoint ``[start, end)`` intervals, each with a value (see the module notes).
 
-    __slots__ = ("_ends", "_starts", "_values")
+    One sorted list of starts (the only list an insert or removal shifts) and a dict
+    from start to ``(end, value)``.
+    """
+
+    __slots__ = ("_of", "_starts")
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._values: list[V] = []
+        self._of: dict[int, tuple[int, V]] = {}
 
     def __len__(self) -> int:
         return len(self._starts)
 
     def __iter__(self) -> Iterator[tuple[int, int, V]]:
-        return iter(zip(self._starts, self._ends, self._values, strict=True))
+        of = self._of
+        return iter([(s, *of[s]) for s in self._starts])
 
     def _first(self, start: int) -> int:
         """Index of the first interval that ends after ``start``."""
         i = bisect_right(self._starts, start) - 1
-        if i >= 0 and self._ends[i] > start:
+        if i >= 0 and self._of[self._starts[i]][0] > start:
             return i
         return i + 1
 
     def overlapping(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """The intervals meeting ``[start, end)``, whole, in address order."""
-        starts, ends, values = self._starts, self._ends, self._values
+        starts, of = self._starts, self._of
         out = []
         i = self._first(start)
-        while i < len(starts) and starts[i] < end:
-            out.append((starts[i], ends[i], values[i]))
+        n = len(starts)
+        while i < n and starts[i] < end:
+            s = starts[i]
+            out.append((s, *of[s]))
             i += 1
         return out
 
     def at(self, addr: int) -> tuple[int, int, V] | None:
         """The interval holding ``addr``, if any."""
         i = bisect_right(self._starts, addr) - 1
-        if i >= 0 and self._ends[i] > addr:
-            return self._starts[i], self._ends[i], self._values[i]
+        if i >= 0:
+            s = self._starts[i]
+            e, v = self._of[s]
+            if e > addr:
+                return s, e, v
         return None
 
     def insert(self, start: int, end: int, value: V) -> None:
         """Add ``[start, end)``, which the caller knows overlaps nothing."""
-        i = bisect_left(self._starts, start)
-        self._starts.insert(i, start)
-        self._ends.insert(i, end)
-        self._values.insert(i, value)
+        self._starts.insert(bisect_left(self._starts, start), start)
+        self._of[start] = (end, value)
 
     def remove(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """Cut ``[start, end)`` out; returns the removed pieces (clipped, original values).
 
-        An interval cut at one side keeps its value (the caller shifts offset-dependent
-        values by ``piece_start - interval_start``); one cut in the middle becomes two.
+        An interval cut at one side keeps its value; one cut in the middle becomes
+        two.  Values must not depend on the position (store offsets, not addresses).
         """
-        starts, ends, values = self._starts, self._ends, self._values
+        starts, of = self._starts, self._of
         i = self._first(start)
         j = i
-        while j < len(starts) and starts[j] < end:
+        n = len(starts)
+        while j < n and starts[j] < end:
             j += 1
         if i == j:
             return []
-        removed = [(max(starts[k], start), min(ends[k], end), values[k]) for k in range(i, j)]
-        keep_s: list[int] = []
-        keep_e: list[int] = []
-        keep_v: list[V] = []
-        if starts[i] < start:
-            keep_s.append(starts[i])
-            keep_e.append(start)
-            keep_v.append(values[i])
-        if ends[j - 1] > end:
-            keep_s.append(end)
-            keep_e.append(ends[j - 1])
-            keep_v.append(values[j - 1])
-        starts[i:j] = keep_s
-        ends[i:j] = keep_e
-        values[i:j] = keep_v
+        removed = []
+        keep: list[int] = []
+        for k in range(i, j):
+            s = starts[k]
+            e, v = of.pop(s)
+            removed.append((max(s, start), min(e, end), v))
+            if s < start:
+                keep.append(s)
+                of[s] = (start, v)
+            if e > end:
+                keep.append(end)
+                of[end] = (e, v)
+        starts[i:j] = keep
         return removed
 
     def assign(self, start: int, end: int, value: V) -> None:
         """Make ``[start, end)`` one interval of ``value``, replacing what was there."""
         self.remove(start, end)
         self.insert(start, end, value)
-
-    def start_of(self, addr: int) -> int | None:
-        """Start of the interval holding ``addr`` (None if none does)."""
-        found = self.at(addr)
-        return None if found is None else found[0]
 
 
 def holes(start: int, end: int, pieces: Sequence[tuple[int, int, object]]) -> list[tuple[int, int]]:

@@ -1,10 +1,13 @@
 """Putting a trace's maps and unmaps into a device's real page table, in batches.
 
-The replay drives the SMMU context of each device through its own calls (the seed's
-``update_start``/``map_range``/``unmap``/``update_done``), the lowest public layer
-that still writes real descriptors into the table the context's bank walks, so a
-walk after the replay (or a fault's check during it) reads true descriptors, and
-the table's pages are what ``table_bytes_peak`` counts.
+The replay writes each device's SMMU context table (``ctx.low_table``, the table the
+context's bank walks) with the page table's own ``map``/``unmap``, the lowest public
+layer that still writes real descriptors, inside the context's
+``update_start``/``update_done`` bracket, reporting every changed range to the
+context's ``tlb_gather`` as the VCMM core does for the tables it owns.  So a walk
+after the replay (or a fault's check during it) reads true descriptors, the IOTLB is
+invalidated as the hardware needs, and the table's pages are what
+``table_bytes_peak`` counts.
 
 Table calls are the replay's cost (each one plans runs, checks and logs its edits),
 so consecutive changes of one context are batched: a map that continues the previous
@@ -123,12 +126,13 @@ class TableWriter:
             # A run of small-page maps keeps small pages, as the kernel's separate
             # calls made them; only a map of its own may use the blocks it aligns to.
             forced = self._granule if op == "map" else None
-            self.ctx.map_range(self._va, self._pa, self._size, self.attrs, page_size=forced)
+            self.table.map(self._va, self._pa, self._size, self.attrs, page_size=forced)
             self.table_bytes = self._measure()
             if self.table_bytes > self.table_bytes_peak:
                 self.table_bytes_peak = self.table_bytes
         else:
-            self.ctx.unmap(self._va, self._size)  # tables only shrink: no new peak
+            self.table.unmap(self._va, self._size)  # tables only shrink: no new peak
+        self.ctx.tlb_gather.add_range(self._va, self._size)
 
     def sync(self) -> None:
         """Write what is pending and close the bracket (the IOTLB invalidation)."""
