@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from vcmm.platform import load_default
@@ -257,3 +259,38 @@ def test_merged_small_maps_keep_small_pages() -> None:
     assert rep.report.devices[A].table_bytes_peak == 16 * 1024
     block = _replayer(trace(*mapped(0x40000000, 0x80000000, 0x200000)))
     assert block.system.device(A).ctx.low_table.walk(0x40123000).page_size == 0x200000
+
+
+BOARD = {
+    "#address-cells": 1,
+    "#size-cells": 1,
+    "model": "trace board",
+    "memory@40000000": {"device_type": "memory", "reg": [0x4000_0000, 0x1000_0000]},
+    "iommu@1000": {
+        "compatible": "arm,mmu-500",
+        "reg": [0x1000, 0x10000],
+        "#iommu-cells": 1,
+        "#global-interrupts": 0,
+        "phandle": 1,
+    },
+    "usb@20000": {"reg": [0x20000, 0x100], "iommus": [1, 3]},
+    "dma@30000": {"reg": [0x30000, 0x100], "iommus": [1, 3]},  # same stream: same group
+    "gpu@40000": {"reg": [0x40000, 0x100], "iommus": [1, 5]},
+}
+
+
+def test_devicetree_groups_share_a_domain(make_dtb: Callable[..., str]) -> None:
+    """Linux names from the devicetree; two masters of one IOMMU group share a domain,
+    so their maps of one IOVA overlap, while another group's domain reuses it freely."""
+    text = trace(
+        *mapped(0x100000, 0x48000000, K4, "20000.usb"),
+        *mapped(0x100000, 0x49000000, K4, "30000.dma"),
+        *mapped(0x100000, 0x4A000000, K4, "40000.gpu"),
+    )
+    report = replay_text(text, platform=make_dtb(BOARD))
+    assert report.platform == "board"  # named after the file
+    assert [(p.kind, p.line, p.device) for p in report.problems] == [
+        ("leak", 3, "20000.usb"),
+        ("overlapping-map", 5, "30000.dma"),
+        ("leak", 7, "40000.gpu"),
+    ]
