@@ -24,6 +24,7 @@ from vcmm.trace.events import (
     DMA_ROLES,
     GROUP_EVENTS,
     DmaEvent,
+    DmaRole,
     Event,
     GroupEvent,
     IommuMap,
@@ -215,85 +216,53 @@ def body_parser(event: str) -> BodyParser | None:
 # -- fast paths: one compiled expression per frequent body; None falls back -------------
 
 _X = r"(?:0x)?([0-9a-fA-F]+)"
-_MAP = re.compile(
-    r"IOMMU: iova=0x([0-9a-fA-F]+)(?: - 0x([0-9a-fA-F]+))? paddr=0x([0-9a-fA-F]+) size=(\d+)$"
-)
-_UNMAP = re.compile(
-    r"IOMMU: iova=0x([0-9a-fA-F]+)(?: - 0x([0-9a-fA-F]+))? size=(\d+) unmapped_size=(\d+)$"
-)
+_IOVA = r"IOMMU: iova=0x(?P<iova>[0-9a-fA-F]+)(?: - 0x(?P<end>[0-9a-fA-F]+))?"
+_MAP = re.compile(rf"{_IOVA} paddr=0x(?P<paddr>[0-9a-fA-F]+) size=(?P<size>\d+)$")
+_UNMAP = re.compile(rf"{_IOVA} size=(?P<size>\d+) unmapped_size=(?P<unmapped>\d+)$")
 _DMA_MAP = re.compile(rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+) phys_addr={_X} attrs=\S*$")
 _DMA_SINGLE = re.compile(rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+)(?: attrs=\S*)?$")
+
+
+def _span(m: re.Match[str]) -> tuple[int, int] | None:
+    """(iova, size) of a map/unmap match whose ``- end`` (if printed) is iova + size."""
+    start, length = int(m["iova"], 16), int(m["size"])
+    if m["end"] is not None and int(m["end"], 16) != start + length:
+        return None
+    return start, length
 
 
 def _fast_map(
     line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
 ) -> Event | None:
     m = _MAP.match(body)
-    if m is None:
+    span = None if m is None else _span(m)
+    if m is None or span is None:
         return None
-    iova, end, paddr, size = m.groups()
-    start, length = int(iova, 16), int(size)
-    if end is not None and int(end, 16) != start + length:
-        return None
-    return IommuMap(line, comm, pid, cpu, ts, start, int(paddr, 16), length)
+    return IommuMap(line, comm, pid, cpu, ts, span[0], int(m["paddr"], 16), span[1])
 
 
 def _fast_unmap(
     line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
 ) -> Event | None:
     m = _UNMAP.match(body)
-    if m is None:
+    span = None if m is None else _span(m)
+    if m is None or span is None:
         return None
-    iova, end, size, unmapped = m.groups()
-    start, length = int(iova, 16), int(size)
-    if end is not None and int(end, 16) != start + length:
-        return None
-    return IommuUnmap(line, comm, pid, cpu, ts, start, length, int(unmapped))
+    return IommuUnmap(line, comm, pid, cpu, ts, span[0], span[1], int(m["unmapped"]))
 
 
-def _fast_dma_map(
+def _fast_dma(
     line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
 ) -> Event | None:
-    m = _DMA_MAP.match(body)
+    """A single dma map (with ``phys_addr``), unmap or sync."""
+    m = (_DMA_MAP if DMA_ROLES[event] is DmaRole.CLAIMS_MAPS else _DMA_SINGLE).match(body)
     if m is None:
         return None
-    device, direction, addr, size, phys = m.groups()
+    device, direction, addr, size, *phys = m.groups()
     return DmaEvent(
-        line,
-        comm,
-        pid,
-        cpu,
-        ts,
-        event,
-        device,
-        DMA_ROLES[event],
-        direction,
-        int(addr, 16),
-        int(size),
-        int(phys, 16),
-    )
-
-
-def _fast_dma_single(
-    line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
-) -> Event | None:
-    m = _DMA_SINGLE.match(body)
-    if m is None:
-        return None
-    device, direction, addr, size = m.groups()
-    return DmaEvent(
-        line,
-        comm,
-        pid,
-        cpu,
-        ts,
-        event,
-        device,
-        DMA_ROLES[event],
-        direction,
-        int(addr, 16),
-        int(size),
-    )
+        line, comm, pid, cpu, ts, event, device, DMA_ROLES[event], direction,
+        int(addr, 16), int(size), int(phys[0], 16) if phys else None,
+    )  # fmt: skip
 
 
 FastParser = Callable[[int, str, int, int, float, str, str], Event | None]
@@ -302,12 +271,12 @@ FastParser = Callable[[int, str, int, int, float, str, str], Event | None]
 FAST: dict[str, FastParser] = {
     "map": _fast_map,
     "unmap": _fast_unmap,
-    "dma_map_page": _fast_dma_map,
-    "dma_map_phys": _fast_dma_map,
-    "dma_map_resource": _fast_dma_map,
-    "dma_unmap_page": _fast_dma_single,
-    "dma_unmap_phys": _fast_dma_single,
-    "dma_unmap_resource": _fast_dma_single,
-    "dma_sync_single_for_cpu": _fast_dma_single,
-    "dma_sync_single_for_device": _fast_dma_single,
+    "dma_map_page": _fast_dma,
+    "dma_map_phys": _fast_dma,
+    "dma_map_resource": _fast_dma,
+    "dma_unmap_page": _fast_dma,
+    "dma_unmap_phys": _fast_dma,
+    "dma_unmap_resource": _fast_dma,
+    "dma_sync_single_for_cpu": _fast_dma,
+    "dma_sync_single_for_device": _fast_dma,
 }

@@ -70,14 +70,20 @@ GROUP_EVENTS: Final = frozenset(
 
 
 @dataclass(slots=True)
-class IommuMap:
-    """``iommu:map``: ``[iova, iova+size)`` now translates to ``paddr``."""
+class Traced:
+    """Where an event came from: its line, task, CPU and time (seconds)."""
 
     line: int
     comm: str
     pid: int
     cpu: int
     ts: float
+
+
+@dataclass(slots=True)
+class IommuMap(Traced):
+    """``iommu:map``: ``[iova, iova+size)`` now translates to ``paddr``."""
+
     iova: int
     paddr: int
     size: int
@@ -86,14 +92,9 @@ class IommuMap:
 
 
 @dataclass(slots=True)
-class IommuUnmap:
+class IommuUnmap(Traced):
     """``iommu:unmap``: ``[iova, iova+size)`` asked, ``unmapped`` bytes removed."""
 
-    line: int
-    comm: str
-    pid: int
-    cpu: int
-    ts: float
     iova: int
     size: int
     unmapped: int
@@ -101,14 +102,9 @@ class IommuUnmap:
 
 
 @dataclass(slots=True)
-class IoPageFault:
+class IoPageFault(Traced):
     """``iommu:io_page_fault``: ``device`` (bound to ``driver``) faulted at ``iova``."""
 
-    line: int
-    comm: str
-    pid: int
-    cpu: int
-    ts: float
     driver: str
     device: str
     iova: int
@@ -121,21 +117,16 @@ class IoPageFault:
 
 
 @dataclass(slots=True)
-class GroupEvent:
+class GroupEvent(Traced):
     """``add_device_to_group`` and friends: ``group`` is None for the domain events."""
 
-    line: int
-    comm: str
-    pid: int
-    cpu: int
-    ts: float
     name: str
     device: str
     group: int | None = None
 
 
 @dataclass(slots=True)
-class DmaEvent:
+class DmaEvent(Traced):
     """A ``dma:*`` event: the device and whatever addresses its kind prints.
 
     Single mappings fill ``dma_addr``/``size``/``phys``; scatterlists fill the
@@ -143,11 +134,6 @@ class DmaEvent:
     ``a/b`` counts of newest mainline (``b`` entries, ``a`` of them printed).
     """
 
-    line: int
-    comm: str
-    pid: int
-    cpu: int
-    ts: float
     name: str
     device: str
     role: DmaRole

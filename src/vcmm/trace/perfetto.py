@@ -32,6 +32,15 @@ class Timeline:
             )
         return pid
 
+    def _async(
+        self, ph: str, track: str, ident: int, name: str, ts: float, cat: str
+    ) -> dict[str, Any]:
+        pid = self._pid(track)
+        event = {"ph": ph, "cat": cat, "name": name, "id": ident, "pid": pid, "tid": pid}
+        event["ts"] = ts
+        self._events.append(event)
+        return event
+
     def span_begin(
         self,
         track: str,
@@ -41,33 +50,12 @@ class Timeline:
         args: dict[str, Any],
         cat: str = "mapping",
     ) -> None:
-        pid = self._pid(track)
-        self._events.append(
-            {
-                "ph": "b",
-                "cat": cat,
-                "name": name,
-                "id": ident,
-                "pid": pid,
-                "tid": pid,
-                "ts": ts,
-                "args": args,
-            }
-        )
+        """Open the async span ``ident`` on ``track`` (``ts`` in microseconds)."""
+        self._async("b", track, ident, name, ts, cat)["args"] = args
 
     def span_end(self, track: str, ident: int, name: str, ts: float, cat: str = "mapping") -> None:
-        pid = self._pid(track)
-        self._events.append(
-            {
-                "ph": "e",
-                "cat": cat,
-                "name": name,
-                "id": ident,
-                "pid": pid,
-                "tid": pid,
-                "ts": ts,
-            }
-        )
+        """Close the async span ``ident`` (same name and category as it opened with)."""
+        self._async("e", track, ident, name, ts, cat)
 
     def instant(self, track: str, name: str, ts: float, args: dict[str, Any]) -> None:
         pid = self._pid(track)
