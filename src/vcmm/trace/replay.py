@@ -337,28 +337,36 @@ class Replayer:
 
     # -- the end ---------------------------------------------------------------------
 
+    def _leaks(self, dom: Domain) -> None:
+        """One leak per map line with bytes still mapped (a mapping an unmap cut in two
+        is still one leak)."""
+        pieces: dict[int, list[tuple[int, int]]] = {}
+        owner: dict[int, str] = {}
+        for s, e, live in dom.live:
+            pieces.setdefault(live.line, []).append((s, e))
+            owner[live.line] = live.device
+        for line, ranges in pieces.items():
+            device = owner[line]
+            self._stats(device).live_at_end += 1
+            left = sum(e - s for s, e in ranges)
+            where = ", ".join(f"[{s:#x}, {e:#x})" for s, e in ranges[:4])
+            more = f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else ""
+            self.report.problems.append(Problem(
+                "leak", line, device, ranges[0][0],
+                f"{where}{more} ({left:#x} bytes) mapped at line {line} still mapped at the "
+                "end of the trace",
+            ))  # fmt: skip
+            if self.timeline is not None and line in self._span_left:
+                _, name = self._span_left.pop(line)
+                self.timeline.span_end(device, line, name, self._last_ts * 1e6)
+
     def finish(self) -> ReplayReport:
         """Write what is pending, report leaks and table peaks; the report."""
         report = self.report
         for dom in self._by_ctx.values():
             dom.writer.sync()
             report.table_calls += dom.writer.calls
-            for s, e, live in dom.live:
-                st = self._stats(live.device)
-                st.live_at_end += 1
-                report.problems.append(
-                    Problem(
-                        "leak",
-                        live.line,
-                        live.device,
-                        s,
-                        f"[{s:#x}, {e:#x}) ({e - s:#x} bytes) mapped at line {live.line} is "
-                        "still mapped at the end of the trace",
-                    )
-                )
-                if self.timeline is not None and live.line in self._span_left:
-                    _, name = self._span_left.pop(live.line)
-                    self.timeline.span_end(live.device, live.line, name, self._last_ts * 1e6)
+            self._leaks(dom)
         for device, where in self._domains.items():
             if isinstance(where, Domain) and device in report.devices:
                 report.devices[device].table_bytes_peak = (
