@@ -18,11 +18,13 @@ from .lines import dma_map_line, dma_unmap_line, fault_line, map_line, trace, un
 
 DEVICES = ("0000:00:01.0", "0000:00:02.0")
 BASE, PAGE = 0x40000000, 0x1000
+#: What one last-level VMSAv8-64 table translates: the first pages land in two of them.
+SPAN = 0x200000
 
 op = st.tuples(
     st.sampled_from(["map", "unmap", "fault"]),
     st.sampled_from(DEVICES),
-    st.integers(0, 15),  # first page
+    st.integers(0, 15),  # first page: 0-7 in one last-level table, 8-15 in the next
     st.integers(1, 4),  # pages
 )
 
@@ -30,7 +32,7 @@ op = st.tuples(
 def _lines(ops: list[tuple[str, str, int, int]]) -> list[str]:
     out = []
     for kind, dev, first, n in ops:
-        iova, size = BASE + first * PAGE, n * PAGE
+        iova, size = BASE + (first // 8) * SPAN + (first % 8) * PAGE, n * PAGE
         pid = DEVICES.index(dev) + 10
         if kind == "map":
             pa = 0x80000000 + len(out) * 0x10000
@@ -42,12 +44,20 @@ def _lines(ops: list[tuple[str, str, int, int]]) -> list[str]:
     return out
 
 
+def _table_bytes(pages: dict[int, tuple[int, int]]) -> int:
+    """VMSAv8-64, 4 KiB granule (ARM ARM D8): the root, plus one table per distinct
+    VA[47:39] (level 1), VA[47:30] (level 2) and VA[47:21] (level 3) of the pages."""
+    vas = [BASE + p * PAGE for p in pages]
+    return PAGE * (1 + sum(len({va >> shift for va in vas}) for shift in (39, 30, 21)))
+
+
 def _reference(lines: list[str]) -> tuple[set[tuple[str, int]], dict[str, int], dict]:
     live: dict[str, dict[int, tuple[int, int]]] = {d: {} for d in DEVICES}  # page->(line, pa)
     gone: dict[str, dict[int, int]] = {d: {} for d in DEVICES}
     problems: set[tuple[str, int]] = set()
     mapped = dict.fromkeys(DEVICES, 0)
     peak = dict.fromkeys(DEVICES, 0)
+    table_peak = dict.fromkeys(DEVICES, PAGE)  # the root table alone
     items = list(attribute(parse_text(trace(*lines))))
     for ev in items:
         name = type(ev).__name__
@@ -61,6 +71,7 @@ def _reference(lines: list[str]) -> tuple[set[tuple[str, int]], dict[str, int], 
                 gone[ev.device].pop(p, None)
             mapped[ev.device] += ev.size
             peak[ev.device] = max(peak[ev.device], mapped[ev.device])
+            table_peak[ev.device] = max(table_peak[ev.device], _table_bytes(live[ev.device]))
         elif name == "IommuUnmap":
             pages = range((ev.iova - BASE) // PAGE, (ev.iova + ev.size - BASE) // PAGE)
             holes = [p for p in pages if p not in live[ev.device]]
@@ -79,6 +90,7 @@ def _reference(lines: list[str]) -> tuple[set[tuple[str, int]], dict[str, int], 
                 problems.add((kind, ev.line))
     for dev in DEVICES:
         problems |= {("leak", line) for line, _ in live[dev].values()}
+    peak.update({f"table {d}": table_peak[d] for d in DEVICES})
     return problems, peak, live
 
 
@@ -96,10 +108,11 @@ def test_replay_matches_the_reference(ops: list[tuple[str, str, int, int]]) -> N
     for dev in DEVICES:
         if dev in report.devices:
             assert report.devices[dev].mapped_bytes_peak == peak[dev]
+            assert report.devices[dev].table_bytes_peak == peak[f"table {dev}"]
         if not any(d == dev for _, d, _, _ in ops):
             continue
         table = replayer.system.device(dev).ctx.low_table
-        for page in range(20):
+        for page in [r * SPAN // PAGE + k for r in range(2) for k in range(12)]:
             walk = table.walk(BASE + page * PAGE)
             if page in live[dev]:
                 assert walk.pa == live[dev][page][1]

@@ -35,6 +35,8 @@ class Live(NamedTuple):
     va_delta: int
     #: Start of vcmm's IOVA allocation holding it (-1 as traced).
     alloc: int
+    #: Whether the table holds it in small pages only (no block to split on unmap).
+    small: bool
 
 
 class Domain:
@@ -83,3 +85,15 @@ class Domain:
                 f"{self.writer.table.fmt.name} pages can address ({self.output_limit:#x})"
             )
         return None
+
+    def keeps_tables(self, start: int, end: int) -> bool:
+        """Whether every last-level table span ``[start, end)`` touches still holds a
+        live mapping (asked after the range left ``live``): then unmapping it frees
+        no table page."""
+        span = self.writer.leaf_span
+        at = start - start % span
+        while at < end:
+            if not self.live.overlapping(at, at + span):
+                return False
+            at += span
+        return True

@@ -176,7 +176,8 @@ class Replayer:
             self._skip(ev.line, placed)
             return
         va_delta, alloc = placed
-        dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc))
+        small = dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
         dom.gone.remove(start, end)
         dom.writer.map(start + va_delta, ev.paddr, ev.size)
         st.mapped_bytes += ev.size
@@ -210,8 +211,14 @@ class Replayer:
         gaps = holes(start, end, pieces)
         if gaps:
             self._unmap_problem(dom, ev, device, gaps)
+        # As traced, an unmap that frees no table page may wait to merge (tables.py).
+        deferrable = (
+            dom.iova is None
+            and all(live.small for _, _, live in pieces)
+            and dom.keeps_tables(start, end)
+        )
         for s, e, live in pieces:
-            self._release(dom, ev, s, e, live)
+            self._release(dom, ev, s, e, live, deferrable)
             dom.gone.assign(s, e, ev.line)
         if self.timeline is not None:
             self.timeline.instant(
@@ -251,9 +258,11 @@ class Replayer:
                 )
             )
 
-    def _release(self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live) -> None:
+    def _release(
+        self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live, deferrable: bool
+    ) -> None:
         """Take one live piece out of the table and the counts."""
-        dom.writer.unmap(s + live.va_delta, e - s)
+        dom.writer.unmap(s + live.va_delta, e - s, deferrable=deferrable)
         st = self._stats(live.device)
         st.mapped_bytes -= e - s
         if dom.iova is not None:
