@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vcmm.platform import load_default
 from vcmm.trace import (
@@ -294,3 +296,32 @@ def test_devicetree_groups_share_a_domain(make_dtb: Callable[..., str]) -> None:
         ("overlapping-map", 5, "30000.dma"),
         ("leak", 7, "40000.gpu"),
     ]
+
+
+GOOD = [
+    *mapped(0x10000, 0x81000000, K4),
+    *unmapped(0x10000, K4),
+    fault_line(A, 0x10000, 1),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(GOOD),
+            st.sampled_from(GOOD).map(lambda s: s[: len(s) // 2]),  # truncated
+            st.text(alphabet=st.characters(blacklist_characters="\x00\r\n"), max_size=80),
+        ),
+        max_size=12,
+    )
+)
+def test_any_text_replays_without_a_traceback(lines: list[str]) -> None:
+    """Garbage, truncated and shuffled lines: every unusable line is a skip with a
+    1-based number inside the file, never an exception."""
+    text = "\n".join(lines) + "\n"
+    report = replay_text(text)
+    numbers = [s.line for s in report.skipped]
+    assert all(1 <= n <= len(lines) for n in numbers)
+    assert numbers == sorted(numbers)
+    assert report.events + len(report.skipped) <= len(lines)

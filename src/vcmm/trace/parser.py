@@ -115,4 +115,6 @@ def parse_text(text: str | bytes, *, source: str = "<trace>") -> list[Event | Sk
         raise TraceError(f"{source}: a trace is text, got {type(text).__name__}")
     if "\0" in text[:_SNIFF]:
         raise TraceError(f"{source}: not a text trace (it holds NUL characters)")
-    return list(parse_lines(text.splitlines()))
+    # Lines end at "\n" only: str.splitlines() would also cut at \x1c-\x1e, \x85 and
+    # \u2028, and the line numbers would no longer be the file's.
+    return list(parse_lines(text.split("\n")))
