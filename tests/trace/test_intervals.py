@@ -41,6 +41,10 @@ def test_matches_a_page_model(steps: list[tuple[str, int, int, int]]) -> None:
         hit = im.at(p)
         assert (hit is not None) == (p in pages)
         gaps = holes(p, p + 5, im.overlapping(p, p + 5))
+        first = im.first(p, p + 5)
+        covered = [q for q in range(p, p + 5) if q in pages]
+        assert (first is None) == (not covered)
+        assert first is None or first[0] <= covered[0] < first[1]
         assert {q for a, b in gaps for q in range(a, b)} == {
             q for q in range(p, p + 5) if q not in pages
         }

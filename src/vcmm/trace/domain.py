@@ -93,7 +93,7 @@ class Domain:
         span = self.writer.leaf_span
         at = start - start % span
         while at < end:
-            if not self.live.overlapping(at, at + span):
+            if self.live.first(at, at + span) is None:
                 return False
             at += span
         return True

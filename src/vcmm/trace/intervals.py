@@ -56,6 +56,14 @@ class IntervalMap(Generic[V]):
             i += 1
         return out
 
+    def first(self, start: int, end: int) -> tuple[int, int, V] | None:
+        """The lowest interval meeting ``[start, end)``, if any (one bisect)."""
+        i = self._first(start)
+        if i < len(self._starts) and self._starts[i] < end:
+            s = self._starts[i]
+            return (s, *self._of[s])
+        return None
+
     def at(self, addr: int) -> tuple[int, int, V] | None:
         """The interval holding ``addr``, if any."""
         i = bisect_right(self._starts, addr) - 1

@@ -156,9 +156,9 @@ class Replayer:
         st = self._stats(device)
         st.map += 1
         start, end = ev.iova, ev.iova + ev.size
-        clash = dom.live.overlapping(start, end)
-        if clash:
-            s, e, old = clash[0]
+        clash = dom.live.first(start, end)
+        if clash is not None:
+            s, e, old = clash
             self.report.problems.append(
                 Problem(
                     "overlapping-map",
@@ -176,7 +176,7 @@ class Replayer:
             self._skip(ev.line, placed)
             return
         va_delta, alloc = placed
-        small = dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        small = self.tables and dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
         dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
         dom.gone.remove(start, end)
         dom.writer.map(start + va_delta, ev.paddr, ev.size)
@@ -213,7 +213,8 @@ class Replayer:
             self._unmap_problem(dom, ev, device, gaps)
         # As traced, an unmap that frees no table page may wait to merge (tables.py).
         deferrable = (
-            dom.iova is None
+            self.tables
+            and dom.iova is None
             and all(live.small for _, _, live in pieces)
             and dom.keeps_tables(start, end)
         )
