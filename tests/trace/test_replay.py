@@ -26,6 +26,7 @@ from .lines import (
     dma_map_line,
     dma_unmap_line,
     fault_line,
+    header,
     map_line,
     trace,
     unmap_line,
@@ -325,3 +326,25 @@ def test_any_text_replays_without_a_traceback(lines: list[str]) -> None:
     assert all(1 <= n <= len(lines) for n in numbers)
     assert numbers == sorted(numbers)
     assert report.events + len(report.skipped) <= len(lines)
+
+
+def test_trace_groups_share_a_domain_on_the_generic_platform() -> None:
+    """add_device_to_group puts two devices in group 7: one domain, so their maps of
+    one IOVA overlap; a third device in group 8 has a domain of its own."""
+    groups = [
+        header() + f"add_device_to_group: IOMMU: groupID=7 device={A}",
+        header() + f"add_device_to_group: IOMMU: groupID=7 device={B}",
+        header() + "add_device_to_group: IOMMU: groupID=8 device=0000:00:04.0",
+    ]
+    maps = [
+        *mapped(0x100000, 0x81000000, K4, A),
+        *mapped(0x100000, 0x82000000, K4, B),
+        *mapped(0x100000, 0x83000000, K4, "0000:00:04.0"),
+    ]
+    grouped = replay_text(trace(*groups, *maps))
+    assert [(p.kind, p.line) for p in grouped.problems] == [
+        ("leak", 6),
+        ("overlapping-map", 8),
+        ("leak", 10),
+    ]
+    assert [p.kind for p in replay_text(trace(*maps)).problems] == ["leak"] * 3

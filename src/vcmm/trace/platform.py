@@ -4,8 +4,10 @@ Without ``--platform`` the replay boots a generic platform with one IOMMU'd devi
 device name in the trace, each behind a context of its own on one VMSAv8-64 SMMU
 (48-bit IOVAs, 4 KiB granule: the format of the SMMUv2/v3 that carry Linux's
 ``iommu:*`` traces today), so different domains may reuse the same IOVAs as they do
-in the kernel.  Its DMA masks are 32-bit when every IOVA traced for the device is
-below 4 GiB, else 48-bit (they matter to ``--reallocate``).
+in the kernel; devices the trace's ``add_device_to_group`` events put in one IOMMU
+group share a context, as the kernel gives a group one domain.  Its DMA masks are
+32-bit when every IOVA traced for the device is below 4 GiB, else 48-bit (they
+matter to ``--reallocate``).
 """
 
 from __future__ import annotations
@@ -71,26 +73,38 @@ def context_names(devices: list[str]) -> dict[str, str]:
     return out
 
 
-def generic_platform(highest_iova: dict[str, int]) -> PlatformSpec:
+def generic_platform(
+    highest_iova: dict[str, int], groups: dict[str, int] | None = None
+) -> PlatformSpec:
     """The generic platform for devices named by ``highest_iova`` (device -> the end
-    of the highest IOVA range traced for it, 0 if none)."""
+    of the highest IOVA range traced for it, 0 if none).  Devices that ``groups``
+    (device -> IOMMU group ID, from ``add_device_to_group`` events) puts in one group
+    share a context, as the kernel gives a group one domain."""
     devices = sorted(d for d in highest_iova if usable_device_name(d))
-    contexts = context_names(devices)
+    groups = groups or {}
+    leader: dict[str, str] = {}  # device -> the device whose context it uses
+    first_of_group: dict[int, str] = {}
+    for device in devices:
+        group = groups.get(device)
+        leader[device] = device if group is None else first_of_group.setdefault(group, device)
+    owners = [d for d in devices if leader[d] == d]
+    contexts = context_names(owners)
     parts = [_HEAD]
-    if devices:
+    if owners:
         ctx_lines = ",\n".join(
-            f'    {{ name = "{contexts[d]}", bank = {i} }}' for i, d in enumerate(devices)
+            f'    {{ name = "{contexts[d]}", bank = {i} }}' for i, d in enumerate(owners)
         )
         parts.append(
             '[[smmus]]\nname = "smmu0"\nformat = "vmsav8"\n'
-            f"context_banks = {len(devices)}\ncontexts = [\n{ctx_lines},\n]\n"
+            f"context_banks = {len(owners)}\ncontexts = [\n{ctx_lines},\n]\n"
         )
     for device in devices:
         bits = 32 if highest_iova[device] <= 1 << 32 else GENERIC_IOVA_BITS
         mask = (1 << bits) - 1
         parts.append(
             f'[[devices]]\nname = "{device}"\nkind = "smmu"\nsmmu = "smmu0"\n'
-            f'context = "{contexts[device]}"\n'
-            f"dma = {{ mask = {mask:#x}, segment_boundary_mask = {mask:#x} }}\n"
+            f'context = "{contexts[leader[device]]}"\n'
+            + (f'domain = "group{groups[device]}"\n' if device in groups else "")
+            + f"dma = {{ mask = {mask:#x}, segment_boundary_mask = {mask:#x} }}\n"
         )
     return loads_platform("\n".join(parts), source="<trace-generic>")

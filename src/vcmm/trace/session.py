@@ -38,10 +38,22 @@ def traced_devices(items: Iterable[Item]) -> dict[str, int]:
     return out
 
 
+def traced_groups(items: Iterable[Item]) -> dict[str, int]:
+    """The IOMMU group of each device, from the trace's first ``add_device_to_group``
+    event of it (a device removed and added again keeps its first group)."""
+    out: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, GroupEvent) or item.group is None:
+            continue
+        if item.name == "add_device_to_group":
+            out.setdefault(item.device, item.group)
+    return out
+
+
 def boot(platform: PlatformArg, items: list[Item]) -> System:
     """The System to replay ``items`` on (see the module notes)."""
     if platform is None:
-        return System(generic_platform(traced_devices(items)))
+        return System(generic_platform(traced_devices(items), traced_groups(items)))
     if isinstance(platform, PlatformSpec):
         return System(platform)
     return System(load_platform(platform))
