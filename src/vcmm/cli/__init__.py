@@ -1,4 +1,5 @@
-"""The ``vcmm`` command: demo, run, sweep, graph, pt dump, report, scenarios, platform.
+"""The ``vcmm`` command: demo, run, sweep, graph, pt dump, report, scenarios, platform,
+replay.
 
 User mistakes (a missing file, a misspelt key, an unknown device, a bad option) end
 with ONE line on stderr and a non-zero exit status, never a traceback: the group's
@@ -87,9 +88,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vcmm.cli import demo, graph, iova, platform, pt, report, run, sweep
+    from vcmm.cli import demo, graph, iova, platform, pt, replay, report, run, sweep
 
-    for module in (demo, run, sweep, graph, pt, report, iova, platform):
+    for module in (demo, run, sweep, graph, pt, report, iova, platform, replay):
         for command in module.COMMANDS:
             cli.add_command(command)
 

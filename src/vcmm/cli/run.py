@@ -16,6 +16,7 @@ from vcmm.cli.common import (
 )
 from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.report.tables import render_result
+from vcmm.trace.scenario import scenario_timeline
 from vcmm.workload.examples import example, examples
 
 
@@ -24,19 +25,33 @@ from vcmm.workload.examples import example, examples
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
+@click.option(
+    "--perfetto",
+    metavar="OUT.json",
+    default=None,
+    help="Also write the run as Chrome/Perfetto trace-event JSON (a track per device).",
+)
 @faults_option
 def run_command(
-    scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool, fault_policy: str
+    scenario: str,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    progress: bool,
+    perfetto: str | None,
+    fault_policy: str,
 ) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
-    `--json` prints the same numbers for programs.  Exit status 3 when a device
+    `--json` prints the same numbers for programs; `--perfetto out.json` also writes
+    the run for ui.perfetto.dev (logical time: a microsecond per burst).  Exit status 3 when a device
     faulted (see --faults), 130 on Ctrl-C.
     """
     sc = scenario_with_overrides(scenario, overrides)
     result = run_with_progress(sc, show=progress)
+    if perfetto is not None:
+        scenario_timeline(result).write(perfetto)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

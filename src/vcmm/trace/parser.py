@@ -1,0 +1,120 @@
+"""Read the text of ``/sys/kernel/tracing/trace`` into typed events.
+
+A line is ``<comm>-<pid> [(tgid)] [<cpu>] <flags> <secs.usecs>: <event>: <body>``:
+``comm`` may hold spaces, dashes, parentheses and slashes; the ``(tgid)`` column is
+there when ``record-tgid`` is set (``(-------)`` when unknown); flags are 4, 5 or 7
+characters (or absent with ``irq-info`` off).  Comments and blank lines are
+told apart by their first characters before any regular expression runs; the header
+is one compiled expression (the task's name matched lazily up to the first
+``-<pid> [<cpu>]``), and the bodies of the frequent events (``map``, ``unmap``,
+single ``dma_*`` mappings and syncs) one more each, with the field-by-field parser of
+:mod:`vcmm.trace.body` as the fallback that names what is wrong.  Every line that
+does not become an event is reported as :class:`~vcmm.trace.events.Skipped` with its
+1-based number and the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+
+from vcmm.trace.body import FAST, BodyParser, body_parser
+from vcmm.trace.errors import TraceError
+from vcmm.trace.events import Event, Skipped
+
+_HEADER = re.compile(
+    r"\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:\S{1,7}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?"
+)
+_NOT_EVENT = "not an ftrace event line ('<task>-<pid> [<cpu>] <flags> <time>: <event>: ...')"
+#: How much of a file is looked at to tell a text trace from a binary one.
+_SNIFF = 1 << 16
+
+_PARSERS: dict[str, BodyParser | None] = {}
+
+
+def _parser_of(event: str) -> BodyParser | None:
+    try:
+        return _PARSERS[event]
+    except KeyError:
+        found = _PARSERS[event] = body_parser(event)
+        return found
+
+
+def parse_line(number: int, line: str) -> Event | Skipped | None:
+    """One line: an event, a skip with its reason, or None for comments and blanks."""
+    first = line[:1]
+    if first == "#" or not line.strip() or line.lstrip().startswith("#"):
+        return None
+    m = _HEADER.match(line)
+    if m is None:
+        if line.startswith("CPU:") and "[LOST" in line:
+            return Skipped(
+                number,
+                f"the ring buffer lost events here ({line.strip()}): maps or unmaps may be missing",
+            )
+        return Skipped(number, _NOT_EVENT)
+    comm, pid, cpu, ts, event = m.groups()
+    body = line[m.end() :].rstrip()
+    quick = FAST.get(event)
+    if quick is not None:
+        found = quick(number, comm.strip(), int(pid), int(cpu), float(ts), event, body)
+        if found is not None:
+            return found
+    parse = _parser_of(event)
+    if parse is None:
+        return Skipped(number, f"event {event!r} is not an iommu or dma event the replay uses")
+    try:
+        return parse(number, comm.strip(), int(pid), int(cpu), float(ts), event, body)
+    except ValueError as err:
+        text = str(err)
+        return Skipped(number, text if text.startswith(event) else f"{event}: {text}")
+
+
+def parse_lines(lines: Iterable[str], *, first: int = 1) -> Iterator[Event | Skipped]:
+    """Events and skips of ``lines`` in order; line numbers start at ``first``."""
+    for number, line in enumerate(lines, first):
+        item = parse_line(number, line)
+        if item is not None:
+            yield item
+
+
+def _refuse_binary(raw: bytes, source: str) -> None:
+    head = raw[:_SNIFF]
+    if b"\0" in head:
+        raise TraceError(f"{source}: not a text trace (it holds NUL bytes: a binary file?)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a character cut at the sniff boundary
+            raise TraceError(
+                f"{source}: not a text trace (byte {err.start} is not UTF-8: a binary file?)"
+            ) from None
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[Event | Skipped]:
+    """Parse the trace file at ``path``; a binary file is refused with a TraceError."""
+    if not isinstance(path, str | os.PathLike):
+        raise TraceError(f"trace path must be a str or path, got {path!r}")
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise TraceError(f"{source}: cannot read the trace: {err.strerror or err}") from None
+    return parse_text(raw, source=source)
+
+
+def parse_text(text: str | bytes, *, source: str = "<trace>") -> list[Event | Skipped]:
+    """Parse a whole trace given as text (or bytes, checked not to be binary)."""
+    if isinstance(text, bytes):
+        _refuse_binary(text, source)
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise TraceError(f"{source}: a trace is text, got {type(text).__name__}")
+    if "\0" in text[:_SNIFF]:
+        raise TraceError(f"{source}: not a text trace (it holds NUL characters)")
+    # Lines end at "\n" only: str.splitlines() would also cut at \x1c-\x1e, \x85 and
+    # \u2028, and the line numbers would no longer be the file's.
+    return list(parse_lines(text.split("\n")))
