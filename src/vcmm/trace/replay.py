@@ -99,7 +99,7 @@ class Replayer:
                         dev.ctx.name,
                         dev.ctx,
                         writer,
-                        mask=dev.dma.mask,
+                        mask=self.system.device_record(device).dma.mask,
                         reallocate=self.reallocate,
                     )
                     self._by_ctx[id(dev.ctx)] = found
