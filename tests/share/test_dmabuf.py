@@ -31,7 +31,7 @@ from vcmm.proc import (
     MemFile,
     PermissionDeniedError,
 )
-from vcmm.share.dmabuf import SyncFlags, dma_buf_get, dma_buf_needs_sync, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_get, dma_buf_needs_sync, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.state import dma_api, set_dma_api
 

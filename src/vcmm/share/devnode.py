@@ -20,7 +20,7 @@ So a :class:`VcmDevNode` behaves like a PMEM node, with the VCM underneath:
   buffer was exported (:meth:`VcmDevNode.export`) and that dma-buf is still held;
 - :meth:`VcmDevNode.import_dmabuf` makes the node an importer instead: the context's
   device attaches to a dma-buf and maps it, and ``mmap`` on the node is forwarded to
-  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).  The descriptor
+  the dma-buf's exporter (:func:`~vcmm.share.fdcalls.dma_buf_mmap`).  The descriptor
   that granted the buffer bounds both: a buffer imported through an ``O_RDONLY`` fd
   is mapped ``TO_DEVICE`` and never mmapped writable, whatever the node's own mode.
 
@@ -34,11 +34,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
-from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
+from vcmm.share.attachment import Attachment
+from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.exporter import VcmExporter
+from vcmm.share.fdcalls import dma_buf_get, dma_buf_mmap
 from vcmm.share.lock import lock_of
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, format_size
@@ -56,7 +59,7 @@ class _Slot:
 
     dmabuf: DmaBuf
     attachment: Attachment
-    sg: ScatterList
+    sg: MappedScatterList
     imported: bool
     grant: OpenFile | None = None
 
@@ -125,7 +128,7 @@ class VcmDevNode(File):
                     )
                 slot = self._allocate(vma.length)
                 try:
-                    slot.dmabuf._mmap(vma)
+                    slot.dmabuf.mmap(vma)
                 except BaseException:
                     with slot.attachment.api.undoing():  # no IOVA left in the cache
                         slot.close()
@@ -138,7 +141,7 @@ class VcmDevNode(File):
                     f"mmap of {self.name}: pages {vma.pgoff}..{vma.pgoff + vma.npages - 1} go "
                     f"beyond its {format_size(slot.dmabuf.size)} buffer (EINVAL)"
                 )
-            slot.dmabuf._mmap(vma)
+            slot.dmabuf.mmap(vma)
 
     def _allocate(self, length: int) -> _Slot:
         dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")

@@ -46,16 +46,20 @@ from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.core.objects import PhysMem, Reservation
 from vcmm.core.ownership import Pin
+from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
 from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
 from vcmm.share import dmamap
-from vcmm.share.dmabuf import Attachment, DmaBuf, Exporter, ScatterList
+from vcmm.share.attachment import Attachment
+from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.lock import lock_of
+from vcmm.share.ops import Exporter
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, align_up
 
 if TYPE_CHECKING:
+    from vcmm.proc.file import VmaOps
     from vcmm.proc.vma import Vma
 
 
@@ -265,7 +269,7 @@ class VcmExporter(Exporter):
 
     def map_attachment(
         self, dmabuf: DmaBuf, attachment: Attachment, direction: DmaDirection
-    ) -> ScatterList:
+    ) -> MappedScatterList:
         """``map_dma_buf``: ``dma_map_sg`` of the buffer's chunks on the importer."""
         buf: VcmBuffer = dmabuf.priv
         device = attachment.device
@@ -283,7 +287,7 @@ class VcmExporter(Exporter):
                 self._unpin(buf)
             raise
         attachment.priv = mapping
-        return ScatterList(device.name, direction, mapping.entries, mapping.table)
+        return MappedScatterList(device.name, direction, mapping.entries, mapping.table)
 
     def _pin(self, dmabuf: DmaBuf) -> bool:
         """Map a carve-out buffer nobody maps yet into the kernel, for good (see the
@@ -305,7 +309,9 @@ class VcmExporter(Exporter):
             self.state.unmap_kernel(buf.pin)
             buf.pin = None
 
-    def unmap_attachment(self, dmabuf: DmaBuf, attachment: Attachment, sg: ScatterList) -> None:
+    def unmap_attachment(
+        self, dmabuf: DmaBuf, attachment: Attachment, sg: MappedScatterList
+    ) -> None:
         """``unmap_dma_buf``: ``dma_unmap_sg`` (the device's later accesses fault)."""
         mapping: dmamap.DeviceMapping = attachment.priv
         dmamap.unmap(mapping)
@@ -336,7 +342,7 @@ class VcmExporter(Exporter):
         CPU's writes reach memory and the devices own the bytes again."""
         self._sync_mapped(dmabuf, offset, length, for_cpu=False)
 
-    def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: Any) -> None:
+    def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: VmaOps) -> None:
         buf: VcmBuffer = dmabuf.priv
         pieces = [UserPiece(p, c) for p, c in buf.pieces(vma.pgoff * SZ_4K, vma.length)]
         vma.remap(pieces, buf.memtype, ops)
