@@ -15,6 +15,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import is_int
 from vcmm.dma.attrs import DmaAttr
 from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, NotFoundError, NotMappedError, StateError
@@ -32,7 +33,7 @@ def _check_map_args(call: str, direction: object, attrs: object) -> DmaAttr:
         raise InvalidArgumentError(
             f"{call}: direction {direction!r} must be TO_DEVICE, FROM_DEVICE or BIDIRECTIONAL"
         )
-    if isinstance(attrs, bool) or not isinstance(attrs, int) or attrs & ~int(DmaAttr.SKIP_CPU_SYNC):
+    if not is_int(attrs) or attrs & ~int(DmaAttr.SKIP_CPU_SYNC):
         raise InvalidArgumentError(
             f"{call}: attrs {attrs!r} may only hold DmaAttr.SKIP_CPU_SYNC "
             f"({int(DmaAttr.SKIP_CPU_SYNC):#x})"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.share.fence import Deadline, Fence, FenceTimeline
 
@@ -48,7 +49,7 @@ KERNEL = "kernel"
 
 def check_sync_flags(call: str, flags: object) -> SyncFlags:
     """Validate a sync flag word: known bits only, and READ and/or WRITE."""
-    if isinstance(flags, bool) or not isinstance(flags, int):
+    if not is_int(flags):
         raise InvalidArgumentError(f"{call}: flags {flags!r} is not a SyncFlags word")
     if flags & ~SYNC_VALID_FLAGS:
         raise InvalidArgumentError(
