@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from vcmm.errors import InvalidArgumentError, StateError
-from vcmm.undo import Transaction, atomic, current
+from vcmm.undo import Transaction, atomic, current, rolling_back
 
 
 class Boom(Exception):
@@ -112,3 +112,31 @@ def test_misuse_is_refused() -> None:
         pass
     with pytest.raises(InvalidArgumentError, match="not callable"), Transaction("op") as t:
         t.on_undo(42)  # type: ignore[arg-type]
+
+
+def test_a_boundary_commits_by_itself_inside_another_transaction() -> None:
+    log: list[str] = []
+    with pytest.raises(Boom), Transaction("outer") as outer:
+        with Transaction("api call", boundary=True) as call:
+            call.on_undo(log.append, "-internal")
+            call.on_commit(log.append, "call commit")
+            with Transaction("helper") as helper:  # joins the boundary, not the outer
+                helper.on_undo(log.append, "-helper")
+        assert log == ["call commit"]
+        assert outer.steps == 0
+        outer.on_undo(log.append, "-outer")
+        raise Boom
+    assert log == ["call commit", "-outer"]
+
+
+def test_rolling_back_is_true_only_while_undo_steps_run() -> None:
+    seen: list[bool] = []
+    assert not rolling_back()
+    with pytest.raises(Boom), Transaction("op") as txn:
+        txn.on_undo(lambda: seen.append(rolling_back()))
+        seen.append(rolling_back())
+        raise Boom
+    assert seen == [False, True]
+    assert not rolling_back()
+    with pytest.raises(InvalidArgumentError):
+        Transaction("op", boundary=1)  # type: ignore[arg-type]

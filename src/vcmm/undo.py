@@ -22,6 +22,13 @@ steps become the outer one's (so an inner call that succeeded is still taken bac
 when the outer call fails later), and its commit actions wait for the outer commit.
 Layers with richer logs (the page-table writer's byte log, the core's table-step
 log) record their own undo as steps of the innermost transaction.
+
+A *boundary* (``Transaction(name, boundary=True)``) does not join: it is the public
+call of a layer whose caller takes its result back with that layer's own inverse call
+(an unmap for a map), so its internal steps end with it.  While steps are being taken
+back, :func:`rolling_back` is true on that thread: an inverse call made by an undo
+step can then restore exactly what the forward call changed (the IOVA allocator takes
+a range back instead of parking it in its range cache).
 """
 
 from __future__ import annotations
@@ -52,15 +59,24 @@ def current() -> Transaction | None:
     return stack[-1] if stack else None
 
 
+def rolling_back() -> bool:
+    """Whether this thread is taking recorded steps back right now."""
+    return bool(getattr(_local, "rolling_back", 0))
+
+
 class Transaction:
     """The undo steps and commit actions of one compound call."""
 
-    __slots__ = ("_commits", "_open", "_outer", "_undo", "name")
+    __slots__ = ("_commits", "_open", "_outer", "_undo", "boundary", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, boundary: bool = False) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Transaction name {name!r} must be a non-empty string")
+        if not isinstance(boundary, bool):
+            raise InvalidArgumentError(f"Transaction boundary={boundary!r} is not a bool")
         self.name = name
+        #: Commit on success even inside another transaction (see the module docstring).
+        self.boundary = boundary
         self._undo: list[Callable[[], object]] = []
         self._commits: list[Callable[[], object]] = []
         self._outer: Transaction | None = None
@@ -93,11 +109,15 @@ class Transaction:
         """
         steps, self._undo, self._commits = self._undo, [], []
         errors: list[BaseException] = []
-        for step in reversed(steps):
-            try:
-                step()
-            except BaseException as exc:  # keep undoing; report below
-                errors.append(exc)
+        _local.rolling_back = getattr(_local, "rolling_back", 0) + 1
+        try:
+            for step in reversed(steps):
+                try:
+                    step()
+                except BaseException as exc:  # keep undoing; report below
+                    errors.append(exc)
+        finally:
+            _local.rolling_back -= 1
         if errors:
             first = errors[0]
             for other in errors[1:]:
@@ -116,7 +136,7 @@ class Transaction:
         if self._open:
             raise StateError(f"transaction {self.name!r} is already open")
         stack = _stack()
-        self._outer = stack[-1] if stack else None
+        self._outer = stack[-1] if stack and not self.boundary else None
         stack.append(self)
         self._open = True
         return self

@@ -23,9 +23,8 @@ through the seed's calls and devices driven through the DMA API share one system
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vcmm.attrs import DmaDirection
@@ -216,19 +215,6 @@ class DmaApi:
     def snapshot(self) -> tuple[object, ...]:
         """The DMA API's own state (the system's is ``system.snapshot()``)."""
         return self._state.snapshot()
-
-    @contextlib.contextmanager
-    def undoing(self) -> Iterator[None]:
-        """Unmaps and frees inside the block take their IOVA back exactly
-        (:meth:`~vcmm.mm.iova.IovaDomain.undo_alloc`) instead of parking it in the
-        range cache: for a caller taking back the mapping it just made, because a
-        later step of its own compound operation failed, so that the operation
-        leaves no trace.  Only the most recent IOVA of a domain can be taken back
-        this way (anything else raises ``StateError``)."""
-        with contextlib.ExitStack() as stack:
-            for domain in self._state.domains.values():
-                stack.enter_context(domain.allocator.undoing())
-            yield
 
     # -- device parameters ------------------------------------------------------------------
 

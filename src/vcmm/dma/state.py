@@ -39,6 +39,8 @@ from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
+from vcmm.undo import Transaction
+from vcmm.undo import current as current_transaction
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
@@ -136,45 +138,52 @@ class DmaState:
         self._ids = itertools.count(1)
         self.pool: CoherentPool | None = None
         self.atomic: AtomicPool | None = None
-        self._built: list[Any] = []
-        try:
-            self._build(system, coherent_pool, atomic_pool)
+        self.closed = False
+        with Transaction("DmaApi", boundary=True) as txn:
+            self._build(txn, system, coherent_pool, atomic_pool)
             names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
             for name in names:
-                self.attach(name)
-        except BaseException:
-            self.close()
-            raise
+                txn.on_undo(self.detach, self.attach(name))
 
     def _build(
-        self, system: Any, coherent_pool: PoolChoice | None, atomic_pool: PoolChoice | None
+        self,
+        txn: Transaction,
+        system: Any,
+        coherent_pool: PoolChoice | None,
+        atomic_pool: PoolChoice | None,
     ) -> None:
-        """The kernel's VMM VCM and the pools; each step recorded so
-        :meth:`close` (or a failed construction) can take it back."""
-        built = self._built
+        """The kernel's VMM VCM and the pools, each step recorded in ``txn`` so a
+        failed construction takes it back (:meth:`close` gives them back in the same
+        reverse order)."""
         self.vmm = system.vcm_create_from_prebuilt(0)
-        built.append(lambda: system.vcm_free(self.vmm))
+        txn.on_undo(system.vcm_free, self.vmm)
         self.vmm_assoc = system.vcm_assoc(self.vmm, system.cpu)
-        built.append(lambda: system.vcm_deassoc(self.vmm_assoc))
+        txn.on_undo(system.vcm_deassoc, self.vmm_assoc)
         system.vcm_activate(self.vmm_assoc)
-        built.append(lambda: system.vcm_deactivate(self.vmm_assoc))
+        txn.on_undo(system.vcm_deactivate, self.vmm_assoc)
         if coherent_pool is not None:
-            pool = self.pool = CoherentPool(system, coherent_pool.target, coherent_pool.size)
-            built.append(pool.release)
+            self.pool = CoherentPool(system, coherent_pool.target, coherent_pool.size)
+            txn.on_undo(self.pool.release)
         if atomic_pool is not None:
-            atomic = self.atomic = AtomicPool(
-                system, self.vmm, atomic_pool.target, atomic_pool.size
-            )
-            built.append(atomic.release)
+            self.atomic = AtomicPool(system, self.vmm, atomic_pool.target, atomic_pool.size)
+            txn.on_undo(self.atomic.release)
 
     def close(self) -> None:
         """Give everything back: devices (and their domains' padding pages), pools, the
         VMM VCM, in the reverse order they were set up, so table memory ends up exactly
-        as before."""
+        as before.  A second call has nothing left to give back."""
+        if self.closed:
+            return
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
-        while self._built:
-            self._built.pop()()
+        self.closed = True
+        if self.atomic is not None:
+            self.atomic.release()
+        if self.pool is not None:
+            self.pool.release()
+        self.system.vcm_deactivate(self.vmm_assoc)
+        self.system.vcm_deassoc(self.vmm_assoc)
+        self.system.vcm_free(self.vmm)
 
     @staticmethod
     def _domain_map(system: Any, domains: Mapping[str, str] | None) -> dict[str, str]:
@@ -297,9 +306,17 @@ class DmaState:
         return next(self._ids)
 
     def add(self, rec: DmaMapping) -> None:
+        """Index a new mapping.  Inside a caller's transaction, record there the undo
+        of what the mapping's domain programmed for it: if that transaction fails and
+        takes the mapping back with an unmap, the domain's contexts are released again
+        (once it maps nothing else), so the failed call leaves no trace."""
         self.live[rec.id] = rec
         if rec.domain is not None:
             rec.domain.records[rec.dev_range.start] = rec
+            outer = current_transaction()
+            activated = tuple(a for t in rec.teardown for a in t.activated)
+            if outer is not None and activated:
+                outer.on_undo(rec.domain.release_unused, self.system, activated)
         else:
             self.direct[rec.device.name].append(rec)
 
@@ -307,9 +324,6 @@ class DmaState:
         del self.live[rec.id]
         if rec.domain is not None:
             del rec.domain.records[rec.dev_range.start]
-            for teardown in rec.teardown:
-                if teardown.activated:
-                    rec.domain.give_back(self.system, teardown.activated)
         else:
             self.direct[rec.device.name].remove(rec)
         rec.unmapped_by = site

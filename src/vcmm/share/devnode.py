@@ -45,6 +45,7 @@ from vcmm.share.fdcalls import dma_buf_get, dma_buf_mmap
 from vcmm.share.lock import lock_of
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.process import Process
@@ -126,13 +127,10 @@ class VcmDevNode(File):
                         f"mmap of {self.name}: the first mmap allocates the buffer and must "
                         f"start at offset 0, not page {vma.pgoff}"
                     )
-                slot = self._allocate(vma.length)
-                try:
+                with Transaction(f"mmap of {self.name}") as txn:
+                    slot = self._allocate(vma.length)
+                    txn.on_undo(slot.close)  # while rolling back: no IOVA left in the cache
                     slot.dmabuf.mmap(vma)
-                except BaseException:
-                    with slot.attachment.api.undoing():  # no IOVA left in the cache
-                        slot.close()
-                    raise
                 self._slots[key] = slot
                 return
             npages = slot.dmabuf.size // SZ_4K
