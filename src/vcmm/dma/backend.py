@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vcmm.core.flags import Attr
-from vcmm.core.objects import VcmKind
+from vcmm.core.objects import PhysMem, VcmKind
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import Teardown
 from vcmm.errors import NotMappedError, OutOfAddressSpaceError
@@ -52,7 +52,7 @@ def map_iommu(
     attr: Attr,
     limit: int,
     owner: str,
-    physmem: Any = None,
+    physmem: PhysMem | None = None,
 ) -> tuple[int, Teardown]:
     """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit`` (backed by
     ``physmem`` if given, else by a wrap of the caller's ``pieces``)."""
@@ -98,7 +98,7 @@ def map_direct(
     attr: Attr,
     mask: int,
     owner: str,
-    physmem: Any = None,
+    physmem: PhysMem | None = None,
 ) -> tuple[int, Teardown]:
     """Map one physically contiguous ``piece`` for a direct device; returns its bus
     address."""

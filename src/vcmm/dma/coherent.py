@@ -32,9 +32,10 @@ from typing import Any
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.checks import check_int
 from vcmm.core.flags import Attr, PhysAttr
+from vcmm.core.objects import PhysMem
 from vcmm.dma.attrs import DmaAttr, check_attrs, reservation_attr
 from vcmm.dma.backend import map_direct, map_iommu
-from vcmm.dma.callsite import capture
+from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
 from vcmm.dma.sg import ScatterList
@@ -109,7 +110,7 @@ def alloc_coherent(
 class _Pages:
     """Where a coherent buffer's pages came from (what ``free_coherent`` gives back)."""
 
-    physmem: Any  # the allocation, or the view of a pool, its mappings are backed with
+    physmem: PhysMem  # the allocation, or the view of a pool, its mappings are backed with
     source: str
     pool_chunks: list[Chunk] | None = None
     atomic_pa: int | None = None
@@ -155,9 +156,9 @@ def _map_device(
     state: DmaState,
     entry: DeviceEntry,
     chunks: tuple[AddressRange, ...],
-    backing: Any,
+    backing: PhysMem,
     memtype: MemType,
-    site: Any,
+    site: CallSite,
 ) -> DmaMapping:
     """The device side of a coherent buffer: IOVA below ``coherent_dma_mask``, or the
     bus address of the one contiguous block for a direct device."""

@@ -30,6 +30,7 @@ from typing import Any
 
 from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
+from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
@@ -83,7 +84,7 @@ class CoherentPool:
                 f"{' contiguous' if contiguous else ''}: {exc}"
             ) from None
 
-    def view(self, chunks: list[Chunk]) -> Any:
+    def view(self, chunks: list[Chunk]) -> PhysMem:
         """The core's view of the carve-out's ``chunks`` laid end to end."""
         start = self.physmem.chunk_ranges[0].start
         return self.system.vcm_phys_view(
@@ -132,7 +133,7 @@ class AtomicPool:
             ) from None
         return pa, self.cpu_base + (pa - self.region.start)
 
-    def view(self, pa: int, size: int) -> Any:
+    def view(self, pa: int, size: int) -> PhysMem:
         """The core's view of ``[pa, pa+size)`` of the pool."""
         return self.system.vcm_phys_view(self.physmem, pa - self.region.start, size)
 

@@ -127,7 +127,7 @@ class VcmDevNode(File):
                         f"mmap of {self.name}: the first mmap allocates the buffer and must "
                         f"start at offset 0, not page {vma.pgoff}"
                     )
-                with Transaction(f"mmap of {self.name}") as txn:
+                with Transaction(f"mmap of {self.name}", boundary=True) as txn:
                     slot = self._allocate(vma.length)
                     txn.on_undo(slot.close)  # while rolling back: no IOVA left in the cache
                     slot.dmabuf.mmap(vma)
