@@ -141,9 +141,8 @@ class DmaDomain:
         """Release the contexts a mapping's :meth:`activate` programmed (``activated``)
         if the domain maps nothing any more.
 
-        The DMA API records this as an undo step of the transaction around a map call
-        that activated the domain, so a failed compound operation that takes the
-        mapping back (an unmap while rolling back) leaves no trace.  An ordinary unmap
+        For a mapping taken back while a transaction rolls back (the undo of a failed
+        compound operation), so that operation leaves no trace.  An ordinary unmap
         keeps the contexts, as Linux keeps a device on its default domain."""
         if self.records:
             return

@@ -37,6 +37,7 @@ from vcmm.mm.chunk import Chunk
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 
 def _carve(system: Any, target: str, size: int, what: str) -> Any:
@@ -57,14 +58,12 @@ class CoherentPool:
 
     def __init__(self, system: Any, target: str, size: int, *, max_order: int = 10) -> None:
         self.system = system
-        self.physmem = _carve(system, target, size, "coherent pool")
-        (region,) = self.physmem.chunk_ranges
-        self.region = AddressRange(region.start, size)
-        try:
+        with Transaction("coherent pool", boundary=True) as txn:
+            self.physmem = _carve(system, target, size, "coherent pool")
+            txn.on_undo(system.vcm_phys_free, self.physmem)
+            (region,) = self.physmem.chunk_ranges
+            self.region = AddressRange(region.start, size)
             self.buddy = BuddyAllocator(self.region, page=SZ_4K, max_order=max_order)
-        except BaseException:
-            system.vcm_phys_free(self.physmem)
-            raise
 
     def release(self) -> None:
         """Give the carve-out back (nothing allocated from it any more)."""
@@ -104,23 +103,17 @@ class AtomicPool:
 
     def __init__(self, system: Any, vmm: Any, target: str, size: int) -> None:
         self.system = system
-        self.physmem = _carve(system, target, size, "atomic pool")
-        (region,) = self.physmem.chunk_ranges
-        self.region = AddressRange(region.start, size)
-        try:
+        with Transaction("atomic pool", boundary=True) as txn:
+            self.physmem = _carve(system, target, size, "atomic pool")
+            txn.on_undo(system.vcm_phys_free, self.physmem)
+            (region,) = self.physmem.chunk_ranges
+            self.region = AddressRange(region.start, size)
             self.space = RangeAllocator(self.region, granule=SZ_4K)
             # The kernel alias needs vmalloc space, which may be full: the carve-out
             # above must go back then too (it used to leak).
             self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
-        except BaseException:
-            system.vcm_phys_free(self.physmem)
-            raise
-        try:
+            txn.on_undo(system.vcm_unreserve, self.res)
             system.vcm_back(self.res, self.physmem)
-        except BaseException:
-            system.vcm_unreserve(self.res)
-            system.vcm_phys_free(self.physmem)
-            raise
         self.cpu_base: int = self.res.addr
 
     def alloc(self, size: int) -> tuple[int, int]:

@@ -39,8 +39,7 @@ from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
-from vcmm.undo import Transaction
-from vcmm.undo import current as current_transaction
+from vcmm.undo import Transaction, rolling_back
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
@@ -306,24 +305,23 @@ class DmaState:
         return next(self._ids)
 
     def add(self, rec: DmaMapping) -> None:
-        """Index a new mapping.  Inside a caller's transaction, record there the undo
-        of what the mapping's domain programmed for it: if that transaction fails and
-        takes the mapping back with an unmap, the domain's contexts are released again
-        (once it maps nothing else), so the failed call leaves no trace."""
         self.live[rec.id] = rec
         if rec.domain is not None:
             rec.domain.records[rec.dev_range.start] = rec
-            outer = current_transaction()
-            activated = tuple(a for t in rec.teardown for a in t.activated)
-            if outer is not None and activated:
-                outer.on_undo(rec.domain.release_unused, self.system, activated)
         else:
             self.direct[rec.device.name].append(rec)
 
     def remove(self, rec: DmaMapping, site: CallSite) -> None:
+        """Forget a mapping being unmapped.  An unmap made while a transaction rolls
+        back is the undo of a failed compound call: the contexts the mapping's domain
+        programmed for it are then released again once the domain maps nothing, so
+        the failed call leaves no trace (an ordinary unmap keeps them)."""
         del self.live[rec.id]
         if rec.domain is not None:
             del rec.domain.records[rec.dev_range.start]
+            activated = tuple(a for t in rec.teardown for a in t.activated)
+            if activated and rolling_back():
+                rec.domain.release_unused(self.system, activated)
         else:
             self.direct[rec.device.name].remove(rec)
         rec.unmapped_by = site

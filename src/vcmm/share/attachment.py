@@ -20,6 +20,7 @@ from vcmm.dma.attrs import DmaAttr
 from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, NotFoundError, NotMappedError, StateError
 from vcmm.proc.errors import PermissionDeniedError
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.dma.api import DmaApi
@@ -93,12 +94,10 @@ class Attachment:
                     f"{call}: {dmabuf.name} was exported read-only; {self.device.name} may "
                     "only map it TO_DEVICE"
                 )
-            self.dma_attrs = dma_attrs
-            try:
+            with Transaction(call, boundary=True) as txn:
+                self.dma_attrs = dma_attrs
+                txn.on_undo(setattr, self, "dma_attrs", DmaAttr.NONE)
                 sg = dmabuf.exporter.map_attachment(dmabuf, self, direction)
-            except BaseException:
-                self.dma_attrs = DmaAttr.NONE
-                raise
             self.sg = sg
             return sg
 

@@ -142,16 +142,12 @@ class VcmDevNode(File):
             slot.dmabuf.mmap(vma)
 
     def _allocate(self, length: int) -> _Slot:
-        dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")
-        attachment = None
-        try:
+        with Transaction(f"{self.name} allocate", boundary=True) as txn:
+            dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")
+            txn.on_undo(dmabuf.put)
             attachment = dmabuf.attach(self.device)
+            txn.on_undo(attachment.detach)
             sg = attachment.map(DmaDirection.BIDIRECTIONAL)
-        except BaseException:
-            if attachment is not None:
-                attachment.detach()
-            dmabuf.put()
-            raise
         return _Slot(dmabuf, attachment, sg, imported=False)
 
     def release(self, description: OpenFile) -> None:
@@ -218,20 +214,16 @@ class VcmDevNode(File):
         with lock_of(self.system):
             if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
-            dmabuf = dma_buf_get(process, dmabuf_fd)
-            grant = process.file(dmabuf_fd).get()
-            attachment = None
-            try:
+            with Transaction(call, boundary=True) as txn:
+                dmabuf = dma_buf_get(process, dmabuf_fd)
+                txn.on_undo(dmabuf.put)
+                grant = process.file(dmabuf_fd).get()
+                txn.on_undo(grant.put)
                 attachment = dmabuf.attach(self.device)
+                txn.on_undo(attachment.detach)
                 writable = dmabuf.writable and grant.mode.writable
                 direction = DmaDirection.BIDIRECTIONAL if writable else DmaDirection.TO_DEVICE
                 sg = attachment.map(direction)
-            except BaseException:
-                if attachment is not None:
-                    attachment.detach()
-                dmabuf.put()
-                grant.put()
-                raise
             self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True, grant=grant)
             return sg.dma_address
 

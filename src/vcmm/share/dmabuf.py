@@ -62,6 +62,7 @@ from vcmm.share.ops import Exporter
 from vcmm.share.resv import ReservationObject
 from vcmm.share.state import state_of
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.process import Process
@@ -207,15 +208,13 @@ class DmaBuf:
             self.check_alive(call)
             state = state_of(self.exporter.system)
             dev = state.resolve(call, device)
-            api, created = state.ensure_api()
-            try:
+            with Transaction(call, boundary=True) as txn:
+                api, created = state.ensure_api()
+                if created:
+                    txn.on_undo(state.drop_api)
                 state.serving(call, api, dev)
                 att = Attachment(self, dev, api)
                 self.exporter.attach(self, att)
-            except BaseException:
-                if created:
-                    state.drop_api()
-                raise
             self._attachments.append(att)
             self._refs += 1
             return att

@@ -58,6 +58,7 @@ from vcmm.share.lock import lock_of
 from vcmm.share.ops import Exporter
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, align_up
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.file import VmaOps
@@ -157,18 +158,15 @@ class VcmExporter(Exporter):
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
         attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
-        with lock_of(self.system):
+        with lock_of(self.system), Transaction(call, boundary=True) as txn:
             physmem = self.system.vcm_phys_alloc(target, length, attr)
-            try:
-                if not cached:
-                    self._check_uncached_memory(call, physmem)
-                for chunk in physmem.chunk_ranges:
-                    self.system.cpu.cache.invalidate(chunk.start, chunk.size)
-                    self.system.memory.fill(chunk.start, chunk.size, 0)
-                return self.export(physmem, cached=cached, writable=writable, owned=True, name=name)
-            except BaseException:
-                self.system.vcm_phys_free(physmem)
-                raise
+            txn.on_undo(self.system.vcm_phys_free, physmem)
+            if not cached:
+                self._check_uncached_memory(call, physmem)
+            for chunk in physmem.chunk_ranges:
+                self.system.cpu.cache.invalidate(chunk.start, chunk.size)
+                self.system.memory.fill(chunk.start, chunk.size, 0)
+            return self.export(physmem, cached=cached, writable=writable, owned=True, name=name)
 
     def _linear(self, physmem: PhysMem) -> bool:
         """Whether the kernel's linear map (cacheable) covers every piece of ``physmem``
@@ -276,17 +274,14 @@ class VcmExporter(Exporter):
         device = attachment.device
         api = attachment.api
         call = f"map {dmabuf.name} for {device.name}"
-        pinned = self._pin(dmabuf)
         pieces = [p for p, _ in buf.pieces(0, dmabuf.size)]
-        try:
+        with Transaction(call, boundary=True) as txn:
+            if self._pin(dmabuf):
+                txn.on_undo(self._unpin, buf)
             label = f"attachment #{attachment.id} of {device.name} to {dmabuf.name}"
             mapping = dmamap.map_pieces(
                 call, api, device, pieces, direction, attachment.dma_attrs, label
             )
-        except BaseException:
-            if pinned:
-                self._unpin(buf)
-            raise
         attachment.priv = mapping
         return MappedScatterList(device.name, direction, mapping.entries, mapping.table)
 

@@ -19,6 +19,7 @@ from vcmm.share.cpuaccess import SyncFlags, check_sync_flags
 from vcmm.share.dmabuf import DmaBuf, DmaBufFile
 from vcmm.share.fence import DEFAULT_TIMEOUT, check_timeout
 from vcmm.share.lock import lock_of
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.process import Process
@@ -124,15 +125,12 @@ def dma_buf_mmap(dmabuf: DmaBuf, vma: Vma, pgoff: int, *, via: OpenFile | None =
     pgoff = check_int(call, "pgoff", pgoff)
     with dmabuf.lock:
         dmabuf.check_alive(call)
-        own = _grant(call, dmabuf, vma, via)
-        old_pgoff = vma.pgoff
-        vma.pgoff = pgoff
-        try:
+        with Transaction(call, boundary=True) as txn:
+            own = _grant(call, dmabuf, vma, via)
+            txn.on_undo(own.put)
+            txn.on_undo(setattr, vma, "pgoff", vma.pgoff)
+            vma.pgoff = pgoff
             dmabuf.mmap(vma)
-        except BaseException:
-            vma.pgoff = old_pgoff
-            own.put()
-            raise
         previous, vma.file = vma.file, own
         if previous is not None:
             previous.put()
