@@ -379,17 +379,9 @@ class DmaState:
     ) -> DmaApiError:
         """A misuse the API cannot carry out: report it (if debugging) and return the
         error to raise."""
-        if self.checker is not None:
-            self.checker.report(
-                kind,
-                entry.name,
-                message,
-                dma_addr=dma_addr,
-                size=size,
-                rec=rec,
-                call=call,
-                recoverable=False,
-            )
+        self.misuse(
+            kind, entry, message, dma_addr=dma_addr, size=size, rec=rec, call=call, fatal=True
+        )
         return DmaApiError(message)
 
     def misuse(
@@ -402,12 +394,21 @@ class DmaState:
         size: int | None = None,
         rec: DmaMapping | None = None,
         call: CallSite | None = None,
+        fatal: bool = False,
     ) -> None:
         """A misuse the API can still carry out (as Linux does): report it; the
-        checker raises instead in ``raise`` mode, before anything changed."""
+        checker raises instead in ``raise`` mode, before anything changed.  (A
+        ``fatal`` one is reported as unrecoverable: :meth:`fatal`.)"""
         if self.checker is not None:
             self.checker.report(
-                kind, entry.name, message, dma_addr=dma_addr, size=size, rec=rec, call=call
+                kind,
+                entry.name,
+                message,
+                dma_addr=dma_addr,
+                size=size,
+                rec=rec,
+                call=call,
+                recoverable=not fatal,
             )
 
     # -- cache maintenance -------------------------------------------------------------------

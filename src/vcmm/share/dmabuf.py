@@ -51,7 +51,7 @@ from vcmm.checks import check_int
 from vcmm.errors import BusyError, InvalidArgumentError, NotMappedError, StateError
 from vcmm.hw.lock import MachineLock
 from vcmm.proc.errors import PermissionDeniedError
-from vcmm.proc.file import File, OpenFile
+from vcmm.proc.file import File, MappingCount, OpenFile
 from vcmm.proc.flags import OpenMode
 from vcmm.share.attachment import Attachment
 from vcmm.share.cpuaccess import KERNEL, CpuBrackets, direction_access
@@ -69,19 +69,6 @@ if TYPE_CHECKING:
     from vcmm.proc.vma import Vma
 
 _dmabuf_ids = itertools.count(1)
-
-
-class _UserMappings:
-    """VmaOps counting the user mappings (VMAs) of one dma-buf."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def open(self, vma: Vma) -> None:
-        self.count += 1
-
-    def close(self, vma: Vma) -> None:
-        self.count -= 1
 
 
 class DmaBuf:
@@ -121,7 +108,7 @@ class DmaBuf:
         self._attachments: list[Attachment] = []
         self.cpu_access = CpuBrackets(self)
         self._vmaps: list[KernelMapping] = []
-        self._user_maps = _UserMappings()
+        self._user_maps = MappingCount()
 
     def __repr__(self) -> str:
         state = "released" if self.released else f"refs={self._refs}"
