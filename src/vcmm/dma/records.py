@@ -183,10 +183,6 @@ class CoherentBuffer:
     vmas: list[Vma] = field(default_factory=list)
     freed_by: CallSite | None = None
 
-    @property
-    def alloc_size(self) -> int:
-        return sum(c.size for c in self.chunks)
-
     def open(self, vma: Vma) -> None:
         self.user_maps += 1
         self.vmas.append(vma)

@@ -112,10 +112,6 @@ class ScatterList(Sequence[SgEntry]):
     def __iter__(self) -> Iterator[SgEntry]:
         return iter(self._entries)
 
-    @property
-    def total_length(self) -> int:
-        return sum(e.length for e in self._entries)
-
     def dma_segments(self, count: int | None = None) -> list[tuple[int, int]]:
         """``(dma_address, dma_length)`` of the first ``count`` entries (all with a
         segment when ``count`` is None)."""
