@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
+from vcmm.dma.attrs import check_direction
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.share.fence import Deadline, Fence, FenceTimeline
 
@@ -63,14 +64,9 @@ def check_sync_flags(call: str, flags: object) -> SyncFlags:
 
 
 def direction_access(call: str, direction: object) -> tuple[bool, bool]:
-    """(read, write) of a kernel CPU access named as the DMA API names it."""
-    if not isinstance(direction, DmaDirection):
-        raise InvalidArgumentError(f"{call}: direction {direction!r} is not a DmaDirection")
-    if direction is DmaDirection.NONE:
-        raise InvalidArgumentError(
-            f"{call}: direction NONE names no access; FROM_DEVICE (CPU reads), "
-            "TO_DEVICE (CPU writes) or BIDIRECTIONAL"
-        )
+    """(read, write) of a kernel CPU access named as the DMA API names it: FROM_DEVICE
+    (the CPU reads), TO_DEVICE (it writes) or BIDIRECTIONAL; NONE is refused."""
+    direction = check_direction(call, direction)
     return (
         direction is not DmaDirection.TO_DEVICE,
         direction is not DmaDirection.FROM_DEVICE,
