@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
@@ -40,12 +40,16 @@ from vcmm.dma.params import (
     check_mask,
     check_max_segment_size,
 )
+from vcmm.dma.pools import AtomicPool, CoherentPool
 from vcmm.dma.records import CoherentBuffer, DmaMapping
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DmaState
 from vcmm.errors import BusyError, InvalidArgumentError, StateError
 from vcmm.mm.roles import DEFAULT_ATOMIC_POOL_SIZE, PoolChoice
 from vcmm.sizes import SZ_4K
+
+if TYPE_CHECKING:
+    from vcmm.proc.vma import Vma
 
 #: Default atomic pool size (ARM Linux's ``atomic_pool_size``).
 DEFAULT_ATOMIC_POOL = DEFAULT_ATOMIC_POOL_SIZE
@@ -187,13 +191,13 @@ class DmaApi:
         return dict(self._state.domains)
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> CoherentPool | None:
         """The non-cacheable coherent pool (its ``buddy`` can be fragmented in tests);
         ``None`` when the platform has none."""
         return self._state.pool
 
     @property
-    def atomic_pool(self) -> Any:
+    def atomic_pool(self) -> AtomicPool | None:
         """The premapped atomic pool, or ``None``."""
         return self._state.atomic
 
@@ -293,7 +297,7 @@ class DmaApi:
         coherent.free_coherent(self._state, dev, size, cpu_addr, dma_handle)
 
     def mmap_coherent(
-        self, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+        self, dev: object, vma: Vma, cpu_addr: int, dma_handle: int, size: int
     ) -> None:
         """``dma_mmap_coherent``: fill a process's VMA (from a file's mmap hook) with
         the buffer's pages from ``vma.pgoff`` on."""

@@ -27,7 +27,7 @@ failed allocation leaves memory untouched too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.checks import check_int
@@ -45,6 +45,9 @@ from vcmm.mm.chunk import Chunk
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
 from vcmm.undo import Transaction
+
+if TYPE_CHECKING:
+    from vcmm.proc.vma import Vma
 
 
 def alloc_coherent(
@@ -293,7 +296,7 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
 
 
 def mmap_coherent(
-    state: DmaState, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+    state: DmaState, dev: object, vma: Vma, cpu_addr: int, dma_handle: int, size: int
 ) -> None:
     """Map a coherent buffer into a process: the driver's ``mmap`` calls this with the
     new VMA.  ``vma.pgoff`` selects the first page; what does not fit is refused."""
@@ -318,6 +321,7 @@ def mmap_coherent(
             f"{call}: the VMA wants pages {first}..{first + count - 1} of a "
             f"{npages}-page buffer; it does not fit (ENXIO)"
         )
+    assert buf.physmem is not None  # every coherent buffer keeps what backs it
     vma.remap(buf.physmem, buf.memtype, buf, offset=first * SZ_4K)
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import Access
-from vcmm.hw.observe import AccessEvent
+from vcmm.hw.observe import AccessEvent, Observable, Observer
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
+    from vcmm.hw.bus import BusMaster
 
 
 class AccessHooks:
@@ -30,7 +31,7 @@ class AccessHooks:
     def __init__(self, checker: DebugChecker, system: Any) -> None:
         self.checker = checker
         self.system = system
-        self._installed: list[tuple[Any, Any]] = []
+        self._installed: list[tuple[Observable, Observer]] = []
 
     def install(self) -> None:
         cpu = self.system.cpu
@@ -39,7 +40,7 @@ class AccessHooks:
             if dev is not cpu:
                 self._observe(dev, self._device_observer(dev))
 
-    def _observe(self, master: Any, callback: Any) -> None:
+    def _observe(self, master: Observable, callback: Observer) -> None:
         master.add_observer(callback)
         self._installed.append((master, callback))
 
@@ -48,7 +49,7 @@ class AccessHooks:
             return  # nothing of it happens; the fault itself is the report
         self.checker.cpu_access(event)
 
-    def _device_observer(self, dev: Any) -> Any:
+    def _device_observer(self, dev: BusMaster) -> Observer:
         checker = self.checker
 
         def observe(event: AccessEvent) -> None:

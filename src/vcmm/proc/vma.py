@@ -14,8 +14,8 @@ Behind every VMA is a reservation of the process's VCM (``res``), backed by a vi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import MemType
 from vcmm.checks import is_int
@@ -163,7 +163,7 @@ class Vma:
             )
         return [UserPiece(p, c) for p, c in window(physmem, offset, self.length)]
 
-    def _normalise(self, call: str, pieces: Any) -> list[UserPiece]:
+    def _normalise(self, call: str, pieces: Iterable[object]) -> list[UserPiece]:
         norm: list[UserPiece] = []
         for p in pieces:
             if isinstance(p, AddressRange):

@@ -8,7 +8,7 @@ this module is what the kernel holds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, StateError
@@ -17,6 +17,7 @@ from vcmm.share.cpuaccess import KERNEL
 from vcmm.sizes import format_size
 
 if TYPE_CHECKING:
+    from vcmm.hw.cpu import Cpu
     from vcmm.share.dmabuf import DmaBuf
 
 
@@ -24,7 +25,7 @@ class KernelMapping:
     """A kernel virtual mapping of a whole dma-buf (``dma_buf_vmap``) at ``va``,
     accessed through ``cpu``."""
 
-    def __init__(self, dmabuf: DmaBuf, va: int, cpu: Any) -> None:
+    def __init__(self, dmabuf: DmaBuf, va: int, cpu: Cpu) -> None:
         self.dmabuf = dmabuf
         self.va = va
         self.cpu = cpu
