@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from vcmm.errors import InvalidArgumentError, StateError
-from vcmm.undo import Transaction, atomic, current
+from vcmm.undo import Transaction, atomic, current, rolling_back
 
 
 class Boom(Exception):
@@ -114,12 +114,12 @@ def test_misuse_is_refused() -> None:
         t.on_undo(42)  # type: ignore[arg-type]
 
 
-def test_a_transaction_that_does_not_join_forgets_its_steps_on_success() -> None:
-    """``joins=False``: the inner call's own steps are not the outer call's undo (the
+def test_a_boundary_transaction_forgets_its_steps_on_success() -> None:
+    """``boundary=True``: the inner call's own steps are not the outer call's undo (the
     outer records its own way of taking the inner call back)."""
     log: list[str] = []
     with pytest.raises(Boom), Transaction("outer") as outer:
-        with Transaction("inner", joins=False) as inner:
+        with Transaction("inner", boundary=True) as inner:
             inner.on_undo(log.append, "-inner step")
             inner.on_commit(log.append, "inner commit")
         outer.on_undo(log.append, "-inner call")
@@ -127,16 +127,44 @@ def test_a_transaction_that_does_not_join_forgets_its_steps_on_success() -> None
     assert log == ["inner commit", "-inner call"]
 
 
-def test_a_transaction_that_does_not_join_still_rolls_back_itself() -> None:
+def test_a_boundary_transaction_still_rolls_back_itself() -> None:
     log: list[str] = []
     with Transaction("outer") as outer:
         outer.on_commit(log.append, "outer commit")
-        with pytest.raises(Boom), Transaction("inner", joins=False) as inner:
+        with pytest.raises(Boom), Transaction("inner", boundary=True) as inner:
             inner.on_undo(log.append, "-inner step")
             raise Boom
     assert log == ["-inner step", "outer commit"]
 
 
-def test_joins_must_be_a_bool() -> None:
-    with pytest.raises(InvalidArgumentError, match="joins=1 is not a bool"):
-        Transaction("op", joins=1)  # type: ignore[arg-type]
+def test_boundary_must_be_a_bool() -> None:
+    with pytest.raises(InvalidArgumentError, match="boundary=1 is not a bool"):
+        Transaction("op", boundary=1)  # type: ignore[arg-type]
+
+
+def test_a_boundary_commits_by_itself_inside_another_transaction() -> None:
+    log: list[str] = []
+    with pytest.raises(Boom), Transaction("outer") as outer:
+        with Transaction("api call", boundary=True) as call:
+            call.on_undo(log.append, "-internal")
+            call.on_commit(log.append, "call commit")
+            with Transaction("helper") as helper:  # joins the boundary, not the outer
+                helper.on_undo(log.append, "-helper")
+        assert log == ["call commit"]
+        assert outer.steps == 0
+        outer.on_undo(log.append, "-outer")
+        raise Boom
+    assert log == ["call commit", "-outer"]
+
+
+def test_rolling_back_is_true_only_while_undo_steps_run() -> None:
+    seen: list[bool] = []
+    assert not rolling_back()
+    with pytest.raises(Boom), Transaction("op") as txn:
+        txn.on_undo(lambda: seen.append(rolling_back()))
+        seen.append(rolling_back())
+        raise Boom
+    assert seen == [False, True]
+    assert not rolling_back()
+    with pytest.raises(InvalidArgumentError):
+        Transaction("op", boundary=1)  # type: ignore[arg-type]

@@ -130,3 +130,26 @@ def coalesce(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 def union(ranges: list[AddressRange]) -> list[AddressRange]:
     """``ranges`` sorted, with overlapping or touching ones merged (disjoint result)."""
     return [AddressRange(s, n) for s, n in coalesce((r.start, r.size) for r in ranges)]
+
+
+def join_runs(runs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(start, size)`` runs kept in their order, each one that starts exactly where
+    the one before it ends joined to it.
+
+    Unlike :func:`coalesce` this neither sorts nor joins overlaps: the order is meaningful
+    (a buffer's pieces, a transfer's physical runs), and only a piece that continues
+    the previous one may become part of it, as ``sg_alloc_table_from_pages`` joins
+    pages and a DMA engine streams physically consecutive runs in one burst.
+    """
+    joined: list[tuple[int, int]] = []
+    for start, size in runs:
+        if joined and joined[-1][0] + joined[-1][1] == start:
+            joined[-1] = (joined[-1][0], joined[-1][1] + size)
+        else:
+            joined.append((start, size))
+    return joined
+
+
+def join_adjacent(ranges: Iterable[AddressRange]) -> list[AddressRange]:
+    """:func:`join_runs` for ``AddressRange`` values: in order, touching ones joined."""
+    return [AddressRange(s, n) for s, n in join_runs((r.start, r.size) for r in ranges)]

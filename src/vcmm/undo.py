@@ -23,12 +23,15 @@ when the outer call fails later), and its commit actions wait for the outer comm
 Layers with richer logs (the page-table writer's byte log, the core's table-step
 log) record their own undo as steps of the innermost transaction.
 
-A call whose steps are taken back by its caller in another way opens its transaction
-with ``joins=False``: the core's ``vcm_back`` logs each table write so that a failure
-half way is undone write by write, but once it succeeded the caller's undo is
-``vcm_unback``, and replaying the table writes as well would take them back twice.
-Such a transaction commits (forgets its steps) when its block ends normally, whatever
-encloses it; inner transactions opened inside it still join it.
+A *boundary* (``Transaction(name, boundary=True)``) does not join: it is the public
+call of a layer whose caller takes its result back with that layer's own inverse call
+(an unmap for a map), so its internal steps end with it.  The core's ``vcm_back`` is one:
+it logs each table write so that a failure half way is undone write by write, but once
+it succeeded its caller's undo is ``vcm_unback``, and replaying the writes as well
+would take them back twice.  While steps are being taken
+back, :func:`rolling_back` is true on that thread: an inverse call made by an undo
+step can then restore exactly what the forward call changed (the IOVA allocator takes
+a range back instead of parking it in its range cache).
 """
 
 from __future__ import annotations
@@ -59,18 +62,24 @@ def current() -> Transaction | None:
     return stack[-1] if stack else None
 
 
+def rolling_back() -> bool:
+    """Whether this thread is taking recorded steps back right now."""
+    return bool(getattr(_local, "rolling_back", 0))
+
+
 class Transaction:
     """The undo steps and commit actions of one compound call."""
 
-    __slots__ = ("_commits", "_joins", "_open", "_outer", "_undo", "name")
+    __slots__ = ("_commits", "_open", "_outer", "_undo", "boundary", "name")
 
-    def __init__(self, name: str, *, joins: bool = True) -> None:
+    def __init__(self, name: str, *, boundary: bool = False) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"Transaction name {name!r} must be a non-empty string")
-        if not isinstance(joins, bool):
-            raise InvalidArgumentError(f"Transaction {name!r}: joins={joins!r} is not a bool")
+        if not isinstance(boundary, bool):
+            raise InvalidArgumentError(f"Transaction boundary={boundary!r} is not a bool")
         self.name = name
-        self._joins = joins
+        #: Commit on success even inside another transaction (see the module docstring).
+        self.boundary = boundary
         self._undo: list[Callable[[], object]] = []
         self._commits: list[Callable[[], object]] = []
         self._outer: Transaction | None = None
@@ -103,11 +112,15 @@ class Transaction:
         """
         steps, self._undo, self._commits = self._undo, [], []
         errors: list[BaseException] = []
-        for step in reversed(steps):
-            try:
-                step()
-            except BaseException as exc:  # keep undoing; report below
-                errors.append(exc)
+        _local.rolling_back = getattr(_local, "rolling_back", 0) + 1
+        try:
+            for step in reversed(steps):
+                try:
+                    step()
+                except BaseException as exc:  # keep undoing; report below
+                    errors.append(exc)
+        finally:
+            _local.rolling_back -= 1
         if errors:
             first = errors[0]
             for other in errors[1:]:
@@ -126,7 +139,7 @@ class Transaction:
         if self._open:
             raise StateError(f"transaction {self.name!r} is already open")
         stack = _stack()
-        self._outer = stack[-1] if stack and self._joins else None
+        self._outer = stack[-1] if stack and not self.boundary else None
         stack.append(self)
         self._open = True
         return self

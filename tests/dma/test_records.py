@@ -18,7 +18,7 @@ from vcmm import SZ_4K
 from vcmm import DmaDirection as D
 from vcmm.dma import DmaApi, MapKind, ScatterList
 from vcmm.proc import MAP_SHARED, O_RDWR, PROT_READ, PROT_WRITE, ProcessTable
-from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.state import set_dma_api
 

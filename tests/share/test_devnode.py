@@ -9,8 +9,8 @@ import pytest
 from vcmm import SZ_4K
 from vcmm.errors import DeviceFaultError, InvalidArgumentError, StateError
 from vcmm.proc import MAP_SHARED, O_RDWR, PROT_READ, PROT_WRITE
+from vcmm.share import DmaBufFile, SyncFlags, dma_buf_sync
 from vcmm.share.devnode import register_dev_nodes
-from vcmm.share.dmabuf import DmaBufFile, SyncFlags, dma_buf_sync
 
 SIZE = 4 * SZ_4K
 RW = PROT_READ | PROT_WRITE

@@ -15,7 +15,7 @@ from vcmm.core.flags import PhysAttr
 from vcmm.dma import DmaApi, DmaAttr, Owner, ReportKind
 from vcmm.errors import BusyError, DmaApiError, InvalidArgumentError, StateError
 from vcmm.proc import MAP_SHARED, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE, ProcessTable
-from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.state import set_dma_api, state_of
 

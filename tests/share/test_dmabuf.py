@@ -11,7 +11,7 @@ import vcmm
 from vcmm import SZ_1M, SZ_4K, SZ_64K
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
-from vcmm.dma import DmaApi, DmaAttr
+from vcmm.dma import DmaApi, DmaAttr, SgEntry
 from vcmm.errors import (
     BusyError,
     DeviceFaultError,
@@ -31,7 +31,7 @@ from vcmm.proc import (
     MemFile,
     PermissionDeniedError,
 )
-from vcmm.share.dmabuf import SyncFlags, dma_buf_get, dma_buf_needs_sync, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_get, dma_buf_needs_sync, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.state import dma_api, set_dma_api
 
@@ -147,6 +147,11 @@ def test_an_iommu_makes_scattered_memory_one_run_a_physical_device_gets_each_pie
     sg = buf.attach("vcodec_a_mm1").map(DmaDirection.TO_DEVICE)
     assert [e.phys for e in sg] == [a.start, b.start]
     assert sg.segments() == [(sg.dma_address, SZ_1M + SZ_64K)]
+    # One entry type for the DMA API and dma-buf: each piece carries its own device
+    # address, so its DMA length is its length, and the pieces lie back to back.
+    assert all(type(e) is SgEntry for e in sg)
+    assert [(e.length, e.dma_length) for e in sg] == [(SZ_1M, SZ_1M), (SZ_64K, SZ_64K)]
+    assert [e.dma_address for e in sg] == [sg.dma_address, sg.dma_address + SZ_1M]
     # dma_map_sg's own view: the port's 64K max segment size keeps the 1M entry and the
     # 64K entry apart as two DMA segments, back to back in IOVA space.
     assert sg.table is not None

@@ -17,8 +17,8 @@ from vcmm.dma import DmaApi, ReportKind
 from vcmm.errors import BusyError, DeviceFaultError, DmaApiError, InvalidArgumentError
 from vcmm.proc import MAP_SHARED, O_RDONLY, O_RDWR, PROT_READ, PROT_WRITE, File, ProcessTable
 from vcmm.proc.errors import PermissionDeniedError
+from vcmm.share import SyncFlags, dma_buf_mmap, dma_buf_sync
 from vcmm.share.devnode import register_dev_nodes
-from vcmm.share.dmabuf import SyncFlags, dma_buf_mmap, dma_buf_sync
 from vcmm.share.exporter import VcmExporter
 from vcmm.share.state import set_dma_api
 

@@ -12,7 +12,7 @@ from vcmm import SZ_4K
 from vcmm.attrs import DmaDirection
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
 from vcmm.proc import MAP_SHARED, PROT_READ, PROT_WRITE
-from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_sync
 from vcmm.share.fence import Fence
 from vcmm.share.resv import RESERVATION_CLASS
 from vcmm.share.ww import AcquireContext

@@ -16,7 +16,7 @@ import numpy as np
 
 from vcmm.attrs import DmaDirection
 from vcmm.proc import MAP_SHARED, O_RDONLY, PROT_READ
-from vcmm.share.dmabuf import SyncFlags, dma_buf_sync
+from vcmm.share import SyncFlags, dma_buf_sync
 
 SIZE = 16 * 1024  # small enough that the CPU cache (32K) keeps the viewer's stale lines
 START_READ = SyncFlags.START | SyncFlags.READ

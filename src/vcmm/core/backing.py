@@ -139,7 +139,7 @@ class UndoLog:
     call are right again and are left alone (the TLBs end as they began too).  Then
     each mapper is told it was restored; if an undo step fails, what the failed call
     touched is invalidated instead.  The transaction must not join an enclosing one
-    (``joins=False``): once the call succeeded its caller undoes it with
+    (``boundary=True``): once the call succeeded its caller undoes it with
     ``vcm_unback``, not by replaying table writes.
     """
 
@@ -204,7 +204,7 @@ class Undoable:
     __slots__ = ("_txn", "_what")
 
     def __init__(self, call: str, what: Callable[[], str]) -> None:
-        self._txn = Transaction(call, joins=False)
+        self._txn = Transaction(call, boundary=True)
         self._what = what
 
     def __enter__(self) -> UndoLog:

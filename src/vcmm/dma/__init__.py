@@ -11,7 +11,7 @@ from vcmm.dma.domain import DmaDomain
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.dma.params import DmaParams
 from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind, Owner
-from vcmm.dma.sg import ScatterList, SgEntry
+from vcmm.dma.sg import MappedScatterList, ScatterList, SgEntry
 
 __all__ = [
     "DEFAULT_ATOMIC_POOL",
@@ -27,6 +27,7 @@ __all__ = [
     "DmaReport",
     "IovaVcmAllocator",
     "MapKind",
+    "MappedScatterList",
     "Owner",
     "ReportKind",
     "ScatterList",

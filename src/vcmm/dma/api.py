@@ -23,9 +23,8 @@ through the seed's calls and devices driven through the DMA API share one system
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
@@ -41,12 +40,16 @@ from vcmm.dma.params import (
     check_mask,
     check_max_segment_size,
 )
+from vcmm.dma.pools import AtomicPool, CoherentPool
 from vcmm.dma.records import CoherentBuffer, DmaMapping
 from vcmm.dma.sg import ScatterList
 from vcmm.dma.state import DmaState
 from vcmm.errors import BusyError, InvalidArgumentError, StateError
 from vcmm.mm.roles import DEFAULT_ATOMIC_POOL_SIZE, PoolChoice
 from vcmm.sizes import SZ_4K
+
+if TYPE_CHECKING:
+    from vcmm.proc.vma import Vma
 
 #: Default atomic pool size (ARM Linux's ``atomic_pool_size``).
 DEFAULT_ATOMIC_POOL = DEFAULT_ATOMIC_POOL_SIZE
@@ -183,13 +186,13 @@ class DmaApi:
         return dict(self._state.domains)
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> CoherentPool | None:
         """The non-cacheable coherent pool (its ``buddy`` can be fragmented in tests);
         ``None`` when the platform has none."""
         return self._state.pool
 
     @property
-    def atomic_pool(self) -> Any:
+    def atomic_pool(self) -> AtomicPool | None:
         """The premapped atomic pool, or ``None``."""
         return self._state.atomic
 
@@ -211,19 +214,6 @@ class DmaApi:
     def snapshot(self) -> tuple[object, ...]:
         """The DMA API's own state (the system's is ``system.snapshot()``)."""
         return self._state.snapshot()
-
-    @contextlib.contextmanager
-    def undoing(self) -> Iterator[None]:
-        """Unmaps and frees inside the block take their IOVA back exactly
-        (:meth:`~vcmm.mm.iova.IovaDomain.undo_alloc`) instead of parking it in the
-        range cache: for a caller taking back the mapping it just made, because a
-        later step of its own compound operation failed, so that the operation
-        leaves no trace.  Only the most recent IOVA of a domain can be taken back
-        this way (anything else raises ``StateError``)."""
-        with contextlib.ExitStack() as stack:
-            for domain in self._state.domains.values():
-                stack.enter_context(domain.allocator.undoing())
-            yield
 
     # -- device parameters ------------------------------------------------------------------
 
@@ -302,7 +292,7 @@ class DmaApi:
         coherent.free_coherent(self._state, dev, size, cpu_addr, dma_handle)
 
     def mmap_coherent(
-        self, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+        self, dev: object, vma: Vma, cpu_addr: int, dma_handle: int, size: int
     ) -> None:
         """``dma_mmap_coherent``: fill a process's VMA (from a file's mmap hook) with
         the buffer's pages from ``vma.pgoff`` on."""

@@ -62,11 +62,6 @@ def check_direction(call: str, direction: object) -> DmaDirection:
     return direction
 
 
-def device_writes(direction: DmaDirection) -> bool:
-    """Whether the device may write the buffer in a transfer of this direction."""
-    return direction in (DmaDirection.FROM_DEVICE, DmaDirection.BIDIRECTIONAL)
-
-
 _CACHE_ATTR = {
     MemType.NORMAL_NC: Attr.NONCACHED,
     MemType.NORMAL_WB_WA: Attr.WB_WA,

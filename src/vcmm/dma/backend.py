@@ -19,8 +19,10 @@ DMA API owns (coherent buffers) comes as an allocation or a view of a pool.  The
 core's graph finds every alias of those bytes, whatever chunk they lie in, so the
 memory type and the shareable bit are its business.
 
-Both undo what they did if a later step fails; an IOVA allocated for a mapping that
-then failed is taken back exactly (:meth:`IovaVcmAllocator.undoing`).
+Both run as a :class:`~vcmm.undo.Transaction`: each step that succeeded records how
+to take itself back, so a later failure undoes them newest first; an IOVA allocated
+for a mapping that then failed is taken back exactly (the allocator frees exactly
+while a roll back runs).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from vcmm.core.flags import Attr
-from vcmm.core.objects import VcmKind
+from vcmm.core.objects import PhysMem, VcmKind
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import Teardown
 from vcmm.errors import NotMappedError, OutOfAddressSpaceError
 from vcmm.ranges import AddressRange
+from vcmm.undo import Transaction
 
 
 def _wrap(system: Any, pieces: list[AddressRange], owner: str) -> Any:
@@ -49,31 +52,22 @@ def map_iommu(
     attr: Attr,
     limit: int,
     owner: str,
-    physmem: Any = None,
+    physmem: PhysMem | None = None,
 ) -> tuple[int, Teardown]:
     """Map ``pieces`` contiguously at a fresh IOVA at or below ``limit`` (backed by
     ``physmem`` if given, else by a wrap of the caller's ``pieces``)."""
     total = sum(p.size for p in pieces)
-    wrap = _wrap(system, list(pieces), owner) if physmem is None else None
-    try:
+    with Transaction("map_iommu") as txn:
+        wrap = None
+        if physmem is None:
+            wrap = physmem = _wrap(system, list(pieces), owner)
+            txn.on_undo(system.vcm_phys_free, wrap)
         with domain.allocator.limited(limit):
             res = system.vcm_reserve(domain.vcm, total, attr)
-        try:
-            system.vcm_back(res, physmem if physmem is not None else wrap)
-            try:
-                # the domain's first mapping programs its devices
-                activated = domain.activate(system)
-            except BaseException:
-                system.vcm_unback(res)
-                raise
-        except BaseException:
-            with domain.allocator.undoing():
-                system.vcm_unreserve(res)
-            raise
-    except BaseException:
-        if wrap is not None:
-            system.vcm_phys_free(wrap)
-        raise
+        txn.on_undo(system.vcm_unreserve, res)  # a roll back frees the IOVA exactly
+        system.vcm_back(res, physmem)
+        txn.on_undo(system.vcm_unback, res)
+        activated = domain.activate(system)  # the domain's first mapping programs its devices
     return int(res.addr), Teardown(res, wrap=wrap, activated=activated)
 
 
@@ -104,34 +98,24 @@ def map_direct(
     attr: Attr,
     mask: int,
     owner: str,
-    physmem: Any = None,
+    physmem: PhysMem | None = None,
 ) -> tuple[int, Teardown]:
     """Map one physically contiguous ``piece`` for a direct device; returns its bus
     address."""
     bus = bus_address(device, piece, mask)
-    vcm = system.vcm_create(piece.start, piece.size, kind=VcmKind.ONE_TO_ONE)
-    done: list[str] = []
-    assoc = res = wrap = None
-    try:
+    with Transaction("map_direct") as txn:
+        vcm = system.vcm_create(piece.start, piece.size, kind=VcmKind.ONE_TO_ONE)
+        txn.on_undo(system.vcm_free, vcm)
         assoc = system.vcm_assoc(vcm, device)
-        done.append("assoc")
+        txn.on_undo(system.vcm_deassoc, assoc)
         system.vcm_activate(assoc)
-        done.append("active")
+        txn.on_undo(system.vcm_deactivate, assoc)
         res = system.vcm_reserve(vcm, piece.size, attr)
-        done.append("res")
+        txn.on_undo(system.vcm_unreserve, res)
+        wrap = None
         if physmem is None:
-            wrap = _wrap(system, [piece], owner)
-            done.append("wrap")
-        system.vcm_back(res, physmem if physmem is not None else wrap)
-    except BaseException:
-        if "wrap" in done:
-            system.vcm_phys_free(wrap)
-        if "res" in done:
-            system.vcm_unreserve(res)
-        if "active" in done:
-            system.vcm_deactivate(assoc)
-        if "assoc" in done:
-            system.vcm_deassoc(assoc)
-        system.vcm_free(vcm)
-        raise
+            wrap = physmem = _wrap(system, [piece], owner)
+            txn.on_undo(system.vcm_phys_free, wrap)
+        system.vcm_back(res, physmem)
+        txn.on_undo(system.vcm_unback, res)
     return bus, Teardown(res, vcm, assoc, wrap)

@@ -18,24 +18,24 @@ non-coherent atomic   the atomic pool                              its premapped
 
 Behind an IOMMU the pages are mapped contiguously at an IOVA below the device's
 ``coherent_dma_mask``; a direct device gets one physically contiguous block at its bus
-address.  The buffer is zeroed.  The steps that can fail run first and are undone in
-reverse (each one recorded as soon as it succeeded: a pool allocation and its view
-are two steps); zeroing runs last, so a failed allocation leaves memory untouched too.
+address.  The buffer is zeroed.  The steps that can fail run first, in one
+transaction that takes them back newest first (each one recorded as soon as it
+succeeded: a pool allocation and its view are two steps); zeroing runs last, so a
+failed allocation leaves memory untouched too.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.checks import check_int
 from vcmm.core.flags import Attr, PhysAttr
+from vcmm.core.objects import PhysMem
 from vcmm.dma.attrs import DmaAttr, check_attrs, reservation_attr
 from vcmm.dma.backend import map_direct, map_iommu
-from vcmm.dma.callsite import capture
+from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import CoherentBuffer, DevPiece, DmaMapping, MapKind
 from vcmm.dma.sg import ScatterList
@@ -44,6 +44,10 @@ from vcmm.errors import BusyError, InvalidArgumentError
 from vcmm.mm.chunk import Chunk
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
+from vcmm.undo import Transaction
+
+if TYPE_CHECKING:
+    from vcmm.proc.vma import Vma
 
 
 def alloc_coherent(
@@ -63,11 +67,10 @@ def alloc_coherent(
     coherent = entry.params.coherent
     memtype = MemType.NORMAL_WB_WA if coherent else MemType.NORMAL_NC
     contiguous = atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
-    undo: list[Callable[[], object]] = []
     cpu_res = None
     cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
-    try:
-        pages = _take_pages(call, state, entry, asize, coherent, atomic, contiguous, undo)
+    with Transaction(call, boundary=True) as txn:
+        pages = _take_pages(call, state, entry, asize, coherent, atomic, contiguous, txn)
         physmem = pages.physmem
         chunks = tuple(physmem.chunk_ranges)
         if pages.cpu_addr is not None:  # the atomic pool's premapped alias
@@ -76,15 +79,11 @@ def alloc_coherent(
             cpu_addr = system.cpu.phys_to_virt(chunks[0].start)
         else:
             cpu_res = system.vcm_reserve(state.vmm, asize, Attr.RW | cache_flag)
-            undo.append(functools.partial(system.vcm_unreserve, cpu_res))
+            txn.on_undo(system.vcm_unreserve, cpu_res)
             system.vcm_back(cpu_res, physmem)
-            undo.append(functools.partial(system.vcm_unback, cpu_res))
+            txn.on_undo(system.vcm_unback, cpu_res)
             cpu_addr = int(cpu_res.addr)
         rec = _map_device(state, entry, chunks, physmem, memtype, site)
-    except BaseException:
-        for step in reversed(undo):
-            step()
-        raise
     for c in chunks:
         system.cpu.cache.invalidate(c.start, c.size)
         system.memory.fill(c.start, c.size, 0)
@@ -114,7 +113,7 @@ def alloc_coherent(
 class _Pages:
     """Where a coherent buffer's pages came from (what ``free_coherent`` gives back)."""
 
-    physmem: Any  # the allocation, or the view of a pool, its mappings are backed with
+    physmem: PhysMem  # the allocation, or the view of a pool, its mappings are backed with
     source: str
     pool_chunks: list[Chunk] | None = None
     atomic_pa: int | None = None
@@ -129,9 +128,9 @@ def _take_pages(
     coherent: bool,
     atomic: bool,
     contiguous: bool,
-    undo: list[Callable[[], object]],
+    txn: Transaction,
 ) -> _Pages:
-    """Take the pages of a coherent buffer, recording in ``undo`` how to give back
+    """Take the pages of a coherent buffer, recording in ``txn`` how to give back
     each step right after it succeeded (the pool allocation *and* its view), so a
     failure at any later step leaves the pools as they were."""
     system = state.system
@@ -139,20 +138,20 @@ def _take_pages(
         physmem = system.vcm_phys_alloc(
             state.kernel_target, size, PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
         )
-        undo.append(functools.partial(system.vcm_phys_free, physmem))
+        txn.on_undo(system.vcm_phys_free, physmem)
         return _Pages(physmem, state.kernel_target)
     if atomic:
         atomic_pool = state.need_pool(call, entry, "atomic")
         atomic_pa, cpu_addr = atomic_pool.alloc(size)
-        undo.append(functools.partial(atomic_pool.free, atomic_pa))
+        txn.on_undo(atomic_pool.free, atomic_pa)
         physmem = atomic_pool.view(atomic_pa, size)
-        undo.append(functools.partial(system.vcm_phys_free, physmem))
+        txn.on_undo(system.vcm_phys_free, physmem)
         return _Pages(physmem, "atomic pool", atomic_pa=atomic_pa, cpu_addr=cpu_addr)
     pool = state.need_pool(call, entry, "coherent")
     pool_chunks = pool.alloc(size, contiguous=contiguous)
-    undo.append(functools.partial(pool.free, pool_chunks))
+    txn.on_undo(pool.free, pool_chunks)
     physmem = pool.view(pool_chunks)
-    undo.append(functools.partial(system.vcm_phys_free, physmem))
+    txn.on_undo(system.vcm_phys_free, physmem)
     return _Pages(physmem, "coherent pool", pool_chunks=pool_chunks)
 
 
@@ -160,9 +159,9 @@ def _map_device(
     state: DmaState,
     entry: DeviceEntry,
     chunks: tuple[AddressRange, ...],
-    backing: Any,
+    backing: PhysMem,
     memtype: MemType,
-    site: Any,
+    site: CallSite,
 ) -> DmaMapping:
     """The device side of a coherent buffer: IOVA below ``coherent_dma_mask``, or the
     bus address of the one contiguous block for a direct device."""
@@ -297,7 +296,7 @@ def free_coherent(state: DmaState, dev: object, size: int, cpu_addr: int, dma_ha
 
 
 def mmap_coherent(
-    state: DmaState, dev: object, vma: Any, cpu_addr: int, dma_handle: int, size: int
+    state: DmaState, dev: object, vma: Vma, cpu_addr: int, dma_handle: int, size: int
 ) -> None:
     """Map a coherent buffer into a process: the driver's ``mmap`` calls this with the
     new VMA.  ``vma.pgoff`` selects the first page; what does not fit is refused."""
@@ -322,6 +321,7 @@ def mmap_coherent(
             f"{call}: the VMA wants pages {first}..{first + count - 1} of a "
             f"{npages}-page buffer; it does not fit (ENXIO)"
         )
+    assert buf.physmem is not None  # every coherent buffer keeps what backs it
     vma.remap(buf.physmem, buf.memtype, buf, offset=first * SZ_4K)
 
 

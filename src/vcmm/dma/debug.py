@@ -39,7 +39,7 @@ Misuse the API cannot carry out at all (a double unmap) raises in both modes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ from vcmm.ranges import AddressRange
 if TYPE_CHECKING:
     from vcmm.dma.hooks import AccessHooks
     from vcmm.dma.state import DeviceEntry, DmaState
+    from vcmm.hw.cache import DataCache
     from vcmm.hw.observe import AccessEvent
 
 
@@ -526,7 +527,7 @@ def _burst_runs(pas: np.ndarray, burst: int) -> list[AddressRange]:
     ]
 
 
-def _dirty_lines_in_bursts(cache: Any, pas: np.ndarray, burst: int) -> int:
+def _dirty_lines_in_bursts(cache: DataCache, pas: np.ndarray, burst: int) -> int:
     """Dirty CPU cache lines overlapping any physical burst (searchsorted per line)."""
     lines = [a for a, dirty in cache.lines() if dirty]
     if not lines:
@@ -541,7 +542,7 @@ def _dirty_lines_in_bursts(cache: Any, pas: np.ndarray, burst: int) -> int:
     return int(reach.sum())
 
 
-def _clip(ranges: Any, runs: list[AddressRange]) -> list[AddressRange]:
+def _clip(ranges: Iterable[AddressRange], runs: list[AddressRange]) -> list[AddressRange]:
     out = []
     for r in ranges:
         for run in runs:
@@ -551,7 +552,7 @@ def _clip(ranges: Any, runs: list[AddressRange]) -> list[AddressRange]:
     return out
 
 
-def _count_lines(cache: Any, ranges: list[AddressRange], *, dirty_only: bool) -> int:
+def _count_lines(cache: DataCache, ranges: list[AddressRange], *, dirty_only: bool) -> int:
     lines = cache.lines()
     if not lines:
         return 0

@@ -39,6 +39,7 @@ from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.errors import InvalidArgumentError
 from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, check_policy, new_iova_domain
 from vcmm.ranges import AddressRange
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.dma.records import DmaMapping
@@ -113,7 +114,7 @@ class DmaDomain:
             if not self._served(d) and self.blocker(system, d) is None
         ]
         made: list[Association] = []
-        try:
+        with Transaction("activate domain") as txn:
             for device in pending:
                 if any(a.context is device.ctx for a in made):
                     continue
@@ -122,25 +123,28 @@ class DmaDomain:
                     f"({device.name!r}) releases it once the device has no mappings"
                 )
                 assoc = system.vcm_assoc(self.vcm, device, holder=holder)
+                txn.on_undo(system.vcm_deassoc, assoc)
                 made.append(assoc)
                 system.vcm_activate(assoc)
-        except BaseException:
-            for assoc in reversed(made):
-                if assoc.active:
-                    system.vcm_deactivate(assoc)
-                system.vcm_deassoc(assoc)
-            raise
-        for assoc in made:
-            self.associations[assoc.device.name] = assoc
+                txn.on_undo(system.vcm_deactivate, assoc)
+            for assoc in made:
+                self.associations[assoc.device.name] = assoc
+            txn.on_undo(self._forget, tuple(made))
         return tuple(made)
 
-    def give_back(self, system: Any, activated: tuple[Association, ...]) -> None:
-        """Release the contexts a mapping's :meth:`activate` programmed, when that
-        mapping was taken back by the undo of a failed compound operation
-        (``DmaApi.undoing``) and the domain maps nothing else: the operation then
-        leaves no trace.  An ordinary unmap keeps them, as Linux keeps a device on
-        its default domain."""
-        if self.records or not self.allocator.undoing_now:
+    def _forget(self, made: tuple[Association, ...]) -> None:
+        for assoc in made:
+            if self.associations.get(assoc.device.name) is assoc:
+                del self.associations[assoc.device.name]
+
+    def release_unused(self, system: Any, activated: tuple[Association, ...]) -> None:
+        """Release the contexts a mapping's :meth:`activate` programmed (``activated``)
+        if the domain maps nothing any more.
+
+        For a mapping taken back while a transaction rolls back (the undo of a failed
+        compound operation), so that operation leaves no trace.  An ordinary unmap
+        keeps the contexts, as Linux keeps a device on its default domain."""
+        if self.records:
             return
         for assoc in reversed(activated):
             if self.associations.get(assoc.device.name) is assoc:

@@ -15,14 +15,16 @@ a write to a ``TO_DEVICE`` buffer); the checker raising then replaces the fault.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import Access
 from vcmm.core.interfaces import VcmmApi
-from vcmm.hw.observe import AccessEvent
+from vcmm.hw.cpu import Cpu
+from vcmm.hw.observe import AccessEvent, Observable, Observer
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
+    from vcmm.hw.bus import BusMaster
 
 
 class AccessHooks:
@@ -31,16 +33,16 @@ class AccessHooks:
     def __init__(self, checker: DebugChecker, system: VcmmApi) -> None:
         self.checker = checker
         self.system = system
-        self._installed: list[tuple[Any, Any]] = []
+        self._installed: list[tuple[Observable, Observer]] = []
 
     def install(self) -> None:
         cpu = self.system.cpu
         self._observe(cpu, self._cpu_event)
         for dev in self.system.devices.values():
-            if dev is not cpu:
+            if not isinstance(dev, Cpu):
                 self._observe(dev, self._device_observer(dev))
 
-    def _observe(self, master: Any, callback: Any) -> None:
+    def _observe(self, master: Observable, callback: Observer) -> None:
         master.add_observer(callback)
         self._installed.append((master, callback))
 
@@ -49,7 +51,7 @@ class AccessHooks:
             return  # nothing of it happens; the fault itself is the report
         self.checker.cpu_access(event)
 
-    def _device_observer(self, dev: Any) -> Any:
+    def _device_observer(self, dev: BusMaster) -> Observer:
         checker = self.checker
 
         def observe(event: AccessEvent) -> None:

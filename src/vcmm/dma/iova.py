@@ -8,10 +8,11 @@ asked for, 000 L4053).  :class:`IovaVcmAllocator` plugs a
 reservation of a DMA domain's VCM gets a Linux IOVA: top-down from the *device's* limit, size-aligned to a power of two,
 never page frame 0, never outside the aperture.  The limit is per call (``dma_mask``
 for streaming mappings, ``coherent_dma_mask`` for coherent buffers), so the DMA API
-sets it around each ``vcm_reserve`` with :meth:`IovaVcmAllocator.limited`.  When a
-mapping fails after its reservation was made, the DMA API releases it inside
-:meth:`IovaVcmAllocator.undoing`, so the free is an exact undo of the allocation (the
-range does not stay parked in the range cache).
+sets it around each ``vcm_reserve`` with :meth:`IovaVcmAllocator.limited`.  A free
+made while a transaction takes its steps back (:func:`vcmm.undo.rolling_back`: a
+mapping that failed after its reservation was made, or one a failed compound call
+takes back) is an exact undo of the allocation, so the range does not stay parked in
+the range cache and the domain is as before the call.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.mm.iova import IovaSnapshot
 from vcmm.mm.iova_base import IovaSpace
 from vcmm.mm.iova_linux import LinuxIovaSnapshot
 from vcmm.mm.iova_policy import IovaAllocator
 from vcmm.ranges import AddressRange
+from vcmm.undo import rolling_back
 
 
 class IovaVcmAllocator:
@@ -35,7 +37,6 @@ class IovaVcmAllocator:
             raise InvalidArgumentError(f"IovaVcmAllocator needs an IOVA domain, got {iova!r}")
         self.iova = iova
         self._limit: int | None = None
-        self._undo = False
 
     @contextmanager
     def limited(self, limit: int) -> Iterator[None]:
@@ -46,22 +47,6 @@ class IovaVcmAllocator:
             yield
         finally:
             self._limit = saved
-
-    @contextmanager
-    def undoing(self) -> Iterator[None]:
-        """Frees inside the block take back the most recent allocation exactly
-        (:meth:`IovaDomain.undo_alloc`) instead of freeing it into the range cache."""
-        saved = self._undo
-        self._undo = True
-        try:
-            yield
-        finally:
-            self._undo = saved
-
-    @property
-    def undoing_now(self) -> bool:
-        """Whether frees are exact undos right now (inside :meth:`undoing`)."""
-        return self._undo
 
     def alloc(self, size: int, align: int | None = None) -> int:
         """A size-aligned IOVA range of ``size`` bytes below the current limit.
@@ -87,8 +72,14 @@ class IovaVcmAllocator:
         )
 
     def free(self, addr: int) -> AddressRange:
-        if self._undo:
-            return self.iova.undo_alloc(addr)
+        """Free ``addr``'s range; during a roll back, take its allocation back exactly
+        (:meth:`IovaDomain.undo_alloc`) when it is the domain's most recent one, which
+        undo steps taken newest first make it."""
+        if rolling_back():
+            try:
+                return self.iova.undo_alloc(addr)
+            except StateError:
+                pass  # something else changed the domain since: an ordinary free
         return self.iova.free(addr)
 
     def find(self, addr: int) -> AddressRange | None:

@@ -30,12 +30,14 @@ from typing import Any
 
 from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
+from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 
 def _carve(system: Any, target: str, size: int, what: str) -> Any:
@@ -56,14 +58,12 @@ class CoherentPool:
 
     def __init__(self, system: Any, target: str, size: int, *, max_order: int = 10) -> None:
         self.system = system
-        self.physmem = _carve(system, target, size, "coherent pool")
-        (region,) = self.physmem.chunk_ranges
-        self.region = AddressRange(region.start, size)
-        try:
+        with Transaction("coherent pool", boundary=True) as txn:
+            self.physmem = _carve(system, target, size, "coherent pool")
+            txn.on_undo(system.vcm_phys_free, self.physmem)
+            (region,) = self.physmem.chunk_ranges
+            self.region = AddressRange(region.start, size)
             self.buddy = BuddyAllocator(self.region, page=SZ_4K, max_order=max_order)
-        except BaseException:
-            system.vcm_phys_free(self.physmem)
-            raise
 
     def release(self) -> None:
         """Give the carve-out back (nothing allocated from it any more)."""
@@ -83,7 +83,7 @@ class CoherentPool:
                 f"{' contiguous' if contiguous else ''}: {exc}"
             ) from None
 
-    def view(self, chunks: list[Chunk]) -> Any:
+    def view(self, chunks: list[Chunk]) -> PhysMem:
         """The core's view of the carve-out's ``chunks`` laid end to end."""
         start = self.physmem.chunk_ranges[0].start
         return self.system.vcm_phys_view(
@@ -103,23 +103,17 @@ class AtomicPool:
 
     def __init__(self, system: Any, vmm: Any, target: str, size: int) -> None:
         self.system = system
-        self.physmem = _carve(system, target, size, "atomic pool")
-        (region,) = self.physmem.chunk_ranges
-        self.region = AddressRange(region.start, size)
-        try:
+        with Transaction("atomic pool", boundary=True) as txn:
+            self.physmem = _carve(system, target, size, "atomic pool")
+            txn.on_undo(system.vcm_phys_free, self.physmem)
+            (region,) = self.physmem.chunk_ranges
+            self.region = AddressRange(region.start, size)
             self.space = RangeAllocator(self.region, granule=SZ_4K)
             # The kernel alias needs vmalloc space, which may be full: the carve-out
             # above must go back then too (it used to leak).
             self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
-        except BaseException:
-            system.vcm_phys_free(self.physmem)
-            raise
-        try:
+            txn.on_undo(system.vcm_unreserve, self.res)
             system.vcm_back(self.res, self.physmem)
-        except BaseException:
-            system.vcm_unreserve(self.res)
-            system.vcm_phys_free(self.physmem)
-            raise
         self.cpu_base: int = self.res.addr
 
     def alloc(self, size: int) -> tuple[int, int]:
@@ -132,7 +126,7 @@ class AtomicPool:
             ) from None
         return pa, self.cpu_base + (pa - self.region.start)
 
-    def view(self, pa: int, size: int) -> Any:
+    def view(self, pa: int, size: int) -> PhysMem:
         """The core's view of ``[pa, pa+size)`` of the pool."""
         return self.system.vcm_phys_view(self.physmem, pa - self.region.start, size)
 

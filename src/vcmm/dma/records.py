@@ -22,8 +22,11 @@ from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
 
 if TYPE_CHECKING:
+    from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
     from vcmm.dma.domain import DmaDomain
     from vcmm.dma.sg import ScatterList
+    from vcmm.dma.sglayout import Slot
+    from vcmm.mm.chunk import Chunk
     from vcmm.proc.vma import Vma
 
 
@@ -64,17 +67,18 @@ class Teardown:
     the caller's pages the reservation is backed with (forgotten after the unmap).
     """
 
-    res: Any
-    vcm: Any = None
-    assoc: Any = None
-    wrap: Any = None
+    res: Reservation
+    vcm: Vcm | None = None
+    assoc: Association | None = None
+    wrap: PhysMem | None = None
     #: Associations the mapping's domain programmed for it (its first mapping).
-    activated: tuple[Any, ...] = ()
+    activated: tuple[Association, ...] = ()
 
     def release(self, system: VcmmApi) -> None:
         system.vcm_unback(self.res)
         system.vcm_unreserve(self.res)
         if self.vcm is not None:
+            assert self.assoc is not None
             system.vcm_deactivate(self.assoc)
             system.vcm_deassoc(self.assoc)
             system.vcm_free(self.vcm)
@@ -106,7 +110,7 @@ class DmaMapping:
     device_wrote: list[AddressRange] = field(default_factory=list)
     unmapped_by: CallSite | None = None
     #: IOMMU layout of the entries (:class:`vcmm.dma.sglayout.Slot`), for merging.
-    slots: tuple[Any, ...] = ()
+    slots: tuple[Slot, ...] = ()
 
     @property
     def name(self) -> str:
@@ -168,21 +172,17 @@ class CoherentBuffer:
     mapping: DmaMapping
     created_by: CallSite
     #: How the CPU alias was made: a VMM reservation, or None (linear map / pool alias).
-    cpu_res: Any = None
+    cpu_res: Reservation | None = None
     #: What the buffer's mappings are backed with: its kernel-RAM allocation, or a view
     #: of the coherent or atomic pool (given back with vcm_phys_free either way).
-    physmem: Any = None
+    physmem: PhysMem | None = None
     #: Pool chunks to give back (the DMA API's own pools), if any.
-    pool_chunks: Any = None
+    pool_chunks: list[Chunk] | None = None
     #: Start of the atomic-pool allocation to give back, if any.
     atomic_pa: int | None = None
     user_maps: int = 0
     vmas: list[Vma] = field(default_factory=list)
     freed_by: CallSite | None = None
-
-    @property
-    def alloc_size(self) -> int:
-        return sum(c.size for c in self.chunks)
 
     def open(self, vma: Vma) -> None:
         self.user_maps += 1

@@ -5,18 +5,24 @@ in ``struct scatterlist``.  ``map_sg`` fills ``dma_address``/``dma_length`` of t
 first *n* entries with the merged DMA segments and returns *n*; the other entries'
 DMA fields say "no segment" (``DMA_MAPPING_ERROR``, 0).  The CPU fields are never
 changed, and a failed ``map_sg`` leaves the whole list as it was.
+
+:class:`MappedScatterList` is the same entry type seen per piece after a mapping: what
+a dma-buf attachment's map yields (every entry with its own device address, so
+``dma_length == length``), beside the DMA API's list with the merged segments.  The
+DMA API and the sharing layer thus speak of one ``SgEntry``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
+from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.errors import InvalidArgumentError
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, join_runs
 from vcmm.sizes import SZ_4K
 
 
@@ -90,13 +96,8 @@ class ScatterList(Sequence[SgEntry]):
     def from_ranges(cls, ranges: Iterable[AddressRange], *, merge: bool = True) -> ScatterList:
         """Entries for physical ranges, joining physically adjacent ones
         (``sg_alloc_table_from_pages``)."""
-        out: list[tuple[int, int]] = []
-        for r in ranges:
-            if merge and out and out[-1][0] + out[-1][1] == r.start:
-                out[-1] = (out[-1][0], out[-1][1] + r.size)
-            else:
-                out.append((r.start, r.size))
-        return cls(out)
+        runs = [(r.start, r.size) for r in ranges]
+        return cls(join_runs(runs) if merge else runs)
 
     @overload
     def __getitem__(self, index: int) -> SgEntry: ...
@@ -111,10 +112,6 @@ class ScatterList(Sequence[SgEntry]):
     def __iter__(self) -> Iterator[SgEntry]:
         return iter(self._entries)
 
-    @property
-    def total_length(self) -> int:
-        return sum(e.length for e in self._entries)
-
     def dma_segments(self, count: int | None = None) -> list[tuple[int, int]]:
         """``(dma_address, dma_length)`` of the first ``count`` entries (all with a
         segment when ``count`` is None)."""
@@ -127,3 +124,34 @@ class ScatterList(Sequence[SgEntry]):
 
     def __repr__(self) -> str:
         return f"ScatterList({self._entries!r})"
+
+
+@dataclass(frozen=True)
+class MappedScatterList:
+    """A buffer mapped for one device: its pieces in buffer order, each an
+    :class:`SgEntry` whose DMA fields give that piece's own device address
+    (``entries``), and the DMA API's list as ``map_sg`` filled it (``table``: merged
+    segments on its first entries).  The sharing layer exports it as
+    ``vcmm.share.ScatterList``, what ``dma_buf_map_attachment`` returns."""
+
+    device: str
+    direction: DmaDirection
+    entries: tuple[SgEntry, ...]
+    table: ScatterList | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        return sum(e.length for e in self.entries)
+
+    @property
+    def dma_address(self) -> int:
+        """Device address of the first byte."""
+        return self.entries[0].dma_address
+
+    def segments(self) -> list[tuple[int, int]]:
+        """``(dma_address, length)`` runs, joined where the device addresses run on (an
+        IOMMU makes scattered memory one run; a one-to-one device sees it as it is)."""
+        return join_runs((e.dma_address, e.length) for e in self.entries)
+
+    def __iter__(self) -> Iterator[SgEntry]:
+        return iter(self.entries)

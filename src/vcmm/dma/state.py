@@ -41,6 +41,7 @@ from vcmm.hw.master import TranslationPath
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
+from vcmm.undo import Transaction, rolling_back
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
@@ -138,45 +139,52 @@ class DmaState:
         self._ids = itertools.count(1)
         self.pool: CoherentPool | None = None
         self.atomic: AtomicPool | None = None
-        self._built: list[Any] = []
-        try:
-            self._build(system, coherent_pool, atomic_pool)
+        self.closed = False
+        with Transaction("DmaApi", boundary=True) as txn:
+            self._build(txn, system, coherent_pool, atomic_pool)
             names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
             for name in names:
-                self.attach(name)
-        except BaseException:
-            self.close()
-            raise
+                txn.on_undo(self.detach, self.attach(name))
 
     def _build(
-        self, system: Any, coherent_pool: PoolChoice | None, atomic_pool: PoolChoice | None
+        self,
+        txn: Transaction,
+        system: Any,
+        coherent_pool: PoolChoice | None,
+        atomic_pool: PoolChoice | None,
     ) -> None:
-        """The kernel's VMM VCM and the pools; each step recorded so
-        :meth:`close` (or a failed construction) can take it back."""
-        built = self._built
+        """The kernel's VMM VCM and the pools, each step recorded in ``txn`` so a
+        failed construction takes it back (:meth:`close` gives them back in the same
+        reverse order)."""
         self.vmm = system.vcm_create_from_prebuilt(0)
-        built.append(lambda: system.vcm_free(self.vmm))
+        txn.on_undo(system.vcm_free, self.vmm)
         self.vmm_assoc = system.vcm_assoc(self.vmm, system.cpu)
-        built.append(lambda: system.vcm_deassoc(self.vmm_assoc))
+        txn.on_undo(system.vcm_deassoc, self.vmm_assoc)
         system.vcm_activate(self.vmm_assoc)
-        built.append(lambda: system.vcm_deactivate(self.vmm_assoc))
+        txn.on_undo(system.vcm_deactivate, self.vmm_assoc)
         if coherent_pool is not None:
-            pool = self.pool = CoherentPool(system, coherent_pool.target, coherent_pool.size)
-            built.append(pool.release)
+            self.pool = CoherentPool(system, coherent_pool.target, coherent_pool.size)
+            txn.on_undo(self.pool.release)
         if atomic_pool is not None:
-            atomic = self.atomic = AtomicPool(
-                system, self.vmm, atomic_pool.target, atomic_pool.size
-            )
-            built.append(atomic.release)
+            self.atomic = AtomicPool(system, self.vmm, atomic_pool.target, atomic_pool.size)
+            txn.on_undo(self.atomic.release)
 
     def close(self) -> None:
         """Give everything back: devices (and their domains' padding pages), pools, the
         VMM VCM, in the reverse order they were set up, so table memory ends up exactly
-        as before."""
+        as before.  A second call has nothing left to give back."""
+        if self.closed:
+            return
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
-        while self._built:
-            self._built.pop()()
+        self.closed = True
+        if self.atomic is not None:
+            self.atomic.release()
+        if self.pool is not None:
+            self.pool.release()
+        self.system.vcm_deactivate(self.vmm_assoc)
+        self.system.vcm_deassoc(self.vmm_assoc)
+        self.system.vcm_free(self.vmm)
 
     @staticmethod
     def _domain_map(system: Any, domains: Mapping[str, str] | None) -> dict[str, str]:
@@ -306,12 +314,16 @@ class DmaState:
             self.direct[rec.device.name].append(rec)
 
     def remove(self, rec: DmaMapping, site: CallSite) -> None:
+        """Forget a mapping being unmapped.  An unmap made while a transaction rolls
+        back is the undo of a failed compound call: the contexts the mapping's domain
+        programmed for it are then released again once the domain maps nothing, so
+        the failed call leaves no trace (an ordinary unmap keeps them)."""
         del self.live[rec.id]
         if rec.domain is not None:
             del rec.domain.records[rec.dev_range.start]
-            for teardown in rec.teardown:
-                if teardown.activated:
-                    rec.domain.give_back(self.system, teardown.activated)
+            activated = tuple(a for t in rec.teardown for a in t.activated)
+            if activated and rolling_back():
+                rec.domain.release_unused(self.system, activated)
         else:
             self.direct[rec.device.name].remove(rec)
         rec.unmapped_by = site
@@ -369,17 +381,9 @@ class DmaState:
     ) -> DmaApiError:
         """A misuse the API cannot carry out: report it (if debugging) and return the
         error to raise."""
-        if self.checker is not None:
-            self.checker.report(
-                kind,
-                entry.name,
-                message,
-                dma_addr=dma_addr,
-                size=size,
-                rec=rec,
-                call=call,
-                recoverable=False,
-            )
+        self.misuse(
+            kind, entry, message, dma_addr=dma_addr, size=size, rec=rec, call=call, fatal=True
+        )
         return DmaApiError(message)
 
     def misuse(
@@ -392,12 +396,21 @@ class DmaState:
         size: int | None = None,
         rec: DmaMapping | None = None,
         call: CallSite | None = None,
+        fatal: bool = False,
     ) -> None:
         """A misuse the API can still carry out (as Linux does): report it; the
-        checker raises instead in ``raise`` mode, before anything changed."""
+        checker raises instead in ``raise`` mode, before anything changed.  (A
+        ``fatal`` one is reported as unrecoverable: :meth:`fatal`.)"""
         if self.checker is not None:
             self.checker.report(
-                kind, entry.name, message, dma_addr=dma_addr, size=size, rec=rec, call=call
+                kind,
+                entry.name,
+                message,
+                dma_addr=dma_addr,
+                size=size,
+                rec=rec,
+                call=call,
+                recoverable=not fatal,
             )
 
     # -- cache maintenance -------------------------------------------------------------------

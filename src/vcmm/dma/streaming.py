@@ -39,6 +39,7 @@ from vcmm.dma.state import DeviceEntry, DmaState, Wanted
 from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up
+from vcmm.undo import Transaction
 
 
 def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
@@ -67,10 +68,17 @@ def _map_ranges(
     site: CallSite,
 ) -> tuple[DmaMapping, list[tuple[int, int]]]:
     """Map the CPU ranges ``(phys, length)``; returns the record and each range's DMA
-    address and length (before any merging)."""
-    if entry.domain is not None:
-        return _map_iommu_ranges(state, call, entry, entry.domain, ranges, direction, kind, site)
-    return _map_direct_ranges(state, call, entry, ranges, direction, kind, site)
+    address and length (before any merging).
+
+    One transaction, a boundary: a failure takes every step back; a success leaves
+    nothing in a caller's transaction but what :meth:`DmaState.add` records there (the
+    caller takes the mapping back with the unmap call)."""
+    with Transaction(call, boundary=True):
+        if entry.domain is not None:
+            return _map_iommu_ranges(
+                state, call, entry, entry.domain, ranges, direction, kind, site
+            )
+        return _map_direct_ranges(state, call, entry, ranges, direction, kind, site)
 
 
 def _map_iommu_ranges(
@@ -85,7 +93,7 @@ def _map_iommu_ranges(
 ) -> tuple[DmaMapping, list[tuple[int, int]]]:
     """One IOVA range for all ``ranges``, slot after slot; padding to a segment
     boundary maps the domain's own padding page (made here on first use, and given
-    back if the mapping fails)."""
+    back if the mapping fails).  Runs inside :func:`_map_ranges`'s transaction."""
     slots, _total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
     data = [
         AddressRange(phys - s.offset, s.size) for (phys, _), s in zip(ranges, slots, strict=True)
@@ -93,22 +101,20 @@ def _map_iommu_ranges(
     memtype = state.streaming_memtype(call, entry, data)
     new_page = None
     pad: list[AddressRange] = []
-    if any(s.pad for s in slots):
-        page, made = state.padding_page(domain, memtype)
-        new_page = page if made else None
-        pad = [AddressRange(page.start, domain.granule)]
-    pieces: list[AddressRange] = []
-    for piece, slot in zip(data, slots, strict=True):
-        pieces.append(piece)
-        pieces.extend(pad * (slot.pad // domain.granule))
-    attr = reservation_attr(direction, memtype)
-    owner = f"{site.call} for {entry.name}"
-    try:
+    with Transaction(f"{call} in {domain.name}") as txn:
+        if any(s.pad for s in slots):
+            page, made = state.padding_page(domain, memtype)
+            if made:
+                new_page = page
+                txn.on_undo(state.drop_padding, domain, memtype)
+            pad = [AddressRange(page.start, domain.granule)]
+        pieces: list[AddressRange] = []
+        for piece, slot in zip(data, slots, strict=True):
+            pieces.append(piece)
+            pieces.extend(pad * (slot.pad // domain.granule))
+        attr = reservation_attr(direction, memtype)
+        owner = f"{site.call} for {entry.name}"
         base, teardown = map_iommu(state.system, domain, pieces, attr, entry.params.mask, owner)
-    except BaseException:
-        if new_page is not None:
-            state.drop_padding(domain, memtype)
-        raise
     if new_page is not None:
         state.zero_padding(new_page)
     dev_pieces = tuple(
@@ -144,27 +150,24 @@ def _map_direct_ranges(
     kind: MapKind,
     site: CallSite,
 ) -> tuple[DmaMapping, list[tuple[int, int]]]:
-    """Each range where it is, seen through the device's bus window (no merging)."""
+    """Each range where it is, seen through the device's bus window (no merging).
+    Runs inside :func:`_map_ranges`'s transaction, which takes the ranges already
+    mapped back if a later one fails."""
     system = state.system
     device = entry.device
     owner = f"{site.call} for {device.name}"
     teardowns: list[Teardown] = []
     dev_list: list[DevPiece] = []
     placed = []
-    try:
-        for phys, length in ranges:
-            offset = phys % SZ_4K
-            piece = AddressRange(phys - offset, align_up(offset + length, SZ_4K))
-            memtype = state.streaming_memtype(call, entry, [piece])
-            attr = reservation_attr(direction, memtype)
-            bus, teardown = map_direct(system, device, piece, attr, entry.params.mask, owner)
-            teardowns.append(teardown)
-            dev_list.append(DevPiece(bus, piece.start, piece.size))
-            placed.append((bus + offset, length))
-    except BaseException:
-        for t in reversed(teardowns):
-            t.release(system)
-        raise
+    for phys, length in ranges:
+        offset = phys % SZ_4K
+        piece = AddressRange(phys - offset, align_up(offset + length, SZ_4K))
+        memtype = state.streaming_memtype(call, entry, [piece])
+        attr = reservation_attr(direction, memtype)
+        bus, teardown = map_direct(system, device, piece, attr, entry.params.mask, owner)
+        teardowns.append(teardown)
+        dev_list.append(DevPiece(bus, piece.start, piece.size))
+        placed.append((bus + offset, length))
     first = dev_list[0]
     rec = DmaMapping(
         state.new_id(),

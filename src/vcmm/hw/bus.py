@@ -58,7 +58,7 @@ from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.hw.observe import AccessEvent, Observable, Observer, frozen
 from vcmm.hw.smmu import SmmuContext
 from vcmm.hw.stream import merged_runs
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, join_runs
 
 #: Device addresses are at most 64 bits wide.
 ADDRESS_LIMIT = 1 << 64
@@ -83,17 +83,6 @@ def _check_addr_len(who: str, addr: object, length: object) -> tuple[int, int]:
             f"{who}: range {AddressRange(a, n)} runs past the 64-bit address space"
         )
     return a, n
-
-
-def _merge_runs(runs: list[Run]) -> list[Run]:
-    """Join runs that are physically adjacent, so data moves in as few slices as possible."""
-    merged: list[Run] = []
-    for pa, n in runs:
-        if merged and merged[-1][0] + merged[-1][1] == pa:
-            merged[-1] = (merged[-1][0], merged[-1][1] + n)
-        else:
-            merged.append((pa, n))
-    return merged
 
 
 def _runs_overlap(a: list[Run], b: list[Run]) -> bool:
@@ -263,7 +252,7 @@ class BusMaster(Observable, abc.ABC):
             if self._observers:
                 self._notify(AccessEvent(self.name, access, addr, length, fault=exc))
             raise
-        return _merge_runs(runs)
+        return join_runs(runs)  # physically adjacent runs move as one slice
 
     def _observe(self, access: Access, addr: int, length: int, runs: list[Run]) -> None:
         self._notify(AccessEvent(self.name, access, addr, length, tuple(runs)))

@@ -71,7 +71,7 @@ from vcmm.hw.tlb import TLB, TLBConfig
 from vcmm.hw.tlbgather import TlbGather
 from vcmm.hw.translate import Translation, TranslationFault, Translator
 from vcmm.hw.walk import Walk
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, coalesce
 from vcmm.sizes import SZ_4K
 
 #: Width of a virtual address (VA_BITS=48).
@@ -658,15 +658,8 @@ class Cpu(Observable):
                 for entry in table.mappings():
                     if entry.attrs.memtype.cacheable:
                         found.append((entry.pa, entry.size))
-            merged: list[tuple[int, int]] = []
-            for pa, n in sorted(found):
-                if merged and pa <= merged[-1][0] + merged[-1][1]:
-                    start = merged[-1][0]
-                    merged[-1] = (start, max(start + merged[-1][1], pa + n) - start)
-                else:
-                    merged.append((pa, n))
             self._candidates = [
-                AddressRange(pa, n) for pa, n in merged if self.memory.is_backed(pa, n)
+                AddressRange(pa, n) for pa, n in coalesce(found) if self.memory.is_backed(pa, n)
             ]
             self._candidates_version = self._version
         return list(self._candidates)

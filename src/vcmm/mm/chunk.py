@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from vcmm.errors import InvalidArgumentError
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, join_runs
 from vcmm.sizes import format_size
 
 
@@ -78,13 +78,7 @@ def coalesce(chunks: Sequence[Chunk]) -> list[Chunk]:
     possible, while the allocation itself keeps one chunk per block.  Only neighbours
     in the given order are merged, so the byte order of the buffer is preserved.
     """
-    merged: list[Chunk] = []
-    for chunk in chunks:
-        if merged and merged[-1].end == chunk.pa:
-            merged[-1] = Chunk(merged[-1].pa, merged[-1].size + chunk.size)
-        else:
-            merged.append(chunk)
-    return merged
+    return [Chunk(pa, size) for pa, size in join_runs((c.pa, c.size) for c in chunks)]
 
 
 def describe(chunks: Iterable[Chunk]) -> str:

@@ -36,12 +36,13 @@ mainline policy):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError
 from vcmm.mm.iova_base import IovaSpace
+from vcmm.mm.iova_tree import TreeSave
 from vcmm.ranges import AddressRange
 
 #: Linux's IOVA_RANGE_CACHE_MAX_SIZE is 6 (orders 0..5 cached): sizes up to 2**5 granules.
@@ -76,15 +77,21 @@ class IovaSnapshot:
     counters: IovaCounters
 
 
+#: The state before a flush of the range cache: the tree, the bins, the failure hints.
+FlushSave: TypeAlias = tuple[TreeSave, dict[int, list[int]], dict[tuple[int, bool], int]]
+
+
 @dataclass(frozen=True, slots=True)
 class _LastAlloc:
-    """How to take the most recent allocation back (:meth:`IovaDomain.undo_alloc`):
-    ``how`` is ``"bin"`` (``data`` = (bin size, index)), ``"tree"`` (``data`` = the
-    cached nodes before) or ``"flush"`` (``data`` = the whole state before the flush)."""
+    """How to take the most recent allocation back (:meth:`IovaDomain.undo_alloc`): put
+    it back in its bin (``bin_at`` = (bin size, index)), take it out of the tree and
+    restore the cached nodes (``cached``), or, if a flush ran, restore the whole state
+    from before the flush (``flush_saved``, which takes precedence)."""
 
     pfn: int
-    how: str
-    data: Any
+    bin_at: tuple[int, int] | None
+    cached: tuple[int, int] | None
+    flush_saved: FlushSave | None
     cacheable: bool
     hit: bool
     flushed: bool
@@ -165,18 +172,17 @@ class IovaDomain(IovaSpace):
         found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
         hit = found is not None
         flushed = False
-        undo: tuple[str, Any]
+        bin_at = cached = None
+        flush_saved: FlushSave | None = None
         if found is not None:
             pfn: int | None = found[0]
-            undo = ("bin", (npages, found[1]))
+            bin_at = (npages, found[1])
         else:
             cached = (self._tree.cached32, self._tree.cached)
             pfn = self._tree_alloc(npages, limit_excl, size_aligned)
-            undo = ("tree", cached)
         if pfn is None and self._bins and any(self._bins.values()):
-            pfn, saved = self._flush_and_retry(npages, limit_excl, size_aligned)
+            pfn, flush_saved = self._flush_and_retry(npages, limit_excl, size_aligned)
             flushed = pfn is not None
-            undo = ("flush", saved)
         if pfn is None:
             raise self._no_room(npages, limit, size_aligned)
         self._live[pfn] = npages
@@ -188,7 +194,7 @@ class IovaDomain(IovaSpace):
                 self._misses += 1
         if flushed:
             self._flushes += 1
-        self._last = _LastAlloc(pfn, undo[0], undo[1], cacheable, hit, flushed)
+        self._last = _LastAlloc(pfn, bin_at, cached, flush_saved, cacheable, hit, flushed)
         return pfn << self._shift
 
     def undo_alloc(self, addr: int) -> AddressRange:
@@ -198,18 +204,19 @@ class IovaDomain(IovaSpace):
         last = self._last
         self._check_undo(addr, None if last is None else last.pfn)
         assert last is not None
-        pfn, how, data = last.pfn, last.how, last.data
+        pfn = last.pfn
         npages = self._live.pop(pfn)
-        if how == "bin":
-            size, index = data
-            self._bins.setdefault(size, []).insert(index, pfn)
-        elif how == "tree":
-            self._tree.remove(pfn)
-            self._tree.cached32, self._tree.cached = data
-        else:
-            tree, bins, hints = data
+        if last.flush_saved is not None:
+            tree, bins, hints = last.flush_saved
             self._tree.restore(tree)
             self._bins, self._fail_hint = bins, hints
+        elif last.bin_at is not None:
+            size, index = last.bin_at
+            self._bins.setdefault(size, []).insert(index, pfn)
+        else:
+            assert last.cached is not None
+            self._tree.remove(pfn)
+            self._tree.cached32, self._tree.cached = last.cached
         self._allocs -= 1
         if last.cacheable:
             if last.hit:
@@ -261,7 +268,7 @@ class IovaDomain(IovaSpace):
 
     def _flush_and_retry(
         self, npages: int, limit_excl: int, aligned: bool
-    ) -> tuple[int | None, Any]:
+    ) -> tuple[int | None, FlushSave]:
         """Flush the cache and search again; on failure the flush is reverted.  Returns
         the frame found and the state before the flush (for :meth:`undo_alloc`)."""
         saved = (

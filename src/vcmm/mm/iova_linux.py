@@ -40,7 +40,6 @@ platform devices), several CPUs' magazines, and the 100 ms clock of the depot wo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError
@@ -50,11 +49,12 @@ from vcmm.mm.iova_rcache import (
     IOVA_MAG_SIZE,
     RCACHE_ORDERS,
     BinState,
+    CacheSave,
     GetUndo,
     MagazineCache,
     order_base_2,
 )
-from vcmm.mm.iova_tree import align_pages
+from vcmm.mm.iova_tree import TreeSave, align_pages
 from vcmm.ranges import AddressRange
 
 #: Sizes below this many granules are rounded up to a power of two.
@@ -86,7 +86,7 @@ class _LastAlloc:
     pfn: int
     got: GetUndo | None
     cached: tuple[int, int, int]
-    flush_saved: Any
+    flush_saved: tuple[TreeSave, CacheSave, int] | None
     hit: bool
 
 

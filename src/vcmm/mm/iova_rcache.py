@@ -45,6 +45,9 @@ def order_base_2(n: int) -> int:
 #: "depot"), the slot taken from (-1: none) and the frame taken.
 GetUndo = tuple[int, str, int, int]
 
+#: A deep copy of every bin (:meth:`MagazineCache.save`): loaded, previous, depot.
+CacheSave = list[tuple[list[int], list[int], list[list[int]]]]
+
 
 @dataclass(frozen=True, slots=True)
 class BinState:
@@ -172,13 +175,13 @@ class MagazineCache:
             len(rc.loaded) + len(rc.prev) + sum(len(m) for m in rc.depot) for rc in self._bins
         )
 
-    def save(self) -> list[tuple[list[int], list[int], list[list[int]]]]:
+    def save(self) -> CacheSave:
         """A deep copy of every bin, for :meth:`restore`."""
         return [
             (rc.loaded.copy(), rc.prev.copy(), [m.copy() for m in rc.depot]) for rc in self._bins
         ]
 
-    def restore(self, saved: list[tuple[list[int], list[int], list[list[int]]]]) -> None:
+    def restore(self, saved: CacheSave) -> None:
         for rc, (loaded, prev, depot) in zip(self._bins, saved, strict=True):
             rc.loaded, rc.prev, rc.depot = loaded, prev, depot
 

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4G, is_power_of_two
+
+#: A copy of a whole tree (:meth:`IovaTree.save`): lows, highs and the cached nodes.
+TreeSave: TypeAlias = tuple[list[int], list[int], int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +183,9 @@ class IovaTree:
         """Every node but the anchor, lowest first."""
         return tuple(zip(self.lo[:-1], self.hi[:-1], strict=True))
 
-    def save(self) -> tuple[list[int], list[int], int, int]:
+    def save(self) -> TreeSave:
         """A copy of the whole tree, for :meth:`restore`."""
         return self.lo.copy(), self.hi.copy(), self.cached32, self.cached
 
-    def restore(self, saved: tuple[list[int], list[int], int, int]) -> None:
+    def restore(self, saved: TreeSave) -> None:
         self.lo, self.hi, self.cached32, self.cached = saved

@@ -41,6 +41,20 @@ class VmaOps(Protocol):
     def close(self, vma: Vma) -> None: ...
 
 
+class MappingCount:
+    """The simplest :class:`VmaOps`: counts the live VMAs carrying it, so an object
+    mapped by processes can tell whether any mapping of it remains."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def open(self, vma: Vma) -> None:
+        self.count += 1
+
+    def close(self, vma: Vma) -> None:
+        self.count -= 1
+
+
 class File:
     """Base of everything a process can open.  Subclasses override the hooks.
 

@@ -13,7 +13,7 @@ from vcmm.attrs import MemType
 from vcmm.checks import is_int
 from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError
-from vcmm.proc.file import File, OpenFile
+from vcmm.proc.file import File, MappingCount, OpenFile
 from vcmm.proc.usermap import UserPiece
 from vcmm.proc.vma import Vma
 from vcmm.ranges import AddressRange
@@ -55,7 +55,7 @@ class MemFile(File):
             system.cpu.cache.invalidate(chunk.start, chunk.size)
             system.memory.fill(chunk.start, chunk.size, 0)
         self.freed = False
-        self._vm_ops = _Mappings()
+        self._vm_ops = MappingCount()
 
     @property
     def mappings(self) -> int:
@@ -94,16 +94,3 @@ class MemFile(File):
         if self.open_count == 0 and not self.freed:
             self.system.vcm_phys_free(self.physmem)
             self.freed = True
-
-
-class _Mappings:
-    """VmaOps counting the VMAs that map a MemFile."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def open(self, vma: Vma) -> None:
-        self.count += 1
-
-    def close(self, vma: Vma) -> None:
-        self.count -= 1

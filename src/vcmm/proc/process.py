@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
 from vcmm.checks import check_int, is_int
+from vcmm.core.flags import Attr
 from vcmm.core.interfaces import VcmmApi
-from vcmm.core.objects import Reservation, Vcm
+from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
 from vcmm.errors import (
     AlignmentError,
     InvalidArgumentError,
@@ -54,6 +55,7 @@ from vcmm.proc.usermap import Source, user_attr
 from vcmm.proc.vma import Vma
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, align_up, format_size
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.table import ProcessTable
@@ -85,7 +87,7 @@ class Process:
     """One user process.  Create it with :meth:`ProcessTable.spawn`."""
 
     def __init__(
-        self, table: ProcessTable, pid: int, asid: int, name: str, vcm: Vcm, assoc: Any
+        self, table: ProcessTable, pid: int, asid: int, name: str, vcm: Vcm, assoc: Association
     ) -> None:
         self.table = table
         self.system = table.system
@@ -236,29 +238,19 @@ class Process:
         assert res.addr is not None
         vma = Vma(self, res.addr, size, prot_, flags_, off // SZ_4K, description)
         vma.res = res
-        try:
+        with Transaction(call, boundary=True) as txn:
+            txn.on_undo(self._unreserve_unpopulated, vma)
             if description is None:
                 self._populate_anonymous(vma)
             else:
                 vma.file = description.get()
-                try:
-                    description.file.mmap(vma)
-                    if not vma.populated:
-                        raise StateError(
-                            f"{call}: {description.file.name}'s mmap hook returned without "
-                            "populating the VMA (it must call vma.remap)"
-                        )
-                except BaseException:
-                    if vma.populated:
-                        self._release(vma)  # drops the file reference too
-                    else:
-                        description.put()
-                    vma.file = None
-                    raise
-        except BaseException:
-            if not vma.populated:
-                self.system.vcm_unreserve(vma.res)
-            raise
+                txn.on_undo(self._drop_file, vma, description)
+                description.file.mmap(vma)
+                if not vma.populated:
+                    raise StateError(
+                        f"{call}: {description.file.name}'s mmap hook returned without "
+                        "populating the VMA (it must call vma.remap)"
+                    )
         bisect.insort(self._vmas, vma, key=lambda v: v.start)
         return vma.start
 
@@ -283,7 +275,7 @@ class Process:
             )
 
     def _reserve(
-        self, call: str, size: int, attr: Any, addr: int | None, fixed: bool
+        self, call: str, size: int, attr: Attr, addr: int | None, fixed: bool
     ) -> Reservation:
         """A reservation of the process's VCM: at ``addr`` if given and free, else
         where the VCM's allocator places it (lowest free address)."""
@@ -314,42 +306,62 @@ class Process:
             raise InvalidArgumentError(f"{call}: MAP_FIXED {wanted} is outside {MMAP_WINDOW}")
         return self._reserve(call, size, attr, None, False)
 
-    def _populate(self, vma: Vma, source: Source, offset: int, attr: Any) -> None:
+    def populate(self, vma: Vma, source: Source, offset: int, attr: Attr) -> None:
         """Back ``vma`` with a view of ``source`` from ``offset`` (the file's memory, the
         driver's pages); all or nothing.  Called by :meth:`Vma.remap`."""
         system = self.system
-        assert vma.res is not None
-        view = system.vcm_phys_view(source.physmem, offset, vma.length)
         res = vma.res
-        try:
+        assert res is not None
+        with Transaction("remap") as txn:
+            view = system.vcm_phys_view(source.physmem, offset, vma.length)
+            txn.on_undo(system.vcm_phys_free, view)
             if res.attr != attr:
                 # Placed with the default memory type before the file said which one.
                 system.vcm_unreserve(res)
-                vma.res = system.vcm_reserve(self.vcm, vma.length, attr, addr=vma.start)
+                txn.on_undo(self._reserve_at, vma, res.attr)
+                self._reserve_at(vma, attr)
+                txn.on_undo(system.vcm_unreserve, self._reservation(vma))
             if vma.accessible:
-                system.vcm_back(vma.res, view)
-        except BaseException:
-            if vma.res is not res:
-                system.vcm_unreserve(vma.res)
-                vma.res = system.vcm_reserve(self.vcm, vma.length, res.attr, addr=vma.start)
-            system.vcm_phys_free(view)
-            raise
+                system.vcm_back(self._reservation(vma), view)
         source.get()
         vma.source, vma.view, vma.source_offset = source, view, offset
 
+    def _reserve_at(self, vma: Vma, attr: Attr) -> None:
+        """Reserve ``vma``'s range again with ``attr`` (the VMA's reservation changes)."""
+        vma.res = self.system.vcm_reserve(self.vcm, vma.length, attr, addr=vma.start)
+
+    def _reservation(self, vma: Vma) -> Reservation:
+        """``vma``'s reservation; every VMA of this process holds one until it is gone."""
+        res = vma.res
+        assert res is not None, f"{vma!r} has no reservation"
+        return res
+
+    def _unreserve_unpopulated(self, vma: Vma) -> None:
+        """Undo step of mmap: a VMA that was never populated still holds only its
+        reservation (a populated one was released with its file)."""
+        if not vma.populated:
+            self.system.vcm_unreserve(self._reservation(vma))
+
+    def _drop_file(self, vma: Vma, description: OpenFile) -> None:
+        """Undo step of a file mmap: release what the file's hook populated (which
+        drops the file reference too), or just the reference."""
+        if vma.populated:
+            self._release(vma)
+        else:
+            description.put()
+        vma.file = None
+
     def _populate_anonymous(self, vma: Vma) -> None:
         system = self.system
-        physmem = system.vcm_phys_alloc(self.table.anon_target, vma.length)
-        try:
+        with Transaction("mmap anonymous", boundary=True) as txn:
+            physmem = system.vcm_phys_alloc(self.table.anon_target, vma.length)
+            txn.on_undo(system.vcm_phys_free, physmem)
             for chunk in physmem.chunk_ranges:
                 system.cpu.cache.invalidate(chunk.start, chunk.size)
                 system.memory.fill(chunk.start, chunk.size, 0)
             target = system.target(self.table.anon_target)
             memtype = MemType.NORMAL_WB_WA if target.linear_mapped else MemType.NORMAL_NC
             vma.remap(physmem, memtype, AnonymousMemory(system, physmem))
-        except BaseException:
-            system.vcm_phys_free(physmem)
-            raise
 
     def munmap(self, addr: int, length: int) -> None:
         """Remove mappings in ``[addr, addr+length)`` (rounded up to pages); parts of
@@ -405,35 +417,28 @@ class Process:
         assert res is not None and source is not None and vma.view is not None
         s, e, a, b = vma.start, vma.end, cut.start, cut.end
         backed = res.physmem is not None
-        made: list[Any] = []
-        mid, right, right_view = res, None, None
-        try:
+        mid, right, mid_view, right_view = res, None, None, None
+        with Transaction("munmap", boundary=True) as txn:
             if a > s:
                 mid_view = system.vcm_phys_view(source.physmem, vma.source_offset + (a - s), e - a)
-                made.append(mid_view)
+                txn.on_undo(system.vcm_phys_free, mid_view)
                 mid = system.vcm_split(res, a - s, mid_view if backed else None)
+                txn.on_undo(system.vcm_merge, res, mid)
             if b < e:
                 right_view = system.vcm_phys_view(
                     source.physmem, vma.source_offset + (b - s), e - b
                 )
-                made.append(right_view)
+                txn.on_undo(system.vcm_phys_free, right_view)
                 right = system.vcm_split(mid, b - a, right_view if backed else None)
+                txn.on_undo(system.vcm_merge, mid, right)
             if backed:
                 system.vcm_unback(mid)
-        except BaseException:
-            if right is not None:
-                system.vcm_merge(mid, right)
-            if mid is not res:
-                system.vcm_merge(res, mid)
-            for view in reversed(made):
-                system.vcm_phys_free(view)
-            raise
         system.vcm_unreserve(mid)
-        if a > s:
-            system.vcm_phys_free(made[0])  # the view the cut part was backed with
+        if mid_view is not None:
+            system.vcm_phys_free(mid_view)  # the view the cut part was backed with
         else:
             system.vcm_phys_free(vma.view)  # the cut part was the front: its view goes
-        parts: list[tuple[AddressRange, Reservation, Any, int]] = []
+        parts: list[tuple[AddressRange, Reservation, PhysMem | None, int]] = []
         if a > s:
             parts.append((AddressRange(s, a - s), res, vma.view, vma.source_offset))
         if right is not None:
@@ -493,4 +498,4 @@ class Process:
         system.vcm_free(self.vcm)
         system.cpu.destroy_address_space(self.asid)
         self.alive = False
-        self.table._forget(self)
+        self.table.forget(self)

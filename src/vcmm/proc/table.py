@@ -14,6 +14,7 @@ from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, S
 from vcmm.hw.cpu import MAX_ASID
 from vcmm.proc.file import File
 from vcmm.proc.process import MMAP_WINDOW, Process
+from vcmm.undo import Transaction
 
 #: A registered path resolves to a File, or to a factory making one per open.
 PathEntry = File | Callable[[], File]
@@ -56,25 +57,21 @@ class ProcessTable:
             raise OutOfMemoryError(f"spawn: all {MAX_ASID} ASIDs are in use")
         system = self.system
         pid = self._next_pid
-        system.cpu.create_address_space(asid)
-        vcm = assoc = None
-        try:
+        with Transaction("spawn", boundary=True) as txn:
+            system.cpu.create_address_space(asid)
+            txn.on_undo(system.cpu.destroy_address_space, asid)
             vcm = system.vcm_create_from_prebuilt(asid, label=f"pid{pid}", window=MMAP_WINDOW)
+            txn.on_undo(system.vcm_free, vcm)
             assoc = system.vcm_assoc(vcm, system.cpu)
+            txn.on_undo(system.vcm_deassoc, assoc)
             system.vcm_activate(assoc)
-        except BaseException:
-            if assoc is not None:
-                system.vcm_deassoc(assoc)
-            if vcm is not None:
-                system.vcm_free(vcm)
-            system.cpu.destroy_address_space(asid)
-            raise
         self._next_pid += 1
         proc = Process(self, pid, asid, name, vcm, assoc)
         self._procs[pid] = proc
         return proc
 
-    def _forget(self, proc: Process) -> None:
+    def forget(self, proc: Process) -> None:
+        """Drop an exited process from the table (called by the process itself)."""
         self._procs.pop(proc.pid, None)
 
     def register(self, path: str, entry: PathEntry) -> None:

@@ -14,8 +14,8 @@ Behind every VMA is a reservation of the process's VCM (``res``), backed by a vi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import MemType
 from vcmm.checks import is_int
@@ -26,6 +26,7 @@ from vcmm.proc.flags import MapFlags, Prot
 from vcmm.proc.usermap import Source, UserPiece, user_attr
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.core.objects import Reservation
@@ -137,12 +138,10 @@ class Vma:
             held = system.vcm_phys_owners(pages)
             wrap = system.vcm_phys_wrap(pages, owner=owner, of=held)
             source = Source(system, wrap, owned=True)
-        try:
-            self.process._populate(self, source, offset, attr)
-        except BaseException:
+        with Transaction("remap", boundary=True) as txn:
             if source.owned:
-                system.vcm_phys_free(source.physmem)
-            raise
+                txn.on_undo(system.vcm_phys_free, source.physmem)
+            self.process.populate(self, source, offset, attr)
         self.pieces = norm
         self.memtype = memtype
         self.ops = ops
@@ -164,7 +163,7 @@ class Vma:
             )
         return [UserPiece(p, c) for p, c in window(physmem, offset, self.length)]
 
-    def _normalise(self, call: str, pieces: Any) -> list[UserPiece]:
+    def _normalise(self, call: str, pieces: Iterable[object]) -> list[UserPiece]:
         norm: list[UserPiece] = []
         for p in pieces:
             if isinstance(p, AddressRange):

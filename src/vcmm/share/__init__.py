@@ -9,28 +9,25 @@ See docs/SHARING.md.  Modules, each with one job:
   own, ``system.lock``) and the rule that no fence wait happens while holding one;
 - :mod:`~vcmm.share.state`: per-system state, the one shared DMA API (:func:`dma_api`);
 - :mod:`~vcmm.share.dmamap`: an attachment's mapping through the importer's DMA API;
-- :mod:`~vcmm.share.dmabuf`: the dma-buf object, attachments, CPU-access brackets;
+- :mod:`~vcmm.share.ops`: the exporter's operations (``struct dma_buf_ops``);
+- :mod:`~vcmm.share.attachment`: a device attached to a dma-buf, mapping and unmapping;
+- :mod:`~vcmm.share.cpuaccess`: CPU-access brackets (``DMA_BUF_IOCTL_SYNC``) and fences;
+- :mod:`~vcmm.share.kmap`: the kernel's vmap of a dma-buf;
+- :mod:`~vcmm.share.dmabuf`: the dma-buf object: references, attachments, mappings, file;
+- :mod:`~vcmm.share.fdcalls`: the calls a process makes with a dma-buf fd;
 - :mod:`~vcmm.share.exporter`: the VCMM's exporter of physical allocations;
 - :mod:`~vcmm.share.jobs`: device job queues ordered by fences;
 - :mod:`~vcmm.share.devnode`: ``/dev/<context>`` nodes.
 """
 
+from vcmm.dma.sg import MappedScatterList as ScatterList
+from vcmm.dma.sg import SgEntry
+from vcmm.share.attachment import Attachment
+from vcmm.share.cpuaccess import SyncFlags
 from vcmm.share.devnode import VcmDevNode, register_dev_nodes
-from vcmm.share.dmabuf import (
-    Attachment,
-    DmaBuf,
-    DmaBufFile,
-    Exporter,
-    KernelMapping,
-    ScatterList,
-    SyncFlags,
-    dma_buf_get,
-    dma_buf_mmap,
-    dma_buf_needs_sync,
-    dma_buf_sync,
-)
-from vcmm.share.dmamap import SgEntry
+from vcmm.share.dmabuf import DmaBuf, DmaBufFile
 from vcmm.share.exporter import VcmExporter
+from vcmm.share.fdcalls import dma_buf_get, dma_buf_mmap, dma_buf_needs_sync, dma_buf_sync
 from vcmm.share.fence import (
     DEFAULT_TIMEOUT,
     Fence,
@@ -40,7 +37,9 @@ from vcmm.share.fence import (
     wait_any,
 )
 from vcmm.share.jobs import Engine, Job
+from vcmm.share.kmap import KernelMapping
 from vcmm.share.lock import locked
+from vcmm.share.ops import Exporter
 from vcmm.share.resv import RESERVATION_CLASS, ReservationObject
 from vcmm.share.state import dma_api, set_dma_api
 from vcmm.share.ww import AcquireContext, AlreadyHeldError, WoundedError, WWClass, WWMutex

@@ -20,7 +20,7 @@ So a :class:`VcmDevNode` behaves like a PMEM node, with the VCM underneath:
   buffer was exported (:meth:`VcmDevNode.export`) and that dma-buf is still held;
 - :meth:`VcmDevNode.import_dmabuf` makes the node an importer instead: the context's
   device attaches to a dma-buf and maps it, and ``mmap`` on the node is forwarded to
-  the dma-buf's exporter (:func:`~vcmm.share.dmabuf.dma_buf_mmap`).  The descriptor
+  the dma-buf's exporter (:func:`~vcmm.share.fdcalls.dma_buf_mmap`).  The descriptor
   that granted the buffer bounds both: a buffer imported through an ``O_RDONLY`` fd
   is mapped ``TO_DEVICE`` and never mmapped writable, whatever the node's own mode.
 
@@ -35,15 +35,19 @@ from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.core.interfaces import VcmmApi
+from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.flags import OpenMode
-from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList, dma_buf_get, dma_buf_mmap
+from vcmm.share.attachment import Attachment
+from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.exporter import VcmExporter
+from vcmm.share.fdcalls import dma_buf_get, dma_buf_mmap
 from vcmm.share.lock import lock_of
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, format_size
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.proc.process import Process
@@ -58,7 +62,7 @@ class _Slot:
 
     dmabuf: DmaBuf
     attachment: Attachment
-    sg: ScatterList
+    sg: MappedScatterList
     imported: bool
     grant: OpenFile | None = None
 
@@ -125,13 +129,10 @@ class VcmDevNode(File):
                         f"mmap of {self.name}: the first mmap allocates the buffer and must "
                         f"start at offset 0, not page {vma.pgoff}"
                     )
-                slot = self._allocate(vma.length)
-                try:
-                    slot.dmabuf._mmap(vma)
-                except BaseException:
-                    with slot.attachment.api.undoing():  # no IOVA left in the cache
-                        slot.close()
-                    raise
+                with Transaction(f"mmap of {self.name}", boundary=True) as txn:
+                    slot = self._allocate(vma.length)
+                    txn.on_undo(slot.close)  # while rolling back: no IOVA left in the cache
+                    slot.dmabuf.mmap(vma)
                 self._slots[key] = slot
                 return
             npages = slot.dmabuf.size // SZ_4K
@@ -140,19 +141,15 @@ class VcmDevNode(File):
                     f"mmap of {self.name}: pages {vma.pgoff}..{vma.pgoff + vma.npages - 1} go "
                     f"beyond its {format_size(slot.dmabuf.size)} buffer (EINVAL)"
                 )
-            slot.dmabuf._mmap(vma)
+            slot.dmabuf.mmap(vma)
 
     def _allocate(self, length: int) -> _Slot:
-        dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")
-        attachment = None
-        try:
+        with Transaction(f"{self.name} allocate", boundary=True) as txn:
+            dmabuf = self.exporter.allocate(length, target=self.target, name=f"{self.name}#buf")
+            txn.on_undo(dmabuf.put)
             attachment = dmabuf.attach(self.device)
+            txn.on_undo(attachment.detach)
             sg = attachment.map(DmaDirection.BIDIRECTIONAL)
-        except BaseException:
-            if attachment is not None:
-                attachment.detach()
-            dmabuf.put()
-            raise
         return _Slot(dmabuf, attachment, sg, imported=False)
 
     def release(self, description: OpenFile) -> None:
@@ -219,20 +216,16 @@ class VcmDevNode(File):
         with lock_of(self.system):
             if key in self._slots:
                 raise StateError(f"{call}: fd {fd} already has a buffer")
-            dmabuf = dma_buf_get(process, dmabuf_fd)
-            grant = process.file(dmabuf_fd).get()
-            attachment = None
-            try:
+            with Transaction(call, boundary=True) as txn:
+                dmabuf = dma_buf_get(process, dmabuf_fd)
+                txn.on_undo(dmabuf.put)
+                grant = process.file(dmabuf_fd).get()
+                txn.on_undo(grant.put)
                 attachment = dmabuf.attach(self.device)
+                txn.on_undo(attachment.detach)
                 writable = dmabuf.writable and grant.mode.writable
                 direction = DmaDirection.BIDIRECTIONAL if writable else DmaDirection.TO_DEVICE
                 sg = attachment.map(direction)
-            except BaseException:
-                if attachment is not None:
-                    attachment.detach()
-                dmabuf.put()
-                grant.put()
-                raise
             self._slots[key] = _Slot(dmabuf, attachment, sg, imported=True, grant=grant)
             return sg.dma_address
 

@@ -28,18 +28,9 @@ from vcmm.attrs import DmaDirection
 from vcmm.dma.api import DmaApi
 from vcmm.dma.attrs import DmaAttr
 from vcmm.dma.sg import ScatterList as DmaScatterList
+from vcmm.dma.sg import SgEntry
 from vcmm.errors import StateError, VcmmError
-from vcmm.ranges import AddressRange
-
-
-@dataclass(frozen=True, slots=True)
-class SgEntry:
-    """One piece of a mapped buffer: ``length`` bytes at ``dma_address`` in the
-    device's address space, backed by physical memory at ``phys``."""
-
-    dma_address: int
-    length: int
-    phys: int
+from vcmm.ranges import AddressRange, join_adjacent
 
 
 @dataclass(eq=False)
@@ -54,19 +45,8 @@ class DeviceMapping:
     table: DmaScatterList
     #: DMA segments ``map_sg`` returned.
     segments: int
-    #: Per entry: device address, length, physical address, in buffer order.
+    #: Per entry, in buffer order: physical address and length, its own device address.
     entries: tuple[SgEntry, ...]
-
-
-def join_adjacent(pieces: list[AddressRange]) -> list[AddressRange]:
-    """``pieces`` in order, each run of physically adjacent ones joined into one."""
-    out: list[AddressRange] = []
-    for p in pieces:
-        if out and out[-1].end == p.start:
-            out[-1] = AddressRange(out[-1].start, out[-1].size + p.size)
-        else:
-            out.append(p)
-    return out
 
 
 def map_pieces(
@@ -107,7 +87,7 @@ def _per_entry(
         pos = 0
         while pos < length:
             piece = pieces[index]
-            out.append(SgEntry(address + pos, piece.size, piece.start))
+            out.append(SgEntry(piece.start, piece.size, address + pos, piece.size))
             pos += piece.size
             index += 1
         if pos != length:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.checks import is_int
@@ -48,16 +48,21 @@ from vcmm.core.flags import Attr, PhysAttr
 from vcmm.core.interfaces import VcmmApi
 from vcmm.core.objects import PhysMem, Reservation
 from vcmm.core.ownership import Pin
+from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
 from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
 from vcmm.share import dmamap
-from vcmm.share.dmabuf import Attachment, DmaBuf, Exporter, ScatterList
+from vcmm.share.attachment import Attachment
+from vcmm.share.dmabuf import DmaBuf
 from vcmm.share.lock import lock_of
+from vcmm.share.ops import Exporter
 from vcmm.share.state import EXPORTER_DEFAULT, TargetChoice, exporter_target, state_of
 from vcmm.sizes import SZ_4K, align_up
+from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
+    from vcmm.proc.file import VmaOps
     from vcmm.proc.vma import Vma
 
 
@@ -154,18 +159,15 @@ class VcmExporter(Exporter):
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
         attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
-        with lock_of(self.system):
+        with lock_of(self.system), Transaction(call, boundary=True) as txn:
             physmem = self.system.vcm_phys_alloc(target, length, attr)
-            try:
-                if not cached:
-                    self._check_uncached_memory(call, physmem)
-                for chunk in physmem.chunk_ranges:
-                    self.system.cpu.cache.invalidate(chunk.start, chunk.size)
-                    self.system.memory.fill(chunk.start, chunk.size, 0)
-                return self.export(physmem, cached=cached, writable=writable, owned=True, name=name)
-            except BaseException:
-                self.system.vcm_phys_free(physmem)
-                raise
+            txn.on_undo(self.system.vcm_phys_free, physmem)
+            if not cached:
+                self._check_uncached_memory(call, physmem)
+            for chunk in physmem.chunk_ranges:
+                self.system.cpu.cache.invalidate(chunk.start, chunk.size)
+                self.system.memory.fill(chunk.start, chunk.size, 0)
+            return self.export(physmem, cached=cached, writable=writable, owned=True, name=name)
 
     def _linear(self, physmem: PhysMem) -> bool:
         """Whether the kernel's linear map (cacheable) covers every piece of ``physmem``
@@ -267,25 +269,22 @@ class VcmExporter(Exporter):
 
     def map_attachment(
         self, dmabuf: DmaBuf, attachment: Attachment, direction: DmaDirection
-    ) -> ScatterList:
+    ) -> MappedScatterList:
         """``map_dma_buf``: ``dma_map_sg`` of the buffer's chunks on the importer."""
         buf: VcmBuffer = dmabuf.priv
         device = attachment.device
         api = attachment.api
         call = f"map {dmabuf.name} for {device.name}"
-        pinned = self._pin(dmabuf)
         pieces = [p for p, _ in buf.pieces(0, dmabuf.size)]
-        try:
+        with Transaction(call, boundary=True) as txn:
+            if self._pin(dmabuf):
+                txn.on_undo(self._unpin, buf)
             label = f"attachment #{attachment.id} of {device.name} to {dmabuf.name}"
             mapping = dmamap.map_pieces(
                 call, api, device, pieces, direction, attachment.dma_attrs, label
             )
-        except BaseException:
-            if pinned:
-                self._unpin(buf)
-            raise
         attachment.priv = mapping
-        return ScatterList(device.name, direction, mapping.entries, mapping.table)
+        return MappedScatterList(device.name, direction, mapping.entries, mapping.table)
 
     def _pin(self, dmabuf: DmaBuf) -> bool:
         """Map a carve-out buffer nobody maps yet into the kernel, for good (see the
@@ -307,7 +306,9 @@ class VcmExporter(Exporter):
             self.state.unmap_kernel(buf.pin)
             buf.pin = None
 
-    def unmap_attachment(self, dmabuf: DmaBuf, attachment: Attachment, sg: ScatterList) -> None:
+    def unmap_attachment(
+        self, dmabuf: DmaBuf, attachment: Attachment, sg: MappedScatterList
+    ) -> None:
         """``unmap_dma_buf``: ``dma_unmap_sg`` (the device's later accesses fault)."""
         mapping: dmamap.DeviceMapping = attachment.priv
         dmamap.unmap(mapping)
@@ -338,7 +339,7 @@ class VcmExporter(Exporter):
         CPU's writes reach memory and the devices own the bytes again."""
         self._sync_mapped(dmabuf, offset, length, for_cpu=False)
 
-    def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: Any) -> None:
+    def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: VmaOps) -> None:
         buf: VcmBuffer = dmabuf.priv
         pieces = [UserPiece(p, c) for p, c in buf.pieces(vma.pgoff * SZ_4K, vma.length)]
         vma.remap(pieces, buf.memtype, ops)

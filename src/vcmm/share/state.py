@@ -39,6 +39,7 @@ from vcmm.errors import (
 )
 from vcmm.hw.master import AnyMaster
 from vcmm.share.lock import lock_of
+from vcmm.undo import Transaction
 
 
 class _Default(enum.Enum):
@@ -135,18 +136,13 @@ class ShareState:
         The sharing layer's VMM VCM exists while it maps something (made by the first
         mapping, freed with the last), so a failed mapping leaves no VCM behind."""
         system = self.system
-        if self._vmm is None or self._vmm.freed:
-            self._vmm = system.vcm_create_from_prebuilt(VMM_EXT_ID)
-        try:
+        with Transaction("map_kernel", boundary=True) as txn:
+            if self._vmm is None or self._vmm.freed:
+                self._vmm = system.vcm_create_from_prebuilt(VMM_EXT_ID)
+            txn.on_undo(self._drop_idle_vmm)
             res = system.vcm_reserve(self._vmm, length, attr)
-            try:
-                system.vcm_back(res, physmem)
-            except BaseException:
-                system.vcm_unreserve(res)
-                raise
-        except BaseException:
-            self._drop_idle_vmm()
-            raise
+            txn.on_undo(system.vcm_unreserve, res)
+            system.vcm_back(res, physmem)
         return res
 
     def unmap_kernel(self, res: Reservation) -> None:
