@@ -182,6 +182,16 @@ class DmaApi:
         """The IOMMU domain of ``dev`` (None for a direct device)."""
         return self._state.entry("domain", dev).domain
 
+    def page_sizes(self, dev: object) -> tuple[int, ...]:
+        """The page sizes the device's IOMMU maps with, largest first (its SMMU's
+        table format): one IOTLB entry covers one such page, so an allocator that
+        knows them can choose blocks the IOMMU maps as large pages.  Empty for a
+        direct device (no IOMMU)."""
+        entry = self._state.entry("page_sizes", dev)
+        if entry.domain is None:
+            return ()
+        return tuple(entry.device.ctx.smmu.fmt.sizes)
+
     @property
     def domains(self) -> dict[str, DmaDomain]:
         return dict(self._state.domains)
@@ -222,7 +232,7 @@ class DmaApi:
         (:meth:`~vcmm.mm.iova.IovaDomain.undo_alloc`) instead of parking it in the
         range cache: for a caller taking back the mapping it just made, because a
         later step of its own compound operation failed, so that the operation
-        leaves no trace.  Only the most recent IOVA of a domain can be taken back
+        leaves no trace.  IOVAs of a domain are taken back newest first
         this way (anything else raises ``StateError``)."""
         with contextlib.ExitStack() as stack:
             for domain in self._state.domains.values():

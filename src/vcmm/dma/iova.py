@@ -49,7 +49,7 @@ class IovaVcmAllocator:
 
     @contextmanager
     def undoing(self) -> Iterator[None]:
-        """Frees inside the block take back the most recent allocation exactly
+        """Frees inside the block take back recent allocations exactly, newest first
         (:meth:`IovaDomain.undo_alloc`) instead of freeing it into the range cache."""
         saved = self._undo
         self._undo = True

@@ -133,13 +133,17 @@ class VcmExporter(Exporter):
         cached: bool = True,
         writable: bool = True,
         name: str = "",
+        block_sizes: tuple[int, ...] | None = None,
     ) -> DmaBuf:
         """Allocate zeroed memory (whole pages) and export it; freed on release.
 
         ``target`` is a memory target as for ``vcm_phys_alloc`` (by default the
         platform's exporter target, kernel RAM unless its ``[dma]`` table says otherwise:
         a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
-        physically addressed importer without scatter-gather needs it).
+        physically addressed importer without scatter-gather needs it);
+        ``block_sizes`` limits the blocks a pool of fixed blocks hands out (as
+        ``PhysAttr.blocks``: a buffer collection asks for blocks its IOMMUs map as
+        large pages).
         """
         call = f"{self.name}.allocate"
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
@@ -152,6 +156,10 @@ class VcmExporter(Exporter):
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
         attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
+        if block_sizes is not None:
+            if not isinstance(block_sizes, tuple):
+                raise InvalidArgumentError(f"{call}: block_sizes {block_sizes!r} is not a tuple")
+            attr = attr | PhysAttr.blocks(*block_sizes)
         with lock_of(self.system):
             physmem = self.system.vcm_phys_alloc(target, length, attr)
             try:
