@@ -185,9 +185,8 @@ class BufferCollection:
                 buf = self._exporter.allocate(
                     placement.size,
                     target=placement.target,
-                    contiguous=placement.contiguous,
                     cached=placement.cached,
-                    block_sizes=placement.block_sizes,
+                    attr=placement.phys_attr(),
                     name=f"{self.name}[{index}]",
                 )
                 undo.append(buf.put)
@@ -203,8 +202,10 @@ class BufferCollection:
         self.buffers = tuple(buffers)
 
     def _take_back(self, undo: list[Callable[[], None]]) -> None:
-        """Run the undo steps newest first, every one even if one fails (the first
-        failure is raised after), IOVAs taken back exactly (``DmaApi.undoing``)."""
+        """Run the undo steps newest first (every one even if one fails; the first
+        failure is raised after), IOVAs taken back exactly (``DmaApi.undoing``): a
+        domain's IOVAs go back newest first, and its contexts with its first mapping,
+        each idle context getting back the very table page its activation freed."""
         api = state_of(self.system).api
         failed: BaseException | None = None
         with api.undoing() if api is not None else contextlib.nullcontext():
@@ -216,9 +217,8 @@ class BufferCollection:
         if failed is not None:
             raise failed
 
-    @staticmethod
     def _hand_out(
-        member: Membership, buffers: list[DmaBuf], undo: list[Callable[[], None]]
+        self, member: Membership, buffers: list[DmaBuf], undo: list[Callable[[], None]]
     ) -> None:
         member.buffers = tuple(buffers)
         if member.facts.kind == "cpu":

@@ -100,7 +100,9 @@ class ImageConstraints:
 
     def describe(self) -> str:
         formats = ", ".join(_format_text(f) for f in sorted(self.formats)) or "none"
-        parts = [f"formats {formats}", f"at least {self.min_width}x{self.min_height}"]
+        parts = [f"formats {formats}"]
+        if (self.min_width, self.min_height) != (1, 1):
+            parts.append(f"at least {self.min_width}x{self.min_height}")
         if self.max_width is not None or self.max_height is not None:
             parts.append(f"at most {self.max_width or 'any'}x{self.max_height or 'any'}")
         if self.bytes_per_row_divisor > 1:
@@ -196,12 +198,22 @@ class Constraints:
     def describe(self) -> list[tuple[str, str]]:
         """(constraint, value) rows of everything that constrains (defaults left out)."""
         rows: list[tuple[str, str]] = []
-        if self.min_buffers or self.camping or self.max_buffers is not None:
-            most = "any" if self.max_buffers is None else str(self.max_buffers)
-            rows.append(("buffers", f"min {self.min_buffers}, camping {self.camping}, max {most}"))
-        if self.min_size or self.max_size is not None:
-            most = "any" if self.max_size is None else format_size(self.max_size)
-            rows.append(("size", f"min {format_size(self.min_size)}, max {most}"))
+        counts = [
+            f"{label} {value}"
+            for label, value in (
+                ("min", self.min_buffers),
+                ("camping", self.camping),
+                ("max", self.max_buffers),
+            )
+            if value
+        ]
+        if counts or self.max_buffers == 0:
+            rows.append(("buffers", ", ".join(counts) or "max 0"))
+        sizes = [f"min {format_size(self.min_size)}"] if self.min_size else []
+        if self.max_size is not None:
+            sizes.append(f"max {format_size(self.max_size)}")
+        if sizes:
+            rows.append(("size", ", ".join(sizes)))
         if self.size_alignment > 1:
             rows.append(("size alignment", format_size(self.size_alignment)))
         rows += [(name, "required") for name in ("contiguous", "secure") if getattr(self, name)]
@@ -212,6 +224,6 @@ class Constraints:
         if self.image is not None:
             rows.append(("image", self.image.describe()))
         if self.page_sizes is not None:
-            sizes = sorted(self.page_sizes, reverse=True)
-            rows.append(("IOMMU page sizes", ", ".join(format_size(s) for s in sizes)))
+            pages = sorted(self.page_sizes, reverse=True)
+            rows.append(("IOMMU page sizes", ", ".join(format_size(p) for p in pages)))
         return rows

@@ -133,7 +133,7 @@ class VcmExporter(Exporter):
         cached: bool = True,
         writable: bool = True,
         name: str = "",
-        block_sizes: tuple[int, ...] | None = None,
+        attr: PhysAttr = PhysAttr.NONE,
     ) -> DmaBuf:
         """Allocate zeroed memory (whole pages) and export it; freed on release.
 
@@ -141,9 +141,8 @@ class VcmExporter(Exporter):
         platform's exporter target, kernel RAM unless its ``[dma]`` table says otherwise:
         a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
         physically addressed importer without scatter-gather needs it);
-        ``block_sizes`` limits the blocks a pool of fixed blocks hands out (as
-        ``PhysAttr.blocks``: a buffer collection asks for blocks its IOMMUs map as
-        large pages).
+        ``attr`` adds allocation attributes (alignment, block sizes: a buffer collection
+        asks for blocks and alignments its IOMMUs map as large pages).
         """
         call = f"{self.name}.allocate"
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
@@ -155,11 +154,10 @@ class VcmExporter(Exporter):
         if target is not None and not cached:
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
-        attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
-        if block_sizes is not None:
-            if not isinstance(block_sizes, tuple):
-                raise InvalidArgumentError(f"{call}: block_sizes {block_sizes!r} is not a tuple")
-            attr = attr | PhysAttr.blocks(*block_sizes)
+        if not isinstance(attr, PhysAttr):
+            raise InvalidArgumentError(f"{call}: attr {attr!r} is not a PhysAttr")
+        if contiguous:
+            attr = attr | PhysAttr.CONTIGUOUS
         with lock_of(self.system):
             physmem = self.system.vcm_phys_alloc(target, length, attr)
             try:

@@ -56,6 +56,9 @@ class Placement:
     contiguous: bool
     block_sizes: tuple[int, ...] | None
     reasons: tuple[str, ...]
+    #: Alignment of every chunk (a contiguous buffer aligned to an IOMMU page maps
+    #: with pages of that size).
+    alignment: int = SZ_4K
 
     @property
     def cached(self) -> bool:
@@ -65,6 +68,7 @@ class Placement:
     def phys_attr(self) -> PhysAttr:
         """The ``vcm_phys_alloc`` attributes of one buffer."""
         attr = PhysAttr.blocks(*self.block_sizes) if self.block_sizes else PhysAttr.NONE
+        attr = attr | PhysAttr.align(self.alignment)
         return attr | PhysAttr.CONTIGUOUS if self.contiguous else attr
 
     def rows(self) -> list[tuple[str, str]]:
@@ -79,6 +83,7 @@ class Placement:
             ("target", self.target),
             ("contiguous", "yes" if self.contiguous else "no"),
             ("block sizes", blocks),
+            ("alignment", format_size(self.alignment)),
             ("domain", f"{self.domain.value} ({'cached' if self.cached else 'uncached'})"),
         ]
         if self.image is not None:
@@ -194,6 +199,22 @@ def choose_blocks(target: Any, total: Constraints) -> tuple[tuple[int, ...] | No
     return chosen, why
 
 
+def choose_alignment(total: Constraints, size: int) -> tuple[int, str]:
+    """A contiguous buffer's alignment: the largest page every IOMMU participant maps
+    that the buffer can hold, so the DMA API (whose IOVAs are size-aligned) maps it
+    with such pages rather than 4 KiB ones."""
+    if not total.contiguous or not total.page_sizes:
+        return SZ_4K, ""
+    fits = [p for p in total.page_sizes if p <= size and p > SZ_4K]
+    if not fits:
+        return SZ_4K, ""
+    page = max(fits)
+    return page, (
+        f"aligned to {format_size(page)}: the largest page every IOMMU participant maps "
+        "that the buffer holds, so its mappings use such pages"
+    )
+
+
 def _allocated(target: Any, length: int, contiguous: bool) -> int:
     """Bytes a target hands out for one buffer of ``length``."""
     if isinstance(target, BlockPool) and contiguous:
@@ -208,6 +229,7 @@ def choose_target(
     domain: Domain,
     count: int,
     size: int,
+    alignment: int = SZ_4K,
 ) -> tuple[str, tuple[int, ...] | None, list[str]]:
     """The memory target, its block sizes and the reasons (module docstring)."""
     names = list(system.target_priority) + [
@@ -225,7 +247,9 @@ def choose_target(
             continue
         blocks, why = choose_blocks(target, total)
         want = size if total.contiguous else size * count
-        if not target.can_satisfy(want, block_sizes=blocks, contiguous=total.contiguous):
+        if not target.can_satisfy(
+            want, block_sizes=blocks, alignment=alignment, contiguous=total.contiguous
+        ):
             rejected.append(f"{name}: cannot hold {count} x {format_size(size)} now")
             continue
         waste = _allocated(target, size, total.contiguous) - size if total.contiguous else 0
@@ -258,7 +282,12 @@ def place(collection: str, system: Any, total: Constraints, named: Sequence[Name
     size = choose_size(collection, total, named, image)
     count = total.buffers_needed
     domain = choose_domain(total)
-    target, blocks, reasons = choose_target(collection, system, total, domain, count, size)
+    alignment, why_align = choose_alignment(total, size)
+    target, blocks, reasons = choose_target(
+        collection, system, total, domain, count, size, alignment
+    )
+    if why_align:
+        reasons.insert(1, why_align)
     why_domain = {
         Domain.INACCESSIBLE: "domain inaccessible: a participant requires a secure buffer",
         Domain.CPU: "domain cpu: every participant works with a cached buffer",
@@ -278,6 +307,7 @@ def place(collection: str, system: Any, total: Constraints, named: Sequence[Name
         contiguous=total.contiguous,
         block_sizes=blocks,
         reasons=(why_domain, why_contiguous, *reasons),
+        alignment=alignment,
     )
 
 
