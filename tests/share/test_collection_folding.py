@@ -248,3 +248,12 @@ def test_bad_statements_are_refused_naming_the_field(kwargs: dict[str, object]) 
 def test_bad_image_constraints_are_refused(kwargs: dict[str, object], words: str) -> None:
     with pytest.raises(InvalidArgumentError, match=words):
         ImageConstraints(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_refusal_survives_pickling_with_its_names() -> None:
+    """Sweeps carry errors across processes."""
+    import pickle
+
+    err = refusal([("a", Constraints(min_size=9)), ("b", Constraints(max_size=8))])
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.participant, back.constraint) == (str(err), "b", "size")
