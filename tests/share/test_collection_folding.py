@@ -65,7 +65,7 @@ def accepted_rows(image: ImageConstraints) -> set[int]:
     }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(statements, min_size=1, max_size=4))
 def test_sizes_counts_and_rows_fold_as_the_intersection_of_what_each_accepts(
     items: list[Constraints],
@@ -103,7 +103,7 @@ def test_sizes_counts_and_rows_fold_as_the_intersection_of_what_each_accepts(
         assert total.image is None
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(statements, min_size=1, max_size=4))
 def test_flags_domains_targets_and_pages_fold_as_sysmem_says(items: list[Constraints]) -> None:
     total = fold_all(items)
@@ -117,7 +117,7 @@ def test_flags_domains_targets_and_pages_fold_as_sysmem_says(items: list[Constra
     assert total.page_sizes == (frozenset.intersection(*iommu) if iommu else None)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(statements, statements, statements)
 def test_fold_is_commutative_associative_with_an_identity(
     a: Constraints, b: Constraints, c: Constraints
@@ -127,7 +127,7 @@ def test_fold_is_commutative_associative_with_an_identity(
     assert fold(a, Constraints()) == a == fold(Constraints(), a)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(statements, min_size=1, max_size=4), st.randoms())
 def test_whether_a_collection_is_refused_does_not_depend_on_the_join_order(
     items: list[Constraints], rnd: object
