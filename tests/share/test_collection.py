@@ -251,6 +251,8 @@ def test_misuse_is_refused_and_changes_nothing(system: vcmm.System) -> None:
         pair.join("cpu")
     with pytest.raises(InvalidArgumentError, match="buffer index 1"):
         pair.chunks(1)
+    with pytest.raises(InvalidArgumentError, match="buffer index True"):
+        pair.chunks(True)
 
 
 def test_a_refused_first_join_closes_the_dma_api_it_made() -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.share.constraints import Constraints
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList
@@ -252,12 +253,12 @@ class BufferCollection:
         """(physical address, size) of each chunk of buffer ``index``."""
         if not self.buffers:
             raise StateError(f"buffer collection {self.name!r} is not allocated yet")
-        if not isinstance(index, int) or not 0 <= index < len(self.buffers):
+        if not is_int(index) or not 0 <= index < len(self.buffers):
             raise InvalidArgumentError(
                 f"buffer collection {self.name!r}: buffer index {index!r} is not in "
                 f"0..{len(self.buffers) - 1}"
             )
-        return self._exporter_chunks(self.buffers[index])
+        return self._exporter_chunks(self.buffers[int(index)])
 
     def close(self) -> None:
         """Unmap and detach every device, drop the collection's references."""
