@@ -165,3 +165,13 @@ def test_a_scenario_of_collections_alone_runs() -> None:
     # The camera needs one chunk; mdp's SMMU maps 64K pages, so the chunk is 64K-aligned
     # and mdp's mapping of it is one IOTLB entry instead of sixteen.
     assert result.collections[0].iotlb["mdp"] == (1, 16)
+
+
+def test_sweeps_estimate_a_collection_step_from_the_statements() -> None:
+    from vcmm.workload.cost import estimate_cost
+
+    sc = load_scenario("video_collection")
+    estimated = sc.step_buffer("frames")
+    assert estimated.size == 1280 * 720 * 3 // 2 and estimated.frame is not None
+    assert estimated.frame.describe() == "1280x720 nv12"
+    assert estimate_cost(sc.with_params(frames=8)) > estimate_cost(sc.with_params(frames=2))

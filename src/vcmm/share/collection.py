@@ -32,10 +32,11 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
+from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.share.constraints import Constraints
 from vcmm.share.dmabuf import Attachment, DmaBuf, ScatterList
-from vcmm.share.exporter import VcmExporter
+from vcmm.share.exporter import VcmBuffer, VcmExporter
 from vcmm.share.folding import Named, fold, fold_participants
 from vcmm.share.lock import lock_of
 from vcmm.share.participants import CPU, Facts, check_participant, facts_of
@@ -251,6 +252,14 @@ class BufferCollection:
 
     def chunks(self, index: int = 0) -> list[tuple[int, int]]:
         """(physical address, size) of each chunk of buffer ``index``."""
+        return self._exporter_chunks(self.buffers[self._index(index)])
+
+    def allocation(self, index: int = 0) -> PhysMem:
+        """The physical allocation behind buffer ``index`` (the collection's to free)."""
+        buffer: VcmBuffer = self.buffers[self._index(index)].priv
+        return buffer.physmem
+
+    def _index(self, index: object) -> int:
         if not self.buffers:
             raise StateError(f"buffer collection {self.name!r} is not allocated yet")
         if not is_int(index) or not 0 <= index < len(self.buffers):
@@ -258,7 +267,7 @@ class BufferCollection:
                 f"buffer collection {self.name!r}: buffer index {index!r} is not in "
                 f"0..{len(self.buffers) - 1}"
             )
-        return self._exporter_chunks(self.buffers[int(index)])
+        return int(index)
 
     def close(self) -> None:
         """Unmap and detach every device, drop the collection's references."""

@@ -19,14 +19,17 @@ from typing import Any, Final
 
 from vcmm.attrs import DmaDirection
 from vcmm.errors import ConstraintError, InvalidArgumentError
-from vcmm.pixels import LINEAR
+from vcmm.pixels import LINEAR, ImageLayout
 from vcmm.platform import PlatformSpec
 from vcmm.platform.codecs import Boolean, Integer, Records, Size, Strings, Text
 from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, is_name, key, one_of
 from vcmm.share.collection import BufferCollection
 from vcmm.share.constraints import Constraints, Domain, ImageConstraints
+from vcmm.share.folding import fold_all
 from vcmm.share.participants import CPU
+from vcmm.share.placement import choose_image, choose_size
+from vcmm.sizes import SZ_4K
 from vcmm.workload.patterns import FORMAT_NAMES, FrameFormat
 from vcmm.workload.scenario_keys import ScenarioError
 
@@ -268,9 +271,24 @@ def stream_shape(collection: BufferCollection) -> tuple[int, FrameFormat | None,
     image (as a frame when the workload layer knows its format) or the whole buffer."""
     placement = collection.placement
     assert placement is not None
-    image = placement.image
+    return _shape(placement.image, placement.size)
+
+
+def estimated_shape(spec: CollectionSpec) -> tuple[int, FrameFormat | None, int | None]:
+    """:func:`stream_shape` before anything is allocated, from the participants'
+    statements alone (the platform adds alignment, not bytes): for cost estimates."""
+    named = [(p.device, p.constraints()) for p in spec.participants]
+    total = fold_all([c for _, c in named])
+    try:
+        image = choose_image(spec.name, total, named)
+        return _shape(image, choose_size(spec.name, total, named, image))
+    except ConstraintError:
+        return SZ_4K, None, None
+
+
+def _shape(image: ImageLayout | None, size: int) -> tuple[int, FrameFormat | None, int | None]:
     if image is None:
-        return placement.size, None, None
+        return size, None, None
     if image.modifier == LINEAR and image.format in FORMAT_NAMES:
         frame = FrameFormat.build(
             image.width, image.height, image.format, stride=image.bytes_per_row

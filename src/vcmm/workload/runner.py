@@ -359,6 +359,8 @@ class ScenarioRunner:
         for i, spec in enumerate(sc.collections):
             collection = negotiate(system, spec, f"collections[{i}]", sc.source)
             self.collections[spec.name] = collection
+            for index in range(len(collection.buffers)):
+                self.labels[collection.allocation(index).name] = f"{spec.name}[{index}]"
             size, frame, stride = stream_shape(collection)
             self._shapes[spec.name] = BufferSpec(spec.name, size, frame=frame, stride=stride)
         self._ready = True

@@ -38,6 +38,7 @@ from vcmm.workload.buffer_collections import (
     CollectionSpec,
     check_collection_step,
     check_collections,
+    estimated_shape,
 )
 from vcmm.workload.examples import example, examples, local_file
 from vcmm.workload.patterns import (
@@ -391,6 +392,15 @@ class Scenario:
                 return buf
         known = ", ".join(b.name for b in self.buffers)
         raise ScenarioError(f"no buffer named {name!r} (buffers: {known})", source=self.source)
+
+    def step_buffer(self, name: str) -> BufferSpec:
+        """The buffer a step streams over: a plain buffer, or what a collection's
+        participants ask for (its size estimated before it is allocated)."""
+        spec = next((c for c in self.collections if c.name == name), None)
+        if spec is None:
+            return self.buffer(name)
+        size, frame, stride = estimated_shape(spec)
+        return BufferSpec(name, size, frame=frame, stride=stride)
 
     @property
     def frames(self) -> int:
