@@ -265,3 +265,19 @@ def test_a_refused_first_join_closes_the_dma_api_it_made() -> None:
         lone.join("mdp", Constraints(min_size=SZ_1M, max_size=SZ_64K))
     assert DmaApi.current(system) is None
     assert lone.waiting_for == ("mdp",)
+
+
+def test_the_exporter_takes_allocation_attributes(system: vcmm.System) -> None:
+    from vcmm.core.flags import PhysAttr
+    from vcmm.share import VcmExporter
+
+    exporter = VcmExporter(system)
+    first = exporter.allocate(SZ_64K, target="contig")
+    plain = exporter.allocate(SZ_64K, target="contig")
+    aligned = exporter.allocate(SZ_64K, target="contig", attr=PhysAttr.align(SZ_1M))
+    assert plain.priv.physmem.chunks[0][0] == first.priv.physmem.chunks[0][0] + SZ_64K
+    assert aligned.priv.physmem.chunks[0][0] % SZ_1M == 0
+    before = system.snapshot()
+    with pytest.raises(InvalidArgumentError, match="is not a PhysAttr"):
+        exporter.allocate(SZ_64K, attr=SZ_1M)  # type: ignore[arg-type]
+    assert system.snapshot() == before
