@@ -105,15 +105,11 @@ def test_iommu_devices_get_1m_blocks_and_the_tables_use_1m_pages(system: vcmm.Sy
     assert placement is not None and not placement.contiguous and placement.target == "blocks"
     assert placement.block_sizes == (SZ_16M, SZ_1M, SZ_64K, SZ_4K)
     assert sorted(size for _, size in frames.chunks()) == [SZ_64K] * 5 + [SZ_1M] * 3
-    # Count the IOTLB entries the SMMU's own tables give for buffer 0: distinct leaves.
-    ctx = system.device("mdp").ctx
+    # The IOTLB entries the SMMU's own tables give for buffer 0: distinct leaves.
     base = frames.members["mdp"].dma_addresses[0]
-    leaves = set()
-    for offset in range(0, placement.size, SZ_4K):
-        tr = ctx.translate_access(base + offset, Access.READ)
-        leaves.add((base + offset) // tr.page_size * tr.page_size)
-    assert frames.iotlb_entries("mdp") == (len(leaves), placement.size // SZ_4K)
-    assert len(leaves) == 3 + 5
+    found = leaves(system, "mdp", base, placement.size)
+    assert frames.iotlb_entries("mdp") == (found, placement.size // SZ_4K)
+    assert found == 3 + 5
 
 
 def test_an_lpae_smmu_is_given_only_blocks_it_maps_as_large_pages() -> None:
@@ -281,3 +277,29 @@ def test_the_exporter_takes_allocation_attributes(system: vcmm.System) -> None:
     with pytest.raises(InvalidArgumentError, match="is not a PhysAttr"):
         exporter.allocate(SZ_64K, attr=SZ_1M)  # type: ignore[arg-type]
     assert system.snapshot() == before
+
+
+def leaves(system: vcmm.System, device: str, base: int, size: int) -> int:
+    """Distinct IOTLB entries (leaf pages) the device's tables give for a range."""
+    ctx = system.device(device).ctx
+    found = set()
+    for offset in range(0, size, SZ_4K):
+        tr = ctx.translate_access(base + offset, Access.READ)
+        found.add((base + offset) // tr.page_size * tr.page_size)
+    return len(found)
+
+
+def test_on_lpae_smmus_16m_blocks_map_as_2m_pages_and_the_prediction_holds() -> None:
+    spec = load_default()
+    lpae = tuple(dataclasses.replace(s, format="lpae") for s in spec.smmus)
+    system = vcmm.System(dataclasses.replace(spec, smmus=lpae))
+    big = BufferCollection(system, "big", ["vcodec_a_mm1", "mdp"])
+    big.join("vcodec_a_mm1", Constraints(min_size=SZ_16M + 3 * SZ_1M))
+    big.join("mdp")
+    placement = big.placement
+    assert placement is not None and placement.block_sizes == (SZ_16M, SZ_4K)
+    assert placement.size == SZ_16M + 3 * SZ_1M
+    predicted, small = big.iotlb_entries("mdp")  # type: ignore[misc]
+    base = big.members["mdp"].dma_addresses[0]
+    assert leaves(system, "mdp", base, placement.size) == predicted
+    assert small == placement.size // SZ_4K and predicted < small // 10

@@ -312,12 +312,19 @@ def place(collection: str, system: Any, total: Constraints, named: Sequence[Name
 
 
 def iotlb_entries(chunks: Iterable[tuple[int, int]], page_sizes: Iterable[int]) -> int:
-    """IOTLB entries a mapping of ``chunks`` takes, each with the largest page that
-    its address alignment and length allow (as the DMA API maps a buffer whose IOVA
-    is aligned like its physical chunks)."""
+    """IOTLB entries a mapping of ``chunks`` (in buffer order) takes: touching chunks
+    are joined into runs, as the exporter's scatterlist joins them, and each run is
+    mapped with the largest pages its address alignment and length allow (as the DMA
+    API maps a buffer whose IOVA is aligned like its physical runs)."""
     pages = sorted(page_sizes, reverse=True)
-    entries = 0
+    runs: list[list[int]] = []
     for pa, length in chunks:
+        if runs and runs[-1][0] + runs[-1][1] == pa:
+            runs[-1][1] += length
+        else:
+            runs.append([pa, length])
+    entries = 0
+    for pa, length in runs:
         pos, end = pa, pa + length
         while pos < end:
             step = next(p for p in pages if pos % p == 0 and pos + p <= end)
