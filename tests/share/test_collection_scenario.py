@@ -111,6 +111,7 @@ def test_a_conflict_is_keyed_by_the_participant_that_broke_it() -> None:
             "steps[0].plane",
             'plane = "all"',
         ),
+        (('min_size = "64K"', 'min_size = "65M"'), "steps[0].data", "ask for 65M"),
         (
             ('access = "write"\ndata', 'access = "write"\npattern = "raster"\ndata'),
             "steps[0].pattern",

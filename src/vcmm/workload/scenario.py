@@ -345,6 +345,14 @@ class Scenario:
         collection = next((c for c in self.collections if c.name == step.buffer), None)
         if collection is not None:
             check_collection_step(step, collection)
+            size = self.step_buffer(step.buffer).size
+            if step.data and size > DATA_LIMIT:
+                raise ScenarioError(
+                    f"moving real data is limited to buffers of at most "
+                    f"{format_size(DATA_LIMIT)}; collection {step.buffer!r}'s participants "
+                    f"ask for {format_size(size)}",
+                    key="data",
+                )
             return
         names += [c.name for c in self.collections]
         if step.buffer not in names:
