@@ -56,3 +56,21 @@ def test_the_undo_chain_is_bounded() -> None:
         iovad.undo_alloc(addr)
     with pytest.raises(StateError):
         iovad.undo_alloc(addrs[1])
+
+
+def test_an_allocation_that_flushed_the_cache_ends_the_chain_below_it() -> None:
+    """Its undo record holds a copy of the whole domain; only one level of those is
+    kept, so the allocations before it can no longer be taken back exactly."""
+    from vcmm.mm.iova import IovaDomain
+
+    iovad = IovaDomain(SZ_4K, AddressRange(0, 16 * SZ_4K))
+    for addr in [iovad.alloc(SZ_4K) for _ in range(15)]:
+        iovad.free(addr)
+    hit = iovad.alloc(SZ_4K)  # from the range cache
+    before = iovad.snapshot()
+    flushing = iovad.alloc(2 * SZ_4K)  # no room in the tree: the cache is flushed
+    assert iovad.counters.rcache_flushes == before.counters.rcache_flushes + 1
+    iovad.undo_alloc(flushing)
+    assert iovad.snapshot() == before
+    with pytest.raises(StateError):
+        iovad.undo_alloc(hit)

@@ -190,7 +190,7 @@ class IovaDomain(IovaSpace):
                 self._misses += 1
         if flushed:
             self._flushes += 1
-        self._remember()
+        self._remember(flushed=flushed)
         self._last = _LastAlloc(pfn, undo[0], undo[1], cacheable, hit, flushed)
         return pfn << self._shift
 

@@ -205,9 +205,13 @@ class IovaSpace:
         self._last = None
         self._older.clear()
 
-    def _remember(self) -> None:
+    def _remember(self, *, flushed: bool) -> None:
         """A new allocation is coming: keep the current undo record beneath it (the
-        deepest :data:`UNDO_DEPTH` are kept)."""
-        if self._last is not None:
+        deepest :data:`UNDO_DEPTH` are kept).  An allocation that ``flushed`` the
+        range cache keeps a copy of the whole domain to undo it, so it ends the chain
+        instead: at most two such copies are ever held."""
+        if flushed:
+            self._older.clear()
+        elif self._last is not None:
             self._older.append(self._last)
             del self._older[:-UNDO_DEPTH]

@@ -182,7 +182,7 @@ class LinuxIovaDomain(IovaSpace):
         self._counts[0] += 1
         if cache is not None:
             self._counts[2 if hit else 3] += 1
-        self._remember()
+        self._remember(flushed=flush_saved is not None)
         self._last = _LastAlloc(pfn, got, cached, flush_saved, hit)
         return pfn << self._shift
 
