@@ -124,3 +124,17 @@ class AlreadyHeldError(StateError):
 
 class DmaApiError(VcmmError):
     """A DMA API misuse detected by the DMA debugging checker."""
+
+
+class ConstraintError(InvalidArgumentError):
+    """Buffer constraints that no buffer can meet: a buffer collection's participants
+    disagree (an empty intersection) or the platform cannot serve what they agree on.
+
+    ``participant`` names the participant whose constraints emptied the set (or the
+    platform), ``constraint`` the constraint that became impossible.
+    """
+
+    def __init__(self, message: str, *, participant: str = "", constraint: str = "") -> None:
+        super().__init__(message)
+        self.participant = participant
+        self.constraint = constraint

@@ -95,6 +95,7 @@ def test_scenarios_lists_paths_and_prints_an_example_to_copy(vcmm: Vcmm) -> None
         "video_1080p.toml",
         "codec_tiled.toml",
         "camera_dsp.toml",
+        "video_collection.toml",
         "default.toml",
     }
     for path in paths:

@@ -311,6 +311,19 @@ def test_docs_show_every_scenario_key() -> None:
     written = set(re.findall(r"^(\w+) =", example, re.MULTILINE))
     written |= set(re.findall(r"^\[\[(\w+)\]\]", example, re.MULTILINE))
     written |= {"entries", "ways", "replacement"}  # tlb = { ... } on one line
+    written.add("collections")  # its own example follows
     for cls in (Scenario, BufferSpec, StepSpec, TlbOverride):
         missing = set(shape_of(cls).allowed()) - written
         assert not missing, f"docs/CLI.md's example lacks {cls.__name__} keys {missing}"
+    from vcmm.workload.buffer_collections import CollectionSpec, ParticipantSpec
+
+    section = text[text.index("### Buffer collections") :].split("```toml", 1)[1].split("```")[0]
+    keys = set(re.findall(r"^(\w+) =", section, re.MULTILINE)) | {"participants"}
+    for cls in (CollectionSpec, ParticipantSpec):
+        missing = set(shape_of(cls).allowed()) - keys
+        assert not missing, f"docs/CLI.md's collection example lacks {cls.__name__} keys {missing}"
+    from vcmm.workload.scenario import loads_scenario
+
+    steps = '\n[[steps]]\ndevice = "camera"\nbuffer = "frames"\naccess = "write"\n'
+    parsed = loads_scenario(section + steps)
+    assert parsed.collections[0].participants[0].constraints().max_size == 4 << 20

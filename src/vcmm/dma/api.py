@@ -181,6 +181,16 @@ class DmaApi:
         """The IOMMU domain of ``dev`` (None for a direct device)."""
         return self._state.entry("domain", dev).domain
 
+    def page_sizes(self, dev: object) -> tuple[int, ...]:
+        """The page sizes the device's IOMMU maps with, largest first (its SMMU's
+        table format): one IOTLB entry covers one such page, so an allocator that
+        knows them can choose blocks the IOMMU maps as large pages.  Empty for a
+        direct device (no IOMMU)."""
+        entry = self._state.entry("page_sizes", dev)
+        if entry.domain is None:
+            return ()
+        return tuple(entry.device.ctx.smmu.fmt.sizes)
+
     @property
     def domains(self) -> dict[str, DmaDomain]:
         return dict(self._state.domains)

@@ -327,9 +327,13 @@ def _find_for_unmap(
 
 
 def _release(state: DmaState, rec: DmaMapping, site: CallSite) -> None:
+    # The record goes first: when an undo takes back a domain's last mapping, its
+    # contexts are given back before the tables are unmapped, the inverse of a map
+    # that backed the reservation and then activated the domain (each idle context
+    # then gets back the very table page the activation freed).
+    state.remove(rec, site)
     for teardown in reversed(rec.teardown):
         teardown.release(state.system)
-    state.remove(rec, site)
 
 
 def unmap_page(

@@ -25,7 +25,7 @@ mainline policy):
   what the allocator says it mapped).  A full bin makes a free really free.  When the
   tree has no room, the cache is flushed and the search retried, as ``alloc_iova_fast``
   does; if that also fails the flush is undone so the failing call changes nothing.
-- :meth:`IovaDomain.undo_alloc` takes the most recent allocation back *exactly*: a
+- :meth:`IovaDomain.undo_alloc` takes recent allocations back *exactly*, newest first: a
   range that came from the rcache goes back to its place in its bin, a tree node is
   removed and the cached nodes restored, a flush is reverted, the counters step back.
   A DMA mapping that fails after its IOVA was allocated (table memory running out)
@@ -126,6 +126,8 @@ class IovaDomain(IovaSpace):
         #: How to take the most recent allocation back, or None once anything else
         #: changed the domain.
         self._last: _LastAlloc | None = None
+        #: Undo records of the allocations before ``_last``, newest last (LIFO undo).
+        self._older: list[_LastAlloc] = []
         self._allocs = 0
         self._frees = 0
         self._hits = 0
@@ -194,13 +196,16 @@ class IovaDomain(IovaSpace):
                 self._misses += 1
         if flushed:
             self._flushes += 1
+        self._remember(flushed=flushed)
         self._last = _LastAlloc(pfn, bin_at, cached, flush_saved, cacheable, hit, flushed)
         return pfn << self._shift
 
     def undo_alloc(self, addr: int) -> AddressRange:
         """Take back the most recent allocation, ``addr``, leaving the domain exactly as
         before it (:meth:`snapshot` equal): for a mapping that failed after its IOVA
-        was allocated.  Refused (changing nothing) if anything else happened since."""
+        was allocated.  Refused (changing nothing) if anything else happened since.
+        Repeated, it takes back the allocations before, newest first (a compound
+        operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
         self._check_undo(addr, None if last is None else last.pfn)
         assert last is not None
@@ -225,7 +230,7 @@ class IovaDomain(IovaSpace):
                 self._misses -= 1
         if last.flushed:
             self._flushes -= 1
-        self._last = None
+        self._last = self._older.pop() if self._older else None
         return self._geo.range(pfn, npages)
 
     def _rcache_get(self, npages: int, limit_excl: int, aligned: bool) -> tuple[int, int] | None:
@@ -286,7 +291,7 @@ class IovaDomain(IovaSpace):
 
     def flush_rcache(self) -> int:
         """Really free every cached range (Linux: free_cpu_cached_iovas); returns the count."""
-        self._last = None
+        self._forget_last()
         count = self._flush_bins()
         if count:
             self._flushes += 1
@@ -295,7 +300,7 @@ class IovaDomain(IovaSpace):
     # -- the policy's parts of free and reserve --------------------------------------
 
     def _release(self, pfn: int, npages: int) -> None:
-        self._last = None
+        self._forget_last()
         if self._rcache and npages <= self._rcache_max:
             entries = self._bins.setdefault(npages, [])
             if len(entries) < self._rcache_capacity:
@@ -315,9 +320,6 @@ class IovaDomain(IovaSpace):
             if pfn in entries:
                 entries.remove(pfn)
         self._tree_remove(pfn)
-
-    def _forget_last(self) -> None:
-        self._last = None
 
     def snapshot(self) -> IovaSnapshot:
         return IovaSnapshot(

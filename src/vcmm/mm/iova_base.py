@@ -16,13 +16,16 @@ mapped; the rounding padding stays occupied in the tree until the node goes.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
 from vcmm.mm.iova_tree import IovaGeometry, IovaTree, align_pages
 from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
+
+#: How many recent allocations of a domain ``undo_alloc`` can take back, newest first.
+UNDO_DEPTH = 256
 
 
 class IovaSpace:
@@ -191,6 +194,24 @@ class IovaSpace:
         """Take a cached range out of the cache and the tree (for :meth:`reserve`)."""
         raise NotImplementedError
 
+    #: The undo record of the most recent allocation (the policy's own type), and those
+    #: of the allocations before it, newest last: ``undo_alloc`` takes allocations back
+    #: newest first, as a compound operation that made several undoes them.
+    _last: Any
+    _older: list[Any]
+
     def _forget_last(self) -> None:
         """Something other than an allocation changed the domain: no undo any more."""
-        raise NotImplementedError
+        self._last = None
+        self._older.clear()
+
+    def _remember(self, *, flushed: bool) -> None:
+        """A new allocation is coming: keep the current undo record beneath it (the
+        deepest :data:`UNDO_DEPTH` are kept).  An allocation that ``flushed`` the
+        range cache keeps a copy of the whole domain to undo it, so it ends the chain
+        instead: at most two such copies are ever held."""
+        if flushed:
+            self._older.clear()
+        elif self._last is not None:
+            self._older.append(self._last)
+            del self._older[:-UNDO_DEPTH]

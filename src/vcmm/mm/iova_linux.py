@@ -108,6 +108,8 @@ class LinuxIovaDomain(IovaSpace):
         self._max32 = self._geo.dma32_pfn
         self._cache = MagazineCache(magazine_size) if rcache else None
         self._last: _LastAlloc | None = None
+        #: Undo records of the allocations before ``_last``, newest last (LIFO undo).
+        self._older: list[_LastAlloc] = []
         self._counts = [0] * 6  # allocs, frees, hits, misses, overflows (never), flushes
 
     # -- properties --------------------------------------------------------------
@@ -174,12 +176,13 @@ class LinuxIovaDomain(IovaSpace):
             self._flush()
             pfn = self._alloc_iova(alloc_pages, limit_excl)
         if pfn is None:
-            self._last = None
+            self._forget_last()
             raise self._no_room(alloc_pages, limit, True, npages)
         self._live[pfn] = npages
         self._counts[0] += 1
         if cache is not None:
             self._counts[2 if hit else 3] += 1
+        self._remember(flushed=flush_saved is not None)
         self._last = _LastAlloc(pfn, got, cached, flush_saved, hit)
         return pfn << self._shift
 
@@ -197,7 +200,9 @@ class LinuxIovaDomain(IovaSpace):
     def undo_alloc(self, addr: int) -> AddressRange:
         """Take back the most recent allocation, ``addr``, leaving the domain exactly as
         before it (:meth:`snapshot` equal): for a mapping that failed after its IOVA
-        was allocated.  Refused (changing nothing) if anything else happened since."""
+        was allocated.  Refused (changing nothing) if anything else happened since.
+        Repeated, it takes back the allocations before, newest first (a compound
+        operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
         self._check_undo(addr, None if last is None else last.pfn)
         assert last is not None
@@ -214,7 +219,7 @@ class LinuxIovaDomain(IovaSpace):
             self._cache.undo_get(last.got)
             self._counts[2 if last.hit else 3] -= 1
         self._counts[0] -= 1
-        self._last = None
+        self._last = self._older.pop() if self._older else None
         return self._geo.range(last.pfn, npages)
 
     # -- the cache ---------------------------------------------------------------
@@ -236,7 +241,7 @@ class LinuxIovaDomain(IovaSpace):
     def flush_rcache(self) -> int:
         """Really free every cached range (the flush of a failed allocation, or a CPU
         going offline); returns the count."""
-        self._last = None
+        self._forget_last()
         return self._flush() if self._cache is not None else 0
 
     def trim_depots(self) -> int:
@@ -245,7 +250,7 @@ class LinuxIovaDomain(IovaSpace):
         of ranges freed."""
         if self._cache is None:
             return 0
-        self._last = None
+        self._forget_last()
         frames = self._cache.trim_depots()
         for pfn in frames:
             self._remove(pfn)
@@ -255,7 +260,7 @@ class LinuxIovaDomain(IovaSpace):
 
     def _release(self, pfn: int, npages: int) -> None:
         """``free_iova_fast``: the order of the size asked for picks the bin."""
-        self._last = None
+        self._forget_last()
         order = order_base_2(npages)
         if self._cache is not None and order < RCACHE_ORDERS:
             self._cache.insert(order, pfn)
@@ -270,9 +275,6 @@ class LinuxIovaDomain(IovaSpace):
         if self._cache is not None:
             self._cache.evict(pfn)
         self._remove(pfn)
-
-    def _forget_last(self) -> None:
-        self._last = None
 
     def snapshot(self) -> LinuxIovaSnapshot:
         return LinuxIovaSnapshot(

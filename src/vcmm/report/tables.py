@@ -17,6 +17,7 @@ import click
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import format_size
+from vcmm.workload.buffer_collections import CollectionResult
 from vcmm.workload.runner import ScenarioResult
 
 Cell = str | int | float | None
@@ -311,9 +312,30 @@ def totals_table(result: ScenarioResult) -> Table:
     return t
 
 
+def collection_table(col: CollectionResult) -> Table:
+    """One buffer collection: who stated what, the fold, the choice and why."""
+    t = Table(f"Buffer collection {col.name}", ["part", "item", "value"])
+    for name, kind, stated, implied in col.participants:
+        t.add(["participant", f"{name} ({kind})", f"states: {stated}; vcmm adds: {implied}"])
+    for constraint, value in col.folded:
+        t.add(["folded", constraint, value])
+    for what, value in col.choice:
+        t.add(["choice", what, value])
+    t.add(["choice", "chunks of buffer 0", fmt_chunks(col.chunks)])
+    for name, (entries, small) in col.iotlb.items():
+        t.add(["IOTLB", name, f"{entries:,} entries per buffer ({small:,} with 4K pages only)"])
+    for name, addresses in col.addresses.items():
+        t.add(["address", name, ", ".join(f"{a:#x}" for a in addresses)])
+    for reason in col.reasons:
+        t.add(["why", "", reason])
+    return t
+
+
 def result_tables(result: ScenarioResult, width: int | None = None) -> list[Table]:
+    plain = [buffers_table(result)] if result.buffers or not result.collections else []
     return [
-        buffers_table(result),
+        *plain,
+        *(collection_table(c) for c in result.collections),
         steps_table(result, width),
         contexts_table(result),
         devices_table(result),

@@ -140,13 +140,16 @@ class VcmExporter(Exporter):
         cached: bool = True,
         writable: bool = True,
         name: str = "",
+        attr: PhysAttr = PhysAttr.NONE,
     ) -> DmaBuf:
         """Allocate zeroed memory (whole pages) and export it; freed on release.
 
         ``target`` is a memory target as for ``vcm_phys_alloc`` (by default the
         platform's exporter target, kernel RAM unless its ``[dma]`` table says otherwise:
         a dma-buf system heap); ``contiguous`` asks for one physical chunk (a
-        physically addressed importer without scatter-gather needs it).
+        physically addressed importer without scatter-gather needs it);
+        ``attr`` adds allocation attributes (alignment, block sizes: a buffer collection
+        asks for blocks and alignments its IOMMUs map as large pages).
         """
         call = f"{self.name}.allocate"
         if not is_int(size) or size <= 0:
@@ -158,7 +161,10 @@ class VcmExporter(Exporter):
         if target is not None and not cached:
             self._check_uncached(call, target)
         length = align_up(size, SZ_4K)
-        attr = PhysAttr.CONTIGUOUS if contiguous else PhysAttr.NONE
+        if not isinstance(attr, PhysAttr):
+            raise InvalidArgumentError(f"{call}: attr {attr!r} is not a PhysAttr")
+        if contiguous:
+            attr = attr | PhysAttr.CONTIGUOUS
         with lock_of(self.system), Transaction(call, boundary=True) as txn:
             physmem = self.system.vcm_phys_alloc(target, length, attr)
             txn.on_undo(self.system.vcm_phys_free, physmem)

@@ -49,7 +49,7 @@ def estimate_cost(scenario: Scenario) -> int:
     platform = scenario.effective_platform()
     total = 0.0
     for step in scenario.steps:
-        buf = scenario.buffer(step.buffer)
+        buf = scenario.step_buffer(step.buffer)
         planes = _planes(buf, step)
         span = sum(p.extent for p in planes)
         bursts = (

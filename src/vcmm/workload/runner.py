@@ -35,8 +35,15 @@ from vcmm.errors import DeviceFaultError, InvalidArgumentError, VcmmError
 from vcmm.hw.bus import BusMaster, SmmuDevice
 from vcmm.hw.smmu import SmmuContext
 from vcmm.hw.tlb import TLBStats
+from vcmm.share.collection import BufferCollection
 from vcmm.sizes import format_size
 from vcmm.system import System
+from vcmm.workload.buffer_collections import (
+    CollectionResult,
+    collection_result,
+    negotiate,
+    stream_shape,
+)
 from vcmm.workload.patterns import U64Array, cover, linear, random_bursts, raster, tiled
 from vcmm.workload.scenario import BufferSpec, Scenario, ScenarioError, StepSpec
 
@@ -200,6 +207,8 @@ class ScenarioResult:
     #: allocation and reservations are the buffer's name, each VCM names its context
     #: or buffer (for graphs, which would otherwise say only ``physmem1``, ``res8``).
     labels: dict[str, str] = field(default_factory=dict)
+    #: The buffer collections negotiated: folded constraints, choice, reasons.
+    collections: list[CollectionResult] = field(default_factory=list)
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
@@ -249,6 +258,8 @@ class ScenarioResult:
             raw["chunks"] = {format_size(k): v for k, v in buf.chunks.items()}
             for m, rawm in zip(buf.mappings, raw["mappings"], strict=True):
                 rawm["pages"] = {format_size(k): v for k, v in m.pages.items()}
+        for col, raw in zip(self.collections, data["collections"], strict=True):
+            raw["chunks"] = {format_size(k): v for k, v in col.chunks.items()}
         return data
 
 
@@ -312,6 +323,9 @@ class ScenarioRunner:
         self.direct_vcms: dict[str, Vcm] = {}
         self.reservations: dict[tuple[str, str], Reservation] = {}
         self.labels: dict[str, str] = {}
+        #: Negotiated buffer collections, and the buffer each one's steps stream over.
+        self.collections: dict[str, BufferCollection] = {}
+        self._shapes: dict[str, BufferSpec] = {}
         self._ready = False
 
     @property
@@ -340,14 +354,37 @@ class ScenarioRunner:
                     f"cannot allocate {format_size(buf.reserve_len)} for buffer {buf.name!r} "
                     f"with policy {buf.policy!r} from {', '.join(targets)}: {err}",
                 ) from None
+        negotiated = {c.name for c in sc.collections}
         for i, step in enumerate(sc.steps):
+            if step.buffer in negotiated:
+                continue
             try:
                 self._map(step)
             except VcmmError as err:
                 raise self._fail(
                     f"steps[{i}]", f"cannot map {step.buffer!r} for {step.device!r}: {err}"
                 ) from None
+        for i, spec in enumerate(sc.collections):
+            collection = negotiate(system, spec, f"collections[{i}]", sc.source)
+            self.collections[spec.name] = collection
+            for index in range(len(collection.buffers)):
+                self.labels[collection.allocation(index).name] = f"{spec.name}[{index}]"
+            size, frame, stride = stream_shape(collection)
+            self._shapes[spec.name] = BufferSpec(spec.name, size, frame=frame, stride=stride)
         self._ready = True
+
+    def buffer(self, name: str) -> BufferSpec:
+        """The buffer a step streams over: a plain one, or a collection's image."""
+        return self._shapes.get(name) or self.scenario.buffer(name)
+
+    def base(self, step: StepSpec, frame: int) -> int:
+        """The device address of the buffer ``step`` uses in ``frame`` (a collection's
+        buffers take turns, frame by frame)."""
+        collection = self.collections.get(step.buffer)
+        if collection is None:
+            return self.dev_addr(step.device, step.buffer)
+        addresses = collection.members[step.device].dma_addresses
+        return addresses[frame % len(addresses)]
 
     def _map(self, step: StepSpec) -> None:
         system = self.system
@@ -406,7 +443,7 @@ class ScenarioRunner:
         written: dict[str, np.ndarray] = {}
         for i, step in enumerate(sc.steps):
             ctx = _context(system.device(step.device))
-            buf = sc.buffer(step.buffer)
+            buf = self.buffer(step.buffer)
             first = step_stream(buf, step, sc.burst, 0)
             cached[i] = first
             results.append(
@@ -446,11 +483,11 @@ class ScenarioRunner:
         sc, system = self.scenario, self.system
         dev = _bus_master(system, step.device)
         ctx = _context(dev)
-        buf = sc.buffer(step.buffer)
+        buf = self.buffer(step.buffer)
         offsets = cached[result.index]
         if step.pattern == "random" and frame:
             offsets = step_stream(buf, step, sc.burst, frame)
-        base = self.dev_addr(step.device, step.buffer)
+        base = self.base(step, frame)
         access = Access.WRITE if step.access == "write" else Access.READ
         before = ctx.stats().tlb if ctx is not None else None
         try:
@@ -474,7 +511,7 @@ class ScenarioRunner:
         written: dict[str, np.ndarray],
     ) -> None:
         dev = _bus_master(self.system, step.device)
-        buf = self.scenario.buffer(step.buffer)
+        buf = self.buffer(step.buffer)
         try:
             if step.access == "write":
                 content = _content(buf.name, frame, buf.size)
@@ -556,6 +593,7 @@ class ScenarioRunner:
             elapsed=elapsed,
             file=sc.file,
             labels=dict(self.labels),
+            collections=[collection_result(c) for c in self.collections.values()],
             system=system,
         )
 

@@ -30,10 +30,16 @@ from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform
 from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
-from vcmm.platform.errors import KeyedError, suggest
+from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
+from vcmm.workload.buffer_collections import (
+    CollectionSpec,
+    check_collection_step,
+    check_collections,
+    estimated_shape,
+)
 from vcmm.workload.examples import example, examples, local_file
 from vcmm.workload.patterns import (
     DEFAULT_BURST,
@@ -47,6 +53,7 @@ from vcmm.workload.scenario_keys import (
     AccessMode,
     BufferSize,
     RowStride,
+    ScenarioError,
     TargetNames,
     Tile,
     frame_of,
@@ -73,10 +80,6 @@ DATA_LIMIT: Final = 64 * SZ_1M
 MAX_FRAMES: Final = 10_000
 #: The parameters a sweep may vary (``--grid key=v1,v2``).
 SWEEP_KEYS: Final = ("policy", "tlb_entries", "ways", "replacement", "pattern", "frames", "burst")
-
-
-class ScenarioError(KeyedError):
-    """A scenario breaks a rule; the message names the file, the key and the problem."""
 
 
 # -- the description ---------------------------------------------------------------------
@@ -215,6 +218,12 @@ def _burst(value: int) -> None:
         raise Invalid(str(err).removeprefix("burst: ")) from None
 
 
+def _no_buffers_in_file(reading: Reading) -> tuple[BufferSpec, ...]:
+    """A file without ``[[buffers]]`` has none (its steps use collections, or the
+    scenario is refused for having neither)."""
+    return ()
+
+
 def _name_from_source(reading: Reading) -> str:
     source = reading.table.source
     return Path(source).stem if source.endswith(".toml") else "scenario"
@@ -248,12 +257,17 @@ class Scenario:
     platform: PlatformSpec = field(
         metadata=key(None, _is_platform, name=None, derive=_platform_of_file)
     )
-    buffers: tuple[BufferSpec, ...] = field(metadata=key(Records(BufferSpec)))
+    buffers: tuple[BufferSpec, ...] = field(
+        metadata=key(Records(BufferSpec), derive=_no_buffers_in_file)
+    )
     steps: tuple[StepSpec, ...] = field(metadata=key(Records(StepSpec)))
     description: str = field(default="", metadata=key(Text()))
     platform_ref: str = field(default="default", metadata=key(Text(), name="platform"))
     burst: int = field(default=DEFAULT_BURST, metadata=key(Integer(minimum=1), _burst))
     tlb: TlbOverride = field(default=TlbOverride(), metadata=key(Record(TlbOverride)))
+    collections: tuple[CollectionSpec, ...] = field(
+        default=(), metadata=key(Records(CollectionSpec))
+    )
     source: str = "<code>"
     params: tuple[tuple[str, object], ...] = ()
     #: The file the scenario was read from (a packaged example's installed path), or "".
@@ -263,11 +277,12 @@ class Scenario:
         try:
             check_fields(self, ScenarioError)
             self._check_tlb()
-            if not self.buffers:
+            if not self.buffers and not self.collections:
                 raise ScenarioError("a scenario needs at least one buffer", key="buffers")
             if not self.steps:
                 raise ScenarioError("a scenario needs at least one step", key="steps")
             self._check_buffers()
+            check_collections(self.collections, self.platform, self.buffers, self.steps)
             for index, step in enumerate(self.steps):
                 try:
                     self._check_step(step)
@@ -327,6 +342,19 @@ class Scenario:
                 key="device",
             )
         names = [b.name for b in self.buffers]
+        collection = next((c for c in self.collections if c.name == step.buffer), None)
+        if collection is not None:
+            check_collection_step(step, collection)
+            size = self.step_buffer(step.buffer).size
+            if step.data and size > DATA_LIMIT:
+                raise ScenarioError(
+                    f"moving real data is limited to buffers of at most "
+                    f"{format_size(DATA_LIMIT)}; collection {step.buffer!r}'s participants "
+                    f"ask for {format_size(size)}",
+                    key="data",
+                )
+            return
+        names += [c.name for c in self.collections]
         if step.buffer not in names:
             raise ScenarioError(
                 f"unknown buffer {step.buffer!r}{suggest(step.buffer, names)}; "
@@ -372,6 +400,15 @@ class Scenario:
                 return buf
         known = ", ".join(b.name for b in self.buffers)
         raise ScenarioError(f"no buffer named {name!r} (buffers: {known})", source=self.source)
+
+    def step_buffer(self, name: str) -> BufferSpec:
+        """The buffer a step streams over: a plain buffer, or what a collection's
+        participants ask for (its size estimated before it is allocated)."""
+        spec = next((c for c in self.collections if c.name == name), None)
+        if spec is None:
+            return self.buffer(name)
+        size, frame, stride = estimated_shape(spec)
+        return BufferSpec(name, size, frame=frame, stride=stride)
 
     @property
     def frames(self) -> int:
