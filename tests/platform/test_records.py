@@ -47,6 +47,7 @@ from vcmm.platform.toml_table import TomlTable, dump_record, read_record
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1M, SZ_2M, SZ_4K, SZ_16M, SZ_64K
 from vcmm.system import System
+from vcmm.tlbcost import InvalidationCost
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -326,7 +327,7 @@ def test_docs_platform_names_every_platform_key() -> None:
     written = {word for span in re.findall(r"`([^`]*)`", text) for word in re.findall(r"\w+", span)}
     classes = (PlatformSpec, MemoryRegion, CpuSpec, CacheSpec, TlbSpec, TargetSpec, SmmuSpec,
                ContextSpec, DeviceSpec, DmaSpec, DmaRange, DmaMemorySpec, PoolSpec,
-               ReservedSpec, StreamSpec, IommuMapSpec)  # fmt: skip
+               ReservedSpec, StreamSpec, IommuMapSpec, InvalidationCost)  # fmt: skip
     for cls in classes:
         missing = _keys(cls) - written
         assert not missing, f"docs/PLATFORM.md does not name {cls.__name__} keys {missing}"

@@ -74,7 +74,7 @@ def map_iommu(
         if wrap is not None:
             system.vcm_phys_free(wrap)
         raise
-    return int(res.addr), Teardown(res, wrap=wrap, activated=activated)
+    return int(res.addr), Teardown(res, wrap=wrap, activated=activated, domain=domain)
 
 
 def bus_address(device: Any, piece: AddressRange, mask: int) -> int:

@@ -16,7 +16,7 @@ range does not stay parked in the range cache).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from vcmm.errors import InvalidArgumentError
@@ -36,6 +36,7 @@ class IovaVcmAllocator:
         self.iova = iova
         self._limit: int | None = None
         self._undo = False
+        self._queue: Callable[[AddressRange], None] | None = None
 
     @contextmanager
     def limited(self, limit: int) -> Iterator[None]:
@@ -57,6 +58,22 @@ class IovaVcmAllocator:
             yield
         finally:
             self._undo = saved
+
+    @contextmanager
+    def queueing(self, queue: Callable[[AddressRange], None]) -> Iterator[None]:
+        """Frees inside the block hand the range to ``queue`` (a lazy-invalidation
+        flush queue) instead of freeing it: the range stays allocated, so it cannot
+        be handed out again, until the queue calls :meth:`release`."""
+        saved = self._queue
+        self._queue = queue
+        try:
+            yield
+        finally:
+            self._queue = saved
+
+    def release(self, iova: AddressRange) -> None:
+        """Free a range a flush queue held back (the invalidation it waited for ran)."""
+        self.iova.free(iova.start)
 
     @property
     def undoing_now(self) -> bool:
@@ -89,6 +106,11 @@ class IovaVcmAllocator:
     def free(self, addr: int) -> AddressRange:
         if self._undo:
             return self.iova.undo_alloc(addr)
+        if self._queue is not None:
+            found = self.iova.find(addr)
+            if found is not None:
+                self._queue(found)
+                return found
         return self.iova.free(addr)
 
     def find(self, addr: int) -> AddressRange | None:

@@ -11,6 +11,7 @@ streaming buffer, after ``sync_for_cpu`` the CPU does.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,10 +70,18 @@ class Teardown:
     wrap: Any = None
     #: Associations the mapping's domain programmed for it (its first mapping).
     activated: tuple[Any, ...] = ()
+    #: The IOMMU domain the reservation is in (its invalidation mode applies).
+    domain: DmaDomain | None = None
 
     def release(self, system: Any) -> None:
-        system.vcm_unback(self.res)
-        system.vcm_unreserve(self.res)
+        unmapping = (
+            self.domain.invalidation.unmapping(self.res)
+            if self.domain is not None
+            else contextlib.nullcontext()
+        )
+        with unmapping:
+            system.vcm_unback(self.res)
+            system.vcm_unreserve(self.res)
         if self.vcm is not None:
             system.vcm_deactivate(self.assoc)
             system.vcm_deassoc(self.assoc)

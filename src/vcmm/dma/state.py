@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
 from vcmm.dma.callsite import CallSite
+from vcmm.dma.clock import SimClock
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
@@ -39,6 +40,7 @@ from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
+from vcmm.tlbcost import check_mode
 
 if TYPE_CHECKING:
     from vcmm.dma.debug import DebugChecker
@@ -113,6 +115,7 @@ class DmaState:
         coherent_pool: PoolChoice | None,
         atomic_pool: PoolChoice | None,
         iova_policy: str | Mapping[str, str] | None = None,
+        invalidation: str | Mapping[str, str] | None = None,
     ) -> None:
         self.system = system
         #: The target cacheable pages come from (coherent devices, the scratch page).
@@ -121,6 +124,9 @@ class DmaState:
         self.rcache = bool(rcache)
         self._domain_names = self._domain_map(system, domains)
         self.iova_policy = self._policy_choice(system, iova_policy)
+        self.invalidation = self._policy_choice(system, invalidation, key="invalidation")
+        #: Simulated time the domains' flush queues run on (``DmaApi.advance``).
+        self.clock = SimClock()
         self.domains: dict[str, DmaDomain] = {}
         self.entries: dict[str, DeviceEntry] = {}
         self.direct: dict[str, list[DmaMapping]] = {}
@@ -193,10 +199,13 @@ class DmaState:
                 out[dev] = dom
         return out
 
-    def _policy_choice(self, system: Any, choice: object) -> PolicyChoice:
-        """The platform's IOVA policy, overridden by ``DmaApi(iova_policy=...)``."""
+    def _policy_choice(self, system: Any, choice: object, key: str = "iova_policy") -> PolicyChoice:
+        """The platform's IOVA policy (or invalidation mode), overridden by
+        ``DmaApi(iova_policy=...)`` (``invalidation=...``)."""
         iommu = [d.name for d in system.spec.devices if d.kind == "smmu"]
         names = {self._domain_names.get(n, n) for n in iommu}
+        if key == "invalidation":
+            return PolicyChoice(system.spec.invalidation, choice, names, check=check_mode, key=key)
         return PolicyChoice(system.spec.iova_policy, choice, names)
 
     # -- devices -------------------------------------------------------------------------
@@ -215,7 +224,12 @@ class DmaState:
             domain = self.domains.get(name)
             if domain is None:
                 domain = DmaDomain(
-                    system, name, rcache=self.rcache, iova_policy=self.iova_policy(name)
+                    system,
+                    name,
+                    rcache=self.rcache,
+                    iova_policy=self.iova_policy(name),
+                    invalidation=self.invalidation(name),
+                    clock=self.clock,
                 )
             domain.attach(device)
             self.domains[name] = domain

@@ -26,10 +26,11 @@ from vcmm.platform.codecs import (
 )
 from vcmm.platform.cpu import TlbSpec
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.fields import Invalid, check_fields, is_dt_name, is_name, key, one_of
+from vcmm.platform.fields import Invalid, check_fields, declare, is_dt_name, is_name, key, one_of
 from vcmm.platform.toml_table import Reading
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_64K, is_power_of_two
+from vcmm.tlbcost import InvalidationCost
 
 #: Page-table formats an SMMU can be built with (vcmm.system maps them to hw formats).
 SMMU_FORMATS: Final = ("armv7s", "vmsav8", "lpae")
@@ -38,6 +39,17 @@ DEVICE_KINDS: Final = ("smmu", "physical")
 DMA_BIT_MASK_32: Final = (1 << 32) - 1
 #: Name reserved for the implicit CPU bus master.
 CPU_NAME: Final = "cpu"
+
+# The cost of IOTLB invalidation is a value of its own (vcmm.tlbcost, shared with the
+# DMA layer); an SMMU's ``[smmus.invalidation]`` table declares its keys here.
+declare(
+    InvalidationCost,
+    {
+        "command_cycles": key(Integer(minimum=0)),
+        "sync_cycles": key(Integer(minimum=0)),
+        "clock_hz": key(Integer(minimum=1)),
+    },
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,8 @@ class SmmuSpec:
     compatible string that chose its format, ``arm,mmu-500``), ``node`` (its path),
     ``coherent`` (``dma-coherent``: its table walks snoop the CPU cache) and
     ``disabled`` (``status = "disabled"``: the SoC has it, the board does not use it).
+    ``invalidation`` prices its IOTLB invalidation commands and syncs (the DMA API's
+    strict and lazy modes are compared with it; :mod:`vcmm.tlbcost`).
     """
 
     name: str = field(metadata=key(Text(), is_name))
@@ -79,6 +93,10 @@ class SmmuSpec:
     node: str | None = field(default=None, metadata=key(Text()))
     coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     disabled: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
+    invalidation: InvalidationCost = field(
+        default=InvalidationCost(),
+        metadata=key(Record(InvalidationCost), omit_default=True),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, PlatformError)

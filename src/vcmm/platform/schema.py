@@ -37,6 +37,7 @@ from vcmm.platform.fields import check_fields, declare, is_dt_name, is_name, key
 from vcmm.platform.reserved import ReservedSpec
 from vcmm.platform.targets import TargetSpec
 from vcmm.ranges import AddressRange
+from vcmm.tlbcost import DEFAULT_INVALIDATION, INVALIDATION_MODES
 
 REGION_KINDS: Final = ("ram", "sram")
 
@@ -70,6 +71,12 @@ class PlatformSpec:
     iova_policy: str = field(
         default=DEFAULT_IOVA_POLICY,
         metadata=key(Text(), one_of(IOVA_POLICIES), omit_default=True),
+    )
+    #: How every IOMMU domain of the DMA API invalidates the IOTLB after an unmap:
+    #: "strict" or "lazy" (Linux's iommu.strict=0; docs/DMA.md).
+    invalidation: str = field(
+        default=DEFAULT_INVALIDATION,
+        metadata=key(Text(), one_of(INVALIDATION_MODES), omit_default=True),
     )
     memory: tuple[MemoryRegion, ...] = field(metadata=key(Records(MemoryRegion)))
     targets: tuple[TargetSpec, ...] = field(metadata=key(Records(TargetSpec)))
