@@ -26,11 +26,16 @@ from vcmm.platform.codecs import (
 )
 from vcmm.platform.cpu import TlbSpec
 from vcmm.platform.errors import PlatformError
-from vcmm.platform.fields import Invalid, check_fields, declare, is_dt_name, is_name, key, one_of
+from vcmm.platform.fields import Invalid, check_fields, is_dt_name, is_name, key, one_of
 from vcmm.platform.toml_table import Reading
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_64K, is_power_of_two
-from vcmm.tlbcost import InvalidationCost
+from vcmm.tlbcost import (
+    DEFAULT_CLOCK_HZ,
+    DEFAULT_COMMAND_CYCLES,
+    DEFAULT_SYNC_CYCLES,
+    InvalidationCost,
+)
 
 #: Page-table formats an SMMU can be built with (vcmm.system maps them to hw formats).
 SMMU_FORMATS: Final = ("armv7s", "vmsav8", "lpae")
@@ -40,16 +45,25 @@ DMA_BIT_MASK_32: Final = (1 << 32) - 1
 #: Name reserved for the implicit CPU bus master.
 CPU_NAME: Final = "cpu"
 
-# The cost of IOTLB invalidation is a value of its own (vcmm.tlbcost, shared with the
-# DMA layer); an SMMU's ``[smmus.invalidation]`` table declares its keys here.
-declare(
-    InvalidationCost,
-    {
-        "command_cycles": key(Integer(minimum=0)),
-        "sync_cycles": key(Integer(minimum=0)),
-        "clock_hz": key(Integer(minimum=1)),
-    },
-)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidationSpec:
+    """An SMMU's ``invalidation`` table: the cost of its IOTLB invalidation commands
+    and syncs (the defaults and the arithmetic are :mod:`vcmm.tlbcost`'s)."""
+
+    command_cycles: int = field(default=DEFAULT_COMMAND_CYCLES, metadata=key(Integer(minimum=0)))
+    sync_cycles: int = field(default=DEFAULT_SYNC_CYCLES, metadata=key(Integer(minimum=0)))
+    clock_hz: int = field(default=DEFAULT_CLOCK_HZ, metadata=key(Integer(minimum=1)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+    def cost(self) -> InvalidationCost:
+        return InvalidationCost(
+            command_cycles=self.command_cycles,
+            sync_cycles=self.sync_cycles,
+            clock_hz=self.clock_hz,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +107,9 @@ class SmmuSpec:
     node: str | None = field(default=None, metadata=key(Text()))
     coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     disabled: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
-    invalidation: InvalidationCost = field(
-        default=InvalidationCost(),
-        metadata=key(Record(InvalidationCost), omit_default=True),
+    invalidation: InvalidationSpec = field(
+        default=InvalidationSpec(),
+        metadata=key(Record(InvalidationSpec), omit_default=True),
     )
 
     def __post_init__(self) -> None:
