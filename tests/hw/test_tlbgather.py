@@ -199,6 +199,6 @@ def test_queued_ranges_stay_cached_and_the_rest_is_invalidated() -> None:
     gather.add_range(0x10_0000, 0x1000)  # the block ended: invalidated as usual
     gather.sync()
     assert target.calls[-1] == (0x10_0000, 0x1000)
-    with pytest.raises(InvalidArgumentError, match="not AddressRanges"):
-        with gather.queued(((0, 1),)):  # type: ignore[arg-type]
-            pass
+    bad = ((0, 1),)
+    with pytest.raises(InvalidArgumentError, match="not AddressRanges"), gather.queued(bad):  # type: ignore[arg-type]
+        pass
