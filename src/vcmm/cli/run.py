@@ -16,6 +16,7 @@ from vcmm.cli.common import (
 )
 from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.report.tables import render_result
+from vcmm.tlbcost import INVALIDATION_MODES
 from vcmm.workload.examples import example, examples
 
 
@@ -24,17 +25,33 @@ from vcmm.workload.examples import example, examples
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
+@click.option(
+    "--invalidation",
+    type=click.Choice(INVALIDATION_MODES),
+    default=None,
+    help="IOTLB invalidation of the DMA API's domains (default: the platform's); "
+    "the same as --set invalidation=MODE.",
+)
 @faults_option
 def run_command(
-    scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool, fault_policy: str
+    scenario: str,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    progress: bool,
+    invalidation: str | None,
+    fault_policy: str,
 ) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
+    Scenarios with `[[traffic]]` also report the DMA flows and each domain's IOTLB
+    invalidation (commands, syncs, modelled time; `--invalidation strict|lazy`).
     `--json` prints the same numbers for programs.  Exit status 3 when a device
     faulted (see --faults), 130 on Ctrl-C.
     """
+    if invalidation is not None:
+        overrides = (*overrides, f"invalidation={invalidation}")
     sc = scenario_with_overrides(scenario, overrides)
     result = run_with_progress(sc, show=progress)
     if as_json:

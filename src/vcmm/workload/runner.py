@@ -39,6 +39,12 @@ from vcmm.sizes import format_size
 from vcmm.system import System
 from vcmm.workload.patterns import U64Array, cover, linear, random_bursts, raster, tiled
 from vcmm.workload.scenario import BufferSpec, Scenario, ScenarioError, StepSpec
+from vcmm.workload.traffic import (
+    InvalidationResult,
+    TrafficResult,
+    invalidation_results,
+    run_traffic,
+)
 
 #: The IOVA window of the IOMMU VCM the runner creates per SMMU context: above the
 #: first 256 MiB and below 4 GiB (ARMv7 short descriptors translate 32-bit inputs).
@@ -192,6 +198,9 @@ class ScenarioResult:
     #: allocation and reservations are the buffer's name, each VCM names its context
     #: or buffer (for graphs, which would otherwise say only ``physmem1``, ``res8``).
     labels: dict[str, str] = field(default_factory=dict)
+    #: The ``[[traffic]]`` flows, and every DMA domain's IOTLB invalidation counters.
+    traffic: list[TrafficResult] = field(default_factory=list)
+    invalidation: list[InvalidationResult] = field(default_factory=list)
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
@@ -309,7 +318,7 @@ class ScenarioRunner:
     @property
     def work_units(self) -> int:
         """Step-frames the run executes (the progress bar's length)."""
-        return sum(step.frames for step in self.scenario.steps)
+        return sum(step.frames for step in self.scenario.steps) + len(self.scenario.traffic)
 
     def _fail(self, key: str, problem: str) -> ScenarioError:
         return ScenarioError(problem, key=key, source=self.scenario.source)
@@ -425,7 +434,19 @@ class ScenarioRunner:
                 self._run_frame(step, result, frame, cached, written)
                 if progress:
                     progress(1)
-        return self._collect(results, time.perf_counter() - started)
+        flows = self._run_traffic()
+        if progress and flows:
+            progress(len(flows))
+        return self._collect(results, time.perf_counter() - started, flows)
+
+    def _run_traffic(self) -> list[TrafficResult]:
+        """The scenario's DMA API flows, after the pipeline (see :mod:`.traffic`)."""
+        if not self.scenario.traffic:
+            return []
+        try:
+            return run_traffic(self.system, self.scenario.traffic)
+        except VcmmError as err:
+            raise self._fail("traffic", f"the traffic could not run: {err}") from None
 
     def _run_frame(
         self,
@@ -488,7 +509,9 @@ class ScenarioRunner:
 
     # -- collecting -----------------------------------------------------------------------
 
-    def _collect(self, steps: list[StepResult], elapsed: float) -> ScenarioResult:
+    def _collect(
+        self, steps: list[StepResult], elapsed: float, flows: list[TrafficResult]
+    ) -> ScenarioResult:
         sc, system = self.scenario, self.system
         devices: list[DeviceResult] = []
         contexts: dict[str, ContextResult] = {}
@@ -548,6 +571,8 @@ class ScenarioRunner:
             elapsed=elapsed,
             file=sc.file,
             labels=dict(self.labels),
+            traffic=flows,
+            invalidation=invalidation_results(system),
             system=system,
         )
 

@@ -25,15 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform
-from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
+from vcmm.platform.codecs import Boolean, Integer, Record, Records, Size, Text
 from vcmm.platform.errors import KeyedError, suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
+from vcmm.tlbcost import INVALIDATION_MODES
 from vcmm.workload.examples import example, examples, local_file
 from vcmm.workload.patterns import (
     DEFAULT_BURST,
@@ -72,7 +74,20 @@ DATA_LIMIT: Final = 64 * SZ_1M
 #: Frames per step are bounded so a typo cannot start an hour-long run.
 MAX_FRAMES: Final = 10_000
 #: The parameters a sweep may vary (``--grid key=v1,v2``).
-SWEEP_KEYS: Final = ("policy", "tlb_entries", "ways", "replacement", "pattern", "frames", "burst")
+SWEEP_KEYS: Final = (
+    "policy",
+    "tlb_entries",
+    "ways",
+    "replacement",
+    "pattern",
+    "frames",
+    "burst",
+    "invalidation",
+)
+#: Directions of a traffic flow: the device receives (writes) or transmits (reads).
+DIRECTIONS: Final = ("rx", "tx")
+#: Packets per flow, and its ring depth, are bounded like frames.
+MAX_PACKETS: Final = 1_000_000
 
 
 class ScenarioError(KeyedError):
@@ -187,6 +202,40 @@ class StepSpec:
         return f"{self.device} {self.access}s {where} ({self.pattern})"
 
 
+def _traffic_limits(value: int) -> None:
+    if value > MAX_PACKETS:
+        raise Invalid(f"value {value} is above the maximum {MAX_PACKETS}")
+
+
+def _packet_size(value: int) -> None:
+    if not 1 <= value <= SZ_64K:
+        raise Invalid(f"packet size {value:#x} must be in 1..64K")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficSpec:
+    """A network-like flow through the DMA API (``[[traffic]]``; run by
+    :mod:`vcmm.workload.traffic`): ``packets`` buffers of ``packet_size`` bytes mapped,
+    moved by ``device`` (``rx``: it writes them, ``tx``: it reads them) and unmapped
+    ``ring`` packets later, ``gap_ns`` of simulated time apart; every ``stray_every``-th
+    unmapped buffer (0: none) takes one late device read."""
+
+    device: str = field(metadata=key(Text()))
+    direction: str = field(default="rx", metadata=key(Text(), one_of(DIRECTIONS)))
+    packets: int = field(default=2000, metadata=key(Integer(minimum=1), _traffic_limits))
+    packet_size: int = field(default=1536, metadata=key(Size(minimum=1), _packet_size))
+    ring: int = field(default=64, metadata=key(Integer(minimum=1), _traffic_limits))
+    gap_ns: int = field(default=2000, metadata=key(Integer()))
+    stray_every: int = field(default=0, metadata=key(Integer()))
+
+    def __post_init__(self) -> None:
+        check_fields(self, ScenarioError)
+
+    @property
+    def dma_direction(self) -> DmaDirection:
+        return DmaDirection.FROM_DEVICE if self.direction == "rx" else DmaDirection.TO_DEVICE
+
+
 @dataclass(frozen=True, slots=True)
 class TlbOverride:
     """Replaces the TLB geometry of every SMMU of the platform (sweeps vary it)."""
@@ -254,6 +303,12 @@ class Scenario:
     platform_ref: str = field(default="default", metadata=key(Text(), name="platform"))
     burst: int = field(default=DEFAULT_BURST, metadata=key(Integer(minimum=1), _burst))
     tlb: TlbOverride = field(default=TlbOverride(), metadata=key(Record(TlbOverride)))
+    #: Network-like DMA API flows run after the pipeline (``[[traffic]]``).
+    traffic: tuple[TrafficSpec, ...] = field(
+        default=(), metadata=key(Records(TrafficSpec), omit_default=True)
+    )
+    #: The DMA API's IOTLB invalidation mode for this run (None: the platform's).
+    invalidation: str | None = field(default=None, metadata=key(Text(), one_of(INVALIDATION_MODES)))
     source: str = "<code>"
     params: tuple[tuple[str, object], ...] = ()
     #: The file the scenario was read from (a packaged example's installed path), or "".
@@ -273,6 +328,11 @@ class Scenario:
                     self._check_step(step)
                 except ScenarioError as err:
                     raise err.within(f"steps[{index}]") from None
+            for index, flow in enumerate(self.traffic):
+                try:
+                    self._check_flow(flow)
+                except ScenarioError as err:
+                    raise err.within(f"traffic[{index}]") from None
         except ScenarioError as err:
             raise err.within(source=self.source) from None
 
@@ -335,6 +395,27 @@ class Scenario:
             )
         self._check_step_fits(step, self.buffer(step.buffer), devices[step.device].kind)
 
+    def _check_flow(self, flow: TrafficSpec) -> None:
+        """A flow's device exists, sits behind an SMMU (the DMA API's IOMMU ops) and is
+        not driven by the pipeline (a device is driven either through a VCM of its own
+        or through the DMA API)."""
+        names = [d.name for d in self.platform.devices]
+        if flow.device not in names:
+            raise ScenarioError(
+                f"unknown device {flow.device!r}{suggest(flow.device, names)}", key="device"
+            )
+        if self.platform.device(flow.device).kind != "smmu":
+            raise ScenarioError(
+                f"device {flow.device!r} is not behind an SMMU; traffic needs IOMMU DMA ops",
+                key="device",
+            )
+        if flow.device in self.devices:
+            raise ScenarioError(
+                f"device {flow.device!r} also runs pipeline steps (through a VCM of its own); "
+                "give the traffic another device",
+                key="device",
+            )
+
     @staticmethod
     def _check_step_fits(step: StepSpec, buf: BufferSpec, device_kind: str) -> None:
         """Whether the step can run over its buffer: planes, rows, data, contiguity."""
@@ -384,11 +465,15 @@ class Scenario:
         return tuple(dict.fromkeys(step.device for step in self.steps))
 
     def effective_platform(self) -> PlatformSpec:
-        """The platform with the scenario's TLB override applied to every SMMU."""
-        if self.tlb.empty or not self.platform.smmus:
-            return self.platform
+        """The platform with the scenario's TLB override applied to every SMMU and
+        its invalidation mode, if it sets one."""
+        platform = self.platform
+        if self.invalidation is not None and self.invalidation != platform.invalidation:
+            platform = dataclasses.replace(platform, invalidation=self.invalidation)
+        if self.tlb.empty or not platform.smmus:
+            return platform
         smmus = []
-        for smmu in self.platform.smmus:
+        for smmu in platform.smmus:
             tlb = dataclasses.replace(
                 smmu.tlb,
                 entries=self.tlb.entries if self.tlb.entries is not None else smmu.tlb.entries,
@@ -396,13 +481,14 @@ class Scenario:
                 replacement=self.tlb.replacement or smmu.tlb.replacement,
             )
             smmus.append(dataclasses.replace(smmu, tlb=tlb))
-        return dataclasses.replace(self.platform, smmus=tuple(smmus))
+        return dataclasses.replace(platform, smmus=tuple(smmus))
 
     def with_params(self, **params: object) -> Scenario:
         """A copy with sweep parameters applied (see :data:`SWEEP_KEYS`).
 
         ``policy`` sets every buffer's policy, ``pattern`` / ``frames`` every step's,
-        ``tlb_entries`` / ``ways`` / ``replacement`` every SMMU's TLB, ``burst`` the burst.
+        ``tlb_entries`` / ``ways`` / ``replacement`` every SMMU's TLB, ``burst`` the burst,
+        ``invalidation`` the DMA API's IOTLB invalidation mode.
         Errors name the parameter as ``--grid <key>``.
         """
         unknown = [k for k in params if k not in SWEEP_KEYS]
@@ -417,12 +503,18 @@ class Scenario:
         merged = dict(self.params) | dict(params)
         try:
             buffers, steps, tlb, burst = _param_changes(self, params)
+            invalidation = self.invalidation
+            if "invalidation" in params:
+                invalidation = _param_choice(
+                    "invalidation", params["invalidation"], INVALIDATION_MODES
+                )
             return dataclasses.replace(
                 self,
                 buffers=buffers,
                 steps=steps,
                 tlb=tlb,
                 burst=burst,
+                invalidation=invalidation,
                 params=tuple(merged.items()),
             )
         except ScenarioError as err:
