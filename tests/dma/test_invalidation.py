@@ -240,3 +240,26 @@ def test_a_bad_advance_changes_nothing(system: vcmm.System, lazy: DmaApi) -> Non
     with pytest.raises(InvalidArgumentError, match="must be >= 0"):
         lazy.advance(-1)
     assert (system.snapshot(), lazy.snapshot(), lazy.clock.now) == before
+
+
+def test_an_undo_is_strict_and_uncounted_even_in_lazy_mode(
+    system: vcmm.System, lazy: DmaApi
+) -> None:
+    """A compound operation taking back the mapping it just made: the IOVA is reusable
+    at once, so no translation of it may stay cached, and nothing is counted."""
+    dev = system.device(DEV)
+    pa = _page(system)
+    keep = lazy.map_page(DEV, pa, 0, SZ_4K, D.TO_DEVICE)  # the domain is programmed
+    before = lazy.invalidation_stats()[DEV]
+    handle = lazy.map_page(DEV, pa, 0, SZ_4K, D.TO_DEVICE)
+    dev.read(handle, 8)
+    with lazy.undoing():
+        lazy.unmap_page(DEV, handle, SZ_4K, D.TO_DEVICE)
+    assert lazy.invalidation_stats()[DEV] == before
+    domain = lazy.domain(DEV)
+    assert domain is not None and domain.iova.find(handle) is None  # free at once
+    with pytest.raises(DmaApiError, match="after the mapping there was unmapped"):
+        dev.read(handle, 8)  # faults: the entry went
+    assert lazy.checker is not None
+    assert [r.kind for r in lazy.checker.take()] == [ReportKind.DEVICE_ACCESS_AFTER_UNMAP]
+    lazy.unmap_page(DEV, keep, SZ_4K, D.TO_DEVICE)

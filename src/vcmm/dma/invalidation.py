@@ -17,8 +17,9 @@ mode the platform or the ``DmaApi`` chose (:mod:`vcmm.tlbcost`):
 Until that flush a device whose IOTLB still holds a translation of an unmapped page
 reaches the page through it (the window lazy mode opens); the DMA-debug checker
 reports such accesses (``DEVICE_ACCESS_STALE_IOTLB``).  An unmap that takes back a
-mapping just made (``DmaApi.undoing()``) is always strict: its IOVA is reusable at
-once, so no translation of it may survive.
+mapping just made (``DmaApi.undoing()``) is always strict, since its IOVA is reusable
+at once and no translation of it may survive, and is not counted: the failed
+operation it undoes leaves no trace, its counters included.
 
 Costs come from each context's SMMU (``[smmus.invalidation]`` in the platform file,
 :class:`~vcmm.tlbcost.InvalidationCost`); the counters say what was issued and the
@@ -149,7 +150,10 @@ class DomainInvalidation:
         or queued unless the block succeeds."""
         ctxs = self.contexts()
         iova = AddressRange(int(res.addr), int(res.len))
-        if self.queue is None or self._allocator.undoing_now:
+        if self._allocator.undoing_now:
+            yield  # strict, and uncounted: a failed operation leaves no trace
+            return
+        if self.queue is None:
             leaves = count_leaves(self._vcm.table, iova.start, iova.size) if ctxs else 0
             yield
             for ctx in ctxs:
