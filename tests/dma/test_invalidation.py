@@ -263,3 +263,34 @@ def test_an_undo_is_strict_and_uncounted_even_in_lazy_mode(
     assert lazy.checker is not None
     assert [r.kind for r in lazy.checker.take()] == [ReportKind.DEVICE_ACCESS_AFTER_UNMAP]
     lazy.unmap_page(DEV, keep, SZ_4K, D.TO_DEVICE)
+
+
+def test_a_device_entry_chooses_its_domains_mode() -> None:
+    text = dumps_platform(load_default())
+    lazy_mdp = text.replace(
+        'name = "mdp"\nkind = "smmu"', 'name = "mdp"\nkind = "smmu"\ninvalidation = "lazy"'
+    )
+    assert lazy_mdp != text
+    spec = loads_platform(lazy_mdp)
+    with _open(vcmm.System(spec)) as dma:
+        assert dma.domain("mdp").invalidation.mode == "lazy"  # type: ignore[union-attr]
+        assert dma.domain(DEV).invalidation.mode == "strict"  # type: ignore[union-attr]
+    with _open(vcmm.System(spec), invalidation="strict") as dma:  # the API overrides all
+        assert dma.domain("mdp").invalidation.mode == "strict"  # type: ignore[union-attr]
+    with _open(vcmm.System(spec), invalidation={DEV: "lazy"}) as dma:  # adds to it
+        modes = {n: d.invalidation.mode for n, d in dma.domains.items()}
+        assert modes["mdp"] == modes[DEV] == "lazy" and modes["vcodec_stream"] == "strict"
+    dsp = text.replace(
+        'name = "dsp"\nkind = "physical"', 'name = "dsp"\nkind = "physical"\ninvalidation = "lazy"'
+    )
+    with pytest.raises(PlatformError, match="has no invalidation"):
+        loads_platform(dsp)
+    shared = load_default()
+    devices = tuple(
+        dataclasses.replace(d, domain="vcodec", invalidation="lazy" if i == 0 else "strict")
+        if d.name in ("vcodec_a_mm1", "vcodec_b_mm2")
+        else d
+        for i, d in enumerate(shared.devices)
+    )
+    with pytest.raises(PlatformError, match="devices of one domain share its mode"):
+        dataclasses.replace(shared, devices=devices)

@@ -205,7 +205,13 @@ class DmaState:
         iommu = [d.name for d in system.spec.devices if d.kind == "smmu"]
         names = {self._domain_names.get(n, n) for n in iommu}
         if key == "invalidation":
-            return PolicyChoice(system.spec.invalidation, choice, names, check=check_mode, key=key)
+            modes = PolicyChoice(system.spec.invalidation, choice, names, check=check_mode, key=key)
+            if not isinstance(choice, str):  # the devices' own modes, unless overridden
+                for d in system.spec.devices:
+                    name = self._domain_names.get(d.name, d.name)
+                    if d.invalidation is not None and name not in modes.per_domain:
+                        modes.per_domain[name] = d.invalidation
+            return modes
         return PolicyChoice(system.spec.iova_policy, choice, names)
 
     # -- devices -------------------------------------------------------------------------

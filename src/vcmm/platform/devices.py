@@ -34,6 +34,7 @@ from vcmm.tlbcost import (
     DEFAULT_CLOCK_HZ,
     DEFAULT_COMMAND_CYCLES,
     DEFAULT_SYNC_CYCLES,
+    INVALIDATION_MODES,
     InvalidationCost,
 )
 
@@ -262,6 +263,9 @@ class DeviceSpec:
     smmu: str | None = field(default=None, metadata=key(Text(), is_name))
     context: str | None = field(default=None, metadata=key(Text(), is_name))
     domain: str | None = field(default=None, metadata=key(Text(), is_name))
+    #: The IOTLB invalidation of the device's DMA domain, overriding the platform's
+    #: (Linux's per-group ``type``, DMA or DMA-FQ); devices of one domain agree.
+    invalidation: str | None = field(default=None, metadata=key(Text(), one_of(INVALIDATION_MODES)))
     coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     dma_ranges: tuple[DmaRange, ...] = field(
         default=(), metadata=key(Records(DmaRange), omit_default=True)
@@ -306,6 +310,7 @@ class DeviceSpec:
             ("smmu", self.smmu),
             ("context", self.context),
             ("domain", self.domain),
+            ("invalidation", self.invalidation),
         ):
             if value is not None:
                 raise PlatformError(

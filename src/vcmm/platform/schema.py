@@ -233,8 +233,26 @@ class PlatformSpec:
                 key=f"{where}.target",
             )
 
+    def _validate_domain_modes(self) -> None:
+        """Devices sharing a DMA domain agree on its invalidation mode (when they say)."""
+        said: dict[str, tuple[int, str]] = {}
+        for index, device in enumerate(self.devices):
+            if device.invalidation is None:
+                continue
+            domain = device.domain or device.name
+            first = said.setdefault(domain, (index, device.invalidation))
+            if first[1] != device.invalidation:
+                other = self.devices[first[0]].name
+                raise PlatformError(
+                    f"device {device.name!r} asks {device.invalidation!r} invalidation for "
+                    f"domain {domain!r}, which {other!r} (devices[{first[0]}]) gives "
+                    f"{first[1]!r}; devices of one domain share its mode",
+                    key=f"devices[{index}].invalidation",
+                )
+
     def _validate_device_links(self) -> None:
         """What a device names beyond its SMMU: reserved regions, ``iommu-map`` SMMUs."""
+        self._validate_domain_modes()
         regions = {r.name for r in self.reserved}
         smmus = {s.name for s in self.smmus}
         for index, device in enumerate(self.devices):

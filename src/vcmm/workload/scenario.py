@@ -468,8 +468,11 @@ class Scenario:
         """The platform with the scenario's TLB override applied to every SMMU and
         its invalidation mode, if it sets one."""
         platform = self.platform
-        if self.invalidation is not None and self.invalidation != platform.invalidation:
-            platform = dataclasses.replace(platform, invalidation=self.invalidation)
+        if self.invalidation is not None:  # every domain, the devices' own modes too
+            devices = tuple(dataclasses.replace(d, invalidation=None) for d in platform.devices)
+            platform = dataclasses.replace(
+                platform, invalidation=self.invalidation, devices=devices
+            )
         if self.tlb.empty or not platform.smmus:
             return platform
         smmus = []
