@@ -294,3 +294,24 @@ def test_a_device_entry_chooses_its_domains_mode() -> None:
     )
     with pytest.raises(PlatformError, match="devices of one domain share its mode"):
         dataclasses.replace(shared, devices=devices)
+
+
+@pytest.mark.parametrize("pages", [1, 3, 4, 5, 17, 20])
+def test_leaves_are_counted_as_the_table_decodes_them(system: vcmm.System, pages: int) -> None:
+    """count_leaves (point walks, then one range walk) against the table's own decode,
+    over mappings of 4K pages and 64K large pages."""
+    from vcmm.dma.invalidation import count_leaves
+
+    with _open(system) as dma:
+        physmem = system.vcm_phys_alloc("contig", SZ_64K * 2, vcmm.PhysAttr.CONTIGUOUS)
+        base = physmem.chunk_ranges[0].start
+        size = pages * SZ_4K
+        handle = dma.map_page(DEV, base, 0, size, D.TO_DEVICE)
+        domain = dma.domain(DEV)
+        assert domain is not None
+        table = domain.vcm.table
+        expected = [m for m in table.mappings() if handle <= m.va < handle + size]
+        assert any(m.size == SZ_64K for m in expected) == (pages >= 16)
+        assert count_leaves(table, handle, size) == len(expected)
+        assert count_leaves(table, handle + size, SZ_64K) == 0  # nothing mapped there
+        dma.unmap_page(DEV, handle, size, D.TO_DEVICE)

@@ -57,11 +57,29 @@ class LeafCount(Visitor):
             self.leaves += int(index.size)
 
 
+#: Leaves counted by walking to each in turn before one range walk counts the rest
+#: (a point walk costs about a sixth of a range walk's fixed numpy work).
+POINT_WALKS = 4
+
+
 def count_leaves(table: Any, va: int, size: int) -> int:
-    """Pages and blocks mapped in ``[va, va+size)`` of the page table ``table``."""
+    """Pages and blocks mapped in ``[va, va+size)`` of the page table ``table``: the
+    first few by walking to each (a 4 KiB ``map_page`` is one walk), the rest by one
+    vectorised range walk."""
+    end, leaves = va + size, 0
+    for _ in range(POINT_WALKS):
+        if va >= end:
+            return leaves
+        walk = table.walk(va)
+        if not walk.ok:
+            break  # a hole: the range walk skips it
+        leaves += 1
+        va = walk.va_base + walk.page_size
+    if va >= end:
+        return leaves
     counter = LeafCount()
-    walk_range(table.geometry, table.memory, table.root, va, va + size, counter)
-    return counter.leaves
+    walk_range(table.geometry, table.memory, table.root, va, end, counter)
+    return leaves + counter.leaves
 
 
 @dataclass
@@ -196,4 +214,6 @@ class DomainInvalidation:
 
     def snapshot(self) -> tuple[object, ...]:
         queue = self.queue.snapshot() if self.queue is not None else None
-        return (self.mode, repr(asdict(self._stats)), queue)
+        stats = asdict(self._stats)
+        flushes = tuple(stats.pop("flushes").items())
+        return (self.mode, tuple(stats.items()), flushes, queue)
