@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform
-from vcmm.platform.codecs import Boolean, Integer, Record, Records, Size, Text
-from vcmm.platform.errors import KeyedError, suggest
+from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
+from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
@@ -49,11 +48,13 @@ from vcmm.workload.scenario_keys import (
     AccessMode,
     BufferSize,
     RowStride,
+    ScenarioError,
     TargetNames,
     Tile,
     frame_of,
     is_frame,
 )
+from vcmm.workload.traffic_spec import TrafficSpec
 
 #: Allocation policies and the block sizes each allows (``None``: every size, largest
 #: first).  A single size makes every chunk, hence every page of the mapping, that
@@ -84,14 +85,6 @@ SWEEP_KEYS: Final = (
     "burst",
     "invalidation",
 )
-#: Directions of a traffic flow: the device receives (writes) or transmits (reads).
-DIRECTIONS: Final = ("rx", "tx")
-#: Packets per flow, and its ring depth, are bounded like frames.
-MAX_PACKETS: Final = 1_000_000
-
-
-class ScenarioError(KeyedError):
-    """A scenario breaks a rule; the message names the file, the key and the problem."""
 
 
 # -- the description ---------------------------------------------------------------------
@@ -200,40 +193,6 @@ class StepSpec:
     def describe(self) -> str:
         where = self.buffer if self.plane == "all" else f"{self.buffer}.{self.plane}"
         return f"{self.device} {self.access}s {where} ({self.pattern})"
-
-
-def _traffic_limits(value: int) -> None:
-    if value > MAX_PACKETS:
-        raise Invalid(f"value {value} is above the maximum {MAX_PACKETS}")
-
-
-def _packet_size(value: int) -> None:
-    if not 1 <= value <= SZ_64K:
-        raise Invalid(f"packet size {value:#x} must be in 1..64K")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrafficSpec:
-    """A network-like flow through the DMA API (``[[traffic]]``; run by
-    :mod:`vcmm.workload.traffic`): ``packets`` buffers of ``packet_size`` bytes mapped,
-    moved by ``device`` (``rx``: it writes them, ``tx``: it reads them) and unmapped
-    ``ring`` packets later, ``gap_ns`` of simulated time apart; every ``stray_every``-th
-    unmapped buffer (0: none) takes one late device read."""
-
-    device: str = field(metadata=key(Text()))
-    direction: str = field(default="rx", metadata=key(Text(), one_of(DIRECTIONS)))
-    packets: int = field(default=2000, metadata=key(Integer(minimum=1), _traffic_limits))
-    packet_size: int = field(default=1536, metadata=key(Size(minimum=1), _packet_size))
-    ring: int = field(default=64, metadata=key(Integer(minimum=1), _traffic_limits))
-    gap_ns: int = field(default=2000, metadata=key(Integer()))
-    stray_every: int = field(default=0, metadata=key(Integer()))
-
-    def __post_init__(self) -> None:
-        check_fields(self, ScenarioError)
-
-    @property
-    def dma_direction(self) -> DmaDirection:
-        return DmaDirection.FROM_DEVICE if self.direction == "rx" else DmaDirection.TO_DEVICE
 
 
 @dataclass(frozen=True, slots=True)

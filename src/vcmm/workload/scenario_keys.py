@@ -15,10 +15,15 @@ from typing import Any, Final
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform.codecs import Codec, Integer, parse_number
-from vcmm.platform.errors import suggest
+from vcmm.platform.errors import KeyedError, suggest
 from vcmm.platform.fields import Invalid
 from vcmm.platform.toml_table import Reading, TomlTable
 from vcmm.workload.patterns import DEFAULT_TILE, FrameFormat
+
+
+class ScenarioError(KeyedError):
+    """A scenario breaks a rule; the message names the file, the key and the problem."""
+
 
 #: What ``access`` says about a buffer, as the ``readonly`` flag it sets.
 ACCESS_MODES: Final = {"rw": False, "ro": True}

@@ -34,7 +34,7 @@ from vcmm.core.flags import PhysAttr
 from vcmm.dma import DmaApi, ReportKind
 from vcmm.errors import DeviceFaultError, InvalidArgumentError
 from vcmm.sizes import SZ_4K, align_up
-from vcmm.workload.scenario import TrafficSpec
+from vcmm.workload.traffic_spec import TrafficSpec
 
 #: Burst size of the device's packet accesses.
 PACKET_BURST: Final = 64
