@@ -6,8 +6,9 @@ every 50 us of simulated time, rings of 64, while the display scans out) once pe
 invalidation mode per round, the two modes interleaved in one process, and prints
 per mode: invalidation commands and syncs issued, the modelled time spent
 invalidating (the platform's default cost: 40 cycles per command, 600 per sync, at
-400 MHz), the flushes of lazy mode by cause, and the wall time of the whole run.  The
-ratios strict/lazy are of figures measured side by side in the same round.
+400 MHz), the flushes of lazy mode by cause, and the wall and CPU time of the whole
+run (on a shared machine the CPU time is the steadier of the two).  The ratios
+strict/lazy are of figures measured side by side in the same round.
 
 Run: ``python benchmarks/bench_invalidation.py [--rounds 3] [--packets 1500]``
 """
@@ -32,9 +33,9 @@ def scenario(packets: int) -> Scenario:
 
 def measure(sc: Scenario, mode: str) -> dict[str, float]:
     """One run in ``mode``: summed invalidation figures over its domains, wall time."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = run_scenario(sc.with_params(invalidation=mode))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     inval = result.invalidation
     return {
         "unmaps": sum(d.unmaps for d in inval),
@@ -46,6 +47,7 @@ def measure(sc: Scenario, mode: str) -> dict[str, float]:
         "stale": sum(f.stray_stale for f in result.traffic),
         "faulted": sum(f.stray_faults for f in result.traffic),
         "wall_s": wall,
+        "cpu_s": cpu,
     }
 
 
@@ -58,10 +60,10 @@ def main() -> None:
     print(f"net_stream, {args.packets} packets per flow, {args.rounds} rounds (interleaved)")
     header = (
         f"{'round':>5} {'mode':>6} {'unmaps':>7} {'cmds':>6} {'syncs':>6} {'inval us':>9} "
-        f"{'full':>5} {'timer':>5} {'faulted':>7} {'stale':>5} {'wall s':>7}"
+        f"{'full':>5} {'timer':>5} {'faulted':>7} {'stale':>5} {'wall s':>7} {'cpu s':>6}"
     )
     print(header)
-    ratios: dict[str, list[float]] = {"commands": [], "time_us": [], "wall_s": []}
+    ratios: dict[str, list[float]] = {"commands": [], "time_us": [], "wall_s": [], "cpu_s": []}
     for r in range(args.rounds):
         order = MODES if r % 2 == 0 else MODES[::-1]  # alternate which runs first
         got = {mode: measure(sc, mode) for mode in order}
@@ -70,7 +72,7 @@ def main() -> None:
             print(
                 f"{r:>5} {mode:>6} {m['unmaps']:>7.0f} {m['commands']:>6.0f} {m['syncs']:>6.0f} "
                 f"{m['time_us']:>9.1f} {m['ring_full']:>5.0f} {m['timeout']:>5.0f} "
-                f"{m['faulted']:>7.0f} {m['stale']:>5.0f} {m['wall_s']:>7.2f}"
+                f"{m['faulted']:>7.0f} {m['stale']:>5.0f} {m['wall_s']:>7.2f} {m['cpu_s']:>6.2f}"
             )
         for key in ratios:
             ratios[key].append(got["strict"][key] / got["lazy"][key])
