@@ -77,6 +77,9 @@ def test_lazy_batches_the_invalidations_and_strays_go_through(
     # 40 unmaps 1 ms apart: only the 10 ms timer flushes
     assert tx.flushes["ring_full"] == 0 and tx.flushes["timeout"] >= 3
     assert tx.commands < 40 and tx.time_ns < 40 * 1600
+    # the clock stands at the last packet: the 40th transmit, 39 ms in
+    assert rx.simulated_ns == tx.simulated_ns == 39 * 1_000_000
+    assert tx.flushes["timeout"] == 3  # armed by the unmaps at 4, 15 and 26 ms, 10 ms each
     flow = result.traffic[0]  # type: ignore[attr-defined]
     assert (flow.strays, flow.stray_faults, flow.stray_stale) == (5, 0, 5)
     text = render_result(result)  # type: ignore[arg-type]
