@@ -128,6 +128,12 @@ class System:
         """How the DMA API places IOVAs unless told otherwise (the platform's choice)."""
         return self.spec.iova_policy
 
+    @property
+    def invalidation(self) -> str:
+        """How the DMA API invalidates IOTLBs on unmap unless told otherwise (the
+        platform's choice; a device's record may override it for its domain)."""
+        return self.spec.invalidation
+
     # -- lookups (the VCMM's) --------------------------------------------------------------
 
     def device(self, name: str) -> AnyMaster:

@@ -154,12 +154,14 @@ def test_one_ctrl_c_stops_a_parallel_sweep_and_keeps_the_finished_points(
 def test_an_interrupted_dask_sweep_resumed_writes_what_an_uninterrupted_one_does(
     tmp_path: Path,
 ) -> None:
-    grid = ("--grid", "frames=20,21,22,23,24,25", "--grid", "policy=4k", "--no-plots")
+    frames = ",".join(str(n) for n in range(20, 32))
+    grid = ("--grid", f"frames={frames}", "--grid", "policy=4k", "--no-plots")
     term = Terminal(tmp_path, "sweep", "video_1080p", *grid, "--executor", "dask", "--out", "out")
-    term.wait_for(r"\b2/6\b")
+    # Progress may jump by two (two workers): any count from 2 with points to spare.
+    term.wait_for(r"\b[2-8]/12\b")
     assert term.interrupt() == 130 and term.group_is_gone()
     stopped = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert stopped["interrupted"] and 2 <= stopped["finished"] < 6
+    assert stopped["interrupted"] and 2 <= stopped["finished"] < 12
     resume = ("-j", "2", "--resume", "out/sweep.csv", "--out", "out")
     resumed = subprocess.run(
         [sys.executable, "-m", "vcmm", "sweep", "video_1080p", *grid, *resume],

@@ -96,6 +96,7 @@ def test_scenarios_lists_paths_and_prints_an_example_to_copy(vcmm: Vcmm) -> None
         "codec_tiled.toml",
         "camera_dsp.toml",
         "video_collection.toml",
+        "net_stream.toml",
         "default.toml",
     }
     for path in paths:
@@ -112,6 +113,6 @@ def test_an_unknown_name_lists_the_packaged_ones(
     monkeypatch.chdir(tmp_path)
     line = error_line(vcmm("run", "video_108p", expect=1))
     assert "cannot read scenario file" in line and "no packaged scenario 'video_108p'" in line
-    assert "camera_dsp, codec_tiled, video_1080p" in line
+    assert "camera_dsp, codec_tiled, net_stream, video_1080p" in line
     line = error_line(vcmm("scenarios", "--print", "nope", expect=1))
     assert "no packaged scenario or platform named 'nope'" in line

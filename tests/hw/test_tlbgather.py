@@ -178,3 +178,27 @@ def test_cpu_gather_refuses_a_bad_asid() -> None:
     for asid in (0, -1, 1 << 16, "1"):
         with pytest.raises(InvalidArgumentError, match="ASID"):
             cpu.tlb_gather(asid)  # type: ignore[arg-type]
+
+
+def test_queued_ranges_stay_cached_and_the_rest_is_invalidated() -> None:
+    """Linux's lazy mode: a gather marked queued skips the invalidation of the unmapped
+    range (a flush queue does it later); anything else reported still goes, and a merged
+    range reaching outside the queued ones is invalidated whole."""
+    target = Recorder()
+    gather = TlbGather(target)
+    queued = (AddressRange(0x10_0000, 0x2000),)
+    with gather.queued(queued):
+        gather.add_range(0x10_0000, 0x1000)  # inside the queued range
+        gather.add_range(0x40_0000, 0x1000)  # elsewhere
+        assert gather.sync() == 1
+    assert target.calls == [(0x40_0000, 0x1000)]
+    with gather.queued(queued):
+        gather.add_range(0x10_1000, 0x2000)  # reaches past the queued range
+        gather.sync()
+    assert target.calls[-1] == (0x10_1000, 0x2000)
+    gather.add_range(0x10_0000, 0x1000)  # the block ended: invalidated as usual
+    gather.sync()
+    assert target.calls[-1] == (0x10_0000, 0x1000)
+    bad = ((0, 1),)
+    with pytest.raises(InvalidArgumentError, match="not AddressRanges"), gather.queued(bad):  # type: ignore[arg-type]
+        pass

@@ -39,7 +39,7 @@ from vcmm.platform import (
     loads_platform,
 )
 from vcmm.platform.codecs import Address, Boolean, Integer, Records, Size, Text
-from vcmm.platform.devices import IommuMapSpec, StreamSpec
+from vcmm.platform.devices import InvalidationSpec, IommuMapSpec, StreamSpec
 from vcmm.platform.dmamem import DmaMemorySpec, PoolSpec
 from vcmm.platform.fields import check_fields, is_name, key, one_of, shape_of
 from vcmm.platform.reserved import ReservedSpec
@@ -326,7 +326,7 @@ def test_docs_platform_names_every_platform_key() -> None:
     written = {word for span in re.findall(r"`([^`]*)`", text) for word in re.findall(r"\w+", span)}
     classes = (PlatformSpec, MemoryRegion, CpuSpec, CacheSpec, TlbSpec, TargetSpec, SmmuSpec,
                ContextSpec, DeviceSpec, DmaSpec, DmaRange, DmaMemorySpec, PoolSpec,
-               ReservedSpec, StreamSpec, IommuMapSpec)  # fmt: skip
+               ReservedSpec, StreamSpec, IommuMapSpec, InvalidationSpec)  # fmt: skip
     for cls in classes:
         missing = _keys(cls) - written
         assert not missing, f"docs/PLATFORM.md does not name {cls.__name__} keys {missing}"

@@ -303,7 +303,7 @@ def test_docs_show_every_scenario_key() -> None:
     import re
 
     from vcmm.platform.fields import shape_of
-    from vcmm.workload.scenario import BufferSpec, StepSpec, TlbOverride
+    from vcmm.workload.scenario import BufferSpec, StepSpec, TlbOverride, TrafficSpec
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
     text = docs.read_text(encoding="utf-8")
@@ -312,7 +312,7 @@ def test_docs_show_every_scenario_key() -> None:
     written |= set(re.findall(r"^\[\[(\w+)\]\]", example, re.MULTILINE))
     written |= {"entries", "ways", "replacement"}  # tlb = { ... } on one line
     written.add("collections")  # its own example follows
-    for cls in (Scenario, BufferSpec, StepSpec, TlbOverride):
+    for cls in (Scenario, BufferSpec, StepSpec, TlbOverride, TrafficSpec):
         missing = set(shape_of(cls).allowed()) - written
         assert not missing, f"docs/CLI.md's example lacks {cls.__name__} keys {missing}"
     from vcmm.workload.buffer_collections import CollectionSpec, ParticipantSpec

@@ -62,7 +62,7 @@ set_option = click.option(
     multiple=True,
     metavar="KEY=VALUE",
     help="Override a parameter for this run: policy, tlb_entries, ways, replacement, "
-    "pattern, frames or burst (repeatable).",
+    "pattern, frames, burst or invalidation (repeatable).",
 )
 
 

@@ -16,6 +16,7 @@ from vcmm.cli.common import (
 )
 from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.report.tables import render_result
+from vcmm.tlbcost import INVALIDATION_MODES
 from vcmm.trace.scenario import scenario_timeline
 from vcmm.workload.examples import example, examples
 
@@ -31,6 +32,13 @@ from vcmm.workload.examples import example, examples
     default=None,
     help="Also write the run as Chrome/Perfetto trace-event JSON (a track per device).",
 )
+@click.option(
+    "--invalidation",
+    type=click.Choice(INVALIDATION_MODES),
+    default=None,
+    help="IOTLB invalidation of the DMA API's domains (default: the platform's); "
+    "the same as --set invalidation=MODE.",
+)
 @faults_option
 def run_command(
     scenario: str,
@@ -38,16 +46,21 @@ def run_command(
     as_json: bool,
     progress: bool,
     perfetto: str | None,
+    invalidation: str | None,
     fault_policy: str,
 ) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
+    Scenarios with `[[traffic]]` also report the DMA flows and each domain's IOTLB
+    invalidation (commands, syncs, modelled time; `--invalidation strict|lazy`).
     `--json` prints the same numbers for programs; `--perfetto out.json` also writes
-    the run for ui.perfetto.dev (logical time: a microsecond per burst).  Exit status 3 when a device
-    faulted (see --faults), 130 on Ctrl-C.
+    the run for ui.perfetto.dev (logical time: a microsecond per burst).  Exit status
+    3 when a device faulted (see --faults), 130 on Ctrl-C.
     """
+    if invalidation is not None:
+        overrides = (*overrides, f"invalidation={invalidation}")
     sc = scenario_with_overrides(scenario, overrides)
     result = run_with_progress(sc, show=progress)
     if perfetto is not None:

@@ -80,6 +80,8 @@ class DeviceRecord:
     bank: int | None = None
     domain: str | None = None
     dma: DmaLimits = field(default_factory=DmaLimits)
+    #: The IOTLB invalidation mode of its DMA domain, if the platform sets one for it.
+    invalidation: str | None = None
 
 
 class FrontEndSlots:
@@ -153,6 +155,8 @@ class VcmmApi(Protocol):
     def iommu_format(self) -> PageTableFormat: ...
     @property
     def iova_policy(self) -> str: ...
+    @property
+    def invalidation(self) -> str: ...
     @property
     def front_ends(self) -> FrontEndSlots: ...
     @property

@@ -6,8 +6,10 @@ Start with :class:`DmaApi`; docs/DMA.md describes the design and the decisions.
 from vcmm.dma.api import DEFAULT_ATOMIC_POOL, DmaApi
 from vcmm.dma.attrs import DMA_MAPPING_ERROR, DmaAttr
 from vcmm.dma.callsite import CallSite
+from vcmm.dma.clock import SimClock
 from vcmm.dma.debug import DebugChecker, DmaReport, ReportKind
 from vcmm.dma.domain import DmaDomain
+from vcmm.dma.invalidation import InvalidationStats
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.dma.params import DmaParams
 from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind, Owner
@@ -25,6 +27,7 @@ __all__ = [
     "DmaMapping",
     "DmaParams",
     "DmaReport",
+    "InvalidationStats",
     "IovaVcmAllocator",
     "MapKind",
     "MappedScatterList",
@@ -32,4 +35,5 @@ __all__ = [
     "ReportKind",
     "ScatterList",
     "SgEntry",
+    "SimClock",
 ]

@@ -32,8 +32,10 @@ from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.dma import coherent, streaming, syncops
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.dma.callsite import capture
+from vcmm.dma.clock import SimClock
 from vcmm.dma.debug import DebugChecker, ReportKind
 from vcmm.dma.domain import DmaDomain
+from vcmm.dma.invalidation import InvalidationStats
 from vcmm.dma.params import (
     DmaParams,
     check_boundary_mask,
@@ -64,6 +66,8 @@ class DmaApi:
     ``rcache`` switches the IOVA range cache of every domain; ``iova_policy`` chooses
     how domains place IOVAs, ``"seed"`` or ``"linux"`` (mainline 6.x), for every domain
     or per domain name with a mapping (default: the platform file's ``iova_policy``);
+    ``invalidation`` chooses, the same way, how domains invalidate the IOTLB after an
+    unmap, ``"strict"`` or ``"lazy"`` (default: the platform's ``invalidation``);
     ``coherent_pool`` is
     ``(target, size)`` of the non-cacheable carve-out for non-coherent devices'
     coherent buffers and ``atomic_pool_size`` the premapped atomic pool taken from the
@@ -84,6 +88,7 @@ class DmaApi:
         atomic_pool_size: int | None = None,
         debug: bool | str | DebugChecker = False,
         iova_policy: str | Mapping[str, str] | None = None,
+        invalidation: str | Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(rcache, bool):
             raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
@@ -110,6 +115,7 @@ class DmaApi:
                 coherent_pool=pool,
                 atomic_pool=atomic,
                 iova_policy=iova_policy,
+                invalidation=invalidation,
             )
             self.system = system
             if checker is not None:
@@ -167,6 +173,29 @@ class DmaApi:
     def disable_debug(self) -> None:
         if self._state.checker is not None:
             self._state.checker.detach()
+
+    # -- IOTLB invalidation and the simulated clock ------------------------------------------
+
+    @property
+    def clock(self) -> SimClock:
+        """The simulated clock lazy invalidation's flush-queue timers run on."""
+        return self._state.clock
+
+    def advance(self, ns: int) -> int:
+        """Let ``ns`` simulated nanoseconds pass (flush-queue timers due meanwhile
+        fire); returns the new time."""
+        with self.system.lock:
+            return self._state.clock.advance(ns)
+
+    def flush_queues(self) -> int:
+        """Flush every lazy domain's queue now (an explicit flush); ranges freed."""
+        with self.system.lock:
+            return sum(d.invalidation.flush() for d in self._state.domains.values())
+
+    def invalidation_stats(self) -> dict[str, InvalidationStats]:
+        """Per domain name: its invalidation mode, commands, syncs, modelled time,
+        IOVAs held back and flushes by cause."""
+        return {name: d.invalidation.stats() for name, d in self._state.domains.items()}
 
     @property
     def last_error(self) -> Exception | None:

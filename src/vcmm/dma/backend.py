@@ -68,7 +68,7 @@ def map_iommu(
         system.vcm_back(res, physmem)
         txn.on_undo(system.vcm_unback, res)
         activated = domain.activate(system)  # the domain's first mapping programs its devices
-    return int(res.addr), Teardown(res, wrap=wrap, activated=activated)
+    return int(res.addr), Teardown(res, wrap=wrap, activated=activated, domain=domain)
 
 
 def bus_address(device: Any, piece: AddressRange, mask: int) -> int:

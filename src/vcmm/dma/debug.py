@@ -21,7 +21,10 @@ what real hardware hides:
   reading memory while the CPU cache holds dirty lines for it (the data it gets is
   stale), a device writing a ``TO_DEVICE`` buffer, a device access after unmap
   (also when the IOMMU faults it, one access or a batch: the report says why it
-  faulted).
+  faulted);
+- a device access that *succeeded* after unmap because lazy invalidation left the
+  translation in the IOTLB (the IOVA waits in its domain's flush queue): strict mode
+  would have faulted it (``DEVICE_ACCESS_STALE_IOTLB``, naming the unmap's call site).
 
 Accesses reach the checker through the hardware's access observers
 (:mod:`vcmm.dma.hooks`), with the physical runs each one resolved to; a device's
@@ -79,6 +82,7 @@ class ReportKind(enum.Enum):
     DEVICE_READ_STALE = "device read of memory the CPU cache holds dirty"
     DEVICE_WRITE_READ_ONLY = "device write to a TO_DEVICE buffer"
     DEVICE_ACCESS_AFTER_UNMAP = "device access after unmap"
+    DEVICE_ACCESS_STALE_IOTLB = "device access through a stale IOTLB entry (lazy invalidation)"
     CPU_WRITES_DISCARDED = "cache invalidation discards CPU writes made for another mapping"
     LEAK_ON_REMOVE = "mappings alive when the device is removed"
     FREE_NOT_ALLOCATED = "free of a coherent buffer never allocated"
@@ -308,8 +312,34 @@ class DebugChecker:
                 hits.append((rec, phys))
         return hits
 
-    def _after_unmap(self, entry: DeviceEntry, addr: int, length: int, write: bool) -> None:
+    def _stale_iotlb(self, entry: DeviceEntry, addr: int, length: int, write: bool) -> bool:
+        """Report an access that went through a translation lazy invalidation left in
+        the IOTLB (its IOVA is still in the domain's flush queue); whether it was one."""
         assert self._state is not None
+        domain = entry.domain
+        queued = domain.invalidation.holding(addr) if domain is not None else None
+        if domain is None or queued is None:
+            return False
+        old = self._state.unmapped(entry, AddressRange(addr, length))
+        verb = "write" if write else "read"
+        self.report(
+            ReportKind.DEVICE_ACCESS_STALE_IOTLB,
+            entry.name,
+            f"device {verb} at {addr:#x} (+{length:#x}) went through a stale IOTLB entry: "
+            f"{queued.iova} was unmapped but waits in the flush queue of domain {domain.name!r} "
+            "(lazy invalidation); strict invalidation would have faulted it",
+            dma_addr=addr,
+            size=length,
+            rec=old,
+        )
+        return True
+
+    def _after_unmap(
+        self, entry: DeviceEntry, addr: int, length: int, write: bool, faulted: bool = True
+    ) -> None:
+        assert self._state is not None
+        if not faulted and self._stale_iotlb(entry, addr, length, write):
+            return
         old = self._state.unmapped(entry, AddressRange(addr, length))
         if old is not None:
             verb = "write" if write else "read"
@@ -322,10 +352,12 @@ class DebugChecker:
                 rec=old,
             )
 
-    def device_access(self, device: Any, addr: int, length: int, write: bool) -> None:
-        """A device access about to move data, or one the translation refused (the
-        misuse behind a fault is reported too: a write to a ``TO_DEVICE`` buffer, an
-        access after unmap)."""
+    def device_access(
+        self, device: Any, addr: int, length: int, write: bool, faulted: bool = False
+    ) -> None:
+        """A device access about to move data, or one the translation refused
+        (``faulted``: the misuse behind a fault is reported too: a write to a
+        ``TO_DEVICE`` buffer, an access after unmap)."""
         state = self._state
         if state is None or device.name not in state.entries or length <= 0:
             return
@@ -333,7 +365,7 @@ class DebugChecker:
         hits = self._device_hits(device, addr, length)
         verb = "write" if write else "read"
         if not hits:
-            self._after_unmap(entry, addr, length, write)
+            self._after_unmap(entry, addr, length, write, faulted)
             return
         for rec, phys in hits:
             if rec.kind is MapKind.COHERENT:
@@ -413,6 +445,10 @@ class DebugChecker:
                 completed = np.flatnonzero(hit) < done
                 self._check_bursts(device, rec, mine, phys, burst, write, completed)
         if not live.all():
+            completed = np.arange(addrs.size) < done
+            stale = (~live) & completed
+            if stale.any() and self._stale_bursts(entry, addrs[stale], burst, write):
+                return
             self._bursts_after_unmap(entry, addrs[~live], burst, write)
 
     def _check_bursts(
@@ -465,6 +501,17 @@ class DebugChecker:
                 )
         if write and completed.any():
             rec.device_wrote.extend(_burst_runs(pas[completed], burst))
+
+    def _stale_bursts(self, entry: DeviceEntry, addrs: np.ndarray, burst: int, write: bool) -> bool:
+        """The first burst that completed outside every live mapping through a stale
+        IOTLB entry (its IOVA queued for lazy invalidation), reported; whether any."""
+        queue = entry.domain.invalidation.queue if entry.domain is not None else None
+        if queue is None or not queue.held:
+            return False
+        hit = _bursts_in(addrs, burst, [q.iova for q in queue.held])
+        if not hit.any():
+            return False
+        return self._stale_iotlb(entry, int(addrs[int(np.argmax(hit))]), burst, write)
 
     def _bursts_after_unmap(
         self, entry: DeviceEntry, addrs: np.ndarray, burst: int, write: bool

@@ -26,6 +26,12 @@ Each domain places IOVAs by one policy, fixed when it is created: ``"seed"`` (th
 (mainline 6.x, :class:`~vcmm.mm.iova_linux.LinuxIovaDomain`).  The platform file's
 ``iova_policy`` chooses for every domain; ``DmaApi(iova_policy=...)`` overrides it for
 all domains or, with a mapping, per domain (:class:`PolicyChoice`).
+
+Each domain also invalidates its IOTLB entries after an unmap in one mode, fixed when
+it is created: ``"strict"`` (at every unmap) or ``"lazy"`` (a flush queue on the DMA
+API's simulated clock); see :mod:`vcmm.dma.invalidation`.  The platform's
+``invalidation`` and ``DmaApi(invalidation=...)`` choose it as they choose the IOVA
+policy.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
+from vcmm.dma.clock import SimClock
+from vcmm.dma.invalidation import DomainInvalidation
 from vcmm.dma.iova import IovaVcmAllocator
 from vcmm.errors import InvalidArgumentError
 from vcmm.mm.iova_policy import DEFAULT_IOVA_POLICY, check_policy, new_iova_domain
 from vcmm.ranges import AddressRange
+from vcmm.tlbcost import DEFAULT_INVALIDATION, check_mode
 from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
@@ -58,7 +67,10 @@ class DmaDomain:
         *,
         rcache: bool = True,
         iova_policy: str = DEFAULT_IOVA_POLICY,
+        invalidation: str = DEFAULT_INVALIDATION,
+        clock: SimClock | None = None,
     ) -> None:
+        check_mode(invalidation)
         sizes = system.iommu_format.geometry(None).sizes
         granule = min(sizes)
         self.name = name
@@ -68,6 +80,10 @@ class DmaDomain:
             APERTURE.start, APERTURE.size, kind=VcmKind.IOMMU, allocator=self.allocator
         )
         self.granule = granule
+        #: Strict or lazy IOTLB invalidation after an unmap, and its counters.
+        self.invalidation = DomainInvalidation(
+            system, self.vcm, self.allocator, invalidation, clock or SimClock()
+        )
         #: Devices of the domain, by name; ``associations`` holds those programmed.
         self.members: dict[str, Any] = {}
         self.associations: dict[str, Association] = {}
@@ -161,6 +177,7 @@ class DmaDomain:
             system.vcm_deassoc(assoc)
 
     def destroy(self, system: Any) -> None:
+        self.invalidation.close()
         system.vcm_free(self.vcm)
         while self.padding:
             _, (_page, give_back) = self.padding.popitem()
@@ -178,17 +195,20 @@ class DmaDomain:
             tuple(sorted(self.associations)),
             tuple(sorted(self.records)),
             tuple(sorted((m.value, page.start) for m, (page, _) in self.padding.items())),
+            self.invalidation.snapshot(),
         )
 
     def __repr__(self) -> str:
         return (
             f"<DmaDomain {self.name} {self.vcm.name} {self.iova_policy} IOVAs "
+            f"{self.invalidation.mode} invalidation "
             f"devices={sorted(self.members)}>"
         )
 
 
 class PolicyChoice:
-    """Which IOVA placement policy each domain of a DmaApi gets.
+    """Which IOVA placement policy (or, with ``check=check_mode`` and ``key=
+    "invalidation"``, which invalidation mode) each domain of a DmaApi gets.
 
     ``choice`` is ``None`` (every domain takes ``default``, the platform's), one policy
     name for every domain, or a mapping from domain names to policies (the others take
@@ -196,26 +216,33 @@ class PolicyChoice:
     misspelt name is an error rather than a silently ignored wish.
     """
 
-    def __init__(self, default: str, choice: object, domains: Collection[str]) -> None:
-        self.default = check_policy(default, "the platform's iova_policy")
+    def __init__(
+        self,
+        default: str,
+        choice: object,
+        domains: Collection[str],
+        *,
+        check: Callable[[object, str], str] = check_policy,
+        key: str = "iova_policy",
+    ) -> None:
+        self.default = check(default, f"the platform's {key}")
         self.per_domain: dict[str, str] = {}
         if choice is None:
             return
         if isinstance(choice, str):
-            self.default = check_policy(choice)
+            self.default = check(choice, key)
             return
         if not isinstance(choice, Mapping):
             raise InvalidArgumentError(
-                f"iova_policy {choice!r} must be a policy name or map domain names to policies"
+                f"{key} {choice!r} must be a policy name or map domain names to policies"
             )
         for name, policy in choice.items():
             if name not in domains:
                 known = ", ".join(sorted(domains)) or "none"
                 raise InvalidArgumentError(
-                    f"iova_policy names domain {name!r}, which no IOMMU device is in "
-                    f"(domains: {known})"
+                    f"{key} names domain {name!r}, which no IOMMU device is in (domains: {known})"
                 )
-            self.per_domain[name] = check_policy(policy, f"iova_policy[{name!r}]")
+            self.per_domain[name] = check(policy, f"{key}[{name!r}]")
 
     def __call__(self, domain: str) -> str:
         return self.per_domain.get(domain, self.default)

@@ -59,7 +59,9 @@ class AccessHooks:
             if event.is_batch:
                 checker.device_batch(dev, event)
                 return
-            checker.device_access(dev, event.address, event.length, write=write)
+            checker.device_access(
+                dev, event.address, event.length, write=write, faulted=event.faulted
+            )
             if write and not event.faulted:
                 checker.device_done(dev, event.address, event.length, write=True)
 

@@ -17,7 +17,7 @@ the range cache and the domain is as before the call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from vcmm.errors import InvalidArgumentError, StateError
@@ -37,6 +37,7 @@ class IovaVcmAllocator:
             raise InvalidArgumentError(f"IovaVcmAllocator needs an IOVA domain, got {iova!r}")
         self.iova = iova
         self._limit: int | None = None
+        self._queue: Callable[[AddressRange], None] | None = None
 
     @contextmanager
     def limited(self, limit: int) -> Iterator[None]:
@@ -47,6 +48,22 @@ class IovaVcmAllocator:
             yield
         finally:
             self._limit = saved
+
+    @contextmanager
+    def queueing(self, queue: Callable[[AddressRange], None]) -> Iterator[None]:
+        """Frees inside the block hand the range to ``queue`` (a lazy-invalidation
+        flush queue) instead of freeing it: the range stays allocated, so it cannot
+        be handed out again, until the queue calls :meth:`release`."""
+        saved = self._queue
+        self._queue = queue
+        try:
+            yield
+        finally:
+            self._queue = saved
+
+    def release(self, iova: AddressRange) -> None:
+        """Free a range a flush queue held back (the invalidation it waited for ran)."""
+        self.iova.free(iova.start)
 
     def alloc(self, size: int, align: int | None = None) -> int:
         """A size-aligned IOVA range of ``size`` bytes below the current limit.
@@ -80,6 +97,11 @@ class IovaVcmAllocator:
                 return self.iova.undo_alloc(addr)
             except StateError:
                 pass  # something else changed the domain since: an ordinary free
+        if self._queue is not None:
+            found = self.iova.find(addr)
+            if found is not None:
+                self._queue(found)
+                return found
         return self.iova.free(addr)
 
     def find(self, addr: int) -> AddressRange | None:

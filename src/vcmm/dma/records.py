@@ -11,6 +11,7 @@ streaming buffer, after ``sync_for_cpu`` the CPU does.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,10 +74,18 @@ class Teardown:
     wrap: PhysMem | None = None
     #: Associations the mapping's domain programmed for it (its first mapping).
     activated: tuple[Association, ...] = ()
+    #: The IOMMU domain the reservation is in (its invalidation mode applies).
+    domain: DmaDomain | None = None
 
     def release(self, system: VcmmApi) -> None:
-        system.vcm_unback(self.res)
-        system.vcm_unreserve(self.res)
+        unmapping = (
+            self.domain.invalidation.unmapping(self.res)
+            if self.domain is not None
+            else contextlib.nullcontext()
+        )
+        with unmapping:
+            system.vcm_unback(self.res)
+            system.vcm_unreserve(self.res)
         if self.vcm is not None:
             assert self.assoc is not None
             system.vcm_deactivate(self.assoc)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
 from vcmm.dma.callsite import CallSite
+from vcmm.dma.clock import SimClock
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
@@ -41,6 +42,7 @@ from vcmm.hw.master import TranslationPath
 from vcmm.mm.roles import PoolChoice
 from vcmm.ranges import AddressRange, subtract
 from vcmm.sizes import SZ_4K
+from vcmm.tlbcost import check_mode
 from vcmm.undo import Transaction, rolling_back
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ class DmaState:
         coherent_pool: PoolChoice | None,
         atomic_pool: PoolChoice | None,
         iova_policy: str | Mapping[str, str] | None = None,
+        invalidation: str | Mapping[str, str] | None = None,
     ) -> None:
         self.system = system
         #: The target cacheable pages come from (coherent devices, the scratch page).
@@ -124,6 +127,9 @@ class DmaState:
         self.rcache = bool(rcache)
         self._domain_names = self._domain_map(system, domains)
         self.iova_policy = self._policy_choice(system, iova_policy)
+        self.invalidation = self._policy_choice(system, invalidation, key="invalidation")
+        #: Simulated time the domains' flush queues run on (``DmaApi.advance``).
+        self.clock = SimClock()
         self.domains: dict[str, DmaDomain] = {}
         self.entries: dict[str, DeviceEntry] = {}
         self.direct: dict[str, list[DmaMapping]] = {}
@@ -202,10 +208,19 @@ class DmaState:
                 out[dev] = dom
         return out
 
-    def _policy_choice(self, system: Any, choice: object) -> PolicyChoice:
-        """The platform's IOVA policy, overridden by ``DmaApi(iova_policy=...)``."""
-        iommu = [r.name for r in system.device_records() if r.path is TranslationPath.IOMMU]
-        names = {self._domain_names.get(n, n) for n in iommu}
+    def _policy_choice(self, system: Any, choice: object, key: str = "iova_policy") -> PolicyChoice:
+        """The platform's IOVA policy (or invalidation mode), overridden by
+        ``DmaApi(iova_policy=...)`` (``invalidation=...``)."""
+        iommu = [r for r in system.device_records() if r.path is TranslationPath.IOMMU]
+        names = {self._domain_names.get(r.name, r.name) for r in iommu}
+        if key == "invalidation":
+            modes = PolicyChoice(system.invalidation, choice, names, check=check_mode, key=key)
+            if not isinstance(choice, str):  # the devices' own modes, unless overridden
+                for r in iommu:
+                    name = self._domain_names.get(r.name, r.name)
+                    if r.invalidation is not None and name not in modes.per_domain:
+                        modes.per_domain[name] = r.invalidation
+            return modes
         return PolicyChoice(system.iova_policy, choice, names)
 
     # -- devices -------------------------------------------------------------------------
@@ -224,7 +239,12 @@ class DmaState:
             domain = self.domains.get(name)
             if domain is None:
                 domain = DmaDomain(
-                    system, name, rcache=self.rcache, iova_policy=self.iova_policy(name)
+                    system,
+                    name,
+                    rcache=self.rcache,
+                    iova_policy=self.iova_policy(name),
+                    invalidation=self.invalidation(name),
+                    clock=self.clock,
                 )
             domain.attach(device)
             self.domains[name] = domain

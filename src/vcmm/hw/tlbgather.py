@@ -16,6 +16,11 @@ and flushes it with ``iotlb_sync``.  The gather alone decides how to invalidate:
   but never correctness: Linux's arm64 ``__flush_tlb_range`` makes the same trade
   past ``MAX_TLBI_OPS``.
 
+A gather can be told that some ranges are *queued* (:meth:`TlbGather.queued`, Linux's
+``iommu_iotlb_gather.queued``): a lazy-invalidation flush queue takes over their
+invalidation (one invalidation of the whole address space later), so ``sync`` leaves
+their TLB entries in place and invalidates only what else was reported.
+
 What is invalidated is a :class:`FlushTarget`: an SMMU context's bank
 (:class:`~vcmm.hw.smmu.binding.ContextBinding`) or the CPU for one ASID or for the
 kernel's global mappings (:meth:`vcmm.hw.cpu.Cpu.tlb_gather`).  Until ``sync`` a device
@@ -24,11 +29,13 @@ or the CPU keeps using whatever it has cached, exactly as hardware does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 from vcmm.checks import check_int, is_int
 from vcmm.errors import InvalidArgumentError
-from vcmm.ranges import coalesce
+from vcmm.ranges import AddressRange, coalesce
 
 #: Past this many merged ranges, :meth:`TlbGather.sync` invalidates the whole target.
 PRECISE_INVALIDATION_LIMIT = 64
@@ -50,7 +57,7 @@ class FlushTarget(Protocol):
 class TlbGather:
     """Changed input ranges of one address space, held until :meth:`sync`."""
 
-    __slots__ = ("_limit", "_ranges", "_target")
+    __slots__ = ("_limit", "_queued", "_ranges", "_target")
 
     def __init__(self, target: FlushTarget, *, limit: int = PRECISE_INVALIDATION_LIMIT) -> None:
         if not isinstance(target, FlushTarget):
@@ -62,6 +69,7 @@ class TlbGather:
         self._target = target
         self._limit = limit
         self._ranges: list[tuple[int, int]] = []
+        self._queued: tuple[AddressRange, ...] = ()
 
     def __repr__(self) -> str:
         return f"TlbGather({len(self._ranges)} ranges for {self._target!r})"
@@ -102,9 +110,28 @@ class TlbGather:
         """Invalidate what was reported (see the module notes) and start afresh;
         returns the number of TLB entries removed."""
         ranges, self._ranges = coalesce(self._ranges), []
+        if self._queued:
+            ranges = [r for r in ranges if not self._is_queued(*r)]
         if len(ranges) > self._limit:
             return self._target.flush_all()
         return sum(self._target.flush_range(va, size) for va, size in ranges)
+
+    def _is_queued(self, va: int, size: int) -> bool:
+        return any(q.start <= va and va + size <= q.end for q in self._queued)
+
+    @contextmanager
+    def queued(self, ranges: tuple[AddressRange, ...]) -> Iterator[None]:
+        """Inside the block, a :meth:`sync` leaves the entries of changes lying wholly
+        inside ``ranges`` in the TLB: a flush queue invalidates them later (Linux's
+        lazy mode skips ``iotlb_sync`` for a queued gather).  A merged range reaching
+        outside them is invalidated as usual."""
+        if not all(isinstance(r, AddressRange) for r in ranges):
+            raise InvalidArgumentError(f"TlbGather.queued: {ranges!r} are not AddressRanges")
+        saved, self._queued = self._queued, tuple(ranges)
+        try:
+            yield
+        finally:
+            self._queued = saved
 
     def discard(self) -> None:
         """Forget what was reported (the changes were undone exactly, so the cached

@@ -78,6 +78,7 @@ def _smmus(
             context_banks=s.context_banks,
             tlb=_tlb(s.tlb),
             lock=lock,
+            invalidation=s.invalidation.cost(),
         )
         for ctx in s.contexts:
             smmu.context_init(ctx.name)
@@ -140,6 +141,7 @@ def device_records(spec: PlatformSpec, machine: Machine) -> tuple[DeviceRecord, 
                 bank=bank,
                 domain=d.domain,
                 dma=limits,
+                invalidation=d.invalidation,
             )
         )
     return tuple(records)

@@ -30,6 +30,13 @@ from vcmm.platform.fields import Invalid, check_fields, is_dt_name, is_name, key
 from vcmm.platform.toml_table import Reading
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_64K, is_power_of_two
+from vcmm.tlbcost import (
+    DEFAULT_CLOCK_HZ,
+    DEFAULT_COMMAND_CYCLES,
+    DEFAULT_SYNC_CYCLES,
+    INVALIDATION_MODES,
+    InvalidationCost,
+)
 
 #: Page-table formats an SMMU can be built with (vcmm.system maps them to hw formats).
 SMMU_FORMATS: Final = ("armv7s", "vmsav8", "lpae")
@@ -38,6 +45,26 @@ DEVICE_KINDS: Final = ("smmu", "physical")
 DMA_BIT_MASK_32: Final = (1 << 32) - 1
 #: Name reserved for the implicit CPU bus master.
 CPU_NAME: Final = "cpu"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidationSpec:
+    """An SMMU's ``invalidation`` table: the cost of its IOTLB invalidation commands
+    and syncs (the defaults and the arithmetic are :mod:`vcmm.tlbcost`'s)."""
+
+    command_cycles: int = field(default=DEFAULT_COMMAND_CYCLES, metadata=key(Integer(minimum=0)))
+    sync_cycles: int = field(default=DEFAULT_SYNC_CYCLES, metadata=key(Integer(minimum=0)))
+    clock_hz: int = field(default=DEFAULT_CLOCK_HZ, metadata=key(Integer(minimum=1)))
+
+    def __post_init__(self) -> None:
+        check_fields(self, PlatformError)
+
+    def cost(self) -> InvalidationCost:
+        return InvalidationCost(
+            command_cycles=self.command_cycles,
+            sync_cycles=self.sync_cycles,
+            clock_hz=self.clock_hz,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +95,8 @@ class SmmuSpec:
     compatible string that chose its format, ``arm,mmu-500``), ``node`` (its path),
     ``coherent`` (``dma-coherent``: its table walks snoop the CPU cache) and
     ``disabled`` (``status = "disabled"``: the SoC has it, the board does not use it).
+    ``invalidation`` prices its IOTLB invalidation commands and syncs (the DMA API's
+    strict and lazy modes are compared with it; :mod:`vcmm.tlbcost`).
     """
 
     name: str = field(metadata=key(Text(), is_name))
@@ -79,6 +108,10 @@ class SmmuSpec:
     node: str | None = field(default=None, metadata=key(Text()))
     coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     disabled: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
+    invalidation: InvalidationSpec = field(
+        default=InvalidationSpec(),
+        metadata=key(Record(InvalidationSpec), omit_default=True),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, PlatformError)
@@ -230,6 +263,9 @@ class DeviceSpec:
     smmu: str | None = field(default=None, metadata=key(Text(), is_name))
     context: str | None = field(default=None, metadata=key(Text(), is_name))
     domain: str | None = field(default=None, metadata=key(Text(), is_name))
+    #: The IOTLB invalidation of the device's DMA domain, overriding the platform's
+    #: (Linux's per-group ``type``, DMA or DMA-FQ); devices of one domain agree.
+    invalidation: str | None = field(default=None, metadata=key(Text(), one_of(INVALIDATION_MODES)))
     coherent: bool = field(default=False, metadata=key(Boolean(), omit_default=True))
     dma_ranges: tuple[DmaRange, ...] = field(
         default=(), metadata=key(Records(DmaRange), omit_default=True)
@@ -274,6 +310,7 @@ class DeviceSpec:
             ("smmu", self.smmu),
             ("context", self.context),
             ("domain", self.domain),
+            ("invalidation", self.invalidation),
         ):
             if value is not None:
                 raise PlatformError(

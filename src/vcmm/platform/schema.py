@@ -37,6 +37,7 @@ from vcmm.platform.fields import check_fields, declare, is_dt_name, is_name, key
 from vcmm.platform.reserved import ReservedSpec
 from vcmm.platform.targets import TargetSpec
 from vcmm.ranges import AddressRange
+from vcmm.tlbcost import DEFAULT_INVALIDATION, INVALIDATION_MODES
 
 REGION_KINDS: Final = ("ram", "sram")
 
@@ -70,6 +71,12 @@ class PlatformSpec:
     iova_policy: str = field(
         default=DEFAULT_IOVA_POLICY,
         metadata=key(Text(), one_of(IOVA_POLICIES), omit_default=True),
+    )
+    #: How every IOMMU domain of the DMA API invalidates the IOTLB after an unmap:
+    #: "strict" or "lazy" (Linux's iommu.strict=0; docs/DMA.md).
+    invalidation: str = field(
+        default=DEFAULT_INVALIDATION,
+        metadata=key(Text(), one_of(INVALIDATION_MODES), omit_default=True),
     )
     memory: tuple[MemoryRegion, ...] = field(metadata=key(Records(MemoryRegion)))
     targets: tuple[TargetSpec, ...] = field(metadata=key(Records(TargetSpec)))
@@ -226,8 +233,26 @@ class PlatformSpec:
                 key=f"{where}.target",
             )
 
+    def _validate_domain_modes(self) -> None:
+        """Devices sharing a DMA domain agree on its invalidation mode (when they say)."""
+        said: dict[str, tuple[int, str]] = {}
+        for index, device in enumerate(self.devices):
+            if device.invalidation is None:
+                continue
+            domain = device.domain or device.name
+            first = said.setdefault(domain, (index, device.invalidation))
+            if first[1] != device.invalidation:
+                other = self.devices[first[0]].name
+                raise PlatformError(
+                    f"device {device.name!r} asks {device.invalidation!r} invalidation for "
+                    f"domain {domain!r}, which {other!r} (devices[{first[0]}]) gives "
+                    f"{first[1]!r}; devices of one domain share its mode",
+                    key=f"devices[{index}].invalidation",
+                )
+
     def _validate_device_links(self) -> None:
         """What a device names beyond its SMMU: reserved regions, ``iommu-map`` SMMUs."""
+        self._validate_domain_modes()
         regions = {r.name for r in self.reserved}
         smmus = {s.name for s in self.smmus}
         for index, device in enumerate(self.devices):

@@ -331,9 +331,69 @@ def collection_table(col: CollectionResult) -> Table:
     return t
 
 
+def traffic_table(result: ScenarioResult) -> Table:
+    """The ``[[traffic]]`` flows: packets, and how late device reads after unmap ended
+    (faulted: strict invalidation; through a stale IOTLB entry: lazy)."""
+    t = Table(
+        "DMA traffic",
+        ["device", "domain", "dir", "packets", "size", "ring", "strays", "faulted", "stale"],
+        note="strays: device reads after unmap; stale: let through by the IOTLB (lazy mode)",
+    )
+    for f in result.traffic:
+        t.add(
+            [
+                f.device,
+                f.domain,
+                f.direction,
+                f.packets,
+                f.packet_size,
+                f.ring,
+                f.strays,
+                f.stray_faults,
+                f.stray_stale,
+            ]
+        )
+    return t
+
+
+def invalidation_table(result: ScenarioResult) -> Table:
+    """Per DMA domain: its invalidation mode, what it issued and the modelled time."""
+    t = Table(
+        "IOTLB invalidation",
+        [
+            "domain",
+            "mode",
+            "unmaps",
+            "commands",
+            "syncs",
+            "time us",
+            "share",
+            "flushes full/timer/explicit",
+            "peak held",
+        ],
+        note="time: modelled from each SMMU's invalidation cost; share: of the simulated time",
+    )
+    for d in result.invalidation:
+        flushes = "/".join(str(d.flushes.get(c, 0)) for c in ("ring_full", "timeout", "explicit"))
+        t.add(
+            [
+                d.domain,
+                d.mode,
+                d.unmaps,
+                d.commands,
+                d.syncs,
+                round(d.time_ns / 1000, 1),
+                d.share,
+                flushes if d.mode == "lazy" else "-",
+                d.peak_held,
+            ]
+        )
+    return t
+
+
 def result_tables(result: ScenarioResult, width: int | None = None) -> list[Table]:
     plain = [buffers_table(result)] if result.buffers or not result.collections else []
-    return [
+    tables = [
         *plain,
         *(collection_table(c) for c in result.collections),
         steps_table(result, width),
@@ -341,6 +401,11 @@ def result_tables(result: ScenarioResult, width: int | None = None) -> list[Tabl
         devices_table(result),
         totals_table(result),
     ]
+    if result.traffic:
+        tables.append(traffic_table(result))
+    if result.invalidation:
+        tables.append(invalidation_table(result))
+    return tables
 
 
 def render_result(result: ScenarioResult, width: int | None = None, *, colour: bool = False) -> str:

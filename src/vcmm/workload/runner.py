@@ -46,6 +46,12 @@ from vcmm.workload.buffer_collections import (
 )
 from vcmm.workload.patterns import U64Array, cover, linear, random_bursts, raster, tiled
 from vcmm.workload.scenario import BufferSpec, Scenario, ScenarioError, StepSpec
+from vcmm.workload.traffic import (
+    InvalidationResult,
+    TrafficResult,
+    invalidation_results,
+    run_traffic,
+)
 
 #: The IOVA window of the IOMMU VCM the runner creates per SMMU context: above the
 #: first 256 MiB and below 4 GiB (ARMv7 short descriptors translate 32-bit inputs).
@@ -209,6 +215,9 @@ class ScenarioResult:
     labels: dict[str, str] = field(default_factory=dict)
     #: The buffer collections negotiated: folded constraints, choice, reasons.
     collections: list[CollectionResult] = field(default_factory=list)
+    #: The ``[[traffic]]`` flows, and every DMA domain's IOTLB invalidation counters.
+    traffic: list[TrafficResult] = field(default_factory=list)
+    invalidation: list[InvalidationResult] = field(default_factory=list)
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
@@ -331,7 +340,7 @@ class ScenarioRunner:
     @property
     def work_units(self) -> int:
         """Step-frames the run executes (the progress bar's length)."""
-        return sum(step.frames for step in self.scenario.steps)
+        return sum(step.frames for step in self.scenario.steps) + len(self.scenario.traffic)
 
     def _fail(self, key: str, problem: str) -> ScenarioError:
         return ScenarioError(problem, key=key, source=self.scenario.source)
@@ -470,7 +479,19 @@ class ScenarioRunner:
                 self._run_frame(step, result, frame, cached, written)
                 if progress:
                     progress(1)
-        return self._collect(results, time.perf_counter() - started)
+        flows = self._run_traffic()
+        if progress and flows:
+            progress(len(flows))
+        return self._collect(results, time.perf_counter() - started, flows)
+
+    def _run_traffic(self) -> list[TrafficResult]:
+        """The scenario's DMA API flows, after the pipeline (see :mod:`.traffic`)."""
+        if not self.scenario.traffic:
+            return []
+        try:
+            return run_traffic(self.system, self.scenario.traffic)
+        except VcmmError as err:
+            raise self._fail("traffic", f"the traffic could not run: {err}") from None
 
     def _run_frame(
         self,
@@ -533,7 +554,9 @@ class ScenarioRunner:
 
     # -- collecting -----------------------------------------------------------------------
 
-    def _collect(self, steps: list[StepResult], elapsed: float) -> ScenarioResult:
+    def _collect(
+        self, steps: list[StepResult], elapsed: float, flows: list[TrafficResult]
+    ) -> ScenarioResult:
         sc, system = self.scenario, self.system
         devices: list[DeviceResult] = []
         contexts: dict[str, ContextResult] = {}
@@ -594,6 +617,8 @@ class ScenarioRunner:
             file=sc.file,
             labels=dict(self.labels),
             collections=[collection_result(c) for c in self.collections.values()],
+            traffic=flows,
+            invalidation=invalidation_results(system),
             system=system,
         )
 

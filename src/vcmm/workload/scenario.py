@@ -34,6 +34,7 @@ from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
+from vcmm.tlbcost import INVALIDATION_MODES
 from vcmm.workload.buffer_collections import (
     CollectionSpec,
     check_collection_step,
@@ -59,6 +60,7 @@ from vcmm.workload.scenario_keys import (
     frame_of,
     is_frame,
 )
+from vcmm.workload.traffic_spec import TrafficSpec
 
 #: Allocation policies and the block sizes each allows (``None``: every size, largest
 #: first).  A single size makes every chunk, hence every page of the mapping, that
@@ -79,7 +81,16 @@ DATA_LIMIT: Final = 64 * SZ_1M
 #: Frames per step are bounded so a typo cannot start an hour-long run.
 MAX_FRAMES: Final = 10_000
 #: The parameters a sweep may vary (``--grid key=v1,v2``).
-SWEEP_KEYS: Final = ("policy", "tlb_entries", "ways", "replacement", "pattern", "frames", "burst")
+SWEEP_KEYS: Final = (
+    "policy",
+    "tlb_entries",
+    "ways",
+    "replacement",
+    "pattern",
+    "frames",
+    "burst",
+    "invalidation",
+)
 
 
 # -- the description ---------------------------------------------------------------------
@@ -268,6 +279,12 @@ class Scenario:
     collections: tuple[CollectionSpec, ...] = field(
         default=(), metadata=key(Records(CollectionSpec))
     )
+    #: Network-like DMA API flows run after the pipeline (``[[traffic]]``).
+    traffic: tuple[TrafficSpec, ...] = field(
+        default=(), metadata=key(Records(TrafficSpec), omit_default=True)
+    )
+    #: The DMA API's IOTLB invalidation mode for this run (None: the platform's).
+    invalidation: str | None = field(default=None, metadata=key(Text(), one_of(INVALIDATION_MODES)))
     source: str = "<code>"
     params: tuple[tuple[str, object], ...] = ()
     #: The file the scenario was read from (a packaged example's installed path), or "".
@@ -288,6 +305,11 @@ class Scenario:
                     self._check_step(step)
                 except ScenarioError as err:
                     raise err.within(f"steps[{index}]") from None
+            for index, flow in enumerate(self.traffic):
+                try:
+                    self._check_flow(flow)
+                except ScenarioError as err:
+                    raise err.within(f"traffic[{index}]") from None
         except ScenarioError as err:
             raise err.within(source=self.source) from None
 
@@ -363,6 +385,27 @@ class Scenario:
             )
         self._check_step_fits(step, self.buffer(step.buffer), devices[step.device].kind)
 
+    def _check_flow(self, flow: TrafficSpec) -> None:
+        """A flow's device exists, sits behind an SMMU (the DMA API's IOMMU ops) and is
+        not driven by the pipeline (a device is driven either through a VCM of its own
+        or through the DMA API)."""
+        names = [d.name for d in self.platform.devices]
+        if flow.device not in names:
+            raise ScenarioError(
+                f"unknown device {flow.device!r}{suggest(flow.device, names)}", key="device"
+            )
+        if self.platform.device(flow.device).kind != "smmu":
+            raise ScenarioError(
+                f"device {flow.device!r} is not behind an SMMU; traffic needs IOMMU DMA ops",
+                key="device",
+            )
+        if flow.device in self.devices:
+            raise ScenarioError(
+                f"device {flow.device!r} also runs pipeline steps (through a VCM of its own); "
+                "give the traffic another device",
+                key="device",
+            )
+
     @staticmethod
     def _check_step_fits(step: StepSpec, buf: BufferSpec, device_kind: str) -> None:
         """Whether the step can run over its buffer: planes, rows, data, contiguity."""
@@ -421,11 +464,18 @@ class Scenario:
         return tuple(dict.fromkeys(step.device for step in self.steps))
 
     def effective_platform(self) -> PlatformSpec:
-        """The platform with the scenario's TLB override applied to every SMMU."""
-        if self.tlb.empty or not self.platform.smmus:
-            return self.platform
+        """The platform with the scenario's TLB override applied to every SMMU and
+        its invalidation mode, if it sets one."""
+        platform = self.platform
+        if self.invalidation is not None:  # every domain, the devices' own modes too
+            devices = tuple(dataclasses.replace(d, invalidation=None) for d in platform.devices)
+            platform = dataclasses.replace(
+                platform, invalidation=self.invalidation, devices=devices
+            )
+        if self.tlb.empty or not platform.smmus:
+            return platform
         smmus = []
-        for smmu in self.platform.smmus:
+        for smmu in platform.smmus:
             tlb = dataclasses.replace(
                 smmu.tlb,
                 entries=self.tlb.entries if self.tlb.entries is not None else smmu.tlb.entries,
@@ -433,13 +483,14 @@ class Scenario:
                 replacement=self.tlb.replacement or smmu.tlb.replacement,
             )
             smmus.append(dataclasses.replace(smmu, tlb=tlb))
-        return dataclasses.replace(self.platform, smmus=tuple(smmus))
+        return dataclasses.replace(platform, smmus=tuple(smmus))
 
     def with_params(self, **params: object) -> Scenario:
         """A copy with sweep parameters applied (see :data:`SWEEP_KEYS`).
 
         ``policy`` sets every buffer's policy, ``pattern`` / ``frames`` every step's,
-        ``tlb_entries`` / ``ways`` / ``replacement`` every SMMU's TLB, ``burst`` the burst.
+        ``tlb_entries`` / ``ways`` / ``replacement`` every SMMU's TLB, ``burst`` the burst,
+        ``invalidation`` the DMA API's IOTLB invalidation mode.
         Errors name the parameter as ``--grid <key>``.
         """
         unknown = [k for k in params if k not in SWEEP_KEYS]
@@ -454,12 +505,18 @@ class Scenario:
         merged = dict(self.params) | dict(params)
         try:
             buffers, steps, tlb, burst = _param_changes(self, params)
+            invalidation = self.invalidation
+            if "invalidation" in params:
+                invalidation = _param_choice(
+                    "invalidation", params["invalidation"], INVALIDATION_MODES
+                )
             return dataclasses.replace(
                 self,
                 buffers=buffers,
                 steps=steps,
                 tlb=tlb,
                 burst=burst,
+                invalidation=invalidation,
                 params=tuple(merged.items()),
             )
         except ScenarioError as err:

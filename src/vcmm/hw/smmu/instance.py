@@ -29,6 +29,7 @@ from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLB, TLBConfig, TLBSnapshot, TLBStats
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K
+from vcmm.tlbcost import InvalidationCost
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Smmu:
         register_base: int = DEFAULT_REGISTER_BASE,
         register_page_size: int = SZ_4K,
         numpage: int | None = None,
+        invalidation: InvalidationCost | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"SMMU name {name!r} must be a non-empty string")
@@ -86,6 +88,12 @@ class Smmu:
             )
         if not isinstance(tlb, TLBConfig):
             raise InvalidArgumentError(f"SMMU {name!r}: tlb {tlb!r} is not a TLBConfig")
+        if invalidation is None:
+            invalidation = InvalidationCost()
+        if not isinstance(invalidation, InvalidationCost):
+            raise InvalidArgumentError(
+                f"SMMU {name!r}: invalidation {invalidation!r} is not an InvalidationCost"
+            )
         self._window = RegisterWindow(
             name, context_banks, register_base, register_page_size, numpage
         )
@@ -96,6 +104,8 @@ class Smmu:
         self.memory = memory
         self.table_memory = table_memory
         self.fmt = fmt
+        #: What its IOTLB invalidation commands and syncs cost (cycles at its clock).
+        self.invalidation = invalidation
         #: The one global TLB every bank shares (entries tagged by bank number).
         self.tlb = TLB(tlb)
         #: First input address the SMMU cannot translate (2**32 for ARMv7 short tables).
