@@ -88,6 +88,7 @@ class System(Vcmm):
                 context_banks=s.context_banks,
                 tlb=_tlb(s.tlb),
                 lock=lock,
+                register_base=spec.register_base(s.name),
             )
             for ctx in s.contexts:
                 smmu.context_init(ctx.name)

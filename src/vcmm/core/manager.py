@@ -59,6 +59,7 @@ from typing import Any
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
 from vcmm.core import backing, export, ownership, physical, sharing
+from vcmm.core.banks import check_bank_available, park_context, release_parked
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -76,9 +77,7 @@ from vcmm.core.mappers import (
     OneToOneMapper,
     UserMapper,
     VmmMapper,
-    check_bank_free,
     program_context,
-    release_context,
 )
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm, VcmFault, VcmKind
 from vcmm.core.ownership import OwnerMap, Pin, pinned_message
@@ -650,13 +649,17 @@ class Vcmm:
 
     @_machine_locked
     def vcm_deassoc(self, avcm: Association) -> None:
-        """Remove an association; refused while it is active."""
+        """Remove an association; refused while it is active.  The device's context
+        gives its bank back when no other association uses it."""
         call = "vcm_deassoc"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if avcm.active:
             raise BusyError(f"{call}: {avcm.name} is active; vcm_deactivate it first")
         avcm.vcm.associations.remove(avcm)
         avcm.freed = True
+        ctx = _ctx_of(avcm)
+        if ctx is not None:
+            release_parked(ctx, (_ctx_of(a) for a in self.associations))
 
     @_machine_locked
     def vcm_activate(self, avcm: Association) -> None:
@@ -695,7 +698,7 @@ class Vcmm:
         if ctx.in_update:
             raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
         bank = getattr(device, "bank", None)
-        check_bank_free(ctx, bank)
+        check_bank_available(call, device, bank)
         vcm = avcm.vcm
         if avcm.half is None:
             program_context(ctx, bank, vcm.table, None, split=False)
@@ -709,9 +712,11 @@ class Vcmm:
 
     @_machine_locked
     def vcm_deactivate(self, avcm: Association) -> None:
-        """Stop the device using the VCM: disable and unbind its context (IOMMU), or
-        drop the activation count (VMM, one-to-one).  A split context keeps its other
-        half running."""
+        """Stop the device using the VCM: disable its context (IOMMU), which stays
+        bound to its bank, idle, until another context takes the bank or the last
+        association of the device goes (:mod:`vcmm.core.banks`); or drop the
+        activation count (VMM, one-to-one).  A split context keeps its other half
+        running."""
         call = "vcm_deactivate"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if not avcm.active:
@@ -723,7 +728,7 @@ class Vcmm:
             others = [a for a in self.associations if a.active and a is not avcm]
             other = next((a for a in others if _ctx_of(a) is ctx), None)
             if other is None:
-                release_context(ctx)
+                park_context(ctx)
             elif other.half == "low":
                 ctx.set_tables(other.vcm.table, None, split=True)
             else:

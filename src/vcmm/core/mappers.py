@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vcmm.attrs import PageAttrs
-from vcmm.errors import BusyError
 from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
@@ -391,24 +390,6 @@ class OneToOneMapper:
 # -- programming SMMU contexts --------------------------------------------------------------
 
 
-def check_bank_free(ctx: Any, bank: int | None) -> None:
-    """Refuse (before any change) to bind ``ctx`` where no bank is free for it."""
-    if ctx.is_bound:
-        return
-    if bank is None:
-        if not ctx.smmu.free_banks():
-            raise BusyError(
-                f"SMMU {ctx.smmu.name!r}: every context bank is bound; cannot bind {ctx.name!r}"
-            )
-        return
-    holder = ctx.smmu.bound_context(bank)
-    if holder is not None:
-        raise BusyError(
-            f"SMMU {ctx.smmu.name!r} bank {bank} is held by context {holder.name!r}; "
-            f"cannot bind {ctx.name!r} there"
-        )
-
-
 def program_context(
     ctx: Any, bank: int | None, low: PageTable | None, high: PageTable | None, split: bool
 ) -> None:
@@ -430,10 +411,3 @@ def program_context(
             ctx.use_own_tables()
             ctx.unbind()
         raise
-
-
-def release_context(ctx: Any) -> None:
-    """Deactivate, unbind and return the context to its own (empty) tables."""
-    ctx.deactivate()
-    ctx.unbind()
-    ctx.use_own_tables()

@@ -1,0 +1,82 @@
+"""How the VCMM's associations hold SMMU context banks: more contexts than banks.
+
+The seed binds virtual contexts to hardware banks at run time (000 L442-531,
+``smmu_ctx_bind``) and real SMMUs have few banks, so contexts take turns.  The
+hardware (:mod:`vcmm.hw.smmu.banktable`) gives a context that needs a bank a free
+one, else the bank of the least recently used *idle* context (bound, not active),
+invalidating that bank's TLB entries; this module is the VCMM's side of it:
+
+- ``vcm_activate`` checks, before changing anything, that a bank can be had, and
+  otherwise refuses naming the SMMU, its banks and the contexts running on them
+  (:func:`check_bank_available`);
+- ``vcm_deactivate`` *parks* the context (:func:`park_context`): disabled but still
+  bound, so it keeps its bank until another context needs one; its next activation
+  then reuses the bank, or binds again if the bank was stolen meanwhile;
+- ``vcm_deassoc`` gives the bank back when no association of the VCMM uses the
+  context any more (:func:`release_parked`), so an association made and undone
+  leaves the banks as they were.
+
+The bank a context binds is the platform's ``bank`` of it (``device.bank``) when one
+is named, else whichever the hardware picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from vcmm.errors import BusyError
+
+
+def _running(smmu: Any) -> str:
+    """``bank 0: 'a', bank 1: 'b'``: the banks of ``smmu`` and the contexts they run."""
+    held = []
+    for index in range(smmu.context_banks):
+        ctx = smmu.bound_context(index)
+        if ctx is None:
+            held.append(f"bank {index}: free")
+        else:
+            held.append(f"bank {index}: {ctx.name!r}{' (active)' if ctx.is_active else ''}")
+    return ", ".join(held)
+
+
+def check_bank_available(call: str, device: Any, bank: int | None) -> None:
+    """Refuse (before any change) to activate ``device``'s context when it would get no
+    bank: the named ``bank`` runs another active context, or (None) every bank does."""
+    ctx = device.ctx
+    if ctx.is_bound:
+        return
+    smmu = ctx.smmu
+    if bank is not None:
+        holder = smmu.bound_context(bank)
+        if holder is not None and holder.is_active:
+            raise BusyError(
+                f"{call}: {device.name}'s context {ctx.name!r} binds bank {bank} of SMMU "
+                f"{smmu.name!r}, which runs the active context {holder.name!r} "
+                f"({_running(smmu)}); vcm_deactivate that context first"
+            )
+        return
+    holders = [smmu.bound_context(i) for i in range(smmu.context_banks)]
+    if all(h is not None and h.is_active for h in holders):
+        raise BusyError(
+            f"{call}: {device.name}'s context {ctx.name!r} needs a bank of SMMU "
+            f"{smmu.name!r}, but all its {smmu.context_banks} context banks are active "
+            f"({_running(smmu)}); vcm_deactivate one of them first"
+        )
+
+
+def park_context(ctx: Any) -> None:
+    """Stop ``ctx`` (disable its bank) but keep it bound, back on its own empty tables:
+    an idle context, whose bank another context may take (a bank switch)."""
+    ctx.deactivate()
+    ctx.use_own_tables()
+
+
+def release_parked(ctx: Any, in_use: Iterable[Any]) -> None:
+    """Unbind the parked ``ctx`` unless it is one of ``in_use`` (the contexts the
+    VCMM's remaining associations program)."""
+    if not ctx.is_bound or ctx.is_active:
+        return
+    if any(other is ctx for other in in_use):
+        return
+    ctx.unbind()
