@@ -37,6 +37,7 @@ from vcmm.hw.smmu import SmmuContext
 from vcmm.hw.tlb import TLBStats
 from vcmm.sizes import format_size
 from vcmm.system import System
+from vcmm.workload.banks import BankTurns, SmmuResult, smmu_results
 from vcmm.workload.patterns import U64Array, cover, linear, random_bursts, raster, tiled
 from vcmm.workload.scenario import BufferSpec, Scenario, ScenarioError, StepSpec
 
@@ -126,6 +127,8 @@ class ContextResult:
     bytes_written: int
     table_bytes: int
     table_pages: int
+    #: Times the context lost its idle bank to another context (a bank switch).
+    bank_evictions: int = 0
 
     @property
     def miss_rate(self) -> float:
@@ -195,6 +198,8 @@ class ScenarioResult:
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
+    #: Each SMMU the run used: banks, bank switches and their TLB cost, fault registers.
+    smmus: list[SmmuResult] = field(default_factory=list)
 
     def totals(self) -> dict[str, int | float]:
         """Sums over every context and device: what the sweep tabulates."""
@@ -304,6 +309,8 @@ class ScenarioRunner:
         self.direct_vcms: dict[str, Vcm] = {}
         self.reservations: dict[tuple[str, str], Reservation] = {}
         self.labels: dict[str, str] = {}
+        #: Devices whose contexts outnumber their SMMU's banks take turns on them.
+        self.turns = BankTurns(self.system, scenario)
         self._ready = False
 
     @property
@@ -358,7 +365,11 @@ class ScenarioRunner:
                 self.context_vcms[key] = vcm
                 self.labels[vcm.name] = f"{spec.context}'s IOVA space"
             if not any(a.device is dev for a in vcm.associations):
-                system.vcm_activate(system.vcm_assoc(vcm, dev))
+                assoc = system.vcm_assoc(vcm, dev)
+                if self.turns.defers(dev):
+                    self.turns.hold(step.device, assoc)
+                else:
+                    system.vcm_activate(assoc)
             res = next(
                 (r for (d, b), r in self.reservations.items() if b == buf.name and r.vcm is vcm),
                 None,
@@ -444,18 +455,19 @@ class ScenarioRunner:
             offsets = step_stream(buf, step, sc.burst, frame)
         base = self.dev_addr(step.device, step.buffer)
         access = Access.WRITE if step.access == "write" else Access.READ
-        before = ctx.stats().tlb if ctx is not None else None
-        try:
-            dev.access_batch(offsets + np.uint64(base), access, sc.burst)
-        except DeviceFaultError as err:
-            result.fault = f"frame {frame}: {err}"
-        counts: dict[str, int] = {}
-        if ctx is not None and before is not None:
-            delta = _delta(ctx.stats().tlb, before)
-            counts = {name: delta[name] for name in _FRAME_TLB_FIELDS}
-        result.frames.append(FrameResult(frame=frame, bursts=int(offsets.size), **counts))
-        if step.data and result.fault is None:
-            self._move_data(step, result, frame, base, written)
+        with self.turns.turn(step.device):
+            before = ctx.stats().tlb if ctx is not None else None
+            try:
+                dev.access_batch(offsets + np.uint64(base), access, sc.burst)
+            except DeviceFaultError as err:
+                result.fault = f"frame {frame}: {err}"
+            counts: dict[str, int] = {}
+            if ctx is not None and before is not None:
+                delta = _delta(ctx.stats().tlb, before)
+                counts = {name: delta[name] for name in _FRAME_TLB_FIELDS}
+            result.frames.append(FrameResult(frame=frame, bursts=int(offsets.size), **counts))
+            if step.data and result.fault is None:
+                self._move_data(step, result, frame, base, written)
 
     def _move_data(
         self,
@@ -533,6 +545,7 @@ class ScenarioRunner:
                 bytes_written=stats.bytes_written,
                 table_bytes=sum(size for _, size in pages),
                 table_pages=len(pages),
+                bank_evictions=stats.evictions,
             )
         buffers = [self._buffer_result(buf) for buf in sc.buffers]
         return ScenarioResult(
@@ -549,6 +562,7 @@ class ScenarioRunner:
             file=sc.file,
             labels=dict(self.labels),
             system=system,
+            smmus=smmu_results(system, self.turns),
         )
 
     def _buffer_result(self, buf: BufferSpec) -> BufferResult:
