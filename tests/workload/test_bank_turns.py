@@ -23,8 +23,8 @@ def _reference_switches(turns: list[str], banks: int) -> tuple[int, list[str]]:
     ``banks`` banks, and whom each switch evicted."""
     holder: dict[int, str | None] = dict.fromkeys(range(banks))
     stamp: dict[int, int] = dict.fromkeys(range(banks), 0)
-    clock, victims = 0, []
-    for ctx in turns:
+    victims: list[str] = []
+    for clock, ctx in enumerate(turns, start=1):
         bank = next((b for b, h in holder.items() if h == ctx), None)
         if bank is None:
             free = [b for b, h in holder.items() if h is None]
@@ -34,8 +34,7 @@ def _reference_switches(turns: list[str], banks: int) -> tuple[int, list[str]]:
                 bank = min(holder, key=lambda b: stamp[b])
                 victims.append(str(holder[bank]))
             holder[bank] = ctx
-        clock += 1  # every turn translated, so deactivation stamps the bank
-        stamp[bank] = clock
+        stamp[bank] = clock  # every turn translated, so deactivation stamps the bank
     return len(victims), victims
 
 
