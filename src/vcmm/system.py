@@ -26,7 +26,7 @@ from vcmm.hw.cpu import Cpu
 from vcmm.hw.lock import MachineLock
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
-from vcmm.hw.smmu import Smmu
+from vcmm.hw.smmu import Smmu, SmmuContext, find_context
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLBConfig
 from vcmm.mm.genalloc import RangeAllocator
@@ -141,6 +141,26 @@ class System(Vcmm):
         """Boot a platform described in a TOML file or a Linux devicetree (``.dtb``,
         ``.dts``; ``ram`` sizes banks the bootloader would fill in), docs/PLATFORM.md."""
         return cls(load_platform(path, ram=ram))
+
+    def smmu_get_base_addr(self, ctx: SmmuContext | str) -> int:
+        """The seed's ``smmu_get_base_addr(dev)``: the physical address of the register
+        window of the SMMU that context ``ctx`` (the context or its name) belongs to.
+
+        The platform's ``base`` of that SMMU, else the default layout (docs/PLATFORM.md);
+        a driver finds the bank's registers from there (``smmu.bank_base(n)``)."""
+        if isinstance(ctx, str):
+            return find_context(self.smmus.values(), ctx).smmu.register_base
+        if not isinstance(ctx, SmmuContext):
+            raise InvalidArgumentError(
+                f"smmu_get_base_addr: {ctx!r} is neither an SMMU context nor a context name"
+            )
+        if all(ctx.smmu is not smmu for smmu in self.smmus.values()):
+            raise InvalidArgumentError(
+                f"smmu_get_base_addr: context {ctx.name!r} belongs to SMMU "
+                f"{ctx.smmu.name!r}, which is not one of this system's "
+                f"({', '.join(self.smmus) or 'none'})"
+            )
+        return ctx.smmu.register_base
 
     def snapshot(self) -> tuple[object, ...]:
         """Every piece of state, hardware included: equal snapshots, equal systems."""
