@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from vcmm.hw.memory import MemoryRegion
 from vcmm.hw.smmu import DEFAULT_REGISTER_BASE
+from vcmm.platform.devices import REGISTER_LIMIT, REGISTER_STRIDE, SmmuSpec
 from vcmm.platform.devicetree.address import cpu_address
 from vcmm.platform.devicetree.tree import DeviceTreeError, DtTree
-from vcmm.platform.devices import REGISTER_LIMIT, REGISTER_STRIDE, SmmuSpec
 from vcmm.ranges import AddressRange
 
 
