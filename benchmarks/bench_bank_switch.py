@@ -13,10 +13,9 @@
      invalidating nothing: ``vcodec_b_mm2`` translated nothing).
 
    The table gives the second pass's IOTLB misses and walk reads, the bank switches
-   and the TLB entries the switch invalidated, read from the hardware counters.
-   Activation is a context switch that invalidates the bank's entries, so both parked
-   histories come back cold; the steal adds the invalidation of the victim's entries
-   and moves the context to another bank.
+   and the TLB entries the switch invalidated, read from the hardware counters.  A
+   context back on the bank it kept, with the same table, keeps its entries (the
+   VCMM flushed the parked bank on every change); a stolen bank comes back cold.
 
 2. A pipeline: the packaged ``codec_banked`` scenario (three codec ports, 16 pages
    each, five steps, 8 frames) on the ``banked`` platform (two banks: the ports take

@@ -169,3 +169,78 @@ def test_dma_api_refuses_a_third_device_clearly(banked: System) -> None:
     assert "all its 2 context banks are active" in str(err)
     assert "'vcodec_stream'" in str(err)
     assert banked.snapshot() == before
+
+
+def _misses(system: System, name: str, res, fill: int) -> int:
+    ctx = system.device(name).ctx
+    before = ctx.stats().tlb.misses
+    _touch(system, name, res, fill)
+    return ctx.stats().tlb.misses - before
+
+
+def test_a_parked_context_back_on_its_own_bank_keeps_its_tlb_entries(banked: System) -> None:
+    a, res_a = _setup(banked, "vcodec_a_mm1", 1)
+    banked.vcm_activate(a)
+    assert _misses(banked, "vcodec_a_mm1", res_a, 1) == PAGES  # cold: one walk a page
+    banked.vcm_deactivate(a)
+    banked.vcm_activate(a)  # nobody took the bank, the table is the same
+    assert _misses(banked, "vcodec_a_mm1", res_a, 1) == 0
+
+
+def test_a_stolen_bank_comes_back_cold(banked: System) -> None:
+    (a, res_a), (b, _), (c, res_c) = (_setup(banked, n, i + 1) for i, n in enumerate(DEVICES))
+    banked.vcm_activate(a)
+    _touch(banked, "vcodec_a_mm1", res_a, 1)
+    banked.vcm_deactivate(a)
+    banked.vcm_activate(b)
+    banked.vcm_activate(c)  # takes a's bank
+    _touch(banked, "vcodec_stream", res_c, 3)
+    banked.vcm_deactivate(c)
+    banked.vcm_activate(a)  # takes c's bank back: the entries there are c's, dropped
+    assert _misses(banked, "vcodec_a_mm1", res_a, 1) == PAGES
+
+
+def test_changes_while_parked_reach_the_parked_bank(banked: System) -> None:
+    """The warm return must not serve stale translations: unbacking and backing the
+    reservation with other pages while the context is parked flushes its bank."""
+    a, res_a = _setup(banked, "vcodec_a_mm1", 1)
+    banked.vcm_activate(a)
+    _touch(banked, "vcodec_a_mm1", res_a, 1)
+    banked.vcm_deactivate(a)
+    old = res_a.physmem
+    banked.vcm_unback(res_a)
+    fresh = banked.vcm_phys_alloc("blocks", PAGES * SZ_4K, PhysAttr(block_sizes=(SZ_4K,)))
+    for pa, size in fresh.chunks:
+        banked.memory.write(pa, b"\x07" * size)
+    banked.vcm_back(res_a, fresh)
+    banked.vcm_phys_free(old)
+    banked.vcm_activate(a)
+    # Every page walks again (the unmap flushed them) and reads the new bytes.
+    assert _misses(banked, "vcodec_a_mm1", res_a, 7) == PAGES
+
+
+def test_unbacked_while_parked_faults_after_the_return(banked: System) -> None:
+    from vcmm.errors import DeviceFaultError
+
+    a, res_a = _setup(banked, "vcodec_a_mm1", 1)
+    banked.vcm_activate(a)
+    _touch(banked, "vcodec_a_mm1", res_a, 1)
+    banked.vcm_deactivate(a)
+    banked.vcm_unback(res_a)
+    banked.vcm_activate(a)
+    with pytest.raises(DeviceFaultError):
+        banked.device("vcodec_a_mm1").read(res_a.dev_addr, 4)
+
+
+def test_another_vcm_on_the_parked_context_starts_cold(banked: System) -> None:
+    a, res_a = _setup(banked, "vcodec_a_mm1", 1)
+    a2, res_2 = _setup(banked, "vcodec_a_mm1", 9)  # same device, its second VCM
+    banked.vcm_activate(a)
+    _touch(banked, "vcodec_a_mm1", res_a, 1)
+    banked.vcm_deactivate(a)
+    banked.vcm_activate(a2)  # same bank, other table: a context switch
+    assert res_2.dev_addr == res_a.dev_addr  # same IOVAs, other memory
+    assert _misses(banked, "vcodec_a_mm1", res_2, 9) == PAGES
+    banked.vcm_deactivate(a2)
+    banked.vcm_activate(a)  # back to the first table: cold again, right bytes
+    assert _misses(banked, "vcodec_a_mm1", res_a, 1) == PAGES

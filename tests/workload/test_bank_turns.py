@@ -18,14 +18,17 @@ from vcmm.workload.scenario import load_scenario, loads_scenario
 PAGES = 16  # each codec_banked buffer: 64 KiB of 4 KiB pages
 
 
-def _reference_switches(turns: list[str], banks: int) -> tuple[int, list[str]]:
-    """Bank switches of contexts activated and deactivated in the order ``turns`` on
-    ``banks`` banks, and whom each switch evicted."""
+def _reference_turns(turns: list[str], banks: int) -> tuple[list[bool], list[str]]:
+    """For contexts activated and deactivated in the order ``turns`` on ``banks``
+    banks: whether each turn found its context still on its bank, and whom each bank
+    switch evicted."""
     holder: dict[int, str | None] = dict.fromkeys(range(banks))
     stamp: dict[int, int] = dict.fromkeys(range(banks), 0)
+    kept: list[bool] = []
     victims: list[str] = []
     for clock, ctx in enumerate(turns, start=1):
         bank = next((b for b, h in holder.items() if h == ctx), None)
+        kept.append(bank is not None)
         if bank is None:
             free = [b for b, h in holder.items() if h is None]
             if free:
@@ -35,7 +38,7 @@ def _reference_switches(turns: list[str], banks: int) -> tuple[int, list[str]]:
                 victims.append(str(holder[bank]))
             holder[bank] = ctx
         stamp[bank] = clock  # every turn translated, so deactivation stamps the bank
-    return len(victims), victims
+    return kept, victims
 
 
 def test_codec_ports_take_turns_on_two_banks() -> None:
@@ -45,25 +48,31 @@ def test_codec_ports_take_turns_on_two_banks() -> None:
     assert (smmu0.name, smmu0.context_banks, smmu0.takes_turns) == ("smmu0", 2, True)
     assert smmu0.contexts == ["vcodec_stream", "vcodec_b_mm2", "vcodec_a_mm1"]
     assert (smmu1.takes_turns, smmu1.bank_switches) == (False, 0)
-    turns = [s.context for s in result.steps if s.context != "mdp"] * sc.frames
-    switches, victims = _reference_switches([str(t) for t in turns], 2)
+    smmu0_steps = [s for s in result.steps if s.context != "mdp"]
+    turns = [str(s.context) for s in smmu0_steps] * sc.frames
+    kept, victims = _reference_turns(turns, 2)
+    switches = len(victims)
     assert smmu0.bank_switches == switches > 0
     # Every victim had translated its 16 pages in its last turn; they all fit the TLB.
     assert smmu0.invalidated == PAGES * switches
     evicted = {c.name: c.bank_evictions for c in result.contexts}
     assert sum(evicted.values()) == switches
     assert evicted == {name: victims.count(name) for name in evicted}
-    # Real bytes survive every steal; each turn starts cold (activation is a context
-    # switch), while mdp, alone on smmu1, stays active and warm after frame 0.
+    # Real bytes survive every steal.
     assert [s.data_check for s in result.steps if s.data_check] == [
         "written",
         "written",
         "ok",
         "ok",
     ]
-    for step in result.steps:
-        expected = [PAGES, 0, 0] if step.device == "mdp" else [PAGES] * 3
+    # A turn that finds its context still on its bank (same table) hits every page;
+    # one whose bank was taken walks every page.  mdp, alone on smmu1, stays active.
+    for i, step in enumerate(smmu0_steps):
+        expected = [0 if kept[f * len(smmu0_steps) + i] else PAGES for f in range(sc.frames)]
         assert step.misses_per_frame == expected, step.device
+    assert any(kept) and not all(kept)
+    mdp = next(s for s in result.steps if s.device == "mdp")
+    assert mdp.misses_per_frame == [PAGES, 0, 0]
 
 
 def test_with_enough_banks_nobody_takes_turns_and_frames_stay_warm() -> None:

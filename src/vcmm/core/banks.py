@@ -10,11 +10,14 @@ invalidating that bank's TLB entries; this module is the VCMM's side of it:
   otherwise refuses naming the SMMU, its banks and the contexts running on them
   (:func:`check_bank_available`);
 - ``vcm_deactivate`` *parks* the context (:func:`park_context`): disabled but still
-  bound, so it keeps its bank until another context needs one; its next activation
-  then reuses the bank, or binds again if the bank was stolen meanwhile;
-- ``vcm_deassoc`` gives the bank back when no association of the VCMM uses the
-  context any more (:func:`release_parked`), so an association made and undone
-  leaves the banks as they were.
+  bound and pointing at the VCM's table, so it keeps its bank until another context
+  needs one; its next activation then reuses the bank (with its TLB entries, when the
+  tables are the same: the mapper keeps flushing a parked context's bank), or binds
+  again if the bank was stolen meanwhile;
+- ``vcm_deassoc`` points a context parked on the VCM back at tables of its own and
+  gives the bank back when no association of the VCMM uses the context any more
+  (:func:`release_parked`), so an association made and undone leaves the banks as
+  they were.
 
 The bank a context binds is the platform's ``bank`` of it (``device.bank``) when one
 is named, else whichever the hardware picks.
@@ -66,17 +69,31 @@ def check_bank_available(call: str, device: Any, bank: int | None) -> None:
 
 
 def park_context(ctx: Any) -> None:
-    """Stop ``ctx`` (disable its bank) but keep it bound, back on its own empty tables:
-    an idle context, whose bank another context may take (a bank switch)."""
+    """Stop ``ctx`` (disable its bank) but keep it bound and pointing at its tables: an
+    idle context, whose bank another context may take (a bank switch).  While parked,
+    the VCM's table changes still flush its bank (:meth:`IommuMapper.contexts`), so if
+    it comes back to the same bank with the same tables its TLB entries are still good
+    and the hardware keeps them."""
     ctx.deactivate()
-    ctx.use_own_tables()
 
 
-def release_parked(ctx: Any, in_use: Iterable[Any]) -> None:
-    """Unbind the parked ``ctx`` unless it is one of ``in_use`` (the contexts the
-    VCMM's remaining associations program)."""
+def parked_on(ctx: Any, table: Any) -> bool:
+    """Whether ``ctx`` is parked (bound, not active) pointing at ``table``."""
+    return (
+        ctx.is_bound
+        and not ctx.is_active
+        and any(t is table for t in (ctx.low_table, ctx.high_table))
+    )
+
+
+def release_parked(ctx: Any, table: Any, in_use: Iterable[Any]) -> None:
+    """An association of ``ctx`` with the VCM of ``table`` is going: a parked ``ctx``
+    stops pointing at that table (fresh tables of its own: the only step that can fail,
+    so it runs first), and gives its bank back unless it is one of ``in_use`` (the
+    contexts the VCMM's other associations program)."""
     if not ctx.is_bound or ctx.is_active:
         return
-    if any(other is ctx for other in in_use):
-        return
-    ctx.unbind()
+    if parked_on(ctx, table):
+        ctx.use_own_tables()
+    if not any(other is ctx for other in in_use):
+        ctx.unbind()

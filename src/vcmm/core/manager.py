@@ -655,11 +655,12 @@ class Vcmm:
         avcm = _check_obj(call, "avcm", avcm, Association)
         if avcm.active:
             raise BusyError(f"{call}: {avcm.name} is active; vcm_deactivate it first")
-        avcm.vcm.associations.remove(avcm)
-        avcm.freed = True
         ctx = _ctx_of(avcm)
         if ctx is not None:
-            release_parked(ctx, (_ctx_of(a) for a in self.associations))
+            others = [_ctx_of(a) for a in self.associations if a is not avcm]
+            release_parked(ctx, avcm.vcm.table, others)
+        avcm.vcm.associations.remove(avcm)
+        avcm.freed = True
 
     @_machine_locked
     def vcm_activate(self, avcm: Association) -> None:

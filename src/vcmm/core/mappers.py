@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vcmm.attrs import PageAttrs
+from vcmm.core.banks import parked_on
 from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
@@ -284,11 +285,14 @@ class IommuMapper(_TableMapper):
         return self.table
 
     def contexts(self) -> list[Any]:
-        """The SMMU contexts currently running this VCM (each once)."""
+        """The SMMU contexts running this VCM, or parked on its table (each once): a
+        parked context's bank keeps its TLB entries for its return, so they too must
+        see every change (:mod:`vcmm.core.banks`)."""
         seen: dict[int, Any] = {}
         for a in self.vcm.associations:
-            if a.active:
-                seen.setdefault(id(a.device.ctx), a.device.ctx)
+            ctx = a.device.ctx
+            if a.active or parked_on(ctx, self.table):
+                seen.setdefault(id(ctx), ctx)
         return list(seen.values())
 
     def _start(self) -> None:

@@ -188,9 +188,16 @@ class SmmuContext:
         self.smmu.remove_context(self)
         self._alive = False
 
-    def _reprogram(self) -> None:
+    def _reprogram(self, changed: bool = True) -> None:
+        """After a table change: reprogram an active bank; an idle one's TLB entries
+        no longer match what its next activation will program (when ``changed``)."""
         if self._binding.active:
             self._binding.program(self._tables)
+        elif changed:
+            self._binding.tables_changed()
+
+    def _table_state(self) -> tuple[PageTable | None, PageTable | None, bool]:
+        return self._tables.low, self._tables.high, self._tables.split
 
     @machine_locked
     def set_split(self, split: bool) -> None:
@@ -220,8 +227,10 @@ class SmmuContext:
         once (with its TLB tag invalidated).
         """
         self._check_alive()
+        before = self._table_state()
         self._tables.set_tables(low, high, split, updating=self._updates.updating)
-        self._reprogram()
+        after = self._table_state()
+        self._reprogram(any(x is not y for x, y in zip(before, after, strict=True)))
 
     @machine_locked
     def use_own_tables(self, *, split: bool = False) -> None:
