@@ -167,7 +167,9 @@ class SmmuContext:
         bank, else the least recently used idle one); when every bank runs an active
         context this raises :class:`BusyError` naming them.  The bank's TLB entries
         (left by whichever context used the bank before) are invalidated, so nothing
-        of another address space leaks through, and its fault registers are cleared.
+        of another address space leaks through, unless this context returns to the
+        bank it kept with the same registers and no table switch since (its own
+        entries, kept current by its TLB maintenance, stay: a warm return).
         """
         self._check_alive()
         self._binding.activate(self._tables)
