@@ -299,15 +299,8 @@ def test_pt_dump_json_covers_the_buffer(vcmm: Vcmm, tiny: Path) -> None:
 FAULTING = """\
 name = "ro"
 frames = 1
-[[buffers]]
-name = "buf"
-size = "64K"
-policy = "4k"
-access = "ro"
-[[steps]]
-device = "vcodec_b_mm2"
-buffer = "buf"
-access = "write"
+buffers = [{ name = "buf", size = "64K", policy = "4k", access = "ro" }]
+steps = [{ device = "vcodec_b_mm2", buffer = "buf", access = "write" }]
 """
 
 

@@ -7,6 +7,7 @@ Every True is checked by actually mapping a buffer into a process."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -17,8 +18,6 @@ from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, V
 from vcmm.platform import load_default
 from vcmm.platform.dmamem import PoolSpec
 from vcmm.proc import MAP_SHARED, PROT_READ, File, ProcessTable, Vma
-
-from .conftest import boot
 
 
 class Node(File):
@@ -61,15 +60,19 @@ def test_every_device_of_the_default_platform_can_mmap(dev: str, ops: str) -> No
     assert _maps_into_a_process(system, dma, dev)
 
 
-def _without_pools(coherent: tuple[str, ...] = ()) -> vcmm.System:
-    spec = boot(coherent=coherent).spec
+def _without_pools(
+    make_system: Callable[..., vcmm.System], coherent: tuple[str, ...] = ()
+) -> vcmm.System:
+    spec = make_system(coherent=coherent).spec
     none = PoolSpec(size=0)
     dma = dataclasses.replace(spec.dma, coherent_pool=none, atomic_pool=none)
     return vcmm.System(dataclasses.replace(spec, dma=dma))
 
 
-def test_a_non_coherent_direct_device_without_a_non_cacheable_allocator_cannot() -> None:
-    system = _without_pools()
+def test_a_non_coherent_direct_device_without_a_non_cacheable_allocator_cannot(
+    make_system: Callable[..., vcmm.System],
+) -> None:
+    system = _without_pools(make_system)
     dma = DmaApi(system)
     assert dma.can_mmap("camera") is False
     # Consistent with the allocator: there is no buffer to map.
@@ -79,8 +82,10 @@ def test_a_non_coherent_direct_device_without_a_non_cacheable_allocator_cannot()
     assert dma.can_mmap("vcodec_a_mm1") is True
 
 
-def test_a_coherent_direct_device_can_without_pools() -> None:
-    system = _without_pools(coherent=("camera",))
+def test_a_coherent_direct_device_can_without_pools(
+    make_system: Callable[..., vcmm.System],
+) -> None:
+    system = _without_pools(make_system, coherent=("camera",))
     dma = DmaApi(system)
     assert dma.can_mmap("camera") is True
     assert _maps_into_a_process(system, dma, "camera")
