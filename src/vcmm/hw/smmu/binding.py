@@ -9,7 +9,8 @@ the bank it kept with the very registers it left it with and no table switch sin
 then nobody else used the bank, every table change meanwhile was flushed from it (its
 TLB maintenance targets the bound bank, active or not), and its entries stay warm.
 Deactivation disables the bank and, if the context translated anything meanwhile,
-stamps the bank as just used (the LRU order).  The fault registers are left alone: software clears them (write 1s).
+stamps the bank as just used (the LRU order).  The fault registers are left alone:
+software clears them (write 1s).
 While bound, the binding is also the flush target of the context's TLB maintenance
 (:class:`~vcmm.hw.tlbgather.TlbGather`): the bank number is the tag of its entries in
 the SMMU's shared TLB.
