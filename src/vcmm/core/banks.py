@@ -26,12 +26,14 @@ is named, else whichever the hardware picks.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from vcmm.errors import BusyError
+from vcmm.hw.bus import SmmuDevice
+from vcmm.hw.pgtable import PageTable
+from vcmm.hw.smmu import Smmu, SmmuContext
 
 
-def _running(smmu: Any) -> str:
+def _running(smmu: Smmu) -> str:
     """``bank 0: 'a', bank 1: 'b'``: the banks of ``smmu`` and the contexts they run."""
     held = []
     for index in range(smmu.context_banks):
@@ -43,7 +45,7 @@ def _running(smmu: Any) -> str:
     return ", ".join(held)
 
 
-def check_bank_available(call: str, device: Any, bank: int | None) -> None:
+def check_bank_available(call: str, device: SmmuDevice, bank: int | None) -> None:
     """Refuse (before any change) to activate ``device``'s context when it would get no
     bank: the named ``bank`` runs another active context, or (None) every bank does."""
     ctx = device.ctx
@@ -68,7 +70,7 @@ def check_bank_available(call: str, device: Any, bank: int | None) -> None:
         )
 
 
-def park_context(ctx: Any) -> None:
+def park_context(ctx: SmmuContext) -> None:
     """Stop ``ctx`` (disable its bank) but keep it bound and pointing at its tables: an
     idle context, whose bank another context may take (a bank switch).  While parked,
     the VCM's table changes still flush its bank (:meth:`IommuMapper.contexts`), so if
@@ -77,16 +79,19 @@ def park_context(ctx: Any) -> None:
     ctx.deactivate()
 
 
-def parked_on(ctx: Any, table: Any) -> bool:
+def parked_on(ctx: SmmuContext, table: PageTable | None) -> bool:
     """Whether ``ctx`` is parked (bound, not active) pointing at ``table``."""
     return (
-        ctx.is_bound
+        table is not None
+        and ctx.is_bound
         and not ctx.is_active
         and any(t is table for t in (ctx.low_table, ctx.high_table))
     )
 
 
-def release_parked(ctx: Any, table: Any, in_use: Iterable[Any]) -> None:
+def release_parked(
+    ctx: SmmuContext, table: PageTable | None, in_use: Iterable[SmmuContext | None]
+) -> None:
     """An association of ``ctx`` with the VCM of ``table`` is going: a parked ``ctx``
     stops pointing at that table (fresh tables of its own: the only step that can fail,
     so it runs first), and gives its bank back unless it is one of ``in_use`` (the
