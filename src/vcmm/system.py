@@ -36,7 +36,7 @@ from vcmm.hw.machine import Machine
 from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTableFormat
-from vcmm.hw.smmu import Smmu
+from vcmm.hw.smmu import Smmu, SmmuContext, find_context
 from vcmm.hw.tablemem import TableMemory
 from vcmm.mm.interfaces import MemoryTarget, SplittingAllocator
 from vcmm.mm.roles import MemoryRoles
@@ -236,6 +236,26 @@ class System:
     def to_networkx(self) -> networkx.MultiDiGraph:
         """:meth:`graph_data` as a ``networkx.MultiDiGraph``."""
         return self.vcmm.to_networkx()
+
+    def smmu_get_base_addr(self, ctx: SmmuContext | str) -> int:
+        """The seed's ``smmu_get_base_addr(dev)``: the physical address of the register
+        window of the SMMU that context ``ctx`` (the context or its name) belongs to.
+
+        The platform's ``base`` of that SMMU, else the default layout (docs/PLATFORM.md);
+        a driver finds the bank's registers from there (``smmu.bank_base(n)``)."""
+        if isinstance(ctx, str):
+            return find_context(self.smmus.values(), ctx).smmu.register_base
+        if not isinstance(ctx, SmmuContext):
+            raise InvalidArgumentError(
+                f"smmu_get_base_addr: {ctx!r} is neither an SMMU context nor a context name"
+            )
+        if all(ctx.smmu is not smmu for smmu in self.smmus.values()):
+            raise InvalidArgumentError(
+                f"smmu_get_base_addr: context {ctx.name!r} belongs to SMMU "
+                f"{ctx.smmu.name!r}, which is not one of this system's "
+                f"({', '.join(self.smmus) or 'none'})"
+            )
+        return ctx.smmu.register_base
 
     def snapshot(self) -> tuple[object, ...]:
         """Every piece of state, hardware included: equal snapshots, equal systems."""

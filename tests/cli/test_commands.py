@@ -279,7 +279,8 @@ def test_graph_svg_with_graphviz(vcmm: Vcmm, tmp_path: Path) -> None:
 
 def test_pt_dump_of_the_demo_shows_two_sections_and_a_page(vcmm: Vcmm) -> None:
     out = vcmm("pt", "dump", "vcodec_a_mm1").stdout
-    lines = [ln.split() for ln in out.splitlines()[1:]]
+    assert out.splitlines()[-1].startswith("registers: smmu0 at 0x4000000, bank 0")
+    lines = [ln.split() for ln in out.splitlines()[1:] if ln.startswith("  ")]
     # VA range, ->, PA range, count, x, size, attrs...
     assert [(ln[3], ln[5]) for ln in lines] == [("2", "1M"), ("1", "4K")]
     start, end = (int(x, 16) for x in lines[0][2].split("-"))
@@ -293,6 +294,32 @@ def test_pt_dump_json_covers_the_buffer(vcmm: Vcmm, tiny: Path) -> None:
     # 4K blocks from a block pool are consecutive here, so the 12 entries merge.
     assert [(r["count"], r["page_size"]) for r in table["ranges"]] == [(12, 4096)]
     assert table["table_bytes"] == 16 * 1024 + 1024  # ARMv7 L1 (16K) + one L2 (1K)
+
+
+FAULTING = """\
+name = "ro"
+frames = 1
+buffers = [{ name = "buf", size = "64K", policy = "4k", access = "ro" }]
+steps = [{ device = "vcodec_b_mm2", buffer = "buf", access = "write" }]
+"""
+
+
+def test_pt_dump_shows_the_bank_fault_registers_after_a_fault(vcmm: Vcmm, tmp_path: Path) -> None:
+    path = tmp_path / "ro.toml"
+    path.write_text(FAULTING, encoding="utf-8")
+    out = vcmm("pt", "dump", "vcodec_b_mm2", "--scenario", path).stdout
+    # smmu0 (default layout: 0x0400_0000) has 3 banks, so NUMPAGE 4 and 4 KiB pages:
+    # bank 1's page is at base + (4 + 1) * 4 KiB (SMMUv2 SMMU_CBn_BASE).
+    line = out.splitlines()[-1]
+    assert line.startswith("registers: smmu0 at 0x4000000, bank 1 page 0x4005000: ")
+    # FSR.PF (bit 3); FAR the write's IOVA; FSYNR0 WNR (bit 4), PNU (bit 5), PLVL 2.
+    assert "FSR=0x00000008 [PF Format=0]" in line
+    assert "FAR=0x10000000" in line
+    assert "FSYNR0=0x00000032 [WNR PNU PLVL=2]" in line
+    data = json.loads(vcmm("pt", "dump", "vcodec_b_mm2", "-s", path, "--json").stdout)
+    regs = data[0]["registers"]
+    assert (regs["fsr"] >> 3 & 1, regs["fsynr0"] >> 4 & 1, regs["far"]) == (1, 1, 0x1000_0000)
+    assert (regs["register_base"], regs["bank"], regs["bank_base"]) == (0x400_0000, 1, 0x400_5000)
 
 
 def test_pt_dump_of_the_cpu_shows_the_linear_map(vcmm: Vcmm) -> None:

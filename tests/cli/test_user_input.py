@@ -97,12 +97,15 @@ def test_scenarios_lists_paths_and_prints_an_example_to_copy(vcmm: Vcmm) -> None
         "camera_dsp.toml",
         "video_collection.toml",
         "net_stream.toml",
+        "codec_banked.toml",
         "default.toml",
+        "banked.toml",
     }
     for path in paths:
         printed = vcmm("scenarios", "--print", path.stem).stdout
         assert printed == path.read_text(encoding="utf-8")
     assert loads_platform(vcmm("scenarios", "--print", "default").stdout).name == "msm-default"
+    assert loads_platform(vcmm("scenarios", "--print", "banked").stdout).name == "msm-banked"
     copied = loads_scenario(vcmm("scenarios", "--print", "codec_tiled").stdout)
     assert copied.name == "codec_tiled"
 
@@ -113,6 +116,6 @@ def test_an_unknown_name_lists_the_packaged_ones(
     monkeypatch.chdir(tmp_path)
     line = error_line(vcmm("run", "video_108p", expect=1))
     assert "cannot read scenario file" in line and "no packaged scenario 'video_108p'" in line
-    assert "camera_dsp, codec_tiled, net_stream, video_1080p" in line
+    assert "camera_dsp, codec_banked, codec_tiled, net_stream, video_1080p" in line
     line = error_line(vcmm("scenarios", "--print", "nope", expect=1))
     assert "no packaged scenario or platform named 'nope'" in line

@@ -154,7 +154,9 @@ def test_many_to_many_and_activation_counts(system) -> None:
     dev = system.device("vcodec_a_mm1")
     assert dev.read(res1.dev_addr, 3) == b"one"
     system.vcm_deactivate(a1)
-    assert not dev.ctx.is_active and not dev.ctx.is_bound
+    # Parked: disabled, still bound (idle) until another context needs the bank.
+    assert not dev.ctx.is_active and dev.ctx.is_bound
+    assert not dev.ctx.smmu.bank_registers(dev.ctx.bank).enabled
     system.vcm_activate(a2)  # a context switch: the old translations must not leak
     assert dev.read(res2.dev_addr, 3) == b"two"
 

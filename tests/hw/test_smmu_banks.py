@@ -248,3 +248,48 @@ def test_bank_choice_matches_the_reference_model(ops: list[tuple[str, int]], ban
             assert c.bank == model.bank_of(c.name), (op, i, c.name)
             assert c.is_active == (c.name in model.active)
     assert smmu.bank_stats().switches == model.switches
+
+
+def test_an_idle_context_returning_to_its_bank_keeps_its_entries() -> None:
+    """Same bank, same registers, nothing switched: the TLB entries survive the
+    deactivate/activate pair; pointing the idle context at other tables drops them."""
+    from vcmm.hw.pgtable import PageTable
+
+    smmu = make_smmu(2)
+    first, second = (PageTable(smmu.fmt, smmu.memory, smmu.table_memory) for _ in range(2))
+    first.map(VA, PA, 3 * SZ_4K, RW_WB)
+    second.map(VA, PA + 0x10_0000, 3 * SZ_4K, RW_WB)
+    a = smmu.context_init("a")
+    a.set_tables(first)
+    a.activate()
+    touch(a, 3)
+    a.deactivate()
+    a.activate()
+    assert entries_of(smmu, a.bank) == 3
+    misses = a.stats().tlb.misses
+    touch(a, 3)
+    assert a.stats().tlb.misses == misses  # all hits
+    a.deactivate()
+    a.set_tables(first)  # the same table again: still warm
+    a.activate()
+    assert entries_of(smmu, a.bank) == 3
+    a.deactivate()
+    a.set_tables(second)  # another table: nothing flushed it, so activation must
+    a.activate()
+    assert entries_of(smmu, a.bank) == 0
+    assert a.translate_access(VA, Access.READ).pa == PA + 0x10_0000
+
+
+def test_a_change_to_an_idle_contexts_tables_reaches_its_bank() -> None:
+    smmu = make_smmu(2)
+    a = with_pages(smmu, "a", 3)
+    a.activate()
+    touch(a, 3)
+    a.deactivate()
+    a.update_start()
+    a.unmap(VA, SZ_4K)
+    assert a.update_done() == 1  # the idle bank's entry for VA is gone
+    a.activate()
+    with pytest.raises(DeviceFaultError):
+        a.translate_access(VA, Access.READ)
+    assert a.translate_access(VA + SZ_4K, Access.READ).pa == PA + SZ_4K

@@ -8,6 +8,7 @@ of_dma_configure's masks.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import warnings
 from collections.abc import Callable
@@ -216,6 +217,33 @@ def test_each_smmu_gets_the_format_of_its_compatible(make_dtb: MakeDtb) -> None:
     assert (v1.format, v1.model, v1.coherent) == ("lpae", "arm,mmu-401", True)
     # 5 interrupts, 1 global: 4 context banks (arm,smmu binding); 2 - 1 = 1 on the v1.
     assert (v2.context_banks, v1.context_banks) == (4, 1)
+
+
+def test_register_windows_sit_at_the_iommus_reg(make_dtb: MakeDtb) -> None:
+    """The soc bus maps 0 to 0x1000_0000, so the MMU-500's reg 0x10_0000 is CPU address
+    0x1010_0000 and the MMU-401's 0x1011_0000; both are aligned to their windows (4
+    banks: 2 * 4 pages of 4K; 1 bank: 2 * 2 pages)."""
+    result = imported(make_dtb)
+    v2, v1 = result.spec.smmus
+    assert (v2.base, v2.register_window_size) == (0x1010_0000, 0x8000)
+    assert (v1.base, v1.register_window_size) == (0x1011_0000, 0x4000)
+    assert not any("register window" in n for n in result.notes)
+    system = System(dataclasses.replace(result.spec, smmus=(v2,), devices=()))
+    assert system.smmus[v2.name].read_register(0x1010_0000 + 0x24) & 0xFF == 4  # IDR1.NUMCB
+
+
+def test_a_register_window_that_cannot_sit_at_its_reg_moves_to_a_free_slot(
+    make_dtb: MakeDtb,
+) -> None:
+    tree = board()
+    # Inside the MMU-500's window once aligned down: the MMU-401 goes elsewhere.
+    tree["soc@10000000"]["iommu@110000"]["reg"] = [0x10_4100, 0x100]
+    result = imported(make_dtb, tree)
+    v2, v1 = result.spec.smmus
+    assert v2.base == 0x1010_0000
+    assert v1.base == 0x0400_0000  # the first free default slot (RAM starts at 2 GiB)
+    (note,) = [n for n in result.notes if "register window" in n]
+    assert "0x10104100" in note and "0x4000000" in note
 
 
 def test_stream_ids_and_groups_follow_arm_smmu_matching(make_dtb: MakeDtb) -> None:

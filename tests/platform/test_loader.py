@@ -389,10 +389,10 @@ CASES = [
         id="missing-context-banks",
     ),
     pytest.param(
-        edit('{ name = "gpu", bank = 1 }', '{ name = "gpu" }'),
+        edit('{ name = "gpu", bank = 1 }', '{ name = "gpu", bank = "1" }'),
         "smmus[0].contexts[0].bank",
-        ["'bank'"],
-        id="missing-bank",
+        ["expected an integer", "'1'"],
+        id="bank-not-integer",
     ),
     pytest.param(
         edit('name = "isp"\nkind = "smmu"\n', 'name = "isp"\n'),
@@ -748,10 +748,34 @@ CASES = [
         id="bank-too-large",
     ),
     pytest.param(
-        edit('{ name = "jpeg", bank = 0 }', '{ name = "jpeg", bank = 1 }'),
-        "smmus[0].contexts[1].bank",
-        ["bank 1", "'gpu'"],
-        id="bank-bound-twice",
+        edit('name = "iommu_b"\n', 'name = "iommu_b"\nbase = 0x0400_1000\n'),
+        "smmus[1].base",
+        ["0x4001000", "not aligned", "0x8000", "4 banks"],
+        id="register-base-misaligned",
+    ),
+    pytest.param(
+        edit('name = "iommu_b"\n', 'name = "iommu_b"\nbase = 0x0400_0000\n'),
+        "smmus[1].base",
+        ["register window", "overlaps", "'iommu_a'", "smmus[0].base"],
+        id="register-windows-overlap",
+    ),
+    pytest.param(
+        edit('name = "iommu_b"\n', 'name = "iommu_b"\nbase = 0x4000_0000\n'),
+        "smmus[1].base",
+        ["register window", "overlaps memory region", "set base"],
+        id="register-window-in-ram",
+    ),
+    pytest.param(
+        edit('name = "iommu_b"\n', 'name = "iommu_b"\nbase = 0x1_0000_0000_0000\n'),
+        "smmus[1].base",
+        ["0x1000000000000", "2**48"],
+        id="register-window-above-48-bits",
+    ),
+    pytest.param(
+        edit("context_banks = 4", "context_banks = 129"),
+        "smmus[1].context_banks",
+        ["129", "maximum 128"],
+        id="too-many-banks",
     ),
     pytest.param(
         edit('name = "isp", bank = 3', 'name = "isp", bank = -1'),

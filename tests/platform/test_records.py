@@ -130,10 +130,13 @@ def _smmus_and_devices(draw: st.DrawFn) -> tuple[tuple[SmmuSpec, ...], tuple[Dev
     smmus, devices = [], []
     for s in range(draw(st.integers(0, 2))):
         banks = draw(st.integers(1, 4))
-        used = draw(st.lists(st.integers(0, banks - 1), unique=True, max_size=banks))
-        contexts = tuple(ContextSpec(f"c{s}_{b}", b, f"t{s}_{b}") for b in used)
+        # More contexts than banks: a context names a bank (shared or not) or none.
+        used = draw(st.lists(st.one_of(st.none(), st.integers(0, banks - 1)), max_size=6))
+        contexts = tuple(ContextSpec(f"c{s}_{i}", b, f"t{s}_{i}") for i, b in enumerate(used))
+        base = draw(st.sampled_from([None, 0x2000_0000 + s * SZ_1M]))
         smmus.append(SmmuSpec(name=f"smmu{s}", format=draw(st.sampled_from(SMMU_FORMATS)),
-                              context_banks=banks, tlb=draw(_tlbs()), contexts=contexts))  # fmt: skip
+                              context_banks=banks, base=base, tlb=draw(_tlbs()),
+                              contexts=contexts))  # fmt: skip
         for ctx in contexts:
             bits = draw(st.integers(24, 48))
             dma = DmaSpec(mask=(1 << bits) - 1, max_segment_size=draw(st.integers(1, 1 << 22)))

@@ -57,6 +57,7 @@ def describe(
                 "model": s.model,
                 "format": s.format,
                 "context_banks": s.context_banks,
+                "register_base": spec.register_base(s.name),
                 "contexts": [c.name for c in s.contexts],
                 "coherent_walk": s.coherent,
                 "disabled": s.disabled,
@@ -117,7 +118,8 @@ def render(data: dict[str, Any]) -> str:
         flags = " (disabled)" * s["disabled"] + " (coherent walk)" * s["coherent_walk"]
         lines.append(
             f"  {s['name']:<24} {s['model'] or '-':<22} {s['format']:<7} "
-            f"{s['context_banks']} context banks, {len(s['contexts'])} in use{flags}"
+            f"{s['context_banks']} context banks, {len(s['contexts'])} in use, "
+            f"registers at {s['register_base']:#x}{flags}"
         )
     lines += ["", "Masters:"]
     for m in data["masters"]:

@@ -7,7 +7,7 @@ import json
 import click
 
 from vcmm.cli.topology import system_for
-from vcmm.report.pagetables import device_tables, render_dump
+from vcmm.report.pagetables import bank_view, device_tables, render_dump
 
 
 @click.group("pt")
@@ -29,10 +29,13 @@ def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
 
     DEVICE is a device behind an SMMU (its context's tables) or `cpu` (the kernel's
     table).  Consecutive entries of one page size and the same attributes that are
-    contiguous in both address spaces are merged: `760 x 4K` is one line.
+    contiguous in both address spaces are merged: `760 x 4K` is one line.  For a
+    device behind an SMMU the dump ends with its SMMU's register base, its bank and
+    the bank's fault registers (FSR, FAR, FSYNR0, decoded with the ARM SMMUv2 names).
     """
     system, _, _ = system_for(scenario)
     dumps = device_tables(system, device)
+    view = bank_view(system, device)
     if as_json:
         data = [
             {
@@ -50,12 +53,15 @@ def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
                     }
                     for r in d.ranges
                 ],
+                **({"registers": view.to_dict()} if view is not None else {}),
             }
             for d in dumps
         ]
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(render_dump(device, dumps))
+    if view is not None:
+        click.echo(view.describe())
 
 
 COMMANDS = [pt_group]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vcmm.core.banks import check_bank_available, park_context, release_parked
 from vcmm.core.flags import AssocAttr, check_assoc_attr
-from vcmm.core.mappers import check_bank_free, program_context, release_context
+from vcmm.core.mappers import program_context
 from vcmm.core.objects import Association, Vcm, VcmFault, VcmKind
 from vcmm.core.state import CoreState, FaultHandler, check_handle, check_holder
 from vcmm.errors import BusyError, InvalidArgumentError, StateError, VcmmError
@@ -127,11 +128,16 @@ class Binding:
             )
 
     def vcm_deassoc(self, avcm: Association) -> None:
-        """Remove an association; refused while it is active."""
+        """Remove an association; refused while it is active.  The device's context
+        gives its bank back when no other association uses it."""
         call = "vcm_deassoc"
         avcm = check_handle(call, "avcm", avcm, Association)
         if avcm.active:
             raise BusyError(f"{call}: {avcm.name} is active; vcm_deactivate it first")
+        ctx = avcm.context
+        if ctx is not None:
+            others = [a.context for a in self.state.associations() if a is not avcm]
+            release_parked(ctx, avcm.vcm.table, others)
         avcm.vcm.associations.remove(avcm)
         avcm.freed = True
 
@@ -172,7 +178,7 @@ class Binding:
         if ctx.in_update:
             raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
         bank = self.state.record(device.name).bank
-        check_bank_free(ctx, bank)
+        check_bank_available(call, device, bank)
         vcm = avcm.vcm
         if avcm.half is None:
             program_context(ctx, bank, vcm.table, None, split=False)
@@ -185,9 +191,11 @@ class Binding:
         program_context(ctx, bank, low, high, split=True)
 
     def vcm_deactivate(self, avcm: Association) -> None:
-        """Stop the device using the VCM: disable and unbind its context (IOMMU), or
-        drop the activation count (VMM, one-to-one).  A split context keeps its other
-        half running."""
+        """Stop the device using the VCM: disable its context (IOMMU), which stays
+        bound to its bank, idle, until another context takes the bank or the last
+        association of the device goes (:mod:`vcmm.core.banks`); or drop the
+        activation count (VMM, one-to-one).  A split context keeps its other half
+        running."""
         call = "vcm_deactivate"
         avcm = check_handle(call, "avcm", avcm, Association)
         if not avcm.active:
@@ -200,7 +208,7 @@ class Binding:
             others = [a for a in self.state.associations() if a.active and a is not avcm]
             other = next((a for a in others if a.context is ctx), None)
             if other is None:
-                release_context(ctx)
+                park_context(ctx)
             elif other.half == "low":
                 ctx.set_tables(other.vcm.table, None, split=True)
             else:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from vcmm.attrs import PageAttrs
-from vcmm.errors import BusyError
+from vcmm.core.banks import parked_on
 from vcmm.hw.bus import SmmuDevice
 from vcmm.ranges import coalesce
 
@@ -290,12 +290,17 @@ class IommuMapper(_TableMapper):
         return self.table
 
     def contexts(self) -> list[SmmuContext]:
-        """The SMMU contexts currently running this VCM (each once)."""
+        """The SMMU contexts running this VCM, or parked on its table (each once): a
+        parked context's bank keeps its TLB entries for its return, so they too must
+        see every change (:mod:`vcmm.core.banks`)."""
         seen: dict[int, SmmuContext] = {}
         for a in self.vcm.associations:
             device = a.device
-            if a.active and isinstance(device, SmmuDevice):
-                seen.setdefault(id(device.ctx), device.ctx)
+            if not isinstance(device, SmmuDevice):
+                continue
+            ctx = device.ctx
+            if a.active or parked_on(ctx, self.table):
+                seen.setdefault(id(ctx), ctx)
         return list(seen.values())
 
     def _start(self) -> None:
@@ -400,24 +405,6 @@ class OneToOneMapper:
 # -- programming SMMU contexts --------------------------------------------------------------
 
 
-def check_bank_free(ctx: SmmuContext, bank: int | None) -> None:
-    """Refuse (before any change) to bind ``ctx`` where no bank is free for it."""
-    if ctx.is_bound:
-        return
-    if bank is None:
-        if not ctx.smmu.free_banks():
-            raise BusyError(
-                f"SMMU {ctx.smmu.name!r}: every context bank is bound; cannot bind {ctx.name!r}"
-            )
-        return
-    holder = ctx.smmu.bound_context(bank)
-    if holder is not None:
-        raise BusyError(
-            f"SMMU {ctx.smmu.name!r} bank {bank} is held by context {holder.name!r}; "
-            f"cannot bind {ctx.name!r} there"
-        )
-
-
 def program_context(
     ctx: SmmuContext, bank: int | None, low: PageTable | None, high: PageTable | None, split: bool
 ) -> None:
@@ -439,10 +426,3 @@ def program_context(
             ctx.use_own_tables()
             ctx.unbind()
         raise
-
-
-def release_context(ctx: SmmuContext) -> None:
-    """Deactivate, unbind and return the context to its own (empty) tables."""
-    ctx.deactivate()
-    ctx.unbind()
-    ctx.use_own_tables()

@@ -337,6 +337,23 @@ class DmaApi:
         the buffer's pages from ``vma.pgoff`` on."""
         coherent.mmap_coherent(self._state, dev, vma, cpu_addr, dma_handle, size)
 
+    def can_mmap(self, dev: object) -> bool:
+        """``dma_can_mmap``: whether :meth:`mmap_coherent` can map ``dev``'s coherent
+        buffers into a process, answered as Linux's ``kernel/dma/mapping.c`` does.
+
+        A device behind an IOMMU (dma-iommu ops) can: True.  A direct device asks
+        ``dma_direct_can_mmap``: a coherent one can, a non-coherent one only when the
+        kernel can hand user space a non-cacheable mapping of the buffer
+        (``CONFIG_DMA_NONCOHERENT_MMAP``, which arm64's ``DMA_DIRECT_REMAP`` brings):
+        here, when the DMA API has a non-cacheable allocator for such buffers (the
+        remapped coherent pool or the premapped atomic pool).  Without either, a
+        non-coherent direct device gets no coherent buffer to map: False.
+        """
+        entry = self._state.entry("can_mmap", dev)
+        if entry.ops == "iommu" or entry.params.coherent:
+            return True
+        return self._state.pool is not None or self._state.atomic is not None
+
     def get_sgtable(self, dev: object, cpu_addr: int, dma_handle: int, size: int) -> ScatterList:
         """``dma_get_sgtable``: the buffer's pages as a scatterlist."""
         return coherent.get_sgtable(self._state, dev, cpu_addr, dma_handle, size)

@@ -79,6 +79,7 @@ def _smmus(
             tlb=_tlb(s.tlb),
             lock=lock,
             invalidation=s.invalidation.cost(),
+            register_base=spec.register_base(s.name),
         )
         for ctx in s.contexts:
             smmu.context_init(ctx.name)

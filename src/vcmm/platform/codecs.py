@@ -192,6 +192,14 @@ class Integer(Codec):
         return str(value)
 
 
+class OptionalInteger(Integer):
+    """An integer that may be absent (None): a file leaves the key out, a dump too."""
+
+    def check(self, value: Any) -> None:
+        if value is not None:
+            super().check(value)
+
+
 class Size(Integer):
     """A byte count in the size notation (``"2M+4K"``, ``0x1000``)."""
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from vcmm.errors import NotFoundError
+from vcmm.hw.smmu import DEFAULT_REGISTER_BASE
+from vcmm.hw.smmu.mmio import default_numpage
 from vcmm.platform.codecs import (
     ADDRESS_LIMIT,
     Address,
     Boolean,
     Integer,
+    OptionalInteger,
     Record,
     Records,
     Size,
@@ -29,7 +32,7 @@ from vcmm.platform.errors import PlatformError
 from vcmm.platform.fields import Invalid, check_fields, is_dt_name, is_name, key, one_of
 from vcmm.platform.toml_table import Reading
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_64K, is_power_of_two
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_64K, is_power_of_two
 from vcmm.tlbcost import (
     DEFAULT_CLOCK_HZ,
     DEFAULT_COMMAND_CYCLES,
@@ -45,6 +48,28 @@ DEVICE_KINDS: Final = ("smmu", "physical")
 DMA_BIT_MASK_32: Final = (1 << 32) - 1
 #: Name reserved for the implicit CPU bus master.
 CPU_NAME: Final = "cpu"
+#: The default register layout: SMMU ``i`` (file order) at ``DEFAULT_REGISTER_BASE +
+#: i * REGISTER_STRIDE``.  The stride holds the largest window an SMMU of at most 128
+#: banks has with 4 KiB pages (2 * 128 pages), so default windows never overlap and
+#: each stays aligned to its own size, as SMMUv2 requires.
+REGISTER_STRIDE: Final = SZ_1M
+#: Register windows must end below this (the SMMU's 48-bit physical address space).
+REGISTER_LIMIT: Final = 1 << 48
+
+
+def default_register_base(index: int) -> int:
+    """Register base of the ``index``-th SMMU of a platform that names none."""
+    return DEFAULT_REGISTER_BASE + index * REGISTER_STRIDE
+
+
+def _at_most_128_banks(value: int) -> None:
+    """The SMMU model has at most 128 banks (SMMU_IDR1.NUMCB counts up to 128 here)."""
+    if value > 128:
+        raise Invalid(f"value {value} is above the maximum 128")
+
+
+def _no_bank(reading: Reading) -> object:
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,16 +94,20 @@ class InvalidationSpec:
 
 @dataclass(frozen=True, slots=True)
 class ContextSpec:
-    """A named SMMU context (000 L534-560): looked up by ``name``, bound to ``bank``.
+    """A named SMMU context (000 L534-560): looked up by ``name``, bound to a bank at
+    run time (000's ``smmu_ctx_bind``).
 
-    ``tree_name`` is its node in the seed's device tree (``ctx0``...); ``name`` is what
-    users pass to look it up and what its /dev node is called.  A file that leaves
-    ``tree_name`` out numbers the contexts across all SMMUs in file order, as the seed
-    numbers ctx3 on smmu1.
+    ``bank`` names the hardware bank the context always binds (stealing it from an
+    idle context that holds it); ``None`` (the key left out) lets activation take a
+    free bank, else the least recently used idle one, so an SMMU may have more
+    contexts than banks.  ``tree_name`` is its node in the seed's device tree
+    (``ctx0``...); ``name`` is what users pass to look it up and what its /dev node
+    is called.  A file that leaves ``tree_name`` out numbers the contexts across all
+    SMMUs in file order, as the seed numbers ctx3 on smmu1.
     """
 
     name: str = field(metadata=key(Text(), is_name))
-    bank: int = field(metadata=key(Integer()))
+    bank: int | None = field(metadata=key(OptionalInteger(), derive=_no_bank))
     tree_name: str = field(
         metadata=key(Text(), is_name, derive=lambda reading: f"ctx{reading.ordinal}")
     )
@@ -91,6 +120,11 @@ class ContextSpec:
 class SmmuSpec:
     """One SMMU instance: ``context_banks`` hardware contexts sharing one global TLB.
 
+    ``base`` is the physical address of its register window (the seed's
+    ``smmu_get_base_addr``); ``None`` takes the default layout
+    (:func:`default_register_base` of its position in the file).  Contexts may
+    outnumber ``context_banks``: they take turns on the banks (docs/PLATFORM.md).
+
     An SMMU imported from a devicetree also records what it was: ``model`` (the
     compatible string that chose its format, ``arm,mmu-500``), ``node`` (its path),
     ``coherent`` (``dma-coherent``: its table walks snoop the CPU cache) and
@@ -101,7 +135,8 @@ class SmmuSpec:
 
     name: str = field(metadata=key(Text(), is_name))
     format: str = field(default="armv7s", metadata=key(Text(), one_of(SMMU_FORMATS)))
-    context_banks: int = field(metadata=key(Integer(minimum=1)))
+    context_banks: int = field(metadata=key(Integer(minimum=1), _at_most_128_banks))
+    base: int | None = field(default=None, metadata=key(Address()))
     tlb: TlbSpec = field(default=TlbSpec(), metadata=key(Record(TlbSpec)))
     contexts: tuple[ContextSpec, ...] = field(default=(), metadata=key(Records(ContextSpec)))
     model: str = field(default="", metadata=key(Text(), omit_default=True))
@@ -115,22 +150,38 @@ class SmmuSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, PlatformError)
-        banks: dict[int, int] = {}
         for index, ctx in enumerate(self.contexts):
-            where = f"contexts[{index}].bank"
-            if ctx.bank >= self.context_banks:
+            if ctx.bank is not None and ctx.bank >= self.context_banks:
                 raise PlatformError(
                     f"bank {ctx.bank} of context {ctx.name!r} is not below context_banks "
                     f"{self.context_banks}",
-                    key=where,
+                    key=f"contexts[{index}].bank",
                 )
-            if ctx.bank in banks:
+        if self.base is not None:
+            size = self.register_window_size
+            if self.base % size:
                 raise PlatformError(
-                    f"bank {ctx.bank} of context {ctx.name!r} is already bound to "
-                    f"contexts[{banks[ctx.bank]}] {self.contexts[banks[ctx.bank]].name!r}",
-                    key=where,
+                    f"register base {self.base:#x} is not aligned to the register window "
+                    f"size {size:#x} (2 * NUMPAGE {size // (2 * SZ_4K)} * 4 KiB pages for "
+                    f"{self.context_banks} banks)",
+                    key="base",
                 )
-            banks[ctx.bank] = index
+            if self.base + size > REGISTER_LIMIT:
+                raise PlatformError(
+                    f"register window {self.base:#x} + {size:#x} ends above 2**48", key="base"
+                )
+
+    @property
+    def register_window_size(self) -> int:
+        """Bytes of the register window: the global space and the bank space, NUMPAGE
+        4 KiB pages each (NUMPAGE the smallest power of two, at least 2, holding every
+        bank)."""
+        return 2 * default_numpage(self.context_banks) * SZ_4K
+
+    def register_window(self, index: int) -> AddressRange:
+        """The register window of this SMMU when it is the ``index``-th of its platform."""
+        base = default_register_base(index) if self.base is None else self.base
+        return AddressRange(base, self.register_window_size)
 
     def context(self, name: str) -> ContextSpec:
         for ctx in self.contexts:

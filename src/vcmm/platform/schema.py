@@ -288,6 +288,19 @@ class PlatformSpec:
 
     def _validate_smmus(self) -> None:
         _check_unique([s.name for s in self.smmus], "smmus", "name", "SMMU")
+        windows = [
+            (f"smmus[{i}].base", f"SMMU {s.name!r} register window", s.register_window(i))
+            for i, s in enumerate(self.smmus)
+        ]
+        _check_disjoint(windows)
+        for where, what, window in windows:
+            for region in self.memory:
+                if window.overlaps(region.range):
+                    raise PlatformError(
+                        f"{what} {window} overlaps memory region {region.name!r} "
+                        f"{region.range}; registers are not memory (set base)",
+                        key=where,
+                    )
         contexts = [
             (f"smmus[{i}].contexts[{j}]", ctx)
             for i, smmu in enumerate(self.smmus)
@@ -375,6 +388,11 @@ class PlatformSpec:
 
     def smmu(self, name: str) -> SmmuSpec:
         return _lookup(self.smmus, name, "SMMU")
+
+    def register_base(self, name: str) -> int:
+        """Where SMMU ``name``'s registers sit: its ``base``, else the default layout."""
+        smmu = self.smmu(name)
+        return smmu.register_window(self.smmus.index(smmu)).start
 
     def device(self, name: str) -> DeviceSpec:
         return _lookup(self.devices, name, "device")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vcmm.core.export import graph_data
 from vcmm.report.graph import render_svg, to_dot, to_text
-from vcmm.report.pagetables import device_tables, render_dump
+from vcmm.report.pagetables import bank_view, device_tables, render_dump
 from vcmm.report.plots import plot_frames, plot_policies
 from vcmm.report.tables import Table, fmt_chunks, result_tables
 from vcmm.system import System
@@ -112,6 +112,9 @@ def write_report(
             if dev.context is None:
                 continue
             text = render_dump(dev.name, device_tables(system, dev.name))
+            view = bank_view(system, dev.name)
+            if view is not None:
+                text += "\n" + view.describe()
             dumps.append(
                 f"<details><summary>{html.escape(dev.name)} ({html.escape(dev.context)})</summary>"
                 f"<pre>{html.escape(text)}</pre></details>"

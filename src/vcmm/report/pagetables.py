@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.hw.pgtable import MapEntry
+from vcmm.hw.smmu import CB_FAR, CB_FSR, CB_FSYNR0, FaultStatus
 from vcmm.sizes import format_size
 from vcmm.system import System
 
@@ -122,6 +123,54 @@ def device_tables(system: System, device: str) -> list[TableDump]:
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class BankView:
+    """Where a device's context sits in its SMMU's register window, and its bank's fault
+    registers as a driver reads them (by address: FSR at SMMU_CBn_BASE + 0x58)."""
+
+    smmu: str
+    register_base: int
+    bank: int | None
+    bank_base: int | None
+    faults: FaultStatus | None
+
+    def describe(self) -> str:
+        head = f"registers: {self.smmu} at {self.register_base:#x}"
+        if self.bank is None or self.bank_base is None or self.faults is None:
+            return f"{head}, context not bound to a bank"
+        return f"{head}, bank {self.bank} page {self.bank_base:#x}: {self.faults.describe()}"
+
+    def to_dict(self) -> dict[str, object]:
+        faults = self.faults
+        return {
+            "smmu": self.smmu,
+            "register_base": self.register_base,
+            "bank": self.bank,
+            "bank_base": self.bank_base,
+            "fsr": faults.fsr if faults is not None else None,
+            "far": faults.far if faults is not None else None,
+            "fsynr0": faults.fsynr0 if faults is not None else None,
+            "decoded": faults.describe() if faults is not None else None,
+        }
+
+
+def bank_view(system: System, device: str) -> BankView | None:
+    """The register view of ``device``'s context (None for a device without one)."""
+    dev = system.device(device)
+    if not isinstance(dev, SmmuDevice):
+        return None
+    ctx, smmu = dev.ctx, dev.ctx.smmu
+    if ctx.bank is None:
+        return BankView(smmu.name, smmu.register_base, None, None, None)
+    base = smmu.bank_base(ctx.bank)
+    status = FaultStatus(
+        fsr=smmu.read_register(base + CB_FSR),
+        far=smmu.read_register(base + CB_FAR),
+        fsynr0=smmu.read_register(base + CB_FSYNR0),
+    )
+    return BankView(smmu.name, smmu.register_base, ctx.bank, base, status)
 
 
 def render_dump(device: str, dumps: list[TableDump]) -> str:

@@ -246,6 +246,65 @@ def contexts_table(result: ScenarioResult) -> Table:
     return t
 
 
+def smmus_table(result: ScenarioResult) -> Table:
+    """Per SMMU: where its registers sit, banks against the contexts the run used, and
+    the bank switches (an idle context's bank taken) with the TLB entries they cost."""
+    t = Table(
+        "SMMU banks",
+        [
+            "smmu",
+            "registers",
+            "banks",
+            "contexts",
+            "turns",
+            "bank switches",
+            "tlb entries invalidated",
+        ],
+    )
+    if any(s.takes_turns for s in result.smmus):
+        t.note = (
+            "contexts outnumbering banks take turns: activated per frame, an idle bank "
+            "taken from the least recently used context (a bank switch)"
+        )
+    for s in result.smmus:
+        t.add(
+            [
+                s.name,
+                f"{s.register_base:#x}",
+                s.context_banks,
+                len(s.contexts),
+                "yes" if s.takes_turns else "no",
+                s.bank_switches,
+                s.invalidated,
+            ]
+        )
+    return t
+
+
+def fault_registers_table(result: ScenarioResult) -> Table | None:
+    """The fault registers of every bank that recorded a fault (None: no bank did)."""
+    rows = [(s.name, b) for s in result.smmus for b in s.banks if b.faulted]
+    if not rows:
+        return None
+    t = Table(
+        "SMMU fault registers (ARM SMMUv2 FSR, FAR, FSYNR0)",
+        ["smmu", "bank", "context", "FSR", "FAR", "FSYNR0", "decoded"],
+    )
+    for name, b in rows:
+        t.add(
+            [
+                name,
+                b.bank,
+                b.context,
+                f"{b.fsr:#010x}",
+                f"{b.far:#x}",
+                f"{b.fsynr0:#010x}",
+                b.decoded,
+            ]
+        )
+    return t
+
+
 def steps_table(result: ScenarioResult, width: int | None = None) -> Table:
     """IOTLB misses of every step, a column per frame; when that is wider than
     ``width``, frame 0 (the cold TLB) and the later frames' minimum, mean and maximum
@@ -392,12 +451,15 @@ def invalidation_table(result: ScenarioResult) -> Table:
 
 
 def result_tables(result: ScenarioResult, width: int | None = None) -> list[Table]:
+    faults = fault_registers_table(result)
     plain = [buffers_table(result)] if result.buffers or not result.collections else []
     tables = [
         *plain,
         *(collection_table(c) for c in result.collections),
         steps_table(result, width),
         contexts_table(result),
+        *([smmus_table(result)] if result.smmus else []),
+        *([faults] if faults is not None else []),
         devices_table(result),
         totals_table(result),
     ]

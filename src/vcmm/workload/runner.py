@@ -38,6 +38,7 @@ from vcmm.hw.tlb import TLBStats
 from vcmm.share.collection import BufferCollection
 from vcmm.sizes import format_size
 from vcmm.system import System
+from vcmm.workload.banks import BankTurns, SmmuResult, smmu_results
 from vcmm.workload.buffer_collections import (
     CollectionResult,
     collection_result,
@@ -147,6 +148,8 @@ class ContextResult:
     bytes_written: int
     table_bytes: int
     table_pages: int
+    #: Times the context lost its idle bank to another context (a bank switch).
+    bank_evictions: int = 0
 
     @property
     def miss_rate(self) -> float:
@@ -221,6 +224,8 @@ class ScenarioResult:
     #: The booted system in its end state (for graphs and page-table dumps); not
     #: serialised and dropped before a result crosses a process boundary.
     system: System | None = field(default=None, repr=False, compare=False)
+    #: Each SMMU the run used: banks, bank switches and their TLB cost, fault registers.
+    smmus: list[SmmuResult] = field(default_factory=list)
 
     def totals(self) -> dict[str, int | float]:
         """Sums over every context and device: what the sweep tabulates."""
@@ -335,6 +340,8 @@ class ScenarioRunner:
         #: Negotiated buffer collections, and the buffer each one's steps stream over.
         self.collections: dict[str, BufferCollection] = {}
         self._shapes: dict[str, BufferSpec] = {}
+        #: Devices whose contexts outnumber their SMMU's banks take turns on them.
+        self.turns = BankTurns(self.system, scenario)
         self._ready = False
 
     @property
@@ -412,7 +419,11 @@ class ScenarioRunner:
                 self.context_vcms[key] = vcm
                 self.labels[vcm.name] = f"{spec.context}'s IOVA space"
             if not any(a.device is dev for a in vcm.associations):
-                system.vcm_activate(system.vcm_assoc(vcm, dev))
+                assoc = system.vcm_assoc(vcm, dev)
+                if self.turns.defers(dev):
+                    self.turns.hold(step.device, assoc)
+                else:
+                    system.vcm_activate(assoc)
             res = next(
                 (r for (d, b), r in self.reservations.items() if b == buf.name and r.vcm is vcm),
                 None,
@@ -510,18 +521,19 @@ class ScenarioRunner:
             offsets = step_stream(buf, step, sc.burst, frame)
         base = self.base(step, frame)
         access = Access.WRITE if step.access == "write" else Access.READ
-        before = ctx.stats().tlb if ctx is not None else None
-        try:
-            dev.access_batch(offsets + np.uint64(base), access, sc.burst)
-        except DeviceFaultError as err:
-            result.fault = f"frame {frame}: {err}"
-        counts: dict[str, int] = {}
-        if ctx is not None and before is not None:
-            delta = _delta(ctx.stats().tlb, before)
-            counts = {name: delta[name] for name in _FRAME_TLB_FIELDS}
-        result.frames.append(FrameResult(frame=frame, bursts=int(offsets.size), **counts))
-        if step.data and result.fault is None:
-            self._move_data(step, result, frame, base, written)
+        with self.turns.turn(step.device):
+            before = ctx.stats().tlb if ctx is not None else None
+            try:
+                dev.access_batch(offsets + np.uint64(base), access, sc.burst)
+            except DeviceFaultError as err:
+                result.fault = f"frame {frame}: {err}"
+            counts: dict[str, int] = {}
+            if ctx is not None and before is not None:
+                delta = _delta(ctx.stats().tlb, before)
+                counts = {name: delta[name] for name in _FRAME_TLB_FIELDS}
+            result.frames.append(FrameResult(frame=frame, bursts=int(offsets.size), **counts))
+            if step.data and result.fault is None:
+                self._move_data(step, result, frame, base, written)
 
     def _move_data(
         self,
@@ -601,6 +613,7 @@ class ScenarioRunner:
                 bytes_written=stats.bytes_written,
                 table_bytes=sum(size for _, size in pages),
                 table_pages=len(pages),
+                bank_evictions=stats.evictions,
             )
         buffers = [self._buffer_result(buf) for buf in sc.buffers]
         return ScenarioResult(
@@ -620,6 +633,7 @@ class ScenarioRunner:
             traffic=flows,
             invalidation=invalidation_results(system),
             system=system,
+            smmus=smmu_results(system, self.turns),
         )
 
     def _buffer_result(self, buf: BufferSpec) -> BufferResult:

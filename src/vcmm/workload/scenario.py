@@ -28,7 +28,7 @@ from typing import Any, Final
 from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
-from vcmm.platform import PlatformSpec, load_default, load_platform
+from vcmm.platform import PlatformSpec, load_default, load_platform, loads_platform
 from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
 from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
@@ -242,7 +242,8 @@ def _name_from_source(reading: Reading) -> str:
 
 def _platform_of_file(reading: Reading) -> PlatformSpec:
     """The platform ``platform = ...`` names: a file that exists (relative to the
-    scenario's folder, ``.toml`` optional) wins over the packaged ``default``."""
+    scenario's folder, ``.toml`` optional) wins over the packaged platform of that
+    name (``default``, ``banked``)."""
     ref = str(reading.value("platform_ref"))
     base_dir: Path | None = reading.context.get("base_dir")
     path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
@@ -250,6 +251,9 @@ def _platform_of_file(reading: Reading) -> PlatformSpec:
         return load_platform(path)
     if ref == "default":
         return load_default()
+    packaged = {e.name: e for e in examples("platform")}
+    if ref in packaged:
+        return loads_platform(packaged[ref].text(), source=f"<{ref}>")
     looked = base_dir / ref if base_dir is not None and not Path(ref).is_absolute() else ref
     raise reading.table.error(
         "platform", f"platform file {ref!r} does not exist (looked at {looked})"

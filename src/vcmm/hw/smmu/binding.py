@@ -4,9 +4,13 @@ A virtual context holds at most one hardware bank of its SMMU at a time, and may
 it while idle (bound, not active) to a context that needs one (:mod:`.banktable`);
 activating a context without a bank binds one first.  Activation writes the bank's
 registers from the context's tables (a context switch) and drops the bank's TLB
-entries, which another address space may have left; deactivation disables the bank
-and, if the context translated anything meanwhile, stamps the bank as just used (the
-LRU order).  The fault registers are left alone: software clears them (write 1s).
+entries, which another address space may have left, unless the context comes back to
+the bank it kept with the very registers it left it with and no table switch since:
+then nobody else used the bank, every table change meanwhile was flushed from it (its
+TLB maintenance targets the bound bank, active or not), and its entries stay warm.
+Deactivation disables the bank and, if the context translated anything meanwhile,
+stamps the bank as just used (the LRU order).  The fault registers are left alone:
+software clears them (write 1s).
 While bound, the binding is also the flush target of the context's TLB maintenance
 (:class:`~vcmm.hw.tlbgather.TlbGather`): the bank number is the tag of its entries in
 the SMMU's shared TLB.
@@ -52,6 +56,10 @@ class ContextBinding:
         #: when the current activation began.
         self._tlb_acc = TLBStats()
         self._tlb_base: TLBStats | None = None
+        #: The registers the bank ran this context with when it was last deactivated,
+        #: kept while nothing can have made the bank's TLB entries stale (the bank not
+        #: taken, the tables not switched); None: the next activation invalidates.
+        self._kept: BankRegisters | None = None
 
     def __repr__(self) -> str:
         return f"<binding of {self._name!r} to {self.bank!r}>"
@@ -83,7 +91,12 @@ class ContextBinding:
         """The SMMU gave this idle context's bank to another context."""
         assert self.bank is not None and not self.active
         self.bank = None
+        self._kept = None
         self.evictions += 1
+
+    def tables_changed(self) -> None:
+        """The idle context was pointed at other tables: its bank's entries are stale."""
+        self._kept = None
 
     def unbind(self) -> None:
         """Release the bank (the context must be deactivated first)."""
@@ -96,6 +109,7 @@ class ContextBinding:
             )
         self._smmu.release_bank(self.bank)
         self.bank = None
+        self._kept = None
 
     def activate(self, tables: ContextTables) -> None:
         """Program the bank with ``tables`` (binding one first if the context has none)
@@ -105,7 +119,14 @@ class ContextBinding:
             raise StateError(f"context {self._name!r} is already active on bank {self.bank.index}")
         if self.bank is None:
             self.bank = self._smmu.claim_bank(self, None)
-        self.program(tables)
+        regs = self._registers(tables)
+        if self._kept is not None and self._kept == regs:
+            # The same registers on a bank nobody else used, with every table change
+            # since flushed from it: its TLB entries are this context's and current.
+            self.bank.regs = regs
+        else:
+            self.program(tables)
+        self._kept = None
         self.active = True
         self._tlb_base = self._smmu.tlb.stats_for(self.bank.index).copy()
 
@@ -116,6 +137,7 @@ class ContextBinding:
         if not self.active or self.bank is None:
             raise StateError(f"context {self._name!r} is not active")
         used = self._collect_tlb_stats()
+        self._kept = self.bank.regs
         self.bank.regs = BankRegisters()
         self.active = False
         if used.lookups:
@@ -125,8 +147,13 @@ class ContextBinding:
         """Write TTBR0/TTBR1/TTBCR/enable from ``tables`` and invalidate the bank's tag
         (the SMMU does that on every register write, which a context switch needs)."""
         assert self.bank is not None
+        self.bank.regs = self._registers(tables)
+        self._smmu.tlb.invalidate_tag(self.bank.index)
+
+    def _registers(self, tables: ContextTables) -> BankRegisters:
+        """What activation writes to the bank for ``tables``."""
         low, high = tables.low, tables.high
-        self.bank.regs = BankRegisters(
+        return BankRegisters(
             ttbr0=low.root if low is not None else 0,
             ttbr1=high.root if high is not None else 0,
             ttbcr_n=1 if tables.split else 0,
@@ -135,7 +162,6 @@ class ContextBinding:
             enabled=True,
             eae=self._smmu.fmt.ttbcr_eae,
         )
-        self._smmu.tlb.invalidate_tag(self.bank.index)
 
     def translator(self, op: str) -> Translator:
         """The bank's translator, for a transaction (call ``op``) of an active context."""

@@ -167,7 +167,9 @@ class SmmuContext:
         bank, else the least recently used idle one); when every bank runs an active
         context this raises :class:`BusyError` naming them.  The bank's TLB entries
         (left by whichever context used the bank before) are invalidated, so nothing
-        of another address space leaks through, and its fault registers are cleared.
+        of another address space leaks through, unless this context returns to the
+        bank it kept with the same registers and no table switch since (its own
+        entries, kept current by its TLB maintenance, stay: a warm return).
         """
         self._check_alive()
         self._binding.activate(self._tables)
@@ -188,9 +190,16 @@ class SmmuContext:
         self.smmu.remove_context(self)
         self._alive = False
 
-    def _reprogram(self) -> None:
+    def _reprogram(self, changed: bool = True) -> None:
+        """After a table change: reprogram an active bank; an idle one's TLB entries
+        no longer match what its next activation will program (when ``changed``)."""
         if self._binding.active:
             self._binding.program(self._tables)
+        elif changed:
+            self._binding.tables_changed()
+
+    def _table_state(self) -> tuple[PageTable | None, PageTable | None, bool]:
+        return self._tables.low, self._tables.high, self._tables.split
 
     @machine_locked
     def set_split(self, split: bool) -> None:
@@ -220,8 +229,10 @@ class SmmuContext:
         once (with its TLB tag invalidated).
         """
         self._check_alive()
+        before = self._table_state()
         self._tables.set_tables(low, high, split, updating=self._updates.updating)
-        self._reprogram()
+        after = self._table_state()
+        self._reprogram(any(x is not y for x, y in zip(before, after, strict=True)))
 
     @machine_locked
     def use_own_tables(self, *, split: bool = False) -> None:

@@ -22,6 +22,7 @@ from vcmm.platform.devicetree.blob import read_devicetree
 from vcmm.platform.devicetree.layout import DEFAULT_CMA_SIZE, lay_out
 from vcmm.platform.devicetree.masters import MasterImport, plain_name
 from vcmm.platform.devicetree.memory import memory_banks, place_dynamic, reserved_regions
+from vcmm.platform.devicetree.registers import place_registers
 from vcmm.platform.devicetree.tree import DeviceTreeError, DtTree
 from vcmm.platform.errors import PlatformError
 from vcmm.platform.schema import PlatformSpec
@@ -95,7 +96,7 @@ def _import(tree: DtTree, ram: int | None, cma: int) -> DeviceTreeImport:
             reserved=layout.reserved,
             page_tables=layout.page_tables,
             cpu=CpuSpec(linear_map=layout.linear_map),
-            smmus=finder.smmu_specs(),
+            smmus=place_registers(tree, finder.smmu_specs(), banks, notes),
             devices=devices,
             dma=layout.dma,
             source=tree.source,
