@@ -208,7 +208,7 @@ class Replayer:
         quiet = small and dom.iova is None and dom.keeps_tables(start, end)
         dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
         dom.gone.remove(start, end)
-        dom.writer.map(start + va_delta, ev.paddr, ev.size, quiet=quiet)
+        dom.writer.map(start + va_delta, ev.paddr, ev.size, small=small, quiet=quiet)
         st.mapped_bytes += ev.size
         if st.mapped_bytes > st.mapped_bytes_peak:
             st.mapped_bytes_peak = st.mapped_bytes
@@ -249,7 +249,7 @@ class Replayer:
         )
         for s, e, live in pieces:
             self._release(dom, ev, s, e, live)
-            dom.gone.assign(s, e, ev.line)
+            dom.gone.insert(s, e, ev.line)  # it was live, so not in ``gone``
         for va, size in _runs(pieces):  # one table call per run, as the kernel's unmap
             dom.writer.unmap(va, size, deferrable=deferrable)
         if self.timeline is not None:

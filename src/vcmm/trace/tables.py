@@ -172,18 +172,19 @@ class TableWriter:
             self.ctx.update_start()
             self._open = True
 
-    def map(self, va: int, pa: int, size: int, *, quiet: bool = False) -> None:
-        """Map ``[va, va+size)`` to ``pa`` (now or with the next batch).  ``quiet``: the
+    def map(
+        self, va: int, pa: int, size: int, *, small: bool | None = None, quiet: bool = False
+    ) -> None:
+        """Map ``[va, va+size)`` to ``pa`` (now or with the next batch).  ``small``: what
+        :meth:`small_pages_only` says of it, if the caller asked already.  ``quiet``: the
         caller knows every last-level table the range touches exists already, so the
         map allocates no table page and may cancel against its unmap."""
         if not self.enabled:
             return
         granule = self._granule
-        if (
-            not self.batch
-            or size > BATCH_PAGES * granule
-            or not self.small_pages_only(va, pa, size)
-        ):
+        if small is None:
+            small = self.small_pages_only(va, pa, size)
+        if not self.batch or size > BATCH_PAGES * granule or not small:
             self.write_pending()
             self._write_map(va, pa, size)
             return
