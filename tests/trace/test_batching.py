@@ -26,7 +26,7 @@ PAGE, SPAN = 0x1000, 0x200000
 BASE = 0x40000000
 
 op = st.tuples(
-    st.sampled_from(["map", "map", "unmap", "unmap", "fault", "block"]),
+    st.sampled_from(["map", "map", "below", "unmap", "unmap", "fault", "block"]),
     st.sampled_from(DEVICES),
     st.integers(0, 23),  # first page: 8 per last-level table, three tables
     st.integers(1, 10),  # pages: some maps cross into the next table
@@ -35,16 +35,22 @@ op = st.tuples(
 
 def _lines(ops: list[tuple[str, str, int, int]]) -> list[str]:
     out = []
+    last = (BASE + SPAN, 0x90000000)  # the last map's iova and pa
     for kind, dev, first, n in ops:
         pid = DEVICES.index(dev) + 10
         iova = BASE + (first // 8) * SPAN + (first % 8) * PAGE
         size = n * PAGE
-        if kind == "block":  # 2 MiB aligned in both: the kernel maps one block
+        if kind == "below":  # top-down: just below the last map in both addresses
+            iova, pa = last[0] - size, last[1] - size
+            last = (iova, pa)
+            out += [map_line(iova, pa, size, pid=pid), dma_map_line(dev, iova, size, pa, pid=pid)]
+        elif kind == "block":  # 2 MiB aligned in both: the kernel maps one block
             iova, size = BASE + 4 * SPAN + (first % 2) * SPAN, SPAN
             pa = 0x100000000 + (first % 3) * SPAN
             out += [map_line(iova, pa, size, pid=pid), dma_map_line(dev, iova, size, pa, pid=pid)]
         elif kind == "map":
             pa = 0x80000000 + len(out) * 0x10000
+            last = (iova, pa)
             out += [map_line(iova, pa, size, pid=pid), dma_map_line(dev, iova, size, pa, pid=pid)]
         elif kind == "unmap":
             out += [unmap_line(iova, size, pid=pid), dma_unmap_line(dev, iova, size, pid=pid)]
@@ -114,3 +120,13 @@ def test_a_streaming_trace_is_the_same_with_far_fewer_calls() -> None:
     _assert_same(batched, single)
     assert single.report.table_calls > 2000
     assert batched.report.table_calls * 10 < single.report.table_calls
+
+
+def test_top_down_maps_across_a_last_level_table_boundary() -> None:
+    """Two maps continuing each other downwards across a 2 MiB boundary: the kernel
+    made the upper last-level table first, so the batch must too."""
+    dev = DEVICES[0]
+    ops = [("map", dev, 8, 1), ("below", dev, 0, 2), ("below", dev, 0, 1)]
+    batched, single = _both(trace(*_lines(ops)))
+    _assert_same(batched, single)
+    assert batched.report.table_calls < single.report.table_calls  # one run, one call

@@ -52,9 +52,32 @@ from vcmm.attrs import PageAttrs
 from vcmm.hw.pgtable import PageTable
 from vcmm.hw.smmu import SmmuContext
 
+#: Pending maps make more runs than this: one ``map_many`` (it costs about as much as
+#: this many ``map`` calls of a run each, measured with benchmarks/bench_replay.py).
+MAP_MANY_RUNS = 4
+
 #: Maps and unmaps of more pages than this are written alone (a page-by-page batch
 #: would cost more than the call).
 BATCH_PAGES = 256
+
+
+def trace_runs(pages: list[tuple[int, int]], granule: int, span: int) -> list[tuple[int, int, int]]:
+    """``(va, pa, size)`` runs of ``(va, pa)`` pages in trace order, each page next to
+    the run's last in both addresses: upwards, or downwards inside one last-level
+    span (a downward run crossing into another span would get its tables in the
+    other order)."""
+    runs: list[list[int]] = []
+    for va, pa in pages:
+        if runs:
+            run = runs[-1]
+            if va == run[0] + run[2] and pa == run[1] + run[2]:
+                run[2] += granule
+                continue
+            if va + granule == run[0] and pa + granule == run[1] and va // span == run[0] // span:
+                run[0], run[1], run[2] = va, pa, run[2] + granule
+                continue
+        runs.append([va, pa, granule])
+    return [(va, pa, size) for va, pa, size in runs]
 
 
 def page_runs(pages: list[int], granule: int) -> list[tuple[int, int]]:
@@ -257,34 +280,46 @@ class TableWriter:
         self._write_maps_through([p for p in self._maps if p not in quiet])
 
     def _write_maps_through(self, pages: Collection[int]) -> None:
-        """Write the pending maps up to the last of ``pages`` in trace order (all of
-        them if ``pages`` is empty) in one ``map_many``; the later ones, which found
-        their tables there already, keep waiting."""
+        """Write the pending maps up to the last of ``pages`` in trace order and the
+        rest of its map (all of them if ``pages`` is empty); the later ones, which
+        found their tables there already, keep waiting."""
         maps = self._maps
         if not maps:
             return
-        granule, attrs = self._granule, self.attrs
         wanted = set(pages)
-        pieces = []
+        everything = not wanted
+        written: list[int] = []
+        granule, end, follows = self._granule, -1, -1
         for va, pa in maps.items():
-            pieces.append((va, pa, granule, attrs))
-            if wanted:
-                wanted.discard(va)
-                if not wanted:
-                    break
-        self._bracket()
-        self.calls += 1
-        self.table.map_many(pieces)
-        written = sorted(va for va, _, _, _ in pieces)
-        for va in written:
-            del maps[va]
+            if not wanted and not everything and (va != end or pa != follows):
+                break  # past the last wanted page and the map holding it
+            written.append(va)
+            wanted.discard(va)
+            end, follows = va + granule, pa + granule
+        self._install([(va, maps.pop(va)) for va in written])
         self._quiet.difference_update(written)
         gather = self.ctx.tlb_gather
-        for va, size in page_runs(written, granule):
+        for va, size in page_runs(sorted(written), self._granule):
             gather.add_range(va, size)
         if self._shared.holder is self and len(self._quiet) == len(maps):
             self._shared.holder = None
         self._count_pages()
+
+    def _install(self, pages: list[tuple[int, int]]) -> None:
+        """Map ``(va, pa)`` pages in this order: one ``map`` of small pages per run that
+        allocates its tables in the same order as the pages one by one, or one
+        ``map_many`` of them all when there are more runs than a ``map_many`` costs."""
+        self._bracket()
+        granule = self._granule
+        runs = trace_runs(pages, granule, self.leaf_span)
+        if len(runs) < MAP_MANY_RUNS:
+            self.calls += len(runs)
+            for va, pa, size in runs:
+                self.table.map(va, pa, size, self.attrs, page_size=granule)
+        else:
+            self.calls += 1
+            attrs = self.attrs
+            self.table.map_many([(va, pa, granule, attrs) for va, pa in pages])
 
     def _write_unmaps(self, then: range) -> None:
         """Write the pending unmaps, a run of adjacent pages per call, before an unmap
