@@ -51,6 +51,7 @@ from collections.abc import Collection
 from vcmm.attrs import PageAttrs
 from vcmm.hw.pgtable import PageTable
 from vcmm.hw.smmu import SmmuContext
+from vcmm.ranges import coalesce
 
 #: Pending maps make more runs than this: one ``map_many`` (it costs about as much as
 #: this many ``map`` calls of a run each, measured with benchmarks/bench_replay.py).
@@ -219,8 +220,11 @@ class TableWriter:
             self._shared.before(self)
             self._shared.holder = self
         maps = self._maps
-        for k, page in enumerate(pages):
-            maps[page] = pa + k * granule
+        if size == granule:
+            maps[va] = pa
+        else:
+            for k, page in enumerate(pages):
+                maps[page] = pa + k * granule
         if quiet:
             self._quiet.update(pages)
 
@@ -248,7 +252,7 @@ class TableWriter:
                     quiet.difference_update(pages)
                     self._cancelled.append((va, size))
                     return
-                self._write_maps_through(waiting)
+                self._write_maps(waiting)
         if deferrable:
             self._unmaps.update(pages)
             return
@@ -271,37 +275,43 @@ class TableWriter:
         self.ctx.tlb_gather.add_range(va, size)
 
     def write_pending_maps(self) -> None:
-        """Write the pending maps in one ``map_many`` of single pages, in trace order."""
-        self._write_maps_through(())
+        """Write every pending map, in trace order."""
+        self._write_maps(None)
 
     def write_allocating_maps(self) -> None:
-        """Write the pending maps up to the last one that allocates a table page."""
-        quiet = self._quiet
-        self._write_maps_through([p for p in self._maps if p not in quiet])
+        """Write the pending maps that allocate a table page, in trace order (the
+        quiet ones keep waiting: they allocate nothing, whenever they are written)."""
+        self._write_maps(())
 
-    def _write_maps_through(self, pages: Collection[int]) -> None:
-        """Write the pending maps up to the last of ``pages`` in trace order and the
-        rest of its map (all of them if ``pages`` is empty); the later ones, which
-        found their tables there already, keep waiting."""
+    def _write_maps(self, pages: Collection[int] | None) -> None:
+        """Write the pending maps of ``pages`` (each with the rest of its map) and every
+        pending map that allocates a table page, in trace order; ``None``: all.
+
+        Only the maps that allocate must keep their order (it decides which table
+        page each table gets); a quiet map allocates nothing, whether it is written
+        before or after them, so it may wait longer, to cancel against its unmap.
+        """
         maps = self._maps
         if not maps:
             return
-        wanted = set(pages)
-        everything = not wanted
-        written: list[int] = []
+        quiet = self._quiet
+        chosen = None if pages is None else set(pages)
+        written: list[tuple[int, int]] = []
         granule, end, follows = self._granule, -1, -1
         for va, pa in maps.items():
-            if not wanted and not everything and (va != end or pa != follows):
-                break  # past the last wanted page and the map holding it
-            written.append(va)
-            wanted.discard(va)
-            end, follows = va + granule, pa + granule
-        self._install([(va, maps.pop(va)) for va in written])
-        self._quiet.difference_update(written)
+            if chosen is None or va not in quiet or va in chosen or (va == end and pa == follows):
+                written.append((va, pa))
+                end, follows = va + granule, pa + granule
+        if not written:
+            return
+        for va, _ in written:
+            del maps[va]
+            quiet.discard(va)
+        self._install(written)
         gather = self.ctx.tlb_gather
-        for va, size in page_runs(sorted(written), self._granule):
+        for va, size in page_runs(sorted(va for va, _ in written), granule):
             gather.add_range(va, size)
-        if self._shared.holder is self and len(self._quiet) == len(maps):
+        if self._shared.holder is self:  # every map that allocates is written now
             self._shared.holder = None
         self._count_pages()
 
@@ -332,10 +342,7 @@ class TableWriter:
         touched = {p // span for p in self._unmaps}
         if then:
             touched.update(range(then.start // span, (then.stop - 1) // span + 1))
-        quiet = self._quiet
-        first = [p for p in self._maps if p not in quiet or p // span in touched]
-        if first:
-            self._write_maps_through(first)
+        self._write_maps([p for p in self._maps if p // span in touched])
         if self._unmaps:
             pages = sorted(self._unmaps)
             self._unmaps.clear()
@@ -353,7 +360,7 @@ class TableWriter:
         if self._cancelled:
             self._bracket()
             gather = self.ctx.tlb_gather
-            for va, size in self._cancelled:
+            for va, size in coalesce(self._cancelled):
                 gather.add_range(va, size)  # as the calls would have
             self._cancelled.clear()
         if self._open:
