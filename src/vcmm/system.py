@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from vcmm.core.manager import Vcmm
+from vcmm.core.tableformat import default_format
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import BusMaster, Interconnect, PhysicalDevice, SmmuDevice
 from vcmm.hw.cache import CacheConfig
@@ -113,8 +114,7 @@ class System(Vcmm):
                 )
             device.dma = d.dma
             devices[d.name] = device
-        formats = {smmu.fmt for smmu in self.smmus.values()}
-        iommu_format = formats.pop() if len(formats) == 1 else ARMV7S
+        formats = tuple(dict.fromkeys(smmu.fmt for smmu in self.smmus.values()))
         super().__init__(
             memory=memory,
             cpu=cpu,
@@ -122,7 +122,7 @@ class System(Vcmm):
             targets={t.name: _target(t) for t in spec.targets},
             target_priority=spec.target_priority,
             table_memory=table_memory,
-            iommu_format=iommu_format,
+            iommu_format=default_format(formats),
             vmalloc=spec.cpu.vmalloc,
             linear_map=linear,
             page_table_factory=lambda fmt: PageTable(fmt, memory, table_memory),

@@ -10,7 +10,8 @@ raises a :class:`~vcmm.errors.VcmmError` subclass naming the values and the rule
 ====================================  =====================================================
 call                                  refused (besides bad arguments and freed handles) when
 ====================================  =====================================================
-``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
+``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond the input of
+                                      its table format (32 bits, 48 for VMSAv8-64);
                                       one-to-one window not all physical memory
 ``vcm_create_from_prebuilt(id)``      id names no address space (0: the kernel's VMM;
                                       an ASID: a process's, which has one VCM at most)
@@ -23,9 +24,12 @@ call                                  refused (besides bad arguments and freed h
                                       the core's; physmem not the rest of the backing
 ``vcm_merge(left, right)``            not neighbours of one VCM with one attr and
                                       continuing backings
-``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules
+``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules;
+                                      the SMMU walks another format than the settled
+                                      table's (:mod:`vcmm.core.tableformat`)
 ``vcm_deassoc(avcm)``                 it is active
-``vcm_activate(avcm)``                the context already runs another VCM (same half)
+``vcm_activate(avcm)``                the context already runs another VCM (same half);
+                                      the same VCM on it is shared (an IOMMU group)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
 ``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
                                       pinned (an exported dma-buf, a wrap of its pages)
@@ -58,7 +62,7 @@ from typing import Any
 
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
-from vcmm.core import backing, export, ownership, physical, sharing
+from vcmm.core import backing, export, ownership, physical, sharing, tableformat
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -104,9 +108,6 @@ from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 VMM_EXT_ID = 0
 #: TTBCR.N=1 splits a 32-bit space here: VA[31]=1 walks TTBR1 (the high VCM).
 SPLIT_BOUNDARY = 1 << 31
-#: IOMMU VCMs live in the 32-bit input space of the ARMv7 short-descriptor format.
-IOMMU_VA_LIMIT = 1 << 32
-
 #: ``handler(fault, data) -> 1 (replay the transaction) or 0 (terminate it)``.
 FaultHandler = Callable[[VcmFault, Any], int]
 
@@ -186,7 +187,10 @@ class Vcmm:
         self._targets = dict(targets)
         self.target_priority = tuple(target_priority)
         self.table_memory = table_memory
+        #: The table format of IOMMU VCMs created without one (:mod:`.tableformat`).
         self.iommu_format = iommu_format
+        #: Every format the system's SMMUs walk, in device order.
+        self.iommu_formats = tableformat.system_formats(self._devices.values())
         self._page_table = page_table_factory
         self._range_allocator = range_allocator
         self._kernel_areas = range_allocator(vmalloc, granule=SZ_4K)
@@ -292,6 +296,7 @@ class Vcmm:
         *,
         kind: VcmKind | None = None,
         allocator: Any = None,
+        fmt: Any = None,
     ) -> Vcm:
         """Create a VCM of ``len`` bytes from ``start_addr`` (000 L137-178).
 
@@ -304,6 +309,9 @@ class Vcmm:
         ``free(addr)`` and ``snapshot()`` (plus ``alloc_at(addr, size)`` for one-to-one
         VCMs) handing out addresses inside the VCM; a DMA API can put its IOVA
         allocator here behind a two-line adapter.  What it returns is checked.
+        ``fmt`` (an extension) fixes an IOMMU VCM's table format on a system whose
+        SMMUs walk several; without it the first association settles the format
+        (:mod:`vcmm.core.tableformat`).
         """
         call = "vcm_create"
         start = check_int(call, "start_addr", start_addr)
@@ -327,10 +335,12 @@ class Vcmm:
                 f"{call}: one-to-one VCM {window} is not entirely physical memory; its "
                 "addresses are physical"
             )
-        if kind is VcmKind.IOMMU and window.end > IOMMU_VA_LIMIT:
-            raise InvalidArgumentError(
-                f"{call}: IOMMU VCM {window} goes beyond the 32-bit input space of "
-                f"{self.iommu_format.name} tables"
+        if kind is not VcmKind.IOMMU and fmt is not None:
+            raise InvalidArgumentError(f"{call}: fmt is for IOMMU VCMs; {kind.value} has no table")
+        table_fmt = None
+        if kind is VcmKind.IOMMU:
+            table_fmt = tableformat.creation_format(
+                call, window, fmt, self.iommu_format, self.iommu_formats
             )
         needed: tuple[str, ...] = ("alloc", "free", "snapshot")
         if kind is VcmKind.ONE_TO_ONE:
@@ -342,8 +352,9 @@ class Vcmm:
             raise InvalidArgumentError(
                 f"{call}: allocator {allocator!r} lacks one of the methods {', '.join(needed)}"
             )
-        table = self._page_table(self.iommu_format) if kind is VcmKind.IOMMU else None
+        table = self._page_table(table_fmt) if table_fmt is not None else None
         vcm = Vcm(next(self._ids), kind, start, length, allocator, table=table, own_allocator=own)
+        vcm.table_settled = fmt is not None
         if table is not None:
             self._mappers[vcm.id] = IommuMapper(vcm, self._brackets)
         self.vcms.append(vcm)
@@ -597,8 +608,10 @@ class Vcmm:
             raise InvalidArgumentError(
                 f"{call}: {attr!r}: split tables only exist on IOMMU contexts, not on {device.name}"
             )
+        retable = None
         if vcm.kind is VcmKind.IOMMU:
             self._check_iommu_assoc(call, vcm, device, attr)
+            retable = tableformat.assoc_format(call, vcm, device, vcm.table_settled)
         if vcm.kind is VcmKind.ONE_TO_ONE:
             self._check_reach(call, vcm, device)
         for other in vcm.associations:
@@ -606,17 +619,26 @@ class Vcmm:
                 raise StateError(
                     f"{call}: {vcm.name} is already associated with {device.name} ({other.name})"
                 )
+        if retable is not None:
+            self._rebuild_table(vcm, retable)
+        if vcm.kind is VcmKind.IOMMU:
+            vcm.table_settled = True
         assoc = Association(next(self._ids), vcm, device, attr, holder=holder)
         vcm.associations.append(assoc)
         return assoc
 
+    def _rebuild_table(self, vcm: Vcm, fmt: Any) -> None:
+        """Give an empty, unsettled VCM a table in ``fmt`` (its first association's
+        SMMU walks that): the new table first, so running out of table memory leaves
+        the old one in place."""
+        table = self._page_table(fmt)
+        assert vcm.table is not None
+        vcm.table.destroy()
+        vcm.table = table
+        self._mappers[vcm.id] = IommuMapper(vcm, self._brackets)
+
     def _check_iommu_assoc(self, call: str, vcm: Vcm, device: Any, attr: AssocAttr) -> None:
         smmu = device.ctx.smmu
-        if smmu.fmt is not self.iommu_format:
-            raise InvalidArgumentError(
-                f"{call}: {device.name}'s SMMU {smmu.name} walks {smmu.fmt.name} tables, "
-                f"{vcm.name}'s table is {self.iommu_format.name}"
-            )
         if attr & AssocAttr.SPLIT and smmu.fmt is not ARMV7S:
             raise InvalidArgumentError(
                 f"{call}: SPLIT is ARMv7 TTBCR.N=1; {device.name}'s SMMU walks {smmu.fmt.name}"
@@ -665,7 +687,10 @@ class Vcmm:
         IOMMU: bind the device's context to its bank, point TTBR0 (or, split, TTBR0 or
         TTBR1) at the VCM's table and enable it: a context switch, so the bank's TLB
         entries are invalidated.  A split context takes a low and a high VCM, activated
-        in either order.  VMM and one-to-one: mappings are live already; activation is
+        in either order.  Devices on one context (an IOMMU group: masters whose stream
+        IDs match) share it: activating the VCM the context already runs, on the same
+        half, for a second device changes no register, as Linux attaches a group to
+        one domain.  VMM and one-to-one: mappings are live already; activation is
         counted (:attr:`Vcm.activations`).
         """
         call = "vcm_activate"
@@ -680,6 +705,8 @@ class Vcmm:
         device = avcm.device
         ctx = device.ctx
         running = [a for a in self.associations if a.active and _ctx_of(a) is ctx]
+        if any(a.vcm is avcm.vcm and a.half == avcm.half for a in running):
+            return  # an IOMMU group: the context runs this VCM for another member already
         for other in running:
             if other.half is None or avcm.half is None or other.half == avcm.half:
                 what = "the whole space" if other.half is None else f"the {other.half} half"
@@ -711,7 +738,8 @@ class Vcmm:
     def vcm_deactivate(self, avcm: Association) -> None:
         """Stop the device using the VCM: disable and unbind its context (IOMMU), or
         drop the activation count (VMM, one-to-one).  A split context keeps its other
-        half running."""
+        half running, a context shared by a group keeps running while another member's
+        association of the same VCM is active."""
         call = "vcm_deactivate"
         avcm = _check_obj(call, "avcm", avcm, Association)
         if not avcm.active:
@@ -721,8 +749,11 @@ class Vcmm:
             if ctx.in_update:
                 raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
             others = [a for a in self.associations if a.active and a is not avcm]
-            other = next((a for a in others if _ctx_of(a) is ctx), None)
-            if other is None:
+            on_ctx = [a for a in others if _ctx_of(a) is ctx]
+            other = next(iter(on_ctx), None)
+            if any(a.vcm is avcm.vcm and a.half == avcm.half for a in on_ctx):
+                pass  # another member of the group still runs the VCM on the context
+            elif other is None:
                 release_context(ctx)
             elif other.half == "low":
                 ctx.set_tables(other.vcm.table, None, split=True)

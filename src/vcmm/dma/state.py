@@ -215,8 +215,14 @@ class DmaState:
             domain = self.domains.get(name)
             if domain is None:
                 domain = DmaDomain(
-                    system, name, rcache=self.rcache, iova_policy=self.iova_policy(name)
+                    system,
+                    name,
+                    device.ctx.smmu.fmt,
+                    rcache=self.rcache,
+                    iova_policy=self.iova_policy(name),
                 )
+            else:
+                domain.check_member(device)
             domain.attach(device)
             self.domains[name] = domain
         else:
