@@ -8,7 +8,9 @@ import shutil
 import click
 
 from vcmm.cli.common import (
+    PlatformChoice,
     output_width,
+    platform_options,
     run_with_progress,
     scenario_with_overrides,
     set_option,
@@ -22,20 +24,27 @@ from vcmm.workload.examples import example, examples
 @click.command("run")
 @click.argument("scenario")
 @set_option
+@platform_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
 @faults_option
 def run_command(
-    scenario: str, overrides: tuple[str, ...], as_json: bool, progress: bool, fault_policy: str
+    scenario: str,
+    overrides: tuple[str, ...],
+    platform: PlatformChoice,
+    as_json: bool,
+    progress: bool,
+    fault_policy: str,
 ) -> None:
     """Run SCENARIO and report TLB, walk, fault and traffic counters.
 
     The default output is tables for people: buffers and how each device maps them,
     IOTLB misses per frame for every step, per-context and per-device counters.
     `--json` prints the same numbers for programs.  Exit status 3 when a device
-    faulted (see --faults), 130 on Ctrl-C.
+    faulted (see --faults), 130 on Ctrl-C.  `--platform` runs it on another platform
+    (an imported board: the scenario names that board's devices and targets).
     """
-    sc = scenario_with_overrides(scenario, overrides)
+    sc = scenario_with_overrides(scenario, overrides, platform)
     result = run_with_progress(sc, show=progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
