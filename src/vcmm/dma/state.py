@@ -26,6 +26,7 @@ from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
 from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind
+from vcmm.dma.regionpool import RegionPools
 from vcmm.errors import (
     AttributeConflictError,
     BusyError,
@@ -137,6 +138,8 @@ class DmaState:
         self.pool: CoherentPool | None = None
         self.atomic: AtomicPool | None = None
         self._built: list[Any] = []
+        #: Devices' own coherent memory (their ``memory-region``), docs/DMA.md.
+        self.regions = RegionPools(system)
         try:
             self._build(system, coherent_pool, atomic_pool)
             names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
@@ -173,6 +176,7 @@ class DmaState:
         as before."""
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
+        self.regions.release(self.pool)
         while self._built:
             self._built.pop()()
 
@@ -210,23 +214,28 @@ class DmaState:
         if device.name in self.entries:
             raise StateError(f"{device.name} is already attached to the DMA API")
         domain: DmaDomain | None = None
-        if hasattr(device, "ctx"):
-            name = self._domain_names.get(device.name, device.name)
-            domain = self.domains.get(name)
-            if domain is None:
-                domain = DmaDomain(
-                    system,
-                    name,
-                    device.ctx.smmu.fmt,
-                    rcache=self.rcache,
-                    iova_policy=self.iova_policy(name),
-                )
+        carved = self.regions.attach(device.name, self.pool)
+        try:
+            if hasattr(device, "ctx"):
+                name = self._domain_names.get(device.name, device.name)
+                domain = self.domains.get(name)
+                if domain is None:
+                    domain = DmaDomain(
+                        system,
+                        name,
+                        device.ctx.smmu.fmt,
+                        rcache=self.rcache,
+                        iova_policy=self.iova_policy(name),
+                    )
+                else:
+                    domain.check_member(device)
+                domain.attach(device)
+                self.domains[name] = domain
             else:
-                domain.check_member(device)
-            domain.attach(device)
-            self.domains[name] = domain
-        else:
-            self.direct[device.name] = []
+                self.direct[device.name] = []
+        except BaseException:
+            self.regions.undo(device.name, carved)
+            raise
         entry = DeviceEntry(device, DmaParams.of(device), domain)
         self.entries[device.name] = entry
         return entry
@@ -241,6 +250,7 @@ class DmaState:
                 del self.domains[domain.name]
         else:
             del self.direct[entry.name]
+        self.regions.undo(entry.name, carved=False)  # the region stays carved until close
         del self.entries[entry.name]
 
     @property
@@ -256,8 +266,9 @@ class DmaState:
     @overload
     def need_pool(self, call: str, entry: DeviceEntry, which: Literal["atomic"]) -> AtomicPool: ...
     def need_pool(self, call: str, entry: DeviceEntry, which: str) -> CoherentPool | AtomicPool:
-        """The ``which`` pool, or why a non-coherent device gets no such buffer."""
-        pool = self.pool if which == "coherent" else self.atomic
+        """The ``which`` pool (for "coherent": the device's own region first), or why a
+        non-coherent device gets no such buffer."""
+        pool = self.atomic if which == "atomic" else self.regions.pool_for(entry.name) or self.pool
         if pool is None:
             raise OutOfMemoryError(
                 f"{call}: {entry.name} is not coherent, so its coherent buffers need "
@@ -545,6 +556,7 @@ class DmaState:
             tuple(b.snapshot() for _, b in sorted(self.buffers.items())),
             self.pool.snapshot() if self.pool is not None else None,
             self.atomic.snapshot() if self.atomic is not None else None,
+            self.regions.snapshot(),
         )
 
     def refuse_busy(self, call: str, entry: DeviceEntry) -> None:
