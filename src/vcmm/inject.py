@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 
 
@@ -113,7 +114,7 @@ def fail_nth(n: int, *, sites: Iterable[AllocSite] | None = None) -> Iterator[Fa
     what it :attr:`~FailNth.seen`.  Injectors do not nest.
     """
     global _armed
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise InvalidArgumentError(f"fail_nth: n {n!r} must be an integer >= 1")
     chosen = ALL_SITES if sites is None else frozenset(sites)
     if not chosen or not all(isinstance(s, AllocSite) for s in chosen):

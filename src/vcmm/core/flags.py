@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vcmm.attrs import MemType, PageAttrs
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SEED_BLOCK_SIZES, SZ_4K, format_size, is_power_of_two
 
@@ -68,7 +69,7 @@ _checked: dict[int, Attr] = {}
 
 def check_attr(attr: object) -> Attr:
     """Validate a reservation attribute word and return it as :class:`Attr`."""
-    if isinstance(attr, bool) or not isinstance(attr, int):
+    if not is_int(attr):
         raise InvalidArgumentError(f"reservation attr {attr!r} is not an Attr flag word")
     value = int(attr)
     known = _checked.get(value)
@@ -135,7 +136,7 @@ class AssocAttr(enum.IntFlag):
 
 
 def check_assoc_attr(attr: object) -> AssocAttr:
-    if isinstance(attr, bool) or not isinstance(attr, int) or attr & ~7:
+    if not is_int(attr) or attr & ~7:
         raise InvalidArgumentError(f"association attr {attr!r} is not an AssocAttr flag word")
     value = AssocAttr(attr)
     halves = bool(value & AssocAttr.USE_HIGH) + bool(value & AssocAttr.USE_LOW)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.core.objects import EXTERNAL, PhysMem
 from vcmm.errors import AlignmentError, InvalidArgumentError
@@ -72,7 +73,7 @@ def check_windows(
             raise InvalidArgumentError(f"{call}: window {w!r} is not (offset, len)")
         offset, length = w
         for name, value in (("offset", offset), ("len", length)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise InvalidArgumentError(f"{call}: {name} {value!r} is not an integer >= 0")
         if length == 0:
             raise InvalidArgumentError(f"{call}: window at offset {offset:#x} is empty")

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from vcmm.attrs import DmaDirection
+from vcmm.checks import is_int
 from vcmm.dma import coherent, streaming, syncops
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.dma.callsite import capture
@@ -334,7 +335,7 @@ class DmaApi:
         self, dev: object, cpu_addr: int, size: int, direction: DmaDirection, attrs: int = 0
     ) -> int:
         """``dma_map_single``: a buffer given by its linear-map kernel address."""
-        if isinstance(cpu_addr, bool) or not isinstance(cpu_addr, int):
+        if not is_int(cpu_addr):
             raise InvalidArgumentError(f"map_single: cpu_addr {cpu_addr!r} is not an integer")
         pa = self.system.cpu.virt_to_phys(cpu_addr)
         return self.map_page(dev, pa - pa % SZ_4K, pa % SZ_4K, size, direction, attrs)
@@ -420,7 +421,7 @@ def _pools(
         if coherent_pool is None:
             return pool, platform_atomic
         atomic_pool_size = DEFAULT_ATOMIC_POOL
-    if isinstance(atomic_pool_size, bool) or not isinstance(atomic_pool_size, int):
+    if not is_int(atomic_pool_size):
         raise InvalidArgumentError(f"DmaApi: atomic_pool_size {atomic_pool_size!r} is not an int")
     if atomic_pool_size == 0:
         return pool, None

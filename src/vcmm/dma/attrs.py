@@ -12,6 +12,7 @@ import enum
 import functools
 
 from vcmm.attrs import DmaDirection, MemType
+from vcmm.checks import is_int
 from vcmm.core.flags import Attr
 from vcmm.errors import InvalidArgumentError
 
@@ -42,7 +43,7 @@ def check_attrs(call: str, attrs: object) -> DmaAttr:
         known = _checked.get(attrs)
         if known is not None:
             return known
-    if isinstance(attrs, bool) or not isinstance(attrs, int):
+    if not is_int(attrs):
         raise InvalidArgumentError(f"{call}: attrs {attrs!r} is not a DmaAttr flag word")
     if attrs & ~_ATTR_BITS:
         raise InvalidArgumentError(f"{call}: attrs {attrs:#x} has bits that are not DmaAttr flags")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SZ_4K
 
@@ -52,7 +53,7 @@ class DmaParams:
 
 def check_mask(call: str, name: str, mask: object) -> int:
     """A DMA mask is ``DMA_BIT_MASK(n)``: n low bits set, at least one page's worth."""
-    if isinstance(mask, bool) or not isinstance(mask, int):
+    if not is_int(mask):
         raise InvalidArgumentError(f"{call}: {name} {mask!r} is not an integer")
     if mask < SZ_4K - 1 or mask >= 1 << 64 or mask & (mask + 1):
         raise InvalidArgumentError(
@@ -63,7 +64,7 @@ def check_mask(call: str, name: str, mask: object) -> int:
 
 
 def check_max_segment_size(call: str, size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < 1 << 32:
+    if not is_int(size) or not 0 < size < 1 << 32:
         raise InvalidArgumentError(
             f"{call}: max segment size {size!r} must be an integer in 1..2**32-1 "
             "(the kernel keeps it in an unsigned int)"
@@ -73,7 +74,7 @@ def check_max_segment_size(call: str, size: object) -> int:
 
 def check_boundary_mask(call: str, mask: object, granule: int = SZ_4K) -> int:
     """A segment boundary mask is 2**n - 1 with 2**n at least one IOMMU granule."""
-    if isinstance(mask, bool) or not isinstance(mask, int):
+    if not is_int(mask):
         raise InvalidArgumentError(f"{call}: segment boundary mask {mask!r} is not an integer")
     if mask < granule - 1 or mask >= 1 << 64 or mask & (mask + 1):
         raise InvalidArgumentError(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError
 from vcmm.mm.buddy import BuddyAllocator
@@ -45,7 +46,7 @@ def _carve(system: Any, target: str, size: int, what: str) -> Any:
             f"{what}: target {target!r} is in the CPU's cacheable linear map; a "
             "non-cacheable pool there would alias it with another memory type"
         )
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SZ_4K:
+    if not is_int(size) or size <= 0 or size % SZ_4K:
         raise InvalidArgumentError(f"{what}: size {size!r} must be a positive multiple of 4 KiB")
     return system.vcm_phys_alloc(target, size, PhysAttr.CONTIGUOUS, holder=f"the DMA API ({what})")
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
+from vcmm.checks import is_int
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.errors import InvalidArgumentError
 from vcmm.ranges import AddressRange
@@ -31,7 +32,7 @@ class SgEntry:
     def __post_init__(self) -> None:
         for name in ("phys", "length"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise InvalidArgumentError(f"SgEntry {name} {value!r} is not an integer")
         if self.phys < 0 or self.length <= 0:
             raise InvalidArgumentError(

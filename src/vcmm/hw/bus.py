@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import Access, FaultKind
+from vcmm.checks import is_int
 from vcmm.errors import (
     DeviceFaultError,
     InvalidArgumentError,
@@ -70,7 +71,7 @@ Run = tuple[int, int]
 def _check_addr_len(who: str, addr: object, length: object) -> tuple[int, int]:
     """Validate an (address, length) pair of a transaction and return them as ints."""
     for label, value in (("address", addr), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if not is_int(value):
             raise InvalidArgumentError(f"{who}: {label} {value!r} is not an integer")
     a, n = int(addr), int(length)  # type: ignore[call-overload]
     if a < 0 or n < 0:
@@ -418,7 +419,7 @@ class BusMaster(Observable, abc.ABC):
         who = f"{self.name}.access_batch"
         if not isinstance(access, Access):
             raise InvalidArgumentError(f"{who}: access {access!r} is not an Access")
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 0 < burst <= BURST_GRANULE:
+        if not is_int(burst) or not 0 < burst <= BURST_GRANULE:
             raise InvalidArgumentError(
                 f"{who}: burst {burst!r} must be an integer in 1..{BURST_GRANULE}"
             )
@@ -548,7 +549,7 @@ class PhysicalDevice(BusMaster):
         lock: MachineLock | None = None,
     ) -> None:
         super().__init__(name, interconnect, coherent=coherent, lock=lock)
-        if isinstance(bus_offset, bool) or not isinstance(bus_offset, int):
+        if not is_int(bus_offset):
             raise InvalidArgumentError(f"device {name!r}: bus_offset {bus_offset!r} is not an int")
         if dma_ranges is not None and bus_offset != 0:
             raise InvalidArgumentError(
@@ -574,7 +575,7 @@ class PhysicalDevice(BusMaster):
             if (
                 not isinstance(entry, tuple | list)
                 or len(entry) != 3
-                or any(isinstance(v, bool) or not isinstance(v, int) for v in entry)
+                or any(not is_int(v) for v in entry)
             ):
                 raise InvalidArgumentError(
                     f"device {name!r}: dma-ranges entry {entry!r} is not (bus, phys, size) ints"

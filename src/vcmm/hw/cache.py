@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import MemType
+from vcmm.checks import is_int
 from vcmm.errors import BusError, InvalidArgumentError
 from vcmm.hw.cacheconfig import MAX_LINE, MIN_LINE, CacheConfig, CacheCounters, CacheSnapshot
 from vcmm.hw.lineruns import runs, runs_of
@@ -368,7 +369,7 @@ class DataCache:
 
     @staticmethod
     def _address(op: str, pa: object) -> int:
-        if isinstance(pa, bool) or not isinstance(pa, int | np.integer):
+        if not is_int(pa):
             raise InvalidArgumentError(f"cache {op}: address {pa!r} is not an integer")
         if pa < 0:
             raise InvalidArgumentError(f"cache {op}: address {int(pa):#x} is negative")
@@ -377,7 +378,7 @@ class DataCache:
     @classmethod
     def _span(cls, op: str, pa: object, length: object) -> tuple[int, int]:
         address = cls._address(op, pa)
-        if isinstance(length, bool) or not isinstance(length, int | np.integer):
+        if not is_int(length):
             raise InvalidArgumentError(f"cache {op}: length {length!r} is not an integer")
         if length < 0:
             raise InvalidArgumentError(f"cache {op} at {address:#x}: length {length} is negative")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SZ_1K, SZ_4K, is_power_of_two
 
@@ -29,7 +30,7 @@ class CacheConfig:
     def __post_init__(self) -> None:
         for name in ("size", "ways", "line"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise InvalidArgumentError(f"CacheConfig {name} {value!r} is not an integer")
             if not is_power_of_two(value):
                 raise InvalidArgumentError(f"CacheConfig {name} {value} is not a power of two")

@@ -49,7 +49,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 
 from vcmm.attrs import Access, FaultKind, MemType, PageAttrs
-from vcmm.checks import check_int
+from vcmm.checks import check_int, is_int
 from vcmm.errors import (
     AlignmentError,
     FaultError,
@@ -317,7 +317,7 @@ class Cpu(Observable):
     # -- user address spaces ----------------------------------------------------------------
 
     def _check_asid(self, who: str, asid: object) -> int:
-        if isinstance(asid, bool) or not isinstance(asid, int) or not 1 <= asid <= MAX_ASID:
+        if not is_int(asid) or not 1 <= asid <= MAX_ASID:
             raise InvalidArgumentError(
                 f"{who}: ASID {asid!r} must be an integer in 1..{MAX_ASID} "
                 f"({KERNEL_ASID} is reserved for the kernel)"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vcmm.checks import is_int
 from vcmm.errors import BusError, InvalidArgumentError, NotFoundError
 from vcmm.ranges import AddressRange
 
@@ -246,7 +247,7 @@ class PhysicalMemory:
     def fill(self, pa: int, length: int, value: int = 0) -> None:
         """Set ``length`` bytes at ``pa`` to ``value``; a new chunk is zeros already,
         so zero-filling untouched memory creates the chunk but writes no host page."""
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if not is_int(value):
             raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")
         if not 0 <= value <= 0xFF:
             raise InvalidArgumentError(f"fill value {value!r} is not a byte (0..255)")

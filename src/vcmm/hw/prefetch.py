@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, NotMappedError
 from vcmm.hw.cache import DataCache
 from vcmm.ranges import AddressRange, subtract
@@ -69,9 +70,9 @@ class SpeculativePrefetcher:
             raise InvalidArgumentError(
                 f"SpeculativePrefetcher needs a DataCache, got {type(cache).__name__}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise InvalidArgumentError(f"prefetcher seed {seed!r} must be an integer >= 0")
-        if isinstance(lines_per_tick, bool) or not isinstance(lines_per_tick, int):
+        if not is_int(lines_per_tick):
             raise InvalidArgumentError(f"lines_per_tick {lines_per_tick!r} is not an integer")
         if lines_per_tick < 1:
             raise InvalidArgumentError(f"lines_per_tick {lines_per_tick} must be >= 1")

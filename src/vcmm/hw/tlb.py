@@ -48,6 +48,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, UnsupportedSizeError
 from vcmm.hw.tlbentry import (
     ADDRESS_LIMIT,
@@ -268,7 +269,7 @@ class TLB:
         With ``tag`` None every tag's entries go; otherwise that tag's and global ones.
         """
         va = check_address(va)
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if not is_int(size) or size <= 0:
             raise InvalidArgumentError(f"invalidate_range size {size!r} must be an integer > 0")
         if va + size > ADDRESS_LIMIT:
             raise InvalidArgumentError(

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, fields
 
-import numpy as np
-
 from vcmm.attrs import PageAttrs
+from vcmm.checks import is_int
 from vcmm.errors import AlignmentError, InvalidArgumentError, UnsupportedSizeError
 from vcmm.hw.walk import Walk
 from vcmm.sizes import SZ_1K, is_power_of_two
@@ -44,7 +43,7 @@ def check_tag(tag: object, what: str = "tag") -> Hashable:
 
 def check_address(va: object, what: str = "va") -> int:
     """Validate an input address: an integer in [0, 2**64)."""
-    if isinstance(va, bool) or not isinstance(va, int | np.integer):
+    if not is_int(va):
         raise InvalidArgumentError(f"{what} {va!r} is not an integer address")
     value = int(va)
     if not 0 <= value < ADDRESS_LIMIT:
@@ -106,7 +105,7 @@ class TLBConfig:
     def __post_init__(self) -> None:
         for name in ("entries", "ways", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise InvalidArgumentError(f"TLBConfig {name}={value!r} must be an integer")
         if self.entries <= 0:
             raise InvalidArgumentError(f"TLBConfig entries={self.entries} must be > 0")
@@ -149,7 +148,7 @@ class TLBEntry:
         check_tag(self.tag, "TLBEntry tag")
         for name in ("va_base", "size", "pa_base", "level"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise InvalidArgumentError(f"TLBEntry {name}={value!r} must be an integer")
         if not is_power_of_two(self.size) or self.size < MIN_PAGE_SIZE:
             raise UnsupportedSizeError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from vcmm.checks import check_int
+from vcmm.checks import check_int, is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.ranges import coalesce
 
@@ -57,7 +57,7 @@ class TlbGather:
             raise InvalidArgumentError(
                 f"TlbGather target {target!r} has no flush_range(va, size) and flush_all()"
             )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if not is_int(limit) or limit < 1:
             raise InvalidArgumentError(f"TlbGather limit {limit!r} must be an integer >= 1")
         self._target = target
         self._limit = limit

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, StateError
 
 
@@ -25,7 +26,7 @@ class BlockRuns:
     """A set of free, ``block``-aligned blocks of ``block`` bytes, stored as runs."""
 
     def __init__(self, block: int) -> None:
-        if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
+        if not is_int(block) or block <= 0:
             raise InvalidArgumentError(f"block size {block!r} must be a positive integer")
         self._block = block
         self._starts: list[int] = []

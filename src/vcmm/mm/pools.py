@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm import inject
+from vcmm.checks import is_int
 from vcmm.errors import (
     InvalidArgumentError,
     OutOfAddressSpaceError,
@@ -154,7 +155,7 @@ class BlockPool(_Target):
             )
         checked: list[tuple[int, AddressRange]] = []
         for size, region in regions.items():
-            if isinstance(size, bool) or not isinstance(size, int) or not is_power_of_two(size):
+            if not is_int(size) or not is_power_of_two(size):
                 raise UnsupportedSizeError(f"block size {size!r} is not a power of two")
             if not isinstance(region, AddressRange) or region.size == 0:
                 raise InvalidArgumentError(f"region {region!r} for {format_size(size)} blocks")
@@ -181,7 +182,7 @@ class BlockPool(_Target):
     def carve(cls, name: str, base: int, counts: Mapping[int, int]) -> BlockPool:
         """Lay out ``counts[size]`` blocks of each size from ``base`` upward, largest
         size first, each region aligned to its block size."""
-        if isinstance(base, bool) or not isinstance(base, int) or base < 0:
+        if not is_int(base) or base < 0:
             raise InvalidArgumentError(f"base {base!r} must be a non-negative integer")
         if not isinstance(counts, Mapping) or not counts:
             raise InvalidArgumentError(f"counts {counts!r} must map block sizes to counts")
@@ -189,9 +190,9 @@ class BlockPool(_Target):
         addr = base
         for size in sorted(counts, reverse=True):
             count = counts[size]
-            if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            if not is_int(count) or count <= 0:
                 raise InvalidArgumentError(f"count {count!r} of {size!r} blocks must be > 0")
-            if isinstance(size, bool) or not isinstance(size, int) or not is_power_of_two(size):
+            if not is_int(size) or not is_power_of_two(size):
                 raise UnsupportedSizeError(f"block size {size!r} is not a power of two")
             addr = align_up(addr, size)
             regions[size] = AddressRange(addr, count * size)

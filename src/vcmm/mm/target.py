@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from vcmm.checks import is_int
 from vcmm.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -104,9 +105,9 @@ def check_request(
     length: object, block_sizes: object, alignment: object, contiguous: object
 ) -> AllocRequest:
     """Validate the arguments every target's ``allocate`` takes (before any mutation)."""
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+    if not is_int(length) or length <= 0:
         raise InvalidArgumentError(f"allocation length {length!r} must be a positive integer")
-    if isinstance(alignment, bool) or not isinstance(alignment, int):
+    if not is_int(alignment):
         raise InvalidArgumentError(f"alignment {alignment!r} is not an integer")
     if not is_power_of_two(alignment):
         raise InvalidArgumentError(f"alignment {alignment:#x} is not a power of two")
@@ -117,7 +118,7 @@ def check_request(
         if isinstance(block_sizes, str | bytes) or not isinstance(block_sizes, Sequence):
             raise InvalidArgumentError(f"block_sizes {block_sizes!r} is not a sequence of sizes")
         for size in block_sizes:
-            if isinstance(size, bool) or not isinstance(size, int) or not is_power_of_two(size):
+            if not is_int(size) or not is_power_of_two(size):
                 raise UnsupportedSizeError(f"block size {size!r} is not a power of two")
         if not block_sizes:
             raise InvalidArgumentError("block_sizes is empty: no block size to allocate with")

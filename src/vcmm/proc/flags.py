@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 
 
@@ -61,7 +62,7 @@ O_RDWR = OpenMode.RDWR
 
 def check_prot(call: str, prot: object) -> Prot:
     """Validate a protection word (an int made of ``PROT_*`` bits)."""
-    if isinstance(prot, bool) or not isinstance(prot, int):
+    if not is_int(prot):
         raise InvalidArgumentError(f"{call}: prot {prot!r} is not a PROT_* flag word")
     if prot & ~int(Prot.READ | Prot.WRITE | Prot.EXEC):
         raise InvalidArgumentError(f"{call}: prot {prot:#x} has bits that are not PROT_* flags")
@@ -70,7 +71,7 @@ def check_prot(call: str, prot: object) -> Prot:
 
 def check_map_flags(call: str, flags: object) -> MapFlags:
     """Validate ``mmap`` flags: one of SHARED/PRIVATE, no unknown bits."""
-    if isinstance(flags, bool) or not isinstance(flags, int):
+    if not is_int(flags):
         raise InvalidArgumentError(f"{call}: flags {flags!r} is not a MAP_* flag word")
     known = int(MapFlags.SHARED | MapFlags.PRIVATE | MapFlags.FIXED | MapFlags.ANONYMOUS)
     if flags & ~known:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vcmm.attrs import MemType
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
 from vcmm.proc.file import File, OpenFile
 from vcmm.proc.usermap import UserPiece
@@ -39,7 +40,7 @@ class MemFile(File):
         readonly: bool = False,
     ) -> None:
         super().__init__(name)
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if not is_int(size) or size <= 0:
             raise InvalidArgumentError(f"MemFile {name}: size {size!r} must be a positive int")
         if not isinstance(memtype, MemType):
             raise InvalidArgumentError(f"MemFile {name}: memtype {memtype!r} is not a MemType")

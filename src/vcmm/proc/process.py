@@ -29,7 +29,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
-from vcmm.checks import check_int
+from vcmm.checks import check_int, is_int
 from vcmm.core.objects import Reservation, Vcm
 from vcmm.errors import (
     AlignmentError,
@@ -118,7 +118,7 @@ class Process:
 
     def file(self, fd: int) -> OpenFile:
         """The open file description behind ``fd`` (EBADF if none)."""
-        if isinstance(fd, bool) or not isinstance(fd, int) or fd not in self.fds:
+        if not is_int(fd) or fd not in self.fds:
             raise BadFileDescriptorError(
                 f"{self.name}[{self.pid}]: {fd!r} is not an open file descriptor "
                 f"(open: {sorted(self.fds)})"

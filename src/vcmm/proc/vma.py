@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
+from vcmm.checks import is_int
 from vcmm.core.objects import PhysMem
 from vcmm.core.physical import window
 from vcmm.errors import AlignmentError, InvalidArgumentError, StateError
@@ -150,7 +151,7 @@ class Vma:
             ops.open(self)
 
     def _window_of(self, call: str, physmem: PhysMem, offset: object) -> list[UserPiece]:
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        if not is_int(offset) or offset < 0:
             raise InvalidArgumentError(f"{call}: offset {offset!r} is not an integer >= 0")
         if offset % SZ_4K:
             raise AlignmentError(f"{call}: offset {offset:#x} is not a multiple of 4 KiB")

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection
-from vcmm.checks import check_int
+from vcmm.checks import check_int, is_int
 from vcmm.dma.attrs import DmaAttr
 from vcmm.errors import (
     BusyError,
@@ -97,7 +97,7 @@ _attachment_ids = itertools.count(1)
 
 def check_sync_flags(call: str, flags: object) -> SyncFlags:
     """Validate a sync flag word: known bits only, and READ and/or WRITE."""
-    if isinstance(flags, bool) or not isinstance(flags, int):
+    if not is_int(flags):
         raise InvalidArgumentError(f"{call}: flags {flags!r} is not a SyncFlags word")
     if flags & ~SYNC_VALID_FLAGS:
         raise InvalidArgumentError(

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import DmaDirection, MemType
+from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
 from vcmm.core.objects import PhysMem, Reservation
 from vcmm.core.ownership import Pin
@@ -142,7 +143,7 @@ class VcmExporter(Exporter):
         physically addressed importer without scatter-gather needs it).
         """
         call = f"{self.name}.allocate"
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if not is_int(size) or size <= 0:
             raise InvalidArgumentError(f"{call}: size {size!r} must be a positive integer")
         for label, flag in (("contiguous", contiguous), ("cached", cached)):
             if not isinstance(flag, bool):

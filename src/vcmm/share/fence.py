@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, StateError, WaitTimeoutError
 from vcmm.share.lock import check_may_wait
 
@@ -116,7 +117,7 @@ class Fence:
             raise InvalidArgumentError(f"Fence name {name!r} is not a string")
         if timeline is not None and not isinstance(timeline, FenceTimeline):
             raise InvalidArgumentError(f"Fence timeline {timeline!r} is not a FenceTimeline")
-        if isinstance(seqno, bool) or not isinstance(seqno, int) or seqno < 0:
+        if not is_int(seqno) or seqno < 0:
             raise InvalidArgumentError(f"Fence seqno {seqno!r} must be an integer >= 0")
         self.id = next(_fence_ids)
         self.name = name

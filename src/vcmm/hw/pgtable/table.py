@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
+from vcmm.checks import is_int
 from vcmm.errors import (
     AlignmentError,
     AlreadyMappedError,
@@ -111,7 +112,7 @@ def _leaf_descriptors(
 
 
 def _int_arg(op: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
     value = int(value)
     if value < 0:

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import FaultKind
+from vcmm.checks import is_int
 from vcmm.errors import BusError, InvalidArgumentError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, GeoLevel, Geometry, PageTableFormat, Role
@@ -54,9 +55,9 @@ def walk_tables(
     (``size_fault_mask``) an address-size fault, a descriptor read from a hole a bus
     fault.
     """
-    if isinstance(va, bool) or not isinstance(va, int) or va < 0:
+    if not is_int(va) or va < 0:
         raise InvalidArgumentError(f"walk: va {va!r} must be a non-negative integer")
-    if isinstance(root, bool) or not isinstance(root, int) or root < 0:
+    if not is_int(root) or root < 0:
         raise InvalidArgumentError(f"walk: root {root!r} must be a non-negative integer")
     geo = fmt.geometry(va_bits)
     levels = geo.levels

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vcmm.checks import is_int
 from vcmm.errors import BusyError, InvalidArgumentError
 from vcmm.hw.smmu.bank import Bank
 from vcmm.hw.tlb import TLB
@@ -69,7 +70,7 @@ class BankTable:
 
     def at(self, index: object, who: str) -> Bank:
         """Bank ``index``, refusing what is not a bank number (``who`` names the call)."""
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_int(index):
             raise InvalidArgumentError(f"{who}: bank {index!r} is not an integer")
         if not 0 <= index < len(self._banks):
             raise InvalidArgumentError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vcmm.checks import is_int
 from vcmm.errors import BusyError, InvalidArgumentError, NotFoundError
 from vcmm.hw.lock import MachineLock, check_lock, machine_locked
 from vcmm.hw.memory import PhysicalMemory
@@ -75,7 +76,7 @@ class Smmu:
             )
         if not isinstance(fmt, PageTableFormat):
             raise InvalidArgumentError(f"SMMU {name!r}: fmt {fmt!r} is not a PageTableFormat")
-        if isinstance(context_banks, bool) or not isinstance(context_banks, int):
+        if not is_int(context_banks):
             raise InvalidArgumentError(
                 f"SMMU {name!r}: context_banks {context_banks!r} is not an integer"
             )
