@@ -30,11 +30,14 @@ from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableF
 from vcmm.hw.smmu import Smmu
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLBConfig
+from vcmm.mm.buddy import BuddyAllocator
+from vcmm.mm.cma import BorrowingSystemRam, CmaArea
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.mm.pools import BlockPool, ContiguousPool, OnChipPool, SystemRamTarget
 from vcmm.mm.roles import MemoryRoles
 from vcmm.platform import PlatformSpec, load_default, load_platform
 from vcmm.platform.schema import TargetSpec, TlbSpec
+from vcmm.sizes import SZ_4K
 
 FORMATS: dict[str, PageTableFormat] = {"armv7s": ARMV7S, "vmsav8": VMSAV8_4K, "lpae": ARMV7_LPAE}
 
@@ -43,16 +46,29 @@ def _tlb(spec: TlbSpec) -> TLBConfig:
     return TLBConfig(entries=spec.entries, ways=spec.ways, replacement=spec.replacement)
 
 
-def _target(spec: TargetSpec) -> Any:
+def _target(spec: TargetSpec, lenders: tuple[CmaArea, ...]) -> Any:
     if spec.kind == "system":
-        return SystemRamTarget.from_range(
-            spec.range, name=spec.name, max_order=spec.max_order or 10
-        )
+        buddy = BuddyAllocator(spec.range, page=SZ_4K, max_order=spec.max_order or 10)
+        if lenders:
+            return BorrowingSystemRam(buddy, lenders, name=spec.name)
+        return SystemRamTarget(buddy, name=spec.name)
     if spec.kind == "blocks":
         return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
-    if spec.kind in ("contiguous", "cma"):  # a CMA area lends nothing yet: a carve-out
+    if spec.kind == "contiguous":
         return ContiguousPool(spec.name, spec.range)
     return OnChipPool(spec.name, spec.range)
+
+
+def _targets(spec: PlatformSpec) -> dict[str, Any]:
+    """The memory targets; each ``cma`` area lends its free pages to the kernel's
+    system RAM target (:mod:`vcmm.mm.cma`)."""
+    areas = {t.name: CmaArea(t.name, t.range) for t in spec.targets if t.kind == "cma"}
+    kernel = spec.memory_roles().kernel
+    out: dict[str, Any] = {}
+    for t in spec.targets:
+        lenders = tuple(areas.values()) if t.name == kernel else ()
+        out[t.name] = areas.get(t.name) or _target(t, lenders)
+    return out
 
 
 class System(Vcmm):
@@ -119,7 +135,7 @@ class System(Vcmm):
             memory=memory,
             cpu=cpu,
             devices=devices,
-            targets={t.name: _target(t) for t in spec.targets},
+            targets=_targets(spec),
             target_priority=spec.target_priority,
             table_memory=table_memory,
             iommu_format=default_format(formats),

@@ -63,6 +63,7 @@ from typing import Any
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.checks import check_int
 from vcmm.core import backing, export, ownership, physical, sharing, tableformat
+from vcmm.core.cmareclaim import CmaReclaimer
 from vcmm.core.flags import (
     AssocAttr,
     Attr,
@@ -101,6 +102,7 @@ from vcmm.hw.cachesync import dma_sync
 from vcmm.hw.cpu import LINEAR_MAP_ATTRS
 from vcmm.hw.lock import MachineLock, check_lock
 from vcmm.hw.pgtable import ARMV7S
+from vcmm.mm.cma import CmaArea
 from vcmm.ranges import AddressRange, union
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 
@@ -210,6 +212,7 @@ class Vcmm:
         self._physmems: dict[int, PhysMem] = {}
         #: Who owns each physical page (table window, free lists, live allocations).
         self._owners = OwnerMap(table_memory.window, self._targets)
+        self._cma = CmaReclaimer(self._targets, self._owners, memory, cpu.cache)
         self._res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self._mappers: dict[int, IommuMapper | UserMapper] = {}
@@ -806,16 +809,22 @@ class Vcmm:
             self.target(name)
         failures: list[tuple[str, VcmmError]] = []
         for name in names:
+            target = self._targets[name]
             try:
-                chunks = self._targets[name].allocate(
+                chunks = target.allocate(
                     length,
                     block_sizes=pattr.block_sizes,
                     alignment=pattr.alignment,
                     contiguous=pattr.contiguous,
                 )
             except (OutOfMemoryError, UnsupportedSizeError) as exc:
-                failures.append((name, exc))
-                continue
+                try:  # a CMA area takes back pages it lent (vcmm.core.cmareclaim)
+                    if not isinstance(exc, OutOfMemoryError) or not isinstance(target, CmaArea):
+                        raise
+                    chunks = self._cma.allocate(target, length, pattr)
+                except (OutOfMemoryError, UnsupportedSizeError) as why:
+                    failures.append((name, why))
+                    continue
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
             physmem = PhysMem(
                 next(self._ids), name, length, pattr, ranges, target_chunks=chunks, holder=holder
