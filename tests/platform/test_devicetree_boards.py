@@ -110,20 +110,11 @@ def test_a_scenario_runs_on_each_board(board: str) -> None:
 
 
 SCENARIO = """\
-name = "board_pipeline"
 platform = "{path}"
 {ram}
-[[buffers]]
-name = "frame"
-size = "320x240 nv12"
-
-[[steps]]
-device = "{writer}"
-buffer = "frame"
-access = "write"
-
-[[steps]]
-device = "{reader}"
-buffer = "frame"
-access = "read"
+buffers = [{{ name = "frame", size = "320x240 nv12", policy = "4k" }}]
+steps = [
+  {{ device = "{writer}", buffer = "frame", access = "write", pattern = "raster" }},
+  {{ device = "{reader}", buffer = "frame", access = "read", pattern = "tiled", tile = "64x8" }},
+]
 """
