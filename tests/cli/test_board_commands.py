@@ -91,6 +91,10 @@ def test_a_scenario_names_the_board_and_its_ram(
     assert "/memory@80000000: reg:" in line and "ram=" in line
     line = error_line(vcmm("run", scenario(tmp_path, 'ram = "1G"'), expect=1))
     assert "ram: a RAM size applies to a devicetree platform" in line
+    line = error_line(
+        vcmm("run", scenario(tmp_path, f'platform = "{board}"\nram = "lots"'), expect=1)
+    )
+    assert "pipeline.toml: ram:" in line and "'lots'" in line
 
 
 def test_graph_and_pt_dump_on_the_board(vcmm: Vcmm, board: str, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcmm import SZ_1M, SZ_4K
-from vcmm.errors import OutOfMemoryError, StateError
+from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
 from vcmm.mm.cma import BorrowingSystemRam, CmaArea
@@ -31,6 +31,21 @@ def test_loans_come_from_the_top_and_go_back() -> None:
     assert area.free_bytes == AREA.size and area.loans == ()
     with pytest.raises(StateError, match="was not lent"):
         area.repay(first)
+
+
+def test_bad_arguments_are_refused_and_change_nothing() -> None:
+    area = CmaArea("cma", AREA)
+    loan = area.lend(SZ_4K)
+    before = area.snapshot()
+    with pytest.raises(InvalidArgumentError, match="size"):
+        area.lend(0)
+    with pytest.raises(InvalidArgumentError, match="not a power of two"):
+        area.reclaim_window(SZ_4K, 3 * SZ_4K, lambda c: True)
+    with pytest.raises(InvalidArgumentError, match="loans of CMA area 'cma' inside it"):
+        area.take_window(AddressRange(AREA.start, SZ_4K), [loan])  # loan is at the top
+    with pytest.raises(InvalidArgumentError, match="lenders"):
+        BorrowingSystemRam(BuddyAllocator(AddressRange(0, SZ_1M)), [object()])  # type: ignore[list-item]
+    assert area.snapshot() == before
 
 
 def test_the_system_borrows_only_movable_requests_when_its_own_ram_is_gone() -> None:

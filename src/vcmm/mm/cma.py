@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
 from vcmm.mm.pools import ContiguousPool, SystemRamTarget
 from vcmm.mm.target import AllocRequest
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_4K, align_down, align_up, format_size
+from vcmm.sizes import SZ_4K, align_down, align_up, format_size, is_power_of_two
 
 
 class CmaArea(ContiguousPool):
@@ -57,7 +58,7 @@ class CmaArea(ContiguousPool):
     def lend(self, size: int) -> Chunk:
         """``size`` contiguous bytes for a borrower, from the top of the highest hole
         that holds them; ``OutOfMemoryError`` when none does."""
-        size = align_up(size, self.granule)
+        size = align_up(check_int("lend", "size", size, minimum=1), self.granule)
         holes = [h for h in self._space.free_ranges() if h.size >= size]
         if not holes:
             raise OutOfMemoryError(
@@ -90,7 +91,12 @@ class CmaArea(ContiguousPool):
         """The lowest window of ``size`` bytes aligned to ``alignment`` that is free
         but for loans ``movable`` accepts, and those loans; ``None`` when no window is
         (every candidate holds a loan that cannot move, or a ``cma`` allocation)."""
-        size = align_up(size, self.granule)
+        size = align_up(check_int("reclaim_window", "size", size, minimum=1), self.granule)
+        alignment = check_int("reclaim_window", "alignment", alignment, minimum=1)
+        if not is_power_of_two(alignment):
+            raise InvalidArgumentError(
+                f"reclaim_window: alignment {alignment:#x} is not a power of two"
+            )
         align = max(alignment, self.granule)
         movable_loans = [c for c in self.loans if movable(c)]
         usable = _merge([*self._space.free_ranges(), *(c.range for c in movable_loans)])
@@ -105,6 +111,13 @@ class CmaArea(ContiguousPool):
     def take_window(self, window: AddressRange, loans: Sequence[Chunk]) -> list[Chunk]:
         """Take ``window`` for a ``cma`` allocation, ``loans`` (the ones inside it)
         called back; all or nothing.  The caller moves the borrowers' contents."""
+        if not isinstance(window, AddressRange) or any(
+            not self.is_loan(c) or not c.range.overlaps(window) for c in loans
+        ):
+            raise InvalidArgumentError(
+                f"take_window: {window!r} and {list(loans)!r} must be a window and loans "
+                f"of CMA area {self.name!r} inside it"
+            )
         for loan in loans:
             self.repay(loan)
         try:
@@ -173,6 +186,7 @@ class BorrowingSystemRam(SystemRamTarget):
     def replacement(self, size: int) -> Chunk:
         """``size`` contiguous bytes of this target's own memory (never borrowed): where
         a borrowed chunk's contents go when its area takes it back."""
+        size = check_int("replacement", "size", size, minimum=1)
         try:
             pa = self.buddy.alloc_pages_exact(size)
         except OutOfMemoryError as exc:
