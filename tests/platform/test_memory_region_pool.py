@@ -13,6 +13,7 @@ from vcmm import SZ_1M, SZ_64K, System
 from vcmm.attrs import MemType
 from vcmm.dma import DmaApi
 from vcmm.errors import OutOfMemoryError
+from vcmm.inject import fail_nth
 from vcmm.ranges import AddressRange
 
 from .mixed_board import mixed_tree, reference_walk
@@ -70,3 +71,27 @@ def test_devices_naming_one_region_share_it_and_close_gives_it_back(make_dtb: Ma
     api.free_coherent(HDLCD, SZ_64K, two.cpu_addr, two.dma_handle)
     api.close()
     assert pool.free_bytes == POOL.size
+
+
+def test_every_failing_allocation_of_setup_and_alloc_changes_nothing(make_dtb: MakeDtb) -> None:
+    """The DMA API's creation (domains, pools, the region pool) and a coherent buffer
+    from the region, each allocation made to fail in turn (Linux's fail-nth)."""
+    system = boot(make_dtb)
+    for call in ("create", "alloc"):
+        api = DmaApi.of(system) if call == "alloc" else None
+        before = system.snapshot()
+        for n in range(1, 200):
+            with fail_nth(n) as injector:
+                try:
+                    if api is None:
+                        DmaApi(system).close()
+                    else:
+                        buf = api.alloc_coherent(DISPLAY, SZ_64K)
+                        api.free_coherent(DISPLAY, SZ_64K, buf.cpu_addr, buf.dma_handle)
+                except OutOfMemoryError:
+                    assert injector.fired
+                    assert system.snapshot() == before, (call, n)
+                    continue
+            if not injector.fired:
+                break
+        assert n > 2, call
