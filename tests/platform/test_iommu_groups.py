@@ -92,3 +92,22 @@ def test_seed_calls_share_a_context_between_members(system: System) -> None:
     assert not ctx.is_active
     system.vcm_activate(stranger)
     assert ctx.ttbr0 == other.table.root
+
+
+def test_a_group_has_one_dev_node(system: System) -> None:
+    from vcmm.proc import MAP_SHARED, O_RDWR, PROT_READ, PROT_WRITE, ProcessTable
+    from vcmm.share.devnode import register_dev_nodes
+
+    table = ProcessTable(system)
+    nodes = register_dev_nodes(table)
+    contexts = {d.ctx.name for d in system.devices.values() if hasattr(d, "ctx")}
+    assert set(nodes) == {f"/dev/{name}" for name in contexts}  # each context once
+    first, second = GROUPS["m4u"]
+    node = nodes[f"/dev/{system.device(first).ctx.name}"]
+    assert node.device.name == first  # the first member by name maps for the group
+    proc = table.spawn("player")
+    fd = proc.open(node.path, O_RDWR)
+    proc.mmap(SZ_64K, PROT_READ | PROT_WRITE, MAP_SHARED, fd)
+    (mapping,) = DmaApi.of(system).mappings(first)
+    system.device(first).write(mapping.dma_addr, b"via the node")
+    assert system.device(second).read(mapping.dma_addr, 12) == b"via the node"
