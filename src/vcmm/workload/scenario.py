@@ -231,7 +231,8 @@ def _platform_of_file(reading: Reading) -> PlatformSpec:
         return given
     ref = str(reading.value("platform_ref"))
     override = reading.context.get("ram")
-    ram = override if override is not None else reading.value("ram")
+    given_ram = override if override is not None else reading.value("ram")
+    ram = given_ram if isinstance(given_ram, int | str) else None
     base_dir: Path | None = reading.context.get("base_dir")
     path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
     if ram is not None and (path is None or not is_devicetree_path(str(path))):
@@ -240,7 +241,7 @@ def _platform_of_file(reading: Reading) -> PlatformSpec:
             f"a RAM size applies to a devicetree platform (.dtb, .dts), and {ref!r} is not one",
         )
     if path is not None:
-        return load_platform(path, ram=ram)  # type: ignore[arg-type]
+        return load_platform(path, ram=ram)
     if ref == "default":
         return load_default()
     looked = base_dir / ref if base_dir is not None and not Path(ref).is_absolute() else ref
