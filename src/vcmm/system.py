@@ -170,6 +170,10 @@ class System:
         return self.vcmm.iommu_format
 
     @property
+    def iommu_formats(self) -> tuple[PageTableFormat, ...]:
+        return self.vcmm.iommu_formats
+
+    @property
     def graph(self) -> MappingGraph:
         return self.vcmm.graph
 

@@ -10,7 +10,8 @@ raises a :class:`~vcmm.errors.VcmmError` subclass naming the values and the rule
 ====================================  =====================================================
 call                                  refused (besides bad arguments and freed handles) when
 ====================================  =====================================================
-``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
+``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond the input of
+                                      its table format (32 bits, 48 for VMSAv8-64);
                                       one-to-one window not all physical memory
 ``vcm_create_from_prebuilt(id)``      id names no address space (0: the kernel's VMM;
                                       an ASID: a process's, which has one VCM at most)
@@ -23,9 +24,12 @@ call                                  refused (besides bad arguments and freed h
                                       the core's; physmem not the rest of the backing
 ``vcm_merge(left, right)``            not neighbours of one VCM with one attr and
                                       continuing backings
-``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules
+``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules;
+                                      the SMMU walks another format than the settled
+                                      table's (:mod:`vcmm.core.tableformat`)
 ``vcm_deassoc(avcm)``                 it is active
-``vcm_activate(avcm)``                the context already runs another VCM (same half)
+``vcm_activate(avcm)``                the context already runs another VCM (same half);
+                                      no bank can be had (:mod:`vcmm.core.banks`)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
 ``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
                                       pinned (an exported dma-buf, a wrap of its pages)
@@ -176,8 +180,13 @@ class Vcmm:
 
     @property
     def iommu_format(self) -> PageTableFormat:
-        """The table format of every IOMMU VCM's table."""
+        """The table format of IOMMU VCMs created without one (the first SMMU's)."""
         return self.state.iommu_format
+
+    @property
+    def iommu_formats(self) -> tuple[PageTableFormat, ...]:
+        """Every table format the system's SMMUs walk, in device order."""
+        return self.state.iommu_formats
 
     @property
     def target_priority(self) -> tuple[str, ...]:

@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vcmm.core import tableformat
+from vcmm.core.cmareclaim import CmaReclaimer
 from vcmm.core.graph import KERNEL_SPACE, MappingGraph
 from vcmm.core.graph import Mapping as Edge
 from vcmm.core.interfaces import DeviceRecord
@@ -115,7 +117,10 @@ class CoreState:
         #: The platform's reserved-memory regions by name (firmware's, a driver's).
         self.reserved: tuple[tuple[str, AddressRange], ...] = tuple(reserved)
         self.table_memory = table_memory
+        #: The table format of IOMMU VCMs created without one (:mod:`.tableformat`).
         self.iommu_format = iommu_format
+        #: Every format the system's SMMUs walk, in device order.
+        self.iommu_formats = tableformat.system_formats(self.devices.values())
         self.page_table = page_table_factory
         self.range_allocator = range_allocator
         self.kernel_areas: SplittingAllocator = range_allocator(vmalloc, granule=SZ_4K)
@@ -135,6 +140,8 @@ class CoreState:
         self.physmems: dict[int, PhysMem] = {}
         #: Who owns each physical page (table window, free lists, live allocations).
         self.owners = OwnerMap(table_memory.window, self.targets)
+        #: Takes lent pages back for a CMA area's own allocations (:mod:`.cmareclaim`).
+        self.cma = CmaReclaimer(self.targets, self.owners, memory, cpu.cache)
         self.res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self.mappers: dict[int, IommuMapper | UserMapper] = {}
