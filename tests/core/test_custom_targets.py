@@ -263,3 +263,19 @@ def test_fault_injection_covers_a_registered_target(system: vcmm.System) -> None
         system.vcm_phys_alloc("carve", SZ_4K, PhysAttr.NONE)
     assert injector.fired and policy.calls == 0
     assert system.snapshot() == snap
+
+
+def test_a_collection_does_not_place_plain_buffers_in_a_secure_target(
+    system: vcmm.System,
+) -> None:
+    from vcmm.share.collection import BufferCollection
+    from vcmm.share.constraints import Constraints
+
+    # first in the priority order and big enough: chosen, were it not secure
+    system.vcm_register_target(BottomUpCarveout("secret", FREE_RAM), priority=0, secure=True)
+    frames = BufferCollection(system, "frames", ["vcodec_b_mm2", "mdp"])
+    frames.join("vcodec_b_mm2", Constraints(camping=1, min_size=SZ_64K))
+    frames.join("mdp", Constraints(camping=1))
+    assert frames.placement.target != "secret"
+    assert any("secret: a secure target" in r for r in frames.placement.reasons)
+    frames.close()

@@ -191,3 +191,27 @@ def test_a_failed_install_gives_the_memory_back(rig: Any) -> None:
     with pytest.raises(Exception, match="descriptors"):
         dma_heap_alloc(proc, heap, SZ_64K)
     assert _state(rig, proc) == before
+
+
+@pytest.mark.parametrize("heap_name", ["ebi", "blocks", "carve"])
+def test_every_failing_allocation_of_the_ioctl_changes_nothing(rig: Any, heap_name: str) -> None:
+    from vcmm.inject import fail_nth
+
+    rig.system.vcm_register_target(BottomUpCarveout("carve", AddressRange(0xB000_0000, 1 << 20)))
+    register_heaps(rig.table)
+    proc = rig.spawn("app")
+    heap = proc.open(f"/dev/dma_heap/{heap_name}", O_RDWR)
+    n = 1
+    while True:
+        before = _state(rig, proc)
+        with fail_nth(n) as injector:
+            try:
+                fd = dma_heap_alloc(proc, heap, 3 * SZ_64K)
+            except OutOfMemoryError:
+                assert injector.fired
+                assert _state(rig, proc) == before
+                n += 1
+                continue
+        assert not injector.fired and isinstance(proc.file(fd).file, DmaBufFile)
+        break
+    assert n >= 2  # at least one allocation was failed and rolled back
