@@ -106,13 +106,17 @@ def test_a_kernel_vmap_write_is_refused_as_before_and_reported(rig: Any) -> None
         kmap.write(0, b"x")
     buf.end_cpu_access(DmaDirection.FROM_DEVICE)
     checker = rig.api.enable_debug("raise")
-    buf.begin_cpu_access(DmaDirection.FROM_DEVICE)
+    buf.begin_cpu_access(DmaDirection.FROM_DEVICE, SZ_4K, SZ_4K)
     with pytest.raises(StateError, match="outside an open begin_cpu_access"):
-        kmap.write(SZ_4K, b"x")  # still refused, and now recorded without raising
+        kmap.write(0, b"x")  # outside the bracket's range: refused, not this report
+    assert checker.take(KIND) == []
+    with pytest.raises(StateError, match="outside an open begin_cpu_access"):
+        kmap.write(SZ_4K + 16, b"x")  # still refused, and now recorded without raising
     (report,) = checker.take(KIND)
-    assert "the kernel wrote" in str(report) and "vmap va" in str(report)
-    assert "by the kernel (begin_cpu_access)" in str(report)
-    buf.end_cpu_access(DmaDirection.FROM_DEVICE)
+    pa = buf.priv.physmem.chunk_ranges[0].start + SZ_4K + 16
+    assert "the kernel wrote" in str(report) and f"vmap va {kmap.va + SZ_4K + 16:#x}" in str(report)
+    assert f"{pa:#x}" in str(report) and "by the kernel (begin_cpu_access)" in str(report)
+    buf.end_cpu_access(DmaDirection.FROM_DEVICE, SZ_4K, SZ_4K)
     assert not checker.read_brackets
 
 

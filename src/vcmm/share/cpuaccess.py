@@ -164,13 +164,20 @@ class CpuBrackets:
             session.watch[0].unwatch_read_bracket((self.dmabuf.id, session.key))
             session.watch = None
 
-    def refused_write(self, session: CpuSession, writer: str, where: str, offset: int) -> None:
-        """A write the caller refuses at ``offset`` inside READ-only ``session``: the
-        checker watching it (if any) records it too, without raising."""
+    def refused_write(
+        self, session: CpuSession, writer: str, where: str, offset: int, length: int
+    ) -> None:
+        """A write of ``[offset, offset+length)`` the caller refuses: if it lands in
+        READ-only ``session``'s range, the checker watching it (if any) records it too,
+        without raising."""
         if session.watch is None or session.write:
             return
+        start = max(offset, session.offset)
+        end = min(offset + length, session.offset + session.length)
+        if start >= end:
+            return  # outside the bracket: refused for that reason alone
         checker, bracket = session.watch
-        ranges = self.dmabuf.exporter.cpu_ranges(self.dmabuf, offset, 1)
+        ranges = self.dmabuf.exporter.cpu_ranges(self.dmabuf, start, end - start)
         if ranges:
             checker.write_in_read_bracket(bracket, writer, where, ranges[0], raising=False)
 
