@@ -55,7 +55,8 @@ call                                  refused (besides bad arguments and freed h
 and one part per concern, and each seed call takes the machine lock and runs the
 part's method: :mod:`vcmm.core.spaces` (VCMs, reservations, split and merge),
 :mod:`vcmm.core.binding` (associations, activation, fault hooks),
-:mod:`vcmm.core.allocations` (``vcm_phys_*``) and :mod:`vcmm.core.backer` (backing,
+:mod:`vcmm.core.allocations` (``vcm_phys_*``), :mod:`vcmm.core.custom_targets`
+(memory targets registered at run time) and :mod:`vcmm.core.backer` (backing,
 unbacking, cache maintenance; its machinery in :mod:`vcmm.core.backing`, the hardware
 side in :mod:`vcmm.core.mappers`).
 """
