@@ -222,7 +222,7 @@ def test_a_policy_that_breaks_the_contract_is_refused(
     with pytest.raises(TargetPolicyError, match=rule) as err:
         system.vcm_phys_alloc("liar", SZ_64K, attr)
     if isinstance(answer, list):
-        assert "the policy's state is as it was" in str(err.value)
+        assert "the chunks went back to the policy" in str(err.value)
     assert system.snapshot() == snap and policy.taken == []
 
 
