@@ -159,9 +159,9 @@ class Replayer:
                 raise TraceError(f"{item!r} is not a parsed trace event (see vcmm.trace.parser)")
 
     def _place(self, dom: Domain, ev: IommuMap) -> tuple[int, int] | str:
-        """(vcmm IOVA delta, allocation start) of a new mapping, or why there is none."""
-        if dom.iova is None:
-            return 0, -1
+        """(vcmm IOVA delta, allocation start) of a new mapping under ``--reallocate``,
+        or why there is none."""
+        assert dom.iova is not None
         try:
             ours = dom.iova.alloc(ev.size, dom.mask)
         except VcmmError as err:
@@ -198,16 +198,19 @@ class Replayer:
                 )
             )
             return
-        placed = self._place(dom, ev)
-        if isinstance(placed, str):
-            self._skip(ev.line, placed)
-            return
-        va_delta, alloc = placed
+        va_delta, alloc = 0, -1
+        if dom.iova is not None:
+            placed = self._place(dom, ev)
+            if isinstance(placed, str):
+                self._skip(ev.line, placed)
+                return
+            va_delta, alloc = placed
         small = self.tables and dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
         # As traced, a map into last-level tables that exist allocates no table page.
         quiet = small and dom.iova is None and dom.keeps_tables(start, end)
         dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
-        dom.gone.remove(start, end)
+        if dom.gone.first(start, end) is not None:
+            dom.gone.remove(start, end)
         dom.writer.map(start + va_delta, ev.paddr, ev.size, small=small, quiet=quiet)
         st.mapped_bytes += ev.size
         if st.mapped_bytes > st.mapped_bytes_peak:
