@@ -53,8 +53,8 @@ from vcmm.hw.pgtable import PageTable
 from vcmm.hw.smmu import SmmuContext
 from vcmm.ranges import coalesce
 
-#: Pending maps make more runs than this: one ``map_many`` (it costs about as much as
-#: this many ``map`` calls of a run each, measured with benchmarks/bench_replay.py).
+#: Pending maps make at least this many runs: one ``map_many`` (a ``map_many`` of a few
+#: pages cost about as much as four ``map`` calls of a run each, timed side by side).
 MAP_MANY_RUNS = 4
 
 #: Maps and unmaps of more pages than this are written alone (a page-by-page batch
