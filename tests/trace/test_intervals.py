@@ -15,9 +15,10 @@ ops = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops)
-def test_matches_a_page_model(steps: list[tuple[str, int, int, int]]) -> None:
-    im: IntervalMap[int] = IntervalMap()
+@given(ops, st.sampled_from([2, 3, 512]))
+def test_matches_a_page_model(steps: list[tuple[str, int, int, int]], chunk: int) -> None:
+    """Chunks of 2 and 3 starts split and empty all the time; 512 is the default."""
+    im: IntervalMap[int] = IntervalMap(chunk=chunk)
     pages: dict[int, int] = {}
     for op, start, length, value in steps:
         end = start + length
@@ -37,7 +38,11 @@ def test_matches_a_page_model(steps: list[tuple[str, int, int, int]]) -> None:
         assert model == pages
         starts = [s for s, _, _ in im]
         assert starts == sorted(starts)
-    for p in range(60):
+        _check_queries(im, pages)
+
+
+def _check_queries(im: IntervalMap[int], pages: dict[int, int]) -> None:
+    for p in range(56):
         hit = im.at(p)
         assert (hit is not None) == (p in pages)
         gaps = holes(p, p + 5, im.overlapping(p, p + 5))
@@ -48,3 +53,12 @@ def test_matches_a_page_model(steps: list[tuple[str, int, int, int]]) -> None:
         assert {q for a, b in gaps for q in range(a, b)} == {
             q for q in range(p, p + 5) if q not in pages
         }
+
+
+def test_chunk_must_hold_two_starts() -> None:
+    import pytest
+
+    from vcmm.trace import TraceError
+
+    with pytest.raises(TraceError, match="chunk must be an int >= 2, got 1"):
+        IntervalMap(chunk=1)

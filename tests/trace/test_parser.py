@@ -154,6 +154,15 @@ def test_unusable_lines_say_why(line: str, reason: str) -> None:
     assert reason in ev.reason
 
 
+def test_comments_and_blanks_are_no_events_even_when_they_look_like_one() -> None:
+    """Any line whose first non-blank character is ``#`` is a comment, also an indented
+    one that holds a whole event line (a commented-out event is not replayed)."""
+    event = map_line(0x1000, 0x80000000, 4096)
+    assert parse_line(1, event) is not None
+    for line in ("#" + event, "   #" + event.lstrip(), "\t# tracer: nop", "", "   ", "\r"):
+        assert parse_line(1, line) is None, line
+
+
 def test_line_numbers_are_one_based_and_count_comments() -> None:
     items = parse_text(trace(map_line(0x1000, 0x80000000, 4096), "", "junk"))
     assert [i.line for i in items] == [3, 5]

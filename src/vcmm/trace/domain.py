@@ -87,9 +87,9 @@ class Domain:
         return None
 
     def keeps_tables(self, start: int, end: int) -> bool:
-        """Whether every last-level table span ``[start, end)`` touches still holds a
-        live mapping (asked after the range left ``live``): then unmapping it frees
-        no table page."""
+        """Whether every last-level table span ``[start, end)`` touches holds a live
+        mapping.  Asked after an unmapped range left ``live``: unmapping it then frees
+        no table page; asked before a new range enters: mapping it allocates none."""
         span = self.writer.leaf_span
         at = start - start % span
         while at < end:

@@ -2,73 +2,108 @@
 
 The replay asks the same questions of every map, unmap and fault: what is mapped in
 ``[a, b)``, which parts of it are holes, and which line last unmapped an address.
-Sorted parallel lists and ``bisect`` answer each in O(log n) plus what was found;
-inserts and removals move list tails (memmove), cheap at the sizes of a domain's
-live mappings.  Values are opaque; a value that depends on the offset (a physical
-address) is kept as the value at the interval's start and shifted by the caller.
+The starts are kept sorted in chunks of a bounded length (with each chunk's first
+start in a list of its own), so a question is two ``bisect`` calls plus what was
+found, and an insert or removal moves at most one chunk's tail: a domain's record
+of unmapped ranges grows with the trace (hundreds of thousands of pieces), and one
+flat sorted list would make every insert a copy of all of it.  Values are opaque; a
+value that depends on the offset (a physical address) is kept as the value at the
+interval's start and shifted by the caller.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
+from vcmm.trace.errors import TraceError
+
 V = TypeVar("V")
+
+#: Starts per chunk before it is split in two (a copy of this many ints is cheap).
+CHUNK = 512
 
 
 class IntervalMap(Generic[V]):
     """Disjoint ``[start, end)`` intervals, each with a value (see the module notes).
 
-    One sorted list of starts (the only list an insert or removal shifts) and a dict
-    from start to ``(end, value)``.
+    Sorted chunks of starts (``_chunks``, each chunk's first start in ``_mins``) and
+    a dict from start to ``(end, value)``.
     """
 
-    __slots__ = ("_of", "_starts")
+    __slots__ = ("_chunk", "_chunks", "_mins", "_of")
 
-    def __init__(self) -> None:
-        self._starts: list[int] = []
+    def __init__(self, *, chunk: int = CHUNK) -> None:
+        if not isinstance(chunk, int) or chunk < 2:
+            raise TraceError(f"IntervalMap chunk must be an int >= 2, got {chunk!r}")
+        self._chunk = chunk
+        self._chunks: list[list[int]] = []
+        self._mins: list[int] = []
         self._of: dict[int, tuple[int, V]] = {}
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._of)
 
     def __iter__(self) -> Iterator[tuple[int, int, V]]:
         of = self._of
-        return iter([(s, *of[s]) for s in self._starts])
-
-    def _first(self, start: int) -> int:
-        """Index of the first interval that ends after ``start``."""
-        i = bisect_right(self._starts, start) - 1
-        if i >= 0 and self._of[self._starts[i]][0] > start:
-            return i
-        return i + 1
+        return iter([(s, *of[s]) for chunk in self._chunks for s in chunk])
 
     def overlapping(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """The intervals meeting ``[start, end)``, whole, in address order."""
-        starts, of = self._starts, self._of
+        chunks, of = self._chunks, self._of
+        ci = bisect_right(self._mins, start) - 1
+        i = 0
+        if ci < 0:
+            ci = 0
+        else:
+            chunk = chunks[ci]
+            i = bisect_right(chunk, start) - 1
+            if of[chunk[i]][0] <= start:
+                i += 1
         out = []
-        i = self._first(start)
-        n = len(starts)
-        while i < n and starts[i] < end:
-            s = starts[i]
-            out.append((s, *of[s]))
-            i += 1
+        while ci < len(chunks):
+            chunk = chunks[ci]
+            j = bisect_left(chunk, end, i)  # the chunk's starts before ``end``
+            out += [(s, *of[s]) for s in chunk[i:j]]
+            if j < len(chunk):
+                break
+            ci += 1
+            i = 0
         return out
 
     def first(self, start: int, end: int) -> tuple[int, int, V] | None:
-        """The lowest interval meeting ``[start, end)``, if any (one bisect)."""
-        i = self._first(start)
-        if i < len(self._starts) and self._starts[i] < end:
-            s = self._starts[i]
-            return (s, *self._of[s])
+        """The lowest interval meeting ``[start, end)``, if any (two bisects)."""
+        mins, of = self._mins, self._of
+        ci = bisect_right(mins, start) - 1
+        if ci < 0:
+            if not mins:
+                return None
+            s = mins[0]
+        else:
+            chunk = self._chunks[ci]
+            i = bisect_right(chunk, start) - 1
+            s = chunk[i]
+            e, v = of[s]
+            if e > start:
+                return s, e, v
+            if i + 1 < len(chunk):
+                s = chunk[i + 1]
+            elif ci + 1 < len(mins):
+                s = mins[ci + 1]
+            else:
+                return None
+        if s < end:
+            e, v = of[s]
+            return s, e, v
         return None
 
     def at(self, addr: int) -> tuple[int, int, V] | None:
         """The interval holding ``addr``, if any."""
-        i = bisect_right(self._starts, addr) - 1
-        if i >= 0:
-            s = self._starts[i]
+        ci = bisect_right(self._mins, addr) - 1
+        if ci >= 0:
+            chunk = self._chunks[ci]
+            s = chunk[bisect_right(chunk, addr) - 1]
             e, v = self._of[s]
             if e > addr:
                 return s, e, v
@@ -76,8 +111,34 @@ class IntervalMap(Generic[V]):
 
     def insert(self, start: int, end: int, value: V) -> None:
         """Add ``[start, end)``, which the caller knows overlaps nothing."""
-        self._starts.insert(bisect_left(self._starts, start), start)
         self._of[start] = (end, value)
+        chunks, mins = self._chunks, self._mins
+        if not chunks:
+            chunks.append([start])
+            mins.append(start)
+            return
+        ci = max(bisect_right(mins, start) - 1, 0)
+        chunk = chunks[ci]
+        insort(chunk, start)
+        mins[ci] = chunk[0]
+        if len(chunk) > 2 * self._chunk:
+            half = chunk[self._chunk :]
+            del chunk[self._chunk :]
+            chunks.insert(ci + 1, half)
+            mins.insert(ci + 1, half[0])
+
+    def _drop(self, start: int) -> None:
+        """Take ``start`` out of the sorted chunks."""
+        chunks, mins = self._chunks, self._mins
+        ci = bisect_right(mins, start) - 1
+        chunk = chunks[ci]
+        i = bisect_left(chunk, start)
+        del chunk[i]
+        if not chunk:
+            del chunks[ci]
+            del mins[ci]
+        elif i == 0:
+            mins[ci] = chunk[0]
 
     def remove(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """Cut ``[start, end)`` out; returns the removed pieces (clipped, original values).
@@ -85,27 +146,18 @@ class IntervalMap(Generic[V]):
         An interval cut at one side keeps its value; one cut in the middle becomes
         two.  Values must not depend on the position (store offsets, not addresses).
         """
-        starts, of = self._starts, self._of
-        i = self._first(start)
-        j = i
-        n = len(starts)
-        while j < n and starts[j] < end:
-            j += 1
-        if i == j:
-            return []
+        found = self.overlapping(start, end)
+        of = self._of
         removed = []
-        keep: list[int] = []
-        for k in range(i, j):
-            s = starts[k]
-            e, v = of.pop(s)
+        for s, e, v in found:
             removed.append((max(s, start), min(e, end), v))
             if s < start:
-                keep.append(s)
-                of[s] = (start, v)
+                of[s] = (start, v)  # keeps its start: the chunks stay as they are
+            else:
+                del of[s]
+                self._drop(s)
             if e > end:
-                keep.append(end)
-                of[end] = (e, v)
-        starts[i:j] = keep
+                self.insert(end, e, v)
         return removed
 
     def assign(self, start: int, end: int, value: V) -> None:

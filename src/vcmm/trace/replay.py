@@ -32,9 +32,26 @@ from vcmm.trace.events import DmaEvent, GroupEvent, IommuMap, IommuUnmap, IoPage
 from vcmm.trace.intervals import holes
 from vcmm.trace.perfetto import Timeline
 from vcmm.trace.report import DeviceStats, Placement, Problem, ReplayReport
-from vcmm.trace.tables import TableWriter
+from vcmm.trace.tables import SharedTableMemory, TableWriter
 
 Item = IommuMap | IommuUnmap | IoPageFault | GroupEvent | DmaEvent | Skipped
+
+
+def _runs(pieces: list[tuple[int, int, Live]]) -> list[tuple[int, int]]:
+    """``(table address, size)`` of the runs of adjacent pieces (sorted) that are
+    adjacent in the table too (as traced always; under ``--reallocate`` when vcmm
+    placed them so)."""
+    runs: list[tuple[int, int]] = []
+    end = -1
+    for s, e, live in pieces:
+        va = s + live.va_delta
+        if runs and va == end:
+            start, size = runs[-1]
+            runs[-1] = (start, size + e - s)
+        else:
+            runs.append((va, e - s))
+        end = va + e - s
+    return runs
 
 
 class Replayer:
@@ -46,6 +63,7 @@ class Replayer:
         *,
         reallocate: bool = False,
         tables: bool = True,
+        batch: bool = True,
         timeline: Timeline | None = None,
     ) -> None:
         if not isinstance(system, System):
@@ -54,6 +72,9 @@ class Replayer:
         self.reallocate = bool(reallocate)
         #: False: find problems only, leave the page tables alone (much faster).
         self.tables = bool(tables)
+        #: False: one page-table call per map and unmap, as the kernel made them (the
+        #: reference the batched writes of :mod:`vcmm.trace.tables` are tested against).
+        self.batch = bool(batch)
         self.timeline = timeline
         self.report = ReplayReport(
             platform=system.spec.name, mode="reallocate" if reallocate else "as traced"
@@ -61,6 +82,7 @@ class Replayer:
         self._domains: dict[str, Domain | str] = {}
         self._by_ctx: dict[int, Domain] = {}
         self._attrs = PageAttrs()
+        self._table_memory = SharedTableMemory()
         #: Bytes still mapped of each traced map line, and its span's name (Perfetto).
         self._span_left: dict[int, tuple[int, str]] = {}
         self._last_ts = 0.0
@@ -93,7 +115,12 @@ class Replayer:
                 found = self._by_ctx.get(id(dev.ctx))
                 if found is None:
                     writer = TableWriter(
-                        dev.ctx, dev.ctx.low_table, self._attrs, enabled=self.tables
+                        dev.ctx,
+                        dev.ctx.low_table,
+                        self._attrs,
+                        enabled=self.tables,
+                        batch=self.batch,
+                        shared=self._table_memory,
                     )
                     found = Domain(
                         dev.ctx.name,
@@ -132,9 +159,9 @@ class Replayer:
                 raise TraceError(f"{item!r} is not a parsed trace event (see vcmm.trace.parser)")
 
     def _place(self, dom: Domain, ev: IommuMap) -> tuple[int, int] | str:
-        """(vcmm IOVA delta, allocation start) of a new mapping, or why there is none."""
-        if dom.iova is None:
-            return 0, -1
+        """(vcmm IOVA delta, allocation start) of a new mapping under ``--reallocate``,
+        or why there is none."""
+        assert dom.iova is not None
         try:
             ours = dom.iova.alloc(ev.size, dom.mask)
         except VcmmError as err:
@@ -171,15 +198,20 @@ class Replayer:
                 )
             )
             return
-        placed = self._place(dom, ev)
-        if isinstance(placed, str):
-            self._skip(ev.line, placed)
-            return
-        va_delta, alloc = placed
+        va_delta, alloc = 0, -1
+        if dom.iova is not None:
+            placed = self._place(dom, ev)
+            if isinstance(placed, str):
+                self._skip(ev.line, placed)
+                return
+            va_delta, alloc = placed
         small = self.tables and dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        # As traced, a map into last-level tables that exist allocates no table page.
+        quiet = small and dom.iova is None and dom.keeps_tables(start, end)
         dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
-        dom.gone.remove(start, end)
-        dom.writer.map(start + va_delta, ev.paddr, ev.size)
+        if dom.gone.first(start, end) is not None:
+            dom.gone.remove(start, end)
+        dom.writer.map(start + va_delta, ev.paddr, ev.size, small=small, quiet=quiet)
         st.mapped_bytes += ev.size
         if st.mapped_bytes > st.mapped_bytes_peak:
             st.mapped_bytes_peak = st.mapped_bytes
@@ -219,8 +251,10 @@ class Replayer:
             and dom.keeps_tables(start, end)
         )
         for s, e, live in pieces:
-            self._release(dom, ev, s, e, live, deferrable)
-            dom.gone.assign(s, e, ev.line)
+            self._release(dom, ev, s, e, live)
+            dom.gone.insert(s, e, ev.line)  # it was live, so not in ``gone``
+        for va, size in _runs(pieces):  # one table call per run, as the kernel's unmap
+            dom.writer.unmap(va, size, deferrable=deferrable)
         if self.timeline is not None:
             self.timeline.instant(
                 device,
@@ -259,11 +293,8 @@ class Replayer:
                 )
             )
 
-    def _release(
-        self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live, deferrable: bool
-    ) -> None:
-        """Take one live piece out of the table and the counts."""
-        dom.writer.unmap(s + live.va_delta, e - s, deferrable=deferrable)
+    def _release(self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live) -> None:
+        """Take one live piece out of the counts (and out of vcmm's IOVA space)."""
         st = self._stats(live.device)
         st.mapped_bytes -= e - s
         if dom.iova is not None:

@@ -65,17 +65,24 @@ def replay(
     platform: PlatformArg = None,
     reallocate: bool = False,
     tables: bool = True,
+    batch: bool = True,
     strict: bool = False,
     timeline: Timeline | None = None,
 ) -> ReplayReport:
     """Attribute and replay parsed ``items``; with ``strict`` any skipped line is a
     :class:`TraceError` naming the first one; ``tables=False`` finds the problems
-    without writing page tables (``table_bytes_peak`` is then None)."""
+    without writing page tables (``table_bytes_peak`` is then None); ``batch=False``
+    makes one page-table call per map and unmap (the reference for the batched
+    writes, same report but for ``table_calls``)."""
     if isinstance(items, str | bytes):
         raise TraceError("replay takes parsed events; give text to replay_text()")
     attributed: list[Item] = list(attribute(items))
     replayer = Replayer(
-        boot(platform, attributed), reallocate=reallocate, tables=tables, timeline=timeline
+        boot(platform, attributed),
+        reallocate=reallocate,
+        tables=tables,
+        batch=batch,
+        timeline=timeline,
     )
     replayer.feed(attributed)
     report = replayer.finish()
