@@ -110,22 +110,25 @@ def page_map(data: st.DataObject) -> dict[int, tuple[int, int, PageAttrs]]:
 
 def trace(data: st.DataObject) -> np.ndarray:
     n = data.draw(st.integers(1, 300))
-    shape = data.draw(st.sampled_from(["random", "runs", "stride"]))
+    shape = data.draw(st.sampled_from(["random", "runs", "stride", "far"]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     if shape == "random":
         vas = rng.integers(0, 4 * SZ_1M, n)
     elif shape == "runs":
         vas = np.cumsum(rng.integers(0, 3 * SZ_4K, n)) % (4 * SZ_1M)
-    else:
+    elif shape == "stride":
         vas = (np.arange(n) * 65 * SZ_4K + int(rng.integers(0, SZ_4K))) % (4 * SZ_1M)
+    else:  # mostly mapped, the last access 1 TiB away: the kernel's sparse plan
+        vas = rng.integers(0, 4 * SZ_1M, n)
+        vas[-1] += 1 << 40
     return vas.astype(np.uint64)
 
 
 @FAST
 @given(st.data())
 def test_translate_batch_streams_agree(data: st.DataObject) -> None:
-    entries = data.draw(st.sampled_from([4, 8, 16, 64]))
-    ways = data.draw(st.sampled_from([w for w in (1, 2, 4, entries) if entries % w == 0]))
+    entries = data.draw(st.sampled_from([4, 8, 12, 16, 48, 64]))  # 12, 48: 3 or 6 sets
+    ways = data.draw(st.sampled_from([w for w in (1, 2, 4, 16, entries) if entries % w == 0]))
     config = TLBConfig(entries, ways, data.draw(st.sampled_from(["lru", "fifo", "random"])), 7)
     leaves = page_map(data)
     vas = trace(data)
