@@ -67,8 +67,9 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 def lean(fn: Callable[..., Any]) -> Any:
     """Compile a loop without reference counting (it must not allocate); on a numba
     without that option, with it (the same results, slower)."""
+    lean_options: dict[str, Any] = {"cache": True, "_nrt": False}  # not in numba's stubs
     try:
-        return njit(cache=True, _nrt=False)(fn)
+        return njit(**lean_options)(fn)
     except KeyError:  # pragma: no cover - the option is numba's own (numba >= 0.26)
         return njit(cache=True)(fn)
 
