@@ -149,21 +149,18 @@ def plan_trace(
     walker: BatchWalker, vas: U64, access: Access, *, privileged: bool, honour_global: bool
 ) -> StreamPlan:
     """The plan of an access stream: one walk per distinct granule it touches."""
+    from vcmm.hw.kernels.granules import granule_range, touched
+
     gshift = walker.granule.bit_length() - 1
-    g = vas >> np.uint64(gshift)
-    lo, hi = int(g.min()), int(g.max())
+    lo, hi = (int(g) for g in granule_range(vas, gshift))
     flags = dict(privileged=privileged, honour_global=honour_global)
     if hi - lo < DENSE_GRANULES:
-        present = np.zeros(hi - lo + 1, dtype=np.bool_)
-        present[(g - np.uint64(lo)).view(np.int64)] = True  # < 2**63: the same numbers
-        offsets = np.flatnonzero(present)
-        walked = plan(walker, offsets.astype(np.uint64) + np.uint64(lo), access, **flags)
-        gleaf = np.full(hi - lo + 1, -1, dtype=np.int64)
-        gleaf[offsets] = np.arange(offsets.shape[0], dtype=np.int64)
+        granules, gleaf = touched(vas, gshift, np.uint64(lo), np.uint64(hi))
+        walked = plan(walker, granules, access, **flags)
         return StreamPlan(
-            walked.walks, walked.leaf_u, walked.leaf_i, g[:0], gleaf, gshift, lo, True
+            walked.walks, walked.leaf_u, walked.leaf_i, granules[:0], gleaf, gshift, lo, True
         )
-    return plan(walker, np.unique(g), access, **flags)
+    return plan(walker, np.unique(vas >> np.uint64(gshift)), access, **flags)
 
 
 def plan_span(
@@ -256,24 +253,29 @@ class StreamRunner:
         return arrays
 
     def _absorb(self, arrays: TlbArrays) -> None:
-        self._port.absorb(arrays, self._new_entry)
+        self._port.absorb(arrays, self._new_entries)
         reads = int(arrays.counters[4])
         if reads:
             self._walker.charge(reads)
 
-    def _new_entry(self, leaf: int) -> TLBEntry:
+    def _new_entries(self, leaves: list[int]) -> list[TLBEntry]:
+        """The entries fills of walks ``leaves`` inserted (columns converted at once)."""
         w = self._plan.walks
+        at = np.asarray(leaves, dtype=np.int64)
         tag: Hashable = self._port.tag
-        global_ = bool(self._plan.leaf_i[leaf, 4])
-        return TLBEntry.from_leaf(
-            tag,
-            int(w.base[leaf]),
-            1 << int(w.shift[leaf]),
-            int(w.pa_base[leaf]),
-            w.attrs[int(w.attr_index[leaf])],
-            global_,
-            int(w.level[leaf]),
+        columns = zip(
+            w.base[at].tolist(),
+            w.shift[at].tolist(),
+            w.pa_base[at].tolist(),
+            w.attr_index[at].tolist(),
+            self._plan.leaf_i[at, 4].tolist(),
+            w.level[at].tolist(),
+            strict=True,
         )
+        return [
+            TLBEntry.from_leaf(tag, base, 1 << shift, pa, w.attrs[a], bool(g), level)
+            for base, shift, pa, a, g, level in columns
+        ]
 
     def trace(self, vas: U64, start: int, pas: U64) -> int:
         """Translate ``vas[start:]`` into ``pas``; the index the kernel stopped at."""

@@ -56,6 +56,8 @@ INLINE: Literal["always"] = "always"
 
 VALID, SHIFT, OWNER, STAMP, ORIGIN, ALLOWED, PREV, NEXT = 0, 1, 2, 3, 4, 5, 6, 7
 L_SHIFT, L_READS, L_OK, L_ALLOWED, L_GLOBAL = 0, 1, 2, 3, 4
+# a leaf's packed record ``(base, pa, info)``: info's bits
+I_SHIFT_MASK, I_OK, I_ALLOWED, I_GLOBAL, I_READS_AT = 0xFF, 1 << 8, 1 << 9, 1 << 10, 16
 M_TAG, M_POLICY, M_CLOCK, M_MTPOS, M_GSHIFT, M_G0, M_DENSE = 0, 1, 2, 3, 4, 5, 6
 C_LOOKUPS, C_HITS, C_MISSES, C_WALKS, C_READS, C_EVICTIONS = 0, 1, 2, 3, 4, 5
 LRU, FIFO, RANDOM = 0, 1, 2
@@ -159,7 +161,7 @@ def _key_find(base, shift, owner, keys):  # pragma: no cover - compiled
     """The slot (``set * ways + way``) holding the key, or -1."""
     d = _direct(base, shift, owner, keys[4])
     if d >= 0:
-        return keys[3][d]
+        return keys[3][d, 0]
     i = _find(base, _meta(shift, owner), keys)
     return keys[2][i] if i >= 0 else -1
 
@@ -169,7 +171,7 @@ def _key_add(base, shift, owner, slot, keys):  # pragma: no cover - compiled
     xs = keys[4]
     d = _direct(base, shift, owner, xs)
     if d >= 0:
-        keys[3][d] = slot
+        keys[3][d, 0] = slot
     else:
         _insert(base, _meta(shift, owner), slot, keys)
     if owner == -1:
@@ -181,7 +183,7 @@ def _key_drop(base, shift, owner, keys):  # pragma: no cover - compiled
     xs = keys[4]
     d = _direct(base, shift, owner, xs)
     if d >= 0:
-        keys[3][d] = -1
+        keys[3][d, 0] = -1
     else:
         _delete(_find(base, _meta(shift, owner), keys), keys)
     if owner == -1:
@@ -227,8 +229,10 @@ def _append(st, w, ways_i, sets_i, misc):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _index(ways_u, ways_i, misc, ngran):  # pragma: no cover - compiled
-    """Build the key index and the per-set lists from the ways (see the notes)."""
+def _index(ways_u, ways_i, misc, gleaf):  # pragma: no cover - compiled
+    """Build the key index and the per-set lists from the ways (see the notes).  The
+    granule table keeps each granule's slot and leaf side by side: one cache line
+    answers a lookup and finds the walk of a miss."""
     nsets = ways_i.shape[1]
     nways = ways_i.shape[2]
     xs = np.zeros(6, dtype=np.int64)
@@ -239,13 +243,15 @@ def _index(ways_u, ways_i, misc, ngran):  # pragma: no cover - compiled
         xs[X_HBITS] += 1
     xs[X_GSHIFT] = misc[M_GSHIFT]
     xs[X_G0] = misc[M_G0]
-    xs[X_NGRAN] = ngran if misc[M_DENSE] else 0
+    xs[X_NGRAN] = gleaf.shape[0] if misc[M_DENSE] else 0
     hsize = 1 << xs[X_HBITS]
+    gmap = np.full((xs[X_NGRAN], 2), -1, dtype=np.int64)
+    gmap[:, 1] = gleaf[: xs[X_NGRAN]]
     keys = (
         np.zeros(hsize, dtype=np.uint64),
         np.zeros(hsize, dtype=np.int64),
         np.zeros(hsize, dtype=np.int64),
-        np.full(xs[X_NGRAN], -1, dtype=np.int64),
+        gmap,
         xs,
     )
     sets_i = np.full((3, nsets), -1, dtype=np.int64)
@@ -301,15 +307,15 @@ def _victim(st, ways_i, sets_i, misc, mt, mtpos):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline=INLINE)
-def _fill(leaf, plan, state, keys, sets_i):  # pragma: no cover - compiled
+def _fill(leaf, lrec, state, keys, sets_i):  # pragma: no cover - compiled
     """Insert leaf ``leaf``; returns (slot, whether the held sizes changed)."""
-    leaf_u, leaf_i = plan[0], plan[1]
     ways_u, ways_i, held, misc, counters, mt, mtpos = state
     nsets = ways_i.shape[1]
     nways = ways_i.shape[2]
-    s = leaf_i[leaf, L_SHIFT]
-    base = leaf_u[leaf, 0]
-    owner = -1 if leaf_i[leaf, L_GLOBAL] else 0
+    info = np.int64(lrec[leaf, 2])
+    s = info & I_SHIFT_MASK
+    base = lrec[leaf, 0]
+    owner = -1 if info & I_GLOBAL else 0
     st = _set_of(base >> np.uint64(s), nsets)
     changed = False
     same = _key_find(base, s, owner, keys)
@@ -337,9 +343,9 @@ def _fill(leaf, plan, state, keys, sets_i):  # pragma: no cover - compiled
     ways_i[SHIFT, st, way] = s
     ways_i[OWNER, st, way] = owner
     ways_i[ORIGIN, st, way] = -(leaf + 1)
-    ways_i[ALLOWED, st, way] = leaf_i[leaf, L_ALLOWED]
+    ways_i[ALLOWED, st, way] = 1 if info & I_ALLOWED else 0
     ways_u[0, st, way] = base
-    ways_u[1, st, way] = leaf_u[leaf, 1]
+    ways_u[1, st, way] = lrec[leaf, 1]
     _append(st, way, ways_i, sets_i, misc)
     slot = (st << keys[4][X_WSHIFT]) | way
     _key_add(base, s, owner, slot, keys)
@@ -347,10 +353,10 @@ def _fill(leaf, plan, state, keys, sets_i):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline=INLINE)
-def _leaf_of(va, misc, gkeys, gleaf):  # pragma: no cover - compiled
+def _leaf_of(va, misc, gkeys, gleaf, gmap):  # pragma: no cover - compiled
     g = va >> np.uint64(misc[M_GSHIFT])
     if misc[M_DENSE]:
-        return gleaf[np.int64(g - np.uint64(misc[M_G0]))]
+        return gmap[np.int64(g - np.uint64(misc[M_G0])), 1]
     return gleaf[np.searchsorted(gkeys, g)]
 
 
@@ -370,16 +376,20 @@ def _hit(st, w, ways_i, sets_i, misc, counters):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline=INLINE)
-def _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf):  # pragma: no cover - compiled
+def _walk_leaf(va, plan, misc, counters, gmap):  # pragma: no cover - compiled
     """A lookup missed: the leaf the walk of ``va`` found, its miss and walk counted;
     -1 if the walk faults or the access may not use the leaf (nothing counted)."""
-    leaf = _leaf_of(va, misc, gkeys, gleaf)
-    if leaf < 0 or leaf_i[leaf, L_OK] == 0 or leaf_i[leaf, L_ALLOWED] == 0:
+    lrec, gkeys, gleaf = plan
+    leaf = _leaf_of(va, misc, gkeys, gleaf, gmap)
+    if leaf < 0:
+        return -1
+    info = np.int64(lrec[leaf, 2])
+    if info & (I_OK | I_ALLOWED) != I_OK | I_ALLOWED:
         return -1
     counters[C_LOOKUPS] += 1
     counters[C_MISSES] += 1
     counters[C_WALKS] += 1
-    counters[C_READS] += leaf_i[leaf, L_READS]
+    counters[C_READS] += info >> I_READS_AT
     return leaf
 
 
@@ -387,7 +397,6 @@ def _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf):  # pragma: no cover - 
 def _step(va, plan, state, keys, sets_i, order, norder):  # pragma: no cover - compiled
     """One access: a hit, or a miss filled from its walk.  Returns (slot, held sizes
     in probe order); slot -1 if the Python step must take the access."""
-    leaf_i, gkeys, gleaf = plan[1], plan[2], plan[3]
     ways_i, held, misc, counters = state[1], state[2], state[3], state[4]
     slot = _lookup(va, order, norder, keys)
     if slot >= 0:
@@ -395,24 +404,33 @@ def _step(va, plan, state, keys, sets_i, order, norder):  # pragma: no cover - c
         if not _hit(slot >> wshift, slot & ((1 << wshift) - 1), ways_i, sets_i, misc, counters):
             return -1, norder
         return slot, norder
-    leaf = _walk_leaf(va, leaf_i, misc, counters, gkeys, gleaf)
+    leaf = _walk_leaf(va, plan, misc, counters, keys[3])
     if leaf < 0:
         return -1, norder
-    slot, changed = _fill(leaf, plan, state, keys, sets_i)
+    slot, changed = _fill(leaf, plan[0], state, keys, sets_i)
     if changed:
         norder = _order(held, order)
     return slot, norder
 
 
 @njit(cache=True)
-def _prepare(ways_u, ways_i, held, misc, gleaf):  # pragma: no cover - compiled
-    """What a loop needs allocated: the key index, the set lists, the probe order and
-    the generator position."""
-    keys, sets_i = _index(ways_u, ways_i, misc, gleaf.shape[0])
+def _prepare(leaf_u, leaf_i, ways_u, ways_i, held, misc, gleaf):  # pragma: no cover
+    """What a loop needs allocated: the leaves packed one record each, the key index,
+    the set lists, the probe order and the generator position."""
+    n = leaf_u.shape[0]
+    lrec = np.zeros((n, 4), dtype=np.uint64)  # 32 bytes: a miss reads one cache line
+    for leaf in range(n):
+        lrec[leaf, 0] = leaf_u[leaf, 0]
+        lrec[leaf, 1] = leaf_u[leaf, 1]
+        info = leaf_i[leaf, L_SHIFT] | (leaf_i[leaf, L_READS] << I_READS_AT)
+        info |= (I_OK if leaf_i[leaf, L_OK] else 0) | (I_GLOBAL if leaf_i[leaf, L_GLOBAL] else 0)
+        info |= I_ALLOWED if leaf_i[leaf, L_ALLOWED] else 0
+        lrec[leaf, 2] = np.uint64(info)
+    keys, sets_i = _index(ways_u, ways_i, misc, gleaf)
     order = np.zeros(held.shape[0], dtype=np.int64)
     mtpos = np.zeros(1, dtype=np.int64)
     mtpos[0] = misc[M_MTPOS]
-    return keys, sets_i, order, mtpos
+    return lrec, keys, sets_i, order, mtpos
 
 
 @njit(cache=True)
@@ -421,8 +439,8 @@ def run_trace(
 ):  # pragma: no cover
     """Translate ``vas[start:]`` into ``pas``; returns the index of the first access
     left to the Python step (``len(vas)`` when all were done)."""
-    keys, sets_i, order, mtpos = _prepare(ways_u, ways_i, held, misc, gleaf)
-    plan = (leaf_u, leaf_i, gkeys, gleaf)
+    lrec, keys, sets_i, order, mtpos = _prepare(leaf_u, leaf_i, ways_u, ways_i, held, misc, gleaf)
+    plan = (lrec, gkeys, gleaf)
     state = (ways_u, ways_i, held, misc, counters, mt, mtpos)
     done, repeats = _trace(vas, start, pas, plan, state, keys, sets_i, order)
     misc[M_MTPOS] = mtpos[0]
@@ -486,8 +504,8 @@ def run_span(
 ):  # pragma: no cover
     """Translate ``[va0, end)`` page by page as a transaction does: each step covers the
     rest of the entry it used.  Fills ``run_*``; returns (runs, address reached)."""
-    keys, sets_i, order, mtpos = _prepare(ways_u, ways_i, held, misc, gleaf)
-    plan = (leaf_u, leaf_i, gkeys, gleaf)
+    lrec, keys, sets_i, order, mtpos = _prepare(leaf_u, leaf_i, ways_u, ways_i, held, misc, gleaf)
+    plan = (lrec, gkeys, gleaf)
     state = (ways_u, ways_i, held, misc, counters, mt, mtpos)
     k, va = _span(va0, end, run_va, run_pa, run_len, plan, state, keys, sets_i, order)
     misc[M_MTPOS] = mtpos[0]
