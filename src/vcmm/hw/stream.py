@@ -245,6 +245,7 @@ class StreamRunner:
         self._plan = p
         self._access = access
         self._privileged = privileged
+        self._held_before: list[TLBEntry] = []
 
     def _export(self) -> TlbArrays:
         access, privileged = self._access, self._privileged
@@ -290,25 +291,39 @@ class StreamRunner:
         self._absorb(arrays)
         return int(done)
 
-    def span(self, va: int, end: int) -> tuple[U64, U64, U64, int]:
-        """Translate ``[va, end)`` page by page: the runs' addresses, outputs and
-        lengths, and the address the kernel stopped at (``end`` when done)."""
+    def span(self, va: int, end: int) -> tuple[U64, U64, U64, I64, int]:
+        """Translate ``[va, end)`` page by page: the runs' addresses, outputs, lengths
+        and entry origins (for :meth:`attrs_of`), and the address the kernel stopped at
+        (``end`` when done)."""
         from vcmm.hw.kernels.tlbrun import run_span
 
         p = self._plan
         arrays = self._export()
+        self._held_before = arrays.held_before
         cap = int(p.leaf_u.shape[0]) + 1
         run_va = np.empty(cap, dtype=np.uint64)
         run_pa = np.empty(cap, dtype=np.uint64)
         run_len = np.empty(cap, dtype=np.uint64)
+        run_origin = np.empty(cap, dtype=np.int64)
         count, reached = run_span(
             np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
             arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
-            run_va, run_pa, run_len,
+            run_va, run_pa, run_len, run_origin,
         )  # fmt: skip
         self._absorb(arrays)
         k = int(count)
-        return run_va[:k], run_pa[:k], run_len[:k], int(reached)
+        return run_va[:k], run_pa[:k], run_len[:k], run_origin[:k], int(reached)
+
+    def attrs_of(self, origins: I64) -> list[PageAttrs]:
+        """The attributes of the entries the last :meth:`span`'s runs used (its
+        ``origins``: a held entry's number, or ``-(walk + 1)`` for a fill)."""
+        walks = self._plan.walks
+        held = self._held_before
+        numbers = walks.attr_index[np.maximum(-origins - 1, 0)].tolist()
+        return [
+            held[o].attrs if o >= 0 else walks.attrs[a]
+            for o, a in zip(origins.tolist(), numbers, strict=True)
+        ]
 
 
 def merged_runs(memory: PhysicalMemory, pa: U64, length: U64) -> list[tuple[int, int]]:

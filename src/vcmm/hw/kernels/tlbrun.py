@@ -501,20 +501,24 @@ def run_span(
     run_va,
     run_pa,
     run_len,
+    run_origin,
 ):  # pragma: no cover
     """Translate ``[va0, end)`` page by page as a transaction does: each step covers the
-    rest of the entry it used.  Fills ``run_*``; returns (runs, address reached)."""
+    rest of the entry it used.  Fills ``run_*`` (``run_origin``: where the entry used
+    came from, as the ways' origin column); returns (runs, address reached)."""
     lrec, keys, sets_i, order, mtpos = _prepare(leaf_u, leaf_i, ways_u, ways_i, held, misc, gleaf)
     plan = (lrec, gkeys, gleaf)
     state = (ways_u, ways_i, held, misc, counters, mt, mtpos)
-    k, va = _span(va0, end, run_va, run_pa, run_len, plan, state, keys, sets_i, order)
+    runs = (run_va, run_pa, run_len, run_origin)
+    k, va = _span(va0, end, runs, plan, state, keys, sets_i, order)
     misc[M_MTPOS] = mtpos[0]
     return k, va
 
 
 @lean
-def _span(va0, end, run_va, run_pa, run_len, plan, state, keys, sets_i, order):  # pragma: no cover
+def _span(va0, end, runs, plan, state, keys, sets_i, order):  # pragma: no cover
     """The loop of :func:`run_span`."""
+    run_va, run_pa, run_len, run_origin = runs
     ways_u, ways_i, held = state[0], state[1], state[2]
     wshift = keys[4][X_WSHIFT]
     wmask = (1 << wshift) - 1
@@ -533,6 +537,7 @@ def _span(va0, end, run_va, run_pa, run_len, plan, state, keys, sets_i, order): 
         run_va[k] = va
         run_pa[k] = ways_u[1, st, w] + (va - base)
         run_len[k] = stop - va
+        run_origin[k] = ways_i[ORIGIN, st, w]
         k += 1
         va = stop
     return k, va
