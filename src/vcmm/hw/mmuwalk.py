@@ -76,10 +76,7 @@ class MmuWalker(BatchWalker):
                 attrs,
                 user.va_bits,
             )
-        return WalkArrays(
-            out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index,
-            tuple(attrs),
-        )  # fmt: skip
+        return out.with_attrs(attrs)
 
     def charge(self, reads: int) -> None:
         self._kernel.memory.count_reads(reads * self._kernel.fmt.entry_bytes)

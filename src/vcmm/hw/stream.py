@@ -85,9 +85,7 @@ def walks_from(walk: Callable[[int], Walk], vas: U64) -> WalkArrays:
         out.base[row] = va - va % size
         out.pa_base[row] = w.pa - va % size
         out.attr_index[row] = number
-    return WalkArrays(
-        out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index, tuple(attrs)
-    )
+    return out.with_attrs(attrs)
 
 
 @dataclass(frozen=True)
