@@ -229,10 +229,11 @@ def _append(st, w, ways_i, sets_i, misc):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _index(ways_u, ways_i, misc, gleaf):  # pragma: no cover - compiled
+def _index(ways_u, ways_i, misc, gleaf, lrec):  # pragma: no cover - compiled
     """Build the key index and the per-set lists from the ways (see the notes).  The
-    granule table keeps each granule's slot and leaf side by side: one cache line
-    answers a lookup and finds the walk of a miss."""
+    granule table keeps each granule's slot next to its leaf's number, packed
+    attributes and output base (32 bytes): one cache line answers a lookup and gives
+    the walk of a miss."""
     nsets = ways_i.shape[1]
     nways = ways_i.shape[2]
     xs = np.zeros(6, dtype=np.int64)
@@ -245,8 +246,13 @@ def _index(ways_u, ways_i, misc, gleaf):  # pragma: no cover - compiled
     xs[X_G0] = misc[M_G0]
     xs[X_NGRAN] = gleaf.shape[0] if misc[M_DENSE] else 0
     hsize = 1 << xs[X_HBITS]
-    gmap = np.full((xs[X_NGRAN], 2), -1, dtype=np.int64)
-    gmap[:, 1] = gleaf[: xs[X_NGRAN]]
+    gmap = np.full((xs[X_NGRAN], 4), -1, dtype=np.int64)
+    for g in range(xs[X_NGRAN]):
+        leaf = gleaf[g]
+        gmap[g, 1] = leaf
+        if leaf >= 0:
+            gmap[g, 2] = np.int64(lrec[leaf, 2])
+            gmap[g, 3] = np.int64(lrec[leaf, 1])
     keys = (
         np.zeros(hsize, dtype=np.uint64),
         np.zeros(hsize, dtype=np.int64),
@@ -307,14 +313,14 @@ def _victim(st, ways_i, sets_i, misc, mt, mtpos):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline=INLINE)
-def _fill(leaf, lrec, state, keys, sets_i):  # pragma: no cover - compiled
-    """Insert leaf ``leaf``; returns (slot, whether the held sizes changed)."""
+def _fill(va, leaf, info, pa, state, keys, sets_i):  # pragma: no cover - compiled
+    """Insert leaf ``leaf`` (packed ``info``, output base ``pa``), the walk of ``va``;
+    returns (slot, whether the held sizes changed)."""
     ways_u, ways_i, held, misc, counters, mt, mtpos = state
     nsets = ways_i.shape[1]
     nways = ways_i.shape[2]
-    info = np.int64(lrec[leaf, 2])
     s = info & I_SHIFT_MASK
-    base = lrec[leaf, 0]
+    base = (va >> np.uint64(s)) << np.uint64(s)  # a leaf is aligned and holds va
     owner = -1 if info & I_GLOBAL else 0
     st = _set_of(base >> np.uint64(s), nsets)
     changed = False
@@ -345,19 +351,11 @@ def _fill(leaf, lrec, state, keys, sets_i):  # pragma: no cover - compiled
     ways_i[ORIGIN, st, way] = -(leaf + 1)
     ways_i[ALLOWED, st, way] = 1 if info & I_ALLOWED else 0
     ways_u[0, st, way] = base
-    ways_u[1, st, way] = lrec[leaf, 1]
+    ways_u[1, st, way] = pa
     _append(st, way, ways_i, sets_i, misc)
     slot = (st << keys[4][X_WSHIFT]) | way
     _key_add(base, s, owner, slot, keys)
     return slot, changed
-
-
-@njit(cache=True, inline=INLINE)
-def _leaf_of(va, misc, gkeys, gleaf, gmap):  # pragma: no cover - compiled
-    g = va >> np.uint64(misc[M_GSHIFT])
-    if misc[M_DENSE]:
-        return gmap[np.int64(g - np.uint64(misc[M_G0])), 1]
-    return gleaf[np.searchsorted(gkeys, g)]
 
 
 @njit(cache=True, inline=INLINE)
@@ -377,20 +375,24 @@ def _hit(st, w, ways_i, sets_i, misc, counters):  # pragma: no cover - compiled
 
 @njit(cache=True, inline=INLINE)
 def _walk_leaf(va, plan, misc, counters, gmap):  # pragma: no cover - compiled
-    """A lookup missed: the leaf the walk of ``va`` found, its miss and walk counted;
-    -1 if the walk faults or the access may not use the leaf (nothing counted)."""
+    """A lookup missed: (leaf, packed info, output base) of the walk of ``va``, its
+    miss and walk counted; leaf -1 if the walk faults or the access may not use the
+    leaf (nothing counted)."""
     lrec, gkeys, gleaf = plan
-    leaf = _leaf_of(va, misc, gkeys, gleaf, gmap)
-    if leaf < 0:
-        return -1
-    info = np.int64(lrec[leaf, 2])
-    if info & (I_OK | I_ALLOWED) != I_OK | I_ALLOWED:
-        return -1
+    g = va >> np.uint64(misc[M_GSHIFT])
+    if misc[M_DENSE]:
+        d = np.int64(g - np.uint64(misc[M_G0]))
+        leaf, info, pa = gmap[d, 1], gmap[d, 2], np.uint64(gmap[d, 3])
+    else:
+        leaf = gleaf[np.searchsorted(gkeys, g)]
+        info, pa = np.int64(lrec[leaf, 2]), lrec[leaf, 1]
+    if leaf < 0 or info & (I_OK | I_ALLOWED) != I_OK | I_ALLOWED:
+        return -1, info, pa
     counters[C_LOOKUPS] += 1
     counters[C_MISSES] += 1
     counters[C_WALKS] += 1
     counters[C_READS] += info >> I_READS_AT
-    return leaf
+    return leaf, info, pa
 
 
 @njit(cache=True, inline=INLINE)
@@ -404,10 +406,10 @@ def _step(va, plan, state, keys, sets_i, order, norder):  # pragma: no cover - c
         if not _hit(slot >> wshift, slot & ((1 << wshift) - 1), ways_i, sets_i, misc, counters):
             return -1, norder
         return slot, norder
-    leaf = _walk_leaf(va, plan, misc, counters, keys[3])
+    leaf, info, pa = _walk_leaf(va, plan, misc, counters, keys[3])
     if leaf < 0:
         return -1, norder
-    slot, changed = _fill(leaf, plan[0], state, keys, sets_i)
+    slot, changed = _fill(va, leaf, info, pa, state, keys, sets_i)
     if changed:
         norder = _order(held, order)
     return slot, norder
@@ -426,7 +428,7 @@ def _prepare(leaf_u, leaf_i, ways_u, ways_i, held, misc, gleaf):  # pragma: no c
         info |= (I_OK if leaf_i[leaf, L_OK] else 0) | (I_GLOBAL if leaf_i[leaf, L_GLOBAL] else 0)
         info |= I_ALLOWED if leaf_i[leaf, L_ALLOWED] else 0
         lrec[leaf, 2] = np.uint64(info)
-    keys, sets_i = _index(ways_u, ways_i, misc, gleaf)
+    keys, sets_i = _index(ways_u, ways_i, misc, gleaf, lrec)
     order = np.zeros(held.shape[0], dtype=np.int64)
     mtpos = np.zeros(1, dtype=np.int64)
     mtpos[0] = misc[M_MTPOS]
