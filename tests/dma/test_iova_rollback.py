@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from vcmm.dma.domain import APERTURE
+from vcmm.dma.domain import aperture_of
 from vcmm.dma.iova import IovaVcmAllocator
+from vcmm.hw.pgtable import ARMV7S
 from vcmm.mm.iova_policy import new_iova_domain
 from vcmm.sizes import SZ_4K
 from vcmm.undo import Transaction
+
+#: The IOVA space of an ARMv7 short-descriptor domain (32-bit input).
+APERTURE = aperture_of(ARMV7S)
 
 
 class Boom(Exception):

@@ -14,6 +14,8 @@ from vcmm.platform import dumps_platform, loads_platform
 from vcmm.platform.devicetree import DeviceTreeError, import_devicetree
 from vcmm.report.pagetables import device_tables
 from vcmm.share import VcmExporter
+from vcmm.workload.runner import run_scenario
+from vcmm.workload.scenario import loads_scenario
 
 DTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dts"
 pytestmark = pytest.mark.skipif(not DTS.is_dir(), reason=f"{DTS} is absent")
@@ -88,3 +90,31 @@ def test_board_boots_and_two_masters_share_a_buffer(board: str) -> None:
         pas.append(hit[0].pa + sg.dma_address - hit[0].va)
     kernel = system.spec.target(system.memory_roles.kernel)
     assert pas[0] == pas[1] and pas[0] in kernel.range
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_a_scenario_runs_on_each_board(board: str) -> None:
+    """``vcmm run`` on a real board: a scenario naming the board file, its RAM and two
+    of its masters; the codec writes a frame and the display reads it without faults."""
+    ram, _, _, _, (writer, reader), _ = BOARDS[board]
+    text = SCENARIO.format(
+        path=str(DTS / f"{board}.dtb").replace("\\", "/"),
+        ram=f'ram = "{ram}"' if ram else "",
+        writer=writer,
+        reader=reader,
+    )
+    result = run_scenario(loads_scenario(text, source=f"<{board}>"))
+    moved = {d.name: (d.bytes_written, d.bytes_read, d.faults) for d in result.devices}
+    frame = 320 * 240 * 3 // 2
+    assert moved == {writer: (frame, 0, 0), reader: (0, frame, 0)}
+
+
+SCENARIO = """\
+platform = "{path}"
+{ram}
+buffers = [{{ name = "frame", size = "320x240 nv12", policy = "4k" }}]
+steps = [
+  {{ device = "{writer}", buffer = "frame", access = "write", pattern = "raster" }},
+  {{ device = "{reader}", buffer = "frame", access = "read", pattern = "tiled", tile = "64x8" }},
+]
+"""

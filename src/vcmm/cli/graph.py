@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vcmm.cli.common import PlatformChoice, platform_options
 from vcmm.cli.topology import system_for
 from vcmm.core.export import graph_data
 from vcmm.report.graph import DRAWN_FORMATS, render_drawing, to_dot, to_text
@@ -69,7 +70,10 @@ def output_format(fmt: str | None, output: str | None) -> str:
     default=None,
     help="File to write (default: stdout; svg, png and pdf need a file).",
 )
-def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> None:
+@platform_options
+def graph_command(
+    scenario: str | None, fmt: str | None, output: str | None, platform: PlatformChoice
+) -> None:
     """The mapping graph of SCENARIO's end state (or of the demo's triple mapping).
 
     Text, DOT and the drawings show the compact graph: bus masters, VCMs,
@@ -78,10 +82,11 @@ def graph_command(scenario: str | None, fmt: str | None, output: str | None) -> 
     the core's export these are drawn from (chunks and every mapping edge too; schema
     in docs/CLI.md).  SVG, PNG and PDF need graphviz's `dot`; without it the DOT file is
     written instead and the command fails.  The format comes from the -o extension
-    (.txt .dot .gv .json .svg .png .pdf) unless --format says it.
+    (.txt .dot .gv .json .svg .png .pdf) unless --format says it.  `--platform`
+    without SCENARIO shows that board as booted.
     """
     fmt = output_format(fmt, output)
-    system, name, labels = system_for(scenario)
+    system, name, labels = system_for(scenario, platform)
     data = graph_data(system.vcmm, chunks=fmt == "json")  # the pictures draw no chunks
     if fmt in DRAWN_FORMATS:
         assert output is not None

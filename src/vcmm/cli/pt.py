@@ -6,6 +6,7 @@ import json
 
 import click
 
+from vcmm.cli.common import PlatformChoice, platform_options
 from vcmm.cli.topology import system_for
 from vcmm.report.pagetables import bank_view, device_tables, render_dump
 
@@ -23,8 +24,11 @@ def pt_group() -> None:
     default=None,
     help="Dump the tables at the end of this scenario (default: the demo's triple mapping).",
 )
+@platform_options
 @click.option("--json", "as_json", is_flag=True, help="Print the ranges as JSON.")
-def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
+def dump_command(
+    device: str, scenario: str | None, platform: PlatformChoice, as_json: bool
+) -> None:
     """Decode DEVICE's translation tables into mapped ranges.
 
     DEVICE is a device behind an SMMU (its context's tables) or `cpu` (the kernel's
@@ -33,7 +37,7 @@ def dump_command(device: str, scenario: str | None, as_json: bool) -> None:
     device behind an SMMU the dump ends with its SMMU's register base, its bank and
     the bank's fault registers (FSR, FAR, FSYNR0, decoded with the ARM SMMUv2 names).
     """
-    system, _, _ = system_for(scenario)
+    system, _, _ = system_for(scenario, platform)
     dumps = device_tables(system, device)
     view = bank_view(system, device)
     if as_json:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from vcmm.cli.common import scenario_with_overrides, set_option
+from vcmm.cli.common import (
+    PlatformChoice,
+    platform_options,
+    scenario_with_overrides,
+    set_option,
+)
 from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.cli.progress import progress
 from vcmm.errors import VcmmError
@@ -23,6 +28,7 @@ from vcmm.workload.scenario import POLICY_ORDER
     help="Directory for index.html and its images.",
 )
 @set_option
+@platform_options
 @click.option(
     "--policies/--no-policies",
     default=True,
@@ -30,7 +36,12 @@ from vcmm.workload.scenario import POLICY_ORDER
 )
 @faults_option
 def report_command(
-    scenario: str, out_dir: str, overrides: tuple[str, ...], policies: bool, fault_policy: str
+    scenario: str,
+    out_dir: str,
+    overrides: tuple[str, ...],
+    platform: PlatformChoice,
+    policies: bool,
+    fault_policy: str,
 ) -> None:
     """Run SCENARIO and write an HTML report (tables, plots, graph, page tables).
 
@@ -38,7 +49,7 @@ def report_command(
     """
     from vcmm.report.html import write_report
 
-    sc = scenario_with_overrides(scenario, overrides)
+    sc = scenario_with_overrides(scenario, overrides, platform)
     chosen = [p for p in POLICY_ORDER if p != "16m"] if policies else []
     runner = ScenarioRunner(sc)
     per_policy = runner.work_units

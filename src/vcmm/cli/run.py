@@ -8,7 +8,9 @@ import shutil
 import click
 
 from vcmm.cli.common import (
+    PlatformChoice,
     output_width,
+    platform_options,
     run_with_progress,
     scenario_with_overrides,
     set_option,
@@ -24,6 +26,7 @@ from vcmm.workload.examples import example, examples
 @click.command("run")
 @click.argument("scenario")
 @set_option
+@platform_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Progress on a terminal's stderr.")
 @click.option(
@@ -43,6 +46,7 @@ from vcmm.workload.examples import example, examples
 def run_command(
     scenario: str,
     overrides: tuple[str, ...],
+    platform: PlatformChoice,
     as_json: bool,
     progress: bool,
     perfetto: str | None,
@@ -57,11 +61,13 @@ def run_command(
     invalidation (commands, syncs, modelled time; `--invalidation strict|lazy`).
     `--json` prints the same numbers for programs; `--perfetto out.json` also writes
     the run for ui.perfetto.dev (logical time: a microsecond per burst).  Exit status
-    3 when a device faulted (see --faults), 130 on Ctrl-C.
+    3 when a device faulted (see --faults), 130 on Ctrl-C.  `--platform` runs it on
+    another platform (an imported board: the scenario names that board's devices and
+    targets).
     """
     if invalidation is not None:
         overrides = (*overrides, f"invalidation={invalidation}")
-    sc = scenario_with_overrides(scenario, overrides)
+    sc = scenario_with_overrides(scenario, overrides, platform)
     result = run_with_progress(sc, show=progress)
     if perfetto is not None:
         scenario_timeline(result).write(perfetto)

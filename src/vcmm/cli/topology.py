@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vcmm.cli.common import load_for_cli, run_with_progress
+from vcmm.cli.common import PlatformChoice, load_for_cli, run_with_progress
 from vcmm.core import Attr, PhysAttr
 from vcmm.core.export import page_histogram
+from vcmm.errors import InvalidArgumentError
 from vcmm.sizes import SZ_2M, SZ_4K, SZ_16M
 from vcmm.system import System
 
@@ -73,12 +74,23 @@ def triple_mapping(system: System | None = None) -> TripleMapping:
     )
 
 
-def system_for(scenario: str | None) -> tuple[System, str, dict[str, str]]:
-    """The end state of ``scenario`` (with the buffers' names for its objects), or the
-    demo's triple mapping when none is given."""
+def system_for(
+    scenario: str | None, platform: PlatformChoice | None = None
+) -> tuple[System, str, dict[str, str]]:
+    """The end state of ``scenario`` (with the buffers' names for its objects, on
+    ``--platform`` when given); without one, the ``--platform`` board as booted, or
+    the demo's triple mapping on the default platform."""
+    platform = platform or PlatformChoice()
     if scenario is None:
+        spec = platform.load()
+        if spec is not None:
+            return System(spec), spec.name, {}
+        if platform.ram is not None:
+            raise InvalidArgumentError(
+                "--ram applies to a devicetree: give --platform FILE or a scenario"
+            )
         return triple_mapping().system, "demo", {}
-    sc = load_for_cli(scenario)
+    sc = load_for_cli(scenario, platform)
     result = run_with_progress(sc)
     assert result.system is not None
     return result.system, sc.name, result.labels

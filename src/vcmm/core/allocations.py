@@ -25,6 +25,7 @@ from vcmm.errors import (
     UnsupportedSizeError,
     VcmmError,
 )
+from vcmm.mm.cma import CmaArea
 from vcmm.ranges import AddressRange
 from vcmm.sizes import format_size
 
@@ -88,16 +89,22 @@ class Allocations:
             self.state.target(name)
         failures: list[tuple[str, VcmmError]] = []
         for name in names:
+            target = self.state.targets[name]
             try:
-                chunks = self.state.targets[name].allocate(
+                chunks = target.allocate(
                     length,
                     block_sizes=pattr.block_sizes,
                     alignment=pattr.alignment,
                     contiguous=pattr.contiguous,
                 )
             except (OutOfMemoryError, UnsupportedSizeError) as exc:
-                failures.append((name, exc))
-                continue
+                try:  # a CMA area takes back pages it lent (vcmm.core.cmareclaim)
+                    if not isinstance(exc, OutOfMemoryError) or not isinstance(target, CmaArea):
+                        raise
+                    chunks = self.state.cma.allocate(target, length, pattr)
+                except (OutOfMemoryError, UnsupportedSizeError) as why:
+                    failures.append((name, why))
+                    continue
             ranges = tuple(AddressRange(c.pa, c.size) for c in chunks)
             physmem = PhysMem(
                 self.state.new_id(),

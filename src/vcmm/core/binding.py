@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from vcmm.core import tableformat
 from vcmm.core.banks import check_bank_available, park_context, release_parked
 from vcmm.core.flags import AssocAttr, check_assoc_attr
-from vcmm.core.mappers import program_context
+from vcmm.core.mappers import IommuMapper, program_context
 from vcmm.core.objects import Association, Vcm, VcmFault, VcmKind
 from vcmm.core.state import CoreState, FaultHandler, check_handle, check_holder
 from vcmm.errors import BusyError, InvalidArgumentError, StateError, VcmmError
 from vcmm.hw.bus import PhysicalDevice, SmmuDevice
 from vcmm.hw.master import TranslationPath
-from vcmm.hw.pgtable import ARMV7S
+from vcmm.hw.pgtable import ARMV7S, PageTableFormat
 from vcmm.hw.smmu import SmmuFault
 
 #: TTBCR.N=1 splits a 32-bit space here: VA[31]=1 walks TTBR1 (the high VCM).
@@ -92,8 +93,10 @@ class Binding:
             raise InvalidArgumentError(
                 f"{call}: {attr!r}: split tables only exist on IOMMU contexts, not on {device.name}"
             )
+        retable = None
         if isinstance(device, SmmuDevice):
             self._check_iommu_assoc(call, vcm, device, attr)
+            retable = tableformat.assoc_format(call, vcm, device, vcm.table_settled)
         if isinstance(device, PhysicalDevice):
             _check_reach(call, vcm, device)
         for other in vcm.associations:
@@ -101,17 +104,26 @@ class Binding:
                 raise StateError(
                     f"{call}: {vcm.name} is already associated with {device.name} ({other.name})"
                 )
+        if retable is not None:
+            self._rebuild_table(vcm, retable)
+        if vcm.kind is VcmKind.IOMMU:
+            vcm.table_settled = True
         assoc = Association(self.state.new_id(), vcm, device, attr, holder=holder)
         vcm.associations.append(assoc)
         return assoc
 
+    def _rebuild_table(self, vcm: Vcm, fmt: PageTableFormat) -> None:
+        """Give an empty, unsettled VCM a table in ``fmt`` (its first association's
+        SMMU walks that): the new table first, so running out of table memory leaves
+        the old one in place."""
+        table = self.state.page_table(fmt)
+        assert vcm.table is not None
+        vcm.table.destroy()
+        vcm.table = table
+        self.state.mappers[vcm.id] = IommuMapper(vcm, self.state.brackets)
+
     def _check_iommu_assoc(self, call: str, vcm: Vcm, device: SmmuDevice, attr: AssocAttr) -> None:
         smmu = device.ctx.smmu
-        if smmu.fmt is not self.state.iommu_format:
-            raise InvalidArgumentError(
-                f"{call}: {device.name}'s SMMU {smmu.name} walks {smmu.fmt.name} tables, "
-                f"{vcm.name}'s table is {self.state.iommu_format.name}"
-            )
         if attr & AssocAttr.SPLIT and smmu.fmt is not ARMV7S:
             raise InvalidArgumentError(
                 f"{call}: SPLIT is ARMv7 TTBCR.N=1; {device.name}'s SMMU walks {smmu.fmt.name}"
@@ -147,7 +159,10 @@ class Binding:
         IOMMU: bind the device's context to its bank, point TTBR0 (or, split, TTBR0 or
         TTBR1) at the VCM's table and enable it: a context switch, so the bank's TLB
         entries are invalidated.  A split context takes a low and a high VCM, activated
-        in either order.  VMM and one-to-one: mappings are live already; activation is
+        in either order.  Devices on one context (an IOMMU group: masters whose stream
+        IDs match) share it: activating the VCM the context already runs, on the same
+        half, for a second device changes no register, as Linux attaches a group to
+        one domain.  VMM and one-to-one: mappings are live already; activation is
         counted (:attr:`Vcm.activations`).
         """
         call = "vcm_activate"
@@ -163,6 +178,8 @@ class Binding:
         assert isinstance(device, SmmuDevice)  # vcm_assoc matched the kinds
         ctx = device.ctx
         running = [a for a in self.state.associations() if a.active and a.context is ctx]
+        if any(a.vcm is avcm.vcm and a.half == avcm.half for a in running):
+            return  # an IOMMU group: the context runs this VCM for another member already
         for other in running:
             if other.half is None or avcm.half is None or other.half == avcm.half:
                 what = "the whole space" if other.half is None else f"the {other.half} half"
@@ -195,7 +212,8 @@ class Binding:
         bound to its bank, idle, until another context takes the bank or the last
         association of the device goes (:mod:`vcmm.core.banks`); or drop the
         activation count (VMM, one-to-one).  A split context keeps its other half
-        running."""
+        running, a context shared by a group keeps running while another member's
+        association of the same VCM is active."""
         call = "vcm_deactivate"
         avcm = check_handle(call, "avcm", avcm, Association)
         if not avcm.active:
@@ -206,8 +224,11 @@ class Binding:
             if ctx.in_update:
                 raise StateError(f"{call}: context {ctx.name!r} is inside an update bracket")
             others = [a for a in self.state.associations() if a.active and a is not avcm]
-            other = next((a for a in others if a.context is ctx), None)
-            if other is None:
+            on_ctx = [a for a in others if a.context is ctx]
+            other = next(iter(on_ctx), None)
+            if any(a.vcm is avcm.vcm and a.half == avcm.half for a in on_ctx):
+                pass  # another member of the group still runs the VCM on the context
+            elif other is None:
                 park_context(ctx)
             elif other.half == "low":
                 ctx.set_tables(other.vcm.table, None, split=True)

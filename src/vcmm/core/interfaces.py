@@ -82,6 +82,9 @@ class DeviceRecord:
     dma: DmaLimits = field(default_factory=DmaLimits)
     #: The IOTLB invalidation mode of its DMA domain, if the platform sets one for it.
     invalidation: str | None = None
+    #: The memory target of its own coherent memory (the first ``shared-dma-pool``
+    #: region its ``memory-region`` names), if any (:mod:`vcmm.dma.regionpool`).
+    coherent_region: str | None = None
 
 
 class FrontEndSlots:
@@ -167,6 +170,8 @@ class VcmmApi(Protocol):
     def device_record(self, name: str) -> DeviceRecord: ...
     def device_records(self) -> tuple[DeviceRecord, ...]: ...
     def target(self, name: str) -> MemoryTarget: ...
+    @property
+    def targets(self) -> dict[str, MemoryTarget]: ...
 
     # -- address spaces
     def vcm_create(
@@ -176,6 +181,7 @@ class VcmmApi(Protocol):
         *,
         kind: VcmKind | None = None,
         allocator: VcmAllocator | None = None,
+        fmt: PageTableFormat | None = None,
     ) -> Vcm: ...
     def vcm_create_from_prebuilt(
         self, ext_vcm_id: int, *, label: str | None = None, window: AddressRange | None = None

@@ -10,7 +10,8 @@ raises a :class:`~vcmm.errors.VcmmError` subclass naming the values and the rule
 ====================================  =====================================================
 call                                  refused (besides bad arguments and freed handles) when
 ====================================  =====================================================
-``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond 32 bits;
+``vcm_create(start, len)``            not 4 KiB aligned; IOMMU window beyond the input of
+                                      its table format (32 bits, 48 for VMSAv8-64);
                                       one-to-one window not all physical memory
 ``vcm_create_from_prebuilt(id)``      id names no address space (0: the kernel's VMM;
                                       an ASID: a process's, which has one VCM at most)
@@ -23,9 +24,12 @@ call                                  refused (besides bad arguments and freed h
                                       the core's; physmem not the rest of the backing
 ``vcm_merge(left, right)``            not neighbours of one VCM with one attr and
                                       continuing backings
-``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules
+``vcm_assoc(vcm, dev, attr)``         kind of VCM and bus master differ; split rules;
+                                      the SMMU walks another format than the settled
+                                      table's (:mod:`vcmm.core.tableformat`)
 ``vcm_deassoc(avcm)``                 it is active
-``vcm_activate(avcm)``                the context already runs another VCM (same half)
+``vcm_activate(avcm)``                the context already runs another VCM (same half);
+                                      no bank can be had (:mod:`vcmm.core.banks`)
 ``vcm_phys_alloc(memtype, len, a)``   unknown target; no target can serve it
 ``vcm_phys_free(physmem)``            it backs a reservation; views of it live; it is
                                       pinned (an exported dma-buf, a wrap of its pages)
@@ -36,6 +40,9 @@ call                                  refused (besides bad arguments and freed h
                                       (``OwnershipError``)
 ``vcm_phys_owners(ranges)``           pages of the page-table window or free in a target
 ``vcm_phys_unpin(pin)``               the pin was already released
+``vcm_register_target(target)``       name taken; regions not RAM nobody owns (another
+                                      target, tables, reserved, linear map, mapped)
+``vcm_unregister_target(name)``       a platform target; live allocations from it
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -48,7 +55,8 @@ call                                  refused (besides bad arguments and freed h
 and one part per concern, and each seed call takes the machine lock and runs the
 part's method: :mod:`vcmm.core.spaces` (VCMs, reservations, split and merge),
 :mod:`vcmm.core.binding` (associations, activation, fault hooks),
-:mod:`vcmm.core.allocations` (``vcm_phys_*``) and :mod:`vcmm.core.backer` (backing,
+:mod:`vcmm.core.allocations` (``vcm_phys_*``), :mod:`vcmm.core.custom_targets`
+(memory targets registered at run time) and :mod:`vcmm.core.backer` (backing,
 unbacking, cache maintenance; its machinery in :mod:`vcmm.core.backing`, the hardware
 side in :mod:`vcmm.core.mappers`).
 """
@@ -63,6 +71,7 @@ from vcmm.core import export
 from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
+from vcmm.core.custom_targets import TargetRegistry
 from vcmm.core.graph import MappingGraph
 from vcmm.core.interfaces import DeviceRecord
 from vcmm.core.mappers import Mapper
@@ -130,6 +139,10 @@ def _backer(owner: Vcmm) -> Backer:
     return owner.backer
 
 
+def _registry(owner: Vcmm) -> TargetRegistry:
+    return owner.registry
+
+
 class Vcmm:
     """Owner of every VCM, reservation, association and physical allocation.
 
@@ -150,6 +163,7 @@ class Vcmm:
         self.binding = Binding(state)
         self.allocations = Allocations(state)
         self.backer = Backer(state)
+        self.registry = TargetRegistry(state)
 
     # -- what it was built with ------------------------------------------------------------
 
@@ -167,8 +181,13 @@ class Vcmm:
 
     @property
     def iommu_format(self) -> PageTableFormat:
-        """The table format of every IOMMU VCM's table."""
+        """The table format of IOMMU VCMs created without one (the first SMMU's)."""
         return self.state.iommu_format
+
+    @property
+    def iommu_formats(self) -> tuple[PageTableFormat, ...]:
+        """Every table format the system's SMMUs walk, in device order."""
+        return self.state.iommu_formats
 
     @property
     def target_priority(self) -> tuple[str, ...]:
@@ -265,6 +284,8 @@ class Vcmm:
     vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
     vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
     vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
+    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
+    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
     vcm_back = seed_call(_backer, Backer.vcm_back)
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)

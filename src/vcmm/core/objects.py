@@ -103,7 +103,8 @@ class ReservationList:
 class Vcm(Handle):
     """A virtual contiguous memory region: the address space some devices see.
 
-    An IOMMU VCM owns ``table``, a full-space (32-bit input) device page table, which
+    An IOMMU VCM owns ``table``, a full-space device page table (in the format of the
+    SMMUs it is associated with: 32-bit input for ARMv7 formats), which
     also serves as the TTBR0 half of a split context (TTBCR.N=1 indexes it by
     VA[30:20], the same slots for VA < 2 GiB).  ``allocator`` hands out reservation
     addresses.  A USER VCM names its process address space by ``ext_id`` (the ASID)
@@ -124,6 +125,9 @@ class Vcm(Handle):
     ext_id: int | None = None
     label: str | None = None
     own_allocator: bool = True
+    #: An IOMMU VCM's table format is settled (given at creation, or its first
+    #: association's SMMU's): see :mod:`vcmm.core.tableformat`.
+    table_settled: bool = False
     prefix = "vcm"
 
     @property

@@ -16,7 +16,7 @@ import functools
 from typing import cast
 
 from vcmm.checks import check_int
-from vcmm.core import physical
+from vcmm.core import physical, tableformat
 from vcmm.core.flags import Attr, check_attr
 from vcmm.core.mappers import IommuMapper, UserMapper
 from vcmm.core.objects import PhysMem, Reservation, Vcm, VcmKind
@@ -31,14 +31,13 @@ from vcmm.errors import (
     StateError,
     VcmmError,
 )
+from vcmm.hw.pgtable import PageTableFormat
 from vcmm.mm.interfaces import FixedPlacement, SplittingAllocator, VcmAllocator
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
 VMM_EXT_ID = 0
-#: IOMMU VCMs live in the 32-bit input space of the ARMv7 short-descriptor format.
-IOMMU_VA_LIMIT = 1 << 32
 
 
 @functools.lru_cache(maxsize=256)
@@ -75,6 +74,7 @@ class AddressSpaces:
         *,
         kind: VcmKind | None = None,
         allocator: VcmAllocator | None = None,
+        fmt: PageTableFormat | None = None,
     ) -> Vcm:
         """Create a VCM of ``len`` bytes from ``start_addr`` (000 L137-178).
 
@@ -87,6 +87,9 @@ class AddressSpaces:
         ``free(addr)`` and ``snapshot()`` (plus ``alloc_at(addr, size)`` for one-to-one
         VCMs) handing out addresses inside the VCM; a DMA API can put its IOVA
         allocator here behind a two-line adapter.  What it returns is checked.
+        ``fmt`` (an extension) fixes an IOMMU VCM's table format on a system whose
+        SMMUs walk several; without it the first association settles the format
+        (:mod:`vcmm.core.tableformat`).
         """
         call = "vcm_create"
         start = check_int(call, "start_addr", start_addr)
@@ -110,10 +113,12 @@ class AddressSpaces:
                 f"{call}: one-to-one VCM {window} is not entirely physical memory; its "
                 "addresses are physical"
             )
-        if kind is VcmKind.IOMMU and window.end > IOMMU_VA_LIMIT:
-            raise InvalidArgumentError(
-                f"{call}: IOMMU VCM {window} goes beyond the 32-bit input space of "
-                f"{self.state.iommu_format.name} tables"
+        if kind is not VcmKind.IOMMU and fmt is not None:
+            raise InvalidArgumentError(f"{call}: fmt is for IOMMU VCMs; {kind.value} has no table")
+        table_fmt = None
+        if kind is VcmKind.IOMMU:
+            table_fmt = tableformat.creation_format(
+                call, window, fmt, self.state.iommu_format, self.state.iommu_formats
             )
         fixed = kind is VcmKind.ONE_TO_ONE
         own = allocator is None
@@ -124,10 +129,11 @@ class AddressSpaces:
             raise InvalidArgumentError(
                 f"{call}: allocator {allocator!r} lacks one of the methods {', '.join(needed)}"
             )
-        table = self.state.page_table(self.state.iommu_format) if kind is VcmKind.IOMMU else None
+        table = self.state.page_table(table_fmt) if table_fmt is not None else None
         vcm = Vcm(
             self.state.new_id(), kind, start, length, allocator, table=table, own_allocator=own
         )
+        vcm.table_settled = fmt is not None
         if table is not None:
             self.state.mappers[vcm.id] = IommuMapper(vcm, self.state.brackets)
         self.state.vcms.append(vcm)

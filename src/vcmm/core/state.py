@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vcmm.core import tableformat
+from vcmm.core.cmareclaim import CmaReclaimer
 from vcmm.core.graph import KERNEL_SPACE, MappingGraph
 from vcmm.core.graph import Mapping as Edge
 from vcmm.core.interfaces import DeviceRecord
@@ -83,7 +85,8 @@ class CoreState:
     ``(kernel_va, pa, size)`` windows, which the mapping graph treats as permanent
     cacheable aliases; ``page_table_factory(fmt)`` builds device page tables and
     ``range_allocator(window, granule=...)`` address-space allocators; ``lock`` is the
-    machine lock the hardware holds (a private one if None).
+    machine lock the hardware holds (a private one if None); ``reserved`` names the
+    platform's reserved-memory regions, which no target registered at run time may take.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class CoreState:
         page_table_factory: Callable[[PageTableFormat], PageTable],
         range_allocator: AllocatorFactory,
         lock: MachineLock | None = None,
+        reserved: Iterable[tuple[str, AddressRange]] = (),
     ) -> None:
         self.lock = check_lock("CoreState", lock)
         self.memory = memory
@@ -110,8 +114,13 @@ class CoreState:
         self.records: dict[str, DeviceRecord] = dict(records)
         self.targets: dict[str, MemoryTarget] = dict(targets)
         self.target_priority = tuple(target_priority)
+        #: The platform's reserved-memory regions by name (firmware's, a driver's).
+        self.reserved: tuple[tuple[str, AddressRange], ...] = tuple(reserved)
         self.table_memory = table_memory
+        #: The table format of IOMMU VCMs created without one (:mod:`.tableformat`).
         self.iommu_format = iommu_format
+        #: Every format the system's SMMUs walk, in device order.
+        self.iommu_formats = tableformat.system_formats(self.devices.values())
         self.page_table = page_table_factory
         self.range_allocator = range_allocator
         self.kernel_areas: SplittingAllocator = range_allocator(vmalloc, granule=SZ_4K)
@@ -131,6 +140,8 @@ class CoreState:
         self.physmems: dict[int, PhysMem] = {}
         #: Who owns each physical page (table window, free lists, live allocations).
         self.owners = OwnerMap(table_memory.window, self.targets)
+        #: Takes lent pages back for a CMA area's own allocations (:mod:`.cmareclaim`).
+        self.cma = CmaReclaimer(self.targets, self.owners, memory, cpu.cache)
         self.res_by_id: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
         self.mappers: dict[int, IommuMapper | UserMapper] = {}

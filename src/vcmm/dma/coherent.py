@@ -14,6 +14,8 @@ coherent              kernel RAM (the platform's kernel target),  write-back: a 
 non-coherent          the DMA coherent pool (a carve-out outside   non-cacheable vmalloc
                       the linear map), largest order first          remap
 non-coherent atomic   the atomic pool                              its premapped NC alias
+with a memory-region  that region (one contiguous block;           non-cacheable vmalloc
+                      :mod:`vcmm.dma.regionpool`)                  remap
 ====================  ===========================================  =====================
 
 Behind an IOMMU the pages are mapped contiguously at an IOVA below the device's
@@ -64,13 +66,16 @@ def alloc_coherent(
     site = capture(call, "{}, size={:#x}{}", entry.name, size, ", atomic" if atomic else "")
     system = state.system
     asize = align_up(size, SZ_4K)
-    coherent = entry.params.coherent
+    own = state.regions.pool_for(entry.name) is not None  # its memory-region serves it
+    coherent = entry.params.coherent and not own
     memtype = MemType.NORMAL_WB_WA if coherent else MemType.NORMAL_NC
-    contiguous = atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
+    contiguous = own or atomic or entry.domain is None or bool(flags & DmaAttr.FORCE_CONTIGUOUS)
     cpu_res = None
     cache_flag = Attr.NONCACHED if memtype is MemType.NORMAL_NC else Attr.WB_WA
     with Transaction(call, boundary=True) as txn:
-        pages = _take_pages(call, state, entry, asize, coherent, atomic, contiguous, txn)
+        pages = _take_pages(
+            call, state, entry, asize, coherent, atomic and not own, contiguous, txn
+        )
         physmem = pages.physmem
         chunks = tuple(physmem.chunk_ranges)
         if pages.cpu_addr is not None:  # the atomic pool's premapped alias
@@ -152,7 +157,9 @@ def _take_pages(
     txn.on_undo(pool.free, pool_chunks)
     physmem = pool.view(pool_chunks)
     txn.on_undo(system.vcm_phys_free, physmem)
-    return _Pages(physmem, "coherent pool", pool_chunks=pool_chunks)
+    own = state.regions.users.get(entry.name)
+    source = "coherent pool" if own is None else f"memory-region {own}"
+    return _Pages(physmem, source, pool_chunks=pool_chunks)
 
 
 def _map_device(

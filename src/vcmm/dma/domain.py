@@ -4,11 +4,15 @@ Linux gives each IOMMU group a default DMA domain; devices in one group share on
 page table and one IOVA space (seed 002's review: "a single default domain per IOMMU
 ... assembling big bits of virtually-contiguous memory that are visible to all the
 devices that need to share them").  Here a domain is a VCM covering the IOMMU's whole
-input space (the aperture: 32 bits for ARMv7 short descriptors) whose allocator is
-an :class:`~vcmm.mm.iova.IovaDomain` with the smallest page size as granule; every
-device of the domain is associated with that VCM and activated on it, so a mapping
-made for one is visible to all.  The platform file says which devices share a domain
-(``domain = "..."``); a device without one gets a domain of its own.
+input space (the aperture: 32 bits for the ARMv7 formats, 48 for VMSAv8-64, as
+arm-smmu's domain geometry) in the table format of its devices' SMMU, whose allocator
+is an :class:`~vcmm.mm.iova.IovaDomain` with that format's smallest page size as
+granule; every device of the domain is associated with that VCM and activated on it,
+so a mapping made for one is visible to all.  The platform file says which devices
+share a domain (``domain = "..."``; devices on one context, an IOMMU group, must);
+a device without one gets a domain of its own.  Members on one context share it: the
+core keeps the context running until the last member's association goes, so a
+member removed from the DMA API leaves the others mapping.
 
 **A device is driven either through a VCM of its own or through the DMA API.**  Linux
 gives a device either its default DMA domain (used by the DMA API) or an explicit,
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
+from vcmm.core.tableformat import input_limit
 from vcmm.dma.clock import SimClock
 from vcmm.dma.invalidation import DomainInvalidation
 from vcmm.dma.iova import IovaVcmAllocator
@@ -53,8 +58,10 @@ from vcmm.undo import Transaction
 if TYPE_CHECKING:
     from vcmm.dma.records import DmaMapping
 
-#: Input space of the IOMMU VCMs (the core's IOMMU_VA_LIMIT: 32-bit short descriptors).
-APERTURE = AddressRange(0, 1 << 32)
+
+def aperture_of(fmt: Any) -> AddressRange:
+    """The IOVA space of a domain whose tables are ``fmt``: the format's whole input."""
+    return AddressRange(0, input_limit(fmt))
 
 
 class DmaDomain:
@@ -64,6 +71,7 @@ class DmaDomain:
         self,
         system: Any,
         name: str,
+        fmt: Any,
         *,
         rcache: bool = True,
         iova_policy: str = DEFAULT_IOVA_POLICY,
@@ -71,13 +79,15 @@ class DmaDomain:
         clock: SimClock | None = None,
     ) -> None:
         check_mode(invalidation)
-        sizes = system.iommu_format.geometry(None).sizes
-        granule = min(sizes)
+        granule = min(fmt.geometry(None).sizes)
+        aperture = aperture_of(fmt)
         self.name = name
-        self.iova = new_iova_domain(iova_policy, granule, APERTURE, rcache=rcache)
+        #: The table format of the domain's SMMU (every member's SMMU walks it).
+        self.fmt = fmt
+        self.iova = new_iova_domain(iova_policy, granule, aperture, rcache=rcache)
         self.allocator = IovaVcmAllocator(self.iova)
         self.vcm: Vcm = system.vcm_create(
-            APERTURE.start, APERTURE.size, kind=VcmKind.IOMMU, allocator=self.allocator
+            aperture.start, aperture.size, kind=VcmKind.IOMMU, allocator=self.allocator, fmt=fmt
         )
         self.granule = granule
         #: Strict or lazy IOTLB invalidation after an unmap, and its counters.
@@ -100,7 +110,18 @@ class DmaDomain:
 
     def attach(self, device: Any) -> None:
         """Make ``device`` a member; its context is programmed at the first mapping."""
+        self.check_member(device)
         self.members[device.name] = device
+
+    def check_member(self, device: Any) -> None:
+        """Refuse a device whose SMMU does not walk the domain's table format (Linux
+        refuses to attach a domain to an SMMU that cannot walk its io-pgtable)."""
+        smmu = device.ctx.smmu
+        if smmu.fmt is not self.fmt:
+            raise InvalidArgumentError(
+                f"{device.name} cannot join DMA domain {self.name!r}: its SMMU {smmu.name} "
+                f"walks {smmu.fmt.name} tables, the domain's are {self.fmt.name}"
+            )
 
     def blocker(self, system: Any, device: Any) -> Association | None:
         """The active association of another VCM on ``device``'s context, if any: what
@@ -116,24 +137,18 @@ class DmaDomain:
                 return assoc
         return None
 
-    def _served(self, device: Any) -> bool:
-        """Whether ``device``'s context already runs the domain (through it, or
-        through a member sharing its context)."""
-        return any(a.context is device.ctx for a in self.associations.values())
-
     def activate(self, system: Any) -> tuple[Association, ...]:
         """Program the domain on every member whose context is free (the first mapping
-        of a domain does this); all or nothing."""
+        of a domain does this); members sharing a context each get an association of
+        the domain's VCM, which the core runs once on the context; all or nothing."""
         pending = [
             d
             for d in self.members.values()
-            if not self._served(d) and self.blocker(system, d) is None
+            if d.name not in self.associations and self.blocker(system, d) is None
         ]
         made: list[Association] = []
         with Transaction("activate domain") as txn:
             for device in pending:
-                if any(a.context is device.ctx for a in made):
-                    continue
                 holder = (
                     f"the DMA API (domain {self.name!r}); DmaApi.remove_device"
                     f"({device.name!r}) releases it once the device has no mappings"

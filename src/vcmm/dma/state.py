@@ -27,6 +27,7 @@ from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
 from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind
+from vcmm.dma.regionpool import RegionPools
 from vcmm.errors import (
     AttributeConflictError,
     BusyError,
@@ -146,8 +147,11 @@ class DmaState:
         self.pool: CoherentPool | None = None
         self.atomic: AtomicPool | None = None
         self.closed = False
+        #: Devices' own coherent memory (their ``memory-region``), docs/DMA.md.
+        self.regions = RegionPools(system)
         with Transaction("DmaApi", boundary=True) as txn:
             self._build(txn, system, coherent_pool, atomic_pool)
+            txn.on_undo(self.regions.release, self.pool)  # regions carved by attaches
             names = [n for n in system.devices if n != "cpu"] if devices is None else list(devices)
             for name in names:
                 txn.on_undo(self.detach, self.attach(name))
@@ -184,6 +188,7 @@ class DmaState:
         for entry in reversed(list(self.entries.values())):
             self.detach(entry)
         self.closed = True
+        self.regions.release(self.pool)
         if self.atomic is not None:
             self.atomic.release()
         if self.pool is not None:
@@ -234,22 +239,30 @@ class DmaState:
         if device.name in self.entries:
             raise StateError(f"{device.name} is already attached to the DMA API")
         domain: DmaDomain | None = None
-        if isinstance(device, SmmuDevice):
-            name = self._domain_names.get(device.name, device.name)
-            domain = self.domains.get(name)
-            if domain is None:
-                domain = DmaDomain(
-                    system,
-                    name,
-                    rcache=self.rcache,
-                    iova_policy=self.iova_policy(name),
-                    invalidation=self.invalidation(name),
-                    clock=self.clock,
-                )
-            domain.attach(device)
-            self.domains[name] = domain
-        else:
-            self.direct[device.name] = []
+        carved = self.regions.attach(device.name, self.pool)
+        try:
+            if isinstance(device, SmmuDevice):
+                name = self._domain_names.get(device.name, device.name)
+                domain = self.domains.get(name)
+                if domain is None:
+                    domain = DmaDomain(
+                        system,
+                        name,
+                        device.ctx.smmu.fmt,
+                        rcache=self.rcache,
+                        iova_policy=self.iova_policy(name),
+                        invalidation=self.invalidation(name),
+                        clock=self.clock,
+                    )
+                else:
+                    domain.check_member(device)
+                domain.attach(device)
+                self.domains[name] = domain
+            else:
+                self.direct[device.name] = []
+        except BaseException:
+            self.regions.undo(device.name, carved)
+            raise
         entry = DeviceEntry(device, DmaParams.of(system.device_record(device.name)), domain)
         self.entries[device.name] = entry
         return entry
@@ -264,6 +277,7 @@ class DmaState:
                 del self.domains[domain.name]
         else:
             del self.direct[entry.name]
+        self.regions.undo(entry.name, carved=False)  # the region stays carved until close
         del self.entries[entry.name]
 
     @property
@@ -279,8 +293,9 @@ class DmaState:
     @overload
     def need_pool(self, call: str, entry: DeviceEntry, which: Literal["atomic"]) -> AtomicPool: ...
     def need_pool(self, call: str, entry: DeviceEntry, which: str) -> CoherentPool | AtomicPool:
-        """The ``which`` pool, or why a non-coherent device gets no such buffer."""
-        pool = self.pool if which == "coherent" else self.atomic
+        """The ``which`` pool (for "coherent": the device's own region first), or why a
+        non-coherent device gets no such buffer."""
+        pool = self.atomic if which == "atomic" else self.regions.pool_for(entry.name) or self.pool
         if pool is None:
             raise OutOfMemoryError(
                 f"{call}: {entry.name} is not coherent, so its coherent buffers need "
@@ -574,6 +589,7 @@ class DmaState:
             tuple(b.snapshot() for _, b in sorted(self.buffers.items())),
             self.pool.snapshot() if self.pool is not None else None,
             self.atomic.snapshot() if self.atomic is not None else None,
+            self.regions.snapshot(),
         )
 
     def refuse_busy(self, call: str, entry: DeviceEntry) -> None:

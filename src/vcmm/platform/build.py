@@ -18,6 +18,7 @@ from typing import Final
 from vcmm.core.interfaces import DeviceRecord, DmaLimits, records_by_name
 from vcmm.core.manager import Vcmm
 from vcmm.core.state import CoreState
+from vcmm.core.tableformat import default_format
 from vcmm.hw.bus import Interconnect, PhysicalDevice, SmmuDevice
 from vcmm.hw.cache import CacheConfig
 from vcmm.hw.cpu import Cpu
@@ -29,11 +30,14 @@ from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableF
 from vcmm.hw.smmu import Smmu
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLBConfig
+from vcmm.mm.buddy import BuddyAllocator
+from vcmm.mm.cma import BorrowingSystemRam, CmaArea
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.mm.pools import BlockPool, ContiguousPool, OnChipPool, SystemRamTarget
 from vcmm.mm.target import MemoryTarget
 from vcmm.platform.devices import DeviceSpec
 from vcmm.platform.schema import PlatformSpec, TargetSpec, TlbSpec
+from vcmm.sizes import SZ_4K
 
 #: The table format each ``[[smmu]] format`` names.
 FORMATS: Final[dict[str, PageTableFormat]] = {
@@ -47,17 +51,33 @@ def _tlb(spec: TlbSpec) -> TLBConfig:
     return TLBConfig(entries=spec.entries, ways=spec.ways, replacement=spec.replacement)
 
 
-def build_target(spec: TargetSpec) -> MemoryTarget:
-    """The memory target a ``[[target]]`` describes."""
+def build_target(spec: TargetSpec, lenders: tuple[CmaArea, ...] = ()) -> MemoryTarget:
+    """The memory target a ``[[target]]`` describes; a system target borrows from
+    ``lenders`` (CMA areas) for movable requests."""
     if spec.kind == "system":
-        return SystemRamTarget.from_range(
-            spec.range, name=spec.name, max_order=spec.max_order or 10
-        )
+        buddy = BuddyAllocator(spec.range, page=SZ_4K, max_order=spec.max_order or 10)
+        if lenders:
+            return BorrowingSystemRam(buddy, lenders, name=spec.name)
+        return SystemRamTarget(buddy, name=spec.name)
     if spec.kind == "blocks":
         return BlockPool(spec.name, {pool.block_size: pool.range for pool in spec.blocks})
-    if spec.kind in ("contiguous", "cma"):  # a CMA area lends nothing yet: a carve-out
+    if spec.kind == "cma":
+        return CmaArea(spec.name, spec.range)
+    if spec.kind == "contiguous":
         return ContiguousPool(spec.name, spec.range)
     return OnChipPool(spec.name, spec.range)
+
+
+def build_targets(spec: PlatformSpec) -> dict[str, MemoryTarget]:
+    """The memory targets; each ``cma`` area lends its free pages to the kernel's
+    system RAM target (:mod:`vcmm.mm.cma`)."""
+    areas = {t.name: CmaArea(t.name, t.range) for t in spec.targets if t.kind == "cma"}
+    kernel = spec.memory_roles().kernel
+    out: dict[str, MemoryTarget] = {}
+    for t in spec.targets:
+        lenders = tuple(areas.values()) if t.name == kernel else ()
+        out[t.name] = areas.get(t.name) or build_target(t, lenders)
+    return out
 
 
 def linear_windows(spec: PlatformSpec) -> list[tuple[int, int, int]]:
@@ -122,6 +142,15 @@ def build_machine(spec: PlatformSpec) -> Machine:
     return Machine(spec.name, memory, tables, cpu, interconnect, smmus, devices, lock)
 
 
+def _coherent_region(spec: PlatformSpec, device: DeviceSpec) -> str | None:
+    """The target of the first ``shared-dma-pool`` region ``device`` names."""
+    for region in device.memory_regions:
+        reserved = spec.reserved_region(region)
+        if reserved.target is not None and reserved.is_pool:
+            return str(reserved.target)
+    return None
+
+
 def device_records(spec: PlatformSpec, machine: Machine) -> tuple[DeviceRecord, ...]:
     """What ``spec`` says about each bus master of ``machine`` (the CPU first)."""
     records = [DeviceRecord(name=machine.cpu.name, path=TranslationPath.CPU, coherent=True)]
@@ -143,15 +172,15 @@ def device_records(spec: PlatformSpec, machine: Machine) -> tuple[DeviceRecord, 
                 domain=d.domain,
                 dma=limits,
                 invalidation=d.invalidation,
+                coherent_region=_coherent_region(spec, d),
             )
         )
     return tuple(records)
 
 
 def iommu_format(machine: Machine) -> PageTableFormat:
-    """The one table format IOMMU VCMs use: the SMMUs' when they agree, else ARMv7s."""
-    formats = {smmu.fmt for smmu in machine.smmus.values()}
-    return formats.pop() if len(formats) == 1 else ARMV7S
+    """The table format of IOMMU VCMs created without one (:mod:`vcmm.core.tableformat`)."""
+    return default_format(tuple(dict.fromkeys(smmu.fmt for smmu in machine.smmus.values())))
 
 
 def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
@@ -162,7 +191,7 @@ def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
         cpu=machine.cpu,
         devices=machine.devices,
         records=records_by_name(device_records(spec, machine)),
-        targets={t.name: build_target(t) for t in spec.targets},
+        targets=build_targets(spec),
         target_priority=spec.target_priority,
         table_memory=tables,
         iommu_format=iommu_format(machine),
@@ -171,5 +200,6 @@ def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
         page_table_factory=lambda fmt: PageTable(fmt, memory, tables),
         range_allocator=RangeAllocator,
         lock=machine.lock,
+        reserved=[(r.name, r.range) for r in spec.reserved],
     )
     return Vcmm(state)

@@ -236,12 +236,15 @@ def register_dev_nodes(
     *,
     target: TargetChoice = EXPORTER_DEFAULT,
 ) -> dict[str, VcmDevNode]:
-    """Create and register ``/dev/<context>`` for every device behind an SMMU context."""
+    """Create and register ``/dev/<context>`` for every SMMU context a device sits
+    behind.  Devices sharing a context (an IOMMU group) share its one node, which maps
+    for the first of them by name: the group has one table and one domain, so every
+    member reaches what it maps."""
     system = table.system
     exp = exporter if exporter is not None else VcmExporter(system, "devnode")
     nodes: dict[str, VcmDevNode] = {}
     for name, dev in sorted(system.devices.items()):
-        if not isinstance(dev, SmmuDevice):
+        if not isinstance(dev, SmmuDevice) or f"/dev/{dev.ctx.name}" in nodes:
             continue
         node = VcmDevNode(system, name, exp, target=target)
         table.register(node.path, node)

@@ -29,7 +29,8 @@ from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform, loads_platform
-from vcmm.platform.codecs import Boolean, Integer, Record, Records, Text
+from vcmm.platform.codecs import Boolean, Integer, Record, Records, Size, Text
+from vcmm.platform.devicetree import is_devicetree_path
 from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
@@ -243,12 +244,25 @@ def _name_from_source(reading: Reading) -> str:
 def _platform_of_file(reading: Reading) -> PlatformSpec:
     """The platform ``platform = ...`` names: a file that exists (relative to the
     scenario's folder, ``.toml`` optional) wins over the packaged platform of that
-    name (``default``, ``banked``)."""
+    name (``default``, ``banked``); a devicetree is imported with the scenario's
+    ``ram``.  The reader's caller may pass a platform instead (``--platform``) and a
+    RAM size (``--ram``), which win."""
+    given: PlatformSpec | None = reading.context.get("platform")
+    if given is not None:
+        return given
     ref = str(reading.value("platform_ref"))
+    override = reading.context.get("ram")
+    given_ram = override if override is not None else reading.value("ram")
+    ram = given_ram if isinstance(given_ram, int | str) else None
     base_dir: Path | None = reading.context.get("base_dir")
     path = local_file(ref, base_dir) if base_dir is not None or ref != "default" else None
+    if ram is not None and (path is None or not is_devicetree_path(str(path))):
+        raise reading.table.error(
+            "--ram" if override is not None else "ram",
+            f"a RAM size applies to a devicetree platform (.dtb, .dts), and {ref!r} is not one",
+        )
     if path is not None:
-        return load_platform(path)
+        return load_platform(path, ram=ram)
     if ref == "default":
         return load_default()
     packaged = {e.name: e for e in examples("platform")}
@@ -278,6 +292,8 @@ class Scenario:
     steps: tuple[StepSpec, ...] = field(metadata=key(Records(StepSpec)))
     description: str = field(default="", metadata=key(Text()))
     platform_ref: str = field(default="default", metadata=key(Text(), name="platform"))
+    #: RAM for a devicetree platform whose memory banks have size 0 (the bootloader's).
+    ram: int | None = field(default=None, metadata=key(Size()))
     burst: int = field(default=DEFAULT_BURST, metadata=key(Integer(minimum=1), _burst))
     tlb: TlbOverride = field(default=TlbOverride(), metadata=key(Record(TlbOverride)))
     collections: tuple[CollectionSpec, ...] = field(
@@ -609,10 +625,13 @@ def loads_scenario(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     file: str = "",
+    platform: PlatformSpec | None = None,
+    ram: int | str | None = None,
 ) -> Scenario:
     """Parse scenario TOML; ``source`` names it in errors, ``base_dir`` anchors a
     relative ``platform`` path (the scenario file's folder), ``file`` records where it
-    was read from."""
+    was read from; ``platform`` replaces the platform the file names and ``ram`` its
+    ``ram`` key (the command line's ``--platform`` and ``--ram``)."""
     if not isinstance(text, str):
         raise ScenarioError(
             f"scenario text must be a str, got {type(text).__name__}", source=source
@@ -626,6 +645,8 @@ def loads_scenario(
     context = {
         "frames": _top_frames(top),
         "base_dir": Path(base_dir) if base_dir is not None else None,
+        "platform": platform,
+        "ram": ram,
     }
     scenario: Scenario = read_record(
         shape, top, context=context, given={"source": source, "file": file}
@@ -633,19 +654,25 @@ def loads_scenario(
     return scenario
 
 
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+def load_scenario(
+    path: str | os.PathLike[str],
+    *,
+    platform: PlatformSpec | None = None,
+    ram: int | str | None = None,
+) -> Scenario:
     """Read a scenario file; a missing or unreadable file is a :class:`ScenarioError`.
 
     A file that exists wins: ``video_1080p`` is ``./video_1080p`` or
     ``./video_1080p.toml`` when either exists, else the packaged example of that name
-    (see :func:`packaged_scenarios`).
+    (see :func:`packaged_scenarios`).  ``platform`` and ``ram`` as
+    :func:`loads_scenario`.
     """
     if not isinstance(path, str | os.PathLike):
         raise ScenarioError(f"scenario path must be a str or path, got {path!r}")
     name = os.fspath(path)
     file = local_file(name)
     if file is None and name in packaged_scenarios():
-        return packaged_scenario(name)
+        return packaged_scenario(name, platform=platform, ram=ram)
     if file is None:
         file = Path(name)
     try:
@@ -662,13 +689,19 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ScenarioError(f"scenario file is not UTF-8: {err}", source=name) from None
-    return loads_scenario(text, source=str(file), base_dir=file.parent, file=str(file))
+    return loads_scenario(
+        text, source=str(file), base_dir=file.parent, file=str(file), platform=platform, ram=ram
+    )
 
 
-def packaged_scenario(name: str) -> Scenario:
+def packaged_scenario(
+    name: str, *, platform: PlatformSpec | None = None, ram: int | str | None = None
+) -> Scenario:
     """The packaged example ``name``, whatever files the current folder holds."""
     packaged = example(name, "scenario")
-    return loads_scenario(packaged.text(), source=f"<{name}>", file=packaged.path)
+    return loads_scenario(
+        packaged.text(), source=f"<{name}>", file=packaged.path, platform=platform, ram=ram
+    )
 
 
 def packaged_scenarios() -> dict[str, str]:
