@@ -20,17 +20,19 @@ from hypothesis import strategies as st
 from vcmm.attrs import RO_WB, RW_WB, Access, FaultKind, PageAttrs
 from vcmm.errors import VcmmError
 from vcmm.hw.bus import Interconnect, SmmuDevice
+from vcmm.hw.cache import CacheConfig
+from vcmm.hw.cpu import KERNEL_NC, KERNEL_WB, VMALLOC_AREA, Cpu
 from vcmm.hw.engine import numba_available, use_engine
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K
 from vcmm.hw.smmu import Smmu
-from vcmm.hw.stream import BatchWalker, walks_from
+from vcmm.hw.stream import BatchWalker, StreamRunner, walks_from
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.tlb import TLB, TLBConfig, TLBEntry
 from vcmm.hw.translate import Translator
 from vcmm.hw.walk import Walk, WalkArrays
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_1M, SZ_4K, SZ_4M, SZ_64K, SZ_256M
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_4M, SZ_64K, SZ_64M, SZ_256M
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 
@@ -110,22 +112,25 @@ def page_map(data: st.DataObject) -> dict[int, tuple[int, int, PageAttrs]]:
 
 def trace(data: st.DataObject) -> np.ndarray:
     n = data.draw(st.integers(1, 300))
-    shape = data.draw(st.sampled_from(["random", "runs", "stride"]))
+    shape = data.draw(st.sampled_from(["random", "runs", "stride", "far"]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     if shape == "random":
         vas = rng.integers(0, 4 * SZ_1M, n)
     elif shape == "runs":
         vas = np.cumsum(rng.integers(0, 3 * SZ_4K, n)) % (4 * SZ_1M)
-    else:
+    elif shape == "stride":
         vas = (np.arange(n) * 65 * SZ_4K + int(rng.integers(0, SZ_4K))) % (4 * SZ_1M)
+    else:  # mostly mapped, the last access 1 TiB away: the kernel's sparse plan
+        vas = rng.integers(0, 4 * SZ_1M, n)
+        vas[-1] += 1 << 40
     return vas.astype(np.uint64)
 
 
 @FAST
 @given(st.data())
 def test_translate_batch_streams_agree(data: st.DataObject) -> None:
-    entries = data.draw(st.sampled_from([4, 8, 16, 64]))
-    ways = data.draw(st.sampled_from([w for w in (1, 2, 4, entries) if entries % w == 0]))
+    entries = data.draw(st.sampled_from([4, 8, 12, 16, 48, 64]))  # 12, 48: 3 or 6 sets
+    ways = data.draw(st.sampled_from([w for w in (1, 2, 4, 16, entries) if entries % w == 0]))
     config = TLBConfig(entries, ways, data.draw(st.sampled_from(["lru", "fifo", "random"])), 7)
     leaves = page_map(data)
     vas = trace(data)
@@ -240,3 +245,107 @@ def test_smmu_transactions_agree(data: st.DataObject) -> None:
         with use_engine(engine):
             results.append(run_smmu(fmt, config, maps, ops))
     assert results[0] == results[1]
+
+
+# -- the CPU MMU: loads and stores through kernel and user tables -----------------------
+
+USER_RW = PageAttrs(user=True)
+USER_RO = PageAttrs(user=True, write=False)
+
+
+def build_cpu(config: TLBConfig) -> tuple[PhysicalMemory, Cpu]:
+    memory = PhysicalMemory([MemoryRegion("ddr", AddressRange(RAM, SZ_64M))])
+    tables = TableMemory(memory, AddressRange(RAM, SZ_4M))
+    cpu = Cpu(memory, tables, cache=CacheConfig(8 * 1024, 4, 64), tlb=config)
+    memory.write(RAM + SZ_4M, np.arange(SZ_4M // 4, dtype=np.uint32).view(np.uint8))
+    return memory, cpu
+
+
+def cpu_ops(data: st.DataObject) -> tuple[list[tuple], list[tuple]]:
+    """Kernel mappings in vmalloc (4K pieces, cacheable or not) and user mappings of
+    ASID 1 (some read-only), then loads and stores long enough to leave Python for
+    the kernel (over 128 pages), some running into holes."""
+    maps = []
+    for _ in range(data.draw(st.integers(1, 5))):
+        space = data.draw(st.sampled_from(["kernel", "user"]))
+        pages = data.draw(st.integers(1, 300))
+        at = data.draw(st.integers(0, 1024 - pages)) * SZ_4K
+        pa = RAM + SZ_4M + data.draw(st.integers(0, 2048 - pages)) * SZ_4K
+        if space == "kernel":
+            attrs = data.draw(st.sampled_from([KERNEL_WB, KERNEL_WB, KERNEL_NC]))
+        else:
+            attrs = data.draw(st.sampled_from([USER_RW, USER_RW, USER_RO]))
+        maps.append((space, at, pa, pages * SZ_4K, attrs))
+    ops = []
+    for _ in range(data.draw(st.integers(1, 6))):
+        kind = data.draw(st.sampled_from(["read", "read", "write", "flush"]))
+        space = data.draw(st.sampled_from(["kernel", "user"]))
+        at = data.draw(st.integers(0, 4 * SZ_1M - 1))
+        ops.append((kind, space, at, data.draw(st.integers(0, 200 * SZ_4K))))
+    return maps, ops
+
+
+def run_cpu(config: TLBConfig, maps: list[tuple], ops: list[tuple]) -> list[object]:
+    memory, cpu = build_cpu(config)
+    cpu.create_address_space(1)
+    for space, at, pa, size, attrs in maps:
+        with contextlib.suppress(VcmmError):  # overlaps: both engines skip it alike
+            if space == "kernel":
+                cpu.map_kernel(VMALLOC_AREA.start + at, pa, size, attrs)
+            else:
+                cpu.map_user(1, at, pa, size, attrs)
+    cpu.switch_to(1)
+    seen: list[object] = []
+    for kind, space, at, n in ops:
+        va = VMALLOC_AREA.start + at if space == "kernel" else at
+        user = space == "user"
+        try:
+            if kind == "read":
+                seen.append(cpu.read(va, n, user=user))
+            elif kind == "write":
+                cpu.write(va, np.full(n, 0xC3, dtype=np.uint8), user=user)
+            else:
+                cpu.flush_tlb_all()
+        except VcmmError as exc:
+            seen.append((type(exc).__name__, str(exc)))
+    seen += [memory.digest(), memory.bytes_read, cpu.tlb.snapshot(), cpu.cache.counters]
+    return seen
+
+
+@FAST
+@given(st.data())
+def test_cpu_accesses_agree(data: st.DataObject) -> None:
+    config = TLBConfig(64, data.draw(st.sampled_from([4, 64])), "lru")
+    maps, ops = cpu_ops(data)
+    results = []
+    for engine in ("python", "numba"):
+        with use_engine(engine):
+            results.append(run_cpu(config, maps, ops))
+    assert results[0] == results[1]
+
+
+def test_a_long_cpu_access_runs_on_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2 MiB load through 4K kernel mappings leaves Python for the TLB kernel once,
+    and the TLB then holds what the reference leaves: the last 64 pages' entries."""
+    spans: list[int] = []
+    original = StreamRunner.span
+
+    def counted(self: StreamRunner, va: int, end: int) -> tuple:
+        spans.append(end - va)
+        return original(self, va, end)
+
+    monkeypatch.setattr(StreamRunner, "span", counted)
+    snapshots = []
+    for engine in ("python", "numba"):
+        _, cpu = build_cpu(TLBConfig(64, 64, "lru"))
+        for k in range(512):  # one call per page: 4K leaves, not a 2 MiB block
+            cpu.map_kernel(
+                VMALLOC_AREA.start + k * SZ_4K, RAM + SZ_4M + k * SZ_4K, SZ_4K, KERNEL_WB
+            )
+        with use_engine(engine):
+            data = cpu.read(VMALLOC_AREA.start, 2 * SZ_1M)
+        assert data[:8] == bytes(np.arange(2, dtype=np.uint32).view(np.uint8))
+        snapshots.append(cpu.tlb.snapshot())
+        assert cpu.tlb.stats.misses == 512
+    assert spans == [2 * SZ_1M - SZ_4K]  # the first page in Python, the rest compiled
+    assert snapshots[0] == snapshots[1]

@@ -545,3 +545,27 @@ def test_bad_translate_arguments_change_nothing(call: object) -> None:
     with pytest.raises(InvalidArgumentError):
         call(t)  # type: ignore[operator]
     assert tlb.snapshot() == before and walker.calls == calls
+
+
+def test_a_span_reports_the_attributes_of_each_rows_entry() -> None:
+    """``with_attrs``: one attribute value per row, the entry's (a stale TLB entry's
+    attributes, not the table's, as the access would use)."""
+    tlb, walker, tr = setup()
+    walker.map(0x10_0000, 0x8010_0000, SZ_1M, RW_WB)
+    walker.map(0x20_0000, 0x8020_0000, SZ_64K, RO_WB)
+    tlb.insert(TLBEntry(0, 0x20_0000, SZ_64K, 0x9000_0000, RW_WB))  # stale: RW, elsewhere
+    span = tr.translate_span(0x18_0000, 0x9_0000, Access.READ, with_attrs=True)
+    assert span.fault is None
+    assert span.length.tolist() == [0x8_0000, 0x1_0000]
+    assert span.pa.tolist() == [0x8018_0000, 0x9000_0000]
+    assert span.attrs == (RW_WB, RW_WB)
+    assert tr.translate_span(0x18_0000, 0x1000, Access.READ).attrs == ()  # not asked
+
+
+def test_a_span_refuses_a_with_attrs_that_is_not_a_bool() -> None:
+    tlb, walker, tr = setup()
+    walker.map(0x10_0000, 0x8010_0000, SZ_1M)
+    before = tlb.snapshot()
+    with pytest.raises(InvalidArgumentError, match=r"with_attrs=1 is not a bool"):
+        tr.translate_span(0x10_0000, 0x1000, Access.READ, with_attrs=1)  # type: ignore[arg-type]
+    assert tlb.snapshot() == before and walker.calls == 0

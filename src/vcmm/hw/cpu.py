@@ -63,6 +63,7 @@ from vcmm.hw.cache import CacheConfig, DataCache
 from vcmm.hw.lock import MachineLock, check_lock, machine_locked
 from vcmm.hw.master import TranslationPath
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
+from vcmm.hw.mmuwalk import MmuWalker
 from vcmm.hw.observe import AccessEvent, Observable, Observer
 from vcmm.hw.pgtable import VMSAV8_4K, PageTable
 from vcmm.hw.prefetch import SpeculativePrefetcher
@@ -460,13 +461,12 @@ class Cpu(Observable):
         key = (asid, privileged)
         tr = self._translators.get(key)
         if tr is None:
-            tr = Translator(
-                self.tlb,
-                asid,
+            walker = MmuWalker(
                 functools.partial(self._walk, asid),
-                privileged=privileged,
-                honour_global=True,
+                self.kernel_table,
+                functools.partial(self._spaces.get, asid),
             )
+            tr = Translator(self.tlb, asid, walker, privileged=privileged, honour_global=True)
             self._translators[key] = tr
         return tr
 
@@ -519,20 +519,18 @@ class Cpu(Observable):
         if not isinstance(user, bool):
             raise InvalidArgumentError(f"{who}: user={user!r} is not a bool")
         tag = self._resolve_asid(asid)
-        tr = self._translator(tag, not user)
+        # every page in turn, as translate() would (on the compiled engine: walks ahead,
+        # the TLB kernel over the pages)
+        span = self._translator(tag, not user).translate_span(v, n, access, with_attrs=True)
         runs: list[tuple[int, int, MemType]] = []
-        pos, end = v, v + n
-        while pos < end:
-            result = tr.translate(pos, access)
-            if isinstance(result, TranslationFault):
-                raise self._fault(result, user, tag, pos)
-            step = min(end, pos - pos % result.page_size + result.page_size) - pos
-            memtype = result.attrs.memtype
-            if runs and runs[-1][0] + runs[-1][1] == result.pa and runs[-1][2] is memtype:
+        for pa, step, attrs in zip(span.pa.tolist(), span.length.tolist(), span.attrs, strict=True):
+            memtype = attrs.memtype
+            if runs and runs[-1][0] + runs[-1][1] == pa and runs[-1][2] is memtype:
                 runs[-1] = (runs[-1][0], runs[-1][1] + step, memtype)
             else:
-                runs.append((result.pa, step, memtype))
-            pos += step
+                runs.append((pa, step, memtype))
+        if span.fault is not None:
+            raise self._fault(span.fault, user, tag, span.fault.va)
         pos = v
         for pa, size, _ in runs:  # refuse an access that would hit a hole, before any change
             if not self.memory.is_backed(pa, size):

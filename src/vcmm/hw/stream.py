@@ -85,9 +85,7 @@ def walks_from(walk: Callable[[int], Walk], vas: U64) -> WalkArrays:
         out.base[row] = va - va % size
         out.pa_base[row] = w.pa - va % size
         out.attr_index[row] = number
-    return WalkArrays(
-        out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index, tuple(attrs)
-    )
+    return out.with_attrs(attrs)
 
 
 @dataclass(frozen=True)
@@ -149,21 +147,18 @@ def plan_trace(
     walker: BatchWalker, vas: U64, access: Access, *, privileged: bool, honour_global: bool
 ) -> StreamPlan:
     """The plan of an access stream: one walk per distinct granule it touches."""
+    from vcmm.hw.kernels.granules import granule_range, touched
+
     gshift = walker.granule.bit_length() - 1
-    g = vas >> np.uint64(gshift)
-    lo, hi = int(g.min()), int(g.max())
+    lo, hi = (int(g) for g in granule_range(vas, gshift))
     flags = dict(privileged=privileged, honour_global=honour_global)
     if hi - lo < DENSE_GRANULES:
-        present = np.zeros(hi - lo + 1, dtype=np.bool_)
-        present[(g - np.uint64(lo)).view(np.int64)] = True  # < 2**63: the same numbers
-        offsets = np.flatnonzero(present)
-        walked = plan(walker, offsets.astype(np.uint64) + np.uint64(lo), access, **flags)
-        gleaf = np.full(hi - lo + 1, -1, dtype=np.int64)
-        gleaf[offsets] = np.arange(offsets.shape[0], dtype=np.int64)
+        granules, gleaf = touched(vas, gshift, np.uint64(lo), np.uint64(hi))
+        walked = plan(walker, granules, access, **flags)
         return StreamPlan(
-            walked.walks, walked.leaf_u, walked.leaf_i, g[:0], gleaf, gshift, lo, True
+            walked.walks, walked.leaf_u, walked.leaf_i, granules[:0], gleaf, gshift, lo, True
         )
-    return plan(walker, np.unique(g), access, **flags)
+    return plan(walker, np.unique(vas >> np.uint64(gshift)), access, **flags)
 
 
 def plan_span(
@@ -248,6 +243,7 @@ class StreamRunner:
         self._plan = p
         self._access = access
         self._privileged = privileged
+        self._held_before: list[TLBEntry] = []
 
     def _export(self) -> TlbArrays:
         access, privileged = self._access, self._privileged
@@ -256,24 +252,29 @@ class StreamRunner:
         return arrays
 
     def _absorb(self, arrays: TlbArrays) -> None:
-        self._port.absorb(arrays, self._new_entry)
+        self._port.absorb(arrays, self._new_entries)
         reads = int(arrays.counters[4])
         if reads:
             self._walker.charge(reads)
 
-    def _new_entry(self, leaf: int) -> TLBEntry:
+    def _new_entries(self, leaves: list[int]) -> list[TLBEntry]:
+        """The entries fills of walks ``leaves`` inserted (columns converted at once)."""
         w = self._plan.walks
+        at = np.asarray(leaves, dtype=np.int64)
         tag: Hashable = self._port.tag
-        global_ = bool(self._plan.leaf_i[leaf, 4])
-        return TLBEntry.from_leaf(
-            tag,
-            int(w.base[leaf]),
-            1 << int(w.shift[leaf]),
-            int(w.pa_base[leaf]),
-            w.attrs[int(w.attr_index[leaf])],
-            global_,
-            int(w.level[leaf]),
+        columns = zip(
+            w.base[at].tolist(),
+            w.shift[at].tolist(),
+            w.pa_base[at].tolist(),
+            w.attr_index[at].tolist(),
+            self._plan.leaf_i[at, 4].tolist(),
+            w.level[at].tolist(),
+            strict=True,
         )
+        return [
+            TLBEntry.from_leaf(tag, base, 1 << shift, pa, w.attrs[a], bool(g), level)
+            for base, shift, pa, a, g, level in columns
+        ]
 
     def trace(self, vas: U64, start: int, pas: U64) -> int:
         """Translate ``vas[start:]`` into ``pas``; the index the kernel stopped at."""
@@ -288,25 +289,39 @@ class StreamRunner:
         self._absorb(arrays)
         return int(done)
 
-    def span(self, va: int, end: int) -> tuple[U64, U64, U64, int]:
-        """Translate ``[va, end)`` page by page: the runs' addresses, outputs and
-        lengths, and the address the kernel stopped at (``end`` when done)."""
+    def span(self, va: int, end: int) -> tuple[U64, U64, U64, I64, int]:
+        """Translate ``[va, end)`` page by page: the runs' addresses, outputs, lengths
+        and entry origins (for :meth:`attrs_of`), and the address the kernel stopped at
+        (``end`` when done)."""
         from vcmm.hw.kernels.tlbrun import run_span
 
         p = self._plan
         arrays = self._export()
+        self._held_before = arrays.held_before
         cap = int(p.leaf_u.shape[0]) + 1
         run_va = np.empty(cap, dtype=np.uint64)
         run_pa = np.empty(cap, dtype=np.uint64)
         run_len = np.empty(cap, dtype=np.uint64)
+        run_origin = np.empty(cap, dtype=np.int64)
         count, reached = run_span(
             np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
             arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
-            run_va, run_pa, run_len,
+            run_va, run_pa, run_len, run_origin,
         )  # fmt: skip
         self._absorb(arrays)
         k = int(count)
-        return run_va[:k], run_pa[:k], run_len[:k], int(reached)
+        return run_va[:k], run_pa[:k], run_len[:k], run_origin[:k], int(reached)
+
+    def attrs_of(self, origins: I64) -> list[PageAttrs]:
+        """The attributes of the entries the last :meth:`span`'s runs used (its
+        ``origins``: a held entry's number, or ``-(walk + 1)`` for a fill)."""
+        walks = self._plan.walks
+        held = self._held_before
+        numbers = walks.attr_index[np.maximum(-origins - 1, 0)].tolist()
+        return [
+            held[o].attrs if o >= 0 else walks.attrs[a]
+            for o, a in zip(origins.tolist(), numbers, strict=True)
+        ]
 
 
 def merged_runs(memory: PhysicalMemory, pa: U64, length: U64) -> list[tuple[int, int]]:

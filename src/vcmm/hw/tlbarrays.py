@@ -95,31 +95,33 @@ def export_store(
     )
 
 
-def import_store(store: TlbStore, arrays: TlbArrays, new_entry: Callable[[int], TLBEntry]) -> None:
-    """Write the kernel's state back into ``store``; ``new_entry(leaf)`` builds the entry
-    a fill of walk ``leaf`` inserted."""
+def import_store(
+    store: TlbStore, arrays: TlbArrays, new_entries: Callable[[list[int]], list[TLBEntry]]
+) -> None:
+    """Write the kernel's state back into ``store``; ``new_entries(leaves)`` builds the
+    entries fills of those walks inserted (one call for all: per-entry conversions
+    of array scalars cost more than the kernel on a short stream)."""
     ways_u, ways_i = arrays.ways_u, arrays.ways_i
-    made: dict[int, TLBEntry] = {}
-    sets: list[dict[Key, TLBEntry]] = []
-    valid_all = ways_i[0] == 1
-    for s in range(ways_i.shape[1]):
-        held: dict[Key, TLBEntry] = {}
-        sets.append(held)
-        valid = np.flatnonzero(valid_all[s])
-        if not valid.size:
-            continue
-        row = ways_i[:, s, :]
-        ordered = valid[np.argsort(row[3, valid], kind="stable")]
-        for w in ordered.tolist():
-            _, shift, number, _, origin, _, _, _ = row[:, w].tolist()
-            if origin >= 0:
-                entry = arrays.held_before[origin]
-            else:
-                entry = made.get(origin)
-                if entry is None:
-                    entry = made[origin] = new_entry(-origin - 1)
-            owner = GLOBAL if number == -1 else arrays.owners[number]
-            held[(1 << shift, int(ways_u[0, s, w]), owner)] = entry
+    set_of, way_of = np.nonzero(ways_i[0] == 1)
+    # each set's entries by stamp: the replacement order the reference's dicts keep
+    ranked = np.lexsort((ways_i[3][set_of, way_of], set_of))
+    set_of, way_of = set_of[ranked], way_of[ranked]
+    origins = ways_i[4][set_of, way_of]
+    made_leaves = np.unique(-origins[origins < 0] - 1).tolist()
+    made = dict(zip(made_leaves, new_entries(made_leaves), strict=True))
+    sets: list[dict[Key, TLBEntry]] = [{} for _ in range(ways_i.shape[1])]
+    rows = zip(
+        set_of.tolist(),
+        ways_i[1][set_of, way_of].tolist(),
+        ways_i[2][set_of, way_of].tolist(),
+        origins.tolist(),
+        ways_u[0][set_of, way_of].tolist(),
+        strict=True,
+    )
+    for s, shift, number, origin, base in rows:
+        entry = arrays.held_before[origin] if origin >= 0 else made[-origin - 1]
+        owner = GLOBAL if number == -1 else arrays.owners[number]
+        sets[s][(1 << shift, base, owner)] = entry
     store.load(tuple(sets))
     if store.rng is not None:
         words = (*arrays.mt.tolist(), int(arrays.misc[3]))

@@ -338,8 +338,9 @@ class TlbPort:
 
         return export_store(self._store, self._tag, access_allows)
 
-    def absorb(self, arrays: TlbArrays, new_entry: Callable[[int], TLBEntry]) -> None:
-        """Take back the state a kernel left in ``arrays`` (from :meth:`export`)."""
+    def absorb(self, arrays: TlbArrays, new_entries: Callable[[list[int]], list[TLBEntry]]) -> None:
+        """Take back the state a kernel left in ``arrays`` (from :meth:`export`);
+        ``new_entries(leaves)`` builds the entries fills of those walks inserted."""
         from vcmm.hw.tlbarrays import import_store
 
-        import_store(self._store, arrays, new_entry)
+        import_store(self._store, arrays, new_entries)

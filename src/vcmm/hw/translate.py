@@ -103,6 +103,8 @@ class SpanResult:
     length: U64Array
     reached: int
     fault: TranslationFault | None
+    #: The attributes of each row's entry, if asked for (``with_attrs=True``).
+    attrs: tuple[PageAttrs, ...] = ()
 
 
 def _check_access(access: object) -> Access:
@@ -332,11 +334,14 @@ class Translator:
             self._tlb.restore(checkpoint)
             raise
 
-    def translate_span(self, va: int, length: int, access: Access) -> SpanResult:
+    def translate_span(
+        self, va: int, length: int, access: Access, *, with_attrs: bool = False
+    ) -> SpanResult:
         """Translate ``[va, va + length)`` as a transaction does, one step per page:
         each step covers the rest of the page (TLB entry) it used, up to the first
         fault.  TLB state and counters end as after :meth:`translate` of each step's
-        address in turn.
+        address in turn.  ``with_attrs``: also each row's attributes (a CPU access
+        needs the memory type of every run).
         """
         va = check_address(va)
         _check_access(access)
@@ -346,7 +351,10 @@ class Translator:
         end = va + length
         if end > ADDRESS_LIMIT:
             raise InvalidArgumentError(f"span [{va:#x}, +{length:#x}) leaves the 64-bit space")
+        if not isinstance(with_attrs, bool):
+            raise InvalidArgumentError(f"translate_span: with_attrs={with_attrs!r} is not a bool")
         walker = self._walker
+        row_attrs: list[PageAttrs] = []
         pieces: list[tuple[U64Array, U64Array, U64Array]] = []
         rows: list[tuple[int, int, int]] = []
         runner: StreamRunner | None = None
@@ -354,8 +362,10 @@ class Translator:
         fault = None
         while va < end:
             if runner is not None:
-                run_va, run_pa, run_len, va = runner.span(va, end)
+                run_va, run_pa, run_len, origins, va = runner.span(va, end)
                 pieces.append((run_va, run_pa, run_len))
+                if with_attrs:
+                    row_attrs += runner.attrs_of(origins)
                 if va >= end:
                     break
             step = self._step(va, access)
@@ -365,6 +375,8 @@ class Translator:
             entry = step[0]
             n = min(end, entry.va_base + entry.size) - va
             rows.append((va, entry.pa_base + va - entry.va_base, n))
+            if with_attrs:
+                row_attrs.append(entry.attrs)
             va += n
             if compiled and runner is None and (end - va) // entry.size > SPAN_STEPS_IN_PYTHON:
                 # many pages to go: the kernel's fixed cost (plan, store to arrays and
@@ -380,7 +392,7 @@ class Translator:
             empty = np.empty(0, dtype=np.uint64)
             return SpanResult(empty, empty, empty, va, fault)
         cols = [np.concatenate([piece[c] for piece in pieces]) for c in range(3)]
-        return SpanResult(cols[0], cols[1], cols[2], va, fault)
+        return SpanResult(cols[0], cols[1], cols[2], va, fault, tuple(row_attrs))
 
 
 def _flush(

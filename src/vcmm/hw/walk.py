@@ -7,6 +7,7 @@ miss really costs and what the TLB counters accumulate.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,10 @@ class WalkArrays:
             np.full(n, -1, dtype=np.int64),
             (),
         )
+
+    def with_attrs(self, attrs: list[PageAttrs]) -> WalkArrays:
+        """The same rows with the attribute table ``attrs`` (filled while walking)."""
+        return dataclasses.replace(self, attrs=tuple(attrs))
 
     def __len__(self) -> int:
         return int(self.ok.shape[0])

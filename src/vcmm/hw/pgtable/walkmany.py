@@ -35,9 +35,7 @@ def walk_tables_many(
     out = WalkArrays.empty(int(vas.shape[0]))
     attrs: list[PageAttrs] = []
     walk_into(fmt, memory, root, np.asarray(vas, dtype=np.uint64), out, None, attrs, va_bits)
-    return WalkArrays(
-        out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index, tuple(attrs)
-    )
+    return out.with_attrs(attrs)
 
 
 def walk_into(

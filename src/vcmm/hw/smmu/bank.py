@@ -151,10 +151,7 @@ class BankWalker(BatchWalker):
             rows = np.flatnonzero(chosen)
             if rows.size and not disabled:
                 walk_into(bank.fmt, bank.memory, root, vas[rows], out, rows, attrs, va_bits)
-        return WalkArrays(
-            out.ok, out.reads, out.level, out.base, out.shift, out.pa_base, out.attr_index,
-            tuple(attrs),
-        )  # fmt: skip
+        return out.with_attrs(attrs)
 
     def charge(self, reads: int) -> None:
         self._bank.memory.count_reads(reads * self._bank.fmt.entry_bytes)
