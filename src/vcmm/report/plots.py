@@ -15,7 +15,7 @@ from typing import Any
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.workload.runner import ScenarioResult
-from vcmm.workload.scenario import POLICY_ORDER
+from vcmm.workload.scenario_keys import POLICY_ORDER
 
 #: Extensions every plot is written with.
 FORMATS = ("png", "svg")

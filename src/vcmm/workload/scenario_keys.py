@@ -18,12 +18,28 @@ from vcmm.platform.codecs import Codec, Integer, parse_number
 from vcmm.platform.errors import KeyedError, suggest
 from vcmm.platform.fields import Invalid
 from vcmm.platform.toml_table import Reading, TomlTable
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K
 from vcmm.workload.patterns import DEFAULT_TILE, FrameFormat
 
 
 class ScenarioError(KeyedError):
     """A scenario breaks a rule; the message names the file, the key and the problem."""
 
+
+#: Allocation policies and the block sizes each allows (``None``: every size, largest
+#: first).  A single size makes every chunk, hence every page of the mapping, that
+#: size: the clean experiment of the seed's 4K/64K/1M argument.
+POLICIES: Final[dict[str, tuple[int, ...] | None]] = {
+    "4k": (SZ_4K,),
+    "64k": (SZ_64K,),
+    "1m": (SZ_1M,),
+    "16m": (SZ_16M,),
+    "largest": None,
+}
+#: Policies in increasing block size, the x axis of every policy plot.
+POLICY_ORDER: Final = ("4k", "64k", "1m", "16m", "largest")
+#: TLB replacement policies a scenario's ``[tlb]`` may choose.
+REPLACEMENTS: Final = ("lru", "fifo", "random")
 
 #: What ``access`` says about a buffer, as the ``readonly`` flag it sets.
 ACCESS_MODES: Final = {"rw": False, "ro": True}
