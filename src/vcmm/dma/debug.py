@@ -52,7 +52,7 @@ import numpy as np
 from vcmm.attrs import Access, DmaDirection
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.records import DmaMapping, MapKind, Owner
-from vcmm.errors import DmaApiError, InvalidArgumentError
+from vcmm.errors import DmaApiError, FaultError, InvalidArgumentError
 from vcmm.ranges import AddressRange
 
 if TYPE_CHECKING:
@@ -430,7 +430,7 @@ class DebugChecker:
         addrs, pas = event.addrs, event.pas
         done = addrs.size
         if event.fault is not None:
-            done = int(getattr(event.fault, "details", {}).get("completed", 0))
+            done = event.fault.completed if isinstance(event.fault, FaultError) else 0
             addrs = addrs[: done + 1]
         burst = event.burst
         live = np.zeros(addrs.size, dtype=bool)
