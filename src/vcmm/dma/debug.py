@@ -45,7 +45,7 @@ import enum
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -58,6 +58,7 @@ from vcmm.ranges import AddressRange
 if TYPE_CHECKING:
     from vcmm.dma.hooks import AccessHooks
     from vcmm.dma.state import DeviceEntry, DmaState
+    from vcmm.hw.bus import BusMaster
     from vcmm.hw.cache import DataCache
     from vcmm.hw.observe import AccessEvent
 
@@ -298,7 +299,7 @@ class DebugChecker:
         return None
 
     def _device_hits(
-        self, device: Any, addr: int, length: int
+        self, device: BusMaster, addr: int, length: int
     ) -> list[tuple[DmaMapping, list[AddressRange]]]:
         state = self._state
         if state is None or device.name not in state.entries or length <= 0:
@@ -353,7 +354,7 @@ class DebugChecker:
             )
 
     def device_access(
-        self, device: Any, addr: int, length: int, write: bool, faulted: bool = False
+        self, device: BusMaster, addr: int, length: int, write: bool, faulted: bool = False
     ) -> None:
         """A device access about to move data, or one the translation refused
         (``faulted``: the misuse behind a fault is reported too: a write to a
@@ -403,7 +404,7 @@ class DebugChecker:
                         rec=rec,
                     )
 
-    def device_done(self, device: Any, addr: int, length: int, write: bool) -> None:
+    def device_done(self, device: BusMaster, addr: int, length: int, write: bool) -> None:
         """After a successful device write: remember what the CPU must not read unsynced."""
         if not write:
             return
@@ -411,7 +412,7 @@ class DebugChecker:
             if rec.kind is not MapKind.COHERENT:
                 rec.device_wrote.extend(phys)
 
-    def device_batch(self, device: Any, event: AccessEvent) -> None:
+    def device_batch(self, device: BusMaster, event: AccessEvent) -> None:
         """A device's ``access_batch``: the per-access checks over every burst at once.
 
         A burst inside a live streaming mapping is checked as one access would be
@@ -453,7 +454,7 @@ class DebugChecker:
 
     def _check_bursts(
         self,
-        device: Any,
+        device: BusMaster,
         rec: DmaMapping,
         addrs: np.ndarray,
         pas: np.ndarray,
