@@ -10,7 +10,7 @@ Scenarios are only read, never written, so these codecs have no ``dump``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
@@ -75,7 +75,7 @@ class BufferSize(Codec):
             return frame.size
         return parse_number(value, "size", lambda problem: table.error(key, problem))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not is_int(value):
             raise Invalid(f"expected an integer, got {value!r}")
         if value < 1:
@@ -109,7 +109,7 @@ class TargetNames(Codec):
             return tuple(raw)
         raise table.error(key, f"expected a target name or a list of names, got {raw!r}")
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, tuple) or not value or not all(isinstance(t, str) for t in value):
             raise Invalid(f"expected a target name or a list of names, got {value!r}")
 
@@ -126,7 +126,7 @@ class AccessMode(Codec):
             )
         return ACCESS_MODES[value]
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, bool):
             raise Invalid(f"expected true or false, got {value!r}")
 
@@ -142,7 +142,7 @@ class Tile(Codec):
         width, rows = (int(p) for p in parts)
         return width, rows
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if (
             not isinstance(value, tuple)
             or len(value) != 2
