@@ -36,6 +36,7 @@ from vcmm.core.flags import PhysAttr
 from vcmm.errors import ConstraintError
 from vcmm.mm.pools import BlockPool
 from vcmm.pixels import FORMATS, MODIFIERS, ImageLayout, layout
+from vcmm.ranges import join_runs
 from vcmm.share.constraints import Constraints, Domain
 from vcmm.share.folding import Named
 from vcmm.sizes import SZ_4K, align_up, format_size
@@ -323,14 +324,8 @@ def iotlb_entries(chunks: Iterable[tuple[int, int]], page_sizes: Iterable[int]) 
     mapped with the largest pages its address alignment and length allow (as the DMA
     API maps a buffer whose IOVA is aligned like its physical runs)."""
     pages = sorted(page_sizes, reverse=True)
-    runs: list[list[int]] = []
-    for pa, length in chunks:
-        if runs and runs[-1][0] + runs[-1][1] == pa:
-            runs[-1][1] += length
-        else:
-            runs.append([pa, length])
     entries = 0
-    for pa, length in runs:
+    for pa, length in join_runs(chunks):
         pos, end = pa, pa + length
         while pos < end:
             step = next(p for p in pages if pos % p == 0 and pos + p <= end)
