@@ -372,25 +372,7 @@ class DebugChecker:
             if rec.kind is MapKind.COHERENT:
                 continue
             where = f"device {verb} at {addr:#x} (+{length:#x}, physical {phys[0]}...)"
-            if write and rec.direction is DmaDirection.TO_DEVICE:
-                self.report(
-                    ReportKind.DEVICE_WRITE_READ_ONLY,
-                    device.name,
-                    f"{where}: the buffer was mapped DMA_TO_DEVICE",
-                    dma_addr=addr,
-                    size=length,
-                    rec=rec,
-                )
-            if rec.owner is Owner.CPU:
-                self.report(
-                    ReportKind.DEVICE_ACCESS_CPU_OWNED,
-                    device.name,
-                    f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
-                    "dma_sync_*_for_device first",
-                    dma_addr=addr,
-                    size=length,
-                    rec=rec,
-                )
+            self._check_owner(device, rec, where, write, addr, length)
             if not write and not device.coherent:
                 dirty = _count_lines(state.cpu.cache, phys, dirty_only=True)
                 if dirty:
@@ -403,6 +385,31 @@ class DebugChecker:
                         size=length,
                         rec=rec,
                     )
+
+    def _check_owner(
+        self, device: BusMaster, rec: DmaMapping, where: str, write: bool, addr: int, size: int
+    ) -> None:
+        """The ownership rules of one access (or batch) inside ``rec``: a device never
+        writes a ``TO_DEVICE`` buffer, nor touches one the CPU owns."""
+        if write and rec.direction is DmaDirection.TO_DEVICE:
+            self.report(
+                ReportKind.DEVICE_WRITE_READ_ONLY,
+                device.name,
+                f"{where}: the buffer was mapped DMA_TO_DEVICE",
+                dma_addr=addr,
+                size=size,
+                rec=rec,
+            )
+        if rec.owner is Owner.CPU:
+            self.report(
+                ReportKind.DEVICE_ACCESS_CPU_OWNED,
+                device.name,
+                f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
+                "dma_sync_*_for_device first",
+                dma_addr=addr,
+                size=size,
+                rec=rec,
+            )
 
     def device_done(self, device: BusMaster, addr: int, length: int, write: bool) -> None:
         """After a successful device write: remember what the CPU must not read unsynced."""
@@ -469,25 +476,7 @@ class DebugChecker:
             f"device {verb} batch at {first:#x} ({addrs.size} burst(s) of {burst} bytes in "
             f"the mapping, physical {int(pas[0]):#x}...)"
         )
-        if write and rec.direction is DmaDirection.TO_DEVICE:
-            self.report(
-                ReportKind.DEVICE_WRITE_READ_ONLY,
-                device.name,
-                f"{where}: the buffer was mapped DMA_TO_DEVICE",
-                dma_addr=first,
-                size=int(addrs.size) * burst,
-                rec=rec,
-            )
-        if rec.owner is Owner.CPU:
-            self.report(
-                ReportKind.DEVICE_ACCESS_CPU_OWNED,
-                device.name,
-                f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
-                "dma_sync_*_for_device first",
-                dma_addr=first,
-                size=int(addrs.size) * burst,
-                rec=rec,
-            )
+        self._check_owner(device, rec, where, write, first, int(addrs.size) * burst)
         if not write and not device.coherent:
             dirty = _dirty_lines_in_bursts(self._state.cpu.cache, pas, burst)
             if dirty:
