@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
+from vcmm.core.custom_targets import TargetRegistry
 from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
 from vcmm.core.manager import Vcmm, seed_call
 from vcmm.core.mappers import Mapper
@@ -69,6 +70,10 @@ def _allocations(system: System) -> Allocations:
 
 def _backer(system: System) -> Backer:
     return system.vcmm.backer
+
+
+def _registry(system: System) -> TargetRegistry:
+    return system.vcmm.registry
 
 
 class System:
@@ -234,6 +239,8 @@ class System:
     vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
     vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
     vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
+    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
+    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
     vcm_back = seed_call(_backer, Backer.vcm_back)
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
