@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
@@ -35,6 +35,9 @@ from vcmm.platform.toml_table import (
 )
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size, parse_size
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: Addresses are 64-bit: nothing may reach past this.
 ADDRESS_LIMIT: Final = 1 << 64
@@ -358,7 +361,7 @@ class Record(Codec):
         if not isinstance(value, self.cls):
             raise Invalid(f"expected a {self.cls.__name__}, got {value!r}")
 
-    def rows(self, value: object) -> list[Pairs]:
+    def rows(self, value: DataclassInstance) -> list[Pairs]:
         return [record_pairs(value)]
 
 
@@ -384,5 +387,5 @@ class Records(Codec):
             if not isinstance(item, self.cls):
                 raise Invalid(f"expected a {name}, got {item!r}", f"[{index}]")
 
-    def rows(self, value: tuple[object, ...]) -> list[Pairs]:
+    def rows(self, value: tuple[DataclassInstance, ...]) -> list[Pairs]:
         return [record_pairs(item) for item in value]
