@@ -89,6 +89,16 @@ class FaultError(VcmmError):
         for key, value in details.items():
             setattr(self, key, value)
 
+    @property
+    def completed(self) -> int:
+        """Accesses of a batch that finished before the one that faulted (0 for a
+        single access): what an observer of the batch counts as done."""
+        return int(self.details.get("completed", 0))
+
+    @completed.setter
+    def completed(self, count: int) -> None:
+        self.details["completed"] = count
+
 
 class DeviceFaultError(FaultError):
     """A device transaction faulted in its translation path and was terminated."""

@@ -19,15 +19,18 @@ takes ``with system.lock:`` itself.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
+from vcmm.core.allocations import Allocations
+from vcmm.core.backer import Backer
+from vcmm.core.binding import Binding
+from vcmm.core.custom_targets import TargetRegistry
 from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
-from vcmm.core.manager import Vcmm
+from vcmm.core.manager import Vcmm, seed_call
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
+from vcmm.core.spaces import AddressSpaces
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import Interconnect
 from vcmm.hw.cpu import Cpu
@@ -49,18 +52,28 @@ if TYPE_CHECKING:
     from vcmm.core.export import GraphData
     from vcmm.core.graph import MappingGraph
 
-P = ParamSpec("P")
-R = TypeVar("R")
+
+# The part of the VCMM that owns each concern, reached from the system in one step, so
+# a seed call on the system takes the machine lock once and runs the part's method
+# (what ``Vcmm``'s own seed calls do) without going through the ``Vcmm`` facade.
+def _spaces(system: System) -> AddressSpaces:
+    return system.vcmm.spaces
 
 
-def _vcmm_call(method: Callable[Concatenate[Vcmm, P], R]) -> Callable[Concatenate[System, P], R]:
-    """The system's seed call: the VCMM's (same name, arguments and docstring)."""
+def _binding(system: System) -> Binding:
+    return system.vcmm.binding
 
-    def call(self: System, *args: P.args, **kwargs: P.kwargs) -> R:
-        return method(self.vcmm, *args, **kwargs)
 
-    functools.update_wrapper(call, method)
-    return call
+def _allocations(system: System) -> Allocations:
+    return system.vcmm.allocations
+
+
+def _backer(system: System) -> Backer:
+    return system.vcmm.backer
+
+
+def _registry(system: System) -> TargetRegistry:
+    return system.vcmm.registry
 
 
 class System:
@@ -207,31 +220,31 @@ class System:
 
     # -- the seed's calls ------------------------------------------------------------------
 
-    vcm_create = _vcmm_call(Vcmm.vcm_create)
-    vcm_create_from_prebuilt = _vcmm_call(Vcmm.vcm_create_from_prebuilt)
-    vcm_free = _vcmm_call(Vcmm.vcm_free)
-    vcm_reserve = _vcmm_call(Vcmm.vcm_reserve)
-    vcm_unreserve = _vcmm_call(Vcmm.vcm_unreserve)
-    vcm_split = _vcmm_call(Vcmm.vcm_split)
-    vcm_merge = _vcmm_call(Vcmm.vcm_merge)
-    vcm_assoc = _vcmm_call(Vcmm.vcm_assoc)
-    vcm_deassoc = _vcmm_call(Vcmm.vcm_deassoc)
-    vcm_activate = _vcmm_call(Vcmm.vcm_activate)
-    vcm_deactivate = _vcmm_call(Vcmm.vcm_deactivate)
-    vcm_hook = _vcmm_call(Vcmm.vcm_hook)
-    vcm_phys_alloc = _vcmm_call(Vcmm.vcm_phys_alloc)
-    vcm_phys_free = _vcmm_call(Vcmm.vcm_phys_free)
-    vcm_phys_view = _vcmm_call(Vcmm.vcm_phys_view)
-    vcm_phys_wrap = _vcmm_call(Vcmm.vcm_phys_wrap)
-    vcm_phys_owners = _vcmm_call(Vcmm.vcm_phys_owners)
-    vcm_phys_pin = _vcmm_call(Vcmm.vcm_phys_pin)
-    vcm_phys_unpin = _vcmm_call(Vcmm.vcm_phys_unpin)
-    vcm_register_target = _vcmm_call(Vcmm.vcm_register_target)
-    vcm_unregister_target = _vcmm_call(Vcmm.vcm_unregister_target)
-    vcm_back = _vcmm_call(Vcmm.vcm_back)
-    vcm_unback = _vcmm_call(Vcmm.vcm_unback)
-    vcm_sync_for_device = _vcmm_call(Vcmm.vcm_sync_for_device)
-    vcm_sync_for_cpu = _vcmm_call(Vcmm.vcm_sync_for_cpu)
+    vcm_create = seed_call(_spaces, AddressSpaces.vcm_create)
+    vcm_create_from_prebuilt = seed_call(_spaces, AddressSpaces.vcm_create_from_prebuilt)
+    vcm_free = seed_call(_spaces, AddressSpaces.vcm_free)
+    vcm_reserve = seed_call(_spaces, AddressSpaces.vcm_reserve)
+    vcm_unreserve = seed_call(_spaces, AddressSpaces.vcm_unreserve)
+    vcm_split = seed_call(_spaces, AddressSpaces.vcm_split)
+    vcm_merge = seed_call(_spaces, AddressSpaces.vcm_merge)
+    vcm_assoc = seed_call(_binding, Binding.vcm_assoc)
+    vcm_deassoc = seed_call(_binding, Binding.vcm_deassoc)
+    vcm_activate = seed_call(_binding, Binding.vcm_activate)
+    vcm_deactivate = seed_call(_binding, Binding.vcm_deactivate)
+    vcm_hook = seed_call(_binding, Binding.vcm_hook)
+    vcm_phys_alloc = seed_call(_allocations, Allocations.vcm_phys_alloc)
+    vcm_phys_free = seed_call(_allocations, Allocations.vcm_phys_free)
+    vcm_phys_view = seed_call(_allocations, Allocations.vcm_phys_view)
+    vcm_phys_wrap = seed_call(_allocations, Allocations.vcm_phys_wrap)
+    vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
+    vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
+    vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
+    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
+    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
+    vcm_back = seed_call(_backer, Backer.vcm_back)
+    vcm_unback = seed_call(_backer, Backer.vcm_unback)
+    vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
+    vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
 
     # -- the graph and state ---------------------------------------------------------------
 

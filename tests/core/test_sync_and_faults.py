@@ -14,6 +14,7 @@ import vcmm
 from vcmm import SZ_1M, SZ_4K, SZ_16M, Access, DmaDirection, FaultKind
 from vcmm.core import Attr, PhysAttr, VcmFault
 from vcmm.errors import DeviceFaultError, InvalidArgumentError, StateError
+from vcmm.hw.smmu import SmmuFault
 
 OLD, NEW = b"0ld-bytes-in-dram", b"new-bytes-written"
 
@@ -123,6 +124,10 @@ def test_handler_backs_on_demand_and_the_access_completes(system) -> None:
         Access.READ,
     )
     assert fault.kind is FaultKind.TRANSLATION and fault.vcm is vcm and fault.reservation is res
+    # one fault type: the VCMM's record is the SMMU's, registers included (FAR = the VA)
+    assert isinstance(fault, SmmuFault)
+    assert fault.registers is not None and fault.registers.faulted
+    assert fault.registers.far == res.dev_addr + SZ_1M + 0x100
     assert dev.ctx.stats().retries == 1
     assert res.physmem is physmem
 

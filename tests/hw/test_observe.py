@@ -157,7 +157,8 @@ def test_a_faulting_access_is_reported_with_its_fault_and_moves_nothing() -> Non
         dev.access_batch(addrs, Access.READ)
     batch = rec.events[1]
     assert batch.is_batch and batch.faulted and batch.pas is None
-    assert batch.fault is not None and batch.fault.details["completed"] == 2
+    assert isinstance(batch.fault, DeviceFaultError)
+    assert batch.fault.details["completed"] == batch.fault.completed == 2
 
 
 def test_a_batch_is_one_event_with_read_only_address_arrays() -> None:

@@ -23,7 +23,8 @@ from vcmm.report.graph import to_text
 from vcmm.report.tables import Table, fmt_chunks
 from vcmm.sizes import format_size
 from vcmm.workload.runner import ScenarioResult, run_scenario
-from vcmm.workload.scenario import POLICIES, packaged_scenario
+from vcmm.workload.scenario import packaged_scenario
+from vcmm.workload.scenario_keys import POLICIES
 
 #: The packaged scenario the demo's pipeline runs.
 DEMO_SCENARIO = "video_1080p"

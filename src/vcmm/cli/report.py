@@ -14,7 +14,7 @@ from vcmm.cli.outcome import fault_problem, faults_option, finish, run_faults
 from vcmm.cli.progress import progress
 from vcmm.errors import VcmmError
 from vcmm.workload.runner import ScenarioRunner, run_scenario
-from vcmm.workload.scenario import POLICY_ORDER
+from vcmm.workload.scenario_keys import POLICY_ORDER
 
 
 @click.command("report")

@@ -294,6 +294,7 @@ class Binding:
             smmu=fault.smmu,
             context=fault.context,
             bank=fault.bank,
+            registers=fault.registers,
             vcm=vcm,
             reservation=res,
         )

@@ -25,7 +25,7 @@ running out of system memory for one gives the others back and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.core.flags import PhysAttr
 from vcmm.core.objects import PhysMem
@@ -35,6 +35,11 @@ from vcmm.mm.chunk import Chunk
 from vcmm.mm.cma import BorrowingSystemRam, CmaArea
 from vcmm.sizes import align_up, format_size
 from vcmm.undo import Transaction
+
+if TYPE_CHECKING:
+    from vcmm.hw.cache import DataCache
+    from vcmm.hw.memory import PhysicalMemory
+    from vcmm.mm.target import MemoryTarget
 
 
 def movable(physmem: PhysMem) -> bool:
@@ -46,7 +51,11 @@ class CmaReclaimer:
     """Migrates borrowed pages out of a window of a CMA area for a ``cma`` allocation."""
 
     def __init__(
-        self, targets: Mapping[str, Any], owners: OwnerMap, memory: Any, cache: Any
+        self,
+        targets: Mapping[str, MemoryTarget],
+        owners: OwnerMap,
+        memory: PhysicalMemory,
+        cache: DataCache,
     ) -> None:
         self._targets = targets
         self._owners = owners
@@ -84,7 +93,8 @@ class CmaReclaimer:
             for loan in loans:
                 physmem = self.holder(loan)
                 assert physmem is not None
-                borrower: BorrowingSystemRam = self._targets[physmem.target]
+                borrower = self._targets[physmem.target]
+                assert isinstance(borrower, BorrowingSystemRam)  # only such targets lend
                 new = borrower.replacement(loan.size)
                 txn.on_undo(borrower.free, [new])
                 moves.append((loan, physmem, new))

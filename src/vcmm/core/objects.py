@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vcmm.attrs import Access, FaultKind
 from vcmm.core.flags import AssocAttr, Attr, PhysAttr
 from vcmm.errors import StateError
 from vcmm.hw.bus import PhysicalDevice, SmmuDevice
+from vcmm.hw.smmu.faults import SmmuFault
 from vcmm.mm.chunk import Chunk
 from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
@@ -333,23 +333,15 @@ class Association(Handle):
 
 
 @dataclass(frozen=True, slots=True)
-class VcmFault:
+class VcmFault(SmmuFault):
     """What a ``vcm_hook`` handler receives as its first argument.
 
-    The SMMU's fault record (the same field names, so a handler written for
-    ``smmu_hook_interrupt`` works here too) plus what only the VCMM knows: the VCM
-    the faulting address belongs to and the reservation covering it, which is what a
-    handler that backs memory on demand needs.
+    The SMMU's fault record itself (a :class:`~vcmm.hw.smmu.SmmuFault`, so a handler
+    written for ``smmu_hook_interrupt`` works here too) plus what only the VCMM knows:
+    the VCM the faulting address belongs to and the reservation covering it, which is
+    what a handler that backs memory on demand needs.
     """
 
-    device: str | None
-    va: int
-    access: Access
-    kind: FaultKind
-    level: int
-    smmu: str
-    context: str
-    bank: int
     vcm: Vcm | None = None
     reservation: Reservation | None = None
 

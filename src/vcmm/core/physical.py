@@ -50,17 +50,6 @@ def window(physmem: PhysMem, offset: int, length: int) -> list[tuple[AddressRang
     return out
 
 
-def joined(pieces: Sequence[AddressRange]) -> list[AddressRange]:
-    """``pieces`` with physically adjacent neighbours joined (to compare layouts)."""
-    out: list[AddressRange] = []
-    for p in pieces:
-        if out and out[-1].end == p.start:
-            out[-1] = AddressRange(out[-1].start, out[-1].size + p.size)
-        else:
-            out.append(p)
-    return out
-
-
 def check_windows(
     call: str, physmem: PhysMem, windows: Sequence[tuple[int, int]]
 ) -> list[tuple[int, int]]:

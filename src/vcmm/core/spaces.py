@@ -33,7 +33,7 @@ from vcmm.errors import (
 )
 from vcmm.hw.pgtable import PageTableFormat
 from vcmm.mm.interfaces import FixedPlacement, SplittingAllocator, VcmAllocator
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, join_adjacent
 from vcmm.sizes import SZ_4K, format_size, is_power_of_two
 
 #: ``ext_vcm_id`` of the kernel's own address space for ``vcm_create_from_prebuilt``.
@@ -369,8 +369,8 @@ class AddressSpaces:
                 f"{call}: {other.name} has {format_size(other.size)}, less than the "
                 f"{format_size(length)} it must back"
             )
-        mine = physical.joined([p for p, _ in physical.window(physmem, offset, length)])
-        theirs = physical.joined([p for p, _ in physical.window(other, 0, length)])
+        mine = join_adjacent([p for p, _ in physical.window(physmem, offset, length)])
+        theirs = join_adjacent([p for p, _ in physical.window(other, 0, length)])
         if mine != theirs:
             raise InvalidArgumentError(
                 f"{call}: {other.name} is not the same memory as bytes [{offset:#x}, "

@@ -26,15 +26,18 @@ format there is.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.hw.pgtable import ARMV7S, PageTableFormat
 from vcmm.ranges import AddressRange
 
+if TYPE_CHECKING:
+    from vcmm.core.objects import Vcm
 
-def system_formats(devices: Iterable[Any]) -> tuple[PageTableFormat, ...]:
+
+def system_formats(devices: Iterable[object]) -> tuple[PageTableFormat, ...]:
     """The table formats the SMMUs of ``devices`` walk, each once, in device order."""
     seen: dict[str, PageTableFormat] = {}
     for device in devices:
@@ -76,10 +79,12 @@ def creation_format(
     return chosen
 
 
-def assoc_format(call: str, vcm: Any, device: Any, settled: bool) -> PageTableFormat | None:
+def assoc_format(call: str, vcm: Vcm, device: SmmuDevice, settled: bool) -> PageTableFormat | None:
     """``None`` when ``device``'s SMMU walks ``vcm``'s table as it is; the format to
     rebuild the (empty, unsettled) table in; or a refusal naming both formats."""
     smmu = device.ctx.smmu
+    if vcm.table is None:  # not an IOMMU VCM: the caller refused it already
+        raise InvalidArgumentError(f"{call}: {vcm.name} has no device page table")
     table_fmt = vcm.table.fmt
     if smmu.fmt is table_fmt:
         return None

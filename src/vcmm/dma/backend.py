@@ -28,7 +28,7 @@ while a roll back runs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.core.flags import Attr
 from vcmm.core.objects import PhysMem, VcmKind
@@ -38,15 +38,19 @@ from vcmm.errors import NotMappedError, OutOfAddressSpaceError
 from vcmm.ranges import AddressRange
 from vcmm.undo import Transaction
 
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
+    from vcmm.hw.bus import PhysicalDevice
 
-def _wrap(system: Any, pieces: list[AddressRange], owner: str) -> Any:
+
+def _wrap(system: VcmmApi, pieces: list[AddressRange], owner: str) -> PhysMem:
     """A wrap of the caller's ``pieces`` that pins the allocations they lie in (so they
     cannot be freed and handed out again under the device)."""
     return system.vcm_phys_wrap(pieces, owner=owner, of=system.vcm_phys_owners(pieces))
 
 
 def map_iommu(
-    system: Any,
+    system: VcmmApi,
     domain: DmaDomain,
     pieces: Sequence[AddressRange],
     attr: Attr,
@@ -68,10 +72,10 @@ def map_iommu(
         system.vcm_back(res, physmem)
         txn.on_undo(system.vcm_unback, res)
         activated = domain.activate(system)  # the domain's first mapping programs its devices
-    return int(res.addr), Teardown(res, wrap=wrap, activated=activated, domain=domain)
+    return res.dev_addr, Teardown(res, wrap=wrap, activated=activated, domain=domain)
 
 
-def bus_address(device: Any, piece: AddressRange, mask: int) -> int:
+def bus_address(device: PhysicalDevice, piece: AddressRange, mask: int) -> int:
     """The bus address of ``piece`` for a direct device, checked against ``mask``."""
     try:
         first = device.phys_to_bus(piece.start)
@@ -92,8 +96,8 @@ def bus_address(device: Any, piece: AddressRange, mask: int) -> int:
 
 
 def map_direct(
-    system: Any,
-    device: Any,
+    system: VcmmApi,
+    device: PhysicalDevice,
     piece: AddressRange,
     attr: Attr,
     mask: int,

@@ -45,7 +45,7 @@ import enum
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,12 +53,13 @@ from vcmm.attrs import Access, DmaDirection
 from vcmm.dma.bracketwatch import ReadBracket, ReadBrackets
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.records import DmaMapping, MapKind, Owner
-from vcmm.errors import DmaApiError, InvalidArgumentError
+from vcmm.errors import DmaApiError, FaultError, InvalidArgumentError
 from vcmm.ranges import AddressRange
 
 if TYPE_CHECKING:
     from vcmm.dma.hooks import AccessHooks
     from vcmm.dma.state import DeviceEntry, DmaState
+    from vcmm.hw.bus import BusMaster
     from vcmm.hw.cache import DataCache
     from vcmm.hw.observe import AccessEvent
 
@@ -333,7 +334,7 @@ class DebugChecker:
         return None
 
     def _device_hits(
-        self, device: Any, addr: int, length: int
+        self, device: BusMaster, addr: int, length: int
     ) -> list[tuple[DmaMapping, list[AddressRange]]]:
         state = self._state
         if state is None or device.name not in state.entries or length <= 0:
@@ -388,7 +389,7 @@ class DebugChecker:
             )
 
     def device_access(
-        self, device: Any, addr: int, length: int, write: bool, faulted: bool = False
+        self, device: BusMaster, addr: int, length: int, write: bool, faulted: bool = False
     ) -> None:
         """A device access about to move data, or one the translation refused
         (``faulted``: the misuse behind a fault is reported too: a write to a
@@ -406,25 +407,7 @@ class DebugChecker:
             if rec.kind is MapKind.COHERENT:
                 continue
             where = f"device {verb} at {addr:#x} (+{length:#x}, physical {phys[0]}...)"
-            if write and rec.direction is DmaDirection.TO_DEVICE:
-                self.report(
-                    ReportKind.DEVICE_WRITE_READ_ONLY,
-                    device.name,
-                    f"{where}: the buffer was mapped DMA_TO_DEVICE",
-                    dma_addr=addr,
-                    size=length,
-                    rec=rec,
-                )
-            if rec.owner is Owner.CPU:
-                self.report(
-                    ReportKind.DEVICE_ACCESS_CPU_OWNED,
-                    device.name,
-                    f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
-                    "dma_sync_*_for_device first",
-                    dma_addr=addr,
-                    size=length,
-                    rec=rec,
-                )
+            self._check_owner(device, rec, where, write, addr, length)
             if not write and not device.coherent:
                 dirty = _count_lines(state.cpu.cache, phys, dirty_only=True)
                 if dirty:
@@ -438,7 +421,32 @@ class DebugChecker:
                         rec=rec,
                     )
 
-    def device_done(self, device: Any, addr: int, length: int, write: bool) -> None:
+    def _check_owner(
+        self, device: BusMaster, rec: DmaMapping, where: str, write: bool, addr: int, size: int
+    ) -> None:
+        """The ownership rules of one access (or batch) inside ``rec``: a device never
+        writes a ``TO_DEVICE`` buffer, nor touches one the CPU owns."""
+        if write and rec.direction is DmaDirection.TO_DEVICE:
+            self.report(
+                ReportKind.DEVICE_WRITE_READ_ONLY,
+                device.name,
+                f"{where}: the buffer was mapped DMA_TO_DEVICE",
+                dma_addr=addr,
+                size=size,
+                rec=rec,
+            )
+        if rec.owner is Owner.CPU:
+            self.report(
+                ReportKind.DEVICE_ACCESS_CPU_OWNED,
+                device.name,
+                f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
+                "dma_sync_*_for_device first",
+                dma_addr=addr,
+                size=size,
+                rec=rec,
+            )
+
+    def device_done(self, device: BusMaster, addr: int, length: int, write: bool) -> None:
         """After a successful device write: remember what the CPU must not read unsynced."""
         if not write:
             return
@@ -446,7 +454,7 @@ class DebugChecker:
             if rec.kind is not MapKind.COHERENT:
                 rec.device_wrote.extend(phys)
 
-    def device_batch(self, device: Any, event: AccessEvent) -> None:
+    def device_batch(self, device: BusMaster, event: AccessEvent) -> None:
         """A device's ``access_batch``: the per-access checks over every burst at once.
 
         A burst inside a live streaming mapping is checked as one access would be
@@ -465,7 +473,7 @@ class DebugChecker:
         addrs, pas = event.addrs, event.pas
         done = addrs.size
         if event.fault is not None:
-            done = int(getattr(event.fault, "details", {}).get("completed", 0))
+            done = event.fault.completed if isinstance(event.fault, FaultError) else 0
             addrs = addrs[: done + 1]
         burst = event.burst
         live = np.zeros(addrs.size, dtype=bool)
@@ -488,7 +496,7 @@ class DebugChecker:
 
     def _check_bursts(
         self,
-        device: Any,
+        device: BusMaster,
         rec: DmaMapping,
         addrs: np.ndarray,
         pas: np.ndarray,
@@ -503,25 +511,7 @@ class DebugChecker:
             f"device {verb} batch at {first:#x} ({addrs.size} burst(s) of {burst} bytes in "
             f"the mapping, physical {int(pas[0]):#x}...)"
         )
-        if write and rec.direction is DmaDirection.TO_DEVICE:
-            self.report(
-                ReportKind.DEVICE_WRITE_READ_ONLY,
-                device.name,
-                f"{where}: the buffer was mapped DMA_TO_DEVICE",
-                dma_addr=first,
-                size=int(addrs.size) * burst,
-                rec=rec,
-            )
-        if rec.owner is Owner.CPU:
-            self.report(
-                ReportKind.DEVICE_ACCESS_CPU_OWNED,
-                device.name,
-                f"{where}: the CPU owns the buffer since dma_sync_*_for_cpu; call "
-                "dma_sync_*_for_device first",
-                dma_addr=first,
-                size=int(addrs.size) * burst,
-                rec=rec,
-            )
+        self._check_owner(device, rec, where, write, first, int(addrs.size) * burst)
         if not write and not device.coherent:
             dirty = _dirty_lines_in_bursts(self._state.cpu.cache, pas, burst)
             if dirty:

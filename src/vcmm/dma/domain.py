@@ -41,7 +41,7 @@ policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import MemType
 from vcmm.core.objects import Association, Vcm, VcmKind
@@ -56,10 +56,13 @@ from vcmm.tlbcost import DEFAULT_INVALIDATION, check_mode
 from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
     from vcmm.dma.records import DmaMapping
+    from vcmm.hw.bus import SmmuDevice
+    from vcmm.hw.pgtable import PageTableFormat
 
 
-def aperture_of(fmt: Any) -> AddressRange:
+def aperture_of(fmt: PageTableFormat) -> AddressRange:
     """The IOVA space of a domain whose tables are ``fmt``: the format's whole input."""
     return AddressRange(0, input_limit(fmt))
 
@@ -69,9 +72,9 @@ class DmaDomain:
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         name: str,
-        fmt: Any,
+        fmt: PageTableFormat,
         *,
         rcache: bool = True,
         iova_policy: str = DEFAULT_IOVA_POLICY,
@@ -95,7 +98,7 @@ class DmaDomain:
             system, self.vcm, self.allocator, invalidation, clock or SimClock()
         )
         #: Devices of the domain, by name; ``associations`` holds those programmed.
-        self.members: dict[str, Any] = {}
+        self.members: dict[str, SmmuDevice] = {}
         self.associations: dict[str, Association] = {}
         #: Live mappings by the start of their IOVA range.
         self.records: dict[int, DmaMapping] = {}
@@ -108,12 +111,12 @@ class DmaDomain:
         """``"seed"`` or ``"linux"``: how this domain places IOVAs."""
         return self.iova.policy
 
-    def attach(self, device: Any) -> None:
+    def attach(self, device: SmmuDevice) -> None:
         """Make ``device`` a member; its context is programmed at the first mapping."""
         self.check_member(device)
         self.members[device.name] = device
 
-    def check_member(self, device: Any) -> None:
+    def check_member(self, device: SmmuDevice) -> None:
         """Refuse a device whose SMMU does not walk the domain's table format (Linux
         refuses to attach a domain to an SMMU that cannot walk its io-pgtable)."""
         smmu = device.ctx.smmu
@@ -123,7 +126,7 @@ class DmaDomain:
                 f"walks {smmu.fmt.name} tables, the domain's are {self.fmt.name}"
             )
 
-    def blocker(self, system: Any, device: Any) -> Association | None:
+    def blocker(self, system: VcmmApi, device: SmmuDevice) -> Association | None:
         """The active association of another VCM on ``device``'s context, if any: what
         keeps the domain off the device."""
         ctx = device.ctx
@@ -132,12 +135,12 @@ class DmaDomain:
                 assoc.active
                 and assoc.vcm is not self.vcm
                 and assoc.vcm.kind is VcmKind.IOMMU
-                and assoc.device.ctx is ctx
+                and assoc.context is ctx
             ):
                 return assoc
         return None
 
-    def activate(self, system: Any) -> tuple[Association, ...]:
+    def activate(self, system: VcmmApi) -> tuple[Association, ...]:
         """Program the domain on every member whose context is free (the first mapping
         of a domain does this); members sharing a context each get an association of
         the domain's VCM, which the core runs once on the context; all or nothing."""
@@ -168,7 +171,7 @@ class DmaDomain:
             if self.associations.get(assoc.device.name) is assoc:
                 del self.associations[assoc.device.name]
 
-    def release_unused(self, system: Any, activated: tuple[Association, ...]) -> None:
+    def release_unused(self, system: VcmmApi, activated: tuple[Association, ...]) -> None:
         """Release the contexts a mapping's :meth:`activate` programmed (``activated``)
         if the domain maps nothing any more.
 
@@ -183,7 +186,7 @@ class DmaDomain:
                 system.vcm_deactivate(assoc)
                 system.vcm_deassoc(assoc)
 
-    def detach(self, system: Any, device: Any) -> None:
+    def detach(self, system: VcmmApi, device: SmmuDevice) -> None:
         """Take ``device`` out of the domain, releasing its context if programmed."""
         del self.members[device.name]
         assoc = self.associations.pop(device.name, None)
@@ -191,7 +194,7 @@ class DmaDomain:
             system.vcm_deactivate(assoc)
             system.vcm_deassoc(assoc)
 
-    def destroy(self, system: Any) -> None:
+    def destroy(self, system: VcmmApi) -> None:
         self.invalidation.close()
         system.vcm_free(self.vcm)
         while self.padding:

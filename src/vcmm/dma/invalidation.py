@@ -31,17 +31,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vcmm.dma.clock import SimClock
 from vcmm.dma.flushqueue import FLUSH_CAUSES, FlushQueue, QueuedIova
 from vcmm.dma.iova import IovaVcmAllocator
+from vcmm.errors import StateError
 from vcmm.hw.pgtable.walker import Slots, Visitor, walk_range
-from vcmm.ranges import AddressRange
 from vcmm.tlbcost import LAZY, InvalidationCost, check_mode
 from vcmm.undo import rolling_back
+
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
+    from vcmm.core.objects import Reservation, Vcm
+    from vcmm.hw.pgtable import PageTable
+    from vcmm.hw.smmu import SmmuContext
 
 
 class LeafCount(Visitor):
@@ -63,7 +69,7 @@ class LeafCount(Visitor):
 POINT_WALKS = 4
 
 
-def count_leaves(table: Any, va: int, size: int) -> int:
+def count_leaves(table: PageTable, va: int, size: int) -> int:
     """Pages and blocks mapped in ``[va, va+size)`` of the page table ``table``: the
     first few by walking to each (a 4 KiB ``map_page`` is one walk), the rest by one
     vectorised range walk."""
@@ -102,7 +108,7 @@ class InvalidationStats:
     #: Flushes of the queue by cause (``ring_full``, ``timeout``, ``explicit``).
     flushes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLUSH_CAUSES, 0))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -111,8 +117,8 @@ class DomainInvalidation:
 
     def __init__(
         self,
-        system: Any,
-        vcm: Any,
+        system: VcmmApi,
+        vcm: Vcm,
         allocator: IovaVcmAllocator,
         mode: str,
         clock: SimClock,
@@ -131,20 +137,21 @@ class DomainInvalidation:
 
     # -- the contexts and what they cost --------------------------------------------------
 
-    def contexts(self) -> list[Any]:
+    def contexts(self) -> list[SmmuContext]:
         """The SMMU contexts running the domain now (each once): what may cache it."""
-        seen: dict[int, Any] = {}
+        seen: dict[int, SmmuContext] = {}
         for assoc in self._vcm.associations:
-            if assoc.active:
-                seen.setdefault(id(assoc.device.ctx), assoc.device.ctx)
+            ctx = assoc.context
+            if assoc.active and ctx is not None:
+                seen.setdefault(id(ctx), ctx)
         return list(seen.values())
 
-    def cost(self, ctx: Any) -> InvalidationCost:
+    def cost(self, ctx: SmmuContext) -> InvalidationCost:
         """The cost model of ``ctx``'s SMMU (the platform's ``invalidation`` table)."""
         cost: InvalidationCost = ctx.smmu.invalidation
         return cost
 
-    def _charge(self, ctx: Any, commands: int, syncs: int) -> None:
+    def _charge(self, ctx: SmmuContext, commands: int, syncs: int) -> None:
         cost = self.cost(ctx)
         stats = self._stats
         stats.commands += commands
@@ -155,17 +162,20 @@ class DomainInvalidation:
     # -- unmap and flush ---------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def unmapping(self, res: Any) -> Iterator[None]:
+    def unmapping(self, res: Reservation) -> Iterator[None]:
         """The block unmaps reservation ``res`` of the domain (``vcm_unback`` then
         ``vcm_unreserve``); strict or lazy as the module notes say.  Nothing is counted
         or queued unless the block succeeds."""
         ctxs = self.contexts()
-        iova = AddressRange(int(res.addr), int(res.len))
+        iova = res.range
+        if iova is None:
+            raise StateError(f"unmapping {res.name}: the reservation was freed")
         if rolling_back():
             yield  # strict, and uncounted: a failed operation leaves no trace
             return
         if self.queue is None:
-            leaves = count_leaves(self._vcm.table, iova.start, iova.size) if ctxs else 0
+            table = self._vcm.table
+            leaves = count_leaves(table, iova.start, iova.size) if ctxs and table else 0
             yield
             for ctx in ctxs:
                 self._charge(ctx, leaves, 1)

@@ -26,11 +26,11 @@ reports show what the DMA API took.  Creating a pool is all or nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.checks import is_int
 from vcmm.core.flags import Attr, PhysAttr
-from vcmm.core.objects import PhysMem
+from vcmm.core.objects import PhysMem, Vcm
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
@@ -39,8 +39,11 @@ from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size
 from vcmm.undo import Transaction
 
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
 
-def _carve(system: Any, target: str, size: int, what: str) -> Any:
+
+def _carve(system: VcmmApi, target: str, size: int, what: str) -> PhysMem:
     """``size`` contiguous bytes of ``target`` for the pool ``what``, held by it."""
     tgt = system.target(target)
     if tgt.linear_mapped:
@@ -56,7 +59,7 @@ def _carve(system: Any, target: str, size: int, what: str) -> Any:
 class CoherentPool:
     """Buddy-managed carve-out backing non-coherent coherent buffers."""
 
-    def __init__(self, system: Any, target: str, size: int, *, max_order: int = 10) -> None:
+    def __init__(self, system: VcmmApi, target: str, size: int, *, max_order: int = 10) -> None:
         self.system = system
         with Transaction("coherent pool", boundary=True) as txn:
             self.physmem = _carve(system, target, size, "coherent pool")
@@ -101,7 +104,7 @@ class CoherentPool:
 class AtomicPool:
     """Pre-mapped non-cacheable pool for allocations that may not sleep."""
 
-    def __init__(self, system: Any, vmm: Any, target: str, size: int) -> None:
+    def __init__(self, system: VcmmApi, vmm: Vcm, target: str, size: int) -> None:
         self.system = system
         with Transaction("atomic pool", boundary=True) as txn:
             self.physmem = _carve(system, target, size, "atomic pool")
@@ -114,7 +117,7 @@ class AtomicPool:
             self.res = system.vcm_reserve(vmm, size, Attr.RW | Attr.NONCACHED)
             txn.on_undo(system.vcm_unreserve, self.res)
             system.vcm_back(self.res, self.physmem)
-        self.cpu_base: int = self.res.addr
+        self.cpu_base: int = self.res.dev_addr
 
     def alloc(self, size: int) -> tuple[int, int]:
         """``(physical address, kernel address)`` of ``size`` contiguous bytes."""

@@ -31,8 +31,6 @@ a handful of numpy steps, not 131072 lines of Python.
 from __future__ import annotations
 
 import dataclasses
-import enum
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +39,7 @@ from vcmm.attrs import MemType
 from vcmm.checks import is_int
 from vcmm.errors import BusError, InvalidArgumentError
 from vcmm.hw.cacheconfig import MAX_LINE, MIN_LINE, CacheConfig, CacheCounters, CacheSnapshot
-from vcmm.hw.lineruns import runs, runs_of
+from vcmm.hw.lineruns import LineAccess, LineMode, runs, runs_of
 from vcmm.hw.memory import Bytes, PhysicalMemory, as_u8
 from vcmm.ranges import AddressRange
 
@@ -50,34 +48,6 @@ __all__ = ["MAX_LINE", "MIN_LINE", "CacheConfig", "CacheCounters", "CacheSnapsho
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 _NONE: I64 = np.zeros(0, dtype=np.int64)  # no lines (callers only index with it)
-
-
-class _Mode(enum.Enum):
-    """What an allocating access does with its lines."""
-
-    READ = "read"
-    WRITE = "write"
-    PREFETCH = "prefetch"
-
-
-@dataclass(slots=True)
-class _Access:
-    """One allocating access over lines ``first .. first + n - 1``.
-
-    ``off`` is the offset of the first byte inside the first line and ``length`` the
-    byte count, so the access covers span bytes ``[off, off + length)`` where the span
-    starts at the first line's address.
-    """
-
-    first: int
-    n: int
-    mode: _Mode
-    off: int
-    length: int
-    base_tick: int
-    src: U8 | None = None
-    out: U8 | None = None
-    filled: int = 0
 
 
 class DataCache:
@@ -207,7 +177,7 @@ class DataCache:
             data, hits = self._with_cached_lines(pa, length)
             self._counters.uncached_hits += hits
             return data
-        acc = self._begin(pa, length, _Mode.READ)
+        acc = self._begin(pa, length, LineMode.READ)
         acc.out = np.empty(acc.n * self._cfg.line, dtype=np.uint8)
         self._run(acc)
         return acc.out[acc.off : acc.off + length].tobytes()
@@ -225,7 +195,7 @@ class DataCache:
             self._counters.bypasses += 1
             self._memory.write(pa, src)
         elif memtype is MemType.NORMAL_WB_WA:
-            acc = self._begin(pa, length, _Mode.WRITE)
+            acc = self._begin(pa, length, LineMode.WRITE)
             acc.src = src
             self._run(acc)
         else:
@@ -252,7 +222,7 @@ class DataCache:
         return self._fill(pa, length)
 
     def _fill(self, pa: int, length: int) -> int:
-        acc = self._begin(pa, length, _Mode.PREFETCH)
+        acc = self._begin(pa, length, LineMode.PREFETCH)
         self._run(acc)
         self._counters.prefetch_fills += acc.filled
         return acc.filled
@@ -517,11 +487,11 @@ class DataCache:
         self._clock += n
         return base
 
-    def _begin(self, pa: int, length: int, mode: _Mode) -> _Access:
+    def _begin(self, pa: int, length: int, mode: LineMode) -> LineAccess:
         first, n, off = self._geometry(pa, length)
-        return _Access(first, n, mode, off, length, self._tick(n))
+        return LineAccess(first, n, mode, off, length, self._tick(n))
 
-    def _run(self, acc: _Access) -> None:
+    def _run(self, acc: LineAccess) -> None:
         """Perform an allocating access line by line in effect, chunk by chunk in fact.
 
         A chunk is ``sets`` consecutive lines: each falls in a different set, so the
@@ -543,7 +513,7 @@ class DataCache:
         for c in range(start, chunks):
             self._step(acc, c * sets, min(sets, acc.n - c * sets))
 
-    def _single(self, acc: _Access) -> None:
+    def _single(self, acc: LineAccess) -> None:
         """The one-line case of :meth:`_step` with scalars: most CPU accesses are this."""
         cfg = self._cfg
         number, line = acc.first, cfg.line
@@ -561,28 +531,28 @@ class DataCache:
                     victim = ((int(self._tags[s, w]) << cfg.set_shift) | s) << cfg.line_shift
                     self._memory.write(victim, self._data[s, w])
                     self._counters.writebacks += 1
-            if acc.mode is not _Mode.WRITE or acc.length < line:
+            if acc.mode is not LineMode.WRITE or acc.length < line:
                 self._data[s, w] = self._memory.read_array(number << cfg.line_shift, line)
             self._tags[s, w] = tag
             self._valid[s, w] = True
             self._dirty[s, w] = False
             self._counters.fills += 1
             acc.filled += 1
-        if acc.mode is not _Mode.PREFETCH:
+        if acc.mode is not LineMode.PREFETCH:
             if match.size:
                 self._counters.hits += 1
             else:
                 self._counters.misses += 1
         self._age[s, w] = acc.base_tick
-        if acc.mode is _Mode.READ:
+        if acc.mode is LineMode.READ:
             assert acc.out is not None
             acc.out[:] = self._data[s, w]
-        elif acc.mode is _Mode.WRITE:
+        elif acc.mode is LineMode.WRITE:
             assert acc.src is not None
             self._data[s, w, acc.off : acc.off + acc.length] = acc.src
             self._dirty[s, w] = True
 
-    def _step(self, acc: _Access, i0: int, m: int) -> I64:
+    def _step(self, acc: LineAccess, i0: int, m: int) -> I64:
         """Access lines ``i0 .. i0+m-1`` of ``acc`` (distinct sets); return their ways."""
         cfg = self._cfg
         idx = np.arange(i0, i0 + m, dtype=np.int64)
@@ -605,15 +575,15 @@ class DataCache:
             self._dirty[ms, victims] = False
             self._counters.fills += int(miss.size)
             acc.filled += int(miss.size)
-        if acc.mode is not _Mode.PREFETCH:
+        if acc.mode is not LineMode.PREFETCH:
             self._counters.hits += m - int(miss.size)
             self._counters.misses += int(miss.size)
         self._age[sets, ways] = acc.base_tick + idx
         line = cfg.line
-        if acc.mode is _Mode.READ:
+        if acc.mode is LineMode.READ:
             assert acc.out is not None
             acc.out[i0 * line : (i0 + m) * line] = self._data[sets, ways].reshape(-1)
-        elif acc.mode is _Mode.WRITE:
+        elif acc.mode is LineMode.WRITE:
             assert acc.src is not None
             merged = self._data[sets, ways]
             flat = merged.reshape(-1)
@@ -623,9 +593,9 @@ class DataCache:
             self._dirty[sets, ways] = True
         return ways
 
-    def _fill_data(self, acc: _Access, idx: I64, numbers: I64) -> U8:
+    def _fill_data(self, acc: LineAccess, idx: I64, numbers: I64) -> U8:
         """Data for newly allocated lines: memory, except lines a write fully overwrites."""
-        if acc.mode is not _Mode.WRITE:
+        if acc.mode is not LineMode.WRITE:
             return self._read_lines(numbers)
         out = np.zeros((idx.size, self._cfg.line), dtype=np.uint8)
         partial = ((idx == 0) & (acc.off > 0)) | (
@@ -647,7 +617,7 @@ class DataCache:
         self._valid[sets, ways] = False
         self._dirty[sets, ways] = False
 
-    def _bulk_middle(self, acc: _Access, head: list[I64], chunks: int) -> None:
+    def _bulk_middle(self, acc: LineAccess, head: list[I64], chunks: int) -> None:
         """Settle chunks ``ways .. chunks-ways-1`` of a long access without stepping.
 
         Why this is exact: after the ``ways`` head chunks (all full), every set holds
@@ -670,16 +640,16 @@ class DataCache:
         self._counters.fills += hi - lo
         self._counters.evictions += keep - lo
         acc.filled += hi - lo
-        if acc.mode is not _Mode.PREFETCH:
+        if acc.mode is not LineMode.PREFETCH:
             self._counters.misses += hi - lo
         span_pa = acc.first << cfg.line_shift
-        if acc.mode is _Mode.WRITE:
+        if acc.mode is LineMode.WRITE:
             assert acc.src is not None
             self._memory.write(
                 span_pa + lo * line, acc.src[lo * line - acc.off : keep * line - acc.off]
             )
             self._counters.writebacks += keep - lo
-        elif acc.mode is _Mode.READ:
+        elif acc.mode is LineMode.READ:
             assert acc.out is not None
             acc.out[lo * line : keep * line] = self._memory.read_array(
                 span_pa + lo * line, (keep - lo) * line
@@ -687,7 +657,7 @@ class DataCache:
         for c in range(chunks - 2 * ways, chunks - ways):
             i0 = c * sets
             w = head[c % ways]
-            if acc.mode is _Mode.WRITE:
+            if acc.mode is LineMode.WRITE:
                 assert acc.src is not None
                 data = acc.src[i0 * line - acc.off : (i0 + sets) * line - acc.off]
             else:
@@ -697,5 +667,5 @@ class DataCache:
             self._data[set_of, w] = data.reshape(sets, line)
             self._tags[set_of, w] = (acc.first + i0 + row) >> cfg.set_shift
             self._valid[set_of, w] = True
-            self._dirty[set_of, w] = acc.mode is _Mode.WRITE
+            self._dirty[set_of, w] = acc.mode is LineMode.WRITE
             self._age[set_of, w] = acc.base_tick + i0 + row

@@ -26,7 +26,7 @@ and ``cma_alloc`` tries the next one, then gives up (-EBUSY).  vcmm models it so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfMemoryError, StateError
@@ -34,7 +34,7 @@ from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.chunk import Chunk
 from vcmm.mm.pools import ContiguousPool, SystemRamTarget
 from vcmm.mm.target import AllocRequest
-from vcmm.ranges import AddressRange
+from vcmm.ranges import AddressRange, union
 from vcmm.sizes import SZ_4K, align_down, align_up, format_size, is_power_of_two
 
 
@@ -99,7 +99,7 @@ class CmaArea(ContiguousPool):
             )
         align = max(alignment, self.granule)
         movable_loans = [c for c in self.loans if movable(c)]
-        usable = _merge([*self._space.free_ranges(), *(c.range for c in movable_loans)])
+        usable = union([*self._space.free_ranges(), *(c.range for c in movable_loans)])
         for run in usable:
             start = align_up(run.start, align)
             if start + size <= run.end:
@@ -137,18 +137,6 @@ class CmaArea(ContiguousPool):
             f"CmaArea({self.name!r}, {self._space.range}, {format_size(self.free_bytes)} "
             f"free, {format_size(self.lent_bytes)} lent)"
         )
-
-
-def _merge(ranges: Iterable[AddressRange]) -> list[AddressRange]:
-    """Touching or overlapping ranges joined, lowest first."""
-    out: list[AddressRange] = []
-    for r in sorted(ranges, key=lambda r: r.start):
-        if out and out[-1].end >= r.start:
-            last = out[-1]
-            out[-1] = AddressRange(last.start, max(last.end, r.end) - last.start)
-        else:
-            out.append(r)
-    return out
 
 
 class BorrowingSystemRam(SystemRamTarget):

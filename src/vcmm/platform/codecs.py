@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
@@ -35,6 +35,9 @@ from vcmm.platform.toml_table import (
 )
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4K, format_size, parse_size
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: Addresses are 64-bit: nothing may reach past this.
 ADDRESS_LIMIT: Final = 1 << 64
@@ -127,7 +130,7 @@ class Codec:
         error); ``reading`` holds what the record read so far."""
         raise NotImplementedError
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         """Refuse a value of the wrong type (raises :class:`Invalid`)."""
 
     def dump(self, value: Any) -> str:
@@ -151,7 +154,7 @@ class Text(Codec):
     def read(self, table: TomlTable, key: str, reading: Reading) -> str:
         return table.checked_string(key, table.require(key))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, str):
             raise Invalid(f"expected a string, got {value!r}")
         if any("\ud800" <= char <= "\udfff" for char in value):
@@ -165,7 +168,7 @@ class Boolean(Codec):
     def read(self, table: TomlTable, key: str, reading: Reading) -> bool:
         return table.checked_boolean(key, table.require(key))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, bool):
             raise Invalid(f"expected true or false, got {value!r}")
 
@@ -182,7 +185,7 @@ class Integer(Codec):
     def read(self, table: TomlTable, key: str, reading: Reading) -> int:
         return table.checked_integer(key, table.require(key))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not is_int(value):
             raise Invalid(f"expected an integer, got {value!r}")
         if value < self.minimum:
@@ -195,7 +198,7 @@ class Integer(Codec):
 class OptionalInteger(Integer):
     """An integer that may be absent (None): a file leaves the key out, a dump too."""
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if value is not None:
             super().check(value)
 
@@ -216,9 +219,9 @@ class Address(Integer):
     def read(self, table: TomlTable, key: str, reading: Reading) -> int:
         return parse_number(table.require(key), "address", lambda p: table.error(key, p))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         super().check(value)
-        if value >= ADDRESS_LIMIT:
+        if is_int(value) and value >= ADDRESS_LIMIT:
             raise Invalid(f"address {value:#x} does not fit in 64 bits")
 
     def dump(self, value: int) -> str:
@@ -236,7 +239,7 @@ class Strings(Codec):
             )
         return tuple(table.checked_string(f"{key}[{i}]", item) for i, item in enumerate(value))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
             raise Invalid(f"expected a tuple of strings, got {value!r}")
         for item in value:
@@ -289,7 +292,7 @@ class Window(Codec):
         table.require(key, self.noun)
         return _window_of(table.table(key, ("base", "size")), reading)
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         check_window(value)
 
     def rows(self, value: AddressRange) -> list[Pairs]:
@@ -324,7 +327,7 @@ class Windows(Codec):
         table.require(key, self.noun)
         return tuple(_window_of(t, reading) for t in table.tables(key, ("base", "size")))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, tuple):
             raise Invalid(f"expected a tuple of AddressRange, got {value!r}")
         for index, window in enumerate(value):
@@ -354,11 +357,11 @@ class Record(Codec):
         shape = shape_of(self.cls)
         return read_record(shape, table.table(key, shape.allowed()), reading)
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, self.cls):
             raise Invalid(f"expected a {self.cls.__name__}, got {value!r}")
 
-    def rows(self, value: object) -> list[Pairs]:
+    def rows(self, value: DataclassInstance) -> list[Pairs]:
         return [record_pairs(value)]
 
 
@@ -376,7 +379,7 @@ class Records(Codec):
         shape = shape_of(self.cls)
         return tuple(read_record(shape, t, reading) for t in table.tables(key, shape.allowed()))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         name = self.cls.__name__
         if not isinstance(value, tuple):
             raise Invalid(f"expected a tuple of {name}, got {value!r}")
@@ -384,5 +387,5 @@ class Records(Codec):
             if not isinstance(item, self.cls):
                 raise Invalid(f"expected a {name}, got {item!r}", f"[{index}]")
 
-    def rows(self, value: tuple[object, ...]) -> list[Pairs]:
+    def rows(self, value: tuple[DataclassInstance, ...]) -> list[Pairs]:
         return [record_pairs(item) for item in value]

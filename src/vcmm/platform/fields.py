@@ -33,6 +33,8 @@ from vcmm.errors import InvalidArgumentError
 from vcmm.platform.errors import KeyedError, join_key, suggest
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from vcmm.platform.codecs import Codec
     from vcmm.platform.toml_table import Reading
 
@@ -193,7 +195,7 @@ def shape_of(cls: type) -> Shape:
     return shape
 
 
-def check_fields(record: Any, error: type[KeyedError]) -> None:
+def check_fields(record: DataclassInstance, error: type[KeyedError]) -> None:
     """Check every declared field of ``record`` (types, then rules, in field order);
     the first broken rule raises ``error`` keyed with the field's file key."""
     for d in shape_of(type(record)).fields:

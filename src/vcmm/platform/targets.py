@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from vcmm.platform.codecs import (
     PAGE_SIZE,
@@ -110,7 +110,7 @@ class BlockPools(Codec):
             written[block_size] = size_key
         return table.build(layout_block_pools, base=reading.value("base"), counts=counts)
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, tuple):
             raise Invalid(f"expected a tuple of BlockPoolSpec, got {value!r}")
         for index, pool in enumerate(value):

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vcmm.checks import is_int
 from vcmm.platform.errors import KeyedError, join_key, suggest
 from vcmm.platform.fields import Declared, Shape, shape_of
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _T = TypeVar("_T")
 
@@ -214,7 +217,7 @@ def inline_array(rows: list[Pairs]) -> str:
     return "[\n" + "".join(f"    {inline_table(row)},\n" for row in rows) + "]"
 
 
-def _dumped(record: Any, shape: Shape) -> Iterator[tuple[Declared, object]]:
+def _dumped(record: DataclassInstance, shape: Shape) -> Iterator[tuple[Declared, object]]:
     """The fields a dump writes: keyed ones, not ``None``, not an omitted default,
     and not forbidden by the record's other values."""
     values = {d.attr: getattr(record, d.attr) for d in shape.fields}
@@ -229,7 +232,7 @@ def _dumped(record: Any, shape: Shape) -> Iterator[tuple[Declared, object]]:
         yield d, value
 
 
-def record_pairs(record: Any) -> Pairs:
+def record_pairs(record: DataclassInstance) -> Pairs:
     """``key = value`` pairs of a record written inline (nested tables inline too)."""
     out: Pairs = []
     for d, value in _dumped(record, shape_of(type(record))):
@@ -238,7 +241,7 @@ def record_pairs(record: Any) -> Pairs:
     return out
 
 
-def dump_record(record: Any) -> str:
+def dump_record(record: DataclassInstance) -> str:
     """A record as a TOML document: its plain keys first (TOML wants them before any
     header), then a ``[key]`` section per table and ``[[key]]`` per array item."""
     head: list[str] = []

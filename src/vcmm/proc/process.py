@@ -26,7 +26,7 @@ Rules enforced (each a typed error that changes nothing):
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import MemType
 from vcmm.checks import check_int, is_int
@@ -69,7 +69,7 @@ MAX_FDS = 1024
 class AnonymousMemory:
     """The pages behind an anonymous mapping, freed when the last VMA using them goes."""
 
-    def __init__(self, system: VcmmApi, physmem: Any) -> None:
+    def __init__(self, system: VcmmApi, physmem: PhysMem) -> None:
         self.system = system
         self.physmem = physmem
         self.users = 0

@@ -23,11 +23,11 @@ reservation with its own view of the source, so each piece can go on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from vcmm.attrs import MemType
 from vcmm.core.flags import Attr
 from vcmm.core.interfaces import VcmmApi
+from vcmm.core.objects import PhysMem
 from vcmm.errors import InvalidArgumentError
 from vcmm.proc.flags import Prot
 from vcmm.ranges import AddressRange
@@ -84,7 +84,7 @@ class Source:
     (a wrap of a driver's pages) and forgets it when the last VMA using it goes.
     """
 
-    def __init__(self, system: VcmmApi, physmem: Any, *, owned: bool) -> None:
+    def __init__(self, system: VcmmApi, physmem: PhysMem, *, owned: bool) -> None:
         self.system = system
         self.physmem = physmem
         self.owned = owned

@@ -11,17 +11,21 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vcmm.errors import InvalidArgumentError
 from vcmm.workload.runner import ScenarioResult
-from vcmm.workload.scenario import POLICY_ORDER
+from vcmm.workload.scenario_keys import POLICY_ORDER
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Extensions every plot is written with.
 FORMATS = ("png", "svg")
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -30,7 +34,7 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, base: Path) -> list[Path]:
+def _save(fig: Figure, base: Path) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in FORMATS:
@@ -83,7 +87,7 @@ def is_categorical(values: Sequence[object]) -> bool:
     return not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def _numeric_axis(ax: Any, xs: Sequence[object]) -> None:
+def _numeric_axis(ax: Axes, xs: Sequence[object]) -> None:
     """Ticks exactly at the swept values; a log2 scale when they are spread powers of two."""
     values = [float(x) for x in xs]  # type: ignore[arg-type]
     powers = all(v > 0 and float(v).is_integer() and int(v) & (int(v) - 1) == 0 for v in values)
@@ -94,7 +98,7 @@ def _numeric_axis(ax: Any, xs: Sequence[object]) -> None:
     ax.minorticks_off()
 
 
-def _y_scale(ax: Any, ys: Sequence[float]) -> None:
+def _y_scale(ax: Axes, ys: Sequence[float]) -> None:
     """Log scale only when the values span more than a decade (then it shows all of
     them); otherwise linear from zero, with plain ticks."""
     positive = [y for y in ys if y == y and y > 0]
@@ -126,7 +130,7 @@ def sweep_figure(
     *,
     metric: str = "miss_rate",
     title: str = "",
-) -> Any:
+) -> Figure:
     """Miss rate (or ``metric``) against the block policy, one series per TLB size.
 
     ``rows`` are the sweep's whole-run rows (``context == "all"``), ``keys`` the grid's
@@ -199,7 +203,7 @@ def plot_frames(result: ScenarioResult, base: str | Path) -> list[Path]:
     return _save(frames_figure(result), Path(base))
 
 
-def frames_figure(result: ScenarioResult) -> Any:
+def frames_figure(result: ScenarioResult) -> Figure:
     """IOTLB misses per frame, one series per step (physically addressed steps
     skipped).  Steps often miss exactly alike: each series has its own marker, dashes
     and a small sideways offset, and its legend entry says which step it repeats."""

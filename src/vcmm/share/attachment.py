@@ -25,6 +25,7 @@ from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.dma.api import DmaApi
+    from vcmm.hw.master import AnyMaster
     from vcmm.share.dmabuf import DmaBuf
 
 _attachment_ids = itertools.count(1)
@@ -51,7 +52,7 @@ class Attachment:
     (``attach->dma_map_attrs``).
     """
 
-    def __init__(self, dmabuf: DmaBuf, device: Any, api: DmaApi) -> None:
+    def __init__(self, dmabuf: DmaBuf, device: AnyMaster, api: DmaApi) -> None:
         self.id = next(_attachment_ids)
         self.dmabuf = dmabuf
         self.device = device

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
@@ -43,6 +43,9 @@ from vcmm.share.participants import CPU, Facts, check_participant, facts_of
 from vcmm.share.placement import Placement, iotlb_entries, place
 from vcmm.share.state import state_of
 from vcmm.undo import Transaction
+
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
 
 
 @dataclass(eq=False)
@@ -86,7 +89,7 @@ def _clear(members: list[Membership]) -> None:
 class BufferCollection:
     """Buffers negotiated by ``participants`` (module docstring)."""
 
-    def __init__(self, system: Any, name: str, participants: Sequence[str]) -> None:
+    def __init__(self, system: VcmmApi, name: str, participants: Sequence[str]) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"BufferCollection name {name!r} must be a non-empty string")
         call = f"buffer collection {name!r}"

@@ -184,7 +184,7 @@ class DmaBuf:
 
     # -- importers -----------------------------------------------------------------------------
 
-    def attach(self, device: Any) -> Attachment:
+    def attach(self, device: object) -> Attachment:
         """``dma_buf_attach``: ``device`` (a name or bus master) will access the buffer.
 
         The system's DMA API is created here if nothing made it yet (and closed again if

@@ -22,7 +22,7 @@ the bracket covers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.dma.api import DmaApi
@@ -32,13 +32,16 @@ from vcmm.dma.sg import SgEntry
 from vcmm.errors import StateError, VcmmError
 from vcmm.ranges import AddressRange, join_adjacent
 
+if TYPE_CHECKING:
+    from vcmm.hw.master import AnyMaster
+
 
 @dataclass(eq=False)
 class DeviceMapping:
     """A buffer mapped for one device through its DMA API, and how to undo it."""
 
     api: DmaApi
-    device: Any
+    device: AnyMaster
     direction: DmaDirection
     attrs: DmaAttr
     #: The list given to ``map_sg``, with the DMA segments it wrote.
@@ -52,7 +55,7 @@ class DeviceMapping:
 def map_pieces(
     call: str,
     api: DmaApi,
-    device: Any,
+    device: AnyMaster,
     pieces: list[AddressRange],
     direction: DmaDirection,
     attrs: DmaAttr,

@@ -50,6 +50,7 @@ from vcmm.core.objects import PhysMem, Reservation
 from vcmm.core.ownership import Pin
 from vcmm.dma.sg import MappedScatterList
 from vcmm.errors import InvalidArgumentError, NotMappedError, StateError
+from vcmm.hw.bus import PhysicalDevice
 from vcmm.proc.usermap import UserPiece
 from vcmm.ranges import AddressRange
 from vcmm.share import dmamap
@@ -258,8 +259,10 @@ class VcmExporter(Exporter):
         device = attachment.device
         call = f"attach {device.name} to {dmabuf.name}"
         api = attachment.api
-        if self.state.serving(call, api, device) != "direct":
-            return
+        if self.state.serving(call, api, device) != "direct" or not isinstance(
+            device, PhysicalDevice
+        ):
+            return  # an IOMMU device reaches whatever its domain maps
         buf: VcmBuffer = dmabuf.priv
         mask = api.params(device).mask
         for piece, _ in buf.pieces(0, dmabuf.size):

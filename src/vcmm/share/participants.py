@@ -18,11 +18,17 @@ is folded with the participant's own statement, plus the reasons a report shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from vcmm.errors import InvalidArgumentError, NotMappedError
+from vcmm.hw.bus import PhysicalDevice
 from vcmm.share.constraints import Constraints, Domain
 from vcmm.sizes import format_size
+
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
+    from vcmm.dma.api import DmaApi
+    from vcmm.ranges import AddressRange
 
 #: The name the CPU joins a collection under.
 CPU: Final = "cpu"
@@ -39,7 +45,7 @@ class Facts:
     reasons: tuple[str, ...] = field(default=())
 
 
-def reaches(device: Any, mask: int, regions: tuple[Any, ...]) -> bool:
+def reaches(device: PhysicalDevice, mask: int, regions: tuple[AddressRange, ...]) -> bool:
     """Whether a direct ``device`` reaches every byte of ``regions`` as one bus run
     each, below ``mask``."""
     for region in regions:
@@ -52,7 +58,7 @@ def reaches(device: Any, mask: int, regions: tuple[Any, ...]) -> bool:
     return True
 
 
-def facts_of(system: Any, api: Any, name: str) -> Facts:
+def facts_of(system: VcmmApi, api: DmaApi | None, name: str) -> Facts:
     """The platform facts of participant ``name`` (a device the DMA API serves, or
     ``"cpu"``)."""
     if name == CPU:
@@ -62,6 +68,8 @@ def facts_of(system: Any, api: Any, name: str) -> Facts:
             Constraints(domains=frozenset({Domain.CPU, Domain.RAM})),
             ("cpu: maps the bytes, so not the inaccessible domain",),
         )
+    if api is None:
+        raise InvalidArgumentError(f"participant {name!r}: a device joins through the DMA API")
     if api.ops(name) == "iommu":
         sizes = api.page_sizes(name)
         text = ", ".join(format_size(s) for s in sizes)
@@ -72,6 +80,8 @@ def facts_of(system: Any, api: Any, name: str) -> Facts:
             (f"{name}: behind an IOMMU (pages {text}): any pages, no contiguity needed",),
         )
     device = system.device(name)
+    if not isinstance(device, PhysicalDevice):  # direct DMA ops serve only these
+        raise InvalidArgumentError(f"participant {name!r} is neither IOMMU nor direct")
     mask = api.params(name).mask
     reachable = frozenset(
         target
@@ -85,7 +95,7 @@ def facts_of(system: Any, api: Any, name: str) -> Facts:
     return Facts(name, "direct", Constraints(contiguous=True, targets=reachable), (reason,))
 
 
-def check_participant(system: Any, name: object) -> str:
+def check_participant(system: VcmmApi, name: object) -> str:
     """A participant is ``"cpu"`` or a bus master of the system (not the CPU object)."""
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"participant {name!r} must be a device name or 'cpu'")

@@ -30,16 +30,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vcmm.core.custom_targets import is_secure
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import ConstraintError
 from vcmm.mm.pools import BlockPool
 from vcmm.pixels import FORMATS, MODIFIERS, ImageLayout, layout
+from vcmm.ranges import join_runs
 from vcmm.share.constraints import Constraints, Domain
 from vcmm.share.folding import Named
 from vcmm.sizes import SZ_4K, align_up, format_size
+
+if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
+    from vcmm.mm.target import MemoryTarget
 
 #: Who a refusal names when no participant's constraint binds but the platform's.
 PLATFORM = "platform"
@@ -175,7 +180,7 @@ def usable_page(block: int, page_sizes: Iterable[int]) -> int:
     return max((p for p in page_sizes if p <= block and block % p == 0), default=0)
 
 
-def choose_blocks(target: Any, total: Constraints) -> tuple[tuple[int, ...] | None, str]:
+def choose_blocks(target: MemoryTarget, total: Constraints) -> tuple[tuple[int, ...] | None, str]:
     """Block sizes to ask a pool of fixed blocks for, and why (``None``: any)."""
     if not isinstance(target, BlockPool) or total.contiguous or not total.page_sizes:
         return None, ""
@@ -216,7 +221,7 @@ def choose_alignment(total: Constraints, size: int) -> tuple[int, str]:
     )
 
 
-def _allocated(target: Any, length: int, contiguous: bool) -> int:
+def _allocated(target: MemoryTarget, length: int, contiguous: bool) -> int:
     """Bytes a target hands out for one buffer of ``length``."""
     if isinstance(target, BlockPool) and contiguous:
         return min((b for b in target.block_sizes if b >= length), default=length)
@@ -225,7 +230,7 @@ def _allocated(target: Any, length: int, contiguous: bool) -> int:
 
 def choose_target(
     collection: str,
-    system: Any,
+    system: VcmmApi,
     total: Constraints,
     domain: Domain,
     count: int,
@@ -280,7 +285,9 @@ def choose_target(
     return name, blocks, reasons + [f"passed over {r}" for r in rejected]
 
 
-def place(collection: str, system: Any, total: Constraints, named: Sequence[Named]) -> Placement:
+def place(
+    collection: str, system: VcmmApi, total: Constraints, named: Sequence[Named]
+) -> Placement:
     """Everything the fold ``total`` of ``named`` lets the collection allocate."""
     image = choose_image(collection, total, named)
     size = choose_size(collection, total, named, image)
@@ -321,14 +328,8 @@ def iotlb_entries(chunks: Iterable[tuple[int, int]], page_sizes: Iterable[int]) 
     mapped with the largest pages its address alignment and length allow (as the DMA
     API maps a buffer whose IOVA is aligned like its physical runs)."""
     pages = sorted(page_sizes, reverse=True)
-    runs: list[list[int]] = []
-    for pa, length in chunks:
-        if runs and runs[-1][0] + runs[-1][1] == pa:
-            runs[-1][1] += length
-        else:
-            runs.append([pa, length])
     entries = 0
-    for pa, length in runs:
+    for pa, length in join_runs(chunks):
         pos, end = pa, pa + length
         while pos < end:
             step = next(p for p in pages if pos % p == 0 and pos + p <= end)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from vcmm.core import Association
 from vcmm.hw.bus import SmmuDevice
@@ -87,7 +86,7 @@ class BankTurns:
         }
         self._held: dict[str, Association] = {}
 
-    def defers(self, device: Any) -> bool:
+    def defers(self, device: object) -> bool:
         """Whether ``device`` is activated per frame rather than once at set-up."""
         return isinstance(device, SmmuDevice) and device.ctx.smmu.name in self.turn_smmus
 

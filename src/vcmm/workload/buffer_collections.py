@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from vcmm.attrs import DmaDirection
 from vcmm.errors import ConstraintError, InvalidArgumentError
@@ -32,6 +32,10 @@ from vcmm.share.placement import choose_image, choose_size
 from vcmm.sizes import SZ_4K
 from vcmm.workload.patterns import FORMAT_NAMES, FrameFormat
 from vcmm.workload.scenario_keys import ScenarioError
+
+if TYPE_CHECKING:
+    from vcmm.system import System
+    from vcmm.workload.scenario import BufferSpec, StepSpec
 
 #: ``usage`` of a participant: how a device's mapping may move data.
 USAGES: Final = {
@@ -182,8 +186,8 @@ class CollectionSpec:
 def check_collections(
     collections: tuple[CollectionSpec, ...],
     platform: PlatformSpec,
-    buffers: tuple[Any, ...],
-    steps: tuple[Any, ...],
+    buffers: tuple[BufferSpec, ...],
+    steps: tuple[StepSpec, ...],
 ) -> None:
     """Names unique among buffers and collections, participants and targets the
     platform has, and no device both in a collection (DMA API) and in a step over a
@@ -223,7 +227,7 @@ def check_collections(
                     )
 
 
-def check_collection_step(step: Any, spec: CollectionSpec) -> None:
+def check_collection_step(step: StepSpec, spec: CollectionSpec) -> None:
     """A step over a collection: its device joined it, and the pattern fits (keys
     relative to the step)."""
     if spec.participant(step.device) is None:
@@ -249,7 +253,7 @@ def check_collection_step(step: Any, spec: CollectionSpec) -> None:
 # -- running ------------------------------------------------------------------------------------
 
 
-def negotiate(system: Any, spec: CollectionSpec, where: str, source: str) -> BufferCollection:
+def negotiate(system: System, spec: CollectionSpec, where: str, source: str) -> BufferCollection:
     """Create the collection and join every participant in file order; a refusal is
     a :class:`ScenarioError` keyed by the participant that broke it."""
     collection = BufferCollection(system, spec.name, spec.devices)

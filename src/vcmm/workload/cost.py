@@ -31,7 +31,8 @@ from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec
 from vcmm.sizes import SZ_4K, align_up
 from vcmm.workload.patterns import Plane
-from vcmm.workload.scenario import POLICIES, BufferSpec, Scenario, StepSpec
+from vcmm.workload.scenario import BufferSpec, Scenario, StepSpec
+from vcmm.workload.scenario_keys import POLICIES
 
 #: Cost of a page-table walk in visits that hit.
 WALK_WEIGHT = 12

@@ -23,9 +23,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from vcmm.checks import is_int
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import InvalidArgumentError
 from vcmm.platform import PlatformSpec, load_default, load_platform, loads_platform
@@ -34,7 +33,7 @@ from vcmm.platform.devicetree import is_devicetree_path
 from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
-from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K, align_up, format_size
+from vcmm.sizes import SZ_1M, SZ_4K, align_up, format_size
 from vcmm.tlbcost import INVALIDATION_MODES
 from vcmm.workload.buffer_collections import (
     CollectionSpec,
@@ -52,6 +51,8 @@ from vcmm.workload.patterns import (
     check_burst,
 )
 from vcmm.workload.scenario_keys import (
+    POLICIES,
+    REPLACEMENTS,
     AccessMode,
     BufferSize,
     RowStride,
@@ -61,39 +62,14 @@ from vcmm.workload.scenario_keys import (
     frame_of,
     is_frame,
 )
+from vcmm.workload.scenario_params import apply_params
 from vcmm.workload.traffic_spec import TrafficSpec
 
-#: Allocation policies and the block sizes each allows (``None``: every size, largest
-#: first).  A single size makes every chunk, hence every page of the mapping, that
-#: size: the clean experiment of the seed's 4K/64K/1M argument.
-POLICIES: Final[dict[str, tuple[int, ...] | None]] = {
-    "4k": (SZ_4K,),
-    "64k": (SZ_64K,),
-    "1m": (SZ_1M,),
-    "16m": (SZ_16M,),
-    "largest": None,
-}
-#: Policies in increasing block size, the x axis of every policy plot.
-POLICY_ORDER: Final = ("4k", "64k", "1m", "16m", "largest")
 ACCESSES: Final = ("read", "write")
-REPLACEMENTS: Final = ("lru", "fifo", "random")
 #: Buffers a step may move real bytes through (``data = true``) are at most this big.
 DATA_LIMIT: Final = 64 * SZ_1M
 #: Frames per step are bounded so a typo cannot start an hour-long run.
 MAX_FRAMES: Final = 10_000
-#: The parameters a sweep may vary (``--grid key=v1,v2``).
-SWEEP_KEYS: Final = (
-    "policy",
-    "tlb_entries",
-    "ways",
-    "replacement",
-    "pattern",
-    "frames",
-    "burst",
-    "invalidation",
-)
-
-
 # -- the description ---------------------------------------------------------------------
 
 
@@ -506,106 +482,9 @@ class Scenario:
         return dataclasses.replace(platform, smmus=tuple(smmus))
 
     def with_params(self, **params: object) -> Scenario:
-        """A copy with sweep parameters applied (see :data:`SWEEP_KEYS`).
-
-        ``policy`` sets every buffer's policy, ``pattern`` / ``frames`` every step's,
-        ``tlb_entries`` / ``ways`` / ``replacement`` every SMMU's TLB, ``burst`` the burst,
-        ``invalidation`` the DMA API's IOTLB invalidation mode.
-        Errors name the parameter as ``--grid <key>``.
-        """
-        unknown = [k for k in params if k not in SWEEP_KEYS]
-        if unknown:
-            name = unknown[0]
-            raise ScenarioError(
-                f"unknown parameter {name!r}{suggest(name, SWEEP_KEYS)}; "
-                f"allowed: {', '.join(SWEEP_KEYS)}",
-                key=f"--grid {name}",
-                source=self.source,
-            )
-        merged = dict(self.params) | dict(params)
-        try:
-            buffers, steps, tlb, burst = _param_changes(self, params)
-            invalidation = self.invalidation
-            if "invalidation" in params:
-                invalidation = _param_choice(
-                    "invalidation", params["invalidation"], INVALIDATION_MODES
-                )
-            return dataclasses.replace(
-                self,
-                buffers=buffers,
-                steps=steps,
-                tlb=tlb,
-                burst=burst,
-                invalidation=invalidation,
-                params=tuple(merged.items()),
-            )
-        except ScenarioError as err:
-            if err.key.startswith("--grid"):
-                raise ScenarioError(err.problem, key=err.key, source=self.source) from None
-            what = ", ".join(f"{k}={v}" for k, v in params.items())
-            raise ScenarioError(
-                f"{err.key + ': ' if err.key else ''}{err.problem}",
-                key=f"--grid {what}",
-                source=self.source,
-            ) from None
-
-
-def _replaced(items: tuple[Any, ...], where: str, **changes: object) -> tuple[Any, ...]:
-    """Every item with ``changes``; an item's error is keyed ``where[i]``."""
-    out = []
-    for index, item in enumerate(items):
-        try:
-            out.append(dataclasses.replace(item, **changes))
-        except ScenarioError as err:
-            raise err.within(f"{where}[{index}]") from None
-    return tuple(out)
-
-
-def _param_changes(
-    sc: Scenario, params: dict[str, object]
-) -> tuple[tuple[BufferSpec, ...], tuple[StepSpec, ...], TlbOverride, int]:
-    """The buffers, steps, TLB override and burst under sweep ``params``, each
-    parameter checked first."""
-    buffers, steps, tlb, burst = sc.buffers, sc.steps, sc.tlb, sc.burst
-    if "policy" in params:
-        policy = _param_choice("policy", params["policy"], tuple(POLICIES))
-        buffers = _replaced(buffers, "buffers", policy=policy)
-    step_changes: dict[str, object] = {}
-    if "pattern" in params:
-        step_changes["pattern"] = _param_choice("pattern", params["pattern"], PATTERNS)
-    if "frames" in params:
-        step_changes["frames"] = _param_int("frames", params["frames"], 1)
-    if step_changes:
-        steps = _replaced(steps, "steps", **step_changes)
-    if "burst" in params:
-        burst = _param_int("burst", params["burst"], 1)
-    tlb_changes: dict[str, object] = {}
-    for param, attr in (("tlb_entries", "entries"), ("ways", "ways")):
-        if param in params:
-            tlb_changes[attr] = _param_int(param, params[param], 1)
-    if "replacement" in params:
-        tlb_changes["replacement"] = _param_choice(
-            "replacement", params["replacement"], REPLACEMENTS
-        )
-    if tlb_changes:
-        tlb = dataclasses.replace(tlb, **tlb_changes)  # type: ignore[arg-type]
-    return buffers, steps, tlb, burst
-
-
-def _param_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ScenarioError(
-            f"{value!r} is not one of {', '.join(choices)}"
-            + (suggest(value, choices) if isinstance(value, str) else ""),
-            key=f"--grid {key}",
-        )
-    return value
-
-
-def _param_int(key: str, value: object, minimum: int) -> int:
-    if not is_int(value) or value < minimum:
-        raise ScenarioError(f"{value!r} is not an integer >= {minimum}", key=f"--grid {key}")
-    return value
+        """A copy with sweep parameters applied (see :data:`SWEEP_KEYS` and
+        :func:`~vcmm.workload.scenario_params.apply_params`)."""
+        return apply_params(self, params)
 
 
 # -- reading files --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Scenarios are only read, never written, so these codecs have no ``dump``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError
@@ -18,12 +18,28 @@ from vcmm.platform.codecs import Codec, Integer, parse_number
 from vcmm.platform.errors import KeyedError, suggest
 from vcmm.platform.fields import Invalid
 from vcmm.platform.toml_table import Reading, TomlTable
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_16M, SZ_64K
 from vcmm.workload.patterns import DEFAULT_TILE, FrameFormat
 
 
 class ScenarioError(KeyedError):
     """A scenario breaks a rule; the message names the file, the key and the problem."""
 
+
+#: Allocation policies and the block sizes each allows (``None``: every size, largest
+#: first).  A single size makes every chunk, hence every page of the mapping, that
+#: size: the clean experiment of the seed's 4K/64K/1M argument.
+POLICIES: Final[dict[str, tuple[int, ...] | None]] = {
+    "4k": (SZ_4K,),
+    "64k": (SZ_64K,),
+    "1m": (SZ_1M,),
+    "16m": (SZ_16M,),
+    "largest": None,
+}
+#: Policies in increasing block size, the x axis of every policy plot.
+POLICY_ORDER: Final = ("4k", "64k", "1m", "16m", "largest")
+#: TLB replacement policies a scenario's ``[tlb]`` may choose.
+REPLACEMENTS: Final = ("lru", "fifo", "random")
 
 #: What ``access`` says about a buffer, as the ``readonly`` flag it sets.
 ACCESS_MODES: Final = {"rw": False, "ro": True}
@@ -59,7 +75,7 @@ class BufferSize(Codec):
             return frame.size
         return parse_number(value, "size", lambda problem: table.error(key, problem))
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not is_int(value):
             raise Invalid(f"expected an integer, got {value!r}")
         if value < 1:
@@ -93,7 +109,7 @@ class TargetNames(Codec):
             return tuple(raw)
         raise table.error(key, f"expected a target name or a list of names, got {raw!r}")
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, tuple) or not value or not all(isinstance(t, str) for t in value):
             raise Invalid(f"expected a target name or a list of names, got {value!r}")
 
@@ -110,7 +126,7 @@ class AccessMode(Codec):
             )
         return ACCESS_MODES[value]
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if not isinstance(value, bool):
             raise Invalid(f"expected true or false, got {value!r}")
 
@@ -126,7 +142,7 @@ class Tile(Codec):
         width, rows = (int(p) for p in parts)
         return width, rows
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         if (
             not isinstance(value, tuple)
             or len(value) != 2

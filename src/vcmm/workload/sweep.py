@@ -40,7 +40,8 @@ from vcmm.workload.executors import PointExecutor, make_executor
 from vcmm.workload.resume import PointRows, read_finished
 from vcmm.workload.rows import INT_KEYS, METRICS, csv_cell, failed_row
 from vcmm.workload.runner import TLB_FIELDS, run_scenario
-from vcmm.workload.scenario import SWEEP_KEYS, Scenario, ScenarioError
+from vcmm.workload.scenario import Scenario, ScenarioError
+from vcmm.workload.scenario_params import SWEEP_KEYS
 
 __all__ = [
     "METRICS",

@@ -25,7 +25,7 @@ import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -33,8 +33,12 @@ from vcmm.attrs import Access
 from vcmm.core.flags import PhysAttr
 from vcmm.dma import DmaApi, ReportKind
 from vcmm.errors import DeviceFaultError, InvalidArgumentError
+from vcmm.hw.bus import SmmuDevice
 from vcmm.sizes import SZ_4K, align_up
 from vcmm.workload.traffic_spec import TrafficSpec
+
+if TYPE_CHECKING:
+    from vcmm.system import System
 
 #: Burst size of the device's packet accesses.
 PACKET_BURST: Final = 64
@@ -77,14 +81,15 @@ class InvalidationResult:
 class _Flow:
     """A flow's buffers and the mappings in flight."""
 
-    def __init__(self, system: Any, dma: DmaApi, spec: TrafficSpec) -> None:
+    def __init__(self, system: System, dma: DmaApi, spec: TrafficSpec) -> None:
         self.spec = spec
-        self.device = system.device(spec.device)
+        device = system.device(spec.device)
         domain = dma.domain(spec.device)
-        if domain is None:
+        if domain is None or not isinstance(device, SmmuDevice):
             raise InvalidArgumentError(
                 f"traffic device {spec.device!r} is not behind an IOMMU; a flow needs one"
             )
+        self.device = device
         self.result = TrafficResult(
             spec.device, domain.name, spec.direction, 0, spec.packet_size, spec.ring
         )
@@ -142,7 +147,7 @@ class _Flow:
             self.reclaim(dma, stray=False)
 
 
-def run_traffic(system: Any, flows: tuple[TrafficSpec, ...]) -> list[TrafficResult]:
+def run_traffic(system: System, flows: tuple[TrafficSpec, ...]) -> list[TrafficResult]:
     """Run ``flows`` concurrently on ``system``'s DMA API (created if it has none): each
     posts a packet every ``gap_ns`` of simulated time, the earliest due first (ties in
     file order), the clock advanced to each packet's time; every buffer is unmapped at
@@ -166,7 +171,7 @@ def run_traffic(system: Any, flows: tuple[TrafficSpec, ...]) -> list[TrafficResu
     return [flow.result for flow in running]
 
 
-def invalidation_results(system: Any) -> list[InvalidationResult]:
+def invalidation_results(system: System) -> list[InvalidationResult]:
     """Each DMA domain's invalidation counters (none when no DMA API was used)."""
     dma = DmaApi.current(system)
     if dma is None:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
 from vcmm.hw.memory import PhysicalMemory
-from vcmm.hw.pgtable.format import PageTableFormat, Role
+from vcmm.hw.pgtable.format import DescriptorKind, PageTableFormat, Role
 from vcmm.hw.walk import WalkArrays
 
 U64 = npt.NDArray[np.uint64]
@@ -102,27 +102,45 @@ def walk_into(
             out.shift[r] = shift
             out.base[r] = (va[sel] >> np.uint64(shift)) << np.uint64(shift)
             out.pa_base[r] = pa
-            inherited = (
-                parent_desc[sel] & np.uint64(parent.attr_mask)
-                if parent is not None and kind.inherits
-                else np.zeros(sel.shape, dtype=np.uint64)
+            out.attr_index[r] = _attr_numbers(
+                fmt, kind, parent, words[sel], parent_desc[sel], attrs, index_of
             )
-            bits = words[sel] & np.uint64(kind.attr_mask)
-            if (bits == bits[0]).all() and (inherited == inherited[0]).all():
-                first, inverse = np.zeros(1, dtype=np.int64), np.zeros(sel.shape, dtype=np.int64)
-            else:
-                keys = np.stack([bits, inherited], axis=1)
-                _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            numbers = np.empty(first.shape[0], dtype=np.int64)
-            for u in range(first.shape[0]):
-                j = sel[first[u]]
-                a = fmt.leaf_attrs(kind, int(words[j]), parent, int(parent_desc[j]))
-                number = index_of.get(a)
-                if number is None:
-                    number = index_of[a] = len(attrs)
-                    attrs.append(a)
-                numbers[u] = number
-            out.attr_index[r] = numbers[inverse.reshape(-1)]
         walking = walking[nxt]
         table = table[nxt]
         parent_desc = parent_desc[nxt]
+
+
+def _attr_numbers(
+    fmt: PageTableFormat,
+    kind: DescriptorKind,
+    parent: DescriptorKind | None,
+    words: U64,
+    parent_desc: U64,
+    attrs: list[PageAttrs],
+    index_of: dict[PageAttrs, int],
+) -> I64:
+    """The index in ``attrs`` of each leaf's attributes (``words`` are leaves of one
+    kind, ``parent_desc`` their table descriptors), decoding each distinct pair of
+    attribute bits once: a stream's leaves mostly share a handful of attributes."""
+    inherited = (
+        parent_desc & np.uint64(parent.attr_mask)
+        if parent is not None and kind.inherits
+        else np.zeros(words.shape, dtype=np.uint64)
+    )
+    bits = words & np.uint64(kind.attr_mask)
+    if (bits == bits[0]).all() and (inherited == inherited[0]).all():
+        first, inverse = np.zeros(1, dtype=np.int64), np.zeros(words.shape, dtype=np.int64)
+    else:
+        keys = np.stack([bits, inherited], axis=1)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    numbers = np.empty(first.shape[0], dtype=np.int64)
+    for u in range(first.shape[0]):
+        j = int(first[u])
+        a = fmt.leaf_attrs(kind, int(words[j]), parent, int(parent_desc[j]))
+        number = index_of.get(a)
+        if number is None:
+            number = index_of[a] = len(attrs)
+            attrs.append(a)
+        numbers[u] = number
+    result: I64 = numbers[inverse.reshape(-1)]
+    return result

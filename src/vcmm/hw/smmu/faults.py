@@ -124,8 +124,7 @@ class ContextFaults:
             try:
                 out[i] = self._handle(translator, res.fault, device).pa
             except DeviceFaultError as exc:
-                exc.completed = i  # type: ignore[attr-defined]
-                exc.details["completed"] = i
+                exc.completed = i
                 raise
             i += 1
         return out
