@@ -16,17 +16,58 @@ then maps the pieces one by one, which refuses with the exact error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from vcmm.attrs import PageAttrs
+from vcmm.errors import VcmmError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat
 from vcmm.hw.pgtable.tableset import Edit, TableSet
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+
+
+def single_pages(
+    fmt: PageTableFormat, va_limit: int, pieces: Sequence[object], sizes: Sequence[object]
+) -> tuple[U64, U64, I64, list[Mapping[str, int]]] | None:
+    """Pieces that are each one smallest page (``sizes`` forcing it or nothing), as
+    arrays for :func:`install_pages`: addresses, outputs, attribute group of each, the
+    groups' field values; None if any piece is anything else (the general path then
+    checks it exactly)."""
+    page = fmt.min_page
+    if not pieces or any(s is not None and s != page for s in sizes):
+        return None
+    groups: dict[PageAttrs, int] = {}
+    values: list[Mapping[str, int]] = []
+    rows = []
+    last: object = None
+    g = 0
+    for piece in pieces:
+        if type(piece) is not tuple or len(piece) != 4:
+            return None
+        va, pa, size, attrs = piece
+        if (
+            type(va) is not int or type(pa) is not int or size != page or type(size) is not int
+            or va < 0 or pa < 0 or va % page or pa % page or va + page > va_limit
+            or type(attrs) is not PageAttrs
+        ):  # fmt: skip
+            return None
+        if attrs is not last:  # the pieces of one backing share a few attribute objects
+            known = groups.get(attrs)
+            if known is None:
+                try:
+                    values.append(fmt.attr_values(attrs))
+                except VcmmError:
+                    return None
+                known = groups[attrs] = len(values) - 1
+            last, g = attrs, known
+        rows.append((va, pa, g))
+    table = np.array(rows, dtype=np.uint64)
+    return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
 
 
 def install_pages(
