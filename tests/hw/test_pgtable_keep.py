@@ -40,7 +40,7 @@ def state(mem: PhysicalMemory, tm: TableMemory, pt: PageTable) -> tuple[object, 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
 def test_a_map_unmap_pair_allocates_its_tables_once(fmt: PageTableFormat) -> None:
-    mem, tm, pt = make(fmt)
+    _mem, tm, pt = make(fmt)
     assert pt.keep_tables
     va = SZ_1G + 5 * SZ_4K
     pt.map(va, RAM + SZ_16K * 64, SZ_4K, A)
@@ -61,7 +61,7 @@ def test_a_map_unmap_pair_allocates_its_tables_once(fmt: PageTableFormat) -> Non
 
 
 def test_a_section_over_a_kept_v7s_table_releases_it() -> None:
-    mem, tm, pt = make(ARMV7S)
+    _mem, _tm, pt = make(ARMV7S)
     root_only = pt.table_pages()
     pt.map(SZ_1M + SZ_4K, RAM, SZ_4K, A)
     pt.unmap(SZ_1M + SZ_4K, SZ_4K)
@@ -73,7 +73,7 @@ def test_a_section_over_a_kept_v7s_table_releases_it() -> None:
 
 
 def test_a_1g_block_over_kept_lpae_tables_releases_the_subtree() -> None:
-    mem, tm, pt = make(VMSAV8_4K)
+    _mem, tm, pt = make(VMSAV8_4K)
     pt.map(0, RAM, SZ_4K, A)  # the level-1 table stays in use
     upper, used = pt.table_pages(), tm.used_bytes
     for va in (SZ_1G + SZ_4K, SZ_1G + 7 * SZ_2M):  # two level-3 tables under one level 2
@@ -101,7 +101,7 @@ def test_a_block_over_a_table_still_holding_pages_is_refused(fmt: PageTableForma
 def test_a_kept_v7s_table_takes_the_ns_bit_of_the_next_page() -> None:
     """ARMv7 pages inherit NS from the table descriptor: an empty kept table is
     restamped (as a new one would be made), a table still in use refuses."""
-    mem, tm, pt = make(ARMV7S)
+    _mem, _tm, pt = make(ARMV7S)
     secure, nonsecure = A.with_(ns=False), A.with_(ns=True)
     pt.map(SZ_1M, RAM, SZ_4K, nonsecure)
     pt.unmap(SZ_1M, SZ_4K)
@@ -154,7 +154,7 @@ def test_a_failing_call_inside_a_journal_takes_back_only_itself() -> None:
 
 
 def test_without_keep_tables_an_unmap_releases_them() -> None:
-    mem, tm, pt = make(ARMV7S, keep_tables=False)
+    _mem, tm, pt = make(ARMV7S, keep_tables=False)
     used = tm.used_bytes
     pt.map(SZ_1M, RAM, SZ_4K, A)
     pt.unmap(SZ_1M, SZ_4K)

@@ -286,10 +286,29 @@ class MappingGraph:
                 del self._chunks[m.chunk]
 
     def add(self, res_id: int, mappings: Iterable[Mapping]) -> None:
-        """Enter a reservation's new mappings."""
-        for m in mappings:
-            assert m.res_id == res_id
-            self._insert(m)
+        """Enter a reservation's new mappings (in bulk: a backing of 16384 pieces
+        enters them with a few dict updates and one index merge)."""
+        new = list(mappings)
+        assert all(m.res_id == res_id for m in new)
+        if not new:
+            return
+        keys = [(res_id, m.va) for m in new]
+        self._edges.update(zip(keys, new, strict=True))
+        self._by_res.setdefault(res_id, {}).update((m.va, m) for m in new)
+        self._index.add_many(
+            [(m.phys.start, m.phys.start + m.phys.size, k) for m, k in zip(new, keys, strict=True)]
+        )
+        counted: list[tuple[AddressRange, int]] = []  # runs of one chunk object
+        for m in new:
+            if m.chunk is None:
+                continue
+            if counted and counted[-1][0] is m.chunk:
+                counted[-1] = (m.chunk, counted[-1][1] + 1)
+            else:
+                counted.append((m.chunk, 1))
+        chunks = self._chunks
+        for chunk, n in counted:
+            chunks[chunk] = chunks.get(chunk, 0) + n
         self._sorted.pop(res_id, None)
 
     def remove(self, res_id: int) -> list[Mapping]:

@@ -18,6 +18,7 @@ ends and key sets live in dicts keyed by the start.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Hashable
 
 #: What :meth:`PhysIndex.cover` reports for bytes no key covers.
@@ -79,6 +80,32 @@ class PhysIndex:
                 keys[pos] = {key}
                 pos = stop
             i += 1
+
+    def add_many(self, items: list[tuple[int, int, Hashable]]) -> None:
+        """:meth:`add` of every ``(start, end, key)``, each key new to the index.
+
+        Ranges that neither overlap each other nor anything indexed (a fresh buffer's
+        pieces) become one segment each, merged into the sorted starts in one pass;
+        otherwise they are added one by one.  The result is the same either way.
+        """
+        items = sorted(item for item in items if item[0] < item[1])
+        starts, ends = self._starts, self._end
+        apart = all(a[1] <= b[0] for a, b in itertools.pairwise(items))
+        if apart and starts:
+            at = [bisect.bisect_left(starts, s) for s, _, _ in items]
+            n = len(starts)
+            apart = all(
+                (i == n or e <= starts[i]) and (i == 0 or ends[starts[i - 1]] <= s)
+                for i, (s, e, _) in zip(at, items, strict=True)
+            )
+        if not apart:
+            for start, end, key in items:
+                self.add(start, end, key)
+            return
+        ends.update((s, e) for s, e, _ in items)
+        self._keys.update((s, {key}) for s, _, key in items)
+        starts += [s for s, _, _ in items]
+        starts.sort()  # two sorted runs: one merge
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """Forget ``key`` over ``[start, end)`` (exactly the range it was added with)

@@ -142,9 +142,12 @@ def _inherited_agree(
     if not kind.inherits or parent_kind is None:
         return True
     wanted = [tuple(v.get(name, 0) for name in kind.inherits) for v in values]
-    for i in np.flatnonzero(here).tolist():
-        have = parent_kind.field_values(int(parent_desc[i]))
-        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(groups[i])]:
+    sel = np.flatnonzero(here)
+    # each distinct (table descriptor, attribute group) pair is decoded once
+    pairs = np.unique(np.stack((parent_desc[sel], groups[sel].astype(np.uint64))), axis=1)
+    for desc, g in pairs.T.tolist():
+        have = parent_kind.field_values(int(desc))
+        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(g)]:
             return False
     first: dict[int, tuple[int, ...]] = {}
     shift = geo.levels[len(geo.levels) - 2].shift if len(geo.levels) > 1 else 0

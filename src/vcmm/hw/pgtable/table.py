@@ -226,6 +226,12 @@ class PageTable:
         self._live(op)
         return self._tables.journal(op)
 
+    def release_empty(self, tables: Sequence[int]) -> None:
+        """Give back those of ``tables`` (as a journal's ``allocated()`` lists them)
+        that map nothing any more: the undo of a map whose tables an unmap kept."""
+        with self._tables.editing("release_empty") as edit:
+            self._tables.release_empty(edit, list(tables))
+
     @property
     def sizes(self) -> tuple[int, ...]:
         """Page and block sizes this table can map, largest first."""

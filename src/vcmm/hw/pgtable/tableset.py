@@ -153,6 +153,28 @@ class TableSet:
             self.release_subtrees(edit, info.li, child, 0, self._geo.levels[info.li].entries)
             self.release(edit, child)
 
+    def release_empty(self, edit: Edit, tables: list[int]) -> None:
+        """Release each of ``tables`` (newest first) that is still in the tree and
+        maps nothing, clearing the descriptor that points at it."""
+        for table in reversed(tables):
+            info = self._tables.get(table)
+            if info is None or info.li == 0 or info.count:
+                continue
+            tk = self._geo.levels[info.li - 1].table_kind
+            assert tk is not None
+            for parent, above in list(self._tables.items()):
+                if above.li != info.li - 1:
+                    continue
+                words = self._memory.read_words(
+                    parent, self._geo.levels[above.li].entries, self._eb
+                )
+                hit = np.flatnonzero(((words & self._vm) != 0) & tk.match_many(words))
+                slot = hit[tk.output_many(words[hit]) == np.uint64(table)]
+                if slot.size:
+                    self.write(edit, parent, int(slot[0]), np.zeros(1, dtype=np.uint64))
+                    self.release(edit, table)
+                    break
+
     def editing(self, op: str) -> _Editing:
         """An :class:`Edit` for the ``with`` block: committed if the block completes,
         rolled back (and the exception passed on) if anything in it raises.  Inside a
@@ -221,6 +243,11 @@ class Journal:
     def __init__(self, tables: TableSet, edit: Edit) -> None:
         self._tables = tables
         self._edit = edit
+
+    def allocated(self) -> list[int]:
+        """Tables allocated since the journal opened and still in the tree, oldest
+        first (what :meth:`TableSet.release_empty` can give back later)."""
+        return [t for t in self._edit.allocated if t not in self._edit.released]
 
     def commit(self) -> None:
         """Make every change final (free the tables they released)."""
