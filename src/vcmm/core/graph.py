@@ -173,6 +173,11 @@ class MappingGraph:
         key sets are the index's own: do not mutate them)."""
         return self._index.cover(phys.start, phys.end)  # type: ignore[return-value]
 
+    def untouched(self, ranges: Iterable[AddressRange]) -> bool:
+        """Whether no edge (the linear map included) covers any byte of ``ranges``, and
+        no two of them overlap: new edges over them change no other and share nothing."""
+        return self._index.clear_of(sorted((r.start, r.start + r.size) for r in ranges))
+
     def overlapping(self, phys: AddressRange, *, linear: bool = True) -> list[Mapping]:
         """Every edge covering some byte of ``phys``, by physical address then VA."""
         keys = self._index.keys_over(phys.start, phys.end)

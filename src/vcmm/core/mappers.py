@@ -219,9 +219,12 @@ class _TableMapper:
             self._sizes = tuple(self._table().sizes)
         return self._sizes
 
+    #: The bits of a VA the table is indexed with (kernel VAs lose their top bits).
+    _va_mask = (1 << 64) - 1
+
     def _index_va(self, va: int) -> int:
-        """The address the table is indexed with (kernel VAs lose their top bits)."""
-        return va
+        """The address the table is indexed with."""
+        return va & self._va_mask
 
     def page_table(self) -> PageTable:
         return self._table()
@@ -236,8 +239,8 @@ class _TableMapper:
         the same table bytes as :meth:`map` run by run, the same ranges to invalidate."""
         if not runs:
             return
-        index_va = self._index_va
-        pieces = [(index_va(run.va), run.pa, run.size, attrs) for attrs, run in runs]
+        mask = self._va_mask
+        pieces = [(run.va & mask, run.pa, run.size, attrs) for attrs, run in runs]
         sizes = [run.page_size for _, run in runs]
         self._table().map_many(pieces, page_size=sizes, entries=False)
         self._dirty += [(run.va, run.size) for _, run in runs]
@@ -357,8 +360,7 @@ class VmmMapper(_TableMapper):
     def _table(self) -> PageTable:
         return self.cpu.kernel_table
 
-    def _index_va(self, va: int) -> int:
-        return va & _VA_MASK
+    _va_mask = _VA_MASK
 
     def _finish(self, ranges: list[tuple[int, int]]) -> None:
         gather = self.cpu.tlb_gather()

@@ -81,6 +81,21 @@ class PhysIndex:
                 pos = stop
             i += 1
 
+    def clear_of(self, ranges: list[tuple[int, int]]) -> bool:
+        """Whether the ``(start, end)`` ranges, sorted by start, overlap neither each
+        other nor any segment (a quick test before work done in bulk)."""
+        if not all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)):
+            return False
+        starts, ends = self._starts, self._end
+        if not starts:
+            return True
+        n = len(starts)
+        at = [bisect.bisect_left(starts, s) for s, _ in ranges]
+        return all(
+            (i == n or e <= starts[i]) and (i == 0 or ends[starts[i - 1]] <= s)
+            for i, (s, e) in zip(at, ranges, strict=True)
+        )
+
     def add_many(self, items: list[tuple[int, int, Hashable]]) -> None:
         """:meth:`add` of every ``(start, end, key)``, each key new to the index.
 
@@ -89,23 +104,14 @@ class PhysIndex:
         otherwise they are added one by one.  The result is the same either way.
         """
         items = sorted(item for item in items if item[0] < item[1])
-        starts, ends = self._starts, self._end
-        apart = all(a[1] <= b[0] for a, b in itertools.pairwise(items))
-        if apart and starts:
-            at = [bisect.bisect_left(starts, s) for s, _, _ in items]
-            n = len(starts)
-            apart = all(
-                (i == n or e <= starts[i]) and (i == 0 or ends[starts[i - 1]] <= s)
-                for i, (s, e, _) in zip(at, items, strict=True)
-            )
-        if not apart:
+        if not self.clear_of([(s, e) for s, e, _ in items]):
             for start, end, key in items:
                 self.add(start, end, key)
             return
-        ends.update((s, e) for s, e, _ in items)
+        self._end.update((s, e) for s, e, _ in items)
         self._keys.update((s, {key}) for s, _, key in items)
-        starts += [s for s, _, _ in items]
-        starts.sort()  # two sorted runs: one merge
+        self._starts += [s for s, _, _ in items]
+        self._starts.sort()  # two sorted runs: one merge
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """Forget ``key`` over ``[start, end)`` (exactly the range it was added with)

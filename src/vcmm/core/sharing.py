@@ -62,6 +62,11 @@ def plan_back(
     ``attrs`` are the new mappings' attributes without and with the shareable bit."""
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
+    if graph.untouched(phys for _, phys, _ in pieces):  # fresh memory: one private edge each
+        return [
+            Mapping(space, owner, phys, va, private_attrs, res_id, chunk)
+            for va, phys, chunk in pieces
+        ], []
     memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []
     changes: dict[Key, list[Change]] = {}
