@@ -138,3 +138,9 @@ class ConstraintError(InvalidArgumentError):
         super().__init__(message)
         self.participant = participant
         self.constraint = constraint
+
+
+class TargetPolicyError(StateError):
+    """A memory target registered at run time answered against the target contract:
+    chunks outside its regions, overlapping each other or a live allocation, of the
+    wrong size or alignment, or an exception that is not a :class:`VcmmError`."""

@@ -226,6 +226,8 @@ class System:
     vcm_phys_owners = _vcmm_call(Vcmm.vcm_phys_owners)
     vcm_phys_pin = _vcmm_call(Vcmm.vcm_phys_pin)
     vcm_phys_unpin = _vcmm_call(Vcmm.vcm_phys_unpin)
+    vcm_register_target = _vcmm_call(Vcmm.vcm_register_target)
+    vcm_unregister_target = _vcmm_call(Vcmm.vcm_unregister_target)
     vcm_back = _vcmm_call(Vcmm.vcm_back)
     vcm_unback = _vcmm_call(Vcmm.vcm_unback)
     vcm_sync_for_device = _vcmm_call(Vcmm.vcm_sync_for_device)

@@ -9,7 +9,7 @@ its own address space, and nothing is copied between buffers.
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any
 
 import numpy as np
@@ -76,8 +76,13 @@ def test_camera_codec_display_share_two_buffers_ordered_by_fences(rig: Any) -> N
     order: list[str] = []
     shown: list[np.ndarray] = []
 
+    sensor = threading.Event()
+
     def capture() -> None:
-        time.sleep(0.05)  # a slow sensor: the decoder must not start before this ends
+        # A slow sensor: the frame comes once every job is queued, so the decoder and the
+        # display are still waiting when their dependencies are checked, however slow
+        # the machine is.
+        assert sensor.wait(5.0)
         camera.write(cam_sg.dma_address, frame)
         order.append("capture")
 
@@ -97,6 +102,7 @@ def test_camera_codec_display_share_two_buffers_ordered_by_fences(rig: Any) -> N
     # Implicit sync through the reservation objects: each job depends on the last writer.
     assert dec_job.deps == (cam_job.fence,)
     assert disp_job.deps == (dec_job.fence,)
+    sensor.set()
     disp_job.fence.wait(5.0)
     assert order == ["capture", "decode", "display"]
     assert [j.fence.error for j in (cam_job, dec_job, disp_job)] == [None, None, None]

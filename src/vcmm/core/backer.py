@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.core import backing, sharing
-from vcmm.core.flags import page_attrs_of
+from vcmm.core.custom_targets import refuse_non_secure
+from vcmm.core.flags import Attr, page_attrs_of
 from vcmm.core.objects import PhysMem, Reservation, VcmKind
 from vcmm.core.spaces import fixed_placement
 from vcmm.core.state import CoreState, check_handle
@@ -73,6 +74,8 @@ class Backer:
                 f"{call}: {physmem.name} has {format_size(physmem.size)}, less than"
                 f" {res.name}'s {format_size(res.len)}"
             )
+        if not res.attr & Attr.SECURE:
+            refuse_non_secure(self.state, call, res, physmem)
         base = res.addr
         if vcm.kind is VcmKind.ONE_TO_ONE:
             base = backing.one_to_one_base(call, res, physmem)

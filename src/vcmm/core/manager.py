@@ -40,6 +40,9 @@ call                                  refused (besides bad arguments and freed h
                                       (``OwnershipError``)
 ``vcm_phys_owners(ranges)``           pages of the page-table window or free in a target
 ``vcm_phys_unpin(pin)``               the pin was already released
+``vcm_register_target(target)``       name taken; regions not RAM nobody owns (another
+                                      target, tables, reserved, linear map, mapped)
+``vcm_unregister_target(name)``       a platform target; live allocations from it
 ``vcm_back(res, physmem)``            already backed; physmem too small; an alias with
                                       another memory type (``AttributeConflictError``);
                                       one-to-one backing discontiguous or outside the VCM
@@ -52,7 +55,8 @@ call                                  refused (besides bad arguments and freed h
 and one part per concern, and each seed call takes the machine lock and runs the
 part's method: :mod:`vcmm.core.spaces` (VCMs, reservations, split and merge),
 :mod:`vcmm.core.binding` (associations, activation, fault hooks),
-:mod:`vcmm.core.allocations` (``vcm_phys_*``) and :mod:`vcmm.core.backer` (backing,
+:mod:`vcmm.core.allocations` (``vcm_phys_*``), :mod:`vcmm.core.custom_targets`
+(memory targets registered at run time) and :mod:`vcmm.core.backer` (backing,
 unbacking, cache maintenance; its machinery in :mod:`vcmm.core.backing`, the hardware
 side in :mod:`vcmm.core.mappers`).
 """
@@ -67,6 +71,7 @@ from vcmm.core import export
 from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
+from vcmm.core.custom_targets import TargetRegistry
 from vcmm.core.graph import MappingGraph
 from vcmm.core.interfaces import DeviceRecord
 from vcmm.core.mappers import Mapper
@@ -134,6 +139,10 @@ def _backer(owner: Vcmm) -> Backer:
     return owner.backer
 
 
+def _registry(owner: Vcmm) -> TargetRegistry:
+    return owner.registry
+
+
 class Vcmm:
     """Owner of every VCM, reservation, association and physical allocation.
 
@@ -154,6 +163,7 @@ class Vcmm:
         self.binding = Binding(state)
         self.allocations = Allocations(state)
         self.backer = Backer(state)
+        self.registry = TargetRegistry(state)
 
     # -- what it was built with ------------------------------------------------------------
 
@@ -274,6 +284,8 @@ class Vcmm:
     vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
     vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
     vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
+    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
+    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
     vcm_back = seed_call(_backer, Backer.vcm_back)
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)

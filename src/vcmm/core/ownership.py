@@ -117,6 +117,16 @@ class OwnerMap:
         self._starts: list[int] = []
         self._chunks: list[tuple[AddressRange, PhysMem]] = []
 
+    # -- targets registered at run time -------------------------------------------------
+
+    def add_target(self, name: str, regions: Iterable[AddressRange]) -> None:
+        """A target was registered: its regions' free pages are now its free list."""
+        self._regions.extend((r, name) for r in regions)
+
+    def remove_target(self, name: str) -> None:
+        """A target was unregistered (it held nothing): its regions are nobody's again."""
+        self._regions = [(r, n) for r, n in self._regions if n != name]
+
     # -- the index of live allocations --------------------------------------------------
 
     def add(self, physmem: PhysMem) -> None:

@@ -85,7 +85,8 @@ class CoreState:
     ``(kernel_va, pa, size)`` windows, which the mapping graph treats as permanent
     cacheable aliases; ``page_table_factory(fmt)`` builds device page tables and
     ``range_allocator(window, granule=...)`` address-space allocators; ``lock`` is the
-    machine lock the hardware holds (a private one if None).
+    machine lock the hardware holds (a private one if None); ``reserved`` names the
+    platform's reserved-memory regions, which no target registered at run time may take.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class CoreState:
         page_table_factory: Callable[[PageTableFormat], PageTable],
         range_allocator: AllocatorFactory,
         lock: MachineLock | None = None,
+        reserved: Iterable[tuple[str, AddressRange]] = (),
     ) -> None:
         self.lock = check_lock("CoreState", lock)
         self.memory = memory
@@ -112,6 +114,8 @@ class CoreState:
         self.records: dict[str, DeviceRecord] = dict(records)
         self.targets: dict[str, MemoryTarget] = dict(targets)
         self.target_priority = tuple(target_priority)
+        #: The platform's reserved-memory regions by name (firmware's, a driver's).
+        self.reserved: tuple[tuple[str, AddressRange], ...] = tuple(reserved)
         self.table_memory = table_memory
         #: The table format of IOMMU VCMs created without one (:mod:`.tableformat`).
         self.iommu_format = iommu_format

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vcmm.attrs import Access, DmaDirection
+from vcmm.dma.bracketwatch import ReadBracket, ReadBrackets
 from vcmm.dma.callsite import CallSite
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.errors import DmaApiError, InvalidArgumentError
@@ -88,6 +89,7 @@ class ReportKind(enum.Enum):
     FREE_NOT_ALLOCATED = "free of a coherent buffer never allocated"
     FREE_MISMATCH = "free with a different size, handle or device"
     FREE_WHILE_MAPPED = "free of a coherent buffer still mapped by a process"
+    CPU_WRITE_IN_READ_BRACKET = "CPU write to a dma-buf inside a read-only CPU-access bracket"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,8 @@ class DebugChecker:
         self.reports: list[DmaReport] = []
         self._state: DmaState | None = None
         self._hooks: AccessHooks | None = None
+        #: READ-only dma-buf CPU-access brackets open now (:mod:`vcmm.dma.bracketwatch`).
+        self.read_brackets = ReadBrackets()
 
     @property
     def mode(self) -> str:
@@ -205,6 +209,30 @@ class DebugChecker:
         self._state = None
         self._hooks = None
 
+    # -- READ-only brackets (the sharing layer opens and closes the watch) ----------------
+
+    def watch_read_bracket(self, key: object, bracket: ReadBracket) -> None:
+        """Report CPU writes to ``bracket.ranges`` until :meth:`unwatch_read_bracket`."""
+        self.read_brackets.open(key, bracket)
+
+    def unwatch_read_bracket(self, key: object) -> None:
+        self.read_brackets.close(key)
+
+    def write_in_read_bracket(
+        self, bracket: ReadBracket, writer: str, where: str, hit: AddressRange, *, raising: bool
+    ) -> DmaReport:
+        """Report a CPU write at ``where`` (physical ``hit``) inside ``bracket``;
+        ``raising=False`` records it without raising (the caller refuses the write)."""
+        return self.report(
+            ReportKind.CPU_WRITE_IN_READ_BRACKET,
+            bracket.buffer,
+            f"{writer} wrote {hit} ({where}) of {bracket.buffer} inside the "
+            f"DMA_BUF_SYNC_START|READ bracket {bracket.opener} opened; END does not clean a "
+            "read bracket, so the write may never reach the devices (open it READ|WRITE)",
+            size=hit.size,
+            recoverable=raising,
+        )
+
     # -- access checks (called by the hooks before each access moves data) ---------------
 
     def cpu_access(self, event: AccessEvent) -> None:
@@ -212,6 +240,13 @@ class DebugChecker:
         state = self._state
         if state is None:
             return
+        if event.access is Access.WRITE and self.read_brackets and event.length > 0:
+            stored = [AddressRange(pa, n) for pa, n in event.runs]
+            for bracket, landed in self.read_brackets.hits(stored):
+                writer = bracket.writer(event.asid, event.user)
+                self.write_in_read_bracket(
+                    bracket, writer, f"va {event.address:#x}", landed, raising=True
+                )
         streaming = [r for r in state.live.values() if r.kind is not MapKind.COHERENT]
         if not (streaming or state.unsynced) or event.length <= 0:
             return

@@ -200,5 +200,6 @@ def build_vcmm(spec: PlatformSpec, machine: Machine) -> Vcmm:
         page_table_factory=lambda fmt: PageTable(fmt, memory, tables),
         range_allocator=RangeAllocator,
         lock=machine.lock,
+        reserved=[(r.name, r.range) for r in spec.reserved],
     )
     return Vcmm(state)

@@ -7,7 +7,7 @@ registers its device nodes (``/dev/vcodec_a_mm1`` ...) here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from vcmm.core.interfaces import VcmmApi
 from vcmm.errors import InvalidArgumentError, NotFoundError, OutOfMemoryError, StateError
@@ -18,6 +18,9 @@ from vcmm.undo import Transaction
 
 #: A registered path resolves to a File, or to a factory making one per open.
 PathEntry = File | Callable[[], File]
+#: A mounted directory: the names in it now, and the File a name stands for (or None).
+Lister = Callable[[], Iterable[str]]
+Resolver = Callable[[str], File | None]
 
 
 class ProcessTable:
@@ -36,6 +39,7 @@ class ProcessTable:
         self.anon_target = anon_target
         self._procs: dict[int, Process] = {}
         self._paths: dict[str, PathEntry] = {}
+        self._mounts: dict[str, tuple[Lister, Resolver]] = {}
         self._next_pid = 1
 
     @property
@@ -84,6 +88,32 @@ class ProcessTable:
             raise StateError(f"register: {path} is already registered")
         self._paths[path] = entry
 
+    def mount(self, directory: str, names: Lister, resolve: Resolver) -> None:
+        """Make ``directory`` a directory whose entries are asked for at each lookup
+        (``/dev/dma_heap``: one node per memory target, targets registered later too):
+        ``names()`` lists them, ``resolve(name)`` gives the File or None."""
+        if not isinstance(directory, str) or not directory.startswith("/"):
+            raise InvalidArgumentError(f"mount: directory {directory!r} must be absolute")
+        directory = directory.rstrip("/")
+        if not (callable(names) and callable(resolve)):
+            raise InvalidArgumentError(f"mount {directory}: names and resolve must be callable")
+        if directory in self._mounts:
+            raise StateError(f"mount: {directory} is already mounted")
+        self._mounts[directory] = (names, resolve)
+
+    def listdir(self, directory: str) -> list[str]:
+        """The entries of a mounted directory, or of registered paths under it, sorted."""
+        directory = directory.rstrip("/")
+        found = {p[len(directory) + 1 :] for p in self._paths if p.startswith(directory + "/")}
+        if directory in self._mounts:
+            found.update(self._mounts[directory][0]())
+        return sorted(found)
+
+    def _mounted(self, path: str) -> File | None:
+        directory, _, name = path.rpartition("/")
+        mounted = self._mounts.get(directory)
+        return mounted[1](name) if mounted is not None and name else None
+
     def unregister(self, path: str) -> None:
         if path not in self._paths:
             raise NotFoundError(f"unregister: {path} is not registered")
@@ -93,9 +123,10 @@ class ProcessTable:
         """The File a path names (a factory is called to make one)."""
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidArgumentError(f"open: path {path!r} must be absolute")
-        entry = self._paths.get(path)
+        entry = self._paths.get(path) or self._mounted(path)
         if entry is None:
-            known = ", ".join(sorted(self._paths)) or "none"
+            mounted = [f"{d}/{n}" for d in self._mounts for n in self._mounts[d][0]()]
+            known = ", ".join(sorted([*self._paths, *mounted])) or "none"
             raise NotFoundError(f"open: no such file {path!r} (registered: {known})")
         if isinstance(entry, File):
             return entry

@@ -17,7 +17,8 @@ See docs/SHARING.md.  Modules, each with one job:
 - :mod:`~vcmm.share.fdcalls`: the calls a process makes with a dma-buf fd;
 - :mod:`~vcmm.share.exporter`: the VCMM's exporter of physical allocations;
 - :mod:`~vcmm.share.jobs`: device job queues ordered by fences;
-- :mod:`~vcmm.share.devnode`: ``/dev/<context>`` nodes.
+- :mod:`~vcmm.share.devnode`: ``/dev/<context>`` nodes;
+- :mod:`~vcmm.share.heap`: dma-buf heaps, ``/dev/dma_heap/<target>``.
 """
 
 from vcmm.dma.sg import MappedScatterList as ScatterList
@@ -36,6 +37,7 @@ from vcmm.share.fence import (
     wait_all,
     wait_any,
 )
+from vcmm.share.heap import DmaHeap, DmaHeapAllocationData, dma_heap_alloc, register_heaps
 from vcmm.share.jobs import Engine, Job
 from vcmm.share.kmap import KernelMapping
 from vcmm.share.lock import locked
@@ -52,6 +54,8 @@ __all__ = [
     "Attachment",
     "DmaBuf",
     "DmaBufFile",
+    "DmaHeap",
+    "DmaHeapAllocationData",
     "Engine",
     "Exporter",
     "Fence",
@@ -72,8 +76,10 @@ __all__ = [
     "dma_buf_mmap",
     "dma_buf_needs_sync",
     "dma_buf_sync",
+    "dma_heap_alloc",
     "locked",
     "register_dev_nodes",
+    "register_heaps",
     "set_dma_api",
     "signaled_fence",
     "wait_all",

@@ -15,16 +15,20 @@ exporter for the cache work at each end; it works through the buffer's public ca
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
 from vcmm.dma.attrs import check_direction
+from vcmm.dma.bracketwatch import ReadBracket
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.share.fence import Deadline, Fence, FenceTimeline
+from vcmm.share.state import state_of
 
 if TYPE_CHECKING:
+    from vcmm.dma.debug import DebugChecker
     from vcmm.share.dmabuf import DmaBuf
 
 
@@ -83,6 +87,9 @@ class CpuSession:
     offset: int
     length: int
     fence: Fence
+    #: The DMA-debug checker watching this READ-only bracket for writes, and what it
+    #: watches (:mod:`vcmm.dma.bracketwatch`).
+    watch: tuple[DebugChecker, ReadBracket] | None = None
 
     def allows(self, offset: int, n: int, write: bool) -> bool:
         """Whether an access of ``n`` bytes at ``offset`` falls inside the bracket."""
@@ -110,8 +117,14 @@ class CpuBrackets:
         offset: int,
         length: int,
         timeout: float | None,
+        *,
+        opener: str = "",
+        writers: Mapping[int, str] | None = None,
     ) -> None:
-        """START: wait for conflicting jobs, publish the access's fence, prepare the cache."""
+        """START: wait for conflicting jobs, publish the access's fence, prepare the cache.
+
+        ``opener`` says who opens it and ``writers`` names processes by ASID, for the
+        DMA-debug checker's report of a write inside a READ-only bracket."""
         dmabuf = self.dmabuf
         with dmabuf.lock:
             dmabuf.check_alive(call)
@@ -127,7 +140,46 @@ class CpuBrackets:
                 fence.signal()  # nothing was accessed: release whoever waits on it
                 raise StateError(f"{call}: a CPU access to {dmabuf.name} was opened concurrently")
             dmabuf.exporter.begin_cpu_access(dmabuf, read, write, offset, length)
-            self._sessions[key] = CpuSession(key, read, write, offset, length, fence)
+            session = CpuSession(key, read, write, offset, length, fence)
+            self._sessions[key] = session
+            if read and not write:
+                self._watch(session, opener or str(key), writers or {})
+
+    def _watch(self, session: CpuSession, opener: str, writers: Mapping[int, str]) -> None:
+        """Have the DMA-debug checker, if one is on, report writes inside the bracket."""
+        dmabuf = self.dmabuf
+        api = state_of(dmabuf.exporter.system).api
+        checker = api.checker if api is not None else None
+        if checker is None:
+            return
+        ranges = dmabuf.exporter.cpu_ranges(dmabuf, session.offset, session.length)
+        if not ranges:
+            return
+        bracket = ReadBracket(dmabuf.name, opener, tuple(ranges), dict(writers))
+        checker.watch_read_bracket((dmabuf.id, session.key), bracket)
+        session.watch = (checker, bracket)
+
+    def _unwatch(self, session: CpuSession) -> None:
+        if session.watch is not None:
+            session.watch[0].unwatch_read_bracket((self.dmabuf.id, session.key))
+            session.watch = None
+
+    def refused_write(
+        self, session: CpuSession, writer: str, where: str, offset: int, length: int
+    ) -> None:
+        """A write of ``[offset, offset+length)`` the caller refuses: if it lands in
+        READ-only ``session``'s range, the checker watching it (if any) records it too,
+        without raising."""
+        if session.watch is None or session.write:
+            return
+        start = max(offset, session.offset)
+        end = min(offset + length, session.offset + session.length)
+        if start >= end:
+            return  # outside the bracket: refused for that reason alone
+        checker, bracket = session.watch
+        ranges = self.dmabuf.exporter.cpu_ranges(self.dmabuf, start, end - start)
+        if ranges:
+            checker.write_in_read_bracket(bracket, writer, where, ranges[0], raising=False)
 
     def _publish(self, fence: Fence, write: bool, timeout: float | None) -> None:
         """Wait for conflicting jobs, then add the CPU access's own fence, atomically
@@ -169,6 +221,7 @@ class CpuBrackets:
                 )
             dmabuf.exporter.end_cpu_access(dmabuf, read, write, offset, length)
             del self._sessions[key]
+            self._unwatch(session)
         session.fence.signal()
 
     def abandon(self, key: object) -> None:
@@ -180,6 +233,7 @@ class CpuBrackets:
         self.dmabuf.exporter.end_cpu_access(
             self.dmabuf, session.read, session.write, session.offset, session.length
         )
+        self._unwatch(session)
         session.fence.signal()
 
     def snapshot(self) -> tuple[tuple[object, ...], ...]:

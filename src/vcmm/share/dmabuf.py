@@ -271,7 +271,9 @@ class DmaBuf:
         limit = check_timeout(call, timeout)
         if write and not self.writable:
             raise PermissionDeniedError(f"{call}: {self.name} was exported read-only")
-        self.cpu_access.begin(call, KERNEL, read, write, off, n, limit)
+        self.cpu_access.begin(
+            call, KERNEL, read, write, off, n, limit, opener="by the kernel (begin_cpu_access)"
+        )
 
     def end_cpu_access(
         self, direction: DmaDirection, offset: int = 0, length: int | None = None

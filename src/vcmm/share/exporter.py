@@ -345,6 +345,10 @@ class VcmExporter(Exporter):
         CPU's writes reach memory and the devices own the bytes again."""
         self._sync_mapped(dmabuf, offset, length, for_cpu=False)
 
+    def cpu_ranges(self, dmabuf: DmaBuf, offset: int, length: int) -> list[AddressRange]:
+        buf: VcmBuffer = dmabuf.priv
+        return [piece for piece, _ in buf.pieces(offset, length)]
+
     def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: VmaOps) -> None:
         buf: VcmBuffer = dmabuf.priv
         pieces = [UserPiece(p, c) for p, c in buf.pieces(vma.pgoff * SZ_4K, vma.length)]

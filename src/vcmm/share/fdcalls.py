@@ -78,7 +78,11 @@ def dma_buf_sync(
     if f & SyncFlags.END:
         dmabuf.cpu_access.end(call, description.id, read, write, off, n)
     else:
-        dmabuf.cpu_access.begin(call, description.id, read, write, off, n, limit)
+        writers = {p.asid: f"{p.name}[{p.pid}]" for p in process.table.processes}
+        opener = f"by {process.name}[{process.pid}] on fd {fd}"
+        dmabuf.cpu_access.begin(
+            call, description.id, read, write, off, n, limit, opener=opener, writers=writers
+        )
 
 
 def dma_buf_needs_sync(process: Process, fd: int) -> bool:

@@ -44,6 +44,9 @@ class KernelMapping:
         session = dmabuf.cpu_access.session(KERNEL)
         if session is None or not session.allows(off, n, write):
             kind = "write" if write else "read"
+            if session is not None and write:  # the DMA-debug checker hears of it too
+                where = f"vmap va {self.va + off:#x}"
+                dmabuf.cpu_access.refused_write(session, "the kernel", where, off, n)
             raise StateError(
                 f"{call}: kernel {kind} of [{off:#x}, {off + n:#x}) of {dmabuf.name} is outside "
                 "an open begin_cpu_access bracket allowing it"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vcmm.dma.sg import MappedScatterList
     from vcmm.proc.file import VmaOps
     from vcmm.proc.vma import Vma
+    from vcmm.ranges import AddressRange
     from vcmm.share.attachment import Attachment
     from vcmm.share.dmabuf import DmaBuf
 
@@ -64,6 +65,11 @@ class Exporter:
         self, dmabuf: DmaBuf, read: bool, write: bool, offset: int, length: int
     ) -> None:
         """Make the CPU's writes to the range visible to devices."""
+
+    def cpu_ranges(self, dmabuf: DmaBuf, offset: int, length: int) -> list[AddressRange]:
+        """The physical bytes behind ``[offset, offset+length)`` of the buffer, for the
+        DMA-debug checker (an exporter that does not know them returns none)."""
+        return []
 
     def mmap(self, dmabuf: DmaBuf, vma: Vma, ops: VmaOps) -> None:
         raise InvalidArgumentError(

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vcmm.core.custom_targets import is_secure
 from vcmm.core.flags import PhysAttr
 from vcmm.errors import ConstraintError
 from vcmm.mm.pools import BlockPool
@@ -241,6 +242,9 @@ def choose_target(
         target = system.target(name)
         if total.targets is not None and name not in total.targets:
             rejected.append(f"{name}: not permitted by every participant")
+            continue
+        if is_secure(target) and not total.secure:
+            rejected.append(f"{name}: a secure target (only secure mappings reach it)")
             continue
         if domain is not Domain.CPU and target.linear_mapped:
             rejected.append(f"{name}: in the kernel's cacheable linear map ({domain.value} domain)")
