@@ -39,6 +39,7 @@ prevents (with the CPU's speculative prefetch).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -177,6 +178,11 @@ class MappingGraph:
         """Whether no edge (the linear map included) covers any byte of ``ranges``, and
         no two of them overlap: new edges over them change no other and share nothing."""
         return self._index.clear_of(sorted((r.start, r.start + r.size) for r in ranges))
+
+    def alone(self, mappings: Iterable[Mapping]) -> bool:
+        """Whether no other edge (the linear map included) covers any byte of these
+        edges: taking them away changes no other."""
+        return self._index.sole((m.phys.start, m.phys.end, m.key) for m in mappings)
 
     def overlapping(self, phys: AddressRange, *, linear: bool = True) -> list[Mapping]:
         """Every edge covering some byte of ``phys``, by physical address then VA."""
@@ -319,8 +325,22 @@ class MappingGraph:
     def remove(self, res_id: int) -> list[Mapping]:
         """Drop every mapping of a reservation; returns them in VA order."""
         maps = self.of_reservation(res_id)
+        if not maps:
+            return maps
+        edges = self._edges
         for m in maps:
-            self._delete(m)
+            del edges[(res_id, m.va)]
+        del self._by_res[res_id]
+        self._index.discard_many([(m.phys.start, m.phys.end, (res_id, m.va)) for m in maps])
+        chunks = self._chunks
+        for chunk, group in itertools.groupby(m.chunk for m in maps):
+            if chunk is None:
+                continue
+            left = chunks[chunk] - sum(1 for _ in group)
+            if left:
+                chunks[chunk] = left
+            else:
+                del chunks[chunk]
         self._sorted.pop(res_id, None)
         return maps
 

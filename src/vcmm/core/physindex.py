@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 #: What :meth:`PhysIndex.cover` reports for bytes no key covers.
 EMPTY: frozenset[Hashable] = frozenset()
@@ -112,6 +112,34 @@ class PhysIndex:
         self._keys.update((s, {key}) for s, _, key in items)
         self._starts += [s for s, _, _ in items]
         self._starts.sort()  # two sorted runs: one merge
+
+    def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
+        """Whether each ``(start, end, key)`` is exactly one segment that ``key``
+        alone covers (nothing else maps those bytes)."""
+        ends, keys = self._end, self._keys
+        for start, end, key in items:
+            here = keys.get(start)
+            if here is None or len(here) != 1 or key not in here or ends[start] != end:
+                return False
+        return True
+
+    def discard_many(self, items: list[tuple[int, int, Hashable]]) -> None:
+        """:meth:`discard` of every ``(start, end, key)``.
+
+        When each is a segment of its key alone (:meth:`sole`: a backing of memory
+        nothing else maps), the segments go in one pass over the starts: a removed
+        segment leaves a gap, so no neighbours become mergeable.  Otherwise they are
+        discarded one by one.  The result is the same either way.
+        """
+        items = [item for item in items if item[0] < item[1]]
+        if not self.sole(items):
+            for start, end, key in items:
+                self.discard(start, end, key)
+            return
+        ends, keys = self._end, self._keys
+        for start, _, _ in items:
+            del ends[start], keys[start]
+        self._starts = [s for s in self._starts if s in ends]
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """Forget ``key`` over ``[start, end)`` (exactly the range it was added with)

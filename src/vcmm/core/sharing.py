@@ -115,6 +115,8 @@ def plan_back(
 def plan_unback(graph: MappingGraph, res_id: int, edges: Sequence[Mapping]) -> list[Rewrite]:
     """Rewrites of the other aliases of ``edges`` once reservation ``res_id`` (whose
     edges they are) no longer maps them."""
+    if graph.alone(edges):  # memory nothing else maps: no alias to rewrite
+        return []
     changes: dict[Key, list[Change]] = {}
     for edge in edges:
         for s, e, keys in graph.cover_keys(edge.phys):
