@@ -121,8 +121,13 @@ def install_pages(
         return False
     new_tables = _allocate(geo, tables, edit, vas, missing, li_leaf, table, groups, values)
     leaf_table = table.copy()
-    for i in np.flatnonzero(~here).tolist():
-        leaf_table[i] = new_tables[(li_leaf - 1, int(vas[i]) >> geo.levels[li_leaf - 1].shift)]
+    sel = np.flatnonzero(~here)
+    if sel.size:
+        made, which = np.unique(
+            vas[sel] >> np.uint64(geo.levels[li_leaf - 1].shift), return_inverse=True
+        )
+        made_at = [new_tables[(li_leaf - 1, key)] for key in made.tolist()]
+        leaf_table[sel] = np.array(made_at, dtype=np.uint64)[which.reshape(-1)]
     _write_leaves(kind, tables, edit, leaf_table, idx_all, pas, groups, values)
     return True
 
@@ -149,13 +154,16 @@ def _inherited_agree(
         have = parent_kind.field_values(int(desc))
         if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(g)]:
             return False
-    first: dict[int, tuple[int, ...]] = {}
+    # the pieces landing in one new table must all want what its first piece writes
     shift = geo.levels[len(geo.levels) - 2].shift if len(geo.levels) > 1 else 0
-    for i in np.flatnonzero(~here).tolist():
-        key = int(vas[i]) >> shift
-        if first.setdefault(key, wanted[int(groups[i])]) != wanted[int(groups[i])]:
-            return False
-    return True
+    sel = np.flatnonzero(~here)
+    if not sel.size:
+        return True
+    distinct = {w: i for i, w in enumerate(dict.fromkeys(wanted))}
+    wanted_id = np.array([distinct[w] for w in wanted], dtype=np.uint64)[groups[sel]]
+    keys = vas[sel] >> np.uint64(shift)
+    pairs = np.unique(np.stack((keys, wanted_id)), axis=1)
+    return int(pairs.shape[1]) == int(np.unique(keys).size)
 
 
 def _allocate(
