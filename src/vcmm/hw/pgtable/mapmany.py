@@ -162,8 +162,8 @@ def _inherited_agree(
     distinct = {w: i for i, w in enumerate(dict.fromkeys(wanted))}
     wanted_id = np.array([distinct[w] for w in wanted], dtype=np.uint64)[groups[sel]]
     keys = vas[sel] >> np.uint64(shift)
-    pairs = np.unique(np.stack((keys, wanted_id)), axis=1)
-    return int(pairs.shape[1]) == int(np.unique(keys).size)
+    pairs = keys * np.uint64(len(distinct)) + wanted_id  # one number per (table, wish)
+    return int(np.unique(pairs).size) == int(np.unique(keys).size)
 
 
 def _allocate(
