@@ -23,7 +23,7 @@ import vcmm
 from vcmm import SZ_1M, SZ_4K
 from vcmm.attrs import PageAttrs
 from vcmm.core import Attr, PhysAttr
-from vcmm.core.mappers import PageRun, _TableMapper
+from vcmm.core.mappers import IommuMapper, PageRun, UserMapper, VmmMapper
 from vcmm.errors import OutOfMemoryError
 from vcmm.inject import AllocSite, fail_nth
 
@@ -32,7 +32,9 @@ CARVE = 8 * SZ_1M
 WINDOW_PAGES = [1, 2, 16, 32, 256]
 
 
-def _map_each(self: _TableMapper, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None:
+def _map_each(
+    self: IommuMapper | UserMapper | VmmMapper, runs: Sequence[tuple[PageAttrs, PageRun]]
+) -> None:
     """The per-piece path: one table call per run."""
     for attrs, run in runs:
         self.map(run, attrs)
@@ -43,7 +45,9 @@ def _path(batched: bool) -> Iterator[None]:
     if batched:
         yield
         return
-    with mock.patch.object(_TableMapper, "map_many", _map_each):
+    with contextlib.ExitStack() as stack:
+        for mapper in (IommuMapper, UserMapper, VmmMapper):  # every table mapper
+            stack.enter_context(mock.patch.object(mapper, "map_many", _map_each))
         yield
 
 
