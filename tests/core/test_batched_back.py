@@ -140,3 +140,26 @@ def test_a_backing_of_scattered_pages_is_one_table_call(system: vcmm.System) -> 
     assert [(va - res.dev_addr) // SZ_4K for va, _, _, _ in pieces] == list(range(16))
     start = carve.chunk_ranges[0].start
     assert [pa for _, pa, _, _ in pieces] == [start + (i ^ 1) * SZ_4K for i in range(16)]
+
+
+def test_an_unback_keeps_its_tables_until_the_vcm_is_freed(system: vcmm.System) -> None:
+    """Linux's io-pgtable keeps a table its last unmap emptied: backing the same
+    reservation again allocates no table memory; freeing the VCM gives it all back."""
+    tm = system.table_memory
+    carve = system.vcm_phys_alloc("contig", 16 * SZ_4K, PhysAttr.CONTIGUOUS)
+    view = system.vcm_phys_view(carve, windows=[((i ^ 1) * SZ_4K, SZ_4K) for i in range(16)])
+    empty = tm.used_bytes
+    vcm = system.vcm_create(0x4000_0000, 16 * SZ_1M)
+    res = system.vcm_reserve(vcm, 16 * SZ_4K, Attr.RW)
+    with_root = tm.used_bytes
+    system.vcm_back(res, view)
+    backed = tm.used_bytes
+    assert backed > with_root  # a level-2 table for the pages
+    system.vcm_unback(res)
+    assert tm.used_bytes == backed  # kept, empty
+    system.vcm_back(res, view)
+    assert tm.used_bytes == backed  # reused, nothing allocated
+    system.vcm_unback(res)
+    system.vcm_unreserve(res)
+    system.vcm_free(vcm)
+    assert tm.used_bytes == empty
