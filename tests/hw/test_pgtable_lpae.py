@@ -91,10 +91,12 @@ def ref_walk(mem: PhysicalMemory, root: int, va: int) -> tuple[int, int] | None:
     return None
 
 
-def make(va_bits: int | None = None) -> tuple[PhysicalMemory, TableMemory, PageTable]:
+def make(
+    va_bits: int | None = None, *, keep_tables: bool = True
+) -> tuple[PhysicalMemory, TableMemory, PageTable]:
     mem = PhysicalMemory([MemoryRegion("ram", AddressRange(RAM, SZ_256M))])
     tm = TableMemory(mem, AddressRange(RAM, SZ_4M))
-    return mem, tm, PageTable(ARMV7_LPAE, mem, tm, va_bits=va_bits)
+    return mem, tm, PageTable(ARMV7_LPAE, mem, tm, va_bits=va_bits, keep_tables=keep_tables)
 
 
 def entry(mem: PhysicalMemory, table: int, va: int, shift: int) -> int:
@@ -422,7 +424,7 @@ def words(mem: PhysicalMemory, pa: int, count: int) -> list[int]:
 
 
 def test_1g_block_in_the_first_level_splits_two_levels() -> None:
-    mem, tm, pt = make()
+    mem, tm, pt = make(keep_tables=False)
     baseline = tm.used_bytes
     pt.map(SZ_1G, 0x40_0000_0000, SZ_1G, PageAttrs())
     assert len(pt.table_pages()) == 1  # the block lives in the 4-entry root

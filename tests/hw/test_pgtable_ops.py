@@ -70,11 +70,15 @@ A = PageAttrs()
 
 
 def make(
-    fmt: PageTableFormat, window: int = SZ_4M, va_bits: int | None = None
+    fmt: PageTableFormat,
+    window: int = SZ_4M,
+    va_bits: int | None = None,
+    *,
+    keep_tables: bool = True,
 ) -> tuple[PhysicalMemory, TableMemory, PageTable]:
     mem = PhysicalMemory([MemoryRegion("ram", AddressRange(RAM, RAM_SIZE))])
     tm = TableMemory(mem, AddressRange(RAM, window))
-    return mem, tm, PageTable(fmt, mem, tm, va_bits=va_bits)
+    return mem, tm, PageTable(fmt, mem, tm, va_bits=va_bits, keep_tables=keep_tables)
 
 
 def state(mem: PhysicalMemory, tm: TableMemory, pt: PageTable) -> tuple[object, ...]:
@@ -175,7 +179,7 @@ def test_size_choice_matches_reference_greedy(
 def test_forced_4k_over_64m_writes_whole_tables_and_is_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    mem, tm, pt = make(ARMV7S)
+    mem, tm, pt = make(ARMV7S, keep_tables=False)
     writes: list[int] = []
     write = mem.write
     monkeypatch.setattr(mem, "write", lambda pa, data: (writes.append(pa), write(pa, data)))
@@ -392,7 +396,7 @@ def test_root_allocation_failure() -> None:
 
 
 def test_v7s_section_split_into_large_and_small_pages() -> None:
-    mem, tm, pt = make(ARMV7S)
+    mem, tm, pt = make(ARMV7S, keep_tables=False)
     pt.map(0x0010_0000, 0x9010_0000, SZ_1M, A)
     removed = pt.unmap(0x0010_0000, SZ_4K)
     assert removed == [MapEntry(0x0010_0000, 0x9010_0000, SZ_4K, A)]
@@ -470,7 +474,7 @@ def test_v8_2m_block_split_into_pages() -> None:
 
 
 def test_v8_1g_block_split_two_levels() -> None:
-    mem, tm, pt = make(VMSAV8_4K)
+    mem, tm, pt = make(VMSAV8_4K, keep_tables=False)
     baseline = tm.used_bytes
     pt.map(SZ_1G, 0x4000_0000, SZ_1G, A)
     hole = SZ_1G + 3 * SZ_2M + 5 * SZ_4K
@@ -508,8 +512,8 @@ def test_split_of_supersection_above_4g_is_refused_without_change() -> None:
 
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)
-def test_empty_tables_are_freed_one_by_one(fmt: PageTableFormat) -> None:
-    _, tm, pt = make(fmt)
+def test_empty_tables_are_freed_one_by_one_without_keep_tables(fmt: PageTableFormat) -> None:
+    _, tm, pt = make(fmt, keep_tables=False)
     baseline = tm.used_bytes
     vas = [0x0000_3000, 0x0050_0000, 0x0A00_7000]
     for i, va in enumerate(vas):
@@ -764,12 +768,12 @@ def _check_against_model(pt: PageTable, model: Model, probes: list[int]) -> None
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 @settings(max_examples=35, deadline=None)
-@given(ops=OPS)
+@given(ops=OPS, keep=st.booleans())
 def test_random_operations_agree_with_page_dictionary(
-    config: str, ops: list[tuple[int, ...]]
+    config: str, ops: list[tuple[int, ...]], keep: bool
 ) -> None:
     fmt, granule, units, window, pool = CONFIGS[config]
-    mem, tm, pt = make(fmt, window=SZ_4M)
+    mem, tm, pt = make(fmt, window=SZ_4M, keep_tables=keep)
     baseline = tm.used_bytes
     model = Model(granule)
     for kind, unit_i, va_slot, length, pa_unit_i, pa_slot, attrs_i, seed in ops:
@@ -844,7 +848,7 @@ def test_random_operations_agree_with_page_dictionary(
             for p in list(model.pages)[:: max(1, len(model.pages) // 8)]
         ]
         _check_against_model(pt, model, probes)
-    # unmap everything that is left: only the root remains
+    # unmap everything that is left
     for p in sorted(model.pages):
         if p in model.pages:
             run = p
@@ -852,8 +856,12 @@ def test_random_operations_agree_with_page_dictionary(
                 run += 1
             pt.unmap(p * granule, (run - p + 1) * granule)
             model.unmap(p * granule, (run - p + 1) * granule)
-    assert pt.table_pages() == [(pt.root, pt.table_pages()[0][1])]
-    assert tm.used_bytes == baseline
+    assert list(pt.mappings()) == []
+    if not keep:  # only the root remains
+        assert pt.table_pages() == [(pt.root, pt.table_pages()[0][1])]
+        assert tm.used_bytes == baseline
+    pt.destroy()  # kept or not, every table page goes back
+    assert tm.used_bytes == 0
 
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS, ids=FORMAT_IDS)

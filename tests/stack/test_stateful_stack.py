@@ -584,7 +584,12 @@ class StackMachine(RuleBasedStateMachine):
             s.vcm_phys_free(alloc["physmem"])
         for buf in self.bufs:
             buf["dmabuf"].put()
-        # Nothing left over (the DMA API may even give back what it set up at boot).
+        # Unmaps keep the tables they emptied, as Linux's io-pgtable does, while a VCM
+        # lives: give those back (a table still mapping something stays), then nothing
+        # is left over (the DMA API may even give back what it set up at boot).
+        for vcm in s.vcms:
+            if vcm.table is not None:
+                vcm.table.release_empty([pa for pa, _ in vcm.table.table_pages()])
         assert s.table_memory.used_bytes <= self.boot_tables
         assert all(t.free_bytes >= self.boot_free[n] for n, t in s.targets.items())
 

@@ -3,7 +3,8 @@
 ``vcm_back`` plans everything first (where each piece goes, which pages map it, which
 aliases change their shareable bit: :mod:`vcmm.core.backing`,
 :mod:`vcmm.core.sharing`), then writes the tables inside one update bracket per
-mapper, recording each write in the call's undo log, and only then changes the
+mapper (a reservation's runs in one batched table write), journaled so that a
+failure is undone byte for byte, and only then changes the
 mapping graph and the handles; ``vcm_unback`` is the same in reverse.  The sync calls
 are the DMA API's ``sync_for_device``/``sync_for_cpu`` over a backed reservation,
 through the one cache-maintenance rule (:func:`vcmm.hw.cachesync.dma_sync`).
@@ -23,8 +24,10 @@ from vcmm.core.state import CoreState, check_handle
 from vcmm.errors import InvalidArgumentError, StateError
 from vcmm.hw.bus import BusMaster
 from vcmm.hw.cachesync import dma_sync
+from vcmm.hw.pgtable import PageTable
 from vcmm.ranges import union
 from vcmm.sizes import format_size
+from vcmm.undo import rolling_back
 
 
 def _constant(attrs: PageAttrs) -> Callable[[int], PageAttrs]:
@@ -37,6 +40,10 @@ class Backer:
 
     def __init__(self, state: CoreState) -> None:
         self.state = state
+        #: Per backed reservation: the tables its backing allocated (per page table).
+        #: Unmapping keeps empty tables, as Linux does; only a backing taken back by
+        #: an undo gives its tables back, so the failed call leaves no trace.
+        self._made: dict[int, list[tuple[PageTable, list[int]]]] = {}
 
     # -- backing -----------------------------------------------------------------------
 
@@ -93,16 +100,17 @@ class Backer:
         with backing.Undoable(
             call, lambda: f"{call}: backing {res.name} with {physmem.name}"
         ) as undo:
+            undo.journal(call, changed)
             if vcm.kind is VcmKind.ONE_TO_ONE:
                 fixed_placement(call, vcm).alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
             with backing.updating_all(changed):
-                for attrs, run in backing.page_runs(mapper, new, backing.page_cap(physmem)):
-                    mapper.map(run, attrs)
-                    undo.mapped(mapper, run)
+                mapper.map_many(backing.page_runs(mapper, new, backing.page_cap(physmem)))
                 backing.apply_rewrites(
-                    self.state.graph, rewrites, self.state.reservation, self.state.mapper, undo
+                    self.state.graph, rewrites, self.state.reservation, self.state.mapper
                 )
+        if undo.made:
+            self._made[res.id] = undo.made
         self.state.graph.add(res.id, new)
         for old, parts in rewrites:
             self.state.graph.replace(old, parts)
@@ -137,14 +145,19 @@ class Backer:
             backing.Undoable(call, lambda: f"{call}: unbacking {res.name}") as undo,
             backing.updating_all(changed),
         ):
+            undo.journal(call, changed)
             for va, size, attrs in backing.va_groups(old) if mapper.page_sizes else ():
                 if res.cut:  # a block may be shared with a neighbour: split it
-                    for edge in (va, va + size):  # first, so undo restores it
-                        backing.split_leaf(mapper, edge, _constant(attrs), undo)
-                undo.unmapped(mapper, mapper.unmap(va, size), attrs)
+                    for edge in (va, va + size):
+                        backing.split_leaf(mapper, edge, _constant(attrs))
+                mapper.unmap(va, size)
             backing.apply_rewrites(
-                self.state.graph, rewrites, self.state.reservation, self.state.mapper, undo
+                self.state.graph, rewrites, self.state.reservation, self.state.mapper
             )
+            if rolling_back():  # the undo of a backing: its tables go too
+                for table, made in self._made.get(res.id, ()):
+                    table.release_empty(made)
+        self._made.pop(res.id, None)
         self.state.graph.remove(res.id)
         for before, parts in rewrites:
             self.state.graph.replace(before, parts)

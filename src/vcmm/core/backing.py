@@ -2,10 +2,11 @@
 
 A backing is computed completely before anything changes: where each chunk goes
 (:func:`pieces`), which pages map it (:func:`page_runs`), which existing aliases must
-change their shareable bit (:mod:`vcmm.core.sharing`).  Only then are tables written,
-and every write is recorded in an :class:`UndoLog` so that a failure part way (table
-memory running out in the middle of a large backing) is taken back before the error
-leaves: tables, TLBs and allocators end as they began.
+change their shareable bit (:mod:`vcmm.core.sharing`).  Only then are tables written
+(a reservation's runs in one batched ``map_many`` call), inside the table journals of
+an :class:`UndoLog`, so that a failure part way (table memory running out in the
+middle of a large backing) is taken back before the error leaves: tables, TLBs and
+allocators end as they began.
 
 Rewriting the shareable bit of *part* of an edge can cut a block (a 1 MiB section of
 which one page became shared): :func:`apply_rewrites` first splits such a block into
@@ -25,7 +26,6 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
@@ -33,6 +33,7 @@ from vcmm.core.mappers import Mapper, PageRun, merge_runs, plan_pages
 from vcmm.core.objects import PhysMem, Reservation, Vcm
 from vcmm.core.sharing import Rewrite
 from vcmm.errors import InvalidArgumentError, StateError, VcmmError
+from vcmm.hw.pgtable import Journal, PageTable
 from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
 from vcmm.undo import Transaction
@@ -131,67 +132,75 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
 
 
 class UndoLog:
-    """The table steps of one backing call, taken back as one step of its
+    """The undo of one backing call, taken back as one step of its
     :class:`~vcmm.undo.Transaction` (as undo.py has richer logs do).
 
-    Each step is taken back, newest first, inside the mapper's restoring bracket: the
-    entries come back exactly as they were, so TLB entries cached from them before the
-    call are right again and are left alone (the TLBs end as they began too).  Then
-    each mapper is told it was restored; if an undo step fails, what the failed call
-    touched is invalidated instead.  The transaction must not join an enclosing one
-    (``boundary=True``): once the call succeeded its caller undoes it with
-    ``vcm_unback``, not by replaying table writes.
+    Table changes are journaled by the tables themselves: :meth:`journal` opens a
+    :meth:`~vcmm.hw.pgtable.PageTable.journal` on every table the call may change,
+    which every map, unmap, split and attribute rewrite then joins, so a failure puts
+    back every byte, table page and count exactly, whatever the steps were (replaying
+    inverse calls cannot: an unmap keeps the tables a map allocated, as Linux's do).
+    The rollback runs inside the mappers' restoring brackets: the entries come back
+    exactly as they were, so TLB entries cached from them before the call are right
+    again and are left alone (the TLBs end as they began too); then each mapper is
+    told it was restored, or, if the rollback fails, invalidates what the call
+    touched.  The transaction must not join an enclosing one (``boundary=True``):
+    once the call succeeded its caller undoes it with ``vcm_unback``.
     """
 
-    __slots__ = ("_steps",)
+    __slots__ = ("_journals", "_placed", "_tables", "made")
 
     def __init__(self, txn: Transaction) -> None:
-        #: ``(what, mapper or allocator, argument, argument)``, oldest first: plain
-        #: tuples, not closures (a 16384-piece backing records 16384 of them).
-        self._steps: list[tuple[str, Any, Any, Any]] = []
+        self._journals: list[tuple[Journal, list[Mapper]]] = []
+        self._placed: list[tuple[VcmAllocator, int]] = []
+        self._tables: list[PageTable] = []
+        #: Once committed: the tables the call allocated, per page table.
+        self.made: list[tuple[PageTable, list[int]]] = []
         txn.on_undo(self._roll_back)
+        txn.on_commit(self._commit)
+
+    def journal(self, call: str, mappers: Iterable[Mapper]) -> None:
+        """Journal every table ``mappers`` write (each table once: the kernel's VMM
+        mappers share one) until the call ends."""
+        per_table: dict[int, tuple[PageTable, list[Mapper]]] = {}
+        for mapper in mappers:
+            table = mapper.page_table()
+            if table is not None:
+                per_table.setdefault(id(table), (table, []))[1].append(mapper)
+        for table, users in per_table.values():
+            self._journals.append((table.journal(call), users))
+            self._tables.append(table)
 
     def placed(self, allocator: VcmAllocator, addr: int) -> None:
-        self._steps.append(("place", allocator, addr, None))
+        """A one-to-one reservation was placed at ``addr``: freed on undo."""
+        self._placed.append((allocator, addr))
 
-    def mapped(self, mapper: Mapper, run: PageRun) -> None:
-        self._steps.append(("map", mapper, run, None))
-
-    def unmapped(self, mapper: Mapper, leaves: list[PageRun], attrs: PageAttrs) -> None:
-        """``leaves`` (what the unmap removed) go back with ``attrs`` on undo."""
-        self._steps.append(("unmap", mapper, leaves, attrs))
-
-    def attrs_changed(self, mapper: Mapper, va: int, size: int, before: PageAttrs) -> None:
-        self._steps.append(("attrs", mapper, AddressRange(va, size), before))
+    def _commit(self) -> None:
+        journals, self._journals = self._journals, []
+        for table, (journal, _) in zip(self._tables, journals, strict=True):
+            made = journal.allocated()
+            if made:
+                self.made.append((table, made))
+            journal.commit()
 
     def _roll_back(self) -> None:
-        steps, self._steps = self._steps, []
-        touched: dict[int, Mapper] = {}
+        journals, self._journals = self._journals, []
+        placed, self._placed = self._placed, []
+        touched = {id(m): m for _, users in journals for m in users}
         try:
-            for what, target, first, second in reversed(steps):
-                if what == "place":
-                    target.free(first)
-                    continue
-                touched[id(target)] = target
-                with target.restoring():
-                    _take_back(what, target, first, second)
+            for journal, users in reversed(journals):
+                with contextlib.ExitStack() as stack:
+                    for mapper in users:
+                        stack.enter_context(mapper.restoring())
+                    journal.rollback()
         except BaseException:
             for mapper in touched.values():
                 mapper.flush_held()
             raise
         for mapper in touched.values():
             mapper.restored()
-
-
-def _take_back(what: str, mapper: Mapper, first: Any, second: Any) -> None:
-    """Undo one table step of an :class:`UndoLog` (see its ``_steps``)."""
-    if what == "map":
-        mapper.unmap(first.va, first.size)
-    elif what == "unmap":
-        for run in first:
-            mapper.map(run, second)
-    else:
-        mapper.set_attrs(first.start, first.size, second)
+        for allocator, addr in reversed(placed):
+            allocator.free(addr)
 
 
 class Undoable:
@@ -250,9 +259,7 @@ def rewritten_mappers(
     return [mapper_of(reservation(res_id).vcm) for res_id in res_ids]
 
 
-def split_leaf(
-    mapper: Mapper, boundary: int, attrs: Callable[[int], PageAttrs], undo: UndoLog
-) -> None:
+def split_leaf(mapper: Mapper, boundary: int, attrs: Callable[[int], PageAttrs]) -> None:
     """Make ``boundary`` a leaf boundary: a block straddling it is unmapped and mapped
     again as the pages :func:`plan_pages` gives its two sides (same bytes, same
     attributes ``attrs(boundary)``: one descriptor has one set).  The block may reach
@@ -262,14 +269,12 @@ def split_leaf(
     if leaf is None or leaf.va == boundary:
         return
     before = attrs(boundary)
-    removed = mapper.unmap(leaf.va, leaf.size)
-    undo.unmapped(mapper, removed, before)
+    mapper.unmap(leaf.va, leaf.size)
     cut = boundary - leaf.va
     runs = plan_pages(leaf.va, leaf.pa, cut, mapper.page_sizes, leaf.size)
     runs += plan_pages(boundary, leaf.pa + cut, leaf.size - cut, mapper.page_sizes, leaf.size)
     for run in runs:
         mapper.map(run, before)
-        undo.mapped(mapper, run)
 
 
 def apply_rewrites(
@@ -277,7 +282,6 @@ def apply_rewrites(
     rewrites: list[Rewrite],
     reservation: Callable[[int], Reservation],
     mapper_of: Callable[[Vcm], Mapper],
-    undo: UndoLog,
 ) -> None:
     """Rewrite the attributes of aliases in their tables: per reservation, VA-adjacent
     changed pieces with the same change become one ``set_attrs`` call, inside one update
@@ -312,10 +316,9 @@ def apply_rewrites(
 
         with mapper.updating():
             for boundary in sorted({b for va, size, _, _ in groups for b in (va, va + size)}):
-                split_leaf(mapper, boundary, attrs_at, undo)
-            for va, size, before, after in groups:
+                split_leaf(mapper, boundary, attrs_at)
+            for va, size, _, after in groups:
                 mapper.set_attrs(va, size, after)
-                undo.attrs_changed(mapper, va, size, before)
 
 
 def explained(exc: VcmmError, what: str) -> VcmmError:

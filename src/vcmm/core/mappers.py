@@ -30,7 +30,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -108,15 +108,20 @@ def merge_runs(runs: list[PageRun]) -> list[PageRun]:
 class Mapper(Protocol):
     """What the manager needs from the hardware below a VCM.
 
-    ``unmap`` returns the leaves it removed (as runs), so an undo can put back exactly
-    what was there; ``leaf`` tells which leaf maps an address, so the core can split a
-    block before rewriting the attributes of part of it.  Changes are made inside
-    ``updating()``, which does the TLB maintenance when the outermost bracket closes.
+    ``unmap`` returns the leaves it removed (as runs); ``leaf`` tells which leaf maps an
+    address, so the core can split a block before rewriting the attributes of part of
+    it; ``map_many`` writes many runs in one batched table call (all or nothing).
+    ``page_table`` is the table the mapper writes (None without one): the core opens
+    a journal on it, so that a call of many table steps is undone byte for byte.
+    Changes are made inside ``updating()``, which does the TLB maintenance when the
+    outermost bracket closes.
     """
 
     @property
     def page_sizes(self) -> tuple[int, ...]: ...
+    def page_table(self) -> PageTable | None: ...
     def map(self, run: PageRun, attrs: PageAttrs) -> None: ...
+    def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None: ...
     def unmap(self, va: int, size: int) -> list[PageRun]: ...
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None: ...
     def leaf(self, va: int) -> PageRun | None: ...
@@ -214,14 +219,31 @@ class _TableMapper:
             self._sizes = tuple(self._table().sizes)
         return self._sizes
 
+    #: The bits of a VA the table is indexed with (kernel VAs lose their top bits).
+    _va_mask = (1 << 64) - 1
+
     def _index_va(self, va: int) -> int:
-        """The address the table is indexed with (kernel VAs lose their top bits)."""
-        return va
+        """The address the table is indexed with."""
+        return va & self._va_mask
+
+    def page_table(self) -> PageTable:
+        return self._table()
 
     def map(self, run: PageRun, attrs: PageAttrs) -> None:
         """All or nothing, as :meth:`PageTable.map` is."""
         self._table().map(self._index_va(run.va), run.pa, run.size, attrs, page_size=run.page_size)
         self._dirty.append((run.va, run.size))
+
+    def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None:
+        """Every ``(attrs, run)`` in one :meth:`PageTable.map_many` call: all or nothing,
+        the same table bytes as :meth:`map` run by run, the same ranges to invalidate."""
+        if not runs:
+            return
+        mask = self._va_mask
+        pieces = [(run.va & mask, run.pa, run.size, attrs) for attrs, run in runs]
+        sizes = [run.page_size for _, run in runs]
+        self._table().map_many(pieces, page_size=sizes, entries=False)
+        self._dirty += [(run.va, run.size) for _, run in runs]
 
     def unmap(self, va: int, size: int) -> list[PageRun]:
         index_va = self._index_va(va)
@@ -338,8 +360,7 @@ class VmmMapper(_TableMapper):
     def _table(self) -> PageTable:
         return self.cpu.kernel_table
 
-    def _index_va(self, va: int) -> int:
-        return va & _VA_MASK
+    _va_mask = _VA_MASK
 
     def _finish(self, ranges: list[tuple[int, int]]) -> None:
         gather = self.cpu.tlb_gather()
@@ -375,8 +396,15 @@ class OneToOneMapper:
 
     page_sizes: tuple[int, ...] = ()
 
+    def page_table(self) -> None:
+        """No table: see :meth:`map`."""
+        return None
+
     def map(self, run: PageRun, attrs: PageAttrs) -> None:
         """Nothing to program: the device already reaches every physical address."""
+
+    def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None:
+        """See :meth:`map`."""
 
     def unmap(self, va: int, size: int) -> list[PageRun]:
         """See :meth:`map`."""

@@ -18,7 +18,8 @@ ends and key sets live in dicts keyed by the start.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable
+import itertools
+from collections.abc import Hashable, Iterable
 
 #: What :meth:`PhysIndex.cover` reports for bytes no key covers.
 EMPTY: frozenset[Hashable] = frozenset()
@@ -79,6 +80,66 @@ class PhysIndex:
                 keys[pos] = {key}
                 pos = stop
             i += 1
+
+    def clear_of(self, ranges: list[tuple[int, int]]) -> bool:
+        """Whether the ``(start, end)`` ranges, sorted by start, overlap neither each
+        other nor any segment (a quick test before work done in bulk)."""
+        if not all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)):
+            return False
+        starts, ends = self._starts, self._end
+        if not starts:
+            return True
+        n = len(starts)
+        at = [bisect.bisect_left(starts, s) for s, _ in ranges]
+        return all(
+            (i == n or e <= starts[i]) and (i == 0 or ends[starts[i - 1]] <= s)
+            for i, (s, e) in zip(at, ranges, strict=True)
+        )
+
+    def add_many(self, items: list[tuple[int, int, Hashable]]) -> None:
+        """:meth:`add` of every ``(start, end, key)``, each key new to the index.
+
+        Ranges that neither overlap each other nor anything indexed (a fresh buffer's
+        pieces) become one segment each, merged into the sorted starts in one pass;
+        otherwise they are added one by one.  The result is the same either way.
+        """
+        items = sorted(item for item in items if item[0] < item[1])
+        if not self.clear_of([(s, e) for s, e, _ in items]):
+            for start, end, key in items:
+                self.add(start, end, key)
+            return
+        self._end.update((s, e) for s, e, _ in items)
+        self._keys.update((s, {key}) for s, _, key in items)
+        self._starts += [s for s, _, _ in items]
+        self._starts.sort()  # two sorted runs: one merge
+
+    def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
+        """Whether each ``(start, end, key)`` is exactly one segment that ``key``
+        alone covers (nothing else maps those bytes)."""
+        ends, keys = self._end, self._keys
+        for start, end, key in items:
+            here = keys.get(start)
+            if here is None or len(here) != 1 or key not in here or ends[start] != end:
+                return False
+        return True
+
+    def discard_many(self, items: list[tuple[int, int, Hashable]]) -> None:
+        """:meth:`discard` of every ``(start, end, key)``.
+
+        When each is a segment of its key alone (:meth:`sole`: a backing of memory
+        nothing else maps), the segments go in one pass over the starts: a removed
+        segment leaves a gap, so no neighbours become mergeable.  Otherwise they are
+        discarded one by one.  The result is the same either way.
+        """
+        items = [item for item in items if item[0] < item[1]]
+        if not self.sole(items):
+            for start, end, key in items:
+                self.discard(start, end, key)
+            return
+        ends, keys = self._end, self._keys
+        for start, _, _ in items:
+            del ends[start], keys[start]
+        self._starts = [s for s in self._starts if s in ends]
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """Forget ``key`` over ``[start, end)`` (exactly the range it was added with)

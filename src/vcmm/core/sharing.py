@@ -62,6 +62,11 @@ def plan_back(
     ``attrs`` are the new mappings' attributes without and with the shareable bit."""
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
+    if graph.untouched(phys for _, phys, _ in pieces):  # fresh memory: one private edge each
+        return [
+            Mapping(space, owner, phys, va, private_attrs, res_id, chunk)
+            for va, phys, chunk in pieces
+        ], []
     memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []
     changes: dict[Key, list[Change]] = {}
@@ -110,6 +115,8 @@ def plan_back(
 def plan_unback(graph: MappingGraph, res_id: int, edges: Sequence[Mapping]) -> list[Rewrite]:
     """Rewrites of the other aliases of ``edges`` once reservation ``res_id`` (whose
     edges they are) no longer maps them."""
+    if graph.alone(edges):  # memory nothing else maps: no alias to rewrite
+        return []
     changes: dict[Key, list[Change]] = {}
     for edge in edges:
         for s, e, keys in graph.cover_keys(edge.phys):

@@ -169,8 +169,9 @@ class Cpu(Observable):
         self.table_memory = table_memory
         self.cache = DataCache(memory, cache)
         self.tlb = TLB(tlb)
-        #: The kernel's TTBR1 table, indexed by VA[47:0].
-        self.kernel_table = PageTable(VMSAV8_4K, memory, table_memory)
+        #: The kernel's TTBR1 table, indexed by VA[47:0].  The CPU's tables give back
+        #: the tables an unmap empties (keeping them is io-pgtable's rule, for IOMMUs).
+        self.kernel_table = PageTable(VMSAV8_4K, memory, table_memory, keep_tables=False)
         try:
             for va, pa, size in windows:
                 self.kernel_table.map(va & _VA_MASK, pa, size, LINEAR_MAP_ATTRS)
@@ -334,7 +335,8 @@ class Cpu(Observable):
         asid = self._check_asid("create_address_space", asid)
         if asid in self._spaces:
             raise InvalidArgumentError(f"create_address_space: ASID {asid} already exists")
-        table = PageTable(VMSAV8_4K, self.memory, self.table_memory)
+        # munmap frees the page tables it empties (Linux's free_pgtables)
+        table = PageTable(VMSAV8_4K, self.memory, self.table_memory, keep_tables=False)
         self._spaces[asid] = table
         return table
 

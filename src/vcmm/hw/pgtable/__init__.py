@@ -25,6 +25,7 @@ from vcmm.hw.pgtable.format import (
 from vcmm.hw.pgtable.longdesc import MAIR
 from vcmm.hw.pgtable.lpae import ARMV7_LPAE
 from vcmm.hw.pgtable.table import PageTable, PageTableSnapshot
+from vcmm.hw.pgtable.tableset import Journal
 from vcmm.hw.pgtable.visitors import MapEntry, decode_tables
 from vcmm.hw.pgtable.walker import Slots, Visitor, walk_range, walk_tables
 
@@ -38,6 +39,7 @@ __all__ = [
     "DescriptorKind",
     "GeoLevel",
     "Geometry",
+    "Journal",
     "LevelSpec",
     "MapEntry",
     "PageTable",

@@ -16,17 +16,58 @@ then maps the pieces one by one, which refuses with the exact error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from vcmm.attrs import PageAttrs
+from vcmm.errors import VcmmError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat
 from vcmm.hw.pgtable.tableset import Edit, TableSet
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+
+
+def single_pages(
+    fmt: PageTableFormat, va_limit: int, pieces: Sequence[object], sizes: Sequence[object]
+) -> tuple[U64, U64, I64, list[Mapping[str, int]]] | None:
+    """Pieces that are each one smallest page (``sizes`` forcing it or nothing), as
+    arrays for :func:`install_pages`: addresses, outputs, attribute group of each, the
+    groups' field values; None if any piece is anything else (the general path then
+    checks it exactly)."""
+    page = fmt.min_page
+    if not pieces or any(s is not None and s != page for s in sizes):
+        return None
+    groups: dict[PageAttrs, int] = {}
+    values: list[Mapping[str, int]] = []
+    rows = []
+    last: object = None
+    g = 0
+    for piece in pieces:
+        if type(piece) is not tuple or len(piece) != 4:
+            return None
+        va, pa, size, attrs = piece
+        if (
+            type(va) is not int or type(pa) is not int or size != page or type(size) is not int
+            or va < 0 or pa < 0 or va % page or pa % page or va + page > va_limit
+            or type(attrs) is not PageAttrs
+        ):  # fmt: skip
+            return None
+        if attrs is not last:  # the pieces of one backing share a few attribute objects
+            known = groups.get(attrs)
+            if known is None:
+                try:
+                    values.append(fmt.attr_values(attrs))
+                except VcmmError:
+                    return None
+                known = groups[attrs] = len(values) - 1
+            last, g = attrs, known
+        rows.append((va, pa, g))
+    table = np.array(rows, dtype=np.uint64)
+    return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
 
 
 def install_pages(
@@ -80,8 +121,13 @@ def install_pages(
         return False
     new_tables = _allocate(geo, tables, edit, vas, missing, li_leaf, table, groups, values)
     leaf_table = table.copy()
-    for i in np.flatnonzero(~here).tolist():
-        leaf_table[i] = new_tables[(li_leaf - 1, int(vas[i]) >> geo.levels[li_leaf - 1].shift)]
+    sel = np.flatnonzero(~here)
+    if sel.size:
+        made, which = np.unique(
+            vas[sel] >> np.uint64(geo.levels[li_leaf - 1].shift), return_inverse=True
+        )
+        made_at = [new_tables[(li_leaf - 1, key)] for key in made.tolist()]
+        leaf_table[sel] = np.array(made_at, dtype=np.uint64)[which.reshape(-1)]
     _write_leaves(kind, tables, edit, leaf_table, idx_all, pas, groups, values)
     return True
 
@@ -101,17 +147,23 @@ def _inherited_agree(
     if not kind.inherits or parent_kind is None:
         return True
     wanted = [tuple(v.get(name, 0) for name in kind.inherits) for v in values]
-    for i in np.flatnonzero(here).tolist():
-        have = parent_kind.field_values(int(parent_desc[i]))
-        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(groups[i])]:
+    sel = np.flatnonzero(here)
+    # each distinct (table descriptor, attribute group) pair is decoded once
+    pairs = np.unique(np.stack((parent_desc[sel], groups[sel].astype(np.uint64))), axis=1)
+    for desc, g in pairs.T.tolist():
+        have = parent_kind.field_values(int(desc))
+        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(g)]:
             return False
-    first: dict[int, tuple[int, ...]] = {}
+    # the pieces landing in one new table must all want what its first piece writes
     shift = geo.levels[len(geo.levels) - 2].shift if len(geo.levels) > 1 else 0
-    for i in np.flatnonzero(~here).tolist():
-        key = int(vas[i]) >> shift
-        if first.setdefault(key, wanted[int(groups[i])]) != wanted[int(groups[i])]:
-            return False
-    return True
+    sel = np.flatnonzero(~here)
+    if not sel.size:
+        return True
+    distinct = {w: i for i, w in enumerate(dict.fromkeys(wanted))}
+    wanted_id = np.array([distinct[w] for w in wanted], dtype=np.uint64)[groups[sel]]
+    keys = vas[sel] >> np.uint64(shift)
+    pairs = keys * np.uint64(len(distinct)) + wanted_id  # one number per (table, wish)
+    return int(np.unique(pairs).size) == int(np.unique(keys).size)
 
 
 def _allocate(

@@ -34,7 +34,14 @@ Policies:
   large page into 16 small pages, a section into a second-level table of large pages,
   a 1G block into a table of 2M blocks, a 2M block into a table of 4K pages), and the
   splitting repeats until the range boundary falls on an entry boundary; then only
-  the requested part is cleared.  Table pages left empty are released.
+  the requested part is cleared.  Table pages left empty stay (``keep_tables``, the
+  default), as Linux's io-pgtable-arm and io-pgtable-arm-v7s keep them: the next map
+  nearby reuses them instead of allocating again.  A block later mapped over an empty
+  table releases it (and its empty subtables), as Linux's ``arm_lpae_init_pte`` /
+  ``arm_v7s_init_pte`` do; an empty table whose inherited fields (ARMv7 NS) differ
+  from the next page mapped into it has its descriptor rewritten.  With
+  ``keep_tables=False`` an unmap releases the tables it leaves empty.
+- Several calls can be made one all-or-nothing step with :meth:`PageTable.journal`.
 - ``set_attrs`` rewrites whole mappings only: a range that cuts through a block or
   page is refused (AlignmentError) rather than silently splitting.
 """
@@ -58,13 +65,12 @@ from vcmm.errors import (
     NotMappedError,
     StateError,
     UnsupportedSizeError,
-    VcmmError,
 )
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
-from vcmm.hw.pgtable.mapmany import install_pages
+from vcmm.hw.pgtable.mapmany import install_pages, single_pages
 from vcmm.hw.pgtable.plan import Run, plan_runs
-from vcmm.hw.pgtable.tableset import Edit, TableSet
+from vcmm.hw.pgtable.tableset import Edit, Journal, TableSet
 from vcmm.hw.pgtable.visitors import (
     CheckTableFields,
     Clear,
@@ -113,6 +119,17 @@ def _leaf_descriptors(
     return np.repeat(descs, kind.copies) if kind.copies > 1 else descs
 
 
+def _per_piece(op: str, page_size: object, n: int) -> Sequence[object]:
+    """``map_many``'s ``page_size`` as one entry per piece (checked by each plan)."""
+    if isinstance(page_size, Sequence) and not isinstance(page_size, str | bytes):
+        if len(page_size) != n:
+            raise InvalidArgumentError(
+                f"{op}: {len(page_size)} page sizes for {n} pieces; give one per piece"
+            )
+        return page_size
+    return [page_size] * n
+
+
 def _int_arg(op: str, name: str, value: object) -> int:
     if not is_int(value):
         raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
@@ -137,7 +154,10 @@ class PageTable:
         table_memory: TableMemory,
         *,
         va_bits: int | None = None,
+        keep_tables: bool = True,
     ) -> None:
+        if not isinstance(keep_tables, bool):
+            raise InvalidArgumentError(f"keep_tables={keep_tables!r} is not a bool")
         if not isinstance(fmt, PageTableFormat):
             raise InvalidArgumentError(f"fmt must be a PageTableFormat, got {fmt!r}")
         if not isinstance(memory, PhysicalMemory):
@@ -164,6 +184,7 @@ class PageTable:
         self._read_word = memory.read_u32 if self._eb == 4 else memory.read_u64
         self._tables = TableSet(geo, memory, table_memory, fmt.valid_mask)
         self._root = self._tables.root
+        self._keep = keep_tables
         self._alive = True
 
     # -- properties ------------------------------------------------------------------------
@@ -192,6 +213,24 @@ class PageTable:
     def root(self) -> int:
         """Physical address of the root table (the TTBR value)."""
         return self._root
+
+    @property
+    def keep_tables(self) -> bool:
+        """Whether an unmap keeps the tables it leaves empty (Linux io-pgtable does)."""
+        return self._keep
+
+    def journal(self, op: str) -> Journal:
+        """Make the calls until the journal's ``commit`` or ``rollback`` one step: a
+        rollback puts every byte, table page and count back as they were now (see
+        :mod:`vcmm.hw.pgtable.tableset`).  One journal at a time."""
+        self._live(op)
+        return self._tables.journal(op)
+
+    def release_empty(self, tables: Sequence[int]) -> None:
+        """Give back those of ``tables`` (as a journal's ``allocated()`` lists them)
+        that map nothing any more: the undo of a map whose tables an unmap kept."""
+        with self._tables.editing("release_empty") as edit:
+            self._tables.release_empty(edit, list(tables))
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -292,33 +331,43 @@ class PageTable:
         return self._entries(runs, values)
 
     def map_many(
-        self, pieces: Sequence[tuple[int, int, int, PageAttrs]], *, page_size: int | None = None
+        self,
+        pieces: Sequence[tuple[int, int, int, PageAttrs]],
+        *,
+        page_size: int | Sequence[int | None] | None = None,
+        entries: bool = True,
     ) -> list[MapEntry]:
         """Map every ``(va, pa, size, attrs)`` of ``pieces`` in one edit: all of them or,
         if any piece is refused (a bad argument, a part already mapped or mapped by an
         earlier piece, an inherited field that disagrees), none.
 
-        The tables come out byte for byte as calling :meth:`map` on each piece in turn
-        would leave them (same plan, same table allocations in the same order); the
-        pieces are planned and checked once up front and written inside one undo log,
-        so a refusal half way rolls every earlier piece back.
+        ``page_size`` forces one size for all pieces, or one per piece (a sequence as
+        long as ``pieces``; None leaves that piece to the table's choice).  The tables
+        come out byte for byte as calling :meth:`map` on each piece in turn would leave
+        them (same plan, same table allocations in the same order); the pieces are
+        planned and checked once up front and written inside one undo log, so a
+        refusal half way rolls every earlier piece back.  Returns the leaves created,
+        or nothing with ``entries=False`` (a caller that does not read them saves
+        building one object per page).
         """
         op = "map_many"
         self._live(op)
         if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
             raise InvalidArgumentError(f"{op}: pieces must be a sequence of (va, pa, size, attrs)")
-        pages = self._single_pages(pieces, page_size)
+        sizes = _per_piece(op, page_size, len(pieces))
+        pages = single_pages(self._fmt, self._geo.va_limit, pieces, sizes)
         if pages is not None:
             with self._tables.editing(op) as edit:
                 args = (self._fmt, self._geo, self._memory, self._tables, self._root, edit)
                 if install_pages(*args, *pages):
+                    if not entries:
+                        return []
                     stored = [self._fmt.decode_attrs(v) for v in pages[3]]
                     size = self._fmt.min_page
-                    groups = pages[2].tolist()
                     return [
                         MapEntry(va, pa, size, stored[g])
                         for va, pa, g in zip(
-                            pages[0].tolist(), pages[1].tolist(), groups, strict=True
+                            pages[0].tolist(), pages[1].tolist(), pages[2].tolist(), strict=True
                         )
                     ]
         plans = []
@@ -327,55 +376,15 @@ class PageTable:
                 raise InvalidArgumentError(
                     f"{op}: piece {i} is {piece!r}, not a (va, pa, size, attrs) tuple"
                 )
-            plans.append(self._plan(f"{op} piece {i}", *piece, page_size))
+            plans.append(self._plan(f"{op} piece {i}", *piece, sizes[i]))
         with self._tables.editing(op) as edit:
             for (runs, values), (_, _, size, _) in zip(plans, pieces, strict=True):
                 self._check_free(op, runs[0].va, runs[0].pa, size, runs, values)
                 for run in runs:
                     self._install(edit, run, values)
+        if not entries:
+            return []
         return [e for runs, values in plans for e in self._entries(runs, values)]
-
-    def _single_pages(
-        self, pieces: Sequence[object], page_size: object
-    ) -> (
-        tuple[
-            npt.NDArray[np.uint64],
-            npt.NDArray[np.uint64],
-            npt.NDArray[np.int64],
-            list[Mapping[str, int]],
-        ]
-        | None
-    ):
-        """Pieces that are each one smallest page, as arrays for :func:`install_pages`
-        (addresses, outputs, attribute group of each, the groups' field values); None
-        if any piece is anything else (the general path then checks it exactly)."""
-        page = self._fmt.min_page
-        if (page_size is not None and page_size != page) or not pieces:
-            return None
-        groups: dict[PageAttrs, int] = {}
-        values: list[Mapping[str, int]] = []
-        rows = []
-        limit = self._geo.va_limit
-        for piece in pieces:
-            if type(piece) is not tuple or len(piece) != 4:
-                return None
-            va, pa, size, attrs = piece
-            if (
-                type(va) is not int or type(pa) is not int or size != page or type(size) is not int
-                or va < 0 or pa < 0 or va % page or pa % page or va + page > limit
-                or type(attrs) is not PageAttrs
-            ):  # fmt: skip
-                return None
-            g = groups.get(attrs)
-            if g is None:
-                try:
-                    values.append(self._fmt.attr_values(attrs))
-                except VcmmError:
-                    return None
-                g = groups[attrs] = len(values) - 1
-            rows.append((va, pa, g))
-        table = np.array(rows, dtype=np.uint64)
-        return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
 
     def _plan(
         self, op: str, va: object, pa: object, size: object, attrs: object, page_size: object
@@ -454,10 +463,18 @@ class PageTable:
                 words = self._memory.read_words(
                     table + gl.index(run.va) * self._eb, run.count * run.kind.copies, self._eb
                 )
-                if np.any(words & np.uint64(self._fmt.valid_mask)):
+                valid = (words & np.uint64(self._fmt.valid_mask)) != 0
+                if valid.any() and self._occupied(gl.table_kind, words[valid], run):
                     self._refuse_overlap(op, va, pa, size, run)
-                if run.kind.inherits and parent is not None:
+                if run.kind.inherits and parent is not None and self._tables.count(table):
                     self._check_inherited(op, run, parent, parent_desc, values)
+
+    def _occupied(self, tk: DescriptorKind | None, words: npt.NDArray[np.uint64], run: Run) -> bool:
+        """Whether valid slots ``words`` under ``run`` hold anything but tables with no
+        mapping below (empty kept tables, which a block may replace)."""
+        if tk is None or not tk.match_many(words).all():
+            return True
+        return self._first(run.va, run.end, mapped=True) is not None
 
     def _refuse_overlap(self, op: str, va: int, pa: int, size: int, run: Run) -> NoReturn:
         at = self._first(run.va, run.end, mapped=True)
@@ -499,13 +516,21 @@ class PageTable:
             tk = gl.table_kind
             assert tk is not None  # guaranteed by _validate_geometry
             if desc & self._fmt.valid_mask:
-                table = tk.output_address(desc)
+                child = tk.output_address(desc)
+                stamped = tk.encode(child, values)
+                if stamped != desc and not self._tables.count(child):  # an empty kept table
+                    self._tables.write(edit, table, idx, np.array([stamped], np.uint64))
+                table = child
                 continue
             child = self._tables.alloc(edit, li + 1)
             self._tables.write(edit, table, idx, np.array([tk.encode(child, values)], np.uint64))
             table = child
+        gl = levels[run.li]
+        first = gl.index(run.va)
+        if gl.table_kind is not None:  # empty kept tables where the block goes
+            self._tables.release_subtrees(edit, run.li, table, first, run.count * run.kind.copies)
         descs = _leaf_descriptors(run.kind, run.pa, run.count, values)
-        self._tables.write(edit, table, levels[run.li].index(run.va), descs)
+        self._tables.write(edit, table, first, descs)
 
     # -- unmap --------------------------------------------------------------------------------
 
@@ -513,14 +538,15 @@ class PageTable:
         """Unmap ``[va, va+size)`` (all of it must be mapped); returns what was removed.
 
         Blocks cut by the range are split first (see the module notes); table pages
-        left empty are released.
+        left empty are kept, or released if the table was made with
+        ``keep_tables=False``.
         """
         op = "unmap"
         self._live(op)
         va, size = self._range(op, va, size)
         end = va + size
         with self._tables.editing(op) as edit:
-            clear = Clear(self._fmt, self._tables, edit)
+            clear = Clear(self._fmt, self._tables, edit, keep_tables=self._keep)
             try:
                 self._split_at(edit, va)
                 if end < self._geo.va_limit:

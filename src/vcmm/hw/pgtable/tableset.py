@@ -11,6 +11,15 @@ is noted, and if the block raises :meth:`TableSet.rollback` puts everything back
 reverse, so a call that fails half way (table memory runs out, a block cannot be split)
 leaves no trace.  Released tables go back to the allocator only on
 :meth:`TableSet.commit`, when the block completes.
+
+A caller that makes several calls as one all-or-nothing step (the core's ``vcm_back``
+writing a reservation's runs, then rewriting aliases, which may split blocks and run
+out of table memory) opens a :class:`Journal` around them: every call's edit then
+joins the journal's, a failing call still takes back its own changes (to a savepoint),
+and the journal's rollback puts back every byte, table page and count as they were
+before the first call.  That is exact where replaying inverse calls is not: an unmap
+does not give back the tables the map allocated (empty tables are kept, as Linux's
+io-pgtable keeps them), and a block mapped over an empty kept table releases it.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
-from vcmm.errors import OutOfMemoryError
+from vcmm.errors import OutOfMemoryError, StateError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import Geometry
 from vcmm.hw.tablemem import MIN_BLOCK, TableMemory
@@ -43,10 +52,18 @@ class Edit:
     """Undo log of one mutating call (``op`` names it in error messages)."""
 
     op: str
-    writes: list[tuple[int, npt.NDArray[np.uint8]]] = field(default_factory=list)
-    counts: dict[int, int] = field(default_factory=dict)
+    #: ``(address, old bytes, table, change of its valid count)`` per write, oldest first.
+    writes: list[tuple[int, npt.NDArray[np.uint8], int, int]] = field(default_factory=list)
     allocated: list[int] = field(default_factory=list)
     released: dict[int, TableInfo] = field(default_factory=dict)
+
+    def joined(self, op: str) -> Edit:
+        """An edit named ``op`` logging into this one's lists (a call inside a journal)."""
+        return Edit(op, self.writes, self.allocated, self.released)
+
+    def mark(self) -> tuple[int, int, int]:
+        """Where the logs stand now: what :meth:`TableSet.rollback` can go back to."""
+        return (len(self.writes), len(self.allocated), len(self.released))
 
 
 class TableSet:
@@ -68,6 +85,7 @@ class TableSet:
         self._vm = np.uint64(valid_mask)
         self._vm_typed = self._dtype.type(valid_mask)
         self._tables: dict[int, TableInfo] = {}
+        self._journal: Edit | None = None
         size = max(geo.root_bytes, MIN_BLOCK)
         try:
             self.root = table_memory.alloc(size, size)
@@ -95,12 +113,12 @@ class TableSet:
         old_raw = self._memory.read_array(addr, words.size * eb)
         old = old_raw.view(self._dtype)
         info = self._tables[table]
-        edit.counts.setdefault(table, info.count)
-        edit.writes.append((addr, old_raw))
-        self._memory.write(addr, words.astype(self._dtype))
-        info.count += int(np.count_nonzero(words & self._vm)) - int(
+        delta = int(np.count_nonzero(words & self._vm)) - int(
             np.count_nonzero(old & self._vm_typed)
         )
+        edit.writes.append((addr, old_raw, table, delta))
+        self._memory.write(addr, words.astype(self._dtype))
+        info.count += delta
 
     def alloc(self, edit: Edit, li: int) -> int:
         """A zeroed table page for level index ``li``."""
@@ -121,27 +139,92 @@ class TableSet:
         """Drop an (empty) table from the tree; its page is freed on :meth:`commit`."""
         edit.released[table] = self._tables.pop(table)
 
+    def release_subtrees(self, edit: Edit, li: int, table: int, index: int, count: int) -> None:
+        """Release every table below slots ``index..index+count`` of ``table`` (level
+        index ``li``), which the caller is about to overwrite with a block: the tables
+        must map nothing (empty ones an unmap kept)."""
+        tk = self._geo.levels[li].table_kind
+        if tk is None:
+            return
+        words = self._memory.read_words(table + index * self._eb, count, self._eb)
+        hit = ((words & self._vm) != 0) & tk.match_many(words)
+        for child in tk.output_many(words[hit]).tolist():
+            info = self._tables[child]
+            self.release_subtrees(edit, info.li, child, 0, self._geo.levels[info.li].entries)
+            self.release(edit, child)
+
+    def release_empty(self, edit: Edit, tables: list[int]) -> None:
+        """Release each of ``tables`` (newest first) that is still in the tree and
+        maps nothing, clearing the descriptor that points at it."""
+        for table in reversed(tables):
+            info = self._tables.get(table)
+            if info is None or info.li == 0 or info.count:
+                continue
+            tk = self._geo.levels[info.li - 1].table_kind
+            assert tk is not None
+            for parent, above in list(self._tables.items()):
+                if above.li != info.li - 1:
+                    continue
+                words = self._memory.read_words(
+                    parent, self._geo.levels[above.li].entries, self._eb
+                )
+                hit = np.flatnonzero(((words & self._vm) != 0) & tk.match_many(words))
+                slot = hit[tk.output_many(words[hit]) == np.uint64(table)]
+                if slot.size:
+                    self.write(edit, parent, int(slot[0]), np.zeros(1, dtype=np.uint64))
+                    self.release(edit, table)
+                    break
+
     def editing(self, op: str) -> _Editing:
         """An :class:`Edit` for the ``with`` block: committed if the block completes,
-        rolled back (and the exception passed on) if anything in it raises."""
-        return _Editing(self, Edit(op))
+        rolled back (and the exception passed on) if anything in it raises.  Inside a
+        journal the edit joins it: the block's own changes are taken back on failure,
+        and nothing is final before the journal commits."""
+        journal = self._journal
+        if journal is None:
+            return _Editing(self, Edit(op), None)
+        return _Editing(self, journal.joined(op), journal.mark())
 
-    def rollback(self, edit: Edit) -> None:
-        """Undo everything ``edit`` logged, in reverse."""
-        for addr, old in reversed(edit.writes):
+    def rollback(self, edit: Edit, mark: tuple[int, int, int] = (0, 0, 0)) -> None:
+        """Undo everything ``edit`` logged after ``mark`` (all of it by default), in
+        reverse: released tables come back, bytes and valid counts are restored, and
+        tables allocated are freed."""
+        n_writes, n_allocated, n_released = mark
+        for table in list(edit.released)[n_released:]:
+            self._tables[table] = edit.released.pop(table)
+        for addr, old, table, delta in reversed(edit.writes[n_writes:]):
             self._memory.write(addr, old)
-        self._tables.update(edit.released)
-        for table, count in edit.counts.items():
-            if table in self._tables:
-                self._tables[table].count = count
-        for table in reversed(edit.allocated):
+            self._tables[table].count -= delta
+        del edit.writes[n_writes:]
+        for table in reversed(edit.allocated[n_allocated:]):
             info = self._tables.pop(table)
             self._tm.free(table, info.size)
+        del edit.allocated[n_allocated:]
 
     def commit(self, edit: Edit) -> None:
         """Make ``edit`` final: free the pages of the tables it released."""
         for table, info in sorted(edit.released.items()):
             self._tm.free(table, info.size)
+
+    def journal(self, op: str) -> Journal:
+        """Open a :class:`Journal` (one at a time) that every later call joins."""
+        if self._journal is not None:
+            raise StateError(
+                f"{op}: the table rooted at {self.root:#x} already has an open journal "
+                f"({self._journal.op}); one caller at a time makes calls all or nothing"
+            )
+        self._journal = Edit(op)
+        return Journal(self, self._journal)
+
+    def close_journal(self, edit: Edit, *, commit: bool) -> None:
+        """End the journal ``edit``: make it final, or take all of it back."""
+        if self._journal is not edit:
+            raise StateError(f"{edit.op}: this journal of table {self.root:#x} is not open")
+        self._journal = None
+        if commit:
+            self.commit(edit)
+        else:
+            self.rollback(edit)
 
     def destroy(self) -> None:
         """Free every table page, root included."""
@@ -150,15 +233,41 @@ class TableSet:
         self._tables.clear()
 
 
-class _Editing:
-    """The context manager of :meth:`TableSet.editing` (a class, not a generator: every
-    map and unmap enters one)."""
+class Journal:
+    """Several table calls as one step (see the module notes): :meth:`commit` once they
+    all succeeded, or :meth:`rollback` to put the tables back as they were when it was
+    opened.  Either ends it."""
 
     __slots__ = ("_edit", "_tables")
 
     def __init__(self, tables: TableSet, edit: Edit) -> None:
         self._tables = tables
         self._edit = edit
+
+    def allocated(self) -> list[int]:
+        """Tables allocated since the journal opened and still in the tree, oldest
+        first (what :meth:`TableSet.release_empty` can give back later)."""
+        return [t for t in self._edit.allocated if t not in self._edit.released]
+
+    def commit(self) -> None:
+        """Make every change final (free the tables they released)."""
+        self._tables.close_journal(self._edit, commit=True)
+
+    def rollback(self) -> None:
+        """Take every change back, newest first."""
+        self._tables.close_journal(self._edit, commit=False)
+
+
+class _Editing:
+    """The context manager of :meth:`TableSet.editing` (a class, not a generator: every
+    map and unmap enters one)."""
+
+    __slots__ = ("_edit", "_mark", "_tables")
+
+    def __init__(self, tables: TableSet, edit: Edit, mark: tuple[int, int, int] | None) -> None:
+        self._tables = tables
+        self._edit = edit
+        self._mark = mark  # inside a journal: where this call's changes begin
 
     def __enter__(self) -> Edit:
         return self._edit
@@ -169,7 +278,10 @@ class _Editing:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if kind is None:
+        if self._mark is not None:
+            if kind is not None:
+                self._tables.rollback(self._edit, self._mark)
+        elif kind is None:
             self._tables.commit(self._edit)
         else:
             self._tables.rollback(self._edit)

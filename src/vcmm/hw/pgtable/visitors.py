@@ -128,19 +128,23 @@ class FirstAddress(Visitor):
 
 
 class Clear(FirstAddress):
-    """Invalidate every leaf in the range (none may straddle it), releasing tables left
-    empty; ``removed`` lists the leaves as they were.
+    """Invalidate every leaf in the range (none may straddle it), keeping the tables
+    left empty (``keep_tables``, Linux's rule) or releasing them; ``removed`` lists the
+    leaves as they were.
 
     The range must be mapped throughout: ``found`` is the first address nothing maps,
     where the walk stops (the caller rolls the edit back), so unmapping needs no
     separate walk to look for holes first.
     """
 
-    def __init__(self, fmt: PageTableFormat, tables: TableSet, edit: Edit) -> None:
+    def __init__(
+        self, fmt: PageTableFormat, tables: TableSet, edit: Edit, *, keep_tables: bool
+    ) -> None:
         super().__init__(mapped=False)
         self._fmt = fmt
         self._tables = tables
         self._edit = edit
+        self._keep = keep_tables
         self.removed: list[MapEntry] = []
 
     def table(self, slots: Slots) -> None:
@@ -156,7 +160,7 @@ class Clear(FirstAddress):
         self._note(~mapped)
 
     def ascend(self, slots: Slots, j: int, child: int) -> None:
-        if self._tables.count(child) == 0:
+        if not self._keep and self._tables.count(child) == 0:
             slots.edit()[j] = 0
             self._tables.release(self._edit, child)
 
