@@ -34,6 +34,19 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX signals")
 
 
+def _terminal_signals() -> None:
+    """Give the child the dispositions a shell gives a foreground job.
+
+    A test run started in the background by a non-interactive shell (a CI script, a
+    loop of runs) inherits SIGINT and SIGQUIT ignored, and an ignored signal stays
+    ignored across exec: Python then installs no KeyboardInterrupt handler and the
+    Ctrl-C under test would never arrive.  A terminal's foreground job has them at
+    their defaults, so the child gets that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class Terminal:
     """``python -m vcmm ARGS`` with stderr on a pseudo-terminal, in its own process group."""
 
@@ -62,6 +75,7 @@ class Terminal:
             stderr=slave,
             env=env,
             start_new_session=True,
+            preexec_fn=_terminal_signals,
         )
         os.close(slave)
         self.raw = ""
