@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import vcmm
-from vcmm import SZ_1M, SZ_4K, SZ_16M, SZ_64K
+from vcmm import SZ_1M, SZ_4K, SZ_16M, SZ_64K, AddressRange
 from vcmm.core import AssocAttr, Attr, PhysAttr, VcmKind
 from vcmm.errors import DeviceFaultError, VcmmError
 
@@ -139,6 +139,22 @@ class VcmmMachine(RuleBasedStateMachine):
             pages = 1 + pages % (total - first)
         self.attempt(lambda: self.s.vcm_phys_view(pm, first * SZ_4K, pages * SZ_4K))
 
+    @precondition(lambda self: self.s.physmems)
+    @rule(
+        i=st.integers(0, 99),
+        picks=st.lists(st.integers(0, 600), min_size=1, max_size=4),
+        sensible=st.booleans(),
+    )
+    def wrap(self, i: int, picks: list[int], sensible: bool) -> None:
+        """Pages of an allocation, in any order and repeated, described as one piece
+        (as a driver hands the VCMM its pages); without naming the allocation that
+        owns them it is refused."""
+        pm = self.pick(self.s.physmems, i)
+        pages = [pa for c in pm.chunk_ranges for pa in range(c.start, c.end, SZ_4K)]
+        ranges = [AddressRange(self.pick(pages, k), SZ_4K) for k in picks]
+        of = pm if sensible else ()
+        self.attempt(lambda: self.s.vcm_phys_wrap(ranges, owner="a driver", of=of))
+
     @precondition(lambda self: self.s.reservations)
     @rule(i=st.integers(0, 99), at=st.integers(1, 600))
     def split(self, i: int, at: int) -> None:
@@ -234,6 +250,20 @@ class VcmmMachine(RuleBasedStateMachine):
         big_enough = [p for p in every if p.size >= res.len]
         pm = self.choose(sensible, big_enough, every, j)
         self.attempt(lambda: self.s.vcm_back(res, pm))
+
+    @precondition(lambda self: self.s.reservations and self.s.phys_views)
+    @rule(i=st.integers(0, 99), j=st.integers(0, 99))
+    def back_with_view_or_wrap(self, i: int, j: int) -> None:
+        """Back an unbacked reservation with a view or a wrap that is big enough: the
+        memory most likely to have aliases with other attributes already."""
+        free = [r for r in self.s.reservations if not r.backed]
+        if not free:
+            return
+        res = self.pick(free, i)
+        fitting = [p for p in self.s.phys_views if p.size >= res.len]
+        if fitting:
+            pm = self.pick(fitting, j)
+            self.attempt(lambda: self.s.vcm_back(res, pm))
 
     @precondition(lambda self: self.s.vcms)
     @rule(
@@ -454,8 +484,11 @@ def check_consistency(s: vcmm.System) -> None:
     # the rule for each of its pages (the linear map, i.e. kernel RAM, or two or more
     # address spaces map the page).  The reference counts spaces per page from the
     # allocations' chunks laid end to end, not from the graph.
-    live_chunks = {c for pm in s.physmems for c in pm.chunk_ranges}
-    assert set(graph.chunks()) <= live_chunks
+    # Edges lie in live memory: an allocation's chunk, or the pages a live wrap
+    # describes (a wrap's edges name its own pages as their chunk).
+    live = [c for pm in s.physmems + s.phys_views for c in pm.chunk_ranges]
+    for chunk in graph.chunks():
+        assert any(chunk.start >= c.start and chunk.end <= c.end for c in live), chunk
     check_page_types(s)
     spaces_of: dict[int, set[str]] = {}
     for res in s.reservations:
