@@ -16,7 +16,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack, overload
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
@@ -65,6 +65,16 @@ class Wanted:
     size: int | None
     direction: DmaDirection
     sgl: ScatterList | None = None
+
+
+class MisuseDetails(TypedDict, total=False):
+    """What a misuse report may say beyond its kind and message (all optional): the
+    device address and size involved, the mapping, and the call that misused it."""
+
+    dma_addr: int | None
+    size: int | None
+    rec: DmaMapping | None
+    call: CallSite | None
 
 
 def _score(
@@ -419,21 +429,11 @@ class DmaState:
     # -- misuse --------------------------------------------------------------------------
 
     def fatal(
-        self,
-        kind: ReportKind,
-        entry: DeviceEntry,
-        message: str,
-        *,
-        dma_addr: int | None = None,
-        size: int | None = None,
-        rec: DmaMapping | None = None,
-        call: CallSite | None = None,
+        self, kind: ReportKind, entry: DeviceEntry, message: str, **details: Unpack[MisuseDetails]
     ) -> DmaApiError:
         """A misuse the API cannot carry out: report it (if debugging) and return the
         error to raise."""
-        self.misuse(
-            kind, entry, message, dma_addr=dma_addr, size=size, rec=rec, call=call, fatal=True
-        )
+        self.misuse(kind, entry, message, fatal=True, **details)
         return DmaApiError(message)
 
     def misuse(
@@ -442,26 +442,14 @@ class DmaState:
         entry: DeviceEntry,
         message: str,
         *,
-        dma_addr: int | None = None,
-        size: int | None = None,
-        rec: DmaMapping | None = None,
-        call: CallSite | None = None,
         fatal: bool = False,
+        **details: Unpack[MisuseDetails],
     ) -> None:
         """A misuse the API can still carry out (as Linux does): report it; the
         checker raises instead in ``raise`` mode, before anything changed.  (A
         ``fatal`` one is reported as unrecoverable: :meth:`fatal`.)"""
         if self.checker is not None:
-            self.checker.report(
-                kind,
-                entry.name,
-                message,
-                dma_addr=dma_addr,
-                size=size,
-                rec=rec,
-                call=call,
-                recoverable=not fatal,
-            )
+            self.checker.report(kind, entry.name, message, recoverable=not fatal, **details)
 
     # -- cache maintenance -------------------------------------------------------------------
 
