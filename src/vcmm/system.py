@@ -27,9 +27,10 @@ from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
 from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
-from vcmm.core.manager import Vcmm, seed_call
+from vcmm.core.manager import Vcmm
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
+from vcmm.core.seedcalls import SeedCalls
 from vcmm.core.spaces import AddressSpaces
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import Interconnect
@@ -53,30 +54,7 @@ if TYPE_CHECKING:
     from vcmm.core.graph import MappingGraph
 
 
-# The part of the VCMM that owns each concern, reached from the system in one step, so
-# a seed call on the system takes the machine lock once and runs the part's method
-# (what ``Vcmm``'s own seed calls do) without going through the ``Vcmm`` facade.
-def _spaces(system: System) -> AddressSpaces:
-    return system.vcmm.spaces
-
-
-def _binding(system: System) -> Binding:
-    return system.vcmm.binding
-
-
-def _allocations(system: System) -> Allocations:
-    return system.vcmm.allocations
-
-
-def _backer(system: System) -> Backer:
-    return system.vcmm.backer
-
-
-def _registry(system: System) -> TargetRegistry:
-    return system.vcmm.registry
-
-
-class System:
+class System(SeedCalls):
     """A booted platform: the machine, the VCMM over it and the front ends' slots."""
 
     def __init__(self, spec: PlatformSpec) -> None:
@@ -218,33 +196,32 @@ class System:
         """The hardware side of ``vcm``."""
         return self.vcmm.mapper(vcm)
 
-    # -- the seed's calls ------------------------------------------------------------------
+    # -- the VCMM's parts, which the seed calls (:class:`SeedCalls`) run in ----------
 
-    vcm_create = seed_call(_spaces, AddressSpaces.vcm_create)
-    vcm_create_from_prebuilt = seed_call(_spaces, AddressSpaces.vcm_create_from_prebuilt)
-    vcm_free = seed_call(_spaces, AddressSpaces.vcm_free)
-    vcm_reserve = seed_call(_spaces, AddressSpaces.vcm_reserve)
-    vcm_unreserve = seed_call(_spaces, AddressSpaces.vcm_unreserve)
-    vcm_split = seed_call(_spaces, AddressSpaces.vcm_split)
-    vcm_merge = seed_call(_spaces, AddressSpaces.vcm_merge)
-    vcm_assoc = seed_call(_binding, Binding.vcm_assoc)
-    vcm_deassoc = seed_call(_binding, Binding.vcm_deassoc)
-    vcm_activate = seed_call(_binding, Binding.vcm_activate)
-    vcm_deactivate = seed_call(_binding, Binding.vcm_deactivate)
-    vcm_hook = seed_call(_binding, Binding.vcm_hook)
-    vcm_phys_alloc = seed_call(_allocations, Allocations.vcm_phys_alloc)
-    vcm_phys_free = seed_call(_allocations, Allocations.vcm_phys_free)
-    vcm_phys_view = seed_call(_allocations, Allocations.vcm_phys_view)
-    vcm_phys_wrap = seed_call(_allocations, Allocations.vcm_phys_wrap)
-    vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
-    vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
-    vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
-    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
-    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
-    vcm_back = seed_call(_backer, Backer.vcm_back)
-    vcm_unback = seed_call(_backer, Backer.vcm_unback)
-    vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
-    vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
+    @property
+    def spaces(self) -> AddressSpaces:
+        """VCMs and reservations (the VCMM's part)."""
+        return self.vcmm.spaces
+
+    @property
+    def binding(self) -> Binding:
+        """Associations, activation and fault hooks (the VCMM's part)."""
+        return self.vcmm.binding
+
+    @property
+    def allocations(self) -> Allocations:
+        """``vcm_phys_*`` allocations, views and wraps (the VCMM's part)."""
+        return self.vcmm.allocations
+
+    @property
+    def backer(self) -> Backer:
+        """Backing, unbacking and cache maintenance (the VCMM's part)."""
+        return self.vcmm.backer
+
+    @property
+    def registry(self) -> TargetRegistry:
+        """Memory targets registered at run time (the VCMM's part)."""
+        return self.vcmm.registry
 
     # -- the graph and state ---------------------------------------------------------------
 

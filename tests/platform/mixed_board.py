@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dtnodes import smmu_node
+
 GIC, M4U, MMU500, MMU401 = 1, 7, 8, 9
-
-
-def _irqs(n: int) -> list[int]:
-    return [c for i in range(n) for c in (0, 100 + i, 4)]
 
 
 def mixed_tree() -> dict[str, Any]:
@@ -47,28 +45,9 @@ def mixed_tree() -> dict[str, Any]:
             "interrupt-controller": True,
             "phandle": GIC,
         },
-        "iommu@10205000": {
-            "compatible": "mediatek,mt8173-m4u",
-            "reg": [0x1020_5000, 0x1000],
-            "#iommu-cells": 1,
-            "phandle": M4U,
-        },
-        "iommu@15000000": {
-            "compatible": "arm,mmu-500",
-            "reg": [0x1500_0000, 0x1_0000],
-            "#iommu-cells": 1,
-            "#global-interrupts": 1,
-            "interrupts": _irqs(3),
-            "phandle": MMU500,
-        },
-        "iommu@2b500000": {
-            "compatible": "arm,mmu-401",
-            "reg": [0x2B50_0000, 0x1_0000],
-            "#iommu-cells": 1,
-            "#global-interrupts": 1,
-            "interrupts": _irqs(2),
-            "phandle": MMU401,
-        },
+        "iommu@10205000": smmu_node("mediatek,mt8173-m4u", [0x1020_5000, 0x1000], M4U),
+        "iommu@15000000": smmu_node("arm,mmu-500", [0x1500_0000, 0x1_0000], MMU500, interrupts=3),
+        "iommu@2b500000": smmu_node("arm,mmu-401", [0x2B50_0000, 0x1_0000], MMU401, interrupts=2),
         "ovl@1400c000": {"reg": [0x1400_C000, 0x1000], "iommus": [M4U, 0]},
         "vcodec@16020000": {"reg": [0x1602_0000, 0x1000], "iommus": [M4U, 1 << 5 | 2]},
         "display@ae00000": {

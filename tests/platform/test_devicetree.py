@@ -33,12 +33,10 @@ from vcmm.platform.devicetree.iommu import IOMMU_MODELS
 from vcmm.platform.devicetree.naming import linux_name
 from vcmm.share import VcmExporter
 
+from .dtnodes import smmu_node
+
 MakeDtb = Callable[..., str]
 GIC, SMMU, SMMU_V1, POOL, DYN, ACME = 1, 2, 3, 10, 11, 4
-
-
-def _irqs(n: int) -> list[int]:
-    return [c for i in range(n) for c in (0, 100 + i, 4)]
 
 
 def board() -> dict[str, Any]:
@@ -91,23 +89,20 @@ def board() -> dict[str, Any]:
             "#address-cells": 1,
             "#size-cells": 1,
             "ranges": [0, 0, 0x1000_0000, 0x100_0000],
-            "iommu@100000": {
-                "compatible": ["vendor,soc-smmu-500", "arm,mmu-500"],
-                "reg": [0x10_0000, 0x1_0000],
-                "#iommu-cells": 2,
-                "#global-interrupts": 1,
-                "interrupts": _irqs(5),
-                "phandle": SMMU,
-            },
-            "iommu@110000": {
-                "compatible": ["arm,mmu-401", "arm,smmu-v1"],
-                "reg": [0x11_0000, 0x1_0000],
-                "#iommu-cells": 1,
-                "#global-interrupts": 1,
-                "interrupts": _irqs(2),
-                "dma-coherent": True,
-                "phandle": SMMU_V1,
-            },
+            "iommu@100000": smmu_node(
+                ["vendor,soc-smmu-500", "arm,mmu-500"],
+                [0x10_0000, 0x1_0000],
+                SMMU,
+                cells=2,
+                interrupts=5,
+            ),
+            "iommu@110000": smmu_node(
+                ["arm,mmu-401", "arm,smmu-v1"],
+                [0x11_0000, 0x1_0000],
+                SMMU_V1,
+                interrupts=2,
+                extra={"dma-coherent": True},
+            ),
             "display@20000": {
                 "reg": [0x2_0000, 0x1000],
                 "iommus": [SMMU, 0x10, 0, SMMU, 0x11, 0],
@@ -129,12 +124,7 @@ def board() -> dict[str, Any]:
                 "dsp@50000": {"reg": [0x5_0000, 0x1000], "memory-region": DYN},
             },
             "gpu@60000": {"reg": [0x6_0000, 0x1000], "dma-coherent": True},
-            "iommu@70000": {
-                "compatible": "acme,iommu",
-                "reg": [0x7_0000, 0x1000],
-                "#iommu-cells": 1,
-                "phandle": ACME,
-            },
+            "iommu@70000": smmu_node("acme,iommu", [0x7_0000, 0x1000], ACME),
             "npu@71000": {"reg": [0x7_1000, 0x1000], "iommus": [ACME, 3]},
             "pcie@80000": {
                 "reg": [0x8_0000, 0x1000],
@@ -295,12 +285,7 @@ def test_m4u_puts_every_master_in_one_group(make_dtb: MakeDtb) -> None:
         "#address-cells": 1,
         "#size-cells": 1,
         "memory@40000000": {"device_type": "memory", "reg": [0x4000_0000, 0x4000_0000]},
-        "iommu@10205000": {
-            "compatible": "mediatek,mt8173-m4u",
-            "reg": [0x1020_5000, 0x1000],
-            "#iommu-cells": 1,
-            "phandle": 7,
-        },
+        "iommu@10205000": smmu_node("mediatek,mt8173-m4u", [0x1020_5000, 0x1000], 7),
         "ovl@1400c000": {"reg": [0x1400_C000, 0x1000], "iommus": [7, 0 << 5 | 0]},
         "vcodec@16020000": {"reg": [0x1602_0000, 0x1000], "iommus": [7, 1 << 5 | 0, 7, 1 << 5 | 5]},
     }

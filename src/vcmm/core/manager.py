@@ -52,8 +52,9 @@ call                                  refused (besides bad arguments and freed h
 ====================================  =====================================================
 
 :class:`Vcmm` is a small facade: it builds the shared :class:`~vcmm.core.state.CoreState`
-and one part per concern, and each seed call takes the machine lock and runs the
-part's method: :mod:`vcmm.core.spaces` (VCMs, reservations, split and merge),
+and one part per concern, and each seed call (the one table in
+:mod:`vcmm.core.seedcalls`, shared with ``vcmm.System``) takes the machine lock and
+runs the part's method: :mod:`vcmm.core.spaces` (VCMs, reservations, split and merge),
 :mod:`vcmm.core.binding` (associations, activation, fault hooks),
 :mod:`vcmm.core.allocations` (``vcm_phys_*``), :mod:`vcmm.core.custom_targets`
 (memory targets registered at run time) and :mod:`vcmm.core.backer` (backing,
@@ -63,9 +64,7 @@ side in :mod:`vcmm.core.mappers`).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from vcmm.core import export
 from vcmm.core.allocations import Allocations
@@ -76,11 +75,11 @@ from vcmm.core.graph import MappingGraph
 from vcmm.core.interfaces import DeviceRecord
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
+from vcmm.core.seedcalls import Locked, SeedCalls, seed_call
 from vcmm.core.spaces import VMM_EXT_ID, AddressSpaces
 from vcmm.core.state import CoreState, FaultHandler
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.cpu import Cpu
-from vcmm.hw.lock import MachineLock
 from vcmm.hw.master import AnyMaster
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable import PageTableFormat
@@ -92,58 +91,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VMM_EXT_ID", "FaultHandler", "Locked", "Vcmm", "seed_call"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-C = TypeVar("C")
-Owner = TypeVar("Owner", bound="Locked")
 
-
-class Locked(Protocol):
-    """An object whose calls run under a machine lock (the VCMM, a booted system)."""
-
-    @property
-    def lock(self) -> MachineLock: ...
-
-
-def seed_call(
-    part: Callable[[Owner], C], method: Callable[Concatenate[C, P], R]
-) -> Callable[Concatenate[Owner, P], R]:
-    """A facade method: take the owner's machine lock (re-entrant, so the calls it
-    makes, device accesses and fault handlers backing a page, do not block on it) and
-    run ``method`` of the part that owns the concern, ``part(owner)``.  Name,
-    signature and docstring are the part's.  ``vcmm.System`` builds its seed calls
-    with it too, reaching the same part through its VCMM in one step."""
-
-    def call(self: Owner, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self.lock:
-            return method(part(self), *args, **kwargs)
-
-    functools.update_wrapper(call, method)
-    return call
-
-
-# The part that owns each concern: what a seed call runs in.
-def _spaces(owner: Vcmm) -> AddressSpaces:
-    return owner.spaces
-
-
-def _binding(owner: Vcmm) -> Binding:
-    return owner.binding
-
-
-def _allocations(owner: Vcmm) -> Allocations:
-    return owner.allocations
-
-
-def _backer(owner: Vcmm) -> Backer:
-    return owner.backer
-
-
-def _registry(owner: Vcmm) -> TargetRegistry:
-    return owner.registry
-
-
-class Vcmm:
+class Vcmm(SeedCalls):
     """Owner of every VCM, reservation, association and physical allocation.
 
     Built over a :class:`~vcmm.core.state.CoreState`, which holds the hardware passed
@@ -263,33 +212,7 @@ class Vcmm:
         """The hardware side of ``vcm``."""
         return self.state.mapper(vcm)
 
-    # -- the seed's calls, each under the machine lock -------------------------------------
-
-    vcm_create = seed_call(_spaces, AddressSpaces.vcm_create)
-    vcm_create_from_prebuilt = seed_call(_spaces, AddressSpaces.vcm_create_from_prebuilt)
-    vcm_free = seed_call(_spaces, AddressSpaces.vcm_free)
-    vcm_reserve = seed_call(_spaces, AddressSpaces.vcm_reserve)
-    vcm_unreserve = seed_call(_spaces, AddressSpaces.vcm_unreserve)
-    vcm_split = seed_call(_spaces, AddressSpaces.vcm_split)
-    vcm_merge = seed_call(_spaces, AddressSpaces.vcm_merge)
-    vcm_assoc = seed_call(_binding, Binding.vcm_assoc)
-    vcm_deassoc = seed_call(_binding, Binding.vcm_deassoc)
-    vcm_activate = seed_call(_binding, Binding.vcm_activate)
-    vcm_deactivate = seed_call(_binding, Binding.vcm_deactivate)
-    vcm_hook = seed_call(_binding, Binding.vcm_hook)
-    vcm_phys_alloc = seed_call(_allocations, Allocations.vcm_phys_alloc)
-    vcm_phys_free = seed_call(_allocations, Allocations.vcm_phys_free)
-    vcm_phys_view = seed_call(_allocations, Allocations.vcm_phys_view)
-    vcm_phys_wrap = seed_call(_allocations, Allocations.vcm_phys_wrap)
-    vcm_phys_owners = seed_call(_allocations, Allocations.vcm_phys_owners)
-    vcm_phys_pin = seed_call(_allocations, Allocations.vcm_phys_pin)
-    vcm_phys_unpin = seed_call(_allocations, Allocations.vcm_phys_unpin)
-    vcm_register_target = seed_call(_registry, TargetRegistry.vcm_register_target)
-    vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
-    vcm_back = seed_call(_backer, Backer.vcm_back)
-    vcm_unback = seed_call(_backer, Backer.vcm_unback)
-    vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
-    vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
+    # -- the seed's calls: :class:`~vcmm.core.seedcalls.SeedCalls`, each under the lock --
 
     # -- the graph as data -----------------------------------------------------------------
 

@@ -218,7 +218,7 @@ class DmaApi:
         entry = self._state.entry("page_sizes", dev)
         if entry.domain is None:
             return ()
-        return tuple(entry.device.ctx.smmu.fmt.sizes)
+        return tuple(entry.domain.fmt.sizes)
 
     @property
     def domains(self) -> dict[str, DmaDomain]:

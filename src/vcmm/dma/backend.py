@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING
 from vcmm.core.flags import Attr
 from vcmm.core.objects import PhysMem, VcmKind
 from vcmm.dma.domain import DmaDomain
-from vcmm.dma.records import Teardown
-from vcmm.errors import NotMappedError, OutOfAddressSpaceError
+from vcmm.dma.records import DmaDevice, Teardown
+from vcmm.errors import NotMappedError, OutOfAddressSpaceError, StateError
+from vcmm.hw.bus import PhysicalDevice
 from vcmm.ranges import AddressRange
 from vcmm.undo import Transaction
 
 if TYPE_CHECKING:
     from vcmm.core.interfaces import VcmmApi
-    from vcmm.hw.bus import PhysicalDevice
 
 
 def _wrap(system: VcmmApi, pieces: list[AddressRange], owner: str) -> PhysMem:
@@ -97,7 +97,7 @@ def bus_address(device: PhysicalDevice, piece: AddressRange, mask: int) -> int:
 
 def map_direct(
     system: VcmmApi,
-    device: PhysicalDevice,
+    device: DmaDevice,
     piece: AddressRange,
     attr: Attr,
     mask: int,
@@ -106,6 +106,8 @@ def map_direct(
 ) -> tuple[int, Teardown]:
     """Map one physically contiguous ``piece`` for a direct device; returns its bus
     address."""
+    if not isinstance(device, PhysicalDevice):
+        raise StateError(f"map_direct: {device.name} is behind an IOMMU: map it in its domain")
     bus = bus_address(device, piece, mask)
     with Transaction("map_direct") as txn:
         vcm = system.vcm_create(piece.start, piece.size, kind=VcmKind.ONE_TO_ONE)

@@ -87,7 +87,7 @@ def alloc_coherent(
             txn.on_undo(system.vcm_unreserve, cpu_res)
             system.vcm_back(cpu_res, physmem)
             txn.on_undo(system.vcm_unback, cpu_res)
-            cpu_addr = int(cpu_res.addr)
+            cpu_addr = cpu_res.dev_addr  # a kernel virtual address
         rec = _map_device(state, entry, chunks, physmem, memtype, site)
     for c in chunks:
         system.cpu.cache.invalidate(c.start, c.size)

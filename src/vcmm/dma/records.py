@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.interfaces import VcmmApi
@@ -27,8 +27,14 @@ if TYPE_CHECKING:
     from vcmm.dma.domain import DmaDomain
     from vcmm.dma.sg import ScatterList
     from vcmm.dma.sglayout import Slot
+    from vcmm.hw.bus import PhysicalDevice, SmmuDevice
     from vcmm.mm.chunk import Chunk
     from vcmm.proc.vma import Vma
+
+
+#: A bus master the DMA API serves: behind an SMMU (dma-iommu ops) or physically
+#: addressed (dma-direct ops); never the CPU.
+DmaDevice: TypeAlias = "SmmuDevice | PhysicalDevice"
 
 
 class MapKind(enum.Enum):
@@ -101,7 +107,7 @@ class DmaMapping:
 
     id: int
     kind: MapKind
-    device: Any
+    device: DmaDevice
     domain: DmaDomain | None
     dma_addr: int
     size: int
@@ -169,7 +175,7 @@ class CoherentBuffer:
     """
 
     id: int
-    device: Any
+    device: DmaDevice
     size: int
     cpu_addr: int
     dma_handle: int

@@ -16,7 +16,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack, overload
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.core.flags import PhysAttr
@@ -26,7 +26,7 @@ from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain, PolicyChoice
 from vcmm.dma.params import DmaParams
 from vcmm.dma.pools import AtomicPool, CoherentPool
-from vcmm.dma.records import CoherentBuffer, DmaMapping, MapKind
+from vcmm.dma.records import CoherentBuffer, DmaDevice, DmaMapping, MapKind
 from vcmm.dma.regionpool import RegionPools
 from vcmm.errors import (
     AttributeConflictError,
@@ -37,7 +37,7 @@ from vcmm.errors import (
     OutOfMemoryError,
     StateError,
 )
-from vcmm.hw.bus import SmmuDevice
+from vcmm.hw.bus import PhysicalDevice, SmmuDevice
 from vcmm.hw.cachesync import dma_sync, invalidates
 from vcmm.hw.master import TranslationPath
 from vcmm.mm.roles import PoolChoice
@@ -47,6 +47,7 @@ from vcmm.tlbcost import check_mode
 from vcmm.undo import Transaction, rolling_back
 
 if TYPE_CHECKING:
+    from vcmm.core.interfaces import VcmmApi
     from vcmm.dma.debug import DebugChecker
     from vcmm.dma.sg import ScatterList
 
@@ -64,6 +65,16 @@ class Wanted:
     size: int | None
     direction: DmaDirection
     sgl: ScatterList | None = None
+
+
+class MisuseDetails(TypedDict, total=False):
+    """What a misuse report may say beyond its kind and message (all optional): the
+    device address and size involved, the mapping, and the call that misused it."""
+
+    dma_addr: int | None
+    size: int | None
+    rec: DmaMapping | None
+    call: CallSite | None
 
 
 def _score(
@@ -85,7 +96,7 @@ def _score(
 class DeviceEntry:
     """A device the DMA API serves: its parameters and, behind an IOMMU, its domain."""
 
-    device: Any
+    device: DmaDevice
     params: DmaParams
     domain: DmaDomain | None
 
@@ -96,7 +107,14 @@ class DeviceEntry:
 
     @property
     def name(self) -> str:
-        return str(self.device.name)
+        return self.device.name
+
+    @property
+    def iommu_device(self) -> SmmuDevice:
+        """The device as the SMMU master it is when it has a domain."""
+        if not isinstance(self.device, SmmuDevice):
+            raise StateError(f"{self.name} is physically addressed: it has no IOMMU domain")
+        return self.device
 
 
 def _forget(rec: DmaMapping, ranges: list[AddressRange]) -> bool:
@@ -110,7 +128,7 @@ class DmaState:
 
     def __init__(
         self,
-        system: Any,
+        system: VcmmApi,
         *,
         devices: Iterable[str] | None,
         domains: Mapping[str, str] | None,
@@ -159,7 +177,7 @@ class DmaState:
     def _build(
         self,
         txn: Transaction,
-        system: Any,
+        system: VcmmApi,
         coherent_pool: PoolChoice | None,
         atomic_pool: PoolChoice | None,
     ) -> None:
@@ -198,7 +216,7 @@ class DmaState:
         self.system.vcm_free(self.vmm)
 
     @staticmethod
-    def _domain_map(system: Any, domains: Mapping[str, str] | None) -> dict[str, str]:
+    def _domain_map(system: VcmmApi, domains: Mapping[str, str] | None) -> dict[str, str]:
         out: dict[str, str] = {}
         for record in system.device_records():
             if record.domain:
@@ -213,7 +231,9 @@ class DmaState:
                 out[dev] = dom
         return out
 
-    def _policy_choice(self, system: Any, choice: object, key: str = "iova_policy") -> PolicyChoice:
+    def _policy_choice(
+        self, system: VcmmApi, choice: object, key: str = "iova_policy"
+    ) -> PolicyChoice:
         """The platform's IOVA policy (or invalidation mode), overridden by
         ``DmaApi(iova_policy=...)`` (``invalidation=...``)."""
         iommu = [r for r in system.device_records() if r.path is TranslationPath.IOMMU]
@@ -230,12 +250,17 @@ class DmaState:
 
     # -- devices -------------------------------------------------------------------------
 
-    def attach(self, dev: Any) -> DeviceEntry:
-        """Set up DMA ops for ``dev``: its domain (created on first use) or direct."""
+    def attach(self, dev: object) -> DeviceEntry:
+        """Set up DMA ops for ``dev`` (a name or a device of this system): its domain
+        (created on first use) or direct."""
         system = self.system
         device = system.device(dev) if isinstance(dev, str) else dev
         if device is system.cpu:
             raise InvalidArgumentError("the CPU is not a DMA master")
+        if not isinstance(device, (SmmuDevice, PhysicalDevice)) or all(
+            d is not device for d in system.devices.values()
+        ):
+            raise InvalidArgumentError(f"{dev!r} is not a device of this system")
         if device.name in self.entries:
             raise StateError(f"{device.name} is already attached to the DMA API")
         domain: DmaDomain | None = None
@@ -271,7 +296,7 @@ class DmaState:
         """Undo :meth:`attach`; the caller checked nothing of the device is live."""
         domain = entry.domain
         if domain is not None:
-            domain.detach(self.system, entry.device)
+            domain.detach(self.system, entry.iommu_device)
             if not domain.members:
                 domain.destroy(self.system)
                 del self.domains[domain.name]
@@ -311,7 +336,7 @@ class DmaState:
         domain = entry.domain
         if domain is None:
             return
-        other = domain.blocker(self.system, entry.device)
+        other = domain.blocker(self.system, entry.iommu_device)
         if other is not None:
             raise BusyError(
                 f"{call}: {entry.name}'s context runs {other.vcm.name} through {other.name} "
@@ -404,21 +429,11 @@ class DmaState:
     # -- misuse --------------------------------------------------------------------------
 
     def fatal(
-        self,
-        kind: ReportKind,
-        entry: DeviceEntry,
-        message: str,
-        *,
-        dma_addr: int | None = None,
-        size: int | None = None,
-        rec: DmaMapping | None = None,
-        call: CallSite | None = None,
+        self, kind: ReportKind, entry: DeviceEntry, message: str, **details: Unpack[MisuseDetails]
     ) -> DmaApiError:
         """A misuse the API cannot carry out: report it (if debugging) and return the
         error to raise."""
-        self.misuse(
-            kind, entry, message, dma_addr=dma_addr, size=size, rec=rec, call=call, fatal=True
-        )
+        self.misuse(kind, entry, message, fatal=True, **details)
         return DmaApiError(message)
 
     def misuse(
@@ -427,26 +442,14 @@ class DmaState:
         entry: DeviceEntry,
         message: str,
         *,
-        dma_addr: int | None = None,
-        size: int | None = None,
-        rec: DmaMapping | None = None,
-        call: CallSite | None = None,
         fatal: bool = False,
+        **details: Unpack[MisuseDetails],
     ) -> None:
         """A misuse the API can still carry out (as Linux does): report it; the
         checker raises instead in ``raise`` mode, before anything changed.  (A
         ``fatal`` one is reported as unrecoverable: :meth:`fatal`.)"""
         if self.checker is not None:
-            self.checker.report(
-                kind,
-                entry.name,
-                message,
-                dma_addr=dma_addr,
-                size=size,
-                rec=rec,
-                call=call,
-                recoverable=not fatal,
-            )
+            self.checker.report(kind, entry.name, message, recoverable=not fatal, **details)
 
     # -- cache maintenance -------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from vcmm.dma.debug import ReportKind
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
 from vcmm.dma.sg import ScatterList
+from vcmm.dma.sgcheck import check_sgl, sg_mapping
 from vcmm.dma.sglayout import finalise, layout
 from vcmm.dma.state import DeviceEntry, DmaState, Wanted
 from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
@@ -421,15 +422,6 @@ def _check_unmap_direction(
 # -- map_sg -----------------------------------------------------------------------------------
 
 
-def _check_sgl(call: str, sgl: object, nents: object) -> tuple[ScatterList, int]:
-    if not isinstance(sgl, ScatterList):
-        raise InvalidArgumentError(f"{call}: {sgl!r} is not a ScatterList")
-    n = check_int(call, "nents", nents, minimum=1)
-    if n > len(sgl):
-        raise InvalidArgumentError(f"{call}: nents {n} is more than the list's {len(sgl)} entries")
-    return sgl, n
-
-
 def map_sg(
     state: DmaState,
     dev: object,
@@ -443,7 +435,7 @@ def map_sg(
     call = "map_sg"
     entry = state.entry(call, dev)
     state.check_usable(call, entry)
-    sgl, n = _check_sgl(call, sgl, nents)
+    sgl, n = check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     entries = list(sgl[:n])
@@ -491,56 +483,6 @@ def map_sg(
     return len(segments)
 
 
-def _sg_record(
-    state: DmaState,
-    call: str,
-    entry: DeviceEntry,
-    sgl: ScatterList,
-    direction: DmaDirection,
-    site: CallSite,
-) -> DmaMapping:
-    """The mapping ``map_sg`` made of ``sgl`` (found by its first segment, and among
-    mappings there by the list itself), or the error."""
-    handle = sgl[0].dma_address
-    want = Wanted(MapKind.SG, None, direction, sgl)
-    if handle == DMA_MAPPING_ERROR:
-        old = next((r for r in reversed(state.history) if r.sgl is sgl), None)
-        kind = ReportKind.DOUBLE_UNMAP if old is not None else ReportKind.UNMAP_NOT_MAPPED
-        raise state.fatal(
-            kind,
-            entry,
-            f"{call}: the scatterlist holds no DMA segment (never mapped)",
-            rec=old,
-            call=site,
-        )
-    if call.startswith("unmap"):
-        rec = _find_for_unmap(state, call, entry, handle, site, want)
-    else:
-        found = state.lookup(entry, handle, want)
-        if found is None:
-            raise state.fatal(
-                ReportKind.SYNC_NOT_MAPPED,
-                entry,
-                f"{call} of {handle:#x}: device driver syncs DMA memory it has not mapped",
-                dma_addr=handle,
-                call=site,
-            )
-        rec = found
-    if rec.sgl is not sgl:
-        raise state.fatal(
-            ReportKind.UNMAP_WRONG_FUNCTION
-            if rec.kind is not MapKind.SG
-            else ReportKind.UNMAP_NOT_MAPPED,
-            entry,
-            f"{call}: the scatterlist's first segment {handle:#x} belongs to {rec.describe()}, "
-            "not to this list",
-            dma_addr=handle,
-            rec=rec,
-            call=site,
-        )
-    return rec
-
-
 def unmap_sg(
     state: DmaState,
     dev: object,
@@ -553,11 +495,11 @@ def unmap_sg(
     segment count it returned)."""
     call = "unmap_sg"
     entry = state.entry(call, dev)
-    sgl, n = _check_sgl(call, sgl, nents)
+    sgl, n = check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, direction, site)
+    rec = sg_mapping(state, call, entry, sgl, direction, site, find_for_unmap=_find_for_unmap)
     if n != rec.nents:
         state.misuse(
             ReportKind.UNMAP_WRONG_NENTS,

@@ -19,8 +19,8 @@ from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.debug import ReportKind
 from vcmm.dma.records import DmaMapping, MapKind, Owner
 from vcmm.dma.sg import ScatterList
+from vcmm.dma.sgcheck import check_sgl, sg_mapping
 from vcmm.dma.state import DeviceEntry, DmaState, Wanted
-from vcmm.dma.streaming import _check_sgl, _sg_record
 from vcmm.ranges import AddressRange, subtract
 
 
@@ -155,10 +155,10 @@ def sync_sg(
     """Hand the CPU side of the first ``nents`` entries to the CPU or the device."""
     call = f"sync_sg_for_{'cpu' if for_cpu else 'device'}"
     entry = state.entry(call, dev)
-    sgl, n = _check_sgl(call, sgl, nents)
+    sgl, n = check_sgl(call, sgl, nents)
     direction = check_direction(call, direction)
     site = capture(call, "{}, nents={}, {.name}", entry.name, n, direction)
-    rec = _sg_record(state, call, entry, sgl, direction, site)
+    rec = sg_mapping(state, call, entry, sgl, direction, site)
     if n != rec.nents:
         state.misuse(
             ReportKind.SYNC_WRONG_NENTS,
