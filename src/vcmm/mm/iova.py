@@ -199,11 +199,8 @@ class IovaDomain(IovaSpace[SeedUndo]):
             entries = self._bins.get(npages)
             if entries:
                 pfn = entries[-1]
-                if pfn + npages <= limit_excl and not (
-                    size_aligned
-                    and pfn
-                    & (_ALIGN_MASKS[npages] if npages <= SMALL_MAX else align_pages(npages) - 1)
-                ):
+                mask = _ALIGN_MASKS[npages] if npages <= SMALL_MAX else align_pages(npages) - 1
+                if pfn + npages <= limit_excl and not (size_aligned and pfn & mask):
                     del entries[-1]
                     self._live[pfn] = npages
                     self._top_hits += 1
@@ -282,7 +279,7 @@ class IovaDomain(IovaSpace[SeedUndo]):
             self._bins.setdefault(size, []).insert(index, pfn)
         else:
             assert cached is not None
-            self._tree.remove(pfn)
+            self._tree_remove(pfn)  # frees space: a remembered failure may fit now
             self._tree.cached32, self._tree.cached = cached
         self._allocs -= 1
         if cacheable:
@@ -358,7 +355,16 @@ class IovaDomain(IovaSpace[SeedUndo]):
 
     # -- the policy's parts of free and reserve --------------------------------------
 
-    def _release(self, pfn: int, npages: int) -> AddressRange:
+    def free(self, addr: int) -> AddressRange:
+        """Free the range whose first granule holds ``addr``; returns the range freed
+        (see :meth:`IovaSpace.free`).  A range of up to ``2**rcache_max_order``
+        granules is parked in its bin while the bin has room; otherwise its node goes."""
+        if type(addr) is not int or addr < 0:
+            addr = self._check_free(addr)
+        pfn = addr >> self._shift
+        npages = self._live.pop(pfn, None)
+        if npages is None:
+            raise self._not_live(addr)
         self._last = None
         if self._older:
             self._older.clear()

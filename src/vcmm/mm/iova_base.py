@@ -138,21 +138,22 @@ class IovaSpace(Generic[UndoT]):
 
         ``addr`` may carry a sub-granule offset (a DMA handle from ``map_page`` does);
         the size comes from the allocator, so the caller cannot free the wrong amount.
+        Each policy writes its ``free`` out in one method (it is half of every DMA
+        unmap), starting with :meth:`_check_free` for anything but a plain address.
         """
-        if type(addr) is not int:  # the common case skips the general check's calls
-            addr = check_int("", "address", addr, minimum=None)
+        raise NotImplementedError
+
+    def _check_free(self, addr: object) -> int:
+        """The address of a :meth:`free` that is not a plain non-negative ``int``
+        (a numpy integer), validated; raises for anything else."""
+        addr = check_int("", "address", addr, minimum=None)
         if addr < 0:
             raise InvalidArgumentError(f"IOVA {addr:#x} is negative")
-        pfn = addr >> self._shift
-        npages = self._live.pop(pfn, None)
-        if npages is None:
-            raise StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(pfn)}")
-        return self._release(pfn, npages)
+        return addr
 
-    def _release(self, pfn: int, npages: int) -> AddressRange:
-        """The policy's part of a free (the range is no longer live): cache the range
-        or remove its node; returns the range freed, as requested."""
-        raise NotImplementedError
+    def _not_live(self, addr: int) -> StateError:
+        """The error of a :meth:`free` of ``addr`` where no live range starts."""
+        return StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(addr >> self._shift)}")
 
     def _describe_not_live(self, pfn: int) -> str:
         if pfn in self._reserved:

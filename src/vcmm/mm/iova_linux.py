@@ -308,8 +308,16 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
 
     # -- the policy's parts of free and reserve --------------------------------------
 
-    def _release(self, pfn: int, npages: int) -> AddressRange:
-        """``free_iova_fast``: the order of the size asked for picks the bin."""
+    def free(self, addr: int) -> AddressRange:
+        """``iommu_dma_free_iova``/``free_iova_fast``: free the range whose first
+        granule holds ``addr`` and return it (see :meth:`IovaSpace.free`).  The order
+        of the size asked for picks the bin; a larger range's node goes at once."""
+        if type(addr) is not int or addr < 0:
+            addr = self._check_free(addr)
+        pfn = addr >> self._shift
+        npages = self._live.pop(pfn, None)
+        if npages is None:
+            raise self._not_live(addr)
         self._last = None
         if self._older:
             self._older.clear()
