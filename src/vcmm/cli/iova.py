@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
 
 import click
 
 from vcmm.attrs import DmaDirection
 from vcmm.core.flags import PhysAttr
 from vcmm.dma import DmaApi
+from vcmm.mm.iova import IovaDomain
+from vcmm.mm.iova_linux import LinuxIovaDomain
 from vcmm.mm.iova_policy import IOVA_POLICIES
 from vcmm.platform import PlatformSpec, load_default, load_platform
 from vcmm.sizes import format_size, parse_size
@@ -39,6 +41,11 @@ class Call:
         return f"unmap #{self.unmap}" if self.unmap else f"map {format_size(self.size)}"
 
 
+#: What a domain's range cache holds after the calls: counts, and for the ``linux``
+#: policy its hint and each order's magazine fill (JSON-ready).
+CacheState: TypeAlias = dict[str, int | list[dict[str, int]]]
+
+
 @dataclass
 class Replay:
     """One policy's run: a handle (or ``None`` and why) per call, and the cache after."""
@@ -46,7 +53,7 @@ class Replay:
     policy: str
     handles: list[int | None] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: CacheState = field(default_factory=dict)
 
 
 def parse_calls(tokens: tuple[str, ...]) -> list[Call]:
@@ -118,9 +125,9 @@ def replay(
     return out
 
 
-def _cache_state(iova: Any) -> dict[str, Any]:
+def _cache_state(iova: IovaDomain | LinuxIovaDomain) -> CacheState:
     counters = iova.counters
-    state: dict[str, Any] = {
+    state: CacheState = {
         "cached": iova.cached_count,
         "allocs": counters.allocs,
         "frees": counters.frees,
@@ -128,7 +135,7 @@ def _cache_state(iova: Any) -> dict[str, Any]:
         "rcache_misses": counters.rcache_misses,
         "rcache_flushes": counters.rcache_flushes,
     }
-    if iova.policy == "linux":
+    if isinstance(iova, LinuxIovaDomain):
         state["max32_alloc_size"] = iova.max32_alloc_size
         state["magazines"] = [
             {"order": order, "loaded": len(b.loaded), "prev": len(b.prev), "depot": len(b.depot)}
@@ -159,8 +166,9 @@ def render(spec: PlatformSpec, device: str, calls: list[Call], runs: list[Replay
             f"frees, {c['rcache_hits']} hits, {c['rcache_misses']} misses, "
             f"{c['rcache_flushes']} flushes"
         )
-        if "magazines" in c:
-            used = [m for m in c["magazines"] if m["loaded"] or m["prev"] or m["depot"]]
+        magazines = c.get("magazines")
+        if isinstance(magazines, list):  # the linux policy's
+            used = [m for m in magazines if m["loaded"] or m["prev"] or m["depot"]]
             mags = ", ".join(
                 f"order {m['order']}: {m['loaded']} loaded, {m['prev']} prev, {m['depot']} depot"
                 for m in used

@@ -42,7 +42,7 @@ from vcmm import inject
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError
 from vcmm.mm.iova_base import IovaSpace
-from vcmm.mm.iova_tree import TreeSave
+from vcmm.mm.iova_tree import SMALL_MAX, SMALL_ORDERS, TreeSave, align_pages
 from vcmm.ranges import AddressRange
 
 #: Linux's IOVA_RANGE_CACHE_MAX_SIZE is 6 (orders 0..5 cached): sizes up to 2**5 granules.
@@ -50,6 +50,9 @@ DEFAULT_RCACHE_MAX_ORDER = 5
 #: One CPU's share of a Linux rcache bin before 6.7: loaded + previous magazine + 32
 #: depot magazines of 128 entries each (IOVA_MAG_SIZE, MAX_GLOBAL_MAGS).
 DEFAULT_RCACHE_CAPACITY = 34 * 128
+#: The fault-injection site, read once: an enum member looked up through its class
+#: costs more than the rest of a cached allocation's checks (Python 3.11).
+_IOVA_SITE = inject.AllocSite.IOVA
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +83,25 @@ class IovaSnapshot:
 #: The state before a flush of the range cache: the tree, the bins, the failure hints.
 FlushSave: TypeAlias = tuple[TreeSave, dict[int, list[int]], dict[tuple[int, bool], int]]
 
+#: How to take one allocation back (:meth:`IovaDomain.undo_alloc`).  An allocation
+#: that took the top entry of its bin records only ``(pfn, bin size)``: undo is newest
+#: first, so the bin is then as the allocation left it and the entry goes back on top.
+#: Any other records ``(pfn, bin_at, cached, flush_saved, cacheable, hit)``: put it
+#: back in its bin (``bin_at`` = (bin size, index)), or take it out of the tree and
+#: restore the cached nodes (``cached``), or, if a flush ran, restore the whole state
+#: from before the flush (``flush_saved``, which takes precedence).  Plain tuples: one
+#: is built per allocation, and a frozen dataclass would cost as much as a cache hit.
+SeedUndo: TypeAlias = (
+    tuple[int, int]
+    | tuple[int, tuple[int, int] | None, tuple[int, int] | None, FlushSave | None, bool, bool]
+)
 
-@dataclass(frozen=True, slots=True)
-class _LastAlloc:
-    """How to take the most recent allocation back (:meth:`IovaDomain.undo_alloc`): put
-    it back in its bin (``bin_at`` = (bin size, index)), take it out of the tree and
-    restore the cached nodes (``cached``), or, if a flush ran, restore the whole state
-    from before the flush (``flush_saved``, which takes precedence)."""
-
-    pfn: int
-    bin_at: tuple[int, int] | None
-    cached: tuple[int, int] | None
-    flush_saved: FlushSave | None
-    cacheable: bool
-    hit: bool
-    flushed: bool
+#: ``alignment - 1`` of a size-aligned range of *n* granules, for small *n* (the
+#: cached sizes by default): a table lookup is cheaper than computing it per call.
+_ALIGN_MASKS = tuple((1 << order) - 1 for order in SMALL_ORDERS)
 
 
-class IovaDomain(IovaSpace):
+class IovaDomain(IovaSpace[SeedUndo]):
     """The IOVA space of one IOMMU domain: top-down, size-aligned, with a range cache."""
 
     policy = "seed"
@@ -120,17 +124,22 @@ class IovaDomain(IovaSpace):
             raise InvalidArgumentError(f"rcache_capacity {rcache_capacity} must be >= 1")
         self._rcache = bool(rcache)
         self._rcache_max = 1 << rcache_max_order
+        #: Largest cached size in granules, 0 without a cache (one test on the hot path).
+        self._cacheable_max = self._rcache_max if self._rcache else 0
         self._rcache_capacity = rcache_capacity
         self._bins: dict[int, list[int]] = {}
+        #: The range :meth:`free` returned for a frame now cached or live again from
+        #: the cache: freeing it again returns the same immutable value instead of
+        #: building one (which costs a third of a cached alloc+free).  An entry goes
+        #: when its tree node goes, so a frame here always has the size it had.
+        self._freed: dict[int, AddressRange] = {}
         self._fail_hint: dict[tuple[int, bool], int] = {}
-        #: How to take the most recent allocation back, or None once anything else
-        #: changed the domain.
-        self._last: _LastAlloc | None = None
-        #: Undo records of the allocations before ``_last``, newest last (LIFO undo).
-        self._older: list[_LastAlloc] = []
         self._allocs = 0
         self._frees = 0
         self._hits = 0
+        #: Cache hits of the top bin entry: allocations and hits that the counters
+        #: add to ``_allocs`` and ``_hits`` (one increment on the hot path, not two).
+        self._top_hits = 0
         self._misses = 0
         self._overflows = 0
         self._flushes = 0
@@ -148,8 +157,14 @@ class IovaDomain(IovaSpace):
 
     @property
     def counters(self) -> IovaCounters:
+        top = self._top_hits
         return IovaCounters(
-            self._allocs, self._frees, self._hits, self._misses, self._overflows, self._flushes
+            self._allocs + top,
+            self._frees,
+            self._hits + top,
+            self._misses,
+            self._overflows,
+            self._flushes,
         )
 
     @property
@@ -165,15 +180,42 @@ class IovaDomain(IovaSpace):
         ``limit`` is inclusive, like a device's ``dma_mask`` (default: the aperture's
         last address).  With ``size_aligned`` the IOVA is aligned to the size rounded up
         to a power of two granules, as dma-iommu always asks.
+
+        The body is the cache hit of the top bin entry written out (the steady state
+        of a streaming device); every other case goes to :meth:`_alloc_general`, which
+        does the same for that case.
         """
-        npages, limit = self._check_request(size, limit)
-        limit_excl = min((limit + 1) >> self._shift, self._geo.end_pfn + 1)
-        self._check_limit(limit_excl, limit)
-        inject.check(inject.AllocSite.IOVA, self, OutOfAddressSpaceError)
-        cacheable = self._rcache and npages <= self._rcache_max
-        found = self._rcache_get(npages, limit_excl, size_aligned) if cacheable else None
-        hit = found is not None
-        flushed = False
+        if type(size) is int and type(limit) is int and size > 0 and limit >= 0:
+            npages = (size + self._granule_mask) >> self._shift
+        else:
+            npages, limit = self._check_request(size, limit)
+        limit_excl = (limit + 1) >> self._shift
+        if limit_excl > self._end_pfn:
+            limit_excl = self._end_pfn + 1
+        if limit_excl <= self._start_pfn:
+            self._check_limit(limit_excl, limit)
+        inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
+        if npages <= self._cacheable_max:
+            entries = self._bins.get(npages)
+            if entries:
+                pfn = entries[-1]
+                mask = _ALIGN_MASKS[npages] if npages <= SMALL_MAX else align_pages(npages) - 1
+                if pfn + npages <= limit_excl and not (size_aligned and pfn & mask):
+                    del entries[-1]
+                    self._live[pfn] = npages
+                    self._top_hits += 1
+                    if self._last is not None:
+                        self._older.append(self._last)
+                    self._last = (pfn, npages)
+                    return pfn << self._shift
+            return self._alloc_general(npages, limit, limit_excl, size_aligned, True)
+        return self._alloc_general(npages, limit, limit_excl, size_aligned, False)
+
+    def _alloc_general(
+        self, npages: int, limit: int, limit_excl: int, aligned: bool, cacheable: bool
+    ) -> int:
+        """An allocation after the checks: a cache search, the tree, the flush."""
+        found = self._rcache_get(npages, limit_excl, aligned) if cacheable else None
         bin_at = cached = None
         flush_saved: FlushSave | None = None
         if found is not None:
@@ -181,23 +223,24 @@ class IovaDomain(IovaSpace):
             bin_at = (npages, found[1])
         else:
             cached = (self._tree.cached32, self._tree.cached)
-            pfn = self._tree_alloc(npages, limit_excl, size_aligned)
+            pfn = self._tree_alloc(npages, limit_excl, aligned)
         if pfn is None and self._bins and any(self._bins.values()):
-            pfn, flush_saved = self._flush_and_retry(npages, limit_excl, size_aligned)
-            flushed = pfn is not None
+            pfn, flush_saved = self._flush_and_retry(npages, limit_excl, aligned)
+            if pfn is None:
+                flush_saved = None
         if pfn is None:
-            raise self._no_room(npages, limit, size_aligned)
+            raise self._no_room(npages, limit, aligned)
         self._live[pfn] = npages
         self._allocs += 1
         if cacheable:
-            if hit:
+            if found is not None:
                 self._hits += 1
             else:
                 self._misses += 1
-        if flushed:
+        if flush_saved is not None:
             self._flushes += 1
-        self._remember(flushed=flushed)
-        self._last = _LastAlloc(pfn, bin_at, cached, flush_saved, cacheable, hit, flushed)
+        self._remember(flushed=flush_saved is not None)
+        self._last = (pfn, bin_at, cached, flush_saved, cacheable, found is not None)
         return pfn << self._shift
 
     def undo_alloc(self, addr: int) -> AddressRange:
@@ -207,31 +250,43 @@ class IovaDomain(IovaSpace):
         Repeated, it takes back the allocations before, newest first (a compound
         operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
-        self._check_undo(addr, None if last is None else last.pfn)
+        self._check_undo(addr, None if last is None else last[0])
         assert last is not None
-        pfn = last.pfn
+        pfn = last[0]
         npages = self._live.pop(pfn)
-        if last.flush_saved is not None:
-            tree, bins, hints = last.flush_saved
+        if len(last) == 2:  # the top entry of its bin
+            self._bins.setdefault(npages, []).append(pfn)
+            self._top_hits -= 1
+        else:
+            self._undo_general(last)
+        self._pop_last()
+        return self._geo.range(pfn, npages)
+
+    def _undo_general(
+        self,
+        last: tuple[
+            int, tuple[int, int] | None, tuple[int, int] | None, FlushSave | None, bool, bool
+        ],
+    ) -> None:
+        pfn, bin_at, cached, flush_saved, cacheable, hit = last
+        if flush_saved is not None:
+            tree, bins, hints = flush_saved
             self._tree.restore(tree)
             self._bins, self._fail_hint = bins, hints
-        elif last.bin_at is not None:
-            size, index = last.bin_at
+            self._flushes -= 1
+        elif bin_at is not None:
+            size, index = bin_at
             self._bins.setdefault(size, []).insert(index, pfn)
         else:
-            assert last.cached is not None
-            self._tree.remove(pfn)
-            self._tree.cached32, self._tree.cached = last.cached
+            assert cached is not None
+            self._tree_remove(pfn)  # frees space: a remembered failure may fit now
+            self._tree.cached32, self._tree.cached = cached
         self._allocs -= 1
-        if last.cacheable:
-            if last.hit:
+        if cacheable:
+            if hit:
                 self._hits -= 1
             else:
                 self._misses -= 1
-        if last.flushed:
-            self._flushes -= 1
-        self._last = self._older.pop() if self._older else None
-        return self._geo.range(pfn, npages)
 
     def _rcache_get(self, npages: int, limit_excl: int, aligned: bool) -> tuple[int, int] | None:
         """A cached range that fits, taken out of its bin: ``(pfn, index in bin)``."""
@@ -266,6 +321,7 @@ class IovaDomain(IovaSpace):
         count = 0
         for size in sorted(self._bins):
             for pfn in self._bins[size]:
+                self._freed.pop(pfn, None)
                 self._tree_remove(pfn)
                 count += 1
         self._bins.clear()
@@ -299,18 +355,36 @@ class IovaDomain(IovaSpace):
 
     # -- the policy's parts of free and reserve --------------------------------------
 
-    def _release(self, pfn: int, npages: int) -> None:
-        self._forget_last()
-        if self._rcache and npages <= self._rcache_max:
-            entries = self._bins.setdefault(npages, [])
+    def free(self, addr: int) -> AddressRange:
+        """Free the range whose first granule holds ``addr``; returns the range freed
+        (see :meth:`IovaSpace.free`).  A range of up to ``2**rcache_max_order``
+        granules is parked in its bin while the bin has room; otherwise its node goes."""
+        if type(addr) is not int or addr < 0:
+            addr = self._check_free(addr)
+        pfn = addr >> self._shift
+        npages = self._live.pop(pfn, None)
+        if npages is None:
+            raise self._not_live(addr)
+        self._last = None
+        if self._older:
+            self._older.clear()
+        self._frees += 1
+        if npages <= self._cacheable_max:
+            entries = self._bins.get(npages)
+            if entries is None:
+                entries = self._bins[npages] = []
             if len(entries) < self._rcache_capacity:
                 entries.append(pfn)
-            else:
-                self._overflows += 1
-                self._tree_remove(pfn)
-        else:
-            self._tree_remove(pfn)
-        self._frees += 1
+                freed = self._freed.get(pfn)
+                if freed is None:
+                    freed = self._freed[pfn] = AddressRange(
+                        pfn << self._shift, npages << self._shift
+                    )
+                return freed
+            self._overflows += 1
+            self._freed.pop(pfn, None)
+        self._tree_remove(pfn)
+        return AddressRange(pfn << self._shift, npages << self._shift)
 
     def _cached_pfns(self) -> set[int]:
         return {pfn for entries in self._bins.values() for pfn in entries}
@@ -319,6 +393,7 @@ class IovaDomain(IovaSpace):
         for entries in self._bins.values():
             if pfn in entries:
                 entries.remove(pfn)
+        self._freed.pop(pfn, None)
         self._tree_remove(pfn)
 
     def snapshot(self) -> IovaSnapshot:

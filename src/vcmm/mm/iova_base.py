@@ -16,7 +16,8 @@ mapped; the rounding padding stays occupied in the tree until the node goes.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections import deque
+from typing import ClassVar, Generic, TypeVar
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
@@ -27,9 +28,17 @@ from vcmm.sizes import format_size
 #: How many recent allocations of a domain ``undo_alloc`` can take back, newest first.
 UNDO_DEPTH = 256
 
+#: A policy's undo record of one allocation (each policy has its own tuple shape).
+UndoT = TypeVar("UndoT")
 
-class IovaSpace:
-    """Base of the IOVA domains: geometry, tree, live and reserved ranges."""
+
+class IovaSpace(Generic[UndoT]):
+    """Base of the IOVA domains: geometry, tree, live and reserved ranges.
+
+    ``UndoT`` is the policy's record of how to take one allocation back.  Records are
+    plain tuples rather than dataclasses: one is built on every allocation, and a
+    frozen dataclass costs about as much as the whole cached allocation.
+    """
 
     #: The placement policy's name (``"seed"`` or ``"linux"``).
     policy: ClassVar[str] = ""
@@ -42,6 +51,16 @@ class IovaSpace:
         self._live: dict[int, int] = {}
         #: Reserved ranges: first page frame -> granules.
         self._reserved: dict[int, int] = {}
+        #: How to take the most recent allocation back, or None once anything else
+        #: changed the domain.
+        self._last: UndoT | None = None
+        #: Undo records of the allocations before ``_last``, newest last; the oldest
+        #: fall off beyond :data:`UNDO_DEPTH`.
+        self._older: deque[UndoT] = deque(maxlen=UNDO_DEPTH)
+        # The hot paths' constants, read once per call instead of through ``_geo``.
+        self._granule_mask = self._geo.granule - 1
+        self._start_pfn = self._geo.start_pfn
+        self._end_pfn = self._geo.end_pfn
 
     # -- properties --------------------------------------------------------------
 
@@ -119,21 +138,22 @@ class IovaSpace:
 
         ``addr`` may carry a sub-granule offset (a DMA handle from ``map_page`` does);
         the size comes from the allocator, so the caller cannot free the wrong amount.
+        Each policy writes its ``free`` out in one method (it is half of every DMA
+        unmap), starting with :meth:`_check_free` for anything but a plain address.
         """
+        raise NotImplementedError
+
+    def _check_free(self, addr: object) -> int:
+        """The address of a :meth:`free` that is not a plain non-negative ``int``
+        (a numpy integer), validated; raises for anything else."""
         addr = check_int("", "address", addr, minimum=None)
         if addr < 0:
             raise InvalidArgumentError(f"IOVA {addr:#x} is negative")
-        pfn = addr >> self._shift
-        npages = self._live.get(pfn)
-        if npages is None:
-            raise StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(pfn)}")
-        del self._live[pfn]
-        self._release(pfn, npages)
-        return self._geo.range(pfn, npages)
+        return addr
 
-    def _release(self, pfn: int, npages: int) -> None:
-        """The policy's part of a free: cache the range or remove its node."""
-        raise NotImplementedError
+    def _not_live(self, addr: int) -> StateError:
+        """The error of a :meth:`free` of ``addr`` where no live range starts."""
+        return StateError(f"free of IOVA {addr:#x}: {self._describe_not_live(addr >> self._shift)}")
 
     def _describe_not_live(self, pfn: int) -> str:
         if pfn in self._reserved:
@@ -194,12 +214,6 @@ class IovaSpace:
         """Take a cached range out of the cache and the tree (for :meth:`reserve`)."""
         raise NotImplementedError
 
-    #: The undo record of the most recent allocation (the policy's own type), and those
-    #: of the allocations before it, newest last: ``undo_alloc`` takes allocations back
-    #: newest first, as a compound operation that made several undoes them.
-    _last: Any
-    _older: list[Any]
-
     def _forget_last(self) -> None:
         """Something other than an allocation changed the domain: no undo any more."""
         self._last = None
@@ -214,4 +228,7 @@ class IovaSpace:
             self._older.clear()
         elif self._last is not None:
             self._older.append(self._last)
-            del self._older[:-UNDO_DEPTH]
+
+    def _pop_last(self) -> None:
+        """The most recent allocation was taken back: the one before is now the latest."""
+        self._last = self._older.pop() if self._older else None

@@ -40,6 +40,7 @@ platform devices), several CPUs' magazines, and the 100 ms clock of the depot wo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError
@@ -54,7 +55,7 @@ from vcmm.mm.iova_rcache import (
     MagazineCache,
     order_base_2,
 )
-from vcmm.mm.iova_tree import TreeSave, align_pages
+from vcmm.mm.iova_tree import SMALL_MAX, SMALL_ORDERS, TreeSave
 from vcmm.ranges import AddressRange
 
 #: Sizes below this many granules are rounded up to a power of two.
@@ -77,20 +78,22 @@ class LinuxIovaSnapshot:
     counters: IovaCounters
 
 
-@dataclass(frozen=True, slots=True)
-class _LastAlloc:
-    """How to take the most recent allocation back: the magazine search's undo
-    (``None``: the size is not cacheable), the tree's cached nodes and hint before,
-    and the whole tree and cache at the flush if one ran."""
+#: How to take one allocation back that is not a hit of the loaded magazine's top:
+#: ``(pfn, got, cached, flush_saved, hit)``: the magazine search's undo (``None``: the
+#: size is not cacheable), the tree's cached nodes and hint before (``None`` for a
+#: cache hit, which does not move them), and the whole tree and cache at the flush if
+#: one ran.
+GeneralUndo: TypeAlias = tuple[
+    int, GetUndo | None, tuple[int, int, int] | None, tuple[TreeSave, CacheSave, int] | None, bool
+]
+#: How to take one allocation back: ``(pfn, order)`` for a hit of the loaded
+#: magazine's top (undo is newest first, so it goes back on top), else
+#: :data:`GeneralUndo`.  Plain tuples: one is built per allocation, and a frozen
+#: dataclass would cost as much as a cache hit.
+LinuxUndo: TypeAlias = tuple[int, int] | GeneralUndo
 
-    pfn: int
-    got: GetUndo | None
-    cached: tuple[int, int, int]
-    flush_saved: tuple[TreeSave, CacheSave, int] | None
-    hit: bool
 
-
-class LinuxIovaDomain(IovaSpace):
+class LinuxIovaDomain(IovaSpace[LinuxUndo]):
     """The IOVA space of one IOMMU domain, placed as mainline Linux places it."""
 
     policy = "linux"
@@ -107,10 +110,15 @@ class LinuxIovaDomain(IovaSpace):
         magazine_size = check_int("", "magazine_size", magazine_size, minimum=1)
         self._max32 = self._geo.dma32_pfn
         self._cache = MagazineCache(magazine_size) if rcache else None
-        self._last: _LastAlloc | None = None
-        #: Undo records of the allocations before ``_last``, newest last (LIFO undo).
-        self._older: list[_LastAlloc] = []
+        #: The range :meth:`free` returned for a frame now cached or live again from
+        #: the cache (see the seed policy's ``_freed``); an entry goes when its tree
+        #: node goes.  A frame may come back with another size of the same order, so
+        #: the size is checked before an entry is reused.
+        self._freed: dict[int, AddressRange] = {}
         self._counts = [0] * 6  # allocs, frees, hits, misses, overflows (never), flushes
+        #: Hits of the loaded magazine's top (:meth:`MagazineCache.pop_top`): allocations
+        #: and hits the counters add to ``_counts`` (one increment on the hot path).
+        self._top_hits = 0
 
     # -- properties --------------------------------------------------------------
 
@@ -132,7 +140,9 @@ class LinuxIovaDomain(IovaSpace):
     def counters(self) -> IovaCounters:
         """Event counts; ``rcache_flushes`` counts every flush that ran, a failed
         allocation's included (it stays flushed); the depot never overflows."""
-        return IovaCounters(*self._counts)
+        allocs, frees, hits, misses, overflows, flushes = self._counts
+        top = self._top_hits
+        return IovaCounters(allocs + top, frees, hits + top, misses, overflows, flushes)
 
     @property
     def cached_count(self) -> int:
@@ -152,25 +162,52 @@ class LinuxIovaDomain(IovaSpace):
         Raises :class:`~vcmm.errors.OutOfAddressSpaceError` when nothing fits even
         after the flush, which then stays (see the module documentation).
         """
-        npages, limit = self._check_request(size, limit)
+        if type(size) is int and type(limit) is int and size > 0 and limit >= 0:
+            npages = (size + self._granule_mask) >> self._shift
+        else:
+            npages, limit = self._check_request(size, limit)
         if size_aligned is not True:
             raise InvalidArgumentError(
                 "size_aligned=False: mainline's alloc_iova_fast always size-aligns; "
                 "only the seed policy places unaligned ranges"
             )
-        limit_excl = min(limit >> self._shift, self._geo.end_pfn) + 1
-        self._check_limit(limit_excl, limit)
-        alloc_pages = align_pages(npages) if npages < ROUND_BELOW else npages
-        order = order_base_2(alloc_pages)
-        cache = self._cache if order < RCACHE_ORDERS else None
-        cached = (self._tree.cached32, self._tree.cached, self._max32)
-        pfn, got = None, None
-        if cache is not None:
-            pfn, got = cache.get(order, (limit_excl - alloc_pages) & ULONG_MASK)
-        hit = pfn is not None
-        flush_saved = None
+        limit_excl = limit >> self._shift
+        if limit_excl > self._end_pfn:
+            limit_excl = self._end_pfn
+        limit_excl += 1
+        if limit_excl <= self._start_pfn:
+            self._check_limit(limit_excl, limit)
+        order = SMALL_ORDERS[npages] if npages <= SMALL_MAX else order_base_2(npages)
+        alloc_pages = 1 << order if npages < ROUND_BELOW else npages
+        if order >= RCACHE_ORDERS or self._cache is None:
+            return self._alloc_tree(npages, alloc_pages, limit, limit_excl, None)
+        limit_pfn = (limit_excl - alloc_pages) & ULONG_MASK
+        pfn = self._cache.pop_top(order, limit_pfn)
+        if pfn is not None:  # the common hit, written out
+            self._live[pfn] = npages
+            self._top_hits += 1
+            if self._last is not None:
+                self._older.append(self._last)
+            self._last = (pfn, order)
+            return pfn << self._shift
+        pfn, got = self._cache.get(order, limit_pfn)
         if pfn is None:
-            pfn = self._alloc_iova(alloc_pages, limit_excl)
+            return self._alloc_tree(npages, alloc_pages, limit, limit_excl, got)
+        self._live[pfn] = npages
+        self._counts[0] += 1
+        self._counts[2] += 1
+        self._remember(flushed=False)
+        self._last = (pfn, got, None, None, True)
+        return pfn << self._shift
+
+    def _alloc_tree(
+        self, npages: int, alloc_pages: int, limit: int, limit_excl: int, got: GetUndo | None
+    ) -> int:
+        """The allocation after a cache miss (``got``: the magazine search's undo, or
+        ``None`` when the size is not cached): the tree, then the flush and retry."""
+        cached = (self._tree.cached32, self._tree.cached, self._max32)
+        flush_saved = None
+        pfn = self._alloc_iova(alloc_pages, limit_excl)
         if pfn is None and self._cache is not None:
             flush_saved = (self._tree.save(), self._cache.save(), self._max32)
             self._flush()
@@ -180,10 +217,10 @@ class LinuxIovaDomain(IovaSpace):
             raise self._no_room(alloc_pages, limit, True, npages)
         self._live[pfn] = npages
         self._counts[0] += 1
-        if cache is not None:
-            self._counts[2 if hit else 3] += 1
+        if got is not None:
+            self._counts[3] += 1
         self._remember(flushed=flush_saved is not None)
-        self._last = _LastAlloc(pfn, got, cached, flush_saved, hit)
+        self._last = (pfn, got, cached, flush_saved, False)
         return pfn << self._shift
 
     def _alloc_iova(self, size: int, limit_excl: int) -> int | None:
@@ -204,23 +241,34 @@ class LinuxIovaDomain(IovaSpace):
         Repeated, it takes back the allocations before, newest first (a compound
         operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
-        self._check_undo(addr, None if last is None else last.pfn)
+        self._check_undo(addr, None if last is None else last[0])
         assert last is not None
-        npages = self._live.pop(last.pfn)
-        if last.flush_saved is not None and self._cache is not None:
-            tree, cache, _ = last.flush_saved
+        pfn = last[0]
+        npages = self._live.pop(pfn)
+        if len(last) == 2:  # a hit of the loaded magazine's top
+            assert self._cache is not None
+            self._cache.undo_pop_top(last[1], pfn)
+            self._top_hits -= 1
+        else:
+            self._undo_general(last)
+        self._pop_last()
+        return self._geo.range(pfn, npages)
+
+    def _undo_general(self, last: GeneralUndo) -> None:
+        pfn, got, cached, flush_saved, hit = last
+        if flush_saved is not None and self._cache is not None:
+            tree, cache, _ = flush_saved
             self._tree.restore(tree)
             self._cache.restore(cache)
             self._counts[5] -= 1
-        elif not last.hit:
-            self._tree.remove(last.pfn)
-        self._tree.cached32, self._tree.cached, self._max32 = last.cached
-        if last.got is not None and self._cache is not None:
-            self._cache.undo_get(last.got)
-            self._counts[2 if last.hit else 3] -= 1
+        elif not hit:
+            self._tree.remove(pfn)
+        if cached is not None:
+            self._tree.cached32, self._tree.cached, self._max32 = cached
+        if got is not None and self._cache is not None:
+            self._cache.undo_get(got)
+            self._counts[2 if hit else 3] -= 1
         self._counts[0] -= 1
-        self._last = self._older.pop() if self._older else None
-        return self._geo.range(last.pfn, npages)
 
     # -- the cache ---------------------------------------------------------------
 
@@ -234,6 +282,7 @@ class LinuxIovaDomain(IovaSpace):
         assert self._cache is not None
         frames = self._cache.drain()
         for pfn in frames:
+            self._freed.pop(pfn, None)
             self._remove(pfn)
         self._counts[5] += 1
         return len(frames)
@@ -253,20 +302,34 @@ class LinuxIovaDomain(IovaSpace):
         self._forget_last()
         frames = self._cache.trim_depots()
         for pfn in frames:
+            self._freed.pop(pfn, None)
             self._remove(pfn)
         return len(frames)
 
     # -- the policy's parts of free and reserve --------------------------------------
 
-    def _release(self, pfn: int, npages: int) -> None:
-        """``free_iova_fast``: the order of the size asked for picks the bin."""
-        self._forget_last()
-        order = order_base_2(npages)
-        if self._cache is not None and order < RCACHE_ORDERS:
-            self._cache.insert(order, pfn)
-        else:
-            self._remove(pfn)
+    def free(self, addr: int) -> AddressRange:
+        """``iommu_dma_free_iova``/``free_iova_fast``: free the range whose first
+        granule holds ``addr`` and return it (see :meth:`IovaSpace.free`).  The order
+        of the size asked for picks the bin; a larger range's node goes at once."""
+        if type(addr) is not int or addr < 0:
+            addr = self._check_free(addr)
+        pfn = addr >> self._shift
+        npages = self._live.pop(pfn, None)
+        if npages is None:
+            raise self._not_live(addr)
+        self._last = None
+        if self._older:
+            self._older.clear()
         self._counts[1] += 1
+        if self._cache is not None and npages <= ROUND_BELOW:  # order < RCACHE_ORDERS
+            self._cache.insert(SMALL_ORDERS[npages], pfn)
+            freed = self._freed.get(pfn)
+            if freed is None or freed.size != npages << self._shift:
+                freed = self._freed[pfn] = AddressRange(pfn << self._shift, npages << self._shift)
+            return freed
+        self._remove(pfn)
+        return AddressRange(pfn << self._shift, npages << self._shift)
 
     def _cached_pfns(self) -> set[int]:
         return self._cache.frames() if self._cache is not None else set()
@@ -274,6 +337,7 @@ class LinuxIovaDomain(IovaSpace):
     def _evict(self, pfn: int) -> None:
         if self._cache is not None:
             self._cache.evict(pfn)
+        self._freed.pop(pfn, None)
         self._remove(pfn)
 
     def snapshot(self) -> LinuxIovaSnapshot:

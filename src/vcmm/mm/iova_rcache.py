@@ -103,6 +103,21 @@ class MagazineCache:
             mag[i] = top
         return pfn, (order, rotation, i, pfn)
 
+    def pop_top(self, order: int, limit_pfn: int) -> int | None:
+        """The first step of :meth:`get` alone: the loaded magazine's top frame if the
+        magazine is not empty and that frame is ``<= limit_pfn`` (taken out), else
+        ``None`` and nothing changes; then :meth:`get` does the rest.  This is what a
+        streaming device hits nearly every time, and it needs no undo record beyond
+        the frame (:meth:`undo_pop_top`)."""
+        mag = self._bins[order].loaded
+        if mag and mag[-1] <= limit_pfn:
+            return mag.pop()
+        return None
+
+    def undo_pop_top(self, order: int, pfn: int) -> None:
+        """Take a :meth:`pop_top` back (nothing else changed the cache since)."""
+        self._bins[order].loaded.append(pfn)
+
     def undo_get(self, undo: GetUndo) -> None:
         """Take a :meth:`get` back: the frame to its slot, the magazines unrotated."""
         order, rotation, i, pfn = undo

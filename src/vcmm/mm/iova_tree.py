@@ -91,6 +91,14 @@ def align_pages(npages: int) -> int:
     return 1 << (npages - 1).bit_length()
 
 
+#: The largest size in granules that :data:`SMALL_ORDERS` covers.
+SMALL_MAX = 64
+#: ``order_base_2(n)`` (``align_pages(n) == 1 << order``) for ``1 <= n <= SMALL_MAX``
+#: (index 0 unused): the allocators' hot paths look small sizes up instead of calling
+#: ``int.bit_length``, which costs as much as the rest of a range-cache hit's arithmetic.
+SMALL_ORDERS = (0, *((n - 1).bit_length() for n in range(1, SMALL_MAX + 1)))
+
+
 class IovaTree:
     """Occupied page-frame ranges, the anchor above them and the two cached nodes."""
 
