@@ -644,3 +644,65 @@ def test_port_misuse_raises_and_changes_nothing(call: object) -> None:
     with pytest.raises(InvalidArgumentError):
         call(tlb)  # type: ignore[operator]
     assert tlb.snapshot() == before
+
+
+# -- holds: does the TLB hold anything a range invalidation would remove ----------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    held=st.lists(
+        st.tuples(
+            st.integers(0, 63),  # page number, in units of the entry's size
+            st.sampled_from(SIZES),
+            st.sampled_from((1, 2)),
+            st.booleans(),
+        ),
+        max_size=24,
+    ),
+    start=st.integers(0, 64 * SZ_1M),
+    size=st.integers(1, 8 * SZ_1M),
+    tag=st.sampled_from((None, 1, 2, 3)),
+)
+def test_holds_answers_whether_invalidate_range_would_remove_anything(
+    held: list[tuple[int, int, int, bool]], start: int, size: int, tag: int | None
+) -> None:
+    # the reference is the invalidation itself, run on a checkpointed TLB and undone
+    tlb = TLB(TLBConfig(64, 4))
+    for page, page_size, owner, global_ in held:
+        tlb.insert(entry(page * page_size % SZ_1G, page_size, tag=owner, global_=global_))
+    before = tlb.snapshot()
+    answer = tlb.holds(tag, start, size)
+    assert tlb.snapshot() == before  # a query: nothing counted, nothing moved
+    saved = tlb.checkpoint()
+    assert answer == (tlb.invalidate_range(start, size, tag) > 0)
+    tlb.restore(saved)
+
+
+def test_holds_sees_own_and_global_entries_only() -> None:
+    tlb = TLB(TLBConfig(16, 16))
+    tlb.insert(entry(0x10_0000, SZ_1M, tag=1))
+    tlb.insert(entry(0x40_0000, tag=2, global_=True))
+    tlb.insert(entry(0x80_0000, tag=2))
+    assert tlb.holds(1, 0x1F_F000, 1)  # the last byte of tag 1's section
+    assert not tlb.holds(1, 0x20_0000, 0x20_0000)  # the byte after it, up to 0x40_0000
+    assert tlb.holds(3, 0x40_0FFF, 1)  # a global entry serves every tag
+    assert not tlb.holds(1, 0x80_0000, SZ_4K)  # tag 2's own page
+    assert tlb.holds(None, 0x80_0000, SZ_4K)  # None: any tag's entry
+    assert not tlb.holds(None, 0x90_0000, SZ_1G)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ((1, -1, 4096), "va"),
+        ((1, 0, 0), "size 0"),
+        ((1, 0, 4096.0), "size"),
+        ((1, (1 << 64) - 4096, 8192), "64-bit"),
+        ((True, 0, 4096), "tag"),
+        (([1], 0, 4096), "tag"),
+    ],
+)
+def test_holds_checks_its_arguments(args: tuple[object, object, object], words: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=words):
+        TLB(TLBConfig(4, 4)).holds(*args)  # type: ignore[arg-type]

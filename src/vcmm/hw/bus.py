@@ -369,7 +369,7 @@ class BusMaster(Observable, abc.ABC):
                 pas = self._batch_translate(vas, access)
             except DeviceFaultError as exc:
                 # the bursts before the fault completed, as they would have one by one
-                done = int(exc.details.get("completed", 0))
+                done = exc.completed
                 self._account(access, done * burst, done)
                 self.faults += 1
                 if self._observers:
@@ -654,6 +654,6 @@ class PhysicalDevice(BusMaster):
         if not inside.all():
             first = int(np.argmin(inside))
             err = self._fault(int(addrs[first]), access)
-            err.details["completed"] = first
+            err.completed = first
             raise err
         return pas

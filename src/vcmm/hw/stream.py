@@ -36,6 +36,8 @@ I64 = npt.NDArray[np.int64]
 
 #: Most granules a stream walks as one dense table (beyond: sorted keys and a search).
 DENSE_GRANULES = 1 << 22
+#: Accesses per granule of its range from which a stream walks the whole range.
+ACCESSES_PER_GRANULE = 4
 
 
 class BatchWalker(abc.ABC):
@@ -146,12 +148,18 @@ def plan(
 def plan_trace(
     walker: BatchWalker, vas: U64, access: Access, *, privileged: bool, honour_global: bool
 ) -> StreamPlan:
-    """The plan of an access stream: one walk per distinct granule it touches."""
+    """The plan of an access stream: one walk per distinct granule it touches, or per
+    granule of its range when the range is small next to the stream (a scan: walking
+    the few granules it skips costs less than finding which it touches; walks have
+    no side effects and only those the model makes are charged)."""
     from vcmm.hw.kernels.granules import granule_range, touched
 
     gshift = walker.granule.bit_length() - 1
     lo, hi = (int(g) for g in granule_range(vas, gshift))
     flags = dict(privileged=privileged, honour_global=honour_global)
+    if (hi - lo + 1) * ACCESSES_PER_GRANULE <= vas.shape[0]:
+        every = np.arange(lo, hi + 1, dtype=np.uint64)
+        return plan(walker, every, access, dense_from=lo, **flags)
     if hi - lo < DENSE_GRANULES:
         granules, gleaf = touched(vas, gshift, np.uint64(lo), np.uint64(hi))
         walked = plan(walker, granules, access, **flags)

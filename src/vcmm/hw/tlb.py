@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 from vcmm.checks import is_int
 from vcmm.errors import InvalidArgumentError, UnsupportedSizeError
@@ -60,7 +60,7 @@ from vcmm.hw.tlbentry import (
     check_address,
     check_tag,
 )
-from vcmm.hw.tlbstore import Key, TlbPort, TlbStore
+from vcmm.hw.tlbstore import GLOBAL, Key, TlbPort, TlbStore
 from vcmm.sizes import is_power_of_two
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "MIN_PAGE_SIZE",
     "REPLACEMENT_POLICIES",
     "TLB",
+    "RngState",
     "TLBCheckpoint",
     "TLBConfig",
     "TLBEntry",
@@ -77,6 +78,11 @@ __all__ = [
     "check_address",
     "check_tag",
 ]
+
+#: The state of the ``random`` policy's generator (``random.Random.getstate()``: the
+#: version, CPython's 624 Mersenne Twister words plus their position, and the cached
+#: Gaussian), or ``None`` under ``lru`` and ``fifo``, which have no generator.
+RngState: TypeAlias = tuple[int, tuple[int, ...], float | None] | None
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class TLBSnapshot:
     """
 
     sets: tuple[tuple[TLBEntry, ...], ...]
-    rng_state: Any
+    rng_state: RngState
     stats: TLBStats
     tag_stats: dict[Hashable, TLBStats]
 
@@ -100,7 +106,7 @@ class TLBCheckpoint:
 
     owner: int
     sets: tuple[dict[Key, TLBEntry], ...]
-    rng_state: Any
+    rng_state: RngState
     stats: TLBStats
     tag_stats: dict[Hashable, TLBStats]
 
@@ -200,7 +206,7 @@ class TLB:
             raise InvalidArgumentError(f"{checkpoint!r} is not a checkpoint of {self!r}")
         store = self._store
         store.load(checkpoint.sets)
-        if store.rng is not None:
+        if store.rng is not None and checkpoint.rng_state is not None:
             store.rng.setstate(checkpoint.rng_state)
         store.stats.assign(checkpoint.stats)
         for tag, stats in store.tag_stats.items():
@@ -268,14 +274,36 @@ class TLB:
 
         With ``tag`` None every tag's entries go; otherwise that tag's and global ones.
         """
-        va = check_address(va)
-        if not is_int(size) or size <= 0:
-            raise InvalidArgumentError(f"invalidate_range size {size!r} must be an integer > 0")
-        if va + size > ADDRESS_LIMIT:
-            raise InvalidArgumentError(
-                f"invalidate_range [{va:#x}, +{size:#x}) leaves the 64-bit address space"
-            )
+        va, size = _check_range("invalidate_range", va, size)
         if tag is None:
             return self._store.remove(lambda e: e.overlaps(va, size))
         check_tag(tag)
         return self._store.remove(lambda e: e.matches(tag) and e.overlaps(va, size))
+
+    # -- queries ------------------------------------------------------------------------
+
+    def holds(self, tag: Hashable | None, va: int, size: int) -> bool:
+        """Whether :meth:`invalidate_range` of the same arguments would remove anything:
+        an entry overlapping ``[va, va + size)`` that ``tag`` may use (its own or a
+        global one; with ``tag`` None, any entry).  Counts and changes nothing.
+
+        Lets an unmap skip the invalidation (and its cost) when the TLB holds nothing
+        of the range, the way a driver's lazy flush does.  Cheap: per held page size, a
+        direct probe of each page of the range when the range spans fewer pages than
+        entries of that size are held, else a scan of those entries.
+        """
+        va, size = _check_range("holds", va, size)
+        if tag is not None:
+            check_tag(tag)
+        owners = None if tag is None else (tag, GLOBAL)
+        return self._store.holds(va, va + size, owners)
+
+
+def _check_range(what: str, va: int, size: int) -> tuple[int, int]:
+    """``(va, size)`` of a range argument, checked: inside 64 bits, ``size`` > 0."""
+    va = check_address(va)
+    if not is_int(size) or size <= 0:
+        raise InvalidArgumentError(f"{what} size {size!r} must be an integer > 0")
+    if va + size > ADDRESS_LIMIT:
+        raise InvalidArgumentError(f"{what} [{va:#x}, +{size:#x}) leaves the 64-bit address space")
+    return va, int(size)

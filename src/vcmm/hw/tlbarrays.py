@@ -101,26 +101,17 @@ def import_store(
     """Write the kernel's state back into ``store``; ``new_entries(leaves)`` builds the
     entries fills of those walks inserted (one call for all: per-entry conversions
     of array scalars cost more than the kernel on a short stream)."""
-    ways_u, ways_i = arrays.ways_u, arrays.ways_i
-    set_of, way_of = np.nonzero(ways_i[0] == 1)
-    # each set's entries by stamp: the replacement order the reference's dicts keep
-    ranked = np.lexsort((ways_i[3][set_of, way_of], set_of))
-    set_of, way_of = set_of[ranked], way_of[ranked]
-    origins = ways_i[4][set_of, way_of]
-    made_leaves = np.unique(-origins[origins < 0] - 1).tolist()
+    from vcmm.hw.kernels.tlbrows import held_rows
+
+    rows, bases = held_rows(arrays.ways_u, arrays.ways_i)
+    table = rows.tolist()
+    made_leaves = sorted({-origin - 1 for *_, origin in table if origin < 0})
     made = dict(zip(made_leaves, new_entries(made_leaves), strict=True))
-    sets: list[dict[Key, TLBEntry]] = [{} for _ in range(ways_i.shape[1])]
-    rows = zip(
-        set_of.tolist(),
-        ways_i[1][set_of, way_of].tolist(),
-        ways_i[2][set_of, way_of].tolist(),
-        origins.tolist(),
-        ways_u[0][set_of, way_of].tolist(),
-        strict=True,
-    )
-    for s, shift, number, origin, base in rows:
-        entry = arrays.held_before[origin] if origin >= 0 else made[-origin - 1]
-        owner = GLOBAL if number == -1 else arrays.owners[number]
+    sets: list[dict[Key, TLBEntry]] = [{} for _ in range(arrays.ways_i.shape[1])]
+    before, owners = arrays.held_before, arrays.owners
+    for (s, shift, number, origin), base in zip(table, bases.tolist(), strict=True):
+        entry = before[origin] if origin >= 0 else made[-origin - 1]
+        owner = GLOBAL if number == -1 else owners[number]
         sets[s][(1 << shift, base, owner)] = entry
     store.load(tuple(sets))
     if store.rng is not None:

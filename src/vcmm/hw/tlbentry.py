@@ -219,14 +219,14 @@ class TLBEntry:
         arrays already hold checked values (aligned bases, power-of-two sizes), so the
         per-field validation of the constructor is not repeated."""
         entry = object.__new__(cls)
-        put = object.__setattr__
-        put(entry, "tag", tag)
-        put(entry, "va_base", va_base)
-        put(entry, "size", size)
-        put(entry, "pa_base", pa_base)
-        put(entry, "attrs", attrs)
-        put(entry, "global_", global_)
-        put(entry, "level", level)
+        put_tag, put_va, put_size, put_pa, put_attrs, put_global, put_level = _SLOT_SETTERS
+        put_tag(entry, tag)
+        put_va(entry, va_base)
+        put_size(entry, size)
+        put_pa(entry, pa_base)
+        put_attrs(entry, attrs)
+        put_global(entry, global_)
+        put_level(entry, level)
         return entry
 
     def covers(self, va: int) -> bool:
@@ -242,3 +242,9 @@ class TLBEntry:
     def output(self, va: int) -> int:
         """Output address of ``va`` (which must lie inside the entry)."""
         return self.pa_base + (va - self.va_base)
+
+
+# The slots' own setters, in field order: what :meth:`TLBEntry.from_leaf` fills a new
+# entry with (a frozen dataclass refuses ``setattr``; the slot descriptors are the
+# storage itself and cost half of ``object.__setattr__``, which looks them up).
+_SLOT_SETTERS = tuple(vars(TLBEntry)[f.name].__set__ for f in fields(TLBEntry))

@@ -133,6 +133,27 @@ class TlbStore:
                     self.stats_of(entry.tag).invalidations += 1
         return removed
 
+    def holds(self, start: int, end: int, owners: tuple[Hashable, ...] | None) -> bool:
+        """Whether an entry owned by one of ``owners`` (``None``: anyone) overlaps
+        ``[start, end)``.  Per held size the cheaper of probing the range's pages by key
+        and scanning that size's keys."""
+        for size, shift in self.order:
+            keys = self.by_size[size]
+            first, last = start >> shift, (end - 1) >> shift
+            if owners is not None and (last - first + 1) * len(owners) <= len(keys):
+                if any(
+                    (size, page << shift, owner) in keys
+                    for page in range(first, last + 1)
+                    for owner in owners
+                ):
+                    return True
+                continue
+            lo, hi = first << shift, last << shift
+            for key in keys:
+                if lo <= key[1] <= hi and (owners is None or key[2] in owners):
+                    return True
+        return False
+
     def load(self, sets: tuple[dict[Key, TLBEntry], ...]) -> None:
         """Replace the contents (in place, so ports keep seeing this store)."""
         self.sets[:] = [dict(s) for s in sets]

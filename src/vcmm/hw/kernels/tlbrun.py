@@ -64,6 +64,8 @@ LRU, FIFO, RANDOM = 0, 1, 2
 HEAD, TAIL, COUNT = 0, 1, 2
 X_HBITS, X_GSHIFT, X_G0, X_NGRAN, X_GLOBALS, X_WSHIFT = 0, 1, 2, 3, 4, 5
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+#: Accesses a run of hits on one page is checked by at a time (see _same_page_run).
+BLOCK = 16
 
 
 def lean(fn: Callable[..., Any]) -> Any:
@@ -454,36 +456,66 @@ def run_trace(
 @lean
 def _trace(vas, start, pas, plan, state, keys, sets_i, order):  # pragma: no cover
     """The loop of :func:`run_trace`; returns (where it stopped, hits on the page just
-    used, counted in bulk: a store per access would bound the loop)."""
+    used, counted in bulk: a store per access would bound the loop).
+
+    After each step, the accesses that stay in the same smallest-size page as the
+    step's find the entry just used, already most recent: only the counters move.
+    They run in an inner loop of locals (shift, page, output delta) that does no more
+    than a load, a compare and a store per access."""
     ways_u, held = state[0], state[2]
     wshift = keys[4][X_WSHIFT]
     wmask = (1 << wshift) - 1
     norder = _order(held, order)
     n = vas.shape[0]
-    last_page = np.uint64(0)
     repeats = 0
-    have_last = False
-    last_base = np.uint64(0)
-    last_pa = np.uint64(0)
-    for i in range(start, n):
+    i = start
+    while i < n:
         va = vas[i]
-        if have_last and (va >> np.uint64(order[0])) == last_page:
-            # the same smallest-size page as the access before: the lookup finds the
-            # entry just used, already most recent; only the counters move
-            repeats += 1
-            pas[i] = last_pa + (va - last_base)
-            continue
         slot, norder = _step(va, plan, state, keys, sets_i, order, norder)
         if slot < 0:
             return i, repeats
         st = slot >> wshift
         w = slot & wmask
-        last_base = ways_u[0, st, w]
-        last_pa = ways_u[1, st, w]
-        pas[i] = last_pa + (va - last_base)
-        last_page = va >> np.uint64(order[0])
-        have_last = True
+        delta = ways_u[1, st, w] - ways_u[0, st, w]  # modulo 2**64, as the output is
+        pas[i] = va + delta
+        s0 = np.uint64(order[0])
+        page = va >> s0
+        i += 1
+        j = _same_page_run(vas, pas, i, s0, page, delta)
+        repeats += j - i
+        i = j
     return n, repeats
+
+
+@njit(cache=True, inline=INLINE)
+def _same_page_run(vas, pas, i, s0, page, delta):  # pragma: no cover - compiled
+    """The first index from ``i`` whose address leaves page ``page`` (of shift ``s0``),
+    with the outputs up to it written.  The first :data:`BLOCK` accesses go one by one
+    (short runs, as in a tiled scan, end there); a longer run goes on in blocks
+    without a branch per access (the compiler vectorises them), and a block that
+    leaves the page has written outputs past the run, which the steps that follow
+    overwrite."""
+    n = vas.shape[0]
+    j = i
+    first = min(n, i + BLOCK)
+    while j < first and (vas[j] >> s0) == page:
+        pas[j] = vas[j] + delta
+        j += 1
+    if j < first:
+        return j
+    while j + BLOCK <= n:
+        left = np.uint64(0)
+        for k in range(BLOCK):
+            v = vas[j + k]
+            pas[j + k] = v + delta
+            left |= (v >> s0) ^ page
+        if left != 0:
+            break
+        j += BLOCK
+    while j < n and (vas[j] >> s0) == page:
+        pas[j] = vas[j] + delta
+        j += 1
+    return j
 
 
 @njit(cache=True)
