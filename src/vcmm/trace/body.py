@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Final
 
 from vcmm.trace.events import (
     DMA_ROLES,
@@ -294,3 +295,12 @@ FAST: dict[str, FastParser] = {
     "dma_sync_single_for_cpu": _fast_dma,
     "dma_sync_single_for_device": _fast_dma,
 }
+
+#: Events the fast path reads as one dma mapping (printed with ``phys_addr``), and as
+#: one dma unmap or sync: what a whole-text reader may take by the same shapes.
+FAST_DMA_MAPS: Final = frozenset(
+    n for n, f in FAST.items() if f is _fast_dma and DMA_ROLES[n] is DmaRole.CLAIMS_MAPS
+)
+FAST_DMA_SINGLES: Final = frozenset(
+    n for n, f in FAST.items() if f is _fast_dma and DMA_ROLES[n] is not DmaRole.CLAIMS_MAPS
+)
