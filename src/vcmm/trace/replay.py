@@ -182,10 +182,13 @@ class Replayer:
         chunk): replayed together, with the state and problems of one at a time.
         Anything unusual (a skip, an overlap, ``--reallocate``, a timeline, the
         unbatched reference) takes them one by one."""
+        if len(run) == 1:
+            self._map(run[0])
+            return
         first, last = run[0], run[-1]
         start, end = first.iova, last.iova + last.size
         device = first.device or ""
-        dom = self._domain(device) if len(run) > 1 and self.batch else None
+        dom = self._domain(device) if self.batch else None
         if (
             not isinstance(dom, Domain)
             or self.timeline is not None
