@@ -343,25 +343,11 @@ class Replayer:
         if earlier:
             lines = sorted({line for _, _, line in earlier})
             named = ", ".join(str(n) for n in lines[:5])
-            self.report.problems.append(
-                Problem(
-                    "double-unmap",
-                    ev.line,
-                    device,
-                    gaps[0][0],
-                    f"{where} were already unmapped at line {named}",
-                )
-            )
+            kind, why = "double-unmap", f"were already unmapped at line {named}"
         else:
-            self.report.problems.append(
-                Problem(
-                    "unmap-unmapped",
-                    ev.line,
-                    device,
-                    gaps[0][0],
-                    f"{where} were never mapped in the trace (its maps may precede the trace)",
-                )
-            )
+            kind = "unmap-unmapped"
+            why = "were never mapped in the trace (its maps may precede the trace)"
+        self.report.problems.append(Problem(kind, ev.line, device, gaps[0][0], f"{where} {why}"))
 
     def _release(self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live) -> None:
         """Take one live piece out of the counts (and out of vcmm's IOVA space)."""
