@@ -18,8 +18,9 @@ reference the batched writer is tested against):
   page by page in trace order, and go into the table in one ``map_many``, which
   writes the same bytes and allocates table pages in the same order as one ``map``
   per page; a map that may use a block, or a very large one, is written alone;
-- **unmaps** that free no table page (the replay's own account shows every
-  last-level table they touch keeps a small-page mapping) wait too and are written
+- **unmaps** that free no table page (the table keeps the tables an unmap empties,
+  as Linux's io-pgtable does, or the replay's own account shows every last-level
+  table they touch keeps a small-page mapping) wait too and are written
   as runs of adjacent pages; any other unmap is written at once, after everything
   pending;
 - a map and its unmap both still waiting **cancel**, without touching the table,
