@@ -12,7 +12,8 @@ four CPUs, a window of 8 buffers in flight per device, FIFO completion):
 
 Each round runs every variant on the same text, interleaved: parse alone,
 parse + attribution, replay without tables (``--no-tables``: problems only), the
-full replay (real page tables, batched writes) and, unless ``--no-unbatched``, the
+full replay (real page tables, batched writes), the same with ``--reallocate``
+(vcmm's IOVA allocator places every map) and, unless ``--no-unbatched``, the
 full replay making one page-table call per traced map and unmap (``batch=False``,
 the reference the batched writes are tested against; the script checks that both
 report the same).  Reported: events (lines) per second, best of the rounds, and
@@ -96,6 +97,7 @@ def variants(text: str) -> dict[str, Callable[[], object]]:
         "parse+attribute": lambda: list(attribute(parse_text(text))),
         "replay --no-tables": lambda: replay(parse_text(text), tables=False),
         "full replay": lambda: replay(parse_text(text)),
+        "full --reallocate": lambda: replay(parse_text(text), reallocate=True),
         "full, unbatched": lambda: replay(parse_text(text), batch=False),
     }
 

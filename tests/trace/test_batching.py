@@ -19,14 +19,22 @@ from hypothesis import strategies as st
 
 from vcmm.trace import Replayer, attribute, boot, parse_text
 
-from .lines import dma_map_line, dma_unmap_line, fault_line, map_line, trace, unmap_line
+from .lines import (
+    dma_map_line,
+    dma_map_sg_line,
+    dma_unmap_line,
+    fault_line,
+    map_line,
+    trace,
+    unmap_line,
+)
 
 DEVICES = ("0000:00:01.0", "0000:00:02.0", "0000:00:03.0")
 PAGE, SPAN = 0x1000, 0x200000
 BASE = 0x40000000
 
 op = st.tuples(
-    st.sampled_from(["map", "map", "below", "unmap", "unmap", "fault", "block"]),
+    st.sampled_from(["map", "map", "sg", "below", "unmap", "unmap", "fault", "block"]),
     st.sampled_from(DEVICES),
     st.integers(0, 23),  # first page: 8 per last-level table, three tables
     st.integers(1, 10),  # pages: some maps cross into the next table
@@ -52,6 +60,10 @@ def _lines(ops: list[tuple[str, str, int, int]]) -> list[str]:
             pa = 0x80000000 + len(out) * 0x10000
             last = (iova, pa)
             out += [map_line(iova, pa, size, pid=pid), dma_map_line(dev, iova, size, pa, pid=pid)]
+        elif kind == "sg":  # iommu_map_sg: one map a page, then the dma_map_sg
+            pa = 0x80000000 + len(out) * 0x10000
+            out += [map_line(iova + k * PAGE, pa + k * PAGE, PAGE, pid=pid) for k in range(n)]
+            out.append(dma_map_sg_line(dev, [iova], [size], [pa], pid=pid))
         elif kind == "unmap":
             out += [unmap_line(iova, size, pid=pid), dma_unmap_line(dev, iova, size, pid=pid)]
         else:

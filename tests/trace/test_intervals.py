@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from vcmm.trace.intervals import IntervalMap, holes
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["assign", "remove"]), st.integers(0, 40), st.integers(1, 12),
+    st.tuples(st.sampled_from(["assign", "remove", "fill"]), st.integers(0, 40), st.integers(1, 12),
               st.integers(0, 5)),
     max_size=40,
 )  # fmt: skip
@@ -17,7 +17,9 @@ ops = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(ops, st.sampled_from([2, 3, 512]))
 def test_matches_a_page_model(steps: list[tuple[str, int, int, int]], chunk: int) -> None:
-    """Chunks of 2 and 3 starts split and empty all the time; 512 is the default."""
+    """Chunks of 2 and 3 starts split and empty all the time; 512 is the default.
+    ``fill`` inserts the holes of a range as one run (a splice when nothing lies
+    between them, one insert each when something does)."""
     im: IntervalMap[int] = IntervalMap(chunk=chunk)
     pages: dict[int, int] = {}
     for op, start, length, value in steps:
@@ -25,6 +27,10 @@ def test_matches_a_page_model(steps: list[tuple[str, int, int, int]], chunk: int
         if op == "assign":
             im.assign(start, end, value)
             pages.update({p: value for p in range(start, end)})
+        elif op == "fill":  # the holes of [start, end) at once: one splice or one by one
+            gaps = holes(start, end, im.overlapping(start, end))
+            im.insert_run([(a, b, value) for a, b in gaps])
+            pages.update({p: value for a, b in gaps for p in range(a, b)})
         else:
             removed = im.remove(start, end)
             assert sum(e - s for s, e, _ in removed) == sum(

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from vcmm.trace import Replayer, attribute, boot, parse_text
 
-from .lines import dma_map_line, dma_unmap_line, fault_line, map_line, trace, unmap_line
+from .lines import (
+    dma_map_line,
+    dma_map_sg_line,
+    dma_unmap_line,
+    fault_line,
+    map_line,
+    trace,
+    unmap_line,
+)
 
 DEVICES = ("0000:00:01.0", "0000:00:02.0")
 BASE, PAGE = 0x40000000, 0x1000
@@ -24,7 +32,7 @@ BASE, PAGE = 0x40000000, 0x1000
 SPAN = 0x200000
 
 op = st.tuples(
-    st.sampled_from(["map", "unmap", "fault"]),
+    st.sampled_from(["map", "sg", "unmap", "fault"]),
     st.sampled_from(DEVICES),
     st.integers(0, 15),  # first page: 0-7 in one last-level table, 8-15 in the next
     st.integers(1, 4),  # pages
@@ -39,6 +47,10 @@ def _lines(ops: list[tuple[str, str, int, int]]) -> list[str]:
         if kind == "map":
             pa = 0x80000000 + len(out) * 0x10000
             out += [map_line(iova, pa, size, pid=pid), dma_map_line(dev, iova, size, pa, pid=pid)]
+        elif kind == "sg":  # iommu_map_sg: one map a page, then the dma_map_sg
+            pa = 0x80000000 + len(out) * 0x10000
+            out += [map_line(iova + k * PAGE, pa + k * PAGE, PAGE, pid=pid) for k in range(n)]
+            out.append(dma_map_sg_line(dev, [iova], [size], [pa], pid=pid))
         elif kind == "unmap":
             out += [unmap_line(iova, size, pid=pid), dma_unmap_line(dev, iova, size, pid=pid)]
         else:

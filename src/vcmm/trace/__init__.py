@@ -20,10 +20,11 @@ from vcmm.trace.events import (
     IoPageFault,
     Skipped,
 )
-from vcmm.trace.parser import parse_line, parse_lines, parse_text, read_trace
+from vcmm.trace.parser import parse_line, parse_lines
 from vcmm.trace.perfetto import Timeline
 from vcmm.trace.replay import Replayer
 from vcmm.trace.report import PROBLEM_KINDS, DeviceStats, Problem, ReplayReport, render_text
+from vcmm.trace.scan import parse_text, read_trace
 from vcmm.trace.session import boot, replay, replay_file, replay_text
 
 __all__ = [

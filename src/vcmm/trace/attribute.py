@@ -116,8 +116,9 @@ class Attribution:
         if role in _UNMAP_WINDOW:
             task.window = ev
 
-    def _place(self, item: Item) -> Iterator[Item]:
-        """Queue ``item`` (maps and unmaps may wait) and release what is ready."""
+    def _place(self, item: Item) -> bool:
+        """Queue ``item`` (maps and unmaps may wait); True when it may leave at once
+        (nothing waits before it and it waits for nothing)."""
         queue = self._queue
         if isinstance(item, IommuMap):
             task = self._task(item)
@@ -131,6 +132,8 @@ class Attribution:
             if window is not None and _in_window(window, item):
                 item.device = window.device
                 self.attributed += 1
+                if not queue:
+                    return True
                 queue.append(_Slot(item, True))
             else:
                 slot = _Slot(item, False)
@@ -140,16 +143,19 @@ class Attribution:
             if isinstance(item, DmaEvent):
                 self._dma(item, self._task(item))
             if not queue:
-                yield item
-                return
+                return True
             queue.append(_Slot(item, True))
-        while queue and queue[0].ready:
-            yield queue.popleft().item
+        return False
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
         """The items in trace order, maps and unmaps with ``device`` set or skipped."""
+        queue = self._queue
         for item in items:
-            yield from self._place(item)
+            if self._place(item):
+                yield item
+                continue
+            while queue and queue[0].ready:
+                yield queue.popleft().item
         for task in self._tasks.values():
             self._drop(task.maps, "no dma_map/dma_alloc event of the task followed it")
             self._drop(task.unmaps, "no dma_unmap/dma_free event of the task came with it")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Final
 
 from vcmm.trace.events import (
     DMA_ROLES,
@@ -96,21 +97,35 @@ def _end(words: list[str], event: str, start: int, size: int) -> None:
         raise ValueError(f"{event}: end {end:#x} is not iova {start:#x} + size {size:#x}")
 
 
-def parse_map(line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str) -> Event:
+#: A body field's reader: its value, or ValueError naming the field and the rule.
+FieldReader = Callable[[dict[str, str], str], int]
+
+_MAP_FIELDS: tuple[tuple[str, FieldReader], ...] = (("iova", _hex), ("paddr", _hex), ("size", _dec))
+_UNMAP_FIELDS: tuple[tuple[str, FieldReader], ...] = (
+    ("iova", _hex), ("size", _dec), ("unmapped_size", _dec)
+)  # fmt: skip
+
+
+def _iommu_range(event: str, body: str, fields: tuple[tuple[str, FieldReader], ...]) -> list[int]:
+    """The values of ``fields`` (read in that order: the first bad one is the reason) of
+    a ``map``/``unmap`` body, its ``- end`` checked against ``iova`` + ``size``."""
     words, kv = _fields(body)
     _iommu_prefix(words, event)
-    iova, paddr, size = _hex(kv, "iova"), _hex(kv, "paddr"), _dec(kv, "size")
-    _end(words, event, iova, size)
+    values = [read(kv, key) for key, read in fields]
+    found = dict(zip((key for key, _ in fields), values, strict=True))
+    _end(words, event, found["iova"], found["size"])
+    return values
+
+
+def parse_map(line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str) -> Event:
+    iova, paddr, size = _iommu_range(event, body, _MAP_FIELDS)
     return IommuMap(line, comm, pid, cpu, ts, iova, paddr, size)
 
 
 def parse_unmap(
     line: int, comm: str, pid: int, cpu: int, ts: float, event: str, body: str
 ) -> Event:
-    words, kv = _fields(body)
-    _iommu_prefix(words, event)
-    iova, size, unmapped = _hex(kv, "iova"), _dec(kv, "size"), _dec(kv, "unmapped_size")
-    _end(words, event, iova, size)
+    iova, size, unmapped = _iommu_range(event, body, _UNMAP_FIELDS)
     return IommuUnmap(line, comm, pid, cpu, ts, iova, size, unmapped)
 
 
@@ -280,3 +295,12 @@ FAST: dict[str, FastParser] = {
     "dma_sync_single_for_cpu": _fast_dma,
     "dma_sync_single_for_device": _fast_dma,
 }
+
+#: Events the fast path reads as one dma mapping (printed with ``phys_addr``), and as
+#: one dma unmap or sync: what a whole-text reader may take by the same shapes.
+FAST_DMA_MAPS: Final = frozenset(
+    n for n, f in FAST.items() if f is _fast_dma and DMA_ROLES[n] is DmaRole.CLAIMS_MAPS
+)
+FAST_DMA_SINGLES: Final = frozenset(
+    n for n, f in FAST.items() if f is _fast_dma and DMA_ROLES[n] is not DmaRole.CLAIMS_MAPS
+)

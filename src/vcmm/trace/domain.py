@@ -58,6 +58,9 @@ class Domain:
             k.oa_limit for k in fmt.kinds if k.role is Role.LEAF and k.size == GRANULE
         )
         self.mask = min(mask, self.input_limit - 1)
+        #: Whether the table keeps the tables an unmap empties (Linux's io-pgtable
+        #: does): then an unmap of small pages never releases a table page.
+        self.kept_tables = writer.table.keep_tables
         self.iova: LinuxIovaDomain | None = None
         #: Bytes still mapped of each vcmm IOVA allocation (``--reallocate``).
         self.alloc_left: dict[int, int] = {}
@@ -85,6 +88,12 @@ class Domain:
                 f"{self.writer.table.fmt.name} pages can address ({self.output_limit:#x})"
             )
         return None
+
+    def unmap_frees_no_table(self, start: int, end: int) -> bool:
+        """Whether unmapping small pages of ``[start, end)`` (already out of ``live``)
+        releases no table page: never, where the table keeps emptied tables; else
+        when every last-level table it touches still holds a live mapping."""
+        return self.kept_tables or self.keeps_tables(start, end)
 
     def keeps_tables(self, start: int, end: int) -> bool:
         """Whether every last-level table span ``[start, end)`` touches holds a live

@@ -127,19 +127,6 @@ class IntervalMap(Generic[V]):
             chunks.insert(ci + 1, half)
             mins.insert(ci + 1, half[0])
 
-    def _drop(self, start: int) -> None:
-        """Take ``start`` out of the sorted chunks."""
-        chunks, mins = self._chunks, self._mins
-        ci = bisect_right(mins, start) - 1
-        chunk = chunks[ci]
-        i = bisect_left(chunk, start)
-        del chunk[i]
-        if not chunk:
-            del chunks[ci]
-            del mins[ci]
-        elif i == 0:
-            mins[ci] = chunk[0]
-
     def remove(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """Cut ``[start, end)`` out; returns the removed pieces (clipped, original values).
 
@@ -147,18 +134,74 @@ class IntervalMap(Generic[V]):
         two.  Values must not depend on the position (store offsets, not addresses).
         """
         found = self.overlapping(start, end)
+        if not found:
+            return found
         of = self._of
-        removed = []
-        for s, e, v in found:
-            removed.append((max(s, start), min(e, end), v))
-            if s < start:
-                of[s] = (start, v)  # keeps its start: the chunks stay as they are
-            else:
-                del of[s]
-                self._drop(s)
-            if e > end:
-                self.insert(end, e, v)
+        removed = [(max(s, start), min(e, end), v) for s, e, v in found]
+        drop = [s for s, _, _ in found]
+        s0, _, v0 = found[0]
+        if s0 < start:
+            of[s0] = (start, v0)  # keeps its start: the chunks stay as they are
+            del drop[0]
+        for s in drop:
+            del of[s]
+        self._drop_run(drop)
+        _, e1, v1 = found[-1]
+        if e1 > end:
+            self.insert(end, e1, v1)
         return removed
+
+    def _drop_run(self, starts: list[int]) -> None:
+        """Take sorted starts that follow each other in the map out of the chunks, a
+        slice of a chunk at a time."""
+        chunks, mins = self._chunks, self._mins
+        at = 0
+        while at < len(starts):
+            ci = bisect_right(mins, starts[at]) - 1
+            chunk = chunks[ci]
+            i = bisect_left(chunk, starts[at])
+            j = min(i + len(starts) - at, len(chunk))
+            del chunk[i:j]
+            at += j - i
+            if not chunk:
+                del chunks[ci]
+                del mins[ci]
+            elif i == 0:
+                mins[ci] = chunk[0]
+
+    def insert_run(self, items: Sequence[tuple[int, int, V]]) -> None:
+        """Add sorted, disjoint intervals that the caller knows overlap nothing: one
+        splice of the starts when no interval lies between them, else one insert each."""
+        if len(items) < 2:
+            for s, e, v in items:
+                self.insert(s, e, v)
+            return
+        first, last = items[0][0], items[-1][0]
+        chunks, mins = self._chunks, self._mins
+        if not chunks:
+            chunks.append([])
+            mins.append(first)
+        ci = max(bisect_right(mins, first) - 1, 0)
+        chunk = chunks[ci]
+        i = bisect_right(chunk, first)
+        after = chunk[i] if i < len(chunk) else mins[ci + 1] if ci + 1 < len(mins) else None
+        if after is not None and after < last:
+            for s, e, v in items:
+                self.insert(s, e, v)
+            return
+        of = self._of
+        for s, e, v in items:
+            of[s] = (e, v)
+        chunk[i:i] = [s for s, _, _ in items]
+        mins[ci] = chunk[0]
+        size = self._chunk
+        while len(chunk) > 2 * size:
+            half = chunk[size:]
+            del chunk[size:]
+            ci += 1
+            chunks.insert(ci, half)
+            mins.insert(ci, half[0])
+            chunk = half
 
     def assign(self, start: int, end: int, value: V) -> None:
         """Make ``[start, end)`` one interval of ``value``, replacing what was there."""

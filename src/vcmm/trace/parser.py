@@ -12,16 +12,17 @@ single ``dma_*`` mappings and syncs) one more each, with the field-by-field pars
 :mod:`vcmm.trace.body` as the fallback that names what is wrong.  Every line that
 does not become an event is reported as :class:`~vcmm.trace.events.Skipped` with its
 1-based number and the reason, never an exception.
+
+This line-by-line reader is the reference; whole files and texts are read by
+:mod:`vcmm.trace.scan`, which gives the same items faster.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator
 
 from vcmm.trace.body import FAST, BodyParser, body_parser
-from vcmm.trace.errors import TraceError
 from vcmm.trace.events import Event, Skipped
 
 _HEADER = re.compile(
@@ -29,9 +30,6 @@ _HEADER = re.compile(
     r"(?:\S{1,7}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?"
 )
 _NOT_EVENT = "not an ftrace event line ('<task>-<pid> [<cpu>] <flags> <time>: <event>: ...')"
-#: How much of a file is looked at to tell a text trace from a binary one.
-_SNIFF = 1 << 16
-
 _PARSERS: dict[str, BodyParser | None] = {}
 
 
@@ -83,43 +81,3 @@ def parse_lines(lines: Iterable[str], *, first: int = 1) -> Iterator[Event | Ski
         item = parse_line(number, line)
         if item is not None:
             yield item
-
-
-def _refuse_binary(raw: bytes, source: str) -> None:
-    head = raw[:_SNIFF]
-    if b"\0" in head:
-        raise TraceError(f"{source}: not a text trace (it holds NUL bytes: a binary file?)")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a character cut at the sniff boundary
-            raise TraceError(
-                f"{source}: not a text trace (byte {err.start} is not UTF-8: a binary file?)"
-            ) from None
-
-
-def read_trace(path: str | os.PathLike[str]) -> list[Event | Skipped]:
-    """Parse the trace file at ``path``; a binary file is refused with a TraceError."""
-    if not isinstance(path, str | os.PathLike):
-        raise TraceError(f"trace path must be a str or path, got {path!r}")
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as handle:
-            raw = handle.read()
-    except OSError as err:
-        raise TraceError(f"{source}: cannot read the trace: {err.strerror or err}") from None
-    return parse_text(raw, source=source)
-
-
-def parse_text(text: str | bytes, *, source: str = "<trace>") -> list[Event | Skipped]:
-    """Parse a whole trace given as text (or bytes, checked not to be binary)."""
-    if isinstance(text, bytes):
-        _refuse_binary(text, source)
-        text = text.decode("utf-8", errors="replace")
-    if not isinstance(text, str):
-        raise TraceError(f"{source}: a trace is text, got {type(text).__name__}")
-    if "\0" in text[:_SNIFF]:
-        raise TraceError(f"{source}: not a text trace (it holds NUL characters)")
-    # Lines end at "\n" only: str.splitlines() would also cut at \x1c-\x1e, \x85 and
-    # \u2028, and the line numbers would no longer be the file's.
-    return list(parse_lines(text.split("\n")))

@@ -13,14 +13,42 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import NotRequired, TypedDict
+
+#: What an event's ``args`` may hold: JSON scalars (the viewer shows them as given).
+ArgValue = str | int | float | bool | None
+Args = Mapping[str, ArgValue]
+
+
+class TraceEvent(TypedDict):
+    """One entry of ``traceEvents``; the optional keys are those of its phase ``ph``:
+    ``cat``/``id`` for async spans, ``s`` (scope) for instants, ``tid`` for all but
+    counters, ``ts`` for all but metadata."""
+
+    ph: str
+    name: str
+    pid: int
+    tid: NotRequired[int]
+    ts: NotRequired[float]
+    cat: NotRequired[str]
+    id: NotRequired[int]
+    s: NotRequired[str]
+    args: NotRequired[Args]
+
+
+class TraceFile(TypedDict):
+    """The whole JSON document."""
+
+    traceEvents: list[TraceEvent]
+    displayTimeUnit: str
 
 
 class Timeline:
     """Events collected for one trace-event JSON file."""
 
     def __init__(self) -> None:
-        self._events: list[dict[str, Any]] = []
+        self._events: list[TraceEvent] = []
         self._pids: dict[str, int] = {}
 
     def _pid(self, track: str) -> int:
@@ -32,12 +60,11 @@ class Timeline:
             )
         return pid
 
-    def _async(
-        self, ph: str, track: str, ident: int, name: str, ts: float, cat: str
-    ) -> dict[str, Any]:
+    def _async(self, ph: str, track: str, ident: int, name: str, ts: float, cat: str) -> TraceEvent:
         pid = self._pid(track)
-        event = {"ph": ph, "cat": cat, "name": name, "id": ident, "pid": pid, "tid": pid}
-        event["ts"] = ts
+        event: TraceEvent = {
+            "ph": ph, "cat": cat, "name": name, "id": ident, "pid": pid, "tid": pid, "ts": ts
+        }  # fmt: skip
         self._events.append(event)
         return event
 
@@ -47,7 +74,7 @@ class Timeline:
         ident: int,
         name: str,
         ts: float,
-        args: dict[str, Any],
+        args: Args,
         cat: str = "mapping",
     ) -> None:
         """Open the async span ``ident`` on ``track`` (``ts`` in microseconds)."""
@@ -57,7 +84,7 @@ class Timeline:
         """Close the async span ``ident`` (same name and category as it opened with)."""
         self._async("e", track, ident, name, ts, cat)
 
-    def instant(self, track: str, name: str, ts: float, args: dict[str, Any]) -> None:
+    def instant(self, track: str, name: str, ts: float, args: Args) -> None:
         pid = self._pid(track)
         self._events.append(
             {"ph": "i", "s": "t", "name": name, "pid": pid, "tid": pid, "ts": ts, "args": args}
@@ -69,7 +96,7 @@ class Timeline:
             {"ph": "C", "name": name, "pid": pid, "ts": ts, "args": {"bytes": value}}
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TraceFile:
         return {"traceEvents": list(self._events), "displayTimeUnit": "ns"}
 
     def write(self, path: str | os.PathLike[str]) -> None:

@@ -26,7 +26,7 @@ from vcmm.attrs import PageAttrs
 from vcmm.errors import VcmmError
 from vcmm.hw.bus import SmmuDevice
 from vcmm.system import System
-from vcmm.trace.domain import Domain, Live
+from vcmm.trace.domain import GRANULE, Domain, Live
 from vcmm.trace.errors import TraceError
 from vcmm.trace.events import DmaEvent, GroupEvent, IommuMap, IommuUnmap, IoPageFault, Skipped
 from vcmm.trace.intervals import holes
@@ -35,6 +35,15 @@ from vcmm.trace.report import DeviceStats, Placement, Problem, ReplayReport
 from vcmm.trace.tables import SharedTableMemory, TableWriter
 
 Item = IommuMap | IommuUnmap | IoPageFault | GroupEvent | DmaEvent | Skipped
+
+
+def _continues(before: IommuMap, ev: IommuMap) -> bool:
+    """Whether ``ev`` maps right after ``before`` in both addresses, for one device."""
+    return (
+        ev.iova == before.iova + before.size
+        and ev.paddr == before.paddr + before.size
+        and ev.device == before.device
+    )
 
 
 def _runs(pieces: list[tuple[int, int, Live]]) -> list[tuple[int, int]]:
@@ -141,10 +150,18 @@ class Replayer:
     def feed(self, items: Iterable[Item]) -> None:
         """Replay ``items`` (parsed and attributed, in trace order)."""
         report = self.report
+        run: list[IommuMap] = []  # maps continuing each other, replayed together
         for item in items:
             if isinstance(item, IommuMap):
-                self._map(item)
-            elif isinstance(item, IommuUnmap):
+                if run and not _continues(run[-1], item):
+                    self._map_run(run)
+                    run = []
+                run.append(item)
+                continue
+            if run:
+                self._map_run(run)
+                run = []
+            if isinstance(item, IommuUnmap):
                 self._unmap(item)
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
@@ -157,6 +174,54 @@ class Replayer:
                 report.events += 1
             else:
                 raise TraceError(f"{item!r} is not a parsed trace event (see vcmm.trace.parser)")
+        if run:
+            self._map_run(run)
+
+    def _map_run(self, run: list[IommuMap]) -> None:
+        """Maps of one device continuing each other (``iommu_map_sg`` traces one per
+        chunk): replayed together, with the state and problems of one at a time.
+        Anything unusual (a skip, an overlap, ``--reallocate``, a timeline, the
+        unbatched reference) takes them one by one."""
+        if len(run) == 1:
+            self._map(run[0])
+            return
+        first, last = run[0], run[-1]
+        start, end = first.iova, last.iova + last.size
+        device = first.device or ""
+        dom = self._domain(device) if self.batch else None
+        if (
+            not isinstance(dom, Domain)
+            or self.timeline is not None
+            or dom.iova is not None
+            or any(ev.size <= 0 or ev.size % GRANULE for ev in run)
+            or dom.check(start, end - start, first.paddr) is not None
+            or dom.live.first(start, end) is not None
+        ):
+            for ev in run:
+                self._map(ev)
+            return
+        writer, span, tables = dom.writer, dom.writer.leaf_span, self.tables
+        placed: list[tuple[int, int, Live]] = []
+        writes: list[tuple[int, bool, bool]] = []
+        for ev in run:
+            s, size = ev.iova, ev.size
+            small = tables and writer.small_pages_only(s, ev.paddr, size)
+            # Tables the run's earlier maps reached exist: ask only about the others.
+            at = s - s % span
+            if placed and at != s:
+                at += span
+            writes.append((size, small, small and dom.keeps_tables(at, s + size)))
+            placed.append((s, s + size, Live(ev.paddr - s, ev.line, device, 0, -1, small)))
+        dom.live.insert_run(placed)
+        if dom.gone.first(start, end) is not None:
+            dom.gone.remove(start, end)
+        writer.map_run(start, first.paddr, writes)
+        self.report.events += len(run)
+        st = self._stats(device)
+        st.map += len(run)
+        st.mapped_bytes += end - start
+        if st.mapped_bytes > st.mapped_bytes_peak:
+            st.mapped_bytes_peak = st.mapped_bytes
 
     def _place(self, dom: Domain, ev: IommuMap) -> tuple[int, int] | str:
         """(vcmm IOVA delta, allocation start) of a new mapping under ``--reallocate``,
@@ -248,11 +313,16 @@ class Replayer:
             self.tables
             and dom.iova is None
             and all(live.small for _, _, live in pieces)
-            and dom.keeps_tables(start, end)
+            and dom.unmap_frees_no_table(start, end)
         )
-        for s, e, live in pieces:
-            self._release(dom, ev, s, e, live)
-            dom.gone.insert(s, e, ev.line)  # it was live, so not in ``gone``
+        if dom.iova is None and self.timeline is None:  # only the counts to update
+            for s, e, live in pieces:
+                self._stats(live.device).mapped_bytes -= e - s
+        else:
+            for s, e, live in pieces:
+                self._release(dom, ev, s, e, live)
+        line = ev.line  # the pieces were live, so not in ``gone``
+        dom.gone.insert_run([(s, e, line) for s, e, _ in pieces])
         for va, size in _runs(pieces):  # one table call per run, as the kernel's unmap
             dom.writer.unmap(va, size, deferrable=deferrable)
         if self.timeline is not None:
@@ -273,25 +343,11 @@ class Replayer:
         if earlier:
             lines = sorted({line for _, _, line in earlier})
             named = ", ".join(str(n) for n in lines[:5])
-            self.report.problems.append(
-                Problem(
-                    "double-unmap",
-                    ev.line,
-                    device,
-                    gaps[0][0],
-                    f"{where} were already unmapped at line {named}",
-                )
-            )
+            kind, why = "double-unmap", f"were already unmapped at line {named}"
         else:
-            self.report.problems.append(
-                Problem(
-                    "unmap-unmapped",
-                    ev.line,
-                    device,
-                    gaps[0][0],
-                    f"{where} were never mapped in the trace (its maps may precede the trace)",
-                )
-            )
+            kind = "unmap-unmapped"
+            why = "were never mapped in the trace (its maps may precede the trace)"
+        self.report.problems.append(Problem(kind, ev.line, device, gaps[0][0], f"{where} {why}"))
 
     def _release(self, dom: Domain, ev: IommuUnmap, s: int, e: int, live: Live) -> None:
         """Take one live piece out of the counts (and out of vcmm's IOVA space)."""

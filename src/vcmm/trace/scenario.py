@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vcmm.trace.perfetto import Timeline
+from vcmm.trace.perfetto import Args, Timeline
 
 if TYPE_CHECKING:
     from vcmm.workload.runner import ScenarioResult
@@ -28,7 +28,7 @@ def scenario_timeline(result: ScenarioResult) -> Timeline:
             length = float(max(step.bursts_per_frame, 1))
             ident = 1_000_000 + frame * len(result.steps) + step.index
             name = f"frame {frame}: {step.access} {step.buffer} ({step.pattern})"
-            args: dict[str, object] = {
+            args: Args = {
                 "misses": step.frames[frame].misses,
                 "bursts": step.bursts_per_frame,
             }

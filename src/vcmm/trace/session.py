@@ -15,11 +15,11 @@ from vcmm.system import System
 from vcmm.trace.attribute import attribute
 from vcmm.trace.errors import TraceError
 from vcmm.trace.events import DmaEvent, GroupEvent, IommuMap, IommuUnmap, IoPageFault, Skipped
-from vcmm.trace.parser import parse_text, read_trace
 from vcmm.trace.perfetto import Timeline
 from vcmm.trace.platform import generic_platform
 from vcmm.trace.replay import Item, Replayer
 from vcmm.trace.report import ReplayReport
+from vcmm.trace.scan import parse_text, read_trace
 
 PlatformArg = PlatformSpec | str | os.PathLike[str] | None
 

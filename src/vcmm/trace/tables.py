@@ -18,8 +18,9 @@ reference the batched writer is tested against):
   page by page in trace order, and go into the table in one ``map_many``, which
   writes the same bytes and allocates table pages in the same order as one ``map``
   per page; a map that may use a block, or a very large one, is written alone;
-- **unmaps** that free no table page (the replay's own account shows every
-  last-level table they touch keeps a small-page mapping) wait too and are written
+- **unmaps** that free no table page (the table keeps the tables an unmap empties,
+  as Linux's io-pgtable does, or the replay's own account shows every last-level
+  table they touch keeps a small-page mapping) wait too and are written
   as runs of adjacent pages; any other unmap is written at once, after everything
   pending;
 - a map and its unmap both still waiting **cancel**, without touching the table,
@@ -186,6 +187,8 @@ class TableWriter:
     def small_pages_only(self, va: int, pa: int, size: int) -> bool:
         """Whether a call of its own would map ``[va, va+size)`` with granule pages only
         (no block size ``B`` to which va and pa align alike has a whole ``B`` inside)."""
+        if not self._blocks or size < self._blocks[0]:
+            return True  # too small for any block
         for block in self._blocks:
             if (va - pa) % block == 0 and -(-va // block) * block + block <= va + size:
                 return False
@@ -227,6 +230,37 @@ class TableWriter:
                 maps[page] = pa + k * granule
         if quiet:
             self._quiet.update(pages)
+
+    def map_run(self, va: int, pa: int, maps: list[tuple[int, bool, bool]]) -> None:
+        """Maps that continue each other in both addresses, each ``(size, small,
+        quiet)`` as :meth:`map` takes them, in order: the same as one :meth:`map` each
+        (which it makes when one of them would be written alone or meets a pending
+        unmap), else their pages join the batch in one go."""
+        if not self.enabled:
+            return
+        total = sum(size for size, _, _ in maps)
+        unmaps = self._unmaps
+        if (
+            not self.batch
+            or total > BATCH_PAGES * self._granule
+            or not all(small for _, small, _ in maps)
+            or (unmaps and any(p in unmaps for p in range(va, va + total, self._granule)))
+        ):
+            for size, small, quiet in maps:
+                self.map(va, pa, size, small=small, quiet=quiet)
+                va, pa = va + size, pa + size
+            return
+        if not all(quiet for _, _, quiet in maps):
+            self._shared.before(self)  # writes only other writers' maps: may come first
+            self._shared.holder = self
+        granule, pending, quiet_pages = self._granule, self._maps, self._quiet
+        for size, _, quiet in maps:
+            pages = range(va, va + size, granule)
+            for k, page in enumerate(pages):
+                pending[page] = pa + k * granule
+            if quiet:
+                quiet_pages.update(pages)
+            va, pa = va + size, pa + size
 
     def unmap(self, va: int, size: int, *, deferrable: bool = False) -> None:
         """Unmap ``[va, va+size)``.  ``deferrable``: the caller knows the unmap frees

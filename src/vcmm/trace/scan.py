@@ -1,0 +1,208 @@
+"""Read a whole trace text at once: the frequent lines by one regular expression.
+
+:func:`~vcmm.trace.parser.parse_line` is the reference: one line, its header, then its
+body, in Python, line by line (about 4 us a line).  Most lines of a real trace are a
+few shapes (``map``, ``unmap``, the single ``dma_*`` mappings and syncs, and the
+6.12-era scatterlist events), so one compiled expression runs over the whole text
+(``re.finditer``, line-anchored) and picks those lines out with their fields; Python
+then only converts the fields and builds the event.  Every line the expression does
+not take, and every taken line a check turns down (an ``- end`` that is not
+``iova + size``, an event whose body has another event's shape, a task name starting
+``#``), goes to ``parse_line`` with its number: so comments, garbage, truncated lines,
+faults and group events get exactly the reference's events and reasons, and a line
+the expression takes gives the event ``parse_line`` would (tests compare the two on
+every documented variant and on random damage).
+
+Why it is the same: the header part is the reference's header expression inside an
+atomic group (``(?>...)``, Python 3.11), so it is the reference's first match and
+is never re-split to suit the body; ``\\s`` there is ``[^\\S\\n]``, the same inside
+a line; the body parts are the reference's fast body expressions followed by
+trailing blanks (the reference strips them first, and no body shape ends in one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from vcmm.trace.body import FAST_DMA_MAPS, FAST_DMA_SINGLES
+from vcmm.trace.errors import TraceError
+from vcmm.trace.events import DMA_ROLES, DmaEvent, Event, IommuMap, IommuUnmap, Skipped
+from vcmm.trace.parser import parse_line
+
+_S = r"[^\S\n]"  # \s within one line
+_H = r"[0-9a-fA-F]+"
+_X = rf"(?:0x)?({_H})"
+_LIST = rf"\{{(0x{_H}(?:,0x{_H})*)\}}"
+
+_HEAD = (
+    rf"^(?!#)(?>{_S}*(.*?)-(\d+){_S}+(?:\({_S}*[-\d]+\){_S}+)?\[(\d+)\]{_S}+"
+    rf"(?:\S{{1,7}}{_S}+)?(\d+(?:\.\d+)?):{_S}+)(\w+):{_S}?"
+)
+_IOVA = rf"IOMMU: iova=0x({_H})(?: - 0x({_H}))?"
+_BODIES = (
+    # map: iova, end, paddr, size
+    rf"{_IOVA} paddr=0x({_H}) size=(\d+)",
+    # unmap: iova, end, size, unmapped_size
+    rf"{_IOVA} size=(\d+) unmapped_size=(\d+)",
+    # single dma map with phys_addr: device, dir, dma_addr, size, phys_addr
+    rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+) phys_addr={_X} attrs=\S*",
+    # single dma unmap or sync: device, dir, dma_addr, size
+    rf"(\S+) dir=(\w+) dma_addr={_X} size=(\d+)(?: attrs=\S*)?",
+    # 6.12 scatterlist map: device, dir, dma_addrs, sizes, phys_addrs, attrs
+    rf"([^\s={{][^\s=]*) dir=(\w+) dma_addrs={_LIST} sizes={_LIST} phys_addrs={_LIST} "
+    r"attrs=(\S*)",
+    # 6.12 scatterlist unmap or sync: device, dir, phys_addrs, attrs
+    rf"([^\s={{][^\s=]*) dir=(\w+) phys_addrs={_LIST} attrs=(\S*)",
+)
+_LINE = re.compile(
+    _HEAD + "(?:" + "|".join(f"(?:{b})" for b in _BODIES) + rf"){_S}*$", re.MULTILINE
+)
+
+_COMMS: dict[str, str] = {}
+#: How much of a file is looked at to tell a text trace from a binary one.
+_SNIFF = 1 << 16
+
+
+def _hexes(text: str) -> tuple[int, ...]:
+    return tuple(int(x, 16) for x in text.split(","))
+
+
+def scan_text(text: str) -> list[Event | Skipped]:
+    """The events and skips of a whole trace text, as ``parse_line`` line by line.
+
+    Lines end at ``"\\n"`` only (``str.splitlines()`` would also cut at ``\\x1c``-``\\x1e``,
+    ``\\x85`` and ``\\u2028``, and the line numbers would no longer be the file's)."""
+    out: list[Event | Skipped] = []
+    append = out.append
+    pos = 0  # where the next line not yet read starts
+    number = 1  # its number
+    for m in _LINE.finditer(text):
+        start = m.start()
+        if start != pos:
+            _slow(text[pos : start - 1], number, append)
+            number += text.count("\n", pos, start)
+        item = _event(number, m)
+        if item is not None:
+            append(item)
+        else:
+            _slow(m.group(), number, append)
+        pos = m.end() + 1
+        number += 1
+    if pos <= len(text):
+        _slow(text[pos:], number, append)
+    return out
+
+
+def _slow(lines: str, number: int, append: Callable[[Event | Skipped], None]) -> None:
+    """Lines the expression did not take, read by the reference."""
+    for line in lines.split("\n"):
+        item = parse_line(number, line)
+        if item is not None:
+            append(item)
+        number += 1
+
+
+def _event(number: int, m: re.Match[str]) -> Event | None:
+    """The event of a line the expression took, or None to ask the reference."""
+    (comm, pid, cpu, ts, event,
+     m_iova, m_end, m_paddr, m_size,
+     u_iova, u_end, u_size, u_unmapped,
+     d_dev, d_dir, d_addr, d_size, d_phys,
+     s_dev, s_dir, s_addr, s_size, *_) = m.groups()  # fmt: skip
+    head = _COMMS.get(comm)
+    if head is None:
+        head = comm.strip()
+        if head[:1] == "#":
+            return None
+        if len(_COMMS) < 4096:
+            _COMMS[comm] = head
+    if m_iova is not None:
+        if event != "map":
+            return None
+        iova, size = int(m_iova, 16), int(m_size)
+        if m_end is not None and int(m_end, 16) != iova + size:
+            return None
+        return IommuMap(number, head, int(pid), int(cpu), float(ts), iova, int(m_paddr, 16), size)
+    if u_iova is not None:
+        if event != "unmap":
+            return None
+        iova, size = int(u_iova, 16), int(u_size)
+        if u_end is not None and int(u_end, 16) != iova + size:
+            return None
+        return IommuUnmap(number, head, int(pid), int(cpu), float(ts), iova, size, int(u_unmapped))
+    if d_dev is not None:
+        if event not in FAST_DMA_MAPS:
+            return None
+        return DmaEvent(
+            number, head, int(pid), int(cpu), float(ts), event, d_dev, DMA_ROLES[event], d_dir,
+            int(d_addr, 16), int(d_size), int(d_phys, 16),
+        )  # fmt: skip
+    if s_dev is not None:
+        if event not in FAST_DMA_SINGLES:
+            return None
+        return DmaEvent(
+            number, head, int(pid), int(cpu), float(ts), event, s_dev, DMA_ROLES[event], s_dir,
+            int(s_addr, 16), int(s_size),
+        )  # fmt: skip
+    return _sg_event(number, head, int(pid), int(cpu), float(ts), event, m)
+
+
+def _sg_event(
+    number: int, comm: str, pid: int, cpu: int, ts: float, event: str, m: re.Match[str]
+) -> Event | None:
+    """A 6.12 scatterlist line, as the reference's field-by-field dma parser reads it."""
+    role = DMA_ROLES.get(event)
+    if role is None or event in FAST_DMA_MAPS or event in FAST_DMA_SINGLES:
+        return None  # not a dma event, or one the reference reads by its own shape first
+    g_dev, g_dir, g_addrs, g_sizes, g_phys, g_attrs, h_dev, h_dir, h_phys, h_attrs = m.groups()[22:]
+    ev = DmaEvent(number, comm, pid, cpu, ts, event, g_dev or h_dev, role, g_dir or h_dir)
+    if g_dev is not None:
+        ev.dma_addrs, ev.sizes = _hexes(g_addrs), _hexes(g_sizes)
+        if len(ev.dma_addrs) != len(ev.sizes):
+            return None
+        ev.phys_addrs = _hexes(g_phys)
+        ev.extra = {"attrs": g_attrs}
+    else:
+        ev.phys_addrs = _hexes(h_phys)
+        ev.extra = {"attrs": h_attrs}
+    return ev
+
+
+def _refuse_binary(raw: bytes, source: str) -> None:
+    head = raw[:_SNIFF]
+    if b"\0" in head:
+        raise TraceError(f"{source}: not a text trace (it holds NUL bytes: a binary file?)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a character cut at the sniff boundary
+            raise TraceError(
+                f"{source}: not a text trace (byte {err.start} is not UTF-8: a binary file?)"
+            ) from None
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[Event | Skipped]:
+    """Parse the trace file at ``path``; a binary file is refused with a TraceError."""
+    if not isinstance(path, str | os.PathLike):
+        raise TraceError(f"trace path must be a str or path, got {path!r}")
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise TraceError(f"{source}: cannot read the trace: {err.strerror or err}") from None
+    return parse_text(raw, source=source)
+
+
+def parse_text(text: str | bytes, *, source: str = "<trace>") -> list[Event | Skipped]:
+    """Parse a whole trace given as text (or bytes, checked not to be binary)."""
+    if isinstance(text, bytes):
+        _refuse_binary(text, source)
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise TraceError(f"{source}: a trace is text, got {type(text).__name__}")
+    if "\0" in text[:_SNIFF]:
+        raise TraceError(f"{source}: not a text trace (it holds NUL characters)")
+    return scan_text(text)
