@@ -22,10 +22,14 @@ table memory) is undone before any TLB entry or counter was touched.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
@@ -38,6 +42,8 @@ from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
 from vcmm.undo import Transaction
 
+U64 = npt.NDArray[np.uint64]
+
 
 def pieces(
     length: int, physmem: PhysMem, base: int
@@ -45,18 +51,17 @@ def pieces(
     """``(address, physical piece, chunk)`` laying ``physmem``'s pieces from ``base``.
 
     The pieces go end to end in order; the last one is cut where the reservation ends.
-    ``chunk`` is the allocation chunk each piece lies in.
+    ``chunk`` is the allocation chunk each piece lies in.  (Offsets by a running sum
+    and one bisect for the last piece: a view can have 16384 pieces.)
     """
-    out = []
-    offset = 0
-    for piece, chunk in zip(physmem.chunk_ranges, physmem.chunk_keys, strict=True):
-        if offset >= length:
-            break
-        n = min(piece.size, length - offset)
-        out.append(
-            (base + offset, AddressRange(piece.start, n) if n < piece.size else piece, chunk)
-        )
-        offset += n
+    ranges = physmem.chunk_ranges
+    ends = list(itertools.accumulate(r.size for r in ranges))
+    n = min(bisect.bisect_left(ends, length) + 1, len(ranges))
+    vas = [base, *(base + end for end in ends[: n - 1])][:n]
+    out = list(zip(vas, ranges[:n], physmem.chunk_keys[:n], strict=True))
+    if out and ends[n - 1] > length:
+        va, last, chunk = out[-1]
+        out[-1] = (va, AddressRange(last.start, length - (va - base)), chunk)
     return out
 
 
@@ -83,6 +88,34 @@ def page_runs(mapper: Mapper, mappings: list[Mapping], cap: int) -> list[tuple[P
                 runs.extend(plan_pages(m.va, m.phys.start, size, sizes, cap))
         out.extend((attrs, run) for run in merge_runs(runs))
     return out
+
+
+def single_pages(mapper: Mapper, mappings: list[Mapping]) -> tuple[U64, U64, PageAttrs] | None:
+    """Addresses and physical addresses of ``mappings`` as arrays, and their one set
+    of attributes, when each is one page of ``mapper``'s smallest size with the same
+    attributes object (a backing of separate pages); None otherwise."""
+    if not mapper.page_sizes or not mappings:
+        return None
+    page = min(mapper.page_sizes)
+    attrs = mappings[0].attrs
+    if not all(m.attrs is attrs and m.phys.size == page for m in mappings):
+        return None
+    n = len(mappings)
+    vas = np.fromiter((m.va for m in mappings), dtype=np.uint64, count=n)
+    pas = np.fromiter((m.phys.start for m in mappings), dtype=np.uint64, count=n)
+    return vas, pas, attrs
+
+
+def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
+    """Map one reservation's ``mappings`` (VA order) in one batched table call: pages
+    as arrays when they are all separate smallest pages, page runs otherwise.  The
+    table bytes, allocation order, errors and ranges to invalidate are those of
+    :meth:`Mapper.map` run by run over :func:`page_runs`."""
+    pages = single_pages(mapper, mappings)
+    if pages is not None:
+        mapper.map_pages(*pages)
+    else:
+        mapper.map_many(page_runs(mapper, mappings, cap))
 
 
 def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:

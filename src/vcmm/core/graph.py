@@ -177,7 +177,8 @@ class MappingGraph:
     def untouched(self, ranges: Iterable[AddressRange]) -> bool:
         """Whether no edge (the linear map included) covers any byte of ``ranges``, and
         no two of them overlap: new edges over them change no other and share nothing."""
-        return self._index.clear_of(sorted((r.start, r.start + r.size) for r in ranges))
+        ranges = list(ranges)
+        return self._index.clear_of_spans([r.start for r in ranges], [r.end for r in ranges])
 
     def alone(self, mappings: Iterable[Mapping]) -> bool:
         """Whether no other edge (the linear map included) covers any byte of these

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
-from vcmm.errors import VcmmError
+from vcmm.errors import InvalidArgumentError, VcmmError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat
 from vcmm.hw.pgtable.tableset import Edit, TableSet
@@ -68,6 +68,80 @@ def single_pages(
         rows.append((va, pa, g))
     table = np.array(rows, dtype=np.uint64)
     return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
+
+
+def leaf_descriptors(
+    kind: DescriptorKind, pa: int, count: int, values: Mapping[str, int]
+) -> npt.NDArray[np.uint64]:
+    """The slots of ``count`` consecutive leaves of ``kind`` mapping from ``pa`` (each
+    repeated ``copies`` times), ready for one vectorised write."""
+    pas = np.uint64(pa) + np.arange(count, dtype=np.uint64) * np.uint64(kind.size)
+    descs = kind.encode_many(pas, kind.attr_bits(values))
+    return np.repeat(descs, kind.copies) if kind.copies > 1 else descs
+
+
+def per_piece_sizes(op: str, page_size: object, n: int) -> Sequence[object]:
+    """``map_many``'s ``page_size`` as one entry per piece (checked by each plan)."""
+    if isinstance(page_size, Sequence) and not isinstance(page_size, str | bytes):
+        if len(page_size) != n:
+            raise InvalidArgumentError(
+                f"{op}: {len(page_size)} page sizes for {n} pieces; give one per piece"
+            )
+        return page_size
+    return [page_size] * n
+
+
+def address_array(op: str, name: str, value: object) -> U64:
+    """``value`` as a one-dimensional array of addresses (non-negative integers)."""
+    arr = np.asarray(value)
+    if arr.ndim != 1 or arr.dtype.kind not in "ui" or (arr.dtype.kind == "i" and (arr < 0).any()):
+        raise InvalidArgumentError(
+            f"{op}: {name} must be a one-dimensional array of non-negative integer "
+            f"addresses, got {arr.dtype} of shape {arr.shape}"
+        )
+    return arr.astype(np.uint64)
+
+
+def page_arrays(
+    fmt: PageTableFormat, va_limit: int, vas: U64, pas: U64, attrs: PageAttrs
+) -> tuple[U64, U64, I64, list[Mapping[str, int]]] | None:
+    """``vas[i] -> pas[i]`` (one-dimensional unsigned arrays of one length) as the
+    arrays of :func:`install_pages`, if every page is one aligned smallest page inside
+    ``va_limit`` and ``attrs`` has an encoding; None otherwise (the caller then maps
+    the pieces through the general path, which refuses with the exact error)."""
+    page = np.uint64(fmt.min_page)
+    if not vas.size or type(attrs) is not PageAttrs:
+        return None
+    if bool(((vas % page) | (pas % page)).any()) or int(vas.max()) + fmt.min_page > va_limit:
+        return None
+    try:
+        values = fmt.attr_values(attrs)
+    except VcmmError:
+        return None
+    return vas, pas, np.zeros(vas.shape, dtype=np.int64), [values]
+
+
+def joined_pages(vas: U64, pas: U64, page: int) -> list[tuple[int, int, int]]:
+    """``(va, pa, size)`` of the pages ``vas[i] -> pas[i]`` in their order, each page
+    that continues the one before it in both addresses joined to it: the pieces the
+    per-run path would map (a backing joins such pages into one run)."""
+    step = np.uint64(page)
+    cont = (vas[1:] == vas[:-1] + step) & (pas[1:] == pas[:-1] + step)
+    starts = np.concatenate(([0], np.flatnonzero(~cont) + 1))
+    sizes = np.diff(np.concatenate((starts, [vas.size]))) * page
+    return list(zip(vas[starts].tolist(), pas[starts].tolist(), sizes.tolist(), strict=True))
+
+
+def page_spans(vas: U64, page: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of the address spans the pages at ``vas`` cover, sorted and
+    with touching pages joined (what a TLB invalidation needs, in a few entries)."""
+    if not vas.size:
+        return []
+    ordered = np.unique(vas)
+    step = np.uint64(page)
+    starts = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1] + step) + 1))
+    counts = np.diff(np.concatenate((starts, [ordered.size])))
+    return list(zip(ordered[starts].tolist(), (counts * page).tolist(), strict=True))
 
 
 def install_pages(
