@@ -304,12 +304,13 @@ class MappingGraph:
         assert all(m.res_id == res_id for m in new)
         if not new:
             return
-        keys = [(res_id, m.va) for m in new]
+        vas = [m.va for m in new]
+        keys = list(zip(itertools.repeat(res_id), vas))
         self._edges.update(zip(keys, new, strict=True))
-        self._by_res.setdefault(res_id, {}).update((m.va, m) for m in new)
-        self._index.add_many(
-            [(m.phys.start, m.phys.start + m.phys.size, k) for m, k in zip(new, keys, strict=True)]
-        )
+        self._by_res.setdefault(res_id, {}).update(zip(vas, new, strict=True))
+        starts = [m.phys.start for m in new]
+        ends = [s + m.phys.size for s, m in zip(starts, new, strict=True)]
+        self._index.add_spans(starts, ends, keys)
         counted: list[tuple[AddressRange, int]] = []  # runs of one chunk object
         for m in new:
             if m.chunk is None:
