@@ -122,3 +122,28 @@ def test_a_bulk_add_of_separate_pages_makes_one_segment_each() -> None:
     assert index.sole(pages)
     assert not index.clear_of([(8192, 8192 + 1)])
     assert index.clear_of([(4096, 8192), (2**40, 2**40 + 4096)])
+
+
+def test_private_edges_equal_the_mappings_the_constructor_makes() -> None:
+    """The bulk edge builder stores every field: its edges equal (and hash as) those of
+    ``Mapping(...)``, and stay frozen."""
+    import dataclasses
+
+    import pytest
+
+    from vcmm.attrs import PageAttrs
+    from vcmm.core.graph import Mapping, private_edges
+    from vcmm.ranges import AddressRange
+
+    attrs = PageAttrs()
+    pieces = [
+        (0x1000 * i, AddressRange(0x9000 - 0x1000 * i, 0x1000), AddressRange(0, 1 << 16))
+        for i in range(5)
+    ]
+    built = private_edges("dev", "res", attrs, 7, pieces)
+    expected = [Mapping("dev", "res", phys, va, attrs, 7, chunk) for va, phys, chunk in pieces]
+    assert built == expected
+    assert [hash(m) for m in built] == [hash(m) for m in expected]
+    assert [dataclasses.astuple(m) for m in built] == [dataclasses.astuple(m) for m in expected]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].va = 1  # type: ignore[misc]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
@@ -44,6 +45,14 @@ from vcmm.undo import Transaction
 
 U64 = npt.NDArray[np.uint64]
 
+# Field getters for the loops over every piece of a backing (a C call per piece).
+_VA, _PHYS, _ATTRS = (
+    operator.attrgetter("va"),
+    operator.attrgetter("phys"),
+    operator.attrgetter("attrs"),
+)
+_START, _SIZE = operator.attrgetter("start"), operator.attrgetter("size")
+
 
 def pieces(
     length: int, physmem: PhysMem, base: int
@@ -55,7 +64,7 @@ def pieces(
     and one bisect for the last piece: a view can have 16384 pieces.)
     """
     ranges = physmem.chunk_ranges
-    ends = list(itertools.accumulate(r.size for r in ranges))
+    ends = list(itertools.accumulate(map(_SIZE, ranges)))
     n = min(bisect.bisect_left(ends, length) + 1, len(ranges))
     vas = [base, *(base + end for end in ends[: n - 1])][:n]
     out = list(zip(vas, ranges[:n], physmem.chunk_keys[:n], strict=True))
@@ -98,12 +107,11 @@ def single_pages(mapper: Mapper, mappings: list[Mapping]) -> tuple[U64, U64, Pag
         return None
     page = min(mapper.page_sizes)
     attrs = mappings[0].attrs
-    if not all(m.attrs is attrs and m.phys.size == page for m in mappings):
+    phys = list(map(_PHYS, mappings))
+    if set(map(_SIZE, phys)) != {page} or set(map(id, map(_ATTRS, mappings))) != {id(attrs)}:
         return None
-    n = len(mappings)
-    vas = np.fromiter((m.va for m in mappings), dtype=np.uint64, count=n)
-    pas = np.fromiter((m.phys.start for m in mappings), dtype=np.uint64, count=n)
-    return vas, pas, attrs
+    vas = np.array(list(map(_VA, mappings)), dtype=np.uint64)
+    return vas, np.array(list(map(_START, phys)), dtype=np.uint64), attrs
 
 
 def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
