@@ -2,10 +2,11 @@
 
 A device reservation is backed by a view whose pieces are scattered pages (neighbours
 swapped, so no two continue each other physically), the case issue 12 measured at
-1.3 s with one ``PageTable.map`` per piece (target: 50 ms).  The batched path (one
-``PageTable.map_many`` for the backing's runs) and the per-piece path (the same
-``vcm_back`` with the mapper's batched write replaced by one ``map`` per run, what it
-did before) run alternately on fresh systems; each figure is the fastest of
+1.3 s with one ``PageTable.map`` per piece (target: 50 ms).  The batched path (the
+pages as two arrays in one ``PageTable.map_pages`` call, or the runs in one
+``map_many`` when they are not all separate small pages) and the per-piece path (the
+same ``vcm_back`` with the mapper's batched writes replaced by one ``map`` per run,
+what it did before) run alternately on fresh systems; each figure is the fastest of
 ``--repeat`` rounds (wall and CPU time), ``vcm_unback`` of the same backing too.  The
 two paths must leave the same table bytes and graph.
 

@@ -133,7 +133,7 @@ def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:
     for m in mappings:
         if groups:
             va, size, attrs = groups[-1]
-            if va + size == m.va and attrs == m.attrs:
+            if va + size == m.va and (attrs is m.attrs or attrs == m.attrs):
                 groups[-1] = (va, size + m.phys.size, attrs)
                 continue
         groups.append((m.va, m.phys.size, m.attrs))

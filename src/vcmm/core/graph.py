@@ -377,10 +377,13 @@ class MappingGraph:
         del self._by_res[res_id]
         self._index.discard_many([(m.phys.start, m.phys.end, (res_id, m.va)) for m in maps])
         chunks = self._chunks
-        for chunk, group in itertools.groupby(m.chunk for m in maps):
+        # runs of one chunk object (identity: no dataclass comparison per edge)
+        for _, group in itertools.groupby([m.chunk for m in maps], key=id):
+            run = list(group)
+            chunk = run[0]
             if chunk is None:
                 continue
-            left = chunks[chunk] - sum(1 for _ in group)
+            left = chunks[chunk] - len(run)
             if left:
                 chunks[chunk] = left
             else:
