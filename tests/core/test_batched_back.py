@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from unittest import mock
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ import vcmm
 from vcmm import SZ_1M, SZ_4K
 from vcmm.attrs import PageAttrs
 from vcmm.core import Attr, PhysAttr
-from vcmm.core.mappers import IommuMapper, PageRun, UserMapper, VmmMapper
+from vcmm.core.mappers import IommuMapper, PageRun, UserMapper, VmmMapper, merge_runs
 from vcmm.errors import OutOfMemoryError
 from vcmm.inject import AllocSite, fail_nth
 
@@ -40,6 +41,17 @@ def _map_each(
         self.map(run, attrs)
 
 
+def _map_pages_each(
+    self: IommuMapper | UserMapper | VmmMapper, vas: np.ndarray, pas: np.ndarray, attrs: PageAttrs
+) -> None:
+    """The per-piece path for pages given as arrays: one table call per run of pages
+    that continue each other (the runs a backing made of them before)."""
+    page = min(self.page_sizes)
+    pages = [PageRun(va, pa, page, page) for va, pa in zip(vas.tolist(), pas.tolist(), strict=True)]
+    for run in merge_runs(pages):
+        self.map(run, attrs)
+
+
 @contextlib.contextmanager
 def _path(batched: bool) -> Iterator[None]:
     if batched:
@@ -48,6 +60,7 @@ def _path(batched: bool) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for mapper in (IommuMapper, UserMapper, VmmMapper):  # every table mapper
             stack.enter_context(mock.patch.object(mapper, "map_many", _map_each))
+            stack.enter_context(mock.patch.object(mapper, "map_pages", _map_pages_each))
         yield
 
 
@@ -66,7 +79,7 @@ def _windows(sizes: list[int], order: list[int]) -> list[tuple[int, int]]:
 
 def _normal(exc: Exception) -> tuple[str, str]:
     """An error with the table call's name left out (``map`` or ``map_many``)."""
-    return type(exc).__name__, re.sub(r"\bmap_many( piece \d+)?\b", "map", str(exc))
+    return type(exc).__name__, re.sub(r"\bmap_(many|pages)( piece \d+)?\b", "map", str(exc))
 
 
 def _run(
@@ -124,7 +137,8 @@ def test_batched_and_per_piece_backings_agree(
 
 
 def test_a_backing_of_scattered_pages_is_one_table_call(system: vcmm.System) -> None:
-    """16 separate pages reach the table in one ``map_many`` call, not 16 ``map``s."""
+    """16 separate pages reach the table in one ``map_pages`` call (as two arrays), not
+    16 ``map``s."""
     carve = system.vcm_phys_alloc("contig", 32 * SZ_4K, PhysAttr.CONTIGUOUS)
     view = system.vcm_phys_view(carve, windows=[((i ^ 1) * SZ_4K, SZ_4K) for i in range(16)])
     vcm = system.vcm_create(0x4000_0000, 16 * SZ_1M)
@@ -133,13 +147,14 @@ def test_a_backing_of_scattered_pages_is_one_table_call(system: vcmm.System) -> 
     with (
         mock.patch.object(table, "map", autospec=True, side_effect=table.map) as one,
         mock.patch.object(table, "map_many", autospec=True, side_effect=table.map_many) as many,
+        mock.patch.object(table, "map_pages", autospec=True, side_effect=table.map_pages) as pages,
     ):
         system.vcm_back(res, view)
-    assert one.call_count == 0 and many.call_count == 1
-    pieces = many.call_args.args[1]
-    assert [(va - res.dev_addr) // SZ_4K for va, _, _, _ in pieces] == list(range(16))
+    assert (one.call_count, many.call_count, pages.call_count) == (0, 0, 1)
+    vas, pas = pages.call_args.args[1:3]
+    assert [(va - res.dev_addr) // SZ_4K for va in vas.tolist()] == list(range(16))
     start = carve.chunk_ranges[0].start
-    assert [pa for _, pa, _, _ in pieces] == [start + (i ^ 1) * SZ_4K for i in range(16)]
+    assert pas.tolist() == [start + (i ^ 1) * SZ_4K for i in range(16)]
 
 
 def test_an_unback_keeps_its_tables_until_the_vcm_is_freed(system: vcmm.System) -> None:

@@ -105,7 +105,7 @@ class Backer:
                 fixed_placement(call, vcm).alloc_at(base, res.len)
                 undo.placed(vcm.allocator, base)
             with backing.updating_all(changed):
-                mapper.map_many(backing.page_runs(mapper, new, backing.page_cap(physmem)))
+                backing.write_tables(mapper, new, backing.page_cap(physmem))
                 backing.apply_rewrites(
                     self.state.graph, rewrites, self.state.reservation, self.state.mapper
                 )

@@ -22,10 +22,15 @@ table memory) is undone before any TLB entry or counter was touched.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Mapping, MappingGraph
@@ -38,6 +43,16 @@ from vcmm.mm.interfaces import VcmAllocator
 from vcmm.ranges import AddressRange
 from vcmm.undo import Transaction
 
+U64 = npt.NDArray[np.uint64]
+
+# Field getters for the loops over every piece of a backing (a C call per piece).
+_VA, _PHYS, _ATTRS = (
+    operator.attrgetter("va"),
+    operator.attrgetter("phys"),
+    operator.attrgetter("attrs"),
+)
+_START, _SIZE = operator.attrgetter("start"), operator.attrgetter("size")
+
 
 def pieces(
     length: int, physmem: PhysMem, base: int
@@ -45,18 +60,17 @@ def pieces(
     """``(address, physical piece, chunk)`` laying ``physmem``'s pieces from ``base``.
 
     The pieces go end to end in order; the last one is cut where the reservation ends.
-    ``chunk`` is the allocation chunk each piece lies in.
+    ``chunk`` is the allocation chunk each piece lies in.  (Offsets by a running sum
+    and one bisect for the last piece: a view can have 16384 pieces.)
     """
-    out = []
-    offset = 0
-    for piece, chunk in zip(physmem.chunk_ranges, physmem.chunk_keys, strict=True):
-        if offset >= length:
-            break
-        n = min(piece.size, length - offset)
-        out.append(
-            (base + offset, AddressRange(piece.start, n) if n < piece.size else piece, chunk)
-        )
-        offset += n
+    ranges = physmem.chunk_ranges
+    ends = list(itertools.accumulate(map(_SIZE, ranges)))
+    n = min(bisect.bisect_left(ends, length) + 1, len(ranges))
+    vas = [base, *(base + end for end in ends[: n - 1])][:n]
+    out = list(zip(vas, ranges[:n], physmem.chunk_keys[:n], strict=True))
+    if out and ends[n - 1] > length:
+        va, last, chunk = out[-1]
+        out[-1] = (va, AddressRange(last.start, length - (va - base)), chunk)
     return out
 
 
@@ -85,6 +99,33 @@ def page_runs(mapper: Mapper, mappings: list[Mapping], cap: int) -> list[tuple[P
     return out
 
 
+def single_pages(mapper: Mapper, mappings: list[Mapping]) -> tuple[U64, U64, PageAttrs] | None:
+    """Addresses and physical addresses of ``mappings`` as arrays, and their one set
+    of attributes, when each is one page of ``mapper``'s smallest size with the same
+    attributes object (a backing of separate pages); None otherwise."""
+    if not mapper.page_sizes or not mappings:
+        return None
+    page = min(mapper.page_sizes)
+    attrs = mappings[0].attrs
+    phys = list(map(_PHYS, mappings))
+    if set(map(_SIZE, phys)) != {page} or set(map(id, map(_ATTRS, mappings))) != {id(attrs)}:
+        return None
+    vas = np.array(list(map(_VA, mappings)), dtype=np.uint64)
+    return vas, np.array(list(map(_START, phys)), dtype=np.uint64), attrs
+
+
+def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
+    """Map one reservation's ``mappings`` (VA order) in one batched table call: pages
+    as arrays when they are all separate smallest pages, page runs otherwise.  The
+    table bytes, allocation order, errors and ranges to invalidate are those of
+    :meth:`Mapper.map` run by run over :func:`page_runs`."""
+    pages = single_pages(mapper, mappings)
+    if pages is not None:
+        mapper.map_pages(*pages)
+    else:
+        mapper.map_many(page_runs(mapper, mappings, cap))
+
+
 def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:
     """``(va, size, attrs)`` of VA-contiguous runs of ``mappings`` (VA order) with one
     set of attributes: what one unmap or ``set_attrs`` call can cover."""
@@ -92,7 +133,7 @@ def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:
     for m in mappings:
         if groups:
             va, size, attrs = groups[-1]
-            if va + size == m.va and attrs == m.attrs:
+            if va + size == m.va and (attrs is m.attrs or attrs == m.attrs):
                 groups[-1] = (va, size + m.phys.size, attrs)
                 continue
         groups.append((m.va, m.phys.size, m.attrs))

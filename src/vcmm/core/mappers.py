@@ -34,9 +34,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from vcmm.attrs import PageAttrs
 from vcmm.core.banks import parked_on
 from vcmm.hw.bus import SmmuDevice
+from vcmm.hw.pgtable.mapmany import page_spans
 from vcmm.ranges import coalesce
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     from vcmm.hw.cpu import Cpu
     from vcmm.hw.pgtable import MapEntry, PageTable
     from vcmm.hw.smmu import SmmuContext
+
+U64 = npt.NDArray[np.uint64]
 
 #: The kernel table is indexed by VA[47:0]; kernel VAs carry all-ones in VA[63:48].
 _VA_MASK = (1 << 48) - 1
@@ -111,7 +117,8 @@ class Mapper(Protocol):
     ``unmap`` returns the leaves it removed (as runs); ``leaf`` tells which leaf maps an
     address, so the core can split a block before rewriting the attributes of part of
     it; ``map_many`` writes many runs in one batched table call (all or nothing).
-    ``page_table`` is the table the mapper writes (None without one): the core opens
+    ``map_pages`` maps pages of the smallest size given as arrays (one call, no object
+    per page).  ``page_table`` is the table the mapper writes (None without one): the core opens
     a journal on it, so that a call of many table steps is undone byte for byte.
     Changes are made inside ``updating()``, which does the TLB maintenance when the
     outermost bracket closes.
@@ -122,6 +129,7 @@ class Mapper(Protocol):
     def page_table(self) -> PageTable | None: ...
     def map(self, run: PageRun, attrs: PageAttrs) -> None: ...
     def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None: ...
+    def map_pages(self, vas: U64, pas: U64, attrs: PageAttrs) -> None: ...
     def unmap(self, va: int, size: int) -> list[PageRun]: ...
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None: ...
     def leaf(self, va: int) -> PageRun | None: ...
@@ -244,6 +252,14 @@ class _TableMapper:
         sizes = [run.page_size for _, run in runs]
         self._table().map_many(pieces, page_size=sizes, entries=False)
         self._dirty += [(run.va, run.size) for _, run in runs]
+
+    def map_pages(self, vas: U64, pas: U64, attrs: PageAttrs) -> None:
+        """Page ``vas[i] -> pas[i]`` for every ``i`` in one :meth:`PageTable.map_pages`
+        call: all or nothing, the same table bytes as :meth:`map` page by page, the
+        same ranges to invalidate (joined up front: a few spans, not one per page)."""
+        table = self._table()
+        table.map_pages(vas & np.uint64(self._va_mask), pas, attrs)
+        self._dirty += page_spans(vas, table.fmt.min_page)
 
     def unmap(self, va: int, size: int) -> list[PageRun]:
         index_va = self._index_va(va)
@@ -404,6 +420,9 @@ class OneToOneMapper:
         """Nothing to program: the device already reaches every physical address."""
 
     def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None:
+        """See :meth:`map`."""
+
+    def map_pages(self, vas: U64, pas: U64, attrs: PageAttrs) -> None:
         """See :meth:`map`."""
 
     def unmap(self, va: int, size: int) -> list[PageRun]:

@@ -12,30 +12,44 @@ The segments are kept canonical: neighbours with equal key sets are merged when 
 goes away, so adding and removing a key leaves the index exactly as it was.  Starts
 live in one sorted list (insertion is a ``bisect`` plus a memmove, which for the
 tens of thousands of segments a fragmented 64 MiB buffer makes is microseconds);
-ends and key sets live in dicts keyed by the start.
+ends and key tuples live in dicts keyed by the start.  A bulk add of ranges that
+touch nothing indexed (a fresh buffer's pieces) is checked with one sort and one
+search and entered with dict updates, whatever the number of pieces.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
-from collections.abc import Hashable, Iterable
+import operator
+from collections.abc import Hashable, Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 #: What :meth:`PhysIndex.cover` reports for bytes no key covers.
-EMPTY: frozenset[Hashable] = frozenset()
+EMPTY: tuple[Hashable, ...] = ()
+
+#: The keys covering one segment: a tuple (immutable, so segments cut from one share
+#: it, and a tuple of plain keys costs the garbage collector nothing once seen).
+Keys = tuple[Hashable, ...]
+
+
+def _same(a: Keys, b: Keys) -> bool:
+    """Whether two key tuples hold the same keys (in any order)."""
+    return a == b or (len(a) == len(b) and set(a) == set(b))
 
 
 class PhysIndex:
     """Segments of physical memory with the keys covering each (see the module notes).
 
-    ``cover`` hands out the index's own key sets for speed: callers must not mutate
-    them.
+    ``cover`` hands out the index's own key tuples (each key once, in no particular
+    order).
     """
 
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._end: dict[int, int] = {}
-        self._keys: dict[int, set[Hashable]] = {}
+        self._keys: dict[int, Keys] = {}
 
     def __len__(self) -> int:
         """Number of segments."""
@@ -57,7 +71,7 @@ class PhysIndex:
             return
         self._end[s] = at
         self._end[at] = end
-        self._keys[at] = set(self._keys[s])
+        self._keys[at] = self._keys[s]
         starts.insert(i + 1, at)
 
     def add(self, start: int, end: int, key: Hashable) -> None:
@@ -71,47 +85,71 @@ class PhysIndex:
         pos = start
         while pos < end:
             if i < len(starts) and starts[i] == pos:
-                keys[pos].add(key)
+                if key not in keys[pos]:
+                    keys[pos] = (*keys[pos], key)
                 pos = ends[pos]
             else:
                 stop = min(starts[i], end) if i < len(starts) else end
                 starts.insert(i, pos)
                 ends[pos] = stop
-                keys[pos] = {key}
+                keys[pos] = (key,)
                 pos = stop
             i += 1
 
     def clear_of(self, ranges: list[tuple[int, int]]) -> bool:
-        """Whether the ``(start, end)`` ranges, sorted by start, overlap neither each
-        other nor any segment (a quick test before work done in bulk)."""
-        if not all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)):
-            return False
-        starts, ends = self._starts, self._end
-        if not starts:
-            return True
-        n = len(starts)
-        at = [bisect.bisect_left(starts, s) for s, _ in ranges]
-        return all(
-            (i == n or e <= starts[i]) and (i == 0 or ends[starts[i - 1]] <= s)
-            for i, (s, e) in zip(at, ranges, strict=True)
-        )
+        """Whether the ``(start, end)`` ranges overlap neither each other nor any
+        segment (a quick test before work done in bulk)."""
+        return self.clear_of_spans([s for s, _ in ranges], [e for _, e in ranges])
 
-    def add_many(self, items: list[tuple[int, int, Hashable]]) -> None:
-        """:meth:`add` of every ``(start, end, key)``, each key new to the index.
+    def clear_of_spans(self, starts: npt.ArrayLike, ends: npt.ArrayLike) -> bool:
+        """:meth:`clear_of` of the ranges ``[starts[i], ends[i])``, in any order, with
+        one sort and one search for all of them (a backing checks 16384 pieces)."""
+        s, e = np.asarray(starts, dtype=np.uint64), np.asarray(ends, dtype=np.uint64)
+        if not s.size:
+            return True
+        order = np.lexsort((e, s))  # as sorted (start, end) tuples
+        s, e = s[order], e[order]
+        if bool((e[:-1] > s[1:]).any()):
+            return False
+        if not self._starts:
+            return True
+        have = np.asarray(self._starts, dtype=np.uint64)
+        at = np.searchsorted(have, s)  # bisect_left: the first segment at or after
+        after = np.append(have, np.uint64(np.iinfo(np.uint64).max))[at]
+        if bool((e > after).any()):
+            return False
+        gaps = np.unique(at)  # the segment before each is met once, whatever the count
+        ends_before = np.array(
+            [self._end[self._starts[i - 1]] if i else 0 for i in gaps.tolist()], dtype=np.uint64
+        )
+        return bool((ends_before[np.searchsorted(gaps, at)] <= s).all())
+
+    def add_many(self, items: Sequence[tuple[int, int, Hashable]]) -> None:
+        """:meth:`add` of every ``(start, end, key)``, each key new to the index."""
+        self.add_spans([i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
+
+    def add_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
+        """:meth:`add` of every ``(starts[i], ends[i], keys[i])``, each key new to the
+        index.
 
         Ranges that neither overlap each other nor anything indexed (a fresh buffer's
-        pieces) become one segment each, merged into the sorted starts in one pass;
-        otherwise they are added one by one.  The result is the same either way.
+        pieces) become one segment each, entered with a few dict updates and one merge
+        of the sorted starts; otherwise they are added one by one.  The result is the
+        same either way.
         """
-        items = sorted(item for item in items if item[0] < item[1])
-        if not self.clear_of([(s, e) for s, e, _ in items]):
+        if not all(map(operator.lt, starts, ends)):  # empty ranges add nothing
+            kept = [i for i, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < e]
+            starts, ends = [starts[i] for i in kept], [ends[i] for i in kept]
+            keys = [keys[i] for i in kept]
+        if not self.clear_of_spans(starts, ends):
+            items = sorted(zip(starts, ends, keys, strict=True), key=lambda it: (it[0], it[1]))
             for start, end, key in items:
                 self.add(start, end, key)
             return
-        self._end.update((s, e) for s, e, _ in items)
-        self._keys.update((s, {key}) for s, _, key in items)
-        self._starts += [s for s, _, _ in items]
-        self._starts.sort()  # two sorted runs: one merge
+        self._end.update(zip(starts, ends, strict=True))
+        self._keys.update(zip(starts, zip(keys), strict=True))
+        self._starts += starts
+        self._starts.sort()  # a sorted run and a nearly sorted one: a merge
 
     def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
         """Whether each ``(start, end, key)`` is exactly one segment that ``key``
@@ -119,7 +157,7 @@ class PhysIndex:
         ends, keys = self._end, self._keys
         for start, end, key in items:
             here = keys.get(start)
-            if here is None or len(here) != 1 or key not in here or ends[start] != end:
+            if here is None or len(here) != 1 or here[0] != key or ends[start] != end:
                 return False
         return True
 
@@ -150,7 +188,9 @@ class PhysIndex:
         i = bisect.bisect_left(starts, start)
         j = i
         while j < len(starts) and starts[j] < end:
-            keys[starts[j]].discard(key)
+            here = keys[starts[j]]
+            if key in here:
+                keys[starts[j]] = tuple(k for k in here if k != key)
             j += 1
         lo, hi = max(i - 1, 0), min(j + 1, len(starts))
         kept: list[int] = []
@@ -159,7 +199,7 @@ class PhysIndex:
             if not here:
                 del ends[s], keys[s]
                 continue
-            if kept and ends[kept[-1]] == s and keys[kept[-1]] == here:
+            if kept and ends[kept[-1]] == s and _same(keys[kept[-1]], here):
                 ends[kept[-1]] = ends[s]
                 del ends[s], keys[s]
                 continue
@@ -175,17 +215,13 @@ class PhysIndex:
         starts, keys = self._starts, self._keys
         i = bisect.bisect_left(starts, start)
         while i < len(starts) and starts[i] < end:
-            here = keys[starts[i]]
-            here.discard(old)
-            here.add(new)
+            keys[starts[i]] = tuple(new if k == old else k for k in keys[starts[i]])
             i += 1
 
-    def cover(
-        self, start: int, end: int
-    ) -> list[tuple[int, int, frozenset[Hashable] | set[Hashable]]]:
+    def cover(self, start: int, end: int) -> list[tuple[int, int, Keys]]:
         """``[start, end)`` cut into ``(start, end, keys)`` pieces, gaps included (with
         :data:`EMPTY`), in address order."""
-        out: list[tuple[int, int, frozenset[Hashable] | set[Hashable]]] = []
+        out: list[tuple[int, int, Keys]] = []
         starts, ends, keys = self._starts, self._end, self._keys
         n = len(starts)
         i = max(bisect.bisect_right(starts, start) - 1, 0)
@@ -214,5 +250,5 @@ class PhysIndex:
         """Every key covering some byte of ``[start, end)``."""
         found: set[Hashable] = set()
         for _, _, keys in self.cover(start, end):
-            found |= keys
+            found.update(keys)
         return found

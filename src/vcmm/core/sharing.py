@@ -22,7 +22,7 @@ import functools
 from collections.abc import Iterable, Sequence
 
 from vcmm.attrs import PageAttrs
-from vcmm.core.graph import Key, Mapping, MappingGraph, conflict_error
+from vcmm.core.graph import Key, Mapping, MappingGraph, conflict_error, private_edges
 from vcmm.ranges import AddressRange
 
 #: An existing edge and the pieces replacing it (one bit each).
@@ -63,10 +63,7 @@ def plan_back(
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
     if graph.untouched(phys for _, phys, _ in pieces):  # fresh memory: one private edge each
-        return [
-            Mapping(space, owner, phys, va, private_attrs, res_id, chunk)
-            for va, phys, chunk in pieces
-        ], []
+        return private_edges(space, owner, private_attrs, res_id, pieces), []
     memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []
     changes: dict[Key, list[Change]] = {}

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
-from vcmm.errors import VcmmError
+from vcmm.errors import InvalidArgumentError, VcmmError
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat
 from vcmm.hw.pgtable.tableset import Edit, TableSet
@@ -70,6 +70,101 @@ def single_pages(
     return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.int64), values
 
 
+def leaf_descriptors(
+    kind: DescriptorKind, pa: int, count: int, values: Mapping[str, int]
+) -> npt.NDArray[np.uint64]:
+    """The slots of ``count`` consecutive leaves of ``kind`` mapping from ``pa`` (each
+    repeated ``copies`` times), ready for one vectorised write."""
+    pas = np.uint64(pa) + np.arange(count, dtype=np.uint64) * np.uint64(kind.size)
+    descs = kind.encode_many(pas, kind.attr_bits(values))
+    return np.repeat(descs, kind.copies) if kind.copies > 1 else descs
+
+
+def per_piece_sizes(op: str, page_size: object, n: int) -> Sequence[object]:
+    """``map_many``'s ``page_size`` as one entry per piece (checked by each plan)."""
+    if isinstance(page_size, Sequence) and not isinstance(page_size, str | bytes):
+        if len(page_size) != n:
+            raise InvalidArgumentError(
+                f"{op}: {len(page_size)} page sizes for {n} pieces; give one per piece"
+            )
+        return page_size
+    return [page_size] * n
+
+
+def address_array(op: str, name: str, value: object) -> U64:
+    """``value`` as a one-dimensional array of addresses (non-negative integers)."""
+    arr = np.asarray(value)
+    if arr.ndim != 1 or arr.dtype.kind not in "ui" or (arr.dtype.kind == "i" and (arr < 0).any()):
+        raise InvalidArgumentError(
+            f"{op}: {name} must be a one-dimensional array of non-negative integer "
+            f"addresses, got {arr.dtype} of shape {arr.shape}"
+        )
+    return arr.astype(np.uint64)
+
+
+def page_arrays(
+    fmt: PageTableFormat, va_limit: int, vas: U64, pas: U64, attrs: PageAttrs
+) -> tuple[U64, U64, I64, list[Mapping[str, int]]] | None:
+    """``vas[i] -> pas[i]`` (one-dimensional unsigned arrays of one length) as the
+    arrays of :func:`install_pages`, if every page is one aligned smallest page inside
+    ``va_limit`` and ``attrs`` has an encoding; None otherwise (the caller then maps
+    the pieces through the general path, which refuses with the exact error)."""
+    page = np.uint64(fmt.min_page)
+    if not vas.size or type(attrs) is not PageAttrs:
+        return None
+    if bool(((vas % page) | (pas % page)).any()) or int(vas.max()) + fmt.min_page > va_limit:
+        return None
+    try:
+        values = fmt.attr_values(attrs)
+    except VcmmError:
+        return None
+    return vas, pas, np.zeros(vas.shape, dtype=np.int64), [values]
+
+
+def joined_pages(vas: U64, pas: U64, page: int) -> list[tuple[int, int, int]]:
+    """``(va, pa, size)`` of the pages ``vas[i] -> pas[i]`` in their order, each page
+    that continues the one before it in both addresses joined to it: the pieces the
+    per-run path would map (a backing joins such pages into one run)."""
+    step = np.uint64(page)
+    cont = (vas[1:] == vas[:-1] + step) & (pas[1:] == pas[:-1] + step)
+    starts = np.concatenate(([0], np.flatnonzero(~cont) + 1))
+    sizes = np.diff(np.concatenate((starts, [vas.size]))) * page
+    return list(zip(vas[starts].tolist(), pas[starts].tolist(), sizes.tolist(), strict=True))
+
+
+def _distinct(keys: U64) -> tuple[U64, I64, I64]:
+    """``np.unique(keys, return_index=True, return_inverse=True)``, by one pass over the
+    differences when ``keys`` never decreases (the pages of a backing come in address
+    order), by a sort otherwise."""
+    if keys.size < 2 or bool((keys[1:] >= keys[:-1]).all()):
+        new = np.empty(keys.shape, dtype=np.bool_)
+        new[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        first = np.flatnonzero(new)
+        return keys[first], first, np.cumsum(new, dtype=np.int64) - 1
+    uniq, first, which = np.unique(keys, return_index=True, return_inverse=True)
+    return uniq, first, which.reshape(-1)
+
+
+def _all_different(keys: U64) -> bool:
+    """Whether no value of ``keys`` repeats (strictly rising keys need no sort)."""
+    if bool((keys[1:] > keys[:-1]).all()):
+        return True
+    return int(np.unique(keys).size) == int(keys.size)
+
+
+def page_spans(vas: U64, page: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of the address spans the pages at ``vas`` cover, sorted and
+    with touching pages joined (what a TLB invalidation needs, in a few entries)."""
+    if not vas.size:
+        return []
+    ordered = _distinct(vas)[0]
+    step = np.uint64(page)
+    starts = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1] + step) + 1))
+    counts = np.diff(np.concatenate((starts, [ordered.size])))
+    return list(zip(ordered[starts].tolist(), (counts * page).tolist(), strict=True))
+
+
 def install_pages(
     fmt: PageTableFormat,
     geo: Geometry,
@@ -86,7 +181,7 @@ def install_pages(
     ``i`` (see the module notes); False, with nothing written, if it cannot."""
     n = int(vas.shape[0])
     li_leaf, kind = geo.leaf[fmt.min_page]
-    if kind.copies != 1 or np.unique(vas).size != n or bool((pas >= kind.oa_limit).any()):
+    if kind.copies != 1 or not _all_different(vas) or bool((pas >= kind.oa_limit).any()):
         return False
     eb = fmt.entry_bytes
     vm = np.uint64(fmt.valid_mask)
@@ -123,9 +218,7 @@ def install_pages(
     leaf_table = table.copy()
     sel = np.flatnonzero(~here)
     if sel.size:
-        made, which = np.unique(
-            vas[sel] >> np.uint64(geo.levels[li_leaf - 1].shift), return_inverse=True
-        )
+        made, _, which = _distinct(vas[sel] >> np.uint64(geo.levels[li_leaf - 1].shift))
         made_at = [new_tables[(li_leaf - 1, key)] for key in made.tolist()]
         leaf_table[sel] = np.array(made_at, dtype=np.uint64)[which.reshape(-1)]
     _write_leaves(kind, tables, edit, leaf_table, idx_all, pas, groups, values)
@@ -149,11 +242,12 @@ def _inherited_agree(
     wanted = [tuple(v.get(name, 0) for name in kind.inherits) for v in values]
     sel = np.flatnonzero(here)
     # each distinct (table descriptor, attribute group) pair is decoded once
-    pairs = np.unique(np.stack((parent_desc[sel], groups[sel].astype(np.uint64))), axis=1)
-    for desc, g in pairs.T.tolist():
-        have = parent_kind.field_values(int(desc))
-        if tuple(have.get(name, 0) for name in kind.inherits) != wanted[int(g)]:
-            return False
+    for g, want in enumerate(wanted):
+        mine = sel[groups[sel] == g]
+        for desc in _distinct(parent_desc[mine])[0].tolist():
+            have = parent_kind.field_values(int(desc))
+            if tuple(have.get(name, 0) for name in kind.inherits) != want:
+                return False
     # the pieces landing in one new table must all want what its first piece writes
     shift = geo.levels[len(geo.levels) - 2].shift if len(geo.levels) > 1 else 0
     sel = np.flatnonzero(~here)
@@ -163,7 +257,7 @@ def _inherited_agree(
     wanted_id = np.array([distinct[w] for w in wanted], dtype=np.uint64)[groups[sel]]
     keys = vas[sel] >> np.uint64(shift)
     pairs = keys * np.uint64(len(distinct)) + wanted_id  # one number per (table, wish)
-    return int(np.unique(pairs).size) == int(np.unique(keys).size)
+    return int(_distinct(pairs)[0].size) == int(_distinct(keys)[0].size)
 
 
 def _allocate(
@@ -185,7 +279,7 @@ def _allocate(
         if not sel.size:
             continue
         keys = vas[sel] >> np.uint64(geo.levels[li].shift)
-        uniq, first = np.unique(keys, return_index=True)
+        uniq, first, _ = _distinct(keys)
         wants += [
             (int(sel[f]), li, int(k)) for f, k in zip(first.tolist(), uniq.tolist(), strict=True)
         ]

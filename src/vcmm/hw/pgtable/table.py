@@ -68,7 +68,15 @@ from vcmm.errors import (
 )
 from vcmm.hw.memory import PhysicalMemory
 from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
-from vcmm.hw.pgtable.mapmany import install_pages, single_pages
+from vcmm.hw.pgtable.mapmany import (
+    address_array,
+    install_pages,
+    joined_pages,
+    leaf_descriptors,
+    page_arrays,
+    per_piece_sizes,
+    single_pages,
+)
 from vcmm.hw.pgtable.plan import Run, plan_runs
 from vcmm.hw.pgtable.tableset import Edit, Journal, TableSet
 from vcmm.hw.pgtable.visitors import (
@@ -107,27 +115,6 @@ class _Leaf:
     desc: int
     parent: DescriptorKind | None
     parent_desc: int
-
-
-def _leaf_descriptors(
-    kind: DescriptorKind, pa: int, count: int, values: Mapping[str, int]
-) -> npt.NDArray[np.uint64]:
-    """The slots of ``count`` consecutive leaves of ``kind`` mapping from ``pa`` (each
-    repeated ``copies`` times), ready for one vectorised write."""
-    pas = np.uint64(pa) + np.arange(count, dtype=np.uint64) * np.uint64(kind.size)
-    descs = kind.encode_many(pas, kind.attr_bits(values))
-    return np.repeat(descs, kind.copies) if kind.copies > 1 else descs
-
-
-def _per_piece(op: str, page_size: object, n: int) -> Sequence[object]:
-    """``map_many``'s ``page_size`` as one entry per piece (checked by each plan)."""
-    if isinstance(page_size, Sequence) and not isinstance(page_size, str | bytes):
-        if len(page_size) != n:
-            raise InvalidArgumentError(
-                f"{op}: {len(page_size)} page sizes for {n} pieces; give one per piece"
-            )
-        return page_size
-    return [page_size] * n
 
 
 def _int_arg(op: str, name: str, value: object) -> int:
@@ -354,7 +341,7 @@ class PageTable:
         self._live(op)
         if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
             raise InvalidArgumentError(f"{op}: pieces must be a sequence of (va, pa, size, attrs)")
-        sizes = _per_piece(op, page_size, len(pieces))
+        sizes = per_piece_sizes(op, page_size, len(pieces))
         pages = single_pages(self._fmt, self._geo.va_limit, pieces, sizes)
         if pages is not None:
             with self._tables.editing(op) as edit:
@@ -385,6 +372,30 @@ class PageTable:
         if not entries:
             return []
         return [e for runs, values in plans for e in self._entries(runs, values)]
+
+    def map_pages(self, vas: npt.ArrayLike, pas: npt.ArrayLike, attrs: PageAttrs) -> None:
+        """Map page ``vas[i]`` to ``pas[i]``, each one page of the smallest size, with
+        ``attrs``: :meth:`map_many` of those pages for a caller holding them as arrays
+        (a backing of thousands of separate pages), with no Python object per page.
+        All or nothing, and the same tables, bytes, allocation order and errors as
+        :meth:`map_many` of the pages in order, each joined to the one before it when
+        it continues it in both addresses (as the runs of a backing are)."""
+        op = "map_pages"
+        self._live(op)
+        va, pa = address_array(op, "vas", vas), address_array(op, "pas", pas)
+        if va.shape != pa.shape:
+            raise InvalidArgumentError(f"{op}: {va.size} vas but {pa.size} pas")
+        if not va.size:
+            return
+        pages = page_arrays(self._fmt, self._geo.va_limit, va, pa, attrs)
+        if pages is not None:
+            with self._tables.editing(op) as edit:
+                args = (self._fmt, self._geo, self._memory, self._tables, self._root, edit)
+                if install_pages(*args, *pages):
+                    return
+        size = self._fmt.min_page
+        pieces = [(v, p, n, attrs) for v, p, n in joined_pages(va, pa, size)]
+        self.map_many(pieces, page_size=size, entries=False)
 
     def _plan(
         self, op: str, va: object, pa: object, size: object, attrs: object, page_size: object
@@ -529,7 +540,7 @@ class PageTable:
         first = gl.index(run.va)
         if gl.table_kind is not None:  # empty kept tables where the block goes
             self._tables.release_subtrees(edit, run.li, table, first, run.count * run.kind.copies)
-        descs = _leaf_descriptors(run.kind, run.pa, run.count, values)
+        descs = leaf_descriptors(run.kind, run.pa, run.count, values)
         self._tables.write(edit, table, first, descs)
 
     # -- unmap --------------------------------------------------------------------------------
@@ -589,7 +600,7 @@ class PageTable:
                 f"{kind2.name}s only reach addresses below {kind2.oa_limit:#x}; "
                 f"unmap the whole {kind.name} instead"
             )
-        descs = _leaf_descriptors(kind2, pa, kind.size // smaller, values)
+        descs = leaf_descriptors(kind2, pa, kind.size // smaller, values)
         if li2 == leaf.li:
             self._tables.write(edit, leaf.table, leaf.index, descs)
             return
