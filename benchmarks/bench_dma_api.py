@@ -18,6 +18,17 @@ debugging is off, as in a production kernel.
    this part boots a variant with a 192 MiB ``contig`` (a 160 MiB coherent pool) and a
    coherent display processor.
 
+0. First, the lean streaming path (``vcmm.dma.lean``, the default) against the
+   reference (``DmaApi(lean=False)``), median microseconds per unmap+map pair, with
+   DMA debugging off and on, next to issue 12's goals.  Measured on a shared 2-core
+   machine (3 runs of ``--quick``, min-max): map_page+unmap_page 343-364 us lean,
+   360-400 us reference (main before this branch: 481-518 us, the gain being mostly
+   a one-page backing taking the plain table map); map_sg+unmap_sg of 64 pages
+   2.7-3.0 ms on both paths; debug on costs a few percent.  The goals (10 us, 150 us)
+   are out of reach while every mapping is a core reservation backed through the
+   mapping graph: of a pair, about three quarters is ``vcm_back``/``vcm_unback``
+   (sharing plan, graph, table map/unmap, the update bracket's TLB invalidation).
+
 Run: ``PYTHONPATH=src python benchmarks/bench_dma_api.py [--live 1000] [--iterations 3000]``
 (about 15 s); ``--quick`` runs a smaller population and fewer pairs (add
 ``--max-coherent-mib 1`` for a 3 s check of the streaming rates).
