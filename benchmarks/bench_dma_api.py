@@ -18,6 +18,17 @@ debugging is off, as in a production kernel.
    this part boots a variant with a 192 MiB ``contig`` (a 160 MiB coherent pool) and a
    coherent display processor.
 
+0. First, the lean streaming path (``vcmm.dma.lean``, the default) against the
+   reference (``DmaApi(lean=False)``), median microseconds per unmap+map pair, with
+   DMA debugging off and on, next to issue 12's goals.  Measured on a shared 2-core
+   machine (3 runs of ``--quick``, min-max): map_page+unmap_page 343-364 us lean,
+   360-400 us reference (main before this branch: 481-518 us, the gain being mostly
+   a one-page backing taking the plain table map); map_sg+unmap_sg of 64 pages
+   2.7-3.0 ms on both paths; debug on costs a few percent.  The goals (10 us, 150 us)
+   are out of reach while every mapping is a core reservation backed through the
+   mapping graph: of a pair, about three quarters is ``vcm_back``/``vcm_unback``
+   (sharing plan, graph, table map/unmap, the update bracket's TLB invalidation).
+
 Run: ``PYTHONPATH=src python benchmarks/bench_dma_api.py [--live 1000] [--iterations 3000]``
 (about 15 s); ``--quick`` runs a smaller population and fewer pairs (add
 ``--max-coherent-mib 1`` for a 3 s check of the streaming rates).
@@ -41,11 +52,13 @@ from vcmm.platform import load_default
 DEV = "vcodec_a_mm1"
 
 
-def streaming_setup(rcache: bool, live: int, seed: int) -> tuple[vcmm.System, DmaApi, list[int]]:
+def streaming_setup(
+    rcache: bool, live: int, seed: int, *, lean: bool = True, debug: bool = False
+) -> tuple[vcmm.System, DmaApi, list[int]]:
     """A system whose DEV domain holds ``live`` mappings of 1-32 pages with holes, and
     the 4 MiB blocks of kernel RAM the buffers come from."""
     system = vcmm.System.default()
-    dma = DmaApi(system, rcache=rcache)
+    dma = DmaApi(system, rcache=rcache, lean=lean, debug="warn" if debug else False)
     physmem = system.vcm_phys_alloc("ebi", 64 * SZ_1M)
     blocks = [c.start for c in physmem.chunk_ranges]
     rng = np.random.default_rng(seed)
@@ -158,6 +171,58 @@ def best_of(
     return best_rate, timer.hits - hits, best_us
 
 
+def median_pair_us(lean: bool, debug: bool, entries: int, args: argparse.Namespace) -> float:
+    """Median microseconds of one unmap+map pair (``entries`` 4 KiB pages: map_page
+    for 1, map_sg otherwise) on the lean or the reference path."""
+    _, dma, blocks = streaming_setup(True, args.live, args.seed, lean=lean, debug=debug)
+    rng = np.random.default_rng(args.seed + 3)
+    window = 8
+    lists = [
+        ScatterList([(p, SZ_4K) for p in random_pages(blocks, rng, entries)]) for _ in range(window)
+    ]
+    handles = [0] * window
+    pairs = max(window, args.iterations // (4 if entries == 1 else 40))
+    times = []
+    for k in range(pairs + window):
+        v = k % window
+        t = time.perf_counter()
+        if entries == 1:
+            if k >= window:
+                dma.unmap_page(DEV, handles[v], SZ_4K, D.TO_DEVICE)
+            handles[v] = dma.map_page(DEV, lists[v][0].phys, 0, SZ_4K, D.TO_DEVICE)
+        else:
+            if k >= window:
+                dma.unmap_sg(DEV, lists[v], entries, D.TO_DEVICE)
+            assert dma.map_sg(DEV, lists[v], entries, D.TO_DEVICE) > 0
+        if k >= window:
+            times.append(time.perf_counter() - t)
+    if dma.checker is not None:
+        assert not dma.checker.take()
+    return float(np.median(times)) * 1e6
+
+
+def lean_table(args: argparse.Namespace) -> None:
+    """The lean path against the reference, side by side, debugging off and on."""
+    print("Lean streaming path vs reference (DmaApi(lean=False)), median us per pair")
+    header = (
+        f"{'operation':<30} {'debug':>5} {'reference':>10} {'lean':>8} {'ratio':>6} {'goal':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, entries, goal in (
+        ("map_page+unmap_page, 4 KiB", 1, 10.0),
+        ("map_sg+unmap_sg, 64 x 4 KiB", 64, 150.0),
+    ):
+        for debug in (False, True):
+            ref = median_pair_us(False, debug, entries, args)
+            lean = median_pair_us(True, debug, entries, args)
+            print(
+                f"{label:<30} {'on' if debug else 'off':>5} {ref:>10.0f} {lean:>8.0f} "
+                f"{ref / lean:>5.2f}x {goal * (2 if debug else 1):>6.0f}"
+            )
+    print()
+
+
 def big_platform() -> vcmm.System:
     """The default platform with a 192 MiB contig carve-out and a coherent mdp."""
     spec = load_default()
@@ -204,6 +269,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.live, args.iterations, args.sg_iterations = 300, 900, 90
+    lean_table(args)
 
     print(
         f"Streaming DMA on {DEV} (IOMMU, ARMv7 short descriptors): {args.live} live mappings, "

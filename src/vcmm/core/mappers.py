@@ -247,6 +247,10 @@ class _TableMapper:
         the same table bytes as :meth:`map` run by run, the same ranges to invalidate."""
         if not runs:
             return
+        if len(runs) == 1:  # one piece (a 4 KiB map_page): the plain map is ~4x cheaper
+            attrs, run = runs[0]
+            self.map(run, attrs)
+            return
         mask = self._va_mask
         pieces = [(run.va & mask, run.pa, run.size, attrs) for attrs, run in runs]
         sizes = [run.page_size for _, run in runs]

@@ -24,12 +24,14 @@ through the seed's calls and devices driven through the DMA API share one system
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from vcmm.attrs import DmaDirection
 from vcmm.checks import is_int
 from vcmm.core.interfaces import VcmmApi, front_ends_of
 from vcmm.dma import coherent, streaming, syncops
+from vcmm.dma import lean as lean_path
 from vcmm.dma.attrs import DMA_MAPPING_ERROR
 from vcmm.dma.callsite import capture
 from vcmm.dma.clock import SimClock
@@ -73,7 +75,10 @@ class DmaApi:
     coherent buffers and ``atomic_pool_size`` the premapped atomic pool taken from the
     same target (0: none); left out, both are the platform's choice
     (``system.memory_roles``, its ``[dma]`` table); ``debug`` installs a
-    :class:`DebugChecker` (``True``/``"raise"``, ``"warn"``, or a checker object).
+    :class:`DebugChecker` (``True``/``"raise"``, ``"warn"``, or a checker object);
+    ``lean=False`` runs every streaming map and unmap on the reference path
+    (:mod:`vcmm.dma.streaming`) instead of the lean one (:mod:`vcmm.dma.lean`, the same
+    mappings in fewer steps), for comparing the two.
     Refused (``BusyError``) while the system has another open DMA API.
     """
 
@@ -89,9 +94,14 @@ class DmaApi:
         debug: bool | str | DebugChecker = False,
         iova_policy: str | Mapping[str, str] | None = None,
         invalidation: str | Mapping[str, str] | None = None,
+        lean: bool = True,
     ) -> None:
         if not isinstance(rcache, bool):
             raise InvalidArgumentError(f"DmaApi: rcache={rcache!r} is not a bool")
+        if not isinstance(lean, bool):
+            raise InvalidArgumentError(f"DmaApi: lean={lean!r} is not a bool")
+        #: The streaming calls' module: the lean path, or the reference path only.
+        self._streaming: ModuleType = lean_path if lean else streaming
         slots = front_ends_of("DmaApi", system)
         roles = system.memory_roles
         pool, atomic = _pools(
@@ -370,7 +380,7 @@ class DmaApi:
         attrs: int = 0,
     ) -> int:
         """``dma_map_page``: the handle, or :data:`DMA_MAPPING_ERROR`."""
-        return streaming.map_page(self._state, dev, page, offset, size, direction, attrs)
+        return self._streaming.map_page(self._state, dev, page, offset, size, direction, attrs)
 
     def map_single(
         self, dev: object, cpu_addr: int, size: int, direction: DmaDirection, attrs: int = 0
@@ -385,7 +395,7 @@ class DmaApi:
         self, dev: object, handle: int, size: int, direction: DmaDirection, attrs: int = 0
     ) -> None:
         """``dma_unmap_page`` (and ``dma_unmap_single``)."""
-        streaming.unmap_page(self._state, dev, handle, size, direction, attrs)
+        self._streaming.unmap_page(self._state, dev, handle, size, direction, attrs)
 
     unmap_single = unmap_page
 
@@ -404,7 +414,7 @@ class DmaApi:
     ) -> int:
         """``dma_map_sg``: merged DMA segments written into the list; their count, or
         0 with the list untouched."""
-        return streaming.map_sg(self._state, dev, sgl, nents, direction, attrs)
+        return self._streaming.map_sg(self._state, dev, sgl, nents, direction, attrs)
 
     def unmap_sg(
         self,
@@ -415,7 +425,7 @@ class DmaApi:
         attrs: int = 0,
     ) -> None:
         """``dma_unmap_sg``: ``nents`` as passed to :meth:`map_sg`."""
-        streaming.unmap_sg(self._state, dev, sgl, nents, direction, attrs)
+        self._streaming.unmap_sg(self._state, dev, sgl, nents, direction, attrs)
 
     # -- ownership and cache maintenance ----------------------------------------------------
 

@@ -43,14 +43,14 @@ from vcmm.sizes import SZ_4K, align_up
 from vcmm.undo import Transaction
 
 
-def _check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
+def check_ram(state: DmaState, call: str, phys: int, size: int) -> None:
     if not state.system.memory.is_backed(phys, size):
         raise InvalidArgumentError(
             f"{call}: [{phys:#x}, +{size:#x}) is not physical memory; only RAM can be mapped"
         )
 
 
-def _not_yours(call: str, exc: OwnershipError) -> OwnershipError:
+def not_yours(call: str, exc: OwnershipError) -> OwnershipError:
     """The core refused the caller's pages (free in a target, page-table pages): a
     misuse, raised rather than returned as a mapping failure; nothing was mapped."""
     return OwnershipError(f"{call}: {str(exc).split(': ', 1)[-1]}")
@@ -187,12 +187,12 @@ def _map_direct_ranges(
     return rec, placed
 
 
-def _sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
+def sync_for_device(state: DmaState, entry: DeviceEntry, rec: DmaMapping, attrs: DmaAttr) -> None:
     if not attrs & DmaAttr.SKIP_CPU_SYNC and not entry.params.coherent:
         state.maintain(rec.cpu_ranges, rec.direction, for_cpu=False)
 
 
-def _check_map_discard(
+def check_map_discard(
     state: DmaState,
     entry: DeviceEntry,
     ranges: list[AddressRange],
@@ -208,7 +208,7 @@ def _check_map_discard(
         state.check_discard(entry, ranges, direction, for_cpu=False, what=what, site=site)
 
 
-def _unmap_for_cpu(
+def unmap_for_cpu(
     state: DmaState,
     entry: DeviceEntry,
     rec: DmaMapping,
@@ -253,7 +253,7 @@ def map_page(
     size = check_int(call, "size", size, minimum=1)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
-    _check_ram(state, call, page + offset, size)
+    check_ram(state, call, page + offset, size)
     site = capture(
         call,
         "{}, page={:#x}, offset={:#x}, size={:#x}, {.name}",
@@ -264,19 +264,19 @@ def map_page(
         direction,
     )
     data = [AddressRange(page + offset, size)]
-    _check_map_discard(state, entry, data, direction, flags, site)
+    check_map_discard(state, entry, data, direction, flags, site)
     try:
         rec, placed = _map_ranges(
             state, call, entry, [(page + offset, size)], direction, MapKind.PAGE, site
         )
     except OwnershipError as exc:
-        raise _not_yours(call, exc) from None
+        raise not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return DMA_MAPPING_ERROR
     rec.size = size
     state.add(rec)
-    _sync_for_device(state, entry, rec, flags)
+    sync_for_device(state, entry, rec, flags)
     return placed[0][0]
 
 
@@ -368,11 +368,11 @@ def unmap_page(
             rec=rec,
             call=site,
         )
-    _check_size_direction(state, call, entry, rec, size, direction, site)
-    _unmap_for_cpu(state, entry, rec, list(rec.cpu_ranges), direction, flags, site)
+    check_size_direction(state, call, entry, rec, size, direction, site)
+    unmap_for_cpu(state, entry, rec, list(rec.cpu_ranges), direction, flags, site)
 
 
-def _check_size_direction(
+def check_size_direction(
     state: DmaState,
     call: str,
     entry: DeviceEntry,
@@ -392,10 +392,10 @@ def _check_size_direction(
             rec=rec,
             call=site,
         )
-    _check_unmap_direction(state, call, entry, rec, direction, site, size=size)
+    check_unmap_direction(state, call, entry, rec, direction, site, size=size)
 
 
-def _check_unmap_direction(
+def check_unmap_direction(
     state: DmaState,
     call: str,
     entry: DeviceEntry,
@@ -440,7 +440,7 @@ def map_sg(
     flags = check_attrs(call, attrs)
     entries = list(sgl[:n])
     for e in entries:
-        _check_ram(state, call, e.phys, e.length)
+        check_ram(state, call, e.phys, e.length)
     site = capture(
         call,
         "{}, {} entries ({:#x} bytes), {.name}",
@@ -451,21 +451,39 @@ def map_sg(
     )
     ranges = [(e.phys, e.length) for e in entries]
     data = [e.range for e in entries]
-    _check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
+    check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
     try:
         rec, placed = _map_ranges(state, call, entry, ranges, direction, MapKind.SG, site)
     except OwnershipError as exc:
-        raise _not_yours(call, exc) from None
+        raise not_yours(call, exc) from None
     except VcmmError as exc:
         state.last_error = exc
         return 0
+    return finish_sg(state, entry, rec, sgl, n, placed, flags)
+
+
+def finish_sg(
+    state: DmaState,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    sgl: ScatterList,
+    n: int,
+    placed: list[tuple[int, int]],
+    flags: DmaAttr,
+) -> int:
+    """After a successful map of ``sgl``'s first ``n`` entries: write the merged DMA
+    segments into the list, record the mapping and hand it to the device; the
+    segment count."""
+    entries = sgl[:n]
     if entry.domain is not None:
         params = entry.params
-        slots = rec.slots
         segments = [
             (a, length)
             for a, length, _ in finalise(
-                slots, rec.dev_range.start, params.segment_boundary_mask, params.max_segment_size
+                rec.slots,
+                rec.dev_range.start,
+                params.segment_boundary_mask,
+                params.max_segment_size,
             )
         ]
     else:
@@ -475,11 +493,11 @@ def map_sg(
             e.dma_address, e.dma_length = segments[i]
         else:
             e.dma_address, e.dma_length = DMA_MAPPING_ERROR, 0
-    rec.size = sum(length for _, length in ranges)
+    rec.size = sum(e.length for e in entries)
     rec.sgl, rec.nents, rec.mapped_nents = sgl, n, len(segments)
     rec.dma_addr = segments[0][0]
     state.add(rec)
-    _sync_for_device(state, entry, rec, flags)
+    sync_for_device(state, entry, rec, flags)
     return len(segments)
 
 
@@ -511,8 +529,8 @@ def unmap_sg(
             rec=rec,
             call=site,
         )
-    _check_unmap_direction(state, call, entry, rec, direction, site)
-    _unmap_for_cpu(state, entry, rec, [e.range for e in sgl[:n]], direction, flags, site)
+    check_unmap_direction(state, call, entry, rec, direction, site)
+    unmap_for_cpu(state, entry, rec, [e.range for e in sgl[:n]], direction, flags, site)
 
 
 def mapping_error(handle: int) -> bool:

@@ -1,0 +1,191 @@
+"""The lean streaming path (vcmm.dma.lean) against the reference (DmaApi(lean=False)).
+
+Two identical systems get the same random operations, one through each path: maps
+and unmaps of pages and scatterlists (right and wrong: wrong sizes, directions,
+entry counts, double unmaps, another device's handle, direct devices, lists that
+need padding), CPU writes, device reads and writes through the IOMMU, syncs.  After
+every operation the results, the errors (type and message), the DMA-debug reports
+and the whole state must be equal: ``System.snapshot()`` holds every byte of memory
+(so every table byte and every byte a device moved), the TLBs and their counters, the
+caches, the mapping graph and every allocator; ``DmaApi.snapshot()`` the records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vcmm
+from vcmm import SZ_1M, SZ_4K
+from vcmm import DmaDirection as D
+from vcmm.dma import DMA_MAPPING_ERROR, DmaApi, ScatterList
+from vcmm.errors import DmaApiError, InvalidArgumentError, OutOfAddressSpaceError
+
+IOMMU = ("vcodec_a_mm1", "vcodec_b_mm2")
+DIRECT = "dsp"
+DIRECTIONS = (D.TO_DEVICE, D.FROM_DEVICE, D.BIDIRECTIONAL)
+PAGES = 16
+
+
+@dataclass
+class Side:
+    """One system, its DMA API and what the operations made on it."""
+
+    system: vcmm.System
+    dma: DmaApi
+    base: int
+    va: int
+    pages: list[tuple[str, int, int, D]] = field(default_factory=list)
+    lists: list[tuple[str, ScatterList, int, D]] = field(default_factory=list)
+
+    @classmethod
+    def boot(cls, lean: bool, lazy: bool) -> Side:
+        system = vcmm.System.default()
+        dma = DmaApi(system, lean=lean, debug="warn", invalidation="lazy" if lazy else None)
+        physmem = system.vcm_phys_alloc("ebi", SZ_1M, vcmm.PhysAttr.CONTIGUOUS)
+        base = physmem.chunk_ranges[0].start
+        return cls(system, dma, base, system.cpu.phys_to_virt(base))
+
+    def state(self) -> tuple[object, ...]:
+        return (self.system.snapshot(), self.dma.snapshot())
+
+
+def _run(side: Side, op: tuple) -> object:
+    """Apply ``op``; what it returned (handles, segments, bytes) or the error raised."""
+    kind, a, b, c, d, e = op
+    dma = side.dma
+    try:
+        if kind == "map_page":
+            dev = (*IOMMU, DIRECT)[a % 3]
+            page = side.base + (b % PAGES) * SZ_4K
+            size = 1 + c % (3 * SZ_4K)
+            handle = dma.map_page(dev, page, d % SZ_4K, size, DIRECTIONS[e % 3])
+            if handle != DMA_MAPPING_ERROR:
+                side.pages.append((dev, handle, size, DIRECTIONS[e % 3]))
+            return handle
+        if kind == "unmap_page" and side.pages:
+            dev, handle, size, direction = side.pages[a % len(side.pages)]
+            if b % 7 == 0:
+                size += SZ_4K  # a wrong size (reported, still unmapped)
+            if c % 7 == 0:
+                direction = DIRECTIONS[(DIRECTIONS.index(direction) + 1) % 3]
+            if d % 9 == 0:
+                dev = IOMMU[(IOMMU.index(dev) + 1) % 2] if dev in IOMMU else dev
+            dma.unmap_page(dev, handle, size, direction)
+            if d % 4:  # otherwise keep it: a later unmap of it is a double unmap
+                side.pages.remove(side.pages[a % len(side.pages)])
+            return None
+        if kind == "map_sg":
+            dev = (*IOMMU, DIRECT)[a % 3]
+            n = 1 + b % 6
+            first = c % (PAGES - 6)
+            offset = d % 3 * 512 if e % 2 else 0
+            length = SZ_4K - offset if e % 3 else 2 * SZ_4K
+            entries = [(side.base + (first + i) * SZ_4K + offset, length) for i in range(n)]
+            sgl = ScatterList(entries)
+            direction = DIRECTIONS[e % 3]
+            if a // 3 % 4 == 1:  # a boundary every two pages: padded layouts
+                dma.set_seg_boundary(dev, 2 * SZ_4K - 1) if dev in IOMMU else None
+            count = dma.map_sg(dev, sgl, n, direction)
+            if count:
+                side.lists.append((dev, sgl, n, direction))
+            return count, sgl.dma_segments()
+        if kind == "unmap_sg" and side.lists:
+            dev, sgl, n, direction = side.lists[a % len(side.lists)]
+            if b % 7 == 0:
+                n = max(1, n - 1)
+            if c % 7 == 0:
+                direction = DIRECTIONS[(DIRECTIONS.index(direction) + 2) % 3]
+            dma.unmap_sg(dev, sgl, n, direction)
+            if d % 4:
+                side.lists.remove(side.lists[a % len(side.lists)])
+            return None
+        if kind == "cpu_write":
+            page = a % PAGES  # often one a live mapping holds (PAGES is small)
+            side.system.cpu.write(side.va + page * SZ_4K, bytes([1 + c % 255]) * SZ_4K)
+            return None
+        if kind == "device" and side.pages:
+            dev, handle, size, _ = side.pages[a % len(side.pages)]
+            device = side.system.device(dev)
+            if b % 2:
+                device.write(handle, bytes([c % 256]) * min(size, 32))
+                return None
+            return device.read(handle, min(size, 32))
+        if kind == "sync" and side.pages:
+            dev, handle, size, direction = side.pages[a % len(side.pages)]
+            if b % 2:
+                dma.sync_single_for_cpu(dev, handle, size, direction)
+            else:
+                dma.sync_single_for_device(dev, handle, size, direction)
+            return None
+        if kind == "advance":
+            return dma.advance(1 + a % 20_000_000)
+    except vcmm.VcmmError as exc:
+        return (type(exc).__name__, str(exc))
+    return None
+
+
+KINDS = ("map_page", "unmap_page", "map_sg", "unmap_sg", "cpu_write", "device", "sync", "advance")
+_int = st.integers(min_value=0, max_value=1 << 16)
+OPS = st.lists(
+    st.tuples(st.sampled_from(KINDS), _int, _int, _int, _int, _int), min_size=8, max_size=40
+)
+
+
+def _reports(dma: DmaApi) -> list[tuple[str, str]]:
+    assert dma.checker is not None
+    return [(r.kind.name, r.message) for r in dma.checker.take()]
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["strict", "lazy"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_lean_and_reference_agree(lazy: bool, ops: list[tuple]) -> None:
+    lean, ref = Side.boot(True, lazy), Side.boot(False, lazy)
+    assert lean.state() == ref.state()
+    for i, op in enumerate(ops):
+        got, want = _run(lean, op), _run(ref, op)
+        assert got == want, f"op {i} {op}"
+        assert _reports(lean.dma) == _reports(ref.dma), f"op {i} {op}"
+        assert lean.state() == ref.state(), f"op {i} {op}"
+    for side in (lean, ref):  # give back what is left (kept handles may be stale)
+        for dev, handle, size, direction in side.pages:
+            with contextlib.suppress(vcmm.VcmmError):
+                side.dma.unmap_page(dev, handle, size, direction)
+        for dev, sgl, n, direction in side.lists:
+            with contextlib.suppress(vcmm.VcmmError):
+                side.dma.unmap_sg(dev, sgl, n, direction)
+        _reports(side.dma)
+    assert lean.state() == ref.state()
+
+
+def test_lean_path_is_the_default_and_lean_false_is_checked() -> None:
+    system = vcmm.System.default()
+    with pytest.raises(InvalidArgumentError, match="lean=1 is not a bool"):
+        DmaApi(system, lean=1)  # type: ignore[arg-type]
+    dma = DmaApi(system)
+    page = system.vcm_phys_alloc("ebi", SZ_4K).chunk_ranges[0].start
+    handle = dma.map_page("vcodec_a_mm1", page, 0x10, 0x100, D.TO_DEVICE)
+    # the lean map is a real mapping: the device reads what the CPU wrote and cleaned
+    assert system.device("vcodec_a_mm1").read(handle, 4) == system.memory.read(page + 0x10, 4)
+    dma.unmap_page("vcodec_a_mm1", handle, 0x100, D.TO_DEVICE)
+    with pytest.raises(DmaApiError, match="double unmap"):
+        dma.unmap_page("vcodec_a_mm1", handle, 0x100, D.TO_DEVICE)
+
+
+def test_a_failed_lean_map_changes_nothing() -> None:
+    """An IOVA space too small for the map: MAPPING_ERROR, and every byte as before."""
+    system = vcmm.System.default()
+    dma = DmaApi(system)
+    dma.set_mask("vcodec_a_mm1", 0x1FFF)  # one page of IOVA (the aperture starts at 4 KiB)
+    page = system.vcm_phys_alloc("ebi", 4 * SZ_4K).chunk_ranges[0].start
+    before = (system.snapshot(), dma.snapshot())
+    assert dma.map_page("vcodec_a_mm1", page, 0, 2 * SZ_4K, D.TO_DEVICE) == DMA_MAPPING_ERROR
+    assert isinstance(dma.last_error, OutOfAddressSpaceError)
+    sgl = ScatterList([(page, SZ_4K), (page + 2 * SZ_4K, SZ_4K)])
+    assert dma.map_sg("vcodec_a_mm1", sgl, 2, D.TO_DEVICE) == 0
+    assert (system.snapshot(), dma.snapshot()) == before
