@@ -111,6 +111,30 @@ def _map_slots(
     return rec
 
 
+def _try_map_slots(
+    state: DmaState,
+    call: str,
+    entry: DeviceEntry,
+    domain: DmaDomain,
+    ranges: list[tuple[int, int]],
+    slots: list[Slot],
+    total: int,
+    direction: DmaDirection,
+    kind: MapKind,
+    site: CallSite,
+) -> DmaMapping | None:
+    """:func:`_map_slots` with the DMA API's error convention: memory the caller does
+    not own is misuse (raised, as the reference raises it); any other refusal is the
+    driver-visible mapping error (None, the reason kept in ``last_error``)."""
+    try:
+        return _map_slots(state, call, entry, domain, ranges, slots, total, direction, kind, site)
+    except OwnershipError as exc:
+        raise streaming.not_yours(call, exc) from None
+    except VcmmError as exc:
+        state.last_error = exc
+        return None
+
+
 def map_page(
     state: DmaState,
     dev: object,
@@ -148,14 +172,10 @@ def map_page(
     streaming.check_map_discard(state, entry, [AddressRange(phys, size)], direction, flags, site)
     ranges = [(phys, size)]
     slots, total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
-    try:
-        rec = _map_slots(
-            state, call, entry, domain, ranges, slots, total, direction, MapKind.PAGE, site
-        )
-    except OwnershipError as exc:
-        raise streaming.not_yours(call, exc) from None
-    except VcmmError as exc:
-        state.last_error = exc
+    rec = _try_map_slots(
+        state, call, entry, domain, ranges, slots, total, direction, MapKind.PAGE, site
+    )
+    if rec is None:
         return DMA_MAPPING_ERROR
     rec.size = size
     state.add(rec)
@@ -225,14 +245,10 @@ def map_sg(
     )
     data = [e.range for e in entries]
     streaming.check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
-    try:
-        rec = _map_slots(
-            state, call, entry, domain, ranges, slots, total, direction, MapKind.SG, site
-        )
-    except OwnershipError as exc:
-        raise streaming.not_yours(call, exc) from None
-    except VcmmError as exc:
-        state.last_error = exc
+    rec = _try_map_slots(
+        state, call, entry, domain, ranges, slots, total, direction, MapKind.SG, site
+    )
+    if rec is None:
         return 0
     return streaming.finish_sg(state, entry, rec, sgl, n, [], flags)
 
