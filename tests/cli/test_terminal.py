@@ -134,10 +134,13 @@ class Terminal:
         return False
 
 
-#: Points start longest first: on two workers the 3000-frame point and the 60-frame
-#: one start together, the 60 finishes first (a couple of seconds) and the 59 starts;
-#: the interrupt comes then, with exactly one point finished and two workers busy.
-ONE_QUICK = ("--grid", "frames=58,3000,59,60", "--grid", "policy=4k")
+#: Points start longest first: on two workers the long point and the 60-frame one start
+#: together, the short ones finish in a few seconds each and the long one (most of a minute or more) is
+#: still running when the interrupt comes, with one to three points finished.  How many
+#: exactly depends on the machine and on the executor (Dask may finish two short points
+#: in one progress refresh), so the tests read the count from what the sweep wrote.
+LONG = 10000  # the most a scenario step takes
+ONE_QUICK = ("--grid", f"frames=58,{LONG},59,60", "--grid", "policy=4k")
 
 
 @pytest.mark.parametrize("executor", ["local", "dask"])
@@ -148,20 +151,22 @@ def test_one_ctrl_c_stops_a_parallel_sweep_and_keeps_the_finished_points(
         request.getfixturevalue("dask_distributed")  # skip without Dask, fail in CI
     args = ("sweep", "video_1080p", *ONE_QUICK, "-j", "2", "--executor", executor)
     term = Terminal(tmp_path, *args, "--out", "out")
-    term.wait_for(r"\b1/4\b")
+    term.wait_for(r"\b[1-3]/4\b")
     assert term.interrupt() == 130
+    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    finished = data["finished"]
+    assert data["interrupted"] is True and 1 <= finished < 4 and data["points"] == 4
     assert (
-        "vcmm: interrupted: 1 of 4 points finished, the workers are stopped; "
+        f"vcmm: interrupted: {finished} of 4 points finished, the workers are stopped; "
         "wrote out/sweep.csv, out/sweep.json" in term.seen
     )
     assert "Traceback" not in term.seen
     assert term.group_is_gone()
-    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert data["interrupted"] is True and data["finished"] == 1 and data["points"] == 4
     summary = [r for r in data["rows"] if r["context"] == "all"]
-    assert [(r["frames"], r["error"]) for r in summary] == [(60, "")]
+    assert len(summary) == finished and all(r["error"] == "" for r in summary)
+    assert LONG not in [r["frames"] for r in summary]  # the long point was cancelled
     csv_lines = (tmp_path / "out" / "sweep.csv").read_text().splitlines()
-    assert [line.split(",")[2] for line in csv_lines[1:]].count("all") == 1
+    assert [line.split(",")[2] for line in csv_lines[1:]].count("all") == finished
 
 
 @pytest.mark.usefixtures("dask_distributed")
@@ -203,7 +208,7 @@ def test_an_impatient_second_ctrl_c_still_leaves_no_worker_and_no_traceback(
     tmp_path: Path,
 ) -> None:
     term = Terminal(tmp_path, "sweep", "video_1080p", *ONE_QUICK, "-j", "2", "--out", "out")
-    term.wait_for(r"\b1/4\b")
+    term.wait_for(r"\b[1-3]/4\b")
     assert term.interrupt(times=2) == 130
     assert "vcmm: interrupted" in term.seen and "Traceback" not in term.seen
     assert term.group_is_gone()

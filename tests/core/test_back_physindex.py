@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vcmm.core.physindex import PhysIndex
@@ -147,3 +148,34 @@ def test_private_edges_equal_the_mappings_the_constructor_makes() -> None:
     assert [dataclasses.astuple(m) for m in built] == [dataclasses.astuple(m) for m in expected]
     with pytest.raises(dataclasses.FrozenInstanceError):
         built[0].va = 1  # type: ignore[misc]
+
+
+_SPAN = st.tuples(st.integers(0, 64), st.integers(1, 16)).map(
+    lambda t: (t[0] * 256, t[0] * 256 + t[1] * 64)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    indexed=st.lists(_SPAN, max_size=12),
+    asked=st.lists(_SPAN, min_size=1, max_size=8),
+)
+@example(indexed=[(256, 512)], asked=[(0, 256)])  # touching, before a segment
+@example(indexed=[(0, 256)], asked=[(256, 512)])  # touching, after one
+@example(indexed=[], asked=[(0, 256), (256, 512)])  # touching each other
+@example(indexed=[(256, 512)], asked=[(0, 320)])  # overlapping a segment's head
+def test_a_few_ranges_are_judged_clear_as_the_bulk_search_judges_them(
+    indexed: list[tuple[int, int]], asked: list[tuple[int, int]]
+) -> None:
+    # Lists of up to eight ranges take the bisect path, arrays the numpy one; both must
+    # agree with a per-byte answer (no byte claimed twice, none already indexed).
+    index = PhysIndex()
+    for n, (start, end) in enumerate(indexed):
+        if index.clear_of([(start, end)]):
+            index.add(start, end, n)
+    taken = {b for seg_start, seg_end, _ in index.segments() for b in range(seg_start, seg_end)}
+    claimed = [b for start, end in asked for b in range(start, end)]
+    expected = len(claimed) == len(set(claimed)) and not taken.intersection(claimed)
+    starts, ends = [s for s, _ in asked], [e for _, e in asked]
+    assert index.clear_of_spans(starts, ends) is expected
+    assert index.clear_of_spans(np.array(starts), np.array(ends)) is expected

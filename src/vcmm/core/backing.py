@@ -118,8 +118,10 @@ def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
     """Map one reservation's ``mappings`` (VA order) in one batched table call: pages
     as arrays when they are all separate smallest pages, page runs otherwise.  The
     table bytes, allocation order, errors and ranges to invalidate are those of
-    :meth:`Mapper.map` run by run over :func:`page_runs`."""
-    pages = single_pages(mapper, mappings)
+    :meth:`Mapper.map` run by run over :func:`page_runs`.  A single page (a 4 KiB
+    ``map_page``) takes the plain one-run map: building arrays for one page costs
+    several times the store."""
+    pages = single_pages(mapper, mappings) if len(mappings) > 1 else None
     if pages is not None:
         mapper.map_pages(*pages)
     else:

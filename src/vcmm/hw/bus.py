@@ -70,6 +70,14 @@ BURST_GRANULE = 4096
 Run = tuple[int, int]
 
 
+#: The shortest transfer a device hands to the compiled engine as one span.  The
+#: kernels' fixed cost (exporting the TLB to arrays, planning the span) is tens of
+#: microseconds: below about 64 pages of 4 KiB the page-by-page Python steps are
+#: cheaper.  Both give the same runs, TLB state and counters (the engines'
+#: equivalence tests), so the choice is only about speed.
+COMPILED_SPAN_MIN = 256 * 1024
+
+
 def _check_addr_len(who: str, addr: object, length: object) -> tuple[int, int]:
     """Validate an (address, length) pair of a transaction and return them as ints."""
     for label, value in (("address", addr), ("length", length)):
@@ -479,7 +487,7 @@ class SmmuDevice(BusMaster):
 
     def _resolve(self, addr: int, length: int, access: Access) -> list[Run]:
         self._require_active()
-        if engine.compiled():
+        if length >= COMPILED_SPAN_MIN and engine.compiled():
             span = self.ctx.translate_span_held(addr, length, access, device=self.name)
             return merged_runs(self.interconnect.memory, span.pa, span.length)
         runs: list[Run] = []
