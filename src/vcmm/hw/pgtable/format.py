@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -307,6 +308,9 @@ class PageTableFormat:
         default_factory=dict, init=False, repr=False
     )
     _af_masks: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _values_cache: dict[PageAttrs, Mapping[str, int]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         names = [k.name for k in self.kinds]
@@ -397,7 +401,12 @@ class PageTableFormat:
             raise InvalidArgumentError(
                 f"attrs must be a PageAttrs, got {type(attrs).__name__} ({attrs!r})"
             )
-        return self.encode_attrs(attrs)
+        # Memoised: a table keeps meeting the same few attribute sets, and encoding is a
+        # dozen lookups.  Only encodings that succeed are kept; a refusal raises each time.
+        values = self._values_cache.get(attrs)
+        if values is None:
+            values = self._values_cache[attrs] = MappingProxyType(self.encode_attrs(attrs))
+        return values
 
     def leaf_attrs(
         self,
