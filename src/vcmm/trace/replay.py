@@ -37,15 +37,6 @@ from vcmm.trace.tables import SharedTableMemory, TableWriter
 Item = IommuMap | IommuUnmap | IoPageFault | GroupEvent | DmaEvent | Skipped
 
 
-def _continues(before: IommuMap, ev: IommuMap) -> bool:
-    """Whether ``ev`` maps right after ``before`` in both addresses, for one device."""
-    return (
-        ev.iova == before.iova + before.size
-        and ev.paddr == before.paddr + before.size
-        and ev.device == before.device
-    )
-
-
 def _runs(pieces: list[tuple[int, int, Live]]) -> list[tuple[int, int]]:
     """``(table address, size)`` of the runs of adjacent pieces (sorted) that are
     adjacent in the table too (as traced always; under ``--reallocate`` when vcmm
@@ -150,12 +141,19 @@ class Replayer:
     def feed(self, items: Iterable[Item]) -> None:
         """Replay ``items`` (parsed and attributed, in trace order)."""
         report = self.report
-        run: list[IommuMap] = []  # maps continuing each other, replayed together
+        # Maps of one device continuing each other in both addresses, replayed together.
+        run: list[IommuMap] = []
         for item in items:
             if isinstance(item, IommuMap):
-                if run and not _continues(run[-1], item):
-                    self._map_run(run)
-                    run = []
+                if run:
+                    last = run[-1]
+                    if (
+                        item.iova != last.iova + last.size
+                        or item.paddr != last.paddr + last.size
+                        or item.device != last.device
+                    ):
+                        self._map_run(run)
+                        run = []
                 run.append(item)
                 continue
             if run:
@@ -201,17 +199,19 @@ class Replayer:
                 self._map(ev)
             return
         writer, span, tables = dom.writer, dom.writer.leaf_span, self.tables
+        smallest, pa_delta, live = writer.smallest_block, first.paddr - start, Live._make
         placed: list[tuple[int, int, Live]] = []
         writes: list[tuple[int, bool, bool]] = []
         for ev in run:
             s, size = ev.iova, ev.size
-            small = tables and writer.small_pages_only(s, ev.paddr, size)
+            e = s + size
+            small = tables and (size < smallest or writer.small_pages_only(s, ev.paddr, size))
             # Tables the run's earlier maps reached exist: ask only about the others.
             at = s - s % span
             if placed and at != s:
                 at += span
-            writes.append((size, small, small and dom.keeps_tables(at, s + size)))
-            placed.append((s, s + size, Live(ev.paddr - s, ev.line, device, 0, -1, small)))
+            writes.append((size, small, small and (at >= e or dom.keeps_tables(at, e))))
+            placed.append((s, e, live((pa_delta, ev.line, device, 0, -1, small))))
         dom.live.insert_run(placed)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
