@@ -137,7 +137,9 @@ class IntervalMap(Generic[V]):
         if not found:
             return found
         of = self._of
-        removed = [(max(s, start), min(e, end), v) for s, e, v in found]
+        removed = found  # only the end pieces can stick out of [start, end)
+        if found[0][0] < start or found[-1][1] > end:
+            removed = [(max(s, start), min(e, end), v) for s, e, v in found]
         drop = [s for s, _, _ in found]
         s0, _, v0 = found[0]
         if s0 < start:

@@ -316,8 +316,9 @@ class Replayer:
             and dom.unmap_frees_no_table(start, end)
         )
         if dom.iova is None and self.timeline is None:  # only the counts to update
+            stats = self.report.devices  # every device with a live piece has them
             for s, e, live in pieces:
-                self._stats(live.device).mapped_bytes -= e - s
+                stats[live.device].mapped_bytes -= e - s
         else:
             for s, e, live in pieces:
                 self._release(dom, ev, s, e, live)
