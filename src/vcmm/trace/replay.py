@@ -191,7 +191,6 @@ class Replayer:
             not isinstance(dom, Domain)
             or self.timeline is not None
             or dom.iova is not None
-            or any(ev.size <= 0 or ev.size % GRANULE for ev in run)
             or dom.check(start, end - start, first.paddr) is not None
             or dom.live.first(start, end) is not None
         ):
@@ -204,6 +203,10 @@ class Replayer:
         writes: list[tuple[int, bool, bool]] = []
         for ev in run:
             s, size = ev.iova, ev.size
+            if size <= 0 or size % GRANULE:  # one would be skipped: take them one by one
+                for one in run:
+                    self._map(one)
+                return
             e = s + size
             small = tables and (size < smallest or writer.small_pages_only(s, ev.paddr, size))
             # Tables the run's earlier maps reached exist: ask only about the others.
@@ -305,26 +308,32 @@ class Replayer:
         self._stats(device).unmap += 1
         start, end = ev.iova, ev.iova + ev.size
         pieces = dom.live.remove(start, end)
-        gaps = holes(start, end, pieces)
-        if gaps:
-            self._unmap_problem(dom, ev, device, gaps)
-        # As traced, an unmap that frees no table page may wait to merge (tables.py).
-        deferrable = (
-            self.tables
-            and dom.iova is None
-            and all(live.small for _, _, live in pieces)
-            and dom.unmap_frees_no_table(start, end)
-        )
-        if dom.iova is None and self.timeline is None:  # only the counts to update
+        line, covered, small = ev.line, 0, True  # the pieces were live, so not in ``gone``
+        gone: list[tuple[int, int, int]] = []
+        if dom.iova is None and self.timeline is None:  # as traced: only the counts to update
             stats = self.report.devices  # every device with a live piece has them
             for s, e, live in pieces:
+                covered += e - s
                 stats[live.device].mapped_bytes -= e - s
+                small = small and live.small
+                gone.append((s, e, line))
         else:
             for s, e, live in pieces:
+                covered += e - s
+                small = small and live.small
+                gone.append((s, e, line))
                 self._release(dom, ev, s, e, live)
-        line = ev.line  # the pieces were live, so not in ``gone``
-        dom.gone.insert_run([(s, e, line) for s, e, _ in pieces])
-        for va, size in _runs(pieces):  # one table call per run, as the kernel's unmap
+        if covered != end - start:
+            self._unmap_problem(dom, ev, device, holes(start, end, pieces))
+        dom.gone.insert_run(gone)
+        # As traced, an unmap that frees no table page may wait to merge (tables.py).
+        deferrable = (
+            self.tables and dom.iova is None and small and dom.unmap_frees_no_table(start, end)
+        )
+        # One table call per run of pieces adjacent in the table, as the kernel's unmap:
+        # as traced, pieces covering the whole range are one.
+        runs = [(start, end - start)] if covered == end - start and dom.iova is None else None
+        for va, size in runs or _runs(pieces):
             dom.writer.unmap(va, size, deferrable=deferrable)
         if self.timeline is not None:
             self.timeline.instant(

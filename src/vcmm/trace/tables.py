@@ -223,7 +223,7 @@ class TableWriter:
             return
         pages = range(va, va + size, granule)
         unmaps = self._unmaps
-        if unmaps and any(p in unmaps for p in pages):
+        if unmaps and not unmaps.isdisjoint(pages):
             self._write_unmaps(range(0))  # the address is reused: its unmap goes first
         if not quiet:
             self._shared.before(self)
@@ -244,27 +244,33 @@ class TableWriter:
         unmap), else their pages join the batch in one go."""
         if not self.enabled:
             return
-        total = sum(size for size, _, _ in maps)
-        unmaps = self._unmaps
+        total, small, quiet = 0, True, True
+        for size, one_small, one_quiet in maps:
+            total += size
+            small = small and one_small
+            quiet = quiet and one_quiet
+        granule, unmaps = self._granule, self._unmaps
+        pages = range(va, va + total, granule)
         if (
             not self.batch
-            or total > BATCH_PAGES * self._granule
-            or not all(small for _, small, _ in maps)
-            or (unmaps and any(p in unmaps for p in range(va, va + total, self._granule)))
+            or total > BATCH_PAGES * granule
+            or not small
+            or (unmaps and not unmaps.isdisjoint(pages))
         ):
-            for size, small, quiet in maps:
-                self.map(va, pa, size, small=small, quiet=quiet)
+            for size, one_small, one_quiet in maps:
+                self.map(va, pa, size, small=one_small, quiet=one_quiet)
                 va, pa = va + size, pa + size
             return
-        if not all(quiet for _, _, quiet in maps):
+        if not quiet:
             self._shared.before(self)  # writes only other writers' maps: may come first
             self._shared.holder = self
-        granule, quiet_pages = self._granule, self._quiet
-        pages, frames = range(va, va + total, granule), range(pa, pa + total, granule)
-        self._maps.update(zip(pages, frames, strict=True))
-        for size, _, quiet in maps:
-            if quiet:
-                quiet_pages.update(range(va, va + size, granule))
+        self._maps.update(zip(pages, range(pa, pa + total, granule), strict=True))
+        if quiet:
+            self._quiet.update(pages)
+            return
+        for size, _, one_quiet in maps:
+            if one_quiet:
+                self._quiet.update(range(va, va + size, granule))
             va += size
 
     def unmap(self, va: int, size: int, *, deferrable: bool = False) -> None:
