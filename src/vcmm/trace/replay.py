@@ -159,15 +159,15 @@ class Replayer:
             if run:
                 self._map_run(run)
                 run = []
-            if isinstance(item, IommuUnmap):
+            if isinstance(item, DmaEvent):  # the most frequent first
+                report.events += 1
+                self._stats(item.device)
+            elif isinstance(item, IommuUnmap):
                 self._unmap(item)
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
             elif isinstance(item, IoPageFault):
                 self._fault(item)
-            elif isinstance(item, DmaEvent):
-                report.events += 1
-                self._stats(item.device)
             elif isinstance(item, GroupEvent):
                 report.events += 1
             else:
@@ -273,10 +273,15 @@ class Replayer:
                 self._skip(ev.line, placed)
                 return
             va_delta, alloc = placed
-        small = self.tables and dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        writer = dom.writer
+        small = self.tables and (
+            ev.size < writer.smallest_block
+            or writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        )
         # As traced, a map into last-level tables that exist allocates no table page.
         quiet = small and dom.iova is None and dom.keeps_tables(start, end)
-        dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
+        value = Live._make((ev.paddr - start, ev.line, device, va_delta, alloc, small))
+        dom.live.insert(start, end, value)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
         dom.writer.map(start + va_delta, ev.paddr, ev.size, small=small, quiet=quiet)

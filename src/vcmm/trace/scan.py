@@ -7,17 +7,26 @@ few shapes (``map``, ``unmap``, the single ``dma_*`` mappings and syncs, and the
 (``re.finditer``, line-anchored) and picks those lines out with their fields; Python
 then only converts the fields and builds the event.  Every line the expression does
 not take, and every taken line a check turns down (an ``- end`` that is not
-``iova + size``, an event whose body has another event's shape, a task name starting
-``#``), goes to ``parse_line`` with its number: so comments, garbage, truncated lines,
-faults and group events get exactly the reference's events and reasons, and a line
-the expression takes gives the event ``parse_line`` would (tests compare the two on
-every documented variant and on random damage).
+``iova + size``, a scatterlist shape under a name the reference reads otherwise, a
+task name starting ``#``), goes to ``parse_line`` with its number: so comments,
+garbage, truncated lines, faults and group events get exactly the reference's events
+and reasons, and a line the expression takes gives the event ``parse_line`` would
+(tests compare the two on every documented variant and on random damage).
 
 Why it is the same: the header part is the reference's header expression inside an
 atomic group (``(?>...)``, Python 3.11), so it is the reference's first match and
 is never re-split to suit the body; ``\\s`` there is ``[^\\S\\n]``, the same inside
-a line; the body parts are the reference's fast body expressions followed by
-trailing blanks (the reference strips them first, and no body shape ends in one).
+a line; each body branch is the reference's fast body expression for the event
+names it names (so a name is read by its own shape only, as ``FAST`` dispatches it),
+followed by trailing blanks (the reference strips them first, and no body shape
+ends in one).
+
+Why it is fast (about 1.1 us of ``re`` and 1.5 us of Python a line): the branch that
+took a line is ``Match.lastindex`` (each branch ends in a group that always
+matches), and only that branch's groups are read; the header columns before the
+time (task, pid, tgid, CPU, flags) are one group whose text repeats line after line,
+so each distinct one is split into task, pid and CPU once per text (the atomic group
+makes the split a function of that text alone).
 """
 
 from __future__ import annotations
