@@ -46,14 +46,20 @@ from vcmm.errors import InvalidArgumentError, StateError
 
 P = ParamSpec("P")
 
-_local = threading.local()
+class _ThreadState(threading.local):
+    """Per thread: the open transactions (innermost last) and how many roll backs
+    run.  Set up on a thread's first use, so reading them costs one attribute."""
+
+    def __init__(self) -> None:
+        self.stack: list[Transaction] = []
+        self.rolling_back = 0
+
+
+_local = _ThreadState()
 
 
 def _stack() -> list[Transaction]:
-    stack: list[Transaction] | None = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    return stack
+    return _local.stack
 
 
 def current() -> Transaction | None:
@@ -64,7 +70,7 @@ def current() -> Transaction | None:
 
 def rolling_back() -> bool:
     """Whether this thread is taking recorded steps back right now."""
-    return bool(getattr(_local, "rolling_back", 0))
+    return _local.rolling_back > 0
 
 
 class Transaction:
@@ -112,7 +118,7 @@ class Transaction:
         """
         steps, self._undo, self._commits = self._undo, [], []
         errors: list[BaseException] = []
-        _local.rolling_back = getattr(_local, "rolling_back", 0) + 1
+        _local.rolling_back += 1
         try:
             for step in reversed(steps):
                 try:
@@ -138,7 +144,7 @@ class Transaction:
     def __enter__(self) -> Transaction:
         if self._open:
             raise StateError(f"transaction {self.name!r} is already open")
-        stack = _stack()
+        stack = _local.stack
         self._outer = stack[-1] if stack and not self.boundary else None
         stack.append(self)
         self._open = True
@@ -150,7 +156,7 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _stack()
+        stack = _local.stack
         assert stack and stack[-1] is self, "transactions must close innermost first"
         stack.pop()
         self._open = False

@@ -275,18 +275,25 @@ class Undoable:
                 raise why from exc
 
 
-@contextlib.contextmanager
-def updating_all(mappers: Iterable[Mapper]) -> Iterator[None]:
+def updating_all(mappers: Iterable[Mapper]) -> contextlib.AbstractContextManager[None]:
     """One update bracket around every mapper a call changes (each once, in order).
 
     Nested brackets of the same mappers inside it do no maintenance; when the block
     ends normally every mapper invalidates what it changed, and when it raises each
     keeps its changed ranges for the undo instead (``restored``/``flush_held``), so a
-    failed call never drops a TLB entry that the undo makes right again.
+    failed call never drops a TLB entry that the undo makes right again.  One mapper
+    (most calls) is its own bracket, without a stack around it.
     """
-    unique = {id(m): m for m in mappers}
+    unique = list({id(m): m for m in mappers}.values())
+    if len(unique) == 1:
+        return unique[0].updating()
+    return _updating_each(unique)
+
+
+@contextlib.contextmanager
+def _updating_each(mappers: list[Mapper]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        for mapper in unique.values():
+        for mapper in mappers:
             stack.enter_context(mapper.updating())
         yield
 
