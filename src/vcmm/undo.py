@@ -95,13 +95,15 @@ class Transaction:
 
     def on_undo(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Record how to take back the step that just succeeded."""
-        self._check_open("on_undo")
-        self._undo.append(_bind(fn, args, kwargs))
+        if not self._open:
+            self._check_open("on_undo")
+        self._undo.append(_bind(fn, args, kwargs) if args or kwargs else _callable(fn))
 
     def on_commit(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run ``fn`` once the outermost transaction commits (never on roll back)."""
-        self._check_open("on_commit")
-        self._commits.append(_bind(fn, args, kwargs))
+        if not self._open:
+            self._check_open("on_commit")
+        self._commits.append(_bind(fn, args, kwargs) if args or kwargs else _callable(fn))
 
     @property
     def steps(self) -> int:
@@ -187,11 +189,14 @@ def atomic(name: str) -> Iterator[Transaction]:
         yield txn
 
 
+def _callable(fn: Callable[..., object]) -> Callable[[], object]:
+    if not callable(fn):
+        raise InvalidArgumentError(f"undo/commit action {fn!r} is not callable")
+    return fn
+
+
 def _bind(
     fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Callable[[], object]:
-    if not callable(fn):
-        raise InvalidArgumentError(f"undo/commit action {fn!r} is not callable")
-    if not args and not kwargs:
-        return fn
+    _callable(fn)
     return lambda: fn(*args, **kwargs)

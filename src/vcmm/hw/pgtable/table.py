@@ -302,8 +302,11 @@ class PageTable:
         attrs: PageAttrs,
         *,
         page_size: int | None = None,
+        entries: bool = True,
     ) -> list[MapEntry]:
-        """Map ``[va, va+size)`` to ``pa`` with ``attrs``; returns the leaves created.
+        """Map ``[va, va+size)`` to ``pa`` with ``attrs``; returns the leaves created,
+        or nothing with ``entries=False`` (a caller that does not read them saves
+        decoding the attributes and one object per leaf).
 
         Uses the largest size at which va and pa are both aligned and which fits, or
         exactly ``page_size`` when given.  Refuses (no change) if any part is mapped.
@@ -315,7 +318,7 @@ class PageTable:
         with self._tables.editing(op) as edit:
             for run in runs:
                 self._install(edit, run, values)
-        return self._entries(runs, values)
+        return self._entries(runs, values) if entries else []
 
     def map_many(
         self,

@@ -115,9 +115,13 @@ class TableSet:
         old_raw = self._memory.read_array(addr, words.size * eb)
         old = old_raw.view(self._dtype)
         info = self._tables[table]
-        delta = int(np.count_nonzero(words & self._vm)) - int(
-            np.count_nonzero(old & self._vm_typed)
-        )
+        if words.size == 1:  # one descriptor (a page, a section, a table pointer)
+            valid = self._valid
+            delta = bool(int(words[0]) & valid) - bool(int(old[0]) & valid)
+        else:
+            delta = int(np.count_nonzero(words & self._vm)) - int(
+                np.count_nonzero(old & self._vm_typed)
+            )
         edit.writes.append((addr, old_raw, table, delta))
         self._memory.write(addr, words.astype(self._dtype))
         info.count += delta
