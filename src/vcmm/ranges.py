@@ -24,11 +24,11 @@ class AddressRange:
         # Validation and stores in one frame, through the slots' own descriptors (the
         # generated frozen __init__ goes through object.__setattr__ and a
         # __post_init__): every layer builds these on its hot paths.
-        if type(start) is not int or type(size) is not int:
-            if not isinstance(start, int) or not isinstance(size, int):
-                raise InvalidArgumentError(
-                    f"AddressRange needs integer start and size, got {start!r}, {size!r}"
-                )
+        plain = type(start) is int and type(size) is int
+        if not plain and (not isinstance(start, int) or not isinstance(size, int)):
+            raise InvalidArgumentError(
+                f"AddressRange needs integer start and size, got {start!r}, {size!r}"
+            )
         if start < 0 or size < 0:
             raise InvalidArgumentError(
                 f"AddressRange start {start:#x} and size {size:#x} must be >= 0"

@@ -46,6 +46,7 @@ from vcmm.errors import InvalidArgumentError, StateError
 
 P = ParamSpec("P")
 
+
 class _ThreadState(threading.local):
     """Per thread: the open transactions (innermost last) and how many roll backs
     run.  Set up on a thread's first use, so reading them costs one attribute."""
