@@ -118,9 +118,10 @@ class _Leaf:
 
 
 def _int_arg(op: str, name: str, value: object) -> int:
-    if not is_int(value):
-        raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
-    value = int(value)
+    if type(value) is not int:  # a plain int (every call from the core) needs no test
+        if not is_int(value):
+            raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
+        value = int(value)
     if value < 0:
         raise InvalidArgumentError(f"{op}: {name} {value:#x} is negative")
     return value
