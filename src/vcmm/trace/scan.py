@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from itertools import repeat
 
 from vcmm.trace.body import FAST_DMA_MAPS, FAST_DMA_SINGLES
 from vcmm.trace.collector import collector_paused
@@ -82,7 +83,7 @@ _BODIES = (
 _LINE = re.compile(
     _HEAD + "(?:" + "|".join(f"(?:{b})" for b in _BODIES) + rf"){_S}*$", re.MULTILINE
 )
-_MAP, _UNMAP, _DMA_MAP, _DMA_SINGLE = 9, 13, 19, 24  # the last group of each branch
+_MAP, _UNMAP, _DMA_MAP, _DMA_SINGLE, _SG_MAP = 9, 13, 19, 24, 31  # each branch's last group
 
 #: How much of a file is looked at to tell a text trace from a binary one.
 _SNIFF = 1 << 16
@@ -92,7 +93,7 @@ Head = tuple[str, int, int] | None
 
 
 def _hexes(text: str) -> tuple[int, ...]:
-    return tuple(int(x, 16) for x in text.split(","))
+    return tuple(map(int, text.split(","), repeat(16)))
 
 
 def scan_text(text: str) -> list[Event | Skipped]:
@@ -177,24 +178,21 @@ def _event(number: int, m: re.Match[str], heads: dict[str, Head]) -> Event | Non
 
 def _sg_event(number: int, comm: str, pid: int, cpu: int, m: re.Match[str]) -> Event | None:
     """A 6.12 scatterlist line, as the reference's field-by-field dma parser reads it."""
-    ts, event = m.group(5), m.group(25) or m.group(32)
+    if m.lastindex == _SG_MAP:
+        ts, event, dev, way, addrs_, sizes_, phys_, attrs = m.group(5, *range(25, 32))
+        addrs, sizes = _hexes(addrs_), _hexes(sizes_)
+        if len(addrs) != len(sizes):
+            return None
+    else:
+        ts, event, dev, way, phys_, attrs = m.group(5, *range(32, 37))
+        addrs = sizes = ()
     role = DMA_ROLES.get(event)
     if role is None or event in FAST_DMA_MAPS or event in FAST_DMA_SINGLES:
         return None  # not a dma event, or one the reference reads by its own shape first
-    g_dev, g_dir, g_addrs, g_sizes, g_phys, g_attrs, _, h_dev, h_dir, h_phys, h_attrs = m.group(
-        *range(26, 37)
-    )
-    ev = DmaEvent(number, comm, pid, cpu, float(ts), event, g_dev or h_dev, role, g_dir or h_dir)
-    if g_dev is not None:
-        ev.dma_addrs, ev.sizes = _hexes(g_addrs), _hexes(g_sizes)
-        if len(ev.dma_addrs) != len(ev.sizes):
-            return None
-        ev.phys_addrs = _hexes(g_phys)
-        ev.extra = {"attrs": g_attrs}
-    else:
-        ev.phys_addrs = _hexes(h_phys)
-        ev.extra = {"attrs": h_attrs}
-    return ev
+    return DmaEvent(
+        number, comm, pid, cpu, float(ts), event, dev, role, way, None, None, None,
+        addrs, sizes, _hexes(phys_), None, None, False, {"attrs": attrs},
+    )  # fmt: skip
 
 
 def _refuse_binary(raw: bytes, source: str) -> None:
