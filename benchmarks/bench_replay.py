@@ -19,7 +19,8 @@ the reference the batched writes are tested against; the script checks that both
 report the same).  Reported: events (lines) per second, the slowest and the fastest
 round (wall clock), the fastest round's ratio to parsing alone, the fastest round in
 CPU time (what the process itself used: less noisy on a shared machine), and
-whether every round of the as-traced full replay met the issue's goal.
+whether the as-traced full replay met the issue's goal in every round (wall clock)
+and in CPU time.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_replay.py [--buffers 5000] [--rounds 3]``
 """
@@ -146,8 +147,9 @@ def main() -> None:
         for label, seen in rates.items():
             goal = ""
             if label in GOALS:
-                goal = f"  goal {GOALS[label]:,}: " + ("met" if min(seen) >= GOALS[label] else
-                                                     "NOT met")  # fmt: skip
+                want = GOALS[label]
+                goal = (f"  goal {want:,}: every round {'met' if min(seen) >= want else 'NOT met'}"
+                        f", CPU time {'met' if cpu[label] >= want else 'NOT met'}")  # fmt: skip
             print(f"  {label:<20} {min(seen):>13,.0f} - {max(seen):>9,.0f} {max(seen) / base:5.2f}x "
                   f"{cpu[label]:>10,.0f}{goal}")  # fmt: skip
 
