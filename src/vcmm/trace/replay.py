@@ -199,7 +199,8 @@ class Replayer:
             return
         writer, span, tables = dom.writer, dom.writer.leaf_span, self.tables
         smallest, pa_delta, live = writer.smallest_block, first.paddr - start, Live._make
-        placed: list[tuple[int, int, Live]] = []
+        starts: list[int] = []
+        placed: list[tuple[int, Live]] = []  # (end, value) of each start
         writes: list[tuple[int, bool, bool]] = []
         for ev in run:
             s, size = ev.iova, ev.size
@@ -211,11 +212,12 @@ class Replayer:
             small = tables and (size < smallest or writer.small_pages_only(s, ev.paddr, size))
             # Tables the run's earlier maps reached exist: ask only about the others.
             at = s - s % span
-            if placed and at != s:
+            if starts and at != s:
                 at += span
             writes.append((size, small, small and (at >= e or dom.keeps_tables(at, e))))
-            placed.append((s, e, live((pa_delta, ev.line, device, 0, -1, small))))
-        dom.live.insert_run(placed)
+            starts.append(s)
+            placed.append((e, live((pa_delta, ev.line, device, 0, -1, small))))
+        dom.live.insert_sorted(starts, placed)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
         writer.map_run(start, first.paddr, writes)
@@ -314,23 +316,26 @@ class Replayer:
         start, end = ev.iova, ev.iova + ev.size
         pieces = dom.live.remove(start, end)
         line, covered, small = ev.line, 0, True  # the pieces were live, so not in ``gone``
-        gone: list[tuple[int, int, int]] = []
+        starts: list[int] = []
+        gone: list[tuple[int, int]] = []  # (end, line) of each start
         if dom.iova is None and self.timeline is None:  # as traced: only the counts to update
             stats = self.report.devices  # every device with a live piece has them
             for s, e, live in pieces:
                 covered += e - s
                 stats[live.device].mapped_bytes -= e - s
                 small = small and live.small
-                gone.append((s, e, line))
+                starts.append(s)
+                gone.append((e, line))
         else:
             for s, e, live in pieces:
                 covered += e - s
                 small = small and live.small
-                gone.append((s, e, line))
+                starts.append(s)
+                gone.append((e, line))
                 self._release(dom, ev, s, e, live)
         if covered != end - start:
             self._unmap_problem(dom, ev, device, holes(start, end, pieces))
-        dom.gone.insert_run(gone)
+        dom.gone.insert_sorted(starts, gone)
         # As traced, an unmap that frees no table page may wait to merge (tables.py).
         deferrable = (
             self.tables and dom.iova is None and small and dom.unmap_frees_no_table(start, end)
