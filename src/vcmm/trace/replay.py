@@ -198,7 +198,7 @@ class Replayer:
                 self._map(ev)
             return
         writer, span, tables = dom.writer, dom.writer.leaf_span, self.tables
-        smallest, pa_delta, live = writer.smallest_block, first.paddr - start, Live._make
+        smallest, pa_delta = writer.smallest_block, first.paddr - start
         starts: list[int] = []
         placed: list[tuple[int, Live]] = []  # (end, value) of each start
         writes: list[tuple[int, bool, bool]] = []
@@ -216,7 +216,7 @@ class Replayer:
                 at += span
             writes.append((size, small, small and (at >= e or dom.keeps_tables(at, e))))
             starts.append(s)
-            placed.append((e, live((pa_delta, ev.line, device, 0, -1, small))))
+            placed.append((e, Live(pa_delta, ev.line, device, 0, -1, small)))
         dom.live.insert_sorted(starts, placed)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
@@ -282,7 +282,7 @@ class Replayer:
         )
         # As traced, a map into last-level tables that exist allocates no table page.
         quiet = small and dom.iova is None and dom.keeps_tables(start, end)
-        value = Live._make((ev.paddr - start, ev.line, device, va_delta, alloc, small))
+        value = Live(ev.paddr - start, ev.line, device, va_delta, alloc, small)
         dom.live.insert(start, end, value)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
