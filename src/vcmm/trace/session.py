@@ -90,6 +90,8 @@ def replay(
         )
         replayer.feed(attributed)
         report = replayer.finish()
+        # Freed before the collector is back, its first pass walks only what survives.
+        del replayer, attributed
     if strict and report.skipped:
         first = report.skipped[0]
         raise TraceError(
