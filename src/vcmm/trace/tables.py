@@ -309,7 +309,7 @@ class TableWriter:
         self._shared.before(self)
         self._bracket()
         self.calls += 1
-        self.table.map(va, pa, size, self.attrs)
+        self.table.map(va, pa, size, self.attrs, entries=False)
         self.ctx.tlb_gather.add_range(va, size)
         self._count_pages()
 
@@ -370,11 +370,11 @@ class TableWriter:
         if len(runs) < MAP_MANY_RUNS:
             self.calls += len(runs)
             for va, pa, size in runs:
-                self.table.map(va, pa, size, self.attrs, page_size=granule)
+                self.table.map(va, pa, size, self.attrs, page_size=granule, entries=False)
         else:
             self.calls += 1
             attrs = self.attrs
-            self.table.map_many([(va, pa, granule, attrs) for va, pa in pages])
+            self.table.map_many([(va, pa, granule, attrs) for va, pa in pages], entries=False)
 
     def _write_unmaps(self, then: range) -> None:
         """Write the pending unmaps, a run of adjacent pages per call, before an unmap
