@@ -26,6 +26,7 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
 from vcmm.core.manager import Vcmm
 from vcmm.core.mappers import Mapper
@@ -217,6 +218,11 @@ class System(SeedCalls):
     def backer(self) -> Backer:
         """Backing, unbacking and cache maintenance (the VCMM's part)."""
         return self.vcmm.backer
+
+    @property
+    def direct(self) -> DirectBacker:
+        """The common case of backing an IOMMU reservation, store by store (the VCMM's part)."""
+        return self.vcmm.direct
 
     @property
     def registry(self) -> TargetRegistry:

@@ -71,6 +71,7 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.graph import MappingGraph
 from vcmm.core.interfaces import DeviceRecord
 from vcmm.core.mappers import Mapper
@@ -112,6 +113,7 @@ class Vcmm(SeedCalls):
         self.binding = Binding(state)
         self.allocations = Allocations(state)
         self.backer = Backer(state)
+        self.direct = DirectBacker(state, self.backer)
         self.registry = TargetRegistry(state)
 
     # -- what it was built with ------------------------------------------------------------

@@ -21,6 +21,7 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.spaces import AddressSpaces
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class HasVcmmParts(Locked, Protocol):
     def backer(self) -> Backer: ...
     @property
     def registry(self) -> TargetRegistry: ...
+    @property
+    def direct(self) -> DirectBacker: ...
 
 
 def seed_call(
@@ -94,10 +97,14 @@ def _registry(owner: HasVcmmParts) -> TargetRegistry:
     return owner.registry
 
 
+def _direct(owner: HasVcmmParts) -> DirectBacker:
+    return owner.direct
+
+
 class SeedCalls:
     """The seed's calls, each under the machine lock, for a :class:`HasVcmmParts`.
 
-    A base without state: the subclass provides ``lock`` and the five parts (the type
+    A base without state: the subclass provides ``lock`` and the six parts (the type
     checker holds each call's ``self`` to :class:`HasVcmmParts`).
     """
 
@@ -126,5 +133,7 @@ class SeedCalls:
     vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
     vcm_back = seed_call(_backer, Backer.vcm_back)
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
+    vcm_back_direct = seed_call(_direct, DirectBacker.vcm_back_direct)
+    vcm_unback_direct = seed_call(_direct, DirectBacker.vcm_unback_direct)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
     vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)

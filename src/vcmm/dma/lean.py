@@ -85,7 +85,7 @@ def _map_slots(
         with domain.allocator.limited(entry.params.mask):
             res = system.vcm_reserve(domain.vcm, total, attr)
         txn.on_undo(system.vcm_unreserve, res)
-        system.vcm_back(res, wrap)
+        system.vcm_back_direct(res, wrap)
         txn.on_undo(system.vcm_unback, res)
         activated: tuple[Association, ...] = ()
         if len(domain.associations) != len(domain.members):

@@ -84,6 +84,16 @@ class Teardown:
     domain: DmaDomain | None = None
 
     def release(self, system: VcmmApi) -> None:
+        # an IOMMU mapping whose unbacking is one store per page (vcm_unback_direct)
+        if (
+            self.vcm is None
+            and self.domain is not None
+            and self.domain.invalidation.unmap_direct(self.res)
+        ):
+            system.vcm_unreserve(self.res)
+            if self.wrap is not None:
+                system.vcm_phys_free(self.wrap)
+            return
         unmapping = (
             self.domain.invalidation.unmapping(self.res)
             if self.domain is not None

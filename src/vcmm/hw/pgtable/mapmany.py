@@ -323,3 +323,19 @@ def _write_leaves(
     ends = np.concatenate((breaks, [t.shape[0]]))
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         tables.write(edit, int(t[s]), int(i[s]), d[s:e])
+
+
+def runs_of_slots(
+    slots: Sequence[tuple[int, int, int]],
+) -> list[tuple[int, int, list[int]]]:
+    """``(table, first index, descriptors)`` for each run of consecutive entries of one
+    table among ``(table, index, descriptor)`` slots (one write per run)."""
+    runs: list[tuple[int, int, list[int]]] = []
+    for table, index, desc in slots:
+        if runs:
+            t, first, descs = runs[-1]
+            if t == table and first + len(descs) == index:
+                descs.append(desc)
+                continue
+        runs.append((table, index, [desc]))
+    return runs

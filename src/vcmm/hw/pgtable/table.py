@@ -75,6 +75,7 @@ from vcmm.hw.pgtable.mapmany import (
     leaf_descriptors,
     page_arrays,
     per_piece_sizes,
+    runs_of_slots,
     single_pages,
 )
 from vcmm.hw.pgtable.plan import Run, plan_runs
@@ -681,6 +682,14 @@ class PageTable:
                 for pa, size, count in self._tables.pages()
             ),
         )
+
+    def store_words(self, op: str, slots: Sequence[tuple[int, int, int]]) -> None:
+        """Write descriptor ``desc`` at entry ``index`` of table page ``table`` for each
+        ``(table, index, desc)``, consecutive entries of a table in one write;
+        :mod:`.direct` checks every slot first, so nothing can fail half way."""
+        self._live(op)
+        for table, index, descs in runs_of_slots(slots):
+            self._tables.put_words(table, index, descs)
 
     def destroy(self) -> None:
         """Free every table page, root included; the object refuses further use."""

@@ -120,6 +120,22 @@ class TableSet:
         self._memory.write(addr, words.astype(self._dtype))
         info.count += delta
 
+    def put_words(self, table: int, index: int, words: list[int]) -> None:
+        """Overwrite entries ``index..`` of ``table`` with ``words`` and keep the valid
+        count: :meth:`write` without the undo log, for a caller that checked every
+        slot first and so cannot fail half way (inside a journal it logs as usual)."""
+        if self._journal is not None:
+            self.write(self._journal, table, index, np.array(words, np.uint64))
+            return
+        eb, vm = self._eb, int(self._vm)
+        addr = table + index * eb
+        old = self._memory.read(addr, len(words) * eb)
+        delta = sum(1 for w in words if w & vm) - sum(
+            1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
+        )
+        self._memory.write(addr, b"".join(w.to_bytes(eb, "little") for w in words))
+        self._tables[table].count += delta
+
     def alloc(self, edit: Edit, li: int) -> int:
         """A zeroed table page for level index ``li``."""
         level = self._geo.levels[li]
