@@ -68,8 +68,6 @@ class DirectBacker:
     def __init__(self, state: CoreState, backer: Backer) -> None:
         self.state = state
         self.backer = backer
-        #: Reservations backed here (their unbacking has no tables to give back).
-        self._direct: set[int] = set()
         #: Calls done store by store (``back``, ``unback``) and handed to the general
         #: path (``back_general``; an unback the caller makes with ``vcm_unback``
         #: is not counted), so tests can tell that the case they drive took this path.
@@ -130,7 +128,6 @@ class DirectBacker:
         graph.add(res.id, new)
         res.physmem = physmem
         physmem.backing.append(res)
-        self._direct.add(res.id)
 
     def _store_plan(self, mapper: IommuMapper, new: list[Mapping], cap: int) -> list[Slot] | None:
         slots: list[Slot] = []
@@ -143,12 +140,12 @@ class DirectBacker:
         return slots
 
     def vcm_unback_direct(self, res: Reservation) -> int | None:
-        """``vcm_unback(res)`` with one store per page, for a reservation this part
-        backed whose unbacking changes no alias; returns the pages unmapped.  None when
+        """``vcm_unback(res)`` with one store per page, for an IOMMU reservation mapped
+        by smallest pages whose unbacking changes no alias; returns the pages unmapped.  None when
         that case does not hold: then nothing was done (the caller unbacks the general
         way, with ``vcm_unback``)."""
         res = check_handle("vcm_unback", "res", res, Reservation)
-        if res.id not in self._direct or res.physmem is None or res.cut or rolling_back():
+        if res.physmem is None or res.cut or rolling_back():
             return None
         mapper = self.state.mapper(res.vcm)
         if not isinstance(mapper, IommuMapper):
@@ -167,7 +164,7 @@ class DirectBacker:
         assert res.addr is not None
         _invalidate_held(contexts, res.addr, res.len)
         self.counts["unback"] += 1
-        self._direct.discard(res.id)
+        self.backer.forget_tables(res)
         graph.remove(res.id)
         res.physmem.backing.remove(res)
         res.physmem = None

@@ -104,7 +104,7 @@ def _map_slots(
         tuple(AddressRange(p, n) for p, n in ranges),
         tuple(DevPiece(base + s.start, d.start, s.size) for d, s in zip(data, slots, strict=True)),
         found,
-        [Teardown(res, wrap=wrap, activated=activated, domain=domain)],
+        [Teardown(res, wrap=wrap, activated=activated, domain=domain, direct=True)],
         site,
     )
     rec.slots = tuple(slots)

@@ -82,11 +82,15 @@ class Teardown:
     activated: tuple[Association, ...] = ()
     #: The IOMMU domain the reservation is in (its invalidation mode applies).
     domain: DmaDomain | None = None
+    #: Made by the lean path (:mod:`vcmm.dma.lean`): unbacked with
+    #: ``vcm_unback_direct`` where that applies; the reference path never is.
+    direct: bool = False
 
     def release(self, system: VcmmApi) -> None:
         # an IOMMU mapping whose unbacking is one store per page (vcm_unback_direct)
         if (
-            self.vcm is None
+            self.direct
+            and self.vcm is None
             and self.domain is not None
             and self.domain.invalidation.unmap_direct(self.res)
         ):
