@@ -31,7 +31,7 @@ from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
 from vcmm.core.manager import Vcmm
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
-from vcmm.core.seedcalls import SeedCalls
+from vcmm.core.seedcalls import VcmmCalls
 from vcmm.core.spaces import AddressSpaces
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import Interconnect
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from vcmm.core.graph import MappingGraph
 
 
-class System(SeedCalls):
+class System(VcmmCalls):
     """A booted platform: the machine, the VCMM over it and the front ends' slots."""
 
     def __init__(self, spec: PlatformSpec) -> None:

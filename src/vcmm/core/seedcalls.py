@@ -27,7 +27,7 @@ from vcmm.core.spaces import AddressSpaces
 if TYPE_CHECKING:
     from vcmm.hw.lock import MachineLock
 
-__all__ = ["HasVcmmParts", "Locked", "SeedCalls", "seed_call"]
+__all__ = ["HasVcmmParts", "Locked", "SeedCalls", "VcmmCalls", "seed_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,7 +133,16 @@ class SeedCalls:
     vcm_unregister_target = seed_call(_registry, TargetRegistry.vcm_unregister_target)
     vcm_back = seed_call(_backer, Backer.vcm_back)
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
-    vcm_back_direct = seed_call(_direct, DirectBacker.vcm_back_direct)
-    vcm_unback_direct = seed_call(_direct, DirectBacker.vcm_unback_direct)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
     vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
+
+
+class VcmmCalls(SeedCalls):
+    """The seed's calls and the calls the project added on the same terms (each a
+    part's method under the machine lock): what :class:`~vcmm.core.manager.Vcmm` and
+    ``vcmm.System`` inherit.  Kept apart so :class:`SeedCalls` stays the seed's 25."""
+
+    __slots__ = ()
+
+    vcm_back_direct = seed_call(_direct, DirectBacker.vcm_back_direct)
+    vcm_unback_direct = seed_call(_direct, DirectBacker.vcm_unback_direct)
