@@ -20,14 +20,21 @@ debugging is off, as in a production kernel.
 
 0. First, the lean streaming path (``vcmm.dma.lean``, the default) against the
    reference (``DmaApi(lean=False)``), median microseconds per unmap+map pair, with
-   DMA debugging off and on, next to issue 12's goals.  Measured on a shared 2-core
-   machine (3 runs of ``--quick``, min-max): map_page+unmap_page 343-364 us lean,
-   360-400 us reference (main before this branch: 481-518 us, the gain being mostly
-   a one-page backing taking the plain table map); map_sg+unmap_sg of 64 pages
-   2.7-3.0 ms on both paths; debug on costs a few percent.  The goals (10 us, 150 us)
-   are out of reach while every mapping is a core reservation backed through the
-   mapping graph: of a pair, about three quarters is ``vcm_back``/``vcm_unback``
-   (sharing plan, graph, table map/unmap, the update bracket's TLB invalidation).
+   DMA debugging off and on, next to issue 12's goals.  The lean path backs and
+   unbacks through ``vcm_back_direct``/``vcm_unback_direct`` (``vcmm.core.direct``:
+   one descriptor store per page into the kept tables, the IOTLB invalidated only
+   where it holds an entry).  Measured on a shared 2-core machine (3 runs of
+   ``--quick --max-coherent-mib 1``, load average 2-3.7, min-max): map_page+unmap_page
+   209-217 us lean against 399-419 us reference (1.91-1.96x; debug on 217-220 against
+   413-414); map_sg+unmap_sg of 64 pages 2.63-2.69 ms against 3.06-3.11 ms (1.16-1.17x;
+   debug on 2.64-2.69 against 2.97-3.10).  Before the direct calls the lean path was
+   343-364 us and 2.7-3.0 ms.  The goals (10 us, 150 us) are not met: what is left
+   of a page pair is spread thinly (profile of 500 pairs: the reservation, the wrap of
+   the caller's page and its ownership checks about a fifth, the sharing plan and
+   the graph edges about a fifth, the table stores and their checks about a tenth,
+   the cache maintenance a tenth, the DMA layer's checks and records the rest); a
+   64-entry list pays each of those per entry, the CPU cache model's clean per
+   entry about a fifth.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_dma_api.py [--live 1000] [--iterations 3000]``
 (about 15 s); ``--quick`` runs a smaller population and fewer pairs (add
