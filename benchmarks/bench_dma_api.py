@@ -29,12 +29,13 @@ debugging is off, as in a production kernel.
    413-414); map_sg+unmap_sg of 64 pages 2.63-2.69 ms against 3.06-3.11 ms (1.16-1.17x;
    debug on 2.64-2.69 against 2.97-3.10).  Before the direct calls the lean path was
    343-364 us and 2.7-3.0 ms.  The goals (10 us, 150 us) are not met: what is left
-   of a page pair is spread thinly (profile of 500 pairs: the reservation, the wrap of
-   the caller's page and its ownership checks about a fifth, the sharing plan and
-   the graph edges about a fifth, the table stores and their checks about a tenth,
-   the cache maintenance a tenth, the DMA layer's checks and records the rest); a
-   64-entry list pays each of those per entry, the CPU cache model's clean per
-   entry about a fifth.
+   of a page pair is spread thinly (cProfile of 500 pairs, cumulative shares: the
+   table stores with their point checks and the IOTLB probe 22%, the reservation, the
+   wrap of the caller's page with its ownership checks and their release 16%, the
+   sharing plan and the graph edges 16%, the cache maintenance 8%, the DMA layer's
+   checks, transaction, call sites and records and the seed calls' locking the
+   rest); a 64-entry list pays most of those per entry, the CPU cache model's clean
+   per entry about a fifth of it.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_dma_api.py [--live 1000] [--iterations 3000]``
 (about 15 s); ``--quick`` runs a smaller population and fewer pairs (add
