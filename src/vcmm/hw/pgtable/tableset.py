@@ -129,10 +129,14 @@ class TableSet:
             return
         eb, vm = self._eb, int(self._vm)
         addr = table + index * eb
-        old = self._memory.read(addr, len(words) * eb)
-        delta = sum(1 for w in words if w & vm) - sum(
-            1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
-        )
+        if len(words) == 1:  # one page: the walker's word read, no array
+            word = self._memory.read_u32(addr) if eb == 4 else self._memory.read_u64(addr)
+            delta = bool(words[0] & vm) - bool(word & vm)
+        else:
+            old = self._memory.read(addr, len(words) * eb)
+            delta = sum(1 for w in words if w & vm) - sum(
+                1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
+            )
         self._memory.write(addr, b"".join(w.to_bytes(eb, "little") for w in words))
         self._tables[table].count += delta
 
