@@ -11,6 +11,9 @@ their counters; the caches; the mapping graph; every allocator) must be equal.
 
 from __future__ import annotations
 
+from importlib import resources
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +21,7 @@ import vcmm
 from vcmm import SZ_1M, SZ_4K
 from vcmm.core import Attr, PhysAttr
 from vcmm.core.objects import PhysMem, Reservation
+from vcmm.platform import load_platform
 
 DEVICE = "vcodec_a_mm1"
 OTHER = "vcodec_b_mm2"
@@ -165,3 +169,49 @@ def test_what_the_direct_path_declines_goes_the_general_way() -> None:
     assert counts["back"] == 1
     _step(side, ("back", 9, [40], False))  # the same page in the other VCM: a rewrite
     assert counts["back"] == 1 and counts["back_general"] == 3
+
+
+def _banked() -> vcmm.System:
+    path = resources.files("vcmm").joinpath("platforms/banked.toml")
+    with resources.as_file(path) as file:
+        return vcmm.System(load_platform(file))
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "general"])
+def test_a_parked_context_loses_its_entries_of_a_direct_unback(direct: bool) -> None:
+    """A context deactivated onto its bank keeps its IOTLB entries for its return
+    (banked platform: two banks, three contexts); an unback while it is parked must
+    invalidate them there too, on both paths, so the device faults afterwards rather
+    than read a page no longer mapped."""
+    system = _banked()
+    vcm = system.vcm_create(0x4000_0000, 64 * SZ_1M)
+    assoc = system.vcm_assoc(vcm, DEVICE)
+    system.vcm_activate(assoc)
+    ram = system.vcm_phys_alloc("ebi", 4 * SZ_4K)
+    pages = [
+        vcmm.AddressRange(c.start + k, SZ_4K)
+        for c in ram.chunk_ranges
+        for k in range(0, c.size, SZ_4K)
+    ]
+    wraps, reservations = [], []
+    for page in pages[:2]:  # the first makes the table, the second is a store
+        wrap = system.vcm_phys_wrap([page], owner="test", of=system.vcm_phys_owners([page]))
+        res = system.vcm_reserve(vcm, SZ_4K, Attr.RW)
+        (system.vcm_back_direct if direct else system.vcm_back)(res, wrap)
+        wraps.append(wrap)
+        reservations.append(res)
+    assert system.direct.counts["back"] == (1 if direct else 0)
+    res = reservations[1]
+    system.memory.write(pages[1].start, b"mapped!!")
+    device = system.device(DEVICE)
+    assert device.read(res.dev_addr, 8) == b"mapped!!"
+    tlb = device.ctx.smmu.tlb
+    system.vcm_deactivate(assoc)  # parked: the bank keeps its entries
+    assert tlb.holds(None, res.dev_addr, SZ_4K)
+    if not direct or system.vcm_unback_direct(res) is None:
+        system.vcm_unback(res)
+    assert system.direct.counts["unback"] == (1 if direct else 0)
+    assert not tlb.holds(None, res.dev_addr, SZ_4K)
+    system.vcm_activate(assoc)
+    with pytest.raises(vcmm.VcmmError):
+        device.read(res.dev_addr, 8)
