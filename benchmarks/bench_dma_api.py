@@ -24,12 +24,13 @@ debugging is off, as in a production kernel.
    unbacks through ``vcm_back_direct``/``vcm_unback_direct`` (``vcmm.core.direct``:
    one descriptor store per page into the kept tables, the IOTLB invalidated only
    where it holds an entry).  Measured on a shared 2-core machine (3 runs of
-   ``--quick --max-coherent-mib 1``, load average 2-3.7, min-max): map_page+unmap_page
-   209-217 us lean against 399-419 us reference (1.91-1.96x; debug on 217-220 against
-   413-414); map_sg+unmap_sg of 64 pages 2.63-2.69 ms against 3.06-3.11 ms (1.16-1.17x;
-   debug on 2.64-2.69 against 2.97-3.10).  Before the direct calls the lean path was
-   343-364 us and 2.7-3.0 ms.  The goals (10 us, 150 us) are not met: what is left
-   of a page pair is spread thinly (cProfile of 500 pairs, cumulative shares: the
+   ``--quick --max-coherent-mib 1``, load average 2.6-2.7, min-max), with main's
+   small-call work merged: map_page+unmap_page 190-216 us lean against 347-393 us
+   reference (1.75-1.83x; debug on 197-231 against 355-421); map_sg+unmap_sg of 64
+   pages 2.61-2.75 ms against 3.01-3.23 ms (1.16-1.19x; debug on 2.60-2.78 against
+   2.93-3.12).  Before the direct calls the lean path was 343-364 us and 2.7-3.0 ms.
+   The goals (10 us, 150 us) are not met: what is left of a page pair is spread
+   thinly (cProfile of 500 pairs, cumulative shares: the
    table stores with their point checks and the IOTLB probe 22%, the reservation, the
    wrap of the caller's page with its ownership checks and their release 16%, the
    sharing plan and the graph edges 16%, the cache maintenance 8%, the DMA layer's
