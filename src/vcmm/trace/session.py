@@ -24,19 +24,24 @@ from vcmm.trace.scan import parse_text, read_trace
 
 PlatformArg = PlatformSpec | str | os.PathLike[str] | None
 
+#: The event classes naming an IOVA range, and those naming only a device (tuples: a
+#: ``X | Y`` in the loop would build a union object per event).
+_RANGED = (IommuMap, IommuUnmap)
+_NAMED = (DmaEvent, GroupEvent)
+
 
 def traced_devices(items: Iterable[Item]) -> dict[str, int]:
     """Every device the items name, with the end of its highest traced IOVA range."""
     out: dict[str, int] = {}
     highest = out.get
     for item in items:
-        if isinstance(item, IommuMap | IommuUnmap):
+        if isinstance(item, _RANGED):
             device, end = item.device, item.iova + item.size
             if device is not None and end > highest(device, -1):
                 out[device] = end
         elif isinstance(item, IoPageFault):
             out[item.device] = max(out.get(item.device, 0), item.iova + 1)
-        elif isinstance(item, DmaEvent | GroupEvent):
+        elif isinstance(item, _NAMED):
             out.setdefault(item.device, 0)
     return out
 
