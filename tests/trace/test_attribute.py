@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from vcmm.trace import Attribution, IommuMap, IommuUnmap, Skipped, attribute, parse_text
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vcmm.trace import (
+    Attribution,
+    DmaEvent,
+    DmaRole,
+    IommuMap,
+    IommuUnmap,
+    Skipped,
+    attribute,
+    parse_text,
+)
+from vcmm.trace.events import Event
 
 from .lines import (
     dma_alloc_line,
@@ -11,6 +26,7 @@ from .lines import (
     dma_map_sg_line,
     dma_unmap_line,
     dma_unmap_sg_line,
+    fault_line,
     header,
     map_line,
     trace,
@@ -111,3 +127,102 @@ def test_counts() -> None:
         map_line(0x2000, 0x81000000, 4096),
     ))))  # fmt: skip
     assert (att.attributed, att.unattributed) == (1, 1)
+
+
+# -- against a whole-trace reference of the rule, on random traces --------------------
+
+_TASKS = ({"pid": 7, "cpu": 0}, {"pid": 7, "cpu": 1}, {"pid": 9, "cpu": 0})
+_KINDS = ("map", "unmap", "dma_map", "dma_unmap", "sync", "unmap_sg", "free", "fault", "junk")
+
+
+def _line(kind: str, page: int, task: dict[str, int], dev: str) -> str:
+    iova, pa = 0x10000 + page * 0x1000, 0x80000000 + page * 0x1000
+    return {
+        "map": lambda: map_line(iova, pa, 0x1000, **task),
+        "unmap": lambda: unmap_line(iova, 0x1000, **task),
+        "dma_map": lambda: dma_map_line(dev, iova, 0x1000, pa, **task),
+        "dma_unmap": lambda: dma_unmap_line(dev, iova, 0x1000, **task),
+        "sync": lambda: dma_unmap_line(dev, iova, 0x1000, event="dma_sync_single_for_cpu", **task),
+        "unmap_sg": lambda: dma_unmap_sg_line(dev, [pa], **task),
+        "free": lambda: dma_free_line(dev, iova, 0x2000, **task),
+        "fault": lambda: fault_line(dev, iova, 1, **task),
+        "junk": lambda: "not a trace line",
+    }[kind]()
+
+
+@dataclass
+class _Waiting:
+    maps: list[int] = field(default_factory=list)
+    unmaps: list[int] = field(default_factory=list)
+    window: DmaEvent | None = None
+
+
+def _inside(window: DmaEvent, ev: IommuUnmap) -> bool:
+    """A dma_free's freed range, in whole pages; a dma_unmap_sg names no range."""
+    if window.dma_addr is None or window.size is None:
+        return True
+    low, high = window.dma_addr // 0x1000, -(-(window.dma_addr + window.size) // 0x1000)
+    return low * 0x1000 <= ev.iova and ev.iova + ev.size <= high * 0x1000
+
+
+def _reference(items: list[Event | Skipped]) -> list[tuple[str, int, str]]:
+    """The rule of the module notes applied to the whole trace at once, by index: every
+    map and unmap resolved to a device or a reason, the output in trace order."""
+    out = [
+        (type(i).__name__, i.line, i.reason if isinstance(i, Skipped) else i.device or "")
+        for i in items
+    ]
+    tasks: dict[tuple[int, int], _Waiting] = {}
+
+    def drop(waiting: list[int], why: str) -> None:
+        for k in waiting:
+            ev = items[k]
+            assert isinstance(ev, IommuMap | IommuUnmap)
+            kind = "map" if isinstance(ev, IommuMap) else "unmap"
+            out[k] = ("Skipped", ev.line, f"{kind} of iova {ev.iova:#x} by {ev.comm}-{ev.pid} "
+                      f"on CPU {ev.cpu} has no device: {why}")  # fmt: skip
+        waiting.clear()
+
+    for k, item in enumerate(items):
+        if not isinstance(item, IommuMap | IommuUnmap | DmaEvent):
+            continue
+        t = tasks.setdefault((item.pid, item.cpu), _Waiting())
+        if isinstance(item, IommuMap):
+            t.window = None
+            t.maps.append(k)
+        elif isinstance(item, IommuUnmap):
+            if t.window is not None and _inside(t.window, item):
+                out[k] = ("IommuUnmap", item.line, t.window.device)
+            else:
+                t.unmaps.append(k)
+        else:
+            role = item.role
+            why = f"the next dma event of the task, line {item.line}, is {item.name}"
+            t.window = item if role is DmaRole.OPENS_UNMAPS else None
+            for waiting, claims, kind in ((t.maps, DmaRole.CLAIMS_MAPS, "IommuMap"),
+                                          (t.unmaps, DmaRole.CLAIMS_UNMAPS, "IommuUnmap")):  # fmt: skip
+                if role in (claims, DmaRole.CLAIMS_BOTH):
+                    for j in waiting:
+                        out[j] = (kind, out[j][1], item.device)
+                    waiting.clear()
+                else:
+                    drop(waiting, why)
+    for t in tasks.values():
+        drop(t.maps, "no dma_map/dma_alloc event of the task followed it")
+        drop(t.unmaps, "no dma_unmap/dma_free event of the task came with it")
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KINDS), st.integers(0, 3), st.integers(0, 2),
+                          st.sampled_from((A, B))), max_size=40))  # fmt: skip
+def test_random_traces_attribute_as_the_whole_trace_reference(
+    ops: list[tuple[str, int, int, str]],
+) -> None:
+    text = trace(*(_line(kind, page, _TASKS[t], dev) for kind, page, t, dev in ops))
+    got = [
+        (type(i).__name__, i.line, i.reason if isinstance(i, Skipped) else i.device or "")
+        for i in attribute(parse_text(text))
+    ]
+    want = _reference(parse_text(text))
+    assert got == want

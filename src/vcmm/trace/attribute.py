@@ -116,46 +116,39 @@ class Attribution:
         if role in _UNMAP_WINDOW:
             task.window = ev
 
-    def _place(self, item: Item) -> bool:
-        """Queue ``item`` (maps and unmaps may wait); True when it may leave at once
-        (nothing waits before it and it waits for nothing)."""
-        queue = self._queue
-        if isinstance(item, IommuMap):
-            task = self._task(item)
-            task.window = None
-            slot = _Slot(item, False)
-            task.maps.append(slot)
-            queue.append(slot)
-        elif isinstance(item, IommuUnmap):
-            task = self._task(item)
-            window = task.window
-            if window is not None and _in_window(window, item):
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items in trace order, maps and unmaps with ``device`` set or skipped.
+
+        The queue's head is never ready after an item is placed (ready ones leave at
+        once), so an item that waits joins the queue's tail with nothing to flush,
+        and one that does not wait leaves at once when the queue empties before it."""
+        queue, tasks = self._queue, self._tasks
+        for item in items:
+            if isinstance(item, IommuMap):
+                task = tasks.get((item.pid, item.cpu)) or self._task(item)
+                task.window = None
+                slot = _Slot(item, False)
+                task.maps.append(slot)
+                queue.append(slot)
+                continue  # a map waits for its dma event
+            if isinstance(item, IommuUnmap):
+                task = tasks.get((item.pid, item.cpu)) or self._task(item)
+                window = task.window
+                if window is None or not _in_window(window, item):
+                    slot = _Slot(item, False)
+                    task.unmaps.append(slot)
+                    queue.append(slot)
+                    continue  # it waits for its dma event
                 item.device = window.device
                 self.attributed += 1
-                if not queue:
-                    return True
-                queue.append(_Slot(item, True))
-            else:
-                slot = _Slot(item, False)
-                task.unmaps.append(slot)
-                queue.append(slot)
-        else:
-            if isinstance(item, DmaEvent):
-                self._dma(item, self._task(item))
-            if not queue:
-                return True
-            queue.append(_Slot(item, True))
-        return False
-
-    def run(self, items: Iterable[Item]) -> Iterator[Item]:
-        """The items in trace order, maps and unmaps with ``device`` set or skipped."""
-        queue = self._queue
-        for item in items:
-            if self._place(item):
-                yield item
-                continue
+            elif isinstance(item, DmaEvent):
+                self._dma(item, tasks.get((item.pid, item.cpu)) or self._task(item))
             while queue and queue[0].ready:
                 yield queue.popleft().item
+            if queue:
+                queue.append(_Slot(item, True))
+            else:
+                yield item
         for task in self._tasks.values():
             self._drop(task.maps, "no dma_map/dma_alloc event of the task followed it")
             self._drop(task.unmaps, "no dma_unmap/dma_free event of the task came with it")

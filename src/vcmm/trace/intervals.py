@@ -137,7 +137,9 @@ class IntervalMap(Generic[V]):
         if not found:
             return found
         of = self._of
-        removed = [(max(s, start), min(e, end), v) for s, e, v in found]
+        removed = found  # only the end pieces can stick out of [start, end)
+        if found[0][0] < start or found[-1][1] > end:
+            removed = [(max(s, start), min(e, end), v) for s, e, v in found]
         drop = [s for s, _, _ in found]
         s0, _, v0 = found[0]
         if s0 < start:
@@ -172,11 +174,16 @@ class IntervalMap(Generic[V]):
     def insert_run(self, items: Sequence[tuple[int, int, V]]) -> None:
         """Add sorted, disjoint intervals that the caller knows overlap nothing: one
         splice of the starts when no interval lies between them, else one insert each."""
-        if len(items) < 2:
-            for s, e, v in items:
+        self.insert_sorted([s for s, _, _ in items], [(e, v) for _, e, v in items])
+
+    def insert_sorted(self, starts: list[int], entries: list[tuple[int, V]]) -> None:
+        """:meth:`insert_run` given as columns: the sorted ``starts`` and each one's
+        ``(end, value)``.  Callers that build the columns as they go save a pass."""
+        if len(starts) < 2:
+            for s, (e, v) in zip(starts, entries, strict=True):
                 self.insert(s, e, v)
             return
-        first, last = items[0][0], items[-1][0]
+        first, last = starts[0], starts[-1]
         chunks, mins = self._chunks, self._mins
         if not chunks:
             chunks.append([])
@@ -186,13 +193,11 @@ class IntervalMap(Generic[V]):
         i = bisect_right(chunk, first)
         after = chunk[i] if i < len(chunk) else mins[ci + 1] if ci + 1 < len(mins) else None
         if after is not None and after < last:
-            for s, e, v in items:
+            for s, (e, v) in zip(starts, entries, strict=True):
                 self.insert(s, e, v)
             return
-        of = self._of
-        for s, e, v in items:
-            of[s] = (e, v)
-        chunk[i:i] = [s for s, _, _ in items]
+        self._of.update(zip(starts, entries, strict=True))
+        chunk[i:i] = starts
         mins[ci] = chunk[0]
         size = self._chunk
         while len(chunk) > 2 * size:

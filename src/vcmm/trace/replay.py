@@ -37,15 +37,6 @@ from vcmm.trace.tables import SharedTableMemory, TableWriter
 Item = IommuMap | IommuUnmap | IoPageFault | GroupEvent | DmaEvent | Skipped
 
 
-def _continues(before: IommuMap, ev: IommuMap) -> bool:
-    """Whether ``ev`` maps right after ``before`` in both addresses, for one device."""
-    return (
-        ev.iova == before.iova + before.size
-        and ev.paddr == before.paddr + before.size
-        and ev.device == before.device
-    )
-
-
 def _runs(pieces: list[tuple[int, int, Live]]) -> list[tuple[int, int]]:
     """``(table address, size)`` of the runs of adjacent pieces (sorted) that are
     adjacent in the table too (as traced always; under ``--reallocate`` when vcmm
@@ -150,26 +141,33 @@ class Replayer:
     def feed(self, items: Iterable[Item]) -> None:
         """Replay ``items`` (parsed and attributed, in trace order)."""
         report = self.report
-        run: list[IommuMap] = []  # maps continuing each other, replayed together
+        # Maps of one device continuing each other in both addresses, replayed together.
+        run: list[IommuMap] = []
         for item in items:
             if isinstance(item, IommuMap):
-                if run and not _continues(run[-1], item):
-                    self._map_run(run)
-                    run = []
+                if run:
+                    last = run[-1]
+                    if (
+                        item.iova != last.iova + last.size
+                        or item.paddr != last.paddr + last.size
+                        or item.device != last.device
+                    ):
+                        self._map_run(run)
+                        run = []
                 run.append(item)
                 continue
             if run:
                 self._map_run(run)
                 run = []
-            if isinstance(item, IommuUnmap):
+            if isinstance(item, DmaEvent):  # the most frequent first
+                report.events += 1
+                self._stats(item.device)
+            elif isinstance(item, IommuUnmap):
                 self._unmap(item)
             elif isinstance(item, Skipped):
                 report.skipped.append(item)
             elif isinstance(item, IoPageFault):
                 self._fault(item)
-            elif isinstance(item, DmaEvent):
-                report.events += 1
-                self._stats(item.device)
             elif isinstance(item, GroupEvent):
                 report.events += 1
             else:
@@ -193,7 +191,6 @@ class Replayer:
             not isinstance(dom, Domain)
             or self.timeline is not None
             or dom.iova is not None
-            or any(ev.size <= 0 or ev.size % GRANULE for ev in run)
             or dom.check(start, end - start, first.paddr) is not None
             or dom.live.first(start, end) is not None
         ):
@@ -201,18 +198,26 @@ class Replayer:
                 self._map(ev)
             return
         writer, span, tables = dom.writer, dom.writer.leaf_span, self.tables
-        placed: list[tuple[int, int, Live]] = []
+        smallest, pa_delta = writer.smallest_block, first.paddr - start
+        starts: list[int] = []
+        placed: list[tuple[int, Live]] = []  # (end, value) of each start
         writes: list[tuple[int, bool, bool]] = []
         for ev in run:
             s, size = ev.iova, ev.size
-            small = tables and writer.small_pages_only(s, ev.paddr, size)
+            if size <= 0 or size % GRANULE:  # one would be skipped: take them one by one
+                for one in run:
+                    self._map(one)
+                return
+            e = s + size
+            small = tables and (size < smallest or writer.small_pages_only(s, ev.paddr, size))
             # Tables the run's earlier maps reached exist: ask only about the others.
             at = s - s % span
-            if placed and at != s:
+            if starts and at != s:
                 at += span
-            writes.append((size, small, small and dom.keeps_tables(at, s + size)))
-            placed.append((s, s + size, Live(ev.paddr - s, ev.line, device, 0, -1, small)))
-        dom.live.insert_run(placed)
+            writes.append((size, small, small and (at >= e or dom.keeps_tables(at, e))))
+            starts.append(s)
+            placed.append((e, Live(pa_delta, ev.line, device, 0, -1, small)))
+        dom.live.insert_sorted(starts, placed)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
         writer.map_run(start, first.paddr, writes)
@@ -270,10 +275,15 @@ class Replayer:
                 self._skip(ev.line, placed)
                 return
             va_delta, alloc = placed
-        small = self.tables and dom.writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        writer = dom.writer
+        small = self.tables and (
+            ev.size < writer.smallest_block
+            or writer.small_pages_only(start + va_delta, ev.paddr, ev.size)
+        )
         # As traced, a map into last-level tables that exist allocates no table page.
         quiet = small and dom.iova is None and dom.keeps_tables(start, end)
-        dom.live.insert(start, end, Live(ev.paddr - start, ev.line, device, va_delta, alloc, small))
+        value = Live(ev.paddr - start, ev.line, device, va_delta, alloc, small)
+        dom.live.insert(start, end, value)
         if dom.gone.first(start, end) is not None:
             dom.gone.remove(start, end)
         dom.writer.map(start + va_delta, ev.paddr, ev.size, small=small, quiet=quiet)
@@ -305,25 +315,35 @@ class Replayer:
         self._stats(device).unmap += 1
         start, end = ev.iova, ev.iova + ev.size
         pieces = dom.live.remove(start, end)
-        gaps = holes(start, end, pieces)
-        if gaps:
-            self._unmap_problem(dom, ev, device, gaps)
-        # As traced, an unmap that frees no table page may wait to merge (tables.py).
-        deferrable = (
-            self.tables
-            and dom.iova is None
-            and all(live.small for _, _, live in pieces)
-            and dom.unmap_frees_no_table(start, end)
-        )
-        if dom.iova is None and self.timeline is None:  # only the counts to update
+        line, covered, small = ev.line, 0, True  # the pieces were live, so not in ``gone``
+        starts: list[int] = []
+        gone: list[tuple[int, int]] = []  # (end, line) of each start
+        if dom.iova is None and self.timeline is None:  # as traced: only the counts to update
+            stats = self.report.devices  # every device with a live piece has them
             for s, e, live in pieces:
-                self._stats(live.device).mapped_bytes -= e - s
+                covered += e - s
+                stats[live.device].mapped_bytes -= e - s
+                small = small and live.small
+                starts.append(s)
+                gone.append((e, line))
         else:
             for s, e, live in pieces:
+                covered += e - s
+                small = small and live.small
+                starts.append(s)
+                gone.append((e, line))
                 self._release(dom, ev, s, e, live)
-        line = ev.line  # the pieces were live, so not in ``gone``
-        dom.gone.insert_run([(s, e, line) for s, e, _ in pieces])
-        for va, size in _runs(pieces):  # one table call per run, as the kernel's unmap
+        if covered != end - start:
+            self._unmap_problem(dom, ev, device, holes(start, end, pieces))
+        dom.gone.insert_sorted(starts, gone)
+        # As traced, an unmap that frees no table page may wait to merge (tables.py).
+        deferrable = (
+            self.tables and dom.iova is None and small and dom.unmap_frees_no_table(start, end)
+        )
+        # One table call per run of pieces adjacent in the table, as the kernel's unmap:
+        # as traced, pieces covering the whole range are one.
+        runs = [(start, end - start)] if covered == end - start and dom.iova is None else None
+        for va, size in runs or _runs(pieces):
             dom.writer.unmap(va, size, deferrable=deferrable)
         if self.timeline is not None:
             self.timeline.instant(

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from vcmm.platform import PlatformSpec, load_platform
 from vcmm.system import System
 from vcmm.trace.attribute import attribute
+from vcmm.trace.collector import collector_paused
 from vcmm.trace.errors import TraceError
 from vcmm.trace.events import DmaEvent, GroupEvent, IommuMap, IommuUnmap, IoPageFault, Skipped
 from vcmm.trace.perfetto import Timeline
@@ -23,17 +24,24 @@ from vcmm.trace.scan import parse_text, read_trace
 
 PlatformArg = PlatformSpec | str | os.PathLike[str] | None
 
+#: The event classes naming an IOVA range, and those naming only a device (tuples: a
+#: ``X | Y`` in the loop would build a union object per event).
+_RANGED = (IommuMap, IommuUnmap)
+_NAMED = (DmaEvent, GroupEvent)
+
 
 def traced_devices(items: Iterable[Item]) -> dict[str, int]:
     """Every device the items name, with the end of its highest traced IOVA range."""
     out: dict[str, int] = {}
+    highest = out.get
     for item in items:
-        if isinstance(item, IommuMap | IommuUnmap):
-            if item.device is not None:
-                out[item.device] = max(out.get(item.device, 0), item.iova + item.size)
+        if isinstance(item, _RANGED):
+            device, end = item.device, item.iova + item.size
+            if device is not None and end > highest(device, -1):
+                out[device] = end
         elif isinstance(item, IoPageFault):
             out[item.device] = max(out.get(item.device, 0), item.iova + 1)
-        elif isinstance(item, DmaEvent | GroupEvent):
+        elif isinstance(item, _NAMED):
             out.setdefault(item.device, 0)
     return out
 
@@ -76,16 +84,19 @@ def replay(
     writes, same report but for ``table_calls``)."""
     if isinstance(items, str | bytes):
         raise TraceError("replay takes parsed events; give text to replay_text()")
-    attributed: list[Item] = list(attribute(items))
-    replayer = Replayer(
-        boot(platform, attributed),
-        reallocate=reallocate,
-        tables=tables,
-        batch=batch,
-        timeline=timeline,
-    )
-    replayer.feed(attributed)
-    report = replayer.finish()
+    with collector_paused():
+        attributed: list[Item] = list(attribute(items))
+        replayer = Replayer(
+            boot(platform, attributed),
+            reallocate=reallocate,
+            tables=tables,
+            batch=batch,
+            timeline=timeline,
+        )
+        replayer.feed(attributed)
+        report = replayer.finish()
+        # Freed before the collector is back, its first pass walks only what survives.
+        del replayer, attributed
     if strict and report.skipped:
         first = report.skipped[0]
         raise TraceError(

@@ -47,6 +47,7 @@ per batch, as io-pgtable's gather does.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection
 
 from vcmm.attrs import PageAttrs
@@ -132,6 +133,7 @@ class TableWriter:
         "ctx",
         "enabled",
         "leaf_span",
+        "smallest_block",
         "table",
         "table_bytes",
         "table_bytes_peak",
@@ -158,7 +160,8 @@ class TableWriter:
         self.attrs = attrs
         #: Pending small-page maps, page -> physical page, in trace order.
         self._maps: dict[int, int] = {}
-        #: Pages of ``_maps`` whose map allocated no table page (may cancel).
+        #: Pages of ``_maps`` whose map allocated no table page (may cancel); always a
+        #: subset of ``_maps`` (both lose a page together).
         self._quiet: set[int] = set()
         #: Pending unmapped pages (of unmaps that free no table page).
         self._unmaps: set[int] = set()
@@ -168,6 +171,9 @@ class TableWriter:
         sizes = sorted(table.fmt.sizes)
         self._granule = sizes[0]
         self._blocks = sizes[1:]
+        #: No map shorter than this can hold a block (what :meth:`small_pages_only`
+        #: asks first; callers test it to skip the call).
+        self.smallest_block = self._blocks[0] if self._blocks else 1 << 64
         last = table.geometry.levels[-1]
         #: What one last-level table translates (2 MiB for 4 KiB VMSAv8, 1 MiB ARMv7).
         self.leaf_span = 1 << (last.shift + last.index_bits)
@@ -187,7 +193,7 @@ class TableWriter:
     def small_pages_only(self, va: int, pa: int, size: int) -> bool:
         """Whether a call of its own would map ``[va, va+size)`` with granule pages only
         (no block size ``B`` to which va and pa align alike has a whole ``B`` inside)."""
-        if not self._blocks or size < self._blocks[0]:
+        if size < self.smallest_block:
             return True  # too small for any block
         for block in self._blocks:
             if (va - pa) % block == 0 and -(-va // block) * block + block <= va + size:
@@ -217,7 +223,7 @@ class TableWriter:
             return
         pages = range(va, va + size, granule)
         unmaps = self._unmaps
-        if unmaps and any(p in unmaps for p in pages):
+        if unmaps and not unmaps.isdisjoint(pages):
             self._write_unmaps(range(0))  # the address is reused: its unmap goes first
         if not quiet:
             self._shared.before(self)
@@ -238,29 +244,34 @@ class TableWriter:
         unmap), else their pages join the batch in one go."""
         if not self.enabled:
             return
-        total = sum(size for size, _, _ in maps)
-        unmaps = self._unmaps
+        total, small, quiet = 0, True, True
+        for size, one_small, one_quiet in maps:
+            total += size
+            small = small and one_small
+            quiet = quiet and one_quiet
+        granule, unmaps = self._granule, self._unmaps
+        pages = range(va, va + total, granule)
         if (
             not self.batch
-            or total > BATCH_PAGES * self._granule
-            or not all(small for _, small, _ in maps)
-            or (unmaps and any(p in unmaps for p in range(va, va + total, self._granule)))
+            or total > BATCH_PAGES * granule
+            or not small
+            or (unmaps and not unmaps.isdisjoint(pages))
         ):
-            for size, small, quiet in maps:
-                self.map(va, pa, size, small=small, quiet=quiet)
+            for size, one_small, one_quiet in maps:
+                self.map(va, pa, size, small=one_small, quiet=one_quiet)
                 va, pa = va + size, pa + size
             return
-        if not all(quiet for _, _, quiet in maps):
+        if not quiet:
             self._shared.before(self)  # writes only other writers' maps: may come first
             self._shared.holder = self
-        granule, pending, quiet_pages = self._granule, self._maps, self._quiet
-        for size, _, quiet in maps:
-            pages = range(va, va + size, granule)
-            for k, page in enumerate(pages):
-                pending[page] = pa + k * granule
-            if quiet:
-                quiet_pages.update(pages)
-            va, pa = va + size, pa + size
+        self._maps.update(zip(pages, range(pa, pa + total, granule), strict=True))
+        if quiet:
+            self._quiet.update(pages)
+            return
+        for size, _, one_quiet in maps:
+            if one_quiet:
+                self._quiet.update(range(va, va + size, granule))
+            va += size
 
     def unmap(self, va: int, size: int, *, deferrable: bool = False) -> None:
         """Unmap ``[va, va+size)``.  ``deferrable``: the caller knows the unmap frees
@@ -275,17 +286,17 @@ class TableWriter:
             self._write_unmap(va, size)
             return
         pages = range(va, va + size, self._granule)
-        maps = self._maps
+        maps, quiet = self._maps, self._quiet
+        if deferrable and pages and quiet.issuperset(pages):
+            # Every page waits in a quiet map (quiet pages are pending maps): the map
+            # and the unmap cancel.
+            deque(map(maps.pop, pages), 0)
+            quiet.difference_update(pages)
+            self._cancelled.append((va, size))
+            return
         if maps:
             waiting = [p for p in pages if p in maps]
             if waiting:
-                quiet = self._quiet
-                if deferrable and len(waiting) == len(pages) and quiet.issuperset(pages):
-                    for p in pages:
-                        del maps[p]
-                    quiet.difference_update(pages)
-                    self._cancelled.append((va, size))
-                    return
                 self._write_maps(waiting)
         if deferrable:
             self._unmaps.update(pages)
@@ -298,7 +309,7 @@ class TableWriter:
         self._shared.before(self)
         self._bracket()
         self.calls += 1
-        self.table.map(va, pa, size, self.attrs)
+        self.table.map(va, pa, size, self.attrs, entries=False)
         self.ctx.tlb_gather.add_range(va, size)
         self._count_pages()
 
@@ -359,11 +370,11 @@ class TableWriter:
         if len(runs) < MAP_MANY_RUNS:
             self.calls += len(runs)
             for va, pa, size in runs:
-                self.table.map(va, pa, size, self.attrs, page_size=granule)
+                self.table.map(va, pa, size, self.attrs, page_size=granule, entries=False)
         else:
             self.calls += 1
             attrs = self.attrs
-            self.table.map_many([(va, pa, granule, attrs) for va, pa in pages])
+            self.table.map_many([(va, pa, granule, attrs) for va, pa in pages], entries=False)
 
     def _write_unmaps(self, then: range) -> None:
         """Write the pending unmaps, a run of adjacent pages per call, before an unmap
