@@ -224,3 +224,66 @@ def test_random_alloc_free_keeps_blocks_disjoint_and_restores_empty(
     for pa, size in list(live.items()):
         tm.free(pa, size)
     assert state(mem, tm) == empty
+
+
+def _first_fit(used: set[int], count: int, align_pages: int, first_aligned: int, total: int) -> int:
+    """The reference placement: the lowest aligned run of ``count`` free pages."""
+    for start in range(first_aligned, total - count + 1, align_pages):
+        if not any(p in used for p in range(start, start + count)):
+            return start
+    return -1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from([SZ_4K, SZ_4K, SZ_4K, SZ_8K, SZ_16K]),
+            st.integers(0, 999),
+        ),
+        max_size=120,
+    )
+)
+def test_whole_page_blocks_go_to_the_lowest_free_aligned_run(
+    ops: list[tuple[bool, int, int]],
+) -> None:
+    # A 1 MiB window starting one page past a 16K boundary, so alignment shifts the runs,
+    # and long enough that the search for the next free page crosses its first slices.
+    start = RAM + SZ_4K
+    _, tm = make(start, SZ_1M - SZ_4K)
+    total = (SZ_1M - SZ_4K) // SZ_4K
+    used: set[int] = set()
+    live: dict[int, int] = {}
+    for is_alloc, size, pick in ops:
+        if is_alloc or not live:
+            count = size // SZ_4K
+            first_aligned = ((-start) % size) // SZ_4K
+            want = _first_fit(used, count, count, first_aligned, total)
+            if want < 0:
+                with pytest.raises(OutOfMemoryError):
+                    tm.alloc(size)
+                continue
+            pa = tm.alloc(size)
+            assert pa == start + want * SZ_4K
+            used.update(range(want, want + count))
+            live[pa] = size
+        else:
+            pa = sorted(live)[pick % len(live)]
+            size = live.pop(pa)
+            tm.free(pa, size)
+            index = (pa - start) // SZ_4K
+            used.difference_update(range(index, index + size // SZ_4K))
+    assert tm.committed_bytes == len(used) * SZ_4K
+
+
+def test_a_full_window_refuses_a_page_and_a_freed_page_far_up_is_found() -> None:
+    _, tm = make(RAM, SZ_1M)
+    pages = [tm.alloc(SZ_4K) for _ in range(SZ_1M // SZ_4K)]
+    assert pages == [RAM + i * SZ_4K for i in range(len(pages))]
+    before = tm.snapshot()
+    with pytest.raises(OutOfMemoryError):
+        tm.alloc(SZ_4K)
+    assert tm.snapshot() == before
+    tm.free(pages[-3], SZ_4K)  # past the first slices of the next-free search
+    assert tm.alloc(SZ_4K) == pages[-3]

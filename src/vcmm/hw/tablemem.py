@@ -145,6 +145,16 @@ class TableMemory:
         used = self._pages_used
         base = self._window.start
         step = align // TABLE_PAGE
+        if count == 1 and step == 1:
+            # The common case (one 4 KiB table page): the lowest free page is known, and
+            # only the search for the next one is left, which stops at the first free
+            # page instead of sweeping a window of up to 100,000s of pages.
+            index = self._first_free
+            if index >= used.size:
+                raise self._oom(size, req_align)
+            used[index] = True
+            self._first_free = self._next_free(index + 1)
+            return base + index * TABLE_PAGE
         first = ((-base) % align) // TABLE_PAGE
         first = max(first, first + -(-(self._first_free - first) // step) * step)
         starts = np.arange(first, used.size - count + 1, step)
@@ -160,9 +170,22 @@ class TableMemory:
         index = int(starts[int(np.argmax(free))])
         used[index : index + count] = True
         if index <= self._first_free < index + count:
-            rest = ~used[self._first_free :]
-            self._first_free += int(np.argmax(rest)) if rest.any() else rest.size
+            self._first_free = self._next_free(index + count)
         return base + index * TABLE_PAGE
+
+    def _next_free(self, start: int) -> int:
+        """The lowest free page index from ``start`` on (the page count when none),
+        looked for in growing slices: tables are allocated low first, so the next free
+        page is usually close."""
+        used = self._pages_used
+        span = 64
+        while start < used.size:
+            piece = used[start : start + span]
+            if not piece.all():
+                return start + int(np.argmin(piece))
+            start += piece.size
+            span *= 8
+        return int(used.size)
 
     def _alloc_slot(self, slot: int, size: int, align: int) -> int:
         pages = self._slabs.setdefault(slot, {})
