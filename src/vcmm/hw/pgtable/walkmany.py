@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
+from vcmm.hw import engine
 from vcmm.hw.memory import PhysicalMemory
-from vcmm.hw.pgtable.format import DescriptorKind, PageTableFormat, Role
+from vcmm.hw.pgtable.format import DescriptorKind, GeoLevel, Geometry, PageTableFormat, Role
 from vcmm.hw.walk import WalkArrays
 
 U64 = npt.NDArray[np.uint64]
@@ -49,15 +50,116 @@ def walk_into(
     va_bits: int | None = None,
 ) -> None:
     """Walk ``vas`` and write the results into ``out`` at ``rows`` (all rows if None);
-    attribute indices refer to ``attrs``, which grows as new attributes are met."""
+    attribute indices refer to ``attrs``, which grows as new attributes are met.
+
+    On the compiled engine each level's descriptors are classified by one compiled
+    loop (:mod:`vcmm.hw.kernels.walklevel`); else by whole-array numpy passes.  Both
+    give the same rows."""
     geo = fmt.geometry(va_bits)
     if rows is None:
         rows = np.arange(vas.shape[0], dtype=np.int64)
     walking = (
         np.flatnonzero(vas < np.uint64(geo.va_limit))
         if geo.va_bits < 64
-        else np.arange(vas.shape[0])
+        else np.arange(vas.shape[0], dtype=np.int64)
     )
+    if engine.compiled():
+        _walk_compiled(fmt, memory, geo, root, vas, out, rows, walking, attrs)
+    else:
+        _walk_numpy(fmt, memory, geo, root, vas, out, rows, walking, attrs)
+
+
+def _walk_compiled(
+    fmt: PageTableFormat,
+    memory: PhysicalMemory,
+    geo: Geometry,
+    root: int,
+    vas: U64,
+    out: WalkArrays,
+    rows: I64,
+    walking: I64,
+    attrs: list[PageAttrs],
+) -> None:
+    """:func:`walk_into`'s levels, each one gathered read and one compiled loop."""
+    from vcmm.hw.kernels.walklevel import decode_level, descriptor_addresses
+
+    table = np.full(walking.shape, root, dtype=np.uint64)
+    parent_desc = np.zeros(walking.shape, dtype=np.uint64)
+    index_of: dict[PageAttrs, int] = {a: i for i, a in enumerate(attrs)}
+    for li, gl in enumerate(geo.levels):
+        n = int(walking.shape[0])
+        if not n:
+            return
+        valid_mask, kinds, slices = _level_arrays(fmt, gl)
+        addr = np.empty(n, dtype=np.uint64)
+        descriptor_addresses(
+            vas, walking, table, np.uint64(gl.shift), np.uint64(gl.index_mask),
+            np.uint64(gl.entry_bytes), addr,
+        )  # fmt: skip
+        words, backed = memory.peek_words(addr, gl.entry_bytes)
+        leaf_kind = np.empty(n, dtype=np.int64)
+        next_walking = np.empty(n, dtype=np.int64)
+        next_table = np.empty(n, dtype=np.uint64)
+        next_parent = np.empty(n, dtype=np.uint64)
+        count = decode_level(
+            words, backed, vas, walking, rows, valid_mask, kinds, slices, gl.level,
+            out.ok, out.reads, out.level, out.shift, out.base, out.pa_base, leaf_kind,
+            next_walking, next_table, next_parent,
+        )  # fmt: skip
+        if count < n:  # some rows met a leaf (or a fault): number their attributes
+            parent = geo.levels[li - 1].table_kind if li else None
+            for k, kind in enumerate(gl.kinds):
+                if kind.role is Role.TABLE:
+                    continue
+                sel = np.flatnonzero(leaf_kind == k)
+                if sel.size:
+                    out.attr_index[rows[walking[sel]]] = _attr_numbers(
+                        fmt, kind, parent, words[sel], parent_desc[sel], attrs, index_of
+                    )
+        walking, table, parent_desc = next_walking[:count], next_table[:count], next_parent[:count]
+
+
+_LEVEL_ARRAYS: dict[
+    tuple[int, int], tuple[PageTableFormat, GeoLevel, tuple[np.uint64, U64, U64]]
+] = {}
+
+
+def _level_arrays(fmt: PageTableFormat, gl: GeoLevel) -> tuple[np.uint64, U64, U64]:
+    """The compiled loop's description of level ``gl``'s descriptor kinds (see
+    :func:`vcmm.hw.kernels.walklevel.decode_level`), built once per level."""
+    key = (id(fmt), id(gl))
+    cached = _LEVEL_ARRAYS.get(key)
+    if cached is not None and cached[0] is fmt and cached[1] is gl:
+        return cached[2]
+    width = max((len(k.address) for k in gl.kinds), default=1)
+    kinds = np.zeros((len(gl.kinds), 6), dtype=np.uint64)
+    slices = np.zeros((len(gl.kinds), width, 3), dtype=np.uint64)
+    for k, kind in enumerate(gl.kinds):
+        is_table = kind.role is Role.TABLE
+        af = 0 if is_table else fmt.access_flag_mask(kind)
+        kinds[k] = (
+            kind.type_mask, kind.type_value, int(is_table), kind.size_fault_mask, af,
+            kind.size.bit_length() - 1,
+        )  # fmt: skip
+        for s, piece in enumerate(kind.address):
+            slices[k, s] = (piece.desc_lsb, (1 << piece.width) - 1, piece.pa_lsb)
+    arrays = (np.uint64(gl.valid_mask), kinds, slices)
+    _LEVEL_ARRAYS[key] = (fmt, gl, arrays)
+    return arrays
+
+
+def _walk_numpy(
+    fmt: PageTableFormat,
+    memory: PhysicalMemory,
+    geo: Geometry,
+    root: int,
+    vas: U64,
+    out: WalkArrays,
+    rows: I64,
+    walking: I64,
+    attrs: list[PageAttrs],
+) -> None:
+    """:func:`walk_into`'s levels as whole-array numpy passes (no numba needed)."""
     table = np.full(walking.shape, root, dtype=np.uint64)
     parent_desc = np.zeros(walking.shape, dtype=np.uint64)
     index_of: dict[PageAttrs, int] = {a: i for i, a in enumerate(attrs)}

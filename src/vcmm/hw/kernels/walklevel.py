@@ -1,0 +1,90 @@
+"""One level of a vectorised page-table walk, compiled.
+
+:func:`vcmm.hw.pgtable.walkmany.walk_into` walks many addresses level by level: it
+gathers each level's descriptors with one read of memory, then classifies them.  In
+numpy the classification is some sixty whole-array passes per level (valid bit, each
+kind's type bits, size-fault bits, access flag, output-address slices, alignment,
+scatter into the result rows, compaction of the addresses still walking); through
+4 KiB pages a 64 MiB DMA transfer is 16,384 walks, and those passes cost more than
+moving the data.  Here they are one loop over the descriptors.
+
+The format comes in as arrays, one row per descriptor kind of the level in the order
+the walker tries them (the first match claims the descriptor): type mask and value,
+whether it points at a table, size-fault bits, access-flag bit, log2 of the leaf
+size, and the output-address slices ``(descriptor lsb, mask, address lsb)`` padded
+with zero masks.  All address arithmetic stays in uint64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def descriptor_addresses(
+    vas, walking, table, shift, index_mask, entry_bytes, out
+):  # pragma: no cover - compiled
+    """``out[i]``: where the descriptor of ``vas[walking[i]]`` sits in ``table[i]``."""
+    for i in range(walking.shape[0]):
+        out[i] = table[i] + ((vas[walking[i]] >> shift) & index_mask) * entry_bytes
+
+
+@njit(cache=True)
+def decode_level(  # pragma: no cover - compiled
+    words, backed, vas, walking, rows, valid_mask, kinds, slices, level,
+    ok, reads, levels, shifts, bases, pa_bases, leaf_kind,
+    next_walking, next_table, next_parent,
+):  # fmt: skip
+    """Classify the descriptors ``words`` read for the addresses ``vas[walking]``.
+
+    A leaf fills its result row ``rows[walking[i]]`` (ok, level, log2 size, input and
+    output base) and ``leaf_kind[i]`` (its kind's row, -1 for anything else); a table
+    pointer moves the address to ``next_*`` (its table and the descriptor, whose
+    fields a leaf may inherit).  A fault, a descriptor read from a hole or a
+    misaligned output leaves the row not ok.  Returns how many addresses walk on.
+
+    ``kinds[k] = (type mask, type value, is table, size-fault bits, access-flag bit,
+    log2 size)``; ``slices[k, s] = (descriptor lsb, mask, address lsb)``.
+    """
+    one = np.uint64(1)
+    zero = np.uint64(0)
+    count = 0
+    for i in range(walking.shape[0]):
+        leaf_kind[i] = -1
+        if not backed[i]:
+            continue
+        at = walking[i]
+        row = rows[at]
+        reads[row] += 1
+        word = words[i]
+        if word & valid_mask == zero:
+            continue
+        k = -1
+        for j in range(kinds.shape[0]):
+            if word & kinds[j, 0] == kinds[j, 1]:
+                k = j
+                break
+        if k < 0 or word & kinds[k, 3] != zero:
+            continue
+        out = zero
+        for s in range(slices.shape[1]):
+            out |= ((word >> slices[k, s, 0]) & slices[k, s, 1]) << slices[k, s, 2]
+        if kinds[k, 2] != zero:
+            next_walking[count] = at
+            next_table[count] = out
+            next_parent[count] = word
+            count += 1
+            continue
+        if kinds[k, 4] != zero and word & kinds[k, 4] == zero:
+            continue
+        shift = kinds[k, 5]
+        if out & ((one << shift) - one) != zero:
+            continue
+        ok[row] = True
+        levels[row] = level
+        shifts[row] = np.int64(shift)
+        bases[row] = (vas[at] >> shift) << shift
+        pa_bases[row] = out
+        leaf_kind[i] = k
+    return count
