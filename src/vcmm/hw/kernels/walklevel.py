@@ -32,26 +32,33 @@ def descriptor_addresses(
 
 @njit(cache=True)
 def decode_level(  # pragma: no cover - compiled
-    words, backed, vas, walking, rows, valid_mask, kinds, slices, level,
-    ok, reads, levels, shifts, bases, pa_bases, leaf_kind,
+    words, backed, vas, walking, rows, parents, valid_mask, kinds, slices, level,
+    ok, reads, levels, shifts, bases, pa_bases, leaf_attr, uniq,
     next_walking, next_table, next_parent,
 ):  # fmt: skip
     """Classify the descriptors ``words`` read for the addresses ``vas[walking]``.
 
     A leaf fills its result row ``rows[walking[i]]`` (ok, level, log2 size, input and
-    output base) and ``leaf_kind[i]`` (its kind's row, -1 for anything else); a table
-    pointer moves the address to ``next_*`` (its table and the descriptor, whose
-    fields a leaf may inherit).  A fault, a descriptor read from a hole or a
-    misaligned output leaves the row not ok.  Returns how many addresses walk on.
+    output base) and ``leaf_attr[i]``, the number of its attribute set among the
+    distinct ``(kind, attribute bits, inherited bits)`` of this level's leaves, which
+    go to ``uniq[u] = (kind, attribute bits, inherited bits, first i)``: a stream's
+    leaves share a handful, decoded once each by the caller.  ``leaf_attr[i]`` is -1
+    for anything but a leaf.  A table pointer moves the address to ``next_*`` (its
+    table and the descriptor, whose fields a leaf may inherit; ``parents[i]`` is the
+    one that led here).  A fault, a descriptor read from a hole or a misaligned
+    output leaves the row not ok.  Returns how many addresses walk on and how many
+    attribute sets were met (``uniq.shape[0] + 1`` if more: the caller numbers them).
 
     ``kinds[k] = (type mask, type value, is table, size-fault bits, access-flag bit,
-    log2 size)``; ``slices[k, s] = (descriptor lsb, mask, address lsb)``.
+    log2 size, attribute mask, inherited mask)``; ``slices[k, s] = (descriptor lsb,
+    mask, address lsb)``.
     """
     one = np.uint64(1)
     zero = np.uint64(0)
     count = 0
+    sets = 0
     for i in range(walking.shape[0]):
-        leaf_kind[i] = -1
+        leaf_attr[i] = -1
         if not backed[i]:
             continue
         at = walking[i]
@@ -86,5 +93,29 @@ def decode_level(  # pragma: no cover - compiled
         shifts[row] = np.int64(shift)
         bases[row] = (vas[at] >> shift) << shift
         pa_bases[row] = out
-        leaf_kind[i] = k
-    return count
+        bits = word & kinds[k, 6]
+        inherited = parents[i] & kinds[k, 7]
+        u = 0
+        while u < sets and u < uniq.shape[0]:  # a handful: a linear search
+            if uniq[u, 0] == k and uniq[u, 1] == bits and uniq[u, 2] == inherited:
+                break
+            u += 1
+        if u == sets and sets < uniq.shape[0]:
+            uniq[u, 0] = np.uint64(k)
+            uniq[u, 1] = bits
+            uniq[u, 2] = inherited
+            uniq[u, 3] = np.uint64(i)
+            sets += 1
+        elif u == sets:
+            sets = uniq.shape[0] + 1  # too many: the caller numbers them
+        leaf_attr[i] = u
+    return count, sets
+
+
+@njit(cache=True)
+def number_attrs(leaf_attr, walking, rows, numbers, attr_index):  # pragma: no cover - compiled
+    """``attr_index[row] = numbers[leaf_attr[i]]`` for each leaf ``i`` of a level."""
+    for i in range(walking.shape[0]):
+        u = leaf_attr[i]
+        if u >= 0:
+            attr_index[rows[walking[i]]] = numbers[u]

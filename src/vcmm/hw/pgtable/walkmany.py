@@ -81,65 +81,80 @@ def _walk_compiled(
     attrs: list[PageAttrs],
 ) -> None:
     """:func:`walk_into`'s levels, each one gathered read and one compiled loop."""
-    from vcmm.hw.kernels.walklevel import decode_level, descriptor_addresses
+    from vcmm.hw.kernels.walklevel import decode_level, descriptor_addresses, number_attrs
 
     table = np.full(walking.shape, root, dtype=np.uint64)
     parent_desc = np.zeros(walking.shape, dtype=np.uint64)
     index_of: dict[PageAttrs, int] = {a: i for i, a in enumerate(attrs)}
+    uniq = np.empty((ATTR_SETS, 4), dtype=np.uint64)
     for li, gl in enumerate(geo.levels):
         n = int(walking.shape[0])
         if not n:
             return
-        valid_mask, kinds, slices = _level_arrays(fmt, gl)
+        parent = geo.levels[li - 1].table_kind if li else None
+        valid_mask, kinds, slices = _level_arrays(fmt, gl, parent)
         addr = np.empty(n, dtype=np.uint64)
         descriptor_addresses(
             vas, walking, table, np.uint64(gl.shift), np.uint64(gl.index_mask),
             np.uint64(gl.entry_bytes), addr,
         )  # fmt: skip
         words, backed = memory.peek_words(addr, gl.entry_bytes)
-        leaf_kind = np.empty(n, dtype=np.int64)
+        leaf_attr = np.empty(n, dtype=np.int64)
         next_walking = np.empty(n, dtype=np.int64)
         next_table = np.empty(n, dtype=np.uint64)
         next_parent = np.empty(n, dtype=np.uint64)
-        count = decode_level(
-            words, backed, vas, walking, rows, valid_mask, kinds, slices, gl.level,
-            out.ok, out.reads, out.level, out.shift, out.base, out.pa_base, leaf_kind,
-            next_walking, next_table, next_parent,
+        count, sets = decode_level(
+            words, backed, vas, walking, rows, parent_desc, valid_mask, kinds, slices,
+            gl.level, out.ok, out.reads, out.level, out.shift, out.base, out.pa_base,
+            leaf_attr, uniq, next_walking, next_table, next_parent,
         )  # fmt: skip
-        if count < n:  # some rows met a leaf (or a fault): number their attributes
-            parent = geo.levels[li - 1].table_kind if li else None
+        if sets > ATTR_SETS:  # many attribute sets: number them with numpy
             for k, kind in enumerate(gl.kinds):
-                if kind.role is Role.TABLE:
-                    continue
-                sel = np.flatnonzero(leaf_kind == k)
-                if sel.size:
+                sel = np.flatnonzero((leaf_attr >= 0) & (words & kinds[k, 0] == kinds[k, 1]))
+                if sel.size and kind.role is Role.LEAF:
                     out.attr_index[rows[walking[sel]]] = _attr_numbers(
                         fmt, kind, parent, words[sel], parent_desc[sel], attrs, index_of
                     )
+        elif sets:
+            numbers = np.empty(sets, dtype=np.int64)
+            for u, (k, _, _, i) in enumerate(uniq[:sets].tolist()):
+                a = fmt.leaf_attrs(gl.kinds[k], int(words[i]), parent, int(parent_desc[i]))
+                number = index_of.get(a)
+                if number is None:
+                    number = index_of[a] = len(attrs)
+                    attrs.append(a)
+                numbers[u] = number
+            number_attrs(leaf_attr, walking, rows, numbers, out.attr_index)
         walking, table, parent_desc = next_walking[:count], next_table[:count], next_parent[:count]
 
 
+#: Distinct attribute sets a level's compiled loop numbers itself (past that, numpy).
+ATTR_SETS = 32
 _LEVEL_ARRAYS: dict[
     tuple[int, int], tuple[PageTableFormat, GeoLevel, tuple[np.uint64, U64, U64]]
 ] = {}
 
 
-def _level_arrays(fmt: PageTableFormat, gl: GeoLevel) -> tuple[np.uint64, U64, U64]:
-    """The compiled loop's description of level ``gl``'s descriptor kinds (see
-    :func:`vcmm.hw.kernels.walklevel.decode_level`), built once per level."""
+def _level_arrays(
+    fmt: PageTableFormat, gl: GeoLevel, parent: DescriptorKind | None
+) -> tuple[np.uint64, U64, U64]:
+    """The compiled loop's description of level ``gl``'s descriptor kinds under table
+    descriptors of kind ``parent`` (see :func:`vcmm.hw.kernels.walklevel.decode_level`),
+    built once per level."""
     key = (id(fmt), id(gl))
     cached = _LEVEL_ARRAYS.get(key)
     if cached is not None and cached[0] is fmt and cached[1] is gl:
         return cached[2]
     width = max((len(k.address) for k in gl.kinds), default=1)
-    kinds = np.zeros((len(gl.kinds), 6), dtype=np.uint64)
+    kinds = np.zeros((len(gl.kinds), 8), dtype=np.uint64)
     slices = np.zeros((len(gl.kinds), width, 3), dtype=np.uint64)
     for k, kind in enumerate(gl.kinds):
         is_table = kind.role is Role.TABLE
         af = 0 if is_table else fmt.access_flag_mask(kind)
+        inherited = parent.attr_mask if parent is not None and kind.inherits else 0
         kinds[k] = (
             kind.type_mask, kind.type_value, int(is_table), kind.size_fault_mask, af,
-            kind.size.bit_length() - 1,
+            kind.size.bit_length() - 1, kind.attr_mask, inherited,
         )  # fmt: skip
         for s, piece in enumerate(kind.address):
             slices[k, s] = (piece.desc_lsb, (1 << piece.width) - 1, piece.pa_lsb)
