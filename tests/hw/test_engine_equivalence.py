@@ -426,3 +426,27 @@ def test_long_smmu_transfers_agree(data: st.DataObject) -> None:
         with use_engine(engine):
             results.append(run_smmu(fmt, config, maps, ops))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "random"])
+@pytest.mark.parametrize("ways", [4, 64])
+def test_spans_over_entries_held_before_agree(policy: str, ways: int) -> None:
+    """Long transfers that start where the TLB already holds entries (a short read just
+    before: the first steps hit), and transfers through 64K pages that evict only
+    some of each set's entries (the oldest must go): the compiled engine's shortcut
+    for spans that only miss must not take these."""
+    maps = [
+        (0, RAM + SZ_16M, SZ_4K, 2048, RW_WB),  # 8 MiB of 4K pages
+        (16 * SZ_1M, RAM + 32 * SZ_1M, SZ_64K, 128, RW_WB),  # 8 MiB of 64K pages
+    ]
+    ops = [
+        ("read", 0, 0, 3 * SZ_4K),  # three entries at the start of the next copy
+        ("copy", 0, 4 * SZ_1M, 2 * SZ_1M),
+        ("read", 2 * SZ_1M - SZ_4K, 0, SZ_1M),  # the copy's last entry starts it
+        ("read", 16 * SZ_1M, 0, 2 * SZ_1M + SZ_64K),  # 33 pages: two fills a set, last
+    ]
+    config = TLBConfig(64, ways, policy)
+    with use_engine("python"):
+        expected = run_smmu(ARMV7S, config, maps, ops)
+    with use_engine("numba"):
+        assert run_smmu(ARMV7S, config, maps, ops) == expected

@@ -289,6 +289,7 @@ class StreamRunner:
         """Translate ``[va, end)`` page by page: the runs' addresses, outputs, lengths
         and entry origins (for :meth:`attrs_of`), and the address the kernel stopped at
         (``end`` when done)."""
+        from vcmm.hw.kernels.spanmiss import stream_span
         from vcmm.hw.kernels.tlbrun import run_span
 
         p = self._plan
@@ -299,11 +300,17 @@ class StreamRunner:
         run_pa = np.empty(cap, dtype=np.uint64)
         run_len = np.empty(cap, dtype=np.uint64)
         run_origin = np.empty(cap, dtype=np.int64)
-        count, reached = run_span(
+        count, reached = stream_span(  # a buffer streamed once: every step a miss
             np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
-            arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
-            run_va, run_pa, run_len, run_origin,
+            arrays.held, arrays.misc, arrays.counters, p.gleaf, run_va, run_pa, run_len,
+            run_origin,
         )  # fmt: skip
+        if count < 0:
+            count, reached = run_span(
+                np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
+                arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
+                run_va, run_pa, run_len, run_origin,
+            )  # fmt: skip
         self._absorb(arrays)
         k = int(count)
         return run_va[:k], run_pa[:k], run_len[:k], run_origin[:k], int(reached)
