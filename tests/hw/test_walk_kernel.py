@@ -84,9 +84,10 @@ def build(
         slot = data.draw(st.sampled_from(slots))
         word = int.from_bytes(memory.read(slot, width), "little")
         if data.draw(st.integers(0, 3)):
-            # type bits, the access flag (LPAE, v8), the supersection bit (v7s), an
-            # address-size bit (LPAE), or any
-            bit = data.draw(st.sampled_from([0, 1, 10, 10, 18, 44, 44, -1]))
+            # type bits, NS (v7s: a small page inherits its table's), the access flag
+            # (LPAE, v8), the supersection bit (v7s), an address-size bit (LPAE),
+            # NSTable (LPAE), or any
+            bit = data.draw(st.sampled_from([0, 1, 3, 10, 10, 18, 44, 44, 61, -1]))
             word ^= 1 << (bit if 0 <= bit < 8 * width else data.draw(st.integers(0, 31)))
         else:
             word = data.draw(st.integers(0, (1 << (8 * width)) - 1))
@@ -127,3 +128,21 @@ def test_compiled_and_numpy_walks_agree_with_the_hardware_walker(data: st.DataOb
             assert (level[row], size, base[row]) == (ref.level, ref.page_size, ref.va_base)
             assert pa_base[row] == ref.pa_base
             assert attrs[row] == ref.attrs
+
+
+def test_a_small_page_inherits_ns_from_its_table_descriptor() -> None:
+    """ARMv7 short descriptors: a small page's NS comes from the first-level page-table
+    descriptor pointing at its table (bit 3), which the compiled loop must carry down."""
+    memory = PhysicalMemory([MemoryRegion("ddr", AddressRange(RAM, SZ_256M))])
+    table = PageTable(ARMV7S, memory, TableMemory(memory, AddressRange(RAM, SZ_4M)))
+    table.map(0x10_0000, RAM + SZ_4M, 2 * ARMV7S.min_page, RW_WB)
+    slot = table.root + 4 * 1  # the first-level slot of VA 0x10_0000
+    desc = int.from_bytes(memory.read(slot, 4), "little")
+    memory.write(slot, (desc | 1 << 3).to_bytes(4, "little"))
+    vas = np.array([0x10_0000, 0x10_1000], dtype=np.uint64)
+    ref = walk_tables(ARMV7S, memory, table.root, 0x10_0000)
+    assert ref.attrs is not None and ref.attrs.ns
+    for engine in ("python", "numba"):
+        with use_engine(engine):
+            w = walk_tables_many(ARMV7S, memory, table.root, vas)
+        assert [w.attrs[i] for i in w.attr_index.tolist()] == [ref.attrs, ref.attrs]

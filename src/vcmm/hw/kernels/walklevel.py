@@ -32,22 +32,24 @@ def descriptor_addresses(
 
 @njit(cache=True)
 def decode_level(  # pragma: no cover - compiled
-    words, backed, vas, walking, rows, parents, valid_mask, kinds, slices, level,
-    ok, reads, levels, shifts, bases, pa_bases, leaf_attr, uniq,
-    next_walking, next_table, next_parent,
+    words, backed, vas, walking, rows, parents, tables, valid_mask, kinds, slices, level,
+    ok, reads, levels, shifts, bases, pa_bases, attr_index, uniq,
 ):  # fmt: skip
     """Classify the descriptors ``words`` read for the addresses ``vas[walking]``.
 
-    A leaf fills its result row ``rows[walking[i]]`` (ok, level, log2 size, input and
-    output base) and ``leaf_attr[i]``, the number of its attribute set among the
-    distinct ``(kind, attribute bits, inherited bits)`` of this level's leaves, which
-    go to ``uniq[u] = (kind, attribute bits, inherited bits, first i)``: a stream's
-    leaves share a handful, decoded once each by the caller.  ``leaf_attr[i]`` is -1
-    for anything but a leaf.  A table pointer moves the address to ``next_*`` (its
-    table and the descriptor, whose fields a leaf may inherit; ``parents[i]`` is the
-    one that led here).  A fault, a descriptor read from a hole or a misaligned
-    output leaves the row not ok.  Returns how many addresses walk on and how many
-    attribute sets were met (``uniq.shape[0] + 1`` if more: the caller numbers them).
+    A leaf fills its result row ``rows[walking[i]]``: ok, level, log2 size, input and
+    output base, and in ``attr_index`` ``-2 - u``, ``u`` the number of its attribute
+    set among the distinct ``(kind, attribute bits, inherited bits)`` of this level's
+    leaves, which go to ``uniq[u] = (kind, attribute bits, inherited bits, descriptor,
+    table descriptor)``: a stream's leaves share a handful, decoded once each by the
+    caller, who then renumbers (:func:`number_attrs`).  A table pointer keeps the
+    address walking: ``walking``, ``tables`` and ``parents`` (the table descriptor
+    that led to each address, whose fields a leaf may inherit) are compacted in place
+    to the addresses that walk on, with their next table and descriptor (entry ``i``
+    is read before anything is written to it).  A fault, a descriptor read from a
+    hole or a misaligned output leaves the row not ok.  Returns how many addresses
+    walk on and how many attribute sets were met (``uniq.shape[0] + 1`` if more:
+    those leaves keep -1 and the caller numbers them).
 
     ``kinds[k] = (type mask, type value, is table, size-fault bits, access-flag bit,
     log2 size, attribute mask, inherited mask)``; ``slices[k, s] = (descriptor lsb,
@@ -58,7 +60,6 @@ def decode_level(  # pragma: no cover - compiled
     count = 0
     sets = 0
     for i in range(walking.shape[0]):
-        leaf_attr[i] = -1
         if not backed[i]:
             continue
         at = walking[i]
@@ -78,9 +79,9 @@ def decode_level(  # pragma: no cover - compiled
         for s in range(slices.shape[1]):
             out |= ((word >> slices[k, s, 0]) & slices[k, s, 1]) << slices[k, s, 2]
         if kinds[k, 2] != zero:
-            next_walking[count] = at
-            next_table[count] = out
-            next_parent[count] = word
+            walking[count] = at
+            tables[count] = out
+            parents[count] = word
             count += 1
             continue
         if kinds[k, 4] != zero and word & kinds[k, 4] == zero:
@@ -104,18 +105,20 @@ def decode_level(  # pragma: no cover - compiled
             uniq[u, 0] = np.uint64(k)
             uniq[u, 1] = bits
             uniq[u, 2] = inherited
-            uniq[u, 3] = np.uint64(i)
+            uniq[u, 3] = word
+            uniq[u, 4] = parents[i]
             sets += 1
         elif u == sets:
             sets = uniq.shape[0] + 1  # too many: the caller numbers them
-        leaf_attr[i] = u
+        if u < uniq.shape[0]:
+            attr_index[row] = -2 - u
     return count, sets
 
 
 @njit(cache=True)
-def number_attrs(leaf_attr, walking, rows, numbers, attr_index):  # pragma: no cover - compiled
-    """``attr_index[row] = numbers[leaf_attr[i]]`` for each leaf ``i`` of a level."""
-    for i in range(walking.shape[0]):
-        u = leaf_attr[i]
-        if u >= 0:
-            attr_index[rows[walking[i]]] = numbers[u]
+def number_attrs(attr_index, numbers):  # pragma: no cover - compiled
+    """Replace each level-local code ``-2 - u`` in ``attr_index`` by ``numbers[u]``."""
+    for r in range(attr_index.shape[0]):
+        code = attr_index[r]
+        if code <= -2:
+            attr_index[r] = numbers[-2 - code]

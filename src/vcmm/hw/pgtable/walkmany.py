@@ -63,9 +63,9 @@ def walk_into(
         if geo.va_bits < 64
         else np.arange(vas.shape[0], dtype=np.int64)
     )
-    if engine.compiled():
-        _walk_compiled(fmt, memory, geo, root, vas, out, rows, walking, attrs)
-    else:
+    if not engine.compiled() or not _walk_compiled(
+        fmt, memory, geo, root, vas, out, rows, walking.copy(), attrs
+    ):
         _walk_numpy(fmt, memory, geo, root, vas, out, rows, walking, attrs)
 
 
@@ -79,18 +79,19 @@ def _walk_compiled(
     rows: I64,
     walking: I64,
     attrs: list[PageAttrs],
-) -> None:
-    """:func:`walk_into`'s levels, each one gathered read and one compiled loop."""
+) -> bool:
+    """:func:`walk_into`'s levels, each one gathered read and one compiled loop; False
+    (rows as they were) if a level meets more attribute sets than it numbers."""
     from vcmm.hw.kernels.walklevel import decode_level, descriptor_addresses, number_attrs
 
     table = np.full(walking.shape, root, dtype=np.uint64)
     parent_desc = np.zeros(walking.shape, dtype=np.uint64)
     index_of: dict[PageAttrs, int] = {a: i for i, a in enumerate(attrs)}
-    uniq = np.empty((ATTR_SETS, 4), dtype=np.uint64)
+    uniq = np.empty((ATTR_SETS, 5), dtype=np.uint64)
     for li, gl in enumerate(geo.levels):
         n = int(walking.shape[0])
         if not n:
-            return
+            return True
         parent = geo.levels[li - 1].table_kind if li else None
         valid_mask, kinds, slices = _level_arrays(fmt, gl, parent)
         addr = np.empty(n, dtype=np.uint64)
@@ -99,36 +100,31 @@ def _walk_compiled(
             np.uint64(gl.entry_bytes), addr,
         )  # fmt: skip
         words, backed = memory.peek_words(addr, gl.entry_bytes)
-        leaf_attr = np.empty(n, dtype=np.int64)
-        next_walking = np.empty(n, dtype=np.int64)
-        next_table = np.empty(n, dtype=np.uint64)
-        next_parent = np.empty(n, dtype=np.uint64)
         count, sets = decode_level(
-            words, backed, vas, walking, rows, parent_desc, valid_mask, kinds, slices,
+            words, backed, vas, walking, rows, parent_desc, table, valid_mask, kinds, slices,
             gl.level, out.ok, out.reads, out.level, out.shift, out.base, out.pa_base,
-            leaf_attr, uniq, next_walking, next_table, next_parent,
+            out.attr_index, uniq[:ATTR_SETS],
         )  # fmt: skip
-        if sets > ATTR_SETS:  # many attribute sets: number them with numpy
-            for k, kind in enumerate(gl.kinds):
-                sel = np.flatnonzero((leaf_attr >= 0) & (words & kinds[k, 0] == kinds[k, 1]))
-                if sel.size and kind.role is Role.LEAF:
-                    out.attr_index[rows[walking[sel]]] = _attr_numbers(
-                        fmt, kind, parent, words[sel], parent_desc[sel], attrs, index_of
-                    )
-        elif sets:
+        if sets > ATTR_SETS:  # many attribute sets: leave the batch to numpy
+            for column, empty in zip(out.columns(), WalkArrays.empty(1).columns(), strict=True):
+                column[rows] = empty[0]
+            return False
+        if sets:
             numbers = np.empty(sets, dtype=np.int64)
-            for u, (k, _, _, i) in enumerate(uniq[:sets].tolist()):
-                a = fmt.leaf_attrs(gl.kinds[k], int(words[i]), parent, int(parent_desc[i]))
+            for u, (k, _, _, word, parent_word) in enumerate(uniq[:sets].tolist()):
+                a = fmt.leaf_attrs(gl.kinds[k], word, parent, parent_word)
                 number = index_of.get(a)
                 if number is None:
                     number = index_of[a] = len(attrs)
                     attrs.append(a)
                 numbers[u] = number
-            number_attrs(leaf_attr, walking, rows, numbers, out.attr_index)
-        walking, table, parent_desc = next_walking[:count], next_table[:count], next_parent[:count]
+            number_attrs(out.attr_index, numbers)
+        walking, table, parent_desc = walking[:count], table[:count], parent_desc[:count]
+    return True
 
 
-#: Distinct attribute sets a level's compiled loop numbers itself (past that, numpy).
+#: Distinct attribute sets a level's compiled loop numbers itself (past that, the batch
+#: is walked by the numpy passes).
 ATTR_SETS = 32
 _LEVEL_ARRAYS: dict[
     tuple[int, int], tuple[PageTableFormat, GeoLevel, tuple[np.uint64, U64, U64]]
