@@ -95,6 +95,7 @@ def main() -> None:
 
     plain_src = memory.read_array(src_pa, size)
     plain_dst = np.zeros(size, dtype=np.uint8)
+    np.copyto(plain_dst, plain_src)  # first touches of the pages out of the rounds
     print(
         f"DMA copy of {format_size(size)} through an SMMU context ({smmu.tlb.config.entries}"
         f"-entry TLB), engine {current_engine()}, {args.repeat} interleaved rounds"
