@@ -67,12 +67,6 @@ ATTRIBUTE_PROBES_ALLOWED: dict[tuple[str, str], str] = {
     ("hw/memory.py", "getattr(mmap, 'MADV_HUGEPAGE', None)"): (
         "the constant exists only on some platforms; no state passes"
     ),
-    ("undo.py", "getattr(_local, 'stack', None)"): (
-        "a threading.local slot: a thread that never opened a transaction has none yet"
-    ),
-    ("undo.py", "getattr(_local, 'rolling_back', 0)"): (
-        "a threading.local slot: a thread that never rolled back has none yet"
-    ),
 }
 
 

@@ -1,12 +1,17 @@
-"""The range-coalescing functions beside ``AddressRange`` (``vcmm.ranges``)."""
+"""``AddressRange`` and the range-coalescing functions beside it (``vcmm.ranges``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from itertools import pairwise
 
+import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vcmm.errors import InvalidArgumentError
 from vcmm.ranges import AddressRange, coalesce, join_adjacent, join_runs
 
 runs_strategy = st.lists(
@@ -52,3 +57,41 @@ def test_coalesce_is_the_sorted_union(runs: list[tuple[int, int]]) -> None:
     merged = coalesce(runs)
     assert {a for s, n in merged for a in range(s, s + n)} == covered
     assert all(a[0] + a[1] < b[0] for a, b in pairwise(merged))
+
+
+@pytest.mark.parametrize(
+    ("start", "size", "rule"),
+    [
+        (1.0, 4096, "integer"),
+        (0, "4096", "integer"),
+        (np.int64(0), 4096, "integer"),
+        (None, 0, "integer"),
+        (-1, 4096, ">= 0"),
+        (0, -4096, ">= 0"),
+    ],
+)
+def test_address_range_refuses_what_is_not_a_byte_range(
+    start: object, size: object, rule: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=rule):
+        AddressRange(start, size)  # type: ignore[arg-type]
+
+
+def test_address_range_is_a_frozen_ordered_value() -> None:
+    r = AddressRange(0x1000, 0x2000)
+    assert (r.start, r.size, r.end) == (0x1000, 0x2000, 0x3000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.start = 0  # type: ignore[misc]
+    assert r == AddressRange(start=0x1000, size=0x2000) and hash(r) == hash(
+        AddressRange(0x1000, 0x2000)
+    )
+    assert sorted([AddressRange(2, 1), AddressRange(1, 5), AddressRange(1, 2)]) == [
+        AddressRange(1, 2),
+        AddressRange(1, 5),
+        AddressRange(2, 1),
+    ]
+    assert dataclasses.replace(r, size=0x10) == AddressRange(0x1000, 0x10)
+    assert pickle.loads(pickle.dumps(r)) == r
+    assert repr(r) == "AddressRange(start=4096, size=8192)"
+    with pytest.raises(InvalidArgumentError, match=">= 0"):
+        dataclasses.replace(r, start=-1)

@@ -168,3 +168,31 @@ def test_rolling_back_is_true_only_while_undo_steps_run() -> None:
     assert not rolling_back()
     with pytest.raises(InvalidArgumentError):
         Transaction("op", boundary=1)  # type: ignore[arg-type]
+
+
+def test_rolling_back_belongs_to_the_thread_that_undoes() -> None:
+    """Another thread, even one started during a roll back, is not rolling back."""
+    seen: list[tuple[str, bool]] = []
+
+    def other() -> None:
+        seen.append(("other", rolling_back()))
+
+    def step() -> None:
+        seen.append(("undoer", rolling_back()))
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+
+    with pytest.raises(Boom), Transaction("op") as txn:
+        txn.on_undo(step)
+        raise Boom
+    assert seen == [("undoer", True), ("other", False)]
+
+
+def test_undo_actions_must_be_callable() -> None:
+    with Transaction("op") as txn:
+        with pytest.raises(InvalidArgumentError, match="not callable"):
+            txn.on_undo(42)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="not callable"):
+            txn.on_commit("x", 1)  # type: ignore[arg-type]
+        assert txn.steps == 0

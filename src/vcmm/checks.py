@@ -24,17 +24,24 @@ def _prefix(call: str) -> str:
     return f"{call}: " if call else ""
 
 
+_INTEGERS = (int, np.integer)
+
+
 def is_int(value: object) -> TypeGuard[int]:
     """Whether ``value`` is an integer (a numpy one too), and not a ``bool``: the test
     behind :func:`check_int`, for callers that raise an error of their own layer."""
-    return not isinstance(value, bool) and isinstance(value, int | np.integer)
+    # A plain int answers at the first test (every small call checks a few).
+    return type(value) is int or (not isinstance(value, bool) and isinstance(value, _INTEGERS))
 
 
 def check_int(call: str, name: str, value: object, *, minimum: int | None = 0) -> int:
     """``value`` as an ``int``, refusing non-integers and values below ``minimum``."""
-    if not is_int(value):
+    if type(value) is int:
+        number = value
+    elif is_int(value):
+        number = int(value)
+    else:
         raise InvalidArgumentError(f"{_prefix(call)}{name} {value!r} is not an integer")
-    number = int(value)
     if minimum is not None and number < minimum:
         raise InvalidArgumentError(
             f"{_prefix(call)}{name} {show(number)} must be >= {show(minimum)}"

@@ -13,22 +13,28 @@ from dataclasses import dataclass
 from vcmm.errors import InvalidArgumentError
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, order=True, slots=True, init=False)
 class AddressRange:
     """The half-open byte range ``[start, start + size)``."""
 
     start: int
     size: int
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.start, int) or not isinstance(self.size, int):
+    def __init__(self, start: int, size: int) -> None:
+        # Validation and stores in one frame, through the slots' own descriptors (the
+        # generated frozen __init__ goes through object.__setattr__ and a
+        # __post_init__): every layer builds these on its hot paths.
+        plain = type(start) is int and type(size) is int
+        if not plain and (not isinstance(start, int) or not isinstance(size, int)):
             raise InvalidArgumentError(
-                f"AddressRange needs integer start and size, got {self.start!r}, {self.size!r}"
+                f"AddressRange needs integer start and size, got {start!r}, {size!r}"
             )
-        if self.start < 0 or self.size < 0:
+        if start < 0 or size < 0:
             raise InvalidArgumentError(
-                f"AddressRange start {self.start:#x} and size {self.size:#x} must be >= 0"
+                f"AddressRange start {start:#x} and size {size:#x} must be >= 0"
             )
+        _set_start(self, start)
+        _set_size(self, size)
 
     @classmethod
     def from_bounds(cls, start: int, end: int) -> AddressRange:
@@ -89,6 +95,11 @@ class AddressRange:
 
     def __str__(self) -> str:
         return f"[{self.start:#x}, {self.end:#x})"
+
+
+# The slots' member descriptors (C setters): how __init__ stores a frozen value.
+_set_start = AddressRange.__dict__["start"].__set__
+_set_size = AddressRange.__dict__["size"].__set__
 
 
 def subtract(ranges: list[AddressRange], gone: list[AddressRange]) -> list[AddressRange]:

@@ -70,6 +70,18 @@ class System(SeedCalls):
         self.lock: MachineLock = self.machine.lock
         #: The Virtual Contiguous Memory Manager over the machine.
         self.vcmm: Vcmm = build_vcmm(spec, self.machine)
+        # The VCMM's parts, which the seed calls (:class:`SeedCalls`) run in: plain
+        # attributes, so a seed call reaches its part without a property call.
+        #: VCMs and reservations.
+        self.spaces: AddressSpaces = self.vcmm.spaces
+        #: Associations, activation and fault hooks.
+        self.binding: Binding = self.vcmm.binding
+        #: ``vcm_phys_*`` allocations, views and wraps.
+        self.allocations: Allocations = self.vcmm.allocations
+        #: Backing, unbacking and cache maintenance.
+        self.backer: Backer = self.vcmm.backer
+        #: Memory targets registered at run time.
+        self.registry: TargetRegistry = self.vcmm.registry
         #: Per-system state of the front ends (the open DMA API, sharing state).
         self.front_ends = FrontEndSlots()
 
@@ -195,33 +207,6 @@ class System(SeedCalls):
     def mapper(self, vcm: Vcm) -> Mapper:
         """The hardware side of ``vcm``."""
         return self.vcmm.mapper(vcm)
-
-    # -- the VCMM's parts, which the seed calls (:class:`SeedCalls`) run in ----------
-
-    @property
-    def spaces(self) -> AddressSpaces:
-        """VCMs and reservations (the VCMM's part)."""
-        return self.vcmm.spaces
-
-    @property
-    def binding(self) -> Binding:
-        """Associations, activation and fault hooks (the VCMM's part)."""
-        return self.vcmm.binding
-
-    @property
-    def allocations(self) -> Allocations:
-        """``vcm_phys_*`` allocations, views and wraps (the VCMM's part)."""
-        return self.vcmm.allocations
-
-    @property
-    def backer(self) -> Backer:
-        """Backing, unbacking and cache maintenance (the VCMM's part)."""
-        return self.vcmm.backer
-
-    @property
-    def registry(self) -> TargetRegistry:
-        """Memory targets registered at run time (the VCMM's part)."""
-        return self.vcmm.registry
 
     # -- the graph and state ---------------------------------------------------------------
 

@@ -46,14 +46,21 @@ from vcmm.errors import InvalidArgumentError, StateError
 
 P = ParamSpec("P")
 
-_local = threading.local()
+
+class _ThreadState(threading.local):
+    """Per thread: the open transactions (innermost last) and how many roll backs
+    run.  Set up on a thread's first use, so reading them costs one attribute."""
+
+    def __init__(self) -> None:
+        self.stack: list[Transaction] = []
+        self.rolling_back = 0
+
+
+_local = _ThreadState()
 
 
 def _stack() -> list[Transaction]:
-    stack: list[Transaction] | None = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    return stack
+    return _local.stack
 
 
 def current() -> Transaction | None:
@@ -64,7 +71,7 @@ def current() -> Transaction | None:
 
 def rolling_back() -> bool:
     """Whether this thread is taking recorded steps back right now."""
-    return bool(getattr(_local, "rolling_back", 0))
+    return _local.rolling_back > 0
 
 
 class Transaction:
@@ -89,13 +96,15 @@ class Transaction:
 
     def on_undo(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Record how to take back the step that just succeeded."""
-        self._check_open("on_undo")
-        self._undo.append(_bind(fn, args, kwargs))
+        if not self._open:
+            self._check_open("on_undo")
+        self._undo.append(_bind(fn, args, kwargs) if args or kwargs else _callable(fn))
 
     def on_commit(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run ``fn`` once the outermost transaction commits (never on roll back)."""
-        self._check_open("on_commit")
-        self._commits.append(_bind(fn, args, kwargs))
+        if not self._open:
+            self._check_open("on_commit")
+        self._commits.append(_bind(fn, args, kwargs) if args or kwargs else _callable(fn))
 
     @property
     def steps(self) -> int:
@@ -112,7 +121,7 @@ class Transaction:
         """
         steps, self._undo, self._commits = self._undo, [], []
         errors: list[BaseException] = []
-        _local.rolling_back = getattr(_local, "rolling_back", 0) + 1
+        _local.rolling_back += 1
         try:
             for step in reversed(steps):
                 try:
@@ -138,7 +147,7 @@ class Transaction:
     def __enter__(self) -> Transaction:
         if self._open:
             raise StateError(f"transaction {self.name!r} is already open")
-        stack = _stack()
+        stack = _local.stack
         self._outer = stack[-1] if stack and not self.boundary else None
         stack.append(self)
         self._open = True
@@ -150,7 +159,7 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _stack()
+        stack = _local.stack
         assert stack and stack[-1] is self, "transactions must close innermost first"
         stack.pop()
         self._open = False
@@ -181,11 +190,14 @@ def atomic(name: str) -> Iterator[Transaction]:
         yield txn
 
 
+def _callable(fn: Callable[..., object]) -> Callable[[], object]:
+    if not callable(fn):
+        raise InvalidArgumentError(f"undo/commit action {fn!r} is not callable")
+    return fn
+
+
 def _bind(
     fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Callable[[], object]:
-    if not callable(fn):
-        raise InvalidArgumentError(f"undo/commit action {fn!r} is not callable")
-    if not args and not kwargs:
-        return fn
+    _callable(fn)
     return lambda: fn(*args, **kwargs)

@@ -27,6 +27,7 @@ from vcmm.inject import AllocSite, fail_nth
 from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.mm.iova import IovaDomain
+from vcmm.mm.iova_linux import LinuxIovaDomain
 from vcmm.mm.pools import BlockPool, ContiguousPool, SystemRamTarget
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1K, SZ_1M, SZ_4K, SZ_16M, SZ_64K
@@ -97,6 +98,13 @@ CASES: list[tuple[str, Callable[[], Any], Callable[[Any], object], AllocSite, ty
     (
         "iova",
         lambda: IovaDomain(SZ_4K),
+        lambda d: d.alloc(SZ_64K),
+        AllocSite.IOVA,
+        OutOfAddressSpaceError,
+    ),
+    (
+        "iova linux",
+        lambda: LinuxIovaDomain(SZ_4K),
         lambda d: d.alloc(SZ_64K),
         AllocSite.IOVA,
         OutOfAddressSpaceError,

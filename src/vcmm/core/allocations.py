@@ -83,7 +83,7 @@ class Allocations:
             raise InvalidArgumentError(
                 f"{call}: memtype {memtype!r} must be a target name, a list of them, or None"
             )
-        if dups := sorted({n for n in names if names.count(n) > 1}):
+        if names[1:] and (dups := sorted({n for n in names if names.count(n) > 1})):
             raise InvalidArgumentError(f"{call}: memtype lists {dups} more than once")
         for name in names:
             self.state.target(name)

@@ -174,9 +174,12 @@ def one_to_one_base(call: str, res: Reservation, physmem: PhysMem) -> int:
     return start
 
 
-class UndoLog:
-    """The undo of one backing call, taken back as one step of its
-    :class:`~vcmm.undo.Transaction` (as undo.py has richer logs do).
+class Undoable:
+    """``with Undoable(call, what) as undo:`` the undo log of one backing call, taken
+    back as one step of its :class:`~vcmm.undo.Transaction` if the block raises; a
+    :class:`~vcmm.errors.VcmmError` then leaves :func:`explained` as ``what()`` failed
+    and was undone (``what`` is called only then).  One plain class, the context
+    manager and the log at once: it wraps every backing and unbacking.
 
     Table changes are journaled by the tables themselves: :meth:`journal` opens a
     :meth:`~vcmm.hw.pgtable.PageTable.journal` on every table the call may change,
@@ -191,16 +194,34 @@ class UndoLog:
     once the call succeeded its caller undoes it with ``vcm_unback``.
     """
 
-    __slots__ = ("_journals", "_placed", "_tables", "made")
+    __slots__ = ("_journals", "_placed", "_tables", "_txn", "_what", "made")
 
-    def __init__(self, txn: Transaction) -> None:
+    def __init__(self, call: str, what: Callable[[], str]) -> None:
+        self._txn = Transaction(call, boundary=True)
+        self._what = what
         self._journals: list[tuple[Journal, list[Mapper]]] = []
         self._placed: list[tuple[VcmAllocator, int]] = []
         self._tables: list[PageTable] = []
         #: Once committed: the tables the call allocated, per page table.
         self.made: list[tuple[PageTable, list[int]]] = []
+
+    def __enter__(self) -> Undoable:
+        txn = self._txn.__enter__()
         txn.on_undo(self._roll_back)
         txn.on_commit(self._commit)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._txn.__exit__(kind, exc, tb)  # rolls back on an exception
+        if isinstance(exc, VcmmError):
+            why = explained(exc, self._what())
+            if why is not exc:
+                raise why from exc
 
     def journal(self, call: str, mappers: Iterable[Mapper]) -> None:
         """Journal every table ``mappers`` write (each table once: the kernel's VMM
@@ -246,47 +267,25 @@ class UndoLog:
             allocator.free(addr)
 
 
-class Undoable:
-    """``with Undoable(call, what) as undo:`` the undo log of one call's table steps:
-    if the block raises, the steps are taken back newest first, and a
-    :class:`~vcmm.errors.VcmmError` leaves :func:`explained` as ``what()`` failed and
-    was undone (``what`` is called only then).  A class, not a generator: it wraps
-    every backing and unbacking."""
-
-    __slots__ = ("_txn", "_what")
-
-    def __init__(self, call: str, what: Callable[[], str]) -> None:
-        self._txn = Transaction(call, boundary=True)
-        self._what = what
-
-    def __enter__(self) -> UndoLog:
-        return UndoLog(self._txn.__enter__())
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._txn.__exit__(kind, exc, tb)  # rolls back on an exception
-        if isinstance(exc, VcmmError):
-            why = explained(exc, self._what())
-            if why is not exc:
-                raise why from exc
-
-
-@contextlib.contextmanager
-def updating_all(mappers: Iterable[Mapper]) -> Iterator[None]:
+def updating_all(mappers: Iterable[Mapper]) -> contextlib.AbstractContextManager[None]:
     """One update bracket around every mapper a call changes (each once, in order).
 
     Nested brackets of the same mappers inside it do no maintenance; when the block
     ends normally every mapper invalidates what it changed, and when it raises each
     keeps its changed ranges for the undo instead (``restored``/``flush_held``), so a
-    failed call never drops a TLB entry that the undo makes right again.
+    failed call never drops a TLB entry that the undo makes right again.  One mapper
+    (most calls) is its own bracket, without a stack around it.
     """
-    unique = {id(m): m for m in mappers}
+    unique = list({id(m): m for m in mappers}.values())
+    if len(unique) == 1:
+        return unique[0].updating()
+    return _updating_each(unique)
+
+
+@contextlib.contextmanager
+def _updating_each(mappers: list[Mapper]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        for mapper in unique.values():
+        for mapper in mappers:
             stack.enter_context(mapper.updating())
         yield
 

@@ -69,7 +69,7 @@ _checked: dict[int, Attr] = {}
 
 def check_attr(attr: object) -> Attr:
     """Validate a reservation attribute word and return it as :class:`Attr`."""
-    if not is_int(attr):
+    if type(attr) is not Attr and not is_int(attr):  # an Attr is an int: no more tests
         raise InvalidArgumentError(f"reservation attr {attr!r} is not an Attr flag word")
     value = int(attr)
     known = _checked.get(value)

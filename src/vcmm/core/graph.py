@@ -339,7 +339,10 @@ class MappingGraph:
         enters them with a few dict updates and one index merge)."""
         new = list(mappings)
         assert all(m.res_id == res_id for m in new)
-        if not new:
+        if len(new) < 2:  # one block or page: the bulk lists cost more than they save
+            for m in new:
+                self._insert(m)
+            self._sorted.pop(res_id, None)
             return
         vas = [m.va for m in new]
         keys = list(zip(itertools.repeat(res_id), vas))
@@ -369,7 +372,10 @@ class MappingGraph:
     def remove(self, res_id: int) -> list[Mapping]:
         """Drop every mapping of a reservation; returns them in VA order."""
         maps = self.of_reservation(res_id)
-        if not maps:
+        if len(maps) < 2:
+            for m in maps:
+                self._delete(m)
+            self._sorted.pop(res_id, None)
             return maps
         edges = self._edges
         for m in maps:

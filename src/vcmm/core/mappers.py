@@ -239,7 +239,9 @@ class _TableMapper:
 
     def map(self, run: PageRun, attrs: PageAttrs) -> None:
         """All or nothing, as :meth:`PageTable.map` is."""
-        self._table().map(self._index_va(run.va), run.pa, run.size, attrs, page_size=run.page_size)
+        self._table().map(
+            self._index_va(run.va), run.pa, run.size, attrs, page_size=run.page_size, entries=False
+        )
         self._dirty.append((run.va, run.size))
 
     def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None:

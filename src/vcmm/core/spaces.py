@@ -317,6 +317,13 @@ class AddressSpaces:
             except OutOfMemoryError as exc:
                 errors.append(str(exc))
                 continue
+            window_end = vcm.start + vcm.len
+            if (
+                type(addr) is int
+                and vcm.start <= addr <= window_end - length
+                and not addr % alignment
+            ):
+                return addr  # the common answer, checked without building ranges
             if AddressRange(addr, length) not in vcm.range or addr % alignment:
                 vcm.allocator.free(addr)
                 raise InvalidArgumentError(

@@ -109,12 +109,17 @@ class TlbGather:
     def sync(self) -> int:
         """Invalidate what was reported (see the module notes) and start afresh;
         returns the number of TLB entries removed."""
-        ranges, self._ranges = coalesce(self._ranges), []
+        ranges, self._ranges = self._ranges, []
+        if len(ranges) > 1:  # one range (most brackets) is merged already
+            ranges = coalesce(ranges)
         if self._queued:
             ranges = [r for r in ranges if not self._is_queued(*r)]
         if len(ranges) > self._limit:
             return self._target.flush_all()
-        return sum(self._target.flush_range(va, size) for va, size in ranges)
+        removed = 0
+        for va, size in ranges:
+            removed += self._target.flush_range(va, size)
+        return removed
 
     def _is_queued(self, va: int, size: int) -> bool:
         return any(q.start <= va and va + size <= q.end for q in self._queued)

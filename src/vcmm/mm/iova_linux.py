@@ -42,8 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from vcmm import inject
 from vcmm.checks import check_int
-from vcmm.errors import InvalidArgumentError
+from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError
 from vcmm.mm.iova import IovaCounters
 from vcmm.mm.iova_base import IovaSpace
 from vcmm.mm.iova_rcache import (
@@ -62,6 +63,9 @@ from vcmm.ranges import AddressRange
 ROUND_BELOW = 1 << (RCACHE_ORDERS - 1)
 #: ``unsigned long`` on arm64: the kernel's pfn arithmetic wraps at 64 bits.
 ULONG_MASK = (1 << 64) - 1
+#: The fault-injection site, read once: looking an enum member up through its class
+#: costs a dictionary look-up on every allocation.
+_IOVA_SITE = inject.AllocSite.IOVA
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,7 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         limit_excl += 1
         if limit_excl <= self._start_pfn:
             self._check_limit(limit_excl, limit)
+        inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
         order = SMALL_ORDERS[npages] if npages <= SMALL_MAX else order_base_2(npages)
         alloc_pages = 1 << order if npages < ROUND_BELOW else npages
         if order >= RCACHE_ORDERS or self._cache is None:

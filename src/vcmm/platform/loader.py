@@ -24,6 +24,7 @@ from vcmm.errors import InvalidArgumentError
 from vcmm.platform.codecs import parse_number as parse_number
 from vcmm.platform.errors import PlatformError
 from vcmm.platform.fields import shape_of
+from vcmm.platform.inputfile import read_text_input
 from vcmm.platform.schema import PlatformSpec
 from vcmm.platform.toml_table import TomlTable, dump_record, read_record
 
@@ -69,18 +70,7 @@ def load_platform(path: str | os.PathLike[str], *, ram: int | str | None = None)
             "memory sizes itself",
             source=name,
         )
-    try:
-        with open(name, "rb") as handle:
-            raw = handle.read()
-    except OSError as err:
-        raise PlatformError(
-            f"cannot read platform file: {err.strerror or err}", source=name
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PlatformError(f"platform file is not UTF-8: {err}", source=name) from None
-    return loads_platform(text, source=name)
+    return loads_platform(read_text_input(name, "platform file", PlatformError), source=name)
 
 
 @functools.cache

@@ -32,6 +32,7 @@ from vcmm.platform.codecs import Boolean, Integer, Record, Records, Size, Text
 from vcmm.platform.devicetree import is_devicetree_path
 from vcmm.platform.errors import suggest
 from vcmm.platform.fields import Invalid, check_fields, key, one_of, shape_of
+from vcmm.platform.inputfile import read_text_input
 from vcmm.platform.toml_table import Reading, TomlTable, read_record
 from vcmm.sizes import SZ_1M, SZ_4K, align_up, format_size
 from vcmm.tlbcost import INVALIDATION_MODES
@@ -554,20 +555,14 @@ def load_scenario(
         return packaged_scenario(name, platform=platform, ram=ram)
     if file is None:
         file = Path(name)
-    try:
-        raw = file.read_bytes()
-    except OSError as err:
-        hint = ""
-        if not file.suffix and os.sep not in name:
-            names = list(packaged_scenarios())
-            hint = f" (and no packaged scenario {name!r}{suggest(name, names)}: {', '.join(names)})"
-        raise ScenarioError(
-            f"cannot read scenario file: {err.strerror or err}{hint}", source=name
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScenarioError(f"scenario file is not UTF-8: {err}", source=name) from None
+
+    def packaged_hint() -> str:
+        if file.suffix or os.sep in name:
+            return ""
+        names = list(packaged_scenarios())
+        return f" (and no packaged scenario {name!r}{suggest(name, names)}: {', '.join(names)})"
+
+    text = read_text_input(str(file), "scenario file", ScenarioError, hint=packaged_hint)
     return loads_scenario(
         text, source=str(file), base_dir=file.parent, file=str(file), platform=platform, ram=ram
     )

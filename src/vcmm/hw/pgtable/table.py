@@ -118,9 +118,10 @@ class _Leaf:
 
 
 def _int_arg(op: str, name: str, value: object) -> int:
-    if not is_int(value):
-        raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
-    value = int(value)
+    if type(value) is not int:  # a plain int (every call from the core) needs no test
+        if not is_int(value):
+            raise InvalidArgumentError(f"{op}: {name} {value!r} is not an integer")
+        value = int(value)
     if value < 0:
         raise InvalidArgumentError(f"{op}: {name} {value:#x} is negative")
     return value
@@ -302,8 +303,11 @@ class PageTable:
         attrs: PageAttrs,
         *,
         page_size: int | None = None,
+        entries: bool = True,
     ) -> list[MapEntry]:
-        """Map ``[va, va+size)`` to ``pa`` with ``attrs``; returns the leaves created.
+        """Map ``[va, va+size)`` to ``pa`` with ``attrs``; returns the leaves created,
+        or nothing with ``entries=False`` (a caller that does not read them saves
+        decoding the attributes and one object per leaf).
 
         Uses the largest size at which va and pa are both aligned and which fits, or
         exactly ``page_size`` when given.  Refuses (no change) if any part is mapped.
@@ -315,7 +319,7 @@ class PageTable:
         with self._tables.editing(op) as edit:
             for run in runs:
                 self._install(edit, run, values)
-        return self._entries(runs, values)
+        return self._entries(runs, values) if entries else []
 
     def map_many(
         self,

@@ -84,6 +84,8 @@ class TableSet:
         self._dtype = np.dtype("<u4" if eb == 4 else "<u8")
         self._vm = np.uint64(valid_mask)
         self._vm_typed = self._dtype.type(valid_mask)
+        self._valid = valid_mask
+        self._read_word = memory.read_u32 if eb == 4 else memory.read_u64
         self._tables: dict[int, TableInfo] = {}
         self._journal: Edit | None = None
         size = max(geo.root_bytes, MIN_BLOCK)
@@ -113,9 +115,13 @@ class TableSet:
         old_raw = self._memory.read_array(addr, words.size * eb)
         old = old_raw.view(self._dtype)
         info = self._tables[table]
-        delta = int(np.count_nonzero(words & self._vm)) - int(
-            np.count_nonzero(old & self._vm_typed)
-        )
+        if words.size == 1:  # one descriptor (a page, a section, a table pointer)
+            valid = self._valid
+            delta = bool(int(words[0]) & valid) - bool(int(old[0]) & valid)
+        else:
+            delta = int(np.count_nonzero(words & self._vm)) - int(
+                np.count_nonzero(old & self._vm_typed)
+            )
         edit.writes.append((addr, old_raw, table, delta))
         self._memory.write(addr, words.astype(self._dtype))
         info.count += delta
@@ -145,6 +151,14 @@ class TableSet:
         must map nothing (empty ones an unmap kept)."""
         tk = self._geo.levels[li].table_kind
         if tk is None:
+            return
+        if count == 1:  # one block's slot (a section): a scalar read, no arrays
+            desc = self._read_word(table + index * self._eb)
+            if desc & self._valid and tk.matches(desc):
+                child = tk.output_address(desc)
+                info = self._tables[child]
+                self.release_subtrees(edit, info.li, child, 0, self._geo.levels[info.li].entries)
+                self.release(edit, child)
             return
         words = self._memory.read_words(table + index * self._eb, count, self._eb)
         hit = ((words & self._vm) != 0) & tk.match_many(words)

@@ -14,6 +14,7 @@ import subprocess
 from typing import Any
 
 from vcmm.platform.devicetree.tree import DeviceTreeError, DtNode, DtTree
+from vcmm.platform.inputfile import read_input
 
 #: Suffixes read as devicetrees by System.from_file and the CLI's --platform.
 DEVICETREE_SUFFIXES = (".dtb", ".dts")
@@ -33,14 +34,7 @@ def read_devicetree(path: str | os.PathLike[str]) -> DtTree:
     name = os.fspath(path)
     if name.lower().endswith(".dts"):
         return parse_blob(compile_source(name), name)
-    try:
-        with open(name, "rb") as handle:
-            data = handle.read()
-    except OSError as err:
-        raise DeviceTreeError(
-            f"cannot read devicetree: {err.strerror or err}", source=name
-        ) from None
-    return parse_blob(data, name)
+    return parse_blob(read_input(name, "devicetree", DeviceTreeError), name)
 
 
 def compile_source(path: str) -> bytes:
