@@ -94,25 +94,32 @@ def decode_level(  # pragma: no cover - compiled
         shifts[row] = np.int64(shift)
         bases[row] = (vas[at] >> shift) << shift
         pa_bases[row] = out
-        bits = word & kinds[k, 6]
-        inherited = parents[i] & kinds[k, 7]
-        u = 0
-        while u < sets and u < uniq.shape[0]:  # a handful: a linear search
-            if uniq[u, 0] == k and uniq[u, 1] == bits and uniq[u, 2] == inherited:
-                break
-            u += 1
-        if u == sets and sets < uniq.shape[0]:
-            uniq[u, 0] = np.uint64(k)
-            uniq[u, 1] = bits
-            uniq[u, 2] = inherited
-            uniq[u, 3] = word
-            uniq[u, 4] = parents[i]
-            sets += 1
-        elif u == sets:
-            sets = uniq.shape[0] + 1  # too many: the caller numbers them
+        u, sets = _attr_set(
+            uniq, sets, k, word & kinds[k, 6], parents[i] & kinds[k, 7], word, parents[i]
+        )
         if u < uniq.shape[0]:
             attr_index[row] = -2 - u
     return count, sets
+
+
+@njit(cache=True, inline="always")
+def _attr_set(uniq, sets, k, bits, inherited, word, parent):  # pragma: no cover - compiled
+    """The number of attribute set ``(k, bits, inherited)`` among the ``sets`` in
+    ``uniq`` (a handful: a linear search), added if new; ``uniq.shape[0]`` and
+    ``sets`` past it when there is no room.  Returns (number, sets)."""
+    u = 0
+    while u < sets and u < uniq.shape[0]:
+        if uniq[u, 0] == k and uniq[u, 1] == bits and uniq[u, 2] == inherited:
+            return u, sets
+        u += 1
+    if sets >= uniq.shape[0]:
+        return uniq.shape[0], uniq.shape[0] + 1  # too many: the caller numbers them
+    uniq[u, 0] = np.uint64(k)
+    uniq[u, 1] = bits
+    uniq[u, 2] = inherited
+    uniq[u, 3] = word
+    uniq[u, 4] = parent
+    return u, sets + 1
 
 
 @njit(cache=True)
