@@ -20,14 +20,23 @@ debugging is off, as in a production kernel.
 
 0. First, the lean streaming path (``vcmm.dma.lean``, the default) against the
    reference (``DmaApi(lean=False)``), median microseconds per unmap+map pair, with
-   DMA debugging off and on, next to issue 12's goals.  Measured on a shared 2-core
-   machine (3 runs of ``--quick``, min-max): map_page+unmap_page 343-364 us lean,
-   360-400 us reference (main before this branch: 481-518 us, the gain being mostly
-   a one-page backing taking the plain table map); map_sg+unmap_sg of 64 pages
-   2.7-3.0 ms on both paths; debug on costs a few percent.  The goals (10 us, 150 us)
-   are out of reach while every mapping is a core reservation backed through the
-   mapping graph: of a pair, about three quarters is ``vcm_back``/``vcm_unback``
-   (sharing plan, graph, table map/unmap, the update bracket's TLB invalidation).
+   DMA debugging off and on, next to issue 12's goals.  The lean path backs and
+   unbacks through ``vcm_back_direct``/``vcm_unback_direct`` (``vcmm.core.direct``:
+   one descriptor store per page into the kept tables, the IOTLB invalidated only
+   where it holds an entry).  Measured on a shared 2-core machine (3 runs of
+   ``--quick --max-coherent-mib 1``, load average 2.6-2.7, min-max), with main's
+   small-call work merged: map_page+unmap_page 190-216 us lean against 347-393 us
+   reference (1.75-1.83x; debug on 197-231 against 355-421); map_sg+unmap_sg of 64
+   pages 2.61-2.75 ms against 3.01-3.23 ms (1.16-1.19x; debug on 2.60-2.78 against
+   2.93-3.12).  Before the direct calls the lean path was 343-364 us and 2.7-3.0 ms.
+   The goals (10 us, 150 us) are not met: what is left of a page pair is spread
+   thinly (cProfile of 500 pairs, cumulative shares: the
+   table stores with their point checks and the IOTLB probe 22%, the reservation, the
+   wrap of the caller's page with its ownership checks and their release 16%, the
+   sharing plan and the graph edges 16%, the cache maintenance 8%, the DMA layer's
+   checks, transaction, call sites and records and the seed calls' locking the
+   rest); a 64-entry list pays most of those per entry, the CPU cache model's clean
+   per entry about a fifth of it.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_dma_api.py [--live 1000] [--iterations 3000]``
 (about 15 s); ``--quick`` runs a smaller population and fewer pairs (add

@@ -26,11 +26,12 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.interfaces import DeviceRecord, FrontEndSlots
 from vcmm.core.manager import Vcmm
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
-from vcmm.core.seedcalls import SeedCalls
+from vcmm.core.seedcalls import VcmmCalls
 from vcmm.core.spaces import AddressSpaces
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.bus import Interconnect
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from vcmm.core.graph import MappingGraph
 
 
-class System(SeedCalls):
+class System(VcmmCalls):
     """A booted platform: the machine, the VCMM over it and the front ends' slots."""
 
     def __init__(self, spec: PlatformSpec) -> None:
@@ -82,6 +83,8 @@ class System(SeedCalls):
         self.backer: Backer = self.vcmm.backer
         #: Memory targets registered at run time.
         self.registry: TargetRegistry = self.vcmm.registry
+        #: The common case of backing an IOMMU reservation, store by store.
+        self.direct: DirectBacker = self.vcmm.direct
         #: Per-system state of the front ends (the open DMA API, sharing state).
         self.front_ends = FrontEndSlots()
 

@@ -118,6 +118,12 @@ class Backer:
         res.physmem = physmem
         physmem.backing.append(res)
 
+    def forget_tables(self, res: Reservation) -> None:
+        """``res`` was unbacked without this part (``vcm_unback_direct``, which keeps
+        tables as an ordinary unback does): drop the note of the tables its backing
+        made, which only an undo of that backing would give back."""
+        self._made.pop(res.id, None)
+
     def vcm_unback(self, res: Reservation) -> None:
         """Unmap a reservation from its physical memory and invalidate the TLBs.
 

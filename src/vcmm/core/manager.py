@@ -71,11 +71,12 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.graph import MappingGraph
 from vcmm.core.interfaces import DeviceRecord
 from vcmm.core.mappers import Mapper
 from vcmm.core.objects import Association, PhysMem, Reservation, Vcm
-from vcmm.core.seedcalls import Locked, SeedCalls, seed_call
+from vcmm.core.seedcalls import Locked, VcmmCalls, seed_call
 from vcmm.core.spaces import VMM_EXT_ID, AddressSpaces
 from vcmm.core.state import CoreState, FaultHandler
 from vcmm.errors import InvalidArgumentError
@@ -92,7 +93,7 @@ if TYPE_CHECKING:
 __all__ = ["VMM_EXT_ID", "FaultHandler", "Locked", "Vcmm", "seed_call"]
 
 
-class Vcmm(SeedCalls):
+class Vcmm(VcmmCalls):
     """Owner of every VCM, reservation, association and physical allocation.
 
     Built over a :class:`~vcmm.core.state.CoreState`, which holds the hardware passed
@@ -112,6 +113,7 @@ class Vcmm(SeedCalls):
         self.binding = Binding(state)
         self.allocations = Allocations(state)
         self.backer = Backer(state)
+        self.direct = DirectBacker(state, self.backer)
         self.registry = TargetRegistry(state)
 
     # -- what it was built with ------------------------------------------------------------

@@ -22,12 +22,13 @@ from vcmm.core.allocations import Allocations
 from vcmm.core.backer import Backer
 from vcmm.core.binding import Binding
 from vcmm.core.custom_targets import TargetRegistry
+from vcmm.core.direct import DirectBacker
 from vcmm.core.spaces import AddressSpaces
 
 if TYPE_CHECKING:
     from vcmm.hw.lock import MachineLock
 
-__all__ = ["HasVcmmParts", "Locked", "SeedCalls", "seed_call"]
+__all__ = ["HasVcmmParts", "Locked", "SeedCalls", "VcmmCalls", "seed_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +56,8 @@ class HasVcmmParts(Locked, Protocol):
     def backer(self) -> Backer: ...
     @property
     def registry(self) -> TargetRegistry: ...
+    @property
+    def direct(self) -> DirectBacker: ...
 
 
 def seed_call(
@@ -81,12 +84,13 @@ _binding: Callable[[HasVcmmParts], Binding] = operator.attrgetter("binding")
 _allocations: Callable[[HasVcmmParts], Allocations] = operator.attrgetter("allocations")
 _backer: Callable[[HasVcmmParts], Backer] = operator.attrgetter("backer")
 _registry: Callable[[HasVcmmParts], TargetRegistry] = operator.attrgetter("registry")
+_direct: Callable[[HasVcmmParts], DirectBacker] = operator.attrgetter("direct")
 
 
 class SeedCalls:
     """The seed's calls, each under the machine lock, for a :class:`HasVcmmParts`.
 
-    A base without state: the subclass provides ``lock`` and the five parts (the type
+    A base without state: the subclass provides ``lock`` and the six parts (the type
     checker holds each call's ``self`` to :class:`HasVcmmParts`).
     """
 
@@ -117,3 +121,14 @@ class SeedCalls:
     vcm_unback = seed_call(_backer, Backer.vcm_unback)
     vcm_sync_for_device = seed_call(_backer, Backer.vcm_sync_for_device)
     vcm_sync_for_cpu = seed_call(_backer, Backer.vcm_sync_for_cpu)
+
+
+class VcmmCalls(SeedCalls):
+    """The seed's calls and the calls the project added on the same terms (each a
+    part's method under the machine lock): what :class:`~vcmm.core.manager.Vcmm` and
+    ``vcmm.System`` inherit.  Kept apart so :class:`SeedCalls` stays the seed's 25."""
+
+    __slots__ = ()
+
+    vcm_back_direct = seed_call(_direct, DirectBacker.vcm_back_direct)
+    vcm_unback_direct = seed_call(_direct, DirectBacker.vcm_unback_direct)

@@ -188,6 +188,22 @@ class DomainInvalidation:
             yield
         self._stats.unmaps += 1
 
+    def unmap_direct(self, res: Reservation) -> bool:
+        """Unback ``res`` with ``vcm_unback_direct`` and count it as :meth:`unmapping`
+        counts a strict unmap (the pages it removed are the leaves, one per page);
+        False, having done nothing, in lazy mode, while an undo runs, or when the
+        core says the general path is needed."""
+        if self.queue is not None or rolling_back():
+            return False
+        ctxs = self.contexts()
+        leaves = self._system.vcm_unback_direct(res)
+        if leaves is None:
+            return False
+        for ctx in ctxs:
+            self._charge(ctx, leaves if self._vcm.table else 0, 1)
+        self._stats.unmaps += 1
+        return True
+
     def _flush_all(self, cause: str) -> None:
         """``flush_iotlb_all``: invalidate the whole domain on every context."""
         for ctx in self.contexts():

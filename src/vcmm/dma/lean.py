@@ -85,7 +85,7 @@ def _map_slots(
         with domain.allocator.limited(entry.params.mask):
             res = system.vcm_reserve(domain.vcm, total, attr)
         txn.on_undo(system.vcm_unreserve, res)
-        system.vcm_back(res, wrap)
+        system.vcm_back_direct(res, wrap)
         txn.on_undo(system.vcm_unback, res)
         activated: tuple[Association, ...] = ()
         if len(domain.associations) != len(domain.members):
@@ -104,7 +104,7 @@ def _map_slots(
         tuple(AddressRange(p, n) for p, n in ranges),
         tuple(DevPiece(base + s.start, d.start, s.size) for d, s in zip(data, slots, strict=True)),
         found,
-        [Teardown(res, wrap=wrap, activated=activated, domain=domain)],
+        [Teardown(res, wrap=wrap, activated=activated, domain=domain, direct=True)],
         site,
     )
     rec.slots = tuple(slots)

@@ -82,8 +82,22 @@ class Teardown:
     activated: tuple[Association, ...] = ()
     #: The IOMMU domain the reservation is in (its invalidation mode applies).
     domain: DmaDomain | None = None
+    #: Made by the lean path (:mod:`vcmm.dma.lean`): unbacked with
+    #: ``vcm_unback_direct`` where that applies; the reference path never is.
+    direct: bool = False
 
     def release(self, system: VcmmApi) -> None:
+        # an IOMMU mapping whose unbacking is one store per page (vcm_unback_direct)
+        if (
+            self.direct
+            and self.vcm is None
+            and self.domain is not None
+            and self.domain.invalidation.unmap_direct(self.res)
+        ):
+            system.vcm_unreserve(self.res)
+            if self.wrap is not None:
+                system.vcm_phys_free(self.wrap)
+            return
         unmapping = (
             self.domain.invalidation.unmapping(self.res)
             if self.domain is not None

@@ -686,6 +686,11 @@ class PageTable:
             ),
         )
 
+    def store_words(self, op: str, slots: Sequence[tuple[int, int, int]]) -> None:
+        """:meth:`TableSet.put_slots`: the stores :mod:`.direct` checked, each slot."""
+        self._live(op)
+        self._tables.put_slots(slots)
+
     def destroy(self) -> None:
         """Free every table page, root included; the object refuses further use."""
         self._live("destroy")

@@ -24,6 +24,7 @@ io-pgtable keeps them), and a block mapped over an empty kept table releases it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -125,6 +126,34 @@ class TableSet:
         edit.writes.append((addr, old_raw, table, delta))
         self._memory.write(addr, words.astype(self._dtype))
         info.count += delta
+
+    def put_slots(self, slots: Sequence[tuple[int, int, int]]) -> None:
+        """Write descriptor ``desc`` at entry ``index`` of table page ``table`` for each
+        ``(table, index, desc)``, consecutive entries of a table in one
+        :meth:`put_words`; the caller checked every slot first (nothing can fail half
+        way)."""
+        for table, index, descs in runs_of_slots(slots):
+            self.put_words(table, index, descs)
+
+    def put_words(self, table: int, index: int, words: list[int]) -> None:
+        """Overwrite entries ``index..`` of ``table`` with ``words`` and keep the valid
+        count: :meth:`write` without the undo log, for a caller that checked every
+        slot first and so cannot fail half way (inside a journal it logs as usual)."""
+        if self._journal is not None:
+            self.write(self._journal, table, index, np.array(words, np.uint64))
+            return
+        eb, vm = self._eb, int(self._vm)
+        addr = table + index * eb
+        if len(words) == 1:  # one page: the walker's word read, no array
+            word = self._memory.read_u32(addr) if eb == 4 else self._memory.read_u64(addr)
+            delta = bool(words[0] & vm) - bool(word & vm)
+        else:
+            old = self._memory.read(addr, len(words) * eb)
+            delta = sum(1 for w in words if w & vm) - sum(
+                1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
+            )
+        self._memory.write(addr, b"".join(w.to_bytes(eb, "little") for w in words))
+        self._tables[table].count += delta
 
     def alloc(self, edit: Edit, li: int) -> int:
         """A zeroed table page for level index ``li``."""
@@ -299,3 +328,19 @@ class _Editing:
             self._tables.commit(self._edit)
         else:
             self._tables.rollback(self._edit)
+
+
+def runs_of_slots(
+    slots: Sequence[tuple[int, int, int]],
+) -> list[tuple[int, int, list[int]]]:
+    """``(table, first index, descriptors)`` for each run of consecutive entries of one
+    table among ``(table, index, descriptor)`` slots (one write per run)."""
+    runs: list[tuple[int, int, list[int]]] = []
+    for table, index, desc in slots:
+        if runs:
+            t, first, descs = runs[-1]
+            if t == table and first + len(descs) == index:
+                descs.append(desc)
+                continue
+        runs.append((table, index, [desc]))
+    return runs

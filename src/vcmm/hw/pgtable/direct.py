@@ -1,0 +1,128 @@
+"""Smallest pages stored and cleared one descriptor each, where the tables allow it.
+
+Why: a streaming DMA map of a few 4 KiB pages lands in a last-level table that almost
+always exists already (Linux and this model keep empty tables), so the whole table
+change is one descriptor store per page.  :meth:`PageTable.map` and
+:meth:`PageTable.unmap` get there through the run planner, the free check and the
+range walker, which cost tens of times the store.  These functions do the point
+descent the hardware walker does and say whether the simple case holds; if it does
+not (a table missing, a table descriptor whose inherited fields differ, a slot in
+use, a block, a table that releases its empty pages), they answer None and the
+caller takes the general path, so the table bytes, the shadow counts and the errors
+stay exactly those of :class:`~vcmm.hw.pgtable.table.PageTable`.
+
+The slots are written with :meth:`PageTable.store_words`, one logged edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from vcmm.attrs import PageAttrs
+from vcmm.errors import VcmmError
+from vcmm.hw.pgtable.format import Role
+from vcmm.hw.pgtable.table import PageTable
+
+#: ``(table page, entry index, descriptor)`` of one store.
+Slot = tuple[int, int, int]
+
+
+def _last_table(table: PageTable, va: int, li: int, values: Mapping[str, int] | None) -> int | None:
+    """The address of the level-``li`` table holding ``va``'s slot, or None if a level
+    above has no table there (or, with ``values``, one whose descriptor would need
+    rewriting for them: the inherited fields differ)."""
+    geo = table.geometry
+    read = table.memory.read_u32 if table.fmt.entry_bytes == 4 else table.memory.read_u64
+    eb = table.fmt.entry_bytes
+    addr = table.root
+    for gl in geo.levels[:li]:
+        desc = read(addr + gl.index(va) * eb)
+        kind = gl.classify(desc)
+        if kind is None or kind.role is not Role.TABLE:
+            return None
+        child = kind.output_address(desc)
+        if values is not None and kind.encode(child, values) != desc:
+            return None
+        addr = child
+    return addr
+
+
+def store_slots(
+    table: PageTable, pages: Sequence[tuple[int, int]], attrs: PageAttrs
+) -> list[Slot] | None:
+    """The stores mapping each ``(va, pa)`` as one smallest page with ``attrs``, or
+    None if any page is not the simple case (nothing is checked twice: the caller
+    then maps the general way, which raises what it raises)."""
+    fmt, geo = table.fmt, table.geometry
+    size = fmt.min_page
+    li, kind = geo.leaf[size]
+    if kind.copies != 1:
+        return None
+    try:
+        values = fmt.attr_values(attrs)
+    except VcmmError:
+        return None
+    fixed = kind.type_value | kind.attr_bits(values)  # as kind.encode, bits packed once
+    read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
+    eb, gl, limit = fmt.entry_bytes, geo.levels[li], geo.va_limit
+    slots: list[Slot] = []
+    seen: set[int] = set()
+    span = gl.table_span
+    tables: dict[int, int | None] = {}
+    for va, pa in pages:
+        if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
+            return None
+        if va in seen:
+            return None
+        seen.add(va)
+        key = va // span
+        addr = (
+            tables[key]
+            if key in tables
+            else tables.setdefault(key, _last_table(table, va, li, values))
+        )
+        if addr is None:
+            return None
+        index = gl.index(va)
+        if read(addr + index * eb):
+            return None
+        desc = fixed
+        for piece in kind.address:
+            desc |= ((pa >> piece.pa_lsb) & ((1 << piece.width) - 1)) << piece.desc_lsb
+        slots.append((addr, index, desc))
+    return slots
+
+
+def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
+    """The stores clearing the smallest page mapped at each of ``vas``, or None if any
+    is not one smallest-page leaf (a block, a hole) or the table releases the tables
+    an unmap empties (``keep_tables=False``)."""
+    if not table.keep_tables:
+        return None
+    fmt, geo = table.fmt, table.geometry
+    li, kind = geo.leaf[fmt.min_page]
+    if kind.copies != 1:
+        return None
+    read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
+    eb, gl = fmt.entry_bytes, geo.levels[li]
+    slots: list[Slot] = []
+    seen: set[int] = set()
+    span = gl.table_span
+    tables: dict[int, int | None] = {}
+    for va in vas:
+        if va in seen:
+            return None
+        seen.add(va)
+        key = va // span
+        addr = (
+            tables[key]
+            if key in tables
+            else tables.setdefault(key, _last_table(table, va, li, None))
+        )
+        if addr is None:
+            return None
+        index = gl.index(va)
+        if gl.classify(read(addr + index * eb)) is not kind:
+            return None
+        slots.append((addr, index, 0))
+    return slots
