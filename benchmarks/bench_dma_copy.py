@@ -5,8 +5,9 @@ space (``SmmuDevice.copy``): both sides are translated page by page through the
 context (TLB, table walk in simulated memory) and the data moves run by run with numpy
 slices.  The buffers are mapped with 4K, 64K, 1M and 16M pages in turn; each bandwidth
 is reported as a fraction of a plain numpy copy of the same 64 MiB, the two copies
-alternating round by round (each figure the fastest of its rounds), so the figure says
-what the translation path costs, not how fast (or how busy) this machine is.  Targets
+alternating round by round (each figure the fastest of its rounds; the median and the
+range of the per-round ratios are printed too), so the figure says what the translation
+path costs, not how fast (or how busy) this machine is.  Targets
 (issue 12): at least 0.5x through 4K pages, 0.7x through 64K, 0.8x through 1M and 16M.
 ``VCMM_ENGINE`` picks the engine (the compiled one translates each side as one span).
 
@@ -15,12 +16,13 @@ data moves in one slice per side whatever the page size: what falls with the pag
 is the cost of one translation (TLB miss and table walk) per page.  The TLB is
 invalidated before each run, as for a buffer streamed once.
 
-Run: ``python benchmarks/bench_dma_copy.py [--size-mib 64] [--repeat 3]``
+Run: ``python benchmarks/bench_dma_copy.py [--size-mib 64] [--repeat 9]``
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -69,34 +71,42 @@ def map_buffers(device: SmmuDevice, src_pa: int, dst_pa: int, size: int, page: i
     ctx.update_done()
 
 
-def interleaved(repeat: int, *fns: Callable[[], object]) -> list[float]:
-    """Fastest of ``repeat`` rounds of each function, the functions alternating within
-    each round, so that a busy machine slows them alike."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for k, fn in enumerate(fns):
+def interleaved(repeat: int, *fns: Callable[[], object]) -> list[list[float]]:
+    """Seconds of each of ``repeat`` rounds of each function, the functions alternating
+    within each round (and their order reversed every other round), so that a busy
+    machine slows them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        order = list(enumerate(fns))
+        for k, fn in order if r % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     size = args.size_mib * SZ_1M
     memory, smmu, device, src_pa, dst_pa = build(size)
 
     plain_src = memory.read_array(src_pa, size)
     plain_dst = np.zeros(size, dtype=np.uint8)
+    np.copyto(plain_dst, plain_src)  # first touches of the pages out of the rounds
     print(
         f"DMA copy of {format_size(size)} through an SMMU context ({smmu.tlb.config.entries}"
-        f"-entry TLB), engine {current_engine()}, fastest of {args.repeat} interleaved rounds"
+        f"-entry TLB), engine {current_engine()}, {args.repeat} interleaved rounds"
     )
     print(
-        f"{'page':>5} {'numpy GiB/s':>11} {'vcmm GiB/s':>10} {'ratio':>6} {'target':>6} {'walks':>7}"
+        "ratio: fastest numpy copy / fastest vcmm copy (the target applies to it); "
+        "per round: numpy / vcmm of that round"
+    )
+    print(
+        f"{'page':>5} {'numpy GiB/s':>11} {'vcmm GiB/s':>10} {'ratio':>6} {'target':>6} "
+        f"{'round median':>12} {'round min-max':>13} {'walks':>7}"
     )
     met = True
     for page, target in ((SZ_4K, 0.5), (SZ_64K, 0.7), (SZ_1M, 0.8), (SZ_16M, 0.8)):
@@ -109,14 +119,18 @@ def main() -> None:
 
         run()  # the first call loads the compiled kernels
         smmu.tlb.reset_stats()
-        numpy_s, vcmm_s = interleaved(args.repeat, lambda: np.copyto(plain_dst, plain_src), run)
+        numpy_t, vcmm_t = interleaved(args.repeat, lambda: np.copyto(plain_dst, plain_src), run)
         if memory.read(dst_pa + size - 4096, 4096) != memory.read(src_pa + size - 4096, 4096):
             raise SystemExit(f"copy with {format_size(page)} pages produced wrong data")
+        numpy_s, vcmm_s = min(numpy_t), min(vcmm_t)
         ratio = numpy_s / vcmm_s
+        rounds = [n / v for n, v in zip(numpy_t, vcmm_t, strict=True)]
         met = met and ratio >= target
+        spread = f"{min(rounds):.2f}-{max(rounds):.2f}"
         print(
             f"{format_size(page):>5} {size / numpy_s / 2**30:11.2f} {size / vcmm_s / 2**30:10.2f} "
-            f"{ratio:6.2f} {target:6.1f} {smmu.tlb.stats.walks // args.repeat:7d}"
+            f"{ratio:6.2f} {target:6.1f} {statistics.median(rounds):12.2f} {spread:>13} "
+            f"{smmu.tlb.stats.walks // args.repeat:7d}"
         )
     print(f"targets: {'met' if met else 'NOT met'}")
 

@@ -32,7 +32,7 @@ from vcmm.hw.tlb import TLB, TLBConfig, TLBEntry
 from vcmm.hw.translate import Translator
 from vcmm.hw.walk import Walk, WalkArrays
 from vcmm.ranges import AddressRange
-from vcmm.sizes import SZ_1M, SZ_4K, SZ_4M, SZ_64K, SZ_64M, SZ_256M
+from vcmm.sizes import SZ_1M, SZ_4K, SZ_4M, SZ_16M, SZ_64K, SZ_64M, SZ_256M
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 
@@ -386,3 +386,67 @@ def test_a_long_cpu_access_runs_on_the_kernel(monkeypatch: pytest.MonkeyPatch) -
         assert cpu.tlb.stats.misses == 512
     assert spans == [2 * SZ_1M - SZ_4K]  # the first page in Python, the rest compiled
     assert snapshots[0] == snapshots[1]
+
+
+def long_smmu_ops(data: st.DataObject, fmt: object) -> tuple[list[tuple], list[tuple]]:
+    """Mappings of every leaf size over 64 MiB of input space (some read-only, holes
+    between), then DMA transfers long enough for the compiled span (from 256 KiB to
+    several MiB): the coarse-to-fine plan meets every mix of sizes and faults."""
+    sizes = [SZ_4K, SZ_64K, SZ_1M, 16 * SZ_1M] if fmt is ARMV7S else [SZ_4K, 2 * SZ_1M]
+    maps = []
+    for _ in range(data.draw(st.integers(1, 8))):
+        size = data.draw(st.sampled_from(sizes))
+        most = {SZ_4K: 1536, SZ_64K: 160, SZ_1M: 24}.get(size, 2)
+        count = data.draw(st.integers(1, most))
+        va = data.draw(st.integers(0, 64 * SZ_1M // size - count)) * size
+        pa = RAM + SZ_16M + data.draw(st.integers(0, 64 * SZ_1M // size - count)) * size
+        attrs = data.draw(st.sampled_from([RW_WB, RW_WB, RO_WB]))
+        maps.append((va, pa, size, count, attrs))
+    ops = []
+    for _ in range(data.draw(st.integers(1, 5))):
+        kind = data.draw(st.sampled_from(["copy", "copy", "read", "write", "flush"]))
+        n = data.draw(st.integers(256 * 1024, 6 * SZ_1M))
+        starts = [va for va, *_ in maps if va + n <= 64 * SZ_1M]  # mostly where mapped
+        va = data.draw(st.sampled_from(starts) if starts else st.just(0))
+        va += data.draw(st.integers(0, min(SZ_64K, 64 * SZ_1M - n - va)))
+        ops.append((kind, va, data.draw(st.sampled_from(starts) if starts else st.just(0)), n))
+    return maps, ops
+
+
+@FAST
+@given(st.data())
+def test_long_smmu_transfers_agree(data: st.DataObject) -> None:
+    fmt = data.draw(st.sampled_from([ARMV7S, ARMV7S, ARMV7_LPAE]))
+    config = TLBConfig(64, data.draw(st.sampled_from([4, 64])), data.draw(
+        st.sampled_from(["lru", "fifo", "random"])
+    ))  # fmt: skip
+    maps, ops = long_smmu_ops(data, fmt)
+    results = []
+    for engine in ("python", "numba"):
+        with use_engine(engine):
+            results.append(run_smmu(fmt, config, maps, ops))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "random"])
+@pytest.mark.parametrize("entries, ways", [(64, 4), (64, 64), (48, 4)])  # 48: 12 sets
+def test_spans_over_entries_held_before_agree(policy: str, entries: int, ways: int) -> None:
+    """Long transfers that start where the TLB already holds entries (a short read just
+    before: the first steps hit), and transfers through 64K pages that evict only
+    some of each set's entries (the oldest must go): the compiled engine's shortcut
+    for spans that only miss must not take these."""
+    maps = [
+        (0, RAM + SZ_16M, SZ_4K, 2048, RW_WB),  # 8 MiB of 4K pages
+        (16 * SZ_1M, RAM + 32 * SZ_1M, SZ_64K, 128, RW_WB),  # 8 MiB of 64K pages
+    ]
+    ops = [
+        ("read", 0, 0, 3 * SZ_4K),  # three entries at the start of the next copy
+        ("copy", 0, 4 * SZ_1M, 2 * SZ_1M),
+        ("read", 2 * SZ_1M - SZ_4K, 0, SZ_1M),  # the copy's last entry starts it
+        ("read", 16 * SZ_1M, 0, 2 * SZ_1M + SZ_64K),  # 33 pages: two fills a set, last
+    ]
+    config = TLBConfig(entries, ways, policy)
+    with use_engine("python"):
+        expected = run_smmu(ARMV7S, config, maps, ops)
+    with use_engine("numba"):
+        assert run_smmu(ARMV7S, config, maps, ops) == expected

@@ -189,3 +189,28 @@ def test_matches_a_bytearray_reference(writes: list[tuple[int, bytes]]) -> None:
     assert np.array_equal(
         memory.read_array(0x4000_0000, 16), np.frombuffer(reference[:16], np.uint8)
     )
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.sampled_from([4, 8]),
+    st.lists(st.integers(-64, 3 * CHUNK_SIZE // 4), min_size=1, max_size=60),
+    st.sampled_from([0x8000_0000, 0x8000_0000 + CHUNK_SIZE - 16, 0x2000_0000 + SZ_1M - 64]),
+)
+def test_peek_words_reads_what_word_reads_read(width: int, slots: list[int], base: int) -> None:
+    """The gathered read of many words (one chunk, several chunks, untouched chunks, and
+    holes: an address below or past a region) against one word read at a time."""
+    memory = PhysicalMemory([RAM, SRAM])
+    rng = np.random.default_rng(len(slots))
+    memory.write(0x8000_0000, rng.integers(0, 256, CHUNK_SIZE + 4096, dtype=np.uint8))
+    memory.write(0x2000_0000 + SZ_1M - 4096, rng.integers(0, 256, 4096, dtype=np.uint8))
+    addrs = np.array([base + s * width for s in slots], dtype=np.uint64)
+    before = memory.bytes_read
+    words, backed = memory.peek_words(addrs, width)
+    assert memory.bytes_read == before  # a gather ahead of time counts nothing
+    read = memory.read_u32 if width == 4 else memory.read_u64
+    for pa, word, ok in zip(addrs.tolist(), words.tolist(), backed.tolist(), strict=True):
+        assert ok == memory.is_backed(pa, width)
+        assert word == (read(pa) if ok else 0)
+    with pytest.raises(InvalidArgumentError, match="aligned"):
+        memory.peek_words(addrs + np.uint64(2), width)

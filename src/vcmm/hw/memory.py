@@ -313,36 +313,47 @@ class PhysicalMemory:
         if width not in (4, 8):
             raise InvalidArgumentError(f"word width {width} must be 4 or 8")
         addrs = np.asarray(addrs, dtype=np.uint64)
-        if addrs.size and bool((addrs % np.uint64(width)).any()):
+        if addrs.size and bool((addrs & np.uint64(width - 1)).any()):
             raise InvalidArgumentError(f"peek_words: addresses must be aligned to {width}")
-        words = np.zeros(addrs.shape, dtype=np.uint64)
         if not addrs.size:
-            return words, np.zeros(addrs.shape, dtype=np.bool_)
+            return np.zeros(addrs.shape, dtype=np.uint64), np.zeros(addrs.shape, dtype=np.bool_)
         dtype = "<u4" if width == 4 else "<u8"
         lo, hi = int(addrs.min()), int(addrs.max())
         i = bisect.bisect_right(self._starts, lo) - 1
-        if i >= 0 and hi + width <= self._ends[i]:
-            backed = np.ones(addrs.shape, dtype=np.bool_)  # one region holds them all
+        everywhere = i >= 0 and hi + width <= self._ends[i]  # one region holds them all
+        if everywhere:
+            backed = np.ones(addrs.shape, dtype=np.bool_)
         else:
             starts = np.asarray(self._starts, dtype=np.uint64)
             ends = np.asarray(self._ends, dtype=np.uint64)
             region = np.searchsorted(starts, addrs, side="right") - 1
             backed = region >= 0
             backed[backed] = addrs[backed] + np.uint64(width) <= ends[region[backed]]
+        at_shift = np.uint64(width.bit_length() - 1)
         if lo >> _CHUNK_SHIFT == hi >> _CHUNK_SHIFT:  # one chunk holds them all
             chunk = self._chunks.get(lo >> _CHUNK_SHIFT)
-            if chunk is not None:
-                offsets = ((addrs & np.uint64(_CHUNK_MASK)) // np.uint64(width)).astype(np.int64)
-                words[backed] = chunk.data.view(dtype)[offsets[backed]]
+            if chunk is None:
+                return np.zeros(addrs.shape, dtype=np.uint64), backed
+            at = (addrs & np.uint64(_CHUNK_MASK)) >> at_shift
+            if everywhere:  # the usual case (tables in one chunk): one gather
+                return chunk.data.view(dtype)[at].astype(np.uint64), backed
+            words = np.zeros(addrs.shape, dtype=np.uint64)
+            words[backed] = chunk.data.view(dtype)[at[backed]]
             return words, backed
+        words = np.zeros(addrs.shape, dtype=np.uint64)
         keys = addrs >> np.uint64(_CHUNK_SHIFT)
-        for key in np.unique(keys[backed]).tolist():
+        first, last = lo >> _CHUNK_SHIFT, hi >> _CHUNK_SHIFT
+        # a few chunks (a table window): try each; else only the keys present
+        candidates = (
+            range(first, last + 1) if last - first < 8 else np.unique(keys[backed]).tolist()
+        )
+        for key in candidates:
             chunk = self._chunks.get(key)
             if chunk is None:
                 continue
             sel = np.flatnonzero(backed & (keys == np.uint64(key)))
-            at = (addrs[sel] & np.uint64(_CHUNK_MASK)) // np.uint64(width)
-            words[sel] = chunk.data.view(dtype)[at.astype(np.int64)]
+            at = (addrs[sel] & np.uint64(_CHUNK_MASK)) >> at_shift
+            words[sel] = chunk.data.view(dtype)[at]
         return words, backed
 
     # -- accounting and snapshots ----------------------------------------------------------

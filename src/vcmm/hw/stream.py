@@ -108,17 +108,16 @@ def plan_walks(
     walks: WalkArrays, access: Access, *, privileged: bool, honour_global: bool
 ) -> tuple[U64, I64]:
     """The kernel's leaf columns of ``walks`` for a stream of ``access``."""
+    from vcmm.hw.kernels.spanplan import pack_leaves
+
     allowed = np.array([a.allows(access, privileged=privileged) for a in walks.attrs] + [False])
     global_ = np.array([honour_global and a.global_ for a in walks.attrs] + [False])
-    index = np.where(walks.attr_index >= 0, walks.attr_index, len(walks.attrs))
     leaf_u = np.empty((len(walks), 2), dtype=np.uint64)
-    leaf_u[:, 0] = walks.base
-    leaf_u[:, 1] = walks.pa_base
     leaf_i = np.empty((len(walks), 5), dtype=np.int64)
-    for c, column in enumerate(
-        (walks.shift, walks.reads, walks.ok, allowed[index], global_[index])
-    ):
-        leaf_i[:, c] = column
+    pack_leaves(
+        walks.ok, walks.reads, walks.shift, walks.base, walks.pa_base, walks.attr_index,
+        allowed, global_, leaf_u, leaf_i,
+    )  # fmt: skip
     return leaf_u, leaf_i
 
 
@@ -177,6 +176,8 @@ def plan_span(
     done (the leaf covers it), the others are cut into cells of the size of the leaf
     found (of one granule after a fault) and walked again.  Through 16 MiB
     supersections a 64 MiB span costs 5 walks; through 4 KiB pages 5 + 16,384."""
+    from vcmm.hw.kernels.spanplan import refine_cells
+
     gshift = walker.granule.bit_length() - 1
     lo, hi = va >> gshift, (end - 1) >> gshift
     gleaf = np.full(hi - lo + 1, -1, dtype=np.int64)
@@ -190,23 +191,10 @@ def plan_span(
         first = np.maximum(cell_g, lo)
         walks = walker.walk_many(first.astype(np.uint64) << np.uint64(gshift))
         parts.append(walks)
-        done = (walks.ok & (walks.shift >= cell_s)) | (cell_s <= gshift)
-        last = np.minimum(cell_g + (np.int64(1) << (cell_s - gshift)) - 1, hi)
-        counts = last[done] - first[done] + 1
-        before = np.cumsum(counts) - counts
-        at = np.arange(int(counts.sum())) - np.repeat(before - (first[done] - lo), counts)
-        gleaf[at] = np.repeat(np.flatnonzero(done) + found, counts)
+        cell_g, cell_s = refine_cells(
+            cell_g, cell_s, walks.ok, walks.shift, lo, hi, gshift, gleaf, found
+        )
         found += len(walks)
-        undone = ~done
-        sub = np.where(walks.ok & (walks.shift > gshift), walks.shift, gshift)[undone]
-        step = np.int64(1) << (sub - gshift)
-        base, first, last = cell_g[undone], first[undone], last[undone]
-        head = base + (first - base) // step * step
-        many = (last - head) // step + 1
-        cell_g = np.repeat(head, many) + (
-            np.arange(int(many.sum())) - np.repeat(np.cumsum(many) - many, many)
-        ) * np.repeat(step, many)
-        cell_s = np.repeat(sub, many)
     walks = concat_walks(parts)
     p = plan_walks(walks, access, privileged=privileged, honour_global=honour_global)
     return StreamPlan(walks, p[0], p[1], np.empty(0, dtype=np.uint64), gleaf, gshift, lo, True)
@@ -301,6 +289,7 @@ class StreamRunner:
         """Translate ``[va, end)`` page by page: the runs' addresses, outputs, lengths
         and entry origins (for :meth:`attrs_of`), and the address the kernel stopped at
         (``end`` when done)."""
+        from vcmm.hw.kernels.spanmiss import stream_span
         from vcmm.hw.kernels.tlbrun import run_span
 
         p = self._plan
@@ -311,11 +300,17 @@ class StreamRunner:
         run_pa = np.empty(cap, dtype=np.uint64)
         run_len = np.empty(cap, dtype=np.uint64)
         run_origin = np.empty(cap, dtype=np.int64)
-        count, reached = run_span(
+        count, reached = stream_span(  # a buffer streamed once: every step a miss
             np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
-            arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
-            run_va, run_pa, run_len, run_origin,
+            arrays.held, arrays.misc, arrays.counters, p.gleaf, run_va, run_pa, run_len,
+            run_origin,
         )  # fmt: skip
+        if count < 0:
+            count, reached = run_span(
+                np.uint64(va), np.uint64(end), p.leaf_u, p.leaf_i, arrays.ways_u, arrays.ways_i,
+                arrays.held, arrays.misc, arrays.counters, arrays.mt, p.gkeys, p.gleaf,
+                run_va, run_pa, run_len, run_origin,
+            )  # fmt: skip
         self._absorb(arrays)
         k = int(count)
         return run_va[:k], run_pa[:k], run_len[:k], run_origin[:k], int(reached)

@@ -63,7 +63,13 @@ def export_store(
     owners: list[Hashable] = [tag]
     owner_ids: dict[Hashable, int] = {tag: 0}
     before: list[TLBEntry] = []
-    clock = 0
+    # one row per held entry, stored with one assignment per column (a numpy store per
+    # entry costs more than the kernel on a short stream)
+    at_set: list[int] = []
+    at_way: list[int] = []
+    bases: list[int] = []
+    pas: list[int] = []
+    rows: list[tuple[int, int, int, int, int, int]] = []
     for s, entries in enumerate(store.sets):
         for w, (key, entry) in enumerate(entries.items()):
             size, base, owner = key
@@ -75,11 +81,19 @@ def export_store(
                     number = owner_ids[owner] = len(owners)
                     owners.append(owner)
             shift = size.bit_length() - 1
-            ways_u[:, s, w] = (base, entry.pa_base)
-            ways_i[:6, s, w] = (1, shift, number, clock, len(before), int(access_allows(entry)))
-            held[shift] += 1
+            at_set.append(s)
+            at_way.append(w)
+            bases.append(base)
+            pas.append(entry.pa_base)
+            rows.append((1, shift, number, len(before), len(before), int(access_allows(entry))))
             before.append(entry)
-            clock += 1
+    clock = len(before)
+    if before:
+        ways_u[0, at_set, at_way] = np.array(bases, dtype=np.uint64)
+        ways_u[1, at_set, at_way] = np.array(pas, dtype=np.uint64)
+        columns = np.array(rows, dtype=np.int64)
+        ways_i[:6, at_set, at_way] = columns.T
+        np.add.at(held, columns[:, 1], 1)
     mt = np.zeros(624, dtype=np.uint64)
     misc = np.zeros(7, dtype=np.int64)
     gauss = None

@@ -82,6 +82,18 @@ class WalkArrays:
             (),
         )
 
+    def columns(self) -> tuple[npt.NDArray[np.generic], ...]:
+        """The row columns, in field order (``ok`` ... ``attr_index``)."""
+        return (
+            self.ok,
+            self.reads,
+            self.level,
+            self.base,
+            self.shift,
+            self.pa_base,
+            self.attr_index,
+        )
+
     def with_attrs(self, attrs: list[PageAttrs]) -> WalkArrays:
         """The same rows with the attribute table ``attrs`` (filled while walking)."""
         return dataclasses.replace(self, attrs=tuple(attrs))
