@@ -30,7 +30,7 @@ import numpy as np
 
 from vcmm.attrs import RW_WB
 from vcmm.hw.bus import Interconnect, SmmuDevice
-from vcmm.hw.engine import current_engine
+from vcmm.hw.engine import current_engine, measured_engine
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.smmu import Smmu
 from vcmm.hw.tablemem import TableMemory
@@ -136,4 +136,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with measured_engine():
+        main()

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vcmm.attrs import RW_WB, Access
-from vcmm.hw.engine import current_engine
+from vcmm.hw.engine import current_engine, measured_engine
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.hw.smmu import Smmu, SmmuContext
 from vcmm.hw.stream import BatchWalker
@@ -221,4 +221,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with measured_engine():
+        status = main()
+    sys.exit(status)

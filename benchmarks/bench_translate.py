@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from loop_vs_batch import LoopBatchRow
 from vcmm.attrs import RW_NC, Access, FaultKind, PageAttrs
+from vcmm.hw.engine import measured_engine
 from vcmm.hw.tlb import TLB, TLBConfig
 from vcmm.hw.translate import Translation, Translator
 from vcmm.hw.walk import Walk
@@ -169,4 +170,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with measured_engine():
+        status = main()
+    sys.exit(status)
