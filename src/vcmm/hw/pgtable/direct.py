@@ -47,6 +47,33 @@ def _last_table(table: PageTable, va: int, li: int, values: Mapping[str, int] | 
     return addr
 
 
+class _LeafSlots:
+    """Each page's slot in its last-level table, the descent done once per table; a
+    page named twice is refused (None), as a second store there would not be simple."""
+
+    __slots__ = ("_gl", "_li", "_seen", "_span", "_table", "_tables", "_values")
+
+    def __init__(self, table: PageTable, li: int, values: Mapping[str, int] | None) -> None:
+        self._table, self._li, self._values = table, li, values
+        self._gl = table.geometry.levels[li]
+        self._span = self._gl.table_span
+        self._tables: dict[int, int | None] = {}
+        self._seen: set[int] = set()
+
+    def find(self, va: int) -> tuple[int, int] | None:
+        """``(table address, entry index)`` of ``va``, or None."""
+        if va in self._seen:
+            return None
+        self._seen.add(va)
+        key = va // self._span
+        tables = self._tables
+        if key in tables:
+            addr = tables[key]
+        else:
+            addr = tables[key] = _last_table(self._table, va, self._li, self._values)
+        return None if addr is None else (addr, self._gl.index(va))
+
+
 def store_slots(
     table: PageTable, pages: Sequence[tuple[int, int]], attrs: PageAttrs
 ) -> list[Slot] | None:
@@ -64,26 +91,16 @@ def store_slots(
         return None
     fixed = kind.type_value | kind.attr_bits(values)  # as kind.encode, bits packed once
     read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
-    eb, gl, limit = fmt.entry_bytes, geo.levels[li], geo.va_limit
+    eb, limit = fmt.entry_bytes, geo.va_limit
     slots: list[Slot] = []
-    seen: set[int] = set()
-    span = gl.table_span
-    tables: dict[int, int | None] = {}
+    leaf = _LeafSlots(table, li, values)
     for va, pa in pages:
         if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
             return None
-        if va in seen:
+        found = leaf.find(va)
+        if found is None:
             return None
-        seen.add(va)
-        key = va // span
-        addr = (
-            tables[key]
-            if key in tables
-            else tables.setdefault(key, _last_table(table, va, li, values))
-        )
-        if addr is None:
-            return None
-        index = gl.index(va)
+        addr, index = found
         if read(addr + index * eb):
             return None
         desc = fixed
@@ -106,22 +123,12 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
     read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
     eb, gl = fmt.entry_bytes, geo.levels[li]
     slots: list[Slot] = []
-    seen: set[int] = set()
-    span = gl.table_span
-    tables: dict[int, int | None] = {}
+    leaf = _LeafSlots(table, li, None)
     for va in vas:
-        if va in seen:
+        found = leaf.find(va)
+        if found is None:
             return None
-        seen.add(va)
-        key = va // span
-        addr = (
-            tables[key]
-            if key in tables
-            else tables.setdefault(key, _last_table(table, va, li, None))
-        )
-        if addr is None:
-            return None
-        index = gl.index(va)
+        addr, index = found
         if gl.classify(read(addr + index * eb)) is not kind:
             return None
         slots.append((addr, index, 0))
