@@ -18,7 +18,9 @@ from vcmm.attrs import DmaDirection, PageAttrs
 from vcmm.core import backing, sharing
 from vcmm.core.custom_targets import refuse_non_secure
 from vcmm.core.flags import Attr, page_attrs_of
+from vcmm.core.graph import Mapping
 from vcmm.core.objects import PhysMem, Reservation, VcmKind
+from vcmm.core.sharing import Rewrite
 from vcmm.core.spaces import fixed_placement
 from vcmm.core.state import CoreState, check_handle
 from vcmm.errors import InvalidArgumentError, StateError
@@ -46,6 +48,27 @@ class Backer:
         self._made: dict[int, list[tuple[PageTable, list[int]]]] = {}
 
     # -- backing -----------------------------------------------------------------------
+
+    def plan(
+        self, call: str, res: Reservation, physmem: PhysMem, base: int
+    ) -> tuple[list[Mapping], list[Rewrite]]:
+        """The edges backing ``res`` with ``physmem`` from ``base`` gives, and the
+        aliases whose shareable bit changes (:func:`vcmm.core.sharing.plan_back`), with
+        the reservation's attributes; shared by the general and the direct backing."""
+        vcm = res.vcm
+        global_ = vcm.kind is not VcmKind.USER
+        return sharing.plan_back(
+            self.state.graph,
+            call,
+            backing.pieces(res.len, physmem, base),
+            space=vcm.space,
+            res_id=res.id,
+            owner=f"{res.name} ({vcm.kind.value} {vcm.name})",
+            attrs=(
+                page_attrs_of(res.attr, shareable=False, global_=global_),
+                page_attrs_of(res.attr, shareable=True, global_=global_),
+            ),
+        )
 
     def vcm_back(self, res: Reservation, physmem: PhysMem) -> None:
         """Map a reservation onto physical memory (the first ``res.len`` bytes of an
@@ -80,18 +103,7 @@ class Backer:
         if vcm.kind is VcmKind.ONE_TO_ONE:
             base = backing.one_to_one_base(call, res, physmem)
         assert base is not None
-        new, rewrites = sharing.plan_back(
-            self.state.graph,
-            call,
-            backing.pieces(res.len, physmem, base),
-            space=vcm.space,
-            res_id=res.id,
-            owner=f"{res.name} ({vcm.kind.value} {vcm.name})",
-            attrs=(
-                page_attrs_of(res.attr, shareable=False, global_=vcm.kind is not VcmKind.USER),
-                page_attrs_of(res.attr, shareable=True, global_=vcm.kind is not VcmKind.USER),
-            ),
-        )
+        new, rewrites = self.plan(call, res, physmem, base)
         mapper = self.state.mapper(vcm)
         changed = [
             mapper,

@@ -25,7 +25,7 @@ from vcmm.attrs import PageAttrs
 from vcmm.core import backing, sharing
 from vcmm.core.backer import Backer
 from vcmm.core.custom_targets import refuse_non_secure
-from vcmm.core.flags import Attr, page_attrs_of
+from vcmm.core.flags import Attr
 from vcmm.core.graph import Mapping
 from vcmm.core.mappers import IommuMapper, plan_pages
 from vcmm.core.objects import PhysMem, Reservation, VcmKind
@@ -100,18 +100,7 @@ class DirectBacker:
             return
         refuse_non_secure(self.state, call, res, physmem)
         graph = self.state.graph
-        new, rewrites = sharing.plan_back(
-            graph,
-            call,
-            backing.pieces(res.len, physmem, base),
-            space=vcm.space,
-            res_id=res.id,
-            owner=f"{res.name} ({vcm.kind.value} {vcm.name})",
-            attrs=(
-                page_attrs_of(res.attr, shareable=False, global_=True),
-                page_attrs_of(res.attr, shareable=True, global_=True),
-            ),
-        )
+        new, rewrites = self.backer.plan(call, res, physmem, base)
         mapper = self.state.mapper(vcm)
         slots = contexts = None
         if not rewrites and isinstance(mapper, IommuMapper):
