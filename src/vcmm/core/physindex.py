@@ -184,6 +184,7 @@ class PhysIndex:
         """:meth:`sole` of every ``(starts[i], ends[i], keys[i])``: the index's ends
         and key tuples at ``starts``, compared list against list (C loops: an
         unbacking checks 16384 pieces twice)."""
+        ends = ends if type(ends) is list else list(ends)  # a tuple never equals a list
         return list(map(self._end.get, starts)) == ends and list(
             map(self._keys.get, starts)
         ) == list(zip(keys))
