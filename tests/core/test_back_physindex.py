@@ -106,9 +106,15 @@ def test_the_index_has_the_segments_of_the_per_byte_model(ops: list[tuple[str, o
         for start, end, keys in pieces:
             assert all(cover[b] == set(keys) for b in range(start, end))
             assert len(set(keys)) == len(keys)  # each key once
+    verdicts = []
     for key, (s, e) in live.items():
         alone = all(cover[b] == {key} for b in range(s, e))
         assert index.sole([(s, e, key)]) is alone
+        verdicts.append(alone)
+    items = [(s, e, key) for key, (s, e) in live.items()]
+    assert index.sole(items) is all(verdicts)  # many at once: all of them alone
+    starts, ends, keys = ([item[i] for item in items] for i in range(3))
+    assert index.sole_spans(starts, tuple(ends), keys) is all(verdicts)  # type: ignore[arg-type]
 
 
 def test_a_bulk_add_of_separate_pages_makes_one_segment_each() -> None:

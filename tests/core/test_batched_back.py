@@ -1,8 +1,9 @@
 """``vcm_back``'s batched table write against the per-piece path it replaced (issue 12).
 
-The batched path writes a reservation's runs with one ``PageTable.map_many`` call;
-the per-piece path (one ``PageTable.map`` per run, what ``vcm_back`` did before) is
-kept here as the oracle.  The same random backings through both must leave the same
+The batched path writes a reservation's runs with one ``PageTable.map_many`` call
+(and unbacks without decoding the leaves it removes); the per-piece path (one
+``PageTable.map`` per run and a reporting unmap, what ``vcm_back`` and ``vcm_unback``
+did before) is kept here as the oracle.  The same random backings through both must leave the same
 table bytes, mapping graph and system snapshots, and raise the same errors, an
 injected table-memory failure at the n-th table allocation of the call included
 (which must also leave the system exactly as before the call, tables kept empty by
@@ -52,6 +53,15 @@ def _map_pages_each(
         self.map(run, attrs)
 
 
+_UNMAP = IommuMapper.unmap  # every table mapper's
+
+
+def _unmap_reporting(self: IommuMapper, va: int, size: int, *, runs: bool = True) -> list[PageRun]:
+    """The unmap as it was before quiet unmaps: the removed leaves always decoded."""
+    removed = _UNMAP(self, va, size, runs=True)
+    return removed if runs else []
+
+
 @contextlib.contextmanager
 def _path(batched: bool) -> Iterator[None]:
     if batched:
@@ -61,6 +71,7 @@ def _path(batched: bool) -> Iterator[None]:
         for mapper in (IommuMapper, UserMapper, VmmMapper):  # every table mapper
             stack.enter_context(mock.patch.object(mapper, "map_many", _map_each))
             stack.enter_context(mock.patch.object(mapper, "map_pages", _map_pages_each))
+            stack.enter_context(mock.patch.object(mapper, "unmap", _unmap_reporting))
         yield
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vcmm.attrs import DmaDirection, PageAttrs
+from vcmm.collector import collector_paused
 from vcmm.core import backing, sharing
 from vcmm.core.custom_targets import refuse_non_secure
 from vcmm.core.flags import Attr, page_attrs_of
@@ -86,6 +87,10 @@ class Backer:
         one-to-one reservation is placed at the physical address of its backing, which
         must be contiguous and inside the VCM.
         """
+        with collector_paused():  # a backing of 16384 pieces makes ~80,000 objects
+            self._back(res, physmem)
+
+    def _back(self, res: Reservation, physmem: PhysMem) -> None:
         call = "vcm_back"
         res = check_handle(call, "res", res, Reservation)
         physmem = check_handle(call, "physmem", physmem, PhysMem)
@@ -143,6 +148,10 @@ class Backer:
         remaining alias (unless the memory is kernel RAM).  A one-to-one reservation
         becomes unplaced.
         """
+        with collector_paused():  # an unbacking of 16384 pieces makes ~50,000 objects
+            self._unback(res)
+
+    def _unback(self, res: Reservation) -> None:
         call = "vcm_unback"
         res = check_handle(call, "res", res, Reservation)
         if res.physmem is None:
@@ -168,7 +177,7 @@ class Backer:
                 if res.cut:  # a block may be shared with a neighbour: split it
                     for edge in (va, va + size):
                         backing.split_leaf(mapper, edge, _constant(attrs))
-                mapper.unmap(va, size)
+                mapper.unmap(va, size, runs=False)
             backing.apply_rewrites(
                 self.state.graph, rewrites, self.state.reservation, self.state.mapper
             )

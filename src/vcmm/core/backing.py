@@ -45,14 +45,6 @@ from vcmm.undo import Transaction
 
 U64 = npt.NDArray[np.uint64]
 
-# Field getters for the loops over every piece of a backing (a C call per piece).
-_VA, _PHYS, _ATTRS = (
-    operator.attrgetter("va"),
-    operator.attrgetter("phys"),
-    operator.attrgetter("attrs"),
-)
-_START, _SIZE = operator.attrgetter("start"), operator.attrgetter("size")
-
 
 def pieces(
     length: int, physmem: PhysMem, base: int
@@ -64,7 +56,7 @@ def pieces(
     and one bisect for the last piece: a view can have 16384 pieces.)
     """
     ranges = physmem.chunk_ranges
-    ends = list(itertools.accumulate(map(_SIZE, ranges)))
+    ends = list(itertools.accumulate([r.size for r in ranges]))
     n = min(bisect.bisect_left(ends, length) + 1, len(ranges))
     vas = [base, *(base + end for end in ends[: n - 1])][:n]
     out = list(zip(vas, ranges[:n], physmem.chunk_keys[:n], strict=True))
@@ -107,11 +99,13 @@ def single_pages(mapper: Mapper, mappings: list[Mapping]) -> tuple[U64, U64, Pag
         return None
     page = min(mapper.page_sizes)
     attrs = mappings[0].attrs
-    phys = list(map(_PHYS, mappings))
-    if set(map(_SIZE, phys)) != {page} or set(map(id, map(_ATTRS, mappings))) != {id(attrs)}:
+    phys = [m.phys for m in mappings]  # list loops over slots: no call per edge
+    if [p.size for p in phys].count(page) != len(phys) or not all(
+        map(operator.is_, [m.attrs for m in mappings], itertools.repeat(attrs))
+    ):
         return None
-    vas = np.array(list(map(_VA, mappings)), dtype=np.uint64)
-    return vas, np.array(list(map(_START, phys)), dtype=np.uint64), attrs
+    vas = np.array([m.va for m in mappings], dtype=np.uint64)
+    return vas, np.array([p.start for p in phys], dtype=np.uint64), attrs
 
 
 def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
@@ -131,6 +125,13 @@ def write_tables(mapper: Mapper, mappings: list[Mapping], cap: int) -> None:
 def va_groups(mappings: list[Mapping]) -> list[tuple[int, int, PageAttrs]]:
     """``(va, size, attrs)`` of VA-contiguous runs of ``mappings`` (VA order) with one
     set of attributes: what one unmap or ``set_attrs`` call can cover."""
+    if mappings:  # one group (an unbacking of 16384 pages): found with list loops
+        vas, sizes = [m.va for m in mappings], [m.phys.size for m in mappings]
+        first = mappings[0].attrs
+        if vas[1:] == list(map(operator.add, vas, sizes[:-1])) and all(
+            map(operator.is_, [m.attrs for m in mappings], itertools.repeat(first))
+        ):
+            return [(vas[0], sum(sizes), first)]
     groups: list[tuple[int, int, PageAttrs]] = []
     for m in mappings:
         if groups:
@@ -311,7 +312,7 @@ def split_leaf(mapper: Mapper, boundary: int, attrs: Callable[[int], PageAttrs])
     if leaf is None or leaf.va == boundary:
         return
     before = attrs(boundary)
-    mapper.unmap(leaf.va, leaf.size)
+    mapper.unmap(leaf.va, leaf.size, runs=False)
     cut = boundary - leaf.va
     runs = plan_pages(leaf.va, leaf.pa, cut, mapper.page_sizes, leaf.size)
     runs += plan_pages(boundary, leaf.pa + cut, leaf.size - cut, mapper.page_sizes, leaf.size)

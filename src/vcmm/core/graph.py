@@ -39,6 +39,7 @@ prevents (with the CPU's speculative prefetch).
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import operator
 from collections.abc import Iterable, Sequence
@@ -214,13 +215,14 @@ class MappingGraph:
         no two of them overlap: new edges over them change no other and share nothing."""
         ranges = list(ranges)
         starts = [r.start for r in ranges]
-        ends = list(map(operator.add, starts, [r.size for r in ranges]))
-        return self._index.clear_of_spans(starts, ends)
+        return self._index.clear_of_spans(starts, [r.start + r.size for r in ranges])
 
     def alone(self, mappings: Iterable[Mapping]) -> bool:
         """Whether no other edge (the linear map included) covers any byte of these
         edges: taking them away changes no other."""
-        return self._index.sole((m.phys.start, m.phys.end, m.key) for m in mappings)
+        maps = list(mappings)
+        starts, ends = _spans(maps)
+        return self._index.sole_spans(starts, ends, [(m.res_id, m.va) for m in maps])
 
     def overlapping(self, phys: AddressRange, *, linear: bool = True) -> list[Mapping]:
         """Every edge covering some byte of ``phys``, by physical address then VA."""
@@ -338,7 +340,7 @@ class MappingGraph:
         """Enter a reservation's new mappings (in bulk: a backing of 16384 pieces
         enters them with a few dict updates and one index merge)."""
         new = list(mappings)
-        assert all(m.res_id == res_id for m in new)
+        assert [m.res_id for m in new].count(res_id) == len(new)
         if len(new) < 2:  # one block or page: the bulk lists cost more than they save
             for m in new:
                 self._insert(m)
@@ -348,24 +350,10 @@ class MappingGraph:
         keys = list(zip(itertools.repeat(res_id), vas))
         self._edges.update(zip(keys, new, strict=True))
         self._by_res.setdefault(res_id, {}).update(zip(vas, new, strict=True))
-        phys = [m.phys for m in new]
-        starts = [p.start for p in phys]
-        ends = list(map(operator.add, starts, [p.size for p in phys]))
+        starts, ends = _spans(new)
         self._index.add_spans(starts, ends, keys)
-        counted: list[tuple[AddressRange, int]] = []  # runs of one chunk object
-        chunk = new[0].chunk
-        if chunk is not None and all(m.chunk is chunk for m in new):  # one allocation
-            new = []
-            counted.append((chunk, len(keys)))
-        for m in new:
-            if m.chunk is None:
-                continue
-            if counted and counted[-1][0] is m.chunk:
-                counted[-1] = (m.chunk, counted[-1][1] + 1)
-            else:
-                counted.append((m.chunk, 1))
         chunks = self._chunks
-        for chunk, n in counted:
+        for chunk, n in _chunk_runs(new):
             chunks[chunk] = chunks.get(chunk, 0) + n
         self._sorted.pop(res_id, None)
 
@@ -377,19 +365,13 @@ class MappingGraph:
                 self._delete(m)
             self._sorted.pop(res_id, None)
             return maps
-        edges = self._edges
-        for m in maps:
-            del edges[(res_id, m.va)]
+        keys = list(zip(itertools.repeat(res_id), [m.va for m in maps]))
+        collections.deque(map(self._edges.__delitem__, keys), maxlen=0)  # a C loop
         del self._by_res[res_id]
-        self._index.discard_many([(m.phys.start, m.phys.end, (res_id, m.va)) for m in maps])
+        self._index.discard_spans(*_spans(maps), keys)
         chunks = self._chunks
-        # runs of one chunk object (identity: no dataclass comparison per edge)
-        for _, group in itertools.groupby([m.chunk for m in maps], key=id):
-            run = list(group)
-            chunk = run[0]
-            if chunk is None:
-                continue
-            left = chunks[chunk] - len(run)
+        for chunk, n in _chunk_runs(maps):
+            left = chunks[chunk] - n
             if left:
                 chunks[chunk] = left
             else:
@@ -489,6 +471,26 @@ class MappingGraph:
                 merged.append((m.va, m.phys.start, m.phys.size, m.attrs, m.space))
             out.append((res_id, tuple(merged)))
         return (self.check_attributes, tuple(out))
+
+
+def _chunk_runs(maps: list[Mapping]) -> list[tuple[AddressRange, int]]:
+    """``(chunk, count)`` of each run of ``maps`` in one chunk object (compared by
+    identity: no dataclass comparison per edge; a backing of one allocation's pages is
+    one run), leaving out edges without a chunk."""
+    runs = [
+        (group[0], len(group))
+        for _, it in itertools.groupby([m.chunk for m in maps], key=id)
+        for group in [list(it)]
+    ]
+    return [(chunk, n) for chunk, n in runs if chunk is not None]
+
+
+def _spans(maps: list[Mapping]) -> tuple[list[int], list[int]]:
+    """Physical starts and ends of ``maps`` (list loops: no ``end`` property call per
+    edge, which for the 16384 edges of a backing of pages is most of the cost)."""
+    phys = [m.phys for m in maps]
+    starts = [p.start for p in phys]
+    return starts, list(map(operator.add, starts, [p.size for p in phys]))
 
 
 def _moved(m: Mapping, res_id: int, owner: str) -> Mapping:

@@ -130,7 +130,7 @@ class Mapper(Protocol):
     def map(self, run: PageRun, attrs: PageAttrs) -> None: ...
     def map_many(self, runs: Sequence[tuple[PageAttrs, PageRun]]) -> None: ...
     def map_pages(self, vas: U64, pas: U64, attrs: PageAttrs) -> None: ...
-    def unmap(self, va: int, size: int) -> list[PageRun]: ...
+    def unmap(self, va: int, size: int, *, runs: bool = True) -> list[PageRun]: ...
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None: ...
     def leaf(self, va: int) -> PageRun | None: ...
     def updating(self) -> contextlib.AbstractContextManager[None]: ...
@@ -267,11 +267,13 @@ class _TableMapper:
         table.map_pages(vas & np.uint64(self._va_mask), pas, attrs)
         self._dirty += page_spans(vas, table.fmt.min_page)
 
-    def unmap(self, va: int, size: int) -> list[PageRun]:
+    def unmap(self, va: int, size: int, *, runs: bool = True) -> list[PageRun]:
+        """Unmap ``[va, va+size)``; the leaves removed as runs, or ``[]`` with
+        ``runs=False`` (a caller that does not read them skips decoding 16384 leaves)."""
         index_va = self._index_va(va)
-        removed = self._table().unmap(index_va, size)
+        removed = self._table().unmap(index_va, size, entries=runs)
         self._dirty.append((va, size))
-        return _leaves(removed, va - index_va)
+        return _leaves(removed, va - index_va) if runs else []
 
     def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
         self._table().set_attrs(self._index_va(va), size, attrs)
@@ -431,7 +433,7 @@ class OneToOneMapper:
     def map_pages(self, vas: U64, pas: U64, attrs: PageAttrs) -> None:
         """See :meth:`map`."""
 
-    def unmap(self, va: int, size: int) -> list[PageRun]:
+    def unmap(self, va: int, size: int, *, runs: bool = True) -> list[PageRun]:
         """See :meth:`map`."""
         return []
 

@@ -20,6 +20,7 @@ search and entered with dict updates, whatever the number of pieces.
 from __future__ import annotations
 
 import bisect
+import collections
 import operator
 from collections.abc import Hashable, Iterable, Sequence
 
@@ -176,12 +177,17 @@ class PhysIndex:
     def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
         """Whether each ``(start, end, key)`` is exactly one segment that ``key``
         alone covers (nothing else maps those bytes)."""
-        ends, keys = self._end, self._keys
-        for start, end, key in items:
-            here = keys.get(start)
-            if here is None or len(here) != 1 or here[0] != key or ends[start] != end:
-                return False
-        return True
+        starts, ends, keys = _columns(items)
+        return self.sole_spans(starts, ends, keys)
+
+    def sole_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> bool:
+        """:meth:`sole` of every ``(starts[i], ends[i], keys[i])``: the index's ends
+        and key tuples at ``starts``, compared list against list (C loops: an
+        unbacking checks 16384 pieces twice)."""
+        ends = ends if type(ends) is list else list(ends)  # a tuple never equals a list
+        return list(map(self._end.get, starts)) == ends and list(
+            map(self._keys.get, starts)
+        ) == list(zip(keys))
 
     def discard_many(self, items: list[tuple[int, int, Hashable]]) -> None:
         """:meth:`discard` of every ``(start, end, key)``.
@@ -191,15 +197,22 @@ class PhysIndex:
         segment leaves a gap, so no neighbours become mergeable.  Otherwise they are
         discarded one by one.  The result is the same either way.
         """
-        items = [item for item in items if item[0] < item[1]]
-        if not self.sole(items):
-            for start, end, key in items:
+        self.discard_spans(*_columns(items))
+
+    def discard_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
+        """:meth:`discard_many` of every ``(starts[i], ends[i], keys[i])``."""
+        if not all(map(operator.lt, starts, ends)):  # empty ranges discard nothing
+            kept = [i for i, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < e]
+            starts, ends = [starts[i] for i in kept], [ends[i] for i in kept]
+            keys = [keys[i] for i in kept]
+        if not self.sole_spans(starts, ends, keys):
+            for start, end, key in zip(starts, ends, keys, strict=True):
                 self.discard(start, end, key)
             return
-        ends, keys = self._end, self._keys
-        for start, _, _ in items:
-            del ends[start], keys[start]
-        self._starts = [s for s in self._starts if s in ends]
+        end_of = self._end
+        collections.deque(map(end_of.__delitem__, starts), maxlen=0)  # a C loop
+        collections.deque(map(self._keys.__delitem__, starts), maxlen=0)
+        self._starts = [s for s in self._starts if s in end_of]
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """Forget ``key`` over ``[start, end)`` (exactly the range it was added with)
@@ -274,3 +287,11 @@ class PhysIndex:
         for _, _, keys in self.cover(start, end):
             found.update(keys)
         return found
+
+
+def _columns(
+    items: Iterable[tuple[int, int, Hashable]],
+) -> tuple[list[int], list[int], list[Hashable]]:
+    """``(start, end, key)`` items as three lists."""
+    rows = list(items)
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]

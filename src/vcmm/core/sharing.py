@@ -62,7 +62,7 @@ def plan_back(
     ``attrs`` are the new mappings' attributes without and with the shareable bit."""
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
-    if graph.untouched(phys for _, phys, _ in pieces):  # fresh memory: one private edge each
+    if graph.untouched([phys for _, phys, _ in pieces]):  # fresh memory: one private edge each
         return private_edges(space, owner, private_attrs, res_id, pieces), []
     memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []

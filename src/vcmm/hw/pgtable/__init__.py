@@ -24,7 +24,8 @@ from vcmm.hw.pgtable.format import (
 )
 from vcmm.hw.pgtable.longdesc import MAIR
 from vcmm.hw.pgtable.lpae import ARMV7_LPAE
-from vcmm.hw.pgtable.table import PageTable, PageTableSnapshot
+from vcmm.hw.pgtable.snapshot import PageTableSnapshot
+from vcmm.hw.pgtable.table import PageTable
 from vcmm.hw.pgtable.tableset import Journal
 from vcmm.hw.pgtable.visitors import MapEntry, decode_tables
 from vcmm.hw.pgtable.walker import Slots, Visitor, walk_range, walk_tables

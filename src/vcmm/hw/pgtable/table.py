@@ -78,6 +78,7 @@ from vcmm.hw.pgtable.mapmany import (
     single_pages,
 )
 from vcmm.hw.pgtable.plan import Run, plan_runs
+from vcmm.hw.pgtable.snapshot import PageTableSnapshot
 from vcmm.hw.pgtable.tableset import Edit, Journal, TableSet
 from vcmm.hw.pgtable.visitors import (
     CheckTableFields,
@@ -91,19 +92,6 @@ from vcmm.hw.pgtable.walker import Visitor, walk_range, walk_tables
 from vcmm.hw.tablemem import TableMemory
 from vcmm.hw.walk import Walk
 from vcmm.sizes import format_size
-
-
-@dataclass(frozen=True, slots=True)
-class PageTableSnapshot:
-    """The bytes of every table page plus the shadow, for before/after comparisons."""
-
-    root: int
-    #: (pa, size, valid entries, bytes) per table page, sorted by pa.
-    tables: tuple[tuple[int, int, int, bytes], ...]
-
-    @property
-    def table_pages(self) -> list[tuple[int, int]]:
-        return [(pa, size) for pa, size, _, _ in self.tables]
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,8 +537,9 @@ class PageTable:
 
     # -- unmap --------------------------------------------------------------------------------
 
-    def unmap(self, va: int, size: int) -> list[MapEntry]:
-        """Unmap ``[va, va+size)`` (all of it must be mapped); returns what was removed.
+    def unmap(self, va: int, size: int, *, entries: bool = True) -> list[MapEntry]:
+        """Unmap ``[va, va+size)`` (all of it must be mapped); returns what was removed,
+        or nothing with ``entries=False`` (unbacking 16384 pages does not read them).
 
         Blocks cut by the range are split first (see the module notes); table pages
         left empty are kept, or released if the table was made with
@@ -561,7 +550,7 @@ class PageTable:
         va, size = self._range(op, va, size)
         end = va + size
         with self._tables.editing(op) as edit:
-            clear = Clear(self._fmt, self._tables, edit, keep_tables=self._keep)
+            clear = Clear(self._fmt, self._tables, edit, keep_tables=self._keep, report=entries)
             try:
                 self._split_at(edit, va)
                 if end < self._geo.va_limit:

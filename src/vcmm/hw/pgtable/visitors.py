@@ -130,7 +130,8 @@ class FirstAddress(Visitor):
 class Clear(FirstAddress):
     """Invalidate every leaf in the range (none may straddle it), keeping the tables
     left empty (``keep_tables``, Linux's rule) or releasing them; ``removed`` lists the
-    leaves as they were.
+    leaves as they were (unless ``report`` is False: decoding them is most of the cost
+    of clearing many pages).
 
     The range must be mapped throughout: ``found`` is the first address nothing maps,
     where the walk stops (the caller rolls the edit back), so unmapping needs no
@@ -138,13 +139,20 @@ class Clear(FirstAddress):
     """
 
     def __init__(
-        self, fmt: PageTableFormat, tables: TableSet, edit: Edit, *, keep_tables: bool
+        self,
+        fmt: PageTableFormat,
+        tables: TableSet,
+        edit: Edit,
+        *,
+        keep_tables: bool,
+        report: bool = True,
     ) -> None:
         super().__init__(mapped=False)
         self._fmt = fmt
         self._tables = tables
         self._edit = edit
         self._keep = keep_tables
+        self._report = report
         self.removed: list[MapEntry] = []
 
     def table(self, slots: Slots) -> None:
@@ -156,7 +164,8 @@ class Clear(FirstAddress):
                 continue
             mapped |= hit
             slots.edit()[hit] = 0
-            self.removed.extend(e for _, e in _leaf_entries(self._fmt, slots, kind, hit))
+            if self._report:
+                self.removed.extend(e for _, e in _leaf_entries(self._fmt, slots, kind, hit))
         self._note(~mapped)
 
     def ascend(self, slots: Slots, j: int, child: int) -> None:
