@@ -90,8 +90,8 @@ FlushSave: TypeAlias = tuple[TreeSave, dict[int, list[int]], dict[tuple[int, boo
 #: Any other records ``(pfn, bin_at, cached, flush_saved, cacheable, hit)``: put it
 #: back in its bin (``bin_at`` = (bin size, index)), or take it out of the tree and
 #: restore the cached nodes (``cached``), or, if a flush ran, restore the whole state
-#: from before the flush (``flush_saved``, which takes precedence).  Plain tuples: one
-#: is built per allocation, and a frozen dataclass would cost as much as a cache hit.
+#: from before the flush (``flush_saved``, which takes precedence).  Plain values: one
+#: is made per allocation, and a frozen dataclass would cost as much as a cache hit.
 SeedUndo: TypeAlias = (
     int | tuple[int, tuple[int, int] | None, tuple[int, int] | None, FlushSave | None, bool, bool]
 )
