@@ -19,6 +19,12 @@ preempted counts the other processes' time in wall-clock time, and the slower se
 longer slices are preempted more often, which would bias the ratio toward the cache.
 ``--clock wall`` measures wall-clock time instead.
 
+Measured (defaults, 3 runs, min-max): a cached pair costs 0.86-0.90 us with either
+policy (4K, FIFO); on/off is 3.38-3.44x for the seed policy and 3.66-3.79x for linux
+with 4K buffers and FIFO completion (the lowest lines: the tree's cached node makes a
+FIFO ring cheap without the cache, 3.0-3.3 us), 3.9-4.2x with 64K buffers and
+6.3-9.7x with random completion.
+
 Run: ``python benchmarks/bench_iova.py [--live 4000] [--pairs 500] [--slices 41] [--clock cpu]``
 """
 

@@ -39,7 +39,8 @@ counted too, as in Linux.
 
 The injector is per thread (a context variable), as fail-nth is per task: a device
 job running in another thread is neither counted nor failed.  With no injector armed
-anywhere, a point costs one global read.
+anywhere, a point costs a call and one global read; the IOVA domains' hot paths test
+:data:`armed` first and skip the call.
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ class FailNth:
 _current: contextvars.ContextVar[FailNth | None] = contextvars.ContextVar(
     "vcmm_fail_nth", default=None
 )
-#: Injectors armed in any thread: the fast path of :func:`check` reads only this.
-_armed = 0
+#: Injectors armed in any thread (0: none).  :func:`check` returns at once while it is
+#: 0, and an allocator's hot path may test ``inject.armed`` itself before calling
+#: :func:`check` (a module attribute read instead of a call).  Read it through the
+#: module, never ``from vcmm.inject import armed`` (that copies today's value).
+armed = 0
 _armed_lock = threading.Lock()
 
 
@@ -113,7 +117,7 @@ def fail_nth(n: int, *, sites: Iterable[AllocSite] | None = None) -> Iterator[Fa
     injector is yielded so the caller can ask whether it :attr:`~FailNth.fired` and
     what it :attr:`~FailNth.seen`.  Injectors do not nest.
     """
-    global _armed
+    global armed
     if not is_int(n) or n < 1:
         raise InvalidArgumentError(f"fail_nth: n {n!r} must be an integer >= 1")
     chosen = ALL_SITES if sites is None else frozenset(sites)
@@ -126,12 +130,12 @@ def fail_nth(n: int, *, sites: Iterable[AllocSite] | None = None) -> Iterator[Fa
     injector = FailNth(n, chosen)
     token = _current.set(injector)
     with _armed_lock:
-        _armed += 1
+        armed += 1
     try:
         yield injector
     finally:
         with _armed_lock:
-            _armed -= 1
+            armed -= 1
         _current.reset(token)
 
 
@@ -142,7 +146,7 @@ def check(
     exhausted) if this thread's injector says this allocation is the n-th.  Allocators
     call it at the entry of an allocation, after checking their arguments and before
     changing anything."""
-    if not _armed:
+    if not armed:
         return
     injector = _current.get()
     if injector is None or not injector.hit(site, allocator):

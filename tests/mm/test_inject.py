@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import vcmm
+from vcmm import inject
 from vcmm.errors import (
     InvalidArgumentError,
     OutOfAddressSpaceError,
@@ -28,6 +29,7 @@ from vcmm.mm.buddy import BuddyAllocator
 from vcmm.mm.genalloc import RangeAllocator
 from vcmm.mm.iova import IovaDomain
 from vcmm.mm.iova_linux import LinuxIovaDomain
+from vcmm.mm.iova_policy import new_iova_domain
 from vcmm.mm.pools import BlockPool, ContiguousPool, SystemRamTarget
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_1K, SZ_1M, SZ_4K, SZ_16M, SZ_64K
@@ -227,3 +229,27 @@ def test_injectors_do_not_nest() -> None:
         pass
     space = _space()
     space.alloc(SZ_4K)  # disarmed after both blocks
+
+
+@pytest.mark.parametrize("policy", ["seed", "linux"])
+def test_a_range_cache_hit_is_an_injection_point_too(policy: str) -> None:
+    """The IOVA domains test ``inject.armed`` before calling the point on their cache
+    hit path: an armed injector still fails a hit, and the range stays cached."""
+    iovad = new_iova_domain(policy, SZ_4K)
+    cached = iovad.alloc(SZ_4K)
+    iovad.free(cached)
+    before = iovad.snapshot()
+    with fail_nth(1) as injector, pytest.raises(OutOfAddressSpaceError, match="fault injection"):
+        iovad.alloc(SZ_4K)
+    assert injector.failed == (AllocSite.IOVA, type(iovad).__name__)
+    assert iovad.snapshot() == before and iovad.cached_count == 1
+    assert iovad.alloc(SZ_4K) == cached  # disarmed: the same call hits the cache
+    assert iovad.counters.rcache_hits == 1
+
+
+def test_the_armed_count_is_zero_again_after_a_block_that_raised() -> None:
+    assert inject.armed == 0
+    with pytest.raises(RuntimeError), fail_nth(1):
+        assert inject.armed == 1
+        raise RuntimeError("boom")
+    assert inject.armed == 0

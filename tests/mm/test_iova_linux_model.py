@@ -2,7 +2,10 @@
 
 Random map/unmap/flush sequences run on both, and every returned address, every
 failure and the whole allocator state (tree nodes, cached nodes, ``max32_alloc_size``,
-every magazine and depot) must agree after each step.  Small magazines (2-5 entries)
+every magazine and depot) must agree after each step, and so must the counters: the
+test counts, on the model, the successful allocations, the frees, which successful
+allocations of a cached size the model's ``iova_rcache_get`` served (hits) or not
+(misses), and every flush that ran.  Small magazines (2-5 entries)
 reach the previous-magazine swap and the depot within a short sequence; one long run
 keeps the kernel's 127.
 """
@@ -16,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcmm.errors import OutOfAddressSpaceError
+from vcmm.mm.iova import IovaCounters
 from vcmm.mm.iova_linux import LinuxIovaDomain
+from vcmm.mm.iova_rcache import RCACHE_ORDERS
 from vcmm.ranges import AddressRange
 from vcmm.sizes import SZ_4G, SZ_4K
 
@@ -59,9 +64,35 @@ class Pair:
             self.impl.reserve(shape["reserve"])
             self.model.reserve_iova(first, last)
         self.live: list[tuple[int, int]] = []
+        self.counts = {"allocs": 0, "frees": 0, "hits": 0, "misses": 0, "flushes": 0}
+        self._count_model_calls()
+
+    def _count_model_calls(self) -> None:
+        """Wrap the model's cache look-up and CPU flush to count what vcmm counts."""
+        model, get, flush = self.model, self.model.iova_rcache_get, self.model.free_cpu_cached_iovas
+        self.got: int | None = None  # the last look-up's answer (None: not a cached size)
+
+        def counted_get(size: int, limit_pfn: int) -> int:
+            pfn: int = get(size, limit_pfn)
+            cacheable = model.rcache and size <= 1 << (RCACHE_ORDERS - 1)
+            self.got = pfn if cacheable else None
+            return pfn
+
+        def counted_flush() -> None:
+            if model.rcache:  # vcmm without a cache has nothing to flush
+                self.counts["flushes"] += 1
+            flush()
+
+        model.iova_rcache_get = counted_get
+        model.free_cpu_cached_iovas = counted_flush
 
     def map(self, npages: int, limit: int) -> None:
+        self.got = None
         want = self.model.iommu_dma_alloc_iova(npages * G, limit)
+        if want:  # vcmm counts successful allocations only
+            self.counts["allocs"] += 1
+            if self.got is not None:
+                self.counts["hits" if self.got else "misses"] += 1
         try:
             got = self.impl.alloc(npages * G, limit)
         except OutOfAddressSpaceError:
@@ -75,6 +106,7 @@ class Pair:
             return
         addr, npages = self.live.pop(index % len(self.live))
         self.model.iommu_dma_free_iova(addr, npages * G)
+        self.counts["frees"] += 1
         assert self.impl.free(addr) == AddressRange(addr, npages * G)
 
     def check(self) -> None:
@@ -98,6 +130,10 @@ class Pair:
             )
         )
         assert live_nodes == {addr >> 12 for addr, _ in self.live}
+        c = self.counts
+        assert self.impl.counters == IovaCounters(
+            c["allocs"], c["frees"], c["hits"], c["misses"], 0, c["flushes"]
+        )
 
     def run(self, kind: str, a: int, b: int, limits: list[int]) -> None:
         if kind == "map":

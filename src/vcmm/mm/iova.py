@@ -84,16 +84,16 @@ class IovaSnapshot:
 FlushSave: TypeAlias = tuple[TreeSave, dict[int, list[int]], dict[tuple[int, bool], int]]
 
 #: How to take one allocation back (:meth:`IovaDomain.undo_alloc`).  An allocation
-#: that took the top entry of its bin records only ``(pfn, bin size)``: undo is newest
-#: first, so the bin is then as the allocation left it and the entry goes back on top.
+#: that took the top entry of its bin records only its first frame (the bin is its
+#: live size): undo is newest first, so the bin is then as the allocation left it and
+#: the entry goes back on top.
 #: Any other records ``(pfn, bin_at, cached, flush_saved, cacheable, hit)``: put it
 #: back in its bin (``bin_at`` = (bin size, index)), or take it out of the tree and
 #: restore the cached nodes (``cached``), or, if a flush ran, restore the whole state
-#: from before the flush (``flush_saved``, which takes precedence).  Plain tuples: one
-#: is built per allocation, and a frozen dataclass would cost as much as a cache hit.
+#: from before the flush (``flush_saved``, which takes precedence).  Plain values: one
+#: is made per allocation, and a frozen dataclass would cost as much as a cache hit.
 SeedUndo: TypeAlias = (
-    tuple[int, int]
-    | tuple[int, tuple[int, int] | None, tuple[int, int] | None, FlushSave | None, bool, bool]
+    int | tuple[int, tuple[int, int] | None, tuple[int, int] | None, FlushSave | None, bool, bool]
 )
 
 #: ``alignment - 1`` of a size-aligned range of *n* granules, for small *n* (the
@@ -194,7 +194,8 @@ class IovaDomain(IovaSpace[SeedUndo]):
             limit_excl = self._end_pfn + 1
         if limit_excl <= self._start_pfn:
             self._check_limit(limit_excl, limit)
-        inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
+        if inject.armed:
+            inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
         if npages <= self._cacheable_max:
             entries = self._bins.get(npages)
             if entries:
@@ -206,7 +207,7 @@ class IovaDomain(IovaSpace[SeedUndo]):
                     self._top_hits += 1
                     if self._last is not None:
                         self._older.append(self._last)
-                    self._last = (pfn, npages)
+                    self._last = pfn
                     return pfn << self._shift
             return self._alloc_general(npages, limit, limit_excl, size_aligned, True)
         return self._alloc_general(npages, limit, limit_excl, size_aligned, False)
@@ -250,14 +251,16 @@ class IovaDomain(IovaSpace[SeedUndo]):
         Repeated, it takes back the allocations before, newest first (a compound
         operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
-        self._check_undo(addr, None if last is None else last[0])
+        self._check_undo(addr, last if last is None or isinstance(last, int) else last[0])
         assert last is not None
-        pfn = last[0]
-        npages = self._live.pop(pfn)
-        if len(last) == 2:  # the top entry of its bin
+        if isinstance(last, int):  # the top entry of its bin
+            pfn = last
+            npages = self._live.pop(pfn)
             self._bins.setdefault(npages, []).append(pfn)
             self._top_hits -= 1
         else:
+            pfn = last[0]
+            npages = self._live.pop(pfn)
             self._undo_general(last)
         self._pop_last()
         return self._geo.range(pfn, npages)

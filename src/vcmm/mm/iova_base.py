@@ -36,8 +36,9 @@ class IovaSpace(Generic[UndoT]):
     """Base of the IOVA domains: geometry, tree, live and reserved ranges.
 
     ``UndoT`` is the policy's record of how to take one allocation back.  Records are
-    plain tuples rather than dataclasses: one is built on every allocation, and a
-    frozen dataclass costs about as much as the whole cached allocation.
+    plain values (the bare first frame for a cache hit of the top entry, else a
+    tuple) rather than dataclasses: one is made on every allocation, and a frozen
+    dataclass costs about as much as the whole cached allocation.
     """
 
     #: The placement policy's name (``"seed"`` or ``"linux"``).

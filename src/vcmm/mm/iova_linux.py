@@ -54,9 +54,8 @@ from vcmm.mm.iova_rcache import (
     CacheSave,
     GetUndo,
     MagazineCache,
-    order_base_2,
 )
-from vcmm.mm.iova_tree import SMALL_MAX, SMALL_ORDERS, TreeSave
+from vcmm.mm.iova_tree import SMALL_ORDERS, TreeSave
 from vcmm.ranges import AddressRange
 
 #: Sizes below this many granules are rounded up to a power of two.
@@ -90,11 +89,11 @@ class LinuxIovaSnapshot:
 GeneralUndo: TypeAlias = tuple[
     int, GetUndo | None, tuple[int, int, int] | None, tuple[TreeSave, CacheSave, int] | None, bool
 ]
-#: How to take one allocation back: ``(pfn, order)`` for a hit of the loaded
-#: magazine's top (undo is newest first, so it goes back on top), else
-#: :data:`GeneralUndo`.  Plain tuples: one is built per allocation, and a frozen
-#: dataclass would cost as much as a cache hit.
-LinuxUndo: TypeAlias = tuple[int, int] | GeneralUndo
+#: How to take one allocation back: the bare first frame for a hit of the loaded
+#: magazine's top (undo is newest first, so it goes back on top of the bin of its live
+#: size's order), else :data:`GeneralUndo`.  Nothing is built for the common hit, and
+#: a plain tuple otherwise: a frozen dataclass would cost as much as a cache hit.
+LinuxUndo: TypeAlias = int | GeneralUndo
 
 
 class LinuxIovaDomain(IovaSpace[LinuxUndo]):
@@ -114,14 +113,23 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         magazine_size = check_int("", "magazine_size", magazine_size, minimum=1)
         self._max32 = self._geo.dma32_pfn
         self._cache = MagazineCache(magazine_size) if rcache else None
+        # The hot paths' view of the cache (see MagazineCache): its bins, the magazine
+        # size, and the largest cached size in granules (0 without a cache: one test).
+        self._bins = self._cache.bins if self._cache is not None else ()
+        self._magazine_size = magazine_size
+        self._cacheable_max = ROUND_BELOW if self._cache is not None else 0
         #: The range :meth:`free` returned for a frame now cached or live again from
         #: the cache (see the seed policy's ``_freed``); an entry goes when its tree
         #: node goes.  A frame may come back with another size of the same order, so
         #: the size is checked before an entry is reused.
         self._freed: dict[int, AddressRange] = {}
-        self._counts = [0] * 6  # allocs, frees, hits, misses, overflows (never), flushes
-        #: Hits of the loaded magazine's top (:meth:`MagazineCache.pop_top`): allocations
-        #: and hits the counters add to ``_counts`` (one increment on the hot path).
+        self._allocs = 0
+        self._frees = 0
+        self._hits = 0
+        self._misses = 0
+        self._flushes = 0
+        #: Hits of the loaded magazine's top: allocations and hits that the counters add
+        #: to ``_allocs`` and ``_hits`` (one increment on the hot path, not two).
         self._top_hits = 0
 
     # -- properties --------------------------------------------------------------
@@ -144,9 +152,10 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
     def counters(self) -> IovaCounters:
         """Event counts; ``rcache_flushes`` counts every flush that ran, a failed
         allocation's included (it stays flushed); the depot never overflows."""
-        allocs, frees, hits, misses, overflows, flushes = self._counts
         top = self._top_hits
-        return IovaCounters(allocs + top, frees, hits + top, misses, overflows, flushes)
+        return IovaCounters(
+            self._allocs + top, self._frees, self._hits + top, self._misses, 0, self._flushes
+        )
 
     @property
     def cached_count(self) -> int:
@@ -181,26 +190,37 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         limit_excl += 1
         if limit_excl <= self._start_pfn:
             self._check_limit(limit_excl, limit)
-        inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
-        order = SMALL_ORDERS[npages] if npages <= SMALL_MAX else order_base_2(npages)
-        alloc_pages = 1 << order if npages < ROUND_BELOW else npages
-        if order >= RCACHE_ORDERS or self._cache is None:
+        if inject.armed:
+            inject.check(_IOVA_SITE, self, OutOfAddressSpaceError)
+        if npages > self._cacheable_max:  # not a cached size, or no cache
+            alloc_pages = 1 << SMALL_ORDERS[npages] if npages < ROUND_BELOW else npages
             return self._alloc_tree(npages, alloc_pages, limit, limit_excl, None)
-        limit_pfn = (limit_excl - alloc_pages) & ULONG_MASK
-        pfn = self._cache.pop_top(order, limit_pfn)
-        if pfn is not None:  # the common hit, written out
+        # The common hit, written out: the loaded magazine's top frame fits.  (A limit
+        # below the rounded size, which wraps to ULONG_MAX in the kernel so that any
+        # frame fits, takes the general path.)
+        order = SMALL_ORDERS[npages]
+        mag = self._bins[order].loaded
+        if mag and mag[-1] <= limit_excl - (1 << order):
+            pfn = mag.pop()
             self._live[pfn] = npages
             self._top_hits += 1
             if self._last is not None:
                 self._older.append(self._last)
-            self._last = (pfn, order)
+            self._last = pfn
             return pfn << self._shift
-        pfn, got = self._cache.get(order, limit_pfn)
+        return self._alloc_cached(npages, limit, limit_excl, order)
+
+    def _alloc_cached(self, npages: int, limit: int, limit_excl: int, order: int) -> int:
+        """A cached size that the loaded magazine's top does not serve: the whole
+        magazine search with its rotation (``__iova_rcache_get``), then the tree."""
+        assert self._cache is not None
+        alloc_pages = 1 << order
+        pfn, got = self._cache.get(order, (limit_excl - alloc_pages) & ULONG_MASK)
         if pfn is None:
             return self._alloc_tree(npages, alloc_pages, limit, limit_excl, got)
         self._live[pfn] = npages
-        self._counts[0] += 1
-        self._counts[2] += 1
+        self._allocs += 1
+        self._hits += 1
         self._remember(flushed=False)
         self._last = (pfn, got, None, None, True)
         return pfn << self._shift
@@ -221,9 +241,9 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
             self._forget_last()
             raise self._no_room(alloc_pages, limit, True, npages)
         self._live[pfn] = npages
-        self._counts[0] += 1
+        self._allocs += 1
         if got is not None:
-            self._counts[3] += 1
+            self._misses += 1
         self._remember(flushed=flush_saved is not None)
         self._last = (pfn, got, cached, flush_saved, False)
         return pfn << self._shift
@@ -246,15 +266,17 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         Repeated, it takes back the allocations before, newest first (a compound
         operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
         last = self._last
-        self._check_undo(addr, None if last is None else last[0])
+        self._check_undo(addr, last if last is None or isinstance(last, int) else last[0])
         assert last is not None
-        pfn = last[0]
-        npages = self._live.pop(pfn)
-        if len(last) == 2:  # a hit of the loaded magazine's top
+        if isinstance(last, int):  # a hit of the loaded magazine's top
             assert self._cache is not None
-            self._cache.undo_pop_top(last[1], pfn)
+            pfn = last
+            npages = self._live.pop(pfn)
+            self._cache.undo_pop_top(SMALL_ORDERS[npages], pfn)
             self._top_hits -= 1
         else:
+            pfn = last[0]
+            npages = self._live.pop(pfn)
             self._undo_general(last)
         self._pop_last()
         return self._geo.range(pfn, npages)
@@ -265,15 +287,18 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
             tree, cache, _ = flush_saved
             self._tree.restore(tree)
             self._cache.restore(cache)
-            self._counts[5] -= 1
+            self._flushes -= 1
         elif not hit:
             self._tree.remove(pfn)
         if cached is not None:
             self._tree.cached32, self._tree.cached, self._max32 = cached
         if got is not None and self._cache is not None:
             self._cache.undo_get(got)
-            self._counts[2 if hit else 3] -= 1
-        self._counts[0] -= 1
+            if hit:
+                self._hits -= 1
+            else:
+                self._misses -= 1
+        self._allocs -= 1
 
     # -- the cache ---------------------------------------------------------------
 
@@ -289,7 +314,7 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         for pfn in frames:
             self._freed.pop(pfn, None)
             self._remove(pfn)
-        self._counts[5] += 1
+        self._flushes += 1
         return len(frames)
 
     def flush_rcache(self) -> int:
@@ -326,9 +351,15 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         self._last = None
         if self._older:
             self._older.clear()
-        self._counts[1] += 1
-        if self._cache is not None and npages <= ROUND_BELOW:  # order < RCACHE_ORDERS
-            self._cache.insert(SMALL_ORDERS[npages], pfn)
+        self._frees += 1
+        if npages <= self._cacheable_max:  # order < RCACHE_ORDERS
+            order = SMALL_ORDERS[npages]
+            mag = self._bins[order].loaded
+            if len(mag) < self._magazine_size:  # __iova_rcache_insert, written out
+                mag.append(pfn)
+            else:  # full: the magazine rotation
+                assert self._cache is not None
+                self._cache.insert(order, pfn)
             freed = self._freed.get(pfn)
             if freed is None or freed.size != npages << self._shift:
                 freed = self._freed[pfn] = AddressRange(pfn << self._shift, npages << self._shift)

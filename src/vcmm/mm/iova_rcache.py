@@ -58,7 +58,7 @@ class BinState:
     depot: tuple[tuple[int, ...], ...]
 
 
-class _Bin:
+class Bin:
     """``struct iova_rcache`` with its one CPU's ``iova_cpu_rcache``."""
 
     __slots__ = ("depot", "loaded", "prev")
@@ -70,17 +70,26 @@ class _Bin:
 
 
 class MagazineCache:
-    """The per-order range cache of one IOVA domain."""
+    """The per-order range cache of one IOVA domain.
+
+    ``bins[order]`` is one order's :class:`Bin`; the tuple and its bins are the same
+    objects for the cache's lifetime (only their magazines are replaced), so a domain
+    may hold the tuple.  :class:`~vcmm.mm.iova_linux.LinuxIovaDomain` does, and writes
+    out the two steps a streaming device takes nearly every time: the first step of
+    :meth:`get` (the loaded magazine is not empty and its top frame fits: pop it) and
+    :meth:`insert` into a loaded magazine that is not full (append).  Everything else
+    goes through the methods here.
+    """
 
     def __init__(self, magazine_size: int = IOVA_MAG_SIZE) -> None:
         self.magazine_size = magazine_size
-        self._bins = [_Bin() for _ in range(RCACHE_ORDERS)]
+        self.bins = tuple(Bin() for _ in range(RCACHE_ORDERS))
 
     def get(self, order: int, limit_pfn: int) -> tuple[int | None, GetUndo]:
         """``__iova_rcache_get``: a cached first frame ``<= limit_pfn`` of ``order``, or
         ``None``.  The magazine rotation happens even when nothing fits.  The second
         value takes the call back exactly (:meth:`undo_get`)."""
-        rc = self._bins[order]
+        rc = self.bins[order]
         rotation = ""
         if not rc.loaded:
             if rc.prev:
@@ -103,25 +112,15 @@ class MagazineCache:
             mag[i] = top
         return pfn, (order, rotation, i, pfn)
 
-    def pop_top(self, order: int, limit_pfn: int) -> int | None:
-        """The first step of :meth:`get` alone: the loaded magazine's top frame if the
-        magazine is not empty and that frame is ``<= limit_pfn`` (taken out), else
-        ``None`` and nothing changes; then :meth:`get` does the rest.  This is what a
-        streaming device hits nearly every time, and it needs no undo record beyond
-        the frame (:meth:`undo_pop_top`)."""
-        mag = self._bins[order].loaded
-        if mag and mag[-1] <= limit_pfn:
-            return mag.pop()
-        return None
-
     def undo_pop_top(self, order: int, pfn: int) -> None:
-        """Take a :meth:`pop_top` back (nothing else changed the cache since)."""
-        self._bins[order].loaded.append(pfn)
+        """Take back a hit of the loaded magazine's top frame (``bins[order].loaded``
+        popped; nothing else changed the cache since): the frame goes back on top."""
+        self.bins[order].loaded.append(pfn)
 
     def undo_get(self, undo: GetUndo) -> None:
         """Take a :meth:`get` back: the frame to its slot, the magazines unrotated."""
         order, rotation, i, pfn = undo
-        rc = self._bins[order]
+        rc = self.bins[order]
         if i >= 0:
             mag = rc.loaded
             if i < len(mag):
@@ -137,7 +136,7 @@ class MagazineCache:
 
     def insert(self, order: int, pfn: int) -> None:
         """``__iova_rcache_insert`` (a new magazine never fails to allocate here)."""
-        rc = self._bins[order]
+        rc = self.bins[order]
         if len(rc.loaded) >= self.magazine_size:
             if len(rc.prev) < self.magazine_size:
                 rc.loaded, rc.prev = rc.prev, rc.loaded
@@ -150,11 +149,11 @@ class MagazineCache:
         """Empty every magazine; returns the frames in the order the kernel frees them
         (``free_cpu_cached_iovas`` then ``free_global_cached_iovas``)."""
         out: list[int] = []
-        for rc in self._bins:
+        for rc in self.bins:
             out += rc.loaded
             out += rc.prev
             rc.loaded, rc.prev = [], []
-        for rc in self._bins:
+        for rc in self.bins:
             while rc.depot:
                 out += rc.depot.pop()
         return out
@@ -163,7 +162,7 @@ class MagazineCache:
         """The depot work items run to completion: each order's depot shrinks to
         :data:`ONLINE_CPUS` magazines, top first; returns the frames to free."""
         out: list[int] = []
-        for rc in self._bins:
+        for rc in self.bins:
             while len(rc.depot) > ONLINE_CPUS:
                 out += rc.depot.pop()
         return out
@@ -171,7 +170,7 @@ class MagazineCache:
     def evict(self, pfn: int) -> None:
         """Take ``pfn`` out of whichever magazine holds it (vcmm's ``reserve`` after
         allocations; the kernel reserves only before any)."""
-        for rc in self._bins:
+        for rc in self.bins:
             for mag in (rc.loaded, rc.prev, *rc.depot):
                 if pfn in mag:
                     i = mag.index(pfn)
@@ -183,26 +182,26 @@ class MagazineCache:
                     return
 
     def frames(self) -> set[int]:
-        return {pfn for rc in self._bins for mag in (rc.loaded, rc.prev, *rc.depot) for pfn in mag}
+        return {pfn for rc in self.bins for mag in (rc.loaded, rc.prev, *rc.depot) for pfn in mag}
 
     def __len__(self) -> int:
         return sum(
-            len(rc.loaded) + len(rc.prev) + sum(len(m) for m in rc.depot) for rc in self._bins
+            len(rc.loaded) + len(rc.prev) + sum(len(m) for m in rc.depot) for rc in self.bins
         )
 
     def save(self) -> CacheSave:
         """A deep copy of every bin, for :meth:`restore`."""
         return [
-            (rc.loaded.copy(), rc.prev.copy(), [m.copy() for m in rc.depot]) for rc in self._bins
+            (rc.loaded.copy(), rc.prev.copy(), [m.copy() for m in rc.depot]) for rc in self.bins
         ]
 
     def restore(self, saved: CacheSave) -> None:
-        for rc, (loaded, prev, depot) in zip(self._bins, saved, strict=True):
+        for rc, (loaded, prev, depot) in zip(self.bins, saved, strict=True):
             rc.loaded, rc.prev, rc.depot = loaded, prev, depot
 
     def state(self) -> tuple[BinState, ...]:
         """Every order's magazines, comparable."""
         return tuple(
             BinState(tuple(rc.loaded), tuple(rc.prev), tuple(tuple(m) for m in rc.depot))
-            for rc in self._bins
+            for rc in self.bins
         )
