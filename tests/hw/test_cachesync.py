@@ -10,11 +10,13 @@ cleaned and invalidated (arm64 dcache_inval_poc), never invalidated alone.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vcmm.attrs import DmaDirection, MemType
 from vcmm.errors import BusError, InvalidArgumentError
 from vcmm.hw.cache import CacheConfig, DataCache
-from vcmm.hw.cachesync import dma_sync
+from vcmm.hw.cachesync import dma_sync, invalidate_exact, invalidates
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
 from vcmm.ranges import AddressRange
 
@@ -115,3 +117,72 @@ def test_misuse_is_refused_before_any_line_changes(call: object) -> None:
     with pytest.raises((InvalidArgumentError, BusError)):
         call(cache)  # type: ignore[operator]
     assert (cache.snapshot(), memory.digest()) == before
+
+
+# -- skipping ranges the cache holds nothing of ------------------------------------------------
+
+
+def _reference_sync(
+    cache: DataCache, spans: list[AddressRange], direction: DmaDirection, for_cpu: bool
+) -> None:
+    """The rule applied range by range with no skipping: what dma_sync must equal."""
+    if for_cpu and direction is TO:
+        return
+    for r in spans:
+        if invalidates(direction, for_cpu):
+            invalidate_exact(cache, r.start, r.size)
+        else:
+            cache.clean(r.start, r.size)
+
+
+def _held_reference(cache: DataCache, pa: int, length: int) -> int:
+    lines = {line for line, _ in cache.lines()}
+    return sum(1 for n in range(pa // LINE, (pa + length - 1) // LINE + 1) if n * LINE in lines)
+
+
+_span = st.tuples(st.integers(0, 0x3FFF), st.integers(1, 0x600)).filter(
+    lambda s: s[0] + s[1] <= 0x4000
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    writes=st.lists(_span, max_size=12),
+    spans=st.lists(_span, min_size=1, max_size=8),
+    direction=st.sampled_from([TO, FROM, BIDI]),
+    for_cpu=st.booleans(),
+)
+def test_skipping_empty_ranges_changes_nothing(
+    writes: list[tuple[int, int]],
+    spans: list[tuple[int, int]],
+    direction: DmaDirection,
+    for_cpu: bool,
+) -> None:
+    """dma_sync skips the ranges the cache holds no line of (held_lines); with dirty
+    lines anywhere, ranges overlapping each other and sharing edge lines, the cache
+    and memory end exactly as with the rule applied to every range in order."""
+    pair = [make(), make()]
+    for _memory, cache in pair:
+        for k, (pa, length) in enumerate(writes):
+            cache.write(pa, bytes([k + 1]) * length, WB)
+    ranges = [AddressRange(pa, length) for pa, length in spans]
+    (mem_a, cache_a), (mem_b, cache_b) = pair
+    held = cache_a.held_lines(spans).tolist()
+    assert held == [_held_reference(cache_a, pa, length) for pa, length in spans]
+    dma_sync(cache_a, ranges, direction, for_cpu=for_cpu)
+    _reference_sync(cache_b, ranges, direction, for_cpu)
+    assert cache_a.snapshot() == cache_b.snapshot()
+    assert mem_a.read(0, 0x4000) == mem_b.read(0, 0x4000)
+
+
+def test_held_lines_of_an_empty_cache_and_of_empty_spans() -> None:
+    _, cache = make()
+    assert cache.held_lines([(BASE, LINE), (0, 0x4000)]).tolist() == [0, 0]
+    cache.write(BASE, b"\x01", WB)
+    assert cache.held_lines([(BASE, 0), (BASE, 1), (BASE - 1, 2), (BASE + LINE, 1)]).tolist() == [
+        0,
+        1,
+        1,
+        0,
+    ]
+    assert cache.held_lines([]).tolist() == []
