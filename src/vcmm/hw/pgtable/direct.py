@@ -16,34 +16,44 @@ The slots are written with :meth:`PageTable.store_words`, one logged edit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Sequence
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import VcmmError
-from vcmm.hw.pgtable.format import Role
+from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
 from vcmm.hw.pgtable.table import PageTable
 
 #: ``(table page, entry index, descriptor)`` of one store.
 Slot = tuple[int, int, int]
 
 
-def _last_table(table: PageTable, va: int, li: int, values: Mapping[str, int] | None) -> int | None:
+@functools.lru_cache(maxsize=1024)
+def _inherits(kind: DescriptorKind, desc: int, fmt: PageTableFormat, attrs: PageAttrs) -> bool:
+    """Whether the table descriptor ``desc`` is what mapping ``attrs`` below it would
+    write (its inherited fields agree).  Memoised: a streaming map meets the same few
+    table descriptors again and again, and encoding one is a dozen steps."""
+    return kind.encode(kind.output_address(desc), fmt.attr_values(attrs)) == desc
+
+
+def _last_table(table: PageTable, va: int, li: int, attrs: PageAttrs | None) -> int | None:
     """The address of the level-``li`` table holding ``va``'s slot, or None if a level
-    above has no table there (or, with ``values``, one whose descriptor would need
+    above has no table there (or, with ``attrs``, one whose descriptor would need
     rewriting for them: the inherited fields differ)."""
-    geo = table.geometry
-    read = table.memory.read_u32 if table.fmt.entry_bytes == 4 else table.memory.read_u64
-    eb = table.fmt.entry_bytes
+    fmt = table.fmt
+    read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
+    eb = fmt.entry_bytes
     addr = table.root
-    for gl in geo.levels[:li]:
+    levels = table.geometry.levels
+    for k in range(li):
+        gl = levels[k]
         desc = read(addr + gl.index(va) * eb)
         kind = gl.classify(desc)
         if kind is None or kind.role is not Role.TABLE:
             return None
-        child = kind.output_address(desc)
-        if values is not None and kind.encode(child, values) != desc:
+        if attrs is not None and not _inherits(kind, desc, fmt, attrs):
             return None
-        addr = child
+        addr = kind.output_address(desc)
     return addr
 
 
@@ -51,10 +61,10 @@ class _LeafSlots:
     """Each page's slot in its last-level table, the descent done once per table; a
     page named twice is refused (None), as a second store there would not be simple."""
 
-    __slots__ = ("_gl", "_li", "_seen", "_span", "_table", "_tables", "_values")
+    __slots__ = ("_attrs", "_gl", "_li", "_seen", "_span", "_table", "_tables")
 
-    def __init__(self, table: PageTable, li: int, values: Mapping[str, int] | None) -> None:
-        self._table, self._li, self._values = table, li, values
+    def __init__(self, table: PageTable, li: int, attrs: PageAttrs | None) -> None:
+        self._table, self._li, self._attrs = table, li, attrs
         self._gl = table.geometry.levels[li]
         self._span = self._gl.table_span
         self._tables: dict[int, int | None] = {}
@@ -70,8 +80,25 @@ class _LeafSlots:
         if key in tables:
             addr = tables[key]
         else:
-            addr = tables[key] = _last_table(self._table, va, self._li, self._values)
+            addr = tables[key] = _last_table(self._table, va, self._li, self._attrs)
         return None if addr is None else (addr, self._gl.index(va))
+
+
+@functools.lru_cache(maxsize=256)
+def _leaf_plan(geo: Geometry, attrs: PageAttrs) -> tuple[int, DescriptorKind, int] | None:
+    """The smallest page's level index, descriptor kind and fixed bits
+    (type and attributes) for ``attrs`` in ``geo``, or None when a smallest page is
+    not one descriptor or the format cannot say ``attrs``.  Memoised: a table meets
+    the same few attribute sets on every map (geometries live as long as their
+    tables and compare by identity)."""
+    li, kind = geo.leaf[geo.fmt.min_page]
+    if kind.copies != 1:
+        return None
+    try:
+        values = geo.fmt.attr_values(attrs)
+    except VcmmError:
+        return None
+    return li, kind, kind.type_value | kind.attr_bits(values)  # as kind.encode
 
 
 def store_slots(
@@ -82,18 +109,14 @@ def store_slots(
     then maps the general way, which raises what it raises)."""
     fmt, geo = table.fmt, table.geometry
     size = fmt.min_page
-    li, kind = geo.leaf[size]
-    if kind.copies != 1:
+    plan = _leaf_plan(geo, attrs) if isinstance(attrs, PageAttrs) else None
+    if plan is None:
         return None
-    try:
-        values = fmt.attr_values(attrs)
-    except VcmmError:
-        return None
-    fixed = kind.type_value | kind.attr_bits(values)  # as kind.encode, bits packed once
+    li, kind, fixed = plan
     read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
     eb, limit = fmt.entry_bytes, geo.va_limit
     slots: list[Slot] = []
-    leaf = _LeafSlots(table, li, values)
+    leaf = _LeafSlots(table, li, attrs)
     for va, pa in pages:
         if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
             return None
