@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 from vcmm.attrs import MemType, PageAttrs
@@ -282,6 +282,17 @@ class MappingGraph:
             edges[k].attrs.memtype  # type: ignore[index]
             for k in self._index.keys_over(phys.start, phys.end)
         }
+
+    def memtypes_over(self, ranges: Iterable[AddressRange]) -> set[MemType]:
+        """:meth:`memtypes` of all ``ranges`` together: the keys over each gathered
+        first, each edge's memory type then read once (a scatterlist's pages)."""
+        cover = self._index.cover
+        found: set[Hashable] = set()
+        for r in ranges:
+            for _, _, keys in cover(r.start, r.start + r.size):
+                found.update(keys)
+        edges = self._edges
+        return {edges[k].attrs.memtype for k in found}  # type: ignore[index]
 
     def is_empty(self) -> bool:
         """Whether no reservation maps anything (the linear map does not count)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from vcmm.sizes import align_up
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Slot:
     """Where one entry sits in the IOVA range (offsets relative to its start)."""
 
@@ -38,7 +38,16 @@ class Slot:
     #: Granule-aligned size of the slot, padding excluded.
     size: int
     #: Bytes of padding after the slot (to the next boundary).
-    pad: int = 0
+    pad: int
+
+    def __init__(self, start: int, offset: int, length: int, size: int, pad: int = 0) -> None:
+        # Stores through the slots' own descriptors (the generated frozen __init__ goes
+        # through object.__setattr__): a map_sg makes one per entry.
+        _set_start(self, start)
+        _set_offset(self, offset)
+        _set_length(self, length)
+        _set_size(self, size)
+        _set_pad(self, pad)
 
     @property
     def span(self) -> int:
@@ -46,10 +55,38 @@ class Slot:
         return self.size + self.pad
 
 
+_set_start, _set_offset, _set_length, _set_size, _set_pad = (
+    Slot.__dict__[name].__set__ for name in ("start", "offset", "length", "size", "pad")
+)
+
+
 def layout(
     entries: Sequence[tuple[int, int]], granule: int, boundary_mask: int
 ) -> tuple[list[Slot], int]:
-    """Slots for ``entries`` (``(phys, length)``) and the IOVA length they need."""
+    """Slots for ``entries`` (``(phys, length)``) and the IOVA length they need.
+
+    The common case in one pass without boundary arithmetic: when the slots laid end
+    to end fit in one boundary window (``boundary_mask`` is ``2**n - 1``), none
+    crosses a boundary, so none is padded (:func:`layout_padded` would give the same).
+    """
+    slots: list[Slot] = []
+    append = slots.append
+    total = 0
+    for phys, length in entries:
+        offset = phys % granule
+        size = -(-(offset + length) // granule) * granule
+        append(Slot(total, offset, length, size))
+        total += size
+    if total <= boundary_mask + 1 and not (boundary_mask + 1) & boundary_mask:
+        return slots, total
+    return layout_padded(entries, granule, boundary_mask)
+
+
+def layout_padded(
+    entries: Sequence[tuple[int, int]], granule: int, boundary_mask: int
+) -> tuple[list[Slot], int]:
+    """:func:`layout` slot by slot: a slot that would cross a segment boundary moves
+    to the next one, the slot before it padded up to there."""
     slots: list[Slot] = []
     total = 0
     for phys, length in entries:
@@ -72,19 +109,16 @@ def finalise(
     segments: list[list[int]] = []
     cur_len = 0
     for slot in slots:
+        offset, length = slot.offset, slot.length
         dma = base + slot.start
-        if (
-            cur_len
-            and slot.offset == 0
-            and dma & boundary_mask
-            and max_segment - cur_len >= slot.length
-        ):
-            cur_len += slot.length
-            segments[-1][1] = cur_len
-            segments[-1][2] += 1
+        if cur_len and offset == 0 and dma & boundary_mask and max_segment - cur_len >= length:
+            cur_len += length
+            segment = segments[-1]
+            segment[1] = cur_len
+            segment[2] += 1
         else:
-            cur_len = slot.length
-            segments.append([dma + slot.offset, slot.length, 1])
-        if slot.offset + slot.length < slot.span:
+            cur_len = length
+            segments.append([dma + offset, length, 1])
+        if offset + length < slot.size + slot.pad:
             cur_len = 0
     return [(a, n, k) for a, n, k in segments]
