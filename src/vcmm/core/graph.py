@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vcmm.attrs import MemType, PageAttrs
@@ -284,13 +284,13 @@ class MappingGraph:
         }
 
     def memtypes_over(self, ranges: Iterable[AddressRange]) -> set[MemType]:
-        """:meth:`memtypes` of all ``ranges`` together: the keys over each gathered
-        first, each edge's memory type then read once (a scatterlist's pages)."""
-        cover = self._index.cover
-        found: set[Hashable] = set()
-        for r in ranges:
-            for _, _, keys in cover(r.start, r.start + r.size):
-                found.update(keys)
+        """:meth:`memtypes` of all ``ranges`` together: the keys over them gathered
+        first (:meth:`PhysIndex.keys_over_ranges`), each edge's memory type then read
+        once (a scatterlist's pages)."""
+        ranges = list(ranges)
+        starts = [r.start for r in ranges]
+        ends = list(map(operator.add, starts, [r.size for r in ranges]))
+        found = self._index.keys_over_ranges(starts, ends)
         edges = self._edges
         return {edges[k].attrs.memtype for k in found}  # type: ignore[index]
 

@@ -70,7 +70,6 @@ def _map_slots(
     call: str,
     entry: DeviceEntry,
     domain: DmaDomain,
-    ranges: list[tuple[int, int]],
     slots: list[Slot],
     total: int,
     direction: DmaDirection,
@@ -78,14 +77,16 @@ def _map_slots(
     site: CallSite,
     cpu: tuple[AddressRange, ...],
 ) -> DmaMapping:
-    """Map ``ranges`` (``cpu`` as address ranges) laid out as ``slots`` (no padding) at
-    one fresh IOVA range: the reference's VCMM calls and undo steps, in one boundary
+    """Map the CPU ranges ``cpu`` laid out as ``slots`` (no padding) at one fresh IOVA
+    range: the reference's VCMM calls and undo steps, in one boundary
     transaction.  The wrap of the caller's pages pins their owners in one core call
     (``vcm_phys_wrap_owned``, the reference's ``vcm_phys_owners`` and
     ``vcm_phys_wrap`` in one pass)."""
     system = state.system
+    # the pages of each entry: the entry's own range when it is whole granules
     data = [
-        AddressRange(phys - s.offset, s.size) for (phys, _), s in zip(ranges, slots, strict=True)
+        c if offset == 0 and size == c.size else AddressRange(c.start - offset, size)
+        for c, (_, offset, _, size, _) in zip(cpu, slots, strict=True)
     ]
     with Transaction(call, boundary=True) as txn:
         attr = reservation_attr(direction, state.streaming_memtype(call, entry, data))
@@ -112,7 +113,10 @@ def _map_slots(
         direction,
         cpu,
         tuple(
-            [DevPiece(base + s.start, d.start, s.size) for d, s in zip(data, slots, strict=True)]
+            [
+                DevPiece(base + start, d.start, size)
+                for d, (start, _, _, size, _) in zip(data, slots, strict=True)
+            ]
         ),
         found,
         [Teardown(res, wrap=wrap, activated=activated, domain=domain, direct=True)],
@@ -127,7 +131,6 @@ def _try_map_slots(
     call: str,
     entry: DeviceEntry,
     domain: DmaDomain,
-    ranges: list[tuple[int, int]],
     slots: list[Slot],
     total: int,
     direction: DmaDirection,
@@ -139,9 +142,7 @@ def _try_map_slots(
     not own is misuse (raised, as the reference raises it); any other refusal is the
     driver-visible mapping error (None, the reason kept in ``last_error``)."""
     try:
-        return _map_slots(
-            state, call, entry, domain, ranges, slots, total, direction, kind, site, cpu
-        )
+        return _map_slots(state, call, entry, domain, slots, total, direction, kind, site, cpu)
     except OwnershipError as exc:
         raise streaming.not_yours(call, exc) from None
     except VcmmError as exc:
@@ -188,7 +189,7 @@ def map_page(
     ranges = [(phys, size)]
     slots, total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
     rec = _try_map_slots(
-        state, call, entry, domain, ranges, slots, total, direction, MapKind.PAGE, site, cpu
+        state, call, entry, domain, slots, total, direction, MapKind.PAGE, site, cpu
     )
     if rec is None:
         return DMA_MAPPING_ERROR
@@ -256,9 +257,7 @@ def map_sg(
     site = capture(call, "{}, {} entries ({:#x} bytes), {.name}", entry.name, n, size, direction)
     cpu = tuple([AddressRange(phys, length) for phys, length in ranges])
     streaming.check_map_discard(state, entry, list(cpu), direction, flags, site, sgl.labelled)
-    rec = _try_map_slots(
-        state, call, entry, domain, ranges, slots, total, direction, MapKind.SG, site, cpu
-    )
+    rec = _try_map_slots(state, call, entry, domain, slots, total, direction, MapKind.SG, site, cpu)
     if rec is None:
         return 0
     return _finish_sg(state, entry, rec, entries, sgl, size, flags)

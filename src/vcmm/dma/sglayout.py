@@ -20,14 +20,15 @@ the entries' true lengths, never the padded slot sizes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vcmm.sizes import align_up
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Slot:
-    """Where one entry sits in the IOVA range (offsets relative to its start)."""
+class Slot(NamedTuple):
+    """Where one entry sits in the IOVA range (offsets relative to its start).
+
+    A named tuple: a ``map_sg`` makes one per entry, and a tuple is made in C."""
 
     #: Start of the granule-aligned slot.
     start: int
@@ -38,16 +39,7 @@ class Slot:
     #: Granule-aligned size of the slot, padding excluded.
     size: int
     #: Bytes of padding after the slot (to the next boundary).
-    pad: int
-
-    def __init__(self, start: int, offset: int, length: int, size: int, pad: int = 0) -> None:
-        # Stores through the slots' own descriptors (the generated frozen __init__ goes
-        # through object.__setattr__): a map_sg makes one per entry.
-        _set_start(self, start)
-        _set_offset(self, offset)
-        _set_length(self, length)
-        _set_size(self, size)
-        _set_pad(self, pad)
+    pad: int = 0
 
     @property
     def span(self) -> int:
@@ -55,9 +47,7 @@ class Slot:
         return self.size + self.pad
 
 
-_set_start, _set_offset, _set_length, _set_size, _set_pad = (
-    Slot.__dict__[name].__set__ for name in ("start", "offset", "length", "size", "pad")
-)
+_new = tuple.__new__
 
 
 def layout(
@@ -75,7 +65,7 @@ def layout(
     for phys, length in entries:
         offset = phys % granule
         size = -(-(offset + length) // granule) * granule
-        append(Slot(total, offset, length, size))
+        append(_new(Slot, (total, offset, length, size, 0)))
         total += size
     if total <= boundary_mask + 1 and not (boundary_mask + 1) & boundary_mask:
         return slots, total
@@ -108,9 +98,8 @@ def finalise(
     """Merged DMA segments ``(dma_address, dma_length, entries joined)``."""
     segments: list[list[int]] = []
     cur_len = 0
-    for slot in slots:
-        offset, length = slot.offset, slot.length
-        dma = base + slot.start
+    for start, offset, length, size, pad in slots:
+        dma = base + start
         if cur_len and offset == 0 and dma & boundary_mask and max_segment - cur_len >= length:
             cur_len += length
             segment = segments[-1]
@@ -119,6 +108,6 @@ def finalise(
         else:
             cur_len = length
             segments.append([dma + offset, length, 1])
-        if offset + length < slot.size + slot.pad:
+        if offset + length < size + pad:
             cur_len = 0
     return [(a, n, k) for a, n, k in segments]
