@@ -289,3 +289,30 @@ def test_a_failed_lean_map_in_a_busy_domain_leaks_nothing() -> None:
     lean, ref = sides
     assert lean.state() == ref.state()
     assert lean.system.direct.counts["unback"] == 5
+
+
+def test_a_scattered_list_of_mixed_pieces_maps_leanly_and_like_the_reference() -> None:
+    """Pieces in any page order, with offsets, lengths over page ends and a page named
+    twice: the lean path maps them itself (store by store into the existing table)
+    and leaves the reference's segments, records and bytes."""
+    entries = [(3, 0x340, 0x1000), (9, 0, 0x1000), (1, 0x80, 0x2100), (9, 0, 0x1000), (5, 0, 1)]
+    sides = [Side.boot(lean, lazy=False) for lean in (True, False)]
+    results = []
+    for side in sides:
+        dma = side.dma
+        first = dma.map_page(IOMMU[0], side.base + 12 * SZ_4K, 0, SZ_4K, D.TO_DEVICE)
+        sgl = ScatterList([(side.base + p * SZ_4K + off, n) for p, off, n in entries])
+        count = dma.map_sg(IOMMU[0], sgl, len(entries), D.BIDIRECTIONAL)
+        results.append((count, sgl.dma_segments(), sgl.snapshot()))
+        device = side.system.device(IOMMU[0])
+        device.write(sgl[0].dma_address, b"lean?")
+        dma.unmap_sg(IOMMU[0], sgl, len(entries), D.BIDIRECTIONAL)
+        dma.unmap_page(IOMMU[0], first, SZ_4K, D.TO_DEVICE)
+        _reports(dma)
+    lean, ref = sides
+    assert results[0] == results[1]
+    count, segments, _ = results[0]
+    assert count == len(segments) >= 2  # the offset pieces start segments of their own
+    assert lean.system.direct.counts == {"back": 1, "back_general": 1, "unback": 2}
+    assert lean.state() == ref.state()
+    assert lean.system.memory.read(lean.base + 3 * SZ_4K + 0x340, 5) == b"lean?"
