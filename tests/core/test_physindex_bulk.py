@@ -77,3 +77,22 @@ def test_discard_many_of_keys_alone_drops_exactly_their_segments() -> None:
     assert index.sole([(4, 8, "b"), (10, 12, "c")])
     index.discard_many([(4, 8, "b"), (10, 12, "c")])
     assert index.segments() == [(0, 4, frozenset({"a"}))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(base=RANGES, queries=st.lists(st.tuples(st.integers(0, 48), st.integers(0, 8))))
+def test_keys_over_ranges_is_the_union_of_keys_over_each(
+    base: list[tuple[int, int]], queries: list[tuple[int, int]]
+) -> None:
+    """The oracle is a per-byte scan of the items (empty queries find nothing)."""
+    items = _items(base, "old")
+    index = _one_by_one(items, [])
+    spans = [(s, s + n) for s, n in queries]
+    want = {
+        key for s, e in spans for lo, hi, key in items for byte in range(s, e) if lo <= byte < hi
+    }
+    assert index.keys_over_ranges([s for s, _ in spans], [e for _, e in spans]) == want
+    union: set[Hashable] = set()
+    for s, e in spans:
+        union |= index.keys_over(s, e)
+    assert union == want

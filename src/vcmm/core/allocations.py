@@ -225,6 +225,27 @@ class Allocations:
         pieces = physical.check_page_ranges(call, self.state.memory, ranges)
         return self.state.owners.owners(call, pieces)
 
+    def vcm_phys_wrap_owned(self, ranges: Sequence[AddressRange], *, owner: str) -> PhysMem:
+        """``vcm_phys_wrap(ranges, owner=owner, of=vcm_phys_owners(ranges))`` in one
+        pass: the wrap of pages a caller is handed, pinning the allocations that hold
+        them (the DMA API's lean map of a driver's pages and scatterlists).
+
+        The two calls would check every range twice and look its owner up twice; here
+        each is done once.  The result, the errors (worded as those calls word them:
+        ``vcm_phys_owners`` for the ranges and their owners, ``vcm_phys_wrap`` for
+        ``owner``) and the state left are the composition's: the owners found are
+        exactly what the wrap's rule (:meth:`OwnerMap.check_wrap
+        <vcmm.core.ownership.OwnerMap.check_wrap>`) accepts with them named.
+        """
+        call = "vcm_phys_owners"
+        pieces = physical.check_page_ranges(call, self.state.memory, ranges)
+        held = self.state.owners.owners(call, pieces)
+        owner = physical.check_owner("vcm_phys_wrap", owner)
+        wrap = physical.wrap_of(self.state.new_id(), pieces, owner)
+        wrap.holds = tuple(ownership.pin(p, f"{wrap.name} ({owner})", wrap) for p in held)
+        self.state.physmems[wrap.id] = wrap
+        return wrap
+
     def vcm_phys_pin(self, physmem: PhysMem, *, holder: str) -> Pin:
         """Keep ``physmem`` from being freed until :meth:`vcm_phys_unpin`; ``holder``
         is named in the refusal (an exporter pins what it shares)."""

@@ -285,6 +285,17 @@ class MappingGraph:
             for k in self._index.keys_over(phys.start, phys.end)
         }
 
+    def memtypes_over(self, ranges: Iterable[AddressRange]) -> set[MemType]:
+        """:meth:`memtypes` of all ``ranges`` together: the keys over them gathered
+        first (:meth:`PhysIndex.keys_over_ranges`), each edge's memory type then read
+        once (a scatterlist's pages)."""
+        ranges = list(ranges)
+        starts = [r.start for r in ranges]
+        ends = list(map(operator.add, starts, [r.size for r in ranges]))
+        found = self._index.keys_over_ranges(starts, ends)
+        edges = self._edges
+        return {edges[k].attrs.memtype for k in found}  # type: ignore[index]
+
     def is_empty(self) -> bool:
         """Whether no reservation maps anything (the linear map does not count)."""
         return not self._by_res

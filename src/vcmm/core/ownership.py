@@ -194,7 +194,23 @@ class OwnerMap:
         never those.
         """
         found: dict[int, PhysMem] = {}
+        starts, chunks, tables = self._starts, self._chunks, self._tables
+        last = len(starts) - 1
         for r in ranges:
+            # The common case in one bisect: a non-empty ``r`` inside one chunk, clear of
+            # the table window, the next chunk starting at or after its end: what
+            # allocations_in and _refuse_unowned find then is that chunk's allocation.
+            start, end = r.start, r.start + r.size
+            i = bisect.bisect_right(starts, start) - 1
+            if (
+                i >= 0
+                and start < end
+                and (tables is None or not (tables.start < end and start < tables.end))
+            ):
+                chunk, physmem = chunks[i]
+                if end <= chunk.start + chunk.size and (i == last or starts[i + 1] >= end):
+                    found.setdefault(physmem.id, physmem)
+                    continue
             held = self.allocations_in(r)
             self._refuse_unowned(call, r, (part for part, _ in held))
             for _, physmem in held:

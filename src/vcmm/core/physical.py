@@ -112,17 +112,33 @@ def check_page_ranges(call: str, memory: object, ranges: object) -> list[Address
             f"{call}: ranges {ranges!r} must be a non-empty list of AddressRange"
         )
     pieces: list[AddressRange] = []
+    is_backed = memory.is_backed  # type: ignore[attr-defined]
     for r in ranges:
-        if not isinstance(r, AddressRange):
+        if type(r) is not AddressRange and not isinstance(r, AddressRange):
             raise InvalidArgumentError(f"{call}: {r!r} is not an AddressRange")
-        if r.size == 0 or r.start % SZ_4K or r.size % SZ_4K:
+        start, size = r.start, r.size
+        if size == 0 or start % SZ_4K or size % SZ_4K:
             raise AlignmentError(
                 f"{call}: {r} is not a non-empty run of whole 4 KiB pages (a mapping maps pages)"
             )
-        if not memory.is_backed(r.start, r.size):  # type: ignore[attr-defined]
+        if not is_backed(start, size):
             raise InvalidArgumentError(f"{call}: {r} is not physical memory")
         pieces.append(r)
     return pieces
+
+
+def check_owner(call: str, owner: object) -> str:
+    """The ``owner`` a wrap names: a non-empty string."""
+    if not isinstance(owner, str) or not owner:
+        raise InvalidArgumentError(f"{call}: owner {owner!r} must be a non-empty string")
+    return owner
+
+
+def wrap_of(ident: int, pieces: Sequence[AddressRange], owner: str) -> PhysMem:
+    """The wrap numbered ``ident`` of ``pieces`` (checked whole pages the ownership rule
+    accepted) owned by ``owner``."""
+    total = sum(p.size for p in pieces)
+    return PhysMem(ident, EXTERNAL, total, PhysAttr.NONE, tuple(pieces), owner=owner)
 
 
 def make_wrap(
@@ -137,9 +153,7 @@ def make_wrap(
     ``check`` (the ownership rule) accepted them; the id is drawn only once the
     arguments are known to be good."""
     call = "vcm_phys_wrap"
-    if not isinstance(owner, str) or not owner:
-        raise InvalidArgumentError(f"{call}: owner {owner!r} must be a non-empty string")
+    owner = check_owner(call, owner)
     pieces = check_page_ranges(call, memory, ranges)
     check(pieces)
-    total = sum(p.size for p in pieces)
-    return PhysMem(new_id(), EXTERNAL, total, PhysAttr.NONE, tuple(pieces), owner=owner)
+    return wrap_of(new_id(), pieces, owner)

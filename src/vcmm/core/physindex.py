@@ -281,6 +281,34 @@ class PhysIndex:
             i += 1
         return out
 
+    def keys_over_ranges(self, starts: Sequence[int], ends: Sequence[int]) -> set[Hashable]:
+        """:meth:`keys_over` of every ``[starts[i], ends[i])`` at once: one bisect per
+        range and a walk over the segments it overlaps, without the cover lists (a
+        scatterlist's pages; most lie inside one segment)."""
+        found: set[Hashable] = set()
+        seg_starts, seg_ends, keys = self._starts, self._end, self._keys
+        n = len(seg_starts)
+        bisect_right = bisect.bisect_right
+        for start, end in zip(starts, ends, strict=True):
+            if end <= start:
+                continue
+            i = bisect_right(seg_starts, start) - 1
+            if i >= 0:
+                s = seg_starts[i]
+                if seg_ends[s] >= end:  # inside one segment (the next starts after it)
+                    found.update(keys[s])
+                    continue
+            else:
+                i = 0
+            while i < n:
+                s = seg_starts[i]
+                if s >= end:
+                    break
+                if seg_ends[s] > start:
+                    found.update(keys[s])
+                i += 1
+        return found
+
     def keys_over(self, start: int, end: int) -> set[Hashable]:
         """Every key covering some byte of ``[start, end)``."""
         found: set[Hashable] = set()

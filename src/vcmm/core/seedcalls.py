@@ -132,3 +132,4 @@ class VcmmCalls(SeedCalls):
 
     vcm_back_direct = seed_call(_direct, DirectBacker.vcm_back_direct)
     vcm_unback_direct = seed_call(_direct, DirectBacker.vcm_unback_direct)
+    vcm_phys_wrap_owned = seed_call(_allocations, Allocations.vcm_phys_wrap_owned)

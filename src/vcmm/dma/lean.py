@@ -35,12 +35,18 @@ from vcmm.attrs import DmaDirection
 from vcmm.checks import check_int
 from vcmm.core.objects import Association
 from vcmm.dma import streaming
-from vcmm.dma.attrs import DMA_MAPPING_ERROR, check_attrs, check_direction, reservation_attr
+from vcmm.dma.attrs import (
+    DMA_MAPPING_ERROR,
+    DmaAttr,
+    check_attrs,
+    check_direction,
+    reservation_attr,
+)
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
-from vcmm.dma.sg import ScatterList
-from vcmm.dma.sglayout import Slot, layout
+from vcmm.dma.sg import ScatterList, SgEntry
+from vcmm.dma.sglayout import Slot, finalise, layout
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
@@ -64,23 +70,27 @@ def _map_slots(
     call: str,
     entry: DeviceEntry,
     domain: DmaDomain,
-    ranges: list[tuple[int, int]],
     slots: list[Slot],
     total: int,
     direction: DmaDirection,
     kind: MapKind,
     site: CallSite,
+    cpu: tuple[AddressRange, ...],
 ) -> DmaMapping:
-    """Map ``ranges`` laid out as ``slots`` (no padding) at one fresh IOVA range: the
-    reference's VCMM calls and undo steps, in one boundary transaction."""
+    """Map the CPU ranges ``cpu`` laid out as ``slots`` (no padding) at one fresh IOVA
+    range: the reference's VCMM calls and undo steps, in one boundary
+    transaction.  The wrap of the caller's pages pins their owners in one core call
+    (``vcm_phys_wrap_owned``, the reference's ``vcm_phys_owners`` and
+    ``vcm_phys_wrap`` in one pass)."""
     system = state.system
+    # the pages of each entry: the entry's own range when it is whole granules
     data = [
-        AddressRange(phys - s.offset, s.size) for (phys, _), s in zip(ranges, slots, strict=True)
+        c if offset == 0 and size == c.size else AddressRange(c.start - offset, size)
+        for c, (_, offset, _, size, _) in zip(cpu, slots, strict=True)
     ]
     with Transaction(call, boundary=True) as txn:
         attr = reservation_attr(direction, state.streaming_memtype(call, entry, data))
-        owner = f"{call} for {entry.name}"
-        wrap = system.vcm_phys_wrap(data, owner=owner, of=system.vcm_phys_owners(data))
+        wrap = system.vcm_phys_wrap_owned(data, owner=f"{call} for {entry.name}")
         txn.on_undo(system.vcm_phys_free, wrap)
         with domain.allocator.limited(entry.params.mask):
             res = system.vcm_reserve(domain.vcm, total, attr)
@@ -101,8 +111,13 @@ def _map_slots(
         base + slots[0].offset,
         0,
         direction,
-        tuple(AddressRange(p, n) for p, n in ranges),
-        tuple(DevPiece(base + s.start, d.start, s.size) for d, s in zip(data, slots, strict=True)),
+        cpu,
+        tuple(
+            [
+                DevPiece(base + start, d.start, size)
+                for d, (start, _, _, size, _) in zip(data, slots, strict=True)
+            ]
+        ),
         found,
         [Teardown(res, wrap=wrap, activated=activated, domain=domain, direct=True)],
         site,
@@ -116,18 +131,18 @@ def _try_map_slots(
     call: str,
     entry: DeviceEntry,
     domain: DmaDomain,
-    ranges: list[tuple[int, int]],
     slots: list[Slot],
     total: int,
     direction: DmaDirection,
     kind: MapKind,
     site: CallSite,
+    cpu: tuple[AddressRange, ...],
 ) -> DmaMapping | None:
     """:func:`_map_slots` with the DMA API's error convention: memory the caller does
     not own is misuse (raised, as the reference raises it); any other refusal is the
     driver-visible mapping error (None, the reason kept in ``last_error``)."""
     try:
-        return _map_slots(state, call, entry, domain, ranges, slots, total, direction, kind, site)
+        return _map_slots(state, call, entry, domain, slots, total, direction, kind, site, cpu)
     except OwnershipError as exc:
         raise streaming.not_yours(call, exc) from None
     except VcmmError as exc:
@@ -169,11 +184,12 @@ def map_page(
         size,
         direction,
     )
-    streaming.check_map_discard(state, entry, [AddressRange(phys, size)], direction, flags, site)
+    cpu = (AddressRange(phys, size),)
+    streaming.check_map_discard(state, entry, list(cpu), direction, flags, site)
     ranges = [(phys, size)]
     slots, total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
     rec = _try_map_slots(
-        state, call, entry, domain, ranges, slots, total, direction, MapKind.PAGE, site
+        state, call, entry, domain, slots, total, direction, MapKind.PAGE, site, cpu
     )
     if rec is None:
         return DMA_MAPPING_ERROR
@@ -227,30 +243,52 @@ def map_sg(
     entries = sgl[:n] if 1 <= n <= len(sgl) else []
     ranges = [(e.phys, e.length) for e in entries]
     slots, total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
-    if not entries or any(s.pad for s in slots):
+    if not entries or total != sum([s.size for s in slots]):  # padded: the reference's way
         return streaming.map_sg(state, dev, sgl, nents, direction, attrs)
     call = "map_sg"
     state.check_usable(call, entry)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
+    is_backed = state.system.memory.is_backed
     for phys, length in ranges:
-        streaming.check_ram(state, call, phys, length)
-    site = capture(
-        call,
-        "{}, {} entries ({:#x} bytes), {.name}",
-        entry.name,
-        n,
-        sum(length for _, length in ranges),
-        direction,
-    )
-    data = [e.range for e in entries]
-    streaming.check_map_discard(state, entry, data, direction, flags, site, sgl.labelled)
-    rec = _try_map_slots(
-        state, call, entry, domain, ranges, slots, total, direction, MapKind.SG, site
-    )
+        if not is_backed(phys, length):
+            streaming.check_ram(state, call, phys, length)  # raises, worded as there
+    size = sum([length for _, length in ranges])
+    site = capture(call, "{}, {} entries ({:#x} bytes), {.name}", entry.name, n, size, direction)
+    cpu = tuple([AddressRange(phys, length) for phys, length in ranges])
+    streaming.check_map_discard(state, entry, list(cpu), direction, flags, site, sgl.labelled)
+    rec = _try_map_slots(state, call, entry, domain, slots, total, direction, MapKind.SG, site, cpu)
     if rec is None:
         return 0
-    return streaming.finish_sg(state, entry, rec, sgl, n, [], flags)
+    return _finish_sg(state, entry, rec, entries, sgl, size, flags)
+
+
+def _finish_sg(
+    state: DmaState,
+    entry: DeviceEntry,
+    rec: DmaMapping,
+    entries: list[SgEntry],
+    sgl: ScatterList,
+    size: int,
+    flags: DmaAttr,
+) -> int:
+    """:func:`vcmm.dma.streaming.finish_sg` for the lean map of ``entries`` (the first
+    of ``sgl``, ``size`` bytes): the merged segments written into the list, the record
+    kept, the buffer handed to the device; the segment count."""
+    params = entry.params
+    segments = finalise(
+        rec.slots, rec.dev_range.start, params.segment_boundary_mask, params.max_segment_size
+    )
+    for e, (dma, length, _) in zip(entries, segments, strict=False):
+        e.dma_address, e.dma_length = dma, length
+    for e in entries[len(segments) :]:
+        e.dma_address, e.dma_length = DMA_MAPPING_ERROR, 0
+    rec.size = size
+    rec.sgl, rec.nents, rec.mapped_nents = sgl, len(entries), len(segments)
+    rec.dma_addr = segments[0][0]
+    state.add(rec)
+    streaming.sync_for_device(state, entry, rec, flags)
+    return len(segments)
 
 
 def unmap_sg(
@@ -283,5 +321,5 @@ def unmap_sg(
     call = "unmap_sg"
     flags = check_attrs(call, attrs)
     site = capture(call, "{}, nents={}, {.name}", entry.name, nents, direction)
-    ranges = [e.range for e in sgl[:nents]]
+    ranges = [AddressRange(e.phys, e.length) for e in sgl[:nents]]
     streaming.unmap_for_cpu(state, entry, rec, ranges, direction, flags, site)

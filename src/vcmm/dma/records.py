@@ -52,7 +52,7 @@ class Owner(enum.Enum):
     CPU = "cpu"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DevPiece:
     """Device addresses ``[dev_addr, dev_addr+size)`` reach ``[pa, pa+size)``."""
 
@@ -60,9 +60,21 @@ class DevPiece:
     pa: int
     size: int
 
+    def __init__(self, dev_addr: int, pa: int, size: int) -> None:
+        # Stores through the slots' own descriptors (the generated frozen __init__ goes
+        # through object.__setattr__): a map_sg makes one per entry.
+        _set_dev_addr(self, dev_addr)
+        _set_pa(self, pa)
+        _set_size(self, size)
+
     @property
     def dev_range(self) -> AddressRange:
         return AddressRange(self.dev_addr, self.size)
+
+
+_set_dev_addr, _set_pa, _set_size = (
+    DevPiece.__dict__[name].__set__ for name in ("dev_addr", "pa", "size")
+)
 
 
 @dataclass(eq=False)

@@ -20,14 +20,15 @@ the entries' true lengths, never the padded slot sizes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vcmm.sizes import align_up
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """Where one entry sits in the IOVA range (offsets relative to its start)."""
+class Slot(NamedTuple):
+    """Where one entry sits in the IOVA range (offsets relative to its start).
+
+    A named tuple: a ``map_sg`` makes one per entry, and a tuple is made in C."""
 
     #: Start of the granule-aligned slot.
     start: int
@@ -46,10 +47,36 @@ class Slot:
         return self.size + self.pad
 
 
+_new = tuple.__new__
+
+
 def layout(
     entries: Sequence[tuple[int, int]], granule: int, boundary_mask: int
 ) -> tuple[list[Slot], int]:
-    """Slots for ``entries`` (``(phys, length)``) and the IOVA length they need."""
+    """Slots for ``entries`` (``(phys, length)``) and the IOVA length they need.
+
+    The common case in one pass without boundary arithmetic: when the slots laid end
+    to end fit in one boundary window (``boundary_mask`` is ``2**n - 1``), none
+    crosses a boundary, so none is padded (:func:`layout_padded` would give the same).
+    """
+    slots: list[Slot] = []
+    append = slots.append
+    total = 0
+    for phys, length in entries:
+        offset = phys % granule
+        size = -(-(offset + length) // granule) * granule
+        append(_new(Slot, (total, offset, length, size, 0)))
+        total += size
+    if total <= boundary_mask + 1 and not (boundary_mask + 1) & boundary_mask:
+        return slots, total
+    return layout_padded(entries, granule, boundary_mask)
+
+
+def layout_padded(
+    entries: Sequence[tuple[int, int]], granule: int, boundary_mask: int
+) -> tuple[list[Slot], int]:
+    """:func:`layout` slot by slot: a slot that would cross a segment boundary moves
+    to the next one, the slot before it padded up to there."""
     slots: list[Slot] = []
     total = 0
     for phys, length in entries:
@@ -71,20 +98,16 @@ def finalise(
     """Merged DMA segments ``(dma_address, dma_length, entries joined)``."""
     segments: list[list[int]] = []
     cur_len = 0
-    for slot in slots:
-        dma = base + slot.start
-        if (
-            cur_len
-            and slot.offset == 0
-            and dma & boundary_mask
-            and max_segment - cur_len >= slot.length
-        ):
-            cur_len += slot.length
-            segments[-1][1] = cur_len
-            segments[-1][2] += 1
+    for start, offset, length, size, pad in slots:
+        dma = base + start
+        if cur_len and offset == 0 and dma & boundary_mask and max_segment - cur_len >= length:
+            cur_len += length
+            segment = segments[-1]
+            segment[1] = cur_len
+            segment[2] += 1
         else:
-            cur_len = slot.length
-            segments.append([dma + slot.offset, slot.length, 1])
-        if slot.offset + slot.length < slot.span:
+            cur_len = length
+            segments.append([dma + offset, length, 1])
+        if offset + length < size + pad:
             cur_len = 0
     return [(a, n, k) for a, n, k in segments]

@@ -508,10 +508,7 @@ class DmaState:
         """The memory type a new device alias of ``pieces`` must have: the one every
         existing alias uses; with none, cacheable for a coherent device only (seed 002's
         ``dma_direction_to_prot``)."""
-        graph = self.system.graph
-        found: set[MemType] = set()
-        for piece in pieces:
-            found |= graph.memtypes(piece)
+        found = self.system.graph.memtypes_over(pieces)
         if len(found) > 1:
             kinds = ", ".join(sorted(m.value for m in found))
             raise AttributeConflictError(
