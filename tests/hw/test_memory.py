@@ -214,3 +214,62 @@ def test_peek_words_reads_what_word_reads_read(width: int, slots: list[int], bas
         assert word == (read(pa) if ok else 0)
     with pytest.raises(InvalidArgumentError, match="aligned"):
         memory.peek_words(addrs + np.uint64(2), width)
+
+
+# -- word stores (the table writer's fast path) against byte writes ---------------------------
+
+_WORD_RAM = AddressRange(0x10_0000, 2 * CHUNK_SIZE)
+
+
+def _word_memory() -> PhysicalMemory:
+    return PhysicalMemory([MemoryRegion("ram", _WORD_RAM)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stores=st.lists(
+        st.tuples(
+            st.sampled_from([4, 8]),
+            # near the chunk boundary, near a 4 KiB boundary, anywhere
+            st.one_of(
+                st.integers(_WORD_RAM.start + CHUNK_SIZE - 12, _WORD_RAM.start + CHUNK_SIZE + 4),
+                st.integers(_WORD_RAM.start + SZ_4K - 8, _WORD_RAM.start + SZ_4K + 2),
+                st.integers(_WORD_RAM.start, _WORD_RAM.end - 8),
+            ),
+            st.integers(0, 2**64 - 1),
+        ),
+        max_size=20,
+    )
+)
+def test_word_stores_equal_byte_writes(stores: list[tuple[int, int, int]]) -> None:
+    """write_u32/write_u64 leave the bytes, the touched pages and the byte counter a
+    write() of the little-endian bytes leaves, straddling a page or a chunk or not."""
+    words, plain = _word_memory(), _word_memory()
+    for width, pa, value in stores:
+        value &= (1 << 8 * width) - 1
+        (words.write_u32 if width == 4 else words.write_u64)(pa, value)
+        plain.write(pa, value.to_bytes(width, "little"))
+        assert (words.read_u32 if width == 4 else words.read_u64)(pa) == value
+    assert words.read(_WORD_RAM.start, _WORD_RAM.size) == plain.read(
+        _WORD_RAM.start, _WORD_RAM.size
+    )
+    assert words.resident_bytes() == plain.resident_bytes()
+    assert words.bytes_written == plain.bytes_written
+
+
+@pytest.mark.parametrize(
+    ("pa", "value", "error"),
+    [
+        (_WORD_RAM.start, -1, InvalidArgumentError),
+        (_WORD_RAM.start, 1 << 32, InvalidArgumentError),
+        (_WORD_RAM.start, 1.0, InvalidArgumentError),
+        (_WORD_RAM.start - 4, 1, BusError),
+        (_WORD_RAM.end - 2, 1, BusError),
+        ("0x1000", 1, InvalidArgumentError),
+    ],
+)
+def test_a_bad_word_store_is_refused_and_writes_nothing(pa: Any, value: Any, error: type) -> None:
+    memory = _word_memory()
+    with pytest.raises(error):
+        memory.write_u32(pa, value)
+    assert memory.resident_bytes() == 0 and memory.bytes_written == 0

@@ -9,6 +9,10 @@ declined with None, changing nothing.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from unittest import mock
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from vcmm.attrs import MemType, PageAttrs
 from vcmm.errors import AttributeConflictError
 from vcmm.hw.memory import MemoryRegion, PhysicalMemory
-from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableFormat
+from vcmm.hw.pgtable import ARMV7_LPAE, ARMV7S, VMSAV8_4K, PageTable, PageTableFormat, direct
 from vcmm.hw.pgtable.direct import clear_slots, store_slots
 from vcmm.hw.tablemem import TableMemory
 from vcmm.ranges import AddressRange
@@ -91,3 +95,92 @@ def test_what_is_not_one_store_per_page_is_declined(fmt: PageTableFormat) -> Non
     uncached = PageAttrs(memtype=MemType.NORMAL_NC)
     assert store_slots(table, [(BASE + SZ_4K, RAM + SZ_1M)], uncached) is not None
     assert clear_slots(make(fmt, keep_tables=False), [BASE]) is None
+
+
+# -- many pages: the vectorised checks against the page loop ----------------------------------
+
+
+def _tables(fmt: PageTableFormat, count: int) -> PageTable:
+    """A table whose first ``count`` last-level tables from BASE exist, kept empty."""
+    table = make(fmt)
+    span = table.geometry.levels[table.geometry.leaf[fmt.min_page][0]].table_span
+    for k in range(1, count):
+        table.map(BASE + k * span, RAM + SZ_64K, SZ_4K, A)
+        table.unmap(BASE + k * span, SZ_4K)
+    return table
+
+
+def _both(
+    call: Callable[[PageTable], object],
+    fmt: PageTableFormat,
+    setup: Callable[[PageTable], None],
+    simple: bool,
+) -> None:
+    """``call`` on twin tables, once vectorised and once through the page loop: the
+    same answer, the same table bytes after storing it, the same reads counted.  In
+    the ``simple`` case the vectorised answer must come without the page loop."""
+    results = []
+    vectorised = 1  # every call vectorised, whatever the threshold
+    for many in (vectorised, 10**9):
+        table = _tables(fmt, 3)
+        setup(table)
+        before = table.memory.bytes_read
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(mock.patch.object(direct, "MANY_PAGES", many))
+            if simple and many == vectorised:  # the page loop must not run
+                stack.enter_context(
+                    mock.patch.object(direct, "_LeafSlots", side_effect=AssertionError)
+                )
+            found = call(table)
+        reads = table.memory.bytes_read - before
+        if found is not None:
+            table.store_words("store", found)  # type: ignore[arg-type]
+        results.append((found, reads, table.snapshot()))
+    assert results[0] == results[1]
+    assert (results[0][0] is not None) == simple
+
+
+SPOILERS = [None, "twice", "no table", "in use", "unaligned"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+@settings(max_examples=25, deadline=None)
+@given(
+    slots=st.lists(st.integers(0, 3 * 256 - 1), min_size=16, max_size=80, unique=True),
+    frames=st.lists(st.integers(16, 4000), min_size=80, max_size=80),
+    spoiler=st.sampled_from(SPOILERS),
+    where=st.integers(0, 15),
+)
+def test_many_pages_agree_with_the_page_loop(
+    fmt: PageTableFormat, slots: list[int], frames: list[int], spoiler: str | None, where: int
+) -> None:
+    """Pages over three last-level tables, mapped and cleared vectorised and by the
+    page loop, with at most one page that spoils the simple case: named twice, where
+    no last-level table is, in a slot in use, or not page aligned.  Both answer the
+    same (None with a spoiler), leave the same bytes and count the same reads."""
+    span = _tables(fmt, 1).geometry.levels[-1].table_span
+    entries = span // SZ_4K
+    vas = [BASE + (s // 256) * span + (s % 256) * SZ_4K for s in slots]
+    pages = [(va, RAM + f * SZ_4K) for va, f in zip(vas, frames, strict=False)]
+    va, pa = pages[where]
+    if spoiler == "twice":
+        pages.append((va, pa + SZ_4K))
+    elif spoiler == "no table":
+        pages[where] = (BASE + 3 * span + 5 * SZ_4K, pa)
+    elif spoiler == "unaligned":
+        pages[where] = (va, pa + 3)
+    assert entries >= 256
+
+    def occupy(table: PageTable) -> None:
+        if spoiler == "in use":
+            table.map(va, RAM + SZ_1M, SZ_4K, A)
+
+    _both(lambda t: store_slots(t, pages, A), fmt, occupy, spoiler is None)
+
+    def mapped(table: PageTable) -> None:
+        for k, (v, p) in enumerate(pages[: len(slots)]):  # "twice" names a page again
+            if spoiler in (None, "twice") or k != where:
+                table.map(v, p - p % SZ_4K, SZ_4K, A)  # a hole where the spoiler is
+
+    clear_vas = [v for v, _ in pages]
+    _both(lambda t: clear_slots(t, clear_vas), fmt, mapped, spoiler is None)

@@ -65,7 +65,7 @@ class MemoryRegion:
 class _Chunk:
     """``CHUNK_SIZE`` bytes of the store and which of their 4 KiB pages were written."""
 
-    __slots__ = ("data", "touched")
+    __slots__ = ("data", "touched", "view")
 
     def __init__(self) -> None:
         # A private anonymous mapping: zero-filled lazily by the host kernel, and
@@ -74,6 +74,9 @@ class _Chunk:
         if _HUGEPAGE is not None:  # one host TLB entry per chunk, as numpy does for
             buf.madvise(_HUGEPAGE)  # large arrays: bulk copies run at memcpy speed
         self.data: npt.NDArray[np.uint8] = np.frombuffer(buf, dtype=np.uint8)
+        #: The same bytes as a memoryview: a word stored through it costs a slice
+        #: assignment, not the numpy conversion of a 4-byte array.
+        self.view = memoryview(buf)
         self.touched = np.zeros(CHUNK_SIZE >> _TRACK_SHIFT, dtype=np.bool_)
 
     def mark(self, off: int, n: int) -> None:
@@ -277,14 +280,35 @@ class PhysicalMemory:
     def read_u32(self, pa: int) -> int:
         return self._read_word(pa, 4)
 
+    def _write_word(self, pa: int, value: int, width: int) -> None:
+        """Store one little-endian word: the table writer's hot path (a descriptor per
+        page of a streaming map), kept lean as :meth:`_read_word` is; anything but a
+        plain word inside one chunk goes through :meth:`write`, which checks it."""
+        if type(pa) is int and type(value) is int and value >> (width << 3) == 0:
+            i = bisect.bisect_right(self._starts, pa) - 1
+            off = pa & _CHUNK_MASK
+            if i >= 0 and pa + width <= self._ends[i] and off + width <= CHUNK_SIZE:
+                chunk, _ = self._chunk(pa >> _CHUNK_SHIFT)
+                chunk.view[off : off + width] = value.to_bytes(width, "little")
+                touched = chunk.touched
+                touched[off >> _TRACK_SHIFT] = True
+                touched[(off + width - 1) >> _TRACK_SHIFT] = True
+                self.bytes_written += width
+                return
+        if not is_int(value) or not 0 <= value < 1 << (width << 3):
+            raise InvalidArgumentError(
+                f"word value {value!r} at {pa!r} is not a {width << 3}-bit unsigned integer"
+            )
+        self.write(pa, np.array([value], dtype=f"<u{width}").view(np.uint8))
+
     def write_u32(self, pa: int, value: int) -> None:
-        self.write(pa, np.array([value], dtype="<u4").view(np.uint8))
+        self._write_word(pa, value, 4)
 
     def read_u64(self, pa: int) -> int:
         return self._read_word(pa, 8)
 
     def write_u64(self, pa: int, value: int) -> None:
-        self.write(pa, np.array([value], dtype="<u8").view(np.uint8))
+        self._write_word(pa, value, 8)
 
     def read_words(self, pa: int, count: int, width: int) -> npt.NDArray[np.uint64]:
         """``count`` little-endian words of ``width`` (4 or 8) bytes, as uint64."""

@@ -16,34 +16,57 @@ The slots are written with :meth:`PageTable.store_words`, one logged edit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from vcmm.attrs import PageAttrs
 from vcmm.errors import VcmmError
-from vcmm.hw.pgtable.format import Role
+from vcmm.hw.pgtable.format import DescriptorKind, Geometry, PageTableFormat, Role
 from vcmm.hw.pgtable.table import PageTable
 
 #: ``(table page, entry index, descriptor)`` of one store.
 Slot = tuple[int, int, int]
+U64 = npt.NDArray[np.uint64]
 
 
-def _last_table(table: PageTable, va: int, li: int, values: Mapping[str, int] | None) -> int | None:
+@functools.lru_cache(maxsize=1024)
+def _inherits(kind: DescriptorKind, desc: int, fmt: PageTableFormat, attrs: PageAttrs) -> bool:
+    """Whether the table descriptor ``desc`` is what mapping ``attrs`` below it would
+    write (its inherited fields agree).  Memoised: a streaming map meets the same few
+    table descriptors again and again, and encoding one is a dozen steps."""
+    return kind.encode(kind.output_address(desc), fmt.attr_values(attrs)) == desc
+
+
+def _last_table(
+    table: PageTable,
+    va: int,
+    li: int,
+    attrs: PageAttrs | None,
+    read: Callable[[int], int] | None = None,
+) -> int | None:
     """The address of the level-``li`` table holding ``va``'s slot, or None if a level
-    above has no table there (or, with ``values``, one whose descriptor would need
-    rewriting for them: the inherited fields differ)."""
-    geo = table.geometry
-    read = table.memory.read_u32 if table.fmt.entry_bytes == 4 else table.memory.read_u64
-    eb = table.fmt.entry_bytes
+    above has no table there (or, with ``attrs``, one whose descriptor would need
+    rewriting for them: the inherited fields differ).  ``read`` reads a descriptor
+    (the memory's counted word read by default)."""
+    fmt = table.fmt
+    eb = fmt.entry_bytes
+    if read is None:
+        read = table.memory.read_u32 if eb == 4 else table.memory.read_u64
     addr = table.root
-    for gl in geo.levels[:li]:
+    levels = table.geometry.levels
+    for k in range(li):
+        gl = levels[k]
         desc = read(addr + gl.index(va) * eb)
         kind = gl.classify(desc)
         if kind is None or kind.role is not Role.TABLE:
             return None
-        child = kind.output_address(desc)
-        if values is not None and kind.encode(child, values) != desc:
+        if attrs is not None and not _inherits(kind, desc, fmt, attrs):
             return None
-        addr = child
+        addr = kind.output_address(desc)
     return addr
 
 
@@ -51,10 +74,10 @@ class _LeafSlots:
     """Each page's slot in its last-level table, the descent done once per table; a
     page named twice is refused (None), as a second store there would not be simple."""
 
-    __slots__ = ("_gl", "_li", "_seen", "_span", "_table", "_tables", "_values")
+    __slots__ = ("_attrs", "_gl", "_li", "_seen", "_span", "_table", "_tables")
 
-    def __init__(self, table: PageTable, li: int, values: Mapping[str, int] | None) -> None:
-        self._table, self._li, self._values = table, li, values
+    def __init__(self, table: PageTable, li: int, attrs: PageAttrs | None) -> None:
+        self._table, self._li, self._attrs = table, li, attrs
         self._gl = table.geometry.levels[li]
         self._span = self._gl.table_span
         self._tables: dict[int, int | None] = {}
@@ -70,8 +93,117 @@ class _LeafSlots:
         if key in tables:
             addr = tables[key]
         else:
-            addr = tables[key] = _last_table(self._table, va, self._li, self._values)
+            addr = tables[key] = _last_table(self._table, va, self._li, self._attrs)
         return None if addr is None else (addr, self._gl.index(va))
+
+
+@functools.lru_cache(maxsize=256)
+def _leaf_plan(geo: Geometry, attrs: PageAttrs) -> tuple[int, DescriptorKind, int] | None:
+    """The smallest page's level index, descriptor kind and fixed bits
+    (type and attributes) for ``attrs`` in ``geo``, or None when a smallest page is
+    not one descriptor or the format cannot say ``attrs``.  Memoised: a table meets
+    the same few attribute sets on every map (geometries live as long as their
+    tables and compare by identity)."""
+    li, kind = geo.leaf[geo.fmt.min_page]
+    if kind.copies != 1:
+        return None
+    try:
+        values = geo.fmt.attr_values(attrs)
+    except VcmmError:
+        return None
+    return li, kind, kind.type_value | kind.attr_bits(values)  # as kind.encode
+
+
+#: From this many pages on, the checks, the slots' words and the descriptors are
+#: worked out with numpy: a fixed cost of about 150 us against about 2.5 us a page
+#: in the loop (measured: 64 pages 189 against 149 us, 256 pages 260 against 655,
+#: 700 pages 590 against 1932).  Anything that is not the simple case then goes
+#: through the loop, so declines, errors and counted reads stay the loop's.
+MANY_PAGES = 128
+
+
+class _Gathered(NamedTuple):
+    """Per page: its last-level table, its entry index there, the word it holds."""
+
+    tables: U64
+    slots: U64
+    words: U64
+
+
+def _gather(table: PageTable, li: int, vas: U64, attrs: PageAttrs | None) -> _Gathered | None:
+    """The slots of ``vas`` (distinct, in range) and the words in them, read without
+    counting; None if a level above has no table for one of them (or, with
+    ``attrs``, one whose inherited fields differ) or a slot is not memory.  On use,
+    the caller counts the reads the page loop would have made (:func:`_count`)."""
+    memory, eb = table.memory, table.fmt.entry_bytes
+    gl = table.geometry.levels[li]
+    span_shift = gl.shift + gl.index_bits
+
+    def peek(addr: int) -> int:
+        words, backed = memory.peek_words(np.array([addr], dtype=np.uint64), eb)
+        return int(words[0]) if backed[0] else -1  # -1: not memory, never a table
+
+    keys, inverse = np.unique(vas >> np.uint64(span_shift), return_inverse=True)
+    bases: list[int] = []
+    for key in keys.tolist():
+        base = _last_table(table, key << span_shift, li, attrs, peek)
+        if base is None:
+            return None
+        bases.append(base)
+    tables = np.array(bases, dtype=np.uint64)[inverse]
+    index = (vas >> np.uint64(gl.shift)) & np.uint64(gl.entries - 1)
+    words, backed = memory.peek_words(tables + index * np.uint64(eb), eb)
+    if not backed.all():
+        return None
+    return _Gathered(tables, index, words)
+
+
+def _count(table: PageTable, li: int, found: _Gathered) -> None:
+    """Count the reads the page loop makes when every page is the simple case: the
+    descent to each distinct last-level table and one word per page."""
+    descents = len(np.unique(found.tables))
+    table.memory.count_reads((descents * li + found.words.size) * table.fmt.entry_bytes)
+
+
+def _int_pairs(pages: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64] | None:
+    """``pages`` as an ``[n, 2]`` array when every value is a plain int that fits."""
+    if not all(type(va) is int and type(pa) is int for va, pa in pages):
+        return None
+    try:
+        return np.array(pages, dtype=np.int64).reshape(-1, 2)
+    except OverflowError:
+        return None
+
+
+def _store_many(
+    table: PageTable,
+    pages: Sequence[tuple[int, int]],
+    li: int,
+    kind: DescriptorKind,
+    fixed: int,
+    attrs: PageAttrs,
+) -> list[Slot] | None:
+    """:func:`store_slots`' loop, vectorised; None wherever the loop might not map."""
+    arr = _int_pairs(pages)
+    if arr is None:
+        return None
+    vas, pas = arr[:, 0], arr[:, 1]
+    size = table.fmt.min_page
+    if (
+        bool(((vas % size) | (pas % size)).any())
+        or int(vas.min()) < 0
+        or int(vas.max()) >= table.geometry.va_limit
+        or int(pas.min()) < 0
+        or int(pas.max()) + size > kind.oa_limit
+        or np.unique(vas).size != vas.size
+    ):
+        return None
+    found = _gather(table, li, vas.astype(np.uint64), attrs)
+    if found is None or bool(found.words.any()):
+        return None
+    _count(table, li, found)
+    descs = kind.encode_many(pas.astype(np.uint64), fixed)
+    return list(zip(found.tables.tolist(), found.slots.tolist(), descs.tolist(), strict=True))
 
 
 def store_slots(
@@ -82,18 +214,18 @@ def store_slots(
     then maps the general way, which raises what it raises)."""
     fmt, geo = table.fmt, table.geometry
     size = fmt.min_page
-    li, kind = geo.leaf[size]
-    if kind.copies != 1:
+    plan = _leaf_plan(geo, attrs) if isinstance(attrs, PageAttrs) else None
+    if plan is None:
         return None
-    try:
-        values = fmt.attr_values(attrs)
-    except VcmmError:
-        return None
-    fixed = kind.type_value | kind.attr_bits(values)  # as kind.encode, bits packed once
+    li, kind, fixed = plan
+    if len(pages) >= MANY_PAGES:
+        many = _store_many(table, pages, li, kind, fixed, attrs)
+        if many is not None:
+            return many
     read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
     eb, limit = fmt.entry_bytes, geo.va_limit
     slots: list[Slot] = []
-    leaf = _LeafSlots(table, li, values)
+    leaf = _LeafSlots(table, li, attrs)
     for va, pa in pages:
         if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
             return None
@@ -120,6 +252,10 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
     li, kind = geo.leaf[fmt.min_page]
     if kind.copies != 1:
         return None
+    if len(vas) >= MANY_PAGES:
+        many = _clear_many(table, vas, li, kind)
+        if many is not None:
+            return many
     read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
     eb, gl = fmt.entry_bytes, geo.levels[li]
     slots: list[Slot] = []
@@ -133,3 +269,34 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
             return None
         slots.append((addr, index, 0))
     return slots
+
+
+def _clear_many(
+    table: PageTable, vas: Sequence[int], li: int, kind: DescriptorKind
+) -> list[Slot] | None:
+    """:func:`clear_slots`' loop, vectorised; None wherever the loop might not clear."""
+    if not all(type(va) is int for va in vas):
+        return None
+    try:
+        arr = np.array(vas, dtype=np.int64)
+    except OverflowError:
+        return None
+    if int(arr.min()) < 0 or np.unique(arr).size != arr.size:
+        return None
+    found = _gather(table, li, arr.astype(np.uint64), None)
+    if found is None:
+        return None
+    gl = table.geometry.levels[li]
+    words = found.words
+    leaf = (words & np.uint64(gl.valid_mask)) != 0  # classify(word) is kind, vectorised
+    for other in gl.kinds:
+        if other is kind:
+            break
+        leaf &= ~other.match_many(words)
+    if not bool((leaf & kind.match_many(words)).all()):
+        return None
+    _count(table, li, found)
+    return [
+        (base, index, 0)
+        for base, index in zip(found.tables.tolist(), found.slots.tolist(), strict=True)
+    ]

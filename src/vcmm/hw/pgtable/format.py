@@ -238,7 +238,7 @@ class GeoLevel:
         return 1 << (self.shift + self.index_bits)
 
     def index(self, va: int) -> int:
-        return (va >> self.shift) & self.index_mask
+        return (va >> self.shift) & ((1 << self.index_bits) - 1)  # index_mask, inlined
 
     def classify(self, desc: int) -> DescriptorKind | None:
         """The kind of a descriptor read at this level, or None when it faults."""

@@ -144,15 +144,22 @@ class TableSet:
             return
         eb, vm = self._eb, int(self._vm)
         addr = table + index * eb
-        if len(words) == 1:  # one page: the walker's word read, no array
-            word = self._memory.read_u32(addr) if eb == 4 else self._memory.read_u64(addr)
-            delta = bool(words[0] & vm) - bool(word & vm)
-        else:
-            old = self._memory.read(addr, len(words) * eb)
-            delta = sum(1 for w in words if w & vm) - sum(
-                1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
-            )
-        self._memory.write(addr, b"".join(w.to_bytes(eb, "little") for w in words))
+        memory = self._memory
+        if len(words) == 1:  # one page: a word read and a word store, no array
+            word = words[0]
+            if eb == 4:
+                delta = bool(word & vm) - bool(memory.read_u32(addr) & vm)
+                memory.write_u32(addr, word)
+            else:
+                delta = bool(word & vm) - bool(memory.read_u64(addr) & vm)
+                memory.write_u64(addr, word)
+            self._tables[table].count += delta
+            return
+        old = memory.read(addr, len(words) * eb)
+        delta = sum(1 for w in words if w & vm) - sum(
+            1 for k in range(0, len(old), eb) if int.from_bytes(old[k : k + eb], "little") & vm
+        )
+        memory.write(addr, b"".join(w.to_bytes(eb, "little") for w in words))
         self._tables[table].count += delta
 
     def alloc(self, edit: Edit, li: int) -> int:
