@@ -22,7 +22,9 @@ ARMv7 LPAE: the same bits (bit 54 is called XN there), output address [39:12].
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 
+import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -715,10 +717,25 @@ class Model:
         return None if hit is None else (hit[0] + va % self.g, hit[1])
 
     def from_entries(self, entries: list[MapEntry]) -> dict[int, tuple[int, PageAttrs]]:
-        out = {}
+        """page -> (pa, attrs) of every granule the entries cover.  Built a range at a
+        time (dict.update over zipped ranges, no Python loop per page), and each
+        entry's attrs replaced by the equal object the model holds, if any, so the
+        comparison of thousands of pages compares attrs by identity: the same dict,
+        an equal comparison, a fraction of the time."""
+        out: dict[int, tuple[int, PageAttrs]] = {}
+        distinct = {id(attrs): attrs for _, attrs in self.pages.values()}
+        held = {attrs: attrs for attrs in distinct.values()}
+        g = self.g
         for e in entries:
-            for off in range(0, e.size, self.g):
-                out[(e.va + off) // self.g] = (e.pa + off, e.attrs)
+            attrs = held.get(e.attrs, e.attrs) if e.size > g else e.attrs
+            first = e.va // g
+            out.update(
+                zip(
+                    range(first, first + e.size // g),
+                    zip(range(e.pa, e.pa + e.size, g), repeat(attrs, e.size // g), strict=True),
+                    strict=True,
+                )
+            )
         return out
 
 
@@ -758,12 +775,10 @@ def _check_against_model(pt: PageTable, model: Model, probes: list[int]) -> None
     assert model.from_entries(entries) == model.pages
     # bookkeeping shadow agrees with the bytes
     vm = pt.fmt.valid_mask
+    word = np.dtype(f"<u{pt.fmt.entry_bytes}")
     for pa, size, count, data in pt.snapshot().tables:
-        words = [
-            int.from_bytes(data[i : i + pt.fmt.entry_bytes], "little")
-            for i in range(0, size, pt.fmt.entry_bytes)
-        ]
-        assert count == sum(1 for d in words if d & vm), f"table {pa:#x} count"
+        words = np.frombuffer(data, dtype=word, count=size // word.itemsize)
+        assert count == np.count_nonzero(words & word.type(vm)), f"table {pa:#x} count"
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
