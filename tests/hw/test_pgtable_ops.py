@@ -690,6 +690,8 @@ class Model:
     def __init__(self, granule: int) -> None:
         self.g = granule
         self.pages: dict[int, tuple[int, PageAttrs]] = {}
+        #: Every attrs object the model was given (a few): see :meth:`from_entries`.
+        self.given: dict[PageAttrs, PageAttrs] = {}
 
     def any_mapped(self, va: int, size: int) -> bool:
         return any(p in self.pages for p in range(va // self.g, (va + size) // self.g))
@@ -698,8 +700,14 @@ class Model:
         return all(p in self.pages for p in range(va // self.g, (va + size) // self.g))
 
     def map(self, va: int, pa: int, size: int, attrs: PageAttrs) -> None:
+        self.given.setdefault(attrs, attrs)
         for k in range(size // self.g):
             self.pages[va // self.g + k] = (pa + k * self.g, attrs)
+
+    def set_attrs(self, va: int, size: int, attrs: PageAttrs) -> None:
+        self.given.setdefault(attrs, attrs)
+        for p in range(va // self.g, (va + size) // self.g):
+            self.pages[p] = (self.pages[p][0], attrs)
 
     def unmap(self, va: int, size: int) -> None:
         for p in range(va // self.g, (va + size) // self.g):
@@ -717,22 +725,28 @@ class Model:
         return None if hit is None else (hit[0] + va % self.g, hit[1])
 
     def from_entries(self, entries: list[MapEntry]) -> dict[int, tuple[int, PageAttrs]]:
-        """page -> (pa, attrs) of every granule the entries cover.  Built a range at a
-        time (dict.update over zipped ranges, no Python loop per page), and each
-        entry's attrs replaced by the equal object the model holds, if any, so the
-        comparison of thousands of pages compares attrs by identity: the same dict,
-        an equal comparison, a fraction of the time."""
+        """page -> (pa, attrs) of every granule the entries cover.
+
+        Built a range at a time (no Python loop per page of a block), and each entry's
+        attrs replaced by the equal object the model was given, if any (looked up
+        once per decoded object: entries decoded together share one), so comparing
+        thousands of pages compares attrs by identity: the same dict, an equal
+        comparison, a fraction of the time."""
         out: dict[int, tuple[int, PageAttrs]] = {}
-        distinct = {id(attrs): attrs for _, attrs in self.pages.values()}
-        held = {attrs: attrs for attrs in distinct.values()}
+        given, canonical = self.given, {}
         g = self.g
         for e in entries:
-            attrs = held.get(e.attrs, e.attrs) if e.size > g else e.attrs
-            first = e.va // g
+            attrs = canonical.get(id(e.attrs))
+            if attrs is None:
+                attrs = canonical[id(e.attrs)] = given.get(e.attrs, e.attrs)
+            if e.size == g:
+                out[e.va // g] = (e.pa, attrs)
+                continue
+            first, n = e.va // g, e.size // g
             out.update(
                 zip(
-                    range(first, first + e.size // g),
-                    zip(range(e.pa, e.pa + e.size, g), repeat(attrs, e.size // g), strict=True),
+                    range(first, first + n),
+                    zip(range(e.pa, e.pa + e.size, g), repeat(attrs, n), strict=True),
                     strict=True,
                 )
             )
@@ -847,8 +861,7 @@ def test_random_operations_agree_with_page_dictionary(
                 assert state(mem, tm, pt) == before
             else:
                 pt.set_attrs(va, size, attrs)
-                for p in range(va // granule, (va + size) // granule):
-                    model.pages[p] = (model.pages[p][0], attrs)
+                model.set_attrs(va, size, attrs)
         event(f"{kind} {'ok' if state(mem, tm, pt) != before else 'refused'}")
         for mapped in (True, False):  # one range walk answers what the model scans for
             assert pt.find(va, size, mapped=mapped) == model.first(va, size, mapped=mapped)
