@@ -174,7 +174,9 @@ class Cpu(Observable):
         self.kernel_table = PageTable(VMSAV8_4K, memory, table_memory, keep_tables=False)
         try:
             for va, pa, size in windows:
-                self.kernel_table.map(va & _VA_MASK, pa, size, LINEAR_MAP_ATTRS)
+                # entries=False: the leaves are not read here (a window of RAM that is
+                # not 2M-aligned is thousands of 4K pages, one object each otherwise)
+                self.kernel_table.map(va & _VA_MASK, pa, size, LINEAR_MAP_ATTRS, entries=False)
         except BaseException:
             self.kernel_table.destroy()
             raise
@@ -305,7 +307,7 @@ class Cpu(Observable):
                 f"map_kernel: attrs {attrs.short()!r} grant user access; kernel mappings "
                 "are kernel-only (use map_user)"
             )
-        self.kernel_table.map(v & _VA_MASK, p, n, attrs)
+        self.kernel_table.map(v & _VA_MASK, p, n, attrs, entries=False)
         self._changed(v, n, None)
 
     @machine_locked
@@ -387,7 +389,7 @@ class Cpu(Observable):
             )
         if not isinstance(attrs, PageAttrs):
             raise InvalidArgumentError(f"map_user: attrs {attrs!r} is not a PageAttrs")
-        table.map(v, p, n, attrs.with_(global_=False))
+        table.map(v, p, n, attrs.with_(global_=False), entries=False)
         self._changed(v, n, asid)
 
     @machine_locked

@@ -103,7 +103,7 @@ class ContextUpdates:
         if not isinstance(attrs, PageAttrs):
             raise InvalidArgumentError(f"{who}: attrs {attrs!r} is not a PageAttrs")
         self._require_update("map")
-        self._tables.table_for(v, who).map(v, p, n, attrs, page_size=n)
+        self._tables.table_for(v, who).map(v, p, n, attrs, page_size=n, entries=False)
         self.gather.add_range(v, n)
 
     def map_range(
@@ -134,7 +134,7 @@ class ContextUpdates:
         done: list[tuple[PageTable, int, int]] = []
         try:
             for (pv, pn), table in zip(pieces, tables, strict=True):
-                table.map(pv, p + (pv - v), pn, attrs, page_size=forced)
+                table.map(pv, p + (pv - v), pn, attrs, page_size=forced, entries=False)
                 done.append((table, pv, pn))
         except BaseException:
             for table, pv, pn in reversed(done):
