@@ -41,6 +41,11 @@ def _inherits(kind: DescriptorKind, desc: int, fmt: PageTableFormat, attrs: Page
     return kind.encode(kind.output_address(desc), fmt.attr_values(attrs)) == desc
 
 
+def _word_read(table: PageTable) -> Callable[[int], int]:
+    """The memory's counted read of one descriptor of ``table``'s width."""
+    return table.memory.read_u32 if table.fmt.entry_bytes == 4 else table.memory.read_u64
+
+
 def _last_table(
     table: PageTable,
     va: int,
@@ -55,7 +60,7 @@ def _last_table(
     fmt = table.fmt
     eb = fmt.entry_bytes
     if read is None:
-        read = table.memory.read_u32 if eb == 4 else table.memory.read_u64
+        read = _word_read(table)
     addr = table.root
     levels = table.geometry.levels
     for k in range(li):
@@ -123,11 +128,13 @@ MANY_PAGES = 128
 
 
 class _Gathered(NamedTuple):
-    """Per page: its last-level table, its entry index there, the word it holds."""
+    """Per page: its last-level table, its entry index there, the word it holds; and
+    how many descents found those tables (one per table span, as the loop makes)."""
 
     tables: U64
     slots: U64
     words: U64
+    descents: int
 
 
 def _gather(table: PageTable, li: int, vas: U64, attrs: PageAttrs | None) -> _Gathered | None:
@@ -155,14 +162,14 @@ def _gather(table: PageTable, li: int, vas: U64, attrs: PageAttrs | None) -> _Ga
     words, backed = memory.peek_words(tables + index * np.uint64(eb), eb)
     if not backed.all():
         return None
-    return _Gathered(tables, index, words)
+    return _Gathered(tables, index, words, len(bases))
 
 
 def _count(table: PageTable, li: int, found: _Gathered) -> None:
     """Count the reads the page loop makes when every page is the simple case: the
     descent to each distinct last-level table and one word per page."""
-    descents = len(np.unique(found.tables))
-    table.memory.count_reads((descents * li + found.words.size) * table.fmt.entry_bytes)
+    reads = found.descents * li + found.words.size
+    table.memory.count_reads(reads * table.fmt.entry_bytes)
 
 
 def _int_pairs(pages: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64] | None:
@@ -222,7 +229,7 @@ def store_slots(
         many = _store_many(table, pages, li, kind, fixed, attrs)
         if many is not None:
             return many
-    read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
+    read = _word_read(table)
     eb, limit = fmt.entry_bytes, geo.va_limit
     slots: list[Slot] = []
     leaf = _LeafSlots(table, li, attrs)
@@ -256,7 +263,7 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
         many = _clear_many(table, vas, li, kind)
         if many is not None:
             return many
-    read = table.memory.read_u32 if fmt.entry_bytes == 4 else table.memory.read_u64
+    read = _word_read(table)
     eb, gl = fmt.entry_bytes, geo.levels[li]
     slots: list[Slot] = []
     leaf = _LeafSlots(table, li, None)
@@ -286,14 +293,7 @@ def _clear_many(
     found = _gather(table, li, arr.astype(np.uint64), None)
     if found is None:
         return None
-    gl = table.geometry.levels[li]
-    words = found.words
-    leaf = (words & np.uint64(gl.valid_mask)) != 0  # classify(word) is kind, vectorised
-    for other in gl.kinds:
-        if other is kind:
-            break
-        leaf &= ~other.match_many(words)
-    if not bool((leaf & kind.match_many(words)).all()):
+    if not bool(table.geometry.levels[li].classified_as(found.words, kind).all()):
         return None
     _count(table, li, found)
     return [

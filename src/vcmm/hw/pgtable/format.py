@@ -249,6 +249,16 @@ class GeoLevel:
                 return kind
         return None
 
+    def classified_as(self, words: U64, kind: DescriptorKind) -> npt.NDArray[np.bool_]:
+        """Which of ``words`` :meth:`classify` reads as ``kind``, vectorised: valid,
+        of ``kind``'s type and of no kind listed before it."""
+        hit: npt.NDArray[np.bool_] = (words & np.uint64(self.valid_mask)) != 0
+        for other in self.kinds:
+            if other is kind:
+                return hit & kind.match_many(words)
+            hit &= ~other.match_many(words)
+        return np.zeros(words.shape, dtype=np.bool_)  # not a kind of this level
+
 
 @dataclass(frozen=True, eq=False)
 class Geometry:

@@ -147,13 +147,13 @@ class TableSet:
         memory = self._memory
         if len(words) == 1:  # one page: a word read and a word store, no array
             word = words[0]
-            if eb == 4:
-                delta = bool(word & vm) - bool(memory.read_u32(addr) & vm)
-                memory.write_u32(addr, word)
-            else:
-                delta = bool(word & vm) - bool(memory.read_u64(addr) & vm)
-                memory.write_u64(addr, word)
-            self._tables[table].count += delta
+            read, write = (
+                (memory.read_u32, memory.write_u32)
+                if eb == 4
+                else (memory.read_u64, memory.write_u64)
+            )
+            self._tables[table].count += bool(word & vm) - bool(read(addr) & vm)
+            write(addr, word)
             return
         old = memory.read(addr, len(words) * eb)
         delta = sum(1 for w in words if w & vm) - sum(
