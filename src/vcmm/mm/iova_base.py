@@ -17,7 +17,7 @@ mapped; the rounding padding stays occupied in the tree until the node goes.
 from __future__ import annotations
 
 from collections import deque
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 from vcmm.checks import check_int
 from vcmm.errors import InvalidArgumentError, OutOfAddressSpaceError, StateError
@@ -122,15 +122,19 @@ class IovaSpace(Generic[UndoT]):
             f"{format_size(self.allocated_bytes)} in use)"
         )
 
-    def _check_undo(self, addr: object, last_pfn: int | None) -> None:
-        """Refuse an ``undo_alloc`` of anything but the most recent allocation
-        (``last_pfn``; ``None`` once something else changed the domain)."""
+    def _check_undo(self, addr: object) -> int:
+        """The first frame of the most recent allocation, if ``addr`` is it; else
+        refuse the ``undo_alloc`` (nothing is recorded once something else changed the
+        domain).  A record is the bare first frame or a tuple that starts with it."""
         addr = check_int("", "address", addr, minimum=None)
+        last = self._last
+        last_pfn = last if last is None or isinstance(last, int) else cast(tuple[int, ...], last)[0]
         if last_pfn is None or addr < 0 or last_pfn != addr >> self._shift:
             raise StateError(
                 f"undo_alloc of IOVA {addr:#x}: it is not the most recent allocation of "
                 "this domain (or something changed the domain since); free it instead"
             )
+        return int(last_pfn)
 
     # -- free and lookup ---------------------------------------------------------
 

@@ -265,18 +265,15 @@ class LinuxIovaDomain(IovaSpace[LinuxUndo]):
         was allocated.  Refused (changing nothing) if anything else happened since.
         Repeated, it takes back the allocations before, newest first (a compound
         operation undoing several mappings), up to :data:`~vcmm.mm.iova_base.UNDO_DEPTH` of them."""
+        pfn = self._check_undo(addr)
         last = self._last
-        self._check_undo(addr, last if last is None or isinstance(last, int) else last[0])
         assert last is not None
+        npages = self._live.pop(pfn)
         if isinstance(last, int):  # a hit of the loaded magazine's top
             assert self._cache is not None
-            pfn = last
-            npages = self._live.pop(pfn)
             self._cache.undo_pop_top(SMALL_ORDERS[npages], pfn)
             self._top_hits -= 1
         else:
-            pfn = last[0]
-            npages = self._live.pop(pfn)
             self._undo_general(last)
         self._pop_last()
         return self._geo.range(pfn, npages)
