@@ -213,9 +213,7 @@ class MappingGraph:
     def untouched(self, ranges: Iterable[AddressRange]) -> bool:
         """Whether no edge (the linear map included) covers any byte of ``ranges``, and
         no two of them overlap: new edges over them change no other and share nothing."""
-        ranges = list(ranges)
-        starts = [r.start for r in ranges]
-        return self._index.clear_of_spans(starts, [r.start + r.size for r in ranges])
+        return self._index.clear_of_spans(*_range_spans(list(ranges)))
 
     def alone(self, mappings: Iterable[Mapping]) -> bool:
         """Whether no other edge (the linear map included) covers any byte of these
@@ -289,10 +287,7 @@ class MappingGraph:
         """:meth:`memtypes` of all ``ranges`` together: the keys over them gathered
         first (:meth:`PhysIndex.keys_over_ranges`), each edge's memory type then read
         once (a scatterlist's pages)."""
-        ranges = list(ranges)
-        starts = [r.start for r in ranges]
-        ends = list(map(operator.add, starts, [r.size for r in ranges]))
-        found = self._index.keys_over_ranges(starts, ends)
+        found = self._index.keys_over_ranges(*_range_spans(list(ranges)))
         edges = self._edges
         return {edges[k].attrs.memtype for k in found}  # type: ignore[index]
 
@@ -496,12 +491,16 @@ def _chunk_runs(maps: list[Mapping]) -> list[tuple[AddressRange, int]]:
     return [(chunk, n) for chunk, n in runs if chunk is not None]
 
 
+def _range_spans(ranges: list[AddressRange]) -> tuple[list[int], list[int]]:
+    """Starts and ends of ``ranges`` (list loops: no ``end`` property call per range,
+    which for the 16384 edges of a backing of pages is most of the cost)."""
+    starts = [r.start for r in ranges]
+    return starts, list(map(operator.add, starts, [r.size for r in ranges]))
+
+
 def _spans(maps: list[Mapping]) -> tuple[list[int], list[int]]:
-    """Physical starts and ends of ``maps`` (list loops: no ``end`` property call per
-    edge, which for the 16384 edges of a backing of pages is most of the cost)."""
-    phys = [m.phys for m in maps]
-    starts = [p.start for p in phys]
-    return starts, list(map(operator.add, starts, [p.size for p in phys]))
+    """Physical starts and ends of ``maps``."""
+    return _range_spans([m.phys for m in maps])
 
 
 def _moved(m: Mapping, res_id: int, owner: str) -> Mapping:
