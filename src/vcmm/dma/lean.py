@@ -37,7 +37,6 @@ from vcmm.core.objects import Association
 from vcmm.dma import streaming
 from vcmm.dma.attrs import (
     DMA_MAPPING_ERROR,
-    DmaAttr,
     check_attrs,
     check_direction,
     reservation_attr,
@@ -45,8 +44,8 @@ from vcmm.dma.attrs import (
 from vcmm.dma.callsite import CallSite, capture
 from vcmm.dma.domain import DmaDomain
 from vcmm.dma.records import DevPiece, DmaMapping, MapKind, Teardown
-from vcmm.dma.sg import ScatterList, SgEntry
-from vcmm.dma.sglayout import Slot, finalise, layout
+from vcmm.dma.sg import ScatterList
+from vcmm.dma.sglayout import Slot, layout
 from vcmm.dma.state import DeviceEntry, DmaState
 from vcmm.errors import InvalidArgumentError, OwnershipError, VcmmError
 from vcmm.ranges import AddressRange
@@ -243,16 +242,14 @@ def map_sg(
     entries = sgl[:n] if 1 <= n <= len(sgl) else []
     ranges = [(e.phys, e.length) for e in entries]
     slots, total = layout(ranges, domain.granule, entry.params.segment_boundary_mask)
-    if not entries or total != sum([s.size for s in slots]):  # padded: the reference's way
+    if not entries or any(s.pad for s in slots):  # padded: the reference's way
         return streaming.map_sg(state, dev, sgl, nents, direction, attrs)
     call = "map_sg"
     state.check_usable(call, entry)
     direction = check_direction(call, direction)
     flags = check_attrs(call, attrs)
-    is_backed = state.system.memory.is_backed
     for phys, length in ranges:
-        if not is_backed(phys, length):
-            streaming.check_ram(state, call, phys, length)  # raises, worded as there
+        streaming.check_ram(state, call, phys, length)
     size = sum([length for _, length in ranges])
     site = capture(call, "{}, {} entries ({:#x} bytes), {.name}", entry.name, n, size, direction)
     cpu = tuple([AddressRange(phys, length) for phys, length in ranges])
@@ -260,35 +257,7 @@ def map_sg(
     rec = _try_map_slots(state, call, entry, domain, slots, total, direction, MapKind.SG, site, cpu)
     if rec is None:
         return 0
-    return _finish_sg(state, entry, rec, entries, sgl, size, flags)
-
-
-def _finish_sg(
-    state: DmaState,
-    entry: DeviceEntry,
-    rec: DmaMapping,
-    entries: list[SgEntry],
-    sgl: ScatterList,
-    size: int,
-    flags: DmaAttr,
-) -> int:
-    """:func:`vcmm.dma.streaming.finish_sg` for the lean map of ``entries`` (the first
-    of ``sgl``, ``size`` bytes): the merged segments written into the list, the record
-    kept, the buffer handed to the device; the segment count."""
-    params = entry.params
-    segments = finalise(
-        rec.slots, rec.dev_range.start, params.segment_boundary_mask, params.max_segment_size
-    )
-    for e, (dma, length, _) in zip(entries, segments, strict=False):
-        e.dma_address, e.dma_length = dma, length
-    for e in entries[len(segments) :]:
-        e.dma_address, e.dma_length = DMA_MAPPING_ERROR, 0
-    rec.size = size
-    rec.sgl, rec.nents, rec.mapped_nents = sgl, len(entries), len(segments)
-    rec.dma_addr = segments[0][0]
-    state.add(rec)
-    streaming.sync_for_device(state, entry, rec, flags)
-    return len(segments)
+    return streaming.finish_sg(state, entry, rec, sgl, n, [], flags)
 
 
 def unmap_sg(
