@@ -167,7 +167,7 @@ def test_skipping_empty_ranges_changes_nothing(
             cache.write(pa, bytes([k + 1]) * length, WB)
     ranges = [AddressRange(pa, length) for pa, length in spans]
     (mem_a, cache_a), (mem_b, cache_b) = pair
-    held = cache_a.held_lines(spans).tolist()
+    held = cache_a.held_lines(ranges).tolist()
     assert held == [_held_reference(cache_a, pa, length) for pa, length in spans]
     dma_sync(cache_a, ranges, direction, for_cpu=for_cpu)
     _reference_sync(cache_b, ranges, direction, for_cpu)
@@ -175,14 +175,24 @@ def test_skipping_empty_ranges_changes_nothing(
     assert mem_a.read(0, 0x4000) == mem_b.read(0, 0x4000)
 
 
-def test_held_lines_of_an_empty_cache_and_of_empty_spans() -> None:
+def _ranges(*spans: tuple[int, int]) -> list[AddressRange]:
+    return [AddressRange(pa, length) for pa, length in spans]
+
+
+def test_held_lines_of_an_empty_cache_and_of_empty_ranges() -> None:
     _, cache = make()
-    assert cache.held_lines([(BASE, LINE), (0, 0x4000)]).tolist() == [0, 0]
+    assert cache.held_lines(_ranges((BASE, LINE), (0, 0x4000))).tolist() == [0, 0]
     cache.write(BASE, b"\x01", WB)
-    assert cache.held_lines([(BASE, 0), (BASE, 1), (BASE - 1, 2), (BASE + LINE, 1)]).tolist() == [
-        0,
-        1,
-        1,
-        0,
-    ]
+    spans = ((BASE, 0), (BASE, 1), (BASE - 1, 2), (BASE + LINE, 1), (1 << 64, 1 << 64))
+    assert cache.held_lines(_ranges(*spans)).tolist() == [0, 1, 1, 0, 0]
     assert cache.held_lines([]).tolist() == []
+
+
+@pytest.mark.parametrize("bad", [[(BASE, LINE)], [AddressRange(BASE, LINE), None]])
+def test_held_lines_refuses_what_is_not_an_address_range(bad: list[object]) -> None:
+    _, cache = make()
+    cache.write(BASE, b"\x01", WB)
+    before = cache.snapshot()
+    with pytest.raises(InvalidArgumentError, match="is not an AddressRange"):
+        cache.held_lines(bad)  # type: ignore[arg-type]
+    assert cache.snapshot() == before

@@ -49,6 +49,7 @@ __all__ = ["MAX_LINE", "MIN_LINE", "CacheConfig", "CacheCounters", "CacheSnapsho
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 _NONE: I64 = np.zeros(0, dtype=np.int64)  # no lines (callers only index with it)
+_INT64_MAX = (1 << 63) - 1
 
 
 class DataCache:
@@ -311,27 +312,29 @@ class DataCache:
         self._clean_mask(self._valid & self._dirty)
         return self._drop_mask(self._valid.copy())
 
-    def held_lines(self, spans: Sequence[tuple[int, int]]) -> I64:
-        """How many cached lines overlap each ``(pa, length)`` span, in one pass.
+    def held_lines(self, ranges: Sequence[AddressRange]) -> I64:
+        """How many cached lines overlap each of ``ranges``, in one pass.
 
         Why: maintenance by range does nothing to a range the cache holds no line of,
         the usual case for a buffer handed to a device (the CPU wrote it long before,
         or never), so a caller can skip those ranges; for a 64-entry scatterlist that
         is one search of the cache's tags instead of 64 masks over the whole cache.
-        The spans are not checked here: callers check them (:meth:`check_backed`)
-        before they change anything.
+        A query: it changes nothing, holes in the address map included.
         """
+        for r in ranges:
+            if type(r) is not AddressRange and not isinstance(r, AddressRange):
+                raise InvalidArgumentError(f"cache held_lines: {r!r} is not an AddressRange")
         held = self._line_numbers()[self._valid]
-        if not held.size or not spans:
-            return np.zeros(len(spans), dtype=np.int64)
+        if not held.size or not ranges:
+            return np.zeros(len(ranges), dtype=np.int64)
         held.sort()
-        arr = np.array(spans, dtype=np.int64).reshape(-1, 2)
-        starts, lengths = arr[:, 0], arr[:, 1]
+        top = _INT64_MAX  # no line lies above (ARM physical addresses have at most 52 bits)
+        starts = np.array([min(r.start, top) for r in ranges], dtype=np.int64)
+        ends = np.array([min(r.start + r.size, top) for r in ranges], dtype=np.int64)
         shift = self._line_shift
-        first = starts >> shift
-        after = ((starts + np.maximum(lengths, 1) - 1) >> shift) + 1
-        counts: I64 = np.searchsorted(held, after) - np.searchsorted(held, first)
-        counts[lengths == 0] = 0
+        after = ((np.maximum(ends, starts + 1) - 1) >> shift) + 1
+        counts: I64 = np.searchsorted(held, after) - np.searchsorted(held, starts >> shift)
+        counts[ends == starts] = 0
         return counts
 
     def _range_mask(self, op: str, pa: int, length: int) -> npt.NDArray[np.bool_]:

@@ -102,7 +102,7 @@ def dma_sync(
     invalidate = invalidates(direction, for_cpu)
     # Maintenance only ever removes or cleans lines, so a range holding none when the
     # call starts holds none when its turn comes: skipping it changes nothing.
-    held = cache.held_lines([(r.start, r.size) for r in spans]).tolist()
+    held = cache.held_lines(spans).tolist()
     for r, lines in zip(spans, held, strict=True):
         if not lines:
             continue
