@@ -81,6 +81,12 @@ def test_what_is_not_one_store_per_page_is_declined(fmt: PageTableFormat) -> Non
     assert store_slots(table, [(BASE, RAM + 3)], A) is None  # not page aligned
     assert store_slots(table, [(BASE, RAM), (BASE, RAM + SZ_4K)], A) is None  # twice
     assert clear_slots(table, [BASE]) is None  # a hole
+    # what is not a plain page address goes the general way, which refuses it
+    assert store_slots(table, [("0x40000000", RAM)], A) is None  # type: ignore[list-item]
+    assert store_slots(table, [(BASE, float(RAM))], A) is None  # type: ignore[list-item]
+    assert store_slots(table, [(BASE, RAM)], "rw") is None  # type: ignore[arg-type]
+    assert clear_slots(table, [None]) is None  # type: ignore[list-item]
+    assert clear_slots(table, [-SZ_4K]) is None
     assert table.snapshot() == before
     table.map(BASE, RAM + SZ_1M, SZ_4K, A)
     assert store_slots(table, [(BASE, RAM + 2 * SZ_1M)], A) is None  # slot in use

@@ -234,6 +234,8 @@ def store_slots(
     slots: list[Slot] = []
     leaf = _LeafSlots(table, li, attrs)
     for va, pa in pages:
+        if type(va) is not int or type(pa) is not int:  # the general path checks them
+            return None
         if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
             return None
         found = leaf.find(va)
@@ -268,6 +270,8 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
     slots: list[Slot] = []
     leaf = _LeafSlots(table, li, None)
     for va in vas:
+        if type(va) is not int or va < 0:  # the general path checks it
+            return None
         found = leaf.find(va)
         if found is None:
             return None
