@@ -21,8 +21,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import mmap
-from collections.abc import Iterable, Iterator
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +41,11 @@ _TRACK_SHIFT = 12
 CHUNK_SIZE = 2 << 20
 _CHUNK_SHIFT = 21
 _CHUNK_MASK = CHUNK_SIZE - 1
+
+#: ``array``/``memoryview`` codes of 4- and 8-byte unsigned words (host order).
+_WORD_CODES: dict[int, Literal["I", "Q"]] = {4: "I", 8: "Q"}
+#: Whether host words are little-endian, as the simulated memory's are.
+_LITTLE = sys.byteorder == "little"
 
 #: Transparent huge pages for the chunks where the host offers them (Linux).
 _HUGEPAGE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
@@ -156,6 +164,11 @@ class PhysicalMemory:
         raise BusError(f"bus error: physical address {pa:#x} is in a hole of the address map", pa)
 
     def is_backed(self, pa: int, length: int = 1) -> bool:
+        if type(pa) is int and type(length) is int and pa >= 0 and length >= 0:
+            # the usual case (a page or a word in one region): one bisect, no exception
+            i = bisect.bisect_right(self._starts, pa) - 1
+            if i >= 0 and pa + length <= self._ends[i]:
+                return True
         try:
             self._check(pa, length)
         except BusError:
@@ -274,7 +287,8 @@ class PhysicalMemory:
                 chunk = self._chunks.get(pa >> _CHUNK_SHIFT)
                 if chunk is None:
                     return 0
-                return int.from_bytes(chunk.data[off : off + width], "little")
+                # the memoryview's slice: a third of the numpy slice's cost
+                return int.from_bytes(chunk.view[off : off + width], "little")
         return int.from_bytes(self.read_array(pa, width).tobytes(), "little")
 
     def read_u32(self, pa: int) -> int:
@@ -309,6 +323,102 @@ class PhysicalMemory:
 
     def write_u64(self, pa: int, value: int) -> None:
         self._write_word(pa, value, 8)
+
+    def _window(self, pa: int, nbytes: int, width: int) -> tuple[int, int] | None:
+        """``(chunk key, offset)`` of ``[pa, pa+nbytes)`` when it is aligned to
+        ``width``, in one region and one chunk, and host words are little-endian (a
+        memoryview cast reads host order); None otherwise."""
+        if _LITTLE and not pa % width and pa >= 0:
+            i = bisect.bisect_right(self._starts, pa) - 1
+            off = pa & _CHUNK_MASK
+            if i >= 0 and pa + nbytes <= self._ends[i] and off + nbytes <= CHUNK_SIZE:
+                return pa >> _CHUNK_SHIFT, off
+        return None
+
+    def peek_window(self, pa: int, count: int, width: int) -> Sequence[int] | None:
+        """The ``count`` words of ``width`` bytes at ``pa`` (a table page) as a
+        read-only sequence of ints, indexed at the cost of a list's index; None when
+        they are not aligned words of one region and one chunk (the caller then reads
+        word by word, with the checks and errors of :meth:`read_u32`).
+
+        Why: a table writer checks a few slots of one table per call; a counted word
+        read each costs a bisect and a slice.  Like :meth:`peek_words` nothing is
+        counted: the caller counts the reads it stands for (:meth:`count_reads`).  The
+        view is live on the store, except that memory never written reads as a
+        snapshot of zeros: use it within one call that does not write there first.
+        """
+        words = type(width) is int and width in (4, 8)
+        if not (words and is_int(pa) and is_int(count) and count >= 0):
+            raise InvalidArgumentError(
+                f"peek_window: address {pa!r}, count {count!r} and width {width!r} must be "
+                "ints, count >= 0, width 4 or 8"
+            )
+        at = self._window(int(pa), int(count) * width, width)
+        if at is None:
+            return None
+        key, off = at
+        code = _WORD_CODES[width]
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            return memoryview(bytes(count * width)).cast(code)
+        return chunk.view[off : off + count * width].toreadonly().cast(code)
+
+    def exchange_words(
+        self, pa: int, width: int, indexes: Sequence[int], values: Sequence[int]
+    ) -> list[int]:
+        """Store ``values[k]`` as word ``indexes[k]`` of ``width`` bytes from ``pa``,
+        one after the other, and return the word each store overwrote.  Counted as
+        one word read and one word write each (what :meth:`read_u32` then
+        :meth:`write_u32` per word count), the pages written marked touched.  Nothing
+        is stored if an argument is bad or a word would hit a hole.
+
+        Why: a table writer storing a few descriptors of one table keeps each table's
+        count of valid entries from the words it overwrites; a read and a write call
+        per descriptor cost two bisects and two slices.
+        """
+        code = _WORD_CODES.get(width) if type(width) is int else None
+        if code is None or not is_int(pa) or pa < 0:
+            raise InvalidArgumentError(
+                f"exchange_words: address {pa!r} must be an int >= 0 and width {width!r} 4 or 8"
+            )
+        try:
+            vals = array(code, values)
+            idx = array("Q", indexes)
+        except (TypeError, OverflowError) as exc:
+            raise InvalidArgumentError(
+                f"exchange_words: indexes must be ints >= 0 and values {width << 3}-bit "
+                f"unsigned ints: {exc}"
+            ) from exc
+        if len(idx) != len(vals):
+            raise InvalidArgumentError(
+                f"exchange_words: {len(idx)} indexes need as many values, not {len(vals)}"
+            )
+        if not idx:
+            return []
+        pa, lo = int(pa), min(idx)
+        start, nbytes = pa + lo * width, (max(idx) - lo + 1) * width
+        at = self._window(start, nbytes, width)
+        if at is None:  # words across regions or chunks: checked first, then one by one
+            for i in idx:
+                self._check(pa + i * width, width)
+            old = []
+            for i, value in zip(idx, vals, strict=True):  # counted as they go
+                old.append(self._read_word(pa + i * width, width))
+                self._write_word(pa + i * width, value, width)
+            return old
+        key, off = at
+        chunk, _ = self._chunk(key)
+        words = chunk.view[off : off + nbytes].cast(code)
+        old = []
+        for i, value in zip(idx, vals, strict=True):
+            old.append(words[i - lo])
+            words[i - lo] = value
+        touched = chunk.touched
+        for page in {(off + (i - lo) * width) >> _TRACK_SHIFT for i in idx}:
+            touched[page] = True
+        self.bytes_read += len(idx) * width
+        self.bytes_written += len(idx) * width
+        return old
 
     def read_words(self, pa: int, count: int, width: int) -> npt.NDArray[np.uint64]:
         """``count`` little-endian words of ``width`` (4 or 8) bytes, as uint64."""

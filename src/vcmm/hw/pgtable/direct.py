@@ -11,7 +11,10 @@ use, a block, a table that releases its empty pages), they answer None and the
 caller takes the general path, so the table bytes, the shadow counts and the errors
 stay exactly those of :class:`~vcmm.hw.pgtable.table.PageTable`.
 
-The slots are written with :meth:`PageTable.store_words`, one logged edit.
+The slots are written with :meth:`PageTable.store_words`.  A call descends once per
+last-level table and reads its slots through a window on each table, counting the
+reads as the word reads they stand for; nothing is kept across calls, since the
+general map and unmap, undo and table frees change the tables in between.
 """
 
 from __future__ import annotations
@@ -75,31 +78,107 @@ def _last_table(
     return addr
 
 
+#: From this many pages on, a call reads its slots through a window on each table.
+WINDOW_PAGES = 4
+
+
 class _LeafSlots:
-    """Each page's slot in its last-level table, the descent done once per table; a
-    page named twice is refused (None), as a second store there would not be simple."""
+    """Each page's slot in its last-level table and the word in it, for one call.
 
-    __slots__ = ("_attrs", "_gl", "_li", "_seen", "_span", "_table", "_tables")
+    The descent is made once per table (its reads counted as they go).  With
+    ``windows`` (a call of a few pages or more) the slots are read through one window
+    on each table (:meth:`PhysicalMemory.peek_window`) and counted on :meth:`close`
+    as the word reads they stand for, so the counters end as one counted read per
+    slot would leave them; a window costs about two word reads, so a call of one or
+    two pages reads its slots word by word.  A page named twice is refused
+    (None), as a second store there would not be simple.  Nothing outlives the call:
+    other paths (the general map and unmap, undo, table frees) change the tables
+    between calls.
+    """
 
-    def __init__(self, table: PageTable, li: int, attrs: PageAttrs | None) -> None:
+    __slots__ = (
+        "_attrs",
+        "_eb",
+        "_leaves",
+        "_li",
+        "_mask",
+        "_read",
+        "_seen",
+        "_shift",
+        "_span_shift",
+        "_table",
+        "_windows",
+        "reads",
+    )
+
+    def __init__(
+        self, table: PageTable, li: int, attrs: PageAttrs | None, *, windows: bool
+    ) -> None:
         self._table, self._li, self._attrs = table, li, attrs
-        self._gl = table.geometry.levels[li]
-        self._span = self._gl.table_span
-        self._tables: dict[int, int | None] = {}
+        self._windows = windows
+        gl = table.geometry.levels[li]
+        self._shift, self._mask = gl.shift, gl.index_mask
+        self._span_shift = gl.shift + gl.index_bits
+        self._eb = table.fmt.entry_bytes
+        self._read = _word_read(table)
+        #: Per table span: the table's address and its window (None: read word by
+        #: word), or None where no table is there.
+        self._leaves: dict[int, tuple[int, Sequence[int] | None] | None] = {}
         self._seen: set[int] = set()
+        #: Slots read through a window and not yet counted.
+        self.reads = 0
 
-    def find(self, va: int) -> tuple[int, int] | None:
-        """``(table address, entry index)`` of ``va``, or None."""
+    def find(self, va: int) -> tuple[int, int, int] | None:
+        """``(table address, entry index, word there)`` of ``va``, or None."""
         if va in self._seen:
             return None
         self._seen.add(va)
-        key = va // self._span
-        tables = self._tables
-        if key in tables:
-            addr = tables[key]
-        else:
-            addr = tables[key] = _last_table(self._table, va, self._li, self._attrs)
-        return None if addr is None else (addr, self._gl.index(va))
+        key = va >> self._span_shift
+        leaves = self._leaves
+        leaf = leaves[key] if key in leaves else self._descend(key, va)
+        if leaf is None:
+            return None
+        base, words = leaf
+        index = (va >> self._shift) & self._mask
+        if words is None:
+            return base, index, self._read(base + index * self._eb)
+        self.reads += 1
+        return base, index, words[index]
+
+    def _descend(self, key: int, va: int) -> tuple[int, Sequence[int] | None] | None:
+        table = self._table
+        base = _last_table(table, va, self._li, self._attrs, self._read)
+        leaf = None
+        if base is not None:
+            window = None
+            if self._windows:
+                window = table.memory.peek_window(base, self._mask + 1, self._eb)
+            leaf = base, window
+        self._leaves[key] = leaf
+        return leaf
+
+    def close(self) -> None:
+        """Count the slot reads made through windows."""
+        self._table.memory.count_reads(self.reads * self._eb)
+        self.reads = 0
+
+
+@functools.lru_cache(maxsize=256)
+def _pa_mask(kind: DescriptorKind) -> int:
+    """The descriptor bits an output address of ``kind`` occupies when they are the
+    address's own bits (``desc |= pa & mask`` encodes it), else 0.  Memoised: asked
+    once per call."""
+    if any(s.pa_lsb != s.desc_lsb for s in kind.address):
+        return 0
+    return functools.reduce(lambda m, s: m | s.desc_mask, kind.address, 0)
+
+
+def _address_bits(kind: DescriptorKind, pa: int) -> int:
+    """The descriptor bits holding output address ``pa`` (as :meth:`~DescriptorKind.encode`)."""
+    bits = 0
+    for piece in kind.address:
+        bits |= ((pa >> piece.pa_lsb) & ((1 << piece.width) - 1)) << piece.desc_lsb
+    return bits
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,11 +199,13 @@ def _leaf_plan(geo: Geometry, attrs: PageAttrs) -> tuple[int, DescriptorKind, in
 
 
 #: From this many pages on, the checks, the slots' words and the descriptors are
-#: worked out with numpy: a fixed cost of about 150 us against about 2.5 us a page
-#: in the loop (measured: 64 pages 189 against 149 us, 256 pages 260 against 655,
-#: 700 pages 590 against 1932).  Anything that is not the simple case then goes
+#: worked out with numpy: a fixed cost of about 100 us (ARMv7 short descriptors;
+#: 200 us with four levels) against about 0.6 us a page in the loop, whose slots
+#: are read through windows (measured store_slots over four tables: 128 pages 137
+#: against 86 us, 256 pages 185 against 157, 512 pages 281 against 300; VMSAv8 4K
+#: 512 pages 389 against 326).  Anything that is not the simple case then goes
 #: through the loop, so declines, errors and counted reads stay the loop's.
-MANY_PAGES = 128
+MANY_PAGES = 384
 
 
 class _Gathered(NamedTuple):
@@ -219,9 +300,7 @@ def store_slots(
     """The stores mapping each ``(va, pa)`` as one smallest page with ``attrs``, or
     None if any page is not the simple case (nothing is checked twice: the caller
     then maps the general way, which raises what it raises)."""
-    fmt, geo = table.fmt, table.geometry
-    size = fmt.min_page
-    plan = _leaf_plan(geo, attrs) if isinstance(attrs, PageAttrs) else None
+    plan = _leaf_plan(table.geometry, attrs) if isinstance(attrs, PageAttrs) else None
     if plan is None:
         return None
     li, kind, fixed = plan
@@ -229,25 +308,34 @@ def store_slots(
         many = _store_many(table, pages, li, kind, fixed, attrs)
         if many is not None:
             return many
-    read = _word_read(table)
-    eb, limit = fmt.entry_bytes, geo.va_limit
+    leaf = _LeafSlots(table, li, attrs, windows=len(pages) >= WINDOW_PAGES)
+    try:
+        return _store_loop(leaf, pages, table, kind, fixed)
+    finally:
+        leaf.close()
+
+
+def _store_loop(
+    leaf: _LeafSlots,
+    pages: Sequence[tuple[int, int]],
+    table: PageTable,
+    kind: DescriptorKind,
+    fixed: int,
+) -> list[Slot] | None:
+    """:func:`store_slots` page by page."""
+    size, limit = table.fmt.min_page, table.geometry.va_limit
+    oa_limit, pa_mask = kind.oa_limit, _pa_mask(kind)
     slots: list[Slot] = []
-    leaf = _LeafSlots(table, li, attrs)
     for va, pa in pages:
         if type(va) is not int or type(pa) is not int:  # the general path checks them
             return None
-        if va % size or pa % size or not 0 <= va < limit or pa + size > kind.oa_limit:
+        if va % size or pa % size or not 0 <= va < limit or pa + size > oa_limit:
             return None
         found = leaf.find(va)
-        if found is None:
+        if found is None or found[2]:
             return None
-        addr, index = found
-        if read(addr + index * eb):
-            return None
-        desc = fixed
-        for piece in kind.address:
-            desc |= ((pa >> piece.pa_lsb) & ((1 << piece.width) - 1)) << piece.desc_lsb
-        slots.append((addr, index, desc))
+        address = pa & pa_mask if pa_mask else _address_bits(kind, pa)
+        slots.append((found[0], found[1], fixed | address))
     return slots
 
 
@@ -265,20 +353,19 @@ def clear_slots(table: PageTable, vas: Sequence[int]) -> list[Slot] | None:
         many = _clear_many(table, vas, li, kind)
         if many is not None:
             return many
-    read = _word_read(table)
-    eb, gl = fmt.entry_bytes, geo.levels[li]
+    classify = geo.levels[li].classify
     slots: list[Slot] = []
-    leaf = _LeafSlots(table, li, None)
-    for va in vas:
-        if type(va) is not int or va < 0:  # the general path checks it
-            return None
-        found = leaf.find(va)
-        if found is None:
-            return None
-        addr, index = found
-        if gl.classify(read(addr + index * eb)) is not kind:
-            return None
-        slots.append((addr, index, 0))
+    leaf = _LeafSlots(table, li, None, windows=len(vas) >= WINDOW_PAGES)
+    try:
+        for va in vas:
+            if type(va) is not int or va < 0:  # the general path checks it
+                return None
+            found = leaf.find(va)
+            if found is None or classify(found[2]) is not kind:
+                return None
+            slots.append((found[0], found[1], 0))
+    finally:
+        leaf.close()
     return slots
 
 
