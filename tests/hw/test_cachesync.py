@@ -196,3 +196,46 @@ def test_held_lines_refuses_what_is_not_an_address_range(bad: list[object]) -> N
     with pytest.raises(InvalidArgumentError, match="is not an AddressRange"):
         cache.held_lines(bad)  # type: ignore[arg-type]
     assert cache.snapshot() == before
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    writes=st.lists(_span, max_size=12),
+    dropped=st.lists(_span, max_size=3),
+    span=st.one_of(_span, st.tuples(st.integers(0, 1 << 64), st.integers(0, 1 << 64))),
+)
+def test_holds_any_is_held_lines_of_one_range(
+    writes: list[tuple[int, int]], dropped: list[tuple[int, int]], span: tuple[int, int]
+) -> None:
+    """The one-range question looks only at the sets the range maps to (wrapping past
+    the last set, the tag one higher there): it must answer what the whole-cache
+    search answers, with lines written, invalidated, and ranges longer than the
+    cache's sets or beyond 63 bits."""
+    _, cache = make()
+    for k, (pa, length) in enumerate(writes):
+        cache.write(pa, bytes([k + 1]) * length, WB)
+    for pa, length in dropped:
+        cache.invalidate(pa, length)
+    r = AddressRange(*span)
+    assert cache.holds_any(r) == (cache.held_lines([r]).tolist()[0] > 0)
+
+
+def test_holds_any_sees_a_line_past_the_wrap_of_the_sets() -> None:
+    _, cache = make()  # 16 sets of 64-byte lines; BASE is in set 0
+    top = BASE + 15 * LINE  # the last set; the line after it is set 0 with the next tag
+    cache.write(BASE, b"\x01", WB)  # set 0 with top's own tag: not in the range
+    assert not cache.holds_any(AddressRange(top, 2 * LINE))
+    cache.write(top + LINE, b"\x01", WB)  # set 0, the next tag: the range's second line
+    assert cache.holds_any(AddressRange(top, 2 * LINE))
+    assert not cache.holds_any(AddressRange(top, LINE))
+    assert not cache.holds_any(AddressRange(top + LINE, 0))
+
+
+@pytest.mark.parametrize("bad", [(BASE, LINE), None, BASE])
+def test_holds_any_refuses_what_is_not_an_address_range(bad: object) -> None:
+    _, cache = make()
+    cache.write(BASE, b"\x01", WB)
+    before = cache.snapshot()
+    with pytest.raises(InvalidArgumentError, match="is not an AddressRange"):
+        cache.holds_any(bad)  # type: ignore[arg-type]
+    assert cache.snapshot() == before

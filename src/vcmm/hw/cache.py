@@ -312,6 +312,40 @@ class DataCache:
         self._clean_mask(self._valid & self._dirty)
         return self._drop_mask(self._valid.copy())
 
+    def holds_any(self, r: AddressRange) -> bool:
+        """Whether the cache holds any line overlapping ``r``: :meth:`held_lines` of
+        one range, answered from the few sets the range maps to.
+
+        Why: a streaming map of one page asks this once per call, and the whole-cache
+        search of :meth:`held_lines` (every tag shifted, masked, sorted) costs more
+        than the rest of the maintenance.  Lines ``first..first+n-1`` fall into
+        consecutive sets (wrapping once at most when ``n <= sets``), the tag growing by
+        one at the wrap, so two slices of the tag array hold every candidate way.
+        """
+        if type(r) is not AddressRange and not isinstance(r, AddressRange):
+            raise InvalidArgumentError(f"cache holds_any: {r!r} is not an AddressRange")
+        end = min(r.start + r.size, _INT64_MAX)  # above 63 bits no line lies
+        if end <= r.start:
+            return False
+        shift = self._line_shift
+        first = r.start >> shift
+        n = ((end - 1) >> shift) - first + 1
+        sets = self._set_mask + 1
+        if n > sets:
+            return bool(self.held_lines([r])[0])
+        s0, tag = first & self._set_mask, first >> self._tag_shift
+        stop = s0 + n
+        tags, valid = self._tags, self._valid
+        # the tags first: a way whose tag matches is rare, and then its valid bit decides
+        if stop <= sets:
+            match = tags[s0:stop] == tag
+            return bool(match.any() and (valid[s0:stop] & match).any())
+        low, high = tags[s0:] == tag, tags[: stop - sets] == tag + 1
+        return bool(
+            (low.any() and (valid[s0:] & low).any())
+            or (high.any() and (valid[: stop - sets] & high).any())
+        )
+
     def held_lines(self, ranges: Sequence[AddressRange]) -> I64:
         """How many cached lines overlap each of ``ranges``, in one pass.
 

@@ -80,7 +80,8 @@ def dma_sync(
     treated as an edge of both.  Every range is checked to be memory before any line
     changes.  One search of the cache's tags (:meth:`DataCache.held_lines`) finds the
     ranges it holds lines of; only those are maintained, so a 64-page scatterlist the
-    CPU has not touched costs one numpy pass, not 64.
+    CPU has not touched costs one numpy pass, not 64 (a single range asks
+    :meth:`DataCache.holds_any`, which looks at its own sets only).
     """
     if not isinstance(cache, DataCache):
         raise InvalidArgumentError(f"dma_sync: cache {cache!r} is not a DataCache")
@@ -102,7 +103,8 @@ def dma_sync(
     invalidate = invalidates(direction, for_cpu)
     # Maintenance only ever removes or cleans lines, so a range holding none when the
     # call starts holds none when its turn comes: skipping it changes nothing.
-    held = cache.held_lines(spans).tolist()
+    # One range (a map_page) asks only the sets it maps to.
+    held = [cache.holds_any(spans[0])] if len(spans) == 1 else cache.held_lines(spans).tolist()
     for r, lines in zip(spans, held, strict=True):
         if not lines:
             continue
