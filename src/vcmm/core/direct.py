@@ -43,10 +43,12 @@ def _pages(mapper: IommuMapper, edges: list[Mapping], cap: int) -> list[tuple[in
     pages: list[tuple[int, int]] = []
     for edge in edges:
         va, pa, size = edge.va, edge.phys.start, edge.phys.size
-        if size != smallest:
-            runs = plan_pages(va, pa, size, sizes, cap)
-            if any(run.page_size != smallest for run in runs):
-                return None
+        if size == smallest:  # one page (a scatterlist's entry): no loop
+            pages.append((va, pa))
+            continue
+        runs = plan_pages(va, pa, size, sizes, cap)
+        if any(run.page_size != smallest for run in runs):
+            return None
         pages.extend((va + k, pa + k) for k in range(0, size, smallest))
     return pages
 

@@ -19,7 +19,7 @@ device's IOMMU mapping, a kernel mapping or a process's user mapping.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from vcmm.attrs import PageAttrs
 from vcmm.core.graph import Key, Mapping, MappingGraph, conflict_error, private_edges
@@ -59,11 +59,105 @@ def plan_back(
 ) -> tuple[list[Mapping], list[Rewrite]]:
     """New edges for ``pieces`` (``(va, phys, chunk)`` laid by the backing) and the
     rewrites of existing aliases; raises (changing nothing) on a memory-type conflict.
-    ``attrs`` are the new mappings' attributes without and with the shareable bit."""
+    ``attrs`` are the new mappings' attributes without and with the shareable bit.
+
+    Two common cases skip the general walk (:func:`plan_back_general`, the reference
+    they are tested against): fresh memory (no edge touches the pieces: one private
+    edge each, no rewrite), and pieces that each lie inside one segment of the graph
+    with one rule for all (a streaming map of kernel pages, which the linear map
+    covers: one edge per piece, the segments' checks done once per key set)."""
+    if not _in_linear_map(graph, pieces) and graph.untouched([phys for _, phys, _ in pieces]):
+        return private_edges(space, owner, attrs[0], res_id, pieces), []
+    found = _plan_uniform(graph, call, pieces, space, res_id, owner, attrs)
+    if found is not None:
+        return found
+    return plan_back_general(
+        graph, call, pieces, space=space, res_id=res_id, owner=owner, attrs=attrs
+    )
+
+
+def _in_linear_map(
+    graph: MappingGraph,
+    items: Sequence[tuple[int, AddressRange, AddressRange]] | Sequence[Mapping],
+) -> bool:
+    """Whether the first of ``items`` (pieces or edges) overlaps a linear-map window
+    (kernel RAM): then they are neither untouched nor alone, and asking the index
+    would only cost its search."""
+    if not items:
+        return False
+    first = items[0]
+    phys = first.phys if isinstance(first, Mapping) else first[1]
+    return graph.linear_alias(phys) is not None
+
+
+def _plan_uniform(
+    graph: MappingGraph,
+    call: str,
+    pieces: Sequence[tuple[int, AddressRange, AddressRange]],
+    space: str,
+    res_id: int,
+    owner: str,
+    attrs: tuple[PageAttrs, PageAttrs],
+) -> tuple[list[Mapping], list[Rewrite]] | None:
+    """:func:`plan_back_general`'s result when every piece lies inside one segment
+    and the rule wants one bit for all of them, else None (then nothing was decided:
+    the general walk starts again).
+
+    Why it is the same: a piece inside one segment is one new edge over the piece
+    itself, and the general walk checks that segment's keys in the same order, so
+    the first conflict raised is the same.  A key set met again (the linear map's
+    window between other edges) was checked and ruled on already: its verdict (the
+    bit and the keys to rewrite) is reused, as the graph does not change while
+    planning."""
+    check = graph.check_attributes
+    private_attrs = attrs[0]
+    memtype, ns = private_attrs.memtype, private_attrs.ns
+    cover, edge = graph.cover_keys, graph.edge
+    seen: dict[Iterable[Key], tuple[bool, list[Key]]] = {}
+    changes: dict[Key, list[Change]] = {}
+    first: bool | None = None
+    for va, phys, chunk in pieces:
+        segments = cover(phys)
+        if len(segments) != 1:
+            return None
+        ((s, e, keys),) = segments
+        verdict = seen.get(keys)
+        if verdict is None:
+            bit = _rule(graph, keys, space, None)
+            flip = []
+            for key in keys:
+                old = edge(key)
+                if check and (old.attrs.memtype is not memtype or old.attrs.ns != ns):
+                    piece = Mapping(space, owner, phys, va, private_attrs, res_id, chunk)
+                    raise conflict_error(call, piece, old)
+                if key[0] is not None and old.attrs.shareable is not bit:
+                    flip.append(key)
+            verdict = seen[keys] = (bit, flip)
+        bit, flip = verdict
+        if first is None:
+            first = bit
+        elif bit is not first:
+            return None
+        for key in flip:
+            changes.setdefault(key, []).append((s, e, bit))
+    new = private_edges(space, owner, attrs[1] if first else private_attrs, res_id, pieces)
+    return new, _rewrites(graph, changes)
+
+
+def plan_back_general(
+    graph: MappingGraph,
+    call: str,
+    pieces: Sequence[tuple[int, AddressRange, AddressRange]],
+    *,
+    space: str,
+    res_id: int,
+    owner: str,
+    attrs: tuple[PageAttrs, PageAttrs],
+) -> tuple[list[Mapping], list[Rewrite]]:
+    """:func:`plan_back` by the general walk over every segment of every piece: new
+    edges cut where the rule differs along a piece."""
     check = graph.check_attributes
     private_attrs, shared_attrs = attrs
-    if graph.untouched([phys for _, phys, _ in pieces]):  # fresh memory: one private edge each
-        return private_edges(space, owner, private_attrs, res_id, pieces), []
     memtype, ns = private_attrs.memtype, private_attrs.ns
     new: list[Mapping] = []
     changes: dict[Key, list[Change]] = {}
@@ -111,22 +205,58 @@ def plan_back(
 
 def plan_unback(graph: MappingGraph, res_id: int, edges: Sequence[Mapping]) -> list[Rewrite]:
     """Rewrites of the other aliases of ``edges`` once reservation ``res_id`` (whose
-    edges they are) no longer maps them."""
-    if graph.alone(edges):  # memory nothing else maps: no alias to rewrite
+    edges they are, all in ``graph``) no longer maps them.
+
+    Segments that only the leaving edge covers, or it and the linear map (a streaming
+    map of a kernel page), leave no alias to rewrite and are passed over without the
+    rule; the rest go through :func:`_unback_changes` as in
+    :func:`plan_unback_general`, the reference this is tested against."""
+    if not _in_linear_map(graph, edges) and graph.alone(edges):  # no alias to rewrite
         return []
+    cover: Callable[[AddressRange], list[tuple[int, int, tuple[Key, ...]]]]
+    cover = graph.cover_keys  # type: ignore[assignment]
     changes: dict[Key, list[Change]] = {}
     for edge in edges:
-        for s, e, keys in graph.cover_keys(edge.phys):
-            bit = _rule(graph, keys, None, res_id)
-            for key in keys:
-                if key[0] is None or key[0] == res_id:
-                    continue
-                if graph.edge(key).attrs.shareable is not bit:
-                    changes.setdefault(key, []).append((s, e, bit))
+        for s, e, keys in cover(edge.phys):
+            n = len(keys)  # the leaving edge's own key is one of them
+            if n == 1 or (n == 2 and (keys[0][0] is None or keys[1][0] is None)):
+                continue
+            _unback_changes(graph, res_id, s, e, keys, changes)
     return _rewrites(graph, changes)
 
 
+def plan_unback_general(
+    graph: MappingGraph, res_id: int, edges: Sequence[Mapping]
+) -> list[Rewrite]:
+    """:func:`plan_unback` by the rule on every segment of every edge."""
+    changes: dict[Key, list[Change]] = {}
+    for edge in edges:
+        for s, e, keys in graph.cover_keys(edge.phys):
+            _unback_changes(graph, res_id, s, e, keys, changes)
+    return _rewrites(graph, changes)
+
+
+def _unback_changes(
+    graph: MappingGraph,
+    res_id: int,
+    s: int,
+    e: int,
+    keys: Iterable[Key],
+    changes: dict[Key, list[Change]],
+) -> None:
+    """Note in ``changes`` the keys over segment ``[s, e)`` whose bit differs from what
+    the rule wants once ``res_id`` leaves it."""
+    bit = _rule(graph, keys, None, res_id)
+    for key in keys:
+        if key[0] is None or key[0] == res_id:
+            continue
+        if graph.edge(key).attrs.shareable is not bit:
+            changes.setdefault(key, []).append((s, e, bit))
+
+
 def _rewrites(graph: MappingGraph, changes: dict[Key, list[Change]]) -> list[Rewrite]:
+    if not changes:  # the common case: no alias changes its bit
+        return []
     return [
         (old, split_edge(old, found)) for key, found in changes.items() for old in [graph.edge(key)]
     ]
