@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import vcmm
 from vcmm import SZ_4K
 from vcmm.attrs import MemType, PageAttrs
-from vcmm.core import backing, ownership, sharing
+from vcmm.core import backing, direct, ownership, sharing
 from vcmm.core.flags import PhysAttr
 from vcmm.core.graph import Mapping, MappingGraph
 from vcmm.core.objects import EXTERNAL, PhysMem
@@ -267,3 +267,28 @@ def test_streaming_pairs_leave_the_pins_of_the_long_lived_wraps(system: vcmm.Sys
         system.vcm_phys_free(wraps[k])
     alive = [w for k, w in enumerate(wraps) if k not in (99, 0, 50, 98, 1, 70)]
     assert [p.wrap for p in ram.pins] == alive
+
+
+EDGE = st.tuples(st.integers(0, 63), st.sampled_from((1, 1, 1, 2, 16)), st.integers(0, 2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(specs=st.lists(EDGE, max_size=12))
+def test_the_direct_backers_page_lists_and_groups_are_the_plain_ones(
+    specs: list[tuple[int, int, int]],
+) -> None:
+    """``direct._page_vas`` (single pages without a range each) and ``direct._by_attrs``
+    (the attributes hashed once per run of one object) against their plain forms."""
+    shared = [PageAttrs(), PageAttrs(shareable=True), PageAttrs()]  # two equal objects
+    edges = [
+        Mapping("dev1", "o", _range((page, pages)), page * SZ_4K, shared[a], 1, None)
+        for page, pages, a in specs
+    ]
+    plain = [e.va + k for e in edges for k in range(0, e.phys.size, SZ_4K)]
+    assert direct._page_vas(edges, SZ_4K) == plain
+    groups: dict[PageAttrs, list[Mapping]] = {}
+    for e in edges:
+        groups.setdefault(e.attrs, []).append(e)
+    found = direct._by_attrs(edges)
+    assert found == list(groups.items())
+    assert all(a is b for (a, _), b in zip(found, groups, strict=True))
