@@ -3,8 +3,8 @@
 ``plan_back`` answers fresh memory (no edge touches the pieces) and pieces that each
 lie inside one segment with one rule for all (kernel pages under the linear map)
 without the general walk; ``plan_unback`` passes over segments only the leaving edge
-covers, or it and the linear map.  ``plan_back_general``/``plan_unback_general`` are
-the walks over every segment: on random graphs (a linear-map window, reservations in
+covers, or it and the linear map.  ``general=True`` asks each for the walk over every
+segment: on random graphs (a linear-map window, reservations in
 three address spaces with random memory types, security states and shareable bits,
 not necessarily agreeing, so the rewrites and conflicts the rule finds are varied)
 both must give equal edges (field for field), equal rewrites in the same order and
@@ -146,7 +146,7 @@ def test_plan_back_gives_what_the_general_walk_gives(
     kwargs = {"space": space, "res_id": 99, "owner": "new", "attrs": attrs}
     pieces = _pieces(spans)
     fast = _outcome(sharing.plan_back, graph, "vcm_back", pieces, **kwargs)
-    general = _outcome(sharing.plan_back_general, graph, "vcm_back", pieces, **kwargs)
+    general = _outcome(sharing.plan_back, graph, "vcm_back", pieces, general=True, **kwargs)
     assert _normal(fast) == _normal(general)
 
 
@@ -161,7 +161,7 @@ def test_plan_unback_gives_what_the_general_walk_gives(spec: tuple[object, ...],
     res_id = pick % len(reservations) + 1
     edges = graph.of_reservation(res_id)
     fast = sharing.plan_unback(graph, res_id, edges)
-    general = sharing.plan_unback_general(graph, res_id, edges)
+    general = sharing.plan_unback(graph, res_id, edges, general=True)
     assert _normal(fast) == _normal(general)
 
 
@@ -178,7 +178,7 @@ def test_kernel_pages_take_the_uniform_case_and_the_graph_is_not_searched_twice(
     graph, pieces = _kernel_pages_graph()
     attrs = (PageAttrs(ns=True), PageAttrs(ns=True, shareable=True))
     with (
-        mock.patch.object(sharing, "plan_back_general", side_effect=AssertionError),
+        mock.patch.object(sharing, "_walk_back", side_effect=AssertionError),
         mock.patch.object(MappingGraph, "untouched", side_effect=AssertionError),
     ):
         new, rewrites = sharing.plan_back(
@@ -193,9 +193,7 @@ def test_a_piece_across_segments_goes_the_general_way() -> None:
     graph, _ = _kernel_pages_graph()
     attrs = (PageAttrs(ns=True), PageAttrs(ns=True, shareable=True))
     across = _pieces([(1, 3)])  # pages 1-3: the linear map alone, then with the CPU's
-    with mock.patch.object(
-        sharing, "plan_back_general", wraps=sharing.plan_back_general
-    ) as general:
+    with mock.patch.object(sharing, "_walk_back", wraps=sharing._walk_back) as general:
         sharing.plan_back(
             graph, "vcm_back", across, space="dev1", res_id=99, owner="new", attrs=attrs
         )
@@ -209,7 +207,7 @@ def test_unback_of_kernel_pages_asks_no_rule() -> None:
     graph.add(99, [Mapping("dev1", "new", p, va, attrs, 99, c) for va, p, c in pieces])
     edges = graph.of_reservation(99)
     with (
-        mock.patch.object(sharing, "_unback_changes", side_effect=AssertionError),
+        mock.patch.object(sharing, "_rule", side_effect=AssertionError),
         mock.patch.object(MappingGraph, "alone", side_effect=AssertionError),
     ):
         assert sharing.plan_unback(graph, 99, edges) == []
