@@ -56,6 +56,18 @@ def pieces(
     and one bisect for the last piece: a view can have 16384 pieces.)
     """
     ranges = physmem.chunk_ranges
+    if len(ranges) == 1:  # one page or run (map_page): no sums
+        (only,) = ranges
+        cut = only if only.size <= length else AddressRange(only.start, length)
+        return [(base, cut, physmem.chunk_keys[0])]
+    return laid_out(length, physmem, base)
+
+
+def laid_out(
+    length: int, physmem: PhysMem, base: int
+) -> list[tuple[int, AddressRange, AddressRange]]:
+    """:func:`pieces` for any number of pieces (the reference of its one-piece case)."""
+    ranges = physmem.chunk_ranges
     ends = list(itertools.accumulate([r.size for r in ranges]))
     n = min(bisect.bisect_left(ends, length) + 1, len(ranges))
     vas = [base, *(base + end for end in ends[: n - 1])][:n]

@@ -34,6 +34,8 @@ from vcmm.hw.pgtable.direct import Slot, clear_slots, store_slots
 from vcmm.hw.smmu.context import SmmuContext
 from vcmm.undo import rolling_back
 
+_SECURE = int(Attr.SECURE)
+
 
 def _pages(mapper: IommuMapper, edges: list[Mapping], cap: int) -> list[tuple[int, int]] | None:
     """``(va, pa)`` of every page of ``edges`` if the general path would map them all
@@ -43,10 +45,12 @@ def _pages(mapper: IommuMapper, edges: list[Mapping], cap: int) -> list[tuple[in
     pages: list[tuple[int, int]] = []
     for edge in edges:
         va, pa, size = edge.va, edge.phys.start, edge.phys.size
-        if size != smallest:
-            runs = plan_pages(va, pa, size, sizes, cap)
-            if any(run.page_size != smallest for run in runs):
-                return None
+        if size == smallest:  # one page (a scatterlist's entry): no loop
+            pages.append((va, pa))
+            continue
+        runs = plan_pages(va, pa, size, sizes, cap)
+        if any(run.page_size != smallest for run in runs):
+            return None
         pages.extend((va + k, pa + k) for k in range(0, size, smallest))
     return pages
 
@@ -75,7 +79,10 @@ class DirectBacker:
 
     def _contexts(self, mapper: IommuMapper) -> list[SmmuContext] | None:
         contexts = mapper.contexts()
-        return None if any(ctx.in_update for ctx in contexts) else contexts
+        for ctx in contexts:
+            if ctx.in_update:
+                return None
+        return contexts
 
     def vcm_back_direct(self, res: Reservation, physmem: PhysMem) -> None:
         """``vcm_back(res, physmem)``, with one descriptor store per page when the
@@ -91,7 +98,7 @@ class DirectBacker:
             or res.physmem is not None
             or res.cut
             or physmem.size < res.len
-            or res.attr & Attr.SECURE
+            or int.__and__(res.attr, _SECURE)  # IntFlag's & builds a flag: microseconds
             or base is None
             or rolling_back()
         ):
@@ -143,8 +150,7 @@ class DirectBacker:
         old = graph.of_reservation(res.id)
         if sharing.plan_unback(graph, res.id, old):
             return None
-        smallest = min(mapper.page_sizes)
-        vas = [edge.va + k for edge in old for k in range(0, edge.phys.size, smallest)]
+        vas = _page_vas(old, min(mapper.page_sizes))
         slots = clear_slots(mapper.table, vas)
         contexts = self._contexts(mapper)
         if slots is None or contexts is None:
@@ -160,9 +166,24 @@ class DirectBacker:
         return len(slots)
 
 
+def _page_vas(edges: list[Mapping], page: int) -> list[int]:
+    """The address of every ``page``-sized page of ``edges`` (a list of single pages,
+    the streaming case, without a range per edge)."""
+    vas = [edge.va for edge in edges]
+    if [edge.phys.size for edge in edges].count(page) == len(edges):
+        return vas
+    return [edge.va + k for edge in edges for k in range(0, edge.phys.size, page)]
+
+
 def _by_attrs(edges: list[Mapping]) -> list[tuple[PageAttrs, list[Mapping]]]:
     """``edges`` grouped by their attributes (first seen first)."""
     groups: dict[PageAttrs, list[Mapping]] = {}
+    last: PageAttrs | None = None
+    group: list[Mapping] = []
     for edge in edges:
-        groups.setdefault(edge.attrs, []).append(edge)
+        attrs = edge.attrs
+        if attrs is not last:  # a plan's edges share a few attrs objects: hash those only
+            group = groups.setdefault(attrs, [])
+            last = attrs
+        group.append(edge)
     return list(groups.items())
