@@ -9,9 +9,9 @@ answers as), alternating, and prints per setting the min-max over ``--runs`` of 
 run's median pair (wall) and mean pair (CPU time, ``time.process_time``), and the ratio.
 
 Measured on a shared 2-core machine (4 runs, 3000 page pairs and 300 sg pairs each,
-load about 4): map_sg+unmap_sg 1445-1486 us lazy against 1568-1607 us plain (wall
-median, 1.07-1.10x; CPU 1491-1726 against 1714-1955), map_page+unmap_page 164-168 us
-either way (CPU 178-192 against 176-185).
+load 2-4): map_sg+unmap_sg 1414-1445 us lazy against 1550-1578 us plain (wall median,
+1.07-1.11x; CPU 1446-1697 against 1701-1890), map_page+unmap_page 159-165 us against
+162-167 (CPU 168-184 against 173-189).
 
 Run: ``PYTHONPATH=src python benchmarks/bench_graph_lazy.py [--runs 3] [--pairs 400]``
 """

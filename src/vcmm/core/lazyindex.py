@@ -207,18 +207,11 @@ class LazyIndex:
             self.settle()
             self.settled.add_spans(starts, ends, keys)
             return
-        items = sorted(zip(starts, ends, keys, strict=True), key=lambda it: (it[0], it[1]))
+        items = sorted(zip(starts, ends, keys, strict=True), key=operator.itemgetter(0, 1))
         for start, end, key in items:
             if start < end:
                 self._queue(start, end, key)
         self._settle_if_full()
-
-    def _settle_if_moved(self, items: Iterable[tuple[int, int, Hashable]]) -> None:
-        """Settle when a queued key is named with another range than it was added
-        with (outside the contract): the plain index's answer is then the index's."""
-        added = self._added
-        if added and any(added.get(k, (s, e))[:2] != (s, e) for s, e, k in items if s < e):
-            self.settle()
 
     def discard(self, start: int, end: int, key: Hashable) -> None:
         """:meth:`PhysIndex.discard`: a queued add is cancelled, a settled key leaves
@@ -240,18 +233,19 @@ class LazyIndex:
     def discard_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
         """:meth:`PhysIndex.discard_spans`: queued adds cancelled, the others
         discarded from the index together."""
-        items = list(zip(starts, ends, keys, strict=True))
-        self._settle_if_moved(items)
-        added = self._added
-        if not added:
+        if not self._added:
             self.settled.discard_spans(starts, ends, keys)
             return
         rest = []
-        for item in items:
-            if item[0] < item[1] and item[2] in added:
-                self._cancel(item[2])
-            else:
-                rest.append(item)
+        for item in zip(starts, ends, keys, strict=True):
+            start, end, key = item
+            queued = self._added.get(key)
+            if queued is not None and start < end:
+                if queued[0] == start and queued[1] == end:
+                    self._cancel(key)
+                    continue
+                self.settle()  # named with another range (outside the contract)
+            rest.append(item)
         if rest:
             self.settled.discard_spans(*_columns(rest))
 
