@@ -46,6 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vcmm.attrs import MemType, PageAttrs
+from vcmm.core.lazyindex import LazyIndex
 from vcmm.core.physindex import PhysIndex
 from vcmm.errors import AttributeConflictError
 from vcmm.ranges import AddressRange
@@ -154,18 +155,27 @@ class MappingGraph:
     """Every mapping, indexed by reservation and by physical range, with the rules."""
 
     def __init__(
-        self, linear_map: Iterable[Mapping] = (), *, check_attributes: bool = True
+        self,
+        linear_map: Iterable[Mapping] = (),
+        *,
+        check_attributes: bool = True,
+        lazy: bool = True,
     ) -> None:
+        """``lazy`` queues the physical index's adds until a query needs them
+        (:class:`LazyIndex`: a streaming mapping's edge is then never indexed); the
+        plain :class:`PhysIndex` (``lazy=False``) is the reference it answers as."""
         self.linear_map: tuple[Mapping, ...] = tuple(linear_map)
         self.check_attributes = check_attributes
         self._edges: dict[Key, Mapping] = {}
         self._by_res: dict[int, dict[int, Mapping]] = {}
         self._sorted: dict[int, list[Mapping]] = {}
         self._chunks: dict[AddressRange, int] = {}
-        self._index = PhysIndex()
+        self._index: PhysIndex | LazyIndex = LazyIndex() if lazy else PhysIndex()
         for m in self.linear_map:
             self._edges[m.key] = m
             self._index.add(m.phys.start, m.phys.end, m.key)
+        if isinstance(self._index, LazyIndex):
+            self._index.settle()  # the linear map stays: no use queueing it
 
     # -- queries ---------------------------------------------------------------------------
 
