@@ -26,15 +26,19 @@ def _cache_bytecode_outside_the_tree() -> None:
     module's asserts again on every run, in every xdist worker: about 6.5 s of a
     worker's 7 s of collection.  Compiled files in ``$XDG_CACHE_HOME/vcmm/pycache``
     (``~/.cache`` by default) rather than beside the sources leave the tree as clean as
-    the setting keeps it, and collection takes about 2 s.  A ``PYTHONPYCACHEPREFIX``
-    of one's own is left alone; only this process is affected (the ``vcmm``
-    subprocesses of the terminal tests inherit the environment as it is).
+    the setting keeps it, and collection takes about 2 s.  The interpreters the tests
+    start (xdist workers, ``python -m vcmm`` under a terminal, Dask workers) get the
+    same through their environment, so they stop compiling vcmm on every start.  A
+    ``PYTHONPYCACHEPREFIX`` of one's own is left alone.
     """
     if not sys.dont_write_bytecode or sys.pycache_prefix:
         return
     home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    sys.pycache_prefix = str(Path(home) / "vcmm" / "pycache")
+    prefix = str(Path(home) / "vcmm" / "pycache")
+    sys.pycache_prefix = prefix
     sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 _cache_bytecode_outside_the_tree()
