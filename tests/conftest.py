@@ -115,9 +115,11 @@ def pytest_configure_node(node: Any) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Put every test that uses ``dask_cluster`` in one xdist group (before xdist reads
-    the groups to name the tests)."""
+    the groups to name the tests); without xdist there is no such mark."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
     for item in items:
         if "dask_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group(DASK_GROUP))
