@@ -126,12 +126,12 @@ class _PageCounter:
         key = -1 if vcm.kind is VcmKind.VMM else id(vcm.table)
         if key not in self._leaves:
             if vcm.kind is VcmKind.VMM:
-                table = self.vcmm.cpu.kernel_table
-                entries = sorted((e.va | _KERNEL_TOP, e.size) for e in table.mappings())
+                vas, sizes = self.vcmm.cpu.kernel_table.leaf_spans()
+                vas = [va | _KERNEL_TOP for va in vas]  # the same top bits keep the order
             else:
                 assert vcm.table is not None
-                entries = sorted((e.va, e.size) for e in vcm.table.mappings())
-            self._leaves[key] = ([va for va, _ in entries], [size for _, size in entries])
+                vas, sizes = vcm.table.leaf_spans()
+            self._leaves[key] = (vas, sizes)
         return self._leaves[key]
 
     def of(self, res: Reservation) -> dict[int, int]:

@@ -87,6 +87,7 @@ from vcmm.hw.pgtable.visitors import (
     MapEntry,
     Rewrite,
     decode_tables,
+    leaf_spans,
 )
 from vcmm.hw.pgtable.walker import Visitor, walk_range, walk_tables
 from vcmm.hw.tablemem import TableMemory
@@ -658,6 +659,11 @@ class PageTable:
         """Every leaf mapping, decoded from the table bytes, in input-address order."""
         self._live("mappings")
         return decode_tables(self._fmt, self._memory, self._root, va_bits=self._geo.va_bits)
+
+    def leaf_spans(self) -> tuple[list[int], list[int]]:
+        """``mappings()``'s addresses and sizes only (nothing else decoded), sorted."""
+        self._live("leaf_spans")
+        return leaf_spans(self._fmt, self._memory, self._root, va_bits=self._geo.va_bits)
 
     def table_pages(self) -> list[tuple[int, int]]:
         """``(pa, size)`` of every table this tree owns, root included, sorted."""
