@@ -210,21 +210,22 @@ def best_of(
     return best_rate, timer.hits - hits, best_us
 
 
-def median_pair_us(lean: bool, debug: bool, entries: int, args: argparse.Namespace) -> float:
-    """Median microseconds of one unmap+map pair (``entries`` 4 KiB pages: map_page
-    for 1, map_sg otherwise) on the lean or the reference path."""
-    _, dma, blocks = streaming_setup(True, args.live, args.seed, lean=lean, debug=debug)
-    rng = np.random.default_rng(args.seed + 3)
+def pair_times(
+    dma: DmaApi, blocks: list[int], rng: np.random.Generator, entries: int, pairs: int
+) -> tuple[list[float], float]:
+    """Seconds of each of ``pairs`` unmap+map pairs of ``entries`` 4 KiB pages
+    (map_page for 1, map_sg otherwise) over 8 buffers in flight, and the CPU seconds
+    of them all (the first map of each buffer is not counted)."""
     window = 8
     lists = [
         ScatterList([(p, SZ_4K) for p in random_pages(blocks, rng, entries)]) for _ in range(window)
     ]
     handles = [0] * window
-    pairs = max(window, args.iterations // (4 if entries == 1 else 40))
     times = []
+    cpu = 0.0
     for k in range(pairs + window):
         v = k % window
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         if entries == 1:
             if k >= window:
                 dma.unmap_page(DEV, handles[v], SZ_4K, D.TO_DEVICE)
@@ -235,6 +236,17 @@ def median_pair_us(lean: bool, debug: bool, entries: int, args: argparse.Namespa
             assert dma.map_sg(DEV, lists[v], entries, D.TO_DEVICE) > 0
         if k >= window:
             times.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
+    return times, cpu
+
+
+def median_pair_us(lean: bool, debug: bool, entries: int, args: argparse.Namespace) -> float:
+    """Median microseconds of one unmap+map pair (``entries`` 4 KiB pages: map_page
+    for 1, map_sg otherwise) on the lean or the reference path."""
+    _, dma, blocks = streaming_setup(True, args.live, args.seed, lean=lean, debug=debug)
+    rng = np.random.default_rng(args.seed + 3)
+    pairs = max(8, args.iterations // (4 if entries == 1 else 40))
+    times, _ = pair_times(dma, blocks, rng, entries, pairs)
     if dma.checker is not None:
         assert not dma.checker.take()
     return float(np.median(times)) * 1e6

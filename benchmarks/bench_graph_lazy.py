@@ -1,6 +1,6 @@
 """Streaming DMA pairs with the graph's lazy physical index against the plain one.
 
-``MappingGraph`` queues its index's adds (``vcmm.core.physindex.LazyIndex``): a
+``MappingGraph`` queues its index's adds (``vcmm.core.lazyindex.LazyIndex``): a
 streaming mapping's edge is cancelled from the queue at unmap without ever entering
 the segments.  This script runs the lean ``map_page``+``unmap_page`` pair (4 KiB) and
 ``map_sg``+``unmap_sg`` pair (64 x 4 KiB) of ``bench_dma_api.py`` on identical setups
@@ -19,15 +19,12 @@ Run: ``PYTHONPATH=src python benchmarks/bench_graph_lazy.py [--runs 3] [--pairs 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from bench_dma_api import DEV, random_pages, streaming_setup
-from vcmm import SZ_4K
-from vcmm import DmaDirection as D
+from bench_dma_api import pair_times, streaming_setup
 from vcmm.core.lazyindex import LazyIndex
-from vcmm.dma import DmaApi, ScatterList
+from vcmm.dma import DmaApi
 
 
 def plain_index(dma: DmaApi) -> None:
@@ -45,28 +42,7 @@ def run(lazy: bool, entries: int, pairs: int, seed: int) -> tuple[float, float]:
     _, dma, blocks = streaming_setup(True, 1000, seed)
     if not lazy:
         plain_index(dma)
-    rng = np.random.default_rng(seed + 3)
-    window = 8
-    lists = [
-        ScatterList([(p, SZ_4K) for p in random_pages(blocks, rng, entries)]) for _ in range(window)
-    ]
-    handles = [0] * window
-    times = []
-    cpu = 0.0
-    for k in range(pairs + window):
-        v = k % window
-        t, c = time.perf_counter(), time.process_time()
-        if entries == 1:
-            if k >= window:
-                dma.unmap_page(DEV, handles[v], SZ_4K, D.TO_DEVICE)
-            handles[v] = dma.map_page(DEV, lists[v][0].phys, 0, SZ_4K, D.TO_DEVICE)
-        else:
-            if k >= window:
-                dma.unmap_sg(DEV, lists[v], entries, D.TO_DEVICE)
-            assert dma.map_sg(DEV, lists[v], entries, D.TO_DEVICE) > 0
-        if k >= window:
-            times.append(time.perf_counter() - t)
-            cpu += time.process_time() - c
+    times, cpu = pair_times(dma, blocks, np.random.default_rng(seed + 3), entries, pairs)
     return float(np.median(times)) * 1e6, cpu / pairs * 1e6
 
 
