@@ -188,13 +188,24 @@ def test_held_lines_of_an_empty_cache_and_of_empty_ranges() -> None:
     assert cache.held_lines([]).tolist() == []
 
 
-@pytest.mark.parametrize("bad", [[(BASE, LINE)], [AddressRange(BASE, LINE), None]])
-def test_held_lines_refuses_what_is_not_an_address_range(bad: list[object]) -> None:
+#: Each query with arguments that are not ranges: held_lines takes a list of them,
+#: holds_any one.
+_NOT_RANGES = [
+    ("held_lines", [(BASE, LINE)]),
+    ("held_lines", [AddressRange(BASE, LINE), None]),
+    ("holds_any", (BASE, LINE)),
+    ("holds_any", None),
+    ("holds_any", BASE),
+]
+
+
+@pytest.mark.parametrize(("query", "bad"), _NOT_RANGES)
+def test_the_held_queries_refuse_what_is_not_an_address_range(query: str, bad: object) -> None:
     _, cache = make()
     cache.write(BASE, b"\x01", WB)
     before = cache.snapshot()
     with pytest.raises(InvalidArgumentError, match="is not an AddressRange"):
-        cache.held_lines(bad)  # type: ignore[arg-type]
+        getattr(cache, query)(bad)
     assert cache.snapshot() == before
 
 
@@ -229,13 +240,3 @@ def test_holds_any_sees_a_line_past_the_wrap_of_the_sets() -> None:
     assert cache.holds_any(AddressRange(top, 2 * LINE))
     assert not cache.holds_any(AddressRange(top, LINE))
     assert not cache.holds_any(AddressRange(top + LINE, 0))
-
-
-@pytest.mark.parametrize("bad", [(BASE, LINE), None, BASE])
-def test_holds_any_refuses_what_is_not_an_address_range(bad: object) -> None:
-    _, cache = make()
-    cache.write(BASE, b"\x01", WB)
-    before = cache.snapshot()
-    with pytest.raises(InvalidArgumentError, match="is not an AddressRange"):
-        cache.holds_any(bad)  # type: ignore[arg-type]
-    assert cache.snapshot() == before
