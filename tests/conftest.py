@@ -63,6 +63,26 @@ def count_calls() -> CallCounter:
     return count_function_calls
 
 
+@pytest.fixture
+def translator_steps(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count every ``Translator._step`` call for the rest of the test (the reference
+    engine's steps, one per page a batch or span visits; each call still runs), with
+    a wrapper rather than a profiler: the same count without a hook on every other
+    call.  The fixture is the count so far, as a function."""
+    from vcmm.hw.translate import Translator
+
+    steps = 0
+    step = Translator._step
+
+    def counted(self: Translator, va: int, access: Any) -> object:
+        nonlocal steps
+        steps += 1
+        return step(self, va, access)
+
+    monkeypatch.setattr(Translator, "_step", counted)
+    return lambda: steps
+
+
 @pytest.fixture(scope="session")
 def dask_distributed() -> Any:
     """``dask.distributed``; its tests skip without it, but under CI (``CI=true``, where

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -249,22 +249,15 @@ def test_linear_sweep_costs_one_walk_per_page(size: int, batch: bool) -> None:
     assert s.evictions == 0
 
 
-def test_batch_of_12_mib_in_1_mib_sections_takes_12_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_of_12_mib_in_1_mib_sections_takes_12_steps(
+    translator_steps: Callable[[], int],
+) -> None:
     walker = mapped_sweep(SZ_1M, 12 * SZ_1M)
     tlb = TLB(TLBConfig(64, 4))
     t = Translator(tlb, 0, walker)
-    steps = 0
-    original = Translator._step
-
-    def counting(self: Translator, va: int, access: Access) -> object:
-        nonlocal steps
-        steps += 1
-        return original(self, va, access)
-
-    monkeypatch.setattr(Translator, "_step", counting)
     vas = np.arange(0x1000_0000, 0x1000_0000 + 12 * SZ_1M, 64, dtype=np.uint64)
     result = t.translate_batch(vas, Access.READ)
-    assert steps == 12 and result.done == len(vas) == 12 * SZ_1M // 64
+    assert translator_steps() == 12 and result.done == len(vas) == 12 * SZ_1M // 64
     assert tlb.stats.hits == len(vas) - 12
     expected = np.concatenate(
         [

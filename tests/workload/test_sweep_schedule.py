@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 import vcmm.workload.sweep as sweep_module
-from vcmm.attrs import Access
 from vcmm.errors import InvalidArgumentError
 from vcmm.hw.engine import use_engine
-from vcmm.hw.translate import Translator
 from vcmm.workload.cost import WALK_WEIGHT, estimate_cost
 from vcmm.workload.executors import ExecutorError, make_executor, parse_executor
 from vcmm.workload.scenario import ScenarioError, loads_scenario
@@ -59,25 +57,14 @@ def test_equal_estimates_keep_grid_order(make_linear: Callable[..., str]) -> Non
     assert plan.order == [0, 1, 2]
 
 
-def _translator_work(scenario: Any, params: dict[str, object]) -> int:
+def _translator_work(scenario: Any, params: dict[str, object], steps: Callable[[], int]) -> int:
     """What a point costs, measured: the batch translator's Python steps (counted on
     the reference engine, where each step is a call of ``Translator._step``) plus
-    WALK_WEIGHT per page-table walk (the hardware counter).
-
-    The steps are counted by a wrapper around ``_step`` rather than by a profiler: the
-    same count, without the profiler's hook on every other Python call of the run."""
-    steps = 0
-    step = Translator._step
-
-    def counted(self: Translator, va: int, access: Access) -> object:
-        nonlocal steps
-        steps += 1
-        return step(self, va, access)
-
-    with pytest.MonkeyPatch.context() as patch, use_engine("python"):
-        patch.setattr(Translator, "_step", counted)
+    WALK_WEIGHT per page-table walk (the hardware counter)."""
+    before = steps()
+    with use_engine("python"):
         rows = run_point(scenario, params)
-    return int(steps + WALK_WEIGHT * rows[0]["walks"])
+    return int(steps() - before + WALK_WEIGHT * rows[0]["walks"])
 
 
 @pytest.mark.parametrize(
@@ -99,6 +86,7 @@ def _translator_work(scenario: Any, params: dict[str, object]) -> int:
 def test_the_estimate_follows_the_translators_measured_work(
     make_linear: Callable[..., str],
     make_frame: Callable[..., str],
+    translator_steps: Callable[[], int],
     size: str,
     policy: str,
     frames: int,
@@ -111,7 +99,7 @@ def test_the_estimate_follows_the_translators_measured_work(
     else:
         text = make_linear(size, policy, frames=frames)
     sc = loads_scenario(text)
-    measured = _translator_work(sc, params)
+    measured = _translator_work(sc, params, translator_steps)
     estimate = estimate_cost(sc.with_params(**params))
     assert 0.8 * measured <= estimate <= 1.25 * measured + 2000, (measured, estimate)
 
