@@ -173,14 +173,6 @@ def _pa_mask(kind: DescriptorKind) -> int:
     return functools.reduce(lambda m, s: m | s.desc_mask, kind.address, 0)
 
 
-def _address_bits(kind: DescriptorKind, pa: int) -> int:
-    """The descriptor bits holding output address ``pa`` (as :meth:`~DescriptorKind.encode`)."""
-    bits = 0
-    for piece in kind.address:
-        bits |= ((pa >> piece.pa_lsb) & ((1 << piece.width) - 1)) << piece.desc_lsb
-    return bits
-
-
 @functools.lru_cache(maxsize=256)
 def _leaf_plan(geo: Geometry, attrs: PageAttrs) -> tuple[int, DescriptorKind, int] | None:
     """The smallest page's level index, descriptor kind and fixed bits
@@ -334,7 +326,7 @@ def _store_loop(
         found = leaf.find(va)
         if found is None or found[2]:
             return None
-        address = pa & pa_mask if pa_mask else _address_bits(kind, pa)
+        address = pa & pa_mask if pa_mask else kind.address_bits(pa)
         slots.append((found[0], found[1], fixed | address))
     return slots
 

@@ -157,13 +157,18 @@ class DescriptorKind:
     def field_values(self, desc: int) -> dict[str, int]:
         return {f.name: f.get(desc) for f in self.fields}
 
+    def address_bits(self, pa: int) -> int:
+        """The descriptor bits holding output address ``pa`` (unchecked: see
+        :meth:`check_output`)."""
+        bits = 0
+        for s in self.address:
+            bits |= ((pa >> s.pa_lsb) & ((1 << s.width) - 1)) << s.desc_lsb
+        return bits
+
     def encode(self, pa: int, values: Mapping[str, int]) -> int:
         """One descriptor of this kind pointing at ``pa`` with the given field values."""
         self.check_output(pa)
-        desc = self.type_value | self.attr_bits(values)
-        for s in self.address:
-            desc |= ((pa >> s.pa_lsb) & ((1 << s.width) - 1)) << s.desc_lsb
-        return desc
+        return self.type_value | self.attr_bits(values) | self.address_bits(pa)
 
     def encode_many(self, pas: U64, attr_bits: int) -> U64:
         """Vectorised :meth:`encode` of many output addresses sharing attribute bits.
