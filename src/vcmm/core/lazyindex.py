@@ -18,7 +18,7 @@ from collections.abc import Hashable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vcmm.core.physindex import Keys, PhysIndex
+from vcmm.core.physindex import Keys, PhysIndex, columns
 
 #: Queued adds :class:`LazyIndex` holds before it settles them all.
 PENDING_LIMIT = 1024
@@ -88,7 +88,7 @@ class LazyIndex:
             return
         items = [(s, e, k) for k, (s, e, _) in self._added.items()]
         self._added, self._buckets, self._wide = {}, {}, []
-        starts, ends, keys = _columns(items)
+        starts, ends, keys = columns(items)
         index = self.settled
         if index.clear_of_spans(starts, ends):
             index.add_spans(starts, ends, keys)  # no overlaps: the order does not matter
@@ -197,7 +197,7 @@ class LazyIndex:
 
     def add_many(self, items: Sequence[tuple[int, int, Hashable]]) -> None:
         """:meth:`PhysIndex.add_many`, queued."""
-        self.add_spans(*_columns(items))
+        self.add_spans(*columns(items))
 
     def add_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
         """:meth:`PhysIndex.add_spans`: queued in the order its one-by-one path adds
@@ -228,7 +228,7 @@ class LazyIndex:
 
     def discard_many(self, items: list[tuple[int, int, Hashable]]) -> None:
         """:meth:`PhysIndex.discard_many`."""
-        self.discard_spans(*_columns(items))
+        self.discard_spans(*columns(items))
 
     def discard_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
         """:meth:`PhysIndex.discard_spans`: queued adds cancelled, the others
@@ -247,7 +247,7 @@ class LazyIndex:
                 self.settle()  # named with another range (outside the contract)
             rest.append(item)
         if rest:
-            self.settled.discard_spans(*_columns(rest))
+            self.settled.discard_spans(*columns(rest))
 
     def rename(self, start: int, end: int, old: Hashable, new: Hashable) -> None:
         """:meth:`PhysIndex.rename` (rare: reservations split or joined), settled first."""
@@ -331,7 +331,7 @@ class LazyIndex:
 
     def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
         """:meth:`PhysIndex.sole`."""
-        return self.sole_spans(*_columns(items))
+        return self.sole_spans(*columns(items))
 
     def sole_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> bool:
         """:meth:`PhysIndex.sole_spans`: a settled key's segment as the index has it,
@@ -376,15 +376,7 @@ class LazyIndex:
         settled = self.settled
         return (
             not any(settled.touches(s, e) for s, e, _ in new)
-            and settled.sole_spans(*_columns(old))
+            and settled.sole_spans(*columns(old))
             and all([k for _, _, k in self._adds_over(s, e)] == [key] for s, e, key in new)
             and not any(self._adds_over(s, e) for s, e, _ in old)
         )
-
-
-def _columns(
-    items: Iterable[tuple[int, int, Hashable]],
-) -> tuple[list[int], list[int], list[Hashable]]:
-    """``(start, end, key)`` items as three lists."""
-    rows = list(items)
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]

@@ -186,7 +186,7 @@ class PhysIndex:
     def sole(self, items: Iterable[tuple[int, int, Hashable]]) -> bool:
         """Whether each ``(start, end, key)`` is exactly one segment that ``key``
         alone covers (nothing else maps those bytes)."""
-        starts, ends, keys = _columns(items)
+        starts, ends, keys = columns(items)
         return self.sole_spans(starts, ends, keys)
 
     def sole_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> bool:
@@ -206,7 +206,7 @@ class PhysIndex:
         segment leaves a gap, so no neighbours become mergeable.  Otherwise they are
         discarded one by one.  The result is the same either way.
         """
-        self.discard_spans(*_columns(items))
+        self.discard_spans(*columns(items))
 
     def discard_spans(self, starts: list[int], ends: list[int], keys: Sequence[Hashable]) -> None:
         """:meth:`discard_many` of every ``(starts[i], ends[i], keys[i])``."""
@@ -326,7 +326,7 @@ class PhysIndex:
         return found
 
 
-def _columns(
+def columns(
     items: Iterable[tuple[int, int, Hashable]],
 ) -> tuple[list[int], list[int], list[Hashable]]:
     """``(start, end, key)`` items as three lists."""
