@@ -67,14 +67,10 @@ class HeldLines:
         )
 
     def held_lines(self, ranges: Sequence[AddressRange]) -> I64:
-        """How many cached lines overlap each of ``ranges``, in one pass.
-
-        Why: maintenance by range does nothing to a range the cache holds no line of,
-        the usual case for a buffer handed to a device (the CPU wrote it long before,
-        or never), so a caller can skip those ranges; for a 64-entry scatterlist that
-        is one search of the cache's tags instead of 64 masks over the whole cache.
-        A query: it changes nothing, holes in the address map included.
-        """
+        """How many cached lines overlap each of ``ranges``, in one pass: for a
+        64-entry scatterlist one search of the cache's tags instead of 64 masks over
+        the whole cache.  A query: it changes nothing, holes in the address map
+        included."""
         for r in ranges:
             if type(r) is not AddressRange and not isinstance(r, AddressRange):
                 raise InvalidArgumentError(f"cache held_lines: {r!r} is not an AddressRange")
